@@ -1,0 +1,7 @@
+/**
+ * Tether's command line: `serve` runs a sync server.
+ *
+ * @module
+ */
+
+export {};

@@ -1,0 +1,113 @@
+// This module is browser compatible.
+
+import type { Hlc } from "./hlc.ts";
+import type { Instruction } from "./changeset.ts";
+import {
+  applyInstruction,
+  emptyRecord,
+  isLive,
+  type ObjectChange,
+  type ObjectRecord,
+  visibleFields,
+} from "./merge.ts";
+import type { Fields } from "./value.ts";
+
+/**
+ * An in-memory set of object records, keyed by type then id, that applies
+ * changesets with the rules in `merge.ts` and reports their visible effect.
+ */
+export class ObjectStore {
+  #types = new Map<string, Map<string, ObjectRecord>>();
+  #liveCount = 0;
+
+  /** Number of live objects. */
+  get size(): number {
+    return this.#liveCount;
+  }
+
+  /**
+   * Applies a changeset's instructions in order and returns their visible
+   * effect, one entry per instruction that changed something.
+   */
+  apply(stamp: Hlc, instructions: readonly Instruction[]): ObjectChange[] {
+    const changes: ObjectChange[] = [];
+    for (const instruction of instructions) {
+      const record = this.#recordFor(instruction.type, instruction.id);
+      const wasLive = isLive(record);
+      const change = applyInstruction(
+        record,
+        instruction,
+        instruction.stamp ?? stamp,
+      );
+      const live = isLive(record);
+      if (wasLive !== live) this.#liveCount += live ? 1 : -1;
+      if (change !== null) changes.push(change);
+    }
+    return changes;
+  }
+
+  /** The visible fields of a live object, or undefined. */
+  get(type: string, id: string): Fields | undefined {
+    const record = this.#types.get(type)?.get(id);
+    return record !== undefined && isLive(record)
+      ? visibleFields(record)
+      : undefined;
+  }
+
+  /** The record of an object, live or not, or undefined if never seen. */
+  record(type: string, id: string): ObjectRecord | undefined {
+    return this.#types.get(type)?.get(id);
+  }
+
+  /** Live objects of one type, in insertion order. */
+  *objects(type: string): IterableIterator<{ id: string; fields: Fields }> {
+    const byId = this.#types.get(type);
+    if (byId === undefined) return;
+    for (const record of byId.values()) {
+      if (isLive(record)) {
+        yield { id: record.id, fields: visibleFields(record) };
+      }
+    }
+  }
+
+  /** Every record, live or dead (tombstones included). */
+  *records(): IterableIterator<ObjectRecord> {
+    for (const byId of this.#types.values()) yield* byId.values();
+  }
+
+  #recordFor(type: string, id: string): ObjectRecord {
+    let byId = this.#types.get(type);
+    if (byId === undefined) {
+      byId = new Map();
+      this.#types.set(type, byId);
+    }
+    let record = byId.get(id);
+    if (record === undefined) {
+      record = emptyRecord(type, id);
+      byId.set(id, record);
+    }
+    return record;
+  }
+}
+
+/**
+ * Returns a reason string if `instructions` touch one object more than once
+ * (a transaction's writes to one object are folded into one instruction
+ * before upload, so a repeat means a broken or hostile client), else null.
+ */
+export function findRepeatedObject(
+  instructions: readonly Instruction[],
+): string | null {
+  const seen = new Set<string>();
+  for (const { type, id } of instructions) {
+    // Lengths prefix the key so no (type, id) pair can alias another.
+    const key = `${type.length}:${type}${id}`;
+    if (seen.has(key)) {
+      return `object ${JSON.stringify(type)} ${
+        JSON.stringify(id)
+      } appears twice`;
+    }
+    seen.add(key);
+  }
+  return null;
+}
