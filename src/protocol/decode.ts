@@ -157,6 +157,7 @@ function readMessage(reader: Reader): Message {
         type: MessageType.HandshakeReply,
         version: readVarUint(reader),
         userId: readString(reader),
+        maxMessageBytes: readVarUint(reader),
       };
     case MessageType.Ident: {
       const sessionId = readSessionId(reader);

@@ -102,6 +102,7 @@ export function writeMessage(writer: Writer, message: Message): void {
     case MessageType.HandshakeReply:
       writeVarUint(writer, message.version);
       writeString(writer, message.userId);
+      writeVarUint(writer, message.maxMessageBytes);
       return;
     case MessageType.Ident:
       writeVarUint(writer, message.sessionId);

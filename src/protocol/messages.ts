@@ -122,6 +122,11 @@ export interface HandshakeReplyMessage {
   version: number;
   /** The user id the token was accepted for. */
   userId: string;
+  /**
+   * The largest frame the server accepts, in bytes; the client splits its
+   * uploads to fit.
+   */
+  maxMessageBytes: number;
 }
 
 /** Server → client: a client identity for a session bound without one. */
