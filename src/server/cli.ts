@@ -1,0 +1,248 @@
+import { serveSync } from "./serve_sync.ts";
+import { KvLockedError } from "./storage/kv_lock.ts";
+
+/**
+ * The `serve` command: argument parsing, then {@linkcode serveSync} until
+ * SIGINT or SIGTERM.
+ */
+
+/** What `serve` was asked to do, option by option. */
+export interface ServeArguments {
+  /** `--port`: the port to listen on (0 = any free port). */
+  port: number;
+  /** `--hostname`: the interface to listen on. */
+  hostname: string;
+  /** `--data`: the directory holding the KV file (`<data>/sync.kv`). */
+  data: string;
+  /** `--jwt-secret` or `TETHER_JWT_SECRET`: the HS256 secret, if any. */
+  jwtSecret: string | undefined;
+  /** `--allow-anonymous`: whether anonymous login is on. */
+  allowAnonymous: boolean;
+}
+
+/** The parsed command line: serve with these arguments, or print help. */
+export type CliCommand =
+  | { command: "serve"; arguments: ServeArguments }
+  | { command: "help" };
+
+/**
+ * Thrown by {@linkcode parseCommandLine} for a command line that cannot be
+ * run; the message says why.
+ *
+ * @example Catching a bad option
+ * ```ts
+ * import { parseCommandLine, UsageError } from "@tether/sync/cli";
+ * import assert from "node:assert/strict";
+ *
+ * assert.throws(
+ *   () => parseCommandLine(["serve", "--allow-anonymous", "--colour"]),
+ *   new UsageError('Unknown option "--colour"'),
+ * );
+ * ```
+ */
+export class UsageError extends Error {
+  /**
+   * Creates a usage error.
+   *
+   * @param message What is wrong with the command line.
+   */
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/** The environment variable that may hold the JWT secret. */
+export const JWT_SECRET_VARIABLE = "TETHER_JWT_SECRET";
+
+/** Help text for the command line. */
+export const USAGE = `Usage: tether serve [options]
+
+Runs a Tether sync server until SIGINT or SIGTERM.
+
+Options:
+  --port <n>          Port to listen on; 0 picks a free one (default 8080)
+  --hostname <host>   Interface to listen on (default 127.0.0.1;
+                      0.0.0.0 for every interface)
+  --data <dir>        Directory for the KV store, created if missing
+                      (default ./data; the store is <dir>/sync.kv)
+  --jwt-secret <s>    Secret for HS256 user JWTs (or set ${JWT_SECRET_VARIABLE})
+  --allow-anonymous   Let POST /login create anonymous users
+  -h, --help          Show this help
+
+At least one of --jwt-secret and --allow-anonymous is required.`;
+
+/**
+ * Parses a command line (without the program name). Options take their
+ * value as the next argument or after `=`.
+ *
+ * @param args The arguments, e.g. `Deno.args`.
+ * @param env Reads environment variables (`TETHER_JWT_SECRET`); by default
+ *   none are read.
+ * @returns What to run.
+ * @throws {UsageError} For a missing or unknown command, an unknown option,
+ *   a bad value, or no way to log in.
+ *
+ * @example Options and the environment
+ * ```ts
+ * import { parseCommandLine } from "@tether/sync/cli";
+ * import assert from "node:assert/strict";
+ *
+ * const parsed = parseCommandLine(
+ *   ["serve", "--port=9000", "--data", "/srv/tether"],
+ *   (name) => name === "TETHER_JWT_SECRET" ? "s3cret" : undefined,
+ * );
+ * assert.deepEqual(parsed, {
+ *   command: "serve",
+ *   arguments: {
+ *     port: 9000,
+ *     hostname: "127.0.0.1",
+ *     data: "/srv/tether",
+ *     jwtSecret: "s3cret",
+ *     allowAnonymous: false,
+ *   },
+ * });
+ * ```
+ */
+export function parseCommandLine(
+  args: readonly string[],
+  env: (name: string) => string | undefined = () => undefined,
+): CliCommand {
+  if (args.length === 0 || args.includes("-h") || args.includes("--help")) {
+    if (args.length === 0) throw new UsageError("Missing command: serve");
+    return { command: "help" };
+  }
+  const [command, ...rest] = args;
+  if (command !== "serve") {
+    throw new UsageError(`Unknown command ${JSON.stringify(command)}`);
+  }
+  const parsed: ServeArguments = {
+    port: 8080,
+    hostname: "127.0.0.1",
+    data: "./data",
+    jwtSecret: env(JWT_SECRET_VARIABLE) || undefined,
+    allowAnonymous: false,
+  };
+  for (let index = 0; index < rest.length; index++) {
+    const argument = rest[index]!;
+    const equals = argument.indexOf("=");
+    const name = equals >= 0 ? argument.slice(0, equals) : argument;
+    const inline = equals >= 0 ? argument.slice(equals + 1) : undefined;
+    const value = (): string => {
+      const next = inline ?? rest[++index];
+      if (next === undefined) {
+        throw new UsageError(`Option ${name} needs a value`);
+      }
+      return next;
+    };
+    switch (name) {
+      case "--port": {
+        const text = value();
+        const port = Number(text);
+        if (!/^\d+$/.test(text) || port > 65535) {
+          throw new UsageError(`Invalid port ${JSON.stringify(text)}`);
+        }
+        parsed.port = port;
+        break;
+      }
+      case "--hostname":
+        parsed.hostname = value();
+        break;
+      case "--data":
+        parsed.data = value();
+        break;
+      case "--jwt-secret":
+        parsed.jwtSecret = value();
+        break;
+      case "--allow-anonymous":
+        if (inline !== undefined) {
+          throw new UsageError("--allow-anonymous takes no value");
+        }
+        parsed.allowAnonymous = true;
+        break;
+      default:
+        throw new UsageError(`Unknown option ${JSON.stringify(name)}`);
+    }
+  }
+  if (parsed.jwtSecret === undefined && !parsed.allowAnonymous) {
+    throw new UsageError(
+      `No way to log in: pass --jwt-secret (or set ${JWT_SECRET_VARIABLE}) and/or --allow-anonymous`,
+    );
+  }
+  return { command: "serve", arguments: parsed };
+}
+
+/**
+ * Runs the command line: `serve` prints the URL it listens on, serves until
+ * SIGINT or SIGTERM, then shuts down cleanly. Usage errors print the help
+ * text to stderr.
+ *
+ * @param args The arguments, e.g. `Deno.args`.
+ * @returns The process exit code: 0 after a clean shutdown (or help), 1 when
+ *   the server could not start (data held by another process, port taken),
+ *   2 for a bad command line.
+ * @throws {Error} Only for unexpected failures (e.g. an unreadable data
+ *   directory).
+ *
+ * @example Help is printed and exits 0
+ * ```ts
+ * import { runCli } from "@tether/sync/cli";
+ * import assert from "node:assert/strict";
+ *
+ * const log = console.log;
+ * console.log = () => {};
+ * try {
+ *   assert.equal(await runCli(["--help"]), 0);
+ * } finally {
+ *   console.log = log;
+ * }
+ * ```
+ */
+export async function runCli(args: readonly string[]): Promise<number> {
+  let parsed: CliCommand;
+  try {
+    parsed = parseCommandLine(args, (name) => Deno.env.get(name));
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    console.error(`${error.message}\n\n${USAGE}`);
+    return 2;
+  }
+  if (parsed.command === "help") {
+    console.log(USAGE);
+    return 0;
+  }
+  const { port, hostname, data, jwtSecret, allowAnonymous } = parsed.arguments;
+  const stop = new AbortController();
+  const onSignal = () => stop.abort();
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  try {
+    const server = await serveSync({
+      port,
+      hostname,
+      kv: `${data.replace(/[\\/]+$/, "")}/sync.kv`,
+      auth: {
+        ...(jwtSecret === undefined ? {} : { jwtSecret }),
+        allowAnonymous,
+      },
+      signal: stop.signal,
+    });
+    await new Promise<void>((resolve) => {
+      if (stop.signal.aborted) resolve();
+      stop.signal.addEventListener("abort", () => resolve(), { once: true });
+    });
+    await server.shutdown();
+    return 0;
+  } catch (error) {
+    if (
+      error instanceof KvLockedError || error instanceof Deno.errors.AddrInUse
+    ) {
+      console.error(error.message);
+      return 1;
+    }
+    throw error;
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
+  }
+}

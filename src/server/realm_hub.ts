@@ -1,0 +1,237 @@
+import type { UploadChangeset } from "../model/changeset.ts";
+import type { ClientIdentity } from "../protocol/messages.ts";
+import {
+  EMPTY_HEAD,
+  type Head,
+  type HistoryItem,
+  type HistoryRead,
+  integrateChangesets,
+  type IntegrateResult,
+  ITEM_OVERHEAD_BYTES,
+  readHead,
+  readHistory,
+} from "./storage/history.ts";
+import { headKey } from "./storage/keys.ts";
+import { backoffDelayMs, delay, type RetryOptions } from "./storage/retry.ts";
+import type { Log } from "./log.ts";
+
+/**
+ * What one process knows about one realm while sessions are bound to it:
+ * the newest head it has seen, recent history (so a changeset integrated
+ * here is fanned out without being read back from KV), and one `kv.watch`
+ * on the head, through which commits by other processes arrive. It exists
+ * only while a session is bound: the registry drops it after the last one
+ * leaves.
+ */
+
+/** A bound session, as the hub sees it. */
+export interface HubMember {
+  /** Called when the hub's head moved: the session may have more to send. */
+  wake(): void;
+}
+
+/** What a hub needs from its server. */
+export interface HubContext {
+  kv: Deno.Kv;
+  /** Retry pacing; its signal is the server's lifetime. */
+  retry: RetryOptions;
+  log: Log;
+  /** Called with the number of changesets this hub stored. */
+  onIntegrated(count: number): void;
+}
+
+// Recent history kept in memory per realm, in encoded bytes.
+const CACHE_BYTES = 8 * 1024 * 1024;
+
+/** One realm's in-process state; see the file comment. */
+export class RealmHub {
+  /** The resolved realm path. */
+  readonly path: string;
+  #context: HubContext;
+  #head: Head = EMPTY_HEAD;
+  #members = new Set<HubMember>();
+  #cache = new Map<number, HistoryItem>();
+  #cacheBytes = 0;
+  #integrating: Promise<unknown> = Promise.resolve();
+  #watch: ReadableStreamDefaultReader<Deno.KvEntryMaybe<unknown>[]> | null =
+    null;
+  #watchTask: Promise<void> | null = null;
+  #closed = new AbortController();
+
+  /**
+   * @param path The resolved realm path.
+   * @param context The server's KV, retry pacing and log.
+   */
+  constructor(path: string, context: HubContext) {
+    this.path = path;
+    this.#context = context;
+  }
+
+  /** The newest head this process has seen. */
+  get head(): Head {
+    return this.#head;
+  }
+
+  /** Number of sessions bound to the realm in this process. */
+  get size(): number {
+    return this.#members.size;
+  }
+
+  /** Adds a session; the first one starts the watch on the realm's head. */
+  attach(member: HubMember): void {
+    this.#members.add(member);
+    if (this.#watchTask === null) this.#watchTask = this.#runWatch();
+  }
+
+  /** Removes a session; returns whether the hub is now empty. */
+  detach(member: HubMember): boolean {
+    this.#members.delete(member);
+    return this.#members.size === 0;
+  }
+
+  /** Stops the watch and forgets the cache. */
+  async close(): Promise<void> {
+    this.#closed.abort();
+    const watch = this.#watch;
+    this.#watch = null;
+    if (watch !== null) await watch.cancel().catch(() => {});
+    await this.#watchTask;
+    this.#cache.clear();
+    this.#cacheBytes = 0;
+  }
+
+  /** Records a head seen anywhere; wakes every session if it is newer. */
+  noteHead(head: Head): void {
+    if (head.version <= this.#head.version) return;
+    this.#head = head;
+    for (const member of this.#members) member.wake();
+  }
+
+  /** Reads the head from KV (strongly consistent) and notes it. */
+  async refreshHead(): Promise<Head> {
+    const head = await readHead(this.#context.kv, this.path, this.#retry());
+    this.noteHead(head);
+    return this.#head;
+  }
+
+  /**
+   * Integrates an upload. Uploads to one realm from this process are
+   * serialised, so they never conflict with each other, only with other
+   * processes.
+   */
+  integrate(
+    identity: ClientIdentity,
+    changesets: readonly UploadChangeset[],
+    signal: AbortSignal,
+  ): Promise<IntegrateResult> {
+    const run = async (): Promise<IntegrateResult> => {
+      const result = await integrateChangesets(
+        this.#context.kv,
+        this.path,
+        identity,
+        changesets,
+        { ...this.#context.retry, signal },
+      );
+      for (const item of result.integrated) this.#remember(item);
+      if (result.integrated.length > 0) {
+        this.#context.onIntegrated(result.integrated.length);
+      }
+      this.noteHead(result.head);
+      return result;
+    };
+    const result = this.#integrating.then(run, run);
+    this.#integrating = result.catch(() => {});
+    return result;
+  }
+
+  /**
+   * Reads consecutive history from `fromVersion`, up to the known head and
+   * at most `maxBytes` (see `readHistory`): from memory when the versions
+   * are recent, else from KV.
+   */
+  async read(
+    fromVersion: number,
+    maxBytes: number,
+    signal: AbortSignal,
+  ): Promise<HistoryRead> {
+    const cached: HistoryItem[] = [];
+    let bytes = 0;
+    for (let version = fromVersion; version <= this.#head.version; version++) {
+      const item = this.#cache.get(version);
+      if (item === undefined) break;
+      const cost = item.size + ITEM_OVERHEAD_BYTES;
+      if (cached.length > 0 && bytes + cost > maxBytes) break;
+      cached.push(item);
+      bytes += cost;
+    }
+    if (cached.length > 0) return { items: cached, gap: false };
+    const read = await readHistory(
+      this.#context.kv,
+      this.path,
+      fromVersion,
+      this.#head.version,
+      maxBytes,
+      { ...this.#context.retry, signal },
+    );
+    for (const item of read.items) this.#remember(item);
+    return read;
+  }
+
+  #retry(): RetryOptions {
+    return this.#context.retry;
+  }
+
+  #remember(item: HistoryItem): void {
+    // Only recent versions are worth keeping: they are what every bound
+    // session is about to send. A slow reader of old history reads KV.
+    if (item.version <= this.#head.version - 1024) return;
+    if (this.#cache.has(item.version)) return;
+    this.#cache.set(item.version, item);
+    this.#cacheBytes += item.size;
+    // Map order is insertion order, which is (almost) version order.
+    for (const [version, old] of this.#cache) {
+      if (this.#cacheBytes <= CACHE_BYTES) break;
+      this.#cache.delete(version);
+      this.#cacheBytes -= old.size;
+    }
+  }
+
+  async #runWatch(): Promise<void> {
+    const signal = AbortSignal.any([
+      this.#closed.signal,
+      this.#context.retry.signal,
+    ]);
+    for (let attempt = 1; !signal.aborted; attempt++) {
+      try {
+        const reader = this.#context.kv.watch([headKey(this.path)])
+          .getReader();
+        this.#watch = reader;
+        if (signal.aborted) {
+          await reader.cancel();
+          return;
+        }
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          attempt = 1;
+          const head = value[0]?.value as Head | null | undefined;
+          if (head) this.noteHead(head);
+        }
+      } catch (error) {
+        if (signal.aborted) return;
+        this.#context.log(
+          "warn",
+          "watch_failed",
+          "Watching the realm head failed; retrying",
+          { path: this.path, error },
+        );
+      }
+      if (signal.aborted) return;
+      try {
+        await delay(backoffDelayMs(attempt), signal);
+      } catch {
+        return;
+      }
+    }
+  }
+}

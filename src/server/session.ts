@@ -1,0 +1,353 @@
+import type { UploadChangeset } from "../model/changeset.ts";
+import {
+  type ClientIdentity,
+  type DownloadMessage,
+  MessageType,
+  type ServerMessage,
+} from "../protocol/messages.ts";
+import type { Log } from "./log.ts";
+import type { Permission } from "./permissions.ts";
+import type { HubMember, RealmHub } from "./realm_hub.ts";
+import { SessionError } from "./session_error.ts";
+import { UnknownIdentityError } from "./storage/history.ts";
+import { delay } from "./storage/retry.ts";
+import { findInvalidUpload } from "./upload_validation.ts";
+
+/**
+ * One bound session on the server (ARCHITECTURE.md "Session flow"): a
+ * download pump that sends the realm's history after the client's cursor in
+ * bounded batches, then live changesets as the hub learns of them; upload
+ * integration with an immediate acknowledgement; and MARK bookkeeping.
+ */
+
+/** What a session needs from its connection. */
+export interface SessionTransport {
+  /** Encodes and sends a message on the socket. */
+  send(message: ServerMessage): void;
+  /** Bytes queued on the socket but not yet written to the network. */
+  bufferedAmount(): number;
+  /** Ends the session with a session-scoped ERROR. */
+  failSession(session: Session, error: SessionError): void;
+}
+
+/** Everything a session is created with. */
+export interface SessionInit {
+  id: number;
+  /** The resolved realm path. */
+  path: string;
+  userId: string;
+  identity: ClientIdentity;
+  permission: Permission;
+  hub: RealmHub;
+  transport: SessionTransport;
+  /** The client's download cursor. */
+  downloadCursor: number;
+  /** Cumulative history bytes at the download cursor. */
+  cursorBytes: number;
+  /** The identity's last integrated client version. */
+  lastIntegratedClientVersion: number;
+  /** Largest DOWNLOAD to build, in bytes. */
+  downloadBatchBytes: number;
+  /** Pause reading storage while the socket buffers more than this. */
+  highWaterBytes: number;
+  /** Aborts when the server shuts down. */
+  lifetime: AbortSignal;
+  /** Aborts when in-flight commits must give up (shutdown deadline). */
+  commitSignal: AbortSignal;
+  log: Log;
+}
+
+// How often a paused pump looks at the socket's buffer again.
+const DRAIN_POLL_MS = 10;
+
+/** See the file comment. */
+export class Session implements HubMember {
+  /** The client's session id. */
+  readonly id: number;
+  /** The resolved realm path. */
+  readonly path: string;
+  /** The client identity the session uploads as. */
+  readonly identity: ClientIdentity;
+  /** What the user may do with the realm. */
+  readonly permission: Permission;
+  /** The realm's hub, which this session holds a reference to. */
+  readonly hub: RealmHub;
+  #init: SessionInit;
+  #controller = new AbortController();
+  #signal: AbortSignal;
+  #cursor: number;
+  #cursorBytes: number;
+  #lastAck: number;
+  #marks: { requestId: number; target: number }[] = [];
+  #wakePending = false;
+  #waiter: (() => void) | null = null;
+  #pump: Promise<void> = Promise.resolve();
+  #sentFirst = false;
+
+  /** @param init The session's parameters; see {@linkcode SessionInit}. */
+  constructor(init: SessionInit) {
+    this.id = init.id;
+    this.path = init.path;
+    this.identity = init.identity;
+    this.permission = init.permission;
+    this.hub = init.hub;
+    this.#init = init;
+    this.#cursor = init.downloadCursor;
+    this.#cursorBytes = init.cursorBytes;
+    this.#lastAck = init.lastIntegratedClientVersion;
+    this.#signal = AbortSignal.any([this.#controller.signal, init.lifetime]);
+    this.#signal.addEventListener("abort", () => this.#release(), {
+      once: true,
+    });
+  }
+
+  /** Whether the session has ended. */
+  get closed(): boolean {
+    return this.#signal.aborted;
+  }
+
+  /** Starts sending history; call once, after IDENT (if any) was sent. */
+  start(): void {
+    this.#init.hub.attach(this);
+    this.#pump = this.#run();
+  }
+
+  /** Tells the pump the realm may have moved on. */
+  wake(): void {
+    this.#wakePending = true;
+    this.#release();
+  }
+
+  /**
+   * Integrates uploaded changesets and acknowledges them at once with a
+   * DOWNLOAD carrying the new `lastIntegratedClientVersion` (and the
+   * session's current server version, so it can go out between batches of
+   * a long download).
+   *
+   * @throws {SessionError} `write_not_allowed`, `bad_changeset`,
+   *   `bad_client_identity` or `session_failed`.
+   */
+  async upload(changesets: readonly UploadChangeset[]): Promise<void> {
+    if (this.permission !== "readwrite") {
+      throw new SessionError(
+        "write_not_allowed",
+        `Cannot upload: the realm ${
+          JSON.stringify(this.path)
+        } is read-only for this user`,
+      );
+    }
+    const invalid = findInvalidUpload(changesets);
+    if (invalid !== null) {
+      throw new SessionError("bad_changeset", `Cannot upload: ${invalid}`);
+    }
+    if (changesets.length === 0) return;
+    let result;
+    try {
+      result = await this.#init.hub.integrate(
+        this.identity,
+        changesets,
+        this.#init.commitSignal,
+      );
+    } catch (error) {
+      if (error instanceof UnknownIdentityError) {
+        throw new SessionError("bad_client_identity", error.message);
+      }
+      throw new SessionError(
+        "session_failed",
+        "Cannot upload: storage failed",
+        { cause: error },
+      );
+    }
+    if (this.closed) return;
+    if (result.lastIntegratedClientVersion > this.#lastAck) {
+      this.#lastAck = result.lastIntegratedClientVersion;
+    }
+    this.#sendDownload(this.#cursor, this.#cursorBytes, []);
+  }
+
+  /**
+   * Registers a MARK: answered once everything the realm held now has been
+   * sent to this session.
+   */
+  async mark(requestId: number): Promise<void> {
+    let head;
+    try {
+      head = await this.#init.hub.refreshHead();
+    } catch (error) {
+      throw new SessionError("session_failed", "Cannot read the realm head", {
+        cause: error,
+      });
+    }
+    this.#marks.push({ requestId, target: head.version });
+    this.wake();
+  }
+
+  /** Ends the session and waits for its pump to stop. */
+  async close(): Promise<void> {
+    this.#controller.abort();
+    this.#init.hub.detach(this);
+    await this.#pump;
+  }
+
+  /** Resolves once the pump has stopped (after {@linkcode close}). */
+  get stopped(): Promise<void> {
+    return this.#pump;
+  }
+
+  #release(): void {
+    const waiter = this.#waiter;
+    this.#waiter = null;
+    waiter?.();
+  }
+
+  async #run(): Promise<void> {
+    try {
+      while (!this.closed) {
+        await this.#waitForDrain();
+        if (this.closed) return;
+        const head = this.#init.hub.head;
+        if (this.#cursor < head.version) {
+          await this.#sendHistory();
+          continue;
+        }
+        if (!this.#sentFirst) {
+          this.#sendDownload(this.#cursor, this.#cursorBytes, []);
+        }
+        this.#answerMarks();
+        await this.#waitForWake();
+      }
+    } catch (error) {
+      if (this.closed) return;
+      this.#init.transport.failSession(
+        this,
+        error instanceof SessionError ? error : new SessionError(
+          "session_failed",
+          "Cannot send the realm's history: storage failed",
+          { cause: error },
+        ),
+      );
+    }
+  }
+
+  async #sendHistory(): Promise<void> {
+    const read = await this.#init.hub.read(
+      this.#cursor + 1,
+      this.#init.downloadBatchBytes - DOWNLOAD_HEADER_BYTES,
+      this.#signal,
+    );
+    if (this.closed) return;
+    if (read.gap) {
+      throw new SessionError(
+        "session_failed",
+        `Cannot send history after version ${this.#cursor}: it was compacted`,
+      );
+    }
+    const changesets = [];
+    let version = this.#cursor;
+    let bytes = this.#cursorBytes;
+    for (const item of read.items) {
+      // The client has its own changesets; only the version moves past them.
+      if (item.identity !== this.identity.id) {
+        changesets.push(item.changeset);
+      }
+      version = item.version;
+      bytes = item.cumulativeBytes;
+    }
+    this.#sendDownload(version, bytes, changesets);
+  }
+
+  #sendDownload(
+    version: number,
+    cursorBytes: number,
+    changesets: DownloadMessage["changesets"],
+  ): void {
+    if (this.closed) return;
+    this.#cursor = version;
+    this.#cursorBytes = cursorBytes;
+    this.#sentFirst = true;
+    this.#init.transport.send({
+      type: MessageType.Download,
+      sessionId: this.id,
+      serverVersion: version,
+      lastIntegratedClientVersion: this.#lastAck,
+      downloadableBytes: this.#downloadableBytes(),
+      changesets,
+    });
+  }
+
+  #downloadableBytes(): number {
+    return Math.max(0, this.#init.hub.head.bytes - this.#cursorBytes);
+  }
+
+  #answerMarks(): void {
+    if (this.#marks.length === 0) return;
+    const remaining = [];
+    for (const mark of this.#marks) {
+      if (mark.target <= this.#cursor) {
+        this.#init.transport.send({
+          type: MessageType.MarkReply,
+          sessionId: this.id,
+          requestId: mark.requestId,
+        });
+      } else {
+        remaining.push(mark);
+      }
+    }
+    this.#marks = remaining;
+  }
+
+  async #waitForWake(): Promise<void> {
+    if (this.#wakePending) {
+      this.#wakePending = false;
+      return;
+    }
+    await new Promise<void>((resolve) => {
+      this.#waiter = resolve;
+      if (this.closed) this.#release();
+    });
+    this.#wakePending = false;
+  }
+
+  async #waitForDrain(): Promise<void> {
+    // Backpressure: a slow reader must not make the server buffer the
+    // realm's history in memory. Storage is read again once the socket has
+    // written most of what it holds.
+    let paused = false;
+    while (
+      !this.closed &&
+      this.#init.transport.bufferedAmount() > this.#init.highWaterBytes
+    ) {
+      if (!paused) {
+        paused = true;
+        this.#init.log(
+          "debug",
+          "backpressure_paused",
+          "Socket buffer is full; pausing the download",
+          {
+            session: this.id,
+            path: this.path,
+          },
+        );
+      }
+      try {
+        await delay(DRAIN_POLL_MS, this.#signal);
+      } catch {
+        return;
+      }
+    }
+    if (paused && !this.closed) {
+      this.#init.log(
+        "debug",
+        "backpressure_resumed",
+        "Socket buffer drained; resuming the download",
+        {
+          session: this.id,
+          path: this.path,
+        },
+      );
+    }
+  }
+}
+
+/** Bytes a DOWNLOAD needs beyond its changesets (header fields, count). */
+export const DOWNLOAD_HEADER_BYTES = 48;

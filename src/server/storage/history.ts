@@ -1,0 +1,314 @@
+import type {
+  DownloadChangeset,
+  UploadChangeset,
+} from "../../model/changeset.ts";
+import type { ClientIdentity } from "../../protocol/messages.ts";
+import { encodeDownloadChangeset } from "../../protocol/encode.ts";
+import { decodeDownloadChangeset } from "../../protocol/decode.ts";
+import {
+  inlineBytes,
+  needsBlob,
+  readStoredBytes,
+  type StoredBytes,
+  writeBlob,
+} from "./chunks.ts";
+import type { IdentityRecord } from "./identities.ts";
+import { headKey, historyKey, identityKey } from "./keys.ts";
+import { backoffDelayMs, delay, retryKv, type RetryOptions } from "./retry.ts";
+
+/**
+ * A realm's history in Deno KV (ARCHITECTURE.md "Server storage"): server
+ * versions 1, 2, 3, …, each assigned in an atomic commit guarded by a check
+ * on the realm's head, so two processes can never assign one version twice
+ * or lose a changeset.
+ */
+
+/** The newest version of a realm and the cumulative bytes of its history. */
+export interface Head {
+  version: number;
+  bytes: number;
+}
+
+/** A realm before its first changeset. */
+export const EMPTY_HEAD: Readonly<Head> = Object.freeze({
+  version: 0,
+  bytes: 0,
+});
+
+/** One stored history entry (the value under `historyKey(realm, v)`). */
+export interface HistoryEntry {
+  /** The client identity that uploaded the changeset. */
+  identity: number;
+  clientVersion: number;
+  /** Sum of the sizes of every changeset up to and including this one. */
+  cumulativeBytes: number;
+  /**
+   * The changeset encoded with `encodeDownloadChangeset` and server version
+   * 0 (the version is the key; encoding before it is known lets large
+   * changesets be staged before the commit that numbers them).
+   */
+  changeset: StoredBytes;
+}
+
+/** A history entry read back, with its changeset decoded. */
+export interface HistoryItem {
+  version: number;
+  identity: number;
+  clientVersion: number;
+  /** Encoded size of the changeset in bytes. */
+  size: number;
+  cumulativeBytes: number;
+  changeset: DownloadChangeset;
+}
+
+/** Thrown when an upload's identity is unknown or its salt is wrong. */
+export class UnknownIdentityError extends Error {
+  /** @param message Detail for the log and the client. */
+  constructor(message: string) {
+    super(message);
+    this.name = "UnknownIdentityError";
+  }
+}
+
+/** What {@linkcode integrateChangesets} did. */
+export interface IntegrateResult {
+  /** The acknowledgement: every client version at or below it is stored. */
+  lastIntegratedClientVersion: number;
+  /** The head after the last commit this call made (or read). */
+  head: Head;
+  /** Changesets stored by this call, in version order. */
+  integrated: HistoryItem[];
+}
+
+/** Reads a realm's head (strongly consistent). */
+export async function readHead(
+  kv: Deno.Kv,
+  realm: string,
+  options: RetryOptions,
+): Promise<Head> {
+  const entry = await retryKv(() => kv.get<Head>(headKey(realm)), options);
+  return entry.value ?? EMPTY_HEAD;
+}
+
+// A group of changesets committed together stays well inside the limits of
+// one atomic operation (1000 mutations, 800 KiB): two sets per group (head,
+// identity) plus one per changeset.
+const GROUP_MAX_CHANGESETS = 500;
+const GROUP_MAX_BYTES = 600_000;
+
+interface Pending {
+  upload: UploadChangeset;
+  stored: StoredBytes;
+}
+
+/**
+ * Stores every changeset of `changesets` (client versions increasing) whose
+ * client version is above the identity's last integrated one; the others
+ * are re-uploads, acknowledged without being stored again. Commits are
+ * retried until they win against concurrent writers.
+ *
+ * @throws {UnknownIdentityError} When the realm never issued `identity`.
+ */
+export async function integrateChangesets(
+  kv: Deno.Kv,
+  realm: string,
+  identity: ClientIdentity,
+  changesets: readonly UploadChangeset[],
+  options: RetryOptions,
+): Promise<IntegrateResult> {
+  const integrated: HistoryItem[] = [];
+  let acknowledged = 0;
+  let head: Head = EMPTY_HEAD;
+  const pending: Pending[] = [];
+  for (const upload of changesets) {
+    const bytes = encodeDownloadChangeset({
+      serverVersion: 0,
+      stamp: upload.stamp,
+      instructions: upload.instructions,
+    });
+    const stored = needsBlob(bytes)
+      ? await retryKv(() => writeBlob(kv, realm, bytes), options)
+      : inlineBytes(bytes);
+    pending.push({ upload, stored });
+  }
+  let start = 0;
+  do {
+    let end = start;
+    let groupBytes = 0;
+    while (
+      end < pending.length && end - start < GROUP_MAX_CHANGESETS &&
+      (end === start ||
+        groupBytes + (pending[end]!.stored.data?.length ?? 0) <=
+          GROUP_MAX_BYTES)
+    ) {
+      groupBytes += pending[end]!.stored.data?.length ?? 0;
+      end++;
+    }
+    const group = pending.slice(start, end);
+    for (let attempt = 1;; attempt++) {
+      const [headEntry, identityEntry] = await retryKv(
+        () =>
+          kv.getMany<[Head, IdentityRecord]>([
+            headKey(realm),
+            identityKey(realm, identity.id),
+          ]),
+        options,
+      );
+      const record = identityEntry.value;
+      if (record === null || record.salt !== identity.salt) {
+        throw new UnknownIdentityError(
+          `Cannot integrate changesets: client identity ${identity.id} is unknown in realm ${
+            JSON.stringify(realm)
+          }`,
+        );
+      }
+      head = headEntry.value ?? EMPTY_HEAD;
+      acknowledged = Math.max(acknowledged, record.lastClientVersion);
+      const fresh = group.filter((item) =>
+        item.upload.clientVersion > record.lastClientVersion
+      );
+      if (fresh.length === 0) break;
+      const operation = kv.atomic().check(headEntry).check(identityEntry);
+      let version = head.version;
+      let bytes = head.bytes;
+      const items: HistoryItem[] = [];
+      for (const { upload, stored } of fresh) {
+        version++;
+        bytes += stored.size;
+        const entry: HistoryEntry = {
+          identity: identity.id,
+          clientVersion: upload.clientVersion,
+          cumulativeBytes: bytes,
+          changeset: stored,
+        };
+        operation.set(historyKey(realm, version), entry);
+        items.push({
+          version,
+          identity: identity.id,
+          clientVersion: upload.clientVersion,
+          size: stored.size,
+          cumulativeBytes: bytes,
+          changeset: {
+            serverVersion: version,
+            stamp: upload.stamp,
+            instructions: upload.instructions,
+          },
+        });
+      }
+      const last = fresh[fresh.length - 1]!.upload.clientVersion;
+      const nextHead: Head = { version, bytes };
+      operation.set(headKey(realm), nextHead);
+      operation.set(
+        identityKey(realm, identity.id),
+        {
+          salt: record.salt,
+          lastClientVersion: last,
+        } satisfies IdentityRecord,
+      );
+      const result = await retryKv(() => operation.commit(), options);
+      if (result.ok) {
+        integrated.push(...items);
+        acknowledged = last;
+        head = nextHead;
+        break;
+      }
+      await delay(backoffDelayMs(attempt), options.signal);
+    }
+    start = end;
+  } while (start < pending.length);
+  return { lastIntegratedClientVersion: acknowledged, head, integrated };
+}
+
+/** What {@linkcode readHistory} found. */
+export interface HistoryRead {
+  /** Consecutive items from `fromVersion` on (may be empty). */
+  items: HistoryItem[];
+  /**
+   * True when `fromVersion` is no longer stored (compacted away): the reader
+   * must bootstrap from the snapshot. Callers only ask for versions at or
+   * below a head they have read, so "nothing found" is a gap too.
+   */
+  gap: boolean;
+}
+
+/**
+ * Bytes a changeset may take in a DOWNLOAD beyond its stored size: its real
+ * server version (stored as 0) as a varint of up to 8 bytes, and a margin.
+ */
+export const ITEM_OVERHEAD_BYTES = 9;
+
+/**
+ * Reads consecutive history entries from `fromVersion` up to `toVersion`
+ * whose sizes (each plus {@linkcode ITEM_OVERHEAD_BYTES}) add up to at most
+ * `maxBytes`; one entry larger than that is read alone.
+ */
+export async function readHistory(
+  kv: Deno.Kv,
+  realm: string,
+  fromVersion: number,
+  toVersion: number,
+  maxBytes: number,
+  options: RetryOptions,
+): Promise<HistoryRead> {
+  const items: HistoryItem[] = [];
+  if (toVersion < fromVersion) return { items, gap: false };
+  let expected = fromVersion;
+  const entries = await retryKv(async () => {
+    const found: Deno.KvEntry<HistoryEntry>[] = [];
+    let total = 0;
+    for await (
+      const entry of kv.list<HistoryEntry>({
+        start: historyKey(realm, fromVersion),
+        end: historyKey(realm, toVersion + 1),
+      }, { batchSize: 100 })
+    ) {
+      const cost = entry.value.changeset.size + ITEM_OVERHEAD_BYTES;
+      if (found.length > 0 && total + cost > maxBytes) break;
+      found.push(entry);
+      total += cost;
+    }
+    return found;
+  }, options);
+  for (const entry of entries) {
+    const version = entry.key[entry.key.length - 1] as number;
+    if (version !== expected) return { items, gap: items.length === 0 };
+    const value = entry.value;
+    const encoded = await retryKv(
+      () => readStoredBytes(kv, realm, value.changeset),
+      options,
+    );
+    if (encoded === null) return { items, gap: items.length === 0 };
+    const changeset = decodeDownloadChangeset(encoded);
+    changeset.serverVersion = version;
+    items.push({
+      version,
+      identity: value.identity,
+      clientVersion: value.clientVersion,
+      size: value.changeset.size,
+      cumulativeBytes: value.cumulativeBytes,
+      changeset,
+    });
+    expected++;
+  }
+  // The caller only asks for versions its head says exist, so finding none
+  // means they were compacted away.
+  return { items, gap: items.length === 0 };
+}
+
+/**
+ * Reads the cumulative history bytes at `version` (0 for version 0), or null
+ * when that entry is no longer stored.
+ */
+export async function readCumulativeBytes(
+  kv: Deno.Kv,
+  realm: string,
+  version: number,
+  options: RetryOptions,
+): Promise<number | null> {
+  if (version === 0) return 0;
+  const entry = await retryKv(
+    () => kv.get<HistoryEntry>(historyKey(realm, version)),
+    options,
+  );
+  return entry.value?.cumulativeBytes ?? null;
+}

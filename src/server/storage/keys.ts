@@ -1,0 +1,72 @@
+/**
+ * The server's Deno KV key layout (ARCHITECTURE.md "Server storage"). Every
+ * key starts with {@linkcode ROOT} so the server can share a store with the
+ * application that embeds it. Realm paths are one key part each, so a
+ * prefix list of one realm never reaches into another.
+ */
+
+/** First part of every key the server writes. */
+export const ROOT = "tether";
+
+/** The server's token signing key (raw bytes), shared by every process. */
+export function signingKeyKey(): Deno.KvKey {
+  return [ROOT, "server", "signing_key"];
+}
+
+/** A realm's head: `{ version, bytes }` of its history. */
+export function headKey(realm: string): Deno.KvKey {
+  return [ROOT, "realm", realm, "head"];
+}
+
+/** One history entry, or (without `version`) the prefix of all of them. */
+export function historyKey(realm: string, version?: number): Deno.KvKey {
+  return version === undefined
+    ? [ROOT, "realm", realm, "history"]
+    : [ROOT, "realm", realm, "history", version];
+}
+
+/** One part of a chunked value, or the prefix of all parts of one blob. */
+export function blobKey(
+  realm: string,
+  blobId: string,
+  part?: number,
+): Deno.KvKey {
+  return part === undefined
+    ? [ROOT, "realm", realm, "blob", blobId]
+    : [ROOT, "realm", realm, "blob", blobId, part];
+}
+
+/** The counter client identities are allocated from. */
+export function identityCounterKey(realm: string): Deno.KvKey {
+  return [ROOT, "realm", realm, "identities"];
+}
+
+/** One client identity: `{ salt, lastClientVersion }`. */
+export function identityKey(realm: string, id: number): Deno.KvKey {
+  return [ROOT, "realm", realm, "identity", id];
+}
+
+/** The snapshot's version record. */
+export function snapshotKey(realm: string): Deno.KvKey {
+  return [ROOT, "realm", realm, "snapshot"];
+}
+
+/** One object's record in the snapshot, or the prefix of all of them. */
+export function objectKey(
+  realm: string,
+  type?: string,
+  id?: string,
+): Deno.KvKey {
+  if (type === undefined) return [ROOT, "realm", realm, "object"];
+  return [ROOT, "realm", realm, "object", type, id ?? ""];
+}
+
+/** The lease that lets one process at a time advance the snapshot. */
+export function snapshotLeaseKey(realm: string): Deno.KvKey {
+  return [ROOT, "realm", realm, "snapshot_lease"];
+}
+
+/** The highest version deleted from history by compaction. */
+export function compactedKey(realm: string): Deno.KvKey {
+  return [ROOT, "realm", realm, "compacted"];
+}

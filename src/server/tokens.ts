@@ -1,0 +1,283 @@
+import { importHmacKey, type JwtClaims, signJwt, verifyJwt } from "./jwt.ts";
+import { signingKeyKey } from "./storage/keys.ts";
+import {
+  backoffDelayMs,
+  delay,
+  retryKv,
+  type RetryOptions,
+} from "./storage/retry.ts";
+
+/**
+ * Access and refresh tokens (ARCHITECTURE.md "POST /login"): HS256 JWTs
+ * signed with the server's own key, which is generated once and kept in KV
+ * so tokens survive restarts and every process sharing the store accepts
+ * them. The handshake also accepts a user JWT signed with `auth.jwtSecret`.
+ */
+
+/** How a user logged in; carried in tokens so a disabled provider's tokens stop working. */
+export type LoginProvider = "anonymous" | "jwt";
+
+/** What `POST /login` answers. */
+export interface LoginResult {
+  /** The user id (the token's `sub`). */
+  userId: string;
+  /** Goes in the HANDSHAKE (and REFRESH) message. */
+  accessToken: string;
+  /** When the access token expires, in epoch milliseconds. */
+  accessTokenExpiresAt: number;
+  /** Goes in a later `POST /login` with `provider: "refresh"`. */
+  refreshToken: string;
+}
+
+/** A token's verdict. */
+export type TokenCheck =
+  | {
+    ok: true;
+    userId: string;
+    provider: LoginProvider;
+    /** Epoch milliseconds after which the token is void. */
+    expiresAt: number;
+  }
+  | { ok: false; code: "bad_token" | "token_expired"; message: string };
+
+/** The token settings `serveSync` resolves from its `auth` option. */
+export interface TokenSettings {
+  jwtSecret: string | Uint8Array<ArrayBuffer> | undefined;
+  allowAnonymous: boolean;
+  accessTokenTtlMs: number;
+  refreshTokenTtlMs: number;
+  now: () => number;
+}
+
+const USER_ID = /^[A-Za-z0-9_.-]{1,256}$/;
+// Tolerance for an `nbf` set by an issuer whose clock runs a little ahead.
+const NOT_BEFORE_LEEWAY_MS = 30_000;
+
+/**
+ * Returns whether `userId` can be a user id: 1–256 characters of
+ * `[A-Za-z0-9_.-]`, not `.` or `..`. User ids become path segments (the
+ * default permissions give `/<userId>/…`), so they obey the segment rules;
+ * and `~` is excluded because a `~` segment means "my id".
+ */
+export function isValidUserId(userId: string): boolean {
+  return USER_ID.test(userId) && userId !== "." && userId !== "..";
+}
+
+/** Signs and checks the tokens of one server. */
+export class TokenAuthority {
+  #serverKey: CryptoKey;
+  #userKey: CryptoKey | null;
+  #settings: TokenSettings;
+
+  /**
+   * Use {@linkcode TokenAuthority.open}, which loads the server key.
+   *
+   * @param serverKey The server's own HMAC key.
+   * @param userKey The key for user JWTs, or null when JWT login is off.
+   * @param settings Lifetimes, enabled providers and the clock.
+   */
+  constructor(
+    serverKey: CryptoKey,
+    userKey: CryptoKey | null,
+    settings: TokenSettings,
+  ) {
+    this.#serverKey = serverKey;
+    this.#userKey = userKey;
+    this.#settings = settings;
+  }
+
+  /**
+   * Loads the server's signing key from KV, creating it if this is the first
+   * server on the store (two processes racing both end with the winner's).
+   */
+  static async open(
+    kv: Deno.Kv,
+    settings: TokenSettings,
+    retry: RetryOptions,
+  ): Promise<TokenAuthority> {
+    let raw: Uint8Array<ArrayBuffer> | null = null;
+    for (let attempt = 1; raw === null; attempt++) {
+      const entry = await retryKv(
+        () => kv.get<Uint8Array<ArrayBuffer>>(signingKeyKey()),
+        retry,
+      );
+      if (entry.value !== null) {
+        raw = entry.value;
+        break;
+      }
+      const fresh = crypto.getRandomValues(new Uint8Array(32));
+      const result = await retryKv(
+        () => kv.atomic().check(entry).set(signingKeyKey(), fresh).commit(),
+        retry,
+      );
+      if (result.ok) raw = fresh;
+      else await delay(backoffDelayMs(attempt), retry.signal);
+    }
+    const serverKey = await importHmacKey(raw);
+    const userKey = settings.jwtSecret === undefined
+      ? null
+      : await importHmacKey(settings.jwtSecret);
+    return new TokenAuthority(serverKey, userKey, settings);
+  }
+
+  /** Whether anonymous login is enabled. */
+  get allowsAnonymous(): boolean {
+    return this.#settings.allowAnonymous;
+  }
+
+  /** Whether JWT login is enabled (a `jwtSecret` is configured). */
+  get allowsJwt(): boolean {
+    return this.#userKey !== null;
+  }
+
+  /** Issues an access and a refresh token for `userId`. */
+  async issue(userId: string, provider: LoginProvider): Promise<LoginResult> {
+    const now = this.#settings.now();
+    const accessTokenExpiresAt = now + this.#settings.accessTokenTtlMs;
+    // NumericDate may be fractional (RFC 7519 §2), which keeps millisecond
+    // lifetimes exact; tests rely on sub-second ones.
+    const accessToken = await signJwt({
+      sub: userId,
+      typ: "access",
+      prv: provider,
+      iat: now / 1000,
+      exp: accessTokenExpiresAt / 1000,
+    }, this.#serverKey);
+    const refreshToken = await signJwt({
+      sub: userId,
+      typ: "refresh",
+      prv: provider,
+      iat: now / 1000,
+      exp: (now + this.#settings.refreshTokenTtlMs) / 1000,
+      jti: crypto.randomUUID(),
+    }, this.#serverKey);
+    return { userId, accessToken, accessTokenExpiresAt, refreshToken };
+  }
+
+  /**
+   * Checks a token presented in a HANDSHAKE or REFRESH: an access token from
+   * `POST /login`, or a user JWT signed with `auth.jwtSecret`.
+   */
+  async verifyAccess(token: string): Promise<TokenCheck> {
+    if (token === "") {
+      return { ok: false, code: "bad_token", message: "No access token" };
+    }
+    const own = await verifyJwt(token, this.#serverKey);
+    if (own.ok) return this.#checkOwn(own.claims, "access");
+    return await this.verifyUserJwt(token);
+  }
+
+  /** Checks a refresh token from an earlier login. */
+  async verifyRefresh(token: string): Promise<TokenCheck> {
+    const own = await verifyJwt(token, this.#serverKey);
+    if (!own.ok) {
+      return {
+        ok: false,
+        code: "bad_token",
+        message: "Refresh token is malformed or badly signed",
+      };
+    }
+    return this.#checkOwn(own.claims, "refresh");
+  }
+
+  /** Checks a user JWT signed with `auth.jwtSecret`. */
+  async verifyUserJwt(token: string): Promise<TokenCheck> {
+    if (this.#userKey === null) {
+      return {
+        ok: false,
+        code: "bad_token",
+        message: "Token is malformed or badly signed",
+      };
+    }
+    const verified = await verifyJwt(token, this.#userKey);
+    if (!verified.ok) {
+      return {
+        ok: false,
+        code: "bad_token",
+        message: verified.reason === "malformed"
+          ? "Token is malformed"
+          : verified.reason === "unsupported_algorithm"
+          ? "Token is not signed with HS256"
+          : "Token is badly signed",
+      };
+    }
+    const claims = verified.claims;
+    const checked = this.#checkTimes(claims);
+    if (!checked.ok) return checked;
+    if (typeof claims.sub !== "string" || !isValidUserId(claims.sub)) {
+      return {
+        ok: false,
+        code: "bad_token",
+        message:
+          "Token's sub is not a valid user id (1-256 characters of A-Z a-z 0-9 _ . -)",
+      };
+    }
+    return {
+      ok: true,
+      userId: claims.sub,
+      provider: "jwt",
+      expiresAt: checked.expiresAt,
+    };
+  }
+
+  #checkOwn(claims: JwtClaims, kind: "access" | "refresh"): TokenCheck {
+    if (claims.typ !== kind) {
+      return {
+        ok: false,
+        code: "bad_token",
+        message: `Token is not ${
+          kind === "access" ? "an access" : "a refresh"
+        } token`,
+      };
+    }
+    const checked = this.#checkTimes(claims);
+    if (!checked.ok) return checked;
+    const provider = claims.prv;
+    if (
+      typeof claims.sub !== "string" ||
+      (provider !== "anonymous" && provider !== "jwt")
+    ) {
+      return { ok: false, code: "bad_token", message: "Token is malformed" };
+    }
+    if (provider === "anonymous" ? !this.allowsAnonymous : !this.allowsJwt) {
+      return {
+        ok: false,
+        code: "bad_token",
+        message: `Login provider ${JSON.stringify(provider)} is disabled`,
+      };
+    }
+    return {
+      ok: true,
+      userId: claims.sub,
+      provider,
+      expiresAt: checked.expiresAt,
+    };
+  }
+
+  #checkTimes(
+    claims: JwtClaims,
+  ):
+    | { ok: true; expiresAt: number }
+    | { ok: false; code: "bad_token" | "token_expired"; message: string } {
+    const now = this.#settings.now();
+    if (typeof claims.exp !== "number" || !Number.isFinite(claims.exp)) {
+      return { ok: false, code: "bad_token", message: "Token has no exp" };
+    }
+    const expiresAt = claims.exp * 1000;
+    if (expiresAt <= now) {
+      return { ok: false, code: "token_expired", message: "Token has expired" };
+    }
+    if (
+      claims.nbf !== undefined &&
+      (typeof claims.nbf !== "number" ||
+        claims.nbf * 1000 > now + NOT_BEFORE_LEEWAY_MS)
+    ) {
+      return {
+        ok: false,
+        code: "bad_token",
+        message: "Token is not yet valid",
+      };
+    }
+    return { ok: true, expiresAt };
+  }
+}

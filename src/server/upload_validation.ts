@@ -1,0 +1,57 @@
+import type { UploadChangeset } from "../model/changeset.ts";
+import { isValidHlc } from "../model/hlc.ts";
+import { findRepeatedObject } from "../model/object_store.ts";
+
+/**
+ * What the server refuses in an UPLOAD with `bad_changeset`
+ * (ARCHITECTURE.md "Data model"; docs/SERVER.md lists the rules).
+ */
+
+/** Longest type name or object id accepted, in UTF-8 bytes. */
+export const MAX_NAME_BYTES = 512;
+
+const encoder = new TextEncoder();
+
+function utf8Length(text: string): number {
+  // Every UTF-16 unit is at most 3 UTF-8 bytes: skip encoding short names.
+  return text.length * 3 <= MAX_NAME_BYTES
+    ? text.length
+    : encoder.encode(text).length;
+}
+
+/**
+ * Returns why an upload's changesets are invalid, or null when they are
+ * fine: client versions must be positive and increasing, stamps in range,
+ * instructions must carry no stamp of their own (the changeset's stamp is
+ * the transaction's), touch each object at most once, and name types and
+ * ids of at most {@linkcode MAX_NAME_BYTES} bytes (they become storage keys).
+ */
+export function findInvalidUpload(
+  changesets: readonly UploadChangeset[],
+): string | null {
+  let previous = 0;
+  for (const changeset of changesets) {
+    const { clientVersion } = changeset;
+    if (!Number.isSafeInteger(clientVersion) || clientVersion <= previous) {
+      return `client version ${clientVersion} does not follow ${previous}`;
+    }
+    previous = clientVersion;
+    if (!isValidHlc(changeset.stamp)) {
+      return `changeset ${clientVersion} has a stamp out of range`;
+    }
+    for (const instruction of changeset.instructions) {
+      if (instruction.stamp !== null) {
+        return `changeset ${clientVersion} has an instruction with its own stamp`;
+      }
+      if (
+        utf8Length(instruction.type) > MAX_NAME_BYTES ||
+        utf8Length(instruction.id) > MAX_NAME_BYTES
+      ) {
+        return `changeset ${clientVersion} has a type name or object id longer than ${MAX_NAME_BYTES} bytes`;
+      }
+    }
+    const repeated = findRepeatedObject(changeset.instructions);
+    if (repeated !== null) return `changeset ${clientVersion}: ${repeated}`;
+  }
+  return null;
+}

@@ -1,0 +1,496 @@
+import assert from "node:assert/strict";
+import {
+  type ErrorCodeName,
+  errorCodeNumber,
+} from "../../src/protocol/error_codes.ts";
+import {
+  type ClientIdentity,
+  MessageType,
+  type UploadMessage,
+} from "../../src/protocol/messages.ts";
+import type { UploadChangeset } from "../../src/model/changeset.ts";
+import type { ServeSyncOptions } from "../../server.ts";
+import { put, remove, update, upload } from "../_helpers/changesets.ts";
+import { ProtocolClient } from "../_helpers/protocol_client.ts";
+import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
+
+function uploadMessage(
+  sessionId: number,
+  changesets: UploadChangeset[],
+): UploadMessage {
+  return { type: MessageType.Upload, sessionId, changesets };
+}
+
+async function connect(test: TestServer, accessToken: string) {
+  const client = await ProtocolClient.connect(test.url);
+  await client.handshake(accessToken);
+  return client;
+}
+
+async function expectSessionError(
+  client: ProtocolClient,
+  sessionId: number,
+  code: ErrorCodeName,
+): Promise<string> {
+  const error = await client.expect(MessageType.Error);
+  assert.equal(error.sessionId, sessionId);
+  assert.equal(error.code, errorCodeNumber(code), error.message);
+  return error.message;
+}
+
+/** Proves the connection still works by a PING round trip. */
+async function assertAlive(client: ProtocolClient): Promise<void> {
+  client.send({ type: MessageType.Ping, timestamp: 99 });
+  assert.equal((await client.expect(MessageType.Pong)).timestamp, 99);
+}
+
+async function startWithUser(options: Partial<ServeSyncOptions> = {}) {
+  const test = await startTestServer(options);
+  const login = await test.login();
+  return { test, login };
+}
+
+Deno.test("BIND without an identity gets IDENT, then a DOWNLOAD saying it is caught up", async () => {
+  const { test, login } = await startWithUser();
+  await using _ = test;
+  await using client = await connect(test, login.accessToken);
+  const identity = await client.bind(3, "/~/todos");
+  assert.ok(identity !== null && identity.id >= 1 && identity.salt >= 1);
+  assert.deepEqual(await client.expect(MessageType.Download), {
+    type: MessageType.Download,
+    sessionId: 3,
+    serverVersion: 0,
+    lastIntegratedClientVersion: 0,
+    downloadableBytes: 0,
+    changesets: [],
+  });
+  const second = await client.bind(4, "/~/other");
+  assert.notDeepEqual(second, identity);
+  await client.expect(MessageType.Download);
+  const stats = test.server.stats();
+  assert.equal(stats.connections, 1);
+  assert.equal(stats.sessions, 2);
+  assert.equal(stats.realms, 2);
+});
+
+Deno.test("UPLOAD is acknowledged at once and fanned out to another connection", async () => {
+  const { test, login } = await startWithUser();
+  await using _ = test;
+  await using writer = await connect(test, login.accessToken);
+  await using reader = await connect(test, login.accessToken);
+  await writer.bind(1, "/~/todos");
+  await writer.expect(MessageType.Download);
+  await reader.bind(9, "/~/todos");
+  await reader.expect(MessageType.Download);
+
+  const changeset = upload(1, [
+    put("Task", "a", { title: "Buy milk", done: false }),
+  ]);
+  writer.send(uploadMessage(1, [changeset]));
+  const ack = await writer.expect(MessageType.Download);
+  assert.equal(ack.lastIntegratedClientVersion, 1);
+  assert.equal(ack.serverVersion, 0, "the ack does not move the cursor itself");
+  assert.deepEqual(ack.changesets, []);
+
+  const pushed = await reader.expect(MessageType.Download);
+  assert.equal(pushed.sessionId, 9);
+  assert.equal(pushed.serverVersion, 1);
+  assert.equal(pushed.downloadableBytes, 0);
+  assert.deepEqual(pushed.changesets, [{
+    serverVersion: 1,
+    stamp: changeset.stamp,
+    instructions: changeset.instructions,
+  }]);
+
+  // The writer's cursor moves past its own changeset without receiving it.
+  const own = await writer.expect(MessageType.Download);
+  assert.equal(own.serverVersion, 1);
+  assert.deepEqual(own.changesets, []);
+  assert.equal(test.server.stats().changesetsIntegrated, 1);
+});
+
+Deno.test("a re-upload of an integrated client version is acknowledged, not stored again", async () => {
+  const { test, login } = await startWithUser();
+  await using _ = test;
+  await using first = await connect(test, login.accessToken);
+  const identity = (await first.bind(1, "/~/todos"))!;
+  await first.expect(MessageType.Download);
+  const changesets = [
+    upload(1, [put("Task", "a", { n: 1 })]),
+    upload(2, [update("Task", "a", { n: 2 })]),
+  ];
+  first.send(uploadMessage(1, changesets));
+  assert.equal(
+    (await first.expect(MessageType.Download)).lastIntegratedClientVersion,
+    2,
+  );
+  await first.close();
+
+  // Reconnect with the same identity, as a client whose ack was lost.
+  await using again = await connect(test, login.accessToken);
+  again.send({
+    type: MessageType.Bind,
+    sessionId: 1,
+    path: "/~/todos",
+    clientIdentity: identity,
+    downloadCursor: 0,
+    uploadCursor: 0,
+  });
+  const bound = await again.expect(MessageType.Download);
+  assert.equal(bound.lastIntegratedClientVersion, 2, "BIND reports the ack");
+  assert.deepEqual(bound.changesets, [], "own changesets are not sent back");
+  assert.equal(bound.serverVersion, 2);
+
+  again.send(
+    uploadMessage(1, [...changesets, upload(3, [remove("Task", "a")])]),
+  );
+  const ack = await again.expect(MessageType.Download);
+  assert.equal(ack.lastIntegratedClientVersion, 3);
+  assert.equal(test.server.stats().changesetsIntegrated, 3);
+  const moved = await again.expect(MessageType.Download);
+  assert.equal(moved.serverVersion, 3, "only version 3 was added");
+});
+
+Deno.test("BIND with an unknown identity or a wrong salt gets bad_client_identity; the socket stays", async () => {
+  const { test, login } = await startWithUser();
+  await using _ = test;
+  await using client = await connect(test, login.accessToken);
+  const identity = (await client.bind(1, "/~/todos"))!;
+  await client.expect(MessageType.Download);
+  const wrong: ClientIdentity[] = [
+    { id: identity.id, salt: identity.salt + 1 },
+    { id: identity.id + 100, salt: identity.salt },
+  ];
+  for (const [index, clientIdentity] of wrong.entries()) {
+    client.send({
+      type: MessageType.Bind,
+      sessionId: 10 + index,
+      path: "/~/todos",
+      clientIdentity,
+      downloadCursor: 0,
+      uploadCursor: 0,
+    });
+    await expectSessionError(client, 10 + index, "bad_client_identity");
+  }
+  await assertAlive(client);
+  assert.equal(test.server.stats().sessions, 1);
+});
+
+Deno.test("BIND with a download cursor ahead of the history gets bad_client_identity", async () => {
+  const { test, login } = await startWithUser();
+  await using _ = test;
+  await using client = await connect(test, login.accessToken);
+  const identity = (await client.bind(1, "/~/todos"))!;
+  await client.expect(MessageType.Download);
+  client.send({
+    type: MessageType.Bind,
+    sessionId: 2,
+    path: "/~/todos",
+    clientIdentity: identity,
+    downloadCursor: 5,
+    uploadCursor: 0,
+  });
+  const message = await expectSessionError(client, 2, "bad_client_identity");
+  assert.match(message, /download cursor 5 is ahead/);
+});
+
+Deno.test("BIND to another user's path gets permission_denied; the socket stays", async () => {
+  const { test, login } = await startWithUser();
+  await using _ = test;
+  await using client = await connect(test, login.accessToken);
+  client.send({
+    type: MessageType.Bind,
+    sessionId: 1,
+    path: "/someone-else/todos",
+    clientIdentity: null,
+    downloadCursor: 0,
+    uploadCursor: 0,
+  });
+  const message = await expectSessionError(client, 1, "permission_denied");
+  assert.equal(
+    message,
+    `Cannot bind: user "${login.userId}" may not access "/someone-else/todos"`,
+  );
+  await assertAlive(client);
+  // The id is free again.
+  await client.bind(1, "/~/todos");
+  await client.expect(MessageType.Download);
+});
+
+Deno.test("BIND with an invalid path gets invalid_path", async () => {
+  const { test, login } = await startWithUser();
+  await using _ = test;
+  await using client = await connect(test, login.accessToken);
+  for (
+    const [index, path] of ["todos", "/~/a/../b", "/~/a b", "/~/"].entries()
+  ) {
+    client.send({
+      type: MessageType.Bind,
+      sessionId: index,
+      path,
+      clientIdentity: null,
+      downloadCursor: 0,
+      uploadCursor: 0,
+    });
+    await expectSessionError(client, index, "invalid_path");
+  }
+  await assertAlive(client);
+});
+
+Deno.test("permissions() sees the resolved path; read-only realms refuse uploads with write_not_allowed", async () => {
+  const seen: [string, string][] = [];
+  const { test, login } = await startWithUser({
+    permissions: (userId, path) => {
+      seen.push([userId, path]);
+      return path.endsWith("/shared") ? "read" : "readwrite";
+    },
+  });
+  await using _ = test;
+  await using client = await connect(test, login.accessToken);
+  await client.bind(1, "/~/shared");
+  await client.expect(MessageType.Download);
+  assert.deepEqual(seen, [[login.userId, `/${login.userId}/shared`]]);
+  client.send(uploadMessage(1, [upload(1, [put("T", "a", {})])]));
+  const message = await expectSessionError(client, 1, "write_not_allowed");
+  assert.equal(
+    message,
+    `Cannot upload: the realm "/${login.userId}/shared" is read-only for this user`,
+  );
+  assert.equal(test.server.stats().sessions, 0);
+  await assertAlive(client);
+});
+
+Deno.test("a permissions() that throws fails the session with session_failed (try again)", async () => {
+  const { test, login } = await startWithUser({
+    permissions: () => {
+      throw new Error("database down");
+    },
+  });
+  await using _ = test;
+  await using client = await connect(test, login.accessToken);
+  client.send({
+    type: MessageType.Bind,
+    sessionId: 1,
+    path: "/~/todos",
+    clientIdentity: null,
+    downloadCursor: 0,
+    uploadCursor: 0,
+  });
+  const error = await client.expect(MessageType.Error);
+  assert.equal(error.code, errorCodeNumber("session_failed"));
+  assert.equal(error.tryAgain, true);
+  const logged = await test.waitForLog((record) =>
+    record.code === "session_failed"
+  );
+  assert.equal((logged.error as Error).message, "database down");
+});
+
+Deno.test("invalid uploads get bad_changeset", async (t) => {
+  const { test, login } = await startWithUser();
+  await using _ = test;
+  await using client = await connect(test, login.accessToken);
+  const stamped = upload(1, [put("T", "a", {})]);
+  stamped.instructions[0]!.stamp = { time: 1, counter: 0, node: 1 };
+  const cases: [string, UploadChangeset[], RegExp][] = [
+    ["one object twice", [
+      upload(1, [put("T", "a", {}), update("T", "a", { x: 1 })]),
+    ], /object "T" "a" appears twice/],
+    [
+      "client versions not increasing",
+      [upload(2, []), upload(2, [])],
+      /client version 2 does not follow 2/,
+    ],
+    ["client version 0", [upload(0, [])], /client version 0 does not follow 0/],
+    ["an instruction with its own stamp", [stamped], /own stamp/],
+    ["an id longer than 512 bytes", [
+      upload(1, [put("T", "é".repeat(300), {})]),
+    ], /longer than 512 bytes/],
+  ];
+  let sessionId = 0;
+  for (const [name, changesets, pattern] of cases) {
+    await t.step(name, async () => {
+      sessionId++;
+      await client.bind(sessionId, "/~/todos");
+      await client.expect(MessageType.Download);
+      client.send(uploadMessage(sessionId, changesets));
+      assert.match(
+        await expectSessionError(client, sessionId, "bad_changeset"),
+        pattern,
+      );
+    });
+  }
+  assert.equal(test.server.stats().changesetsIntegrated, 0);
+  await assertAlive(client);
+});
+
+Deno.test("a BIND beyond maxSessionsPerConnection gets too_many_sessions", async () => {
+  const { test, login } = await startWithUser({
+    limits: { maxSessionsPerConnection: 2 },
+  });
+  await using _ = test;
+  await using client = await connect(test, login.accessToken);
+  await client.bind(1, "/~/a");
+  await client.expect(MessageType.Download);
+  await client.bind(2, "/~/b");
+  await client.expect(MessageType.Download);
+  client.send({
+    type: MessageType.Bind,
+    sessionId: 3,
+    path: "/~/c",
+    clientIdentity: null,
+    downloadCursor: 0,
+    uploadCursor: 0,
+  });
+  assert.equal(
+    await expectSessionError(client, 3, "too_many_sessions"),
+    "Cannot bind: the connection already has 2 sessions",
+  );
+  client.send({ type: MessageType.Unbind, sessionId: 2 });
+  assert.equal((await client.expect(MessageType.Unbound)).sessionId, 2);
+  await client.bind(3, "/~/c");
+  await client.expect(MessageType.Download);
+});
+
+Deno.test("UNBIND is answered with UNBOUND and frees the realm", async () => {
+  const { test, login } = await startWithUser();
+  await using _ = test;
+  await using client = await connect(test, login.accessToken);
+  await client.bind(5, "/~/todos");
+  await client.expect(MessageType.Download);
+  assert.equal(test.server.stats().realms, 1);
+  client.send({ type: MessageType.Unbind, sessionId: 5 });
+  assert.deepEqual(await client.expect(MessageType.Unbound), {
+    type: MessageType.Unbound,
+    sessionId: 5,
+  });
+  assert.equal(test.server.stats().sessions, 0);
+  assert.equal(test.server.stats().realms, 0);
+  await client.bind(5, "/~/todos");
+  await client.expect(MessageType.Download);
+});
+
+Deno.test("session protocol violations close the connection", async (t) => {
+  const { test, login } = await startWithUser();
+  await using _ = test;
+  await t.step("BIND of a bound session id", async () => {
+    await using client = await connect(test, login.accessToken);
+    await client.bind(1, "/~/todos");
+    await client.expect(MessageType.Download);
+    client.send({
+      type: MessageType.Bind,
+      sessionId: 1,
+      path: "/~/todos",
+      clientIdentity: null,
+      downloadCursor: 0,
+      uploadCursor: 0,
+    });
+    const error = await client.expect(MessageType.Error);
+    assert.equal(error.sessionId, null);
+    assert.equal(error.code, errorCodeNumber("protocol_violation"));
+    assert.equal((await client.closed).code, 1002);
+  });
+  await t.step("UPLOAD for a session never bound", async () => {
+    await using client = await connect(test, login.accessToken);
+    client.send(uploadMessage(4, [upload(1, [])]));
+    const error = await client.expect(MessageType.Error);
+    assert.equal(
+      error.message,
+      "Cannot handle message: session 4 is not bound",
+    );
+    assert.equal((await client.closed).code, 1002);
+  });
+});
+
+Deno.test("MARK is answered only after the backlog held at MARK time was sent", async () => {
+  const { test, login } = await startWithUser({ downloadBatchBytes: 2048 });
+  await using _ = test;
+  await using writer = await connect(test, login.accessToken);
+  await writer.bind(1, "/~/todos");
+  await writer.expect(MessageType.Download);
+  const changesets = Array.from(
+    { length: 40 },
+    (_, index) =>
+      upload(index + 1, [put("Task", `t${index}`, { text: "x".repeat(200) })]),
+  );
+  writer.send(uploadMessage(1, changesets));
+  assert.equal(
+    (await writer.expect(MessageType.Download)).lastIntegratedClientVersion,
+    40,
+  );
+
+  await using reader = await connect(test, login.accessToken);
+  reader.send({
+    type: MessageType.Bind,
+    sessionId: 2,
+    path: "/~/todos",
+    clientIdentity: null,
+    downloadCursor: 0,
+    uploadCursor: 0,
+  });
+  reader.send({ type: MessageType.Mark, sessionId: 2, requestId: 77 });
+  await reader.expect(MessageType.Ident);
+  let version = 0;
+  let batches = 0;
+  for (let step = 0; step < 100; step++) {
+    const message = await reader.next();
+    if (message.type === MessageType.MarkReply) {
+      assert.equal(message.requestId, 77);
+      break;
+    }
+    assert.equal(message.type, MessageType.Download);
+    version = message.serverVersion;
+    batches++;
+  }
+  assert.equal(version, 40, "MARK_REPLY came after version 40 was sent");
+  assert.ok(batches > 1, "the backlog took several batches");
+});
+
+Deno.test("DOWNLOAD batches stay within downloadBatchBytes, with decreasing downloadable bytes", async () => {
+  const batchBytes = 4096;
+  const { test, login } = await startWithUser({
+    downloadBatchBytes: batchBytes,
+  });
+  await using _ = test;
+  await using writer = await connect(test, login.accessToken);
+  await writer.bind(1, "/~/todos");
+  await writer.expect(MessageType.Download);
+  const changesets = Array.from(
+    { length: 60 },
+    (_, index) =>
+      upload(index + 1, [
+        put("Task", `t${index}`, {
+          text: "y".repeat(index === 30 ? 10_000 : 300),
+        }),
+      ]),
+  );
+  writer.send(uploadMessage(1, changesets));
+  await writer.expect(MessageType.Download);
+
+  await using reader = await connect(test, login.accessToken);
+  await reader.bind(2, "/~/todos");
+  const frames = await reader.downloadUntil(2, 60);
+  let previous = Infinity;
+  let received = 0;
+  for (const frame of frames) {
+    assert.equal(frame.message.type, MessageType.Download);
+    if (frame.message.type !== MessageType.Download) continue;
+    const oversized = frame.message.changesets.some((changeset) =>
+      changeset.instructions.some((instruction) => instruction.id === "t30")
+    );
+    if (oversized) {
+      assert.equal(
+        frame.message.changesets.length,
+        1,
+        "a large changeset goes alone",
+      );
+    } else {
+      assert.ok(frame.bytes <= batchBytes, `${frame.bytes} > ${batchBytes}`);
+    }
+    assert.ok(frame.message.downloadableBytes < previous);
+    previous = frame.message.downloadableBytes;
+    received += frame.message.changesets.length;
+  }
+  assert.equal(received, 60);
+  assert.equal(previous, 0);
+  assert.ok(frames.length >= 60 * 300 / batchBytes);
+});
