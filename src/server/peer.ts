@@ -536,18 +536,13 @@ export class Peer {
         `Cannot bind: download cursor ${message.downloadCursor} is ahead of the server's history (${head.version}); the local realm belongs to other server data`,
       );
     }
+    // Null when that version was compacted away: the session bootstraps.
     const cursorBytes = await readCumulativeBytes(
       kv,
       path,
       message.downloadCursor,
       retry,
     );
-    if (cursorBytes === null) {
-      throw new SessionError(
-        "session_failed",
-        `Cannot bind: history at version ${message.downloadCursor} is no longer stored`,
-      );
-    }
     if (message.clientIdentity === null) {
       this.#send({
         type: MessageType.Ident,

@@ -12,6 +12,12 @@ import {
   readHistory,
 } from "./storage/history.ts";
 import { headKey } from "./storage/keys.ts";
+import {
+  listSnapshotObjects,
+  type SnapshotInfo,
+  type SnapshotObject,
+} from "./storage/snapshot.ts";
+import type { SnapshotScheduler } from "./snapshot_scheduler.ts";
 import { backoffDelayMs, delay, type RetryOptions } from "./storage/retry.ts";
 import type { Log } from "./log.ts";
 
@@ -38,6 +44,8 @@ export interface HubContext {
   log: Log;
   /** Called with the number of changesets this hub stored. */
   onIntegrated(count: number): void;
+  /** Advances snapshots, one per realm at a time. */
+  snapshots: SnapshotScheduler;
 }
 
 // Recent history kept in memory per realm, in encoded bytes.
@@ -89,6 +97,27 @@ export class RealmHub {
     return this.#members.size === 0;
   }
 
+  /** Whether sessions may bootstrap from a snapshot. */
+  get snapshotsEnabled(): boolean {
+    return this.#context.snapshots.enabled;
+  }
+
+  /**
+   * Brings the snapshot up to the head if no other process is doing so, and
+   * returns the snapshot's version record as it then stands.
+   */
+  ensureSnapshot(signal: AbortSignal): Promise<SnapshotInfo> {
+    return this.#context.snapshots.ensure(this.path, signal);
+  }
+
+  /** The snapshot's records, for a bootstrap. */
+  listSnapshot(signal: AbortSignal): AsyncGenerator<SnapshotObject> {
+    return listSnapshotObjects(this.#context.kv, this.path, {
+      ...this.#context.retry,
+      signal,
+    });
+  }
+
   /** Stops the watch and forgets the cache. */
   async close(): Promise<void> {
     this.#closed.abort();
@@ -115,14 +144,15 @@ export class RealmHub {
   }
 
   /**
-   * Integrates an upload. Uploads to one realm from this process are
-   * serialised, so they never conflict with each other, only with other
-   * processes.
+   * Integrates an upload, calls `beforeFanOut` with the result, then wakes
+   * every session. Uploads to one realm from this process are serialised,
+   * so they never conflict with each other, only with other processes.
    */
   integrate(
     identity: ClientIdentity,
     changesets: readonly UploadChangeset[],
     signal: AbortSignal,
+    beforeFanOut: (result: IntegrateResult) => void = () => {},
   ): Promise<IntegrateResult> {
     const run = async (): Promise<IntegrateResult> => {
       const result = await integrateChangesets(
@@ -136,7 +166,11 @@ export class RealmHub {
       if (result.integrated.length > 0) {
         this.#context.onIntegrated(result.integrated.length);
       }
+      // The uploader acknowledges before any session (its own included) is
+      // woken, so no DOWNLOAD moves past the new versions with a stale ack.
+      beforeFanOut(result);
       this.noteHead(result.head);
+      this.#context.snapshots.noteHead(this.path, result.head.version);
       return result;
     };
     const result = this.#integrating.then(run, run);

@@ -4,6 +4,7 @@ import { consoleLogger, createLog, type Logger } from "./log.ts";
 import { Peer, type PeerContext } from "./peer.ts";
 import { ownPathsOnly, type PermissionsFunction } from "./permissions.ts";
 import { RealmRegistry } from "./realm_registry.ts";
+import { SnapshotScheduler } from "./snapshot_scheduler.ts";
 import { StatsCounters, type SyncServerStats } from "./stats.ts";
 import { type KvLock, lockKvPath } from "./storage/kv_lock.ts";
 import type { RetryOptions } from "./storage/retry.ts";
@@ -298,6 +299,9 @@ export interface SyncServer extends AsyncDisposable {
   shutdown(): Promise<void>;
 }
 
+// A snapshot lease left by a crashed process blocks others this long.
+const SNAPSHOT_LEASE_MS = 30_000;
+
 const DEFAULTS = {
   port: 8080,
   hostname: "127.0.0.1",
@@ -558,6 +562,7 @@ class SyncServerInstance implements SyncServer {
   #settings: ResolvedSettings;
   #stats: StatsCounters;
   #registry: RealmRegistry;
+  #snapshots: SnapshotScheduler;
   #peers: Set<Peer>;
   #lifetime: AbortController;
   #commits: AbortController;
@@ -573,6 +578,7 @@ class SyncServerInstance implements SyncServer {
     settings: ResolvedSettings;
     stats: StatsCounters;
     registry: RealmRegistry;
+    snapshots: SnapshotScheduler;
     peers: Set<Peer>;
     lifetime: AbortController;
     commits: AbortController;
@@ -586,6 +592,7 @@ class SyncServerInstance implements SyncServer {
     this.#settings = parts.settings;
     this.#stats = parts.stats;
     this.#registry = parts.registry;
+    this.#snapshots = parts.snapshots;
     this.#peers = parts.peers;
     this.#lifetime = parts.lifetime;
     this.#commits = parts.commits;
@@ -620,11 +627,24 @@ class SyncServerInstance implements SyncServer {
       now,
     }, retry);
     const stats = new StatsCounters();
+    const snapshots = new SnapshotScheduler(
+      store.kv,
+      {
+        enabled: settings.snapshots,
+        lagVersions: settings.snapshotLagVersions,
+        retainVersions: settings.retainVersions,
+        leaseMs: SNAPSHOT_LEASE_MS,
+      },
+      retry,
+      log,
+      now,
+    );
     const registry = new RealmRegistry({
       kv: store.kv,
       retry,
       log,
       onIntegrated: (count) => stats.changesetsIntegrated += count,
+      snapshots,
     });
     const peers = new Set<Peer>();
     const peerContext: PeerContext = {
@@ -703,6 +723,7 @@ class SyncServerInstance implements SyncServer {
       settings,
       stats,
       registry,
+      snapshots,
       peers,
       lifetime,
       commits,
@@ -764,6 +785,7 @@ class SyncServerInstance implements SyncServer {
     clearTimeout(deadline);
     this.#commits.abort(new Error("The server has shut down"));
     await this.#registry.closeAll();
+    await this.#snapshots.drain();
     this.#store.release();
     this.#log("info", "stopped", "Stopped");
   }

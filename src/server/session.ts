@@ -1,4 +1,4 @@
-import type { UploadChangeset } from "../model/changeset.ts";
+import type { Instruction, UploadChangeset } from "../model/changeset.ts";
 import {
   type ClientIdentity,
   type DownloadMessage,
@@ -11,6 +11,7 @@ import type { HubMember, RealmHub } from "./realm_hub.ts";
 import { SessionError } from "./session_error.ts";
 import { UnknownIdentityError } from "./storage/history.ts";
 import { delay } from "./storage/retry.ts";
+import { snapshotChangeset, type SnapshotInfo } from "./storage/snapshot.ts";
 import { findInvalidUpload } from "./upload_validation.ts";
 
 /**
@@ -42,8 +43,11 @@ export interface SessionInit {
   transport: SessionTransport;
   /** The client's download cursor. */
   downloadCursor: number;
-  /** Cumulative history bytes at the download cursor. */
-  cursorBytes: number;
+  /**
+   * Cumulative history bytes at the download cursor, or null when that
+   * version is no longer stored (the session must bootstrap).
+   */
+  cursorBytes: number | null;
   /** The identity's last integrated client version. */
   lastIntegratedClientVersion: number;
   /** Largest DOWNLOAD to build, in bytes. */
@@ -83,6 +87,14 @@ export class Session implements HubMember {
   #waiter: (() => void) | null = null;
   #pump: Promise<void> = Promise.resolve();
   #sentFirst = false;
+  // True while the snapshot is being sent: acks keep the client's cursor,
+  // and MARK waits for the phase to end.
+  #inSnapshot = false;
+  // Stored bytes of snapshot records not yet sent (0 outside the phase).
+  #snapshotRemaining = 0;
+  // Cumulative history bytes the "still to download" figure counts from.
+  #historyBase: number;
+  #historyAvailable: boolean;
 
   /** @param init The session's parameters; see {@linkcode SessionInit}. */
   constructor(init: SessionInit) {
@@ -93,7 +105,9 @@ export class Session implements HubMember {
     this.hub = init.hub;
     this.#init = init;
     this.#cursor = init.downloadCursor;
-    this.#cursorBytes = init.cursorBytes;
+    this.#historyAvailable = init.cursorBytes !== null;
+    this.#cursorBytes = init.cursorBytes ?? 0;
+    this.#historyBase = this.#cursorBytes;
     this.#lastAck = init.lastIntegratedClientVersion;
     this.#signal = AbortSignal.any([this.#controller.signal, init.lifetime]);
     this.#signal.addEventListener("abort", () => this.#release(), {
@@ -141,12 +155,18 @@ export class Session implements HubMember {
       throw new SessionError("bad_changeset", `Cannot upload: ${invalid}`);
     }
     if (changesets.length === 0) return;
-    let result;
     try {
-      result = await this.#init.hub.integrate(
+      await this.#init.hub.integrate(
         this.identity,
         changesets,
         this.#init.commitSignal,
+        (result) => {
+          if (this.closed) return;
+          if (result.lastIntegratedClientVersion > this.#lastAck) {
+            this.#lastAck = result.lastIntegratedClientVersion;
+          }
+          this.#sendDownload(this.#cursor, this.#cursorBytes, []);
+        },
       );
     } catch (error) {
       if (error instanceof UnknownIdentityError) {
@@ -158,11 +178,6 @@ export class Session implements HubMember {
         { cause: error },
       );
     }
-    if (this.closed) return;
-    if (result.lastIntegratedClientVersion > this.#lastAck) {
-      this.#lastAck = result.lastIntegratedClientVersion;
-    }
-    this.#sendDownload(this.#cursor, this.#cursorBytes, []);
   }
 
   /**
@@ -202,6 +217,15 @@ export class Session implements HubMember {
 
   async #run(): Promise<void> {
     try {
+      const hub = this.#init.hub;
+      if (
+        hub.snapshotsEnabled &&
+        (this.#cursor === 0 || !this.#historyAvailable)
+      ) {
+        await this.#bootstrap();
+      } else if (!this.#historyAvailable) {
+        throw this.#compactedError();
+      }
       while (!this.closed) {
         await this.#waitForDrain();
         if (this.closed) return;
@@ -237,10 +261,11 @@ export class Session implements HubMember {
     );
     if (this.closed) return;
     if (read.gap) {
-      throw new SessionError(
-        "session_failed",
-        `Cannot send history after version ${this.#cursor}: it was compacted`,
-      );
+      // Compacted meanwhile: the snapshot holds what the history did.
+      this.#historyAvailable = false;
+      if (!this.#init.hub.snapshotsEnabled) throw this.#compactedError();
+      await this.#bootstrap();
+      return;
     }
     const changesets = [];
     let version = this.#cursor;
@@ -256,6 +281,83 @@ export class Session implements HubMember {
     this.#sendDownload(version, bytes, changesets);
   }
 
+  #compactedError(): SessionError {
+    return new SessionError(
+      "session_failed",
+      `Cannot send history after version ${this.#cursor}: it was compacted`,
+    );
+  }
+
+  /**
+   * Sends the snapshot instead of the history up to its version, when it is
+   * cheaper (or the history is gone). Advances the snapshot to the head
+   * first when no other process is doing so.
+   */
+  async #bootstrap(): Promise<void> {
+    const hub = this.#init.hub;
+    for (let attempt = 0; attempt < 3 && !this.closed; attempt++) {
+      const snapshot = await hub.ensureSnapshot(this.#signal);
+      if (this.closed) return;
+      const head = hub.head;
+      if (snapshot.version <= this.#cursor) {
+        if (this.#historyAvailable) return;
+        throw this.#compactedError();
+      }
+      const snapshotCost = snapshot.bytes +
+        Math.max(0, head.bytes - snapshot.historyBytes);
+      const historyCost = head.bytes - this.#cursorBytes;
+      if (this.#historyAvailable && historyCost <= snapshotCost) return;
+      if (await this.#sendSnapshot(snapshot)) return;
+    }
+    if (!this.closed) throw this.#compactedError();
+  }
+
+  /**
+   * Streams the snapshot's records in batches of at most
+   * `downloadBatchBytes`. Every DOWNLOAD keeps the client's cursor but the
+   * last, which carries the snapshot's version.
+   */
+  async #sendSnapshot(snapshot: SnapshotInfo): Promise<boolean> {
+    this.#inSnapshot = true;
+    this.#snapshotRemaining = snapshot.bytes;
+    this.#historyBase = snapshot.historyBytes;
+    const budget = this.#init.downloadBatchBytes - DOWNLOAD_HEADER_BYTES;
+    let batch: Instruction[] = [];
+    let batchBytes = 0;
+    try {
+      for await (const object of this.#init.hub.listSnapshot(this.#signal)) {
+        if (this.closed) return false;
+        if (batch.length > 0 && batchBytes + object.size > budget) {
+          await this.#waitForDrain();
+          if (this.closed) return false;
+          this.#snapshotRemaining = Math.max(
+            1,
+            this.#snapshotRemaining - batchBytes,
+          );
+          this.#sendDownload(this.#cursor, this.#cursorBytes, [
+            snapshotChangeset(snapshot.version, batch),
+          ]);
+          batch = [];
+          batchBytes = 0;
+        }
+        for (const instruction of object.instructions) batch.push(instruction);
+        batchBytes += object.size;
+      }
+    } finally {
+      if (this.closed) this.#inSnapshot = false;
+    }
+    if (this.closed) return false;
+    this.#snapshotRemaining = 0;
+    this.#inSnapshot = false;
+    this.#historyAvailable = true;
+    this.#sendDownload(
+      snapshot.version,
+      snapshot.historyBytes,
+      batch.length === 0 ? [] : [snapshotChangeset(snapshot.version, batch)],
+    );
+    return true;
+  }
+
   #sendDownload(
     version: number,
     cursorBytes: number,
@@ -264,6 +366,7 @@ export class Session implements HubMember {
     if (this.closed) return;
     this.#cursor = version;
     this.#cursorBytes = cursorBytes;
+    if (!this.#inSnapshot) this.#historyBase = cursorBytes;
     this.#sentFirst = true;
     this.#init.transport.send({
       type: MessageType.Download,
@@ -276,11 +379,12 @@ export class Session implements HubMember {
   }
 
   #downloadableBytes(): number {
-    return Math.max(0, this.#init.hub.head.bytes - this.#cursorBytes);
+    return this.#snapshotRemaining +
+      Math.max(0, this.#init.hub.head.bytes - this.#historyBase);
   }
 
   #answerMarks(): void {
-    if (this.#marks.length === 0) return;
+    if (this.#marks.length === 0 || this.#inSnapshot) return;
     const remaining = [];
     for (const mark of this.#marks) {
       if (mark.target <= this.#cursor) {
@@ -322,7 +426,7 @@ export class Session implements HubMember {
         this.#init.log(
           "debug",
           "backpressure_paused",
-          "Socket buffer is full; pausing the download",
+          `Socket buffer holds ${this.#init.transport.bufferedAmount()} bytes; pausing the download`,
           {
             session: this.id,
             path: this.path,

@@ -13,6 +13,7 @@ import type { ServeSyncOptions } from "../../server.ts";
 import { put, remove, update, upload } from "../_helpers/changesets.ts";
 import { ProtocolClient } from "../_helpers/protocol_client.ts";
 import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
+import { RawWebSocket } from "./_raw_websocket.ts";
 
 function uploadMessage(
   sessionId: number,
@@ -110,7 +111,11 @@ Deno.test("UPLOAD is acknowledged at once and fanned out to another connection",
 });
 
 Deno.test("a re-upload of an integrated client version is acknowledged, not stored again", async () => {
-  const { test, login } = await startWithUser();
+  // Plain replay: with a snapshot, the rebinding client (cursor 0) would get
+  // the state rather than the history whose own changesets are skipped.
+  const { test, login } = await startWithUser({
+    history: { snapshots: false },
+  });
   await using _ = test;
   await using first = await connect(test, login.accessToken);
   const identity = (await first.bind(1, "/~/todos"))!;
@@ -493,4 +498,94 @@ Deno.test("DOWNLOAD batches stay within downloadBatchBytes, with decreasing down
   assert.equal(received, 60);
   assert.equal(previous, 0);
   assert.ok(frames.length >= 60 * 300 / batchBytes);
+});
+
+Deno.test("a client that stops reading pauses its download at the send buffer bound; reading again resumes it", async () => {
+  const sendBufferBytes = 256 * 1024;
+  const batchBytes = 64 * 1024;
+  const { test, login } = await startWithUser({
+    sendBufferBytes,
+    downloadBatchBytes: batchBytes,
+    history: { snapshots: false },
+  });
+  await using _ = test;
+  // 24 MiB of history: far more than the kernel's socket buffers hold.
+  const changesets = Array.from(
+    { length: 96 },
+    (_, index) =>
+      upload(index + 1, [
+        put("Blob", `b${index}`, {
+          data: new Uint8Array(256 * 1024).fill(index),
+        }),
+      ]),
+  );
+  await using writer = await connect(test, login.accessToken);
+  await writer.bind(1, "/~/blobs");
+  await writer.expect(MessageType.Download);
+  for (let start = 0; start < changesets.length; start += 16) {
+    writer.send(uploadMessage(1, changesets.slice(start, start + 16)));
+  }
+  for (let step = 0; step < 50; step++) {
+    const message = await writer.expect(
+      MessageType.Download,
+      AbortSignal.timeout(20_000),
+    );
+    if (message.lastIntegratedClientVersion === 96) break;
+  }
+  const historyBytes = test.server.stats().bytesIn;
+
+  await using reader = await RawWebSocket.connect(test.url);
+  await reader.send({
+    type: MessageType.Handshake,
+    minVersion: 1,
+    maxVersion: 1,
+    accessToken: login.accessToken,
+  });
+  const signal = AbortSignal.timeout(20_000);
+  assert.equal(
+    (await reader.next(signal)).message.type,
+    MessageType.HandshakeReply,
+  );
+  const outBefore = test.server.stats().bytesOut;
+  await reader.send({
+    type: MessageType.Bind,
+    sessionId: 2,
+    path: "/~/blobs",
+    clientIdentity: null,
+    downloadCursor: 0,
+    uploadCursor: 0,
+  });
+  // Not reading: the socket fills and the pump must stop feeding it.
+  const paused = await test.waitForLog(
+    (record) => record.event === "backpressure_paused",
+    signal,
+  );
+  const buffered = Number(/holds (\d+) bytes/.exec(paused.message)![1]);
+  assert.ok(buffered > sendBufferBytes);
+  assert.ok(
+    buffered <= sendBufferBytes + batchBytes + 1024,
+    `${buffered} bytes buffered`,
+  );
+  const sent = test.server.stats().bytesOut - outBefore;
+  assert.ok(
+    sent < historyBytes / 2,
+    `${sent} of ${historyBytes} bytes handed to the socket`,
+  );
+
+  // Reading again drains the socket; the rest of the history follows.
+  let received = 0;
+  let version = 0;
+  for (let step = 0; step < 10_000 && version < 96; step++) {
+    const { message } = await reader.next(signal);
+    if (message.type === MessageType.Download) {
+      received += message.changesets.length;
+      version = message.serverVersion;
+    }
+  }
+  assert.equal(version, 96);
+  assert.equal(received, 96);
+  await test.waitForLog(
+    (record) => record.event === "backpressure_resumed",
+    signal,
+  );
 });

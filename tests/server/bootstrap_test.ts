@@ -1,0 +1,272 @@
+import assert from "node:assert/strict";
+import type { UploadChangeset } from "../../src/model/changeset.ts";
+import { ObjectStore } from "../../src/model/object_store.ts";
+import { MessageType } from "../../src/protocol/messages.ts";
+import { put, update, upload } from "../_helpers/changesets.ts";
+import { type Frame, ProtocolClient } from "../_helpers/protocol_client.ts";
+import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
+
+const OBJECTS = 10_000;
+const PER_CHANGESET = 100;
+const BATCH_BYTES = 64 * 1024;
+
+/** 10,000 tasks, each written three times (a put, then two updates). */
+function threeRounds(): UploadChangeset[] {
+  const changesets: UploadChangeset[] = [];
+  for (let round = 0; round < 3; round++) {
+    for (let first = 0; first < OBJECTS; first += PER_CHANGESET) {
+      const instructions = [];
+      for (let index = first; index < first + PER_CHANGESET; index++) {
+        const id = `task-${index}`;
+        if (round === 0) {
+          instructions.push(put("Task", id, {
+            title: `Task number ${index}`,
+            done: false,
+            priority: index % 5,
+            notes: "first draft of the notes",
+          }));
+        } else if (round === 1) {
+          instructions.push(update("Task", id, {
+            title: `Task number ${index} (edited)`,
+            notes: "second draft of the notes",
+          }));
+        } else {
+          instructions.push(update("Task", id, {
+            done: index % 2 === 0,
+            notes: "final notes",
+          }));
+        }
+      }
+      changesets.push(upload(changesets.length + 1, instructions));
+    }
+  }
+  return changesets;
+}
+
+async function uploadAll(
+  test: TestServer,
+  accessToken: string,
+  changesets: UploadChangeset[],
+): Promise<void> {
+  await using writer = await ProtocolClient.connect(test.url);
+  await writer.handshake(accessToken);
+  await writer.bind(1, "/~/tasks");
+  await writer.expect(MessageType.Download);
+  for (let start = 0; start < changesets.length; start += 100) {
+    writer.send({
+      type: MessageType.Upload,
+      sessionId: 1,
+      changesets: changesets.slice(start, start + 100),
+    });
+  }
+  const signal = AbortSignal.timeout(30_000);
+  for (let step = 0; step < 1000; step++) {
+    const message = await writer.expect(MessageType.Download, signal);
+    if (message.lastIntegratedClientVersion === changesets.length) return;
+  }
+  throw new Error("Upload was never fully acknowledged");
+}
+
+async function download(
+  test: TestServer,
+  accessToken: string,
+  head: number,
+): Promise<{ frames: Frame[]; store: ObjectStore }> {
+  await using reader = await ProtocolClient.connect(test.url);
+  await reader.handshake(accessToken);
+  await reader.bind(2, "/~/tasks");
+  const frames = await reader.downloadUntil(2, head, {
+    signal: AbortSignal.timeout(30_000),
+  });
+  const store = new ObjectStore();
+  for (const { message } of frames) {
+    if (message.type !== MessageType.Download) continue;
+    for (const changeset of message.changesets) {
+      store.apply(changeset.stamp, changeset.instructions);
+    }
+  }
+  return { frames, store };
+}
+
+function downloads(frames: Frame[]) {
+  return frames.map((frame) => {
+    assert.equal(frame.message.type, MessageType.Download);
+    return frame.message as Extract<Frame["message"], { type: 0x43 }>;
+  });
+}
+
+Deno.test("a fresh client bootstraps 10,000 objects from the snapshot in bounded batches, with fewer bytes than the history", async () => {
+  await using kv = await Deno.openKv(":memory:");
+  await using withSnapshots = await startTestServer({
+    kv,
+    downloadBatchBytes: BATCH_BYTES,
+  });
+  await using historyOnly = await startTestServer({
+    kv,
+    downloadBatchBytes: BATCH_BYTES,
+    history: { snapshots: false },
+  });
+  const login = await withSnapshots.login();
+  const changesets = threeRounds();
+  await uploadAll(withSnapshots, login.accessToken, changesets);
+  const head = changesets.length;
+  assert.equal(withSnapshots.server.stats().changesetsIntegrated, head);
+
+  const expected = new ObjectStore();
+  for (const changeset of changesets) {
+    expected.apply(changeset.stamp, changeset.instructions);
+  }
+
+  const bootstrap = await download(withSnapshots, login.accessToken, head);
+  const replay = await download(historyOnly, login.accessToken, head);
+
+  // Both converge on the state the uploads describe.
+  for (const { store } of [bootstrap, replay]) {
+    assert.equal(store.size, OBJECTS);
+    for (const index of [0, 1, 4321, OBJECTS - 1]) {
+      assert.deepEqual(
+        store.get("Task", `task-${index}`),
+        expected.get("Task", `task-${index}`),
+      );
+    }
+    assert.deepEqual(
+      [...store.records()].map((record) => record.fields.size),
+      [...expected.records()].map((record) => record.fields.size),
+    );
+  }
+
+  // Snapshot phase: serverVersion stays at the cursor (0) until the last
+  // snapshot message, which carries the snapshot's version.
+  const messages = downloads(bootstrap.frames);
+  const snapshotEnd = messages.findIndex((message) =>
+    message.serverVersion > 0
+  );
+  assert.ok(snapshotEnd > 10, `${snapshotEnd} snapshot batches`);
+  assert.equal(messages[snapshotEnd]!.serverVersion, head);
+  for (const message of messages.slice(0, snapshotEnd)) {
+    assert.equal(message.serverVersion, 0);
+    for (const changeset of message.changesets) {
+      assert.equal(changeset.serverVersion, head);
+      assert.ok(
+        changeset.instructions.every((instruction) =>
+          instruction.stamp !== null
+        ),
+      );
+    }
+  }
+  // Bounded batches with decreasing downloadable bytes, ending at 0.
+  for (const frame of bootstrap.frames) {
+    assert.ok(frame.bytes <= BATCH_BYTES, `${frame.bytes} > ${BATCH_BYTES}`);
+  }
+  for (let index = 1; index < messages.length; index++) {
+    assert.ok(
+      messages[index]!.downloadableBytes <
+        messages[index - 1]!.downloadableBytes,
+      `downloadable bytes went ${messages[index - 1]!.downloadableBytes} → ${
+        messages[index]!.downloadableBytes
+      } at message ${index}`,
+    );
+  }
+  assert.equal(messages.at(-1)!.downloadableBytes, 0);
+
+  // The comparison the snapshot exists for: with every object written three
+  // times, the state is much smaller than the history behind it.
+  const snapshotBytes = bootstrap.frames.reduce(
+    (sum, frame) => sum + frame.bytes,
+    0,
+  );
+  const historyBytes = replay.frames.reduce(
+    (sum, frame) => sum + frame.bytes,
+    0,
+  );
+  assert.ok(
+    snapshotBytes < historyBytes * 0.75,
+    `snapshot ${snapshotBytes} B vs history ${historyBytes} B`,
+  );
+  if (Deno.env.get("TETHER_PRINT_FIGURES")) {
+    console.log(
+      `bootstrap of ${OBJECTS} objects × 3 writes: snapshot ${snapshotBytes} B in ${bootstrap.frames.length} messages, history ${historyBytes} B in ${replay.frames.length} messages (${
+        (snapshotBytes / historyBytes).toFixed(3)
+      })`,
+    );
+  }
+});
+
+Deno.test("a client behind compacted history bootstraps from the snapshot, and MARK waits for the snapshot phase", async () => {
+  await using test = await startTestServer({
+    downloadBatchBytes: 2048,
+    history: { snapshotLagVersions: 1, retainVersions: 0 },
+  });
+  const login = await test.login();
+  await using writer = await ProtocolClient.connect(test.url);
+  await writer.handshake(login.accessToken);
+  await writer.bind(1, "/~/notes");
+  await writer.expect(MessageType.Download);
+  const send = (from: number, to: number) => {
+    const changesets = [];
+    for (let version = from; version <= to; version++) {
+      changesets.push(upload(version, [put("Note", `n${version % 7}`, {
+        text: `version ${version} `.repeat(60),
+      })]));
+    }
+    writer.send({ type: MessageType.Upload, sessionId: 1, changesets });
+  };
+  send(1, 5);
+
+  // A reader catches up to version 5, then leaves.
+  const reader = await ProtocolClient.connect(test.url);
+  await reader.handshake(login.accessToken);
+  const identity = (await reader.bind(2, "/~/notes"))!;
+  const before = await reader.downloadUntil(2, 5);
+  const store = new ObjectStore();
+  for (const { message } of before) {
+    if (message.type !== MessageType.Download) continue;
+    for (const changeset of message.changesets) {
+      store.apply(changeset.stamp, changeset.instructions);
+    }
+  }
+  await reader.close();
+
+  // Meanwhile the history up to 40 is written, snapshotted and compacted.
+  send(6, 40);
+  await test.waitForLog((record) =>
+    record.event === "snapshot_advanced" &&
+    record.message === "Snapshot at version 40, history compacted through 40"
+  );
+
+  await using back = await ProtocolClient.connect(test.url);
+  await back.handshake(login.accessToken);
+  back.send({
+    type: MessageType.Bind,
+    sessionId: 2,
+    path: "/~/notes",
+    clientIdentity: identity,
+    downloadCursor: 5,
+    uploadCursor: 0,
+  });
+  back.send({ type: MessageType.Mark, sessionId: 2, requestId: 1 });
+  const messages = [];
+  for (let step = 0; step < 200; step++) {
+    const message = await back.next();
+    if (message.type === MessageType.MarkReply) break;
+    assert.equal(message.type, MessageType.Download);
+    if (message.type === MessageType.Download) messages.push(message);
+  }
+  assert.ok(messages.length > 2, "the snapshot took several batches");
+  assert.ok(
+    messages.slice(0, -1).every((message) => message.serverVersion === 5),
+  );
+  assert.equal(messages.at(-1)!.serverVersion, 40);
+  assert.equal(messages.at(-1)!.downloadableBytes, 0);
+  for (const message of messages) {
+    for (const changeset of message.changesets) {
+      store.apply(changeset.stamp, changeset.instructions);
+    }
+  }
+  for (let index = 0; index < 7; index++) {
+    const last = 40 - ((40 - index) % 7);
+    assert.deepEqual(store.get("Note", `n${index}`), {
+      text: `version ${last} `.repeat(60),
+    });
+  }
+});

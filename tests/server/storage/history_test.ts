@@ -1,0 +1,142 @@
+import assert from "node:assert/strict";
+import {
+  integrateChangesets,
+  readHead,
+  readHistory,
+  UnknownIdentityError,
+} from "../../../src/server/storage/history.ts";
+import { allocateIdentity } from "../../../src/server/storage/identities.ts";
+import { blobKey, historyKey } from "../../../src/server/storage/keys.ts";
+import { PART_BYTES } from "../../../src/server/storage/chunks.ts";
+import { put, update, upload } from "../../_helpers/changesets.ts";
+
+const retry = () => ({ signal: AbortSignal.timeout(10_000) });
+
+Deno.test("integrateChangesets() numbers changesets 1, 2, 3 and skips re-uploads", async () => {
+  await using kv = await Deno.openKv(":memory:");
+  const identity = await allocateIdentity(kv, "/r", retry());
+  const first = await integrateChangesets(kv, "/r", identity, [
+    upload(1, [put("T", "a", { n: 1 })]),
+    upload(2, [update("T", "a", { n: 2 })]),
+  ], retry());
+  assert.deepEqual(first.integrated.map((item) => item.version), [1, 2]);
+  assert.equal(first.lastIntegratedClientVersion, 2);
+  const again = await integrateChangesets(kv, "/r", identity, [
+    upload(2, [update("T", "a", { n: 2 })]),
+    upload(3, [update("T", "a", { n: 3 })]),
+  ], retry());
+  assert.deepEqual(again.integrated.map((item) => item.clientVersion), [3]);
+  assert.deepEqual(await readHead(kv, "/r", retry()), {
+    version: 3,
+    bytes: again.integrated[0]!.cumulativeBytes,
+  });
+  const read = await readHistory(kv, "/r", 1, 3, 1 << 20, retry());
+  assert.deepEqual(read.items.map((item) => item.changeset.serverVersion), [
+    1,
+    2,
+    3,
+  ]);
+  assert.deepEqual(read.items[2]!.changeset.instructions, [
+    update("T", "a", { n: 3 }),
+  ]);
+});
+
+Deno.test("integrateChangesets() refuses an identity the realm never issued", async () => {
+  await using kv = await Deno.openKv(":memory:");
+  const identity = await allocateIdentity(kv, "/r", retry());
+  await assert.rejects(
+    () => integrateChangesets(kv, "/other", identity, [upload(1, [])], retry()),
+    UnknownIdentityError,
+  );
+  await assert.rejects(
+    () =>
+      integrateChangesets(kv, "/r", {
+        id: identity.id,
+        salt: identity.salt + 1,
+      }, [
+        upload(1, []),
+      ], retry()),
+    UnknownIdentityError,
+  );
+});
+
+Deno.test("concurrent integrations on one KV never assign a version twice or lose a changeset", async () => {
+  await using kv = await Deno.openKv(":memory:");
+  const writers = await Promise.all(
+    Array.from({ length: 6 }, () => allocateIdentity(kv, "/r", retry())),
+  );
+  assert.equal(new Set(writers.map((identity) => identity.id)).size, 6);
+  await Promise.all(writers.map(async (identity, writer) => {
+    for (let clientVersion = 1; clientVersion <= 15; clientVersion++) {
+      await integrateChangesets(kv, "/r", identity, [
+        upload(clientVersion, [put("T", `${writer}-${clientVersion}`, {})]),
+      ], retry());
+    }
+  }));
+  const head = await readHead(kv, "/r", retry());
+  assert.equal(head.version, 90);
+  const read = await readHistory(kv, "/r", 1, 90, 1 << 24, retry());
+  assert.deepEqual(
+    read.items.map((item) => item.version),
+    Array.from({ length: 90 }, (_, index) => index + 1),
+  );
+  const ids = new Set(
+    read.items.map((item) => item.changeset.instructions[0]!.id),
+  );
+  assert.equal(ids.size, 90);
+  assert.equal(read.items.at(-1)!.cumulativeBytes, head.bytes);
+});
+
+Deno.test("changesets larger than a KV value, or than an atomic operation, are chunked and read back whole", async () => {
+  await using kv = await Deno.openKv(":memory:");
+  const identity = await allocateIdentity(kv, "/r", retry());
+  const medium = new Uint8Array(200_000).map((_, index) => index % 251);
+  const large = new Uint8Array(1_500_000).map((_, index) => index % 241);
+  const result = await integrateChangesets(kv, "/r", identity, [
+    upload(1, [put("File", "medium", { data: medium })]),
+    upload(2, [put("File", "small", { data: "tiny" })]),
+    upload(3, [put("File", "large", { data: large })]),
+  ], retry());
+  assert.deepEqual(result.integrated.map((item) => item.version), [1, 2, 3]);
+  const entry = await kv.get<{
+    changeset: { blob: string | null; parts: number; size: number };
+  }>(historyKey("/r", 3));
+  const stored = entry.value!.changeset;
+  assert.ok(stored.blob !== null);
+  // More parts than one atomic operation may write: staged first.
+  assert.equal(stored.parts, Math.ceil(stored.size / PART_BYTES));
+  assert.ok(stored.parts > 13);
+  let parts = 0;
+  for await (const _ of kv.list({ prefix: blobKey("/r", stored.blob) })) {
+    parts++;
+  }
+  assert.equal(parts, stored.parts);
+  const read = await readHistory(kv, "/r", 1, 3, 1 << 24, retry());
+  assert.deepEqual(
+    read.items.map((item) => item.changeset.instructions[0]!.fields),
+    [
+      { data: medium },
+      { data: "tiny" },
+      { data: large },
+    ],
+  );
+});
+
+Deno.test("readHistory() stops before the byte budget, reads a lone large entry, and reports a gap", async () => {
+  await using kv = await Deno.openKv(":memory:");
+  const identity = await allocateIdentity(kv, "/r", retry());
+  await integrateChangesets(kv, "/r", identity, [
+    upload(1, [put("T", "a", { text: "x".repeat(1000) })]),
+    upload(2, [put("T", "b", { text: "x".repeat(1000) })]),
+    upload(3, [put("T", "c", { text: "x".repeat(5000) })]),
+  ], retry());
+  const two = await readHistory(kv, "/r", 1, 3, 2100, retry());
+  assert.deepEqual(two.items.map((item) => item.version), [1, 2]);
+  const alone = await readHistory(kv, "/r", 3, 3, 100, retry());
+  assert.deepEqual(alone.items.map((item) => item.version), [3]);
+  await kv.delete(historyKey("/r", 1));
+  assert.deepEqual(await readHistory(kv, "/r", 1, 3, 1 << 20, retry()), {
+    items: [],
+    gap: true,
+  });
+});
