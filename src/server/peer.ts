@@ -85,6 +85,9 @@ export interface PeerContext {
 
 type PeerState = "handshake" | "authenticating" | "open" | "closed";
 
+// Session ids remembered per connection after a session-scoped error.
+const MAX_ENDED_SESSIONS = 1024;
+
 // setTimeout takes at most a signed 32-bit delay; longer waits re-arm.
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -624,14 +627,23 @@ export class Peer {
   #failSession(session: Session, error: SessionError): void {
     if (this.#sessions.get(session.id) !== session) return;
     this.#bound.delete(session.id);
-    this.#ended.add(session.id);
+    this.#markEnded(session.id);
     this.#track(this.#endSession(session));
     this.#sendSessionError(session.id, error, session.path);
   }
 
+  #markEnded(sessionId: number): void {
+    this.#ended.add(sessionId);
+    // Remembered only to ignore messages already in flight; a client that
+    // fails session after session must not grow this without bound.
+    if (this.#ended.size > MAX_ENDED_SESSIONS) {
+      this.#ended.delete(this.#ended.values().next().value!);
+    }
+  }
+
   #failUnbound(sessionId: number, error: SessionError, path?: string): void {
     this.#bound.delete(sessionId);
-    this.#ended.add(sessionId);
+    this.#markEnded(sessionId);
     this.#sendSessionError(sessionId, error, path);
   }
 

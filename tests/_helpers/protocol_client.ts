@@ -65,6 +65,8 @@ export class ProtocolClient implements AsyncDisposable {
   #closeInfo: CloseInfo | null = null;
   /** Payload bytes received so far. */
   bytesReceived = 0;
+  /** Payload bytes sent so far. */
+  bytesSent = 0;
 
   /** Use {@linkcode ProtocolClient.connect}. */
   constructor(socket: WebSocket) {
@@ -122,11 +124,16 @@ export class ProtocolClient implements AsyncDisposable {
 
   /** Encodes and sends a message. */
   send(message: ClientMessage): void {
-    this.#socket.send(encodeMessage(message));
+    const bytes = encodeMessage(message);
+    this.bytesSent += bytes.length;
+    this.#socket.send(bytes);
   }
 
   /** Sends raw bytes or text, as a misbehaving client would. */
   sendRaw(data: Uint8Array<ArrayBuffer> | string): void {
+    this.bytesSent += typeof data === "string"
+      ? new TextEncoder().encode(data).length
+      : data.length;
     this.#socket.send(data);
   }
 

@@ -500,7 +500,7 @@ Deno.test("DOWNLOAD batches stay within downloadBatchBytes, with decreasing down
   assert.ok(frames.length >= 60 * 300 / batchBytes);
 });
 
-Deno.test("a client that stops reading pauses its download at the send buffer bound; reading again resumes it", async () => {
+Deno.test("a client that stops reading pauses its download at the send buffer bound; its upload is acknowledged at once; reading again resumes it", async () => {
   const sendBufferBytes = 256 * 1024;
   const batchBytes = 64 * 1024;
   const { test, login } = await startWithUser({
@@ -572,20 +572,96 @@ Deno.test("a client that stops reading pauses its download at the send buffer bo
     `${sent} of ${historyBytes} bytes handed to the socket`,
   );
 
+  // An upload while the download is stalled is acknowledged at once: the
+  // ack is queued ahead of the rest of the history.
+  await reader.send(uploadMessage(2, [upload(1, [put("Note", "n", {})])]));
+  for (let step = 0; step < 100; step++) {
+    const message = await writer.expect(MessageType.Download, signal);
+    if (message.changesets.length === 1) break;
+  }
+
   // Reading again drains the socket; the rest of the history follows.
   let received = 0;
   let version = 0;
-  for (let step = 0; step < 10_000 && version < 96; step++) {
+  let ackedAt = -1;
+  for (let step = 0; step < 10_000 && version < 97; step++) {
     const { message } = await reader.next(signal);
     if (message.type === MessageType.Download) {
       received += message.changesets.length;
       version = message.serverVersion;
+      if (ackedAt < 0 && message.lastIntegratedClientVersion === 1) {
+        ackedAt = version;
+      }
     }
   }
-  assert.equal(version, 96);
-  assert.equal(received, 96);
+  assert.equal(version, 97);
+  assert.equal(received, 96, "everything but its own upload");
+  assert.ok(ackedAt >= 0 && ackedAt < 96, `acknowledged at version ${ackedAt}`);
   await test.waitForLog(
     (record) => record.event === "backpressure_resumed",
     signal,
   );
+});
+
+Deno.test("stats() counts connections, sessions, realms, bytes both ways and integrated changesets", async () => {
+  const { test, login } = await startWithUser();
+  await using _ = test;
+  await using client = await connect(test, login.accessToken);
+  await client.bind(1, "/~/a");
+  await client.expect(MessageType.Download);
+  await client.bind(2, "/~/a");
+  await client.expect(MessageType.Download);
+  await client.bind(3, "/~/b");
+  await client.expect(MessageType.Download);
+  client.send(
+    uploadMessage(1, [
+      upload(1, [put("T", "x", {})]),
+      upload(2, [put("T", "y", {})]),
+    ]),
+  );
+  await client.expect(MessageType.Download); // ack
+  // Session 2 receives both; session 1 moves past its own; MARK flushes.
+  await client.expect(MessageType.Download);
+  await client.expect(MessageType.Download);
+  client.send({ type: MessageType.Mark, sessionId: 1, requestId: 1 });
+  await client.expect(MessageType.MarkReply);
+  assert.deepEqual(test.server.stats(), {
+    connections: 1,
+    sessions: 3,
+    realms: 2,
+    bytesIn: client.bytesSent,
+    bytesOut: client.bytesReceived,
+    changesetsIntegrated: 2,
+  });
+  await client.close();
+  await test.waitForLog((record) => record.event === "connection_closed");
+  const after = test.server.stats();
+  assert.equal(after.connections, 0);
+  assert.equal(after.sessions, 0);
+  assert.equal(after.realms, 0);
+});
+
+Deno.test("shutdown gives up on work that never finishes after shutdownTimeoutMs", async () => {
+  const never = Promise.withResolvers<"readwrite">();
+  const asked = Promise.withResolvers<void>();
+  const { test, login } = await startWithUser({
+    shutdownTimeoutMs: 50,
+    permissions: () => {
+      asked.resolve();
+      return never.promise;
+    },
+  });
+  await using client = await connect(test, login.accessToken);
+  client.send({
+    type: MessageType.Bind,
+    sessionId: 1,
+    path: "/~/stuck",
+    clientIdentity: null,
+    downloadCursor: 0,
+    uploadCursor: 0,
+  });
+  await asked.promise;
+  await test.server.shutdown();
+  assert.ok(test.logs.some((record) => record.event === "shutdown_forced"));
+  assert.equal((await client.closed).code, 1001);
 });

@@ -108,6 +108,7 @@ const OPERATION_MUTATIONS = 900;
 const OPERATION_BYTES = 640 * 1024;
 // KV getMany reads at most 10 keys per call.
 const GET_MANY = 10;
+const PARALLEL_READS = 8;
 
 /** Reads the snapshot's version record. */
 export async function readSnapshotInfo(
@@ -288,7 +289,7 @@ async function advanceStep(
       order.push({ type: instruction.type, id: instruction.id, name });
     }
   }
-  for (let start = 0; start < order.length; start += GET_MANY) {
+  const loadSlice = async (start: number): Promise<void> => {
     const slice = order.slice(start, start + GET_MANY);
     const entries = await retryKv(
       () =>
@@ -309,7 +310,23 @@ async function advanceStep(
         previous: stored,
       });
     }
+  };
+  // Several reads in flight: on a remote store each one is a round trip.
+  const inFlight = GET_MANY * PARALLEL_READS;
+  for (let start = 0; start < order.length; start += inFlight) {
+    const starts = [];
+    for (
+      let slice = start;
+      slice < Math.min(order.length, start + inFlight);
+      slice += GET_MANY
+    ) {
+      starts.push(slice);
+    }
+    await Promise.all(starts.map(loadSlice));
   }
+  // Writes go in first-touch order, whatever order the reads finished in.
+  const ordered = new Map<string, Touched>();
+  for (const { name } of order) ordered.set(name, touched.get(name)!);
   for (const item of read.items) {
     for (const instruction of item.changeset.instructions) {
       const entry = touched.get(recordName(instruction.type, instruction.id))!;
@@ -341,7 +358,7 @@ async function advanceStep(
     operationBytes = 0;
     return result.ok;
   };
-  for (const entry of touched.values()) {
+  for (const entry of ordered.values()) {
     const bytes = encodeRecord(entry.record);
     const stored = needsBlob(bytes)
       ? await retryKv(() => writeBlob(kv, realm, bytes), retry)
