@@ -219,12 +219,9 @@ export class Session implements HubMember {
     try {
       const hub = this.#init.hub;
       if (
-        hub.snapshotsEnabled &&
-        (this.#cursor === 0 || !this.#historyAvailable)
+        !this.#historyAvailable || (hub.snapshotsEnabled && this.#cursor === 0)
       ) {
         await this.#bootstrap();
-      } else if (!this.#historyAvailable) {
-        throw this.#compactedError();
       }
       while (!this.closed) {
         await this.#waitForDrain();
@@ -263,7 +260,6 @@ export class Session implements HubMember {
     if (read.gap) {
       // Compacted meanwhile: the snapshot holds what the history did.
       this.#historyAvailable = false;
-      if (!this.#init.hub.snapshotsEnabled) throw this.#compactedError();
       await this.#bootstrap();
       return;
     }
@@ -299,6 +295,13 @@ export class Session implements HubMember {
       const snapshot = await hub.ensureSnapshot(this.#signal);
       if (this.closed) return;
       const head = hub.head;
+      if (snapshot.version === this.#cursor && !this.#historyAvailable) {
+        // Only the entry at the cursor is gone; what follows it is there.
+        this.#cursorBytes = snapshot.historyBytes;
+        this.#historyBase = snapshot.historyBytes;
+        this.#historyAvailable = true;
+        return;
+      }
       if (snapshot.version <= this.#cursor) {
         if (this.#historyAvailable) return;
         throw this.#compactedError();

@@ -270,3 +270,53 @@ Deno.test("a client behind compacted history bootstraps from the snapshot, and M
     });
   }
 });
+
+Deno.test("a client whose cursor is exactly the compacted snapshot version goes on with the history after it", async () => {
+  await using test = await startTestServer({
+    history: { snapshotLagVersions: 1, retainVersions: 0 },
+  });
+  const login = await test.login();
+  await using writer = await ProtocolClient.connect(test.url);
+  await writer.handshake(login.accessToken);
+  const identity = (await writer.bind(1, "/~/log"))!;
+  await writer.expect(MessageType.Download);
+  writer.send({
+    type: MessageType.Upload,
+    sessionId: 1,
+    changesets: [1, 2, 3].map((version) =>
+      upload(version, [put("Line", `l${version}`, {})])
+    ),
+  });
+  await test.waitForLog((record) =>
+    record.message === "Snapshot at version 3, history compacted through 3"
+  );
+
+  await using reader = await ProtocolClient.connect(test.url);
+  await reader.handshake(login.accessToken);
+  reader.send({
+    type: MessageType.Bind,
+    sessionId: 9,
+    path: "/~/log",
+    clientIdentity: identity,
+    downloadCursor: 3,
+    uploadCursor: 3,
+  });
+  const caughtUp = await reader.expect(MessageType.Download);
+  assert.equal(caughtUp.serverVersion, 3);
+  assert.equal(caughtUp.downloadableBytes, 0);
+  assert.deepEqual(caughtUp.changesets, []);
+  // Another client's write arrives as history, not as a snapshot.
+  await using other = await ProtocolClient.connect(test.url);
+  await other.handshake(login.accessToken);
+  await other.bind(2, "/~/log");
+  await other.downloadUntil(2, 3);
+  other.send({
+    type: MessageType.Upload,
+    sessionId: 2,
+    changesets: [upload(1, [put("Line", "l4", {})], { node: 2 })],
+  });
+  const next = await reader.expect(MessageType.Download);
+  assert.equal(next.serverVersion, 4);
+  assert.equal(next.changesets.length, 1);
+  assert.equal(next.changesets[0]!.serverVersion, 4);
+});
