@@ -6,7 +6,19 @@ import { KvLockedError } from "./storage/kv_lock.ts";
  * SIGINT or SIGTERM.
  */
 
-/** What `serve` was asked to do, option by option. */
+/**
+ * What `serve` was asked to do, option by option.
+ *
+ * @example
+ * ```ts
+ * import { parseCommandLine } from "@tether/sync/cli";
+ * import assert from "node:assert/strict";
+ *
+ * const parsed = parseCommandLine(["serve", "--jwt-secret", "s"]);
+ * assert.ok(parsed.command === "serve");
+ * assert.equal(parsed.arguments.data, "./data");
+ * ```
+ */
 export interface ServeArguments {
   /** `--port`: the port to listen on (0 = any free port). */
   port: number;
@@ -20,7 +32,18 @@ export interface ServeArguments {
   allowAnonymous: boolean;
 }
 
-/** The parsed command line: serve with these arguments, or print help. */
+/**
+ * The parsed command line: serve with these arguments, or print help.
+ *
+ * @example
+ * ```ts
+ * import { type CliCommand, parseCommandLine } from "@tether/sync/cli";
+ * import assert from "node:assert/strict";
+ *
+ * const help: CliCommand = parseCommandLine(["serve", "-h"]);
+ * assert.deepEqual(help, { command: "help" });
+ * ```
+ */
 export type CliCommand =
   | { command: "serve"; arguments: ServeArguments }
   | { command: "help" };

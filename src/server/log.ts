@@ -7,6 +7,17 @@
  * How much a record matters: `debug` for routine events (connections,
  * sessions, logins), `info` for lifecycle and client errors, `warn` for
  * retries and failed sessions, `error` for server faults.
+ *
+ * @example Dropping routine records
+ * ```ts
+ * import { consoleLogger, type Logger, type LogLevel } from "@tether/sync/server";
+ *
+ * const shown: LogLevel[] = ["info", "warn", "error"];
+ * const logger: Logger = (record) => {
+ *   if (shown.includes(record.level)) consoleLogger(record);
+ * };
+ * logger({ time: 0, level: "debug", event: "login", message: "not printed" });
+ * ```
  */
 export type LogLevel = "debug" | "info" | "warn" | "error";
 
