@@ -1,0 +1,143 @@
+// This module is browser compatible.
+
+/** Options of {@linkcode Credentials.jwt}. */
+export interface JwtCredentialsOptions {
+  /**
+   * Returns a new JWT for the same user when the server no longer accepts
+   * the one given (it expired). Called only when the refresh token from the
+   * login was refused too; a thrown error or a JWT the server refuses ends
+   * the sessions with `login_failed`.
+   */
+  refreshToken?: () => string | Promise<string>;
+  /** Same as `refreshToken` (the name used in the design brief). */
+  refresh?: () => string | Promise<string>;
+}
+
+/** The login request bodies of `POST /login` (ARCHITECTURE.md). */
+export type LoginBody =
+  | { provider: "anonymous" }
+  | { provider: "jwt"; token: string }
+  | { provider: "refresh"; refreshToken: string };
+
+/** The `POST /login` body for these credentials (internal). */
+export let credentialsBody: (credentials: Credentials) => LoginBody;
+
+/**
+ * Asks the JWT refresh callback for a new token and keeps it; resolves
+ * false when there is no callback or it returned the same token (internal).
+ */
+export let renewJwt: (credentials: Credentials) => Promise<boolean>;
+
+let constructing = false;
+let pending: {
+  provider: "anonymous" | "jwt";
+  token?: string | undefined;
+  refresh?: (() => string | Promise<string>) | undefined;
+} = { provider: "anonymous" };
+
+function make(parts: typeof pending): Credentials {
+  constructing = true;
+  pending = parts;
+  try {
+    return new Credentials();
+  } finally {
+    constructing = false;
+  }
+}
+
+/**
+ * What a user logs in with: anonymously (the server must allow it; each
+ * login is a new user) or with a JWT signed with the server's
+ * `auth.jwtSecret`, whose `sub` is the user id.
+ *
+ * @example Both kinds
+ * ```ts
+ * import { Credentials } from "@tether/sync";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(Credentials.anonymous().provider, "anonymous");
+ * const jwt = Credentials.jwt("eyJhbGciOi…", { refreshToken: () => fetchNewToken() });
+ * assert.equal(jwt.provider, "jwt");
+ *
+ * function fetchNewToken(): Promise<string> {
+ *   return Promise.resolve("eyJhbGciOi…");
+ * }
+ * ```
+ */
+export class Credentials {
+  /** `"anonymous"` or `"jwt"`. */
+  readonly provider: "anonymous" | "jwt";
+  #token: string | undefined;
+  #refresh: (() => string | Promise<string>) | undefined;
+
+  /**
+   * Use {@linkcode Credentials.anonymous} or {@linkcode Credentials.jwt};
+   * this constructor throws.
+   *
+   * @throws {TypeError} Always, when called directly.
+   */
+  constructor() {
+    if (!constructing) {
+      throw new TypeError(
+        "Cannot construct Credentials: use Credentials.anonymous() or Credentials.jwt(token)",
+      );
+    }
+    this.provider = pending.provider;
+    this.#token = pending.token;
+    this.#refresh = pending.refresh;
+  }
+
+  /**
+   * Anonymous login: `POST /login {"provider":"anonymous"}` gives a new
+   * user id each time.
+   *
+   * @returns Anonymous credentials.
+   */
+  static anonymous(): Credentials {
+    return make({ provider: "anonymous" });
+  }
+
+  /**
+   * Login with a JWT signed by your auth service with the server's
+   * `auth.jwtSecret` (HS256; `sub` is the user id; `exp` honoured).
+   *
+   * @param token The JWT.
+   * @param options `refreshToken`: a callback returning a new JWT, for when
+   *   this one expires during a long session.
+   * @returns JWT credentials.
+   * @throws {TypeError} For an empty token or a refresh option that is not a
+   *   function.
+   */
+  static jwt(token: string, options: JwtCredentialsOptions = {}): Credentials {
+    if (typeof token !== "string" || token.length === 0) {
+      throw new TypeError(
+        "Cannot create credentials: token must be a non-empty string",
+      );
+    }
+    const refresh = options.refreshToken ?? options.refresh;
+    if (refresh !== undefined && typeof refresh !== "function") {
+      throw new TypeError(
+        "Cannot create credentials: refreshToken must be a function",
+      );
+    }
+    return make({ provider: "jwt", token, refresh });
+  }
+
+  static {
+    credentialsBody = (credentials) =>
+      credentials.provider === "anonymous"
+        ? { provider: "anonymous" }
+        : { provider: "jwt", token: credentials.#token! };
+    renewJwt = async (credentials) => {
+      const refresh = credentials.#refresh;
+      if (refresh === undefined) return false;
+      const token = await refresh();
+      if (typeof token !== "string" || token.length === 0) {
+        throw new TypeError("refreshToken returned no token");
+      }
+      if (token === credentials.#token) return false;
+      credentials.#token = token;
+      return true;
+    };
+  }
+}

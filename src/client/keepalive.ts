@@ -1,0 +1,213 @@
+// This module is browser compatible.
+
+import { type Clock, Timer } from "../util/clock.ts";
+
+/** Keepalive policy of a connection. */
+export interface KeepaliveOptions {
+  /**
+   * How often the client sends PING, in milliseconds. The server answers
+   * with PONG, which also measures the round-trip time.
+   *
+   * @default {30000}
+   */
+  pingIntervalMs?: number;
+  /**
+   * How long without any inbound message before the connection counts as
+   * dead and is replaced, in milliseconds. Any message counts as life, not
+   * only PONG, so a long download is never cut.
+   *
+   * @default {120000}
+   */
+  readTimeoutMs?: number;
+  /**
+   * How long to wait for an answer after a timer fired far later than
+   * scheduled (the machine slept, or the process was frozen), in
+   * milliseconds. Instead of waiting out the read timeout, the client pings
+   * at once and gives the server this long to show life.
+   *
+   * @default {5000}
+   */
+  wakeTimeoutMs?: number;
+}
+
+/** {@linkcode KeepaliveOptions} with every default filled in. */
+export type ResolvedKeepaliveOptions = Required<KeepaliveOptions>;
+
+/** The defaults of {@linkcode KeepaliveOptions}. */
+export const DEFAULT_KEEPALIVE: Readonly<ResolvedKeepaliveOptions> = Object
+  .freeze({
+    pingIntervalMs: 30_000,
+    readTimeoutMs: 120_000,
+    wakeTimeoutMs: 5_000,
+  });
+
+/**
+ * Fills in defaults and checks ranges.
+ *
+ * @throws {RangeError} For a non-positive or non-finite duration.
+ */
+export function resolveKeepaliveOptions(
+  options: KeepaliveOptions = {},
+): ResolvedKeepaliveOptions {
+  const resolved = { ...DEFAULT_KEEPALIVE };
+  for (
+    const key of Object.keys(DEFAULT_KEEPALIVE) as (keyof KeepaliveOptions)[]
+  ) {
+    const value = options[key];
+    if (value === undefined) continue;
+    if (!Number.isFinite(value) || value <= 0) {
+      throw new RangeError(
+        `Cannot use keepalive.${key}: ${value} is not a positive number of milliseconds`,
+      );
+    }
+    resolved[key] = value;
+  }
+  return resolved;
+}
+
+/** What a {@linkcode Keepalive} drives. */
+export interface KeepaliveTarget {
+  /** Sends a PING carrying `timestamp` (the clock's now). */
+  sendPing(timestamp: number): void;
+  /** The connection showed no life in time; replace it. */
+  onDead(reason: "read_timeout" | "wake_timeout"): void;
+}
+
+/**
+ * Liveness of one open connection: pings every `pingIntervalMs`, declares the
+ * connection dead after `readTimeoutMs` without inbound messages, and when its
+ * timer fires far later than scheduled (a sleep) pings at once with a short
+ * deadline instead of trusting either figure.
+ */
+export class Keepalive {
+  #clock: Clock;
+  #options: ResolvedKeepaliveOptions;
+  #target: KeepaliveTarget;
+  #timer: Timer;
+  #running = false;
+  #lastInboundAt = 0;
+  #lastPingAt = 0;
+  #wakeDeadline: number | undefined;
+  #rttMs: number | undefined;
+
+  /**
+   * @param clock Time and timers.
+   * @param options Intervals (resolved).
+   * @param target Where pings go and who hears of a dead connection.
+   */
+  constructor(
+    clock: Clock,
+    options: ResolvedKeepaliveOptions,
+    target: KeepaliveTarget,
+  ) {
+    this.#clock = clock;
+    this.#options = options;
+    this.#target = target;
+    this.#timer = new Timer(clock);
+  }
+
+  /** The last measured round-trip time in milliseconds, if any. */
+  get rttMs(): number | undefined {
+    return this.#rttMs;
+  }
+
+  /** Whether a liveness check after a sleep is waiting for an answer. */
+  get isCheckingLiveness(): boolean {
+    return this.#wakeDeadline !== undefined;
+  }
+
+  /**
+   * A timer fired this much later than scheduled means the process did not
+   * run meanwhile: larger than any event-loop stall worth ignoring, smaller
+   * than the ping interval so a sleep is noticed at the first tick.
+   */
+  get #sleepThresholdMs(): number {
+    return Math.max(1_000, this.#options.pingIntervalMs / 2);
+  }
+
+  /** Starts watching a connection that just opened. */
+  start(): void {
+    const now = this.#clock.now();
+    this.#running = true;
+    this.#lastInboundAt = now;
+    this.#lastPingAt = now;
+    this.#wakeDeadline = undefined;
+    this.#schedule();
+  }
+
+  /** Stops every timer. */
+  stop(): void {
+    this.#running = false;
+    this.#wakeDeadline = undefined;
+    this.#timer.stop();
+  }
+
+  /** Records that a message arrived (any message counts as life). */
+  noteInbound(): void {
+    if (!this.#running) return;
+    this.#lastInboundAt = this.#clock.now();
+    if (this.#wakeDeadline !== undefined) {
+      this.#wakeDeadline = undefined;
+      this.#schedule();
+    }
+  }
+
+  /** Records a PONG echoing `timestamp`, measuring the round trip. */
+  notePong(timestamp: number): void {
+    const rtt = this.#clock.now() - timestamp;
+    if (Number.isFinite(rtt) && rtt >= 0) this.#rttMs = rtt;
+    this.noteInbound();
+  }
+
+  /**
+   * Pings now and treats the connection as dead unless something arrives
+   * within `wakeTimeoutMs` (after a sleep, or when the network came back).
+   */
+  checkNow(): void {
+    if (!this.#running) return;
+    const now = this.#clock.now();
+    this.#ping(now);
+    this.#wakeDeadline = now +
+      Math.min(this.#options.wakeTimeoutMs, this.#options.readTimeoutMs);
+    this.#schedule();
+  }
+
+  #ping(now: number): void {
+    this.#lastPingAt = now;
+    this.#target.sendPing(now);
+  }
+
+  #schedule(): void {
+    if (!this.#running) return;
+    const now = this.#clock.now();
+    const nextPingAt = this.#lastPingAt + this.#options.pingIntervalMs;
+    const deadAt = this.#wakeDeadline ??
+      this.#lastInboundAt + this.#options.readTimeoutMs;
+    this.#timer.start(
+      (lateMs) => this.#tick(lateMs),
+      Math.min(nextPingAt, deadAt) - now,
+    );
+  }
+
+  #tick(lateMs: number): void {
+    if (!this.#running) return;
+    const now = this.#clock.now();
+    if (lateMs > this.#sleepThresholdMs && this.#wakeDeadline === undefined) {
+      this.checkNow();
+      return;
+    }
+    if (this.#wakeDeadline !== undefined) {
+      if (now >= this.#wakeDeadline) {
+        this.stop();
+        this.#target.onDead("wake_timeout");
+        return;
+      }
+    } else if (now - this.#lastInboundAt >= this.#options.readTimeoutMs) {
+      this.stop();
+      this.#target.onDead("read_timeout");
+      return;
+    }
+    if (now - this.#lastPingAt >= this.#options.pingIntervalMs) this.#ping(now);
+    this.#schedule();
+  }
+}

@@ -1,0 +1,425 @@
+// This module is browser compatible.
+
+import type { Instruction, UploadChangeset } from "../model/changeset.ts";
+import { type Hlc, HLC_MAX_NODE, HlcClock } from "../model/hlc.ts";
+import {
+  type ObjectChange,
+  type ObjectRecord,
+  recordToInstructions,
+} from "../model/merge.ts";
+import { ObjectStore } from "../model/object_store.ts";
+import { cloneValue, defineField, type Fields } from "../model/value.ts";
+import { decodeUploadChangeset } from "../protocol/decode.ts";
+import { encodeUploadChangeset } from "../protocol/encode.ts";
+import { DEFAULT_LIMITS } from "../protocol/limits.ts";
+import type { ClientIdentity, DownloadMessage } from "../protocol/messages.ts";
+import { ProtocolError } from "../protocol/protocol_error.ts";
+import { finishTransaction, Transaction } from "./transaction.ts";
+import type { RealmMeta, RealmStorage } from "./storage/storage.ts";
+
+/**
+ * The largest changeset one write may produce, in encoded bytes: the
+ * protocol's default frame limit minus room for the UPLOAD header. A larger
+ * write is rejected with a `RangeError` before anything is committed. A
+ * server configured with a smaller frame limit reports a larger changeset as
+ * `bad_changeset` when it is uploaded.
+ */
+export const MAX_WRITE_BYTES: number = DEFAULT_LIMITS.maxMessageBytes - 1024;
+
+/** A committed transaction's effect, as `Realm.changes()` delivers it. */
+export interface RealmChange {
+  /** `"local"` for this realm's own writes, `"remote"` for downloaded ones. */
+  origin: "local" | "remote";
+  /** One entry per object whose visible state changed. */
+  changes: ObjectChange[];
+}
+
+/** A local changeset waiting for the server's acknowledgement. */
+export interface PendingChangeset {
+  /** The changeset as uploaded. */
+  changeset: UploadChangeset;
+  /** Its encoded size (`encodeUploadChangeset`), the unit of upload progress. */
+  bytes: number;
+}
+
+/** What one committed write produced. */
+export interface CommitResult {
+  /** The changeset's client version, or 0 for a write with no changes. */
+  clientVersion: number;
+  /** Its encoded size in bytes (0 for none). */
+  bytes: number;
+}
+
+/** What integrating one DOWNLOAD did. */
+export interface IntegrateResult {
+  /** The highest client version now acknowledged. */
+  acknowledged: number;
+}
+
+/** Hears about commits, in commit order. */
+export interface LocalRealmListener {
+  /** A local write was committed. */
+  onLocalCommit?(pending: PendingChangeset): void;
+  /** A committed transaction (local or remote) changed objects. */
+  onChange?(change: RealmChange): void;
+}
+
+function randomNodeId(): number {
+  const words = new Uint32Array(2);
+  for (let attempt = 0; attempt < 100; attempt++) {
+    crypto.getRandomValues(words);
+    const node = (words[0]! & 0xffff) * 2 ** 32 + words[1]!;
+    if (node >= 1 && node <= HLC_MAX_NODE) return node;
+  }
+  throw new Error("Cannot choose a node id: the random source returns zeros");
+}
+
+function cloneFields(fields: Fields): Fields {
+  const copy: Fields = {};
+  for (const name of Object.keys(fields)) {
+    defineField(copy, name, cloneValue(fields[name]!));
+  }
+  return copy;
+}
+
+function cloneChange(change: ObjectChange): ObjectChange {
+  return change.fields === undefined
+    ? { type: change.type, id: change.id, op: change.op }
+    : {
+      type: change.type,
+      id: change.id,
+      op: change.op,
+      fields: cloneFields(change.fields),
+    };
+}
+
+/**
+ * The data side of one open realm: objects, the HLC clock, pending local
+ * changesets and cursors, kept in a {@linkcode RealmStorage}. Every
+ * mutation (a local write, an integrated DOWNLOAD, a new identity) runs in
+ * one queue, so commits happen in call order.
+ */
+export class LocalRealm {
+  #storage: RealmStorage;
+  #store = new ObjectStore();
+  #clock: HlcClock;
+  #meta: RealmMeta;
+  #pending: PendingChangeset[] = [];
+  #queue: Promise<unknown> = Promise.resolve();
+  #listeners = new Set<LocalRealmListener>();
+  #closed = false;
+
+  /** Use {@linkcode LocalRealm.open}. */
+  constructor(
+    storage: RealmStorage,
+    meta: RealmMeta,
+    now: () => number,
+  ) {
+    this.#storage = storage;
+    this.#meta = meta;
+    this.#clock = new HlcClock(meta.nodeId, now);
+  }
+
+  /**
+   * Opens a realm on `storage`, creating its meta record (a fresh node id)
+   * when the storage is new.
+   *
+   * @param storage Where the data lives.
+   * @param now Wall-clock milliseconds for HLC stamps.
+   */
+  static async open(
+    storage: RealmStorage,
+    now: () => number,
+  ): Promise<LocalRealm> {
+    const stored = await storage.load();
+    let meta = stored.meta;
+    if (meta === null) {
+      meta = {
+        nodeId: randomNodeId(),
+        clientIdentity: null,
+        downloadCursor: 0,
+        lastClientVersion: 0,
+        acknowledgedClientVersion: 0,
+      };
+      await storage.commit({ meta, records: [], append: [] });
+    }
+    const realm = new LocalRealm(storage, meta, now);
+    for (const record of stored.records) realm.#restore(record);
+    for (const changeset of stored.pending) {
+      if (changeset.clientVersion <= meta.acknowledgedClientVersion) continue;
+      realm.#clock.observe(changeset.stamp);
+      realm.#pending.push({
+        changeset,
+        bytes: encodeUploadChangeset(changeset).byteLength,
+      });
+    }
+    return realm;
+  }
+
+  #restore(record: ObjectRecord): void {
+    for (const instruction of recordToInstructions(record)) {
+      this.#clock.observe(instruction.stamp!);
+      this.#store.apply(instruction.stamp!, [instruction]);
+    }
+  }
+
+  /** The meta record as of the last commit (a copy). */
+  get meta(): RealmMeta {
+    return { ...this.#meta };
+  }
+
+  /** Local changesets not yet acknowledged, in client-version order. */
+  get pending(): readonly PendingChangeset[] {
+    return this.#pending;
+  }
+
+  /** Whether {@linkcode close} was called. */
+  get isClosed(): boolean {
+    return this.#closed;
+  }
+
+  /** Number of live objects. */
+  get size(): number {
+    return this.#store.size;
+  }
+
+  /** Resolves once every mutation queued before the call has finished. */
+  barrier(): Promise<void> {
+    return this.#queue.then(() => {});
+  }
+
+  /** Adds a listener; returns a function that removes it. */
+  listen(listener: LocalRealmListener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Whether the object exists now. */
+  exists(type: string, id: string): boolean {
+    return this.#store.get(type, id) !== undefined;
+  }
+
+  /** A copy of an object's fields, or undefined. */
+  get(type: string, id: string): Fields | undefined {
+    const fields = this.#store.get(type, id);
+    return fields === undefined ? undefined : cloneFields(fields);
+  }
+
+  /** Copies of the live objects of one type. */
+  objects(type: string): { id: string; fields: Fields }[] {
+    const result: { id: string; fields: Fields }[] = [];
+    for (const { id, fields } of this.#store.objects(type)) {
+      result.push({ id, fields: cloneFields(fields) });
+    }
+    return result;
+  }
+
+  /**
+   * Runs `fn` with a transaction once every earlier mutation has committed,
+   * then commits its writes as one changeset.
+   *
+   * @throws {TypeError} From the transaction, or for a value the protocol
+   *   cannot carry.
+   * @throws {RangeError} When the changeset exceeds {@linkcode MAX_WRITE_BYTES}
+   *   or a protocol limit (string length, nesting depth…).
+   */
+  write(
+    fn: (tx: Transaction) => void | Promise<void>,
+  ): Promise<CommitResult> {
+    return this.#enqueue(async () => {
+      const tx = new Transaction((type, id) => this.exists(type, id));
+      try {
+        await fn(tx);
+      } catch (error) {
+        // Ends the transaction even when fn threw: a tx kept past the
+        // callback must not write into a later one.
+        finishTransaction(tx);
+        throw error;
+      }
+      const instructions = finishTransaction(tx);
+      this.#checkOpen("write");
+      if (instructions.length === 0) return { clientVersion: 0, bytes: 0 };
+      return await this.#commitLocal(instructions);
+    });
+  }
+
+  async #commitLocal(instructions: Instruction[]): Promise<CommitResult> {
+    const changeset: UploadChangeset = {
+      clientVersion: this.#meta.lastClientVersion + 1,
+      baseServerVersion: this.#meta.downloadCursor,
+      stamp: this.#clock.next(),
+      instructions,
+    };
+    const bytes = checkEncodable(changeset);
+    const changes = this.#store.apply(changeset.stamp, instructions);
+    const meta = { ...this.#meta, lastClientVersion: changeset.clientVersion };
+    await this.#storage.commit({
+      meta,
+      records: this.#touched(instructions),
+      append: [changeset],
+    });
+    this.#meta = meta;
+    const pending = { changeset, bytes };
+    this.#pending.push(pending);
+    for (const listener of [...this.#listeners]) {
+      listener.onLocalCommit?.(pending);
+    }
+    this.#emit("local", changes);
+    return { clientVersion: changeset.clientVersion, bytes };
+  }
+
+  /**
+   * Integrates one DOWNLOAD: applies its changesets, advances the download
+   * cursor and records the upload acknowledgement it carries.
+   */
+  integrate(message: DownloadMessage): Promise<IntegrateResult> {
+    return this.#enqueue(async () => {
+      this.#checkOpen("integrate");
+      const changes: ObjectChange[] = [];
+      const touched: Instruction[] = [];
+      for (const changeset of message.changesets) {
+        this.#observe(changeset.stamp, changeset.instructions);
+        for (
+          const change of this.#store.apply(
+            changeset.stamp,
+            changeset.instructions,
+          )
+        ) {
+          changes.push(change);
+        }
+        for (const instruction of changeset.instructions) {
+          touched.push(instruction);
+        }
+      }
+      const acknowledged = Math.max(
+        this.#meta.acknowledgedClientVersion,
+        Math.min(
+          message.lastIntegratedClientVersion,
+          this.#meta.lastClientVersion,
+        ),
+      );
+      const meta = {
+        ...this.#meta,
+        downloadCursor: Math.max(
+          this.#meta.downloadCursor,
+          message.serverVersion,
+        ),
+        acknowledgedClientVersion: acknowledged,
+      };
+      const changed = touched.length > 0 ||
+        meta.downloadCursor !== this.#meta.downloadCursor ||
+        acknowledged !== this.#meta.acknowledgedClientVersion;
+      if (changed) {
+        await this.#storage.commit({
+          meta,
+          records: this.#touched(touched),
+          append: [],
+        });
+        this.#meta = meta;
+      }
+      let drop = 0;
+      while (
+        drop < this.#pending.length &&
+        this.#pending[drop]!.changeset.clientVersion <= acknowledged
+      ) {
+        drop++;
+      }
+      if (drop > 0) this.#pending.splice(0, drop);
+      this.#emit("remote", changes);
+      return { acknowledged };
+    });
+  }
+
+  /** Stores the identity the server issued for this realm. */
+  setIdentity(identity: ClientIdentity): Promise<void> {
+    return this.#enqueue(async () => {
+      this.#checkOpen("set identity");
+      const meta = { ...this.#meta, clientIdentity: { ...identity } };
+      await this.#storage.commit({ meta, records: [], append: [] });
+      this.#meta = meta;
+    });
+  }
+
+  /**
+   * Waits for queued mutations, then releases the storage. Later mutations
+   * reject with a `TypeError`.
+   */
+  close(): Promise<void> {
+    if (this.#closed) return this.#queue.then(() => {});
+    this.#closed = true;
+    this.#listeners.clear();
+    const done = this.#queue.then(() => this.#storage.close());
+    this.#queue = done.catch(() => {});
+    return done;
+  }
+
+  #observe(stamp: Hlc, instructions: readonly Instruction[]): void {
+    this.#clock.observe(stamp);
+    for (const instruction of instructions) {
+      if (instruction.stamp !== null) this.#clock.observe(instruction.stamp);
+    }
+  }
+
+  #touched(instructions: readonly Instruction[]): ObjectRecord[] {
+    const records = new Set<ObjectRecord>();
+    for (const { type, id } of instructions) {
+      const record = this.#store.record(type, id);
+      if (record !== undefined) records.add(record);
+    }
+    return [...records];
+  }
+
+  #emit(origin: "local" | "remote", changes: ObjectChange[]): void {
+    if (changes.length === 0 || this.#listeners.size === 0) return;
+    const event: RealmChange = { origin, changes: changes.map(cloneChange) };
+    for (const listener of [...this.#listeners]) listener.onChange?.(event);
+  }
+
+  #enqueue<T>(task: () => Promise<T>): Promise<T> {
+    if (this.#closed) {
+      return Promise.reject(
+        new TypeError("Cannot change the realm: it is closed"),
+      );
+    }
+    const result = this.#queue.then(task);
+    this.#queue = result.catch(() => {});
+    return result;
+  }
+
+  #checkOpen(what: string): void {
+    if (this.#closed) {
+      throw new TypeError(`Cannot ${what}: the realm is closed`);
+    }
+  }
+}
+
+/**
+ * Encodes a changeset the way it will be uploaded and decodes it back with
+ * the protocol's default limits, so a write the server would refuse is
+ * refused here, before anything is committed. Returns its encoded size.
+ */
+function checkEncodable(changeset: UploadChangeset): number {
+  let bytes: Uint8Array;
+  try {
+    bytes = encodeUploadChangeset(changeset);
+  } catch (error) {
+    if (error instanceof ProtocolError) {
+      throw new TypeError(`Cannot write: ${error.message}`, { cause: error });
+    }
+    throw error;
+  }
+  if (bytes.byteLength > MAX_WRITE_BYTES) {
+    throw new RangeError(
+      `Cannot write: the changeset is ${bytes.byteLength} bytes, more than the limit of ${MAX_WRITE_BYTES}; split it into several writes`,
+    );
+  }
+  try {
+    decodeUploadChangeset(bytes);
+  } catch (error) {
+    if (error instanceof ProtocolError) {
+      throw new RangeError(`Cannot write: ${error.message}`, { cause: error });
+    }
+    throw error;
+  }
+  return bytes.byteLength;
+}

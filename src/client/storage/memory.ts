@@ -1,0 +1,66 @@
+// This module is browser compatible.
+
+import type { UploadChangeset } from "../../model/changeset.ts";
+import type { ObjectRecord } from "../../model/merge.ts";
+import type {
+  RealmMeta,
+  RealmStorage,
+  StorageBatch,
+  StoredRealm,
+} from "./storage.ts";
+
+function recordKey(record: ObjectRecord): string {
+  // The length prefix keeps ("ab", "c") apart from ("a", "bc").
+  return `${record.type.length}:${record.type}${record.id}`;
+}
+
+/**
+ * A {@linkcode RealmStorage} in memory: the data lives as long as this
+ * object. Records are kept by reference, so a caller must not mutate a
+ * record after committing it unless it commits it again.
+ */
+export class MemoryStorage implements RealmStorage {
+  #meta: RealmMeta | null = null;
+  #records = new Map<string, ObjectRecord>();
+  #pending: UploadChangeset[] = [];
+  #closed = false;
+
+  load(): Promise<StoredRealm> {
+    if (this.#closed) return this.#rejectClosed("load");
+    return Promise.resolve({
+      meta: this.#meta === null ? null : { ...this.#meta },
+      records: [...this.#records.values()],
+      pending: [...this.#pending],
+    });
+  }
+
+  commit(batch: StorageBatch): Promise<void> {
+    if (this.#closed) return this.#rejectClosed("commit");
+    for (const record of batch.records) {
+      this.#records.set(recordKey(record), record);
+    }
+    for (const changeset of batch.append) this.#pending.push(changeset);
+    const acknowledged = batch.meta.acknowledgedClientVersion;
+    let drop = 0;
+    while (
+      drop < this.#pending.length &&
+      this.#pending[drop]!.clientVersion <= acknowledged
+    ) {
+      drop++;
+    }
+    if (drop > 0) this.#pending.splice(0, drop);
+    this.#meta = { ...batch.meta };
+    return Promise.resolve();
+  }
+
+  close(): Promise<void> {
+    this.#closed = true;
+    return Promise.resolve();
+  }
+
+  #rejectClosed(what: string): Promise<never> {
+    return Promise.reject(
+      new TypeError(`Cannot ${what}: the storage is closed`),
+    );
+  }
+}

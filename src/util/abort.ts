@@ -1,0 +1,61 @@
+// This module is browser compatible.
+
+/**
+ * The reason used when Tether itself stops something because the user asked
+ * for it (pause, reconnect, close). It is never reported as an error: code
+ * that sees it knows the stop was requested, not a failure.
+ */
+export class StopRequested extends Error {
+  /** @param message What was stopped, and why. */
+  constructor(message = "Stopped on request") {
+    super(message);
+    this.name = "StopRequested";
+  }
+}
+
+/**
+ * Registers `onAbort` to run once when `signal` aborts and returns a function
+ * that unregisters it. An absent signal registers nothing.
+ *
+ * Does not run `onAbort` for a signal that is already aborted: callers check
+ * `signal.aborted` first (the recipe every waiting API follows).
+ */
+export function onAbort(
+  signal: AbortSignal | undefined,
+  onAbort: (reason: unknown) => void,
+): () => void {
+  if (signal === undefined) return () => {};
+  const listener = () => onAbort(signal.reason);
+  signal.addEventListener("abort", listener, { once: true });
+  return () => signal.removeEventListener("abort", listener);
+}
+
+/**
+ * Waits for `promise`, or rejects with `signal.reason` (unchanged) as soon as
+ * `signal` aborts, whichever comes first; the abort listener is removed on
+ * every path. An already-aborted signal rejects at once.
+ *
+ * The caller remains responsible for undoing whatever `promise` stands for
+ * (removing a waiter from its queue); use {@linkcode onAbort} when that needs
+ * to happen on abort.
+ */
+export function abortable<T>(
+  promise: Promise<T>,
+  signal: AbortSignal | undefined,
+): Promise<T> {
+  if (signal === undefined) return promise;
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const remove = onAbort(signal, reject);
+    promise.then(
+      (value) => {
+        remove();
+        resolve(value);
+      },
+      (reason) => {
+        remove();
+        reject(reason);
+      },
+    );
+  });
+}

@@ -1,0 +1,377 @@
+import assert from "node:assert/strict";
+import {
+  type Progress,
+  type ProgressDirection,
+  type ProgressMode,
+  ProgressTracker,
+} from "../../src/client/progress.ts";
+import { Prng, testSeed } from "../_helpers/prng.ts";
+
+type Event = [number, number, number] | "end" | ["error", unknown];
+
+/** Registers a sink that records [transferred, transferable, estimate]. */
+function record(
+  tracker: ProgressTracker,
+  direction: ProgressDirection,
+  mode: ProgressMode,
+): { events: Event[]; cancel(): void } {
+  const events: Event[] = [];
+  const registration = tracker.register(direction, mode, {
+    next: (p: Progress) =>
+      events.push([
+        p.transferredBytes,
+        p.transferableBytes,
+        p.progressEstimate,
+      ]),
+    complete: () => events.push("end"),
+    error: (reason) => events.push(["error", reason]),
+  });
+  return { events, cancel: () => registration.cancel() };
+}
+
+Deno.test("ProgressTracker upload reportIndefinitely: cumulative bytes, estimate per batch, complete many times", () => {
+  const tracker = new ProgressTracker();
+  const { events } = record(tracker, "upload", "reportIndefinitely");
+  // Nothing outstanding: one report at once, complete.
+  assert.deepEqual(events, [[0, 0, 1]]);
+  tracker.localCommitted(1, 100);
+  tracker.localCommitted(2, 300);
+  tracker.publish();
+  tracker.acknowledged(1);
+  tracker.publish();
+  tracker.acknowledged(2);
+  tracker.publish();
+  // A new batch: bytes keep growing, the estimate starts again from 0.
+  tracker.localCommitted(3, 50);
+  tracker.publish();
+  tracker.acknowledged(3);
+  tracker.publish();
+  assert.deepEqual(events, [
+    [0, 0, 1],
+    [0, 400, 0],
+    [100, 400, 0.25],
+    [400, 400, 1],
+    [400, 450, 0],
+    [450, 450, 1],
+  ]);
+});
+
+Deno.test("ProgressTracker upload forCurrentlyOutstandingWork: captured total never grows, one final 1.0, then end", () => {
+  const tracker = new ProgressTracker();
+  tracker.localCommitted(1, 100);
+  tracker.localCommitted(2, 100);
+  const { events } = record(tracker, "upload", "forCurrentlyOutstandingWork");
+  assert.deepEqual(events, [[0, 200, 0]]);
+  // Work committed after the registration is not part of it.
+  tracker.localCommitted(3, 1000);
+  tracker.publish();
+  tracker.acknowledged(1);
+  tracker.publish();
+  tracker.acknowledged(3);
+  tracker.publish();
+  tracker.publish();
+  assert.deepEqual(events, [
+    [0, 200, 0],
+    [100, 200, 0.5],
+    [200, 200, 1],
+    "end",
+  ]);
+  assert.equal(tracker.registrationCount, 0);
+});
+
+Deno.test("ProgressTracker upload forCurrentlyOutstandingWork with nothing outstanding: one 1.0 event and end", () => {
+  const tracker = new ProgressTracker();
+  tracker.localCommitted(1, 100);
+  tracker.acknowledged(1);
+  const { events } = record(tracker, "upload", "forCurrentlyOutstandingWork");
+  assert.deepEqual(events, [[0, 0, 1], "end"]);
+});
+
+Deno.test("ProgressTracker upload counts a changeset as transferred only once acknowledged", () => {
+  const tracker = new ProgressTracker();
+  tracker.localCommitted(1, 80);
+  const { events } = record(tracker, "upload", "reportIndefinitely");
+  // Sending is not acknowledging: nothing changes until the ack.
+  tracker.publish();
+  assert.deepEqual(events, [[0, 80, 0]]);
+  tracker.acknowledged(1);
+  tracker.publish();
+  assert.deepEqual(events, [[0, 80, 0], [80, 80, 1]]);
+  assert.equal(tracker.pendingUploadBytes, 0);
+  assert.equal(tracker.pendingUploadChangesets, 0);
+});
+
+Deno.test("ProgressTracker upload ignores a repeated or stale acknowledgement", () => {
+  const tracker = new ProgressTracker();
+  tracker.localCommitted(1, 10);
+  tracker.localCommitted(2, 10);
+  tracker.acknowledged(2);
+  tracker.acknowledged(1);
+  tracker.acknowledged(2);
+  assert.deepEqual(tracker.current("upload"), {
+    transferredBytes: 20,
+    transferableBytes: 20,
+    progressEstimate: 1,
+    isTransferComplete: true,
+  });
+});
+
+Deno.test("ProgressTracker restore() skips changesets acknowledged before the session", () => {
+  const tracker = new ProgressTracker();
+  tracker.restore(5);
+  tracker.localCommitted(4, 10);
+  tracker.localCommitted(6, 10);
+  assert.equal(tracker.pendingUploadChangesets, 1);
+  assert.equal(tracker.lastCommittedVersion, 6);
+});
+
+Deno.test("ProgressTracker download is unknown until the first figure; registrations then get it at once", () => {
+  const tracker = new ProgressTracker();
+  const early = record(tracker, "download", "reportIndefinitely");
+  assert.deepEqual(early.events, []);
+  assert.equal(tracker.current("download"), undefined);
+  tracker.downloaded(100, 300);
+  tracker.publish();
+  const late = record(tracker, "download", "reportIndefinitely");
+  assert.deepEqual(early.events, [[100, 400, 0.25]]);
+  assert.deepEqual(late.events, [[100, 400, 0.25]]);
+});
+
+Deno.test("ProgressTracker download reportIndefinitely: a full bootstrap, then live changes", () => {
+  const tracker = new ProgressTracker();
+  const { events } = record(tracker, "download", "reportIndefinitely");
+  tracker.downloaded(100, 300);
+  tracker.publish();
+  tracker.downloaded(100, 200);
+  tracker.publish();
+  tracker.downloaded(200, 0);
+  tracker.publish();
+  // A live change arrives in one frame: the batch completes at once.
+  tracker.downloaded(50, 0);
+  tracker.publish();
+  // A larger one arrives in two frames: the estimate starts a new batch.
+  tracker.downloaded(60, 60);
+  tracker.publish();
+  tracker.downloaded(60, 0);
+  tracker.publish();
+  assert.deepEqual(events, [
+    [100, 400, 0.25],
+    [200, 400, 0.5],
+    [400, 400, 1],
+    [450, 450, 1],
+    [510, 570, 0.5],
+    [570, 570, 1],
+  ]);
+});
+
+Deno.test("ProgressTracker download forCurrentlyOutstandingWork registered before the first figure captures the initial download", () => {
+  const tracker = new ProgressTracker();
+  const { events } = record(tracker, "download", "forCurrentlyOutstandingWork");
+  assert.deepEqual(events, []);
+  tracker.downloaded(100, 300);
+  tracker.publish();
+  // New work the server reports later does not grow the captured total.
+  tracker.downloaded(100, 900);
+  tracker.publish();
+  tracker.downloaded(200, 700);
+  tracker.publish();
+  tracker.downloaded(700, 0);
+  tracker.publish();
+  assert.deepEqual(events, [
+    [100, 400, 0.25],
+    [200, 400, 0.5],
+    [400, 400, 1],
+    "end",
+  ]);
+});
+
+Deno.test("ProgressTracker download forCurrentlyOutstandingWork completes when the server reports nothing left, even if its estimate was high", () => {
+  const tracker = new ProgressTracker();
+  tracker.downloaded(10, 1000);
+  const { events } = record(tracker, "download", "forCurrentlyOutstandingWork");
+  tracker.downloaded(300, 0);
+  tracker.publish();
+  assert.deepEqual(events, [[0, 1000, 0], [1000, 1000, 1], "end"]);
+});
+
+Deno.test("ProgressTracker download forCurrentlyOutstandingWork with nothing outstanding: one 1.0 event and end", () => {
+  const tracker = new ProgressTracker();
+  tracker.downloaded(100, 0);
+  const { events } = record(tracker, "download", "forCurrentlyOutstandingWork");
+  assert.deepEqual(events, [[0, 0, 1], "end"]);
+});
+
+Deno.test("ProgressTracker caughtUp() completes download registrations made before the MARK, and only those", () => {
+  const tracker = new ProgressTracker();
+  const before = record(tracker, "download", "forCurrentlyOutstandingWork");
+  const indefinitely = record(tracker, "download", "reportIndefinitely");
+  const markSequence = tracker.sequence + 1;
+  const after = record(tracker, "download", "forCurrentlyOutstandingWork");
+  // The server had nothing to send: no DOWNLOAD, only the MARK reply.
+  tracker.caughtUp(markSequence);
+  tracker.publish();
+  assert.deepEqual(before.events, [[0, 0, 1], "end"]);
+  assert.deepEqual(indefinitely.events, [[0, 0, 1]]);
+  // Registered after the MARK was sent: it learns the figure at the next
+  // publish, which says nothing is outstanding.
+  assert.deepEqual(after.events, []);
+  tracker.downloaded(40, 0);
+  tracker.publish();
+  assert.deepEqual(after.events, [[40, 40, 1], "end"]);
+});
+
+Deno.test("ProgressTracker caughtUp() after a download with a high estimate ends the captured work at 1.0", () => {
+  const tracker = new ProgressTracker();
+  const { events } = record(tracker, "download", "forCurrentlyOutstandingWork");
+  const markSequence = tracker.sequence + 1;
+  tracker.downloaded(100, 900);
+  tracker.publish();
+  tracker.caughtUp(markSequence);
+  tracker.publish();
+  assert.deepEqual(events, [[100, 1000, 0.1], [1000, 1000, 1], "end"]);
+});
+
+Deno.test("ProgressTracker a sink may cancel its own registration while it runs", () => {
+  const tracker = new ProgressTracker();
+  const seen: string[] = [];
+  const handle: { own?: { cancel(): void } } = {};
+  handle.own = tracker.register("upload", "reportIndefinitely", {
+    next: (p) => {
+      seen.push(`a ${p.transferableBytes}`);
+      handle.own?.cancel();
+    },
+    complete: () => seen.push("a-end"),
+    error: () => {},
+  });
+  const other = record(tracker, "upload", "reportIndefinitely");
+  tracker.localCommitted(1, 10);
+  tracker.publish();
+  tracker.acknowledged(1);
+  tracker.publish();
+  // The first report came at registration, before `own` was assigned; the
+  // second cancelled it; the other registration carried on.
+  assert.deepEqual(seen, ["a 0", "a 10"]);
+  assert.deepEqual(other.events, [[0, 0, 1], [0, 10, 0], [10, 10, 1]]);
+  handle.own.cancel();
+  assert.equal(tracker.registrationCount, 1);
+});
+
+Deno.test("ProgressTracker a sink cancelling a later registration stops its report in the same publish", () => {
+  const tracker = new ProgressTracker();
+  const seen: string[] = [];
+  const handle: { second?: { cancel(): void } } = {};
+  tracker.register("upload", "reportIndefinitely", {
+    next: () => {
+      seen.push("first");
+      handle.second?.cancel();
+    },
+    complete: () => {},
+    error: () => {},
+  });
+  handle.second = tracker.register("upload", "reportIndefinitely", {
+    next: () => seen.push("second"),
+    complete: () => {},
+    error: () => {},
+  });
+  seen.length = 0;
+  tracker.localCommitted(1, 10);
+  tracker.publish();
+  assert.deepEqual(seen, ["first"]);
+});
+
+Deno.test("ProgressTracker close() ends or errors every registration", () => {
+  const tracker = new ProgressTracker();
+  const a = record(tracker, "download", "reportIndefinitely");
+  const b = record(tracker, "upload", "forCurrentlyOutstandingWork");
+  const failure = new Error("boom");
+  tracker.close(failure);
+  assert.deepEqual(a.events, [["error", failure]]);
+  assert.deepEqual(b.events, [[0, 0, 1], "end"]);
+  const c = new ProgressTracker();
+  const d = record(c, "download", "reportIndefinitely");
+  c.close();
+  assert.deepEqual(d.events, ["end"]);
+  assert.equal(c.registrationCount, 0);
+});
+
+Deno.test("ProgressTracker hasCompletion tells when a complete report is due", () => {
+  const tracker = new ProgressTracker();
+  tracker.localCommitted(1, 10);
+  record(tracker, "upload", "forCurrentlyOutstandingWork");
+  assert.equal(tracker.hasCompletion, false);
+  tracker.acknowledged(1);
+  assert.equal(tracker.hasCompletion, true);
+  tracker.publish();
+  assert.equal(tracker.hasCompletion, false);
+});
+
+Deno.test("ProgressTracker estimates stay in [0, 1], never fall within forCurrentlyOutstandingWork, and end at exactly 1.0 once (seeded)", () => {
+  const seed = testSeed();
+  const random = new Prng(seed);
+  for (let round = 0; round < 300; round++) {
+    const tracker = new ProgressTracker();
+    let version = 0;
+    let acknowledged = 0;
+    let downloadable = random.int(5000);
+    const logs: { mode: ProgressMode; events: Event[] }[] = [];
+    for (let step = 0; step < 60; step++) {
+      const choice = random.int(7);
+      if (choice === 0) {
+        tracker.localCommitted(++version, 1 + random.int(500));
+      } else if (choice === 1 && acknowledged < version) {
+        acknowledged += 1 + random.int(version - acknowledged);
+        tracker.acknowledged(acknowledged);
+      } else if (choice === 2) {
+        const frame = random.int(2) === 0 ? 0 : 1 + random.int(800);
+        downloadable = random.int(4) === 0 ? 0 : random.int(5000);
+        tracker.downloaded(frame, downloadable);
+      } else if (choice === 3) {
+        tracker.caughtUp(tracker.sequence + 1 - random.int(3));
+      } else if (choice === 4) {
+        const direction = random.pick(["upload", "download"] as const);
+        const mode = random.pick(
+          ["reportIndefinitely", "forCurrentlyOutstandingWork"] as const,
+        );
+        logs.push({ mode, events: record(tracker, direction, mode).events });
+      }
+      tracker.publish();
+    }
+    for (const { mode, events } of logs) {
+      let last = -1;
+      let lastTransferable = -1;
+      let ended = false;
+      let completes = 0;
+      for (const event of events) {
+        assert.ok(!ended, `seed ${seed}: event after end`);
+        if (event === "end") {
+          ended = true;
+          continue;
+        }
+        const [transferred, transferable, estimate] = event as number[];
+        assert.ok(
+          estimate! >= 0 && estimate! <= 1,
+          `seed ${seed}: ${estimate}`,
+        );
+        assert.ok(transferred! <= transferable!, `seed ${seed}`);
+        if (mode === "forCurrentlyOutstandingWork") {
+          assert.ok(estimate! >= last, `seed ${seed}: estimate fell`);
+          if (lastTransferable >= 0) {
+            assert.equal(
+              transferable,
+              lastTransferable,
+              `seed ${seed}: total grew`,
+            );
+          }
+          if (estimate === 1) completes++;
+        }
+        last = estimate!;
+        lastTransferable = transferable!;
+      }
+      if (mode === "forCurrentlyOutstandingWork") {
+        assert.ok(completes <= 1, `seed ${seed}: ${completes} complete events`);
+        assert.equal(completes === 1, ended, `seed ${seed}: end without 1.0`);
+        if (ended) assert.equal(last, 1, `seed ${seed}`);
+      }
+    }
+  }
+});

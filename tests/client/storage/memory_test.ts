@@ -1,0 +1,4 @@
+import { MemoryStorage } from "../../../src/client/storage/memory.ts";
+import { runStorageTests } from "../../_helpers/storage_conformance.ts";
+
+runStorageTests("MemoryStorage", () => new MemoryStorage());

@@ -1,0 +1,111 @@
+import assert from "node:assert/strict";
+import { PushStream } from "../../src/util/push_stream.ts";
+
+async function readAll<T>(stream: ReadableStream<T>): Promise<T[]> {
+  const values: T[] = [];
+  for await (const value of stream) values.push(value);
+  return values;
+}
+
+Deno.test("PushStream (queue) delivers every value in order, then ends on close()", async () => {
+  const channel = new PushStream<number>({ latestOnly: false });
+  channel.push(1);
+  channel.push(2);
+  channel.push(3);
+  channel.close();
+  channel.push(4);
+  assert.deepEqual(await readAll(channel.stream), [1, 2, 3]);
+});
+
+Deno.test("PushStream (latestOnly) coalesces values the reader has not taken yet", async () => {
+  const channel = new PushStream<number>({ latestOnly: true });
+  const reader = channel.stream.getReader();
+  channel.push(1);
+  channel.push(2);
+  assert.deepEqual(await reader.read(), { done: false, value: 2 });
+  const next = reader.read();
+  channel.push(3);
+  assert.deepEqual(await next, { done: false, value: 3 });
+  channel.push(4);
+  channel.push(5);
+  channel.close();
+  assert.deepEqual(await reader.read(), { done: false, value: 5 });
+  assert.deepEqual(await reader.read(), { done: true, value: undefined });
+});
+
+Deno.test("PushStream fail() delivers what is queued, then errors", async () => {
+  const channel = new PushStream<string>({ latestOnly: false });
+  const failure = new Error("boom");
+  channel.push("a");
+  channel.push("b");
+  channel.fail(failure);
+  const reader = channel.stream.getReader();
+  assert.deepEqual(await reader.read(), { done: false, value: "a" });
+  assert.deepEqual(await reader.read(), { done: false, value: "b" });
+  await assert.rejects(reader.read(), (error) => error === failure);
+});
+
+Deno.test("PushStream error() errors at once, dropping queued values", async () => {
+  let detached = 0;
+  const channel = new PushStream<string>({
+    latestOnly: false,
+    onDetach: () => detached++,
+  });
+  const failure = new Error("boom");
+  channel.push("a");
+  channel.error(failure);
+  await assert.rejects(readAll(channel.stream), (error) => error === failure);
+  assert.equal(detached, 1);
+});
+
+Deno.test("PushStream ends (without error) when its signal aborts, and detaches once", async () => {
+  let detached = 0;
+  const controller = new AbortController();
+  const channel = new PushStream<number>({
+    latestOnly: false,
+    signal: controller.signal,
+    onDetach: () => detached++,
+  });
+  const reading = readAll(channel.stream);
+  channel.push(1);
+  await Promise.resolve();
+  controller.abort(new Error("stop"));
+  assert.deepEqual(await reading, [1]);
+  assert.equal(detached, 1);
+  assert.equal(channel.isDetached, true);
+  channel.close();
+  assert.equal(detached, 1);
+});
+
+Deno.test("PushStream with an already-aborted signal is empty", async () => {
+  let detached = 0;
+  const channel = new PushStream<number>({
+    latestOnly: true,
+    signal: AbortSignal.abort(),
+    onDetach: () => detached++,
+  });
+  channel.push(1);
+  assert.deepEqual(await readAll(channel.stream), []);
+  assert.equal(detached, 1);
+});
+
+Deno.test("PushStream detaches when the reader breaks out of for await", async () => {
+  let detached = 0;
+  const controller = new AbortController();
+  const channel = new PushStream<number>({
+    latestOnly: false,
+    signal: controller.signal,
+    onDetach: () => detached++,
+  });
+  channel.push(1);
+  channel.push(2);
+  for await (const value of channel.stream) {
+    assert.equal(value, 1);
+    break;
+  }
+  assert.equal(detached, 1);
+  assert.equal(channel.isDetached, true);
+  // The abort listener was removed with the detach: aborting does nothing.
+  controller.abort();
+  assert.equal(detached, 1);
+});
