@@ -1,0 +1,621 @@
+import assert from "node:assert/strict";
+import { DEFAULT_RECONNECT } from "../../src/client/backoff.ts";
+import {
+  type AccessToken,
+  Connection,
+  type ConnectionClient,
+  type ConnectionOptions,
+  type RetryInfo,
+  type SessionChannel,
+} from "../../src/client/connection.ts";
+import { DEFAULT_KEEPALIVE } from "../../src/client/keepalive.ts";
+import { SyncError } from "../../src/client/sync_error.ts";
+import { errorCodeNumber } from "../../src/protocol/error_codes.ts";
+import {
+  MessageType,
+  type ServerMessage,
+} from "../../src/protocol/messages.ts";
+import { FakeClock } from "../_helpers/fake_clock.ts";
+import { FakeSockets } from "../_helpers/fake_socket.ts";
+
+/** Lets pending promise callbacks run (no timers are involved). */
+function flush(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
+class RecordingClient implements ConnectionClient {
+  events: string[] = [];
+  channel: SessionChannel | undefined;
+  messages: ServerMessage[] = [];
+  retries: RetryInfo[] = [];
+  errors: SyncError[] = [];
+  #start: number;
+
+  constructor(start: number) {
+    this.#start = start;
+  }
+
+  connectionConnecting(): void {
+    this.events.push("connecting");
+    this.channel = undefined;
+  }
+  connectionOpened(channel: SessionChannel): void {
+    this.events.push(`opened ${channel.sessionId}`);
+    this.channel = channel;
+  }
+  connectionMessage(message: ServerMessage): void {
+    this.messages.push(message);
+  }
+  connectionLost(
+    error: SyncError | undefined,
+    retry: RetryInfo | undefined,
+  ): void {
+    this.channel = undefined;
+    if (error) this.errors.push(error);
+    if (retry) this.retries.push(retry);
+    this.events.push(
+      `lost ${error?.code} retry ${retry?.attempt} in ${
+        retry ? retry.nextAttemptAt - this.#start : "-"
+      }`,
+    );
+  }
+  connectionFailed(error: SyncError): void {
+    this.errors.push(error);
+    this.events.push(`failed ${error.code}`);
+  }
+}
+
+class Tokens {
+  issued = 0;
+  freshRequests = 0;
+  failWith: unknown;
+  expiresInMs: number | undefined = undefined;
+  clock: FakeClock;
+  constructor(clock: FakeClock) {
+    this.clock = clock;
+  }
+  accessToken(fresh: boolean): Promise<AccessToken> {
+    if (fresh) this.freshRequests++;
+    if (this.failWith !== undefined) return Promise.reject(this.failWith);
+    if (fresh || this.issued === 0) this.issued++;
+    const now = this.clock.now();
+    return Promise.resolve({
+      token: `token-${this.issued}`,
+      expiresAt: this.expiresInMs === undefined
+        ? undefined
+        : now + this.expiresInMs,
+      obtainedAt: now,
+    });
+  }
+}
+
+function setup(overrides: Partial<ConnectionOptions> = {}) {
+  const clock = new FakeClock();
+  const sockets = new FakeSockets();
+  const tokens = new Tokens(clock);
+  const connection = new Connection({
+    url: "ws://test/sync",
+    WebSocket: sockets.WebSocket,
+    clock,
+    random: () => 0.5,
+    reconnect: { ...DEFAULT_RECONNECT, minDelayMs: 1_000, maxDelayMs: 8_000 },
+    keepalive: {
+      ...DEFAULT_KEEPALIVE,
+      pingIntervalMs: 1_000,
+      readTimeoutMs: 3_000,
+    },
+    connectTimeoutMs: 5_000,
+    lingerMs: 2_000,
+    tokens: {
+      accessToken: (fresh) => tokens.accessToken(fresh),
+    },
+    ...overrides,
+  });
+  const client = () => new RecordingClient(clock.now());
+  return { clock, sockets, tokens, connection, client };
+}
+
+/** Moves the clock to the scheduled retry and lets the dial start. */
+async function advanceToRetry(
+  test: ReturnType<typeof setup>,
+  client: RecordingClient,
+): Promise<void> {
+  test.clock.advance(client.retries.at(-1)!.nextAttemptAt - test.clock.now());
+  await flush();
+}
+
+/** Moves the clock while the server answers every second. */
+function advanceAlive(
+  test: ReturnType<typeof setup>,
+  socket: { receive(message: ServerMessage): number },
+  ms: number,
+): void {
+  for (let elapsed = 0; elapsed < ms; elapsed += 500) {
+    test.clock.advance(Math.min(500, ms - elapsed));
+    socket.receive({ type: MessageType.Pong, timestamp: test.clock.now() });
+  }
+}
+
+async function connect(
+  setupResult: ReturnType<typeof setup>,
+  client: RecordingClient,
+) {
+  setupResult.connection.attach(client);
+  await flush();
+  const socket = setupResult.sockets.last;
+  socket.open();
+  socket.acceptHandshake();
+  return socket;
+}
+
+Deno.test("Connection dials on the first attach, sends HANDSHAKE with the token, and opens a channel", async () => {
+  const test = setup();
+  const client = test.client();
+  test.connection.attach(client);
+  assert.equal(test.connection.phase, "connecting");
+  await flush();
+  const socket = test.sockets.last;
+  assert.equal(socket.url, "ws://test/sync");
+  socket.open();
+  assert.deepEqual(socket.sent, [{
+    type: MessageType.Handshake,
+    minVersion: 1,
+    maxVersion: 1,
+    accessToken: "token-1",
+  }]);
+  socket.acceptHandshake(4096);
+  assert.deepEqual(client.events, ["connecting", "opened 1"]);
+  assert.equal(client.channel!.maxMessageBytes, 4096);
+  assert.equal(test.connection.phase, "connected");
+  await test.connection.close();
+  assert.equal(test.clock.pending, 0);
+});
+
+Deno.test("Connection multiplexes sessions on one socket and routes messages by session id", async () => {
+  const test = setup();
+  const [a, b, c] = [test.client(), test.client(), test.client()];
+  test.connection.attach(a);
+  test.connection.attach(b);
+  await flush();
+  const socket = test.sockets.last;
+  socket.open();
+  socket.acceptHandshake();
+  // Attached while the socket is up: still connecting → opened.
+  test.connection.attach(c);
+  assert.equal(test.sockets.all.length, 1);
+  assert.deepEqual(a.events, ["connecting", "opened 1"]);
+  assert.deepEqual(b.events, ["connecting", "opened 2"]);
+  assert.deepEqual(c.events, ["connecting", "opened 3"]);
+  socket.receive({ type: MessageType.MarkReply, sessionId: 2, requestId: 7 });
+  socket.receive({ type: MessageType.MarkReply, sessionId: 99, requestId: 1 });
+  assert.equal(a.messages.length, 0);
+  assert.deepEqual(b.messages, [{
+    type: MessageType.MarkReply,
+    sessionId: 2,
+    requestId: 7,
+  }]);
+  await test.connection.close();
+});
+
+Deno.test("Connection one session's error or detach never takes the socket from the others", async () => {
+  const test = setup();
+  const [a, b] = [test.client(), test.client()];
+  const attachment = test.connection.attach(a);
+  test.connection.attach(b);
+  await flush();
+  const socket = test.sockets.last;
+  socket.open();
+  socket.acceptHandshake();
+  socket.receive({
+    type: MessageType.Error,
+    sessionId: 1,
+    code: errorCodeNumber("permission_denied"),
+    tryAgain: false,
+    message: "no",
+  });
+  assert.equal(a.messages.length, 1);
+  attachment.detach({ unbind: false });
+  assert.equal(socket.readyState, 1);
+  assert.equal(test.connection.phase, "connected");
+  socket.receive({ type: MessageType.MarkReply, sessionId: 2, requestId: 1 });
+  assert.equal(b.messages.length, 1);
+  assert.deepEqual(b.events, ["connecting", "opened 2"]);
+  await test.connection.close();
+});
+
+Deno.test("Connection detach() sends UNBIND, and the last detach closes the socket after lingerMs", async () => {
+  const test = setup();
+  const a = test.client();
+  const socket = await connect(test, a);
+  const attachment = test.connection.attach(test.client());
+  attachment.detach();
+  assert.deepEqual(socket.sentOf(MessageType.Unbind), [{
+    type: MessageType.Unbind,
+    sessionId: 2,
+  }]);
+  // a is still there: no linger.
+  advanceAlive(test, socket, 10_000);
+  assert.equal(socket.readyState, 1);
+  const attachmentA = test.connection.attach(test.client());
+  attachmentA.detach();
+  // Detach the first client too; an attach during the linger keeps the socket.
+  test.connection.attach(test.client()).detach();
+  assert.equal(socket.readyState, 1);
+  await test.connection.close();
+  assert.equal(test.clock.pending, 0);
+});
+
+Deno.test("Connection linger closes an unused socket, and an attach during the linger keeps it", async () => {
+  const test = setup();
+  const a = test.client();
+  const attachment = test.connection.attach(a);
+  await flush();
+  const socket = test.sockets.last;
+  socket.open();
+  socket.acceptHandshake();
+  attachment.detach();
+  test.clock.advance(1_999);
+  assert.equal(socket.readyState, 1);
+  const again = test.connection.attach(test.client());
+  advanceAlive(test, socket, 10_000);
+  assert.equal(socket.readyState, 1);
+  again.detach();
+  test.clock.advance(2_000);
+  assert.equal(socket.readyState, 3);
+  assert.equal(socket.closedWith, 1000);
+  assert.equal(test.connection.phase, "idle");
+  assert.equal(test.clock.pending, 0);
+  await test.connection.close();
+});
+
+Deno.test("Connection retries a lost connection with full-jitter backoff and shows the schedule", async () => {
+  const test = setup();
+  const client = test.client();
+  const socket = await connect(test, client);
+  socket.serverClose(1006);
+  // random() = 0.5: half of minDelayMs × 2^0.
+  assert.deepEqual(client.events.slice(2), [
+    "lost connection_lost retry 1 in 500",
+  ]);
+  assert.equal(test.connection.phase, "waiting");
+  assert.equal(client.retries[0]!.lastError.willRetry, true);
+  test.clock.advance(499);
+  assert.equal(test.sockets.all.length, 1);
+  test.clock.advance(1);
+  await flush();
+  assert.equal(test.sockets.all.length, 2);
+  // Each failed dial doubles the bound: 1000, 2000, 4000 (× 0.5).
+  test.sockets.last.serverClose(1006);
+  test.clock.advance(1_000);
+  await flush();
+  test.sockets.last.serverClose(1006);
+  assert.deepEqual(client.events.slice(2), [
+    "lost connection_lost retry 1 in 500",
+    "connecting",
+    "lost connection_lost retry 2 in 1500",
+    "connecting",
+    "lost connection_lost retry 3 in 3500",
+  ]);
+  await test.connection.close();
+  assert.equal(test.clock.pending, 0);
+});
+
+Deno.test("Connection reconnect.maxAttempts failed dials in a row end every session with reconnect_gave_up", async () => {
+  const test = setup({
+    reconnect: { ...DEFAULT_RECONNECT, minDelayMs: 100, maxAttempts: 3 },
+  });
+  const [a, b] = [test.client(), test.client()];
+  test.connection.attach(a);
+  test.connection.attach(b);
+  await flush();
+  for (let attempt = 0; attempt < 3; attempt++) {
+    test.sockets.last.serverClose(1006);
+    if (attempt < 2) await advanceToRetry(test, a);
+  }
+  assert.deepEqual(a.events, [
+    "connecting",
+    "lost connection_lost retry 1 in 50",
+    "connecting",
+    "lost connection_lost retry 2 in 150",
+    "connecting",
+    "failed reconnect_gave_up",
+  ]);
+  assert.equal(a.errors.at(-1)!.isFatal, true);
+  assert.equal(
+    a.errors.at(-1)!.message,
+    "Gave up after 3 failed connection attempts in a row: Connection closed (1006)",
+  );
+  assert.deepEqual(b.events.at(-1), "failed reconnect_gave_up");
+  assert.equal(test.connection.phase, "idle");
+  assert.equal(test.clock.pending, 0);
+  await test.connection.close();
+});
+
+Deno.test("Connection reconnect() cancels a pending delay, resets the backoff and dials now", async () => {
+  const test = setup({
+    reconnect: {
+      ...DEFAULT_RECONNECT,
+      minDelayMs: 60_000,
+      maxDelayMs: 600_000,
+    },
+  });
+  const client = test.client();
+  const socket = await connect(test, client);
+  socket.serverClose(1006);
+  await advanceToRetry(test, client);
+  test.sockets.last.serverClose(1006);
+  assert.equal(client.retries.at(-1)!.attempt, 2);
+  assert.equal(test.connection.phase, "waiting");
+  test.connection.reconnect();
+  assert.equal(test.connection.phase, "connecting");
+  await flush();
+  assert.equal(test.sockets.all.length, 3);
+  // The backoff starts again from the first delay.
+  test.sockets.last.serverClose(1006);
+  assert.equal(client.retries.at(-1)!.attempt, 1);
+  assert.equal(client.retries.at(-1)!.nextAttemptAt - test.clock.now(), 30_000);
+  await test.connection.close();
+  assert.equal(test.clock.pending, 0);
+});
+
+Deno.test("Connection reconnect() replaces an open socket that has gone silent", async () => {
+  const test = setup();
+  const client = test.client();
+  const socket = await connect(test, client);
+  test.connection.reconnect();
+  assert.equal(socket.readyState, 3);
+  await flush();
+  const next = test.sockets.last;
+  assert.notEqual(next, socket);
+  next.open();
+  next.acceptHandshake();
+  // Straight from connected to connecting: a requested reconnect is no error.
+  assert.deepEqual(client.events, [
+    "connecting",
+    "opened 1",
+    "connecting",
+    "opened 2",
+  ]);
+  assert.equal(client.errors.length, 0);
+  await test.connection.close();
+});
+
+Deno.test("Connection detects a silent socket by the read timeout and reconnects", async () => {
+  const test = setup();
+  const client = test.client();
+  const socket = await connect(test, client);
+  test.clock.advance(2_999);
+  assert.equal(socket.sentOf(MessageType.Ping).length, 2);
+  test.clock.advance(1);
+  assert.equal(socket.readyState, 3);
+  assert.deepEqual(client.events.at(-1), "lost read_timeout retry 1 in 3500");
+  await test.connection.close();
+});
+
+Deno.test("Connection measures the round-trip time from PONG", async () => {
+  const test = setup();
+  const socket = await connect(test, test.client());
+  test.clock.advance(1_000);
+  const [ping] = socket.sentOf(MessageType.Ping);
+  test.clock.advance(42);
+  socket.receive({ type: MessageType.Pong, timestamp: ping!.timestamp });
+  assert.equal(test.connection.rttMs, 42);
+  await test.connection.close();
+});
+
+Deno.test("Connection gives up a dial after connectTimeoutMs", async () => {
+  const test = setup();
+  const client = test.client();
+  test.connection.attach(client);
+  await flush();
+  test.clock.advance(5_000);
+  assert.equal(test.sockets.last.readyState, 3);
+  assert.deepEqual(client.events, [
+    "connecting",
+    "lost connect_timeout retry 1 in 5500",
+  ]);
+  await test.connection.close();
+});
+
+Deno.test("Connection on token_expired drops the token and redials at once with a fresh one, without an error", async () => {
+  const test = setup();
+  const client = test.client();
+  const socket = await connect(test, client);
+  socket.receive({
+    type: MessageType.Error,
+    sessionId: null,
+    code: errorCodeNumber("token_expired"),
+    tryAgain: true,
+    message: "expired",
+  });
+  assert.equal(socket.readyState, 3);
+  await flush();
+  const next = test.sockets.last;
+  next.open();
+  assert.equal(next.sentOf(MessageType.Handshake)[0]!.accessToken, "token-2");
+  next.acceptHandshake();
+  assert.deepEqual(client.events, [
+    "connecting",
+    "opened 1",
+    "connecting",
+    "opened 2",
+  ]);
+  assert.equal(test.tokens.freshRequests, 1);
+  // A second expiry right away is not retried at once: backoff, visibly.
+  next.receive({
+    type: MessageType.Error,
+    sessionId: null,
+    code: errorCodeNumber("token_expired"),
+    tryAgain: true,
+    message: "expired again",
+  });
+  assert.equal(client.events.at(-1), "lost token_expired retry 1 in 500");
+  test.clock.advance(500);
+  await flush();
+  test.sockets.last.open();
+  assert.equal(
+    test.sockets.last.sentOf(MessageType.Handshake)[0]!.accessToken,
+    "token-3",
+  );
+  await test.connection.close();
+});
+
+Deno.test("Connection never sends a rejected token twice; a second bad_token in a row is fatal", async () => {
+  const test = setup();
+  const client = test.client();
+  test.connection.attach(client);
+  await flush();
+  const tokensSent: string[] = [];
+  for (let round = 0; round < 2; round++) {
+    const socket = test.sockets.last;
+    socket.open();
+    tokensSent.push(socket.sentOf(MessageType.Handshake)[0]!.accessToken);
+    socket.receive({
+      type: MessageType.Error,
+      sessionId: null,
+      code: errorCodeNumber("bad_token"),
+      tryAgain: false,
+      message: "bad signature",
+    });
+    await flush();
+  }
+  assert.deepEqual(tokensSent, ["token-1", "token-2"]);
+  assert.deepEqual(client.events, [
+    "connecting",
+    "connecting",
+    "failed bad_token",
+  ]);
+  assert.equal(test.connection.phase, "idle");
+  await test.connection.close();
+});
+
+Deno.test("Connection fails every session on a fatal connection error", async () => {
+  const test = setup();
+  const [a, b] = [test.client(), test.client()];
+  test.connection.attach(a);
+  test.connection.attach(b);
+  await flush();
+  test.sockets.last.open();
+  test.sockets.last.receive({
+    type: MessageType.Error,
+    sessionId: null,
+    code: errorCodeNumber("unsupported_protocol_version"),
+    tryAgain: false,
+    message: "speak version 7",
+  });
+  assert.deepEqual(a.events, [
+    "connecting",
+    "failed unsupported_protocol_version",
+  ]);
+  assert.deepEqual(b.events, [
+    "connecting",
+    "failed unsupported_protocol_version",
+  ]);
+  assert.equal(a.errors[0]!.message, "speak version 7");
+  await test.connection.close();
+  assert.equal(test.clock.pending, 0);
+});
+
+Deno.test("Connection treats an undecodable frame as a fatal protocol violation", async () => {
+  const test = setup();
+  const client = test.client();
+  const socket = await connect(test, client);
+  socket.dispatchEvent(
+    new MessageEvent("message", { data: new Uint8Array([0x7e]).buffer }),
+  );
+  assert.deepEqual(client.events.at(-1), "failed protocol_violation");
+  await test.connection.close();
+});
+
+Deno.test("Connection login failure while dialling is fatal; an unreachable login server is retried", async () => {
+  const test = setup();
+  const client = test.client();
+  test.tokens.failWith = new SyncError(
+    "connection_lost",
+    "Cannot log in: unreachable",
+  );
+  test.connection.attach(client);
+  await flush();
+  assert.deepEqual(client.events, [
+    "connecting",
+    "lost connection_lost retry 1 in 500",
+  ]);
+  test.tokens.failWith = new SyncError("login_failed", "refresh token refused");
+  test.clock.advance(500);
+  await flush();
+  assert.deepEqual(client.events.slice(2), [
+    "connecting",
+    "failed login_failed",
+  ]);
+  assert.equal(test.sockets.all.length, 0);
+  await test.connection.close();
+});
+
+Deno.test("Connection refreshes the token in-band at 80% of its life", async () => {
+  const test = setup();
+  test.tokens.expiresInMs = 10_000;
+  const socket = await connect(test, test.client());
+  // Keep the socket alive with PONGs while time passes.
+  advanceAlive(test, socket, 7_500);
+  assert.equal(socket.sentOf(MessageType.Refresh).length, 0);
+  test.clock.advance(500);
+  await flush();
+  assert.deepEqual(socket.sentOf(MessageType.Refresh), [{
+    type: MessageType.Refresh,
+    accessToken: "token-2",
+  }]);
+  await test.connection.close();
+  assert.equal(test.clock.pending, 0);
+});
+
+Deno.test("Connection backoff resets once a connection stayed up resetAfterMs", async () => {
+  const test = setup({
+    reconnect: {
+      ...DEFAULT_RECONNECT,
+      minDelayMs: 1_000,
+      maxDelayMs: 60_000,
+      resetAfterMs: 5_000,
+    },
+  });
+  const client = test.client();
+  let socket = await connect(test, client);
+  // Short-lived connections: the backoff keeps growing.
+  for (let round = 0; round < 3; round++) {
+    socket.serverClose(1006);
+    await advanceToRetry(test, client);
+    socket = test.sockets.last;
+    socket.open();
+    socket.acceptHandshake();
+  }
+  assert.deepEqual(client.retries.map((retry) => retry.attempt), [1, 2, 3]);
+  // This one stays up long enough (pings answered).
+  advanceAlive(test, socket, 5_000);
+  socket.serverClose(1006);
+  assert.equal(client.retries.at(-1)!.attempt, 1);
+  await test.connection.close();
+});
+
+Deno.test("Connection networkOnline() retries a waiting connection at once", async () => {
+  const test = setup({
+    reconnect: { ...DEFAULT_RECONNECT, minDelayMs: 60_000, maxDelayMs: 60_000 },
+  });
+  const client = test.client();
+  const socket = await connect(test, client);
+  socket.serverClose(1006);
+  test.connection.networkOnline();
+  await flush();
+  assert.equal(test.sockets.all.length, 2);
+  await test.connection.close();
+});
+
+Deno.test("Connection close() stops every timer, closes the socket, and refuses new attaches; twice is safe", async () => {
+  const test = setup();
+  const socket = await connect(test, test.client());
+  await test.connection.close();
+  await test.connection.close();
+  assert.equal(socket.readyState, 3);
+  assert.equal(test.clock.pending, 0);
+  assert.throws(() => test.connection.attach(test.client()), TypeError);
+  test.connection.reconnect();
+  assert.equal(test.sockets.all.length, 1);
+});

@@ -1,0 +1,751 @@
+// Deterministic tests of the session state machine: the network is scripted
+// (fake sockets, fake clock, fake /login) so exact byte figures and exact
+// event sequences can be asserted. The same rules are tested against the
+// real server over real sockets in tests/e2e/.
+import assert from "node:assert/strict";
+import { Credentials } from "../../src/client/credentials.ts";
+import type { Progress } from "../../src/client/progress.ts";
+import { SyncError } from "../../src/client/sync_error.ts";
+import type { ConnectionStateChange } from "../../src/client/sync_session.ts";
+import { errorCodeNumber } from "../../src/protocol/error_codes.ts";
+import { MessageType } from "../../src/protocol/messages.ts";
+import {
+  acceptConnection,
+  answerMarks,
+  boundSession,
+  download,
+  flush,
+  ident,
+  remoteChangeset,
+  scriptedApp,
+  sentFor,
+} from "../_helpers/scripted_app.ts";
+
+type Event = [number, number, number];
+
+function recorder() {
+  const events: Event[] = [];
+  const callback = (_t: number, _T: number, p: Progress) =>
+    events.push([p.transferredBytes, p.transferableBytes, p.progressEstimate]);
+  return { events, callback };
+}
+
+async function openBound(options: Parameters<typeof scriptedApp>[0] = {}) {
+  const scripted = scriptedApp(options);
+  const user = await scripted.app.logIn(Credentials.anonymous());
+  const realm = await user.openRealm({ path: "/~/a" });
+  const socket = await acceptConnection(scripted.sockets);
+  const sessionId = boundSession(socket, "/~/a");
+  await ident(socket, "/~/a");
+  return {
+    ...scripted,
+    user,
+    realm,
+    socket,
+    sessionId,
+    session: realm.syncSession,
+  };
+}
+
+Deno.test("SyncSession upload progress: exact figures in both modes; an upload counts once acknowledged", async () => {
+  const { app, realm, socket, sessionId, session } = await openBound();
+  try {
+    const indefinitely = recorder();
+    session.addProgressNotification(
+      "upload",
+      "reportIndefinitely",
+      indefinitely.callback,
+    );
+    await flush();
+    assert.deepEqual(indefinitely.events, [[0, 0, 1]]);
+    await realm.write((tx) => tx.put("Task", "1", { title: "one" }));
+    const b1 = session.stats().pendingUploadBytes;
+    await realm.write((tx) => tx.put("Task", "2", { title: "two" }));
+    const b2 = session.stats().pendingUploadBytes - b1;
+    const outstanding = recorder();
+    session.addProgressNotification(
+      "upload",
+      "forCurrentlyOutstandingWork",
+      outstanding.callback,
+    );
+    await realm.write((tx) => tx.put("Task", "3", { title: "three" }));
+    const b3 = session.stats().pendingUploadBytes - b1 - b2;
+    // Uploaded but not acknowledged: nothing counts as transferred yet.
+    assert.equal(socket.sentOf(MessageType.Upload).length, 3);
+    await download(socket, sessionId, { ack: 1 });
+    await download(socket, sessionId, { ack: 3 });
+    await download(socket, sessionId, { ack: 3 });
+    const total = b1 + b2 + b3;
+    assert.deepEqual(indefinitely.events, [
+      [0, 0, 1],
+      [0, b1, 0],
+      [0, b1 + b2, 0],
+      [0, total, 0],
+      [b1, total, b1 / total],
+      [total, total, 1],
+    ]);
+    assert.deepEqual(outstanding.events, [
+      [0, b1 + b2, 0],
+      [b1, b1 + b2, b1 / (b1 + b2)],
+      [b1 + b2, b1 + b2, 1],
+    ]);
+    assert.equal(session.stats().pendingUploadChangesets, 0);
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("SyncSession download progress: exact figures, captured total never grows, one final 1.0", async () => {
+  const { app, socket, sessionId, session } = await openBound();
+  try {
+    const outstanding = recorder();
+    const indefinitely = recorder();
+    // Registered before any figure: captures the first report after it.
+    session.addProgressNotification(
+      "download",
+      "forCurrentlyOutstandingWork",
+      outstanding.callback,
+    );
+    session.addProgressNotification(
+      "download",
+      "reportIndefinitely",
+      indefinitely.callback,
+    );
+    const f1 = await download(socket, sessionId, {
+      serverVersion: 1,
+      downloadableBytes: 3_000,
+      changesets: [remoteChangeset(1, 20)],
+    });
+    // New work reported later does not grow the captured total.
+    const f2 = await download(socket, sessionId, {
+      serverVersion: 2,
+      downloadableBytes: 9_000,
+      changesets: [remoteChangeset(2, 20)],
+    });
+    // An acknowledgement-only frame carries no changesets: no bytes counted.
+    await download(socket, sessionId, {
+      serverVersion: 2,
+      downloadableBytes: 9_000,
+    });
+    const f3 = await download(socket, sessionId, {
+      serverVersion: 3,
+      downloadableBytes: 0,
+      changesets: [remoteChangeset(3, 20)],
+    });
+    const captured = f1 + 3_000;
+    assert.deepEqual(outstanding.events, [
+      [f1, captured, f1 / captured],
+      [f1 + f2, captured, (f1 + f2) / captured],
+      [captured, captured, 1],
+    ]);
+    assert.deepEqual(indefinitely.events, [
+      [f1, f1 + 3_000, f1 / (f1 + 3_000)],
+      [f1 + f2, f1 + f2 + 9_000, (f1 + f2) / (f1 + f2 + 9_000)],
+      [f1 + f2 + f3, f1 + f2 + f3, 1],
+    ]);
+    // It ended: later downloads reach only the indefinite registration.
+    const f4 = await download(socket, sessionId, {
+      serverVersion: 4,
+      changesets: [remoteChangeset(4, 1)],
+    });
+    assert.equal(outstanding.events.length, 3);
+    const sum = f1 + f2 + f3 + f4;
+    assert.deepEqual(indefinitely.events.at(-1), [sum, sum, 1]);
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("SyncSession forCurrentlyOutstandingWork with nothing outstanding: one 1.0 event, then the stream ends", async () => {
+  const { app, socket, session } = await openBound();
+  try {
+    await answerMarks(socket);
+    for (const direction of ["upload", "download"] as const) {
+      const seen: Progress[] = [];
+      for await (
+        const p of session.getProgressStream(
+          direction,
+          "forCurrentlyOutstandingWork",
+          {
+            signal: AbortSignal.timeout(5_000),
+          },
+        )
+      ) {
+        seen.push(p);
+      }
+      assert.deepEqual(seen, [{
+        transferredBytes: 0,
+        transferableBytes: 0,
+        progressEstimate: 1,
+        isTransferComplete: true,
+      }]);
+    }
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("SyncSession a registration while progress is known gets the latest figures at once", async () => {
+  const { app, socket, sessionId, session } = await openBound();
+  try {
+    const f1 = await download(socket, sessionId, {
+      serverVersion: 1,
+      downloadableBytes: 500,
+      changesets: [remoteChangeset(1, 5)],
+    });
+    const reader = session.getProgressStream("download", "reportIndefinitely")
+      .getReader();
+    const first = await reader.read();
+    assert.deepEqual(first.value, {
+      transferredBytes: f1,
+      transferableBytes: f1 + 500,
+      progressEstimate: f1 / (f1 + 500),
+      isTransferComplete: false,
+    });
+    await reader.cancel();
+    const late = recorder();
+    session.addProgressNotification(
+      "download",
+      "forCurrentlyOutstandingWork",
+      late.callback,
+    );
+    await flush();
+    assert.deepEqual(late.events, [[0, 500, 0]]);
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("SyncSession merges bursts of progress (progressIntervalMs) but never delays the complete report", async () => {
+  const { app, socket, sessionId, session, clock } = await openBound({
+    progressIntervalMs: 50,
+  });
+  try {
+    const indefinitely = recorder();
+    session.addProgressNotification(
+      "download",
+      "reportIndefinitely",
+      indefinitely.callback,
+    );
+    const sizes: number[] = [];
+    for (let index = 1; index <= 5; index++) {
+      sizes.push(
+        await download(socket, sessionId, {
+          serverVersion: index,
+          downloadableBytes: 10_000 - index * 1_000,
+          changesets: [remoteChangeset(index, 3)],
+        }),
+      );
+    }
+    // The first report went out at once; the burst waits for the interval.
+    assert.equal(indefinitely.events.length, 1);
+    clock.advance(50);
+    await flush();
+    assert.equal(indefinitely.events.length, 2);
+    const upTo5 = sizes.reduce((a, b) => a + b, 0);
+    assert.deepEqual(indefinitely.events[1]!.slice(0, 2), [
+      upTo5,
+      upTo5 + 5_000,
+    ]);
+    // Complete: delivered at once, inside the interval.
+    const last = await download(socket, sessionId, {
+      serverVersion: 6,
+      downloadableBytes: 0,
+      changesets: [remoteChangeset(6, 3)],
+    });
+    assert.deepEqual(indefinitely.events.at(-1), [
+      upTo5 + last,
+      upTo5 + last,
+      1,
+    ]);
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("SyncSession a progress callback may cancel its own and another registration while it runs", async () => {
+  const { app, realm, socket, sessionId, session } = await openBound();
+  try {
+    const calls: string[] = [];
+    const tokens: {
+      a?: { cancel(): void } | null;
+      b?: { cancel(): void } | null;
+    } = {};
+    tokens.a = session.addProgressNotification(
+      "upload",
+      "reportIndefinitely",
+      () => {
+        calls.push("a");
+        if (calls.length > 1) {
+          tokens.a!.cancel();
+          tokens.b!.cancel();
+        }
+      },
+    );
+    tokens.b = session.addProgressNotification(
+      "upload",
+      "reportIndefinitely",
+      () => calls.push("b"),
+    );
+    await flush();
+    assert.deepEqual(calls, ["a", "b"]);
+    await realm.write((tx) => tx.put("T", "x", {}));
+    await download(socket, sessionId, { ack: 1 });
+    // "a" ran, cancelled itself and "b" before b's report of the same
+    // change was delivered.
+    assert.deepEqual(calls, ["a", "b", "a"]);
+    tokens.a!.cancel();
+    session.removeProgressNotification(() => {});
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("SyncSession removeProgressNotification() ends every registration of that callback; a second call is ignored", async () => {
+  const { app, realm, socket, sessionId, session } = await openBound();
+  try {
+    const seen = recorder();
+    session.addProgressNotification(
+      "upload",
+      "reportIndefinitely",
+      seen.callback,
+    );
+    session.addProgressNotification(
+      "download",
+      "reportIndefinitely",
+      seen.callback,
+    );
+    await flush();
+    session.removeProgressNotification(seen.callback);
+    session.removeProgressNotification(seen.callback);
+    await realm.write((tx) => tx.put("T", "x", {}));
+    await download(socket, sessionId, {
+      ack: 1,
+      changesets: [remoteChangeset(1, 1)],
+    });
+    assert.equal(seen.events.length, 1);
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("SyncSession connection states: connecting → connected on first answer; disconnected carries error and retry", async () => {
+  const { app, sockets, clock } = scriptedApp();
+  try {
+    const user = await app.logIn(Credentials.anonymous());
+    const realm = await user.openRealm({ path: "/~/a" });
+    const session = realm.syncSession;
+    assert.equal(session.connectionState, "connecting");
+    const changes: ConnectionStateChange[] = [];
+    const controller = new AbortController();
+    const reading = (async () => {
+      for await (
+        const change of session.connectionStateChanges({
+          signal: controller.signal,
+        })
+      ) {
+        changes.push(change);
+      }
+    })();
+    const socket = await acceptConnection(sockets);
+    // Bound, but the server has not answered this session yet.
+    assert.equal(session.connectionState, "connecting");
+    await ident(socket, "/~/a");
+    assert.equal(session.connectionState, "connected");
+    socket.serverClose(1006, "gone");
+    await flush();
+    assert.equal(session.connectionState, "disconnected");
+    assert.equal(session.retry?.attempt, 1);
+    assert.equal(session.retry?.nextAttemptAt, clock.now() + 500);
+    assert.equal(session.error?.code, "connection_lost");
+    assert.equal(session.error?.willRetry, true);
+    clock.advance(500);
+    const next = await acceptConnection(sockets);
+    assert.equal(session.retry, undefined);
+    await answerMarks(next);
+    controller.abort();
+    await reading;
+    assert.deepEqual(
+      changes.map((
+        c,
+      ) => [c.previous, c.current, c.error?.code, c.retry?.attempt]),
+      [
+        ["connecting", "connected", undefined, undefined],
+        ["connected", "disconnected", "connection_lost", 1],
+        ["disconnected", "connecting", undefined, undefined],
+        ["connecting", "connected", undefined, undefined],
+      ],
+    );
+    assert.equal(session.error, undefined);
+    assert.equal(session.stats().reconnects, 1);
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("SyncSession pause() sends nothing until resume() — not even after app.reconnect() — and never touches another session", async () => {
+  const { app, realm, socket, sessionId, session, user, sockets } =
+    await openBound();
+  try {
+    const other = await user.openRealm({ path: "/~/b" });
+    await flush();
+    const otherId = boundSession(socket, "/~/b");
+    await ident(socket, "/~/b", 2);
+    assert.equal(other.syncSession.connectionState, "connected");
+    session.pause();
+    session.pause();
+    assert.equal(session.state, "inactive");
+    assert.equal(session.connectionState, "disconnected");
+    assert.deepEqual(sentFor(socket, sessionId).at(-1), {
+      type: MessageType.Unbind,
+      sessionId,
+    });
+    const sentForPaused = sentFor(socket, sessionId).length;
+    await realm.write((tx) => tx.put("T", "while-paused", {}));
+    await other.write((tx) => tx.put("T", "other", {}));
+    await flush();
+    assert.equal(sentFor(socket, sessionId).length, sentForPaused);
+    assert.equal(
+      sentFor(socket, otherId).filter((m) => m.type === MessageType.Upload)
+        .length,
+      1,
+    );
+    assert.equal(other.syncSession.connectionState, "connected");
+    // A reconnect rebinds the other session only.
+    app.reconnect();
+    const replacement = await acceptConnection(sockets);
+    assert.deepEqual(replacement.sentOf(MessageType.Bind).map((b) => b.path), [
+      "/~/b",
+    ]);
+    assert.equal(session.connectionState, "disconnected");
+    assert.equal(session.stats().pendingUploadChangesets, 1);
+    // Resume: connecting → connected on the open socket, then the upload.
+    const changes: string[] = [];
+    const controller = new AbortController();
+    const reading = (async () => {
+      for await (
+        const c of session.connectionStateChanges({ signal: controller.signal })
+      ) {
+        changes.push(`${c.previous}→${c.current}`);
+      }
+    })();
+    session.resume();
+    session.resume();
+    await flush();
+    const resumedId = boundSession(replacement, "/~/a");
+    const bind = replacement.sentOf(MessageType.Bind).find((b) =>
+      b.sessionId === resumedId
+    )!;
+    assert.deepEqual(bind.clientIdentity, { id: 1, salt: 1234 });
+    const upload = replacement.sentOf(MessageType.Upload).find((u) =>
+      u.sessionId === resumedId
+    )!;
+    assert.deepEqual(upload.changesets.map((c) => c.clientVersion), [1]);
+    await answerMarks(replacement);
+    controller.abort();
+    await reading;
+    assert.deepEqual(changes, [
+      "disconnected→connecting",
+      "connecting→connected",
+    ]);
+    assert.equal(session.state, "active");
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("SyncSession waits for IDENT before uploading, then re-sends every unacknowledged changeset after each bind", async () => {
+  const { app, sockets } = scriptedApp();
+  try {
+    const user = await app.logIn(Credentials.anonymous());
+    const realm = await user.openRealm({ path: "/~/a" });
+    await realm.write((tx) => tx.put("T", "1", {}));
+    await realm.write((tx) => tx.put("T", "2", {}));
+    const socket = await acceptConnection(sockets);
+    assert.equal(socket.sentOf(MessageType.Upload).length, 0);
+    await ident(socket, "/~/a");
+    const sessionId = boundSession(socket, "/~/a");
+    assert.deepEqual(
+      socket.sentOf(MessageType.Upload).flatMap((u) =>
+        u.changesets.map((c) => c.clientVersion)
+      ),
+      [1, 2],
+    );
+    await download(socket, sessionId, { ack: 1, serverVersion: 1 });
+    socket.serverClose(1006);
+    await flush();
+    app.reconnect();
+    const next = await acceptConnection(sockets);
+    const bind = next.sentOf(MessageType.Bind)[0]!;
+    assert.deepEqual(
+      {
+        identity: bind.clientIdentity,
+        download: bind.downloadCursor,
+        upload: bind.uploadCursor,
+      },
+      { identity: { id: 1, salt: 1234 }, download: 1, upload: 1 },
+    );
+    assert.deepEqual(
+      next.sentOf(MessageType.Upload).flatMap((u) =>
+        u.changesets.map((c) => c.clientVersion)
+      ),
+      [2],
+    );
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("SyncSession splits uploads into frames below the server's limit", async () => {
+  const { app, sockets } = scriptedApp();
+  try {
+    const user = await app.logIn(Credentials.anonymous());
+    const realm = await user.openRealm({ path: "/~/a" });
+    for (let index = 0; index < 20; index++) {
+      await realm.write((tx) =>
+        tx.put("T", `o${index}`, { text: "x".repeat(200) })
+      );
+    }
+    const socket = await acceptConnection(sockets, 1_000);
+    await ident(socket, "/~/a");
+    const uploads = socket.sent
+      .map((message, index) => ({ message, bytes: socket.sentBytes[index]! }))
+      .filter(({ message }) => message.type === MessageType.Upload);
+    assert.ok(uploads.length > 1);
+    for (const { bytes } of uploads) assert.ok(bytes <= 1_000, `${bytes}`);
+    assert.deepEqual(
+      uploads.flatMap(({ message }) =>
+        (message as { changesets: { clientVersion: number }[] }).changesets.map(
+          (c) => c.clientVersion,
+        )
+      ),
+      [...Array(20).keys()].map((i) => i + 1),
+    );
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("SyncSession a changeset larger than the server's limit is a fatal bad_changeset, not a loop", async () => {
+  const { app, sockets } = scriptedApp();
+  try {
+    const user = await app.logIn(Credentials.anonymous());
+    const realm = await user.openRealm({ path: "/~/a" });
+    const receipt = await realm.write((tx) =>
+      tx.put("T", "big", { text: "x".repeat(5_000) })
+    );
+    const rejected = assert.rejects(
+      receipt.waitForUpload(),
+      (error: SyncError) => error.code === "bad_changeset",
+    );
+    const socket = await acceptConnection(sockets, 1_000);
+    await ident(socket, "/~/a");
+    await rejected;
+    const session = realm.syncSession;
+    assert.equal(session.state, "error");
+    assert.equal(socket.sentOf(MessageType.Upload).length, 0);
+    // The local data stays.
+    assert.deepEqual(realm.get("T", "big"), { text: "x".repeat(5_000) });
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("SyncSession waitForDownload() survives a lost MARK: it asks again after the reconnect", async () => {
+  const { app, socket, sessionId, session, sockets } = await openBound();
+  try {
+    await answerMarks(socket);
+    let resolved = false;
+    const waiting = session.waitForDownload({
+      signal: AbortSignal.timeout(5_000),
+    }).then(() => {
+      resolved = true;
+    });
+    await flush();
+    const marks = sentFor(socket, sessionId).filter((m) =>
+      m.type === MessageType.Mark
+    );
+    assert.equal(marks.length, 2);
+    socket.serverClose(1006);
+    await flush();
+    assert.equal(resolved, false);
+    app.reconnect();
+    const next = await acceptConnection(sockets);
+    assert.equal(resolved, false);
+    await answerMarks(next);
+    await waiting;
+    assert.equal(resolved, true);
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("SyncSession waits keep waiting while paused and resolve after resume", async () => {
+  const { app, realm, socket, session } = await openBound();
+  try {
+    await answerMarks(socket);
+    session.pause();
+    await realm.write((tx) => tx.put("T", "x", {}));
+    let done = 0;
+    const upload = session.waitForUpload().then(() => done++);
+    const downloaded = session.waitForDownload().then(() => done++);
+    await flush();
+    assert.equal(done, 0);
+    session.resume();
+    await flush();
+    const sessionId = boundSession(socket, "/~/a");
+    await download(socket, sessionId, { ack: 1 });
+    await answerMarks(socket);
+    await Promise.all([upload, downloaded]);
+    assert.equal(done, 2);
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("SyncSession a session-scoped fatal error rejects waiters, errors streams, keeps local data, spares the socket", async () => {
+  const { app, realm, socket, sessionId, session, user } = await openBound();
+  try {
+    const other = await user.openRealm({ path: "/~/b" });
+    await flush();
+    await ident(socket, "/~/b", 2);
+    await realm.write((tx) => tx.put("T", "kept", { v: 1 }));
+    const isDenied = (error: unknown) =>
+      error instanceof SyncError && error.code === "permission_denied" &&
+      error.message === "Cannot access /u1/a" && error.isFatal;
+    const upload = assert.rejects(session.waitForUpload(), isDenied);
+    const downloaded = assert.rejects(session.waitForDownload(), isDenied);
+    const progress = session.getProgressStream("upload", "reportIndefinitely");
+    const states = session.connectionStateChanges();
+    socket.receive({
+      type: MessageType.Error,
+      sessionId,
+      code: errorCodeNumber("permission_denied"),
+      tryAgain: false,
+      message: "Cannot access /u1/a",
+    });
+    await flush();
+    await upload;
+    await downloaded;
+    await assert.rejects(
+      (async () => {
+        for await (const _ of progress) { /* drain */ }
+      })(),
+      isDenied,
+    );
+    const reader = states.getReader();
+    const last = await reader.read();
+    assert.deepEqual([
+      last.value?.previous,
+      last.value?.current,
+      last.value?.error?.code,
+    ], [
+      "connected",
+      "disconnected",
+      "permission_denied",
+    ]);
+    await assert.rejects(reader.read(), isDenied);
+    assert.equal(session.state, "error");
+    assert.ok(isDenied(session.error));
+    assert.equal(
+      session.addProgressNotification("upload", "reportIndefinitely", () => {}),
+      null,
+    );
+    await assert.rejects(
+      session.getProgressStream("download", "reportIndefinitely").getReader()
+        .read(),
+      isDenied,
+    );
+    await assert.rejects(session.waitForUpload(), isDenied);
+    assert.deepEqual(realm.get("T", "kept"), { v: 1 });
+    await realm.write((tx) => tx.put("T", "still-writable", {}));
+    // No UNBIND for a session the server already ended; the other session
+    // keeps the socket.
+    assert.equal(
+      sentFor(socket, sessionId).some((m) => m.type === MessageType.Unbind),
+      false,
+    );
+    assert.equal(socket.readyState, 1);
+    assert.equal(other.syncSession.connectionState, "connected");
+    session.pause();
+    session.resume();
+    assert.equal(session.state, "error");
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("SyncSession a session error the server says may pass binds again after a backoff", async () => {
+  const { app, socket, sessionId, session, clock } = await openBound();
+  try {
+    socket.receive({
+      type: MessageType.Error,
+      sessionId,
+      code: errorCodeNumber("session_failed"),
+      tryAgain: true,
+      message: "busy",
+    });
+    await flush();
+    assert.equal(session.state, "active");
+    assert.equal(session.connectionState, "disconnected");
+    assert.equal(session.retry?.attempt, 1);
+    assert.equal(session.error?.code, "session_failed");
+    clock.advance(500);
+    await flush();
+    assert.equal(socket.sentOf(MessageType.Bind).length, 2);
+    await answerMarks(socket);
+    assert.equal(session.connectionState, "connected");
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("SyncSession waits reject with the signal's reason, unchanged, before and during; close() rejects with session_closed", async () => {
+  const { app, realm, session } = await openBound();
+  const reason = { why: "user left" };
+  await assert.rejects(
+    session.waitForDownload({ signal: AbortSignal.abort(reason) }),
+    (e) => e === reason,
+  );
+  await assert.rejects(
+    session.waitForUpload({ signal: AbortSignal.abort(reason) }),
+    (e) => e === reason,
+  );
+  await realm.write((tx) => tx.put("T", "x", {}));
+  const controller = new AbortController();
+  const upload = assert.rejects(
+    session.waitForUpload({ signal: controller.signal }),
+    (e) => e === reason,
+  );
+  const downloaded = assert.rejects(
+    session.waitForDownload({ signal: controller.signal }),
+    (e) => e === reason,
+  );
+  await flush();
+  controller.abort(reason);
+  await upload;
+  await downloaded;
+  const pending = assert.rejects(
+    session.waitForUpload(),
+    (e) => e instanceof SyncError && e.code === "session_closed",
+  );
+  await flush();
+  await realm.close();
+  await pending;
+  assert.equal(session.state, "inactive");
+  assert.equal(
+    session.addProgressNotification("upload", "reportIndefinitely", () => {}),
+    null,
+  );
+  await app.close();
+});
+
+Deno.test("SyncSession app.close() leaves no timer behind and is safe twice", async () => {
+  const { app, clock, realm } = await openBound();
+  await realm.write((tx) => tx.put("T", "x", {}));
+  await app.close();
+  await app.close();
+  assert.equal(clock.pending, 0);
+  assert.equal(realm.isClosed, true);
+  await assert.rejects(app.logIn(Credentials.anonymous()), TypeError);
+});
