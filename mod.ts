@@ -7,19 +7,95 @@
  * pausing, resuming and reconnecting.
  *
  * This entry point is the client. It runs in Deno, browsers, Node ≥ 22 and
- * Bun. The server is `@tether/sync/server`; the wire format is documented in
- * `docs/PROTOCOL.md` and implemented by `@tether/sync/protocol`.
+ * Bun. The server is `@tether/sync/server`; the guide is `docs/CLIENT.md`
+ * and the wire format `docs/PROTOCOL.md`.
  *
- * @example Values a realm stores
+ * @example A tour: serve, log in, write, follow progress, close
  * ```ts
- * import type { Value } from "@tether/sync";
+ * import { App, Credentials } from "@tether/sync";
+ * import { serveSync } from "@tether/sync/server";
+ * import assert from "node:assert/strict";
  *
- * const title: Value = "Buy milk";
+ * // An in-process server on a free port, with an in-memory store.
+ * await using server = await serveSync({
+ *   port: 0,
+ *   kv: ":memory:",
+ *   auth: { allowAnonymous: true },
+ *   logger: () => {},
+ * });
+ *
+ * await using app = new App({ baseUrl: server.url });
+ * const user = await app.logIn(Credentials.anonymous());
+ * await using realm = await user.openRealm({ path: "/~/todos", waitForDownload: true });
+ *
+ * // One transaction, one changeset; resolves once committed locally.
+ * const receipt = await realm.write((tx) => {
+ *   for (let i = 0; i < 100; i++) tx.put("Task", `t${i}`, { title: `Task ${i}`, done: false });
+ * });
+ *
+ * // Follow the upload until the server has acknowledged all of it.
+ * const session = realm.syncSession;
+ * for await (
+ *   const p of session.getProgressStream("upload", "forCurrentlyOutstandingWork", {
+ *     signal: AbortSignal.timeout(5_000),
+ *   })
+ * ) {
+ *   console.log(`${Math.round(p.progressEstimate * 100)}%`);
+ * }
+ * await receipt.waitForUpload({ signal: AbortSignal.timeout(5_000) });
+ * assert.equal(session.stats().pendingUploadChangesets, 0);
+ * assert.deepEqual(realm.get("Task", "t1"), { title: "Task 1", done: false });
  * ```
  *
  * @module
  */
 
+export { App, type AppOptions, type LogInOptions } from "./src/client/app.ts";
+export {
+  Credentials,
+  type JwtCredentialsOptions,
+} from "./src/client/credentials.ts";
+export {
+  type RealmConfig,
+  type RealmStorageOption,
+  User,
+} from "./src/client/user.ts";
+export {
+  type ObjectChange,
+  Realm,
+  type RealmChange,
+  type RealmObject,
+  type WriteReceipt,
+} from "./src/client/realm.ts";
+export { MAX_WRITE_BYTES } from "./src/client/local_realm.ts";
+export { Transaction } from "./src/client/transaction.ts";
+export {
+  ConnectionState,
+  type ConnectionStateChange,
+  type ProgressCallback,
+  type ProgressNotificationToken,
+  SessionState,
+  type SessionStats,
+  type StreamOptions,
+  SyncSession,
+  type WaitOptions,
+} from "./src/client/sync_session.ts";
+export {
+  type Progress,
+  ProgressDirection,
+  ProgressMode,
+} from "./src/client/progress.ts";
+export { SyncError, type SyncErrorOptions } from "./src/client/sync_error.ts";
+export type { RetryInfo } from "./src/client/connection.ts";
+export { nextDelay, type ReconnectOptions } from "./src/client/backoff.ts";
+export type { KeepaliveOptions } from "./src/client/keepalive.ts";
+export type { Logger, LogRecord } from "./src/client/log.ts";
+export { type Clock, systemClock } from "./src/util/clock.ts";
+export {
+  ERROR_CODES,
+  type ErrorCodeInfo,
+  type ErrorCodeName,
+} from "./src/protocol/error_codes.ts";
 export type { Fields, Value } from "./src/model/value.ts";
 export {
   ProtocolError,

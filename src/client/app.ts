@@ -19,6 +19,21 @@ import {
 /**
  * Options of an {@linkcode App}. Every option but `baseUrl` is optional;
  * the defaults suit a phone on a flaky network as well as a server.
+ *
+ * @example Tighter policies for a test or a LAN
+ * ```ts
+ * import type { AppOptions } from "@tether/sync";
+ *
+ * const options: AppOptions = {
+ *   baseUrl: "http://127.0.0.1:8080",
+ *   reconnect: { minDelayMs: 100, maxDelayMs: 5_000, maxAttempts: 20 },
+ *   keepalive: { pingIntervalMs: 10_000, readTimeoutMs: 30_000 },
+ *   connectTimeoutMs: 5_000,
+ *   lingerMs: 1_000,
+ *   logger: (record) => { if (record.level !== "debug") console.log(record.message); },
+ * };
+ * console.log(options.baseUrl);
+ * ```
  */
 export interface AppOptions {
   /**
@@ -95,7 +110,17 @@ export interface AppOptions {
   random?: () => number;
 }
 
-/** Options of {@linkcode App.logIn}. */
+/**
+ * Options of {@linkcode App.logIn}.
+ *
+ * @example A login that gives up after 5 seconds
+ * ```ts
+ * import type { LogInOptions } from "@tether/sync";
+ *
+ * const options: LogInOptions = { signal: AbortSignal.timeout(5_000) };
+ * console.log(options.signal?.aborted);
+ * ```
+ */
 export interface LogInOptions {
   /** Cancels the login: it rejects with `signal.reason`. */
   signal?: AbortSignal;
@@ -126,7 +151,8 @@ function checkDuration(name: string, value: number | undefined): void {
  * await using server = await serveSync({
  *   port: 0,
  *   kv: ":memory:",
- *   auth: { jwtSecret: "example-secret", allowAnonymous: true },
+ *   auth: { allowAnonymous: true },
+ *   logger: () => {},
  * });
  * await using app = new App({
  *   baseUrl: server.url,

@@ -1,6 +1,16 @@
 // This module is browser compatible.
 
-/** Reconnect policy: exponential backoff with full jitter. */
+/**
+ * Reconnect policy: exponential backoff with full jitter.
+ *
+ * @example Give up after a minute or so of failures
+ * ```ts
+ * import type { ReconnectOptions } from "@tether/sync";
+ *
+ * const reconnect: ReconnectOptions = { minDelayMs: 500, maxDelayMs: 10_000, maxAttempts: 10 };
+ * console.log(reconnect.maxAttempts);
+ * ```
+ */
 export interface ReconnectOptions {
   /**
    * Upper bound of the first retry's delay, in milliseconds.

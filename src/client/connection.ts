@@ -135,6 +135,13 @@ export interface ConnectionOptions {
   logger?: Logger | undefined;
 }
 
+/**
+ * How long `close()` waits for a socket's closing handshake, in
+ * milliseconds: enough for a live server, short for a dead link (the
+ * WebSocket API has no way to drop a socket without the handshake).
+ */
+export const CLOSE_WAIT_MS = 1_000;
+
 /** The phase of a connection. */
 export type ConnectionPhase =
   | "idle"
@@ -366,8 +373,10 @@ export class Connection {
 
   /**
    * Closes the socket and stops every timer; attached clients are dropped
-   * without notice (close them first). Resolves once the socket has closed
-   * (bounded by `connectTimeoutMs`). A second call waits for the same.
+   * without notice (close them first). Resolves once every socket this
+   * connection opened has closed, or after {@linkcode CLOSE_WAIT_MS} for a
+   * peer that never answers the close (a dead link). A second call waits for
+   * the same.
    */
   async close(): Promise<void> {
     if (this.#phase !== "closed") {
@@ -389,7 +398,7 @@ export class Connection {
     // forever.
     return new Promise<void>((resolve) => {
       const timer = new Timer(this.#options.clock);
-      timer.start(() => resolve(), this.#options.connectTimeoutMs);
+      timer.start(() => resolve(), CLOSE_WAIT_MS);
       all.then(() => {
         timer.stop();
         resolve();

@@ -1,6 +1,22 @@
 // This module is browser compatible.
 
-/** Options of {@linkcode Credentials.jwt}. */
+/**
+ * Options of {@linkcode Credentials.jwt}.
+ *
+ * @example Fetching a new JWT from your auth service
+ * ```ts
+ * import { Credentials, type JwtCredentialsOptions } from "@tether/sync";
+ *
+ * const options: JwtCredentialsOptions = {
+ *   refreshToken: async () => {
+ *     // e.g. (await fetch("/my-auth/token")).text()
+ *     return await Promise.resolve("eyJhbGciOi…");
+ *   },
+ * };
+ * const credentials = Credentials.jwt("eyJhbGciOi…", options);
+ * console.log(credentials.provider);
+ * ```
+ */
 export interface JwtCredentialsOptions {
   /**
    * Returns a new JWT for the same user when the server no longer accepts

@@ -2,7 +2,17 @@
 
 import { type Clock, Timer } from "../util/clock.ts";
 
-/** Keepalive policy of a connection. */
+/**
+ * Keepalive policy of a connection.
+ *
+ * @example Notice a dead link within about 20 seconds
+ * ```ts
+ * import type { KeepaliveOptions } from "@tether/sync";
+ *
+ * const keepalive: KeepaliveOptions = { pingIntervalMs: 5_000, readTimeoutMs: 20_000 };
+ * console.log(keepalive.readTimeoutMs);
+ * ```
+ */
 export interface KeepaliveOptions {
   /**
    * How often the client sends PING, in milliseconds. The server answers

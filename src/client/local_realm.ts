@@ -3,7 +3,7 @@
 import type { Instruction, UploadChangeset } from "../model/changeset.ts";
 import { type Hlc, HLC_MAX_NODE, HlcClock } from "../model/hlc.ts";
 import {
-  type ObjectChange,
+  type ObjectChange as ModelChange,
   type ObjectRecord,
   recordToInstructions,
 } from "../model/merge.ts";
@@ -23,10 +23,62 @@ import type { RealmMeta, RealmStorage } from "./storage/storage.ts";
  * write is rejected with a `RangeError` before anything is committed. A
  * server configured with a smaller frame limit reports a larger changeset as
  * `bad_changeset` when it is uploaded.
+ *
+ * @example The cap
+ * ```ts
+ * import { MAX_WRITE_BYTES } from "@tether/sync";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(MAX_WRITE_BYTES, 16 * 1024 * 1024 - 1024);
+ * ```
  */
 export const MAX_WRITE_BYTES: number = DEFAULT_LIMITS.maxMessageBytes - 1024;
 
-/** A committed transaction's effect, as `Realm.changes()` delivers it. */
+/**
+ * The visible effect of a committed transaction on one object.
+ *
+ * @example Reading a change
+ * ```ts
+ * import type { ObjectChange } from "@tether/sync";
+ *
+ * function describe(change: ObjectChange): string {
+ *   switch (change.op) {
+ *     case "put": return `${change.type} ${change.id} is now ${JSON.stringify(change.fields)}`;
+ *     case "update": return `${change.type} ${change.id} changed ${Object.keys(change.fields ?? {})}`;
+ *     case "delete": return `${change.type} ${change.id} is gone`;
+ *   }
+ * }
+ * console.log(describe({ type: "Task", id: "t1", op: "delete" }));
+ * ```
+ */
+export interface ObjectChange {
+  /** The object's type name. */
+  type: string;
+  /** The object's id. */
+  id: string;
+  /**
+   * `"put"` when the object appeared or was replaced (`fields` holds all of
+   * it), `"update"` when some fields changed (`fields` holds those),
+   * `"delete"` when it disappeared (no `fields`).
+   */
+  op: "put" | "update" | "delete";
+  /** See `op`. */
+  fields?: Fields;
+}
+
+/**
+ * A committed transaction's effect, as `Realm.changes()` delivers it.
+ *
+ * @example Following remote changes only
+ * ```ts
+ * import type { RealmChange } from "@tether/sync";
+ *
+ * function onChange(change: RealmChange): void {
+ *   if (change.origin === "remote") console.log(`${change.changes.length} objects changed elsewhere`);
+ * }
+ * onChange({ origin: "remote", changes: [] });
+ * ```
+ */
 export interface RealmChange {
   /** `"local"` for this realm's own writes, `"remote"` for downloaded ones. */
   origin: "local" | "remote";
@@ -82,7 +134,7 @@ function cloneFields(fields: Fields): Fields {
   return copy;
 }
 
-function cloneChange(change: ObjectChange): ObjectChange {
+function cloneChange(change: ModelChange): ObjectChange {
   return change.fields === undefined
     ? { type: change.type, id: change.id, op: change.op }
     : {
@@ -275,7 +327,7 @@ export class LocalRealm {
   integrate(message: DownloadMessage): Promise<IntegrateResult> {
     return this.#enqueue(async () => {
       this.#checkOpen("integrate");
-      const changes: ObjectChange[] = [];
+      const changes: ModelChange[] = [];
       const touched: Instruction[] = [];
       for (const changeset of message.changesets) {
         this.#observe(changeset.stamp, changeset.instructions);
@@ -369,7 +421,7 @@ export class LocalRealm {
     return [...records];
   }
 
-  #emit(origin: "local" | "remote", changes: ObjectChange[]): void {
+  #emit(origin: "local" | "remote", changes: ModelChange[]): void {
     if (changes.length === 0 || this.#listeners.size === 0) return;
     const event: RealmChange = { origin, changes: changes.map(cloneChange) };
     for (const listener of [...this.#listeners]) listener.onChange?.(event);

@@ -38,6 +38,16 @@ export interface LogRecord {
 /**
  * Receives {@linkcode LogRecord}s. It must not throw; what it throws is
  * ignored.
+ *
+ * @example Warnings and errors to the console
+ * ```ts
+ * import type { Logger } from "@tether/sync";
+ *
+ * const logger: Logger = (record) => {
+ *   if (record.level === "warn" || record.level === "error") console.warn(record.message);
+ * };
+ * logger({ level: "debug", event: "x", message: "ignored", time: 0 });
+ * ```
  */
 export type Logger = (record: LogRecord) => void;
 

@@ -3,13 +3,30 @@
 /**
  * Which way bytes flow: `"upload"` (local writes to the server) or
  * `"download"` (the server's changesets to this client).
+ *
+ * @example The named values
+ * ```ts
+ * import { ProgressDirection } from "@tether/sync";
+ *
+ * console.log(ProgressDirection.Upload, ProgressDirection.Download);
+ * ```
  */
 export const ProgressDirection = {
   Upload: "upload",
   Download: "download",
 } as const;
 
-/** One of {@linkcode ProgressDirection}'s values. */
+/**
+ * One of {@linkcode ProgressDirection}'s values.
+ *
+ * @example A value of the union
+ * ```ts
+ * import type { ProgressDirection } from "@tether/sync";
+ *
+ * const direction: ProgressDirection = "download";
+ * console.log(direction);
+ * ```
+ */
 export type ProgressDirection =
   typeof ProgressDirection[keyof typeof ProgressDirection];
 
@@ -21,13 +38,30 @@ export type ProgressDirection =
  * - `forCurrentlyOutstandingWork`: captures the work outstanding at
  *   registration, reports relative to it, delivers exactly one complete event
  *   and ends.
+ *
+ * @example The named values
+ * ```ts
+ * import { ProgressMode } from "@tether/sync";
+ *
+ * console.log(ProgressMode.ForCurrentlyOutstandingWork);
+ * ```
  */
 export const ProgressMode = {
   ReportIndefinitely: "reportIndefinitely",
   ForCurrentlyOutstandingWork: "forCurrentlyOutstandingWork",
 } as const;
 
-/** One of {@linkcode ProgressMode}'s values. */
+/**
+ * One of {@linkcode ProgressMode}'s values.
+ *
+ * @example A value of the union
+ * ```ts
+ * import type { ProgressMode } from "@tether/sync";
+ *
+ * const mode: ProgressMode = "reportIndefinitely";
+ * console.log(mode);
+ * ```
+ */
 export type ProgressMode = typeof ProgressMode[keyof typeof ProgressMode];
 
 /**

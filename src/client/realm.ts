@@ -1,9 +1,8 @@
 // This module is browser compatible.
 
-import type { ObjectChange } from "../model/merge.ts";
 import type { Fields } from "../model/value.ts";
 import { PushStream } from "../util/push_stream.ts";
-import type { LocalRealm, RealmChange } from "./local_realm.ts";
+import type { LocalRealm, ObjectChange, RealmChange } from "./local_realm.ts";
 import {
   type StreamOptions,
   type SyncSession,
@@ -27,7 +26,8 @@ export type { ObjectChange, RealmChange };
  * await using server = await serveSync({
  *   port: 0,
  *   kv: ":memory:",
- *   auth: { jwtSecret: "example-secret", allowAnonymous: true },
+ *   auth: { allowAnonymous: true },
+ *   logger: () => {},
  * });
  * await using app = new App({ baseUrl: server.url });
  * const user = await app.logIn(Credentials.anonymous());
@@ -55,7 +55,17 @@ export interface WriteReceipt {
   waitForUpload(options?: WaitOptions): Promise<void>;
 }
 
-/** One live object as {@linkcode Realm.objects} returns it. */
+/**
+ * One live object as {@linkcode Realm.objects} returns it.
+ *
+ * @example Listing titles
+ * ```ts
+ * import type { RealmObject } from "@tether/sync";
+ *
+ * const tasks: RealmObject[] = [{ id: "t1", fields: { title: "Buy milk" } }];
+ * console.log(tasks.map((task) => `${task.id}: ${task.fields.title}`));
+ * ```
+ */
 export interface RealmObject {
   /** The object's id within its type. */
   id: string;
@@ -108,7 +118,8 @@ export let markRealmClosed: (realm: Realm) => void;
  * await using server = await serveSync({
  *   port: 0,
  *   kv: ":memory:",
- *   auth: { jwtSecret: "example-secret", allowAnonymous: true },
+ *   auth: { allowAnonymous: true },
+ *   logger: () => {},
  * });
  * await using app = new App({ baseUrl: server.url });
  * const user = await app.logIn(Credentials.anonymous());

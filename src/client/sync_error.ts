@@ -6,7 +6,17 @@ import {
   errorCodeName,
 } from "../protocol/error_codes.ts";
 
-/** Options for {@linkcode SyncError}. */
+/**
+ * Options for {@linkcode SyncError}.
+ *
+ * @example Wrapping a cause
+ * ```ts
+ * import { SyncError, type SyncErrorOptions } from "@tether/sync";
+ *
+ * const options: SyncErrorOptions = { cause: new TypeError("fetch failed") };
+ * console.log(new SyncError("connection_lost", "Cannot log in", options).willRetry);
+ * ```
+ */
 export interface SyncErrorOptions {
   /**
    * Whether the client will retry on its own (reconnect, rebind); defaults to

@@ -34,6 +34,14 @@ import type { User } from "./user.ts";
 /**
  * The state of a session: `"active"` while it syncs (or tries to),
  * `"inactive"` when paused or closed, `"error"` after a fatal error.
+ *
+ * @example Comparing states
+ * ```ts
+ * import { SessionState } from "@tether/sync";
+ *
+ * const state: SessionState = SessionState.Active;
+ * console.log(state === "active");
+ * ```
  */
 export const SessionState = {
   Active: "active",
@@ -41,13 +49,31 @@ export const SessionState = {
   Error: "error",
 } as const;
 
-/** One of {@linkcode SessionState}'s values. */
+/**
+ * One of {@linkcode SessionState}'s values.
+ *
+ * @example A value of the union
+ * ```ts
+ * import type { SessionState } from "@tether/sync";
+ *
+ * const state: SessionState = "inactive";
+ * console.log(state);
+ * ```
+ */
 export type SessionState = typeof SessionState[keyof typeof SessionState];
 
 /**
  * A session's link to the server: `"connecting"` from the start of a
  * connection attempt (or a bind on an open socket) until the server first
  * answers this session, then `"connected"`; `"disconnected"` otherwise.
+ *
+ * @example Comparing states
+ * ```ts
+ * import { ConnectionState } from "@tether/sync";
+ *
+ * const state: ConnectionState = ConnectionState.Connected;
+ * console.log(state === "connected");
+ * ```
  */
 export const ConnectionState = {
   Disconnected: "disconnected",
@@ -55,7 +81,17 @@ export const ConnectionState = {
   Connected: "connected",
 } as const;
 
-/** One of {@linkcode ConnectionState}'s values. */
+/**
+ * One of {@linkcode ConnectionState}'s values.
+ *
+ * @example A value of the union
+ * ```ts
+ * import type { ConnectionState } from "@tether/sync";
+ *
+ * const state: ConnectionState = "disconnected";
+ * console.log(state);
+ * ```
+ */
 export type ConnectionState =
   typeof ConnectionState[keyof typeof ConnectionState];
 
@@ -91,7 +127,7 @@ export interface ConnectionStateChange {
 /**
  * Counters of one session.
  *
- * @example
+ * @example Showing the pending writes
  * ```ts
  * import type { SessionStats } from "@tether/sync";
  *
@@ -117,13 +153,35 @@ export interface SessionStats {
   pendingUploadChangesets: number;
 }
 
-/** Options of the waiting calls. */
+/**
+ * Options of the waiting calls.
+ *
+ * @example A wait with a deadline
+ * ```ts
+ * import type { WaitOptions } from "@tether/sync";
+ *
+ * const options: WaitOptions = { signal: AbortSignal.timeout(10_000) };
+ * console.log(options.signal?.aborted);
+ * ```
+ */
 export interface WaitOptions {
   /** Cancels the wait: it rejects with `signal.reason`, unchanged. */
   signal?: AbortSignal;
 }
 
-/** Options of the streams. */
+/**
+ * Options of the streams.
+ *
+ * @example A stream that ends with a component's lifetime
+ * ```ts
+ * import type { StreamOptions } from "@tether/sync";
+ *
+ * const lifetime = new AbortController();
+ * const options: StreamOptions = { signal: lifetime.signal };
+ * lifetime.abort(); // every stream opened with `options` ends
+ * console.log(options.signal?.aborted);
+ * ```
+ */
 export interface StreamOptions {
   /** Ends the stream (without an error) when aborted. */
   signal?: AbortSignal;
@@ -132,6 +190,16 @@ export interface StreamOptions {
 /**
  * A progress callback: transferred and transferable bytes (as Realm
  * passes them), plus the whole report.
+ *
+ * @example A Realm-style callback
+ * ```ts
+ * import type { ProgressCallback } from "@tether/sync";
+ *
+ * const callback: ProgressCallback = (transferred, transferable) => {
+ *   console.log(`${transferred} of ${transferable} bytes`);
+ * };
+ * callback(10, 20, { transferredBytes: 10, transferableBytes: 20, progressEstimate: 0.5, isTransferComplete: false });
+ * ```
  */
 export type ProgressCallback = (
   transferred: number,
@@ -265,7 +333,8 @@ export let registerDownloadCallback: (
  * await using server = await serveSync({
  *   port: 0,
  *   kv: ":memory:",
- *   auth: { jwtSecret: "example-secret", allowAnonymous: true },
+ *   auth: { allowAnonymous: true },
+ *   logger: () => {},
  * });
  * await using app = new App({ baseUrl: server.url });
  * const user = await app.logIn(Credentials.anonymous());
@@ -526,7 +595,8 @@ export class SyncSession {
    * await using server = await serveSync({
    *   port: 0,
    *   kv: ":memory:",
-   *   auth: { jwtSecret: "example-secret", allowAnonymous: true },
+   *   auth: { allowAnonymous: true },
+   *   logger: () => {},
    * });
    * await using app = new App({ baseUrl: server.url });
    * const user = await app.logIn(Credentials.anonymous());

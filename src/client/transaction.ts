@@ -90,7 +90,8 @@ function describe(value: unknown): string {
  * await using server = await serveSync({
  *   port: 0,
  *   kv: ":memory:",
- *   auth: { jwtSecret: "example-secret", allowAnonymous: true },
+ *   auth: { allowAnonymous: true },
+ *   logger: () => {},
  * });
  * await using app = new App({ baseUrl: server.url });
  * const user = await app.logIn(Credentials.anonymous());

@@ -30,10 +30,33 @@ import {
  * Where a realm keeps its local copy: `"memory"` (for the life of the open
  * realm), or `{ kvPath }` for a durable Deno KV file — not yet supported
  * (it arrives with the durability work; passing it throws a `TypeError`).
+ *
+ * @example The one storage available today
+ * ```ts
+ * import type { RealmStorageOption } from "@tether/sync";
+ *
+ * const storage: RealmStorageOption = "memory";
+ * console.log(storage);
+ * ```
  */
 export type RealmStorageOption = "memory" | { kvPath: string };
 
-/** How to open a realm. */
+/**
+ * How to open a realm.
+ *
+ * @example Opening with a progress bar and a deadline
+ * ```ts
+ * import type { RealmConfig } from "@tether/sync";
+ *
+ * const config: RealmConfig = {
+ *   path: "/~/todos",
+ *   waitForDownload: true,
+ *   onProgress: (p) => console.log(`${Math.round(p.progressEstimate * 100)}%`),
+ *   signal: AbortSignal.timeout(30_000),
+ * };
+ * console.log(config.path);
+ * ```
+ */
 export interface RealmConfig {
   /**
    * The realm path, e.g. `"/~/todos"`; a `~` segment stands for this user's
@@ -187,7 +210,8 @@ function checkConfig(config: RealmConfig): void {
  * await using server = await serveSync({
  *   port: 0,
  *   kv: ":memory:",
- *   auth: { jwtSecret: "example-secret", allowAnonymous: true },
+ *   auth: { allowAnonymous: true },
+ *   logger: () => {},
  * });
  * await using app = new App({ baseUrl: server.url });
  * const user = await app.logIn(Credentials.anonymous());

@@ -25,9 +25,20 @@ export function onAbort(
   onAbort: (reason: unknown) => void,
 ): () => void {
   if (signal === undefined) return () => {};
-  const listener = () => onAbort(signal.reason);
+  let registered = true;
+  const unregister = () => {
+    if (!registered) return;
+    registered = false;
+    signal.removeEventListener("abort", listener);
+  };
+  // Unregisters on every path (the abort too), so a caller counting
+  // listeners sees exactly one add and one remove per wait.
+  const listener = () => {
+    unregister();
+    onAbort(signal.reason);
+  };
   signal.addEventListener("abort", listener, { once: true });
-  return () => signal.removeEventListener("abort", listener);
+  return unregister;
 }
 
 /**
