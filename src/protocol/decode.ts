@@ -1,14 +1,12 @@
 // This module is browser compatible.
 
 import type { DownloadChangeset, UploadChangeset } from "../model/changeset.ts";
+import { checkBlockEnd, readBlockSections } from "./block.ts";
+import { readDownloadChangeset, readUploadChangeset } from "./changesets.ts";
+import { HANDSHAKE_MAGIC } from "./encode.ts";
 import { DEFAULT_LIMITS, type Limits } from "./limits.ts";
 import { type Message, MessageType } from "./messages.ts";
 import { ProtocolError } from "./protocol_error.ts";
-import {
-  readDownloadChangeset,
-  readUploadChangeset,
-  StringTableReader,
-} from "./changesets.ts";
 import {
   readCount,
   Reader,
@@ -17,29 +15,64 @@ import {
   readU8,
   readVarUint,
 } from "./reader.ts";
-import { HANDSHAKE_MAGIC } from "./encode.ts";
 
-/** Marks a compressed body in the tag byte (PROTOCOL.md §3.2). */
+/** Marks a compressed body in the tag byte (PROTOCOL.md §2). */
 export const COMPRESSED_FLAG = 0x80;
 
-const sharedStrings = new StringTableReader();
+function resolveLimits(limits: Partial<Limits>): Limits {
+  return limits === DEFAULT_LIMITS
+    ? DEFAULT_LIMITS
+    : { ...DEFAULT_LIMITS, ...limits };
+}
 
 /**
- * Decodes one uncompressed frame into a message.
+ * Decodes one uncompressed frame into a message (PROTOCOL.md §4). A
+ * compressed frame must go through `decompressFrame` first.
+ *
+ * Byte-array values never alias `bytes`: those of one message are views
+ * into one copy of that message's byte section (PROTOCOL.md §5.1), which
+ * saves an allocation per value. Strings likewise share memory with the
+ * other strings of their message. Nothing is shared between messages.
  *
  * @param bytes The frame.
  * @param limits Bounds to enforce; missing ones take {@linkcode DEFAULT_LIMITS}.
  * @returns The message.
  * @throws {ProtocolError} For truncated, oversized, malformed or unknown
- *   input, or bytes left over after the message.
+ *   input, a compressed frame, or bytes left over after the message.
+ *
+ * @example Decoding a frame
+ * ```ts
+ * import { decodeMessage, MessageType } from "@tether/sync/protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const frame = new Uint8Array([0x04, 0x01, 0x05]);
+ * assert.deepEqual(decodeMessage(frame), {
+ *   type: MessageType.Mark,
+ *   sessionId: 1,
+ *   requestId: 5,
+ * });
+ * ```
+ *
+ * @example Bad input throws a ProtocolError with a stable code
+ * ```ts
+ * import { decodeMessage, ProtocolError } from "@tether/sync/protocol";
+ * import assert from "node:assert/strict";
+ *
+ * assert.throws(
+ *   () => decodeMessage(new Uint8Array([0x04, 0x01, 0x05, 0x00])),
+ *   (error) => error instanceof ProtocolError && error.code === "trailing_bytes",
+ * );
+ * assert.throws(
+ *   () => decodeMessage(new Uint8Array([0x05, 0x80]), { maxMessageBytes: 1 }),
+ *   (error) => error instanceof ProtocolError && error.code === "length_over_limit",
+ * );
+ * ```
  */
 export function decodeMessage(
   bytes: Uint8Array,
   limits: Partial<Limits> = DEFAULT_LIMITS,
 ): Message {
-  const resolved = limits === DEFAULT_LIMITS
-    ? DEFAULT_LIMITS
-    : { ...DEFAULT_LIMITS, ...limits };
+  const resolved = resolveLimits(limits);
   if (bytes.length > resolved.maxMessageBytes) {
     throw new ProtocolError(
       "length_over_limit",
@@ -49,29 +82,31 @@ export function decodeMessage(
   }
   const reader = new Reader(bytes, resolved);
   const message = readMessage(reader);
-  if (reader.pos !== reader.end) {
-    throw new ProtocolError(
-      "trailing_bytes",
-      `Cannot decode message: ${
-        reader.end - reader.pos
-      } bytes left over at offset ${reader.pos}`,
-      reader.pos,
-    );
-  }
+  expectEnd(reader, "message");
   return message;
 }
 
-function readSessionId(reader: Reader): number {
-  return readVarUint(reader);
+/** Reads a PROTOCOL.md §3.4 flag: 00 or 01, anything else rejected. */
+function readFlag(reader: Reader, message: string, what: string): boolean {
+  const start = reader.pos;
+  const flag = readU8(reader);
+  if (flag > 1) {
+    throw new ProtocolError(
+      "invalid_field",
+      `Cannot decode ${message}: ${what} ${flag} at offset ${start}`,
+      start,
+    );
+  }
+  return flag === 1;
 }
 
 function readMessage(reader: Reader): Message {
   const tag = readU8(reader);
   switch (tag) {
     case MessageType.Handshake: {
-      for (const expected of HANDSHAKE_MAGIC) {
+      for (let index = 0; index < HANDSHAKE_MAGIC.length; index++) {
         const start = reader.pos;
-        if (readU8(reader) !== expected) {
+        if (readU8(reader) !== HANDSHAKE_MAGIC[index]) {
           throw new ProtocolError(
             "bad_magic",
             `Cannot decode handshake: bad magic at offset ${start}`,
@@ -90,18 +125,10 @@ function readMessage(reader: Reader): Message {
       };
     }
     case MessageType.Bind: {
-      const sessionId = readSessionId(reader);
+      const sessionId = readVarUint(reader);
       const path = readString(reader);
-      const start = reader.pos;
-      const hasIdentity = readU8(reader);
-      if (hasIdentity > 1) {
-        throw new ProtocolError(
-          "invalid_field",
-          `Cannot decode bind: identity flag ${hasIdentity} at offset ${start}`,
-          start,
-        );
-      }
-      const clientIdentity = hasIdentity === 1
+      const hasIdentity = readFlag(reader, "bind", "identity flag");
+      const clientIdentity = hasIdentity
         ? { id: readVarUint(reader), salt: readVarUint(reader) }
         : null;
       const downloadCursor = readVarUint(reader);
@@ -116,36 +143,38 @@ function readMessage(reader: Reader): Message {
       };
     }
     case MessageType.Upload: {
-      const sessionId = readSessionId(reader);
+      const sessionId = readVarUint(reader);
+      readBlockSections(reader);
+      // Smallest upload changeset: two versions, a stamp, an empty list.
       const count = readCount(
         reader,
         reader.limits.maxChangesets,
-        4,
+        6,
         "changeset count",
       );
-      sharedStrings.reset();
       const changesets: UploadChangeset[] = new Array(count);
       for (let index = 0; index < count; index++) {
-        changesets[index] = readUploadChangeset(reader, sharedStrings);
+        changesets[index] = readUploadChangeset(reader);
       }
+      checkBlockEnd(reader);
       return { type: MessageType.Upload, sessionId, changesets };
     }
     case MessageType.Mark:
       return {
         type: MessageType.Mark,
-        sessionId: readSessionId(reader),
+        sessionId: readVarUint(reader),
         requestId: readVarUint(reader),
       };
     case MessageType.MarkReply:
       return {
         type: MessageType.MarkReply,
-        sessionId: readSessionId(reader),
+        sessionId: readVarUint(reader),
         requestId: readVarUint(reader),
       };
     case MessageType.Unbind:
-      return { type: MessageType.Unbind, sessionId: readSessionId(reader) };
+      return { type: MessageType.Unbind, sessionId: readVarUint(reader) };
     case MessageType.Unbound:
-      return { type: MessageType.Unbound, sessionId: readSessionId(reader) };
+      return { type: MessageType.Unbound, sessionId: readVarUint(reader) };
     case MessageType.Ping:
       return { type: MessageType.Ping, timestamp: readF64(reader) };
     case MessageType.Pong:
@@ -160,7 +189,7 @@ function readMessage(reader: Reader): Message {
         maxMessageBytes: readVarUint(reader),
       };
     case MessageType.Ident: {
-      const sessionId = readSessionId(reader);
+      const sessionId = readVarUint(reader);
       const id = readVarUint(reader);
       const salt = readVarUint(reader);
       return {
@@ -170,21 +199,23 @@ function readMessage(reader: Reader): Message {
       };
     }
     case MessageType.Download: {
-      const sessionId = readSessionId(reader);
+      const sessionId = readVarUint(reader);
       const serverVersion = readVarUint(reader);
       const lastIntegratedClientVersion = readVarUint(reader);
       const downloadableBytes = readVarUint(reader);
+      readBlockSections(reader);
+      // Smallest download changeset: a version, a stamp, an empty list.
       const count = readCount(
         reader,
         reader.limits.maxChangesets,
-        4,
+        5,
         "changeset count",
       );
-      sharedStrings.reset();
       const changesets: DownloadChangeset[] = new Array(count);
       for (let index = 0; index < count; index++) {
-        changesets[index] = readDownloadChangeset(reader, sharedStrings);
+        changesets[index] = readDownloadChangeset(reader);
       }
+      checkBlockEnd(reader);
       return {
         type: MessageType.Download,
         sessionId,
@@ -195,26 +226,28 @@ function readMessage(reader: Reader): Message {
       };
     }
     case MessageType.Error: {
-      const scope = readVarUint(reader);
+      const hasSession = readFlag(reader, "error", "session flag");
+      const sessionId = hasSession ? readVarUint(reader) : null;
       const code = readVarUint(reader);
-      const start = reader.pos;
-      const tryAgain = readU8(reader);
-      if (tryAgain > 1) {
-        throw new ProtocolError(
-          "invalid_field",
-          `Cannot decode error: try-again flag ${tryAgain} at offset ${start}`,
-          start,
-        );
-      }
+      const tryAgain = readFlag(reader, "error", "try-again flag");
       return {
         type: MessageType.Error,
-        sessionId: scope === 0 ? null : scope - 1,
+        sessionId,
         code,
-        tryAgain: tryAgain === 1,
+        tryAgain,
         message: readString(reader),
       };
     }
     default:
+      if ((tag & COMPRESSED_FLAG) !== 0) {
+        throw new ProtocolError(
+          "unknown_message",
+          `Cannot decode message: compressed frame (tag 0x${
+            tag.toString(16).padStart(2, "0")
+          }); decompress it first`,
+          0,
+        );
+      }
       throw new ProtocolError(
         "unknown_message",
         `Cannot decode message: unknown type 0x${
@@ -225,35 +258,74 @@ function readMessage(reader: Reader): Message {
   }
 }
 
-/** Decodes one stored upload changeset (see `encodeUploadChangeset`). */
+/**
+ * Decodes one upload changeset encoded by `encodeUploadChangeset`.
+ *
+ * @param bytes The encoded changeset.
+ * @param limits Bounds to enforce; missing ones take {@linkcode DEFAULT_LIMITS}.
+ * @returns The changeset.
+ * @throws {ProtocolError} For malformed input or bytes left over.
+ *
+ * @example
+ * ```ts
+ * import { decodeUploadChangeset, encodeUploadChangeset } from "@tether/sync/protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const changeset = {
+ *   clientVersion: 1,
+ *   baseServerVersion: 0,
+ *   stamp: { time: 5, counter: 0, node: 1 },
+ *   instructions: [],
+ * };
+ * assert.deepEqual(decodeUploadChangeset(encodeUploadChangeset(changeset)), changeset);
+ * ```
+ */
 export function decodeUploadChangeset(
   bytes: Uint8Array,
-  limits: Limits = DEFAULT_LIMITS,
+  limits: Partial<Limits> = DEFAULT_LIMITS,
 ): UploadChangeset {
-  const reader = new Reader(bytes, limits);
-  sharedStrings.reset();
-  const changeset = readUploadChangeset(reader, sharedStrings);
-  expectEnd(reader);
+  const reader = new Reader(bytes, resolveLimits(limits));
+  readBlockSections(reader);
+  const changeset = readUploadChangeset(reader);
+  checkBlockEnd(reader);
+  expectEnd(reader, "changeset");
   return changeset;
 }
 
-/** Decodes one stored download changeset (see `encodeDownloadChangeset`). */
+/**
+ * Decodes one download changeset encoded by `encodeDownloadChangeset`.
+ *
+ * @param bytes The encoded changeset.
+ * @param limits Bounds to enforce; missing ones take {@linkcode DEFAULT_LIMITS}.
+ * @returns The changeset.
+ * @throws {ProtocolError} For malformed input or bytes left over.
+ *
+ * @example
+ * ```ts
+ * import { decodeDownloadChangeset, encodeDownloadChangeset } from "@tether/sync/protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const changeset = { serverVersion: 3, stamp: { time: 5, counter: 0, node: 1 }, instructions: [] };
+ * assert.deepEqual(decodeDownloadChangeset(encodeDownloadChangeset(changeset)), changeset);
+ * ```
+ */
 export function decodeDownloadChangeset(
   bytes: Uint8Array,
-  limits: Limits = DEFAULT_LIMITS,
+  limits: Partial<Limits> = DEFAULT_LIMITS,
 ): DownloadChangeset {
-  const reader = new Reader(bytes, limits);
-  sharedStrings.reset();
-  const changeset = readDownloadChangeset(reader, sharedStrings);
-  expectEnd(reader);
+  const reader = new Reader(bytes, resolveLimits(limits));
+  readBlockSections(reader);
+  const changeset = readDownloadChangeset(reader);
+  checkBlockEnd(reader);
+  expectEnd(reader, "changeset");
   return changeset;
 }
 
-function expectEnd(reader: Reader): void {
+function expectEnd(reader: Reader, what: string): void {
   if (reader.pos !== reader.end) {
     throw new ProtocolError(
       "trailing_bytes",
-      `Cannot decode changeset: ${
+      `Cannot decode ${what}: ${
         reader.end - reader.pos
       } bytes left over at offset ${reader.pos}`,
       reader.pos,

@@ -1,14 +1,10 @@
 // This module is browser compatible.
 
 import type { DownloadChangeset, UploadChangeset } from "../model/changeset.ts";
-import { DEFAULT_LIMITS } from "./limits.ts";
+import { BlockWriter } from "./block.ts";
+import { writeDownloadChangeset, writeUploadChangeset } from "./changesets.ts";
 import { type Message, MessageType } from "./messages.ts";
 import { ProtocolError } from "./protocol_error.ts";
-import {
-  StringTable,
-  writeDownloadChangeset,
-  writeUploadChangeset,
-} from "./changesets.ts";
 import {
   writeF64,
   Writer,
@@ -18,7 +14,7 @@ import {
   writeVarUint,
 } from "./writer.ts";
 
-/** The four bytes after a HANDSHAKE tag: "TTHR" (PROTOCOL.md §3.1). */
+/** The four bytes after a HANDSHAKE tag: "TTHR" (PROTOCOL.md §4.1). */
 export const HANDSHAKE_MAGIC: Uint8Array<ArrayBuffer> = new Uint8Array([
   0x54,
   0x54,
@@ -26,33 +22,96 @@ export const HANDSHAKE_MAGIC: Uint8Array<ArrayBuffer> = new Uint8Array([
   0x52,
 ]);
 
-// Encoding is synchronous, so one writer and one string table can serve every
-// call; each call copies its bytes out before returning.
-const sharedWriter = new Writer(64 * 1024);
-const sharedStrings = new StringTable();
+// Encoding is synchronous, so one writer and one block writer serve every
+// call. A call made while another is running (a getter on a field value that
+// encodes a message, say) gets fresh ones.
+const sharedWriter = new Writer();
+const sharedBlock = new BlockWriter();
+let encoding = false;
 
 /**
- * Encodes one message as a frame (PROTOCOL.md §3): tag byte, then fields.
+ * Encodes one message as a frame (PROTOCOL.md §2): tag byte, then fields.
+ * The frame is never compressed; see `compressFrame`.
+ *
+ * The bytes returned belong to the caller: the encoder never writes to them
+ * again. Frames up to 4 KiB are views into a larger buffer that also holds
+ * other frames from the same writer (`byteOffset` is not always 0), which
+ * saves an allocation per message — about as much time as encoding a small
+ * message (PERFORMANCE.md). Sending, hashing or storing the frame itself
+ * uses only its bytes; but a structured clone (`postMessage`, a Deno KV
+ * value that is an object holding the frame) copies the whole buffer, so
+ * copy the frame first (`frame.slice()`). A server can pass one `Writer`
+ * per connection so that a frame's buffer never holds another connection's
+ * frames. `encodeUploadChangeset` and `encodeDownloadChangeset`, meant for
+ * storage, always return exact copies.
  *
  * @param message The message.
- * @param writer A writer to encode into (reset first); the frame is still
- *   returned as a copy.
+ * @param writer A writer to encode into; by default a shared one.
  * @returns The frame's bytes.
- * @throws {ProtocolError} `unencodable_value` for values outside the data
- *   model or integers outside the wire ranges.
+ * @throws {ProtocolError} `unencodable_value` for field values outside the
+ *   data model (`undefined`, functions, symbols, class instances, cycles or
+ *   nesting deeper than `DEFAULT_LIMITS.maxDepth`), integers outside the
+ *   wire ranges, stamps out of range, or an unknown message type.
+ *
+ * @example Encoding a PING
+ * ```ts
+ * import { encodeMessage, MessageType } from "@tether/sync/protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const frame = encodeMessage({ type: MessageType.Ping, timestamp: 1.5 });
+ * assert.deepEqual([...frame], [0x06, 0, 0, 0, 0, 0, 0, 0xf8, 0x3f]);
+ * ```
+ *
+ * @example Values outside the data model are refused
+ * ```ts
+ * import { encodeMessage, MessageType, ProtocolError } from "@tether/sync/protocol";
+ * import assert from "node:assert/strict";
+ *
+ * assert.throws(
+ *   () =>
+ *     encodeMessage({
+ *       type: MessageType.Upload,
+ *       sessionId: 1,
+ *       changesets: [{
+ *         clientVersion: 1,
+ *         baseServerVersion: 0,
+ *         stamp: { time: 1, counter: 0, node: 1 },
+ *         instructions: [{
+ *           op: "put",
+ *           type: "Task",
+ *           id: "t1",
+ *           fields: { due: new Map() as never },
+ *           stamp: null,
+ *         }],
+ *       }],
+ *     }),
+ *   (error) => error instanceof ProtocolError && error.code === "unencodable_value",
+ * );
+ * ```
  */
 export function encodeMessage(
   message: Message,
-  writer: Writer = sharedWriter,
+  writer?: Writer,
 ): Uint8Array<ArrayBuffer> {
-  writer.reset();
-  writeMessage(writer, message);
-  return writer.finish();
+  const reentrant = encoding;
+  const frame = writer ?? (reentrant ? new Writer(1024) : sharedWriter);
+  const block = reentrant ? new BlockWriter() : sharedBlock;
+  encoding = true;
+  try {
+    frame.reset();
+    writeMessage(frame, message, block);
+    return frame.finish();
+  } finally {
+    block.release();
+    encoding = reentrant;
+  }
 }
 
-/** Writes one message into `writer` at its current position. */
-export function writeMessage(writer: Writer, message: Message): void {
-  const maxDepth = DEFAULT_LIMITS.maxDepth;
+function writeMessage(
+  writer: Writer,
+  message: Message,
+  block: BlockWriter,
+): void {
   writeU8(writer, message.type);
   switch (message.type) {
     case MessageType.Handshake:
@@ -76,11 +135,13 @@ export function writeMessage(writer: Writer, message: Message): void {
       return;
     case MessageType.Upload: {
       writeVarUint(writer, message.sessionId);
-      writeVarUint(writer, message.changesets.length);
-      sharedStrings.reset();
-      for (const changeset of message.changesets) {
-        writeUploadChangeset(writer, changeset, sharedStrings, maxDepth);
+      const changesets = message.changesets;
+      block.begin();
+      writeVarUint(block.out, changesets.length);
+      for (let index = 0; index < changesets.length; index++) {
+        writeUploadChangeset(block, changesets[index]!);
       }
+      block.end(writer);
       return;
     }
     case MessageType.Mark:
@@ -114,19 +175,22 @@ export function writeMessage(writer: Writer, message: Message): void {
       writeVarUint(writer, message.serverVersion);
       writeVarUint(writer, message.lastIntegratedClientVersion);
       writeVarUint(writer, message.downloadableBytes);
-      writeVarUint(writer, message.changesets.length);
-      sharedStrings.reset();
-      for (const changeset of message.changesets) {
-        writeDownloadChangeset(writer, changeset, sharedStrings, maxDepth);
+      const changesets = message.changesets;
+      block.begin();
+      writeVarUint(block.out, changesets.length);
+      for (let index = 0; index < changesets.length; index++) {
+        writeDownloadChangeset(block, changesets[index]!);
       }
+      block.end(writer);
       return;
     }
     case MessageType.Error:
-      // Session ids are shifted by one so 0 can mean "the connection".
-      writeVarUint(
-        writer,
-        message.sessionId === null ? 0 : message.sessionId + 1,
-      );
+      if (message.sessionId === null) {
+        writeU8(writer, 0);
+      } else {
+        writeU8(writer, 1);
+        writeVarUint(writer, message.sessionId);
+      }
       writeVarUint(writer, message.code);
       writeU8(writer, message.tryAgain ? 1 : 0);
       writeString(writer, message.message);
@@ -142,37 +206,86 @@ export function writeMessage(writer: Writer, message: Message): void {
 }
 
 /**
- * Encodes one upload changeset on its own, with its own string table: the
- * unit the client counts for upload progress.
+ * Encodes one upload changeset on its own, as a changeset block holding
+ * just it (PROTOCOL.md §5.5): the form a client keeps in its local store and
+ * counts for upload progress.
+ *
+ * @param changeset The changeset.
+ * @returns Its bytes, owned by the caller.
+ * @throws {ProtocolError} `unencodable_value` as for `encodeMessage`.
+ *
+ * @example Storing a pending upload
+ * ```ts
+ * import { decodeUploadChangeset, encodeUploadChangeset } from "@tether/sync/protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const changeset = {
+ *   clientVersion: 4,
+ *   baseServerVersion: 17,
+ *   stamp: { time: Date.UTC(2026, 0, 1), counter: 0, node: 42 },
+ *   instructions: [
+ *     { op: "update" as const, type: "Task", id: "t1", fields: { done: true }, stamp: null },
+ *   ],
+ * };
+ * const bytes = encodeUploadChangeset(changeset);
+ * assert.deepEqual(decodeUploadChangeset(bytes), changeset);
+ * ```
  */
 export function encodeUploadChangeset(
   changeset: UploadChangeset,
 ): Uint8Array<ArrayBuffer> {
-  sharedWriter.reset();
-  sharedStrings.reset();
-  writeUploadChangeset(
-    sharedWriter,
-    changeset,
-    sharedStrings,
-    DEFAULT_LIMITS.maxDepth,
-  );
-  return sharedWriter.finish();
+  return encodeStandalone(changeset, writeUploadChangeset);
 }
 
 /**
- * Encodes one download changeset on its own, with its own string table: the
- * form the server stores in its history.
+ * Encodes one download changeset on its own, as a changeset block holding
+ * just it (PROTOCOL.md §5.5): the form the server keeps in its history.
+ *
+ * @param changeset The changeset.
+ * @returns Its bytes, owned by the caller.
+ * @throws {ProtocolError} `unencodable_value` as for `encodeMessage`.
+ *
+ * @example Storing a changeset in the history
+ * ```ts
+ * import { decodeDownloadChangeset, encodeDownloadChangeset } from "@tether/sync/protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const changeset = {
+ *   serverVersion: 18,
+ *   stamp: { time: Date.UTC(2026, 0, 1), counter: 0, node: 42 },
+ *   instructions: [
+ *     { op: "delete" as const, type: "Task", id: "t1", fields: null, stamp: null },
+ *   ],
+ * };
+ * assert.deepEqual(decodeDownloadChangeset(encodeDownloadChangeset(changeset)), changeset);
+ * ```
  */
 export function encodeDownloadChangeset(
   changeset: DownloadChangeset,
 ): Uint8Array<ArrayBuffer> {
-  sharedWriter.reset();
-  sharedStrings.reset();
-  writeDownloadChangeset(
-    sharedWriter,
-    changeset,
-    sharedStrings,
-    DEFAULT_LIMITS.maxDepth,
-  );
-  return sharedWriter.finish();
+  return encodeStandalone(changeset, writeDownloadChangeset);
+}
+
+function encodeStandalone<T>(
+  changeset: T,
+  write: (block: BlockWriter, changeset: T) => void,
+): Uint8Array<ArrayBuffer> {
+  const reentrant = encoding;
+  const frame = reentrant ? new Writer(1024) : sharedWriter;
+  const block = reentrant ? new BlockWriter() : sharedBlock;
+  encoding = true;
+  try {
+    frame.reset();
+    block.begin();
+    write(block, changeset);
+    block.end(frame);
+    // Stored forms get a buffer of their own: they end up inside records
+    // that are structured-cloned, which would copy a shared buffer whole.
+    const bytes = frame.bytes.slice(frame.start, frame.pos);
+    frame.pos = frame.start;
+    return bytes;
+  } finally {
+    block.release();
+    encoding = reentrant;
+  }
 }

@@ -4,21 +4,37 @@ import { DEFAULT_LIMITS, type Limits } from "./limits.ts";
 import { ProtocolError } from "./protocol_error.ts";
 
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
-
-/** Strings up to this many bytes are decoded by a plain loop. */
-const SHORT_STRING_BYTES = 64;
+const NO_BYTES = new Uint8Array(0);
 
 /**
  * A cursor over one frame. Every `readX` checks that the bytes it needs are
- * present before touching them (PROTOCOL.md §7), and every length read is
+ * present before touching them (PROTOCOL.md §8), and every length read is
  * checked against the bytes left and a limit before anything is allocated.
+ *
+ * While a changeset block is read (PROTOCOL.md §5) the reader also holds the
+ * block's string section, byte section and string table.
  */
 export class Reader {
+  /** The frame. */
   readonly bytes: Uint8Array;
-  readonly view: DataView;
+  /** Next read position. */
   pos: number;
+  /** End of the frame. */
   readonly end: number;
+  /** Bounds to enforce. */
   readonly limits: Limits;
+  /** The block's string section, decoded. */
+  strings = "";
+  /** Next unread UTF-16 code unit of `strings`. */
+  stringsPos = 0;
+  /** A copy of the block's byte section; byte values are views into it. */
+  blobs: Uint8Array = NO_BYTES;
+  /** Next unread byte of `blobs`. */
+  blobsPos = 0;
+  /** The block's string table, in order of first use. */
+  table: string[] = [];
+  /** Per type (by table index), the field names of its last instruction. */
+  shapes: (string[] | undefined)[] = [];
 
   /**
    * @param bytes The frame.
@@ -27,52 +43,55 @@ export class Reader {
    */
   constructor(bytes: Uint8Array, limits: Limits = DEFAULT_LIMITS, start = 0) {
     this.bytes = bytes;
-    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     this.pos = start;
     this.end = bytes.length;
     this.limits = limits;
   }
+}
 
-  /** Bytes not yet read. */
-  get remaining(): number {
-    return this.end - this.pos;
-  }
+/** Builds the `truncated` error for a read of `count` bytes at `pos`. */
+export function truncated(reader: Reader, count: number): ProtocolError {
+  return new ProtocolError(
+    "truncated",
+    `Cannot decode message: need ${count} bytes at offset ${reader.pos}, ${
+      reader.end - reader.pos
+    } left`,
+    reader.pos,
+  );
 }
 
 /** Throws `truncated` unless `count` more bytes are present. */
 export function need(reader: Reader, count: number): void {
-  if (reader.end - reader.pos < count) {
-    throw new ProtocolError(
-      "truncated",
-      `Cannot decode message: need ${count} bytes at offset ${reader.pos}, ${
-        reader.end - reader.pos
-      } left`,
-      reader.pos,
-    );
-  }
+  if (reader.end - reader.pos < count) throw truncated(reader, count);
 }
 
 /** Reads one byte. */
 export function readU8(reader: Reader): number {
-  need(reader, 1);
+  if (reader.pos >= reader.end) throw truncated(reader, 1);
   return reader.bytes[reader.pos++]!;
 }
 
 /**
  * Reads a LEB128 varuint. Rejects encodings longer than 8 bytes and values
- * above `Number.MAX_SAFE_INTEGER` (PROTOCOL.md §4.1).
+ * above `Number.MAX_SAFE_INTEGER` (PROTOCOL.md §3.1).
  */
 export function readVarUint(reader: Reader): number {
   const bytes = reader.bytes;
   const start = reader.pos;
-  let pos = start;
-  if (pos < reader.end) {
-    const first = bytes[pos]!;
+  if (start < reader.end) {
+    const first = bytes[start]!;
     if (first < 0x80) {
-      reader.pos = pos + 1;
+      reader.pos = start + 1;
       return first;
     }
   }
+  return readLongVarUint(reader);
+}
+
+function readLongVarUint(reader: Reader): number {
+  const bytes = reader.bytes;
+  const start = reader.pos;
+  let pos = start;
   let result = 0;
   let scale = 1;
   for (let index = 0; index < 8; index++) {
@@ -125,7 +144,8 @@ export function readBoundedVarUint(
 
 /**
  * Reads a count of items that each take at least `minItemBytes` bytes, and
- * rejects it if the frame could not hold that many or it exceeds `max`.
+ * rejects it if it exceeds `max` or the rest of the frame could not hold
+ * that many, so nothing is allocated from a count the bytes cannot back.
  */
 export function readCount(
   reader: Reader,
@@ -146,48 +166,44 @@ export function readCount(
   return count;
 }
 
+// Float64 reads go through an 8-byte scratch buffer rather than a DataView
+// per frame: creating the DataView cost more than a small message's floats.
+const scratch = new Float64Array(1);
+const scratchBytes = new Uint8Array(scratch.buffer);
+const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
 /** Reads a little-endian float64. */
 export function readF64(reader: Reader): number {
-  need(reader, 8);
-  const value = reader.view.getFloat64(reader.pos, true);
-  reader.pos += 8;
-  return value;
+  if (reader.end - reader.pos < 8) throw truncated(reader, 8);
+  const bytes = reader.bytes;
+  const pos = reader.pos;
+  reader.pos = pos + 8;
+  if (littleEndian) {
+    scratchBytes[0] = bytes[pos]!;
+    scratchBytes[1] = bytes[pos + 1]!;
+    scratchBytes[2] = bytes[pos + 2]!;
+    scratchBytes[3] = bytes[pos + 3]!;
+    scratchBytes[4] = bytes[pos + 4]!;
+    scratchBytes[5] = bytes[pos + 5]!;
+    scratchBytes[6] = bytes[pos + 6]!;
+    scratchBytes[7] = bytes[pos + 7]!;
+  } else {
+    for (let index = 0; index < 8; index++) {
+      scratchBytes[7 - index] = bytes[pos + index]!;
+    }
+  }
+  return scratch[0]!;
 }
 
-/** Reads `length` raw bytes as a copy. */
-export function readRaw(
-  reader: Reader,
-  length: number,
-): Uint8Array<ArrayBuffer> {
-  need(reader, length);
-  const copy = reader.bytes.slice(reader.pos, reader.pos + length);
-  reader.pos += length;
-  return copy as Uint8Array<ArrayBuffer>;
-}
-
-/** Reads a byte array: varuint length (bounded), then the bytes. */
-export function readBytes(reader: Reader): Uint8Array<ArrayBuffer> {
-  const length = readBoundedVarUint(
-    reader,
-    reader.limits.maxBytesLength,
-    "byte array length",
-  );
-  return readRaw(reader, length);
-}
-
-/** Reads a string: varuint UTF-8 length (bounded), then strict UTF-8. */
-export function readString(reader: Reader): string {
-  const length = readBoundedVarUint(
-    reader,
-    reader.limits.maxStringBytes,
-    "string length",
-  );
-  need(reader, length);
+/**
+ * Decodes `length` bytes at the cursor as strict UTF-8: stray continuation
+ * bytes, overlong forms, encoded surrogates and truncated sequences are
+ * `invalid_utf8`. A leading U+FEFF is kept, not stripped.
+ */
+export function readUtf8(reader: Reader, length: number): string {
+  if (reader.end - reader.pos < length) throw truncated(reader, length);
   const start = reader.pos;
   reader.pos += length;
-  if (length <= SHORT_STRING_BYTES) {
-    return decodeShortUtf8(reader.bytes, start, start + length);
-  }
   try {
     return utf8Decoder.decode(reader.bytes.subarray(start, start + length));
   } catch {
@@ -199,65 +215,12 @@ export function readString(reader: Reader): string {
   }
 }
 
-function invalidUtf8(offset: number): ProtocolError {
-  return new ProtocolError(
-    "invalid_utf8",
-    `Cannot decode string: invalid UTF-8 at offset ${offset}`,
-    offset,
+/** Reads a string: varuint UTF-8 byte length (bounded), then the bytes. */
+export function readString(reader: Reader): string {
+  const length = readBoundedVarUint(
+    reader,
+    reader.limits.maxStringBytes,
+    "string length",
   );
-}
-
-/**
- * Strict UTF-8 → string for short runs, rejecting what a fatal TextDecoder
- * rejects: stray continuation bytes, overlong forms, surrogates, values
- * above U+10FFFF and truncated sequences.
- */
-function decodeShortUtf8(bytes: Uint8Array, pos: number, end: number): string {
-  let result = "";
-  while (pos < end) {
-    const byte = bytes[pos]!;
-    if (byte < 0x80) {
-      result += String.fromCharCode(byte);
-      pos++;
-      continue;
-    }
-    let code: number;
-    let size: number;
-    let min: number;
-    if (byte >= 0xc2 && byte <= 0xdf) {
-      code = byte & 0x1f;
-      size = 2;
-      min = 0x80;
-    } else if (byte >= 0xe0 && byte <= 0xef) {
-      code = byte & 0x0f;
-      size = 3;
-      min = 0x800;
-    } else if (byte >= 0xf0 && byte <= 0xf4) {
-      code = byte & 0x07;
-      size = 4;
-      min = 0x10000;
-    } else {
-      throw invalidUtf8(pos);
-    }
-    if (pos + size > end) throw invalidUtf8(pos);
-    for (let index = 1; index < size; index++) {
-      const next = bytes[pos + index]!;
-      if ((next & 0xc0) !== 0x80) throw invalidUtf8(pos);
-      code = (code << 6) | (next & 0x3f);
-    }
-    if (code < min || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) {
-      throw invalidUtf8(pos);
-    }
-    pos += size;
-    if (code >= 0x10000) {
-      code -= 0x10000;
-      result += String.fromCharCode(
-        0xd800 + (code >> 10),
-        0xdc00 + (code & 0x3ff),
-      );
-    } else {
-      result += String.fromCharCode(code);
-    }
-  }
-  return result;
+  return readUtf8(reader, length);
 }

@@ -1,28 +1,27 @@
 // This module is browser compatible.
 
 import type { Value } from "../model/value.ts";
-import { defineField } from "../model/value.ts";
+import {
+  type BlockWriter,
+  readReference,
+  takeBytes,
+  takeString,
+  writeReference,
+} from "./block.ts";
 import { ProtocolError } from "./protocol_error.ts";
 import {
-  readBoundedVarUint,
-  readBytes,
   readCount,
   type Reader,
   readF64,
-  readString,
-  readU8,
   readVarUint,
+  truncated,
 } from "./reader.ts";
-import {
-  writeBytes,
-  writeF64,
-  type Writer,
-  writeString,
-  writeU8,
-  writeVarUint,
-} from "./writer.ts";
+import { putVarUint, type Writer, writeU8, writeVarUint } from "./writer.ts";
 
-/** Value tags (PROTOCOL.md §4.4). Tags 0x80–0xff are integers 0–127. */
+/**
+ * Value tags (PROTOCOL.md §5.4): the first byte of every field value.
+ * Tags 0x80–0xff are the integers 0–127 with no further bytes.
+ */
 export const ValueTag = {
   Null: 0x00,
   False: 0x01,
@@ -35,111 +34,182 @@ export const ValueTag = {
   String: 0x08,
   Bytes: 0x09,
   Date: 0x0a,
-  Array: 0x0b,
-  Object: 0x0c,
+  DateBeforeEpoch: 0x0b,
+  InvalidDate: 0x0c,
+  Array: 0x0d,
+  Object: 0x0e,
   SmallInt: 0x80,
 } as const;
 
-/** Longest bigint magnitude accepted, in bytes (2^2048 is plenty). */
-const MAX_BIGINT_BYTES = 256;
+/** Longest bigint magnitude on the wire, in bytes (up to 2^2048 − 1). */
+export const MAX_BIGINT_BYTES = 256;
 
-/** Writes one value with its tag. Depth is checked against `maxDepth`. */
+/**
+ * Writes one value with its tag. `depth` is how many more levels of arrays
+ * and objects may follow (PROTOCOL.md §5.4).
+ *
+ * @throws {ProtocolError} `unencodable_value` for anything that is not a
+ *   {@linkcode Value}, or nesting deeper than `depth` (which includes
+ *   cycles).
+ */
 export function writeValue(
-  writer: Writer,
+  block: BlockWriter,
   value: Value,
-  maxDepth: number,
+  depth: number,
 ): void {
+  const out = block.out;
+  // Room for a tag and a varuint or float64; collections and bigints
+  // ensure more for themselves.
+  out.ensure(9);
   switch (typeof value) {
-    case "number":
-      writeNumber(writer, value);
-      return;
     case "string":
-      writeU8(writer, ValueTag.String);
-      writeString(writer, value);
+      out.bytes[out.pos++] = ValueTag.String;
+      putVarUint(out, value.length);
+      block.strings += value;
+      return;
+    case "number":
+      putNumber(out, value);
       return;
     case "boolean":
-      writeU8(writer, value ? ValueTag.True : ValueTag.False);
-      return;
-    case "bigint":
-      writeBigInt(writer, value);
+      out.bytes[out.pos++] = value ? ValueTag.True : ValueTag.False;
       return;
     case "object":
-      break;
+      if (value === null) {
+        out.bytes[out.pos++] = ValueTag.Null;
+        return;
+      }
+      writeObjectValue(block, value, depth);
+      return;
+    case "bigint":
+      writeBigInt(block, value);
+      return;
     default:
-      throw unencodable(`type ${typeof value}`);
-  }
-  if (value === null) {
-    writeU8(writer, ValueTag.Null);
-  } else if (value instanceof Uint8Array) {
-    writeU8(writer, ValueTag.Bytes);
-    writeBytes(writer, value);
-  } else if (value instanceof Date) {
-    writeU8(writer, ValueTag.Date);
-    writeF64(writer, value.getTime());
-  } else {
-    if (maxDepth <= 0) throw unencodable("nesting deeper than the limit");
-    if (Array.isArray(value)) {
-      writeU8(writer, ValueTag.Array);
-      writeVarUint(writer, value.length);
-      for (let index = 0; index < value.length; index++) {
-        const item = value[index];
-        if (item === undefined) throw unencodable("undefined in an array");
-        writeValue(writer, item, maxDepth - 1);
-      }
-    } else {
-      const prototype = Object.getPrototypeOf(value);
-      if (prototype !== Object.prototype && prototype !== null) {
-        throw unencodable("an object that is not a plain object");
-      }
-      const keys = Object.keys(value);
-      writeU8(writer, ValueTag.Object);
-      writeVarUint(writer, keys.length);
-      for (const key of keys) {
-        writeString(writer, key);
-        const item = value[key];
-        if (item === undefined) throw unencodable("undefined in an object");
-        writeValue(writer, item, maxDepth - 1);
-      }
-    }
+      throw unencodable(describe(value));
   }
 }
 
-function writeNumber(writer: Writer, value: number): void {
-  if (value % 1 === 0 && !Object.is(value, -0)) {
+function putNumber(out: Writer, value: number): void {
+  const bytes = out.bytes;
+  // Math.floor, not `% 1`: V8 compiles `%` on doubles to a C call.
+  if (Math.floor(value) === value && value <= Number.MAX_SAFE_INTEGER) {
     if (value >= 0) {
       if (value < 0x80) {
-        writeU8(writer, ValueTag.SmallInt | value);
-        return;
-      }
-      if (value <= Number.MAX_SAFE_INTEGER) {
-        writeU8(writer, ValueTag.PositiveInt);
-        writeVarUint(writer, value);
+        // -0 passes every test above; it must stay a float.
+        if (value !== 0 || 1 / value > 0) {
+          bytes[out.pos++] = ValueTag.SmallInt | value;
+          return;
+        }
+      } else {
+        bytes[out.pos++] = ValueTag.PositiveInt;
+        putVarUint(out, value);
         return;
       }
     } else if (value >= -Number.MAX_SAFE_INTEGER) {
       // -1 - n keeps every negative safe integer in the varint range.
-      writeU8(writer, ValueTag.NegativeInt);
-      writeVarUint(writer, -1 - value);
+      bytes[out.pos++] = ValueTag.NegativeInt;
+      putVarUint(out, -1 - value);
       return;
     }
   }
-  writeU8(writer, ValueTag.Float64);
-  writeF64(writer, value);
+  bytes[out.pos++] = ValueTag.Float64;
+  out.view.setFloat64(out.pos, value, true);
+  out.pos += 8;
 }
 
-function writeBigInt(writer: Writer, value: bigint): void {
-  let magnitude = value < 0n ? -value : value;
-  const bytes: number[] = [];
-  while (magnitude > 0n) {
-    bytes.push(Number(magnitude & 0xffn));
+function writeObjectValue(
+  block: BlockWriter,
+  value: object,
+  depth: number,
+): void {
+  const out = block.out;
+  if (value instanceof Uint8Array) {
+    out.bytes[out.pos++] = ValueTag.Bytes;
+    putVarUint(out, value.length);
+    const blobs = block.blobs;
+    blobs.ensure(value.length);
+    blobs.bytes.set(value, blobs.pos);
+    blobs.pos += value.length;
+    return;
+  }
+  if (value instanceof Date) {
+    const time = value.getTime();
+    if (time >= 0) {
+      out.bytes[out.pos++] = ValueTag.Date;
+      putVarUint(out, time);
+    } else if (time < 0) {
+      out.bytes[out.pos++] = ValueTag.DateBeforeEpoch;
+      putVarUint(out, -1 - time);
+    } else {
+      out.bytes[out.pos++] = ValueTag.InvalidDate;
+    }
+    return;
+  }
+  if (depth <= 0) {
+    throw unencodable("nesting deeper than the depth limit (or a cycle)");
+  }
+  if (Array.isArray(value)) {
+    const length = value.length;
+    writeU8(out, ValueTag.Array);
+    writeVarUint(out, length);
+    for (let index = 0; index < length; index++) {
+      const item = value[index];
+      if (item === undefined) {
+        throw unencodable("undefined (or a hole) in an array");
+      }
+      writeValue(block, item as Value, depth - 1);
+    }
+    return;
+  }
+  if (!isPlainObject(value)) throw unencodable(describe(value));
+  const record = value as { [key: string]: Value };
+  const ownOnly = block.ownOnly;
+  let count = 0;
+  for (const key in record) {
+    if (!ownOnly || Object.hasOwn(record, key)) count++;
+  }
+  writeU8(out, ValueTag.Object);
+  writeVarUint(out, count);
+  for (const key in record) {
+    if (ownOnly && !Object.hasOwn(record, key)) continue;
+    writeReference(block, key);
+    const item = record[key];
+    if (item === undefined) throw unencodable(`undefined in key "${key}"`);
+    writeValue(block, item, depth - 1);
+  }
+}
+
+/** Whether `value`'s prototype is `Object.prototype` or null. */
+export function isPlainObject(value: object): boolean {
+  const prototype = Object.getPrototypeOf(value);
+  return prototype === Object.prototype || prototype === null;
+}
+
+function writeBigInt(block: BlockWriter, value: bigint): void {
+  const negative = value < 0n;
+  let magnitude = negative ? -value : value;
+  const hexDigits = magnitude === 0n ? 0 : magnitude.toString(16).length;
+  const length = (hexDigits + 1) >> 1;
+  if (length > MAX_BIGINT_BYTES) {
+    throw unencodable(
+      `a bigint of ${length} bytes (limit ${MAX_BIGINT_BYTES})`,
+    );
+  }
+  const out = block.out;
+  writeU8(out, negative ? ValueTag.NegativeBigInt : ValueTag.PositiveBigInt);
+  writeVarUint(out, length);
+  out.ensure(length);
+  for (let index = 0; index < length; index++) {
+    out.bytes[out.pos++] = Number(magnitude & 0xffn);
     magnitude >>= 8n;
   }
-  if (bytes.length > MAX_BIGINT_BYTES) throw unencodable("bigint too large");
-  writeU8(
-    writer,
-    value < 0n ? ValueTag.NegativeBigInt : ValueTag.PositiveBigInt,
-  );
-  writeBytes(writer, Uint8Array.from(bytes));
+}
+
+function describe(value: unknown): string {
+  if (value === undefined) return "undefined";
+  if (typeof value === "function") return "a function";
+  if (typeof value === "symbol") return "a symbol";
+  const name = (value as object)?.constructor?.name;
+  return name ? `an instance of ${name}` : "an object with a custom prototype";
 }
 
 function unencodable(what: string): ProtocolError {
@@ -152,30 +222,35 @@ function unencodable(what: string): ProtocolError {
 /** Reads one value. `depth` is how many more levels of nesting may follow. */
 export function readValue(reader: Reader, depth: number): Value {
   const start = reader.pos;
-  const tag = readU8(reader);
+  if (start >= reader.end) throw truncated(reader, 1);
+  const tag = reader.bytes[reader.pos++]!;
   if (tag >= ValueTag.SmallInt) return tag - ValueTag.SmallInt;
   switch (tag) {
-    case ValueTag.Null:
-      return null;
-    case ValueTag.False:
-      return false;
-    case ValueTag.True:
-      return true;
+    case ValueTag.String:
+      return takeString(reader, readVarUint(reader), start);
     case ValueTag.Float64:
       return readF64(reader);
     case ValueTag.PositiveInt:
       return readVarUint(reader);
     case ValueTag.NegativeInt:
       return -1 - readVarUint(reader);
+    case ValueTag.Null:
+      return null;
+    case ValueTag.False:
+      return false;
+    case ValueTag.True:
+      return true;
+    case ValueTag.Bytes:
+      return takeBytes(reader, readVarUint(reader), start);
+    case ValueTag.Date:
+      return new Date(readDateTime(reader, MAX_DATE_MS, start));
+    case ValueTag.DateBeforeEpoch:
+      return new Date(-1 - readDateTime(reader, MAX_DATE_MS - 1, start));
+    case ValueTag.InvalidDate:
+      return new Date(NaN);
     case ValueTag.PositiveBigInt:
     case ValueTag.NegativeBigInt:
-      return readBigInt(reader, tag === ValueTag.NegativeBigInt);
-    case ValueTag.String:
-      return readString(reader);
-    case ValueTag.Bytes:
-      return readBytes(reader);
-    case ValueTag.Date:
-      return new Date(readF64(reader));
+      return readBigInt(reader, tag === ValueTag.NegativeBigInt, start);
     case ValueTag.Array:
     case ValueTag.Object:
       return readCollection(reader, tag, depth, start);
@@ -188,6 +263,21 @@ export function readValue(reader: Reader, depth: number): Value {
         start,
       );
   }
+}
+
+/** Largest |time| a `Date` can hold, in milliseconds. */
+const MAX_DATE_MS = 8.64e15;
+
+function readDateTime(reader: Reader, max: number, start: number): number {
+  const time = readVarUint(reader);
+  if (time > max) {
+    throw new ProtocolError(
+      "invalid_field",
+      `Cannot decode date: ${time} ms is outside the range of a Date at offset ${start}`,
+      start,
+    );
+  }
+  return time;
 }
 
 function readCollection(
@@ -204,6 +294,7 @@ function readCollection(
     );
   }
   if (tag === ValueTag.Array) {
+    // Every item takes at least its tag byte.
     const count = readCount(
       reader,
       reader.limits.maxCollectionLength,
@@ -216,6 +307,7 @@ function readCollection(
     }
     return items;
   }
+  // Every entry takes at least a key reference and a value tag.
   const count = readCount(
     reader,
     reader.limits.maxCollectionLength,
@@ -223,25 +315,46 @@ function readCollection(
     "object size",
   );
   const object: { [key: string]: Value } = {};
+  const table = reader.table;
   for (let index = 0; index < count; index++) {
-    const key = readString(reader);
-    defineField(object, key, readValue(reader, depth - 1));
+    const key = table[readReference(reader)]!;
+    const item = readValue(reader, depth - 1);
+    if (key === "__proto__") defineProto(object, item);
+    else object[key] = item;
   }
   return object;
 }
 
-function readBigInt(reader: Reader, negative: boolean): bigint {
-  const length = readBoundedVarUint(reader, MAX_BIGINT_BYTES, "bigint length");
-  if (length > reader.remaining) {
+/**
+ * Sets an own `__proto__` property, which plain assignment would turn into
+ * a prototype change.
+ */
+export function defineProto(
+  record: { [key: string]: Value },
+  value: Value,
+): void {
+  Object.defineProperty(record, "__proto__", {
+    value,
+    enumerable: true,
+    writable: true,
+    configurable: true,
+  });
+}
+
+function readBigInt(reader: Reader, negative: boolean, start: number): bigint {
+  const length = readVarUint(reader);
+  if (length > MAX_BIGINT_BYTES) {
     throw new ProtocolError(
-      "truncated",
-      `Cannot decode bigint: need ${length} bytes at offset ${reader.pos}`,
-      reader.pos,
+      "length_over_limit",
+      `Cannot decode bigint length: ${length} exceeds limit ${MAX_BIGINT_BYTES} at offset ${start}`,
+      start,
     );
   }
+  if (reader.end - reader.pos < length) throw truncated(reader, length);
+  const bytes = reader.bytes;
   let magnitude = 0n;
-  for (let index = length - 1; index >= 0; index--) {
-    magnitude = (magnitude << 8n) | BigInt(reader.bytes[reader.pos + index]!);
+  for (let index = reader.pos + length - 1; index >= reader.pos; index--) {
+    magnitude = (magnitude << 8n) | BigInt(bytes[index]!);
   }
   reader.pos += length;
   return negative ? -magnitude : magnitude;

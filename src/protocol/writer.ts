@@ -5,51 +5,113 @@ import { ProtocolError } from "./protocol_error.ts";
 const textEncoder = new TextEncoder();
 
 /**
- * Strings up to this many UTF-16 code units are encoded by a plain loop,
- * which beats a `TextEncoder.encodeInto` call for short strings; longer ones
- * go through `encodeInto`. Also keeps a short string's length prefix to one
- * byte (3 × 42 < 128).
+ * Frames up to this many bytes are returned as views into the writer's
+ * buffer instead of copies: allocating a fresh `ArrayBuffer` costs about as
+ * much as encoding a small message (PERFORMANCE.md), while for a large frame
+ * the copy is noise next to the encoding.
  */
-const SHORT_STRING_UNITS = 42;
+const VIEW_LIMIT = 4096;
 
 /**
- * A growable byte buffer with one `writeX` per wire type (PROTOCOL.md §4).
- * Reuse one writer across messages: `reset()` keeps the buffer.
+ * A growable byte buffer that frames are encoded into (PROTOCOL.md §3).
+ * `encodeMessage` has a shared one; pass your own to keep, say, one per
+ * connection. `reset()` keeps the buffer between frames.
+ *
+ * The frames `finish()` returns are never written to again by the writer:
+ * small frames are views into a region the writer has moved past, large
+ * frames are copies. So a caller may keep every frame it was given.
+ *
+ * @example Encoding into a writer of one's own
+ * ```ts
+ * import { encodeMessage, MessageType, Writer } from "@tether/sync/protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const writer = new Writer(1024);
+ * const first = encodeMessage({ type: MessageType.Unbind, sessionId: 1 }, writer);
+ * const second = encodeMessage({ type: MessageType.Unbind, sessionId: 2 }, writer);
+ * assert.deepEqual([...first], [MessageType.Unbind, 1]);
+ * assert.deepEqual([...second], [MessageType.Unbind, 2]);
+ * ```
  */
 export class Writer {
-  /** The buffer; valid bytes are `[0, pos)`. */
+  /** The buffer; the frame being written is `[start, pos)`. */
   bytes: Uint8Array<ArrayBuffer>;
-  /** A view over `bytes`, replaced whenever the buffer grows. */
+  /** A view over `bytes`, replaced whenever the buffer is. */
   view: DataView<ArrayBuffer>;
+  /** Where the frame being written starts. */
+  start = 0;
   /** Next write position. */
   pos = 0;
+  #initialSize: number;
 
-  /** @param initialSize Starting buffer size in bytes. */
-  constructor(initialSize = 4096) {
-    this.bytes = new Uint8Array(initialSize);
+  /**
+   * Creates a writer.
+   *
+   * @param initialSize Starting buffer size in bytes; it grows as needed.
+   */
+  constructor(initialSize = 64 * 1024) {
+    this.#initialSize = Math.max(initialSize, 64);
+    this.bytes = new Uint8Array(this.#initialSize);
     this.view = new DataView(this.bytes.buffer);
   }
 
-  /** Forgets what was written, keeping the buffer. */
+  /**
+   * Number of bytes written since the last `reset()`.
+   *
+   * @returns The length of the frame being written.
+   */
+  get length(): number {
+    return this.pos - this.start;
+  }
+
+  /** Starts a new frame, keeping the buffer while enough of it is left. */
   reset(): void {
-    this.pos = 0;
+    if (this.bytes.length - this.start < this.bytes.length / 4) {
+      // Views handed out keep the old buffer alive as long as they live.
+      this.#replace(new Uint8Array(this.#initialSize));
+    }
+    this.pos = this.start;
   }
 
-  /** Makes room for `count` more bytes. */
+  /**
+   * Makes room for `count` more bytes.
+   *
+   * @param count Bytes about to be written.
+   */
   ensure(count: number): void {
-    const needed = this.pos + count;
-    if (needed <= this.bytes.length) return;
-    let size = this.bytes.length * 2;
-    while (size < needed) size *= 2;
+    if (this.pos + count <= this.bytes.length) return;
+    const used = this.pos - this.start;
+    let size = Math.max(this.bytes.length, this.#initialSize);
+    while (size < used + count) size *= 2;
     const grown = new Uint8Array(size);
-    grown.set(this.bytes.subarray(0, this.pos));
-    this.bytes = grown;
-    this.view = new DataView(grown.buffer);
+    grown.set(this.bytes.subarray(this.start, this.pos));
+    this.#replace(grown);
+    this.pos = used;
   }
 
-  /** A copy of the bytes written so far. */
+  /**
+   * Ends the frame.
+   *
+   * @returns The bytes written since the last `reset()`, which the writer
+   *   will never touch again.
+   */
   finish(): Uint8Array<ArrayBuffer> {
-    return this.bytes.slice(0, this.pos);
+    const { start, pos } = this;
+    if (pos - start > VIEW_LIMIT) {
+      this.pos = start;
+      return this.bytes.slice(start, pos);
+    }
+    // Keep the next frame 8-byte aligned, as typed-array views prefer.
+    this.start = Math.min((pos + 7) & ~7, this.bytes.length);
+    this.pos = this.start;
+    return this.bytes.subarray(start, pos);
+  }
+
+  #replace(bytes: Uint8Array<ArrayBuffer>): void {
+    this.bytes = bytes;
+    this.view = new DataView(bytes.buffer);
+    this.start = 0;
+    this.pos = 0;
   }
 }
 
@@ -59,35 +121,76 @@ export function writeU8(writer: Writer, value: number): void {
   writer.bytes[writer.pos++] = value;
 }
 
-/**
- * Writes a non-negative safe integer as LEB128 (PROTOCOL.md §4.1): seven
- * bits per byte, low first, high bit set on every byte but the last.
- */
-export function writeVarUint(writer: Writer, value: number): void {
-  if (!(value >= 0 && value <= Number.MAX_SAFE_INTEGER) || value % 1 !== 0) {
+/** Throws unless `value` is an integer in [0, 2^53 − 1]. */
+function checkVarUint(value: number): void {
+  // Math.floor, not `% 1`: V8 compiles `%` on doubles to a C call.
+  if (
+    !(value >= 0 && value <= Number.MAX_SAFE_INTEGER &&
+      Math.floor(value) === value)
+  ) {
     throw new ProtocolError(
       "unencodable_value",
-      `Cannot encode varint: ${value} is not a non-negative safe integer`,
+      `Cannot encode varint: ${value} is not an integer in [0, 2^53 - 1]`,
     );
   }
+}
+
+/**
+ * Writes a non-negative safe integer as LEB128 (PROTOCOL.md §3.1): seven
+ * bits per byte, low first, high bit set on every byte but the last.
+ *
+ * @throws {ProtocolError} `unencodable_value` unless `value` is an integer
+ *   in [0, 2^53 − 1].
+ */
+export function writeVarUint(writer: Writer, value: number): void {
   writer.ensure(8);
+  putVarUint(writer, value);
+}
+
+/**
+ * `writeVarUint` for a caller that has already ensured room for 8 bytes,
+ * which saves the capacity check on the hot paths.
+ */
+export function putVarUint(writer: Writer, value: number): void {
+  // True exactly for the integers 0–127 (and -0): the common case.
+  if ((value & 0x7f) === value) {
+    writer.bytes[writer.pos++] = value;
+    return;
+  }
+  putLongVarUint(writer, value);
+}
+
+function putLongVarUint(writer: Writer, value: number): void {
+  checkVarUint(value);
   const bytes = writer.bytes;
   let pos = writer.pos;
-  if (value < 0x80) {
-    bytes[pos++] = value;
-  } else {
-    // Above 2^31 the bitwise operators would truncate, so divide instead.
-    while (value > 0x7fffffff) {
-      bytes[pos++] = (value % 0x80) | 0x80;
-      value = Math.floor(value / 0x80);
-    }
-    while (value >= 0x80) {
-      bytes[pos++] = (value & 0x7f) | 0x80;
-      value >>>= 7;
-    }
-    bytes[pos++] = value;
+  if (value > 0xfffffff) {
+    // Past 28 bits the bitwise operators would truncate: emit the low 28
+    // bits as four groups, then go on with the rest, now below 2^25.
+    const high = Math.floor(value / 0x10000000);
+    const low = value - high * 0x10000000;
+    bytes[pos++] = (low & 0x7f) | 0x80;
+    bytes[pos++] = ((low >>> 7) & 0x7f) | 0x80;
+    bytes[pos++] = ((low >>> 14) & 0x7f) | 0x80;
+    bytes[pos++] = (low >>> 21) | 0x80;
+    value = high;
   }
+  while (value >= 0x80) {
+    bytes[pos++] = (value & 0x7f) | 0x80;
+    value >>>= 7;
+  }
+  bytes[pos++] = value;
   writer.pos = pos;
+}
+
+/** Number of bytes `writeVarUint` uses for `value`. */
+export function varUintSize(value: number): number {
+  let size = 1;
+  while (value >= 0x80) {
+    value = Math.floor(value / 0x80);
+    size++;
+  }
+  return size;
 }
 
 /** Writes a float64, little-endian. */
@@ -104,34 +207,20 @@ export function writeRaw(writer: Writer, bytes: Uint8Array): void {
   writer.pos += bytes.length;
 }
 
-/** Writes a byte array: varuint length, then the bytes. */
-export function writeBytes(writer: Writer, bytes: Uint8Array): void {
-  writeVarUint(writer, bytes.length);
-  writeRaw(writer, bytes);
-}
-
 /**
- * Writes a string: varuint UTF-8 byte length, then the bytes. Lone
- * surrogates become U+FFFD, as `TextEncoder` does (PROTOCOL.md §4.3).
+ * Writes `text` as UTF-8 preceded by its byte length as a varuint
+ * (PROTOCOL.md §3.3). Lone surrogates become U+FFFD, as `TextEncoder` writes
+ * them.
  */
-export function writeString(writer: Writer, value: string): void {
-  const length = value.length;
-  if (length <= SHORT_STRING_UNITS) {
-    writer.ensure(1 + length * 3);
-    const start = writer.pos + 1;
-    const end = encodeShortUtf8(value, writer.bytes, start);
-    writer.bytes[writer.pos] = end - start;
-    writer.pos = end;
-    return;
-  }
+export function writeString(writer: Writer, text: string): void {
   // Reserve the longest length prefix the worst case could need, encode,
   // then close the gap if the real length needs fewer prefix bytes.
-  const maxBytes = length * 3;
+  const maxBytes = text.length * 3;
   const reserved = varUintSize(maxBytes);
   writer.ensure(reserved + maxBytes);
   const start = writer.pos + reserved;
   const { written } = textEncoder.encodeInto(
-    value,
+    text,
     writer.bytes.subarray(start, start + maxBytes),
   );
   const needed = varUintSize(written);
@@ -140,52 +229,4 @@ export function writeString(writer: Writer, value: string): void {
   }
   writeVarUint(writer, written);
   writer.pos += written;
-}
-
-/** Number of bytes `writeVarUint` uses for `value`. */
-export function varUintSize(value: number): number {
-  let size = 1;
-  while (value >= 0x80) {
-    value = Math.floor(value / 0x80);
-    size++;
-  }
-  return size;
-}
-
-/** Encodes `value` as UTF-8 at `bytes[pos…]`; returns the end position. */
-function encodeShortUtf8(
-  value: string,
-  bytes: Uint8Array,
-  pos: number,
-): number {
-  const length = value.length;
-  for (let index = 0; index < length; index++) {
-    let code = value.charCodeAt(index);
-    if (code < 0x80) {
-      bytes[pos++] = code;
-    } else if (code < 0x800) {
-      bytes[pos++] = 0xc0 | (code >> 6);
-      bytes[pos++] = 0x80 | (code & 0x3f);
-    } else if (code < 0xd800 || code > 0xdfff) {
-      bytes[pos++] = 0xe0 | (code >> 12);
-      bytes[pos++] = 0x80 | ((code >> 6) & 0x3f);
-      bytes[pos++] = 0x80 | (code & 0x3f);
-    } else {
-      const next = index + 1 < length ? value.charCodeAt(index + 1) : 0;
-      if (code <= 0xdbff && next >= 0xdc00 && next <= 0xdfff) {
-        code = 0x10000 + ((code - 0xd800) << 10) + (next - 0xdc00);
-        index++;
-        bytes[pos++] = 0xf0 | (code >> 18);
-        bytes[pos++] = 0x80 | ((code >> 12) & 0x3f);
-        bytes[pos++] = 0x80 | ((code >> 6) & 0x3f);
-        bytes[pos++] = 0x80 | (code & 0x3f);
-      } else {
-        // A lone surrogate: U+FFFD, as TextEncoder writes it.
-        bytes[pos++] = 0xef;
-        bytes[pos++] = 0xbf;
-        bytes[pos++] = 0xbd;
-      }
-    }
-  }
-  return pos;
 }
