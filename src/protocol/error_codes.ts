@@ -3,8 +3,17 @@
 /**
  * The one table of sync error codes, shared by the server (which sends the
  * numbers), the client (which turns them into `SyncError.code` names) and
- * PROTOCOL.md §6 (which documents them). Codes 1xx end a connection, 2xx end
+ * PROTOCOL.md §7 (which documents them). Codes 1xx end a connection, 2xx end
  * a session, 3xx are raised by the client itself and never travel.
+ *
+ * @example
+ * ```ts
+ * import { ERROR_CODES } from "@tether/sync/protocol";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(ERROR_CODES.permission_denied.code, 200);
+ * assert.equal(ERROR_CODES.token_expired.tryAgain, true);
+ * ```
  */
 export const ERROR_CODES = {
   // Connection scope (ERROR with no session id; the server then closes).
@@ -139,10 +148,29 @@ export const ERROR_CODES = {
   },
 } as const;
 
-/** A stable snake_case error name, the keys of {@linkcode ERROR_CODES}. */
+/**
+ * A stable snake_case error name, the keys of {@linkcode ERROR_CODES}.
+ *
+ * @example
+ * ```ts
+ * import type { ErrorCodeName } from "@tether/sync/protocol";
+ *
+ * const name: ErrorCodeName = "bad_token";
+ * ```
+ */
 export type ErrorCodeName = keyof typeof ERROR_CODES;
 
-/** One row of the error code table. */
+/**
+ * One row of the error code table.
+ *
+ * @example
+ * ```ts
+ * import { ERROR_CODES, type ErrorCodeInfo } from "@tether/sync/protocol";
+ *
+ * const row: ErrorCodeInfo = ERROR_CODES.bad_changeset;
+ * console.log(row.code, row.description);
+ * ```
+ */
 export interface ErrorCodeInfo {
   /** The number sent on the wire. */
   code: number;
@@ -160,12 +188,39 @@ const NAME_BY_NUMBER = new Map<number, ErrorCodeName>(
   ) => [ERROR_CODES[name].code, name]),
 );
 
-/** Returns the name for a wire error number, or `undefined` if unknown. */
+/**
+ * Returns the name for a wire error number.
+ *
+ * @param code A number from an ERROR message.
+ * @returns The name, or `undefined` for a number not in the table.
+ *
+ * @example
+ * ```ts
+ * import { errorCodeName } from "@tether/sync/protocol";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(errorCodeName(104), "token_expired");
+ * assert.equal(errorCodeName(999), undefined);
+ * ```
+ */
 export function errorCodeName(code: number): ErrorCodeName | undefined {
   return NAME_BY_NUMBER.get(code);
 }
 
-/** Returns the wire number for an error name. */
+/**
+ * Returns the wire number for an error name.
+ *
+ * @param name The error's name.
+ * @returns The number an ERROR message carries.
+ *
+ * @example
+ * ```ts
+ * import { errorCodeNumber } from "@tether/sync/protocol";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(errorCodeNumber("protocol_violation"), 100);
+ * ```
+ */
 export function errorCodeNumber(name: ErrorCodeName): number {
   return ERROR_CODES[name].code;
 }

@@ -1,9 +1,19 @@
 // This module is browser compatible.
 
 /**
- * Bounds the decoder enforces before it allocates (PROTOCOL.md §7). Every
+ * Bounds the decoder enforces before it allocates (PROTOCOL.md §8). Every
  * length and count read from the wire is checked against the bytes actually
  * present and against these limits.
+ *
+ * @example A server that takes smaller frames than the default
+ * ```ts
+ * import { DEFAULT_LIMITS, decodeMessage, encodeMessage, type Limits, MessageType } from "@tether/sync/protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const limits: Limits = { ...DEFAULT_LIMITS, maxMessageBytes: 1024 * 1024 };
+ * const frame = encodeMessage({ type: MessageType.Unbind, sessionId: 1 });
+ * assert.equal(decodeMessage(frame, limits).type, MessageType.Unbind);
+ * ```
  */
 export interface Limits {
   /**
@@ -13,8 +23,9 @@ export interface Limits {
    */
   maxMessageBytes: number;
   /**
-   * Largest UTF-8 string accepted (type names, ids, field names, values,
-   * tokens), in bytes.
+   * Largest string accepted (type names, ids, field names, values, tokens):
+   * in UTF-8 bytes for strings outside changesets, in UTF-16 code units for
+   * strings inside a changeset block (PROTOCOL.md §5.1).
    *
    * @default {1048576}
    */
@@ -51,7 +62,18 @@ export interface Limits {
   maxCollectionLength: number;
 }
 
-/** The limits used when a caller gives none. */
+/**
+ * The limits used when a caller gives none (PROTOCOL.md §8).
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_LIMITS } from "@tether/sync/protocol";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(DEFAULT_LIMITS.maxMessageBytes, 16 * 1024 * 1024);
+ * assert.ok(Object.isFrozen(DEFAULT_LIMITS));
+ * ```
+ */
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxMessageBytes: 16 * 1024 * 1024,
   maxStringBytes: 1024 * 1024,

@@ -3,9 +3,19 @@
 import type { DownloadChangeset, UploadChangeset } from "../model/changeset.ts";
 
 /**
- * Message tags, the first byte of every frame (PROTOCOL.md §3). Client to
- * server messages use 0x01–0x3f, server to client 0x41–0x7f; the top bit of
- * the tag byte marks a compressed body and is not part of the tag.
+ * Message tags, the first byte of every frame (PROTOCOL.md §2, §4). Client
+ * to server messages use 0x01–0x3f, server to client 0x41–0x7f; the top bit
+ * of the tag byte marks a compressed body and is not part of the tag.
+ *
+ * @example Telling a message's kind
+ * ```ts
+ * import { decodeMessage, encodeMessage, MessageType } from "@tether/sync/protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const frame = encodeMessage({ type: MessageType.Ping, timestamp: 1 });
+ * assert.equal(frame[0], MessageType.Ping);
+ * assert.equal(decodeMessage(frame).type, MessageType.Ping);
+ * ```
  */
 export const MessageType = {
   /** Client → server: first message, protocol range and access token. */
@@ -44,6 +54,13 @@ export type MessageType = typeof MessageType[keyof typeof MessageType];
 /**
  * The identity the server issues to one client of one realm, used to
  * deduplicate re-uploads. The salt stops another client from claiming it.
+ *
+ * @example
+ * ```ts
+ * import type { ClientIdentity } from "@tether/sync/protocol";
+ *
+ * const identity: ClientIdentity = { id: 7, salt: 123_456_789 };
+ * ```
  */
 export interface ClientIdentity {
   /** Positive integer, unique within the realm. */
@@ -52,8 +69,23 @@ export interface ClientIdentity {
   salt: number;
 }
 
-/** Client → server: must be the first message on a connection. */
+/**
+ * Client → server: must be the first message on a connection.
+ *
+ * @example
+ * ```ts
+ * import { type HandshakeMessage, MessageType } from "@tether/sync/protocol";
+ *
+ * const hello: HandshakeMessage = {
+ *   type: MessageType.Handshake,
+ *   minVersion: 1,
+ *   maxVersion: 1,
+ *   accessToken: "eyJhbGciOiJIUzI1NiJ9.e30.signature",
+ * };
+ * ```
+ */
 export interface HandshakeMessage {
+  /** Always `MessageType.Handshake`. */
   type: typeof MessageType.Handshake;
   /** Lowest protocol version the client speaks. */
   minVersion: number;
@@ -63,8 +95,25 @@ export interface HandshakeMessage {
   accessToken: string;
 }
 
-/** Client → server: starts session `sessionId` on realm `path`. */
+/**
+ * Client → server: starts session `sessionId` on realm `path`.
+ *
+ * @example
+ * ```ts
+ * import { type BindMessage, MessageType } from "@tether/sync/protocol";
+ *
+ * const bind: BindMessage = {
+ *   type: MessageType.Bind,
+ *   sessionId: 1,
+ *   path: "/~/todos",
+ *   clientIdentity: null,
+ *   downloadCursor: 0,
+ *   uploadCursor: 0,
+ * };
+ * ```
+ */
 export interface BindMessage {
+  /** Always `MessageType.Bind`. */
   type: typeof MessageType.Bind;
   /** Chosen by the client, unique among its live sessions on this socket. */
   sessionId: number;
@@ -81,42 +130,126 @@ export interface BindMessage {
   uploadCursor: number;
 }
 
-/** Client → server: local changesets, in client-version order. */
+/**
+ * Client → server: local changesets, in client-version order.
+ *
+ * @example
+ * ```ts
+ * import { MessageType, type UploadMessage } from "@tether/sync/protocol";
+ *
+ * const upload: UploadMessage = {
+ *   type: MessageType.Upload,
+ *   sessionId: 1,
+ *   changesets: [{
+ *     clientVersion: 3,
+ *     baseServerVersion: 10,
+ *     stamp: { time: 1_767_225_600_000, counter: 0, node: 42 },
+ *     instructions: [
+ *       { op: "delete", type: "Task", id: "t1", fields: null, stamp: null },
+ *     ],
+ *   }],
+ * };
+ * ```
+ */
 export interface UploadMessage {
+  /** Always `MessageType.Upload`. */
   type: typeof MessageType.Upload;
+  /** The bound session the changesets belong to. */
   sessionId: number;
+  /** The changesets, in increasing client version. */
   changesets: UploadChangeset[];
 }
 
-/** Client → server: answered by MARK_REPLY once caught up. */
+/**
+ * Client → server: answered by MARK_REPLY once caught up.
+ *
+ * @example
+ * ```ts
+ * import { type MarkMessage, MessageType } from "@tether/sync/protocol";
+ *
+ * const mark: MarkMessage = { type: MessageType.Mark, sessionId: 1, requestId: 5 };
+ * ```
+ */
 export interface MarkMessage {
+  /** Always `MessageType.Mark`. */
   type: typeof MessageType.Mark;
+  /** The bound session to report on. */
   sessionId: number;
   /** Chosen by the client; echoed in the reply. */
   requestId: number;
 }
 
-/** Client → server: ends a session; answered by UNBOUND. */
+/**
+ * Client → server: ends a session; answered by UNBOUND.
+ *
+ * @example
+ * ```ts
+ * import { MessageType, type UnbindMessage } from "@tether/sync/protocol";
+ *
+ * const unbind: UnbindMessage = { type: MessageType.Unbind, sessionId: 1 };
+ * ```
+ */
 export interface UnbindMessage {
+  /** Always `MessageType.Unbind`. */
   type: typeof MessageType.Unbind;
+  /** The session to end. */
   sessionId: number;
 }
 
-/** Client → server: keepalive; answered by PONG. */
+/**
+ * Client → server: keepalive; answered by PONG.
+ *
+ * @example
+ * ```ts
+ * import { MessageType, type PingMessage } from "@tether/sync/protocol";
+ *
+ * const ping: PingMessage = { type: MessageType.Ping, timestamp: performance.now() };
+ * ```
+ */
 export interface PingMessage {
+  /** Always `MessageType.Ping`. */
   type: typeof MessageType.Ping;
   /** Any float64 (the client's clock, in milliseconds); echoed. */
   timestamp: number;
 }
 
-/** Client → server: a fresh access token for the same user. */
+/**
+ * Client → server: a fresh access token for the same user.
+ *
+ * @example
+ * ```ts
+ * import { MessageType, type RefreshMessage } from "@tether/sync/protocol";
+ *
+ * const refresh: RefreshMessage = {
+ *   type: MessageType.Refresh,
+ *   accessToken: "eyJhbGciOiJIUzI1NiJ9.e30.signature",
+ * };
+ * ```
+ */
 export interface RefreshMessage {
+  /** Always `MessageType.Refresh`. */
   type: typeof MessageType.Refresh;
+  /** The new access token, from `POST /login` with the refresh token. */
   accessToken: string;
 }
 
-/** Server → client: answer to HANDSHAKE. */
+/**
+ * Server → client: answer to HANDSHAKE.
+ *
+ * @example
+ * ```ts
+ * import { type HandshakeReplyMessage, MessageType } from "@tether/sync/protocol";
+ *
+ * const reply: HandshakeReplyMessage = {
+ *   type: MessageType.HandshakeReply,
+ *   version: 1,
+ *   userId: "alice",
+ *   maxMessageBytes: 16 * 1024 * 1024,
+ * };
+ * ```
+ */
 export interface HandshakeReplyMessage {
+  /** Always `MessageType.HandshakeReply`. */
   type: typeof MessageType.HandshakeReply;
   /** The protocol version both ends now speak. */
   version: number;
@@ -129,16 +262,56 @@ export interface HandshakeReplyMessage {
   maxMessageBytes: number;
 }
 
-/** Server → client: a client identity for a session bound without one. */
+/**
+ * Server → client: a client identity for a session bound without one.
+ *
+ * @example
+ * ```ts
+ * import { type IdentMessage, MessageType } from "@tether/sync/protocol";
+ *
+ * const ident: IdentMessage = {
+ *   type: MessageType.Ident,
+ *   sessionId: 1,
+ *   clientIdentity: { id: 7, salt: 123_456_789 },
+ * };
+ * ```
+ */
 export interface IdentMessage {
+  /** Always `MessageType.Ident`. */
   type: typeof MessageType.Ident;
+  /** The session that was bound without an identity. */
   sessionId: number;
+  /** The identity to keep with the local realm and send in later BINDs. */
   clientIdentity: ClientIdentity;
 }
 
-/** Server → client: changesets, progress and the upload acknowledgement. */
+/**
+ * Server → client: changesets, progress and the upload acknowledgement.
+ *
+ * @example
+ * ```ts
+ * import { type DownloadMessage, MessageType } from "@tether/sync/protocol";
+ *
+ * const download: DownloadMessage = {
+ *   type: MessageType.Download,
+ *   sessionId: 1,
+ *   serverVersion: 11,
+ *   lastIntegratedClientVersion: 3,
+ *   downloadableBytes: 0,
+ *   changesets: [{
+ *     serverVersion: 11,
+ *     stamp: { time: 1_767_225_600_000, counter: 0, node: 7 },
+ *     instructions: [
+ *       { op: "update", type: "Task", id: "t1", fields: { done: true }, stamp: null },
+ *     ],
+ *   }],
+ * };
+ * ```
+ */
 export interface DownloadMessage {
+  /** Always `MessageType.Download`. */
   type: typeof MessageType.Download;
+  /** The bound session the changesets are for. */
   sessionId: number;
   /**
    * The server version the client has reached once it integrates this
@@ -156,27 +329,77 @@ export interface DownloadMessage {
   changesets: DownloadChangeset[];
 }
 
-/** Server → client: answer to MARK. */
+/**
+ * Server → client: answer to MARK.
+ *
+ * @example
+ * ```ts
+ * import { type MarkReplyMessage, MessageType } from "@tether/sync/protocol";
+ *
+ * const reply: MarkReplyMessage = { type: MessageType.MarkReply, sessionId: 1, requestId: 5 };
+ * ```
+ */
 export interface MarkReplyMessage {
+  /** Always `MessageType.MarkReply`. */
   type: typeof MessageType.MarkReply;
+  /** The session the MARK came from. */
   sessionId: number;
+  /** The MARK's request id. */
   requestId: number;
 }
 
-/** Server → client: answer to UNBIND; the session id may be reused. */
+/**
+ * Server → client: answer to UNBIND; the session id may be reused.
+ *
+ * @example
+ * ```ts
+ * import { MessageType, type UnboundMessage } from "@tether/sync/protocol";
+ *
+ * const unbound: UnboundMessage = { type: MessageType.Unbound, sessionId: 1 };
+ * ```
+ */
 export interface UnboundMessage {
+  /** Always `MessageType.Unbound`. */
   type: typeof MessageType.Unbound;
+  /** The session that ended. */
   sessionId: number;
 }
 
-/** Server → client: answer to PING. */
+/**
+ * Server → client: answer to PING.
+ *
+ * @example
+ * ```ts
+ * import { MessageType, type PongMessage } from "@tether/sync/protocol";
+ *
+ * const pong: PongMessage = { type: MessageType.Pong, timestamp: 1234.5 };
+ * ```
+ */
 export interface PongMessage {
+  /** Always `MessageType.Pong`. */
   type: typeof MessageType.Pong;
+  /** The PING's timestamp, unchanged. */
   timestamp: number;
 }
 
-/** Server → client: an error, scoped to a session or to the connection. */
+/**
+ * Server → client: an error, scoped to a session or to the connection.
+ *
+ * @example
+ * ```ts
+ * import { ERROR_CODES, type ErrorMessage, MessageType } from "@tether/sync/protocol";
+ *
+ * const error: ErrorMessage = {
+ *   type: MessageType.Error,
+ *   sessionId: 1,
+ *   code: ERROR_CODES.permission_denied.code,
+ *   tryAgain: false,
+ *   message: "User alice may not read /bob/todos",
+ * };
+ * ```
+ */
 export interface ErrorMessage {
+  /** Always `MessageType.Error`. */
   type: typeof MessageType.Error;
   /** The session the error ends, or null when it ends the connection. */
   sessionId: number | null;
@@ -188,7 +411,16 @@ export interface ErrorMessage {
   message: string;
 }
 
-/** Any message a client sends. */
+/**
+ * Any message a client sends.
+ *
+ * @example
+ * ```ts
+ * import { type ClientMessage, MessageType } from "@tether/sync/protocol";
+ *
+ * const message: ClientMessage = { type: MessageType.Unbind, sessionId: 1 };
+ * ```
+ */
 export type ClientMessage =
   | HandshakeMessage
   | BindMessage
@@ -198,7 +430,16 @@ export type ClientMessage =
   | PingMessage
   | RefreshMessage;
 
-/** Any message a server sends. */
+/**
+ * Any message a server sends.
+ *
+ * @example
+ * ```ts
+ * import { MessageType, type ServerMessage } from "@tether/sync/protocol";
+ *
+ * const message: ServerMessage = { type: MessageType.Unbound, sessionId: 1 };
+ * ```
+ */
 export type ServerMessage =
   | HandshakeReplyMessage
   | IdentMessage
@@ -208,5 +449,24 @@ export type ServerMessage =
   | PongMessage
   | ErrorMessage;
 
-/** Any protocol message. */
+/**
+ * Any protocol message.
+ *
+ * @example Dispatching on the type
+ * ```ts
+ * import { decodeMessage, encodeMessage, type Message, MessageType } from "@tether/sync/protocol";
+ * import assert from "node:assert/strict";
+ *
+ * function describe(message: Message): string {
+ *   switch (message.type) {
+ *     case MessageType.Pong:
+ *       return `pong ${message.timestamp}`;
+ *     default:
+ *       return "other";
+ *   }
+ * }
+ * const frame = encodeMessage({ type: MessageType.Pong, timestamp: 2 });
+ * assert.equal(describe(decodeMessage(frame)), "pong 2");
+ * ```
+ */
 export type Message = ClientMessage | ServerMessage;

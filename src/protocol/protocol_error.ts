@@ -2,7 +2,14 @@
 
 /**
  * Why a frame could not be decoded (or a message encoded). One code per
- * rejection rule in PROTOCOL.md §7.
+ * rejection rule in PROTOCOL.md §8.
+ *
+ * @example
+ * ```ts
+ * import type { ProtocolErrorCode } from "@tether/sync/protocol";
+ *
+ * const code: ProtocolErrorCode = "trailing_bytes";
+ * ```
  */
 export type ProtocolErrorCode =
   | "truncated"
@@ -23,7 +30,9 @@ export type ProtocolErrorCode =
 
 /**
  * Thrown when bytes are not a valid Tether frame, or a message cannot be
- * encoded. `offset` is where in the frame the problem was found.
+ * encoded. `offset` is where in the frame the problem was found. Tests and
+ * callers match on `code`, which is stable; `message` says what and where
+ * for a person.
  *
  * @example Catching a truncated frame
  * ```ts
