@@ -64,11 +64,8 @@ export class BlockWriter {
   end(frame: Writer): void {
     writeStringSection(frame, this.strings);
     writeVarUint(frame, this.blobs.length);
-    writeRaw(
-      frame,
-      this.blobs.bytes.subarray(this.blobs.start, this.blobs.pos),
-    );
-    writeRaw(frame, this.out.bytes.subarray(this.out.start, this.out.pos));
+    writeRaw(frame, this.blobs.bytes.subarray(0, this.blobs.pos));
+    writeRaw(frame, this.out.bytes.subarray(0, this.out.pos));
   }
 
   /**

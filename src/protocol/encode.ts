@@ -33,17 +33,8 @@ let encoding = false;
  * Encodes one message as a frame (PROTOCOL.md §2): tag byte, then fields.
  * The frame is never compressed; see `compressFrame`.
  *
- * The bytes returned belong to the caller: the encoder never writes to them
- * again. Frames up to 4 KiB are views into a larger buffer that also holds
- * other frames from the same writer (`byteOffset` is not always 0), which
- * saves an allocation per message — about as much time as encoding a small
- * message (PERFORMANCE.md). Sending, hashing or storing the frame itself
- * uses only its bytes; but a structured clone (`postMessage`, a Deno KV
- * value that is an object holding the frame) copies the whole buffer, so
- * copy the frame first (`frame.slice()`). A server can pass one `Writer`
- * per connection so that a frame's buffer never holds another connection's
- * frames. `encodeUploadChangeset` and `encodeDownloadChangeset`, meant for
- * storage, always return exact copies.
+ * The frame is a buffer of its own (`byteOffset` 0, `buffer` exactly the
+ * frame), so it can be kept, transferred or structured-cloned freely.
  *
  * @param message The message.
  * @param writer A writer to encode into; by default a shared one.
@@ -279,11 +270,7 @@ function encodeStandalone<T>(
     block.begin();
     write(block, changeset);
     block.end(frame);
-    // Stored forms get a buffer of their own: they end up inside records
-    // that are structured-cloned, which would copy a shared buffer whole.
-    const bytes = frame.bytes.slice(frame.start, frame.pos);
-    frame.pos = frame.start;
-    return bytes;
+    return frame.finish();
   } finally {
     block.release();
     encoding = reentrant;

@@ -5,21 +5,9 @@ import { ProtocolError } from "./protocol_error.ts";
 const textEncoder = new TextEncoder();
 
 /**
- * Frames up to this many bytes are returned as views into the writer's
- * buffer instead of copies: allocating a fresh `ArrayBuffer` costs about as
- * much as encoding a small message (PERFORMANCE.md), while for a large frame
- * the copy is noise next to the encoding.
- */
-const VIEW_LIMIT = 4096;
-
-/**
  * A growable byte buffer that frames are encoded into (PROTOCOL.md §3).
- * `encodeMessage` has a shared one; pass your own to keep, say, one per
- * connection. `reset()` keeps the buffer between frames.
- *
- * The frames `finish()` returns are never written to again by the writer:
- * small frames are views into a region the writer has moved past, large
- * frames are copies. So a caller may keep every frame it was given.
+ * `encodeMessage` has a shared one; `reset()` keeps the buffer between
+ * frames, so encoding allocates only the frame it returns.
  *
  * @example Encoding into a writer of one's own
  * ```ts
@@ -34,15 +22,12 @@ const VIEW_LIMIT = 4096;
  * ```
  */
 export class Writer {
-  /** The buffer; the frame being written is `[start, pos)`. */
+  /** The buffer; the frame being written is `[0, pos)`. */
   bytes: Uint8Array<ArrayBuffer>;
   /** A view over `bytes`, replaced whenever the buffer is. */
   view: DataView<ArrayBuffer>;
-  /** Where the frame being written starts. */
-  start = 0;
   /** Next write position. */
   pos = 0;
-  #initialSize: number;
 
   /**
    * Creates a writer.
@@ -50,8 +35,7 @@ export class Writer {
    * @param initialSize Starting buffer size in bytes; it grows as needed.
    */
   constructor(initialSize = 64 * 1024) {
-    this.#initialSize = Math.max(initialSize, 64);
-    this.bytes = new Uint8Array(this.#initialSize);
+    this.bytes = new Uint8Array(Math.max(initialSize, 64));
     this.view = new DataView(this.bytes.buffer);
   }
 
@@ -61,16 +45,12 @@ export class Writer {
    * @returns The length of the frame being written.
    */
   get length(): number {
-    return this.pos - this.start;
+    return this.pos;
   }
 
-  /** Starts a new frame, keeping the buffer while enough of it is left. */
+  /** Starts a new frame, keeping the buffer. */
   reset(): void {
-    if (this.bytes.length - this.start < this.bytes.length / 4) {
-      // Views handed out keep the old buffer alive as long as they live.
-      this.#replace(new Uint8Array(this.#initialSize));
-    }
-    this.pos = this.start;
+    this.pos = 0;
   }
 
   /**
@@ -80,38 +60,22 @@ export class Writer {
    */
   ensure(count: number): void {
     if (this.pos + count <= this.bytes.length) return;
-    const used = this.pos - this.start;
-    let size = Math.max(this.bytes.length, this.#initialSize);
-    while (size < used + count) size *= 2;
+    let size = this.bytes.length * 2;
+    while (size < this.pos + count) size *= 2;
     const grown = new Uint8Array(size);
-    grown.set(this.bytes.subarray(this.start, this.pos));
-    this.#replace(grown);
-    this.pos = used;
+    grown.set(this.bytes.subarray(0, this.pos));
+    this.bytes = grown;
+    this.view = new DataView(grown.buffer);
   }
 
   /**
    * Ends the frame.
    *
-   * @returns The bytes written since the last `reset()`, which the writer
-   *   will never touch again.
+   * @returns A copy of the bytes written since the last `reset()`, in a
+   *   buffer of its own.
    */
   finish(): Uint8Array<ArrayBuffer> {
-    const { start, pos } = this;
-    if (pos - start > VIEW_LIMIT) {
-      this.pos = start;
-      return this.bytes.slice(start, pos);
-    }
-    // Keep the next frame 8-byte aligned, as typed-array views prefer.
-    this.start = Math.min((pos + 7) & ~7, this.bytes.length);
-    this.pos = this.start;
-    return this.bytes.subarray(start, pos);
-  }
-
-  #replace(bytes: Uint8Array<ArrayBuffer>): void {
-    this.bytes = bytes;
-    this.view = new DataView(bytes.buffer);
-    this.start = 0;
-    this.pos = 0;
+    return this.bytes.slice(0, this.pos);
   }
 }
 
