@@ -49,7 +49,7 @@ export interface HubContext {
 }
 
 // Recent history kept in memory per realm, in encoded bytes.
-const CACHE_BYTES = 8 * 1024 * 1024;
+const CACHE_BYTES = 1024 * 1024;
 
 /** One realm's in-process state; see the file comment. */
 export class RealmHub {
