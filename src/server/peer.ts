@@ -1,3 +1,9 @@
+import {
+  compressFrame,
+  COMPRESSION_THRESHOLD,
+  decompressFrame,
+  isCompressedFrame,
+} from "../protocol/compression.ts";
 import { decodeMessage } from "../protocol/decode.ts";
 import { encodeMessage } from "../protocol/encode.ts";
 import {
@@ -80,6 +86,8 @@ export interface PeerContext {
   downloadBatchBytes: number;
   highWaterBytes: number;
   handshakeTimeoutMs: number;
+  /** Whether large DOWNLOAD frames are deflated (PROTOCOL.md §2). */
+  compression: boolean;
   now(): number;
 }
 
@@ -110,6 +118,11 @@ export class Peer {
   #chains = new Map<number, Promise<void>>();
   #tasks = new Set<Promise<unknown>>();
   #closed = Promise.withResolvers<void>();
+  // Frames wait here while an earlier one is being inflated (inbound) or
+  // deflated (outbound), so both directions keep their order.
+  #inbound: Promise<void> | null = null;
+  #outbound: Promise<void> | null = null;
+  #outboundBytes = 0;
   #rejection: { code: ErrorCodeName; message: string } | null;
 
   /**
@@ -161,9 +174,12 @@ export class Peer {
       tryAgain: ERROR_CODES[code].tryAgain,
       message,
     });
-    this.#closeSocket(
-      CONNECTION_CLOSE_CODES[code] ?? CloseCode.ProtocolError,
-      message,
+    // After whatever is still being compressed, so the ERROR goes out.
+    this.#afterOutbound(() =>
+      this.#closeSocket(
+        CONNECTION_CLOSE_CODES[code] ?? CloseCode.ProtocolError,
+        message,
+      )
     );
   }
 
@@ -237,9 +253,46 @@ export class Peer {
       );
       return;
     }
+    const frame = new Uint8Array(data);
+    if (this.#inbound === null && !isCompressedFrame(frame)) {
+      this.#decodeAndDispatch(frame);
+      return;
+    }
+    const previous = this.#inbound ?? Promise.resolve();
+    const next = previous.then(() => this.#inflateAndDispatch(frame));
+    this.#inbound = next;
+    this.#track(next);
+    next.finally(() => {
+      if (this.#inbound === next) this.#inbound = null;
+    });
+  }
+
+  async #inflateAndDispatch(frame: Uint8Array): Promise<void> {
+    if (this.#closing || this.#isClosed()) return;
+    let inflated: Uint8Array;
+    try {
+      inflated = await decompressFrame(frame, {
+        maxMessageBytes: this.#context.maxMessageBytes,
+      });
+    } catch (error) {
+      const tooLarge = error instanceof ProtocolError &&
+        error.code === "length_over_limit";
+      this.fail(
+        tooLarge ? "message_too_large" : "protocol_violation",
+        error instanceof Error ? error.message : "Cannot decompress frame",
+        error,
+      );
+      return;
+    }
+    if (this.#closing || this.#isClosed()) return;
+    this.#decodeAndDispatch(inflated);
+  }
+
+  #decodeAndDispatch(frame: Uint8Array): void {
+    const limit = this.#context.maxMessageBytes;
     let message: Message;
     try {
-      message = decodeMessage(new Uint8Array(data), { maxMessageBytes: limit });
+      message = decodeMessage(frame, { maxMessageBytes: limit });
     } catch (error) {
       if (!(error instanceof ProtocolError)) {
         this.#context.log(
@@ -562,7 +615,7 @@ export class Peer {
       hub,
       transport: {
         send: (reply) => this.#send(reply),
-        bufferedAmount: () => this.#socket.bufferedAmount,
+        bufferedAmount: () => this.#pendingOutput(),
         failSession: (failed, error) => this.#failSession(failed, error),
       },
       downloadCursor: message.downloadCursor,
@@ -675,13 +728,56 @@ export class Peer {
 
   #send(message: ServerMessage): void {
     if (this.#socket.readyState !== WebSocket.OPEN) return;
-    const bytes = encodeMessage(message);
+    const frame = encodeMessage(message);
+    const deflate = this.#context.compression &&
+      message.type === MessageType.Download &&
+      frame.length >= COMPRESSION_THRESHOLD;
+    if (this.#outbound === null && !deflate) {
+      this.#write(frame);
+      return;
+    }
+    this.#outboundBytes += frame.length;
+    const previous = this.#outbound ?? Promise.resolve();
+    const next = previous.then(async () => {
+      let out = frame;
+      if (deflate) {
+        try {
+          out = await compressFrame(frame);
+        } catch {
+          // Sending it as it is is always correct.
+        }
+      }
+      this.#outboundBytes -= frame.length;
+      this.#write(out);
+    });
+    this.#outbound = next;
+    this.#track(next);
+    next.finally(() => {
+      if (this.#outbound === next) this.#outbound = null;
+    });
+  }
+
+  #afterOutbound(action: () => void): void {
+    if (this.#outbound === null) {
+      action();
+      return;
+    }
+    this.#outbound.finally(action);
+  }
+
+  #write(frame: Uint8Array<ArrayBuffer>): void {
+    if (this.#socket.readyState !== WebSocket.OPEN) return;
     try {
-      this.#socket.send(bytes);
-      this.#context.stats.bytesOut += bytes.length;
+      this.#socket.send(frame);
+      this.#context.stats.bytesOut += frame.length;
     } catch {
       // The socket closed under us; onclose cleans up.
     }
+  }
+
+  /** Bytes sent but not yet written to the network, compression included. */
+  #pendingOutput(): number {
+    return this.#socket.bufferedAmount + this.#outboundBytes;
   }
 
   #onClose(): void {

@@ -223,6 +223,15 @@ export interface ServeSyncOptions {
    */
   sendBufferBytes?: number;
   /**
+   * Whether DOWNLOAD frames of at least 8 KiB are sent deflated when that
+   * saves at least a sixteenth (PROTOCOL.md §2; every client must accept
+   * them). Turn off to save server CPU where bandwidth is plentiful.
+   * Compressed UPLOADs are accepted either way.
+   *
+   * @default {true}
+   */
+  compression?: boolean;
+  /**
    * Time a new connection has to send its HANDSHAKE, in milliseconds.
    *
    * @default {10000}
@@ -374,6 +383,7 @@ interface ResolvedSettings {
   maxConnections: number;
   downloadBatchBytes: number;
   sendBufferBytes: number;
+  compression: boolean;
   handshakeTimeoutMs: number;
   shutdownTimeoutMs: number;
   snapshots: boolean;
@@ -457,6 +467,7 @@ function resolveOptions(options: ServeSyncOptions): ResolvedSettings {
       options.sendBufferBytes ?? DEFAULTS.sendBufferBytes,
       0,
     ),
+    compression: options.compression ?? true,
     handshakeTimeoutMs: integer(
       "handshakeTimeoutMs",
       options.handshakeTimeoutMs ?? DEFAULTS.handshakeTimeoutMs,
@@ -662,6 +673,7 @@ class SyncServerInstance implements SyncServer {
       downloadBatchBytes: settings.downloadBatchBytes,
       highWaterBytes: settings.sendBufferBytes,
       handshakeTimeoutMs: settings.handshakeTimeoutMs,
+      compression: settings.compression,
       now,
     };
     let nextConnection = 0;

@@ -4,6 +4,10 @@
  * what a well-behaved client never would) and see exactly what comes back.
  * Every wait is bounded. Not the real client (that is `src/client`).
  */
+import {
+  decompressFrame,
+  isCompressedFrame,
+} from "../../src/protocol/compression.ts";
 import { decodeMessage } from "../../src/protocol/decode.ts";
 import { encodeMessage } from "../../src/protocol/encode.ts";
 import {
@@ -30,10 +34,14 @@ export function typeName(type: number): string {
   return TYPE_NAMES[type] ?? `0x${type.toString(16)}`;
 }
 
-/** A received frame: the decoded message and the frame's size in bytes. */
+/**
+ * A received frame: the decoded message, the frame's size on the wire in
+ * bytes, and whether it came compressed.
+ */
 export interface Frame {
   message: ServerMessage;
   bytes: number;
+  compressed: boolean;
 }
 
 /** How the socket closed. */
@@ -63,6 +71,8 @@ export class ProtocolClient implements AsyncDisposable {
   #failure: unknown = null;
   #closed = Promise.withResolvers<CloseInfo>();
   #closeInfo: CloseInfo | null = null;
+  // Frames are inflated in arrival order; the close waits behind them.
+  #inbound: Promise<void> = Promise.resolve();
   /** Payload bytes received so far. */
   bytesReceived = 0;
   /** Payload bytes sent so far. */
@@ -74,12 +84,14 @@ export class ProtocolClient implements AsyncDisposable {
     socket.binaryType = "arraybuffer";
     socket.onmessage = (event) => this.#onMessage(event);
     socket.onclose = (event) => {
-      this.#closeInfo = { code: event.code, reason: event.reason };
-      this.#closed.resolve(this.#closeInfo);
-      const error = new Error(
-        `Socket closed (${event.code} ${event.reason}) while waiting for a message`,
-      );
-      for (const waiter of this.#waiters.splice(0)) waiter.reject(error);
+      this.#inbound = this.#inbound.then(() => {
+        this.#closeInfo = { code: event.code, reason: event.reason };
+        this.#closed.resolve(this.#closeInfo);
+        const error = new Error(
+          `Socket closed (${event.code} ${event.reason}) while waiting for a message`,
+        );
+        for (const waiter of this.#waiters.splice(0)) waiter.reject(error);
+      });
     };
     socket.onerror = () => {};
   }
@@ -308,17 +320,23 @@ export class ProtocolClient implements AsyncDisposable {
     }
     const bytes = new Uint8Array(event.data);
     this.bytesReceived += bytes.length;
-    let message: ServerMessage;
-    try {
-      message = decodeMessage(bytes) as ServerMessage;
-    } catch (error) {
-      this.#fail(error);
-      return;
-    }
-    const frame = { message, bytes: bytes.length };
-    const waiter = this.#waiters.shift();
-    if (waiter !== undefined) waiter.resolve(frame);
-    else this.#frames.push(frame);
+    this.#inbound = this.#inbound.then(async () => {
+      let message: ServerMessage;
+      try {
+        message = decodeMessage(await decompressFrame(bytes)) as ServerMessage;
+      } catch (error) {
+        this.#fail(error);
+        return;
+      }
+      const frame = {
+        message,
+        bytes: bytes.length,
+        compressed: isCompressedFrame(bytes),
+      };
+      const waiter = this.#waiters.shift();
+      if (waiter !== undefined) waiter.resolve(frame);
+      else this.#frames.push(frame);
+    });
   }
 
   #fail(error: unknown): void {

@@ -3,6 +3,7 @@
  * client will not do: stop reading (to fill the server's send buffer), or
  * read frames at its own pace. Client frames are masked (RFC 6455 §5.3).
  */
+import { decompressFrame } from "../../src/protocol/compression.ts";
 import { decodeMessage } from "../../src/protocol/decode.ts";
 import { encodeMessage } from "../../src/protocol/encode.ts";
 import type {
@@ -101,7 +102,9 @@ export class RawWebSocket implements AsyncDisposable {
       if (opcode === 0x2) {
         this.payloadBytes += length;
         return {
-          message: decodeMessage(payload) as ServerMessage,
+          message: decodeMessage(
+            await decompressFrame(payload),
+          ) as ServerMessage,
           bytes: length,
         };
       }

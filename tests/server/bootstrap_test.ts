@@ -97,15 +97,18 @@ function downloads(frames: Frame[]) {
 
 Deno.test("a fresh client bootstraps 10,000 objects from the snapshot in bounded batches, with fewer bytes than the history", async () => {
   await using kv = await Deno.openKv(":memory:");
-  await using withSnapshots = await startTestServer({
-    kv,
-    downloadBatchBytes: BATCH_BYTES,
-  });
-  await using historyOnly = await startTestServer({
-    kv,
-    downloadBatchBytes: BATCH_BYTES,
-    history: { snapshots: false },
-  });
+  // Four servers on one store: snapshot or replay, deflated frames or not.
+  const start = (snapshots: boolean, compression: boolean) =>
+    startTestServer({
+      kv,
+      downloadBatchBytes: BATCH_BYTES,
+      compression,
+      history: { snapshots },
+    });
+  await using withSnapshots = await start(true, true);
+  await using historyOnly = await start(false, true);
+  await using plainSnapshots = await start(true, false);
+  await using plainHistory = await start(false, false);
   const login = await withSnapshots.login();
   const changesets = threeRounds();
   await uploadAll(withSnapshots, login.accessToken, changesets);
@@ -119,9 +122,15 @@ Deno.test("a fresh client bootstraps 10,000 objects from the snapshot in bounded
 
   const bootstrap = await download(withSnapshots, login.accessToken, head);
   const replay = await download(historyOnly, login.accessToken, head);
+  const plainBootstrap = await download(
+    plainSnapshots,
+    login.accessToken,
+    head,
+  );
+  const plainReplay = await download(plainHistory, login.accessToken, head);
 
-  // Both converge on the state the uploads describe.
-  for (const { store } of [bootstrap, replay]) {
+  // All converge on the state the uploads describe.
+  for (const { store } of [bootstrap, replay, plainBootstrap, plainReplay]) {
     assert.equal(store.size, OBJECTS);
     for (const index of [0, 1, 4321, OBJECTS - 1]) {
       assert.deepEqual(
@@ -135,60 +144,74 @@ Deno.test("a fresh client bootstraps 10,000 objects from the snapshot in bounded
     );
   }
 
-  // Snapshot phase: serverVersion stays at the cursor (0) until the last
-  // snapshot message, which carries the snapshot's version.
-  const messages = downloads(bootstrap.frames);
-  const snapshotEnd = messages.findIndex((message) =>
-    message.serverVersion > 0
-  );
-  assert.ok(snapshotEnd > 10, `${snapshotEnd} snapshot batches`);
-  assert.equal(messages[snapshotEnd]!.serverVersion, head);
-  for (const message of messages.slice(0, snapshotEnd)) {
-    assert.equal(message.serverVersion, 0);
-    for (const changeset of message.changesets) {
-      assert.equal(changeset.serverVersion, head);
+  for (const { frames } of [bootstrap, plainBootstrap]) {
+    // Snapshot phase: serverVersion stays at the cursor (0) until the last
+    // snapshot message, which carries the snapshot's version.
+    const messages = downloads(frames);
+    const snapshotEnd = messages.findIndex((message) =>
+      message.serverVersion > 0
+    );
+    assert.ok(snapshotEnd > 10, `${snapshotEnd} snapshot batches`);
+    assert.equal(messages[snapshotEnd]!.serverVersion, head);
+    for (const message of messages.slice(0, snapshotEnd)) {
+      assert.equal(message.serverVersion, 0);
+      for (const changeset of message.changesets) {
+        assert.equal(changeset.serverVersion, head);
+        assert.ok(
+          changeset.instructions.every((instruction) =>
+            instruction.stamp !== null
+          ),
+        );
+      }
+    }
+    // Bounded batches with decreasing downloadable bytes, ending at 0.
+    for (const frame of frames) {
+      assert.ok(frame.bytes <= BATCH_BYTES, `${frame.bytes} > ${BATCH_BYTES}`);
+    }
+    for (let index = 1; index < messages.length; index++) {
       assert.ok(
-        changeset.instructions.every((instruction) =>
-          instruction.stamp !== null
-        ),
+        messages[index]!.downloadableBytes <
+          messages[index - 1]!.downloadableBytes,
+        `downloadable bytes went ${messages[index - 1]!.downloadableBytes} → ${
+          messages[index]!.downloadableBytes
+        } at message ${index}`,
       );
     }
+    assert.equal(messages.at(-1)!.downloadableBytes, 0);
   }
-  // Bounded batches with decreasing downloadable bytes, ending at 0.
-  for (const frame of bootstrap.frames) {
-    assert.ok(frame.bytes <= BATCH_BYTES, `${frame.bytes} > ${BATCH_BYTES}`);
-  }
-  for (let index = 1; index < messages.length; index++) {
-    assert.ok(
-      messages[index]!.downloadableBytes <
-        messages[index - 1]!.downloadableBytes,
-      `downloadable bytes went ${messages[index - 1]!.downloadableBytes} → ${
-        messages[index]!.downloadableBytes
-      } at message ${index}`,
-    );
-  }
-  assert.equal(messages.at(-1)!.downloadableBytes, 0);
+  assert.ok(bootstrap.frames.every((frame) => frame.compressed));
+  assert.ok(plainBootstrap.frames.every((frame) => !frame.compressed));
 
   // The comparison the snapshot exists for: with every object written three
-  // times, the state is much smaller than the history behind it.
-  const snapshotBytes = bootstrap.frames.reduce(
-    (sum, frame) => sum + frame.bytes,
-    0,
-  );
-  const historyBytes = replay.frames.reduce(
-    (sum, frame) => sum + frame.bytes,
-    0,
-  );
+  // times, the state is smaller than the history behind it, with or without
+  // deflate (which squeezes out much of the history's repetition).
+  const total = (frames: Frame[]) =>
+    frames.reduce((sum, frame) => sum + frame.bytes, 0);
+  const figures = {
+    snapshot: total(bootstrap.frames),
+    history: total(replay.frames),
+    plainSnapshot: total(plainBootstrap.frames),
+    plainHistory: total(plainReplay.frames),
+  };
+  assert.ok(figures.snapshot < figures.history, JSON.stringify(figures));
   assert.ok(
-    snapshotBytes < historyBytes * 0.75,
-    `snapshot ${snapshotBytes} B vs history ${historyBytes} B`,
+    figures.plainSnapshot < figures.plainHistory * 0.75,
+    JSON.stringify(figures),
   );
   if (Deno.env.get("TETHER_PRINT_FIGURES")) {
     console.log(
-      `bootstrap of ${OBJECTS} objects × 3 writes: snapshot ${snapshotBytes} B in ${bootstrap.frames.length} messages, history ${historyBytes} B in ${replay.frames.length} messages (${
-        (snapshotBytes / historyBytes).toFixed(3)
-      })`,
+      `bootstrap of ${OBJECTS} objects × 3 writes, ${BATCH_BYTES} B batches:`,
     );
+    for (
+      const [name, frames] of [
+        ["snapshot, deflated", bootstrap.frames],
+        ["history, deflated", replay.frames],
+        ["snapshot, plain", plainBootstrap.frames],
+        ["history, plain", plainReplay.frames],
+      ] as const
+    ) {
+      console.log(`  ${name}: ${total(frames)} B in ${frames.length} messages`);
+    }
   }
 });
 

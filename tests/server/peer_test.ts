@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { errorCodeNumber } from "../../src/protocol/error_codes.ts";
+import { compressFrame } from "../../src/protocol/compression.ts";
 import { encodeMessage } from "../../src/protocol/encode.ts";
+import { put, upload } from "../_helpers/changesets.ts";
 import { MessageType } from "../../src/protocol/messages.ts";
 import { PROTOCOL_VERSION } from "../../src/protocol/version.ts";
 import { importHmacKey, signJwt } from "../../src/server/jwt.ts";
@@ -307,4 +309,63 @@ Deno.test("shutdown sends server_shutting_down and closes every connection with 
   assert.equal(test.server.stats().sessions, 0);
   assert.equal(test.server.stats().realms, 0);
   await test.server.shutdown();
+});
+
+Deno.test("compressed UPLOAD frames are inflated in order; bad or oversized ones close the socket", async (t) => {
+  await using test = await startTestServer({
+    limits: { maxMessageBytes: 64 * 1024 },
+  });
+  const login = await test.login();
+  await t.step(
+    "a compressed UPLOAD is integrated, in order with the frames around it",
+    async () => {
+      await using client = await ProtocolClient.connect(test.url);
+      await client.handshake(login.accessToken);
+      await client.bind(1, "/~/z");
+      await client.expect(MessageType.Download);
+      const frame = encodeMessage({
+        type: MessageType.Upload,
+        sessionId: 1,
+        changesets: [upload(1, [put("T", "a", { text: "z".repeat(20_000) })])],
+      });
+      const compressed = await compressFrame(frame, { threshold: 0 });
+      assert.ok(compressed.length < frame.length / 10);
+      client.sendRaw(compressed);
+      client.send({ type: MessageType.Mark, sessionId: 1, requestId: 5 });
+      const ack = await client.expect(MessageType.Download);
+      assert.equal(ack.lastIntegratedClientVersion, 1);
+      await client.expect(MessageType.Download); // past its own changeset
+      assert.equal((await client.expect(MessageType.MarkReply)).requestId, 5);
+    },
+  );
+  await t.step(
+    "inflating past maxMessageBytes gets message_too_large",
+    async () => {
+      await using client = await ProtocolClient.connect(test.url);
+      await client.handshake(login.accessToken);
+      const zeros = new Uint8Array(200_000);
+      zeros[0] = MessageType.Upload;
+      const bomb = await compressFrame(zeros, { threshold: 0 });
+      assert.ok(bomb.length < 2048);
+      client.sendRaw(bomb);
+      await expectConnectionError(client, "message_too_large", 1009);
+    },
+  );
+  await t.step(
+    "a body that is not deflate data is a protocol_violation",
+    async () => {
+      await using client = await ProtocolClient.connect(test.url);
+      await client.handshake(login.accessToken);
+      client.sendRaw(
+        new Uint8Array([MessageType.Upload | 0x80, 0xff, 0xff, 0xff, 0xff]),
+      );
+      await expectConnectionError(client, "protocol_violation", 1002);
+    },
+  );
+  await t.step("a compressed PING is a protocol_violation", async () => {
+    await using client = await ProtocolClient.connect(test.url);
+    await client.handshake(login.accessToken);
+    client.sendRaw(new Uint8Array([MessageType.Ping | 0x80, 0x03, 0x00]));
+    await expectConnectionError(client, "protocol_violation", 1002);
+  });
 });
