@@ -224,11 +224,11 @@ export interface ServeSyncOptions {
   sendBufferBytes?: number;
   /**
    * Whether DOWNLOAD frames of at least 8 KiB are sent deflated when that
-   * saves at least a sixteenth (PROTOCOL.md §2; every client must accept
-   * them). Turn off to save server CPU where bandwidth is plentiful.
-   * Compressed UPLOADs are accepted either way.
+   * saves at least a sixteenth (PROTOCOL.md §2). Every client of the server
+   * must then inflate them; the client in this package does not yet, so
+   * this is off by default. Compressed UPLOADs are accepted either way.
    *
-   * @default {true}
+   * @default {false}
    */
   compression?: boolean;
   /**
@@ -467,7 +467,7 @@ function resolveOptions(options: ServeSyncOptions): ResolvedSettings {
       options.sendBufferBytes ?? DEFAULTS.sendBufferBytes,
       0,
     ),
-    compression: options.compression ?? true,
+    compression: options.compression ?? false,
     handshakeTimeoutMs: integer(
       "handshakeTimeoutMs",
       options.handshakeTimeoutMs ?? DEFAULTS.handshakeTimeoutMs,
