@@ -238,7 +238,7 @@ Deno.test("a second HANDSHAKE is a protocol_violation", async () => {
 
 Deno.test("a connection whose token expires without REFRESH gets token_expired and is closed", async () => {
   await using test = await startTestServer({
-    auth: { allowAnonymous: true, accessTokenTtlMs: 150 },
+    auth: { allowAnonymous: true, accessTokenTtlMs: 1000 },
   });
   const login = await test.login();
   await using client = await ProtocolClient.connect(test.url);
@@ -258,7 +258,7 @@ Deno.test("a connection whose token expires without REFRESH gets token_expired a
 Deno.test("REFRESH with a later token keeps the connection past the first token's expiry", async () => {
   await using test = await startTestServer({ auth: { jwtSecret: SECRET } });
   await using refreshed = await ProtocolClient.connect(test.url);
-  await refreshed.handshake(await userJwt("dave", 200));
+  await refreshed.handshake(await userJwt("dave", 1000));
   refreshed.send({
     type: MessageType.Refresh,
     accessToken: await userJwt("dave", 60_000),
@@ -266,7 +266,7 @@ Deno.test("REFRESH with a later token keeps the connection past the first token'
   // A control connection whose token expires a little later than the first
   // one would have: once it is closed for expiry, that moment has passed.
   await using control = await ProtocolClient.connect(test.url);
-  await control.handshake(await userJwt("dave", 200));
+  await control.handshake(await userJwt("dave", 1000));
   await expectConnectionError(control, "token_expired", 1008, true);
   refreshed.send({ type: MessageType.Ping, timestamp: 7 });
   assert.equal((await refreshed.expect(MessageType.Pong)).timestamp, 7);
