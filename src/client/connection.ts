@@ -733,19 +733,21 @@ export class Connection {
     }
     this.#teardown();
     this.#lastError = error;
-    this.#log(
-      error.isFatal ? "error" : "warn",
-      "connection.lost",
-      wasConnected
-        ? `Connection lost: ${error.message}`
-        : `Connection attempt failed: ${error.message}`,
-      error,
-    );
+    // One log line per change: the loss and what happens next together.
+    const what = wasConnected
+      ? `Connection lost: ${error.message}`
+      : `Connection attempt failed: ${error.message}`;
     if (error.code === "token_expired" || error.code === "bad_token") {
       this.#freshToken = true;
       if (!this.#authRetried && this.#slots.size > 0) {
         // The first rejection in a row: a fresh token, at once.
         this.#authRetried = true;
+        this.#log(
+          "info",
+          "connection.reconnect",
+          `${what}; reconnecting at once with a fresh token`,
+          error,
+        );
         this.#dial();
         return;
       }
@@ -770,6 +772,7 @@ export class Connection {
     }
     if (this.#slots.size === 0) {
       this.#phase = "idle";
+      this.#log("debug", "connection.state", `${what}; no session needs it`);
       return;
     }
     const delay = Math.max(
@@ -790,10 +793,10 @@ export class Connection {
     this.#phase = "waiting";
     this.#retryTimer.start(() => this.#dial(), delay);
     this.#log(
-      "info",
+      "warn",
       "connection.retry",
-      `Retry ${retry.attempt} in ${delay} ms`,
-      retry.lastError,
+      `${what}; retry ${retry.attempt} in ${delay} ms`,
+      error,
     );
     for (const slot of [...this.#slots.values()]) {
       if (this.#retry !== retry) return;
@@ -802,6 +805,7 @@ export class Connection {
   }
 
   #fail(error: SyncError): void {
+    this.#log("error", "connection.failed", error.message, error);
     this.#phase = "idle";
     this.#failures = 0;
     this.#backoffExponent = 0;

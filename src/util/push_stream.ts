@@ -12,7 +12,8 @@ export interface PushStreamOptions {
   signal?: AbortSignal | undefined;
   /**
    * Runs once when the stream is done with its source: closed, errored,
-   * cancelled by the reader (`break` out of `for await`) or aborted.
+   * cancelled by the reader (`break` out of `for await`) or aborted. Not run
+   * for a signal already aborted at construction (check `isDetached`).
    */
   onDetach?: (() => void) | undefined;
 }
@@ -49,6 +50,9 @@ export class PushStream<T> {
     const signal = options.signal;
     if (signal !== undefined) {
       if (signal.aborted) {
+        // Nothing was registered yet, so there is nothing to detach from:
+        // the caller sees `isDetached` and registers nothing.
+        this.#onDetach = undefined;
         this.#end();
       } else {
         const listener = () => this.#end();

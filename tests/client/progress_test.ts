@@ -375,3 +375,60 @@ Deno.test("ProgressTracker estimates stay in [0, 1], never fall within forCurren
     }
   }
 });
+
+Deno.test("ProgressTracker reproduces the worked sequences of docs/CLIENT.md", () => {
+  const upload = new ProgressTracker();
+  upload.localCommitted(1, 100);
+  upload.localCommitted(2, 200);
+  const uploadIndefinitely = record(upload, "upload", "reportIndefinitely");
+  const uploadOutstanding = record(
+    upload,
+    "upload",
+    "forCurrentlyOutstandingWork",
+  );
+  upload.localCommitted(3, 50);
+  upload.publish();
+  upload.acknowledged(1);
+  upload.publish();
+  upload.acknowledged(3);
+  upload.publish();
+  assert.deepEqual(uploadIndefinitely.events, [
+    [0, 300, 0],
+    [0, 350, 0],
+    [100, 350, 100 / 350],
+    [350, 350, 1],
+  ]);
+  assert.deepEqual(uploadOutstanding.events, [
+    [0, 300, 0],
+    [100, 300, 1 / 3],
+    [300, 300, 1],
+    "end",
+  ]);
+
+  const download = new ProgressTracker();
+  const downloadIndefinitely = record(
+    download,
+    "download",
+    "reportIndefinitely",
+  );
+  const downloadOutstanding = record(
+    download,
+    "download",
+    "forCurrentlyOutstandingWork",
+  );
+  for (const [frame, toCome] of [[100, 300], [100, 900], [200, 0]] as const) {
+    download.downloaded(frame, toCome);
+    download.publish();
+  }
+  assert.deepEqual(downloadIndefinitely.events, [
+    [100, 400, 0.25],
+    [200, 1100, 200 / 1100],
+    [400, 400, 1],
+  ]);
+  assert.deepEqual(downloadOutstanding.events, [
+    [100, 400, 0.25],
+    [200, 400, 0.5],
+    [400, 400, 1],
+    "end",
+  ]);
+});

@@ -124,3 +124,35 @@ Deno.test("Realm opening one path twice gives two handles on one session; the re
     await client.app.close();
   }
 });
+
+Deno.test("Realm and SyncSession streams opened with an already-aborted signal are empty and register nothing", async () => {
+  await using server = await startTestServer();
+  const client = await anonymousClient(server.url);
+  try {
+    await using realm = await client.user.openRealm({
+      path: "/~/aborted",
+      waitForDownload: true,
+    });
+    const signal = AbortSignal.abort(new Error("already"));
+    assert.deepEqual(await collect(realm.changes({ signal })), []);
+    assert.deepEqual(
+      await collect(realm.syncSession.connectionStateChanges({ signal })),
+      [],
+    );
+    assert.deepEqual(
+      await collect(
+        realm.syncSession.getProgressStream("upload", "reportIndefinitely", {
+          signal,
+        }),
+      ),
+      [],
+    );
+    // Still fully usable.
+    await realm.write((tx) => tx.put("T", "x", {}));
+    await realm.syncSession.waitForUpload({
+      signal: AbortSignal.timeout(5_000),
+    });
+  } finally {
+    await client.app.close();
+  }
+});

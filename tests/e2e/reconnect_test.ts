@@ -326,3 +326,87 @@ Deno.test("Connection reconnect.maxAttempts failed attempts in a row put the ses
     await client.app.close();
   }
 });
+
+Deno.test("App an `online` event (browsers) retries a waiting connection at once", async () => {
+  await withDataDir(async (kv) => {
+    const first = await startTestServer({ kv });
+    const port = first.server.addr.port;
+    const client = await anonymousClient(first.url, {
+      reconnect: { minDelayMs: 600_000, maxDelayMs: 600_000 },
+      random: () => 0.9,
+    });
+    try {
+      const realm = await client.user.openRealm({
+        path: "/~/online",
+        waitForDownload: true,
+      });
+      const lost = nextChange(
+        realm.syncSession,
+        (change) => change.retry !== undefined,
+      );
+      await first.server.shutdown();
+      await lost;
+      await using second = await startTestServer({ kv, port });
+      const connected = nextChange(
+        realm.syncSession,
+        (change) => change.current === "connected",
+        AbortSignal.timeout(5_000),
+      );
+      globalThis.dispatchEvent(new Event("online"));
+      await connected;
+      void second;
+      await realm.close();
+    } finally {
+      await client.app.close();
+    }
+  });
+});
+
+Deno.test("SyncSession connectionState and the change stream always agree", async () => {
+  await withDataDir(async (kv) => {
+    const first = await startTestServer({ kv });
+    const port = first.server.addr.port;
+    const client = await anonymousClient(first.url);
+    try {
+      const realm = await client.user.openRealm({ path: "/~/agree" });
+      const session = realm.syncSession;
+      const seen: string[] = [];
+      const controller = new AbortController();
+      const reading = (async () => {
+        for await (
+          const change of session.connectionStateChanges({
+            signal: controller.signal,
+          })
+        ) {
+          // Read as each change is delivered: the getter says the same or
+          // has already moved on to a later state that is also reported.
+          seen.push(change.current);
+        }
+      })();
+      await session.waitForDownload({ signal: AbortSignal.timeout(5_000) });
+      session.pause();
+      session.resume();
+      await session.waitForDownload({ signal: AbortSignal.timeout(5_000) });
+      await first.server.shutdown();
+      await using second = await startTestServer({ kv, port });
+      await session.waitForDownload({ signal: AbortSignal.timeout(10_000) });
+      controller.abort();
+      await reading;
+      void second;
+      // Every transition once, in order, ending where the getter is.
+      assert.equal(seen.at(-1), session.connectionState);
+      for (let index = 1; index < seen.length; index++) {
+        assert.notEqual(seen[index], seen[index - 1]);
+      }
+      assert.deepEqual(seen.slice(0, 4), [
+        "connected",
+        "disconnected",
+        "connecting",
+        "connected",
+      ]);
+      await realm.close();
+    } finally {
+      await client.app.close();
+    }
+  });
+});
