@@ -1,5 +1,11 @@
 // This module is browser compatible.
 
+import {
+  COMPRESSION_THRESHOLD,
+  compressFrame,
+  decompressFrame,
+  isCompressedFrame,
+} from "../protocol/compression.ts";
 import { decodeMessage } from "../protocol/decode.ts";
 import { encodeMessage } from "../protocol/encode.ts";
 import {
@@ -78,8 +84,17 @@ export interface SessionChannel {
    * binding is gone.
    */
   send(message: ClientMessage): number;
-  /** Sends a frame encoded by the caller; returns its size, or 0. */
-  sendFrame(frame: Uint8Array<ArrayBuffer>): number;
+  /**
+   * Sends an UPLOAD frame encoded by the caller, compressed when that pays
+   * (frames of at least `COMPRESSION_THRESHOLD` bytes). Frames leave in call
+   * order. Returns false when the binding is gone.
+   *
+   * @param onSent Told the size that went on the wire.
+   */
+  sendUpload(
+    frame: Uint8Array<ArrayBuffer>,
+    onSent: (wireBytes: number) => void,
+  ): boolean;
 }
 
 /** What a connection tells the sessions attached to it. */
@@ -159,12 +174,20 @@ class Channel implements SessionChannel {
   readonly sessionId: number;
   readonly maxMessageBytes: number;
   isOpen = true;
-  #send: (frame: Uint8Array<ArrayBuffer>) => number;
+  #send: (
+    frame: Uint8Array<ArrayBuffer>,
+    compress: boolean,
+    onSent?: (wireBytes: number) => void,
+  ) => number;
 
   constructor(
     sessionId: number,
     maxMessageBytes: number,
-    send: (frame: Uint8Array<ArrayBuffer>) => number,
+    send: (
+      frame: Uint8Array<ArrayBuffer>,
+      compress: boolean,
+      onSent?: (wireBytes: number) => void,
+    ) => number,
   ) {
     this.sessionId = sessionId;
     this.maxMessageBytes = maxMessageBytes;
@@ -172,11 +195,14 @@ class Channel implements SessionChannel {
   }
 
   send(message: ClientMessage): number {
-    return this.isOpen ? this.#send(encodeMessage(message)) : 0;
+    return this.isOpen ? this.#send(encodeMessage(message), false) : 0;
   }
 
-  sendFrame(frame: Uint8Array<ArrayBuffer>): number {
-    return this.isOpen ? this.#send(frame) : 0;
+  sendUpload(
+    frame: Uint8Array<ArrayBuffer>,
+    onSent: (wireBytes: number) => void,
+  ): boolean {
+    return this.isOpen && this.#send(frame, true, onSent) > 0;
   }
 }
 
@@ -248,6 +274,8 @@ export class Connection {
   #retry: RetryInfo | undefined;
   #lastError: SyncError | undefined;
   #closing = new Set<Promise<void>>();
+  #inflating: Promise<void> | undefined;
+  #outbound: Promise<void> | undefined;
   #bytesSent = 0;
   #bytesReceived = 0;
   #connects = 0;
@@ -445,7 +473,7 @@ export class Connection {
     const channel = new Channel(
       sessionId,
       this.#maxMessageBytes,
-      (frame) => this.#sendBytes(frame),
+      (frame, compress, onSent) => this.#sendBytes(frame, compress, onSent),
     );
     slot.channel = channel;
     this.#bySessionId.set(sessionId, slot);
@@ -544,17 +572,63 @@ export class Connection {
     const bytes = new Uint8Array(data);
     this.#bytesReceived += bytes.byteLength;
     this.#keepalive.noteInbound();
-    let message;
-    try {
-      message = decodeMessage(bytes);
-    } catch (error) {
-      if (!(error instanceof ProtocolError)) throw error;
-      this.#lost(
-        new SyncError("protocol_violation", error.message, { cause: error }),
-      );
+    if (this.#inflating === undefined && !isCompressedFrame(bytes)) {
+      this.#decodeAndDispatch(bytes, bytes.byteLength, token);
       return;
     }
-    this.#dispatch(message as ServerMessage, bytes.byteLength, token);
+    // A compressed frame inflates asynchronously; frames behind it wait
+    // their turn so messages are handled in the order they arrived.
+    const attempt = this.#attempt;
+    const previous = this.#inflating ?? Promise.resolve();
+    const inflating: Promise<void> = previous.then(async () => {
+      if (this.#attempt !== attempt) return;
+      let frame: Uint8Array;
+      try {
+        frame = await decompressFrame(bytes);
+      } catch (error) {
+        if (this.#attempt !== attempt) return;
+        this.#protocolFailure(error);
+        return;
+      }
+      if (this.#attempt !== attempt) return;
+      // Progress counts the bytes that crossed the wire.
+      this.#decodeAndDispatch(frame, bytes.byteLength, token);
+    });
+    this.#inflating = inflating;
+    const settled = () => {
+      if (this.#inflating === inflating) this.#inflating = undefined;
+    };
+    inflating.then(settled, (error) => {
+      settled();
+      if (this.#attempt === attempt) this.#protocolFailure(error);
+    });
+  }
+
+  #decodeAndDispatch(
+    frame: Uint8Array,
+    wireBytes: number,
+    token: AccessToken,
+  ): void {
+    let message;
+    try {
+      message = decodeMessage(frame);
+    } catch (error) {
+      this.#protocolFailure(error);
+      return;
+    }
+    this.#dispatch(message as ServerMessage, wireBytes, token);
+  }
+
+  #protocolFailure(error: unknown): void {
+    this.#lost(
+      new SyncError(
+        "protocol_violation",
+        error instanceof ProtocolError
+          ? error.message
+          : `Cannot handle a frame: ${String(error)}`,
+        { cause: error },
+      ),
+    );
   }
 
   #dispatch(message: ServerMessage, bytes: number, token: AccessToken): void {
@@ -685,11 +759,44 @@ export class Connection {
     return this.#sendBytes(encodeMessage(message));
   }
 
-  #sendBytes(frame: Uint8Array<ArrayBuffer>): number {
+  /**
+   * Sends a frame now, or — behind a frame still being compressed — as soon
+   * as the frames before it have gone, so frames always leave in call order.
+   * Returns the frame's uncompressed size, or 0 when there is no open socket.
+   */
+  #sendBytes(
+    frame: Uint8Array<ArrayBuffer>,
+    compress = false,
+    onSent?: (wireBytes: number) => void,
+  ): number {
     const socket = this.#socket;
     if (socket === undefined || socket.readyState !== 1) return 0;
-    socket.send(frame);
-    this.#bytesSent += frame.byteLength;
+    const worthCompressing = compress &&
+      frame.byteLength >= COMPRESSION_THRESHOLD;
+    if (!worthCompressing && this.#outbound === undefined) {
+      socket.send(frame);
+      this.#bytesSent += frame.byteLength;
+      onSent?.(frame.byteLength);
+      return frame.byteLength;
+    }
+    const attempt = this.#attempt;
+    const prepared = worthCompressing
+      ? compressFrame(frame).catch(() => frame)
+      : Promise.resolve(frame);
+    const previous = this.#outbound ?? Promise.resolve();
+    const sending: Promise<void> = Promise.all([previous, prepared]).then(
+      ([, wire]) => {
+        if (this.#attempt !== attempt || socket.readyState !== 1) return;
+        socket.send(wire);
+        this.#bytesSent += wire.byteLength;
+        onSent?.(wire.byteLength);
+      },
+    );
+    this.#outbound = sending;
+    const settled = () => {
+      if (this.#outbound === sending) this.#outbound = undefined;
+    };
+    sending.then(settled, settled);
     return frame.byteLength;
   }
 
@@ -697,6 +804,8 @@ export class Connection {
   #teardown(): void {
     this.#attempt?.abort();
     this.#attempt = undefined;
+    this.#inflating = undefined;
+    this.#outbound = undefined;
     this.#connectTimer.stop();
     this.#refreshTimer.stop();
     this.#refreshFailures = 0;

@@ -1112,9 +1112,10 @@ export class SyncSession {
       return this.#sendUpload(channel, changesets.slice(0, half)) &&
         this.#sendUpload(channel, changesets.slice(half));
     }
-    const sent = channel.sendFrame(frame);
-    if (sent === 0) return false;
-    this.#bytesSent += sent;
+    const accepted = channel.sendUpload(frame, (wireBytes) => {
+      this.#bytesSent += wireBytes;
+    });
+    if (!accepted) return false;
     this.#sentThrough = changesets[changesets.length - 1]!.clientVersion;
     return true;
   }

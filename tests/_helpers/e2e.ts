@@ -2,6 +2,10 @@ import { App, type AppOptions } from "../../src/client/app.ts";
 import { Credentials } from "../../src/client/credentials.ts";
 import type { LogRecord } from "../../src/client/log.ts";
 import type { User } from "../../src/client/user.ts";
+import {
+  decompressFrame,
+  isCompressedFrame,
+} from "../../src/protocol/compression.ts";
 import { decodeMessage } from "../../src/protocol/decode.ts";
 import type { ServerMessage } from "../../src/protocol/messages.ts";
 
@@ -62,10 +66,16 @@ export function recordingWebSocket(): {
     count: number,
     signal: AbortSignal,
   ): Promise<void>;
+  /** Resolves once every compressed frame seen so far is recorded. */
+  settled(): Promise<void>;
 } {
   const frames: SeenFrame[] = [];
   const sockets: WebSocket[] = [];
   const watchers = new Set<() => void>();
+  // Compressed frames are recorded once inflated; frames behind one wait,
+  // so `frames` keeps the order they crossed the wire in.
+  let pending: Promise<void> = Promise.resolve();
+  let inflating = 0;
   const record = (frame: SeenFrame) => {
     frames.push(frame);
     for (const watcher of [...watchers]) watcher();
@@ -78,26 +88,35 @@ export function recordingWebSocket(): {
       super(url, protocols);
       sockets.push(this);
       this.addEventListener("message", (event) => {
-        const bytes = new Uint8Array(event.data as ArrayBuffer);
-        record({
-          direction: "in",
-          bytes: bytes.byteLength,
-          message: decodeMessage(bytes),
-        });
+        recordFrame("in", new Uint8Array(event.data as ArrayBuffer).slice());
       });
     }
     override send(
       data: string | ArrayBufferLike | Blob | ArrayBufferView,
     ): void {
-      const bytes = data as Uint8Array;
-      record({
-        direction: "out",
-        bytes: bytes.byteLength,
-        message: decodeMessage(bytes),
-      });
+      recordFrame("out", (data as Uint8Array).slice());
       super.send(data);
     }
   }
+  const recordFrame = (direction: "in" | "out", bytes: Uint8Array) => {
+    if (!isCompressedFrame(bytes) && inflating === 0) {
+      record({
+        direction,
+        bytes: bytes.byteLength,
+        message: decodeMessage(bytes),
+      });
+      return;
+    }
+    inflating++;
+    pending = pending.then(async () => {
+      record({
+        direction,
+        bytes: bytes.byteLength,
+        message: decodeMessage(await decompressFrame(bytes)),
+      });
+      inflating--;
+    });
+  };
   const waitFor = (
     predicate: (frame: SeenFrame) => boolean,
     count: number,
@@ -120,7 +139,13 @@ export function recordingWebSocket(): {
       watchers.add(check);
       signal.addEventListener("abort", abort, { once: true });
     });
-  return { WebSocket: RecordingWebSocket, frames, sockets, waitFor };
+  return {
+    WebSocket: RecordingWebSocket,
+    frames,
+    sockets,
+    waitFor,
+    settled: () => pending,
+  };
 }
 
 /** Collects a stream's values until it ends (bounded by the signal). */

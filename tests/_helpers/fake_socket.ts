@@ -1,3 +1,7 @@
+import {
+  decompressFrame,
+  isCompressedFrame,
+} from "../../src/protocol/compression.ts";
 import { decodeMessage } from "../../src/protocol/decode.ts";
 import { encodeMessage } from "../../src/protocol/encode.ts";
 import {
@@ -39,8 +43,26 @@ export class FakeWebSocket extends EventTarget {
     if (this.readyState !== 1) {
       throw new Error("send() on a socket that is not open");
     }
-    this.sent.push(decodeMessage(data) as ClientMessage);
-    this.sentBytes.push(data.byteLength);
+    const bytes = data.slice();
+    if (!isCompressedFrame(bytes) && this.#inflating === 0) {
+      this.#record(bytes, bytes.byteLength);
+      return;
+    }
+    // A compressed frame is recorded once inflated; frames sent after it
+    // wait, so `sent` keeps the order they were sent in.
+    this.#inflating++;
+    this.#pending = this.#pending.then(async () => {
+      this.#record(await decompressFrame(bytes), bytes.byteLength);
+      this.#inflating--;
+    });
+  }
+
+  #pending: Promise<void> = Promise.resolve();
+  #inflating = 0;
+
+  #record(frame: Uint8Array, wireBytes: number): void {
+    this.sent.push(decodeMessage(frame) as ClientMessage);
+    this.sentBytes.push(wireBytes);
     this.#sockets.onSend?.(this);
   }
 

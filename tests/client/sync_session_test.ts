@@ -8,6 +8,8 @@ import type { Progress } from "../../src/client/progress.ts";
 import { SyncError } from "../../src/client/sync_error.ts";
 import type { ConnectionStateChange } from "../../src/client/sync_session.ts";
 import { errorCodeNumber } from "../../src/protocol/error_codes.ts";
+import { compressFrame } from "../../src/protocol/compression.ts";
+import { encodeMessage } from "../../src/protocol/encode.ts";
 import { MessageType } from "../../src/protocol/messages.ts";
 import {
   acceptConnection,
@@ -748,4 +750,76 @@ Deno.test("SyncSession app.close() leaves no timer behind and is safe twice", as
   assert.equal(clock.pending, 0);
   assert.equal(realm.isClosed, true);
   await assert.rejects(app.logIn(Credentials.anonymous()), TypeError);
+});
+
+Deno.test("SyncSession handles compressed DOWNLOAD frames in arrival order, counting the bytes on the wire", async () => {
+  const { app, realm, socket, sessionId, session } = await openBound();
+  try {
+    const frame = encodeMessage({
+      type: MessageType.Download,
+      sessionId,
+      serverVersion: 1,
+      lastIntegratedClientVersion: 0,
+      downloadableBytes: 0,
+      changesets: [remoteChangeset(1, 200)],
+    });
+    const compressed = await compressFrame(frame, { threshold: 0 });
+    assert.ok(compressed.length < frame.length);
+    const progress = recorder();
+    session.addProgressNotification(
+      "download",
+      "reportIndefinitely",
+      progress.callback,
+    );
+    let downloaded = false;
+    const waiting = session.waitForDownload().then(() => {
+      downloaded = true;
+      // The MARK reply arrived right behind the compressed DOWNLOAD, but
+      // is handled after it.
+      assert.equal(realm.objects("R").length, 200);
+    });
+    await flush();
+    const mark = socket.sentOf(MessageType.Mark).at(-1)!;
+    socket.dispatchEvent(
+      new MessageEvent("message", { data: compressed.buffer }),
+    );
+    socket.receive({
+      type: MessageType.MarkReply,
+      sessionId,
+      requestId: mark.requestId,
+    });
+    await waiting;
+    assert.equal(downloaded, true);
+    assert.deepEqual(progress.events.at(-1), [
+      compressed.length,
+      compressed.length,
+      1,
+    ]);
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("SyncSession a compressed frame that does not inflate is a fatal protocol_violation", async () => {
+  const { app, socket, session } = await openBound();
+  try {
+    const broken = new Uint8Array([
+      MessageType.Download | 0x80,
+      0xff,
+      0xff,
+      0xff,
+      0x00,
+    ]);
+    const failed = assert.rejects(
+      session.waitForDownload(),
+      (error) =>
+        error instanceof SyncError && error.code === "protocol_violation",
+    );
+    await flush();
+    socket.dispatchEvent(new MessageEvent("message", { data: broken.buffer }));
+    await failed;
+    assert.equal(session.state, "error");
+  } finally {
+    await app.close();
+  }
 });

@@ -110,6 +110,7 @@ Deno.test("SyncSession download progress over real sockets: both modes asserted 
     );
     await session.waitForDownload({ signal: AbortSignal.timeout(20_000) });
     assert.equal(realm.objects("Item").length, 4_000);
+    await recording.settled();
     const downloads = downloadsFor(
       recording.frames,
       bindOf(recording.frames, "/shared/p"),
@@ -203,6 +204,7 @@ Deno.test("SyncSession upload progress over real sockets: both modes in full; tr
     session.resume();
     await session.waitForUpload({ signal: AbortSignal.timeout(10_000) });
     await new Promise((resolve) => queueMicrotask(() => resolve(undefined)));
+    await recording.settled();
     // Sizes of the uploaded changesets, and the acknowledgements received.
     const sizes = new Map<number, number>();
     for (const frame of recording.frames.slice(mark)) {
