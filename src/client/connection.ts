@@ -1,8 +1,8 @@
 // This module is browser compatible.
 
 import {
-  COMPRESSION_THRESHOLD,
   compressFrame,
+  COMPRESSION_THRESHOLD,
   decompressFrame,
   isCompressedFrame,
 } from "../protocol/compression.ts";
@@ -103,8 +103,16 @@ export interface ConnectionClient {
   connectionConnecting(): void;
   /** The socket is up: bind on this channel. */
   connectionOpened(channel: SessionChannel): void;
-  /** A message for this session arrived (`bytes`: its frame size). */
-  connectionMessage(message: ServerMessage, bytes: number): void;
+  /**
+   * A message for this session arrived: `frameBytes` is the size of its
+   * frame (inflated, when it came compressed), `wireBytes` what crossed the
+   * wire.
+   */
+  connectionMessage(
+    message: ServerMessage,
+    frameBytes: number,
+    wireBytes: number,
+  ): void;
   /**
    * The socket is gone. `error` is why (undefined for a requested stop);
    * `retry` is the scheduled reconnect, if any.
@@ -591,7 +599,6 @@ export class Connection {
         return;
       }
       if (this.#attempt !== attempt) return;
-      // Progress counts the bytes that crossed the wire.
       this.#decodeAndDispatch(frame, bytes.byteLength, token);
     });
     this.#inflating = inflating;
@@ -616,7 +623,12 @@ export class Connection {
       this.#protocolFailure(error);
       return;
     }
-    this.#dispatch(message as ServerMessage, wireBytes, token);
+    this.#dispatch(
+      message as ServerMessage,
+      frame.byteLength,
+      wireBytes,
+      token,
+    );
   }
 
   #protocolFailure(error: unknown): void {
@@ -631,7 +643,12 @@ export class Connection {
     );
   }
 
-  #dispatch(message: ServerMessage, bytes: number, token: AccessToken): void {
+  #dispatch(
+    message: ServerMessage,
+    frameBytes: number,
+    wireBytes: number,
+    token: AccessToken,
+  ): void {
     if (this.#phase === "connecting") {
       if (message.type === MessageType.HandshakeReply) {
         this.#handshaken(message, token);
@@ -670,7 +687,7 @@ export class Connection {
     }
     const slot = this.#bySessionId.get(message.sessionId!);
     // Messages for a session that has since unbound are expected; drop them.
-    slot?.client.connectionMessage(message, bytes);
+    slot?.client.connectionMessage(message, frameBytes, wireBytes);
   }
 
   #handshaken(message: HandshakeReplyMessage, token: AccessToken): void {

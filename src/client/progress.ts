@@ -179,8 +179,10 @@ function report(transferred: number, transferable: number): Progress {
  * - upload transferred = bytes of local changesets the server acknowledged
  *   since the session started; transferable = that + bytes not yet
  *   acknowledged;
- * - download transferred = bytes of DOWNLOAD frames carrying changesets;
- *   transferable = that + the server's last `downloadableBytes`.
+ * - download transferred = bytes of DOWNLOAD frames carrying changesets
+ *   (their inflated size when they arrive compressed, the unit the server's
+ *   `downloadableBytes` counts in); transferable = that + the server's last
+ *   `downloadableBytes`.
  */
 export class ProgressTracker {
   #uploadAcknowledged = 0;

@@ -416,7 +416,8 @@ export class SyncSession {
     this.#client = {
       connectionConnecting: () => this.#onConnecting(),
       connectionOpened: (channel) => this.#onOpened(channel),
-      connectionMessage: (message, bytes) => this.#onMessage(message, bytes),
+      connectionMessage: (message, frameBytes, wireBytes) =>
+        this.#onMessage(message, frameBytes, wireBytes),
       connectionLost: (error, retry) => this.#onLost(error, retry),
       connectionFailed: (error) => this.#fail(error, false),
     };
@@ -886,9 +887,13 @@ export class SyncSession {
     this.#transition("disconnected", error, retry);
   }
 
-  #onMessage(message: ServerMessage, bytes: number): void {
+  #onMessage(
+    message: ServerMessage,
+    frameBytes: number,
+    wireBytes: number,
+  ): void {
     if (this.#channel === undefined) return;
-    this.#bytesReceived += bytes;
+    this.#bytesReceived += wireBytes;
     // The first answer for this session means the server accepted the bind
     // (a refusal arrives as an ERROR, which is not "connected").
     if (
@@ -901,7 +906,7 @@ export class SyncSession {
     }
     const channel = this.#channel;
     this.#inbound = this.#inbound
-      .then(() => this.#handle(message, bytes, channel))
+      .then(() => this.#handle(message, frameBytes, channel))
       .catch((error) => this.#handlingFailed(error));
   }
 
@@ -944,9 +949,10 @@ export class SyncSession {
     await Promise.resolve();
   }
 
+  /** `frameBytes`: the (inflated) frame size, the unit of download progress. */
   async #handle(
     message: ServerMessage,
-    bytes: number,
+    frameBytes: number,
     channel: SessionChannel,
   ): Promise<void> {
     switch (message.type) {
@@ -961,7 +967,7 @@ export class SyncSession {
       case MessageType.Download: {
         const { acknowledged } = await this.#local.integrate(message);
         this.#tracker.downloaded(
-          message.changesets.length > 0 ? bytes : 0,
+          message.changesets.length > 0 ? frameBytes : 0,
           message.downloadableBytes,
         );
         this.#tracker.acknowledged(acknowledged);

@@ -752,7 +752,7 @@ Deno.test("SyncSession app.close() leaves no timer behind and is safe twice", as
   await assert.rejects(app.logIn(Credentials.anonymous()), TypeError);
 });
 
-Deno.test("SyncSession handles compressed DOWNLOAD frames in arrival order, counting the bytes on the wire", async () => {
+Deno.test("SyncSession handles compressed DOWNLOAD frames in arrival order: progress counts inflated frames, stats the wire", async () => {
   const { app, realm, socket, sessionId, session } = await openBound();
   try {
     const frame = encodeMessage({
@@ -780,21 +780,24 @@ Deno.test("SyncSession handles compressed DOWNLOAD frames in arrival order, coun
     });
     await flush();
     const mark = socket.sentOf(MessageType.Mark).at(-1)!;
+    const receivedBefore = session.stats().bytesReceived;
     socket.dispatchEvent(
       new MessageEvent("message", { data: compressed.buffer }),
     );
-    socket.receive({
+    const replySize = socket.receive({
       type: MessageType.MarkReply,
       sessionId,
       requestId: mark.requestId,
     });
     await waiting;
     assert.equal(downloaded, true);
-    assert.deepEqual(progress.events.at(-1), [
-      compressed.length,
-      compressed.length,
-      1,
-    ]);
+    // Progress counts the frame the compressed bytes stand for; stats
+    // count what crossed the wire.
+    assert.deepEqual(progress.events.at(-1), [frame.length, frame.length, 1]);
+    assert.equal(
+      session.stats().bytesReceived - receivedBefore,
+      compressed.length + replySize,
+    );
   } finally {
     await app.close();
   }

@@ -4,7 +4,10 @@
 import assert from "node:assert/strict";
 import type { Progress } from "../../src/client/progress.ts";
 import { SyncError } from "../../src/client/sync_error.ts";
-import { encodeUploadChangeset } from "../../src/protocol/encode.ts";
+import {
+  encodeMessage,
+  encodeUploadChangeset,
+} from "../../src/protocol/encode.ts";
 import {
   type DownloadMessage,
   MessageType,
@@ -380,5 +383,62 @@ Deno.test("SyncSession on an errored session addProgressNotification returns nul
   } finally {
     await owner.app.close();
     await client.app.close();
+  }
+});
+
+Deno.test("SyncSession bootstraps from a server that deflates DOWNLOAD frames: progress in inflated frame bytes, stats in wire bytes", async () => {
+  await using server = await startTestServer({
+    permissions: () => "readwrite",
+    compression: true,
+    downloadBatchBytes: 32 * 1024,
+  });
+  await seed(server.url, 10, 400);
+  const recording = recordingWebSocket();
+  const reader = await anonymousClient(server.url, {
+    WebSocket: recording.WebSocket,
+  });
+  try {
+    const seen: Progress[] = [];
+    const realm = await reader.user.openRealm({
+      path: "/shared/p",
+      waitForDownload: true,
+      onProgress: (p) => seen.push(p),
+      signal: AbortSignal.timeout(20_000),
+    });
+    assert.equal(realm.objects("Item").length, 4_000);
+    await recording.settled();
+    const downloads = downloadsFor(
+      recording.frames,
+      bindOf(recording.frames, "/shared/p"),
+    ).filter((d) => d.message.changesets.length > 0);
+    assert.ok(downloads.length >= 3);
+    const wire = downloads.reduce((sum, d) => sum + d.bytes, 0);
+    const inflated = downloads.reduce(
+      (sum, d) => sum + encodeMessage(d.message).byteLength,
+      0,
+    );
+    // Deflated on the wire.
+    assert.ok(wire < inflated, `${wire} < ${inflated}`);
+    // Progress is in the unit of the server's downloadableBytes (inflated
+    // frames; the server's figure is an estimate within a few bytes), so the
+    // bar moves steadily and ends exactly at the captured total.
+    const captured = seen[0]!.transferableBytes;
+    assert.ok(
+      Math.abs(captured - inflated) < inflated / 100,
+      `${captured} ≈ ${inflated}`,
+    );
+    assert.deepEqual(seen.at(-1), {
+      transferredBytes: captured,
+      transferableBytes: captured,
+      progressEstimate: 1,
+      isTransferComplete: true,
+    });
+    const estimates = seen.map((p) => p.progressEstimate);
+    assert.deepEqual(estimates, [...estimates].sort((a, b) => a - b));
+    assert.ok(estimates.some((e) => e > 0.3 && e < 0.9), `${estimates}`);
+    assert.ok(realm.syncSession.stats().bytesReceived < inflated);
+    await realm.close();
+  } finally {
+    await reader.app.close();
   }
 });
