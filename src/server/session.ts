@@ -92,8 +92,14 @@ export class Session implements HubMember {
   #inSnapshot = false;
   // Stored bytes of snapshot records not yet sent (0 outside the phase).
   #snapshotRemaining = 0;
-  // Cumulative history bytes the "still to download" figure counts from.
+  // Cumulative history bytes the "still to download" figure counts from,
+  // and the version they were counted at.
   #historyBase: number;
+  #historyBaseVersion: number;
+  // This session's own changesets beyond #historyBaseVersion (version →
+  // stored size): they are in the history's byte count but are never sent
+  // back, so "still to download" leaves them out.
+  #ownAhead = new Map<number, number>();
   #historyAvailable: boolean;
 
   /** @param init The session's parameters; see {@linkcode SessionInit}. */
@@ -108,6 +114,7 @@ export class Session implements HubMember {
     this.#historyAvailable = init.cursorBytes !== null;
     this.#cursorBytes = init.cursorBytes ?? 0;
     this.#historyBase = this.#cursorBytes;
+    this.#historyBaseVersion = this.#cursor;
     this.#lastAck = init.lastIntegratedClientVersion;
     this.#signal = AbortSignal.any([this.#controller.signal, init.lifetime]);
     this.#signal.addEventListener("abort", () => this.#release(), {
@@ -164,6 +171,11 @@ export class Session implements HubMember {
           if (this.closed) return;
           if (result.lastIntegratedClientVersion > this.#lastAck) {
             this.#lastAck = result.lastIntegratedClientVersion;
+          }
+          for (const item of result.integrated) {
+            if (item.version > this.#historyBaseVersion) {
+              this.#ownAhead.set(item.version, item.size);
+            }
           }
           this.#sendDownload(this.#cursor, this.#cursorBytes, []);
         },
@@ -298,7 +310,7 @@ export class Session implements HubMember {
       if (snapshot.version === this.#cursor && !this.#historyAvailable) {
         // Only the entry at the cursor is gone; what follows it is there.
         this.#cursorBytes = snapshot.historyBytes;
-        this.#historyBase = snapshot.historyBytes;
+        this.#setHistoryBase(snapshot.version, snapshot.historyBytes);
         this.#historyAvailable = true;
         return;
       }
@@ -323,7 +335,7 @@ export class Session implements HubMember {
   async #sendSnapshot(snapshot: SnapshotInfo): Promise<boolean> {
     this.#inSnapshot = true;
     this.#snapshotRemaining = snapshot.bytes;
-    this.#historyBase = snapshot.historyBytes;
+    this.#setHistoryBase(snapshot.version, snapshot.historyBytes);
     const budget = this.#init.downloadBatchBytes - DOWNLOAD_HEADER_BYTES;
     let batch: Instruction[] = [];
     let batchBytes = 0;
@@ -369,7 +381,7 @@ export class Session implements HubMember {
     if (this.closed) return;
     this.#cursor = version;
     this.#cursorBytes = cursorBytes;
-    if (!this.#inSnapshot) this.#historyBase = cursorBytes;
+    if (!this.#inSnapshot) this.#setHistoryBase(version, cursorBytes);
     this.#sentFirst = true;
     this.#init.transport.send({
       type: MessageType.Download,
@@ -382,8 +394,23 @@ export class Session implements HubMember {
   }
 
   #downloadableBytes(): number {
+    const head = this.#init.hub.head;
+    // Only own changesets the known head already counts are subtracted: the
+    // head may be noted (by the watch) before or after the acknowledgement.
+    let own = 0;
+    for (const [version, size] of this.#ownAhead) {
+      if (version <= head.version) own += size;
+    }
     return this.#snapshotRemaining +
-      Math.max(0, this.#init.hub.head.bytes - this.#historyBase);
+      Math.max(0, head.bytes - this.#historyBase - own);
+  }
+
+  #setHistoryBase(version: number, bytes: number): void {
+    this.#historyBase = bytes;
+    this.#historyBaseVersion = version;
+    for (const ownVersion of this.#ownAhead.keys()) {
+      if (ownVersion <= version) this.#ownAhead.delete(ownVersion);
+    }
   }
 
   #answerMarks(): void {

@@ -5,9 +5,14 @@ import {
 } from "../../src/protocol/error_codes.ts";
 import {
   type ClientIdentity,
+  type DownloadMessage,
   MessageType,
+  type ServerMessage,
   type UploadMessage,
 } from "../../src/protocol/messages.ts";
+import type { RealmHub } from "../../src/server/realm_hub.ts";
+import { Session } from "../../src/server/session.ts";
+import type { IntegrateResult } from "../../src/server/storage/history.ts";
 import type { UploadChangeset } from "../../src/model/changeset.ts";
 import type { ServeSyncOptions } from "../../server.ts";
 import { put, remove, update, upload } from "../_helpers/changesets.ts";
@@ -92,6 +97,11 @@ Deno.test("UPLOAD is acknowledged at once and fanned out to another connection",
   assert.equal(ack.lastIntegratedClientVersion, 1);
   assert.equal(ack.serverVersion, 0, "the ack does not move the cursor itself");
   assert.deepEqual(ack.changesets, []);
+  assert.equal(
+    ack.downloadableBytes,
+    0,
+    "the writer's own changeset is never sent back, so it is not still to download",
+  );
 
   const pushed = await reader.expect(MessageType.Download);
   assert.equal(pushed.sessionId, 9);
@@ -107,6 +117,7 @@ Deno.test("UPLOAD is acknowledged at once and fanned out to another connection",
   const own = await writer.expect(MessageType.Download);
   assert.equal(own.serverVersion, 1);
   assert.deepEqual(own.changesets, []);
+  assert.equal(own.downloadableBytes, 0);
   assert.equal(test.server.stats().changesetsIntegrated, 1);
 });
 
@@ -664,4 +675,77 @@ Deno.test("shutdown gives up on work that never finishes after shutdownTimeoutMs
   await test.server.shutdown();
   assert.ok(test.logs.some((record) => record.event === "shutdown_forced"));
   assert.equal((await client.closed).code, 1001);
+});
+
+Deno.test("an acknowledgement never counts the uploader's own changesets as still to download, whether the head was noted before or after it", async (t) => {
+  // A scripted hub makes the two interleavings deterministic: in one process
+  // the realm head reaches the hub through kv.watch, which may run before or
+  // after the upload's own continuation sends the acknowledgement.
+  for (const headNotedFirst of [false, true]) {
+    await t.step(
+      `head noted ${headNotedFirst ? "before" : "after"} the ack`,
+      async () => {
+        const sent: ServerMessage[] = [];
+        let head = { version: 4, bytes: 400 };
+        const hub = {
+          get head() {
+            return head;
+          },
+          snapshotsEnabled: false,
+          attach() {},
+          detach() {
+            return true;
+          },
+          read: () => new Promise<never>(() => {}),
+          integrate(
+            _identity: ClientIdentity,
+            _changesets: unknown,
+            _signal: AbortSignal,
+            beforeFanOut: (result: IntegrateResult) => void,
+          ) {
+            const own = { version: 5, size: 30, cumulativeBytes: 430 };
+            const result = {
+              lastIntegratedClientVersion: 1,
+              head: { version: 5, bytes: 430 },
+              integrated: [{ ...own, identity: 7, clientVersion: 1 }],
+            } as unknown as IntegrateResult;
+            if (headNotedFirst) head = result.head;
+            beforeFanOut(result);
+            head = result.head;
+            return Promise.resolve(result);
+          },
+        };
+        const lifetime = new AbortController();
+        const session = new Session({
+          id: 1,
+          path: "/u/r",
+          userId: "u",
+          identity: { id: 7, salt: 1 },
+          permission: "readwrite",
+          hub: hub as unknown as RealmHub,
+          transport: {
+            send: (message) => sent.push(message),
+            bufferedAmount: () => 0,
+            failSession: () => {},
+          },
+          downloadCursor: 4,
+          cursorBytes: 400,
+          lastIntegratedClientVersion: 0,
+          downloadBatchBytes: 64 * 1024,
+          highWaterBytes: 1024 * 1024,
+          lifetime: lifetime.signal,
+          commitSignal: lifetime.signal,
+          log: () => {},
+        });
+        await session.upload([upload(1, [put("Task", "a", { n: 1 })])]);
+        assert.equal(sent.length, 1);
+        const ack = sent[0] as DownloadMessage;
+        assert.equal(ack.lastIntegratedClientVersion, 1);
+        assert.equal(ack.serverVersion, 4);
+        assert.equal(ack.downloadableBytes, 0);
+        lifetime.abort();
+        await session.close();
+      },
+    );
+  }
 });
