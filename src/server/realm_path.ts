@@ -1,13 +1,25 @@
 /**
  * Realm paths as clients write them (ARCHITECTURE.md "Session flow"): they
- * start with `/`, and are made of segments of `[A-Za-z0-9_.~-]`, none empty,
- * `.` or `..`. A segment that is exactly `~` stands for the user's own id.
+ * start with `/`, and are made of segments, none empty, `.` or `..`, each a
+ * run of any characters but `/`, white space and control characters (so a
+ * JWT subject such as `auth0|5f…` or `ada@example.com` can be a segment). A
+ * segment that is exactly `~` stands for the user's own id.
  */
 
 /** Longest realm path accepted after `~` is replaced, in characters. */
 export const MAX_REALM_PATH_LENGTH = 512;
 
-const SEGMENT = /^[A-Za-z0-9_.~-]+$/;
+// Everything but "/", white space and control characters: a segment must
+// not hide a separator, and must read the same in a log line.
+const SEGMENT = /^[^/\s\p{Cc}]+$/u;
+
+/**
+ * Returns whether `segment` may be one segment of a realm path: non-empty,
+ * not `.` or `..`, with no `/`, white space or control character.
+ */
+export function isValidSegment(segment: string): boolean {
+  return SEGMENT.test(segment) && segment !== "." && segment !== "..";
+}
 
 /** The result of {@linkcode resolveRealmPath}. */
 export type ResolvedPath =
@@ -28,14 +40,12 @@ export function resolveRealmPath(path: string, userId: string): ResolvedPath {
   }
   const segments = path.slice(1).split("/");
   for (const segment of segments) {
-    if (
-      !SEGMENT.test(segment) || segment === "." || segment === ".."
-    ) {
+    if (!isValidSegment(segment)) {
       return {
         ok: false,
         reason: `Path ${JSON.stringify(path)} has an invalid segment ${
           JSON.stringify(segment)
-        } (segments are non-empty runs of A-Z a-z 0-9 _ . ~ -, not "." or "..")`,
+        } (segments are non-empty, not "." or "..", without "/", white space or control characters)`,
       };
     }
   }

@@ -1,5 +1,6 @@
 import { importHmacKey, type JwtClaims, signJwt, verifyJwt } from "./jwt.ts";
 import { signingKeyKey } from "./storage/keys.ts";
+import { isValidSegment } from "./realm_path.ts";
 import {
   backoffDelayMs,
   delay,
@@ -49,18 +50,20 @@ export interface TokenSettings {
   now: () => number;
 }
 
-const USER_ID = /^[A-Za-z0-9_.-]{1,256}$/;
+const MAX_USER_ID_LENGTH = 256;
 // Tolerance for an `nbf` set by an issuer whose clock runs a little ahead.
 const NOT_BEFORE_LEEWAY_MS = 30_000;
 
 /**
- * Returns whether `userId` can be a user id: 1–256 characters of
- * `[A-Za-z0-9_.-]`, not `.` or `..`. User ids become path segments (the
- * default permissions give `/<userId>/…`), so they obey the segment rules;
- * and `~` is excluded because a `~` segment means "my id".
+ * Returns whether `userId` can be a user id: 1–256 characters that form a
+ * valid realm path segment (no `/`, white space or control character; not
+ * `.` or `..`), and not `~`. User ids become path segments (the default
+ * permissions give `/<userId>/…`), so a `/` in one could reach into another
+ * user's realms; `~` is excluded because a `~` segment means "my id".
  */
 export function isValidUserId(userId: string): boolean {
-  return USER_ID.test(userId) && userId !== "." && userId !== "..";
+  return userId.length <= MAX_USER_ID_LENGTH && isValidSegment(userId) &&
+    userId !== "~";
 }
 
 /** Signs and checks the tokens of one server. */

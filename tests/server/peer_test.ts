@@ -369,3 +369,21 @@ Deno.test("compressed UPLOAD frames are inflated in order; bad or oversized ones
     await expectConnectionError(client, "protocol_violation", 1002);
   });
 });
+
+Deno.test("a JWT subject such as auth0|… logs in and owns /~/ realms", async () => {
+  await using test = await startTestServer({
+    auth: { jwtSecret: SECRET, allowAnonymous: false },
+  });
+  const subject = "auth0|5f7c8ec7c33c6c004bbafe82";
+  const login = await test.login({
+    provider: "jwt",
+    token: await userJwt(subject, 60_000),
+  });
+  assert.equal(login.userId, subject);
+  await using client = await ProtocolClient.connect(test.url);
+  const reply = await client.handshake(login.accessToken);
+  assert.equal(reply.userId, subject);
+  assert.ok(await client.bind(1, "/~/todos") !== null);
+  const download = await client.expect(MessageType.Download);
+  assert.equal(download.sessionId, 1);
+});

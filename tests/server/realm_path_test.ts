@@ -18,6 +18,11 @@ Deno.test("resolveRealmPath() replaces each ~ segment with the user id", () => {
     ok: true,
     path: "/a-b_c.d/E9",
   });
+  // Segments are taken literally: nothing is percent-decoded.
+  assert.deepEqual(resolveRealmPath("/~/a%2Fb/é", "auth0|42"), {
+    ok: true,
+    path: "/auth0|42/a%2Fb/é",
+  });
 });
 
 Deno.test("resolveRealmPath() refuses invalid paths", () => {
@@ -32,9 +37,10 @@ Deno.test("resolveRealmPath() refuses invalid paths", () => {
       "/a/./b",
       "/a/../b",
       "/a b",
-      "/a%2Fb",
-      "/é",
+      "/a\tb",
+      "/a\u00a0b",
       "/a\u0000",
+      "/a\u007f",
     ]
   ) {
     assert.equal(resolveRealmPath(path, "u1").ok, false, JSON.stringify(path));
