@@ -44,7 +44,10 @@ export async function anonymousClient(
 /** A frame a {@linkcode RecordingWebSocket} saw. */
 export interface SeenFrame {
   direction: "in" | "out";
+  /** Bytes on the wire. */
   bytes: number;
+  /** Bytes once inflated (equal to `bytes` for an uncompressed frame). */
+  inflatedBytes: number;
   message: ServerMessage | ReturnType<typeof decodeMessage>;
 }
 
@@ -103,16 +106,19 @@ export function recordingWebSocket(): {
       record({
         direction,
         bytes: bytes.byteLength,
+        inflatedBytes: bytes.byteLength,
         message: decodeMessage(bytes),
       });
       return;
     }
     inflating++;
     pending = pending.then(async () => {
+      const inflated = await decompressFrame(bytes);
       record({
         direction,
         bytes: bytes.byteLength,
-        message: decodeMessage(await decompressFrame(bytes)),
+        inflatedBytes: inflated.byteLength,
+        message: decodeMessage(inflated),
       });
       inflating--;
     });

@@ -44,6 +44,9 @@ function downloadsFor(frames: SeenFrame[], sessionId: number) {
     )
     .map((frame) => ({
       bytes: frame.bytes,
+      // Download progress counts frames as inflated: the unit of the server's
+      // downloadableBytes, whether or not the server deflates.
+      inflatedBytes: frame.inflatedBytes,
       message: frame.message as DownloadMessage,
     }));
 }
@@ -129,7 +132,7 @@ Deno.test("SyncSession download progress over real sockets: both modes asserted 
     let captured: number | undefined;
     let base = 0;
     let done = false;
-    for (const { bytes, message } of downloads) {
+    for (const { inflatedBytes: bytes, message } of downloads) {
       const before = transferred;
       if (message.changesets.length > 0) transferred += bytes;
       const transferable = transferred + message.downloadableBytes;
