@@ -1,0 +1,207 @@
+/**
+ * A TCP proxy between a client and a server that a test can turn into the
+ * failures a network produces: a link that goes silent without closing,
+ * connections that are refused, connections that drop.
+ *
+ * @module
+ */
+
+/** Which way bytes travel through the proxy. */
+export type Direction = "toServer" | "toClient";
+
+/** One proxied connection. */
+interface Link {
+  client: Deno.TcpConn;
+  server: Deno.TcpConn | undefined;
+  silent: boolean;
+  closed: boolean;
+  pumps: Promise<void>[];
+}
+
+/** A chunk observer: called for each chunk forwarded (or swallowed). */
+export type ChunkListener = (
+  direction: Direction,
+  bytes: number,
+  forwarded: boolean,
+) => void;
+
+/**
+ * A TCP proxy on 127.0.0.1, port 0, forwarding to `target`.
+ *
+ * - `silence()` makes every open connection swallow bytes both ways while
+ *   staying open (a half-dead link); connections accepted later forward
+ *   normally.
+ * - `mode = "refuse"` closes new connections at once; `"blackhole"` accepts
+ *   them and never forwards; `"forward"` (the default) forwards.
+ * - `dropAll()` closes every open connection.
+ */
+export class TcpProxy implements AsyncDisposable {
+  #listener: Deno.TcpListener;
+  #target: Deno.NetAddr;
+  #links = new Set<Link>();
+  #acceptLoop: Promise<void>;
+  #listeners = new Set<ChunkListener>();
+  #connectionListeners = new Set<
+    (event: "open" | "close" | "refused") => void
+  >();
+  /**
+   * When set, server→client bytes trickle: at most `bytes` every `everyMs`
+   * (a slow link, simulated with timers — never used to synchronise).
+   */
+  throttle: { bytes: number; everyMs: number } | undefined;
+  /** What happens to connections accepted from now on. */
+  mode: "forward" | "refuse" | "blackhole" = "forward";
+  /** Connections accepted so far (including refused ones). */
+  accepted = 0;
+
+  constructor(target: Deno.NetAddr) {
+    this.#target = target;
+    this.#listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    this.#acceptLoop = this.#accept();
+  }
+
+  /** The proxy's http base URL. */
+  get url(): string {
+    const addr = this.#listener.addr as Deno.NetAddr;
+    return `http://127.0.0.1:${addr.port}`;
+  }
+
+  /** Connections currently open through the proxy. */
+  get openConnections(): number {
+    let n = 0;
+    for (const link of this.#links) if (!link.closed) n++;
+    return n;
+  }
+
+  /** Observes every chunk; returns an unsubscribe function. */
+  onChunk(listener: ChunkListener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Observes connections opening, closing or refused; returns an unsubscribe function. */
+  onConnection(
+    listener: (event: "open" | "close" | "refused") => void,
+  ): () => void {
+    this.#connectionListeners.add(listener);
+    return () => this.#connectionListeners.delete(listener);
+  }
+
+  /** Makes every open connection swallow bytes both ways, without closing. */
+  silence(): void {
+    for (const link of this.#links) link.silent = true;
+  }
+
+  /** Closes the connections that were silenced (the peer gave up on them). */
+  dropSilent(): void {
+    for (const link of this.#links) if (link.silent) this.#close(link);
+  }
+
+  /** Closes every open connection. */
+  dropAll(): void {
+    for (const link of this.#links) this.#close(link);
+  }
+
+  async #accept(): Promise<void> {
+    for (;;) {
+      let client: Deno.TcpConn;
+      try {
+        client = await this.#listener.accept();
+      } catch {
+        return;
+      }
+      this.accepted++;
+      if (this.mode === "refuse") {
+        client.close();
+        for (const listener of this.#connectionListeners) listener("refused");
+        continue;
+      }
+      const link: Link = {
+        client,
+        server: undefined,
+        silent: this.mode === "blackhole",
+        closed: false,
+        pumps: [],
+      };
+      this.#links.add(link);
+      for (const listener of this.#connectionListeners) listener("open");
+      link.pumps.push(this.#start(link));
+    }
+  }
+
+  async #start(link: Link): Promise<void> {
+    try {
+      link.server = await Deno.connect({
+        hostname: this.#target.hostname,
+        port: this.#target.port,
+      });
+    } catch {
+      this.#close(link);
+      return;
+    }
+    if (link.closed) {
+      link.server.close();
+      return;
+    }
+    await Promise.all([
+      this.#pump(link, link.client, link.server, "toServer"),
+      this.#pump(link, link.server, link.client, "toClient"),
+    ]);
+  }
+
+  async #pump(
+    link: Link,
+    from: Deno.TcpConn,
+    to: Deno.TcpConn,
+    direction: Direction,
+  ): Promise<void> {
+    const buffer = new Uint8Array(64 * 1024);
+    try {
+      for (;;) {
+        const n = await from.read(buffer);
+        if (n === null) break;
+        const forwarded = !link.silent;
+        for (const listener of this.#listeners) {
+          listener(direction, n, forwarded);
+        }
+        if (!forwarded) continue;
+        let offset = 0;
+        while (offset < n) {
+          const throttle = direction === "toClient" ? this.throttle : undefined;
+          const end = throttle === undefined
+            ? n
+            : Math.min(n, offset + throttle.bytes);
+          offset += await to.write(buffer.subarray(offset, end));
+          if (throttle !== undefined && !link.closed) {
+            await new Promise((resolve) =>
+              setTimeout(resolve, throttle.everyMs)
+            );
+          }
+        }
+      }
+    } catch {
+      // A closed socket on either side ends the pump.
+    }
+    this.#close(link);
+  }
+
+  #close(link: Link): void {
+    if (link.closed) return;
+    link.closed = true;
+    try {
+      link.client.close();
+    } catch { /* already closed */ }
+    try {
+      link.server?.close();
+    } catch { /* already closed */ }
+    for (const listener of this.#connectionListeners) listener("close");
+  }
+
+  /** Closes the listener and every connection, and waits for the pumps. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.#listener.close();
+    await this.#acceptLoop;
+    this.dropAll();
+    await Promise.all([...this.#links].flatMap((link) => link.pumps));
+  }
+}

@@ -1,0 +1,404 @@
+// Conformance: DESIGN.md "Session rules" on connections — retries and their
+// visibility, maxAttempts, app.reconnect(), keepalive, tokens after a
+// reconnect — over a TCP proxy that fails like a network.
+
+import assert from "node:assert/strict";
+import { Credentials, SyncError } from "../../mod.ts";
+import { TcpProxy } from "./_proxy.ts";
+import {
+  bounded,
+  condition,
+  fastApp,
+  Recorder,
+  startServer,
+} from "./_helpers.ts";
+
+Deno.test("SyncSession retry schedule is visible: the disconnect carries the error and retry { attempt, nextAttemptAt, lastError }; session.retry holds the same", async () => {
+  await using server = await startServer();
+  await using proxy = new TcpProxy(server.addr);
+  await using app = fastApp(proxy.url, {
+    reconnect: { minDelayMs: 5, maxDelayMs: 20 },
+  });
+  const user = await app.logIn(Credentials.anonymous());
+  await using realm = await user.openRealm({
+    path: "/~/todos",
+    waitForDownload: true,
+    signal: bounded(),
+  });
+  const session = realm.syncSession;
+  await using states = new Recorder(
+    session.connectionStateChanges({ signal: bounded() }),
+  );
+  proxy.mode = "refuse";
+  proxy.dropAll();
+
+  const lost = await states.until((s) => s.current === "disconnected");
+  assert.equal(lost.previous, "connected");
+  assert.ok(lost.error instanceof SyncError, "the cause travels with it");
+  assert.equal(lost.error.isFatal, false);
+  assert.equal(lost.error.willRetry, true);
+  assert.ok(lost.retry !== undefined, "a retry is scheduled");
+  assert.equal(lost.retry.attempt, 1);
+  assert.equal(typeof lost.retry.nextAttemptAt, "number");
+  assert.ok(Math.abs(lost.retry.nextAttemptAt - Date.now()) < 60_000);
+  assert.ok(lost.retry.lastError instanceof SyncError);
+
+  // Failed attempts count up, each visible on its own transition.
+  const third = await states.until((s) =>
+    s.current === "disconnected" && (s.retry?.attempt ?? 0) >= 3
+  );
+  assert.equal(third.retry!.attempt, 3);
+  assert.ok(third.error instanceof SyncError);
+  const attempts = states.items
+    .filter((s) => s.current === "disconnected")
+    .map((s) => s.retry?.attempt);
+  assert.deepEqual(attempts.slice(0, 3), [1, 2, 3]);
+  // Each transition is reported once, in order, and the getter agrees.
+  for (let i = 1; i < states.items.length; i++) {
+    assert.equal(states.items[i]!.previous, states.items[i - 1]!.current);
+    assert.notEqual(states.items[i]!.previous, states.items[i]!.current);
+  }
+
+  proxy.mode = "forward";
+  await states.until((s) => s.current === "connected", {
+    from: states.items.indexOf(third),
+  });
+  assert.equal(session.connectionState, "connected");
+  assert.equal(session.retry, undefined);
+  assert.equal(session.state, "active");
+  assert.equal(session.error, undefined);
+  assert.ok(session.stats().reconnects >= 1);
+});
+
+Deno.test("SyncSession.retry is set while a reconnect is scheduled and equals the transition's retry", async () => {
+  await using server = await startServer();
+  await using proxy = new TcpProxy(server.addr);
+  // A long delay, so the retry stays scheduled while the test looks at it.
+  await using app = fastApp(proxy.url, {
+    reconnect: { minDelayMs: 60_000, maxDelayMs: 60_000 },
+    random: () => 0.5,
+  });
+  const user = await app.logIn(Credentials.anonymous());
+  await using realm = await user.openRealm({
+    path: "/~/todos",
+    waitForDownload: true,
+    signal: bounded(),
+  });
+  const session = realm.syncSession;
+  await using states = new Recorder(
+    session.connectionStateChanges({ signal: bounded() }),
+  );
+  proxy.dropAll();
+  const lost = await states.until((s) => s.current === "disconnected");
+  assert.ok(lost.retry !== undefined);
+  assert.deepEqual(session.retry, lost.retry);
+  assert.equal(session.retry!.attempt, 1);
+  assert.equal(session.retry!.lastError, lost.error);
+  // Full jitter with random 0.5 within [0, 60 s): about 30 s from now.
+  const wait = session.retry!.nextAttemptAt - Date.now();
+  assert.ok(wait > 20_000 && wait <= 30_000, `wait ${wait}`);
+
+  // app.reconnect() cancels the delay and dials at once.
+  app.reconnect();
+  await states.until((s) => s.current === "connected");
+  assert.equal(session.retry, undefined);
+  await realm.write((tx) => tx.put("T", "x", {}));
+  await session.waitForUpload({ signal: bounded() });
+});
+
+Deno.test('App reconnect.maxAttempts: after that many failed attempts in a row the session goes to "error" with its own code; waits reject', async () => {
+  await using server = await startServer();
+  await using proxy = new TcpProxy(server.addr);
+  await using app = fastApp(proxy.url, {
+    reconnect: { minDelayMs: 1, maxDelayMs: 5, maxAttempts: 3 },
+  });
+  const user = await app.logIn(Credentials.anonymous());
+  await using realm = await user.openRealm({
+    path: "/~/todos",
+    waitForDownload: true,
+    signal: bounded(),
+  });
+  const session = realm.syncSession;
+  await realm.write((tx) => tx.put("T", "x", {}));
+  await session.waitForUpload({ signal: bounded() });
+  await using states = new Recorder(
+    session.connectionStateChanges({ signal: bounded() }),
+  );
+  proxy.mode = "refuse";
+  proxy.dropAll();
+  await realm.write((tx) => tx.put("T", "y", {}));
+  const upload = session.waitForUpload({ signal: bounded() });
+  const error = await upload.then(
+    () => assert.fail("resolved"),
+    (e) => e,
+  );
+  assert.equal(session.state, "error");
+  assert.ok(session.error instanceof SyncError);
+  assert.equal(error, session.error);
+  assert.equal(session.error.isFatal, true);
+  assert.equal(session.error.willRetry, false);
+  assert.notEqual(session.error.code, "connection_lost");
+  assert.equal(session.error.code, "reconnect_gave_up");
+  assert.equal(session.retry, undefined);
+  await states.finished();
+  assert.equal(states.outcome?.kind, "error");
+  // The local data is kept.
+  assert.deepEqual(realm.get("T", "y"), {});
+  // Exactly maxAttempts failed dials were made after the loss.
+  const dials = states.items.filter((s) => s.current === "connecting");
+  assert.equal(dials.length, 3, "three failed attempts, then no more");
+  const last = states.items.at(-1)!;
+  assert.equal(last.current, "disconnected");
+  assert.equal(last.error, session.error);
+  assert.equal(last.retry, undefined);
+});
+
+Deno.test("App.reconnect() replaces a socket that went silent (a read in progress), at once", async () => {
+  await using server = await startServer();
+  await using proxy = new TcpProxy(server.addr);
+  await using app = fastApp(proxy.url, {
+    // Long keepalive: only reconnect() can save this connection in time.
+    keepalive: { pingIntervalMs: 60_000, readTimeoutMs: 120_000 },
+  });
+  const user = await app.logIn(Credentials.anonymous());
+  await using a = await user.openRealm({
+    path: "/~/a",
+    waitForDownload: true,
+    signal: bounded(),
+  });
+  await using b = await user.openRealm({
+    path: "/~/b",
+    waitForDownload: true,
+    signal: bounded(),
+  });
+  await using aStates = new Recorder(
+    a.syncSession.connectionStateChanges({ signal: bounded() }),
+  );
+  await using bStates = new Recorder(
+    b.syncSession.connectionStateChanges({ signal: bounded() }),
+  );
+  const before = proxy.accepted;
+  proxy.silence();
+  await a.write((tx) => tx.put("T", "x", {}));
+  const upload = a.syncSession.waitForUpload({ signal: bounded() });
+  app.reconnect();
+  await upload;
+  // Both sessions of the shared socket reconnected.
+  await aStates.until((s) => s.current === "connected");
+  await bStates.until((s) => s.current === "connected");
+  await b.syncSession.waitForDownload({ signal: bounded() });
+  assert.equal(proxy.accepted, before + 1, "one new socket");
+  assert.equal(a.syncSession.connectionState, "connected");
+  assert.equal(b.syncSession.connectionState, "connected");
+  // The abandoned socket's close handshake can never finish through the
+  // silent link; end it like a network finally would.
+  proxy.dropSilent();
+});
+
+Deno.test("App.reconnect() leaves a paused session paused", async () => {
+  await using server = await startServer();
+  await using app = fastApp(server.url);
+  const user = await app.logIn(Credentials.anonymous());
+  await using realm = await user.openRealm({
+    path: "/~/a",
+    waitForDownload: true,
+    signal: bounded(),
+  });
+  await using other = await user.openRealm({
+    path: "/~/b",
+    waitForDownload: true,
+    signal: bounded(),
+  });
+  realm.syncSession.pause();
+  await realm.write((tx) => tx.put("T", "x", {}));
+  await using states = new Recorder(
+    realm.syncSession.connectionStateChanges({ signal: bounded() }),
+  );
+  await using otherStates = new Recorder(
+    other.syncSession.connectionStateChanges({ signal: bounded() }),
+  );
+  app.reconnect();
+  await otherStates.until((s) => s.current === "connected");
+  await other.syncSession.waitForDownload({ signal: bounded() });
+  assert.deepEqual(states.items, []);
+  assert.equal(realm.syncSession.state, "inactive");
+  assert.equal(realm.syncSession.connectionState, "disconnected");
+  assert.equal(realm.syncSession.stats().pendingUploadChangesets, 1);
+  realm.syncSession.resume();
+  await realm.syncSession.waitForUpload({ signal: bounded() });
+});
+
+Deno.test("Keepalive: a connection with no data within the read timeout is treated as dead and reconnected", async () => {
+  await using server = await startServer();
+  await using proxy = new TcpProxy(server.addr);
+  await using app = fastApp(proxy.url, {
+    keepalive: { pingIntervalMs: 50, readTimeoutMs: 300 },
+  });
+  const user = await app.logIn(Credentials.anonymous());
+  await using realm = await user.openRealm({
+    path: "/~/todos",
+    waitForDownload: true,
+    signal: bounded(),
+  });
+  const session = realm.syncSession;
+  await using states = new Recorder(
+    session.connectionStateChanges({ signal: bounded() }),
+  );
+  proxy.silence();
+  const lost = await states.until((s) => s.current === "disconnected");
+  assert.ok(lost.error instanceof SyncError);
+  assert.equal(lost.error.code, "read_timeout");
+  assert.equal(lost.error.isFatal, false);
+  await states.until((s) => s.current === "connected");
+  await realm.write((tx) => tx.put("T", "x", {}));
+  await session.waitForUpload({ signal: bounded() });
+  assert.equal(session.state, "active");
+  proxy.dropSilent();
+});
+
+Deno.test("Keepalive: a healthy idle connection never flaps (pings answer the read timeout)", async () => {
+  await using server = await startServer();
+  await using proxy = new TcpProxy(server.addr);
+  await using app = fastApp(proxy.url, {
+    keepalive: { pingIntervalMs: 20, readTimeoutMs: 100 },
+  });
+  const user = await app.logIn(Credentials.anonymous());
+  await using realm = await user.openRealm({
+    path: "/~/todos",
+    waitForDownload: true,
+    signal: bounded(),
+  });
+  await using states = new Recorder(
+    realm.syncSession.connectionStateChanges({ signal: bounded() }),
+  );
+  // Wait for 20 server→client chunks (PONGs): several read timeouts' worth.
+  let chunks = 0;
+  let unsubscribe = () => {};
+  await condition(
+    (poke) => {
+      unsubscribe = proxy.onChunk((direction) => {
+        if (direction === "toClient") chunks++;
+        poke();
+      });
+      return unsubscribe;
+    },
+    () => chunks >= 20,
+  );
+  assert.deepEqual(states.items, []);
+  assert.equal(realm.syncSession.connectionState, "connected");
+  assert.equal(typeof realm.syncSession.stats().rttMs, "number");
+});
+
+Deno.test("Reconnect: every multiplexed session binds again after the server forgot the token (expired): no error, data flows", async () => {
+  let now = Date.now();
+  await using server = await startServer({
+    auth: { allowAnonymous: true, accessTokenTtlMs: 60_000 },
+    now: () => now,
+  });
+  await using proxy = new TcpProxy(server.addr);
+  await using app = fastApp(proxy.url);
+  const user = await app.logIn(Credentials.anonymous());
+  await using a = await user.openRealm({
+    path: "/~/a",
+    waitForDownload: true,
+    signal: bounded(),
+  });
+  await using b = await user.openRealm({
+    path: "/~/b",
+    waitForDownload: true,
+    signal: bounded(),
+  });
+  await using aStates = new Recorder(
+    a.syncSession.connectionStateChanges({ signal: bounded() }),
+  );
+  await using bStates = new Recorder(
+    b.syncSession.connectionStateChanges({ signal: bounded() }),
+  );
+  // The server's clock jumps two hours: the client's access token is expired.
+  now += 2 * 60 * 60_000;
+  proxy.dropAll();
+  await aStates.until((s) => s.current === "disconnected");
+  await a.write((tx) => tx.put("T", "a", {}));
+  await b.write((tx) => tx.put("T", "b", {}));
+  await a.syncSession.waitForUpload({ signal: bounded() });
+  await b.syncSession.waitForUpload({ signal: bounded() });
+  await aStates.until((s) => s.current === "connected");
+  await bStates.until((s) => s.current === "connected");
+  for (const realm of [a, b]) {
+    assert.equal(realm.syncSession.state, "active");
+    assert.equal(realm.syncSession.error, undefined);
+  }
+});
+
+Deno.test("Reconnect: a server restart is never terminal; the session resumes and catches up", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const first = await startServer({ kv, permissions: () => "readwrite" });
+  const port = first.addr.port;
+  await using proxy = new TcpProxy(first.addr);
+  await using app = fastApp(proxy.url);
+  const user = await app.logIn(Credentials.anonymous());
+  await using realm = await user.openRealm({
+    path: "/shared/doc",
+    waitForDownload: true,
+    signal: bounded(),
+  });
+  await realm.write((tx) => tx.put("T", "before", {}));
+  await realm.syncSession.waitForUpload({ signal: bounded() });
+  await using states = new Recorder(
+    realm.syncSession.connectionStateChanges({ signal: bounded() }),
+  );
+  await first.shutdown();
+  await states.until((s) => s.current === "disconnected");
+  await realm.write((tx) => tx.put("T", "offline", {}));
+  await using second = await startServer({
+    kv,
+    port,
+    permissions: () => "readwrite",
+  });
+  await realm.syncSession.waitForUpload({ signal: bounded() });
+  assert.equal(realm.syncSession.state, "active");
+  assert.equal(second.stats().changesetsIntegrated, 1);
+});
+
+Deno.test("Keepalive: a slow download longer than the read timeout is never cut (bounded DOWNLOAD batches keep the link alive)", async () => {
+  await using server = await startServer({
+    permissions: () => "readwrite",
+    downloadBatchBytes: 2048,
+    history: { snapshots: false },
+  });
+  {
+    await using seedApp = fastApp(server.url);
+    const seedUser = await seedApp.logIn(Credentials.anonymous());
+    await using seedRealm = await seedUser.openRealm({
+      path: "/shared/big",
+      waitForDownload: true,
+      signal: bounded(),
+    });
+    for (let round = 0; round < 10; round++) {
+      await seedRealm.write((tx) => {
+        for (let i = 0; i < 10; i++) {
+          tx.put("T", `t${round}-${i}`, { text: "z".repeat(300) });
+        }
+      });
+    }
+    await seedRealm.syncSession.waitForUpload({ signal: bounded() });
+  }
+  await using proxy = new TcpProxy(server.addr);
+  await using app = fastApp(proxy.url, {
+    keepalive: { pingIntervalMs: 100, readTimeoutMs: 250 },
+  });
+  const user = await app.logIn(Credentials.anonymous());
+  // About 30 KB at 2 KB per 50 ms: over half a second, twice the read timeout.
+  proxy.throttle = { bytes: 2048, everyMs: 50 };
+  await using realm = await user.openRealm({ path: "/shared/big" });
+  await using states = new Recorder(
+    realm.syncSession.connectionStateChanges({ signal: bounded() }),
+  );
+  await realm.syncSession.waitForDownload({ signal: bounded() });
+  assert.equal(realm.objects("T").length, 100);
+  assert.ok(
+    !states.items.some((s) => s.current === "disconnected"),
+    JSON.stringify(states.items),
+  );
+  proxy.throttle = undefined;
+});

@@ -1,0 +1,607 @@
+// Conformance: DESIGN.md "Session rules" — open, pause/resume, waits,
+// aborts, fatal errors, multiplexing — through the public entry points only.
+
+import assert from "node:assert/strict";
+import {
+  Credentials,
+  type Progress,
+  SyncError,
+  type SyncSession,
+} from "../../mod.ts";
+import { TcpProxy } from "./_proxy.ts";
+import { bounded, fastApp, Recorder, startServer } from "./_helpers.ts";
+
+/** Settles (true) or not yet (false), after letting pending work run. */
+async function isSettled(promise: Promise<unknown>): Promise<boolean> {
+  let settled = false;
+  promise.then(() => settled = true, () => settled = true);
+  // Two macrotask turns: enough for anything already resolved to propagate.
+  await new Promise((r) => setTimeout(r, 0));
+  await new Promise((r) => setTimeout(r, 0));
+  return settled;
+}
+
+async function errorOf(promise: Promise<unknown>): Promise<unknown> {
+  return await promise.then(
+    () => assert.fail("expected a rejection"),
+    (error) => error,
+  );
+}
+
+Deno.test("User.openRealm() without waitForDownload opens a forbidden path; the session reports the server's error and keeps local data", async () => {
+  await using server = await startServer();
+  await using app = fastApp(server.url);
+  const user = await app.logIn(Credentials.anonymous());
+  await using realm = await user.openRealm({ path: "/somebody-else/todos" });
+  const session = realm.syncSession;
+  await using states = new Recorder(
+    session.connectionStateChanges({ signal: bounded() }),
+  );
+  await realm.write((tx) => tx.put("Task", "t1", { title: "mine" }));
+  await states.finished();
+  assert.equal(session.state, "error");
+  assert.ok(session.error instanceof SyncError);
+  assert.equal(session.error.code, "permission_denied");
+  assert.equal(session.error.isFatal, true);
+  assert.equal(session.error.willRetry, false);
+  assert.equal(session.connectionState, "disconnected");
+  assert.equal(session.retry, undefined);
+  // The stream errored with the session's error.
+  assert.equal(states.outcome?.kind, "error");
+  // Local data is kept, readable and writable.
+  assert.deepEqual(realm.get("Task", "t1"), { title: "mine" });
+  await realm.write((tx) => tx.put("Task", "t2", { title: "still" }));
+  assert.equal(realm.objects("Task").length, 2);
+});
+
+Deno.test("User.openRealm() with waitForDownload on a forbidden path rejects with the server's SyncError", async () => {
+  await using server = await startServer();
+  await using app = fastApp(server.url);
+  const user = await app.logIn(Credentials.anonymous());
+  const error = await errorOf(user.openRealm({
+    path: "/somebody-else/todos",
+    waitForDownload: true,
+    signal: bounded(),
+  }));
+  assert.ok(error instanceof SyncError, String(error));
+  assert.equal(error.code, "permission_denied");
+  assert.equal(error.isFatal, true);
+});
+
+Deno.test("User.openRealm() offline without waitForDownload opens the local copy; writes commit; waits wait", async () => {
+  await using server = await startServer();
+  await using proxy = new TcpProxy(server.addr);
+  await using app = fastApp(proxy.url);
+  const user = await app.logIn(Credentials.anonymous());
+  proxy.mode = "refuse";
+  await using realm = await user.openRealm({ path: "/~/todos" });
+  const session = realm.syncSession;
+  assert.equal(session.state, "active");
+  const receipt = await realm.write((tx) => tx.put("Task", "t", { n: 1 }));
+  assert.deepEqual(realm.get("Task", "t"), { n: 1 });
+  const upload = session.waitForUpload({ signal: bounded() });
+  const download = session.waitForDownload({ signal: bounded() });
+  const own = receipt.waitForUpload({ signal: bounded() });
+  assert.equal(await isSettled(Promise.race([upload, download, own])), false);
+  assert.notEqual(session.connectionState, "connected");
+  proxy.mode = "forward";
+  await Promise.all([upload, download, own]);
+  assert.equal(session.connectionState, "connected");
+});
+
+Deno.test("User.openRealm() with an already-aborted signal rejects with the signal's reason", async () => {
+  await using server = await startServer();
+  await using app = fastApp(server.url);
+  const user = await app.logIn(Credentials.anonymous());
+  const reason = { why: "already" };
+  const error = await errorOf(user.openRealm({
+    path: "/~/todos",
+    waitForDownload: true,
+    signal: AbortSignal.abort(reason),
+  }));
+  assert.equal(error, reason);
+});
+
+Deno.test("User.openRealm() aborted while waiting for the download rejects with the signal's reason", async () => {
+  await using server = await startServer();
+  await using proxy = new TcpProxy(server.addr);
+  await using app = fastApp(proxy.url);
+  const user = await app.logIn(Credentials.anonymous());
+  proxy.mode = "refuse";
+  const controller = new AbortController();
+  const opening = user.openRealm({
+    path: "/~/todos",
+    waitForDownload: true,
+    signal: controller.signal,
+  });
+  assert.equal(await isSettled(opening), false);
+  const reason = new Error("user gave up");
+  controller.abort(reason);
+  assert.equal(await errorOf(opening), reason);
+});
+
+Deno.test("App.logIn() with an aborted signal rejects with the signal's reason", async () => {
+  await using server = await startServer();
+  await using app = fastApp(server.url);
+  const reason = { why: "no" };
+  assert.equal(
+    await errorOf(
+      app.logIn(Credentials.anonymous(), { signal: AbortSignal.abort(reason) }),
+    ),
+    reason,
+  );
+});
+
+Deno.test("SyncSession waits reject with the signal's reason (the same object), already aborted or aborted while waiting, and the session stays usable", async (t) => {
+  await using server = await startServer();
+  await using app = fastApp(server.url);
+  const user = await app.logIn(Credentials.anonymous());
+  await using realm = await user.openRealm({
+    path: "/~/todos",
+    waitForDownload: true,
+    signal: bounded(),
+  });
+  const session = realm.syncSession;
+  const receipt = await realm.write((tx) => tx.put("Task", "t", { n: 1 }));
+  await receipt.waitForUpload({ signal: bounded() });
+
+  const waits: Record<string, (signal: AbortSignal) => Promise<void>> = {
+    "waitForUpload": (signal) => session.waitForUpload({ signal }),
+    "waitForDownload": (signal) => session.waitForDownload({ signal }),
+    "receipt.waitForUpload": (signal) => receipt.waitForUpload({ signal }),
+  };
+  for (const [name, wait] of Object.entries(waits)) {
+    await t.step(`${name}, already aborted`, async () => {
+      const reason = { name };
+      assert.equal(await errorOf(wait(AbortSignal.abort(reason))), reason);
+    });
+  }
+  await t.step(
+    "aborted while waiting (paused, so nothing completes)",
+    async () => {
+      session.pause();
+      const pending = await realm.write((tx) => tx.put("Task", "u", { n: 2 }));
+      const names = [
+        "waitForUpload",
+        "waitForDownload",
+        "receipt.waitForUpload",
+      ];
+      const controllers = names.map(() => new AbortController());
+      const promises = [
+        session.waitForUpload({ signal: controllers[0]!.signal }),
+        session.waitForDownload({ signal: controllers[1]!.signal }),
+        pending.waitForUpload({ signal: controllers[2]!.signal }),
+      ];
+      for (const promise of promises) {
+        assert.equal(await isSettled(promise), false);
+      }
+      for (let i = 0; i < names.length; i++) {
+        const reason = new DOMException(names[i]!, "AbortError");
+        controllers[i]!.abort(reason);
+        assert.equal(await errorOf(promises[i]!), reason);
+      }
+      session.resume();
+      await pending.waitForUpload({ signal: bounded() });
+      await session.waitForUpload({ signal: bounded() });
+      await session.waitForDownload({ signal: bounded() });
+    },
+  );
+});
+
+Deno.test("SyncSession waits wait (not fail) while paused, and complete after resume()", async () => {
+  await using server = await startServer();
+  await using app = fastApp(server.url);
+  const user = await app.logIn(Credentials.anonymous());
+  await using realm = await user.openRealm({
+    path: "/~/todos",
+    waitForDownload: true,
+    signal: bounded(),
+  });
+  const session = realm.syncSession;
+  session.pause();
+  session.pause(); // idempotent
+  assert.equal(session.state, "inactive");
+  assert.equal(session.connectionState, "disconnected");
+  await realm.write((tx) => tx.put("Task", "t", { n: 1 }));
+  const upload = session.waitForUpload({ signal: bounded() });
+  const download = session.waitForDownload({ signal: bounded() });
+  // A round trip of another realm on the same socket, to give the paused one
+  // every chance to (wrongly) finish.
+  {
+    await using other = await user.openRealm({
+      path: "/~/other",
+      waitForDownload: true,
+      signal: bounded(),
+    });
+    await other.write((tx) => tx.put("X", "x", {}));
+    await other.syncSession.waitForUpload({ signal: bounded() });
+  }
+  assert.equal(await isSettled(upload), false);
+  assert.equal(await isSettled(download), false);
+  assert.equal(session.stats().pendingUploadChangesets, 1);
+  session.resume();
+  session.resume(); // idempotent
+  await upload;
+  await download;
+  assert.equal(session.state, "active");
+});
+
+Deno.test("SyncSession.pause() of one session never touches another on the same socket; resume() reports connecting → connected", async () => {
+  await using server = await startServer();
+  await using proxy = new TcpProxy(server.addr);
+  await using app = fastApp(proxy.url);
+  const user = await app.logIn(Credentials.anonymous());
+  const beforeOpen = proxy.accepted;
+  await using a = await user.openRealm({
+    path: "/~/a",
+    waitForDownload: true,
+    signal: bounded(),
+  });
+  await using b = await user.openRealm({
+    path: "/~/b",
+    waitForDownload: true,
+    signal: bounded(),
+  });
+  await using c = await user.openRealm({
+    path: "/~/c",
+    waitForDownload: true,
+    signal: bounded(),
+  });
+  // All sessions share one WebSocket.
+  assert.equal(server.stats().connections, 1);
+  const accepted = proxy.accepted;
+  assert.equal(accepted - beforeOpen, 1, "one socket for three sessions");
+
+  await using aStates = new Recorder(
+    a.syncSession.connectionStateChanges({ signal: bounded() }),
+  );
+  await using bStates = new Recorder(
+    b.syncSession.connectionStateChanges({ signal: bounded() }),
+  );
+  const integrated = server.stats().changesetsIntegrated;
+  a.syncSession.pause();
+  assert.equal(a.syncSession.state, "inactive");
+  assert.equal(a.syncSession.connectionState, "disconnected");
+  await aStates.until((s) => s.current === "disconnected");
+  assert.equal(aStates.items[0]!.previous, "connected");
+  assert.equal(aStates.items[0]!.error, undefined, "a pause is not an error");
+  await a.write((tx) => tx.put("T", "a1", { n: 1 }));
+  await a.write((tx) => tx.put("T", "a2", { n: 2 }));
+
+  // b is untouched: still connected, and syncs.
+  assert.equal(b.syncSession.state, "active");
+  assert.equal(b.syncSession.connectionState, "connected");
+  await b.write((tx) => tx.put("T", "b1", { n: 1 }));
+  await b.syncSession.waitForUpload({ signal: bounded() });
+  await c.syncSession.waitForDownload({ signal: bounded() });
+  assert.equal(server.stats().changesetsIntegrated, integrated + 1);
+  assert.equal(a.syncSession.stats().pendingUploadChangesets, 2);
+  assert.deepEqual(bStates.items, []);
+
+  a.syncSession.resume();
+  await a.syncSession.waitForUpload({ signal: bounded() });
+  await aStates.until((s) => s.current === "connected");
+  assert.deepEqual(
+    aStates.items.map((s) => `${s.previous}→${s.current}`),
+    [
+      "connected→disconnected",
+      "disconnected→connecting",
+      "connecting→connected",
+    ],
+  );
+  assert.equal(server.stats().changesetsIntegrated, integrated + 3);
+  assert.deepEqual(bStates.items, []);
+  assert.equal(proxy.accepted, accepted, "no new socket");
+});
+
+Deno.test("SyncSession: one session's fatal error or close never takes the shared socket from the others", async () => {
+  await using server = await startServer();
+  await using proxy = new TcpProxy(server.addr);
+  await using app = fastApp(proxy.url);
+  const user = await app.logIn(Credentials.anonymous());
+  await using good = await user.openRealm({
+    path: "/~/good",
+    waitForDownload: true,
+    signal: bounded(),
+  });
+  await using goodStates = new Recorder(
+    good.syncSession.connectionStateChanges({ signal: bounded() }),
+  );
+  const accepted = proxy.accepted;
+  const forbidden = await errorOf(user.openRealm({
+    path: "/not-mine/x",
+    waitForDownload: true,
+    signal: bounded(),
+  }));
+  assert.ok(forbidden instanceof SyncError);
+  {
+    await using closing = await user.openRealm({
+      path: "/~/closing",
+      waitForDownload: true,
+      signal: bounded(),
+    });
+    await closing.write((tx) => tx.put("T", "x", {}));
+    await closing.syncSession.waitForUpload({ signal: bounded() });
+  }
+  await good.write((tx) => tx.put("T", "g", {}));
+  await good.syncSession.waitForUpload({ signal: bounded() });
+  await good.syncSession.waitForDownload({ signal: bounded() });
+  assert.deepEqual(goodStates.items, []);
+  assert.equal(good.syncSession.connectionState, "connected");
+  assert.equal(proxy.accepted, accepted);
+});
+
+Deno.test('SyncSession fatal error: state "error", pending waits reject with the session\'s error, streams error, new registrations are refused, local data stays', async () => {
+  let allowed = true;
+  await using server = await startServer({
+    permissions: () => allowed ? "readwrite" : "none",
+  });
+  await using proxy = new TcpProxy(server.addr);
+  await using app = fastApp(proxy.url);
+  const user = await app.logIn(Credentials.anonymous());
+  await using realm = await user.openRealm({
+    path: "/shared/doc",
+    waitForDownload: true,
+    signal: bounded(),
+  });
+  const session: SyncSession = realm.syncSession;
+  await realm.write((tx) => tx.put("T", "synced", { n: 0 }));
+  await session.waitForUpload({ signal: bounded() });
+
+  // Offline, with a local write outstanding.
+  proxy.mode = "refuse";
+  proxy.dropAll();
+  await realm.write((tx) => tx.put("T", "local", { n: 1 }));
+  await using states = new Recorder(
+    session.connectionStateChanges({ signal: bounded() }),
+  );
+  // The upload capture holds the write made offline, so it cannot complete.
+  await using uploadStream = new Recorder(
+    session.getProgressStream("upload", "forCurrentlyOutstandingWork", {
+      signal: bounded(),
+    }),
+  );
+  await using downloadStream = new Recorder(
+    session.getProgressStream("download", "reportIndefinitely", {
+      signal: bounded(),
+    }),
+  );
+  const upload = session.waitForUpload({ signal: bounded() });
+  const download = session.waitForDownload({ signal: bounded() });
+  assert.equal(await isSettled(Promise.race([upload, download])), false);
+
+  // The server now refuses the path: the rebind fails fatally.
+  allowed = false;
+  proxy.mode = "forward";
+  app.reconnect();
+  const uploadError = await errorOf(upload);
+  const downloadError = await errorOf(download);
+  assert.equal(session.state, "error");
+  assert.ok(session.error instanceof SyncError);
+  assert.equal(session.error.code, "permission_denied");
+  assert.equal(uploadError, session.error);
+  assert.equal(downloadError, session.error);
+
+  await states.finished();
+  await uploadStream.finished();
+  await downloadStream.finished();
+  assert.deepEqual(states.outcome, { kind: "error", error: session.error });
+  assert.equal(states.items.at(-1)!.current, "disconnected");
+  assert.equal(session.connectionState, "disconnected");
+  assert.deepEqual(uploadStream.outcome, {
+    kind: "error",
+    error: session.error,
+  });
+  assert.deepEqual(downloadStream.outcome, {
+    kind: "error",
+    error: session.error,
+  });
+
+  // Later calls settle at once with the same error.
+  assert.equal(
+    await errorOf(session.waitForUpload({ signal: bounded() })),
+    session.error,
+  );
+  assert.equal(
+    await errorOf(session.waitForDownload({ signal: bounded() })),
+    session.error,
+  );
+  const cb = (_a: number, _b: number, _p: Progress) => {};
+  assert.equal(
+    session.addProgressNotification("upload", "reportIndefinitely", cb),
+    null,
+  );
+  assert.equal(
+    session.addProgressNotification(
+      "download",
+      "forCurrentlyOutstandingWork",
+      cb,
+    ),
+    null,
+  );
+  await using late = new Recorder(
+    session.getProgressStream("upload", "forCurrentlyOutstandingWork", {
+      signal: bounded(),
+    }),
+  );
+  await late.finished();
+  assert.deepEqual(late.outcome, { kind: "error", error: session.error });
+
+  // Local data kept.
+  assert.deepEqual(realm.get("T", "local"), { n: 1 });
+  assert.deepEqual(realm.get("T", "synced"), { n: 0 });
+  await realm.write((tx) => tx.put("T", "after", { n: 2 }));
+  assert.deepEqual(realm.get("T", "after"), { n: 2 });
+  // pause/resume are safe in the error state.
+  session.pause();
+  session.resume();
+  assert.equal(session.state, "error");
+});
+
+Deno.test("SyncSession waits reject with a SyncError when the realm closes (never hang)", async () => {
+  await using server = await startServer();
+  await using app = fastApp(server.url);
+  const user = await app.logIn(Credentials.anonymous());
+  const realm = await user.openRealm({
+    path: "/~/todos",
+    waitForDownload: true,
+    signal: bounded(),
+  });
+  const session = realm.syncSession;
+  session.pause();
+  await realm.write((tx) => tx.put("T", "x", {}));
+  const upload = session.waitForUpload({ signal: bounded() });
+  const download = session.waitForDownload({ signal: bounded() });
+  await using stream = new Recorder(
+    session.getProgressStream("upload", "reportIndefinitely", {
+      signal: bounded(),
+    }),
+  );
+  await realm.close();
+  await realm.close(); // twice is safe
+  const e1 = await errorOf(upload);
+  const e2 = await errorOf(download);
+  assert.ok(e1 instanceof SyncError, String(e1));
+  assert.ok(e2 instanceof SyncError, String(e2));
+  await stream.finished();
+});
+
+Deno.test("SyncSession.connectionStateChanges() ends when its signal aborts (also when already aborted); Realm.changes() too", async () => {
+  await using server = await startServer();
+  await using app = fastApp(server.url);
+  const user = await app.logIn(Credentials.anonymous());
+  await using realm = await user.openRealm({
+    path: "/~/todos",
+    waitForDownload: true,
+    signal: bounded(),
+  });
+  const aborted = AbortSignal.abort(new Error("already"));
+  await using s1 = new Recorder(
+    realm.syncSession.connectionStateChanges({ signal: aborted }),
+  );
+  await using c1 = new Recorder(realm.changes({ signal: aborted }));
+  await s1.finished();
+  await c1.finished();
+  assert.deepEqual(s1.outcome, { kind: "end" });
+  assert.deepEqual(c1.outcome, { kind: "end" });
+
+  const controller = new AbortController();
+  await using s2 = new Recorder(
+    realm.syncSession.connectionStateChanges({ signal: controller.signal }),
+  );
+  await using c2 = new Recorder(realm.changes({ signal: controller.signal }));
+  await realm.write((tx) => tx.put("T", "x", {}));
+  await c2.until(() => true);
+  controller.abort(new Error("stop"));
+  await s2.finished();
+  await c2.finished();
+  assert.deepEqual(s2.outcome, { kind: "end" });
+  assert.deepEqual(c2.outcome, { kind: "end" });
+});
+
+Deno.test("App.close() settles pending waits with a SyncError, releases a scheduled reconnect, and is safe twice", async () => {
+  await using server = await startServer();
+  await using proxy = new TcpProxy(server.addr);
+  const app = fastApp(proxy.url, {
+    reconnect: { minDelayMs: 60_000, maxDelayMs: 60_000 },
+  });
+  try {
+    const user = await app.logIn(Credentials.anonymous());
+    const realm = await user.openRealm({
+      path: "/~/todos",
+      waitForDownload: true,
+      signal: bounded(),
+    });
+    const session = realm.syncSession;
+    await using states = new Recorder(
+      session.connectionStateChanges({ signal: bounded() }),
+    );
+    proxy.mode = "refuse";
+    proxy.dropAll();
+    await states.until((s) => s.retry !== undefined);
+    await realm.write((tx) => tx.put("T", "x", {}));
+    const upload = session.waitForUpload({ signal: bounded() });
+    const download = session.waitForDownload({ signal: bounded() });
+    const accepted = proxy.accepted;
+    await app.close();
+    const e1 = await errorOf(upload);
+    const e2 = await errorOf(download);
+    assert.ok(e1 instanceof SyncError, String(e1));
+    assert.ok(e2 instanceof SyncError, String(e2));
+    await states.finished();
+    assert.equal(realm.isClosed, true);
+    assert.equal(proxy.accepted, accepted);
+    // The op sanitizer proves the 60 s retry timer is gone.
+  } finally {
+    await app.close();
+    await app.close();
+  }
+});
+
+Deno.test("SyncSession.waitForDownload() called offline resolves after the reconnect, with everything the server held at the call visible", async () => {
+  await using server = await startServer({ permissions: () => "readwrite" });
+  await using proxy = new TcpProxy(server.addr);
+  await using writerApp = fastApp(server.url);
+  await using readerApp = fastApp(proxy.url);
+  const writer = await (await writerApp.logIn(Credentials.anonymous()))
+    .openRealm({
+      path: "/shared/doc",
+      waitForDownload: true,
+      signal: bounded(),
+    });
+  await using _w = writer;
+  const reader = await (await readerApp.logIn(Credentials.anonymous()))
+    .openRealm({
+      path: "/shared/doc",
+      waitForDownload: true,
+      signal: bounded(),
+    });
+  await using _r = reader;
+  await using states = new Recorder(
+    reader.syncSession.connectionStateChanges({ signal: bounded() }),
+  );
+  proxy.mode = "refuse";
+  proxy.dropAll();
+  await states.until((s) => s.current === "disconnected");
+  await writer.write((tx) => {
+    for (let i = 0; i < 50; i++) tx.put("T", `t${i}`, { i });
+  });
+  await writer.syncSession.waitForUpload({ signal: bounded() });
+  const download = reader.syncSession.waitForDownload({ signal: bounded() });
+  assert.equal(await isSettled(download), false);
+  proxy.mode = "forward";
+  await download;
+  assert.equal(reader.objects("T").length, 50);
+});
+
+Deno.test("Reconnect: delivery resumes from the last applied position; no remote change is delivered twice", async () => {
+  await using server = await startServer({ permissions: () => "readwrite" });
+  await using proxy = new TcpProxy(server.addr);
+  await using writerApp = fastApp(server.url);
+  await using readerApp = fastApp(proxy.url);
+  const writer = await (await writerApp.logIn(Credentials.anonymous()))
+    .openRealm({
+      path: "/shared/doc",
+      waitForDownload: true,
+      signal: bounded(),
+    });
+  await using _w = writer;
+  const reader = await (await readerApp.logIn(Credentials.anonymous()))
+    .openRealm({
+      path: "/shared/doc",
+      waitForDownload: true,
+      signal: bounded(),
+    });
+  await using _r = reader;
+  await using changes = new Recorder(reader.changes({ signal: bounded() }));
+  for (let round = 0; round < 5; round++) {
+    await writer.write((tx) => tx.put("T", `r${round}`, { round }));
+    await writer.syncSession.waitForUpload({ signal: bounded() });
+    await changes.until((c) => c.changes.some((o) => o.id === `r${round}`));
+    proxy.dropAll();
+  }
+  await reader.syncSession.waitForDownload({ signal: bounded() });
+  const ids = changes.items.flatMap((c) => c.changes.map((o) => o.id));
+  assert.deepEqual(ids, ["r0", "r1", "r2", "r3", "r4"]);
+  assert.ok(changes.items.every((c) => c.origin === "remote"));
+});
