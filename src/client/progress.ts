@@ -131,6 +131,13 @@ class Registration implements ProgressRegistration {
   base = 0;
   /** Uploads: the last client version the capture covers. */
   targetVersion = 0;
+  /**
+   * Downloads: the captured work has certainly arrived (the server said it
+   * had nothing more, or a MARK sent after the registration was answered).
+   * Counted bytes alone never complete a download registration: the
+   * server's figure is an estimate in a slightly different unit.
+   */
+  caughtUp = false;
   lastTransferred = -1;
   lastTransferable = -1;
   lastEstimate = -1;
@@ -180,9 +187,19 @@ function report(transferred: number, transferable: number): Progress {
  *   since the session started; transferable = that + bytes not yet
  *   acknowledged;
  * - download transferred = bytes of DOWNLOAD frames carrying changesets
- *   (their inflated size when they arrive compressed, the unit the server's
- *   `downloadableBytes` counts in); transferable = that + the server's last
- *   `downloadableBytes`.
+ *   (their inflated size when they arrive compressed); transferable = that +
+ *   the server's last `downloadableBytes`.
+ *
+ * The server's figure is an estimate: it counts its stored changesets, not
+ * the frames they travel in (a frame adds a header; changesets batched in
+ * one frame share a string table). So the download figures are kept honest
+ * against it: the cumulative transferable never decreases (it holds when
+ * the server's figure falls faster than bytes arrive), transferred catches
+ * up with it whenever the server says it has nothing more, and a
+ * `forCurrentlyOutstandingWork` download completes only once the work is
+ * known to be here — a DOWNLOAD saying nothing more is to come, or the
+ * answer to a MARK sent after the registration ({@linkcode caughtUp}) —
+ * never because the bytes counted reached the captured figure.
  */
 export class ProgressTracker {
   #uploadAcknowledged = 0;
@@ -194,7 +211,8 @@ export class ProgressTracker {
 
   #downloadKnown = false;
   #downloaded = 0;
-  #downloadable = 0;
+  /** Cumulative transferable download bytes; never decreases. */
+  #downloadTotal = 0;
   #downloadBatchStart = 0;
 
   #registrations = new Set<Registration>();
@@ -289,8 +307,11 @@ export class ProgressTracker {
   downloaded(frameBytes: number, downloadableBytes: number): void {
     const before = this.#downloaded;
     this.#downloaded += frameBytes;
-    this.#downloadable = downloadableBytes;
     this.#downloadKnown = true;
+    this.#downloadTotal = Math.max(
+      this.#downloadTotal,
+      this.#downloaded + downloadableBytes,
+    );
     for (const registration of this.#registrations) {
       if (
         registration.direction === "download" &&
@@ -298,24 +319,22 @@ export class ProgressTracker {
         registration.captured === undefined
       ) {
         // Registered before any figure: the outstanding work is this frame
-        // and what the server says is still to come.
+        // and what is still to come.
         registration.base = before;
-        registration.captured = frameBytes + downloadableBytes;
+        registration.captured = this.#downloadTotal - before;
       }
     }
     if (downloadableBytes === 0) {
+      // The server says this session has caught up: whatever was announced
+      // has arrived, even if the estimate was off.
+      this.#downloaded = this.#downloadTotal;
       this.#downloadBatchStart = this.#downloaded;
-      // The server says this session has caught up: whatever a
-      // registration captured has arrived, even if the estimate was off.
       for (const registration of this.#registrations) {
         if (
           registration.direction === "download" &&
           registration.mode === "forCurrentlyOutstandingWork"
         ) {
-          registration.base = Math.min(
-            registration.base,
-            this.#downloaded - registration.captured!,
-          );
+          registration.caughtUp = true;
         }
       }
     }
@@ -330,7 +349,7 @@ export class ProgressTracker {
   caughtUp(markSequence: number): void {
     if (!this.#downloadKnown) {
       this.#downloadKnown = true;
-      this.#downloadable = 0;
+      this.#downloadTotal = this.#downloaded;
       this.#downloadBatchStart = this.#downloaded;
     }
     for (const registration of this.#registrations) {
@@ -340,10 +359,7 @@ export class ProgressTracker {
         registration.sequence < markSequence
       ) {
         registration.captured ??= 0;
-        registration.base = Math.min(
-          registration.base,
-          this.#downloaded - registration.captured,
-        );
+        registration.caughtUp = true;
       }
     }
   }
@@ -363,7 +379,7 @@ export class ProgressTracker {
     if (!this.#downloadKnown) return undefined;
     return this.#batchReport(
       this.#downloaded,
-      this.#downloaded + this.#downloadable,
+      this.#downloadTotal,
       this.#downloadBatchStart,
     );
   }
@@ -408,8 +424,9 @@ export class ProgressTracker {
         registration.base = this.#uploadAcknowledged;
         registration.targetVersion = this.#lastCommittedVersion;
       } else if (this.#downloadKnown) {
-        registration.captured = this.#downloadable;
+        registration.captured = this.#downloadTotal - this.#downloaded;
         registration.base = this.#downloaded;
+        registration.caughtUp = registration.captured === 0;
       }
     }
     this.#registrations.add(registration);
@@ -479,8 +496,11 @@ export class ProgressTracker {
         captured,
       );
     }
+    if (registration.caughtUp) return report(captured, captured);
+    // Not known to be here yet: however many bytes were counted, one is
+    // still missing.
     return report(
-      Math.min(captured, this.#downloaded - registration.base),
+      Math.max(0, Math.min(captured - 1, this.#downloaded - registration.base)),
       captured,
     );
   }

@@ -391,6 +391,8 @@ export class SyncSession {
   #sentMarks = new Map<number, SentMark>();
   #nextRequestId = 1;
   #markScheduled = false;
+  /** A download registration needs a MARK to learn when its work is here. */
+  #progressMarkWanted = false;
   #uploadScheduled = false;
   #rebindTimer!: Timer;
   #sessionRetries = 0;
@@ -640,6 +642,7 @@ export class SyncSession {
         complete: () => stream.close(),
         error: (reason) => stream.error(reason),
       });
+      this.#markForProgress(holder.registration);
     }
     return stream.stream;
   }
@@ -683,6 +686,7 @@ export class SyncSession {
       complete: () => this.#callbackTokens.delete(token),
       error: () => this.#callbackTokens.delete(token),
     });
+    this.#markForProgress(token.registration);
     return token;
   }
 
@@ -1171,14 +1175,38 @@ export class SyncSession {
     this.#markScheduled = true;
     queueMicrotask(() => {
       this.#markScheduled = false;
-      if (this.#bound && this.#downloadWaiters.size > 0) this.#sendMark();
+      if (
+        this.#bound &&
+        (this.#downloadWaiters.size > 0 || this.#progressMarkWanted)
+      ) {
+        this.#sendMark();
+      }
     });
+  }
+
+  /**
+   * A `forCurrentlyOutstandingWork` download registration completes when a
+   * MARK sent after it is answered (or the server says nothing more is to
+   * come), so one is sent — at once when bound; otherwise the MARK that
+   * follows every BIND serves.
+   */
+  #markForProgress(registration: ProgressRegistration): void {
+    if (
+      registration.direction !== "download" ||
+      registration.mode !== "forCurrentlyOutstandingWork" ||
+      !registration.isActive
+    ) {
+      return;
+    }
+    this.#progressMarkWanted = true;
+    this.#scheduleMark();
   }
 
   #sendMark(): void {
     const channel = this.#channel;
     if (channel === undefined || !channel.isOpen) return;
     const requestId = this.#nextRequestId++;
+    this.#progressMarkWanted = false;
     const waiters = new Set(this.#downloadWaiters);
     this.#downloadWaiters.clear();
     this.#sentMarks.set(requestId, {
@@ -1234,6 +1262,7 @@ export class SyncSession {
         error: () => {},
       },
     );
+    this.#markForProgress(token.registration);
     return token.registration;
   }
 

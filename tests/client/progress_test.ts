@@ -167,21 +167,72 @@ Deno.test("ProgressTracker download reportIndefinitely: a full bootstrap, then l
 Deno.test("ProgressTracker download forCurrentlyOutstandingWork registered before the first figure captures the initial download", () => {
   const tracker = new ProgressTracker();
   const { events } = record(tracker, "download", "forCurrentlyOutstandingWork");
+  // The session sends a MARK for it (the one after BIND, here).
+  const markSequence = tracker.sequence + 1;
   assert.deepEqual(events, []);
   tracker.downloaded(100, 300);
   tracker.publish();
   // New work the server reports later does not grow the captured total.
   tracker.downloaded(100, 900);
   tracker.publish();
+  // As many bytes as captured have been counted, but the figure is only the
+  // server's estimate: not complete until the work is known to be here.
   tracker.downloaded(200, 700);
+  tracker.publish();
+  // The MARK's answer: everything the server held when it was sent is here.
+  tracker.caughtUp(markSequence);
   tracker.publish();
   tracker.downloaded(700, 0);
   tracker.publish();
   assert.deepEqual(events, [
     [100, 400, 0.25],
     [200, 400, 0.5],
+    [399, 400, 399 / 400],
     [400, 400, 1],
     "end",
+  ]);
+});
+
+Deno.test("ProgressTracker download forCurrentlyOutstandingWork never completes on counted bytes alone (the server's figure ran low)", () => {
+  const tracker = new ProgressTracker();
+  const { events } = record(tracker, "download", "forCurrentlyOutstandingWork");
+  // Frames carry more bytes than the server's figure counts.
+  tracker.downloaded(106, 300);
+  tracker.publish();
+  tracker.downloaded(106, 200);
+  tracker.publish();
+  tracker.downloaded(106, 100);
+  tracker.publish();
+  // The captured 406 bytes have been counted, yet the server has more.
+  tracker.downloaded(106, 50);
+  tracker.publish();
+  tracker.downloaded(50, 0);
+  tracker.publish();
+  assert.deepEqual(events, [
+    [106, 406, 106 / 406],
+    [212, 406, 212 / 406],
+    [318, 406, 318 / 406],
+    [405, 406, 405 / 406],
+    [406, 406, 1],
+    "end",
+  ]);
+});
+
+Deno.test("ProgressTracker download reportIndefinitely: transferable never falls when the server's figure ran high; transferred catches up when nothing is left", () => {
+  const tracker = new ProgressTracker();
+  const { events } = record(tracker, "download", "reportIndefinitely");
+  tracker.downloaded(100, 300);
+  tracker.publish();
+  // The server's figure falls faster than bytes arrive (its unit is not
+  // exactly the frames').
+  tracker.downloaded(100, 150);
+  tracker.publish();
+  tracker.downloaded(100, 0);
+  tracker.publish();
+  assert.deepEqual(events, [
+    [100, 400, 0.25],
+    [200, 400, 0.5],
+    [400, 400, 1],
   ]);
 });
 
@@ -305,7 +356,7 @@ Deno.test("ProgressTracker hasCompletion tells when a complete report is due", (
   assert.equal(tracker.hasCompletion, false);
 });
 
-Deno.test("ProgressTracker estimates stay in [0, 1], never fall within forCurrentlyOutstandingWork, and end at exactly 1.0 once (seeded)", () => {
+Deno.test("ProgressTracker estimates stay in [0, 1], never fall within forCurrentlyOutstandingWork, and end at exactly 1.0 once; cumulative figures never fall (seeded)", () => {
   const seed = testSeed();
   const random = new Prng(seed);
   for (let round = 0; round < 300; round++) {
@@ -339,6 +390,7 @@ Deno.test("ProgressTracker estimates stay in [0, 1], never fall within forCurren
     for (const { mode, events } of logs) {
       let last = -1;
       let lastTransferable = -1;
+      let lastTransferred = -1;
       let ended = false;
       let completes = 0;
       for (const event of events) {
@@ -353,6 +405,16 @@ Deno.test("ProgressTracker estimates stay in [0, 1], never fall within forCurren
           `seed ${seed}: ${estimate}`,
         );
         assert.ok(transferred! <= transferable!, `seed ${seed}`);
+        if (mode === "reportIndefinitely" && lastTransferable >= 0) {
+          assert.ok(
+            transferable! >= lastTransferable,
+            `seed ${seed}: cumulative transferable fell`,
+          );
+          assert.ok(
+            transferred! >= lastTransferred,
+            `seed ${seed}: cumulative transferred fell`,
+          );
+        }
         if (mode === "forCurrentlyOutstandingWork") {
           assert.ok(estimate! >= last, `seed ${seed}: estimate fell`);
           if (lastTransferable >= 0) {
@@ -366,6 +428,7 @@ Deno.test("ProgressTracker estimates stay in [0, 1], never fall within forCurren
         }
         last = estimate!;
         lastTransferable = transferable!;
+        lastTransferred = transferred!;
       }
       if (mode === "forCurrentlyOutstandingWork") {
         assert.ok(completes <= 1, `seed ${seed}: ${completes} complete events`);
@@ -416,14 +479,14 @@ Deno.test("ProgressTracker reproduces the worked sequences of docs/CLIENT.md", (
     "download",
     "forCurrentlyOutstandingWork",
   );
-  for (const [frame, toCome] of [[100, 300], [100, 900], [200, 0]] as const) {
+  for (const [frame, toCome] of [[100, 300], [100, 900], [900, 0]] as const) {
     download.downloaded(frame, toCome);
     download.publish();
   }
   assert.deepEqual(downloadIndefinitely.events, [
     [100, 400, 0.25],
     [200, 1100, 200 / 1100],
-    [400, 400, 1],
+    [1100, 1100, 1],
   ]);
   assert.deepEqual(downloadOutstanding.events, [
     [100, 400, 0.25],
