@@ -129,7 +129,7 @@ Deno.test("SyncSession download progress: exact figures, captured total never gr
       serverVersion: 2,
       downloadableBytes: 9_000,
     });
-    const f3 = await download(socket, sessionId, {
+    await download(socket, sessionId, {
       serverVersion: 3,
       downloadableBytes: 0,
       changesets: [remoteChangeset(3, 20)],
