@@ -208,7 +208,6 @@ interface FakeTimer {
   id: number;
   due: number;
   callback: () => void;
-  delay: number;
 }
 
 /**
@@ -220,9 +219,6 @@ export class ManualClock implements Clock {
   #now: number;
   #timers = new Map<number, FakeTimer>();
   #nextId = 1;
-  #listeners = new Set<() => void>();
-  /** Every delay ever requested through setTimeout. */
-  readonly requested: number[] = [];
 
   constructor(start: number = Date.now()) {
     this.#now = start;
@@ -235,34 +231,12 @@ export class ManualClock implements Clock {
   setTimeout(callback: () => void, delayMs: number): unknown {
     const id = this.#nextId++;
     const delay = Math.max(0, delayMs);
-    this.requested.push(delay);
-    this.#timers.set(id, { id, due: this.#now + delay, callback, delay });
-    for (const listener of this.#listeners) listener();
+    this.#timers.set(id, { id, due: this.#now + delay, callback });
     return id;
   }
 
   clearTimeout(handle: unknown): void {
     this.#timers.delete(handle as number);
-  }
-
-  /** Delays of the timers pending now. */
-  pendingDelays(): number[] {
-    return [...this.#timers.values()].map((t) => t.delay);
-  }
-
-  /** Time until the next pending timer, or undefined. */
-  nextDue(): number | undefined {
-    let best: number | undefined;
-    for (const timer of this.#timers.values()) {
-      if (best === undefined || timer.due < best) best = timer.due;
-    }
-    return best;
-  }
-
-  /** Observes new timers; returns an unsubscribe function. */
-  onTimer(listener: () => void): () => void {
-    this.#listeners.add(listener);
-    return () => this.#listeners.delete(listener);
   }
 
   /**

@@ -14,6 +14,8 @@ interface Link {
   client: Deno.TcpConn;
   server: Deno.TcpConn | undefined;
   silent: boolean;
+  /** Only server→client bytes are swallowed. */
+  deaf: boolean;
   closed: boolean;
   pumps: Promise<void>[];
 }
@@ -92,9 +94,19 @@ export class TcpProxy implements AsyncDisposable {
     for (const link of this.#links) link.silent = true;
   }
 
+  /**
+   * Makes every open connection swallow server→client bytes only: what the
+   * client sends arrives, the answers never do.
+   */
+  deafen(): void {
+    for (const link of this.#links) link.deaf = true;
+  }
+
   /** Closes the connections that were silenced (the peer gave up on them). */
   dropSilent(): void {
-    for (const link of this.#links) if (link.silent) this.#close(link);
+    for (const link of this.#links) {
+      if (link.silent || link.deaf) this.#close(link);
+    }
   }
 
   /** Closes every open connection. */
@@ -120,6 +132,7 @@ export class TcpProxy implements AsyncDisposable {
         client,
         server: undefined,
         silent: this.mode === "blackhole",
+        deaf: false,
         closed: false,
         pumps: [],
       };
@@ -160,7 +173,8 @@ export class TcpProxy implements AsyncDisposable {
       for (;;) {
         const n = await from.read(buffer);
         if (n === null) break;
-        const forwarded = !link.silent;
+        const forwarded = !link.silent &&
+          !(link.deaf && direction === "toClient");
         for (const listener of this.#listeners) {
           listener(direction, n, forwarded);
         }

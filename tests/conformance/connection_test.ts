@@ -3,7 +3,7 @@
 // reconnect — over a TCP proxy that fails like a network.
 
 import assert from "node:assert/strict";
-import { Credentials, SyncError } from "../../mod.ts";
+import { Credentials, type LogRecord, SyncError } from "../../mod.ts";
 import { TcpProxy } from "./_proxy.ts";
 import {
   bounded,
@@ -401,4 +401,77 @@ Deno.test("Keepalive: a slow download longer than the read timeout is never cut 
     JSON.stringify(states.items),
   );
   proxy.throttle = undefined;
+});
+
+Deno.test("Reconnect: an upload whose acknowledgement was lost is sent again and integrated once", async () => {
+  await using server = await startServer({ permissions: () => "readwrite" });
+  await using proxy = new TcpProxy(server.addr);
+  await using writerApp = fastApp(proxy.url);
+  await using readerApp = fastApp(server.url);
+  const writer = await (await writerApp.logIn(Credentials.anonymous()))
+    .openRealm({ path: "/shared/d", waitForDownload: true, signal: bounded() });
+  await using _w = writer;
+  const reader = await (await readerApp.logIn(Credentials.anonymous()))
+    .openRealm({ path: "/shared/d", waitForDownload: true, signal: bounded() });
+  await using _r = reader;
+  await using remote = new Recorder(reader.changes({ signal: bounded() }));
+  // The upload reaches the server; its acknowledgement never comes back.
+  proxy.deafen();
+  await writer.write((tx) => tx.put("T", "once", { n: 1 }));
+  await remote.until((c) => c.changes.some((o) => o.id === "once"));
+  assert.equal(server.stats().changesetsIntegrated, 1);
+  assert.equal(writer.syncSession.stats().pendingUploadChangesets, 1);
+  writerApp.reconnect();
+  await writer.syncSession.waitForUpload({ signal: bounded() });
+  proxy.dropSilent();
+  await reader.syncSession.waitForDownload({ signal: bounded() });
+  assert.equal(server.stats().changesetsIntegrated, 1);
+  assert.equal(remote.items.length, 1);
+  assert.deepEqual(writer.objects("T"), reader.objects("T"));
+});
+
+Deno.test("Tokens: the access token is refreshed in-band before it expires, without dropping the socket", async () => {
+  await using server = await startServer({
+    auth: { allowAnonymous: true, accessTokenTtlMs: 1_000 },
+  });
+  const refreshes: LogRecord[] = [];
+  let poke = () => {};
+  await using app = fastApp(server.url, {
+    logger: (record) => {
+      if (record.event.includes("refresh")) refreshes.push(record);
+      poke();
+    },
+  });
+  const user = await app.logIn(Credentials.anonymous());
+  await using a = await user.openRealm({
+    path: "/~/a",
+    waitForDownload: true,
+    signal: bounded(),
+  });
+  await using b = await user.openRealm({
+    path: "/~/b",
+    waitForDownload: true,
+    signal: bounded(),
+  });
+  await using aStates = new Recorder(
+    a.syncSession.connectionStateChanges({ signal: bounded() }),
+  );
+  await using bStates = new Recorder(
+    b.syncSession.connectionStateChanges({ signal: bounded() }),
+  );
+  // Three token lifetimes on one socket.
+  await condition(
+    (wake) => {
+      poke = wake;
+      return () => poke = () => {};
+    },
+    () => refreshes.length >= 3,
+  );
+  await a.write((tx) => tx.put("T", "x", {}));
+  await a.syncSession.waitForUpload({ signal: bounded() });
+  await b.syncSession.waitForDownload({ signal: bounded() });
+  assert.deepEqual(aStates.items, []);
+  assert.deepEqual(bStates.items, []);
+  assert.equal(server.stats().connections, 1);
+  assert.ok(refreshes.every((r) => r.level !== "warn" && r.level !== "error"));
 });

@@ -10,7 +10,13 @@ import {
 } from "../../mod.ts";
 import type { SyncServer } from "../../server.ts";
 import { TcpProxy } from "./_proxy.ts";
-import { bounded, fastApp, Recorder, startServer } from "./_helpers.ts";
+import {
+  bounded,
+  condition,
+  fastApp,
+  Recorder,
+  startServer,
+} from "./_helpers.ts";
 
 function checkShape(p: Progress): void {
   assert.deepEqual(Object.keys(p).sort(), [
@@ -434,8 +440,10 @@ Deno.test("SyncSession.removeProgressNotification() unregisters every registrati
     disposedCalls++;
   };
   let keptCalls = 0;
+  let keptPoke = () => {};
   const kept = () => {
     keptCalls++;
+    keptPoke();
   };
   assert.notEqual(
     session.addProgressNotification("upload", "reportIndefinitely", removed),
@@ -473,16 +481,15 @@ Deno.test("SyncSession.removeProgressNotification() unregisters every registrati
   await writeItems(realm, 5);
   await session.waitForUpload({ signal: bounded() });
   await session.waitForDownload({ signal: bounded() });
-  // The kept callback proves reports were delivered meanwhile.
-  await new Promise<void>((resolve, reject) => {
-    const signal = bounded();
-    const check = () => {
-      if (keptCalls > keptBefore) resolve();
-      else if (signal.aborted) reject(new Error("kept callback never called"));
-      else queueMicrotask(() => setTimeout(check, 0));
-    };
-    check();
-  });
+  // The kept callback proves reports were delivered meanwhile (callbacks of
+  // one report run together, so the others would have run by then too).
+  await condition(
+    (poke) => {
+      keptPoke = poke;
+      return () => keptPoke = () => {};
+    },
+    () => keptCalls > keptBefore,
+  );
   assert.deepEqual({ removedCalls, cancelledCalls, disposedCalls }, baseline);
   keptToken.cancel();
 });

@@ -323,3 +323,24 @@ Deno.test("serveSync() listens on 127.0.0.1 by default", async () => {
   });
   assert.equal(server.addr.hostname, "127.0.0.1");
 });
+
+Deno.test('serveSync() permissions receive the resolved path ("~" = the user id) and may be async', async () => {
+  const asked: [string, string][] = [];
+  await using server = await startServer({
+    permissions: async (userId, path) => {
+      asked.push([userId, path]);
+      await Promise.resolve();
+      return path === `/${userId}/todos` ? "readwrite" : "none";
+    },
+  });
+  await using app = fastApp(server.url);
+  const user = await app.logIn(Credentials.anonymous());
+  await using realm = await user.openRealm({
+    path: "/~/todos",
+    waitForDownload: true,
+    signal: bounded(),
+  });
+  assert.deepEqual(asked, [[user.id, `/${user.id}/todos`]]);
+  await realm.write((tx) => tx.put("T", "x", {}));
+  await realm.syncSession.waitForUpload({ signal: bounded() });
+});

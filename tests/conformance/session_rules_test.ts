@@ -11,7 +11,12 @@ import {
 import { TcpProxy } from "./_proxy.ts";
 import { bounded, fastApp, Recorder, startServer } from "./_helpers.ts";
 
-/** Settles (true) or not yet (false), after letting pending work run. */
+/**
+ * Settles (true) or not yet (false), after letting pending work run. Used
+ * only to show that something is still waiting — never to wait for an event:
+ * a correct implementation keeps these promises pending, so the check cannot
+ * fail by timing.
+ */
 async function isSettled(promise: Promise<unknown>): Promise<boolean> {
   let settled = false;
   promise.then(() => settled = true, () => settled = true);
@@ -118,6 +123,15 @@ Deno.test("User.openRealm() aborted while waiting for the download rejects with 
   const reason = new Error("user gave up");
   controller.abort(reason);
   assert.equal(await errorOf(opening), reason);
+  // What the open made is closed again; the path can be opened anew.
+  assert.deepEqual(user.allSessions, []);
+  proxy.mode = "forward";
+  await using realm = await user.openRealm({
+    path: "/~/todos",
+    waitForDownload: true,
+    signal: bounded(),
+  });
+  assert.equal(realm.syncSession.connectionState, "connected");
 });
 
 Deno.test("App.logIn() with an aborted signal rejects with the signal's reason", async () => {
