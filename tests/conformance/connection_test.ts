@@ -10,6 +10,7 @@ import {
   condition,
   fastApp,
   Recorder,
+  signJwt,
   startServer,
 } from "./_helpers.ts";
 
@@ -474,4 +475,80 @@ Deno.test("Tokens: the access token is refreshed in-band before it expires, with
   assert.deepEqual(bStates.items, []);
   assert.equal(server.stats().connections, 1);
   assert.ok(refreshes.every((r) => r.level !== "warn" && r.level !== "error"));
+});
+
+/** Drops the server's token signing key (SERVER.md "Storage"): every token
+ * it issued stops verifying, while the realms' data stays. */
+async function forgetSigningKey(kv: Deno.Kv): Promise<void> {
+  await kv.delete(["tether", "server", "signing_key"]);
+}
+
+Deno.test("Tokens: after the server's signing key changed (no token verifies), a JWT user logs in again by itself and syncs on", async () => {
+  const secret = "conformance-secret";
+  using kv = await Deno.openKv(":memory:");
+  const first = await startServer({ kv, auth: { jwtSecret: secret } });
+  const port = first.addr.port;
+  await using proxy = new TcpProxy(first.addr);
+  await using app = fastApp(proxy.url);
+  const jwt = await signJwt(secret, {
+    sub: "alice",
+    exp: Math.floor(Date.now() / 1000) + 3600,
+  });
+  const user = await app.logIn(Credentials.jwt(jwt));
+  await using realm = await user.openRealm({
+    path: "/~/todos",
+    waitForDownload: true,
+    signal: bounded(),
+  });
+  await using states = new Recorder(
+    realm.syncSession.connectionStateChanges({ signal: bounded() }),
+  );
+  await first.shutdown();
+  await states.until((s) => s.current === "disconnected");
+  await realm.write((tx) => tx.put("T", "offline", { n: 1 }));
+  // The server comes back with a new signing key.
+  await forgetSigningKey(kv);
+  await using second = await startServer({
+    kv,
+    port,
+    auth: { jwtSecret: secret },
+  });
+  await realm.syncSession.waitForUpload({ signal: bounded() });
+  assert.equal(realm.syncSession.state, "active");
+  assert.equal(realm.syncSession.error, undefined);
+  assert.equal(second.stats().changesetsIntegrated, 1);
+});
+
+Deno.test('Tokens: an anonymous user whose tokens no longer verify ends in "error" (it cannot log in again as itself), without a loop', async () => {
+  using kv = await Deno.openKv(":memory:");
+  const first = await startServer({ kv });
+  const port = first.addr.port;
+  await using proxy = new TcpProxy(first.addr);
+  await using app = fastApp(proxy.url);
+  const user = await app.logIn(Credentials.anonymous());
+  await using realm = await user.openRealm({
+    path: "/~/todos",
+    waitForDownload: true,
+    signal: bounded(),
+  });
+  await using states = new Recorder(
+    realm.syncSession.connectionStateChanges({ signal: bounded() }),
+  );
+  await first.shutdown();
+  await states.until((s) => s.current === "disconnected");
+  await realm.write((tx) => tx.put("T", "kept", { n: 1 }));
+  await forgetSigningKey(kv);
+  await using _second = await startServer({ kv, port });
+  await states.finished();
+  assert.equal(states.outcome?.kind, "error");
+  assert.equal(realm.syncSession.state, "error");
+  assert.ok(realm.syncSession.error instanceof SyncError);
+  assert.equal(realm.syncSession.error.isFatal, true);
+  assert.equal(realm.syncSession.error.code, "login_failed");
+  assert.deepEqual(realm.get("T", "kept"), { n: 1 });
+  // Bounded: a handful of dials, not a loop.
+  assert.ok(
+    states.items.filter((s) => s.current === "connecting").length <= 5,
+    JSON.stringify(states.items),
+  );
 });

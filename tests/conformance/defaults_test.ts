@@ -213,3 +213,51 @@ Deno.test("Keepalive: after a long timer delay (the machine slept), liveness is 
   app.reconnect();
   await states.until((s) => s.current === "connected");
 });
+
+Deno.test("App defaults: the backoff starts again once a connection has stayed up (10 s), not before", async () => {
+  await using server = await startServer();
+  await using proxy = new TcpProxy(server.addr);
+  const clock = new ManualClock();
+  const { app, realm, session } = await defaultApp(server, proxy, clock);
+  await using _app = app;
+  await using _realm = realm;
+  await using states = new Recorder(
+    session.connectionStateChanges({ signal: bounded() }),
+  );
+  let from = 0;
+  const nextRetry = async () => {
+    const change = await states.until(
+      (s) => s.current === "disconnected" && s.retry !== undefined,
+      { from },
+    );
+    from = states.items.indexOf(change) + 1;
+    return change.retry!;
+  };
+  // Grow the backoff: three failed attempts.
+  proxy.mode = "refuse";
+  proxy.dropAll();
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    const retry = await nextRetry();
+    assert.equal(retry.attempt, attempt);
+    if (attempt < 3) clock.advance(retry.nextAttemptAt - clock.now());
+  }
+  // The next dial succeeds, but the connection drops before 10 s: the
+  // backoff keeps growing.
+  proxy.mode = "forward";
+  clock.advance(session.retry!.nextAttemptAt - clock.now());
+  await states.until((s) => s.current === "connected", { from });
+  clock.advance(9_000);
+  proxy.dropAll();
+  const early = await nextRetry();
+  assert.equal(early.attempt, 4);
+  // Connected again and up for 10 s: the next loss is retry 1 again.
+  clock.advance(early.nextAttemptAt - clock.now());
+  await states.until((s) => s.current === "connected", { from });
+  clock.advance(10_000);
+  proxy.dropAll();
+  const fresh = await nextRetry();
+  assert.equal(fresh.attempt, 1);
+  assert.ok(fresh.nextAttemptAt - clock.now() <= 500);
+  clock.advance(fresh.nextAttemptAt - clock.now());
+  await states.until((s) => s.current === "connected", { from });
+});
