@@ -619,3 +619,24 @@ Deno.test("Reconnect: delivery resumes from the last applied position; no remote
   assert.deepEqual(ids, ["r0", "r1", "r2", "r3", "r4"]);
   assert.ok(changes.items.every((c) => c.origin === "remote"));
 });
+
+Deno.test("User.openRealm() while the shared socket is up: the new session still reports connecting → connected", async () => {
+  await using server = await startServer();
+  await using app = fastApp(server.url);
+  const user = await app.logIn(Credentials.anonymous());
+  await using first = await user.openRealm({
+    path: "/~/first",
+    waitForDownload: true,
+    signal: bounded(),
+  });
+  assert.equal(first.syncSession.connectionState, "connected");
+  await using second = await user.openRealm({ path: "/~/second" });
+  const session = second.syncSession;
+  assert.equal(session.connectionState, "connecting");
+  await using states = new Recorder(
+    session.connectionStateChanges({ signal: bounded() }),
+  );
+  const change = await states.until((s) => s.current === "connected");
+  assert.equal(change.previous, "connecting");
+  assert.equal(server.stats().connections, 1);
+});
