@@ -5,11 +5,27 @@
  * before anything is timed. `bench/report.ts` turns `deno bench --json`
  * output into the table in docs/PERFORMANCE.md.
  *
+ * What each bench does per iteration:
+ * - `json`: `JSON.stringify` with a replacer + `TextEncoder.encode`;
+ *   `TextDecoder.decode` + `JSON.parse` with a reviver (bench/_baselines.ts).
+ * - `msgpackr`: plain `pack` / `unpack`. `pack` returns a view into a buffer
+ *   it shares between calls; `unpack` returns byte arrays that are views
+ *   into the input.
+ * - `tether`: `encodeMessage(message, writer)` with one reused `Writer`,
+ *   the way a connection encodes a frame it sends at once: like `pack`, it
+ *   allocates no buffer per frame. `decodeMessage(frame)`, which copies the
+ *   frame's byte arrays out of it (one buffer per message).
+ *
+ * The `<corpus>/encode-copy` groups time `encodeMessage(message)` without a
+ * writer, which returns a frame in a buffer of its own: the difference is
+ * what one `ArrayBuffer` per frame costs in Deno.
+ *
  * @module
  */
 
 import { decodeMessage } from "../src/protocol/decode.ts";
 import { encodeMessage } from "../src/protocol/encode.ts";
+import { Writer } from "../src/protocol/writer.ts";
 import { buildCorpora } from "./_corpora.ts";
 import {
   assertExactRoundTrip,
@@ -21,14 +37,20 @@ import {
 
 /** Folds every result in, so the optimiser cannot drop the measured work. */
 let sink = 0;
+const writer = new Writer();
 
 for (const { name, message } of buildCorpora()) {
   const jsonBytes = jsonEncode(message);
-  const msgpackrBytes = msgpackrEncode(message);
+  const msgpackrBytes = msgpackrEncode(message).slice();
   const tetherBytes = encodeMessage(message);
   assertExactRoundTrip("json", message, jsonDecode(jsonBytes));
   assertExactRoundTrip("msgpackr", message, msgpackrDecode(msgpackrBytes));
   assertExactRoundTrip("tether", message, decodeMessage(tetherBytes));
+  assertExactRoundTrip(
+    "tether with a writer",
+    message,
+    decodeMessage(encodeMessage(message, writer)),
+  );
 
   const encode = `${name}/encode`;
   Deno.bench("json", { group: encode, baseline: true }, () => {
@@ -38,7 +60,7 @@ for (const { name, message } of buildCorpora()) {
     sink += msgpackrEncode(message).length;
   });
   Deno.bench("tether", { group: encode }, () => {
-    sink += encodeMessage(message).length;
+    sink += encodeMessage(message, writer).length;
   });
 
   const decode = `${name}/decode`;
@@ -50,6 +72,11 @@ for (const { name, message } of buildCorpora()) {
   });
   Deno.bench("tether", { group: decode }, () => {
     sink += decodeMessage(tetherBytes).type;
+  });
+
+  const encodeCopy = `${name}/encode-copy`;
+  Deno.bench("tether", { group: encodeCopy }, () => {
+    sink += encodeMessage(message).length;
   });
 }
 

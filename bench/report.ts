@@ -109,6 +109,27 @@ for (const corpus of CORPUS_NAMES) {
 
 lines.push(
   "",
+  "Encoding into a buffer of its own (`encodeMessage(message)`, no writer):",
+  "",
+  "| group | bench | time/iter | json ÷ this | msgpackr ÷ this |",
+  "| --- | --- | ---: | ---: | ---: |",
+);
+for (const corpus of CORPUS_NAMES) {
+  const time = times.get(`${corpus}/encode-copy|tether`);
+  const json = times.get(`${corpus}/encode|json`);
+  const msgpackr = times.get(`${corpus}/encode|msgpackr`);
+  if (time === undefined || json === undefined || msgpackr === undefined) {
+    continue;
+  }
+  lines.push(
+    `| ${corpus}/encode-copy | tether | ${formatTime(time)} | ${
+      (json / time).toFixed(2)
+    }× | ${(msgpackr / time).toFixed(2)}× |`,
+  );
+}
+
+lines.push(
+  "",
   "| corpus | json bytes | msgpackr bytes | tether bytes | tether ÷ json | tether ÷ msgpackr |",
   "| --- | ---: | ---: | ---: | ---: | ---: |",
 );

@@ -4,23 +4,29 @@ import { ProtocolError } from "./protocol_error.ts";
 import { type Reader, readUtf8, readVarUint, truncated } from "./reader.ts";
 import { StringTable } from "./string_table.ts";
 import { formatUuid, UUID_BYTES, writeUuidBytes } from "./uuid.ts";
-import { varUintSize, Writer, writeRaw, writeVarUint } from "./writer.ts";
+import { putVarUint, Writer, writeRaw, writeVarUint } from "./writer.ts";
 
 /**
  * A changeset block (PROTOCOL.md §5): the part of an UPLOAD, a DOWNLOAD or a
- * stored changeset that carries changesets. It starts with two sections,
+ * stored changeset that carries changesets. It is the last thing in its
+ * frame:
  *
- * 1. the string section: every string of the block, UTF-8, concatenated;
+ * 1. the structure's length, a u32, and the structure (changesets,
+ *    instructions, values);
  * 2. the byte section: every byte-array value of the block, concatenated;
+ * 3. the string section: every string of the block, UTF-8, concatenated, to
+ *    the end of the frame.
  *
- * then the structure (changesets, instructions, values), which says how many
- * UTF-16 code units of the string section each string takes, and how many
- * bytes of the byte section each byte array takes, in order.
+ * The structure says how many UTF-16 code units of the string section each
+ * string takes, and how many bytes of the byte section each byte array
+ * takes, in order.
  *
  * Why: one `TextDecoder` call for the whole string section plus a `slice`
  * per string costs a tenth of decoding each string on its own, and one copy
  * of the byte section with a view per value costs a fraction of one buffer
- * per value (PERFORMANCE.md).
+ * per value (PERFORMANCE.md). The sections come after the structure so the
+ * encoder writes the structure straight into the frame and the strings with
+ * one `encodeInto` at its end, copying nothing twice.
  *
  * Type names, object ids, field names and object keys go through the
  * block's string table: a reference is a varuint `r`:
@@ -35,10 +41,13 @@ const textEncoder = new TextEncoder();
 
 const NO_BYTES = new Uint8Array(0);
 
+/** Most bytes a string-table reference takes: a 0 and a UUID. */
+export const MAX_REFERENCE_BYTES = 1 + UUID_BYTES;
+
 /** Encoding state for one block. */
 export class BlockWriter {
-  /** The structure. */
-  readonly out: Writer = new Writer(64 * 1024);
+  /** The frame the structure is written into (set by `begin`). */
+  out: Writer = new Writer(64);
   /** The byte section. */
   readonly blobs: Writer = new Writer(4 * 1024);
   /** The string section, as text. */
@@ -52,20 +61,41 @@ export class BlockWriter {
    * an enumerable property to `Object.prototype`.
    */
   ownOnly = false;
-  /** Starts a new block. */
-  begin(): void {
-    this.out.reset();
+  #lengthAt = 0;
+
+  /** Starts a block at the current end of `frame`. */
+  begin(frame: Writer): void {
+    this.out = frame;
     this.blobs.reset();
     this.release();
     this.ownOnly = hasEnumerableInherited();
+    frame.ensure(4);
+    this.#lengthAt = frame.pos;
+    frame.pos += 4;
   }
 
-  /** Writes the block (sections, then structure) into `frame`. */
-  end(frame: Writer): void {
-    writeStringSection(frame, this.strings);
-    writeVarUint(frame, this.blobs.length);
+  /** Ends the block: the structure's length, then the two sections. */
+  end(): void {
+    const frame = this.out;
+    const length = frame.pos - this.#lengthAt - 4;
+    if (length > 0xffffffff) {
+      throw new ProtocolError(
+        "unencodable_value",
+        `Cannot encode changesets: structure of ${length} bytes exceeds 2^32 - 1`,
+      );
+    }
+    frame.view.setUint32(this.#lengthAt, length, true);
+    writeVarUint(frame, this.blobs.pos);
     writeRaw(frame, this.blobs.bytes.subarray(0, this.blobs.pos));
-    writeRaw(frame, this.out.bytes.subarray(0, this.out.pos));
+    const text = this.strings;
+    if (text.length !== 0) {
+      const maxBytes = text.length * 3;
+      frame.ensure(maxBytes);
+      frame.pos += textEncoder.encodeInto(
+        text,
+        frame.bytes.subarray(frame.pos, frame.pos + maxBytes),
+      ).written;
+    }
   }
 
   /**
@@ -86,72 +116,79 @@ function hasEnumerableInherited(): boolean {
   return false;
 }
 
-function writeStringSection(frame: Writer, text: string): void {
-  const maxBytes = text.length * 3;
-  const reserved = varUintSize(maxBytes);
-  frame.ensure(reserved + maxBytes);
-  const start = frame.pos + reserved;
-  const written = maxBytes === 0 ? 0 : textEncoder.encodeInto(
-    text,
-    frame.bytes.subarray(start, start + maxBytes),
-  ).written;
-  const needed = varUintSize(written);
-  if (needed !== reserved) {
-    frame.bytes.copyWithin(frame.pos + needed, start, start + written);
-  }
-  writeVarUint(frame, written);
-  frame.pos += written;
-}
-
 /**
  * Writes a string-table reference to `text` and returns its table index.
+ * The caller has ensured room for {@linkcode MAX_REFERENCE_BYTES}.
  */
-export function writeReference(block: BlockWriter, text: string): number {
+export function putReference(block: BlockWriter, text: string): number {
   const found = block.table.lookupOrAdd(text);
   const out = block.out;
   if (found >= 0) {
-    writeVarUint(out, found * 2 + 1);
+    putVarUint(out, found * 2 + 1);
     return found;
   }
   const index = -1 - found;
   if (text.length === 36) {
-    out.ensure(1 + UUID_BYTES);
     const at = out.pos;
     out.bytes[out.pos++] = 0;
     if (writeUuidBytes(out, text)) return index;
     out.pos = at;
   }
-  writeVarUint(out, text.length * 2 + 2);
+  putVarUint(out, text.length * 2 + 2);
   block.strings += text;
   return index;
 }
 
-/** Appends a string value's text; the caller writes its length. */
-export function appendString(block: BlockWriter, text: string): void {
-  block.strings += text;
+/** `putReference` for a caller that has not ensured room. */
+export function writeReference(block: BlockWriter, text: string): number {
+  block.out.ensure(MAX_REFERENCE_BYTES);
+  return putReference(block, text);
 }
 
-/** Appends a byte-array value to the byte section. */
-export function appendBytes(block: BlockWriter, bytes: Uint8Array): void {
-  writeRaw(block.blobs, bytes);
-}
-
-/** Reads the two sections at the start of a block into `reader`. */
-export function readBlockSections(reader: Reader): void {
-  const stringBytes = readSectionLength(reader, "string section");
-  reader.strings = stringBytes === 0 ? "" : readUtf8(reader, stringBytes);
-  reader.stringsPos = 0;
+/**
+ * Reads a block's structure length and its two sections into `reader`, and
+ * leaves the reader at the start of the structure, its end at the
+ * structure's end. `checkBlockEnd` puts it after the sections.
+ *
+ * With `copyBytes`, byte-array values are views into one copy of the byte
+ * section; without, views into the frame itself.
+ */
+export function readBlockSections(reader: Reader, copyBytes: boolean): void {
+  const start = reader.pos;
+  if (reader.end - start < 4) throw truncated(reader, 4);
+  const bytes = reader.bytes;
+  const length = (bytes[start]! | (bytes[start + 1]! << 8) |
+    (bytes[start + 2]! << 16)) + bytes[start + 3]! * 0x1000000;
+  const structureStart = start + 4;
+  if (length > reader.end - structureStart) {
+    throw new ProtocolError(
+      "truncated",
+      `Cannot decode changesets: structure length ${length} exceeds the ${
+        reader.end - structureStart
+      } bytes left at offset ${start}`,
+      start,
+    );
+  }
+  const structureEnd = structureStart + length;
+  reader.pos = structureEnd;
   const blobBytes = readSectionLength(reader, "byte section");
-  // One copy of the whole section, which byte values are views into: they
-  // must not alias the caller's frame, and a buffer per value would cost
-  // more than the rest of the decoding (PERFORMANCE.md).
+  // Byte values are views into one buffer, never a buffer each: allocating
+  // an ArrayBuffer costs more than decoding a small message (PERFORMANCE.md).
   reader.blobs = blobBytes === 0
     ? NO_BYTES
-    : reader.bytes.slice(reader.pos, reader.pos + blobBytes);
+    : copyBytes
+    ? reader.bytes.slice(reader.pos, reader.pos + blobBytes)
+    : reader.bytes.subarray(reader.pos, reader.pos + blobBytes);
   reader.blobsPos = 0;
   reader.pos += blobBytes;
+  const stringBytes = reader.end - reader.pos;
+  reader.strings = stringBytes === 0 ? "" : readUtf8(reader, stringBytes);
+  reader.stringsPos = 0;
   reader.table = [];
   reader.shapes = [];
+  reader.blockEnd = reader.end;
+  reader.pos = structureStart;
+  reader.end = structureEnd;
 }
 
 function readSectionLength(reader: Reader, what: string): number {
@@ -169,8 +206,20 @@ function readSectionLength(reader: Reader, what: string): number {
   return length;
 }
 
-/** Throws `trailing_bytes` unless the block used both sections up. */
+/**
+ * Throws `trailing_bytes` unless the structure was read to its end and both
+ * sections were used up; then moves the reader past the block.
+ */
 export function checkBlockEnd(reader: Reader): void {
+  if (reader.pos !== reader.end) {
+    throw new ProtocolError(
+      "trailing_bytes",
+      `Cannot decode changesets: ${
+        reader.end - reader.pos
+      } bytes of the structure left over at offset ${reader.pos}`,
+      reader.pos,
+    );
+  }
   const unusedUnits = reader.strings.length - reader.stringsPos;
   if (unusedUnits !== 0) {
     throw new ProtocolError(
@@ -187,6 +236,7 @@ export function checkBlockEnd(reader: Reader): void {
       reader.pos,
     );
   }
+  reader.pos = reader.end = reader.blockEnd;
 }
 
 /**
@@ -257,12 +307,60 @@ export function takeBytes(
   return reader.blobs.subarray(from, from + length);
 }
 
-/** Reads a string-table reference and returns the string's table index. */
-export function readReference(reader: Reader): number {
+/**
+ * Names up to this many code units are looked up in the name cache. Shorter
+ * than 13 also means `slice` copies them rather than keeping a view of the
+ * whole string section, so the cache never holds a message's section alive.
+ */
+const CACHED_NAME_UNITS = 12;
+const NAME_CACHE_SIZE = 4096;
+
+/**
+ * Type and field names recently decoded, shared by all decoding: the same
+ * few names arrive in message after message, and giving V8 the string it
+ * has already seen as a property key saves it a string-table lookup per
+ * field written, which cost more than the decoding (PERFORMANCE.md).
+ * Entries are only ever compared with and returned for equal text.
+ */
+const nameCache: string[] = new Array(NAME_CACHE_SIZE).fill("");
+
+/** `takeString` for names, through the name cache. */
+function takeName(reader: Reader, units: number, start: number): string {
+  const from = reader.stringsPos;
+  const strings = reader.strings;
+  if (
+    units === 0 || units > CACHED_NAME_UNITS ||
+    units > reader.limits.maxStringBytes || units > strings.length - from
+  ) {
+    return takeString(reader, units, start);
+  }
+  const first = strings.charCodeAt(from);
+  if (first >= 0xdc00 && first <= 0xdfff) {
+    return takeString(reader, units, start);
+  }
+  const last = strings.charCodeAt(from + units - 1);
+  const slot = (Math.imul(units ^ (first << 5) ^ (last << 16), 0x9e3779b1) >>>
+    20) & (NAME_CACHE_SIZE - 1);
+  reader.stringsPos = from + units;
+  const cached = nameCache[slot]!;
+  if (cached.length === units && strings.startsWith(cached, from)) {
+    return cached;
+  }
+  const text = strings.slice(from, from + units);
+  nameCache[slot] = text;
+  return text;
+}
+
+/**
+ * Reads a string-table reference and returns the string's table index.
+ * `isName` marks type names, field names and object keys, which go through
+ * the name cache; ids do not, since they seldom repeat across messages.
+ */
+export function readReference(reader: Reader, isName: boolean): number {
   const start = reader.pos;
   const reference = readVarUint(reader);
   const table = reader.table;
-  if (reference % 2 === 1) {
+  if ((reference & 1) === 1) {
     const index = (reference - 1) / 2;
     if (index >= table.length) {
       throw new ProtocolError(
@@ -278,6 +376,8 @@ export function readReference(reader: Reader): number {
     if (reader.end - reader.pos < UUID_BYTES) throw truncated(reader, 16);
     text = formatUuid(reader.bytes, reader.pos);
     reader.pos += UUID_BYTES;
+  } else if (isName) {
+    text = takeName(reader, reference / 2 - 1, start);
   } else {
     text = takeString(reader, reference / 2 - 1, start);
   }

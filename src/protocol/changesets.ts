@@ -13,12 +13,18 @@ import {
   HLC_MAX_TIME,
 } from "../model/hlc.ts";
 import type { Fields, Value } from "../model/value.ts";
-import { type BlockWriter, readReference, writeReference } from "./block.ts";
+import {
+  type BlockWriter,
+  MAX_REFERENCE_BYTES,
+  putReference,
+  readReference,
+  writeReference,
+} from "./block.ts";
 import { DEFAULT_LIMITS } from "./limits.ts";
 import { ProtocolError } from "./protocol_error.ts";
 import { readCount, type Reader, readVarUint, truncated } from "./reader.ts";
 import { defineProto, isPlainObject, readValue, writeValue } from "./values.ts";
-import { type Writer, writeVarUint } from "./writer.ts";
+import { putVarUint, type Writer, writeVarUint } from "./writer.ts";
 
 /**
  * Changesets, instructions and stamps inside a changeset block
@@ -38,8 +44,20 @@ const SAME_TYPE = 0x08;
 const SAME_FIELDS = 0x10;
 const HEADER_BITS = 0x1f;
 
+/** Most bytes a stamp takes: three varuints. */
+const MAX_STAMP_BYTES = 24;
+/** Most bytes an instruction takes before its field names and values. */
+const MAX_INSTRUCTION_HEAD_BYTES = 1 + 2 * MAX_REFERENCE_BYTES +
+  MAX_STAMP_BYTES + 8;
+
 /** Writes a stamp: time, counter, node as varuints. */
 export function writeStamp(out: Writer, stamp: Hlc): void {
+  out.ensure(MAX_STAMP_BYTES);
+  putStamp(out, stamp);
+}
+
+/** `writeStamp` for a caller that has ensured room for 24 bytes. */
+function putStamp(out: Writer, stamp: Hlc): void {
   const { time, counter, node } = stamp;
   if (
     !(time <= HLC_MAX_TIME && counter <= HLC_MAX_COUNTER &&
@@ -50,9 +68,9 @@ export function writeStamp(out: Writer, stamp: Hlc): void {
       `Cannot encode stamp: (${time}, ${counter}, ${node}) is out of range`,
     );
   }
-  writeVarUint(out, time);
-  writeVarUint(out, counter);
-  writeVarUint(out, node);
+  putVarUint(out, time);
+  putVarUint(out, counter);
+  putVarUint(out, node);
 }
 
 function readStampPart(reader: Reader, max: number, what: string): number {
@@ -108,19 +126,20 @@ export function writeInstructions(
     if (typeof type !== "string" || typeof id !== "string") {
       throw unencodableInstruction("type and id must be strings");
     }
-    // The header is patched in once the shape check below is done.
-    out.ensure(1);
+    // One capacity check for everything up to the field names; the header
+    // is patched in once the shape check below is done.
+    out.ensure(MAX_INSTRUCTION_HEAD_BYTES);
     const headerAt = out.pos++;
     if (type === previousType) {
       header |= SAME_TYPE;
     } else {
-      typeIndex = writeReference(block, type);
+      typeIndex = putReference(block, type);
       previousType = type;
     }
-    writeReference(block, id);
+    putReference(block, id);
     if (stamp !== null) {
       header |= HAS_STAMP;
-      writeStamp(out, stamp);
+      putStamp(out, stamp);
     }
     if (header & OP_DELETE) {
       out.bytes[headerAt] = header;
@@ -150,7 +169,7 @@ export function writeInstructions(
       }
     } else {
       out.bytes[headerAt] = header;
-      writeVarUint(out, count);
+      putVarUint(out, count);
       const names: string[] = new Array(count);
       let field = 0;
       for (const name in fields) {
@@ -212,7 +231,7 @@ export function readInstructions(reader: Reader): Instruction[] {
       throw badHeader(header, start);
     }
     if ((header & SAME_TYPE) === 0) {
-      typeIndex = readReference(reader);
+      typeIndex = readReference(reader, true);
     } else if (typeIndex < 0) {
       throw new ProtocolError(
         "bad_reference",
@@ -221,7 +240,7 @@ export function readInstructions(reader: Reader): Instruction[] {
       );
     }
     const type = table[typeIndex]!;
-    const id = table[readReference(reader)]!;
+    const id = table[readReference(reader, false)]!;
     const stamp = (header & HAS_STAMP) !== 0 ? readStamp(reader) : null;
     let fields: Fields | null = null;
     if (opCode === OP_DELETE) {
@@ -250,7 +269,7 @@ export function readInstructions(reader: Reader): Instruction[] {
       const names: string[] = new Array(fieldCount);
       fields = {};
       for (let field = 0; field < fieldCount; field++) {
-        const name = table[readReference(reader)]!;
+        const name = table[readReference(reader, true)]!;
         names[field] = name;
         setField(fields, name, readValue(reader, maxDepth));
       }

@@ -29,9 +29,13 @@ function resolveLimits(limits: Partial<Limits>): Limits {
  * Decodes one uncompressed frame into a message (PROTOCOL.md §4). A
  * compressed frame must go through `decompressFrame` first.
  *
- * Byte-array values never alias `bytes`: those of one message are views
- * into one copy of that message's byte section (PROTOCOL.md §5.1), which
- * saves an allocation per value. Strings likewise share memory with the
+ * Byte-array values are views into `bytes` (its byte section, PROTOCOL.md
+ * §5.1) rather than copies: a frame received from a socket is used by
+ * nobody else, and an `ArrayBuffer` per value would cost more than the rest
+ * of decoding a small message (PERFORMANCE.md). So do not modify `bytes`
+ * while the message is in use, and copy a byte array (`value.slice()`)
+ * before keeping it for long or structured-cloning it, or it keeps the whole
+ * frame alive and a clone copies it. Strings likewise share memory with the
  * other strings of their message. Nothing is shared between messages.
  *
  * @param bytes The frame.
@@ -86,7 +90,7 @@ export function decodeMessage(
   return message;
 }
 
-/** Reads a PROTOCOL.md §3.4 flag: 00 or 01, anything else rejected. */
+/** Reads a PROTOCOL.md §3.5 flag: 00 or 01, anything else rejected. */
 function readFlag(reader: Reader, message: string, what: string): boolean {
   const start = reader.pos;
   const flag = readU8(reader);
@@ -144,7 +148,7 @@ function readMessage(reader: Reader): Message {
     }
     case MessageType.Upload: {
       const sessionId = readVarUint(reader);
-      readBlockSections(reader);
+      readBlockSections(reader, false);
       // Smallest upload changeset: two versions, a stamp, an empty list.
       const count = readCount(
         reader,
@@ -203,7 +207,7 @@ function readMessage(reader: Reader): Message {
       const serverVersion = readVarUint(reader);
       const lastIntegratedClientVersion = readVarUint(reader);
       const downloadableBytes = readVarUint(reader);
-      readBlockSections(reader);
+      readBlockSections(reader, false);
       // Smallest download changeset: a version, a stamp, an empty list.
       const count = readCount(
         reader,
@@ -259,7 +263,9 @@ function readMessage(reader: Reader): Message {
 }
 
 /**
- * Decodes one upload changeset encoded by `encodeUploadChangeset`.
+ * Decodes one upload changeset encoded by `encodeUploadChangeset`. Unlike
+ * `decodeMessage`, its byte-array values never alias `bytes`: they are views
+ * into one copy of the changeset's byte section.
  *
  * @param bytes The encoded changeset.
  * @param limits Bounds to enforce; missing ones take {@linkcode DEFAULT_LIMITS}.
@@ -285,7 +291,7 @@ export function decodeUploadChangeset(
   limits: Partial<Limits> = DEFAULT_LIMITS,
 ): UploadChangeset {
   const reader = new Reader(bytes, resolveLimits(limits));
-  readBlockSections(reader);
+  readBlockSections(reader, true);
   const changeset = readUploadChangeset(reader);
   checkBlockEnd(reader);
   expectEnd(reader, "changeset");
@@ -294,6 +300,8 @@ export function decodeUploadChangeset(
 
 /**
  * Decodes one download changeset encoded by `encodeDownloadChangeset`.
+ * Unlike `decodeMessage`, its byte-array values never alias `bytes`: they
+ * are views into one copy of the changeset's byte section.
  *
  * @param bytes The encoded changeset.
  * @param limits Bounds to enforce; missing ones take {@linkcode DEFAULT_LIMITS}.
@@ -314,7 +322,7 @@ export function decodeDownloadChangeset(
   limits: Partial<Limits> = DEFAULT_LIMITS,
 ): DownloadChangeset {
   const reader = new Reader(bytes, resolveLimits(limits));
-  readBlockSections(reader);
+  readBlockSections(reader, true);
   const changeset = readDownloadChangeset(reader);
   checkBlockEnd(reader);
   expectEnd(reader, "changeset");

@@ -19,8 +19,10 @@ export class Reader {
   readonly bytes: Uint8Array;
   /** Next read position. */
   pos: number;
-  /** End of the frame. */
-  readonly end: number;
+  /** Where reading must stop: the frame's end, or a block structure's. */
+  end: number;
+  /** The end of the block being read (PROTOCOL.md §5). */
+  blockEnd = 0;
   /** Bounds to enforce. */
   readonly limits: Limits;
   /** The block's string section, decoded. */

@@ -317,7 +317,7 @@ function readCollection(
   const object: { [key: string]: Value } = {};
   const table = reader.table;
   for (let index = 0; index < count; index++) {
-    const key = table[readReference(reader)]!;
+    const key = table[readReference(reader, true)]!;
     const item = readValue(reader, depth - 1);
     if (key === "__proto__") defineProto(object, item);
     else object[key] = item;

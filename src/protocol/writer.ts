@@ -6,19 +6,28 @@ const textEncoder = new TextEncoder();
 
 /**
  * A growable byte buffer that frames are encoded into (PROTOCOL.md §3).
- * `encodeMessage` has a shared one; `reset()` keeps the buffer between
- * frames, so encoding allocates only the frame it returns.
+ * `reset()` keeps the buffer between frames.
  *
- * @example Encoding into a writer of one's own
+ * `encodeMessage` has a shared one and returns a copy of each frame. Given a
+ * writer of one's own it returns a view into the writer instead, which the
+ * next `encodeMessage` with that writer overwrites: the way to encode a
+ * frame that is sent at once (`WebSocket.send` copies what it is given)
+ * without allocating a buffer for it.
+ *
+ * @example Encoding for sending, without a buffer per frame
  * ```ts
- * import { encodeMessage, MessageType, Writer } from "@tether/sync/protocol";
+ * import { decodeMessage, encodeMessage, MessageType, Writer } from "@tether/sync/protocol";
  * import assert from "node:assert/strict";
  *
  * const writer = new Writer(1024);
- * const first = encodeMessage({ type: MessageType.Unbind, sessionId: 1 }, writer);
- * const second = encodeMessage({ type: MessageType.Unbind, sessionId: 2 }, writer);
- * assert.deepEqual([...first], [MessageType.Unbind, 1]);
- * assert.deepEqual([...second], [MessageType.Unbind, 2]);
+ * const sent: Uint8Array[] = [];
+ * const send = (frame: Uint8Array) => sent.push(frame.slice()); // like WebSocket.send
+ * send(encodeMessage({ type: MessageType.Unbind, sessionId: 1 }, writer));
+ * send(encodeMessage({ type: MessageType.Unbind, sessionId: 2 }, writer));
+ * assert.deepEqual(sent.map((frame) => decodeMessage(frame)), [
+ *   { type: MessageType.Unbind, sessionId: 1 },
+ *   { type: MessageType.Unbind, sessionId: 2 },
+ * ]);
  * ```
  */
 export class Writer {
@@ -173,7 +182,7 @@ export function writeRaw(writer: Writer, bytes: Uint8Array): void {
 
 /**
  * Writes `text` as UTF-8 preceded by its byte length as a varuint
- * (PROTOCOL.md §3.3). Lone surrogates become U+FFFD, as `TextEncoder` writes
+ * (PROTOCOL.md §3.4). Lone surrogates become U+FFFD, as `TextEncoder` writes
  * them.
  */
 export function writeString(writer: Writer, text: string): void {

@@ -36,26 +36,30 @@ function assertRejects(
 const utf8 = (text: string): number[] => [...new TextEncoder().encode(text)];
 
 /**
- * A DOWNLOAD frame (session 1, versions 0) around a block: the string
- * section `strings`, the byte section `blobs`, then `structure`.
+ * A DOWNLOAD frame (session 1, versions 0) around a block: `structure`,
+ * then the byte section `blobs`, then the string section `strings`. The
+ * structure starts at offset 9.
  */
 function download(
-  strings: string,
+  strings: string | number[],
   blobs: number[],
   structure: number[],
 ): number[] {
-  const stringBytes = utf8(strings);
+  const length = structure.length;
   return [
     MessageType.Download,
     1,
     0,
     0,
     0,
-    stringBytes.length,
-    ...stringBytes,
+    length & 0xff,
+    (length >> 8) & 0xff,
+    (length >> 16) & 0xff,
+    length >>> 24,
+    ...structure,
     blobs.length,
     ...blobs,
-    ...structure,
+    ...(typeof strings === "string" ? utf8(strings) : strings),
   ];
 }
 
@@ -141,12 +145,12 @@ Deno.test("decodeMessage() rejects an unknown value tag", () => {
   assertRejects(
     withValue([0x0f]),
     "unknown_value",
-    "Cannot decode value: unknown tag 0x0f at offset 21",
+    "Cannot decode value: unknown tag 0x0f at offset 20",
   );
   assertRejects(
     withValue([0x7f]),
     "unknown_value",
-    "Cannot decode value: unknown tag 0x7f at offset 21",
+    "Cannot decode value: unknown tag 0x7f at offset 20",
   );
 });
 
@@ -220,7 +224,7 @@ Deno.test("decodeMessage() rejects lengths over their limits", async (t) => {
     assertRejects(
       withValue([0x08, 0x05], "hello"),
       "length_over_limit",
-      "Cannot decode string length: 5 exceeds limit 4 at offset 26",
+      "Cannot decode string length: 5 exceeds limit 4 at offset 20",
       { maxStringBytes: 4 },
     );
   });
@@ -228,7 +232,7 @@ Deno.test("decodeMessage() rejects lengths over their limits", async (t) => {
     assertRejects(
       withInstructions("Tlong-id", 1, [0x02, 0x04, 0x0e]),
       "length_over_limit",
-      "Cannot decode string length: 6 exceeds limit 5 at offset 23",
+      "Cannot decode string length: 6 exceeds limit 5 at offset 17",
       { maxStringBytes: 5 },
     );
   });
@@ -236,7 +240,7 @@ Deno.test("decodeMessage() rejects lengths over their limits", async (t) => {
     assertRejects(
       withValue([0x09, 0x03], "", [1, 2, 3]),
       "length_over_limit",
-      "Cannot decode byte array length: 3 exceeds limit 2 at offset 24",
+      "Cannot decode byte array length: 3 exceeds limit 2 at offset 20",
       { maxBytesLength: 2 },
     );
   });
@@ -244,7 +248,7 @@ Deno.test("decodeMessage() rejects lengths over their limits", async (t) => {
     assertRejects(
       download("", [], [3]),
       "length_over_limit",
-      "Cannot decode changeset count: 3 exceeds limit 2 at offset 7",
+      "Cannot decode changeset count: 3 exceeds limit 2 at offset 9",
       { maxChangesets: 2 },
     );
   });
@@ -252,7 +256,7 @@ Deno.test("decodeMessage() rejects lengths over their limits", async (t) => {
     assertRejects(
       withInstructions("", 3, []),
       "length_over_limit",
-      "Cannot decode instruction count: 3 exceeds limit 2 at offset 12",
+      "Cannot decode instruction count: 3 exceeds limit 2 at offset 14",
       { maxInstructions: 2 },
     );
   });
@@ -268,7 +272,7 @@ Deno.test("decodeMessage() rejects lengths over their limits", async (t) => {
     assertRejects(
       withValue([0x0d, 0x03, 0x80, 0x80, 0x80]),
       "length_over_limit",
-      "Cannot decode array length: 3 exceeds limit 2 at offset 22",
+      "Cannot decode array length: 3 exceeds limit 2 at offset 21",
       { maxCollectionLength: 2 },
     );
   });
@@ -276,7 +280,7 @@ Deno.test("decodeMessage() rejects lengths over their limits", async (t) => {
     assertRejects(
       withValue([0x0e, 0x03]),
       "length_over_limit",
-      "Cannot decode object size: 3 exceeds limit 2 at offset 22",
+      "Cannot decode object size: 3 exceeds limit 2 at offset 21",
       { maxCollectionLength: 2 },
     );
   });
@@ -284,7 +288,7 @@ Deno.test("decodeMessage() rejects lengths over their limits", async (t) => {
     assertRejects(
       withValue([0x06, 0x81, 0x02]),
       "length_over_limit",
-      "Cannot decode bigint length: 257 exceeds limit 256 at offset 21",
+      "Cannot decode bigint length: 257 exceeds limit 256 at offset 20",
     );
   });
 });
@@ -293,47 +297,47 @@ Deno.test("decodeMessage() rejects huge declared lengths and counts before alloc
   // Each frame is a few bytes that claim up to 2^53 − 1 items or bytes:
   // they must fail on the check, never on an allocation.
   const huge = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f];
-  await t.step("string section", () => {
+  await t.step("structure", () => {
     assertRejects(
-      [MessageType.Download, 1, 0, 0, 0, ...huge],
+      [MessageType.Download, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff],
       "truncated",
-      "Cannot decode string section: length 9007199254740991 exceeds the 0 bytes left at offset 5",
+      "Cannot decode changesets: structure length 4294967295 exceeds the 0 bytes left at offset 5",
     );
   });
   await t.step("byte section", () => {
     assertRejects(
-      [MessageType.Download, 1, 0, 0, 0, 0, ...huge],
+      [MessageType.Download, 1, 0, 0, 0, 0, 0, 0, 0, ...huge],
       "truncated",
-      "Cannot decode byte section: length 9007199254740991 exceeds the 0 bytes left at offset 6",
+      "Cannot decode byte section: length 9007199254740991 exceeds the 0 bytes left at offset 9",
     );
   });
   await t.step("changeset count", () => {
     assertRejects(
       download("", [], [...huge]),
       "length_over_limit",
-      "Cannot decode changeset count: 9007199254740991 exceeds limit 100000 at offset 7",
+      "Cannot decode changeset count: 9007199254740991 exceeds limit 100000 at offset 9",
     );
   });
   await t.step("a count the frame cannot hold", () => {
     assertRejects(
       download("", [], [0x90, 0x4e]),
       "truncated",
-      "Cannot decode changeset count: 10000 items cannot fit in 0 bytes at offset 9",
+      "Cannot decode changeset count: 10000 items cannot fit in 0 bytes at offset 11",
     );
     assertRejects(
       withInstructions("", 100, [0x00]),
       "truncated",
-      "Cannot decode instruction count: 100 items cannot fit in 1 bytes at offset 13",
+      "Cannot decode instruction count: 100 items cannot fit in 1 bytes at offset 15",
     );
     assertRejects(
       withValue([0x0d, 0xe8, 0x07, 0x80]),
       "truncated",
-      "Cannot decode array length: 1000 items cannot fit in 1 bytes at offset 24",
+      "Cannot decode array length: 1000 items cannot fit in 1 bytes at offset 23",
     );
     assertRejects(
       withValue([0x0e, 0x02, 0x05, 0x80]),
       "truncated",
-      "Cannot decode object size: 2 items cannot fit in 2 bytes at offset 23",
+      "Cannot decode object size: 2 items cannot fit in 2 bytes at offset 22",
     );
   });
   await t.step("inline string", () => {
@@ -347,14 +351,14 @@ Deno.test("decodeMessage() rejects huge declared lengths and counts before alloc
     assertRejects(
       withValue([0x08, 0x80, 0x80, 0x40]),
       "truncated",
-      "Cannot decode string: 1048576 code units needed, 0 left in the string section at offset 21",
+      "Cannot decode string: 1048576 code units needed, 0 left in the string section at offset 20",
     );
   });
   await t.step("byte array", () => {
     assertRejects(
       withValue([0x09, 0x80, 0x80, 0x80, 0x04]),
       "truncated",
-      "Cannot decode byte array: 8388608 bytes needed, 0 left in the byte section at offset 21",
+      "Cannot decode byte array: 8388608 bytes needed, 0 left in the byte section at offset 20",
     );
   });
 });
@@ -374,13 +378,13 @@ Deno.test("decodeMessage() rejects nesting deeper than maxDepth", () => {
   assertRejects(
     withValue(nested(4)),
     "depth_over_limit",
-    "Cannot decode value: nesting exceeds limit 3 at offset 27",
+    "Cannot decode value: nesting exceeds limit 3 at offset 26",
     { maxDepth: 3 },
   );
   assertRejects(
     withValue(nested(33)),
     "depth_over_limit",
-    "Cannot decode value: nesting exceeds limit 32 at offset 85",
+    "Cannot decode value: nesting exceeds limit 32 at offset 84",
   );
 });
 
@@ -406,16 +410,24 @@ Deno.test("decodeMessage() rejects trailing bytes", async (t) => {
       "Cannot decode changesets: 2 bytes of the byte section unused",
     );
   });
-  await t.step("after a stored changeset", () => {
+  await t.step("left in a block's structure", () => {
+    // No changesets, then a byte the structure's length still covers.
+    assertRejects(
+      download("", [], [0, 7]),
+      "trailing_bytes",
+      "Cannot decode changesets: 1 bytes of the structure left over at offset 10",
+    );
+  });
+  await t.step("in a stored changeset's string section", () => {
     assert.throws(
       () =>
         decodeDownloadChangeset(
-          Uint8Array.from([0, 0, 1, 0, 0, 0, 0, 0xff]),
+          Uint8Array.from([5, 0, 0, 0, 9, 1, 0, 1, 0, 0, 0x41]),
         ),
       (error: unknown) =>
         error instanceof ProtocolError && error.code === "trailing_bytes" &&
         error.message ===
-          "Cannot decode changeset: 1 bytes left over at offset 7",
+          "Cannot decode changesets: 1 code units of the string section unused",
     );
   });
 });
@@ -425,19 +437,19 @@ Deno.test("decodeMessage() rejects bad string references", async (t) => {
     assertRejects(
       withInstructions("T", 1, [0x02, 0x04, 0x03]),
       "bad_reference",
-      "Cannot decode string reference: index 1 exceeds table size 1 at offset 16",
+      "Cannot decode string reference: index 1 exceeds table size 1 at offset 17",
     );
     assertRejects(
       withInstructions("", 1, [0x02, 0x01]),
       "bad_reference",
-      "Cannot decode string reference: index 0 exceeds table size 0 at offset 14",
+      "Cannot decode string reference: index 0 exceeds table size 0 at offset 16",
     );
   });
   await t.step("SAME_TYPE on the first instruction", () => {
     assertRejects(
       withInstructions("x", 1, [0x0a, 0x04]),
       "bad_reference",
-      'Cannot decode instruction: "same type" with no previous instruction at offset 14',
+      'Cannot decode instruction: "same type" with no previous instruction at offset 15',
     );
   });
   await t.step("SAME_FIELDS with no earlier fields for the type", () => {
@@ -498,9 +510,9 @@ Deno.test("decodeMessage() rejects invalid UTF-8", async (t) => {
     });
     await t.step(`string section: ${name}`, () => {
       assertRejects(
-        [MessageType.Download, 1, 0, 0, 0, bytes.length, ...bytes, 0, 0],
+        download(bytes, [], [0]),
         "invalid_utf8",
-        "Cannot decode string: invalid UTF-8 at offset 6",
+        "Cannot decode string: invalid UTF-8 at offset 11",
       );
     });
   }
@@ -509,7 +521,7 @@ Deno.test("decodeMessage() rejects invalid UTF-8", async (t) => {
     assertRejects(
       withValue([0x0d, 0x02, 0x08, 0x01, 0x08, 0x01], "🌍"),
       "invalid_utf8",
-      "Cannot decode string: it starts inside a surrogate pair at offset 29",
+      "Cannot decode string: it starts inside a surrogate pair at offset 24",
     );
   });
 });
@@ -521,21 +533,21 @@ Deno.test("decodeMessage() rejects stamps out of range", async (t) => {
     assertRejects(
       stamp([0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x40], [0], [1]),
       "invalid_field",
-      "Cannot decode stamp: time 281474976710656 exceeds 281474976710655 at offset 9",
+      "Cannot decode stamp: time 281474976710656 exceeds 281474976710655 at offset 11",
     );
   });
   await t.step("counter above 65535", () => {
     assertRejects(
       stamp([1], [0x80, 0x80, 0x04], [1]),
       "invalid_field",
-      "Cannot decode stamp: counter 65536 exceeds 65535 at offset 10",
+      "Cannot decode stamp: counter 65536 exceeds 65535 at offset 12",
     );
   });
   await t.step("node above 2^48 - 1", () => {
     assertRejects(
       stamp([1], [0], [0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x40]),
       "invalid_field",
-      "Cannot decode stamp: node 281474976710656 exceeds 281474976710655 at offset 11",
+      "Cannot decode stamp: node 281474976710656 exceeds 281474976710655 at offset 13",
     );
   });
 });
@@ -546,7 +558,7 @@ Deno.test("decodeMessage() rejects dates out of range", () => {
   assertRejects(
     withValue([0x0a, ...beyond]),
     "invalid_field",
-    "Cannot decode date: 8640000000000001 ms is outside the range of a Date at offset 21",
+    "Cannot decode date: 8640000000000001 ms is outside the range of a Date at offset 20",
   );
 });
 

@@ -263,19 +263,26 @@ Deno.test("encodeMessage() returns frames in buffers of their own", () => {
   }
 });
 
-Deno.test("encodeMessage() with a writer of one's own keeps its frames apart", () => {
+Deno.test("encodeMessage() with a writer of one's own returns a view into it until its next use", () => {
   const writer = new Writer(64);
-  const frames = Array.from(
-    { length: 50 },
-    (_, index) =>
-      encodeMessage({ type: MessageType.Unbind, sessionId: index }, writer),
+  const messages = [
+    withField("x".repeat(1_000)),
+    { type: MessageType.Unbind, sessionId: 7 },
+    withField(new Uint8Array(300)),
+  ] as Message[];
+  for (const message of messages) {
+    const frame = encodeMessage(message, writer);
+    assert.equal(frame.buffer, writer.bytes.buffer);
+    assert.equal(frame.byteOffset, 0);
+    assert.deepStrictEqual(frame, encodeMessage(message));
+    assert.deepStrictEqual(decodeMessage(frame), message);
+  }
+  const first = encodeMessage(
+    { type: MessageType.Unbind, sessionId: 1 },
+    writer,
   );
-  frames.forEach((frame, index) =>
-    assert.deepStrictEqual(decodeMessage(frame), {
-      type: MessageType.Unbind,
-      sessionId: index,
-    })
-  );
+  encodeMessage({ type: MessageType.Unbind, sessionId: 2 }, writer);
+  assert.deepEqual([...first], [MessageType.Unbind, 2]);
 });
 
 Deno.test("encodeMessage() works when called again from inside a value's getter", () => {

@@ -238,7 +238,7 @@ Deno.test("decodeMessage() keeps __proto__ an ordinary own key", () => {
   assert.equal(({} as Record<string, unknown>).polluted, undefined);
 });
 
-Deno.test("decodeMessage() replaces lone surrogates with U+FFFD, as PROTOCOL.md §3.3 states", () => {
+Deno.test("decodeMessage() replaces lone surrogates with U+FFFD, as PROTOCOL.md §3.4 states", () => {
   const decoded = fieldsAfterRoundTrip({
     high: "a\ud800b",
     low: "\udc00",
@@ -262,12 +262,24 @@ Deno.test("decodeMessage() replaces lone surrogates with U+FFFD, as PROTOCOL.md 
   assert.equal((bind as { path: string }).path, "/\ufffd/x");
 });
 
-Deno.test("decodeMessage() gives byte arrays that do not alias the frame", () => {
+Deno.test("decodeMessage() gives byte arrays that are views into the frame", () => {
   const frame = encodeMessage(downloadOf({ a: new Uint8Array([1, 2, 3]) }));
   const decoded = decodeMessage(frame) as DownloadMessage;
-  frame.fill(0);
-  const bytes = decoded.changesets[0]!.instructions[0]!.fields!.a;
+  const bytes = decoded.changesets[0]!.instructions[0]!.fields!.a as Uint8Array;
   assert.deepStrictEqual(bytes, new Uint8Array([1, 2, 3]));
+  assert.equal(bytes.buffer, frame.buffer);
+});
+
+Deno.test("decodeDownloadChangeset() gives byte arrays that do not alias the stored bytes", () => {
+  const stored = encodeDownloadChangeset(
+    downloadOf({ a: new Uint8Array([1, 2, 3]) }).changesets[0]!,
+  );
+  const decoded = decodeDownloadChangeset(stored);
+  stored.fill(0);
+  assert.deepStrictEqual(
+    decoded.instructions[0]!.fields!.a,
+    new Uint8Array([1, 2, 3]),
+  );
 });
 
 Deno.test("decodeMessage() builds instructions with one stable shape", () => {
