@@ -84,9 +84,15 @@ export class BlockWriter {
         `Cannot encode changesets: structure of ${length} bytes exceeds 2^32 - 1`,
       );
     }
-    frame.view.setUint32(this.#lengthAt, length, true);
-    writeVarUint(frame, this.blobs.pos);
-    writeRaw(frame, this.blobs.bytes.subarray(0, this.blobs.pos));
+    const bytes = frame.bytes;
+    const at = this.#lengthAt;
+    bytes[at] = length;
+    bytes[at + 1] = length >>> 8;
+    bytes[at + 2] = length >>> 16;
+    bytes[at + 3] = length >>> 24;
+    const blobs = this.blobs.pos;
+    writeVarUint(frame, blobs);
+    if (blobs !== 0) writeRaw(frame, this.blobs.bytes.subarray(0, blobs));
     const text = this.strings;
     if (text.length !== 0) {
       const maxBytes = text.length * 3;

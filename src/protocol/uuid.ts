@@ -10,30 +10,19 @@ import type { Writer } from "./writer.ts";
  * the one that was encoded.
  */
 
-/** Hex digit value of each Latin-1 char code, or -1; lowercase only. */
-const DIGIT_VALUES = new Int8Array(256).fill(-1);
-for (let digit = 0; digit < 16; digit++) {
-  DIGIT_VALUES["0123456789abcdef".charCodeAt(digit)] = digit;
+/**
+ * The byte each pair of ASCII characters stands for as two lowercase hex
+ * digits, indexed by `first << 7 | second`; -1 for any other pair.
+ */
+const PAIR_VALUES = new Int16Array(1 << 14).fill(-1);
+for (let high = 0; high < 16; high++) {
+  for (let low = 0; low < 16; low++) {
+    PAIR_VALUES[
+      ("0123456789abcdef".charCodeAt(high) << 7) |
+      "0123456789abcdef".charCodeAt(low)
+    ] = (high << 4) | low;
+  }
 }
-/** Where each byte's two hex digits start in the text form. */
-const PAIR_OFFSETS = new Uint8Array([
-  0,
-  2,
-  4,
-  6,
-  9,
-  11,
-  14,
-  16,
-  19,
-  21,
-  24,
-  26,
-  28,
-  30,
-  32,
-  34,
-]);
 /** Char code of the high and low hex digit of each byte. */
 const HIGH = new Uint8Array(256);
 const LOW = new Uint8Array(256);
@@ -50,7 +39,8 @@ export const UUID_BYTES = 16;
 
 /**
  * Writes the 16 bytes of `text` if it is a canonical lowercase UUID, and
- * returns whether it did (nothing is written otherwise).
+ * returns whether it did (nothing is written otherwise). The caller has
+ * ensured room for 16 bytes.
  */
 export function writeUuidBytes(writer: Writer, text: string): boolean {
   if (
@@ -60,24 +50,48 @@ export function writeUuidBytes(writer: Writer, text: string): boolean {
   ) {
     return false;
   }
-  writer.ensure(UUID_BYTES);
+  // Unrolled: one table lookup per byte measured 20% faster than a loop
+  // over digits (PERFORMANCE.md); a non-digit anywhere makes the OR negative.
+  const b0 = pairAt(text, 0), b1 = pairAt(text, 2), b2 = pairAt(text, 4);
+  const b3 = pairAt(text, 6), b4 = pairAt(text, 9), b5 = pairAt(text, 11);
+  const b6 = pairAt(text, 14), b7 = pairAt(text, 16), b8 = pairAt(text, 19);
+  const b9 = pairAt(text, 21), b10 = pairAt(text, 24);
+  const b11 = pairAt(text, 26), b12 = pairAt(text, 28);
+  const b13 = pairAt(text, 30), b14 = pairAt(text, 32);
+  const b15 = pairAt(text, 34);
+  if (
+    (b0 | b1 | b2 | b3 | b4 | b5 | b6 | b7 | b8 | b9 | b10 | b11 | b12 | b13 |
+      b14 | b15) < 0
+  ) {
+    return false;
+  }
   const bytes = writer.bytes;
   const pos = writer.pos;
-  // Any character that is not a lowercase hex digit makes `invalid`
-  // negative: the table holds -1 for it, or `code >> 8` is non-zero.
-  let invalid = 0;
-  for (let index = 0; index < UUID_BYTES; index++) {
-    const at = PAIR_OFFSETS[index]!;
-    const highCode = text.charCodeAt(at);
-    const lowCode = text.charCodeAt(at + 1);
-    const high = DIGIT_VALUES[highCode & 0xff]! | -(highCode >> 8);
-    const low = DIGIT_VALUES[lowCode & 0xff]! | -(lowCode >> 8);
-    invalid |= high | low;
-    bytes[pos + index] = (high << 4) | low;
-  }
-  if (invalid < 0) return false;
+  bytes[pos] = b0;
+  bytes[pos + 1] = b1;
+  bytes[pos + 2] = b2;
+  bytes[pos + 3] = b3;
+  bytes[pos + 4] = b4;
+  bytes[pos + 5] = b5;
+  bytes[pos + 6] = b6;
+  bytes[pos + 7] = b7;
+  bytes[pos + 8] = b8;
+  bytes[pos + 9] = b9;
+  bytes[pos + 10] = b10;
+  bytes[pos + 11] = b11;
+  bytes[pos + 12] = b12;
+  bytes[pos + 13] = b13;
+  bytes[pos + 14] = b14;
+  bytes[pos + 15] = b15;
   writer.pos = pos + UUID_BYTES;
   return true;
+}
+
+/** The byte two lowercase hex digits at `at` stand for, or -1. */
+function pairAt(text: string, at: number): number {
+  const high = text.charCodeAt(at);
+  const low = text.charCodeAt(at + 1);
+  return (high | low) < 0x80 ? PAIR_VALUES[(high << 7) | low]! : -1;
 }
 
 /** Formats the 16 bytes at `bytes[pos…]` as a canonical lowercase UUID. */

@@ -386,3 +386,22 @@ Deno.test("encodeUploadChangeset() and encodeDownloadChangeset() return buffers 
     assert.equal(bytes.buffer.byteLength, bytes.length);
   }
 });
+
+Deno.test("encodeMessage() writes instructions with 128 fields and more", () => {
+  for (const count of [127, 128, 200, 20_000]) {
+    const fields: Record<string, Value> = {};
+    for (let index = 0; index < count; index++) fields[`f${index}`] = index;
+    const message = downloadOf([
+      { op: "put", type: "T", id: "a", fields, stamp: null },
+      { op: "put", type: "T", id: "b", fields, stamp: null },
+      {
+        op: "put",
+        type: "T",
+        id: "c",
+        fields: { ...fields, extra: 1 },
+        stamp: null,
+      },
+    ]);
+    assert.deepStrictEqual(decodeMessage(encodeMessage(message)), message);
+  }
+});
