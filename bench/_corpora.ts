@@ -8,7 +8,8 @@
  *   objects (10 instructions × 10 fields).
  * - `download-batch`: one DOWNLOAD of 200 changesets × 50 instructions,
  *   about 2% deletes, over a working set of objects that repeat.
- * - `bootstrap`: one DOWNLOAD of a snapshot: 10,000 objects × 8 fields, each
+ * - `bootstrap`: one DOWNLOAD of a snapshot: 10,000 objects × 8 fields (the
+ *   same 8 for every object of a type), each
  *   put with its own stamp.
  *
  * Field values follow the issue's mix: ~20-character strings (about one in
@@ -275,7 +276,7 @@ class CorpusGenerator {
         op: "put",
         type,
         id: this.#uuid(),
-        fields: this.#fields(type, fieldsPerObject),
+        fields: this.#fields(type, fieldsPerObject, true),
         stamp: this.#stamp(this.#random.pick(nodes)),
       });
     }
@@ -293,11 +294,18 @@ class CorpusGenerator {
     };
   }
 
-  /** The first `count` fields of `type`, in schema order, with fresh values. */
-  #fields(type: string, count: number): Fields {
+  /**
+   * `count` fields of `type` with fresh values: a run of the schema from a
+   * random field, as an update writes some of an object's fields; with
+   * `whole`, the first `count` fields, as every stored object of a type has
+   * the same ones.
+   */
+  #fields(type: string, count: number, whole = false): Fields {
     const schema = SCHEMA[type]!;
     const fields: Fields = {};
-    const start = count >= schema.length ? 0 : this.#random.int(schema.length);
+    const start = whole || count >= schema.length
+      ? 0
+      : this.#random.int(schema.length);
     for (let index = 0; index < count; index++) {
       const [name, kind] = schema[(start + index) % schema.length]!;
       fields[name] = this.#value(kind);

@@ -19,20 +19,24 @@
 const MAX_PROBES = 16;
 const INITIAL_CAPACITY = 256;
 
-/** Cheap hash of a string's length and six of its characters. */
+/**
+ * Cheap hash of a string's length and its first two and last two
+ * characters (random hex digits in a UUID, the varying end of a counter).
+ */
 function sampleHash(text: string): number {
   const length = text.length;
   let hash = Math.imul(length, 0x9e3779b1);
-  if (length > 0) {
-    const middle = length >> 1;
+  if (length > 1) {
+    hash = Math.imul(
+      hash ^ (text.charCodeAt(0) | (text.charCodeAt(1) << 16)),
+      0x85ebca6b,
+    );
+    hash = Math.imul(
+      hash ^ (text.charCodeAt(length - 1) | (text.charCodeAt(length - 2) << 16)),
+      0xc2b2ae35,
+    );
+  } else if (length === 1) {
     hash = Math.imul(hash ^ text.charCodeAt(0), 0x85ebca6b);
-    hash = Math.imul(hash ^ text.charCodeAt(length - 1), 0xc2b2ae35);
-    hash = Math.imul(hash ^ text.charCodeAt(middle), 0x27d4eb2f);
-    if (length > 3) {
-      hash = Math.imul(hash ^ text.charCodeAt(1), 0x165667b1);
-      hash = Math.imul(hash ^ text.charCodeAt(length - 2), 0x9e3779b1);
-      hash = Math.imul(hash ^ text.charCodeAt(middle + 1), 0x85ebca6b);
-    }
   }
   return hash ^ (hash >>> 15);
 }
