@@ -6,16 +6,21 @@
  * miss it.
  *
  * ```sh
- * deno bench -A --json bench/codec_bench.ts > bench.json
- * deno run -A bench/report.ts bench.json      # or pipe the JSON in on stdin
+ * deno bench -A --json > bench.json              # every bench file in bench/
+ * deno run -A bench/report.ts bench.json         # or pipe the JSON in on stdin
  * ```
+ *
+ * With the compression bench in the same run it also prints the compression
+ * table.
  *
  * Exits with status 1 when a ratio misses the bar, so it can gate a script.
  *
  * @module
  */
 
+import { compressFrame } from "../src/protocol/compression.ts";
 import { encodeMessage } from "../src/protocol/encode.ts";
+import { COMPRESSION_FRAMES } from "./_compression_frames.ts";
 import { buildCorpora, CORPUS_NAMES, type CorpusName } from "./_corpora.ts";
 import { jsonEncode, msgpackrEncode } from "./_baselines.ts";
 
@@ -145,6 +150,38 @@ for (const { name, message } of buildCorpora()) {
   if (tether > json / 2) {
     misses.push(
       `${name}: tether size ${tether} is over half of json's ${json}`,
+    );
+  }
+}
+
+if (times.has(`compression/${COMPRESSION_FRAMES[0]!.label}|deflate`)) {
+  lines.push(
+    "",
+    "Compression of DOWNLOAD frames (changesets × instructions): sizes, time to",
+    "deflate and inflate, and the time the bytes saved take to send at 10 and",
+    "100 Mbit/s (compression pays in time where that exceeds deflate + inflate):",
+    "",
+    "| frame | bytes | deflated | saved | deflate | inflate | saved at 10 Mbit/s | saved at 100 Mbit/s |",
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+  );
+  for (const { label, message } of COMPRESSION_FRAMES) {
+    const frame = encodeMessage(message);
+    const deflated = await compressFrame(frame, { threshold: 0 });
+    const deflateTime = times.get(`compression/${label}|deflate`);
+    const inflateTime = times.get(`compression/${label}|inflate`);
+    if (deflateTime === undefined || inflateTime === undefined) continue;
+    // compressFrame gives the frame back when deflating saves under 1/16.
+    const compressed = deflated !== frame;
+    const saved = frame.length - deflated.length;
+    const sendTime = (megabits: number) => (saved * 8 / megabits) * 1e3;
+    lines.push(
+      `| ${label} | ${formatBytes(frame.length)} | ${
+        compressed ? formatBytes(deflated.length) : "(not worth it)"
+      } | ${(saved / frame.length * 100).toFixed(0)}% | ${
+        formatTime(deflateTime)
+      } | ${compressed ? formatTime(inflateTime) : "—"} | ${
+        formatTime(sendTime(10))
+      } | ${formatTime(sendTime(100))} |`,
     );
   }
 }
