@@ -32,7 +32,8 @@ function sampleHash(text: string): number {
       0x85ebca6b,
     );
     hash = Math.imul(
-      hash ^ (text.charCodeAt(length - 1) | (text.charCodeAt(length - 2) << 16)),
+      hash ^
+        (text.charCodeAt(length - 1) | (text.charCodeAt(length - 2) << 16)),
       0xc2b2ae35,
     );
   } else if (length === 1) {
