@@ -39,7 +39,21 @@ import {
 let sink = 0;
 const writer = new Writer();
 
+/**
+ * Iterations and warm-up per corpus, fixed rather than left to the harness,
+ * so every run times each bench over the same long stretch: with automatic
+ * counts a bench of a few microseconds was timed over a few milliseconds and
+ * its ratio moved by 10% between runs.
+ */
+const ITERATIONS: Record<string, { n: number; warmup: number }> = {
+  "small-upload": { n: 200_000, warmup: 50_000 },
+  "medium-changeset": { n: 50_000, warmup: 10_000 },
+  "download-batch": { n: 200, warmup: 50 },
+  "bootstrap": { n: 100, warmup: 20 },
+};
+
 for (const { name, message } of buildCorpora()) {
+  const { n, warmup } = ITERATIONS[name]!;
   const jsonBytes = jsonEncode(message);
   const msgpackrBytes = msgpackrEncode(message).slice();
   const tetherBytes = encodeMessage(message);
@@ -53,29 +67,29 @@ for (const { name, message } of buildCorpora()) {
   );
 
   const encode = `${name}/encode`;
-  Deno.bench("json", { group: encode, baseline: true }, () => {
+  Deno.bench("json", { group: encode, baseline: true, n, warmup }, () => {
     sink += jsonEncode(message).length;
   });
-  Deno.bench("msgpackr", { group: encode }, () => {
+  Deno.bench("msgpackr", { group: encode, n, warmup }, () => {
     sink += msgpackrEncode(message).length;
   });
-  Deno.bench("tether", { group: encode }, () => {
+  Deno.bench("tether", { group: encode, n, warmup }, () => {
     sink += encodeMessage(message, writer).length;
   });
 
   const decode = `${name}/decode`;
-  Deno.bench("json", { group: decode, baseline: true }, () => {
+  Deno.bench("json", { group: decode, baseline: true, n, warmup }, () => {
     sink += jsonDecode(jsonBytes).type;
   });
-  Deno.bench("msgpackr", { group: decode }, () => {
+  Deno.bench("msgpackr", { group: decode, n, warmup }, () => {
     sink += (msgpackrDecode(msgpackrBytes) as { type: number }).type;
   });
-  Deno.bench("tether", { group: decode }, () => {
+  Deno.bench("tether", { group: decode, n, warmup }, () => {
     sink += decodeMessage(tetherBytes).type;
   });
 
   const encodeCopy = `${name}/encode-copy`;
-  Deno.bench("tether", { group: encodeCopy }, () => {
+  Deno.bench("tether", { group: encodeCopy, n, warmup }, () => {
     sink += encodeMessage(message).length;
   });
 }

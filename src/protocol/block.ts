@@ -111,7 +111,8 @@ export class BlockWriter {
   release(): void {
     this.strings = "";
     if (this.table.size !== 0) this.table.reset();
-    if (this.shapes.length !== 0) this.shapes.length = 0;
+    // A new array is cheaper than truncating one in V8.
+    if (this.shapes.length !== 0) this.shapes = [];
   }
 }
 
