@@ -11,7 +11,7 @@ import { ProtocolError } from "./protocol_error.ts";
  * send on a 100 Mbit/s link, and saves little (measured by
  * `bench/compression_bench.ts`; see PERFORMANCE.md).
  *
- * @example
+ * @example Small frames are sent as they are
  * ```ts
  * import { COMPRESSION_THRESHOLD, compressFrame, encodeMessage, MessageType } from "@tether/sync/protocol";
  * import assert from "node:assert/strict";
@@ -53,7 +53,7 @@ export interface CompressOptions {
  * @param frame A frame as received.
  * @returns Whether it must go through `decompressFrame` before decoding.
  *
- * @example
+ * @example Telling compressed frames apart
  * ```ts
  * import { isCompressedFrame, MessageType } from "@tether/sync/protocol";
  * import assert from "node:assert/strict";

@@ -272,7 +272,7 @@ function readMessage(reader: Reader): Message {
  * @returns The changeset.
  * @throws {ProtocolError} For malformed input or bytes left over.
  *
- * @example
+ * @example Reading back a stored upload
  * ```ts
  * import { decodeUploadChangeset, encodeUploadChangeset } from "@tether/sync/protocol";
  * import assert from "node:assert/strict";
@@ -308,7 +308,7 @@ export function decodeUploadChangeset(
  * @returns The changeset.
  * @throws {ProtocolError} For malformed input or bytes left over.
  *
- * @example
+ * @example Reading back a stored history entry
  * ```ts
  * import { decodeDownloadChangeset, encodeDownloadChangeset } from "@tether/sync/protocol";
  * import assert from "node:assert/strict";

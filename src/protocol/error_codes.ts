@@ -6,7 +6,7 @@
  * PROTOCOL.md §7 (which documents them). Codes 1xx end a connection, 2xx end
  * a session, 3xx are raised by the client itself and never travel.
  *
- * @example
+ * @example Looking up a row
  * ```ts
  * import { ERROR_CODES } from "@tether/sync/protocol";
  * import assert from "node:assert/strict";
@@ -151,7 +151,7 @@ export const ERROR_CODES = {
 /**
  * A stable snake_case error name, the keys of {@linkcode ERROR_CODES}.
  *
- * @example
+ * @example Naming an error
  * ```ts
  * import type { ErrorCodeName } from "@tether/sync/protocol";
  *
@@ -163,7 +163,7 @@ export type ErrorCodeName = keyof typeof ERROR_CODES;
 /**
  * One row of the error code table.
  *
- * @example
+ * @example Reading a row
  * ```ts
  * import { ERROR_CODES, type ErrorCodeInfo } from "@tether/sync/protocol";
  *
@@ -194,7 +194,7 @@ const NAME_BY_NUMBER = new Map<number, ErrorCodeName>(
  * @param code A number from an ERROR message.
  * @returns The name, or `undefined` for a number not in the table.
  *
- * @example
+ * @example Naming a number from the wire
  * ```ts
  * import { errorCodeName } from "@tether/sync/protocol";
  * import assert from "node:assert/strict";
@@ -213,7 +213,7 @@ export function errorCodeName(code: number): ErrorCodeName | undefined {
  * @param name The error's name.
  * @returns The number an ERROR message carries.
  *
- * @example
+ * @example Finding the number to send
  * ```ts
  * import { errorCodeNumber } from "@tether/sync/protocol";
  * import assert from "node:assert/strict";

@@ -65,7 +65,7 @@ export interface Limits {
 /**
  * The limits used when a caller gives none (PROTOCOL.md §8).
  *
- * @example
+ * @example The defaults
  * ```ts
  * import { DEFAULT_LIMITS } from "@tether/sync/protocol";
  * import assert from "node:assert/strict";

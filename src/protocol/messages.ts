@@ -55,7 +55,7 @@ export type MessageType = typeof MessageType[keyof typeof MessageType];
  * The identity the server issues to one client of one realm, used to
  * deduplicate re-uploads. The salt stops another client from claiming it.
  *
- * @example
+ * @example An identity kept with a local realm
  * ```ts
  * import type { ClientIdentity } from "@tether/sync/protocol";
  *
@@ -72,7 +72,7 @@ export interface ClientIdentity {
 /**
  * Client → server: must be the first message on a connection.
  *
- * @example
+ * @example Opening a connection
  * ```ts
  * import { type HandshakeMessage, MessageType } from "@tether/sync/protocol";
  *
@@ -98,7 +98,7 @@ export interface HandshakeMessage {
 /**
  * Client → server: starts session `sessionId` on realm `path`.
  *
- * @example
+ * @example Binding a session without an identity yet
  * ```ts
  * import { type BindMessage, MessageType } from "@tether/sync/protocol";
  *
@@ -133,7 +133,7 @@ export interface BindMessage {
 /**
  * Client → server: local changesets, in client-version order.
  *
- * @example
+ * @example Uploading a delete
  * ```ts
  * import { MessageType, type UploadMessage } from "@tether/sync/protocol";
  *
@@ -163,7 +163,7 @@ export interface UploadMessage {
 /**
  * Client → server: answered by MARK_REPLY once caught up.
  *
- * @example
+ * @example Asking to be told when caught up
  * ```ts
  * import { type MarkMessage, MessageType } from "@tether/sync/protocol";
  *
@@ -182,7 +182,7 @@ export interface MarkMessage {
 /**
  * Client → server: ends a session; answered by UNBOUND.
  *
- * @example
+ * @example Ending a session
  * ```ts
  * import { MessageType, type UnbindMessage } from "@tether/sync/protocol";
  *
@@ -199,7 +199,7 @@ export interface UnbindMessage {
 /**
  * Client → server: keepalive; answered by PONG.
  *
- * @example
+ * @example A keepalive
  * ```ts
  * import { MessageType, type PingMessage } from "@tether/sync/protocol";
  *
@@ -216,7 +216,7 @@ export interface PingMessage {
 /**
  * Client → server: a fresh access token for the same user.
  *
- * @example
+ * @example Replacing the token in-band
  * ```ts
  * import { MessageType, type RefreshMessage } from "@tether/sync/protocol";
  *
@@ -236,7 +236,7 @@ export interface RefreshMessage {
 /**
  * Server → client: answer to HANDSHAKE.
  *
- * @example
+ * @example Accepting a connection
  * ```ts
  * import { type HandshakeReplyMessage, MessageType } from "@tether/sync/protocol";
  *
@@ -265,7 +265,7 @@ export interface HandshakeReplyMessage {
 /**
  * Server → client: a client identity for a session bound without one.
  *
- * @example
+ * @example Issuing an identity
  * ```ts
  * import { type IdentMessage, MessageType } from "@tether/sync/protocol";
  *
@@ -288,7 +288,7 @@ export interface IdentMessage {
 /**
  * Server → client: changesets, progress and the upload acknowledgement.
  *
- * @example
+ * @example Sending a changeset and an acknowledgement
  * ```ts
  * import { type DownloadMessage, MessageType } from "@tether/sync/protocol";
  *
@@ -332,7 +332,7 @@ export interface DownloadMessage {
 /**
  * Server → client: answer to MARK.
  *
- * @example
+ * @example Answering a MARK
  * ```ts
  * import { type MarkReplyMessage, MessageType } from "@tether/sync/protocol";
  *
@@ -351,7 +351,7 @@ export interface MarkReplyMessage {
 /**
  * Server → client: answer to UNBIND; the session id may be reused.
  *
- * @example
+ * @example Confirming an UNBIND
  * ```ts
  * import { MessageType, type UnboundMessage } from "@tether/sync/protocol";
  *
@@ -368,7 +368,7 @@ export interface UnboundMessage {
 /**
  * Server → client: answer to PING.
  *
- * @example
+ * @example Answering a PING
  * ```ts
  * import { MessageType, type PongMessage } from "@tether/sync/protocol";
  *
@@ -385,7 +385,7 @@ export interface PongMessage {
 /**
  * Server → client: an error, scoped to a session or to the connection.
  *
- * @example
+ * @example Refusing a session
  * ```ts
  * import { ERROR_CODES, type ErrorMessage, MessageType } from "@tether/sync/protocol";
  *
@@ -414,7 +414,7 @@ export interface ErrorMessage {
 /**
  * Any message a client sends.
  *
- * @example
+ * @example A client message
  * ```ts
  * import { type ClientMessage, MessageType } from "@tether/sync/protocol";
  *
@@ -433,7 +433,7 @@ export type ClientMessage =
 /**
  * Any message a server sends.
  *
- * @example
+ * @example A server message
  * ```ts
  * import { MessageType, type ServerMessage } from "@tether/sync/protocol";
  *

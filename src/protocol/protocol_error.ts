@@ -4,7 +4,7 @@
  * Why a frame could not be decoded (or a message encoded). One code per
  * rejection rule in PROTOCOL.md §8.
  *
- * @example
+ * @example A stable code to match on
  * ```ts
  * import type { ProtocolErrorCode } from "@tether/sync/protocol";
  *

@@ -3,7 +3,7 @@
 /**
  * The protocol version this build speaks best (PROTOCOL.md §6).
  *
- * @example
+ * @example The range this build speaks
  * ```ts
  * import { MIN_PROTOCOL_VERSION, PROTOCOL_VERSION } from "@tether/sync/protocol";
  * import assert from "node:assert/strict";
@@ -16,7 +16,7 @@ export const PROTOCOL_VERSION = 1;
 /**
  * The lowest protocol version this build still speaks (PROTOCOL.md §6).
  *
- * @example
+ * @example A HANDSHAKE offering every version this build speaks
  * ```ts
  * import { MessageType, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, type HandshakeMessage } from "@tether/sync/protocol";
  *
@@ -41,7 +41,7 @@ export const MIN_PROTOCOL_VERSION = 1;
  *   range is malformed): the server then answers
  *   `unsupported_protocol_version`.
  *
- * @example
+ * @example Picking a version
  * ```ts
  * import { negotiateVersion } from "@tether/sync/protocol";
  * import assert from "node:assert/strict";

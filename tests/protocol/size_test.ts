@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { decodeMessage } from "../../src/protocol/decode.ts";
 import { encodeMessage } from "../../src/protocol/encode.ts";
-import { jsonEncode } from "../../bench/_baselines.ts";
+import { jsonEncode } from "../../bench/_json_codec.ts";
 import { buildCorpora, CORPUS_NAMES } from "../../bench/_corpora.ts";
 
 Deno.test("encodeMessage() writes each bench corpus in at most half the bytes of JSON", async (t) => {
