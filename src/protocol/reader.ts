@@ -68,11 +68,6 @@ export function truncated(reader: Reader, count: number): ProtocolError {
   );
 }
 
-/** Throws `truncated` unless `count` more bytes are present. */
-export function need(reader: Reader, count: number): void {
-  if (reader.end - reader.pos < count) throw truncated(reader, count);
-}
-
 /** Reads one byte. */
 export function readU8(reader: Reader): number {
   if (reader.pos >= reader.end) throw truncated(reader, 1);
