@@ -17,11 +17,18 @@ import {
 } from "../protocol/messages.ts";
 import { ProtocolError } from "../protocol/protocol_error.ts";
 import { MIN_PROTOCOL_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
+import { Writer } from "../protocol/writer.ts";
 import { type Clock, Timer } from "../util/clock.ts";
 import { nextDelay, type ResolvedReconnectOptions } from "./backoff.ts";
 import { Keepalive, type ResolvedKeepaliveOptions } from "./keepalive.ts";
 import { emitLog, type Logger } from "./log.ts";
 import { SyncError, syncErrorFromWire } from "./sync_error.ts";
+
+// One writer for the frames every connection in this process encodes.
+// Encoding and `WebSocket.send` are synchronous and `send` copies what it is
+// given, so a frame sent at once can be a view into the writer (saving a
+// buffer per frame); `#sendBytes` copies a frame that has to wait.
+const sendWriter = new Writer(4096);
 
 /** An access token and what the client knows of its lifetime. */
 export interface AccessToken {
@@ -203,7 +210,9 @@ class Channel implements SessionChannel {
   }
 
   send(message: ClientMessage): number {
-    return this.isOpen ? this.#send(encodeMessage(message), false) : 0;
+    return this.isOpen
+      ? this.#send(encodeMessage(message, sendWriter), false)
+      : 0;
   }
 
   sendUpload(
@@ -773,7 +782,7 @@ export class Connection {
   }
 
   #sendFrame(message: ClientMessage): number {
-    return this.#sendBytes(encodeMessage(message));
+    return this.#sendBytes(encodeMessage(message, sendWriter));
   }
 
   /**
@@ -797,9 +806,11 @@ export class Connection {
       return frame.byteLength;
     }
     const attempt = this.#attempt;
+    // The frame may be a view into a writer that the next message reuses.
+    const owned = frame.slice();
     const prepared = worthCompressing
-      ? compressFrame(frame).catch(() => frame)
-      : Promise.resolve(frame);
+      ? compressFrame(owned).catch(() => owned)
+      : Promise.resolve(owned);
     const previous = this.#outbound ?? Promise.resolve();
     const sending: Promise<void> = Promise.all([previous, prepared]).then(
       ([, wire]) => {

@@ -58,6 +58,11 @@ export class FakeWebSocket extends EventTarget {
   }
 
   #pending: Promise<void> = Promise.resolve();
+
+  /** Resolves once every compressed frame sent so far is recorded. */
+  settled(): Promise<void> {
+    return this.#pending;
+  }
   #inflating = 0;
 
   #record(frame: Uint8Array, wireBytes: number): void {

@@ -11,6 +11,7 @@ import {
 import { DEFAULT_KEEPALIVE } from "../../src/client/keepalive.ts";
 import { SyncError } from "../../src/client/sync_error.ts";
 import { errorCodeNumber } from "../../src/protocol/error_codes.ts";
+import { encodeMessage } from "../../src/protocol/encode.ts";
 import {
   MessageType,
   type ServerMessage,
@@ -618,4 +619,53 @@ Deno.test("Connection close() stops every timer, closes the socket, and refuses 
   assert.throws(() => test.connection.attach(test.client()), TypeError);
   test.connection.reconnect();
   assert.equal(test.sockets.all.length, 1);
+});
+
+Deno.test("Connection sends frames queued behind a compressing upload intact and in call order", async () => {
+  // Small frames are encoded into one writer the whole process shares; one
+  // that has to wait behind a frame being deflated must not be overwritten
+  // by the next message encoded meanwhile.
+  const test = setup();
+  const client = test.client();
+  const socket = await connect(test, client);
+  const channel = client.channel!;
+  const upload = encodeMessage({
+    type: MessageType.Upload,
+    sessionId: channel.sessionId,
+    changesets: [{
+      clientVersion: 1,
+      baseServerVersion: 0,
+      stamp: { time: 1, counter: 0, node: 1 },
+      instructions: [{
+        op: "put",
+        type: "Note",
+        id: "n1",
+        fields: { text: "compressible ".repeat(2_000) },
+        stamp: null,
+      }],
+    }],
+  });
+  assert.ok(channel.sendUpload(upload, () => {}));
+  for (let requestId = 1; requestId <= 3; requestId++) {
+    channel.send({
+      type: MessageType.Mark,
+      sessionId: channel.sessionId,
+      requestId,
+    });
+  }
+  await flush();
+  await socket.settled();
+  assert.deepEqual(
+    socket.sent.slice(1).map((message) =>
+      message.type === MessageType.Mark
+        ? `mark ${message.requestId}`
+        : `type ${message.type}`
+    ),
+    [`type ${MessageType.Upload}`, "mark 1", "mark 2", "mark 3"],
+  );
+  assert.ok(
+    socket.sentBytes[1]! < upload.byteLength,
+    "the upload was deflated",
+  );
+  await test.connection.close();
 });
