@@ -107,11 +107,11 @@ export {
   ProtocolError,
   type ProtocolErrorCode,
 } from "./src/protocol/protocol_error.ts";
-export type {
-  DownloadChangeset,
-  Instruction,
+export {
+  type DownloadChangeset,
+  type Instruction,
   InstructionOp,
-  UploadChangeset,
+  type UploadChangeset,
 } from "./src/model/changeset.ts";
 export type { Hlc } from "./src/model/hlc.ts";
 export type { Fields, Value } from "./src/model/value.ts";

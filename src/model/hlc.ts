@@ -7,6 +7,15 @@
  *
  * Stamps are totally ordered by (`time`, `counter`, `node`), so two replicas
  * never produce equal stamps and every tie has one winner.
+ *
+ * @example Two writes in the same millisecond
+ * ```ts
+ * import type { Hlc } from "@tether/sync/protocol";
+ *
+ * const first: Hlc = { time: 1_700_000_000_000, counter: 0, node: 42 };
+ * const second: Hlc = { ...first, counter: 1 }; // orders after `first`
+ * console.log(second.counter > first.counter);
+ * ```
  */
 export interface Hlc {
   /** Milliseconds since the Unix epoch, an integer in [0, 2^48). */
