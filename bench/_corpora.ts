@@ -262,6 +262,7 @@ class CorpusGenerator {
       serverVersion: 5_000 + changesetCount - 1,
       lastIntegratedClientVersion: 17,
       downloadableBytes: 123_456,
+      changesetBytes: 65_432,
       changesets,
     };
   }
@@ -286,6 +287,7 @@ class CorpusGenerator {
       serverVersion: 0,
       lastIntegratedClientVersion: 0,
       downloadableBytes: 9_876_543,
+      changesetBytes: 61_234,
       changesets: [{
         serverVersion: 20_000,
         stamp: this.#stamp(this.#random.pick(nodes)),

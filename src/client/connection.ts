@@ -111,15 +111,10 @@ export interface ConnectionClient {
   /** The socket is up: bind on this channel. */
   connectionOpened(channel: SessionChannel): void;
   /**
-   * A message for this session arrived: `frameBytes` is the size of its
-   * frame (inflated, when it came compressed), `wireBytes` what crossed the
-   * wire.
+   * A message for this session arrived; `wireBytes` is what its frame took
+   * on the wire (compressed, when it came compressed).
    */
-  connectionMessage(
-    message: ServerMessage,
-    frameBytes: number,
-    wireBytes: number,
-  ): void;
+  connectionMessage(message: ServerMessage, wireBytes: number): void;
   /**
    * The socket is gone. `error` is why (undefined for a requested stop);
    * `retry` is the scheduled reconnect, if any.
@@ -632,12 +627,7 @@ export class Connection {
       this.#protocolFailure(error);
       return;
     }
-    this.#dispatch(
-      message as ServerMessage,
-      frame.byteLength,
-      wireBytes,
-      token,
-    );
+    this.#dispatch(message as ServerMessage, wireBytes, token);
   }
 
   #protocolFailure(error: unknown): void {
@@ -654,7 +644,6 @@ export class Connection {
 
   #dispatch(
     message: ServerMessage,
-    frameBytes: number,
     wireBytes: number,
     token: AccessToken,
   ): void {
@@ -696,7 +685,7 @@ export class Connection {
     }
     const slot = this.#bySessionId.get(message.sessionId!);
     // Messages for a session that has since unbound are expected; drop them.
-    slot?.client.connectionMessage(message, frameBytes, wireBytes);
+    slot?.client.connectionMessage(message, wireBytes);
   }
 
   #handshaken(message: HandshakeReplyMessage, token: AccessToken): void {

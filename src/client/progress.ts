@@ -135,7 +135,8 @@ class Registration implements ProgressRegistration {
    * Downloads: the captured work has certainly arrived (the server said it
    * had nothing more, or a MARK sent after the registration was answered).
    * Counted bytes alone never complete a download registration: the
-   * server's figure is an estimate in a slightly different unit.
+   * captured figure is what the server knew at that moment, and work it
+   * learns of later may be older than the registration.
    */
   caughtUp = false;
   lastTransferred = -1;
@@ -186,20 +187,21 @@ function report(transferred: number, transferable: number): Progress {
  * - upload transferred = bytes of local changesets the server acknowledged
  *   since the session started; transferable = that + bytes not yet
  *   acknowledged;
- * - download transferred = bytes of DOWNLOAD frames carrying changesets
- *   (their inflated size when they arrive compressed); transferable = that +
- *   the server's last `downloadableBytes`.
+ * - download transferred = the sum of the DOWNLOADs' `changesetBytes`
+ *   (what each took off the server's count); transferable = that + the
+ *   server's last `downloadableBytes`.
  *
- * The server's figure is an estimate: it counts its stored changesets, not
- * the frames they travel in (a frame adds a header; changesets batched in
- * one frame share a string table). So the download figures are kept honest
- * against it: the cumulative transferable never decreases (it holds when
- * the server's figure falls faster than bytes arrive), transferred catches
- * up with it whenever the server says it has nothing more, and a
- * `forCurrentlyOutstandingWork` download completes only once the work is
+ * Both download figures are in the server's unit (stored changeset sizes),
+ * so while nothing new is uploaded, transferable stays put and transferred
+ * climbs to it DOWNLOAD by DOWNLOAD. When the server's count drops without
+ * bytes arriving (a compacted history replaced by a smaller snapshot), the
+ * cumulative transferable holds instead of falling, and transferred catches
+ * up with it once the server says it has nothing more. A
+ * `forCurrentlyOutstandingWork` download completes only once its work is
  * known to be here — a DOWNLOAD saying nothing more is to come, or the
  * answer to a MARK sent after the registration ({@linkcode caughtUp}) —
- * never because the bytes counted reached the captured figure.
+ * not merely because the bytes counted reached the captured figure: that
+ * figure is what the server knew at the time.
  */
 export class ProgressTracker {
   #uploadAcknowledged = 0;
@@ -301,12 +303,13 @@ export class ProgressTracker {
   }
 
   /**
-   * A DOWNLOAD arrived: `frameBytes` of changesets (0 for a frame that only
-   * acknowledges) and the server's figure for what is still to come.
+   * A DOWNLOAD arrived: it took `changesetBytes` off the server's count (0
+   * for one that only acknowledges), which now stands at
+   * `downloadableBytes`.
    */
-  downloaded(frameBytes: number, downloadableBytes: number): void {
+  downloaded(changesetBytes: number, downloadableBytes: number): void {
     const before = this.#downloaded;
-    this.#downloaded += frameBytes;
+    this.#downloaded += changesetBytes;
     this.#downloadKnown = true;
     this.#downloadTotal = Math.max(
       this.#downloadTotal,
@@ -318,15 +321,15 @@ export class ProgressTracker {
         registration.mode === "forCurrentlyOutstandingWork" &&
         registration.captured === undefined
       ) {
-        // Registered before any figure: the outstanding work is this frame
-        // and what is still to come.
+        // Registered before any figure: the outstanding work is this
+        // DOWNLOAD's and what is still to come.
         registration.base = before;
         registration.captured = this.#downloadTotal - before;
       }
     }
     if (downloadableBytes === 0) {
       // The server says this session has caught up: whatever was announced
-      // has arrived, even if the estimate was off.
+      // has arrived, even if its count dropped on the way.
       this.#downloaded = this.#downloadTotal;
       this.#downloadBatchStart = this.#downloaded;
       for (const registration of this.#registrations) {
@@ -497,8 +500,9 @@ export class ProgressTracker {
       );
     }
     if (registration.caughtUp) return report(captured, captured);
-    // Not known to be here yet: however many bytes were counted, one is
-    // still missing.
+    // Not known to be here yet. The bytes counted reach the captured figure
+    // before that only when other uploads arrived meanwhile (the server's
+    // count grew) — then one byte is shown as still missing.
     return report(
       Math.max(0, Math.min(captured - 1, this.#downloaded - registration.base)),
       captured,

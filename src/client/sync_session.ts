@@ -418,8 +418,8 @@ export class SyncSession {
     this.#client = {
       connectionConnecting: () => this.#onConnecting(),
       connectionOpened: (channel) => this.#onOpened(channel),
-      connectionMessage: (message, frameBytes, wireBytes) =>
-        this.#onMessage(message, frameBytes, wireBytes),
+      connectionMessage: (message, wireBytes) =>
+        this.#onMessage(message, wireBytes),
       connectionLost: (error, retry) => this.#onLost(error, retry),
       connectionFailed: (error) => this.#fail(error, false),
     };
@@ -891,11 +891,7 @@ export class SyncSession {
     this.#transition("disconnected", error, retry);
   }
 
-  #onMessage(
-    message: ServerMessage,
-    frameBytes: number,
-    wireBytes: number,
-  ): void {
+  #onMessage(message: ServerMessage, wireBytes: number): void {
     if (this.#channel === undefined) return;
     this.#bytesReceived += wireBytes;
     // The first answer for this session means the server accepted the bind
@@ -910,7 +906,7 @@ export class SyncSession {
     }
     const channel = this.#channel;
     this.#inbound = this.#inbound
-      .then(() => this.#handle(message, frameBytes, channel))
+      .then(() => this.#handle(message, channel))
       .catch((error) => this.#handlingFailed(error));
   }
 
@@ -953,10 +949,8 @@ export class SyncSession {
     await Promise.resolve();
   }
 
-  /** `frameBytes`: the (inflated) frame size, the unit of download progress. */
   async #handle(
     message: ServerMessage,
-    frameBytes: number,
     channel: SessionChannel,
   ): Promise<void> {
     switch (message.type) {
@@ -971,7 +965,7 @@ export class SyncSession {
       case MessageType.Download: {
         const { acknowledged } = await this.#local.integrate(message);
         this.#tracker.downloaded(
-          message.changesets.length > 0 ? frameBytes : 0,
+          message.changesetBytes,
           message.downloadableBytes,
         );
         this.#tracker.acknowledged(acknowledged);

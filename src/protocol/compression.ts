@@ -161,6 +161,7 @@ function join(
  *   serverVersion: 1,
  *   lastIntegratedClientVersion: 0,
  *   downloadableBytes: 0,
+ *   changesetBytes: 3_000,
  *   changesets: [{ serverVersion: 1, stamp: { time: 1, counter: 0, node: 1 }, instructions }],
  * });
  * const compressed = await compressFrame(frame);

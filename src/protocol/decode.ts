@@ -207,6 +207,7 @@ function readMessage(reader: Reader): Message {
       const serverVersion = readVarUint(reader);
       const lastIntegratedClientVersion = readVarUint(reader);
       const downloadableBytes = readVarUint(reader);
+      const changesetBytes = readVarUint(reader);
       readBlockSections(reader, false);
       // Smallest download changeset: a version, a stamp, an empty list.
       const count = readCount(
@@ -226,6 +227,7 @@ function readMessage(reader: Reader): Message {
         serverVersion,
         lastIntegratedClientVersion,
         downloadableBytes,
+        changesetBytes,
         changesets,
       };
     }

@@ -174,6 +174,7 @@ function writeMessage(
       writeVarUint(writer, message.serverVersion);
       writeVarUint(writer, message.lastIntegratedClientVersion);
       writeVarUint(writer, message.downloadableBytes);
+      writeVarUint(writer, message.changesetBytes);
       const changesets = message.changesets;
       block.begin(writer);
       writeVarUint(block.out, changesets.length);

@@ -298,6 +298,7 @@ export interface IdentMessage {
  *   serverVersion: 11,
  *   lastIntegratedClientVersion: 3,
  *   downloadableBytes: 0,
+ *   changesetBytes: 31,
  *   changesets: [{
  *     serverVersion: 11,
  *     stamp: { time: 1_767_225_600_000, counter: 0, node: 7 },
@@ -323,8 +324,25 @@ export interface DownloadMessage {
    * upload acknowledgement.
    */
   lastIntegratedClientVersion: number;
-  /** Bytes the server still has to send this session after this message. */
+  /**
+   * Bytes the server still has to send this session after this message,
+   * counted as the stored size of each changeset (or snapshot record) it
+   * will send; 0 once the session has caught up.
+   */
   downloadableBytes: number;
+  /**
+   * Bytes this message takes off the server's "still to download" count, in
+   * the unit of `downloadableBytes`: the stored sizes of the history
+   * changesets it moves the client past, or, while a snapshot is sent, the
+   * stored sizes of the snapshot records it carries; 0 for an
+   * acknowledgement only. Changesets this session uploaded are left out (the
+   * server never counts them as still to download); those uploaded on an
+   * earlier connection count, although they are skipped, not sent. With no
+   * upload in between, one DOWNLOAD's `downloadableBytes` equals the next
+   * one's `changesetBytes + downloadableBytes`: a client adding these up
+   * counts exactly what the server counted.
+   */
+  changesetBytes: number;
   /** Changesets from other clients (or snapshot chunks), in order. */
   changesets: DownloadChangeset[];
 }

@@ -177,7 +177,7 @@ export class Session implements HubMember {
               this.#ownAhead.set(item.version, item.size);
             }
           }
-          this.#sendDownload(this.#cursor, this.#cursorBytes, []);
+          this.#sendDownload(this.#cursor, this.#cursorBytes, [], 0);
         },
       );
     } catch (error) {
@@ -244,7 +244,7 @@ export class Session implements HubMember {
           continue;
         }
         if (!this.#sentFirst) {
-          this.#sendDownload(this.#cursor, this.#cursorBytes, []);
+          this.#sendDownload(this.#cursor, this.#cursorBytes, [], 0);
         }
         this.#answerMarks();
         await this.#waitForWake();
@@ -278,15 +278,20 @@ export class Session implements HubMember {
     const changesets = [];
     let version = this.#cursor;
     let bytes = this.#cursorBytes;
+    // What "still to download" counted of these versions: their stored
+    // sizes, but for this session's own uploads, which it never counted.
+    let counted = 0;
     for (const item of read.items) {
       // The client has its own changesets; only the version moves past them.
       if (item.identity !== this.identity.id) {
         changesets.push(item.changeset);
       }
+      counted += item.cumulativeBytes - bytes -
+        (this.#ownAhead.get(item.version) ?? 0);
       version = item.version;
       bytes = item.cumulativeBytes;
     }
-    this.#sendDownload(version, bytes, changesets);
+    this.#sendDownload(version, bytes, changesets, counted);
   }
 
   #compactedError(): SessionError {
@@ -345,13 +350,16 @@ export class Session implements HubMember {
         if (batch.length > 0 && batchBytes + object.size > budget) {
           await this.#waitForDrain();
           if (this.closed) return false;
+          // At least 1 until the last batch, as 0 says "caught up": records
+          // written meanwhile can make the snapshot larger than its version
+          // record says (then the count is no longer exact).
           this.#snapshotRemaining = Math.max(
             1,
             this.#snapshotRemaining - batchBytes,
           );
           this.#sendDownload(this.#cursor, this.#cursorBytes, [
             snapshotChangeset(snapshot.version, batch),
-          ]);
+          ], batchBytes);
           batch = [];
           batchBytes = 0;
         }
@@ -369,14 +377,22 @@ export class Session implements HubMember {
       snapshot.version,
       snapshot.historyBytes,
       batch.length === 0 ? [] : [snapshotChangeset(snapshot.version, batch)],
+      batchBytes,
     );
     return true;
   }
 
+  /**
+   * Sends a DOWNLOAD moving the client's cursor to `version`.
+   * `changesetBytes` is what it takes off "still to download" (see
+   * `DownloadMessage.changesetBytes`): with no upload in between, the last
+   * figure sent equals this message's `changesetBytes + downloadableBytes`.
+   */
   #sendDownload(
     version: number,
     cursorBytes: number,
     changesets: DownloadMessage["changesets"],
+    changesetBytes: number,
   ): void {
     if (this.closed) return;
     this.#cursor = version;
@@ -389,6 +405,7 @@ export class Session implements HubMember {
       serverVersion: version,
       lastIntegratedClientVersion: this.#lastAck,
       downloadableBytes: this.#downloadableBytes(),
+      changesetBytes,
       changesets,
     });
   }

@@ -46,8 +46,6 @@ export interface SeenFrame {
   direction: "in" | "out";
   /** Bytes on the wire. */
   bytes: number;
-  /** Bytes once inflated (equal to `bytes` for an uncompressed frame). */
-  inflatedBytes: number;
   message: ServerMessage | ReturnType<typeof decodeMessage>;
 }
 
@@ -106,7 +104,6 @@ export function recordingWebSocket(): {
       record({
         direction,
         bytes: bytes.byteLength,
-        inflatedBytes: bytes.byteLength,
         message: decodeMessage(bytes),
       });
       return;
@@ -117,7 +114,6 @@ export function recordingWebSocket(): {
       record({
         direction,
         bytes: bytes.byteLength,
-        inflatedBytes: inflated.byteLength,
         message: decodeMessage(inflated),
       });
       inflating--;

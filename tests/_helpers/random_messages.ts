@@ -207,6 +207,7 @@ class MessageGenerator {
           serverVersion: this.#uint(),
           lastIntegratedClientVersion: this.#uint(),
           downloadableBytes: this.#uint(),
+          changesetBytes: this.#uint(),
           changesets: this.#list(3, () => ({
             serverVersion: this.#uint(),
             stamp: this.#stamp(),

@@ -127,6 +127,7 @@ export async function download(
     serverVersion?: number;
     ack?: number;
     downloadableBytes?: number;
+    changesetBytes?: number;
     changesets?: DownloadChangeset[];
   } = {},
 ): Promise<number> {
@@ -136,6 +137,7 @@ export async function download(
     serverVersion: fields.serverVersion ?? 0,
     lastIntegratedClientVersion: fields.ack ?? 0,
     downloadableBytes: fields.downloadableBytes ?? 0,
+    changesetBytes: fields.changesetBytes ?? 0,
     changesets: fields.changesets ?? [],
   };
   const size = socket.receive(message);

@@ -22,6 +22,7 @@ function download(
     serverVersion,
     lastIntegratedClientVersion: ack,
     downloadableBytes: 0,
+    changesetBytes: 0,
     changesets,
   };
 }

@@ -140,16 +140,17 @@ Deno.test("ProgressTracker download is unknown until the first figure; registrat
 Deno.test("ProgressTracker download reportIndefinitely: a full bootstrap, then live changes", () => {
   const tracker = new ProgressTracker();
   const { events } = record(tracker, "download", "reportIndefinitely");
+  // Each DOWNLOAD: (changesetBytes, downloadableBytes).
   tracker.downloaded(100, 300);
   tracker.publish();
   tracker.downloaded(100, 200);
   tracker.publish();
   tracker.downloaded(200, 0);
   tracker.publish();
-  // A live change arrives in one frame: the batch completes at once.
+  // A live change arrives in one DOWNLOAD: the batch completes at once.
   tracker.downloaded(50, 0);
   tracker.publish();
-  // A larger one arrives in two frames: the estimate starts a new batch.
+  // A larger one arrives in two: the estimate starts a new batch.
   tracker.downloaded(60, 60);
   tracker.publish();
   tracker.downloaded(60, 0);
@@ -164,7 +165,27 @@ Deno.test("ProgressTracker download reportIndefinitely: a full bootstrap, then l
   ]);
 });
 
-Deno.test("ProgressTracker download forCurrentlyOutstandingWork registered before the first figure captures the initial download", () => {
+Deno.test("ProgressTracker download forCurrentlyOutstandingWork registered before the first figure captures the initial download; the server's figures climb to it exactly", () => {
+  const tracker = new ProgressTracker();
+  const outstanding = record(
+    tracker,
+    "download",
+    "forCurrentlyOutstandingWork",
+  );
+  const indefinitely = record(tracker, "download", "reportIndefinitely");
+  assert.deepEqual(outstanding.events, []);
+  // No upload meanwhile: each downloadableBytes is the next DOWNLOAD's
+  // changesetBytes + downloadableBytes.
+  for (const [bytes, left] of [[250, 750], [0, 750], [500, 250], [250, 0]]) {
+    tracker.downloaded(bytes!, left!);
+    tracker.publish();
+  }
+  const steps = [[250, 1000, 0.25], [750, 1000, 0.75], [1000, 1000, 1]];
+  assert.deepEqual(outstanding.events, [...steps, "end"]);
+  assert.deepEqual(indefinitely.events, steps);
+});
+
+Deno.test("ProgressTracker download forCurrentlyOutstandingWork: work announced later never grows the captured total; the MARK's answer completes it", () => {
   const tracker = new ProgressTracker();
   const { events } = record(tracker, "download", "forCurrentlyOutstandingWork");
   // The session sends a MARK for it (the one after BIND, here).
@@ -172,11 +193,12 @@ Deno.test("ProgressTracker download forCurrentlyOutstandingWork registered befor
   assert.deepEqual(events, []);
   tracker.downloaded(100, 300);
   tracker.publish();
-  // New work the server reports later does not grow the captured total.
+  // Another client uploads 600 bytes: the captured total stays 400.
   tracker.downloaded(100, 900);
   tracker.publish();
-  // As many bytes as captured have been counted, but the figure is only the
-  // server's estimate: not complete until the work is known to be here.
+  // As many bytes as captured have been counted, but the captured figure
+  // is only what the server knew then: not complete until the work is
+  // known to be here.
   tracker.downloaded(200, 700);
   tracker.publish();
   // The MARK's answer: everything the server held when it was sent is here.
@@ -193,10 +215,10 @@ Deno.test("ProgressTracker download forCurrentlyOutstandingWork registered befor
   ]);
 });
 
-Deno.test("ProgressTracker download forCurrentlyOutstandingWork never completes on counted bytes alone (the server's figure ran low)", () => {
+Deno.test("ProgressTracker download forCurrentlyOutstandingWork never completes on counted bytes alone (the server's count grew meanwhile)", () => {
   const tracker = new ProgressTracker();
   const { events } = record(tracker, "download", "forCurrentlyOutstandingWork");
-  // Frames carry more bytes than the server's figure counts.
+  // Each DOWNLOAD takes off 106 bytes while uploads elsewhere add more.
   tracker.downloaded(106, 300);
   tracker.publish();
   tracker.downloaded(106, 200);
@@ -218,13 +240,13 @@ Deno.test("ProgressTracker download forCurrentlyOutstandingWork never completes 
   ]);
 });
 
-Deno.test("ProgressTracker download reportIndefinitely: transferable never falls when the server's figure ran high; transferred catches up when nothing is left", () => {
+Deno.test("ProgressTracker download reportIndefinitely: transferable never falls when the server's count drops without a download; transferred catches up when nothing is left", () => {
   const tracker = new ProgressTracker();
   const { events } = record(tracker, "download", "reportIndefinitely");
   tracker.downloaded(100, 300);
   tracker.publish();
-  // The server's figure falls faster than bytes arrive (its unit is not
-  // exactly the frames').
+  // The server's count falls by more than this DOWNLOAD took off (its
+  // history was compacted and a smaller snapshot replaces it).
   tracker.downloaded(100, 150);
   tracker.publish();
   tracker.downloaded(100, 0);
@@ -236,7 +258,7 @@ Deno.test("ProgressTracker download reportIndefinitely: transferable never falls
   ]);
 });
 
-Deno.test("ProgressTracker download forCurrentlyOutstandingWork completes when the server reports nothing left, even if its estimate was high", () => {
+Deno.test("ProgressTracker download forCurrentlyOutstandingWork completes when the server reports nothing left, even if its count dropped on the way", () => {
   const tracker = new ProgressTracker();
   tracker.downloaded(10, 1000);
   const { events } = record(tracker, "download", "forCurrentlyOutstandingWork");
@@ -271,7 +293,7 @@ Deno.test("ProgressTracker caughtUp() completes download registrations made befo
   assert.deepEqual(after.events, [[40, 40, 1], "end"]);
 });
 
-Deno.test("ProgressTracker caughtUp() after a download with a high estimate ends the captured work at 1.0", () => {
+Deno.test("ProgressTracker caughtUp() after a download whose count later dropped ends the captured work at 1.0", () => {
   const tracker = new ProgressTracker();
   const { events } = record(tracker, "download", "forCurrentlyOutstandingWork");
   const markSequence = tracker.sequence + 1;
@@ -373,9 +395,10 @@ Deno.test("ProgressTracker estimates stay in [0, 1], never fall within forCurren
         acknowledged += 1 + random.int(version - acknowledged);
         tracker.acknowledged(acknowledged);
       } else if (choice === 2) {
-        const frame = random.int(2) === 0 ? 0 : 1 + random.int(800);
+        // Any figures at all, consistent or not: the rules hold regardless.
+        const bytes = random.int(2) === 0 ? 0 : 1 + random.int(800);
         downloadable = random.int(4) === 0 ? 0 : random.int(5000);
-        tracker.downloaded(frame, downloadable);
+        tracker.downloaded(bytes, downloadable);
       } else if (choice === 3) {
         tracker.caughtUp(tracker.sequence + 1 - random.int(3));
       } else if (choice === 4) {
@@ -479,19 +502,99 @@ Deno.test("ProgressTracker reproduces the worked sequences of docs/CLIENT.md", (
     "download",
     "forCurrentlyOutstandingWork",
   );
-  for (const [frame, toCome] of [[100, 300], [100, 900], [900, 0]] as const) {
-    download.downloaded(frame, toCome);
+  for (
+    const [bytes, left] of [[100, 300], [0, 300], [120, 180], [180, 0]] as const
+  ) {
+    download.downloaded(bytes, left);
     download.publish();
   }
-  assert.deepEqual(downloadIndefinitely.events, [
+  const steps = [[100, 400, 0.25], [220, 400, 0.55], [400, 400, 1]];
+  assert.deepEqual(downloadIndefinitely.events, steps);
+  assert.deepEqual(downloadOutstanding.events, [...steps, "end"]);
+
+  const live = new ProgressTracker();
+  const liveIndefinitely = record(live, "download", "reportIndefinitely");
+  const liveOutstanding = record(
+    live,
+    "download",
+    "forCurrentlyOutstandingWork",
+  );
+  const markSequence = live.sequence + 1;
+  for (const [bytes, left] of [[100, 300], [100, 900], [200, 700]] as const) {
+    live.downloaded(bytes, left);
+    live.publish();
+  }
+  live.caughtUp(markSequence);
+  live.publish();
+  live.downloaded(700, 0);
+  live.publish();
+  assert.deepEqual(liveIndefinitely.events, [
     [100, 400, 0.25],
     [200, 1100, 200 / 1100],
+    [400, 1100, 400 / 1100],
     [1100, 1100, 1],
   ]);
-  assert.deepEqual(downloadOutstanding.events, [
+  assert.deepEqual(liveOutstanding.events, [
     [100, 400, 0.25],
     [200, 400, 0.5],
+    [399, 400, 399 / 400],
     [400, 400, 1],
     "end",
   ]);
+});
+
+Deno.test("ProgressTracker with the server's figures consistent (no upload meanwhile), download transferred is exactly the bytes taken off, transferable never moves, and a registration completes with the DOWNLOAD that leaves 0 (seeded)", () => {
+  const seed = testSeed();
+  const random = new Prng(seed);
+  for (let round = 0; round < 300; round++) {
+    const tracker = new ProgressTracker();
+    const indefinitely = record(tracker, "download", "reportIndefinitely");
+    const outstanding: { at: number; events: Event[] }[] = [];
+    let left = random.int(20_000);
+    let taken = 0;
+    let first = true;
+    for (let step = 0; step < 40 && (first || left > 0); step++) {
+      if (!first && random.int(4) === 0) {
+        outstanding.push({
+          at: taken,
+          events: record(tracker, "download", "forCurrentlyOutstandingWork")
+            .events,
+        });
+      }
+      const bytes = random.int(3) === 0 ? 0 : random.int(left + 1);
+      left -= bytes;
+      taken += bytes;
+      tracker.downloaded(bytes, left);
+      tracker.publish();
+      first = false;
+    }
+    const total = taken + left;
+    for (const event of indefinitely.events) {
+      const [transferred, transferable] = event as number[];
+      assert.equal(transferable, total, `seed ${seed}: transferable moved`);
+      assert.ok(transferred! <= total, `seed ${seed}`);
+    }
+    const transferredSeen = indefinitely.events.map((event) =>
+      (event as number[])[0]
+    );
+    for (const { at, events } of outstanding) {
+      const captured = total - at;
+      let ended = false;
+      for (const event of events) {
+        if (event === "end") {
+          ended = true;
+          continue;
+        }
+        const [transferred, transferable, estimate] = event as number[];
+        assert.equal(transferable, captured, `seed ${seed}`);
+        // The counted bytes themselves: never held back, never ahead.
+        assert.ok(
+          transferredSeen.includes(at + transferred!),
+          `seed ${seed}: ${transferred} of ${captured} from ${at}`,
+        );
+        assert.equal(estimate === 1, transferred === captured, `seed ${seed}`);
+      }
+      assert.equal(ended, left === 0, `seed ${seed}: end iff nothing left`);
+    }
+  }
 });

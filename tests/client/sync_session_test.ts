@@ -9,7 +9,10 @@ import { SyncError } from "../../src/client/sync_error.ts";
 import type { ConnectionStateChange } from "../../src/client/sync_session.ts";
 import { errorCodeNumber } from "../../src/protocol/error_codes.ts";
 import { compressFrame } from "../../src/protocol/compression.ts";
-import { encodeMessage } from "../../src/protocol/encode.ts";
+import {
+  encodeDownloadChangeset,
+  encodeMessage,
+} from "../../src/protocol/encode.ts";
 import { MessageType } from "../../src/protocol/messages.ts";
 import {
   acceptConnection,
@@ -97,7 +100,7 @@ Deno.test("SyncSession upload progress: exact figures in both modes; an upload c
   }
 });
 
-Deno.test("SyncSession download progress: exact figures, captured total never grows, one final 1.0", async () => {
+Deno.test("SyncSession download progress: figures are the server's changesetBytes and downloadableBytes, exact to the captured total", async () => {
   const { app, socket, sessionId, session } = await openBound();
   try {
     const outstanding = recorder();
@@ -113,50 +116,115 @@ Deno.test("SyncSession download progress: exact figures, captured total never gr
       "reportIndefinitely",
       indefinitely.callback,
     );
-    const f1 = await download(socket, sessionId, {
+    // The server's count: 4,000 bytes, 1,000 of them in the first DOWNLOAD.
+    await download(socket, sessionId, {
       serverVersion: 1,
       downloadableBytes: 3_000,
+      changesetBytes: 1_000,
       changesets: [remoteChangeset(1, 20)],
     });
-    // New work reported later does not grow the captured total.
-    const f2 = await download(socket, sessionId, {
-      serverVersion: 2,
-      downloadableBytes: 9_000,
-      changesets: [remoteChangeset(2, 20)],
-    });
-    // An acknowledgement-only frame carries no changesets: no bytes counted.
     await download(socket, sessionId, {
       serverVersion: 2,
-      downloadableBytes: 9_000,
+      downloadableBytes: 2_000,
+      changesetBytes: 1_000,
+      changesets: [remoteChangeset(2, 20)],
+    });
+    // An acknowledgement only: nothing taken off the count.
+    await download(socket, sessionId, {
+      serverVersion: 2,
+      downloadableBytes: 2_000,
+    });
+    // Versions uploaded by this identity on an earlier connection: counted,
+    // although skipped.
+    await download(socket, sessionId, {
+      serverVersion: 4,
+      downloadableBytes: 1_500,
+      changesetBytes: 500,
+    });
+    await download(socket, sessionId, {
+      serverVersion: 5,
+      downloadableBytes: 0,
+      changesetBytes: 1_500,
+      changesets: [remoteChangeset(5, 30)],
+    });
+    const steps: Event[] = [
+      [1_000, 4_000, 0.25],
+      [2_000, 4_000, 0.5],
+      [2_500, 4_000, 0.625],
+      [4_000, 4_000, 1],
+    ];
+    assert.deepEqual(outstanding.events, steps);
+    assert.deepEqual(indefinitely.events, steps);
+    // It ended: later downloads reach only the indefinite registration.
+    await download(socket, sessionId, {
+      serverVersion: 6,
+      changesetBytes: 100,
+      changesets: [remoteChangeset(6, 1)],
+    });
+    assert.equal(outstanding.events.length, 4);
+    assert.deepEqual(indefinitely.events.at(-1), [4_100, 4_100, 1]);
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("SyncSession download forCurrentlyOutstandingWork: work announced later never grows the captured total; the capture completes when its MARK is answered", async () => {
+  const { app, socket, sessionId, session } = await openBound();
+  try {
+    await download(socket, sessionId, {
+      serverVersion: 1,
+      downloadableBytes: 3_000,
+      changesetBytes: 1_000,
+      changesets: [remoteChangeset(1, 20)],
+    });
+    const outstanding = recorder();
+    const indefinitely = recorder();
+    session.addProgressNotification(
+      "download",
+      "forCurrentlyOutstandingWork",
+      outstanding.callback,
+    );
+    session.addProgressNotification(
+      "download",
+      "reportIndefinitely",
+      indefinitely.callback,
+    );
+    await flush();
+    // Another client uploads 6,000 bytes meanwhile.
+    await download(socket, sessionId, {
+      serverVersion: 2,
+      downloadableBytes: 8_000,
+      changesetBytes: 1_000,
+      changesets: [remoteChangeset(2, 20)],
     });
     await download(socket, sessionId, {
       serverVersion: 3,
-      downloadableBytes: 0,
+      downloadableBytes: 6_000,
+      changesetBytes: 2_000,
       changesets: [remoteChangeset(3, 20)],
     });
-    const captured = f1 + 3_000;
+    // The 3,000 captured bytes were counted, but only the server's answer
+    // to the MARK sent for the registration says that was all of it.
     assert.deepEqual(outstanding.events, [
-      [f1, captured, f1 / captured],
-      [f1 + f2, captured, (f1 + f2) / captured],
-      [captured, captured, 1],
+      [0, 3_000, 0],
+      [1_000, 3_000, 1 / 3],
+      [2_999, 3_000, 2_999 / 3_000],
     ]);
-    // These scripted figures ran high (9,000 announced, f3 came): the
-    // cumulative transferable holds instead of falling, and transferred
-    // catches up with it once the server says nothing is left.
-    const total = f1 + f2 + 9_000;
-    assert.deepEqual(indefinitely.events, [
-      [f1, f1 + 3_000, f1 / (f1 + 3_000)],
-      [f1 + f2, total, (f1 + f2) / total],
-      [total, total, 1],
-    ]);
-    // It ended: later downloads reach only the indefinite registration.
-    const f4 = await download(socket, sessionId, {
+    assert.equal(await answerMarks(socket), 2);
+    assert.deepEqual(outstanding.events.at(-1), [3_000, 3_000, 1]);
+    await download(socket, sessionId, {
       serverVersion: 4,
-      changesets: [remoteChangeset(4, 1)],
+      downloadableBytes: 0,
+      changesetBytes: 6_000,
+      changesets: [remoteChangeset(4, 20)],
     });
-    assert.equal(outstanding.events.length, 3);
-    const sum = total + f4;
-    assert.deepEqual(indefinitely.events.at(-1), [sum, sum, 1]);
+    assert.equal(outstanding.events.length, 4);
+    assert.deepEqual(indefinitely.events, [
+      [1_000, 4_000, 0.25],
+      [2_000, 10_000, 0.2],
+      [4_000, 10_000, 0.4],
+      [10_000, 10_000, 1],
+    ]);
   } finally {
     await app.close();
   }
@@ -194,18 +262,19 @@ Deno.test("SyncSession forCurrentlyOutstandingWork with nothing outstanding: one
 Deno.test("SyncSession a registration while progress is known gets the latest figures at once", async () => {
   const { app, socket, sessionId, session } = await openBound();
   try {
-    const f1 = await download(socket, sessionId, {
+    await download(socket, sessionId, {
       serverVersion: 1,
       downloadableBytes: 500,
+      changesetBytes: 700,
       changesets: [remoteChangeset(1, 5)],
     });
     const reader = session.getProgressStream("download", "reportIndefinitely")
       .getReader();
     const first = await reader.read();
     assert.deepEqual(first.value, {
-      transferredBytes: f1,
-      transferableBytes: f1 + 500,
-      progressEstimate: f1 / (f1 + 500),
+      transferredBytes: 700,
+      transferableBytes: 1_200,
+      progressEstimate: 700 / 1_200,
       isTransferComplete: false,
     });
     await reader.cancel();
@@ -233,37 +302,34 @@ Deno.test("SyncSession merges bursts of progress (progressIntervalMs) but never 
       "reportIndefinitely",
       indefinitely.callback,
     );
-    const sizes: number[] = [];
     for (let index = 1; index <= 5; index++) {
-      sizes.push(
-        await download(socket, sessionId, {
-          serverVersion: index,
-          downloadableBytes: 10_000,
-          changesets: [remoteChangeset(index, 3)],
-        }),
-      );
+      await download(socket, sessionId, {
+        serverVersion: index,
+        downloadableBytes: 10_000 - index * 1_000,
+        changesetBytes: 1_000,
+        changesets: [remoteChangeset(index, 3)],
+      });
     }
     // The first report went out at once; the burst waits for the interval.
     assert.equal(indefinitely.events.length, 1);
     clock.advance(50);
     await flush();
     assert.equal(indefinitely.events.length, 2);
-    const upTo5 = sizes.reduce((a, b) => a + b, 0);
-    assert.deepEqual(indefinitely.events[1]!.slice(0, 2), [
-      upTo5,
-      upTo5 + 10_000,
+    assert.deepEqual(indefinitely.events, [
+      [1_000, 10_000, 0.1],
+      [5_000, 10_000, 0.5],
     ]);
-    // Complete: delivered at once, inside the interval (the announced
-    // 10,000 bytes count as arrived once the server says nothing is left).
+    // Complete: delivered at once, inside the interval.
     await download(socket, sessionId, {
       serverVersion: 6,
       downloadableBytes: 0,
+      changesetBytes: 5_000,
       changesets: [remoteChangeset(6, 3)],
     });
-    assert.deepEqual(indefinitely.events.at(-1), [
-      upTo5 + 10_000,
-      upTo5 + 10_000,
-      1,
+    assert.deepEqual(indefinitely.events, [
+      [1_000, 10_000, 0.1],
+      [5_000, 10_000, 0.5],
+      [10_000, 10_000, 1],
     ]);
   } finally {
     await app.close();
@@ -757,19 +823,23 @@ Deno.test("SyncSession app.close() leaves no timer behind and is safe twice", as
   await assert.rejects(app.logIn(Credentials.anonymous()), TypeError);
 });
 
-Deno.test("SyncSession handles compressed DOWNLOAD frames in arrival order: progress counts inflated frames, stats the wire", async () => {
+Deno.test("SyncSession handles compressed DOWNLOAD frames in arrival order: progress counts the server's changesetBytes, stats the wire", async () => {
   const { app, realm, socket, sessionId, session } = await openBound();
   try {
+    const changeset = remoteChangeset(1, 200);
+    // The server counts the changeset as it stores it.
+    const stored = encodeDownloadChangeset(changeset).length;
     const frame = encodeMessage({
       type: MessageType.Download,
       sessionId,
       serverVersion: 1,
       lastIntegratedClientVersion: 0,
       downloadableBytes: 0,
-      changesets: [remoteChangeset(1, 200)],
+      changesetBytes: stored,
+      changesets: [changeset],
     });
     const compressed = await compressFrame(frame, { threshold: 0 });
-    assert.ok(compressed.length < frame.length);
+    assert.ok(compressed.length < stored && stored < frame.length);
     const progress = recorder();
     session.addProgressNotification(
       "download",
@@ -796,9 +866,9 @@ Deno.test("SyncSession handles compressed DOWNLOAD frames in arrival order: prog
     });
     await waiting;
     assert.equal(downloaded, true);
-    // Progress counts the frame the compressed bytes stand for; stats
-    // count what crossed the wire.
-    assert.deepEqual(progress.events.at(-1), [frame.length, frame.length, 1]);
+    // Progress counts what the server counted; stats count what crossed
+    // the wire.
+    assert.deepEqual(progress.events.at(-1), [stored, stored, 1]);
     assert.equal(
       session.stats().bytesReceived - receivedBefore,
       compressed.length + replySize,

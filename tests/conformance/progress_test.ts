@@ -368,16 +368,23 @@ for (
       );
     }
     // Both registrations learnt the initial download from the same first
-    // frame; the cumulative figures then only grow (the server's figure is
-    // an estimate), so they end at or above the captured total.
-    assert.equal(
-      outstanding.items[0]!.transferableBytes,
-      indefinite.items[0]!.transferableBytes,
-    );
-    assert.ok(
-      indefinite.items.at(-1)!.transferredBytes >=
-        outstanding.items.at(-1)!.transferredBytes,
-    );
+    // DOWNLOAD, and nobody wrote meanwhile: the server's count is exact, so
+    // the cumulative total never moved, and both end exactly at it.
+    const captured = outstanding.items[0]!.transferableBytes;
+    assert.ok(captured > 0);
+    for (const p of indefinite.items) {
+      assert.equal(p.transferableBytes, captured, JSON.stringify(p));
+    }
+    assert.equal(indefinite.items.at(-1)!.transferredBytes, captured);
+    assert.equal(outstanding.items.at(-1)!.transferredBytes, captured);
+    // Never held just short of the total: the last step before 1.0 is a
+    // whole DOWNLOAD's worth.
+    for (const list of [outstanding.items, callbacks, indefinite.items]) {
+      assert.ok(
+        list.every((p) => p.transferredBytes !== captured - 1),
+        JSON.stringify(list.map((p) => p.transferredBytes)),
+      );
+    }
   });
 }
 

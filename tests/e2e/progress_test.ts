@@ -44,9 +44,6 @@ function downloadsFor(frames: SeenFrame[], sessionId: number) {
     )
     .map((frame) => ({
       bytes: frame.bytes,
-      // Download progress counts frames as inflated: the unit of the server's
-      // downloadableBytes, whether or not the server deflates.
-      inflatedBytes: frame.inflatedBytes,
       message: frame.message as DownloadMessage,
     }));
 }
@@ -87,7 +84,7 @@ async function seed(
   }
 }
 
-Deno.test("SyncSession download progress over real sockets: both modes asserted in full from the frames received", async () => {
+Deno.test("SyncSession download progress over real sockets: both modes asserted in full from the DOWNLOADs received, exact to the captured total", async () => {
   // Small DOWNLOAD batches so the bootstrap takes several frames.
   await using server = await startTestServer({
     permissions: () => "readwrite",
@@ -124,53 +121,32 @@ Deno.test("SyncSession download progress over real sockets: both modes asserted 
     assert.ok(
       downloads.filter((d) => d.message.changesets.length > 0).length >= 3,
     );
-    // What the rules say the figures are, frame by frame.
-    const expectIndefinitely: Event[] = [];
-    const expectOutstanding: Event[] = [];
-    let transferred = 0;
-    // The cumulative transferable never falls; transferred catches up with
-    // it when the server says nothing is left (its figure is an estimate).
-    let transferable = 0;
-    let batchStart = 0;
-    let captured: number | undefined;
-    let base = 0;
-    let done = false;
-    for (const { inflatedBytes: bytes, message } of downloads) {
-      const before = transferred;
-      if (message.changesets.length > 0) transferred += bytes;
-      transferable = Math.max(
-        transferable,
-        transferred + message.downloadableBytes,
-      );
-      const complete = message.downloadableBytes === 0;
-      if (complete) transferred = transferable;
-      expectIndefinitely.push([
-        transferred,
-        transferable,
-        complete ? 1 : (transferred - batchStart) / (transferable - batchStart),
-      ]);
-      if (complete) batchStart = transferred;
-      if (!done) {
-        if (captured === undefined) {
-          captured = transferable - before;
-          base = before;
-        }
-        // Counted bytes alone never complete it: the work is known to be
-        // here when the server says nothing is left.
-        const moved = complete
-          ? captured
-          : Math.min(captured - 1, transferred - base);
-        expectOutstanding.push([
-          moved,
-          captured,
-          complete ? 1 : moved / captured,
-        ]);
-        done = complete;
-      }
+    // The server's figures are exact (nobody writes meanwhile): each
+    // DOWNLOAD takes its changesetBytes off the count the one before left.
+    const total = downloads[0]!.message.changesetBytes +
+      downloads[0]!.message.downloadableBytes;
+    let left = total;
+    for (const { message } of downloads) {
+      assert.equal(message.changesetBytes + message.downloadableBytes, left);
+      left = message.downloadableBytes;
     }
-    assert.deepEqual(indefinitely.events, dedupe(expectIndefinitely));
-    assert.deepEqual(outstanding.events, dedupe(expectOutstanding));
-    assert.deepEqual(outstanding.events.at(-1), [captured, captured, 1]);
+    assert.equal(left, 0);
+    // So both modes report the bytes taken off so far against that total,
+    // DOWNLOAD by DOWNLOAD (never held back), and end exactly at it.
+    const expected: Event[] = [];
+    let transferred = 0;
+    for (const { message } of downloads) {
+      transferred += message.changesetBytes;
+      expected.push([
+        transferred,
+        total,
+        transferred === total ? 1 : transferred / total,
+      ]);
+    }
+    assert.deepEqual(indefinitely.events, dedupe(expected));
+    assert.deepEqual(outstanding.events, dedupe(expected));
+    assert.deepEqual(outstanding.events.at(-1), [total, total, 1]);
+    assert.ok(outstanding.events.length >= 4, "intermediate steps show");
     const estimates = outstanding.events.map((event) => event[2]);
     assert.deepEqual(estimates, [...estimates].sort((a, b) => a - b));
     await realm.close();
@@ -398,7 +374,7 @@ Deno.test("SyncSession on an errored session addProgressNotification returns nul
   }
 });
 
-Deno.test("SyncSession bootstraps from a server that deflates DOWNLOAD frames: progress in inflated frame bytes, stats in wire bytes", async () => {
+Deno.test("SyncSession bootstraps from a server that deflates DOWNLOAD frames: progress in the server's changesetBytes, stats in wire bytes", async () => {
   await using server = await startTestServer({
     permissions: () => "readwrite",
     compression: true,
@@ -431,14 +407,22 @@ Deno.test("SyncSession bootstraps from a server that deflates DOWNLOAD frames: p
     );
     // Deflated on the wire.
     assert.ok(wire < inflated, `${wire} < ${inflated}`);
-    // Progress is in the unit of the server's downloadableBytes (inflated
-    // frames; the server's figure is an estimate within a few bytes), so the
-    // bar moves steadily and ends exactly at the captured total.
+    // Progress is in the unit of the server's figures, whatever the frames
+    // weigh: the captured total is what the DOWNLOADs took off the count,
+    // every report is a sum of their changesetBytes, and the bar ends
+    // exactly at the captured total.
     const captured = seen[0]!.transferableBytes;
-    assert.ok(
-      Math.abs(captured - inflated) < inflated / 100,
-      `${captured} ≈ ${inflated}`,
+    assert.equal(
+      captured,
+      downloads.reduce((sum, d) => sum + d.message.changesetBytes, 0),
     );
+    const sums = new Set<number>();
+    let sum = 0;
+    for (const d of downloads) sums.add(sum += d.message.changesetBytes);
+    for (const p of seen) {
+      assert.equal(p.transferableBytes, captured);
+      assert.ok(sums.has(p.transferredBytes), `${p.transferredBytes}`);
+    }
     assert.deepEqual(seen.at(-1), {
       transferredBytes: captured,
       transferableBytes: captured,

@@ -23,6 +23,7 @@ function download(objects: number, bytesPerObject = 0): DownloadMessage {
     serverVersion: 5,
     lastIntegratedClientVersion: 0,
     downloadableBytes: 0,
+    changesetBytes: 0,
     changesets: [{
       serverVersion: 5,
       stamp: { time: 1_767_225_600_000, counter: 0, node: 9 },

@@ -1,9 +1,16 @@
 import assert from "node:assert/strict";
 import { decodeMessage } from "../../src/protocol/decode.ts";
-import { encodeMessage } from "../../src/protocol/encode.ts";
+import {
+  encodeDownloadChangeset,
+  encodeMessage,
+} from "../../src/protocol/encode.ts";
 import { ERROR_CODES } from "../../src/protocol/error_codes.ts";
 import { DEFAULT_LIMITS } from "../../src/protocol/limits.ts";
-import { type Message, MessageType } from "../../src/protocol/messages.ts";
+import {
+  type DownloadMessage,
+  type Message,
+  MessageType,
+} from "../../src/protocol/messages.ts";
 import type { ProtocolErrorCode } from "../../src/protocol/protocol_error.ts";
 
 const PROTOCOL_MD = await Deno.readTextFile(
@@ -69,6 +76,7 @@ const GOLDEN: Record<string, Message> = {
     serverVersion: 9,
     lastIntegratedClientVersion: 0,
     downloadableBytes: 0,
+    changesetBytes: 115,
     changesets: [{
       serverVersion: 9,
       stamp: { time: 1000, counter: 0, node: 1 },
@@ -132,6 +140,14 @@ Deno.test("PROTOCOL.md golden vectors are exactly what encodeMessage() writes", 
       assert.deepStrictEqual(decodeMessage(documented), message);
     });
   }
+});
+
+Deno.test("PROTOCOL.md's DOWNLOAD example counts its changeset's stored size in changesetBytes", () => {
+  const values = GOLDEN.values as DownloadMessage;
+  assert.equal(
+    values.changesetBytes,
+    encodeDownloadChangeset(values.changesets[0]!).byteLength,
+  );
 });
 
 Deno.test("PROTOCOL.md lists every error code with its number, and no other", () => {

@@ -24,6 +24,7 @@ function downloadOf(instructions: Instruction[]): DownloadMessage {
     serverVersion: 1,
     lastIntegratedClientVersion: 0,
     downloadableBytes: 0,
+    changesetBytes: 0,
     changesets: [{ serverVersion: 1, stamp: STAMP, instructions }],
   };
 }

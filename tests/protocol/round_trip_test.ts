@@ -33,6 +33,7 @@ function downloadOf(fields: { [name: string]: Value }): DownloadMessage {
     serverVersion: 2,
     lastIntegratedClientVersion: 3,
     downloadableBytes: 4,
+    changesetBytes: 5,
     changesets: [{
       serverVersion: 2,
       stamp: STAMP,
@@ -123,6 +124,7 @@ Deno.test("decodeMessage() round-trips every message type", async (t) => {
       serverVersion: 10,
       lastIntegratedClientVersion: 2,
       downloadableBytes: 2 ** 40,
+      changesetBytes: Number.MAX_SAFE_INTEGER,
       changesets: [{ serverVersion: 10, stamp: STAMP, instructions }],
     },
     {
@@ -131,6 +133,7 @@ Deno.test("decodeMessage() round-trips every message type", async (t) => {
       serverVersion: 10,
       lastIntegratedClientVersion: 2,
       downloadableBytes: 0,
+      changesetBytes: 0,
       changesets: [],
     },
     { type: MessageType.MarkReply, sessionId: 1, requestId: 0 },

@@ -63,6 +63,7 @@ Deno.test("encodeMessage() interns colliding ids correctly", () => {
     serverVersion: 1,
     lastIntegratedClientVersion: 0,
     downloadableBytes: 0,
+    changesetBytes: 0,
     changesets: [{
       serverVersion: 1,
       stamp: { time: 1, counter: 0, node: 1 },

@@ -2,7 +2,12 @@ import assert from "node:assert/strict";
 import type { UploadChangeset } from "../../src/model/changeset.ts";
 import { ObjectStore } from "../../src/model/object_store.ts";
 import { COMPRESSION_THRESHOLD } from "../../src/protocol/compression.ts";
-import { MessageType } from "../../src/protocol/messages.ts";
+import { encodeDownloadChangeset } from "../../src/protocol/encode.ts";
+import {
+  type DownloadMessage,
+  MessageType,
+} from "../../src/protocol/messages.ts";
+import { SNAPSHOT_STAMP } from "../../src/server/storage/snapshot.ts";
 import { put, update, upload } from "../_helpers/changesets.ts";
 import { type Frame, ProtocolClient } from "../_helpers/protocol_client.ts";
 import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
@@ -87,6 +92,57 @@ async function download(
     }
   }
   return { frames, store };
+}
+
+/**
+ * Checks DOWNLOAD's byte figures across consecutive messages of one session
+ * with no upload in between: each `downloadableBytes` is the next message's
+ * `changesetBytes + downloadableBytes`, so they add up to the first
+ * message's `changesetBytes + downloadableBytes`. Returns that total.
+ */
+function assertExactCount(messages: readonly DownloadMessage[]): number {
+  for (let index = 1; index < messages.length; index++) {
+    const previous = messages[index - 1]!;
+    const message = messages[index]!;
+    assert.equal(
+      previous.downloadableBytes,
+      message.changesetBytes + message.downloadableBytes,
+      `message ${index}: ${previous.downloadableBytes} left before, ${message.changesetBytes} taken off, ${message.downloadableBytes} left`,
+    );
+  }
+  const total = messages[0]!.changesetBytes + messages[0]!.downloadableBytes;
+  assert.equal(
+    messages.reduce((sum, message) => sum + message.changesetBytes, 0),
+    total,
+  );
+  assert.equal(messages.at(-1)!.downloadableBytes, 0);
+  return total;
+}
+
+/** Sum of the stored sizes of the snapshot records a bootstrap carried. */
+function recordBytes(messages: readonly DownloadMessage[]): number {
+  let bytes = 0;
+  for (const message of messages) {
+    for (const changeset of message.changesets) {
+      // A snapshot changeset holds whole records: one per object, each
+      // stored as a changeset of that object's instructions.
+      const byObject = new Map<string, typeof changeset.instructions>();
+      for (const instruction of changeset.instructions) {
+        const key = `${instruction.type}\u0000${instruction.id}`;
+        const list = byObject.get(key) ?? [];
+        list.push(instruction);
+        byObject.set(key, list);
+      }
+      for (const instructions of byObject.values()) {
+        bytes += encodeDownloadChangeset({
+          serverVersion: 0,
+          stamp: SNAPSHOT_STAMP,
+          instructions,
+        }).byteLength;
+      }
+    }
+  }
+  return bytes;
 }
 
 function downloads(frames: Frame[]) {
@@ -179,6 +235,21 @@ Deno.test("a fresh client bootstraps 10,000 objects from the snapshot in bounded
       );
     }
     assert.equal(messages.at(-1)!.downloadableBytes, 0);
+    // Exact counts: each snapshot message takes off the stored sizes of
+    // the records it carries, and they add up to the first figure.
+    for (const message of messages) {
+      assert.equal(message.changesetBytes, recordBytes([message]));
+    }
+    assert.equal(assertExactCount(messages), recordBytes(messages));
+  }
+  const historyBytes = changesets.reduce(
+    (sum, changeset) =>
+      sum + encodeDownloadChangeset({ ...changeset, serverVersion: 0 })
+        .byteLength,
+    0,
+  );
+  for (const { frames } of [replay, plainReplay]) {
+    assert.equal(assertExactCount(downloads(frames)), historyBytes);
   }
   // Every frame worth compressing is compressed; the last batch may be too
   // small to be.
@@ -289,6 +360,10 @@ Deno.test("a client behind compacted history bootstraps from the snapshot, and M
   );
   assert.equal(messages.at(-1)!.serverVersion, 40);
   assert.equal(messages.at(-1)!.downloadableBytes, 0);
+  for (const message of messages) {
+    assert.equal(message.changesetBytes, recordBytes([message]));
+  }
+  assert.equal(assertExactCount(messages), recordBytes(messages));
   for (const message of messages) {
     for (const changeset of message.changesets) {
       store.apply(changeset.stamp, changeset.instructions);

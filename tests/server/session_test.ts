@@ -15,10 +15,47 @@ import { Session } from "../../src/server/session.ts";
 import type { IntegrateResult } from "../../src/server/storage/history.ts";
 import type { UploadChangeset } from "../../src/model/changeset.ts";
 import type { ServeSyncOptions } from "../../server.ts";
+import { encodeDownloadChangeset } from "../../src/protocol/encode.ts";
 import { put, remove, update, upload } from "../_helpers/changesets.ts";
 import { ProtocolClient } from "../_helpers/protocol_client.ts";
 import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
 import { RawWebSocket } from "./_raw_websocket.ts";
+
+/** A changeset's stored size: the unit of DOWNLOAD's byte figures. */
+function storedSize(
+  changeset: Pick<UploadChangeset, "stamp" | "instructions">,
+): number {
+  return encodeDownloadChangeset({
+    serverVersion: 0,
+    stamp: changeset.stamp,
+    instructions: changeset.instructions,
+  }).byteLength;
+}
+
+/**
+ * Checks DOWNLOAD's byte figures across consecutive messages of one session
+ * with no upload in between: each `downloadableBytes` is the next message's
+ * `changesetBytes + downloadableBytes`, so they add up to the first
+ * message's `changesetBytes + downloadableBytes`. Returns that total.
+ */
+function assertExactCount(messages: readonly DownloadMessage[]): number {
+  for (let index = 1; index < messages.length; index++) {
+    const previous = messages[index - 1]!;
+    const message = messages[index]!;
+    assert.equal(
+      previous.downloadableBytes,
+      message.changesetBytes + message.downloadableBytes,
+      `message ${index}: ${previous.downloadableBytes} left before, ${message.changesetBytes} taken off, ${message.downloadableBytes} left`,
+    );
+  }
+  const total = messages[0]!.changesetBytes + messages[0]!.downloadableBytes;
+  assert.equal(
+    messages.reduce((sum, message) => sum + message.changesetBytes, 0),
+    total,
+  );
+  assert.equal(messages.at(-1)!.downloadableBytes, 0);
+  return total;
+}
 
 function uploadMessage(
   sessionId: number,
@@ -68,6 +105,7 @@ Deno.test("BIND without an identity gets IDENT, then a DOWNLOAD saying it is cau
     serverVersion: 0,
     lastIntegratedClientVersion: 0,
     downloadableBytes: 0,
+    changesetBytes: 0,
     changesets: [],
   });
   const second = await client.bind(4, "/~/other");
@@ -102,11 +140,13 @@ Deno.test("UPLOAD is acknowledged at once and fanned out to another connection",
     0,
     "the writer's own changeset is never sent back, so it is not still to download",
   );
+  assert.equal(ack.changesetBytes, 0, "an acknowledgement takes nothing off");
 
   const pushed = await reader.expect(MessageType.Download);
   assert.equal(pushed.sessionId, 9);
   assert.equal(pushed.serverVersion, 1);
   assert.equal(pushed.downloadableBytes, 0);
+  assert.equal(pushed.changesetBytes, storedSize(changeset));
   assert.deepEqual(pushed.changesets, [{
     serverVersion: 1,
     stamp: changeset.stamp,
@@ -118,6 +158,7 @@ Deno.test("UPLOAD is acknowledged at once and fanned out to another connection",
   assert.equal(own.serverVersion, 1);
   assert.deepEqual(own.changesets, []);
   assert.equal(own.downloadableBytes, 0);
+  assert.equal(own.changesetBytes, 0, "never counted, so never taken off");
   assert.equal(test.server.stats().changesetsIntegrated, 1);
 });
 
@@ -156,6 +197,13 @@ Deno.test("a re-upload of an integrated client version is acknowledged, not stor
   assert.equal(bound.lastIntegratedClientVersion, 2, "BIND reports the ack");
   assert.deepEqual(bound.changesets, [], "own changesets are not sent back");
   assert.equal(bound.serverVersion, 2);
+  // Uploaded on an earlier connection, they were still to download for
+  // this one: skipping them takes their size off.
+  assert.equal(
+    bound.changesetBytes,
+    storedSize(changesets[0]!) + storedSize(changesets[1]!),
+  );
+  assert.equal(bound.downloadableBytes, 0);
 
   again.send(
     uploadMessage(1, [...changesets, upload(3, [remove("Task", "a")])]),
@@ -163,8 +211,78 @@ Deno.test("a re-upload of an integrated client version is acknowledged, not stor
   const ack = await again.expect(MessageType.Download);
   assert.equal(ack.lastIntegratedClientVersion, 3);
   assert.equal(test.server.stats().changesetsIntegrated, 3);
+  assert.equal(ack.changesetBytes, 0);
   const moved = await again.expect(MessageType.Download);
   assert.equal(moved.serverVersion, 3, "only version 3 was added");
+  assert.equal(moved.changesetBytes, 0, "this session's own: never counted");
+  assert.equal(moved.downloadableBytes, 0);
+});
+
+Deno.test("DOWNLOAD changesetBytes over a replay: another client's changesets and this identity's earlier ones (skipped) are taken off exactly what downloadableBytes counted", async () => {
+  // Small batches and plain replay, so the history takes many DOWNLOADs,
+  // some carrying only skipped versions.
+  const { test, login } = await startWithUser({
+    downloadBatchBytes: 2048,
+    history: { snapshots: false },
+  });
+  await using _ = test;
+  await using mine = await connect(test, login.accessToken);
+  const identity = (await mine.bind(1, "/~/mixed"))!;
+  await mine.expect(MessageType.Download);
+  await using other = await connect(test, login.accessToken);
+  await other.bind(2, "/~/mixed");
+  await other.expect(MessageType.Download);
+  const own: UploadChangeset[] = [];
+  const theirs: UploadChangeset[] = [];
+  // Runs of each, so whole batches are skipped and others are mixed.
+  for (let run = 0; run < 4; run++) {
+    const ownRun = Array.from(
+      { length: 6 },
+      (_, index) =>
+        upload(own.length + index + 1, [
+          put("Note", `mine-${own.length + index}`, { text: "m".repeat(400) }),
+        ]),
+    );
+    own.push(...ownRun);
+    mine.send(uploadMessage(1, ownRun));
+    await mine.downloadUntil(1, own.length + theirs.length);
+    const theirRun = Array.from(
+      { length: 3 + run },
+      (_, index) =>
+        upload(theirs.length + index + 1, [
+          put("Note", `theirs-${theirs.length + index}`, {
+            text: "t".repeat(150 * (index + 1)),
+          }),
+        ]),
+    );
+    theirs.push(...theirRun);
+    other.send(uploadMessage(2, theirRun));
+    await other.downloadUntil(2, own.length + theirs.length);
+  }
+  await mine.close();
+  const head = own.length + theirs.length;
+
+  // The same identity again, from scratch: its own versions are skipped.
+  await using again = await connect(test, login.accessToken);
+  await again.bind(1, "/~/mixed", { identity });
+  const frames = await again.downloadUntil(1, head);
+  const messages = frames.map((frame) => frame.message as DownloadMessage);
+  assert.ok(messages.length > 5, `${messages.length} DOWNLOADs`);
+  assert.ok(
+    messages.some((message) =>
+      message.changesets.length === 0 && message.changesetBytes > 0
+    ),
+    "some DOWNLOAD moved past own versions only",
+  );
+  const everything = [...own, ...theirs].reduce(
+    (sum, changeset) => sum + storedSize(changeset),
+    0,
+  );
+  assert.equal(assertExactCount(messages), everything);
+  assert.equal(
+    messages.reduce((sum, message) => sum + message.changesets.length, 0),
+    theirs.length,
+  );
 });
 
 Deno.test("BIND with an unknown identity or a wrong salt gets bad_client_identity; the socket stays", async () => {
@@ -461,7 +579,7 @@ Deno.test("MARK is answered only after the backlog held at MARK time was sent", 
   assert.ok(batches > 1, "the backlog took several batches");
 });
 
-Deno.test("DOWNLOAD batches stay within downloadBatchBytes, with decreasing downloadable bytes", async () => {
+Deno.test("DOWNLOAD batches stay within downloadBatchBytes, with decreasing downloadable bytes that each batch's changesetBytes accounts for exactly", async () => {
   const batchBytes = 4096;
   const { test, login } = await startWithUser({
     downloadBatchBytes: batchBytes,
@@ -509,6 +627,21 @@ Deno.test("DOWNLOAD batches stay within downloadBatchBytes, with decreasing down
   assert.equal(received, 60);
   assert.equal(previous, 0);
   assert.ok(frames.length >= 60 * 300 / batchBytes);
+  const messages = frames.map((frame) => frame.message as DownloadMessage);
+  assert.equal(
+    assertExactCount(messages),
+    changesets.reduce((sum, changeset) => sum + storedSize(changeset), 0),
+  );
+  // Each batch takes off exactly the stored sizes of what it carries.
+  for (const message of messages) {
+    assert.equal(
+      message.changesetBytes,
+      message.changesets.reduce(
+        (sum, changeset) => sum + storedSize(changeset),
+        0,
+      ),
+    );
+  }
 });
 
 Deno.test("a client that stops reading pauses its download at the send buffer bound; its upload is acknowledged at once; reading again resumes it", async () => {
@@ -677,7 +810,7 @@ Deno.test("shutdown gives up on work that never finishes after shutdownTimeoutMs
   assert.equal((await client.closed).code, 1001);
 });
 
-Deno.test("an acknowledgement never counts the uploader's own changesets as still to download, whether the head was noted before or after it", async (t) => {
+Deno.test("an acknowledgement never counts the uploader's own changesets as still to download, whether the head was noted before or after it, and moving past them takes nothing off", async (t) => {
   // A scripted hub makes the two interleavings deterministic: in one process
   // the realm head reaches the hub through kv.watch, which may run before or
   // after the upload's own continuation sends the acknowledgement.
@@ -686,7 +819,9 @@ Deno.test("an acknowledgement never counts the uploader's own changesets as stil
       `head noted ${headNotedFirst ? "before" : "after"} the ack`,
       async () => {
         const sent: ServerMessage[] = [];
+        const second = Promise.withResolvers<void>();
         let head = { version: 4, bytes: 400 };
+        const own = { version: 5, size: 30, cumulativeBytes: 430 };
         const hub = {
           get head() {
             return head;
@@ -696,14 +831,28 @@ Deno.test("an acknowledgement never counts the uploader's own changesets as stil
           detach() {
             return true;
           },
-          read: () => new Promise<never>(() => {}),
+          read: (fromVersion: number) =>
+            fromVersion === 5
+              ? Promise.resolve({
+                items: [{
+                  ...own,
+                  identity: 7,
+                  clientVersion: 1,
+                  changeset: {
+                    serverVersion: 5,
+                    stamp: { time: 1, counter: 0, node: 1 },
+                    instructions: [],
+                  },
+                }],
+                gap: false,
+              })
+              : new Promise<never>(() => {}),
           integrate(
             _identity: ClientIdentity,
             _changesets: unknown,
             _signal: AbortSignal,
             beforeFanOut: (result: IntegrateResult) => void,
           ) {
-            const own = { version: 5, size: 30, cumulativeBytes: 430 };
             const result = {
               lastIntegratedClientVersion: 1,
               head: { version: 5, bytes: 430 },
@@ -724,7 +873,10 @@ Deno.test("an acknowledgement never counts the uploader's own changesets as stil
           permission: "readwrite",
           hub: hub as unknown as RealmHub,
           transport: {
-            send: (message) => sent.push(message),
+            send: (message) => {
+              sent.push(message);
+              if (sent.length === 2) second.resolve();
+            },
             bufferedAmount: () => 0,
             failSession: () => {},
           },
@@ -743,6 +895,24 @@ Deno.test("an acknowledgement never counts the uploader's own changesets as stil
         assert.equal(ack.lastIntegratedClientVersion, 1);
         assert.equal(ack.serverVersion, 4);
         assert.equal(ack.downloadableBytes, 0);
+        assert.equal(ack.changesetBytes, 0);
+        // The pump moves the cursor past the own changeset without sending
+        // it: it was never counted, so nothing is taken off.
+        session.start();
+        const timeout = AbortSignal.timeout(5_000);
+        await Promise.race([
+          second.promise,
+          new Promise((_, reject) =>
+            timeout.addEventListener("abort", () => reject(timeout.reason), {
+              once: true,
+            })
+          ),
+        ]);
+        const moved = sent[1] as DownloadMessage;
+        assert.equal(moved.serverVersion, 5);
+        assert.deepEqual(moved.changesets, []);
+        assert.equal(moved.changesetBytes, 0);
+        assert.equal(moved.downloadableBytes, 0);
         lifetime.abort();
         await session.close();
       },
