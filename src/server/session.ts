@@ -500,5 +500,8 @@ export class Session implements HubMember {
   }
 }
 
-/** Bytes a DOWNLOAD needs beyond its changesets (header fields, count). */
-export const DOWNLOAD_HEADER_BYTES = 48;
+/**
+ * Bytes a DOWNLOAD needs beyond its changesets: the tag, five varuint fields
+ * (`changesetBytes` the fifth), the block's lengths and the count.
+ */
+export const DOWNLOAD_HEADER_BYTES = 56;
