@@ -38,6 +38,7 @@ import { readCumulativeBytes } from "./storage/history.ts";
 import { allocateIdentity, readIdentity } from "./storage/identities.ts";
 import type { RetryOptions } from "./storage/retry.ts";
 import type { TokenAuthority } from "./tokens.ts";
+import { abortable } from "../util/abort.ts";
 
 /**
  * One WebSocket connection (ARCHITECTURE.md "Session flow"): decodes frames,
@@ -126,6 +127,10 @@ export class Peer {
   #chains = new Map<number, Promise<void>>();
   #tasks = new Set<Promise<unknown>>();
   #closed = Promise.withResolvers<void>();
+  // Aborts when the socket has closed: waits on code outside the server
+  // (the permissions callback) give up then instead of holding the
+  // connection's state.
+  #gone = new AbortController();
   // Frames wait here while an earlier one is being inflated (inbound) or
   // deflated (outbound), so both directions keep their order.
   #inbound: Promise<void> | null = null;
@@ -513,8 +518,12 @@ export class Peer {
     const path = resolved.path;
     let permission: Permission;
     try {
-      permission = await this.#context.permissions(userId, path);
+      permission = await abortable(
+        Promise.resolve().then(() => this.#context.permissions(userId, path)),
+        this.#gone.signal,
+      );
     } catch (error) {
+      if (this.#isClosed()) return;
       this.#failUnbound(
         sessionId,
         new SessionError(
@@ -793,6 +802,7 @@ export class Peer {
     if (this.#isClosed()) return;
     this.#state = "closed";
     this.#closing = true;
+    this.#gone.abort(new Error("The connection closed"));
     clearTimeout(this.#handshakeTimer);
     clearTimeout(this.#tokenTimer);
     this.#handshakeTimer = undefined;

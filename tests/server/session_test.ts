@@ -786,24 +786,47 @@ Deno.test("stats() counts connections, sessions, realms, bytes both ways and int
 });
 
 Deno.test("shutdown gives up on work that never finishes after shutdownTimeoutMs", async () => {
-  const never = Promise.withResolvers<"readwrite">();
+  await using kv = await Deno.openKv(":memory:");
   const asked = Promise.withResolvers<void>();
-  const { test, login } = await startWithUser({
-    shutdownTimeoutMs: 50,
-    permissions: () => {
-      asked.resolve();
-      return never.promise;
+  let stuck = false;
+  // A store whose commits stop answering (an endpoint that went silent).
+  const silent = new Proxy(kv, {
+    get(target, property) {
+      if (property === "atomic") {
+        return () => {
+          const operation = target.atomic();
+          const wrapper: Deno.AtomicOperation = new Proxy(operation, {
+            get(inner, name) {
+              if (name === "commit" && stuck) {
+                return () => {
+                  asked.resolve();
+                  return new Promise(() => {});
+                };
+              }
+              const value = Reflect.get(inner, name);
+              if (typeof value !== "function") return value;
+              return (...args: unknown[]) => {
+                const result = value.apply(inner, args);
+                return result === inner ? wrapper : result;
+              };
+            },
+          });
+          return wrapper;
+        };
+      }
+      const value = Reflect.get(target, property);
+      return typeof value === "function" ? value.bind(target) : value;
     },
   });
-  await using client = await connect(test, login.accessToken);
-  client.send({
-    type: MessageType.Bind,
-    sessionId: 1,
-    path: "/~/stuck",
-    clientIdentity: null,
-    downloadCursor: 0,
-    uploadCursor: 0,
+  const { test, login } = await startWithUser({
+    kv: silent,
+    shutdownTimeoutMs: 50,
   });
+  await using client = await connect(test, login.accessToken);
+  await client.bind(1, "/~/stuck");
+  await client.expect(MessageType.Download);
+  stuck = true;
+  client.send(uploadMessage(1, [upload(1, [put("T", "a", {})])]));
   await asked.promise;
   await test.server.shutdown();
   assert.ok(test.logs.some((record) => record.event === "shutdown_forced"));
