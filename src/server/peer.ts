@@ -121,7 +121,13 @@ export class Peer {
   #tokenExpiresAt = Infinity;
   #tokenTimer: ReturnType<typeof setTimeout> | undefined;
   #handshakeTimer: ReturnType<typeof setTimeout> | undefined;
+  // Session ids as the client sees them: bound from its BIND until its
+  // UNBIND (or a session-scoped ERROR), so what a message may do depends on
+  // what the client sent before it, never on how far the server got.
   #bound = new Set<number>();
+  // Ids whose UNBIND is queued: not bound any more, not reusable until
+  // UNBOUND is sent.
+  #unbinding = new Set<number>();
   #sessions = new Map<number, Session>();
   #ended = new Set<number>();
   #chains = new Map<number, Promise<void>>();
@@ -354,7 +360,10 @@ export class Peer {
         this.#track(this.#refresh(clientMessage.accessToken));
         return;
       case MessageType.Bind:
-        if (this.#bound.has(clientMessage.sessionId)) {
+        if (
+          this.#bound.has(clientMessage.sessionId) ||
+          this.#unbinding.has(clientMessage.sessionId)
+        ) {
           this.fail(
             "protocol_violation",
             `Cannot bind: session ${clientMessage.sessionId} is already bound`,
@@ -384,6 +393,10 @@ export class Peer {
             `Cannot handle message: session ${sessionId} is not bound`,
           );
           return;
+        }
+        if (clientMessage.type === MessageType.Unbind) {
+          this.#bound.delete(sessionId);
+          this.#unbinding.add(sessionId);
         }
         this.#enqueue(sessionId, () => this.#sessionMessage(clientMessage));
         return;
@@ -653,6 +666,7 @@ export class Peer {
     if (session === undefined || session.closed) {
       if (message.type === MessageType.Unbind) {
         this.#ended.delete(message.sessionId);
+        this.#unbinding.delete(message.sessionId);
         this.#send({ type: MessageType.Unbound, sessionId: message.sessionId });
       }
       return;
@@ -667,7 +681,7 @@ export class Peer {
           return;
         case MessageType.Unbind:
           await this.#endSession(session);
-          this.#bound.delete(session.id);
+          this.#unbinding.delete(session.id);
           this.#send({ type: MessageType.Unbound, sessionId: session.id });
           this.#context.log(
             "debug",

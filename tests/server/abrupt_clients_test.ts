@@ -5,11 +5,15 @@
  */
 import assert from "node:assert/strict";
 import { errorCodeNumber } from "../../src/protocol/error_codes.ts";
-import { MessageType } from "../../src/protocol/messages.ts";
+import {
+  type ClientMessage,
+  MessageType,
+} from "../../src/protocol/messages.ts";
 import type { LogRecord } from "../../server.ts";
 import { put, upload } from "../_helpers/changesets.ts";
 import { ProtocolClient } from "../_helpers/protocol_client.ts";
 import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
+import { GatedKv } from "./_gated_kv.ts";
 
 async function connect(
   test: TestServer,
@@ -102,4 +106,340 @@ Deno.test("a permissions() callback that never settles holds neither its connect
   } finally {
     await test.server.shutdown();
   }
+});
+
+/** Reads a realm's stored history: version → [identity, clientVersion]. */
+async function storedHistory(
+  kv: Deno.Kv,
+  realm: string,
+): Promise<Map<number, [number, number]>> {
+  const versions = new Map<number, [number, number]>();
+  for await (
+    const entry of kv.list<{ identity: number; clientVersion: number }>({
+      prefix: ["tether", "realm", realm, "history"],
+    })
+  ) {
+    versions.set(entry.key.at(-1) as number, [
+      entry.value.identity,
+      entry.value.clientVersion,
+    ]);
+  }
+  return versions;
+}
+
+Deno.test("clients that leave mid-handshake, mid-BIND, mid-upload or mid-bootstrap leave no connection, session, realm or watch behind, and lose no acknowledged changeset", async () => {
+  await using inner = await Deno.openKv(":memory:");
+  const gated = new GatedKv(inner);
+  await using test = await startTestServer({
+    kv: gated.kv,
+    downloadBatchBytes: 1024,
+  });
+  try {
+    const login = await test.login();
+    const realm = `/${login.userId}/r`;
+    // Some history, enough for a bootstrap of several batches.
+    const seed = await connect(test, login.accessToken);
+    const seedIdentity = (await seed.bind(1, "/~/r"))!;
+    await seed.expect(MessageType.Download);
+    seed.send({
+      type: MessageType.Upload,
+      sessionId: 1,
+      changesets: Array.from(
+        { length: 20 },
+        (_, index) =>
+          upload(index + 1, [put("T", `t${index}`, { text: "x".repeat(200) })]),
+      ),
+    });
+    for (let step = 0; step < 50; step++) {
+      const message = await seed.expect(MessageType.Download);
+      if (message.lastIntegratedClientVersion === 20) break;
+    }
+    await seed.close();
+    let closedSoFar = 1;
+
+    // 1. HANDSHAKE, then gone before the reply could be read.
+    {
+      const client = await ProtocolClient.connect(test.url);
+      client.send({
+        type: MessageType.Handshake,
+        minVersion: 1,
+        maxVersion: 1,
+        accessToken: login.accessToken,
+      });
+      await client.close();
+      closedSoFar++;
+    }
+
+    // 2. BIND without an identity; gone while the identity is committed.
+    {
+      const hold = gated.hold("commit");
+      const client = await connect(test, login.accessToken);
+      client.send({
+        type: MessageType.Bind,
+        sessionId: 1,
+        path: "/~/r",
+        clientIdentity: null,
+        downloadCursor: 0,
+        uploadCursor: 0,
+      });
+      await hold.reached;
+      await client.close();
+      hold.release();
+      closedSoFar++;
+    }
+
+    // 3. UPLOAD; gone while its commit is in flight. The commit may land:
+    // the client re-uploads after reconnecting.
+    let identity;
+    {
+      const client = await connect(test, login.accessToken);
+      identity = (await client.bind(1, "/~/r"))!;
+      const hold = gated.hold("commit");
+      client.send({
+        type: MessageType.Upload,
+        sessionId: 1,
+        changesets: [upload(1, [put("T", "late", { by: "leaver" })])],
+      });
+      await hold.reached;
+      await client.close();
+      hold.release();
+      closedSoFar++;
+    }
+
+    // 4. A fresh BIND (cursor 0) starts a bootstrap; gone while the
+    // server is reading storage for it.
+    {
+      const hold = gated.hold("list");
+      const client = await connect(test, login.accessToken);
+      client.send({
+        type: MessageType.Bind,
+        sessionId: 1,
+        path: "/~/r",
+        clientIdentity: seedIdentity,
+        downloadCursor: 0,
+        uploadCursor: 20,
+      });
+      await hold.reached;
+      await client.close();
+      hold.release();
+      closedSoFar++;
+    }
+
+    await waitForClosedConnections(test, closedSoFar);
+    assert.deepEqual(
+      {
+        connections: test.server.stats().connections,
+        sessions: test.server.stats().sessions,
+        realms: test.server.stats().realms,
+        watches: gated.openWatches,
+      },
+      { connections: 0, sessions: 0, realms: 0, watches: 0 },
+    );
+
+    // The leaver reconnects and uploads again: acknowledged, stored once.
+    const back = await connect(test, login.accessToken);
+    back.send({
+      type: MessageType.Bind,
+      sessionId: 7,
+      path: "/~/r",
+      clientIdentity: identity,
+      downloadCursor: 0,
+      uploadCursor: 0,
+    });
+    back.send({
+      type: MessageType.Upload,
+      sessionId: 7,
+      changesets: [upload(1, [put("T", "late", { by: "leaver" })])],
+    });
+    back.send({ type: MessageType.Mark, sessionId: 7, requestId: 1 });
+    const received = new Map<string, unknown>();
+    let acknowledged = 0;
+    for (let step = 0; step < 200; step++) {
+      const message = await back.next();
+      if (message.type === MessageType.MarkReply) break;
+      assert.equal(message.type, MessageType.Download);
+      acknowledged = Math.max(
+        acknowledged,
+        message.lastIntegratedClientVersion,
+      );
+      for (const changeset of message.changesets) {
+        for (const instruction of changeset.instructions) {
+          received.set(instruction.id, instruction.fields);
+        }
+      }
+    }
+    assert.equal(acknowledged, 1);
+    assert.equal(
+      received.size,
+      20,
+      "every seeded object, from snapshot or history",
+    );
+    await back.close();
+
+    const history = await storedHistory(inner, realm);
+    assert.equal(history.size, 21);
+    const pairs = [...history.values()].map(([id, version]) =>
+      `${id}:${version}`
+    );
+    assert.equal(
+      new Set(pairs).size,
+      21,
+      "each (identity, client version) once",
+    );
+    assert.deepEqual(
+      [...history.keys()].sort((a, b) => a - b),
+      Array.from({ length: 21 }, (_, index) => index + 1),
+    );
+  } finally {
+    gated.releaseAll();
+  }
+});
+
+/** Reads DOWNLOADs (acks, own versions) until UNBOUND for `sessionId`. */
+async function expectUnboundAfterDownloads(
+  client: ProtocolClient,
+  sessionId: number,
+): Promise<void> {
+  for (let step = 0; step < 10; step++) {
+    const message = await client.next();
+    if (message.type === MessageType.Unbound) {
+      assert.equal(message.sessionId, sessionId);
+      return;
+    }
+    assert.equal(message.type, MessageType.Download);
+  }
+  assert.fail("No UNBOUND");
+}
+
+/** Expects a connection-scoped protocol_violation, then close 1002. */
+async function expectViolation(client: ProtocolClient): Promise<string> {
+  const error = await client.expect(MessageType.Error);
+  assert.equal(error.sessionId, null);
+  assert.equal(
+    error.code,
+    errorCodeNumber("protocol_violation"),
+    error.message,
+  );
+  assert.equal((await client.closed).code, 1002);
+  return error.message;
+}
+
+Deno.test("session messages out of order get the same answer whether or not the client waits between them, each logged once", async (t) => {
+  await using inner = await Deno.openKv(":memory:");
+  const gated = new GatedKv(inner);
+  await using test = await startTestServer({ kv: gated.kv });
+  const login = await test.login();
+  const errorsLogged = (connection: number) =>
+    test.logs.filter((record) =>
+      record.event === "error_sent" && record.connection === connection
+    );
+  let connection = 0;
+  const open = async () => {
+    const client = await connect(test, login.accessToken);
+    connection++;
+    return client;
+  };
+  const bindMessage = (sessionId: number, path: string) => ({
+    type: MessageType.Bind,
+    sessionId,
+    path,
+    clientIdentity: null,
+    downloadCursor: 0,
+    uploadCursor: 0,
+  } as const);
+
+  await t.step("MARK before BIND", async () => {
+    await using client = await open();
+    client.send({ type: MessageType.Mark, sessionId: 1, requestId: 1 });
+    assert.equal(
+      await expectViolation(client),
+      "Cannot handle message: session 1 is not bound",
+    );
+    assert.equal(errorsLogged(connection).length, 1);
+  });
+
+  await t.step("UNBIND of an id never bound", async () => {
+    await using client = await open();
+    client.send({ type: MessageType.Unbind, sessionId: 9 });
+    await expectViolation(client);
+    assert.equal(errorsLogged(connection).length, 1);
+  });
+
+  await t.step("BIND of an id in use", async () => {
+    await using client = await open();
+    await client.bind(1, "/~/a");
+    await client.expect(MessageType.Download);
+    client.send(bindMessage(1, "/~/b"));
+    assert.equal(
+      await expectViolation(client),
+      "Cannot bind: session 1 is already bound",
+    );
+    assert.equal(errorsLogged(connection).length, 1);
+  });
+
+  // "Back to back": the session is still busy (its UPLOAD's commit is held)
+  // when the second message arrives, so the first UNBIND has not been
+  // handled yet.
+  const second: [string, ClientMessage][] = [
+    ["UNBIND", { type: MessageType.Unbind, sessionId: 1 }],
+    ["UPLOAD", {
+      type: MessageType.Upload,
+      sessionId: 1,
+      changesets: [upload(2, [put("T", "y", {})])],
+    }],
+    ["MARK", { type: MessageType.Mark, sessionId: 1, requestId: 4 }],
+  ];
+  for (const [name, message] of second) {
+    for (const waits of [true, false]) {
+      await t.step(
+        `${name} after UNBIND, ${
+          waits ? "waiting for UNBOUND" : "back to back"
+        }`,
+        async () => {
+          await using client = await open();
+          await client.bind(1, "/~/a");
+          await client.expect(MessageType.Download);
+          const hold = gated.hold("commit");
+          client.send({
+            type: MessageType.Upload,
+            sessionId: 1,
+            changesets: [upload(1, [put("T", "x", {})])],
+          });
+          await hold.reached;
+          client.send({ type: MessageType.Unbind, sessionId: 1 });
+          if (waits) {
+            hold.release();
+            await expectUnboundAfterDownloads(client, 1);
+          }
+          client.send(message);
+          await expectViolation(client);
+          hold.release();
+          assert.equal(errorsLogged(connection).length, 1);
+        },
+      );
+    }
+  }
+
+  await t.step(
+    "UPLOAD and MARK sent before a session-scoped error arrived are ignored; UNBIND is answered; the id can be bound again",
+    async () => {
+      await using client = await open();
+      client.send(bindMessage(3, "/someone-else/x"));
+      client.send({
+        type: MessageType.Upload,
+        sessionId: 3,
+        changesets: [upload(1, [put("T", "x", {})])],
+      });
+      client.send({ type: MessageType.Mark, sessionId: 3, requestId: 1 });
+      client.send({ type: MessageType.Unbind, sessionId: 3 });
+      const error = await client.expect(MessageType.Error);
+      assert.equal(error.sessionId, 3);
+      assert.equal(error.code, errorCodeNumber("permission_denied"));
+      assert.equal((await client.expect(MessageType.Unbound)).sessionId, 3);
+      assert.ok(await client.bind(3, "/~/c") !== null);
+      assert.equal((await client.expect(MessageType.Download)).sessionId, 3);
+      assert.equal(errorsLogged(connection).length, 1);
+    },
+  );
+  gated.releaseAll();
 });
