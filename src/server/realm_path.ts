@@ -21,6 +21,18 @@ export function isValidSegment(segment: string): boolean {
   return SEGMENT.test(segment) && segment !== "." && segment !== "..";
 }
 
+// Characters of a client's path quoted in an error: the path comes from the
+// client (up to a megabyte) and the error goes back to it and to the log.
+const QUOTED_CHARACTERS = 64;
+
+/** `text` JSON-quoted, cut to its first characters when it is long. */
+function quote(text: string): string {
+  if (text.length <= QUOTED_CHARACTERS) return JSON.stringify(text);
+  return `${
+    JSON.stringify(text.slice(0, QUOTED_CHARACTERS))
+  }… (${text.length} characters)`;
+}
+
 /** The result of {@linkcode resolveRealmPath}. */
 export type ResolvedPath =
   | { ok: true; path: string }
@@ -35,7 +47,7 @@ export function resolveRealmPath(path: string, userId: string): ResolvedPath {
   if (!path.startsWith("/")) {
     return {
       ok: false,
-      reason: `Path ${JSON.stringify(path)} does not start with "/"`,
+      reason: `Path ${quote(path)} does not start with "/"`,
     };
   }
   const segments = path.slice(1).split("/");
@@ -43,8 +55,8 @@ export function resolveRealmPath(path: string, userId: string): ResolvedPath {
     if (!isValidSegment(segment)) {
       return {
         ok: false,
-        reason: `Path ${JSON.stringify(path)} has an invalid segment ${
-          JSON.stringify(segment)
+        reason: `Path ${quote(path)} has an invalid segment ${
+          quote(segment)
         } (segments are non-empty, not "." or "..", without "/", white space or control characters)`,
       };
     }
