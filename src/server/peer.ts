@@ -36,7 +36,7 @@ import { SessionError } from "./session_error.ts";
 import type { StatsCounters } from "./stats.ts";
 import { readCumulativeBytes } from "./storage/history.ts";
 import { allocateIdentity, readIdentity } from "./storage/identities.ts";
-import type { RetryOptions } from "./storage/retry.ts";
+import { delay, type RetryOptions } from "./storage/retry.ts";
 import type { TokenAuthority } from "./tokens.ts";
 import { abortable } from "../util/abort.ts";
 
@@ -98,6 +98,9 @@ type PeerState = "handshake" | "authenticating" | "open" | "closed";
 // Session ids remembered per connection after a session-scoped error.
 const MAX_ENDED_SESSIONS = 1024;
 
+// How often a held PONG looks at the socket's buffer again.
+const DRAIN_POLL_MS = 10;
+
 // setTimeout takes at most a signed 32-bit delay; longer waits re-arm.
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -142,6 +145,8 @@ export class Peer {
   #inbound: Promise<void> | null = null;
   #outbound: Promise<void> | null = null;
   #outboundBytes = 0;
+  // The newest PING not answered yet because the socket was backed up.
+  #heldPing: number | null = null;
   #rejection: { code: ErrorCodeName; message: string } | null;
 
   /**
@@ -351,10 +356,7 @@ export class Peer {
     const clientMessage = message as ClientMessage;
     switch (clientMessage.type) {
       case MessageType.Ping:
-        this.#send({
-          type: MessageType.Pong,
-          timestamp: clientMessage.timestamp,
-        });
+        this.#pong(clientMessage.timestamp);
         return;
       case MessageType.Refresh:
         this.#track(this.#refresh(clientMessage.accessToken));
@@ -409,6 +411,36 @@ export class Peer {
           }: it is not sent by clients or not allowed now`,
         );
     }
+  }
+
+  #pong(timestamp: number): void {
+    if (
+      this.#heldPing === null &&
+      this.#pendingOutput() <= this.#context.highWaterBytes
+    ) {
+      this.#send({ type: MessageType.Pong, timestamp });
+      return;
+    }
+    // A client that sends PINGs without reading the PONGs must not make the
+    // server buffer them without bound: while the socket is backed up only
+    // the newest PING is kept, and answered once it drains. The client sees
+    // life in the bytes it is behind on meanwhile.
+    const waiting = this.#heldPing !== null;
+    this.#heldPing = timestamp;
+    if (!waiting) this.#track(this.#answerHeldPing());
+  }
+
+  async #answerHeldPing(): Promise<void> {
+    while (this.#pendingOutput() > this.#context.highWaterBytes) {
+      try {
+        await delay(DRAIN_POLL_MS, this.#gone.signal);
+      } catch {
+        return;
+      }
+    }
+    const timestamp = this.#heldPing!;
+    this.#heldPing = null;
+    this.#send({ type: MessageType.Pong, timestamp });
   }
 
   #enqueue(sessionId: number, work: () => Promise<void>): void {

@@ -30,21 +30,20 @@ export class GatedKv {
 
   /** @param inner The real store (the test owns and closes it). */
   constructor(inner: Deno.Kv) {
-    const gated = this;
     this.kv = new Proxy(inner, {
-      get(target, property) {
+      get: (target, property) => {
         if (property === "atomic") {
-          return () => gated.#atomic(target.atomic());
+          return () => this.#atomic(target.atomic());
         }
         if (property === "list") {
           return (
             selector: Deno.KvListSelector,
             options?: Deno.KvListOptions,
-          ) => gated.#list(target, selector, options);
+          ) => this.#list(target, selector, options);
         }
         if (property === "watch") {
           return (keys: Deno.KvKey[], options?: { raw?: boolean }) =>
-            gated.#watch(target, keys, options);
+            this.#watch(target, keys, options);
         }
         const value = Reflect.get(target, property);
         return typeof value === "function" ? value.bind(target) : value;
