@@ -64,6 +64,7 @@ async function baseFrames(
     serverVersion: 1,
     lastIntegratedClientVersion: 0,
     downloadableBytes: 0,
+    changesetBytes: 0,
     changesets: [],
   };
   frames.push(encodeMessage(server));
