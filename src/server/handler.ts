@@ -1,4 +1,4 @@
-import { jsonError, jsonResponse } from "./http_responses.ts";
+import { jsonError, jsonResponse, shuttingDown } from "./http_responses.ts";
 import { handleLogin, loginPreflight } from "./login.ts";
 import type { Log } from "./log.ts";
 import type { TokenAuthority } from "./tokens.ts";
@@ -39,6 +39,11 @@ export interface HandlerContext {
   /** False once shutdown has begun. */
   isServing(): boolean;
   /**
+   * Aborts when shutdown begins: requests still reading their body give
+   * up then, so they do not hold the shutdown until its deadline.
+   */
+  lifetime: AbortSignal;
+  /**
    * Upgrades a WebSocket request and attaches a connection. Must call
    * `Deno.upgradeWebSocket` before awaiting anything: a client that leaves
    * during an await would leave an upgrade that never completes, and
@@ -70,7 +75,12 @@ export function createHandler(context: HandlerContext): SyncHandler {
         if (request.method === "OPTIONS") return loginPreflight();
         if (request.method !== "POST") return methodNotAllowed("POST, OPTIONS");
         if (!context.isServing()) return shuttingDown();
-        return handleLogin(request, context.tokens, context.log);
+        return handleLogin(
+          request,
+          context.tokens,
+          context.log,
+          context.lifetime,
+        );
       case "/health":
         if (request.method !== "GET" && request.method !== "HEAD") {
           return methodNotAllowed("GET, HEAD");
@@ -94,14 +104,5 @@ function methodNotAllowed(allow: string): Response {
     "method_not_allowed",
     `Method not allowed here; use ${allow}`,
     { allow },
-  );
-}
-
-function shuttingDown(): Response {
-  return jsonError(
-    503,
-    "server_shutting_down",
-    "The server is shutting down",
-    { "retry-after": "1" },
   );
 }

@@ -24,3 +24,13 @@ export function jsonError(
 ): Response {
   return jsonResponse(status, { error: { code, message } }, headers);
 }
+
+/** The answer to any request once shutdown has begun. */
+export function shuttingDown(): Response {
+  return jsonError(
+    503,
+    "server_shutting_down",
+    "The server is shutting down",
+    { "retry-after": "1" },
+  );
+}

@@ -1,4 +1,5 @@
-import { jsonError, jsonResponse } from "./http_responses.ts";
+import { abortable } from "../util/abort.ts";
+import { jsonError, jsonResponse, shuttingDown } from "./http_responses.ts";
 import type { Log } from "./log.ts";
 import type { TokenAuthority } from "./tokens.ts";
 
@@ -26,13 +27,26 @@ export function loginPreflight(): Response {
   });
 }
 
-/** Handles a `POST /login` request. */
+/**
+ * Handles a `POST /login` request. Reading the body gives up when `signal`
+ * aborts (shutdown: 503) or the client leaves.
+ */
 export async function handleLogin(
   request: Request,
   tokens: TokenAuthority,
   log: Log,
+  signal: AbortSignal,
 ): Promise<Response> {
-  const body = await readJsonBody(request);
+  let body;
+  try {
+    body = await readJsonBody(request, signal);
+  } catch (error) {
+    log("debug", "login_abandoned", "The login request's body did not arrive", {
+      error,
+    });
+    // The answer reaches a client that is still there (shutdown) or nobody.
+    return shuttingDown();
+  }
   if (!body.ok) return badRequest(body.message);
   const value = body.value;
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
@@ -86,8 +100,13 @@ function refuse(status: 401 | 403, message: string): Response {
   return jsonError(status, "login_failed", message, CORS_HEADERS);
 }
 
+/**
+ * Reads and parses the body; throws when the client leaves or `signal`
+ * aborts before it has all arrived.
+ */
 async function readJsonBody(
   request: Request,
+  signal: AbortSignal,
 ): Promise<{ ok: true; value: unknown } | { ok: false; message: string }> {
   const declared = Number(request.headers.get("content-length") ?? "0");
   if (declared > MAX_LOGIN_BODY_BYTES) {
@@ -100,15 +119,19 @@ async function readJsonBody(
   }
   const chunks: Uint8Array[] = [];
   let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.length;
-    if (size > MAX_LOGIN_BODY_BYTES) {
-      await reader.cancel();
-      return { ok: false, message: "Cannot log in: the body is too large" };
+  try {
+    for (;;) {
+      const { done, value } = await abortable(reader.read(), signal);
+      if (done) break;
+      size += value.length;
+      if (size > MAX_LOGIN_BODY_BYTES) {
+        return { ok: false, message: "Cannot log in: the body is too large" };
+      }
+      chunks.push(value);
     }
-    chunks.push(value);
+  } finally {
+    // Whatever has not arrived is not waited for (a no-op once done).
+    reader.cancel().catch(() => {});
   }
   const bytes = new Uint8Array(size);
   let offset = 0;

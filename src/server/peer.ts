@@ -179,6 +179,23 @@ export class Peer {
   }
 
   /**
+   * Resolves once nothing is being handled any more (commits in flight
+   * included) and the socket has written everything it was given, or has
+   * closed: after `fail()`, cutting the connection from then on loses
+   * nothing, whether or not the client ever answers the close.
+   */
+  async flushed(): Promise<void> {
+    while (this.#tasks.size > 0) await Promise.allSettled([...this.#tasks]);
+    while (!this.#isClosed() && this.#pendingOutput() > 0) {
+      try {
+        await delay(DRAIN_POLL_MS, this.#gone.signal);
+      } catch {
+        return;
+      }
+    }
+  }
+
+  /**
    * Ends the connection from the server side: a connection-scoped ERROR,
    * then a close with the code that goes with it.
    */

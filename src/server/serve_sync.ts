@@ -7,7 +7,7 @@ import { RealmRegistry } from "./realm_registry.ts";
 import { SnapshotScheduler } from "./snapshot_scheduler.ts";
 import { StatsCounters, type SyncServerStats } from "./stats.ts";
 import { type KvLock, lockKvPath } from "./storage/kv_lock.ts";
-import type { RetryOptions } from "./storage/retry.ts";
+import { delay, type RetryOptions } from "./storage/retry.ts";
 import { TokenAuthority } from "./tokens.ts";
 
 /**
@@ -304,11 +304,16 @@ export interface SyncServer extends AsyncDisposable {
   /**
    * Stops the server: refuses new requests, sends every connection an ERROR
    * `server_shutting_down` and a 1001 close, waits (up to
-   * `shutdownTimeoutMs`) for in-flight commits, then releases the KV store
-   * and lock it opened. Safe to call more than once.
+   * `shutdownTimeoutMs`) for in-flight commits, cuts whatever connection is
+   * still open, then releases the KV store and lock it opened. Safe to call
+   * more than once.
    */
   shutdown(): Promise<void>;
 }
+
+// How long shutdown waits for a client to answer the close, once everything
+// sent to it has been written, before cutting its connection.
+const CLOSE_GRACE_MS = 1000;
 
 // A snapshot lease left by a crashed process blocks others this long.
 const SNAPSHOT_LEASE_MS = 30_000;
@@ -577,6 +582,8 @@ class SyncServerInstance implements SyncServer {
   #registry: RealmRegistry;
   #snapshots: SnapshotScheduler;
   #peers: Set<Peer>;
+  #requests: Set<Promise<void>>;
+  #closeHttp: AbortController;
   #lifetime: AbortController;
   #commits: AbortController;
   #log: ReturnType<typeof createLog>;
@@ -593,6 +600,8 @@ class SyncServerInstance implements SyncServer {
     registry: RealmRegistry;
     snapshots: SnapshotScheduler;
     peers: Set<Peer>;
+    requests: Set<Promise<void>>;
+    closeHttp: AbortController;
     lifetime: AbortController;
     commits: AbortController;
     log: ReturnType<typeof createLog>;
@@ -607,6 +616,8 @@ class SyncServerInstance implements SyncServer {
     this.#registry = parts.registry;
     this.#snapshots = parts.snapshots;
     this.#peers = parts.peers;
+    this.#requests = parts.requests;
+    this.#closeHttp = parts.closeHttp;
     this.#lifetime = parts.lifetime;
     this.#commits = parts.commits;
     this.#log = parts.log;
@@ -681,6 +692,7 @@ class SyncServerInstance implements SyncServer {
     let nextConnection = 0;
     const handler = createHandler({
       isServing: () => !lifetime.signal.aborted,
+      lifetime: lifetime.signal,
       tokens,
       log,
       acceptSocket(request) {
@@ -720,15 +732,25 @@ class SyncServerInstance implements SyncServer {
       },
     });
     const listening = Promise.withResolvers<void>();
+    // Requests whose response has not been sent yet, and the switch that
+    // closes the listener and every connection at once (see #stop).
+    const requests = new Set<Promise<void>>();
+    const closeHttp = new AbortController();
     const serveOptions = {
       port: settings.port,
       hostname: settings.hostname,
+      signal: closeHttp.signal,
       onListen: () => listening.resolve(),
       ...(options.cert !== undefined && options.key !== undefined
         ? { cert: options.cert, key: options.key }
         : {}),
     };
-    const http = Deno.serve(serveOptions, handler);
+    const http = Deno.serve(serveOptions, (request, info) => {
+      const delivered = info.completed.catch(() => {});
+      requests.add(delivered);
+      delivered.finally(() => requests.delete(delivered));
+      return handler(request, info);
+    });
     await listening.promise;
     const server = new SyncServerInstance({
       store,
@@ -739,6 +761,8 @@ class SyncServerInstance implements SyncServer {
       registry,
       snapshots,
       peers,
+      requests,
+      closeHttp,
       lifetime,
       commits,
       log,
@@ -780,21 +804,31 @@ class SyncServerInstance implements SyncServer {
         this.#settings.shutdownTimeoutMs,
       );
     });
-    const drained = Promise.allSettled([
-      this.#http.shutdown(),
-      ...[...this.#peers].map((peer) => peer.closed),
+    let answered = false;
+    let outcome: "drained" | "expired" = await Promise.race([
+      this.#drain(() => answered = true).then(() => "drained" as const),
+      expired,
     ]);
-    const outcome = await Promise.race([drained, expired]);
-    if (outcome === "expired") {
-      this.#log(
-        "warn",
-        "shutdown_forced",
-        `Connections or commits still open after ${this.#settings.shutdownTimeoutMs} ms; abandoning them`,
-      );
-      // Whatever still runs (a permissions callback that never settles, a
-      // stuck request) fails on the closed store instead of holding the
-      // shutdown forever.
-      this.#commits.abort(new Error("The server shutdown deadline passed"));
+    if (outcome === "expired") this.#forced();
+    // What is left holds nothing in flight (an idle keep-alive connection,
+    // a request that never finished arriving, a socket whose client does
+    // not answer the close) or is past the deadline: it is cut now, with
+    // the listener. Deno.HttpServer's graceful shutdown() cannot be used:
+    // it waits for the rest of a request body a stalled client never sends,
+    // and cannot be cut short once begun. Responses just handed over need
+    // one turn of the event loop to reach their sockets first.
+    if (answered) await new Promise((resolve) => setTimeout(resolve, 0));
+    this.#closeHttp.abort();
+    await this.#http.finished;
+    if (outcome !== "expired") {
+      // The sockets cut just now end their sessions.
+      outcome = await Promise.race([
+        Promise.allSettled([...this.#peers].map((peer) => peer.closed)).then(
+          () => "drained" as const,
+        ),
+        expired,
+      ]);
+      if (outcome === "expired") this.#forced();
     }
     clearTimeout(deadline);
     this.#commits.abort(new Error("The server has shut down"));
@@ -802,6 +836,36 @@ class SyncServerInstance implements SyncServer {
     await this.#snapshots.drain();
     this.#store.release();
     this.#log("info", "stopped", "Stopped");
+  }
+
+  /**
+   * Resolves once every request in flight has been answered (those reading
+   * a body give up at once; new ones get 503 without reading theirs),
+   * calling `onAnswered` if there were any, and every connection has closed
+   * or finished its work and written what it was sent.
+   */
+  async #drain(onAnswered: () => void): Promise<void> {
+    // Bounded by the deadline it races with.
+    while (this.#requests.size > 0) {
+      onAnswered();
+      await Promise.allSettled([...this.#requests]);
+    }
+    await Promise.allSettled(
+      [...this.#peers].map((peer) =>
+        Promise.race([peer.closed, peer.flushed()])
+      ),
+    );
+  }
+
+  #forced(): void {
+    this.#log(
+      "warn",
+      "shutdown_forced",
+      `Connections or commits still open after ${this.#settings.shutdownTimeoutMs} ms; abandoning them`,
+    );
+    // Whatever still runs (a commit that never returns, a stuck request)
+    // fails on the closed store instead of holding the shutdown forever.
+    this.#commits.abort(new Error("The server shutdown deadline passed"));
   }
 }
 
