@@ -389,6 +389,21 @@ export class Peer {
           );
           return;
         }
+        // Counted when asked for, not when bound: BINDs sent back to back
+        // are all in progress at once.
+        if (
+          this.#bound.size + this.#unbinding.size >=
+            this.#context.maxSessionsPerConnection
+        ) {
+          this.#failUnbound(
+            clientMessage.sessionId,
+            new SessionError(
+              "too_many_sessions",
+              `Cannot bind: the connection already has ${this.#context.maxSessionsPerConnection} sessions`,
+            ),
+          );
+          return;
+        }
         this.#bound.add(clientMessage.sessionId);
         this.#ended.delete(clientMessage.sessionId);
         this.#enqueue(clientMessage.sessionId, () => this.#bind(clientMessage));
@@ -559,16 +574,6 @@ export class Peer {
   async #bind(message: BindMessage): Promise<void> {
     const { sessionId } = message;
     const userId = this.#userId!;
-    if (this.#sessions.size >= this.#context.maxSessionsPerConnection) {
-      this.#failUnbound(
-        sessionId,
-        new SessionError(
-          "too_many_sessions",
-          `Cannot bind: the connection already has ${this.#context.maxSessionsPerConnection} sessions`,
-        ),
-      );
-      return;
-    }
     const resolved = resolveRealmPath(message.path, userId);
     if (!resolved.ok) {
       this.#failUnbound(
