@@ -850,11 +850,22 @@ class SyncServerInstance implements SyncServer {
       onAnswered();
       await Promise.allSettled([...this.#requests]);
     }
+    // A client answers the close within a round trip; one that has not
+    // within the grace (a dead link, or not listening) never will.
+    const grace = new AbortController();
+    const graceMs = Math.min(
+      CLOSE_GRACE_MS,
+      this.#settings.shutdownTimeoutMs / 2,
+    );
     await Promise.allSettled(
       [...this.#peers].map((peer) =>
-        Promise.race([peer.closed, peer.flushed()])
+        Promise.race([
+          peer.closed,
+          peer.flushed().then(() => delay(graceMs, grace.signal)),
+        ])
       ),
     );
+    grace.abort();
   }
 
   #forced(): void {

@@ -289,9 +289,27 @@ Deno.test("Connection reconnect.maxAttempts failed attempts in a row put the ses
       path: "/~/g",
       waitForDownload: true,
     });
-    await server.server.shutdown();
     const retries: number[] = [];
     let final: ConnectionStateChange | undefined;
+    // Watching from before the shutdown: the first retry can start (its
+    // delay is drawn from [0, 5) ms) before shutdown() has returned.
+    const watching = (async () => {
+      try {
+        for await (
+          const change of realm.syncSession.connectionStateChanges({
+            signal: AbortSignal.timeout(10_000),
+          })
+        ) {
+          if (change.retry) retries.push(change.retry.attempt);
+          final = change;
+        }
+      } catch (error) {
+        assert.ok(
+          error instanceof SyncError && error.code === "reconnect_gave_up",
+        );
+      }
+    })();
+    await server.server.shutdown();
     const waiting = assert.rejects(
       realm.syncSession.waitForDownload({
         signal: AbortSignal.timeout(10_000),
@@ -299,20 +317,7 @@ Deno.test("Connection reconnect.maxAttempts failed attempts in a row put the ses
       (error) =>
         error instanceof SyncError && error.code === "reconnect_gave_up",
     );
-    try {
-      for await (
-        const change of realm.syncSession.connectionStateChanges({
-          signal: AbortSignal.timeout(10_000),
-        })
-      ) {
-        if (change.retry) retries.push(change.retry.attempt);
-        final = change;
-      }
-    } catch (error) {
-      assert.ok(
-        error instanceof SyncError && error.code === "reconnect_gave_up",
-      );
-    }
+    await watching;
     await waiting;
     // The first retry follows the lost connection; then three failed dials.
     assert.deepEqual(retries, [1, 2, 3]);
