@@ -443,3 +443,76 @@ Deno.test("session messages out of order get the same answer whether or not the 
   );
   gated.releaseAll();
 });
+
+Deno.test("storage failing while a session reads the history fails that session once, logged once; the connection and its other sessions go on", async () => {
+  await using kv = await Deno.openKv(":memory:");
+  let broken = false;
+  const failing = new Proxy(kv, {
+    get(target, property) {
+      const value = Reflect.get(target, property);
+      if (property === "list" && typeof value === "function") {
+        return (...args: unknown[]) => {
+          if (broken) throw new Error("disk on fire");
+          return value.apply(target, args);
+        };
+      }
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  await using test = await startTestServer({ kv: failing });
+  const login = await test.login();
+  await using client = await connect(test, login.accessToken);
+  await client.bind(1, "/~/r");
+  await client.expect(MessageType.Download);
+  client.send({
+    type: MessageType.Upload,
+    sessionId: 1,
+    changesets: [
+      upload(1, [put("T", "a", {})]),
+      upload(2, [put("T", "b", {})]),
+    ],
+  });
+  for (let step = 0; step < 5; step++) {
+    const message = await client.expect(MessageType.Download);
+    if (message.serverVersion === 2) break;
+  }
+  client.send({ type: MessageType.Unbind, sessionId: 1 });
+  await client.expect(MessageType.Unbound);
+  await client.bind(2, "/~/other");
+  await client.expect(MessageType.Download);
+
+  // A fresh session must read the history from storage (nothing of the
+  // realm is cached any more), which now fails.
+  broken = true;
+  await client.bind(3, "/~/r");
+  const error = await client.expect(MessageType.Error);
+  assert.equal(error.sessionId, 3);
+  assert.equal(error.code, errorCodeNumber("session_failed"));
+  assert.equal(error.tryAgain, true);
+  broken = false;
+
+  client.send({
+    type: MessageType.Upload,
+    sessionId: 2,
+    changesets: [upload(1, [put("T", "c", {})])],
+  });
+  assert.equal(
+    (await client.expect(MessageType.Download)).lastIntegratedClientVersion,
+    1,
+  );
+  // One ERROR, logged once; the snapshot advance the bootstrap tried first
+  // failed on its own storage call and says so once, as a warning.
+  const reports = test.logs.filter((record) =>
+    record.level === "warn" || record.level === "error"
+  );
+  assert.deepEqual(
+    reports.map((record) => [record.event, record.code, record.session]),
+    [["snapshot_failed", undefined, undefined], [
+      "error_sent",
+      "session_failed",
+      3,
+    ]],
+  );
+  assert.equal((reports[0]!.error as Error).message, "disk on fire");
+  assert.equal((reports[1]!.error as Error).message, "disk on fire");
+});
