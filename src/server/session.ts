@@ -157,7 +157,7 @@ export class Session implements HubMember {
         } is read-only for this user`,
       );
     }
-    const invalid = findInvalidUpload(changesets);
+    const invalid = findInvalidUpload(changesets, this.path);
     if (invalid !== null) {
       throw new SessionError("bad_changeset", `Cannot upload: ${invalid}`);
     }

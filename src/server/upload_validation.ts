@@ -1,6 +1,12 @@
 import type { UploadChangeset } from "../model/changeset.ts";
 import { isValidHlc } from "../model/hlc.ts";
 import { findRepeatedObject } from "../model/object_store.ts";
+import {
+  keyBytes,
+  keyPartBytes,
+  MAX_KEY_BYTES,
+  objectKey,
+} from "./storage/keys.ts";
 
 /**
  * What the server refuses in an UPLOAD with `bad_changeset`
@@ -24,11 +30,15 @@ function utf8Length(text: string): number {
  * fine: client versions must be positive and increasing, stamps in range,
  * instructions must carry no stamp of their own (the changeset's stamp is
  * the transaction's), touch each object at most once, and name types and
- * ids of at most {@linkcode MAX_NAME_BYTES} bytes (they become storage keys).
+ * ids of at most {@linkcode MAX_NAME_BYTES} bytes that, with the path of
+ * `realm`, make a snapshot record's key Deno KV can store.
  */
 export function findInvalidUpload(
   changesets: readonly UploadChangeset[],
+  realm: string,
 ): string | null {
+  // Room a snapshot record's key leaves for its type name and object id.
+  const room = MAX_KEY_BYTES - keyBytes(objectKey(realm));
   let previous = 0;
   for (const changeset of changesets) {
     const { clientVersion } = changeset;
@@ -48,6 +58,13 @@ export function findInvalidUpload(
         utf8Length(instruction.id) > MAX_NAME_BYTES
       ) {
         return `changeset ${clientVersion} has a type name or object id longer than ${MAX_NAME_BYTES} bytes`;
+      }
+      // Measured only when the bound of three bytes per unit does not fit.
+      if (
+        4 + 3 * (instruction.type.length + instruction.id.length) > room &&
+        keyPartBytes(instruction.type) + keyPartBytes(instruction.id) > room
+      ) {
+        return `changeset ${clientVersion} names an object whose storage key, with the realm path, is longer than ${MAX_KEY_BYTES} bytes`;
       }
     }
     const repeated = findRepeatedObject(changeset.instructions);

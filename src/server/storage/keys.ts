@@ -8,6 +8,41 @@
 /** First part of every key the server writes. */
 export const ROOT = "tether";
 
+/** Longest key Deno KV writes, in encoded bytes. */
+export const MAX_KEY_BYTES = 2048;
+
+/**
+ * The encoded size of a key of strings and numbers, as Deno KV counts it
+ * against {@linkcode MAX_KEY_BYTES}: each string part takes
+ * {@linkcode keyPartBytes}, each number part a tag and eight bytes.
+ */
+export function keyBytes(key: Deno.KvKey): number {
+  let bytes = 0;
+  for (const part of key) {
+    bytes += typeof part === "string" ? keyPartBytes(part) : 9;
+  }
+  return bytes;
+}
+
+/**
+ * The encoded size of one string key part: a tag, its UTF-8 bytes (a NUL
+ * byte twice: it is escaped) and a terminator. At most three bytes per
+ * UTF-16 unit, plus two.
+ */
+export function keyPartBytes(part: string): number {
+  let bytes = 2 + encoder.encode(part).length;
+  for (
+    let index = part.indexOf("\0");
+    index >= 0;
+    index = part.indexOf("\0", index + 1)
+  ) {
+    bytes++;
+  }
+  return bytes;
+}
+
+const encoder = new TextEncoder();
+
 /** The server's token signing key (raw bytes), shared by every process. */
 export function signingKeyKey(): Deno.KvKey {
   return [ROOT, "server", "signing_key"];
