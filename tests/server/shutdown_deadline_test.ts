@@ -4,13 +4,17 @@
  * abandons fails later outside the logger.
  */
 import assert from "node:assert/strict";
+import { errorCodeNumber } from "../../src/protocol/error_codes.ts";
 import { MessageType } from "../../src/protocol/messages.ts";
 import { abortable } from "../../src/util/abort.ts";
 import { ProtocolClient } from "../_helpers/protocol_client.ts";
 import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
+import { reportBacklog } from "./_backlog.ts";
 import { RawWebSocket } from "./_raw_websocket.ts";
 
-const SHUTDOWN_TIMEOUT_MS = 2000;
+// Long enough that the silent clients' close grace (half of it, at most a
+// second) ends well before it.
+const SHUTDOWN_TIMEOUT_MS = 800;
 
 async function openTcp(test: TestServer): Promise<Deno.TcpConn> {
   const url = new URL(test.url);
@@ -197,5 +201,39 @@ Deno.test("a client that leaves in the middle of a login body is logged once, as
     assert.deepEqual(printed, []);
   } finally {
     console.error = consoleError;
+  }
+});
+
+Deno.test("a connection whose socket never drains and whose client never answers the close holds shutdown only until its deadline, then is cut", async () => {
+  const test = await startTestServer({ shutdownTimeoutMs: 300 });
+  let client: RawWebSocket | undefined;
+  try {
+    const login = await test.login();
+    client = await RawWebSocket.connect(test.url);
+    await client.send({
+      type: MessageType.Handshake,
+      minVersion: 1,
+      maxVersion: 1,
+      accessToken: login.accessToken,
+    });
+    const signal = AbortSignal.timeout(5000);
+    await client.next(signal);
+    {
+      using _backlog = reportBacklog(() => true, 1024 * 1024);
+      await abortable(test.server.shutdown(), signal);
+    }
+    assert.equal(
+      test.logs.filter((record) => record.event === "shutdown_forced").length,
+      1,
+    );
+    // The ERROR was written all the same; then the connection was cut.
+    const { message } = await client.next(signal);
+    assert.equal(message.type, MessageType.Error);
+    assert.equal(message.code, errorCodeNumber("server_shutting_down"));
+    await assert.rejects(() => client!.next(signal), /closed/);
+    assert.equal(test.server.stats().connections, 0);
+  } finally {
+    client?.close();
+    await test.server.shutdown();
   }
 });

@@ -6,32 +6,7 @@ import assert from "node:assert/strict";
 import { MessageType } from "../../src/protocol/messages.ts";
 import { ProtocolClient } from "../_helpers/protocol_client.ts";
 import { startTestServer } from "../_helpers/test_server.ts";
-
-/**
- * Makes every WebSocket in this process report `bytes` unsent while
- * `backedUp()` is true: the server then sees a socket whose reader has
- * stopped, with no need to fill the kernel's buffers first (how much they
- * take varies by machine). Frames are still delivered, so the test sees
- * what the server chose to send.
- */
-function reportBacklog(backedUp: () => boolean, bytes: number): Disposable {
-  const descriptor = Object.getOwnPropertyDescriptor(
-    WebSocket.prototype,
-    "bufferedAmount",
-  )!;
-  const real = descriptor.get!;
-  Object.defineProperty(WebSocket.prototype, "bufferedAmount", {
-    ...descriptor,
-    get(this: WebSocket) {
-      return backedUp() ? bytes : real.call(this);
-    },
-  });
-  return {
-    [Symbol.dispose]() {
-      Object.defineProperty(WebSocket.prototype, "bufferedAmount", descriptor);
-    },
-  };
-}
+import { reportBacklog } from "./_backlog.ts";
 
 Deno.test("PINGs from a client whose socket is backed up are not answered until it drains; then the newest one is", async () => {
   await using test = await startTestServer({ sendBufferBytes: 64 * 1024 });
