@@ -124,6 +124,7 @@ export class Peer {
   #tokenExpiresAt = Infinity;
   #tokenTimer: ReturnType<typeof setTimeout> | undefined;
   #handshakeTimer: ReturnType<typeof setTimeout> | undefined;
+  #closeTimer: ReturnType<typeof setTimeout> | undefined;
   // Session ids as the client sees them: bound from its BIND until its
   // UNBIND (or a session-scoped ERROR), so what a message may do depends on
   // what the client sent before it, never on how far the server got.
@@ -216,12 +217,21 @@ export class Peer {
       message,
     });
     // After whatever is still being compressed, so the ERROR goes out.
-    this.#afterOutbound(() =>
+    this.#afterOutbound(() => {
       this.#closeSocket(
         CONNECTION_CLOSE_CODES[code] ?? CloseCode.ProtocolError,
         message,
-      )
-    );
+      );
+      // Deno reports the close only once the client answers it; one that
+      // never does must not keep the connection's state, or its place under
+      // maxConnections, for good. (Its TCP connection lingers until the
+      // client drops it or the server shuts down.)
+      if (this.#isClosed()) return;
+      this.#closeTimer = setTimeout(
+        () => this.#onClose(),
+        this.#context.handshakeTimeoutMs,
+      );
+    });
   }
 
   #closeSocket(code: number, reason: string): void {
@@ -871,6 +881,7 @@ export class Peer {
     this.#state = "closed";
     this.#closing = true;
     this.#gone.abort(new Error("The connection closed"));
+    clearTimeout(this.#closeTimer);
     clearTimeout(this.#handshakeTimer);
     clearTimeout(this.#tokenTimer);
     this.#handshakeTimer = undefined;

@@ -234,7 +234,9 @@ export interface ServeSyncOptions {
    */
   compression?: boolean;
   /**
-   * Time a new connection has to send its HANDSHAKE, in milliseconds.
+   * Time a new connection has to send its HANDSHAKE, and one the server
+   * closed has to answer the close (after which it no longer counts
+   * against `maxConnections`), in milliseconds.
    *
    * @default {10000}
    */

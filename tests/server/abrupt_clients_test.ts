@@ -14,6 +14,7 @@ import { put, upload } from "../_helpers/changesets.ts";
 import { ProtocolClient } from "../_helpers/protocol_client.ts";
 import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
 import { GatedKv } from "./_gated_kv.ts";
+import { RawWebSocket } from "./_raw_websocket.ts";
 
 async function connect(
   test: TestServer,
@@ -515,4 +516,37 @@ Deno.test("storage failing while a session reads the history fails that session 
   );
   assert.equal((reports[0]!.error as Error).message, "disk on fire");
   assert.equal((reports[1]!.error as Error).message, "disk on fire");
+});
+
+Deno.test("clients that never answer the server's close stop counting against maxConnections after handshakeTimeoutMs", async () => {
+  await using test = await startTestServer({
+    handshakeTimeoutMs: 100,
+    limits: { maxConnections: 2 },
+  });
+  const login = await test.login();
+  // Silent: no HANDSHAKE, and no answer to the close that follows.
+  const silent = [
+    await RawWebSocket.connect(test.url),
+    await RawWebSocket.connect(test.url),
+  ];
+  try {
+    const signal = AbortSignal.timeout(5000);
+    for (const socket of silent) {
+      const { message } = await socket.next(signal);
+      assert.equal(message.type, MessageType.Error);
+      assert.equal(message.code, errorCodeNumber("protocol_violation"));
+    }
+    await waitForClosedConnections(test, 2);
+    assert.equal(test.server.stats().connections, 0);
+    await using client = await connect(test, login.accessToken);
+    client.send({ type: MessageType.Ping, timestamp: 3 });
+    assert.equal((await client.expect(MessageType.Pong)).timestamp, 3);
+    assert.equal(
+      test.logs.filter((record) => record.event === "error_sent").length,
+      2,
+      "each silent client's error logged once",
+    );
+  } finally {
+    for (const socket of silent) socket.close();
+  }
 });
