@@ -124,7 +124,9 @@ async function run(
         changesets: batch,
       });
     }
-    const leaves = attempt < 3 && random.next() < 0.5;
+    // The first client always leaves once, so every run has a comeback.
+    const leaves = attempt < 3 &&
+      (random.next() < 0.5 || (attempt === 0 && client.name === "c0"));
     if (leaves) {
       // Gone after a few messages, uploads possibly still in flight.
       for (let read = random.int(4); read > 0; read--) {
