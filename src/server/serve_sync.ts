@@ -210,9 +210,11 @@ export interface ServeSyncOptions {
   /**
    * Largest DOWNLOAD message the server builds, in bytes (a changeset larger
    * than this is sent alone). WebSocket delivers whole messages only, so
-   * this bounds how long a slow link goes without a complete message.
+   * this bounds how long a slow link goes without a complete message (the
+   * client's read timeout counts whole messages) and how far apart a
+   * client's download progress steps are.
    *
-   * @default {262144}
+   * @default {65536}
    */
   downloadBatchBytes?: number;
   /**
@@ -327,7 +329,7 @@ const DEFAULTS = {
   refreshTokenTtlMs: 30 * 24 * 60 * 60 * 1000,
   maxSessionsPerConnection: 256,
   maxConnections: 10_000,
-  downloadBatchBytes: 256 * 1024,
+  downloadBatchBytes: 64 * 1024,
   sendBufferBytes: 1024 * 1024,
   handshakeTimeoutMs: 10_000,
   shutdownTimeoutMs: 5_000,

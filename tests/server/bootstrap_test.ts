@@ -426,3 +426,35 @@ Deno.test("a client whose cursor is exactly the compacted snapshot version goes 
   assert.equal(next.changesets.length, 1);
   assert.equal(next.changesets[0]!.serverVersion, 4);
 });
+
+Deno.test("by default a DOWNLOAD holds at most 64 KiB, so a slow link sees a whole message (life, progress) every 64 KiB", async () => {
+  // Uncompressed frames, so the wire size is the size the bound is about.
+  await using test = await startTestServer({ compression: false });
+  const login = await test.login();
+  const changesets: UploadChangeset[] = [];
+  for (let first = 0; first < 3000; first += PER_CHANGESET) {
+    const instructions = [];
+    for (let index = first; index < first + PER_CHANGESET; index++) {
+      instructions.push(put("Task", `task-${index}`, {
+        title: `Task number ${index}`,
+        notes: "notes long enough to make the realm a few hundred KB",
+      }));
+    }
+    changesets.push(upload(changesets.length + 1, instructions));
+  }
+  await uploadAll(test, login.accessToken, changesets);
+
+  const { frames, store } = await download(
+    test,
+    login.accessToken,
+    changesets.length,
+  );
+  assert.equal(store.size, 3000);
+  const messages = downloads(frames);
+  const total = assertExactCount(messages);
+  assert.ok(total > 3 * 64 * 1024, `${total} B is too small to need batches`);
+  assert.ok(messages.length > 3, `${messages.length} messages`);
+  for (const frame of frames) {
+    assert.ok(frame.bytes <= 64 * 1024, `${frame.bytes} > 64 KiB`);
+  }
+});
