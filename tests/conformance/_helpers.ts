@@ -5,12 +5,22 @@
  * @module
  */
 
-import { App, type AppOptions, type Clock } from "../../mod.ts";
+import {
+  App,
+  type AppOptions,
+  type Clock,
+  type ConnectionStateChange,
+  Credentials,
+  type Realm,
+  type SyncSession,
+  type User,
+} from "../../mod.ts";
 import {
   serveSync,
   type ServeSyncOptions,
   type SyncServer,
 } from "../../server.ts";
+import { TcpProxy } from "./_proxy.ts";
 
 /** Upper bound of any single wait in this suite, in milliseconds. */
 export const WAIT_MS = 5_000;
@@ -46,6 +56,85 @@ export function fastApp(
     progressIntervalMs: 0,
     ...options,
   });
+}
+
+/** Opens `path` for `user` once its initial download is in, within one wait. */
+export function openDownloaded(user: User, path: string): Promise<Realm> {
+  return user.openRealm({ path, waitForDownload: true, signal: bounded() });
+}
+
+/** An anonymous user of an app, with one realm open and downloaded. */
+export interface Client extends AsyncDisposable {
+  readonly app: App;
+  readonly user: User;
+  readonly realm: Realm;
+  readonly session: SyncSession;
+}
+
+/**
+ * Logs `app` in anonymously and opens `path`. The client owns `app` from the
+ * call on, so a failed login or open still closes it; disposing closes the
+ * realm, then the app.
+ */
+export async function openClient(
+  app: App,
+  path: string = "/~/todos",
+): Promise<Client> {
+  await using stack = new AsyncDisposableStack();
+  stack.use(app);
+  const user = await app.logIn(Credentials.anonymous());
+  const realm = stack.use(await openDownloaded(user, path));
+  const owned = stack.move();
+  return {
+    app,
+    user,
+    realm,
+    session: realm.syncSession,
+    [Symbol.asyncDispose]: () => owned.disposeAsync(),
+  };
+}
+
+/** A server, a proxy in front of it, and a client that reaches it through it. */
+export interface ProxiedClient extends Client {
+  readonly server: SyncServer;
+  readonly proxy: TcpProxy;
+}
+
+/**
+ * Starts a server and a proxy and opens a client through the proxy (a
+ * {@link fastApp} with `options.app`). Disposing tears down in reverse:
+ * realm, app, proxy, server.
+ */
+export async function proxiedClient(
+  options: {
+    server?: Partial<ServeSyncOptions>;
+    app?: Partial<AppOptions>;
+    path?: string;
+  } = {},
+): Promise<ProxiedClient> {
+  await using stack = new AsyncDisposableStack();
+  const server = stack.use(await startServer(options.server));
+  const proxy = stack.use(new TcpProxy(server.addr));
+  const client = stack.use(
+    await openClient(fastApp(proxy.url, options.app), options.path),
+  );
+  const owned = stack.move();
+  return {
+    server,
+    proxy,
+    app: client.app,
+    user: client.user,
+    realm: client.realm,
+    session: client.session,
+    [Symbol.asyncDispose]: () => owned.disposeAsync(),
+  };
+}
+
+/** Records `session`'s connection state changes for at most one wait. */
+export function recordConnectionStates(
+  session: SyncSession,
+): Recorder<ConnectionStateChange> {
+  return new Recorder(session.connectionStateChanges({ signal: bounded() }));
 }
 
 /**

@@ -9,27 +9,21 @@ import {
   bounded,
   condition,
   fastApp,
+  openClient,
+  openDownloaded,
+  proxiedClient,
+  recordConnectionStates,
   Recorder,
   signJwt,
   startServer,
 } from "./_helpers.ts";
 
 Deno.test("SyncSession retry schedule is visible: the disconnect carries the error and retry { attempt, nextAttemptAt, lastError }; session.retry holds the same", async () => {
-  await using server = await startServer();
-  await using proxy = new TcpProxy(server.addr);
-  await using app = fastApp(proxy.url, {
-    reconnect: { minDelayMs: 5, maxDelayMs: 20 },
+  await using client = await proxiedClient({
+    app: { reconnect: { minDelayMs: 5, maxDelayMs: 20 } },
   });
-  const user = await app.logIn(Credentials.anonymous());
-  await using realm = await user.openRealm({
-    path: "/~/todos",
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  const session = realm.syncSession;
-  await using states = new Recorder(
-    session.connectionStateChanges({ signal: bounded() }),
-  );
+  const { proxy, session } = client;
+  await using states = recordConnectionStates(session);
   proxy.mode = "refuse";
   proxy.dropAll();
 
@@ -72,23 +66,15 @@ Deno.test("SyncSession retry schedule is visible: the disconnect carries the err
 });
 
 Deno.test("SyncSession.retry is set while a reconnect is scheduled and equals the transition's retry", async () => {
-  await using server = await startServer();
-  await using proxy = new TcpProxy(server.addr);
-  // A long delay, so the retry stays scheduled while the test looks at it.
-  await using app = fastApp(proxy.url, {
-    reconnect: { minDelayMs: 60_000, maxDelayMs: 60_000 },
-    random: () => 0.5,
+  await using client = await proxiedClient({
+    // A long delay, so the retry stays scheduled while the test looks at it.
+    app: {
+      reconnect: { minDelayMs: 60_000, maxDelayMs: 60_000 },
+      random: () => 0.5,
+    },
   });
-  const user = await app.logIn(Credentials.anonymous());
-  await using realm = await user.openRealm({
-    path: "/~/todos",
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  const session = realm.syncSession;
-  await using states = new Recorder(
-    session.connectionStateChanges({ signal: bounded() }),
-  );
+  const { proxy, app, realm, session } = client;
+  await using states = recordConnectionStates(session);
   proxy.dropAll();
   const lost = await states.until((s) => s.current === "disconnected");
   assert.ok(lost.retry !== undefined);
@@ -108,23 +94,13 @@ Deno.test("SyncSession.retry is set while a reconnect is scheduled and equals th
 });
 
 Deno.test('App reconnect.maxAttempts: after that many failed attempts in a row the session goes to "error" with its own code; waits reject', async () => {
-  await using server = await startServer();
-  await using proxy = new TcpProxy(server.addr);
-  await using app = fastApp(proxy.url, {
-    reconnect: { minDelayMs: 1, maxDelayMs: 5, maxAttempts: 3 },
+  await using client = await proxiedClient({
+    app: { reconnect: { minDelayMs: 1, maxDelayMs: 5, maxAttempts: 3 } },
   });
-  const user = await app.logIn(Credentials.anonymous());
-  await using realm = await user.openRealm({
-    path: "/~/todos",
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  const session = realm.syncSession;
+  const { proxy, realm, session } = client;
   await realm.write((tx) => tx.put("T", "x", {}));
   await session.waitForUpload({ signal: bounded() });
-  await using states = new Recorder(
-    session.connectionStateChanges({ signal: bounded() }),
-  );
+  await using states = recordConnectionStates(session);
   proxy.mode = "refuse";
   proxy.dropAll();
   await realm.write((tx) => tx.put("T", "y", {}));
@@ -155,29 +131,15 @@ Deno.test('App reconnect.maxAttempts: after that many failed attempts in a row t
 });
 
 Deno.test("App.reconnect() replaces a socket that went silent (a read in progress), at once", async () => {
-  await using server = await startServer();
-  await using proxy = new TcpProxy(server.addr);
-  await using app = fastApp(proxy.url, {
+  await using client = await proxiedClient({
     // Long keepalive: only reconnect() can save this connection in time.
-    keepalive: { pingIntervalMs: 60_000, readTimeoutMs: 120_000 },
-  });
-  const user = await app.logIn(Credentials.anonymous());
-  await using a = await user.openRealm({
+    app: { keepalive: { pingIntervalMs: 60_000, readTimeoutMs: 120_000 } },
     path: "/~/a",
-    waitForDownload: true,
-    signal: bounded(),
   });
-  await using b = await user.openRealm({
-    path: "/~/b",
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  await using aStates = new Recorder(
-    a.syncSession.connectionStateChanges({ signal: bounded() }),
-  );
-  await using bStates = new Recorder(
-    b.syncSession.connectionStateChanges({ signal: bounded() }),
-  );
+  const { proxy, app, user, realm: a } = client;
+  await using b = await openDownloaded(user, "/~/b");
+  await using aStates = recordConnectionStates(a.syncSession);
+  await using bStates = recordConnectionStates(b.syncSession);
   const before = proxy.accepted;
   proxy.silence();
   await a.write((tx) => tx.put("T", "x", {}));
@@ -198,26 +160,13 @@ Deno.test("App.reconnect() replaces a socket that went silent (a read in progres
 
 Deno.test("App.reconnect() leaves a paused session paused", async () => {
   await using server = await startServer();
-  await using app = fastApp(server.url);
-  const user = await app.logIn(Credentials.anonymous());
-  await using realm = await user.openRealm({
-    path: "/~/a",
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  await using other = await user.openRealm({
-    path: "/~/b",
-    waitForDownload: true,
-    signal: bounded(),
-  });
+  await using client = await openClient(fastApp(server.url), "/~/a");
+  const { app, user, realm } = client;
+  await using other = await openDownloaded(user, "/~/b");
   realm.syncSession.pause();
   await realm.write((tx) => tx.put("T", "x", {}));
-  await using states = new Recorder(
-    realm.syncSession.connectionStateChanges({ signal: bounded() }),
-  );
-  await using otherStates = new Recorder(
-    other.syncSession.connectionStateChanges({ signal: bounded() }),
-  );
+  await using states = recordConnectionStates(realm.syncSession);
+  await using otherStates = recordConnectionStates(other.syncSession);
   app.reconnect();
   await otherStates.until((s) => s.current === "connected");
   await other.syncSession.waitForDownload({ signal: bounded() });
@@ -230,21 +179,11 @@ Deno.test("App.reconnect() leaves a paused session paused", async () => {
 });
 
 Deno.test("Keepalive: a connection with no data within the read timeout is treated as dead and reconnected", async () => {
-  await using server = await startServer();
-  await using proxy = new TcpProxy(server.addr);
-  await using app = fastApp(proxy.url, {
-    keepalive: { pingIntervalMs: 50, readTimeoutMs: 300 },
+  await using client = await proxiedClient({
+    app: { keepalive: { pingIntervalMs: 50, readTimeoutMs: 300 } },
   });
-  const user = await app.logIn(Credentials.anonymous());
-  await using realm = await user.openRealm({
-    path: "/~/todos",
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  const session = realm.syncSession;
-  await using states = new Recorder(
-    session.connectionStateChanges({ signal: bounded() }),
-  );
+  const { proxy, realm, session } = client;
+  await using states = recordConnectionStates(session);
   proxy.silence();
   const lost = await states.until((s) => s.current === "disconnected");
   assert.ok(lost.error instanceof SyncError);
@@ -258,20 +197,11 @@ Deno.test("Keepalive: a connection with no data within the read timeout is treat
 });
 
 Deno.test("Keepalive: a healthy idle connection never flaps (pings answer the read timeout)", async () => {
-  await using server = await startServer();
-  await using proxy = new TcpProxy(server.addr);
-  await using app = fastApp(proxy.url, {
-    keepalive: { pingIntervalMs: 20, readTimeoutMs: 100 },
+  await using client = await proxiedClient({
+    app: { keepalive: { pingIntervalMs: 20, readTimeoutMs: 100 } },
   });
-  const user = await app.logIn(Credentials.anonymous());
-  await using realm = await user.openRealm({
-    path: "/~/todos",
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  await using states = new Recorder(
-    realm.syncSession.connectionStateChanges({ signal: bounded() }),
-  );
+  const { proxy, realm } = client;
+  await using states = recordConnectionStates(realm.syncSession);
   // Wait for 20 server→client chunks (PONGs): several read timeouts' worth.
   let chunks = 0;
   let unsubscribe = () => {};
@@ -292,29 +222,17 @@ Deno.test("Keepalive: a healthy idle connection never flaps (pings answer the re
 
 Deno.test("Reconnect: every multiplexed session binds again after the server forgot the token (expired): no error, data flows", async () => {
   let now = Date.now();
-  await using server = await startServer({
-    auth: { allowAnonymous: true, accessTokenTtlMs: 60_000 },
-    now: () => now,
-  });
-  await using proxy = new TcpProxy(server.addr);
-  await using app = fastApp(proxy.url);
-  const user = await app.logIn(Credentials.anonymous());
-  await using a = await user.openRealm({
+  await using client = await proxiedClient({
+    server: {
+      auth: { allowAnonymous: true, accessTokenTtlMs: 60_000 },
+      now: () => now,
+    },
     path: "/~/a",
-    waitForDownload: true,
-    signal: bounded(),
   });
-  await using b = await user.openRealm({
-    path: "/~/b",
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  await using aStates = new Recorder(
-    a.syncSession.connectionStateChanges({ signal: bounded() }),
-  );
-  await using bStates = new Recorder(
-    b.syncSession.connectionStateChanges({ signal: bounded() }),
-  );
+  const { proxy, user, realm: a } = client;
+  await using b = await openDownloaded(user, "/~/b");
+  await using aStates = recordConnectionStates(a.syncSession);
+  await using bStates = recordConnectionStates(b.syncSession);
   // The server's clock jumps two hours: the client's access token is expired.
   now += 2 * 60 * 60_000;
   proxy.dropAll();
@@ -336,18 +254,11 @@ Deno.test("Reconnect: a server restart is never terminal; the session resumes an
   const first = await startServer({ kv, permissions: () => "readwrite" });
   const port = first.addr.port;
   await using proxy = new TcpProxy(first.addr);
-  await using app = fastApp(proxy.url);
-  const user = await app.logIn(Credentials.anonymous());
-  await using realm = await user.openRealm({
-    path: "/shared/doc",
-    waitForDownload: true,
-    signal: bounded(),
-  });
+  await using client = await openClient(fastApp(proxy.url), "/shared/doc");
+  const { realm } = client;
   await realm.write((tx) => tx.put("T", "before", {}));
   await realm.syncSession.waitForUpload({ signal: bounded() });
-  await using states = new Recorder(
-    realm.syncSession.connectionStateChanges({ signal: bounded() }),
-  );
+  await using states = recordConnectionStates(realm.syncSession);
   await first.shutdown();
   await states.until((s) => s.current === "disconnected");
   await realm.write((tx) => tx.put("T", "offline", {}));
@@ -368,13 +279,8 @@ Deno.test("Keepalive: a slow download longer than the read timeout is never cut 
     history: { snapshots: false },
   });
   {
-    await using seedApp = fastApp(server.url);
-    const seedUser = await seedApp.logIn(Credentials.anonymous());
-    await using seedRealm = await seedUser.openRealm({
-      path: "/shared/big",
-      waitForDownload: true,
-      signal: bounded(),
-    });
+    await using seed = await openClient(fastApp(server.url), "/shared/big");
+    const seedRealm = seed.realm;
     for (let round = 0; round < 10; round++) {
       await seedRealm.write((tx) => {
         for (let i = 0; i < 10; i++) {
@@ -392,9 +298,7 @@ Deno.test("Keepalive: a slow download longer than the read timeout is never cut 
   // About 30 KB at 2 KB per 50 ms: over half a second, twice the read timeout.
   proxy.throttle = { bytes: 2048, everyMs: 50 };
   await using realm = await user.openRealm({ path: "/shared/big" });
-  await using states = new Recorder(
-    realm.syncSession.connectionStateChanges({ signal: bounded() }),
-  );
+  await using states = recordConnectionStates(realm.syncSession);
   await realm.syncSession.waitForDownload({ signal: bounded() });
   assert.equal(realm.objects("T").length, 100);
   assert.ok(
@@ -409,12 +313,14 @@ Deno.test("Reconnect: an upload whose acknowledgement was lost is sent again and
   await using proxy = new TcpProxy(server.addr);
   await using writerApp = fastApp(proxy.url);
   await using readerApp = fastApp(server.url);
-  const writer = await (await writerApp.logIn(Credentials.anonymous()))
-    .openRealm({ path: "/shared/d", waitForDownload: true, signal: bounded() });
-  await using _w = writer;
-  const reader = await (await readerApp.logIn(Credentials.anonymous()))
-    .openRealm({ path: "/shared/d", waitForDownload: true, signal: bounded() });
-  await using _r = reader;
+  await using writer = await openDownloaded(
+    await writerApp.logIn(Credentials.anonymous()),
+    "/shared/d",
+  );
+  await using reader = await openDownloaded(
+    await readerApp.logIn(Credentials.anonymous()),
+    "/shared/d",
+  );
   await using remote = new Recorder(reader.changes({ signal: bounded() }));
   // The upload reaches the server; its acknowledgement never comes back.
   proxy.deafen();
@@ -437,29 +343,17 @@ Deno.test("Tokens: the access token is refreshed in-band before it expires, with
   });
   const refreshes: LogRecord[] = [];
   let poke = () => {};
-  await using app = fastApp(server.url, {
+  const app = fastApp(server.url, {
     logger: (record) => {
       if (record.event.includes("refresh")) refreshes.push(record);
       poke();
     },
   });
-  const user = await app.logIn(Credentials.anonymous());
-  await using a = await user.openRealm({
-    path: "/~/a",
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  await using b = await user.openRealm({
-    path: "/~/b",
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  await using aStates = new Recorder(
-    a.syncSession.connectionStateChanges({ signal: bounded() }),
-  );
-  await using bStates = new Recorder(
-    b.syncSession.connectionStateChanges({ signal: bounded() }),
-  );
+  await using client = await openClient(app, "/~/a");
+  const { user, realm: a } = client;
+  await using b = await openDownloaded(user, "/~/b");
+  await using aStates = recordConnectionStates(a.syncSession);
+  await using bStates = recordConnectionStates(b.syncSession);
   // Three token lifetimes on one socket.
   await condition(
     (wake) => {
@@ -495,14 +389,8 @@ Deno.test("Tokens: after the server's signing key changed (no token verifies), a
     exp: Math.floor(Date.now() / 1000) + 3600,
   });
   const user = await app.logIn(Credentials.jwt(jwt));
-  await using realm = await user.openRealm({
-    path: "/~/todos",
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  await using states = new Recorder(
-    realm.syncSession.connectionStateChanges({ signal: bounded() }),
-  );
+  await using realm = await openDownloaded(user, "/~/todos");
+  await using states = recordConnectionStates(realm.syncSession);
   await first.shutdown();
   await states.until((s) => s.current === "disconnected");
   await realm.write((tx) => tx.put("T", "offline", { n: 1 }));
@@ -524,16 +412,9 @@ Deno.test('Tokens: an anonymous user whose tokens no longer verify ends in "erro
   const first = await startServer({ kv });
   const port = first.addr.port;
   await using proxy = new TcpProxy(first.addr);
-  await using app = fastApp(proxy.url);
-  const user = await app.logIn(Credentials.anonymous());
-  await using realm = await user.openRealm({
-    path: "/~/todos",
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  await using states = new Recorder(
-    realm.syncSession.connectionStateChanges({ signal: bounded() }),
-  );
+  await using client = await openClient(fastApp(proxy.url));
+  const { realm } = client;
+  await using states = recordConnectionStates(realm.syncSession);
   await first.shutdown();
   await states.until((s) => s.current === "disconnected");
   await realm.write((tx) => tx.put("T", "kept", { n: 1 }));
