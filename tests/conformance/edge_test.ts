@@ -5,24 +5,23 @@
 import assert from "node:assert/strict";
 import { Credentials, type Progress, SyncError } from "../../mod.ts";
 import { TcpProxy } from "./_proxy.ts";
-import { bounded, fastApp, Recorder, startServer } from "./_helpers.ts";
+import {
+  bounded,
+  fastApp,
+  openClient,
+  openDownloaded,
+  proxiedClient,
+  recordConnectionStates,
+  Recorder,
+  startServer,
+} from "./_helpers.ts";
 
 Deno.test("SyncSession.pause() while a reconnect is scheduled: inactive, disconnected, no retry; resume() dials again", async () => {
-  await using server = await startServer();
-  await using proxy = new TcpProxy(server.addr);
-  await using app = fastApp(proxy.url, {
-    reconnect: { minDelayMs: 60_000, maxDelayMs: 60_000 },
+  await using client = await proxiedClient({
+    app: { reconnect: { minDelayMs: 60_000, maxDelayMs: 60_000 } },
   });
-  const user = await app.logIn(Credentials.anonymous());
-  await using realm = await user.openRealm({
-    path: "/~/todos",
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  const session = realm.syncSession;
-  await using states = new Recorder(
-    session.connectionStateChanges({ signal: bounded() }),
-  );
+  const { proxy, session } = client;
+  await using states = recordConnectionStates(session);
   proxy.mode = "refuse";
   proxy.dropAll();
   await states.until((s) => s.retry !== undefined);
@@ -40,16 +39,8 @@ Deno.test("SyncSession.pause() while a reconnect is scheduled: inactive, disconn
 });
 
 Deno.test("SyncSession.waitForUpload() with nothing pending resolves at once, also while paused or offline", async () => {
-  await using server = await startServer();
-  await using proxy = new TcpProxy(server.addr);
-  await using app = fastApp(proxy.url);
-  const user = await app.logIn(Credentials.anonymous());
-  await using realm = await user.openRealm({
-    path: "/~/todos",
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  const session = realm.syncSession;
+  await using client = await proxiedClient();
+  const { proxy, session } = client;
   session.pause();
   await session.waitForUpload({ signal: bounded() });
   session.resume();
@@ -77,30 +68,14 @@ Deno.test("App.logIn() against an unreachable server settles with a SyncError", 
 });
 
 Deno.test("App reconnect.maxAttempts ends every session of the shared socket", async () => {
-  await using server = await startServer();
-  await using proxy = new TcpProxy(server.addr);
-  await using app = fastApp(proxy.url, {
-    reconnect: { minDelayMs: 1, maxDelayMs: 5, maxAttempts: 2 },
-  });
-  const user = await app.logIn(Credentials.anonymous());
-  await using a = await user.openRealm({
+  await using client = await proxiedClient({
+    app: { reconnect: { minDelayMs: 1, maxDelayMs: 5, maxAttempts: 2 } },
     path: "/~/a",
-    waitForDownload: true,
-    signal: bounded(),
   });
-  await using b = await user.openRealm({
-    path: "/~/b",
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  const aStates = new Recorder(
-    a.syncSession.connectionStateChanges({ signal: bounded() }),
-  );
-  await using _as = aStates;
-  const bStates = new Recorder(
-    b.syncSession.connectionStateChanges({ signal: bounded() }),
-  );
-  await using _bs = bStates;
+  const { proxy, user, realm: a } = client;
+  await using b = await openDownloaded(user, "/~/b");
+  await using aStates = recordConnectionStates(a.syncSession);
+  await using bStates = recordConnectionStates(b.syncSession);
   proxy.mode = "refuse";
   proxy.dropAll();
   await aStates.finished();
@@ -114,13 +89,8 @@ Deno.test("App reconnect.maxAttempts ends every session of the shared socket", a
 Deno.test("SyncSession download reportIndefinitely registered before the first connection reports once figures exist, and ends at 1.0", async () => {
   await using server = await startServer({ permissions: () => "readwrite" });
   {
-    await using seedApp = fastApp(server.url);
-    const seedUser = await seedApp.logIn(Credentials.anonymous());
-    await using seedRealm = await seedUser.openRealm({
-      path: "/shared/x",
-      waitForDownload: true,
-      signal: bounded(),
-    });
+    await using seed = await openClient(fastApp(server.url), "/shared/x");
+    const seedRealm = seed.realm;
     await seedRealm.write((tx) => tx.put("T", "1", { n: 1 }));
     await seedRealm.syncSession.waitForUpload({ signal: bounded() });
   }
@@ -147,16 +117,8 @@ Deno.test("SyncSession download reportIndefinitely registered before the first c
 });
 
 Deno.test("SyncSession upload forCurrentlyOutstandingWork includes a write sent but not yet acknowledged", async () => {
-  await using server = await startServer();
-  await using proxy = new TcpProxy(server.addr);
-  await using app = fastApp(proxy.url);
-  const user = await app.logIn(Credentials.anonymous());
-  await using realm = await user.openRealm({
-    path: "/~/todos",
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  const session = realm.syncSession;
+  await using client = await proxiedClient();
+  const { proxy, app, realm, session } = client;
   // The link goes silent: the upload leaves but its acknowledgement never comes.
   proxy.silence();
   await realm.write((tx) => tx.put("T", "x", { text: "y".repeat(100) }));
@@ -181,25 +143,11 @@ Deno.test("SyncSession upload forCurrentlyOutstandingWork includes a write sent 
 
 Deno.test("SyncSession pause()/resume() toggled in quick succession settles connected, with every transition reported once and in order", async () => {
   await using server = await startServer();
-  await using app = fastApp(server.url);
-  const user = await app.logIn(Credentials.anonymous());
-  await using realm = await user.openRealm({
-    path: "/~/todos",
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  await using other = await user.openRealm({
-    path: "/~/other",
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  const session = realm.syncSession;
-  await using states = new Recorder(
-    session.connectionStateChanges({ signal: bounded() }),
-  );
-  await using otherStates = new Recorder(
-    other.syncSession.connectionStateChanges({ signal: bounded() }),
-  );
+  await using client = await openClient(fastApp(server.url));
+  const { user, realm, session } = client;
+  await using other = await openDownloaded(user, "/~/other");
+  await using states = recordConnectionStates(session);
+  await using otherStates = recordConnectionStates(other.syncSession);
   // Deterministic pattern of toggles, some synchronous, some after a turn.
   for (let i = 0; i < 12; i++) {
     session.pause();
@@ -223,18 +171,9 @@ Deno.test("SyncSession pause()/resume() toggled in quick succession settles conn
 
 Deno.test("App.reconnect() called repeatedly ends with one socket and every session connected", async () => {
   await using server = await startServer();
-  await using app = fastApp(server.url);
-  const user = await app.logIn(Credentials.anonymous());
-  await using a = await user.openRealm({
-    path: "/~/a",
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  await using b = await user.openRealm({
-    path: "/~/b",
-    waitForDownload: true,
-    signal: bounded(),
-  });
+  await using client = await openClient(fastApp(server.url), "/~/a");
+  const { app, user, realm: a } = client;
+  await using b = await openDownloaded(user, "/~/b");
   for (let i = 0; i < 5; i++) {
     app.reconnect();
     if (i % 2 === 1) await Promise.resolve();
@@ -253,13 +192,8 @@ Deno.test("App.reconnect() called repeatedly ends with one socket and every sess
 
 Deno.test("Realm.write() whose function throws commits nothing and does not disturb the writes around it", async () => {
   await using server = await startServer();
-  await using app = fastApp(server.url);
-  const user = await app.logIn(Credentials.anonymous());
-  await using realm = await user.openRealm({
-    path: "/~/todos",
-    waitForDownload: true,
-    signal: bounded(),
-  });
+  await using client = await openClient(fastApp(server.url));
+  const { realm } = client;
   const boom = new Error("boom");
   const results = await Promise.allSettled([
     realm.write((tx) => tx.put("T", "a", { n: 1 })),
@@ -282,20 +216,12 @@ Deno.test("User.openRealm() after closing a realm opens a fresh, working session
   await using server = await startServer();
   await using app = fastApp(server.url);
   const user = await app.logIn(Credentials.anonymous());
-  const first = await user.openRealm({
-    path: "/~/todos",
-    waitForDownload: true,
-    signal: bounded(),
-  });
+  const first = await openDownloaded(user, "/~/todos");
   await first.write((tx) => tx.put("T", "x", { n: 1 }));
   await first.syncSession.waitForUpload({ signal: bounded() });
   await first.close();
   assert.equal(user.allSessions.includes(first.syncSession), false);
-  await using second = await user.openRealm({
-    path: "/~/todos",
-    waitForDownload: true,
-    signal: bounded(),
-  });
+  await using second = await openDownloaded(user, "/~/todos");
   assert.equal(user.sessionFor("/~/todos"), second.syncSession);
   assert.deepEqual(second.get("T", "x"), { n: 1 });
   await second.write((tx) => tx.put("T", "y", { n: 2 }));
