@@ -9,7 +9,16 @@ import {
   type SyncSession,
 } from "../../mod.ts";
 import { TcpProxy } from "./_proxy.ts";
-import { bounded, fastApp, Recorder, startServer } from "./_helpers.ts";
+import {
+  bounded,
+  fastApp,
+  openClient,
+  openDownloaded,
+  proxiedClient,
+  recordConnectionStates,
+  Recorder,
+  startServer,
+} from "./_helpers.ts";
 
 /**
  * Settles (true) or not yet (false), after letting pending work run. Used
@@ -148,14 +157,8 @@ Deno.test("App.logIn() with an aborted signal rejects with the signal's reason",
 
 Deno.test("SyncSession waits reject with the signal's reason (the same object), already aborted or aborted while waiting, and the session stays usable", async (t) => {
   await using server = await startServer();
-  await using app = fastApp(server.url);
-  const user = await app.logIn(Credentials.anonymous());
-  await using realm = await user.openRealm({
-    path: "/~/todos",
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  const session = realm.syncSession;
+  await using client = await openClient(fastApp(server.url));
+  const { realm, session } = client;
   const receipt = await realm.write((tx) => tx.put("Task", "t", { n: 1 }));
   await receipt.waitForUpload({ signal: bounded() });
 
@@ -204,14 +207,8 @@ Deno.test("SyncSession waits reject with the signal's reason (the same object), 
 
 Deno.test("SyncSession waits wait (not fail) while paused, and complete after resume()", async () => {
   await using server = await startServer();
-  await using app = fastApp(server.url);
-  const user = await app.logIn(Credentials.anonymous());
-  await using realm = await user.openRealm({
-    path: "/~/todos",
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  const session = realm.syncSession;
+  await using client = await openClient(fastApp(server.url));
+  const { user, realm, session } = client;
   session.pause();
   session.pause(); // idempotent
   assert.equal(session.state, "inactive");
@@ -222,11 +219,7 @@ Deno.test("SyncSession waits wait (not fail) while paused, and complete after re
   // A round trip of another realm on the same socket, to give the paused one
   // every chance to (wrongly) finish.
   {
-    await using other = await user.openRealm({
-      path: "/~/other",
-      waitForDownload: true,
-      signal: bounded(),
-    });
+    await using other = await openDownloaded(user, "/~/other");
     await other.write((tx) => tx.put("X", "x", {}));
     await other.syncSession.waitForUpload({ signal: bounded() });
   }
@@ -245,33 +238,18 @@ Deno.test("SyncSession.pause() of one session never touches another on the same 
   await using proxy = new TcpProxy(server.addr);
   await using app = fastApp(proxy.url);
   const user = await app.logIn(Credentials.anonymous());
+  // Counted after the login, which has a connection of its own.
   const beforeOpen = proxy.accepted;
-  await using a = await user.openRealm({
-    path: "/~/a",
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  await using b = await user.openRealm({
-    path: "/~/b",
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  await using c = await user.openRealm({
-    path: "/~/c",
-    waitForDownload: true,
-    signal: bounded(),
-  });
+  await using a = await openDownloaded(user, "/~/a");
+  await using b = await openDownloaded(user, "/~/b");
+  await using c = await openDownloaded(user, "/~/c");
   // All sessions share one WebSocket.
   assert.equal(server.stats().connections, 1);
   const accepted = proxy.accepted;
   assert.equal(accepted - beforeOpen, 1, "one socket for three sessions");
 
-  await using aStates = new Recorder(
-    a.syncSession.connectionStateChanges({ signal: bounded() }),
-  );
-  await using bStates = new Recorder(
-    b.syncSession.connectionStateChanges({ signal: bounded() }),
-  );
+  await using aStates = recordConnectionStates(a.syncSession);
+  await using bStates = recordConnectionStates(b.syncSession);
   const integrated = server.stats().changesetsIntegrated;
   a.syncSession.pause();
   assert.equal(a.syncSession.state, "inactive");
@@ -309,18 +287,9 @@ Deno.test("SyncSession.pause() of one session never touches another on the same 
 });
 
 Deno.test("SyncSession: one session's fatal error or close never takes the shared socket from the others", async () => {
-  await using server = await startServer();
-  await using proxy = new TcpProxy(server.addr);
-  await using app = fastApp(proxy.url);
-  const user = await app.logIn(Credentials.anonymous());
-  await using good = await user.openRealm({
-    path: "/~/good",
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  await using goodStates = new Recorder(
-    good.syncSession.connectionStateChanges({ signal: bounded() }),
-  );
+  await using client = await proxiedClient({ path: "/~/good" });
+  const { proxy, user, realm: good } = client;
+  await using goodStates = recordConnectionStates(good.syncSession);
   const accepted = proxy.accepted;
   const forbidden = await errorOf(user.openRealm({
     path: "/not-mine/x",
@@ -329,11 +298,7 @@ Deno.test("SyncSession: one session's fatal error or close never takes the share
   }));
   assert.ok(forbidden instanceof SyncError);
   {
-    await using closing = await user.openRealm({
-      path: "/~/closing",
-      waitForDownload: true,
-      signal: bounded(),
-    });
+    await using closing = await openDownloaded(user, "/~/closing");
     await closing.write((tx) => tx.put("T", "x", {}));
     await closing.syncSession.waitForUpload({ signal: bounded() });
   }
@@ -347,18 +312,12 @@ Deno.test("SyncSession: one session's fatal error or close never takes the share
 
 Deno.test('SyncSession fatal error: state "error", pending waits reject with the session\'s error, streams error, new registrations are refused, local data stays', async () => {
   let allowed = true;
-  await using server = await startServer({
-    permissions: () => allowed ? "readwrite" : "none",
-  });
-  await using proxy = new TcpProxy(server.addr);
-  await using app = fastApp(proxy.url);
-  const user = await app.logIn(Credentials.anonymous());
-  await using realm = await user.openRealm({
+  await using client = await proxiedClient({
+    server: { permissions: () => allowed ? "readwrite" : "none" },
     path: "/shared/doc",
-    waitForDownload: true,
-    signal: bounded(),
   });
-  const session: SyncSession = realm.syncSession;
+  const { proxy, app, realm } = client;
+  const session: SyncSession = client.session;
   await realm.write((tx) => tx.put("T", "synced", { n: 0 }));
   await session.waitForUpload({ signal: bounded() });
 
@@ -366,9 +325,7 @@ Deno.test('SyncSession fatal error: state "error", pending waits reject with the
   proxy.mode = "refuse";
   proxy.dropAll();
   await realm.write((tx) => tx.put("T", "local", { n: 1 }));
-  await using states = new Recorder(
-    session.connectionStateChanges({ signal: bounded() }),
-  );
+  await using states = recordConnectionStates(session);
   // The upload capture holds the write made offline, so it cannot complete.
   await using uploadStream = new Recorder(
     session.getProgressStream("upload", "forCurrentlyOutstandingWork", {
@@ -456,11 +413,8 @@ Deno.test("SyncSession waits reject with a SyncError when the realm closes (neve
   await using server = await startServer();
   await using app = fastApp(server.url);
   const user = await app.logIn(Credentials.anonymous());
-  const realm = await user.openRealm({
-    path: "/~/todos",
-    waitForDownload: true,
-    signal: bounded(),
-  });
+  // Not disposed by a fixture: closing the realm is what this test does.
+  const realm = await openDownloaded(user, "/~/todos");
   const session = realm.syncSession;
   session.pause();
   await realm.write((tx) => tx.put("T", "x", {}));
@@ -482,13 +436,8 @@ Deno.test("SyncSession waits reject with a SyncError when the realm closes (neve
 
 Deno.test("SyncSession.connectionStateChanges() ends when its signal aborts (also when already aborted); Realm.changes() too", async () => {
   await using server = await startServer();
-  await using app = fastApp(server.url);
-  const user = await app.logIn(Credentials.anonymous());
-  await using realm = await user.openRealm({
-    path: "/~/todos",
-    waitForDownload: true,
-    signal: bounded(),
-  });
+  await using client = await openClient(fastApp(server.url));
+  const { realm } = client;
   const aborted = AbortSignal.abort(new Error("already"));
   await using s1 = new Recorder(
     realm.syncSession.connectionStateChanges({ signal: aborted }),
@@ -521,15 +470,9 @@ Deno.test("App.close() settles pending waits with a SyncError, releases a schedu
   });
   try {
     const user = await app.logIn(Credentials.anonymous());
-    const realm = await user.openRealm({
-      path: "/~/todos",
-      waitForDownload: true,
-      signal: bounded(),
-    });
+    const realm = await openDownloaded(user, "/~/todos");
     const session = realm.syncSession;
-    await using states = new Recorder(
-      session.connectionStateChanges({ signal: bounded() }),
-    );
+    await using states = recordConnectionStates(session);
     proxy.mode = "refuse";
     proxy.dropAll();
     await states.until((s) => s.retry !== undefined);
@@ -557,23 +500,15 @@ Deno.test("SyncSession.waitForDownload() called offline resolves after the recon
   await using proxy = new TcpProxy(server.addr);
   await using writerApp = fastApp(server.url);
   await using readerApp = fastApp(proxy.url);
-  const writer = await (await writerApp.logIn(Credentials.anonymous()))
-    .openRealm({
-      path: "/shared/doc",
-      waitForDownload: true,
-      signal: bounded(),
-    });
-  await using _w = writer;
-  const reader = await (await readerApp.logIn(Credentials.anonymous()))
-    .openRealm({
-      path: "/shared/doc",
-      waitForDownload: true,
-      signal: bounded(),
-    });
-  await using _r = reader;
-  await using states = new Recorder(
-    reader.syncSession.connectionStateChanges({ signal: bounded() }),
+  await using writer = await openDownloaded(
+    await writerApp.logIn(Credentials.anonymous()),
+    "/shared/doc",
   );
+  await using reader = await openDownloaded(
+    await readerApp.logIn(Credentials.anonymous()),
+    "/shared/doc",
+  );
+  await using states = recordConnectionStates(reader.syncSession);
   proxy.mode = "refuse";
   proxy.dropAll();
   await states.until((s) => s.current === "disconnected");
@@ -593,20 +528,14 @@ Deno.test("Reconnect: delivery resumes from the last applied position; no remote
   await using proxy = new TcpProxy(server.addr);
   await using writerApp = fastApp(server.url);
   await using readerApp = fastApp(proxy.url);
-  const writer = await (await writerApp.logIn(Credentials.anonymous()))
-    .openRealm({
-      path: "/shared/doc",
-      waitForDownload: true,
-      signal: bounded(),
-    });
-  await using _w = writer;
-  const reader = await (await readerApp.logIn(Credentials.anonymous()))
-    .openRealm({
-      path: "/shared/doc",
-      waitForDownload: true,
-      signal: bounded(),
-    });
-  await using _r = reader;
+  await using writer = await openDownloaded(
+    await writerApp.logIn(Credentials.anonymous()),
+    "/shared/doc",
+  );
+  await using reader = await openDownloaded(
+    await readerApp.logIn(Credentials.anonymous()),
+    "/shared/doc",
+  );
   await using changes = new Recorder(reader.changes({ signal: bounded() }));
   for (let round = 0; round < 5; round++) {
     await writer.write((tx) => tx.put("T", `r${round}`, { round }));
@@ -622,20 +551,13 @@ Deno.test("Reconnect: delivery resumes from the last applied position; no remote
 
 Deno.test("User.openRealm() while the shared socket is up: the new session still reports connecting → connected", async () => {
   await using server = await startServer();
-  await using app = fastApp(server.url);
-  const user = await app.logIn(Credentials.anonymous());
-  await using first = await user.openRealm({
-    path: "/~/first",
-    waitForDownload: true,
-    signal: bounded(),
-  });
+  await using client = await openClient(fastApp(server.url), "/~/first");
+  const { user, realm: first } = client;
   assert.equal(first.syncSession.connectionState, "connected");
   await using second = await user.openRealm({ path: "/~/second" });
   const session = second.syncSession;
   assert.equal(session.connectionState, "connecting");
-  await using states = new Recorder(
-    session.connectionStateChanges({ signal: bounded() }),
-  );
+  await using states = recordConnectionStates(session);
   const change = await states.until((s) => s.current === "connected");
   assert.equal(change.previous, "connecting");
   assert.equal(server.stats().connections, 1);
