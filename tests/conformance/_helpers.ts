@@ -101,23 +101,25 @@ export interface ProxiedClient extends Client {
 }
 
 /**
- * Starts a server and a proxy and opens a client through the proxy (a
- * {@link fastApp} with `options.app`). Disposing tears down in reverse:
- * realm, app, proxy, server.
+ * Starts a server and a proxy and opens a client through the proxy: a
+ * {@link fastApp} with `options.app`, or what `options.app` builds when it is
+ * a function (a test of App's own defaults must not get fastApp's).
+ * Disposing tears down in reverse: realm, app, proxy, server.
  */
 export async function proxiedClient(
   options: {
     server?: Partial<ServeSyncOptions>;
-    app?: Partial<AppOptions>;
+    app?: Partial<AppOptions> | ((baseUrl: string) => App);
     path?: string;
   } = {},
 ): Promise<ProxiedClient> {
   await using stack = new AsyncDisposableStack();
   const server = stack.use(await startServer(options.server));
   const proxy = stack.use(new TcpProxy(server.addr));
-  const client = stack.use(
-    await openClient(fastApp(proxy.url, options.app), options.path),
-  );
+  const app = typeof options.app === "function"
+    ? options.app(proxy.url)
+    : fastApp(proxy.url, options.app);
+  const client = stack.use(await openClient(app, options.path));
   const owned = stack.move();
   return {
     server,

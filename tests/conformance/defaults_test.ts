@@ -4,50 +4,35 @@
 // linger time — and the wake-from-sleep liveness check.
 
 import assert from "node:assert/strict";
-import { App, type AppOptions, Credentials } from "../../mod.ts";
-import type { SyncServer } from "../../server.ts";
-import { TcpProxy } from "./_proxy.ts";
+import { App } from "../../mod.ts";
 import {
   bounded,
   condition,
   ManualClock,
-  Recorder,
-  startServer,
+  type ProxiedClient,
+  proxiedClient,
+  recordConnectionStates,
 } from "./_helpers.ts";
 
-/** An app with every DESIGN.md default, only time and randomness injected. */
-async function defaultApp(
-  server: SyncServer,
-  proxy: TcpProxy,
-  clock: ManualClock,
-  extra: Partial<AppOptions> = {},
-) {
-  const app = new App({
-    baseUrl: proxy.url,
-    clock,
-    random: () => 0.5,
-    ...extra,
+/** A client whose app has every DESIGN.md default, only time and randomness injected. */
+async function defaultsClient(clock: ManualClock): Promise<ProxiedClient> {
+  const client = await proxiedClient({
+    app: (baseUrl) => new App({ baseUrl, clock, random: () => 0.5 }),
   });
-  const user = await app.logIn(Credentials.anonymous());
-  const realm = await user.openRealm({
-    path: "/~/todos",
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  assert.equal(server.stats().connections, 1);
-  return { app, realm, session: realm.syncSession };
+  try {
+    assert.equal(client.server.stats().connections, 1);
+  } catch (error) {
+    await client[Symbol.asyncDispose]();
+    throw error;
+  }
+  return client;
 }
 
 Deno.test("App defaults: reconnect backoff is full jitter within min(30 s, 1 s × 2^(n−1))", async () => {
-  await using server = await startServer();
-  await using proxy = new TcpProxy(server.addr);
   const clock = new ManualClock();
-  const { app, realm, session } = await defaultApp(server, proxy, clock);
-  await using _app = app;
-  await using _realm = realm;
-  await using states = new Recorder(
-    session.connectionStateChanges({ signal: bounded() }),
-  );
+  await using client = await defaultsClient(clock);
+  const { proxy, app, session } = client;
+  await using states = recordConnectionStates(session);
   proxy.mode = "refuse";
   proxy.dropAll();
   // random() = 0.5: each delay is half its bound.
@@ -93,15 +78,10 @@ Deno.test("App defaults: reconnect backoff is full jitter within min(30 s, 1 s �
 });
 
 Deno.test("App defaults: a PING every 30 s; 120 s without inbound data is a dead connection", async () => {
-  await using server = await startServer();
-  await using proxy = new TcpProxy(server.addr);
   const clock = new ManualClock();
-  const { app, realm, session } = await defaultApp(server, proxy, clock);
-  await using _app = app;
-  await using _realm = realm;
-  await using states = new Recorder(
-    session.connectionStateChanges({ signal: bounded() }),
-  );
+  await using client = await defaultsClient(clock);
+  const { proxy, app, session } = client;
+  await using states = recordConnectionStates(session);
   // Ping interval: no PING (so no round-trip figure) in the first 29 s.
   // A MARK round trip on the same socket would carry any PONG before it.
   assert.equal(session.stats().rttMs, undefined);
@@ -138,15 +118,10 @@ Deno.test("App defaults: a PING every 30 s; 120 s without inbound data is a dead
 });
 
 Deno.test("App defaults: a connection attempt that gets no answer fails after 30 s", async () => {
-  await using server = await startServer();
-  await using proxy = new TcpProxy(server.addr);
   const clock = new ManualClock();
-  const { app, realm, session } = await defaultApp(server, proxy, clock);
-  await using _app = app;
-  await using _realm = realm;
-  await using states = new Recorder(
-    session.connectionStateChanges({ signal: bounded() }),
-  );
+  await using client = await defaultsClient(clock);
+  const { proxy, app, session } = client;
+  await using states = recordConnectionStates(session);
   proxy.mode = "blackhole";
   const before = proxy.accepted;
   app.reconnect();
@@ -169,11 +144,9 @@ Deno.test("App defaults: a connection attempt that gets no answer fails after 30
 });
 
 Deno.test("App defaults: an idle connection closes 30 s after its last session", async () => {
-  await using server = await startServer();
-  await using proxy = new TcpProxy(server.addr);
   const clock = new ManualClock();
-  const { app, realm } = await defaultApp(server, proxy, clock);
-  await using _app = app;
+  await using client = await defaultsClient(clock);
+  const { server, proxy, realm } = client;
   await realm.close();
   // The server has seen the session go (a round trip of its own).
   await condition(
@@ -191,15 +164,10 @@ Deno.test("App defaults: an idle connection closes 30 s after its last session",
 });
 
 Deno.test("Keepalive: after a long timer delay (the machine slept), liveness is checked at once with a short deadline", async () => {
-  await using server = await startServer();
-  await using proxy = new TcpProxy(server.addr);
   const clock = new ManualClock();
-  const { app, realm, session } = await defaultApp(server, proxy, clock);
-  await using _app = app;
-  await using _realm = realm;
-  await using states = new Recorder(
-    session.connectionStateChanges({ signal: bounded() }),
-  );
+  await using client = await defaultsClient(clock);
+  const { proxy, app, session } = client;
+  await using states = recordConnectionStates(session);
   proxy.silence();
   // The process sleeps 100 s: the 30 s ping timer fires 70 s late, well
   // before the 120 s read timeout would.
@@ -215,15 +183,10 @@ Deno.test("Keepalive: after a long timer delay (the machine slept), liveness is 
 });
 
 Deno.test("App defaults: the backoff starts again once a connection has stayed up (10 s), not before", async () => {
-  await using server = await startServer();
-  await using proxy = new TcpProxy(server.addr);
   const clock = new ManualClock();
-  const { app, realm, session } = await defaultApp(server, proxy, clock);
-  await using _app = app;
-  await using _realm = realm;
-  await using states = new Recorder(
-    session.connectionStateChanges({ signal: bounded() }),
-  );
+  await using client = await defaultsClient(clock);
+  const { proxy, session } = client;
+  await using states = recordConnectionStates(session);
   let from = 0;
   const nextRetry = async () => {
     const change = await states.until(
