@@ -9,7 +9,14 @@ import {
   SyncError,
   SyncSession,
 } from "../../mod.ts";
-import { bounded, fastApp, Recorder, startServer } from "./_helpers.ts";
+import {
+  bounded,
+  fastApp,
+  openClient,
+  openDownloaded,
+  Recorder,
+  startServer,
+} from "./_helpers.ts";
 
 Deno.test("SyncError carries code, message, isFatal, willRetry and cause, and is an Error", () => {
   const cause = new Error("underlying");
@@ -55,13 +62,8 @@ Deno.test("User.openRealm() gives a realm whose syncSession is user.sessionFor(p
 
 Deno.test("Realm.write() resolves once committed locally; get() and objects() read it; put/update/delete in one transaction", async () => {
   await using server = await startServer();
-  await using app = fastApp(server.url);
-  const user = await app.logIn(Credentials.anonymous());
-  await using realm = await user.openRealm({
-    path: "/~/todos",
-    waitForDownload: true,
-    signal: bounded(),
-  });
+  await using client = await openClient(fastApp(server.url));
+  const { realm } = client;
   await realm.write((tx) => tx.put("Task", "other", { title: "Old" }));
   const receipt = await realm.write((tx) => {
     tx.put("Task", "t1", { title: "Buy milk", done: false });
@@ -85,13 +87,8 @@ Deno.test("Realm.write() resolves once committed locally; get() and objects() re
 
 Deno.test("Realm.write() commits in call order when several are started without awaiting", async () => {
   await using server = await startServer();
-  await using app = fastApp(server.url);
-  const user = await app.logIn(Credentials.anonymous());
-  await using realm = await user.openRealm({
-    path: "/~/todos",
-    waitForDownload: true,
-    signal: bounded(),
-  });
+  await using client = await openClient(fastApp(server.url));
+  const { realm } = client;
   await using changes = new Recorder(realm.changes({ signal: bounded() }));
   const writes = [
     realm.write((tx) => tx.put("Task", "t", { n: 1 })),
@@ -127,16 +124,8 @@ Deno.test("Realm.changes() delivers one item per committed transaction, local an
   await using readerApp = fastApp(server.url);
   const writer = await writerApp.logIn(Credentials.anonymous());
   const reader = await readerApp.logIn(Credentials.anonymous());
-  await using a = await writer.openRealm({
-    path: "/shared/todos",
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  await using b = await reader.openRealm({
-    path: "/shared/todos",
-    waitForDownload: true,
-    signal: bounded(),
-  });
+  await using a = await openDownloaded(writer, "/shared/todos");
+  await using b = await openDownloaded(reader, "/shared/todos");
   await using local = new Recorder(a.changes({ signal: bounded() }));
   await using remote = new Recorder(b.changes({ signal: bounded() }));
 
@@ -191,14 +180,8 @@ Deno.test("Realm.changes() delivers one item per committed transaction, local an
 
 Deno.test("SyncSession.stats() has bytesSent, bytesReceived, rttMs, reconnects, pendingUploadBytes, pendingUploadChangesets", async () => {
   await using server = await startServer();
-  await using app = fastApp(server.url);
-  const user = await app.logIn(Credentials.anonymous());
-  await using realm = await user.openRealm({
-    path: "/~/todos",
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  const session = realm.syncSession;
+  await using client = await openClient(fastApp(server.url));
+  const { realm, session } = client;
   const keys = Object.keys(session.stats()).sort();
   assert.deepEqual(keys, [
     "bytesReceived",
@@ -230,11 +213,7 @@ Deno.test("User.openRealm() onProgress reports the initial download and ends at 
   await using writerApp = fastApp(server.url);
   const writer = await writerApp.logIn(Credentials.anonymous());
   {
-    await using a = await writer.openRealm({
-      path: "/shared/big",
-      waitForDownload: true,
-      signal: bounded(),
-    });
+    await using a = await openDownloaded(writer, "/shared/big");
     await a.write((tx) => {
       for (let i = 0; i < 200; i++) tx.put("Item", `i${i}`, { n: i });
     });
@@ -262,20 +241,9 @@ Deno.test("User.openRealm() onProgress reports the initial download and ends at 
 
 Deno.test("Realm values of every kind round-trip through the server: null, boolean, number, bigint, string, Uint8Array, Date, arrays and plain objects", async () => {
   await using server = await startServer({ permissions: () => "readwrite" });
-  await using appA = fastApp(server.url);
-  await using appB = fastApp(server.url);
-  const a = await (await appA.logIn(Credentials.anonymous())).openRealm({
-    path: "/shared/values",
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  await using _a = a;
-  const b = await (await appB.logIn(Credentials.anonymous())).openRealm({
-    path: "/shared/values",
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  await using _b = b;
+  await using clientA = await openClient(fastApp(server.url), "/shared/values");
+  await using clientB = await openClient(fastApp(server.url), "/shared/values");
+  const [a, b] = [clientA.realm, clientB.realm];
   const fields = {
     nothing: null,
     yes: true,
@@ -300,20 +268,9 @@ Deno.test("Realm values of every kind round-trip through the server: null, boole
 
 Deno.test("Convergence: concurrent offline writes to one object merge per field, last writer wins per field, a delete wins over older writes; both clients end equal", async () => {
   await using server = await startServer({ permissions: () => "readwrite" });
-  await using appA = fastApp(server.url);
-  await using appB = fastApp(server.url);
-  const a = await (await appA.logIn(Credentials.anonymous())).openRealm({
-    path: "/shared/merge",
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  await using _a = a;
-  const b = await (await appB.logIn(Credentials.anonymous())).openRealm({
-    path: "/shared/merge",
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  await using _b = b;
+  await using clientA = await openClient(fastApp(server.url), "/shared/merge");
+  await using clientB = await openClient(fastApp(server.url), "/shared/merge");
+  const [a, b] = [clientA.realm, clientB.realm];
   await a.write((tx) => {
     tx.put("T", "x", { title: "start", done: false, n: 0 });
     tx.put("T", "gone", { n: 1 });
