@@ -4,7 +4,14 @@
 import assert from "node:assert/strict";
 import { App, Credentials, SyncError } from "../../mod.ts";
 import { serveSync } from "../../server.ts";
-import { bounded, fastApp, signJwt, startServer } from "./_helpers.ts";
+import {
+  bounded,
+  fastApp,
+  openClient,
+  openDownloaded,
+  signJwt,
+  startServer,
+} from "./_helpers.ts";
 
 Deno.test("serveSync() on port 0 resolves listening; server.url answers GET /health with 200", async () => {
   await using server = await startServer();
@@ -139,13 +146,8 @@ Deno.test("serveSync() accepts an open Deno.Kv", async () => {
   using kv = await Deno.openKv(":memory:");
   {
     await using server = await startServer({ kv });
-    await using app = fastApp(server.url);
-    const user = await app.logIn(Credentials.anonymous());
-    await using realm = await user.openRealm({
-      path: "/~/todos",
-      waitForDownload: true,
-      signal: bounded(),
-    });
+    await using client = await openClient(fastApp(server.url));
+    const { realm } = client;
     await realm.write((tx) => tx.put("Task", "t1", { title: "x" }));
     await realm.syncSession.waitForUpload({ signal: bounded() });
   }
@@ -184,18 +186,9 @@ Deno.test("SyncServer.stats() counts connections, sessions, realms, bytes and in
     bytesOut: 0,
     changesetsIntegrated: 0,
   });
-  await using app = fastApp(server.url);
-  const user = await app.logIn(Credentials.anonymous());
-  await using a = await user.openRealm({
-    path: "/~/a",
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  await using b = await user.openRealm({
-    path: "/~/b",
-    waitForDownload: true,
-    signal: bounded(),
-  });
+  await using client = await openClient(fastApp(server.url), "/~/a");
+  const { user, realm: a } = client;
+  await using b = await openDownloaded(user, "/~/b");
   await a.write((tx) => tx.put("T", "1", { n: 1 }));
   await a.write((tx) => tx.put("T", "2", { n: 2 }));
   await b.write((tx) => tx.put("T", "1", { n: 1 }));
@@ -213,16 +206,12 @@ Deno.test("SyncServer.stats() counts connections, sessions, realms, bytes and in
 Deno.test("SyncServer.shutdown() stops serving; sessions only disconnect (not an error); a second call is safe", async () => {
   const server = await startServer();
   try {
-    await using app = fastApp(server.url, {
-      reconnect: { minDelayMs: 60_000, maxDelayMs: 60_000 },
-    });
-    const user = await app.logIn(Credentials.anonymous());
-    await using realm = await user.openRealm({
-      path: "/~/todos",
-      waitForDownload: true,
-      signal: bounded(),
-    });
-    const session = realm.syncSession;
+    await using client = await openClient(
+      fastApp(server.url, {
+        reconnect: { minDelayMs: 60_000, maxDelayMs: 60_000 },
+      }),
+    );
+    const { session } = client;
     const changes = session.connectionStateChanges({ signal: bounded() });
     await server.shutdown();
     const reader = changes.getReader();
@@ -282,13 +271,8 @@ Deno.test("SyncServer frees per-session and per-realm state once the last sessio
     },
   });
   {
-    await using app = fastApp(server.url);
-    const user = await app.logIn(Credentials.anonymous());
-    await using realm = await user.openRealm({
-      path: "/~/todos",
-      waitForDownload: true,
-      signal: bounded(),
-    });
+    await using client = await openClient(fastApp(server.url));
+    const { realm } = client;
     await realm.write((tx) => tx.put("T", "x", {}));
     await realm.syncSession.waitForUpload({ signal: bounded() });
     assert.equal(server.stats().realms, 1);
@@ -333,13 +317,8 @@ Deno.test('serveSync() permissions receive the resolved path ("~" = the user id)
       return path === `/${userId}/todos` ? "readwrite" : "none";
     },
   });
-  await using app = fastApp(server.url);
-  const user = await app.logIn(Credentials.anonymous());
-  await using realm = await user.openRealm({
-    path: "/~/todos",
-    waitForDownload: true,
-    signal: bounded(),
-  });
+  await using client = await openClient(fastApp(server.url));
+  const { user, realm } = client;
   assert.deepEqual(asked, [[user.id, `/${user.id}/todos`]]);
   await realm.write((tx) => tx.put("T", "x", {}));
   await realm.syncSession.waitForUpload({ signal: bounded() });
