@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { Credentials } from "../../mod.ts";
-import { bounded, fastApp, startServer } from "./_helpers.ts";
+import { bounded, fastApp, openDownloaded, startServer } from "./_helpers.ts";
 
 /** A signal that counts the abort listeners currently registered on it. */
 function countingSignal(): { signal: AbortSignal; live: () => number } {
@@ -94,11 +94,7 @@ Deno.test("Streams end when the realm closes and leave no listener on their sign
   await using server = await startServer();
   await using app = fastApp(server.url);
   const user = await app.logIn(Credentials.anonymous());
-  const realm = await user.openRealm({
-    path: "/~/todos",
-    waitForDownload: true,
-    signal: bounded(),
-  });
+  const realm = await openDownloaded(user, "/~/todos");
   const { signal, live } = countingSignal();
   const session = realm.syncSession;
   const streams: ReadableStream<unknown>[] = [

@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { Credentials, type Realm } from "../../mod.ts";
-import { bounded, fastApp, startServer } from "./_helpers.ts";
+import { bounded, fastApp, openDownloaded, startServer } from "./_helpers.ts";
 
 /** A small seeded generator (mulberry32), so a failure can be replayed. */
 function prng(seed: number): () => number {
@@ -37,13 +37,7 @@ for (const seed of SEEDS) {
     try {
       for (const app of apps) {
         const user = await app.logIn(Credentials.anonymous());
-        realms.push(
-          await user.openRealm({
-            path: "/shared/converge",
-            waitForDownload: true,
-            signal: bounded(),
-          }),
-        );
+        realms.push(await openDownloaded(user, "/shared/converge"));
       }
       for (let round = 0; round < 8; round++) {
         for (const realm of realms) {

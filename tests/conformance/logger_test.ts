@@ -3,9 +3,16 @@
 // one per change rather than one per retry tick (LESSONS row 30).
 
 import assert from "node:assert/strict";
-import { Credentials, type LogRecord } from "../../mod.ts";
+import type { LogRecord } from "../../mod.ts";
 import { TcpProxy } from "./_proxy.ts";
-import { bounded, fastApp, Recorder, startServer } from "./_helpers.ts";
+import {
+  bounded,
+  fastApp,
+  openClient,
+  proxiedClient,
+  recordConnectionStates,
+  startServer,
+} from "./_helpers.ts";
 
 Deno.test("App logger: by default the client prints nothing, also through connection losses and retries", async () => {
   await using server = await startServer();
@@ -17,16 +24,9 @@ Deno.test("App logger: by default the client prints nothing, also through connec
     console[m] = (...args: unknown[]) => printed.push(args);
   }
   try {
-    await using app = fastApp(proxy.url);
-    const user = await app.logIn(Credentials.anonymous());
-    await using realm = await user.openRealm({
-      path: "/~/todos",
-      waitForDownload: true,
-      signal: bounded(),
-    });
-    await using states = new Recorder(
-      realm.syncSession.connectionStateChanges({ signal: bounded() }),
-    );
+    await using client = await openClient(fastApp(proxy.url));
+    const { realm } = client;
+    await using states = recordConnectionStates(realm.syncSession);
     proxy.mode = "refuse";
     proxy.dropAll();
     await states.until((s) => (s.retry?.attempt ?? 0) >= 3);
@@ -41,28 +41,21 @@ Deno.test("App logger: by default the client prints nothing, also through connec
 });
 
 Deno.test("App logger receives lifecycle, error and retry records, one per state change, never a flood", async () => {
-  await using server = await startServer();
-  await using proxy = new TcpProxy(server.addr);
   const records: LogRecord[] = [];
-  await using app = fastApp(proxy.url, {
-    reconnect: { minDelayMs: 1, maxDelayMs: 2 },
-    logger: (record) => records.push(record),
+  await using client = await proxiedClient({
+    app: {
+      reconnect: { minDelayMs: 1, maxDelayMs: 2 },
+      logger: (record) => records.push(record),
+    },
   });
-  const user = await app.logIn(Credentials.anonymous());
-  await using realm = await user.openRealm({
-    path: "/~/todos",
-    waitForDownload: true,
-    signal: bounded(),
-  });
+  const { proxy, realm } = client;
   assert.ok(records.length > 0, "lifecycle records");
   for (const record of records) {
     assert.equal(typeof record.message, "string");
     assert.equal(typeof record.event, "string");
     assert.ok(["debug", "info", "warn", "error"].includes(record.level));
   }
-  await using states = new Recorder(
-    realm.syncSession.connectionStateChanges({ signal: bounded() }),
-  );
+  await using states = recordConnectionStates(realm.syncSession);
   const before = records.length;
   proxy.mode = "refuse";
   proxy.dropAll();

@@ -14,6 +14,7 @@ import {
   bounded,
   condition,
   fastApp,
+  openClient,
   Recorder,
   startServer,
 } from "./_helpers.ts";
@@ -58,17 +59,6 @@ function checkOutstanding(events: Progress[]): void {
   assert.equal(events.at(-1)!.isTransferComplete, true);
 }
 
-async function connected(server: SyncServer, path = "/~/todos") {
-  const app = fastApp(server.url);
-  const user = await app.logIn(Credentials.anonymous());
-  const realm = await user.openRealm({
-    path,
-    waitForDownload: true,
-    signal: bounded(),
-  });
-  return { app, user, realm, session: realm.syncSession };
-}
-
 async function writeItems(realm: Realm, count: number, from = 0) {
   await realm.write((tx) => {
     for (let i = from; i < from + count; i++) {
@@ -79,9 +69,8 @@ async function writeItems(realm: Realm, count: number, from = 0) {
 
 Deno.test("SyncSession progress with nothing outstanding: forCurrentlyOutstandingWork delivers one 1.0 event and ends", async (t) => {
   await using server = await startServer();
-  const { app, realm, session } = await connected(server);
-  await using _app = app;
-  await using _realm = realm;
+  await using client = await openClient(fastApp(server.url));
+  const { realm, session } = client;
   await realm.write((tx) => tx.put("Item", "a", { n: 1 }));
   await session.waitForUpload({ signal: bounded() });
   await session.waitForDownload({ signal: bounded() });
@@ -136,9 +125,8 @@ Deno.test("SyncSession progress with nothing outstanding: forCurrentlyOutstandin
 
 Deno.test("SyncSession upload forCurrentlyOutstandingWork captures writes before the call, never grows, ends after one 1.0", async () => {
   await using server = await startServer();
-  const { app, realm, session } = await connected(server);
-  await using _app = app;
-  await using _realm = realm;
+  await using client = await openClient(fastApp(server.url));
+  const { realm, session } = client;
   session.pause();
   await writeItems(realm, 10, 0);
   await writeItems(realm, 20, 10);
@@ -186,9 +174,8 @@ Deno.test("SyncSession upload forCurrentlyOutstandingWork captures writes before
 
 Deno.test("SyncSession upload reportIndefinitely: cumulative bytes never decrease, estimate is per batch and 1.0 when idle", async () => {
   await using server = await startServer();
-  const { app, realm, session } = await connected(server);
-  await using _app = app;
-  await using _realm = realm;
+  await using client = await openClient(fastApp(server.url));
+  const { realm, session } = client;
   const calls: Progress[] = [];
   const callback = (_a: number, _b: number, p: Progress) => {
     calls.push(p);
@@ -263,13 +250,8 @@ async function seed(
   items: number,
   overwrites = 0,
 ) {
-  await using app = fastApp(server.url);
-  const user = await app.logIn(Credentials.anonymous());
-  await using realm = await user.openRealm({
-    path,
-    waitForDownload: true,
-    signal: bounded(),
-  });
+  await using client = await openClient(fastApp(server.url), path);
+  const { realm } = client;
   for (let i = 0; i < items; i += 100) await writeItems(realm, 100, i);
   // Overwritten objects make the snapshot cheaper than the history.
   for (let round = 1; round <= overwrites; round++) {
@@ -393,12 +375,8 @@ Deno.test("SyncSession download progress of changes made by another client: figu
     permissions: () => "readwrite",
     downloadBatchBytes: 4096,
   });
-  const a = await connected(server, "/shared/live");
-  await using _a = a.app;
-  await using _ar = a.realm;
-  const b = await connected(server, "/shared/live");
-  await using _b = b.app;
-  await using _br = b.realm;
+  await using a = await openClient(fastApp(server.url), "/shared/live");
+  await using b = await openClient(fastApp(server.url), "/shared/live");
 
   // b already downloaded everything; its indefinite figures so far.
   await using indefinite = new Recorder(
@@ -431,9 +409,8 @@ Deno.test("SyncSession download progress of changes made by another client: figu
 
 Deno.test("SyncSession.removeProgressNotification() unregisters every registration of a callback; a second call is ignored; token.cancel() and [Symbol.dispose] unregister", async () => {
   await using server = await startServer();
-  const { app, realm, session } = await connected(server);
-  await using _app = app;
-  await using _realm = realm;
+  await using client = await openClient(fastApp(server.url));
+  const { realm, session } = client;
   let removedCalls = 0;
   const removed = () => {
     removedCalls++;
@@ -503,9 +480,8 @@ Deno.test("SyncSession.removeProgressNotification() unregisters every registrati
 
 Deno.test("SyncSession progress streams end (not throw) when their signal aborts, promptly, also when already aborted", async () => {
   await using server = await startServer();
-  const { app, realm, session } = await connected(server);
-  await using _app = app;
-  await using _realm = realm;
+  await using client = await openClient(fastApp(server.url));
+  const { realm, session } = client;
   const aborted = AbortSignal.abort(new Error("already"));
   for (const direction of ["upload", "download"] as const) {
     for (
@@ -539,9 +515,8 @@ Deno.test("SyncSession progress streams end (not throw) when their signal aborts
 
 Deno.test("SyncSession progress: a slow stream reader never loses the final event; it gets exactly one 1.0 and the end", async () => {
   await using server = await startServer();
-  const { app, realm, session } = await connected(server);
-  await using _app = app;
-  await using _realm = realm;
+  await using client = await openClient(fastApp(server.url));
+  const { realm, session } = client;
   session.pause();
   for (let i = 0; i < 5; i++) await writeItems(realm, 10, i * 10);
   const stream = session.getProgressStream(
@@ -575,9 +550,8 @@ Deno.test("SyncSession progress: a slow stream reader never loses the final even
 
 Deno.test("SyncSession.addProgressNotification() made while figures are known calls back at once with them", async () => {
   await using server = await startServer();
-  const { app, realm, session } = await connected(server);
-  await using _app = app;
-  await using _realm = realm;
+  await using client = await openClient(fastApp(server.url));
+  const { realm, session } = client;
   await writeItems(realm, 10);
   await session.waitForUpload({ signal: bounded() });
   const first = await new Promise<[number, number, Progress]>(
@@ -607,9 +581,8 @@ Deno.test("SyncSession.addProgressNotification() made while figures are known ca
 
 Deno.test("SyncSession progress stream: break in for-await detaches (sanitizers prove nothing is left)", async () => {
   await using server = await startServer();
-  const { app, realm, session } = await connected(server);
-  await using _app = app;
-  await using _realm = realm;
+  await using client = await openClient(fastApp(server.url));
+  const { realm, session } = client;
   for await (
     const p of session.getProgressStream("upload", "reportIndefinitely", {
       signal: bounded(),
@@ -676,13 +649,8 @@ Deno.test("SyncSession download forCurrentlyOutstandingWork is complete only whe
     compression: false,
   });
   {
-    await using seedApp = fastApp(server.url);
-    const seedUser = await seedApp.logIn(Credentials.anonymous());
-    await using seedRealm = await seedUser.openRealm({
-      path: "/shared/frames",
-      waitForDownload: true,
-      signal: bounded(),
-    });
+    await using seed = await openClient(fastApp(server.url), "/shared/frames");
+    const seedRealm = seed.realm;
     // One changeset per write, each too big to share a 1 KiB DOWNLOAD.
     for (let i = 0; i < 200; i++) {
       await seedRealm.write((tx) =>
