@@ -311,30 +311,24 @@ Deno.test("Keepalive: a slow download longer than the read timeout is never cut 
 Deno.test("Reconnect: an upload whose acknowledgement was lost is sent again and integrated once", async () => {
   await using server = await startServer({ permissions: () => "readwrite" });
   await using proxy = new TcpProxy(server.addr);
-  await using writerApp = fastApp(proxy.url);
-  await using readerApp = fastApp(server.url);
-  await using writer = await openDownloaded(
-    await writerApp.logIn(Credentials.anonymous()),
-    "/shared/d",
+  await using writer = await openClient(fastApp(proxy.url), "/shared/d");
+  await using reader = await openClient(fastApp(server.url), "/shared/d");
+  await using remote = new Recorder(
+    reader.realm.changes({ signal: bounded() }),
   );
-  await using reader = await openDownloaded(
-    await readerApp.logIn(Credentials.anonymous()),
-    "/shared/d",
-  );
-  await using remote = new Recorder(reader.changes({ signal: bounded() }));
   // The upload reaches the server; its acknowledgement never comes back.
   proxy.deafen();
-  await writer.write((tx) => tx.put("T", "once", { n: 1 }));
+  await writer.realm.write((tx) => tx.put("T", "once", { n: 1 }));
   await remote.until((c) => c.changes.some((o) => o.id === "once"));
   assert.equal(server.stats().changesetsIntegrated, 1);
-  assert.equal(writer.syncSession.stats().pendingUploadChangesets, 1);
-  writerApp.reconnect();
-  await writer.syncSession.waitForUpload({ signal: bounded() });
+  assert.equal(writer.session.stats().pendingUploadChangesets, 1);
+  writer.app.reconnect();
+  await writer.session.waitForUpload({ signal: bounded() });
   proxy.dropSilent();
-  await reader.syncSession.waitForDownload({ signal: bounded() });
+  await reader.session.waitForDownload({ signal: bounded() });
   assert.equal(server.stats().changesetsIntegrated, 1);
   assert.equal(remote.items.length, 1);
-  assert.deepEqual(writer.objects("T"), reader.objects("T"));
+  assert.deepEqual(writer.realm.objects("T"), reader.realm.objects("T"));
 });
 
 Deno.test("Tokens: the access token is refreshed in-band before it expires, without dropping the socket", async () => {

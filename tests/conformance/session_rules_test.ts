@@ -498,52 +498,38 @@ Deno.test("App.close() settles pending waits with a SyncError, releases a schedu
 Deno.test("SyncSession.waitForDownload() called offline resolves after the reconnect, with everything the server held at the call visible", async () => {
   await using server = await startServer({ permissions: () => "readwrite" });
   await using proxy = new TcpProxy(server.addr);
-  await using writerApp = fastApp(server.url);
-  await using readerApp = fastApp(proxy.url);
-  await using writer = await openDownloaded(
-    await writerApp.logIn(Credentials.anonymous()),
-    "/shared/doc",
-  );
-  await using reader = await openDownloaded(
-    await readerApp.logIn(Credentials.anonymous()),
-    "/shared/doc",
-  );
-  await using states = recordConnectionStates(reader.syncSession);
+  await using writer = await openClient(fastApp(server.url), "/shared/doc");
+  await using reader = await openClient(fastApp(proxy.url), "/shared/doc");
+  await using states = recordConnectionStates(reader.session);
   proxy.mode = "refuse";
   proxy.dropAll();
   await states.until((s) => s.current === "disconnected");
-  await writer.write((tx) => {
+  await writer.realm.write((tx) => {
     for (let i = 0; i < 50; i++) tx.put("T", `t${i}`, { i });
   });
-  await writer.syncSession.waitForUpload({ signal: bounded() });
-  const download = reader.syncSession.waitForDownload({ signal: bounded() });
+  await writer.session.waitForUpload({ signal: bounded() });
+  const download = reader.session.waitForDownload({ signal: bounded() });
   assert.equal(await isSettled(download), false);
   proxy.mode = "forward";
   await download;
-  assert.equal(reader.objects("T").length, 50);
+  assert.equal(reader.realm.objects("T").length, 50);
 });
 
 Deno.test("Reconnect: delivery resumes from the last applied position; no remote change is delivered twice", async () => {
   await using server = await startServer({ permissions: () => "readwrite" });
   await using proxy = new TcpProxy(server.addr);
-  await using writerApp = fastApp(server.url);
-  await using readerApp = fastApp(proxy.url);
-  await using writer = await openDownloaded(
-    await writerApp.logIn(Credentials.anonymous()),
-    "/shared/doc",
+  await using writer = await openClient(fastApp(server.url), "/shared/doc");
+  await using reader = await openClient(fastApp(proxy.url), "/shared/doc");
+  await using changes = new Recorder(
+    reader.realm.changes({ signal: bounded() }),
   );
-  await using reader = await openDownloaded(
-    await readerApp.logIn(Credentials.anonymous()),
-    "/shared/doc",
-  );
-  await using changes = new Recorder(reader.changes({ signal: bounded() }));
   for (let round = 0; round < 5; round++) {
-    await writer.write((tx) => tx.put("T", `r${round}`, { round }));
-    await writer.syncSession.waitForUpload({ signal: bounded() });
+    await writer.realm.write((tx) => tx.put("T", `r${round}`, { round }));
+    await writer.session.waitForUpload({ signal: bounded() });
     await changes.until((c) => c.changes.some((o) => o.id === `r${round}`));
     proxy.dropAll();
   }
-  await reader.syncSession.waitForDownload({ signal: bounded() });
+  await reader.session.waitForDownload({ signal: bounded() });
   const ids = changes.items.flatMap((c) => c.changes.map((o) => o.id));
   assert.deepEqual(ids, ["r0", "r1", "r2", "r3", "r4"]);
   assert.ok(changes.items.every((c) => c.origin === "remote"));
