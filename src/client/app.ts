@@ -46,7 +46,9 @@ export interface AppOptions {
    * Reconnect backoff: exponential with full jitter between 0 and
    * `min(maxDelayMs, minDelayMs × multiplier^n)`; `maxAttempts` failed
    * attempts in a row end the sessions with `reconnect_gave_up`; the
-   * backoff resets once a connection stayed up `resetAfterMs`.
+   * backoff resets once a connection stayed up `resetAfterMs`. A session
+   * the server fails with a retryable error binds again on the same policy,
+   * counting its own attempts.
    *
    * @default {{ minDelayMs: 1000, maxDelayMs: 30000, multiplier: 2, maxAttempts: Infinity, resetAfterMs: 10000 }}
    */

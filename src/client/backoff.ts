@@ -32,7 +32,9 @@ export interface ReconnectOptions {
   multiplier?: number;
   /**
    * Failed connection attempts in a row after which sessions give up and go
-   * to "error" with code `reconnect_gave_up`.
+   * to "error" with code `reconnect_gave_up`. A session the server keeps
+   * failing with a retryable error (`session_failed`) gives up after as
+   * many failed binds in a row.
    *
    * @default {Infinity}
    */
@@ -41,7 +43,8 @@ export interface ReconnectOptions {
    * How long a connection must stay up before the backoff (and the count of
    * failed attempts) starts again from the beginning, in milliseconds. A
    * server that accepts connections and drops them at once thus still sees
-   * growing delays.
+   * growing delays. The same holds for a session's binds after session
+   * errors: the count starts over once a bind has lasted this long.
    *
    * @default {10000}
    */

@@ -395,7 +395,10 @@ export class SyncSession {
   #progressMarkWanted = false;
   #uploadScheduled = false;
   #rebindTimer!: Timer;
+  /** Session-scoped errors in a row (rebinds that did not last). */
   #sessionRetries = 0;
+  /** When the session last became "connected", while it still is. */
+  #connectedSince: number | undefined;
   #unlisten: (() => void) | undefined;
 
   #bytesSent = 0;
@@ -545,6 +548,7 @@ export class SyncSession {
     if (this.#closed || !this.#paused || this.#state === "error") return;
     this.#paused = false;
     this.#state = "active";
+    this.#sessionRetries = 0;
     this.#log("info", "session.resume", "Resumed");
     this.#attach();
   }
@@ -900,7 +904,6 @@ export class SyncSession {
       this.#connectionState === "connecting" &&
       message.type !== MessageType.Error
     ) {
-      this.#sessionRetries = 0;
       this.#error = undefined;
       this.#transition("connected");
     }
@@ -1019,8 +1022,26 @@ export class SyncSession {
     );
   }
 
-  /** A session-scoped error the server says may pass: bind again later. */
+  /**
+   * A session-scoped error the server says may pass: bind again later, with
+   * a backoff that grows while the binds keep failing (a bind that reached
+   * "connected" but did not last `resetAfterMs` failed too: an upload the
+   * server cannot store fails the same way after every bind), and gives up
+   * after `maxAttempts` of them in a row, as the connection does.
+   */
   #rebindLater(error: SyncError): void {
+    this.#endConnectedSpell();
+    if (this.#sessionRetries >= this.#reconnect.maxAttempts) {
+      this.#fail(
+        new SyncError(
+          "reconnect_gave_up",
+          `Gave up after ${this.#sessionRetries} failed attempts in a row to bind ${this.#path}: ${error.message}`,
+          { cause: error },
+        ),
+        false,
+      );
+      return;
+    }
     this.#leave(false);
     const delay = nextDelay(
       Math.min(this.#sessionRetries, 60),
@@ -1041,6 +1062,21 @@ export class SyncSession {
       if (this.#paused || this.#closed || this.#state === "error") return;
       this.#attach();
     }, delay);
+  }
+
+  /**
+   * Ends a spell of being "connected": one that lasted `resetAfterMs`
+   * proves the session healthy, so its rebind backoff starts over.
+   */
+  #endConnectedSpell(): void {
+    const since = this.#connectedSince;
+    this.#connectedSince = undefined;
+    if (
+      since !== undefined &&
+      this.#clock.now() - since >= this.#reconnect.resetAfterMs
+    ) {
+      this.#sessionRetries = 0;
+    }
   }
 
   // ----- internal: upload -----
@@ -1318,6 +1354,8 @@ export class SyncSession {
     const previous = this.#connectionState;
     if (previous === next) return;
     this.#connectionState = next;
+    if (previous === "connected") this.#endConnectedSpell();
+    if (next === "connected") this.#connectedSince = this.#clock.now();
     const change: ConnectionStateChange = { previous, current: next };
     if (error !== undefined) change.error = error;
     if (retry !== undefined) change.retry = retry;

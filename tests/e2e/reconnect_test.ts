@@ -4,6 +4,7 @@ import type { ConnectionStateChange } from "../../src/client/sync_session.ts";
 import type { SyncSession } from "../../src/client/sync_session.ts";
 import { MessageType } from "../../src/protocol/messages.ts";
 import { anonymousClient, recordingWebSocket } from "../_helpers/e2e.ts";
+import { FakeClock } from "../_helpers/fake_clock.ts";
 import { TcpProxy } from "../_helpers/tcp_proxy.ts";
 import { startTestServer } from "../_helpers/test_server.ts";
 
@@ -414,4 +415,218 @@ Deno.test("SyncSession connectionState and the change stream always agree", asyn
       await client.app.close();
     }
   });
+});
+
+// ----- session-level retries (a session-scoped ERROR with tryAgain) -----
+
+/**
+ * Reads a session's state changes one at a time, each read bounded, so a
+ * test can assert the exact sequence. Dispose to end the stream.
+ */
+function stateChanges(session: SyncSession): {
+  next(signal?: AbortSignal): Promise<ConnectionStateChange>;
+  [Symbol.dispose](): void;
+} {
+  const controller = new AbortController();
+  const reader = session.connectionStateChanges({ signal: controller.signal })
+    .getReader();
+  return {
+    next(signal = AbortSignal.timeout(5_000)) {
+      return new Promise((resolve, reject) => {
+        const onAbort = () => reject(signal.reason);
+        if (signal.aborted) return onAbort();
+        signal.addEventListener("abort", onAbort, { once: true });
+        reader.read().then((result) => {
+          signal.removeEventListener("abort", onAbort);
+          if (result.done) reject(new Error("The state stream ended"));
+          else resolve(result.value);
+        }, (error) => {
+          signal.removeEventListener("abort", onAbort);
+          reject(error);
+        });
+      });
+    },
+    [Symbol.dispose]() {
+      controller.abort();
+    },
+  };
+}
+
+/** A change as a line: `previous→current code retry#attempt+delay`. */
+function describeChange(
+  change: ConnectionStateChange,
+  now: number,
+): string {
+  let line = `${change.previous}→${change.current}`;
+  if (change.error) line += ` ${change.error.code}`;
+  if (change.retry) {
+    line += ` retry#${change.retry.attempt}+${
+      change.retry.nextAttemptAt - now
+    }`;
+  }
+  return line;
+}
+
+/**
+ * An in-memory KV whose `getMany` (what storing an upload reads first)
+ * fails while `broken`: the server answers each UPLOAD with a session-scoped
+ * `session_failed` (try again), after the bind itself succeeded.
+ */
+async function breakableKv(): Promise<
+  { kv: Deno.Kv; broken: boolean } & AsyncDisposable
+> {
+  const inner = await Deno.openKv(":memory:");
+  const state = {
+    broken: false,
+    kv: undefined as unknown as Deno.Kv,
+    [Symbol.asyncDispose]: () => Promise.resolve(inner.close()),
+  };
+  state.kv = new Proxy(inner, {
+    get(target, property) {
+      const value = Reflect.get(target, property);
+      if (property === "getMany" && typeof value === "function") {
+        return (...args: unknown[]) =>
+          state.broken
+            ? Promise.reject(new Error("disk on fire"))
+            : value.apply(target, args);
+      }
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  return state;
+}
+
+/** Options that leave every timer to the test's fake clock. */
+function clockedOptions(clock: FakeClock) {
+  return {
+    clock,
+    // Half of each bound: the delays are 1/2, 1, 2, 4 × minDelayMs.
+    random: () => 0.5,
+    // The socket outlives every detach in these tests: no linger close, no
+    // keepalive verdict while the fake clock moves.
+    lingerMs: 3_600_000,
+    keepalive: { pingIntervalMs: 3_600_000, readTimeoutMs: 7_200_000 },
+  };
+}
+
+Deno.test("SyncSession an upload the server keeps failing (session_failed after each bind) backs off: attempts 1, 2, 3, delays doubling; a bind that lasts resetAfterMs starts the count over", async () => {
+  await using store = await breakableKv();
+  await using server = await startTestServer({ kv: store.kv });
+  const clock = new FakeClock(Date.now());
+  const client = await anonymousClient(server.url, {
+    ...clockedOptions(clock),
+    reconnect: { minDelayMs: 1_000, maxDelayMs: 60_000, resetAfterMs: 5_000 },
+  });
+  try {
+    const realm = await client.user.openRealm({
+      path: "/~/failing-upload",
+      waitForDownload: true,
+    });
+    const session = realm.syncSession;
+    using changes = stateChanges(session);
+    const seen: string[] = [];
+    const next = async () => {
+      const change = await changes.next();
+      seen.push(describeChange(change, clock.now()));
+      return change;
+    };
+    store.broken = true;
+    await realm.write((tx) => tx.put("T", "x", {}));
+    // Each bind succeeds ("connected"), then re-sends the write, which the
+    // server fails again.
+    for (const delay of [500, 1_000, 2_000]) {
+      const failed = await next();
+      assert.equal(failed.retry?.nextAttemptAt, clock.now() + delay);
+      assert.deepEqual(session.retry, failed.retry);
+      // Not a millisecond early.
+      clock.advance(delay - 1);
+      assert.equal(session.connectionState, "disconnected");
+      clock.advance(1);
+      await next();
+      await next();
+    }
+    const fourth = await next();
+    assert.deepEqual(seen, [
+      "connected→disconnected session_failed retry#1+500",
+      "disconnected→connecting",
+      "connecting→connected",
+      "connected→disconnected session_failed retry#2+1000",
+      "disconnected→connecting",
+      "connecting→connected",
+      "connected→disconnected session_failed retry#3+2000",
+      "disconnected→connecting",
+      "connecting→connected",
+      "connected→disconnected session_failed retry#4+4000",
+    ]);
+    assert.equal(fourth.error?.willRetry, true);
+    assert.equal(session.state, "active");
+    assert.equal(session.stats().pendingUploadChangesets, 1);
+    // The storage heals: the retry uploads the write.
+    store.broken = false;
+    clock.advance(4_000);
+    await session.waitForUpload({ signal: AbortSignal.timeout(5_000) });
+    assert.equal((await next()).current, "connecting");
+    assert.equal((await next()).current, "connected");
+    // Bound for resetAfterMs: the next failure is a first retry again.
+    clock.advance(5_000);
+    store.broken = true;
+    await realm.write((tx) => tx.put("T", "y", {}));
+    const again = await next();
+    assert.equal(again.error?.code, "session_failed");
+    assert.equal(again.retry?.attempt, 1);
+    assert.equal(again.retry?.nextAttemptAt, clock.now() + 500);
+    await realm.close();
+  } finally {
+    await client.app.close();
+  }
+});
+
+Deno.test("SyncSession a session error that keeps coming back gives up after reconnect.maxAttempts failed binds in a row: reconnect_gave_up, fatal", async () => {
+  await using store = await breakableKv();
+  await using server = await startTestServer({ kv: store.kv });
+  const clock = new FakeClock(Date.now());
+  const client = await anonymousClient(server.url, {
+    ...clockedOptions(clock),
+    reconnect: { minDelayMs: 1_000, maxDelayMs: 60_000, maxAttempts: 2 },
+  });
+  try {
+    const realm = await client.user.openRealm({
+      path: "/~/gives-up",
+      waitForDownload: true,
+    });
+    const session = realm.syncSession;
+    using changes = stateChanges(session);
+    store.broken = true;
+    const receipt = realm.write((tx) => tx.put("T", "x", {}));
+    const outcome = session.waitForUpload({
+      signal: AbortSignal.timeout(10_000),
+    }).then(() => "uploaded", (reason: unknown) => reason);
+    const attempts: number[] = [];
+    for (;;) {
+      const change = await changes.next();
+      if (change.current !== "disconnected") continue;
+      if (change.retry === undefined) {
+        assert.equal(change.error?.code, "reconnect_gave_up");
+        break;
+      }
+      attempts.push(change.retry.attempt);
+      assert.ok(attempts.length <= 2, `retried ${attempts.join(", ")}`);
+      clock.advance(change.retry.nextAttemptAt - clock.now());
+    }
+    // The first error, then two failed binds, as the connection counts.
+    assert.deepEqual(attempts, [1, 2]);
+    const error = await outcome;
+    assert.ok(error instanceof SyncError);
+    assert.equal(error.code, "reconnect_gave_up");
+    assert.equal(error.isFatal, true);
+    assert.equal(error.willRetry, false);
+    assert.equal((error.cause as SyncError).code, "session_failed");
+    assert.equal(session.state, "error");
+    assert.equal(session.error, error);
+    assert.equal(session.retry, undefined);
+    await receipt;
+    await realm.close();
+  } finally {
+    await client.app.close();
+  }
 });
