@@ -331,8 +331,9 @@ export class App {
 
   /**
    * Reconnects every session of every user now: cancels pending retry
-   * delays, resets the backoff, and replaces open sockets (one may have
-   * gone silent). Paused sessions stay paused.
+   * delays (a connection's, and a session's rebind after a session error),
+   * resets the backoffs, and replaces open sockets (one may have gone
+   * silent). Paused sessions stay paused.
    */
   reconnect(): void {
     for (const user of this.#users.values()) reconnectUser(user);

@@ -306,6 +306,11 @@ export let registerDownloadCallback: (
   session: SyncSession,
   callback: (progress: Progress) => void,
 ) => ProgressRegistration | null;
+/**
+ * `app.reconnect()` and the `online` event: resets the session's rebind
+ * backoff and cancels a pending rebind delay, binding now.
+ */
+export let reconnectSyncSession: (session: SyncSession) => void;
 
 /**
  * The link between one realm and the server: its state, connection state,
@@ -445,6 +450,7 @@ export class SyncSession {
       session.#waitForAcknowledgement(clientVersion, signal);
     registerDownloadCallback = (session, callback) =>
       session.#registerDownloadCallback(callback);
+    reconnectSyncSession = (session) => session.#reconnectNow();
   }
 
   #init(init: SessionInit): void {
@@ -1077,6 +1083,15 @@ export class SyncSession {
     ) {
       this.#sessionRetries = 0;
     }
+  }
+
+  #reconnectNow(): void {
+    if (this.#closed || this.#paused || this.#state === "error") return;
+    this.#sessionRetries = 0;
+    if (!this.#rebindTimer.isRunning) return;
+    this.#rebindTimer.stop();
+    this.#log("info", "session.reconnect", "Binding again now on request");
+    this.#attach();
   }
 
   // ----- internal: upload -----

@@ -21,6 +21,7 @@ import { SyncError } from "./sync_error.ts";
 import {
   closeSyncSession,
   createSyncSession,
+  reconnectSyncSession,
   registerDownloadCallback,
   startSyncSession,
   type SyncSession,
@@ -258,8 +259,21 @@ export class User {
       user.#token = user.#tokenFrom(login);
       user.#refreshToken = login.refreshToken;
     };
-    reconnectUser = (user) => user.#connection?.reconnect();
-    networkOnline = (user) => user.#connection?.networkOnline();
+    // A session waiting out a session-level rebind delay has left the
+    // connection, which therefore cannot cancel that delay: each session
+    // is told as well, after the connection so it joins the new dial.
+    reconnectUser = (user) => {
+      user.#connection?.reconnect();
+      for (const realm of user.#realms.values()) {
+        reconnectSyncSession(realm.session);
+      }
+    };
+    networkOnline = (user) => {
+      user.#connection?.networkOnline();
+      for (const realm of user.#realms.values()) {
+        reconnectSyncSession(realm.session);
+      }
+    };
     closeUser = (user) => user.#closeAll();
   }
 

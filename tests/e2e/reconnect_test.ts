@@ -630,3 +630,110 @@ Deno.test("SyncSession a session error that keeps coming back gives up after rec
     await client.app.close();
   }
 });
+
+/**
+ * A server whose permission check fails (the server answers BIND with
+ * `session_failed`, try again) while `failing.value` is true.
+ */
+function failingPermissions(failing: { value: boolean }) {
+  return (userId: string, path: string) => {
+    if (failing.value) throw new Error("permission store down");
+    return path.startsWith(`/${userId}/`) ? "readwrite" as const : "none";
+  };
+}
+
+Deno.test("App.reconnect() cancels a session's pending rebind delay and resets its backoff, with no socket left to replace", async () => {
+  const failing = { value: true };
+  await using server = await startTestServer({
+    permissions: failingPermissions(failing),
+  });
+  const clock = new FakeClock(Date.now());
+  const client = await anonymousClient(server.url, {
+    ...clockedOptions(clock),
+    // The socket closes as soon as the refused session leaves it.
+    lingerMs: 0,
+    reconnect: { minDelayMs: 60_000, maxDelayMs: 600_000 },
+  });
+  try {
+    const realm = await client.user.openRealm({ path: "/~/refused" });
+    const session = realm.syncSession;
+    using changes = stateChanges(session);
+    const seen: string[] = [];
+    const next = async () => {
+      const change = await changes.next();
+      seen.push(describeChange(change, clock.now()));
+      return change;
+    };
+    // The first dial started as the realm opened.
+    assert.equal(session.connectionState, "connecting");
+    await next();
+    // Two failures: the count is at 2 when reconnect() resets it.
+    clock.advance(30_000);
+    await next();
+    await next();
+    clock.advance(0); // the linger close: nothing is attached any more
+    client.app.reconnect(); // still failing: binds now, fails, retry 1
+    await next();
+    await next();
+    failing.value = false;
+    client.app.reconnect();
+    await next();
+    await next();
+    await session.waitForDownload({ signal: AbortSignal.timeout(5_000) });
+    assert.deepEqual(seen, [
+      "connecting→disconnected session_failed retry#1+30000",
+      "disconnected→connecting",
+      "connecting→disconnected session_failed retry#2+60000",
+      "disconnected→connecting",
+      "connecting→disconnected session_failed retry#1+30000",
+      "disconnected→connecting",
+      "connecting→connected",
+    ]);
+    assert.equal(session.retry, undefined);
+    assert.equal(session.error, undefined);
+    await realm.close();
+  } finally {
+    await client.app.close();
+  }
+});
+
+Deno.test("App an `online` event binds a session waiting out a rebind delay at once, while the socket is up for another session", async () => {
+  const failing = { value: true };
+  await using server = await startTestServer({
+    permissions: (userId, path) =>
+      path.endsWith("/refused")
+        ? failingPermissions(failing)(userId, path)
+        : failingPermissions({ value: false })(userId, path),
+  });
+  const clock = new FakeClock(Date.now());
+  const client = await anonymousClient(server.url, {
+    ...clockedOptions(clock),
+    reconnect: { minDelayMs: 60_000, maxDelayMs: 600_000 },
+  });
+  try {
+    const healthy = await client.user.openRealm({
+      path: "/~/healthy",
+      waitForDownload: true,
+    });
+    const realm = await client.user.openRealm({ path: "/~/refused" });
+    const session = realm.syncSession;
+    using changes = stateChanges(session);
+    for (;;) {
+      const change = await changes.next();
+      if (change.retry !== undefined) break;
+    }
+    assert.equal(session.retry?.nextAttemptAt, clock.now() + 30_000);
+    failing.value = false;
+    globalThis.dispatchEvent(new Event("online"));
+    assert.equal((await changes.next()).current, "connecting");
+    assert.equal((await changes.next()).current, "connected");
+    assert.equal(session.retry, undefined);
+    // The healthy session kept its socket: an online event only checks it.
+    assert.equal(healthy.syncSession.connectionState, "connected");
+    assert.equal(healthy.syncSession.stats().reconnects, 0);
+    await realm.close();
+    await healthy.close();
+  } finally {
+    await client.app.close();
+  }
+});
