@@ -737,3 +737,57 @@ Deno.test("App an `online` event binds a session waiting out a rebind delay at o
     await client.app.close();
   }
 });
+
+Deno.test("Connection a login answered 503 with Retry-After delays the reconnect by that much (session.retry, the state change)", async () => {
+  await using server = await startTestServer();
+  // What a busy login endpoint (or a proxy in front of it) answers.
+  let overloaded = 0;
+  await using busy = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    () =>
+      new Response('{"error":{"code":"busy","message":"try later"}}', {
+        status: 503,
+        headers: { "retry-after": "7" },
+      }),
+  );
+  const busyUrl = `http://127.0.0.1:${busy.addr.port}/login`;
+  const clock = new FakeClock(Date.now());
+  const client = await anonymousClient(server.url, {
+    ...clockedOptions(clock),
+    // Without Retry-After the retry would be due at once.
+    random: () => 0,
+    fetch: (input, init) => {
+      if (overloaded > 0) {
+        overloaded--;
+        return fetch(busyUrl, init);
+      }
+      return fetch(input, init);
+    },
+  });
+  try {
+    // The access token grows stale while no realm is open: the first dial
+    // has to refresh it first.
+    clock.advance(3_600_000);
+    overloaded = 1;
+    const realm = await client.user.openRealm({ path: "/~/busy" });
+    const session = realm.syncSession;
+    using changes = stateChanges(session);
+    let change = await changes.next();
+    if (change.current === "connecting") change = await changes.next();
+    assert.equal(change.current, "disconnected");
+    assert.equal(change.error?.code, "connection_lost");
+    assert.match(change.error!.message, /503: try later/);
+    assert.equal(change.retry?.attempt, 1);
+    assert.equal(change.retry?.nextAttemptAt, clock.now() + 7_000);
+    assert.deepEqual(session.retry, change.retry);
+    assert.equal(overloaded, 0);
+    clock.advance(6_999);
+    assert.equal(session.connectionState, "disconnected");
+    clock.advance(1);
+    assert.equal((await changes.next()).current, "connecting");
+    assert.equal((await changes.next()).current, "connected");
+    await realm.close();
+  } finally {
+    await client.app.close();
+  }
+});
