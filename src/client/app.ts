@@ -56,9 +56,12 @@ export interface AppOptions {
   /**
    * Keepalive: a PING every `pingIntervalMs`; no inbound message within
    * `readTimeoutMs` means the connection is dead; after a sleep, the server
-   * gets `wakeTimeoutMs` to answer.
+   * gets `wakeTimeoutMs` to answer; a session the server owes an answer (an
+   * upload acknowledgement, a MARK reply) hears nothing for
+   * `responseTimeoutMs` (default: `readTimeoutMs`) is stalled: it reports
+   * `session_stalled` and binds again.
    *
-   * @default {{ pingIntervalMs: 30000, readTimeoutMs: 120000, wakeTimeoutMs: 5000 }}
+   * @default {{ pingIntervalMs: 30000, readTimeoutMs: 120000, wakeTimeoutMs: 5000, responseTimeoutMs: 120000 }}
    */
   keepalive?: KeepaliveOptions;
   /**

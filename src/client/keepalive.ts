@@ -38,6 +38,21 @@ export interface KeepaliveOptions {
    * @default {5000}
    */
   wakeTimeoutMs?: number;
+  /**
+   * How long a session waits for the server to answer, in milliseconds,
+   * while it owes one: an UPLOAD not yet acknowledged or a MARK not yet
+   * answered. Any message for the session restarts the wait, so a long
+   * download or a large upload that is progressing is never cut; time spent
+   * while the upload is still leaving the client does not count. When it
+   * passes, the session reports `"disconnected"` with a `session_stalled`
+   * error, unbinds and binds again after the session backoff (the socket and
+   * the other sessions on it stay up). This catches a server whose stream
+   * for one session stalled while it still answers PINGs. Unset, it follows
+   * `readTimeoutMs`.
+   *
+   * @default {120000}
+   */
+  responseTimeoutMs?: number;
 }
 
 /** {@linkcode KeepaliveOptions} with every default filled in. */
@@ -49,10 +64,12 @@ export const DEFAULT_KEEPALIVE: Readonly<ResolvedKeepaliveOptions> = Object
     pingIntervalMs: 30_000,
     readTimeoutMs: 120_000,
     wakeTimeoutMs: 5_000,
+    responseTimeoutMs: 120_000,
   });
 
 /**
- * Fills in defaults and checks ranges.
+ * Fills in defaults and checks ranges. `responseTimeoutMs` defaults to the
+ * resolved `readTimeoutMs`.
  *
  * @throws {RangeError} For a non-positive or non-finite duration.
  */
@@ -72,8 +89,18 @@ export function resolveKeepaliveOptions(
     }
     resolved[key] = value;
   }
+  if (options.responseTimeoutMs === undefined) {
+    resolved.responseTimeoutMs = resolved.readTimeoutMs;
+  }
   return resolved;
 }
+
+/** The options a connection's {@linkcode Keepalive} uses (the response
+ * timeout belongs to each session). */
+export type ConnectionKeepaliveOptions = Omit<
+  ResolvedKeepaliveOptions,
+  "responseTimeoutMs"
+>;
 
 /** What a {@linkcode Keepalive} drives. */
 export interface KeepaliveTarget {
@@ -91,7 +118,7 @@ export interface KeepaliveTarget {
  */
 export class Keepalive {
   #clock: Clock;
-  #options: ResolvedKeepaliveOptions;
+  #options: ConnectionKeepaliveOptions;
   #target: KeepaliveTarget;
   #timer: Timer;
   #running = false;
@@ -107,7 +134,7 @@ export class Keepalive {
    */
   constructor(
     clock: Clock,
-    options: ResolvedKeepaliveOptions,
+    options: ConnectionKeepaliveOptions,
     target: KeepaliveTarget,
   ) {
     this.#clock = clock;

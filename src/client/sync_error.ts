@@ -36,8 +36,8 @@ export interface SyncErrorOptions {
  * Fatal errors (a bad token, a forbidden path, a protocol violation, giving
  * up after `reconnect.maxAttempts`) end the session; transient ones only
  * reconnect. Client-local codes (`connection_lost`, `read_timeout`,
- * `connect_timeout`, `reconnect_gave_up`, `login_failed`, `session_closed`)
- * never travel on the wire.
+ * `connect_timeout`, `reconnect_gave_up`, `login_failed`, `session_closed`,
+ * `session_stalled`) never travel on the wire.
  *
  * @example Inspecting an error
  * ```ts

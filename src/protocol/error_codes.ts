@@ -146,6 +146,12 @@ export const ERROR_CODES = {
     tryAgain: false,
     description: "The session or its realm was closed while a call waited",
   },
+  session_stalled: {
+    code: 306,
+    isFatal: false,
+    tryAgain: true,
+    description: "The server did not answer a session's UPLOAD or MARK in time",
+  },
 } as const;
 
 /**

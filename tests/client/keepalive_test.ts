@@ -125,11 +125,24 @@ Deno.test("resolveKeepaliveOptions() fills the documented defaults and rejects n
     pingIntervalMs: 30_000,
     readTimeoutMs: 120_000,
     wakeTimeoutMs: 5_000,
+    responseTimeoutMs: 120_000,
   });
+  // The response timeout follows the read timeout unless set on its own.
   assert.deepEqual(resolveKeepaliveOptions({ readTimeoutMs: 10 }), {
     ...DEFAULT_KEEPALIVE,
     readTimeoutMs: 10,
+    responseTimeoutMs: 10,
   });
+  assert.deepEqual(
+    resolveKeepaliveOptions({ readTimeoutMs: 10, responseTimeoutMs: 20 }),
+    { ...DEFAULT_KEEPALIVE, readTimeoutMs: 10, responseTimeoutMs: 20 },
+  );
+  for (const bad of [0, -1, NaN, Infinity]) {
+    assert.throws(
+      () => resolveKeepaliveOptions({ responseTimeoutMs: bad }),
+      RangeError,
+    );
+  }
   assert.throws(
     () => resolveKeepaliveOptions({ pingIntervalMs: 0 }),
     RangeError,
