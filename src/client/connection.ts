@@ -87,6 +87,12 @@ export interface SessionChannel {
   /** Whether messages sent now reach this binding's socket. */
   readonly isOpen: boolean;
   /**
+   * Whether frames sent on this socket (by any session) have not all been
+   * handed to the network yet: waiting to be compressed, or in the socket's
+   * buffer (`bufferedAmount`, where the runtime reports it).
+   */
+  readonly isSending: boolean;
+  /**
    * Sends a message; returns the frame's size in bytes, or 0 when the
    * binding is gone.
    */
@@ -189,6 +195,7 @@ class Channel implements SessionChannel {
     compress: boolean,
     onSent?: (wireBytes: number) => void,
   ) => number;
+  #isSending: () => boolean;
 
   constructor(
     sessionId: number,
@@ -198,10 +205,16 @@ class Channel implements SessionChannel {
       compress: boolean,
       onSent?: (wireBytes: number) => void,
     ) => number,
+    isSending: () => boolean,
   ) {
     this.sessionId = sessionId;
     this.maxMessageBytes = maxMessageBytes;
     this.#send = send;
+    this.#isSending = isSending;
+  }
+
+  get isSending(): boolean {
+    return this.isOpen && this.#isSending();
   }
 
   send(message: ClientMessage): number {
@@ -486,6 +499,7 @@ export class Connection {
       sessionId,
       this.#maxMessageBytes,
       (frame, compress, onSent) => this.#sendBytes(frame, compress, onSent),
+      () => this.#isSending(),
     );
     slot.channel = channel;
     this.#bySessionId.set(sessionId, slot);
@@ -815,6 +829,14 @@ export class Connection {
     };
     sending.then(settled, settled);
     return frame.byteLength;
+  }
+
+  #isSending(): boolean {
+    if (this.#outbound !== undefined) return true;
+    // Not every WebSocket implementation reports it; then a frame counts
+    // as gone once `send` returned.
+    const buffered = this.#socket?.bufferedAmount;
+    return typeof buffered === "number" && buffered > 0;
   }
 
   /** Stops the current attempt or socket and every timer tied to it. */

@@ -239,6 +239,8 @@ export interface SessionInit {
   random: () => number;
   reconnect: ResolvedReconnectOptions;
   progressIntervalMs: number;
+  /** How long an unanswered UPLOAD or MARK may wait for the server. */
+  responseTimeoutMs: number;
   logger: Logger | undefined;
 }
 
@@ -286,6 +288,13 @@ class CallbackToken implements ProgressNotificationToken {
 
 /** Room for an UPLOAD's tag, session id and count around its changesets. */
 const UPLOAD_OVERHEAD_BYTES = 32;
+
+/**
+ * How often the stall watchdog looks again while the socket is still
+ * sending, in milliseconds: the response timeout counts from when the
+ * frames have left, give or take this much.
+ */
+const STALL_DRAIN_POLL_MS = 250;
 
 let constructing = false;
 
@@ -366,6 +375,7 @@ export class SyncSession {
   #random!: () => number;
   #reconnect!: ResolvedReconnectOptions;
   #progressIntervalMs!: number;
+  #responseTimeoutMs!: number;
   #logger: Logger | undefined;
 
   #state: SessionState = "active";
@@ -400,6 +410,9 @@ export class SyncSession {
   #progressMarkWanted = false;
   #uploadScheduled = false;
   #rebindTimer!: Timer;
+  #stallTimer!: Timer;
+  /** Messages for this session received and not yet handled. */
+  #unhandled = 0;
   /** Session-scoped errors in a row (rebinds that did not last). */
   #sessionRetries = 0;
   /** When the session last became "connected", while it still is. */
@@ -423,12 +436,25 @@ export class SyncSession {
         "Cannot construct SyncSession: use realm.syncSession or user.sessionFor(path)",
       );
     }
+    // The stall watchdog listens to the connection beside the handlers: a
+    // binding's end stops it, every message for this session restarts it.
     this.#client = {
-      connectionConnecting: () => this.#onConnecting(),
-      connectionOpened: (channel) => this.#onOpened(channel),
-      connectionMessage: (message, wireBytes) =>
-        this.#onMessage(message, wireBytes),
-      connectionLost: (error, retry) => this.#onLost(error, retry),
+      connectionConnecting: () => {
+        this.#stallTimer.stop();
+        this.#onConnecting();
+      },
+      connectionOpened: (channel) => {
+        this.#stallTimer.stop();
+        this.#onOpened(channel);
+      },
+      connectionMessage: (message, wireBytes) => {
+        this.#onMessage(message, wireBytes);
+        this.#noteAnswer();
+      },
+      connectionLost: (error, retry) => {
+        this.#stallTimer.stop();
+        this.#onLost(error, retry);
+      },
       connectionFailed: (error) => this.#fail(error, false),
     };
   }
@@ -462,9 +488,11 @@ export class SyncSession {
     this.#random = init.random;
     this.#reconnect = init.reconnect;
     this.#progressIntervalMs = init.progressIntervalMs;
+    this.#responseTimeoutMs = init.responseTimeoutMs;
     this.#logger = init.logger;
     this.#publishTimer = new Timer(init.clock);
     this.#rebindTimer = new Timer(init.clock);
+    this.#stallTimer = new Timer(init.clock);
   }
 
   /** The realm path, as given to `openRealm`. */
@@ -810,6 +838,7 @@ export class SyncSession {
   /** Leaves the connection (pause, close, failure). */
   #leave(unbind: boolean): void {
     this.#rebindTimer.stop();
+    this.#stallTimer.stop();
     const attachment = this.#attachment;
     this.#attachment = undefined;
     const channel = this.#channel;
@@ -1172,6 +1201,7 @@ export class SyncSession {
     });
     if (!accepted) return false;
     this.#sentThrough = changesets[changesets.length - 1]!.clientVersion;
+    this.#watchForStall();
     return true;
   }
 
@@ -1263,6 +1293,93 @@ export class SyncSession {
       sessionId: channel.sessionId,
       requestId,
     });
+    this.#watchForStall();
+  }
+
+  // ----- internal: stall watchdog -----
+
+  /**
+   * Whether this binding waits for the server: an UPLOAD not yet
+   * acknowledged, or a MARK not yet answered (one follows every BIND, so a
+   * bind that is never answered counts too).
+   */
+  #owesAnswer(): boolean {
+    return this.#channel !== undefined && this.#bound &&
+      (this.#sentMarks.size > 0 ||
+        this.#sentThrough > this.#tracker.lastAcknowledgedVersion);
+  }
+
+  /**
+   * Starts the response timeout when the server now owes an answer and it
+   * is not already running: a later UPLOAD or MARK must not push back the
+   * deadline of an earlier one. Stops it when nothing is owed.
+   */
+  #watchForStall(): void {
+    if (!this.#owesAnswer()) {
+      this.#stallTimer.stop();
+    } else if (!this.#stallTimer.isRunning) {
+      this.#startStallTimer();
+    }
+  }
+
+  #startStallTimer(): void {
+    const channel = this.#channel;
+    if (channel === undefined) return;
+    // Time while our frames are still leaving the client is not the
+    // server's: look again shortly, and count the full timeout from when
+    // they are gone.
+    if (channel.isSending) {
+      this.#stallTimer.start(
+        () => this.#startStallTimer(),
+        Math.min(STALL_DRAIN_POLL_MS, this.#responseTimeoutMs),
+      );
+      return;
+    }
+    this.#stallTimer.start(
+      () => this.#stallTimeout(channel),
+      this.#responseTimeoutMs,
+    );
+  }
+
+  /** A message for this session arrived: the server is answering. */
+  #noteAnswer(): void {
+    if (this.#channel === undefined) return;
+    this.#stallTimer.stop();
+    this.#watchForStall();
+    // Handling can take a while (integrating a large DOWNLOAD): the time it
+    // takes is the client's, so the wait starts again once it is done.
+    this.#unhandled++;
+    this.#inbound = this.#inbound.then(() => {
+      this.#unhandled--;
+      this.#stallTimer.stop();
+      this.#watchForStall();
+    });
+  }
+
+  #stallTimeout(channel: SessionChannel): void {
+    if (channel !== this.#channel || !this.#owesAnswer()) return;
+    if (this.#unhandled > 0 || channel.isSending) {
+      this.#startStallTimer();
+      return;
+    }
+    const owed = [];
+    if (this.#sentThrough > this.#tracker.lastAcknowledgedVersion) {
+      owed.push(
+        `an acknowledgement of client version ${this.#sentThrough}`,
+      );
+    }
+    if (this.#sentMarks.size > 0) owed.push("a MARK reply");
+    const error = new SyncError(
+      "session_stalled",
+      `No answer from the server for ${this.#path} within ${this.#responseTimeoutMs} ms while it owed ${
+        owed.join(" and ")
+      }`,
+    );
+    // Unbind (the server may still be working on the old binding: it
+    // deduplicates what is uploaded again) and bind afresh after the
+    // session backoff; the socket and the other sessions stay as they are.
+    this.#leave(true);
+    this.#rebindLater(error);
   }
 
   #forgetDownloadWaiter(waiter: DownloadWaiter): void {

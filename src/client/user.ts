@@ -427,6 +427,7 @@ export class User {
         random: this.#context.random,
         reconnect: this.#context.reconnect,
         progressIntervalMs: this.#context.progressIntervalMs,
+        responseTimeoutMs: this.#context.keepalive.responseTimeoutMs,
         logger: this.#context.logger,
       });
       let released: Promise<void> | undefined;
