@@ -1,0 +1,443 @@
+// A session never dies silently (LESSONS.md row 21): while the server owes a
+// session an answer — an UPLOAD not acknowledged, a MARK not answered — and
+// nothing for that session arrives within keepalive.responseTimeoutMs, the
+// session reports "disconnected" with session_stalled, unbinds and binds
+// again, even though the socket (and its PONGs) stays alive. Real server,
+// real sockets; the client's time is a FakeClock, the server is stalled
+// through its storage (StallingKv) or the client's inbound frames are paced
+// (PacedWebSocket).
+
+import assert from "node:assert/strict";
+import {
+  App,
+  type AppOptions,
+  type ConnectionStateChange,
+  Credentials,
+  type LogRecord,
+  type SyncSession,
+} from "../../mod.ts";
+import { MessageType } from "../../src/protocol/messages.ts";
+import { recordingWebSocket } from "../_helpers/e2e.ts";
+import { FakeClock } from "../_helpers/fake_clock.ts";
+import { pacedWebSocket } from "../_helpers/paced_websocket.ts";
+import { flush } from "../_helpers/scripted_app.ts";
+import { StallingKv } from "../_helpers/stalling_kv.ts";
+import { startTestServer } from "../_helpers/test_server.ts";
+
+const RESPONSE_TIMEOUT_MS = 10_000;
+/** How late the watchdog may notice, counting from a send (its drain poll). */
+const DRAIN_POLL_MS = 250;
+
+function bounded(): AbortSignal {
+  return AbortSignal.timeout(10_000);
+}
+
+/**
+ * Options with only the response timeout in play: pings, the read timeout,
+ * the connect timeout and the linger time are far beyond anything a test
+ * advances the clock by.
+ */
+function stallOptions(
+  baseUrl: string,
+  clock: FakeClock,
+  logs: LogRecord[],
+  extra: Partial<AppOptions> = {},
+): AppOptions {
+  return {
+    baseUrl,
+    clock,
+    random: () => 0.5,
+    reconnect: { minDelayMs: 100, maxDelayMs: 1_000 },
+    keepalive: {
+      pingIntervalMs: 100 * RESPONSE_TIMEOUT_MS,
+      readTimeoutMs: 1_000 * RESPONSE_TIMEOUT_MS,
+      responseTimeoutMs: RESPONSE_TIMEOUT_MS,
+    },
+    connectTimeoutMs: 1_000 * RESPONSE_TIMEOUT_MS,
+    lingerMs: 1_000 * RESPONSE_TIMEOUT_MS,
+    progressIntervalMs: 0,
+    logger: (record) => logs.push(record),
+    ...extra,
+  };
+}
+
+/** Every connection state change of a session, and a wait for the next. */
+class StateLog implements AsyncDisposable {
+  readonly changes: ConnectionStateChange[] = [];
+  #controller = new AbortController();
+  #watchers = new Set<() => void>();
+  #reading: Promise<void>;
+
+  constructor(session: SyncSession) {
+    const stream = session.connectionStateChanges({
+      signal: this.#controller.signal,
+    });
+    this.#reading = (async () => {
+      for await (const change of stream) {
+        this.changes.push(change);
+        for (const watcher of [...this.#watchers]) watcher();
+      }
+    })();
+  }
+
+  /** The transitions as `previous→current code`. */
+  get lines(): string[] {
+    return this.changes.map((change) =>
+      `${change.previous}→${change.current}${
+        change.error ? ` ${change.error.code}` : ""
+      }`
+    );
+  }
+
+  /** Resolves with the first change from `from` on matching `predicate`. */
+  until(
+    predicate: (change: ConnectionStateChange) => boolean,
+    from = 0,
+  ): Promise<ConnectionStateChange> {
+    const signal = bounded();
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const found = this.changes.slice(from).find(predicate);
+        if (found === undefined) return false;
+        this.#watchers.delete(watcher);
+        signal.removeEventListener("abort", onAbort);
+        resolve(found);
+        return true;
+      };
+      const watcher = () => void check();
+      const onAbort = () => {
+        this.#watchers.delete(watcher);
+        reject(signal.reason);
+      };
+      if (check()) return;
+      this.#watchers.add(watcher);
+      signal.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.#controller.abort();
+    await this.#reading;
+  }
+}
+
+/** Settles-flag for a promise, so a test can say it is still pending. */
+function track(
+  promise: Promise<void>,
+): { settled: boolean; done: Promise<void> } {
+  const tracked = { settled: false, done: promise };
+  tracked.done = promise.finally(() => {
+    tracked.settled = true;
+  });
+  // A failure surfaces where the test awaits `done`, not as unhandled.
+  tracked.done.catch(() => {});
+  return tracked;
+}
+
+/** Matches a realm's head key (any user) in server storage. */
+function headOf(realmName: string): (key: Deno.KvKey) => boolean {
+  return (key) =>
+    key[key.length - 1] === "head" &&
+    key.some((part) =>
+      typeof part === "string" && part.endsWith(`/${realmName}`)
+    );
+}
+
+/**
+ * Moves the clock to just before the response timeout of a request sent at
+ * `sentAt` (the session must still be connected), then past it with room
+ * for the drain poll (the session must have reported the stall).
+ */
+function expireResponseTimeout(
+  clock: FakeClock,
+  sentAt: number,
+  session: SyncSession,
+): void {
+  clock.advance(sentAt + RESPONSE_TIMEOUT_MS - 1 - clock.now());
+  assert.equal(
+    session.connectionState,
+    "connected",
+    "still connected 1 ms before the response timeout",
+  );
+  clock.advance(DRAIN_POLL_MS + 1);
+  assert.equal(session.connectionState, "disconnected");
+}
+
+function assertStalled(
+  session: SyncSession,
+  change: ConnectionStateChange,
+): void {
+  assert.equal(change.previous, "connected");
+  assert.equal(change.error?.code, "session_stalled");
+  assert.equal(change.error?.isFatal, false);
+  assert.equal(change.error?.willRetry, true);
+  assert.equal(change.retry?.attempt, 1);
+  assert.equal(session.error?.code, "session_stalled");
+  assert.equal(session.state, "active");
+}
+
+Deno.test("A session whose UPLOAD the server never acknowledges reports session_stalled within responseTimeoutMs, binds again, and the upload is stored once after the stall", async () => {
+  const inner = await Deno.openKv(":memory:");
+  const storage = new StallingKv(inner);
+  try {
+    await using server = await startTestServer({ kv: storage.kv });
+    using _release = { [Symbol.dispose]: () => storage.releaseAll() };
+    const clock = new FakeClock(Date.now());
+    const logs: LogRecord[] = [];
+    const recording = recordingWebSocket();
+    await using app = new App(
+      stallOptions(server.url, clock, logs, { WebSocket: recording.WebSocket }),
+    );
+    const user = await app.logIn(Credentials.anonymous());
+    await using other = await user.openRealm({
+      path: "/~/other",
+      waitForDownload: true,
+      signal: bounded(),
+    });
+    await using realm = await user.openRealm({
+      path: "/~/stalled",
+      waitForDownload: true,
+      signal: bounded(),
+    });
+    const session = realm.syncSession;
+    // A first write moves the download cursor past 0, so binding again
+    // needs no snapshot (which takes a commit) and is answered at once.
+    await realm.write((tx) => tx.put("Task", "t0", {}));
+    await session.waitForUpload({ signal: bounded() });
+    await session.waitForDownload({ signal: bounded() });
+    await using states = new StateLog(session);
+    await using otherStates = new StateLog(other.syncSession);
+    const stored = server.server.stats().changesetsIntegrated;
+
+    const stall = storage.stall("commit");
+    const sentAt = clock.now();
+    await realm.write((tx) => tx.put("Task", "t1", { title: "stalled" }));
+    const uploaded = track(session.waitForUpload({ signal: bounded() }));
+    await stall.reached;
+    const bind = recording.frames.find((frame) =>
+      frame.direction === "out" && frame.message.type === MessageType.Bind &&
+      frame.message.path === "/~/stalled"
+    )!.message as { sessionId: number };
+
+    expireResponseTimeout(clock, sentAt, session);
+    const stalled = await states.until((c) => c.current === "disconnected");
+    assertStalled(session, stalled);
+    assert.match(stalled.error!.message, /acknowledgement of client version 2/);
+    assert.equal(uploaded.settled, false);
+    // The binding was given up on the wire: an UNBIND for it went out.
+    assert.ok(
+      recording.frames.some((frame) =>
+        frame.direction === "out" &&
+        frame.message.type === MessageType.Unbind &&
+        frame.message.sessionId === bind.sessionId
+      ),
+    );
+    // One log line for the stall, not one per tick.
+    const stallLines = logs.filter((record) =>
+      record.level !== "debug" && record.error?.code === "session_stalled"
+    );
+    assert.equal(stallLines.length, 1);
+
+    // Bind again after the session backoff, on the same socket.
+    clock.advance(session.retry!.nextAttemptAt - clock.now());
+    await states.until((c) => c.current === "connected");
+    assert.equal(recording.sockets.length, 1);
+    assert.equal(uploaded.settled, false, "the commit is still held");
+
+    stall.release();
+    await uploaded.done;
+    assert.equal(session.stats().pendingUploadChangesets, 0);
+    // The old binding's commit and the re-upload: stored exactly once.
+    await server.waitForLog((record) => record.event === "session_unbound");
+    assert.equal(server.server.stats().changesetsIntegrated, stored + 1);
+    assert.deepEqual(states.lines, [
+      "connected→disconnected session_stalled",
+      "disconnected→connecting",
+      "connecting→connected",
+    ]);
+    // The other session on the socket never noticed.
+    assert.deepEqual(otherStates.lines, []);
+    assert.equal(other.syncSession.connectionState, "connected");
+  } finally {
+    storage.releaseAll();
+    inner.close();
+  }
+});
+
+Deno.test("A session whose MARK the server never answers (waitForDownload) reports session_stalled, binds again and the wait resolves once the server answers", async () => {
+  const inner = await Deno.openKv(":memory:");
+  const storage = new StallingKv(inner);
+  try {
+    await using server = await startTestServer({ kv: storage.kv });
+    using _release = { [Symbol.dispose]: () => storage.releaseAll() };
+    const clock = new FakeClock(Date.now());
+    const logs: LogRecord[] = [];
+    await using app = new App(stallOptions(server.url, clock, logs));
+    const user = await app.logIn(Credentials.anonymous());
+    await using other = await user.openRealm({
+      path: "/~/other",
+      waitForDownload: true,
+      signal: bounded(),
+    });
+    await using realm = await user.openRealm({
+      path: "/~/marked",
+      waitForDownload: true,
+      signal: bounded(),
+    });
+    const session = realm.syncSession;
+    await using states = new StateLog(session);
+    await using otherStates = new StateLog(other.syncSession);
+
+    // The server reads the realm's head to answer a MARK; it hangs.
+    const stall = storage.stall("get", headOf("marked"));
+    const sentAt = clock.now();
+    const downloaded = track(session.waitForDownload({ signal: bounded() }));
+    await stall.reached;
+
+    expireResponseTimeout(clock, sentAt, session);
+    const stalled = await states.until((c) => c.current === "disconnected");
+    assertStalled(session, stalled);
+    assert.match(stalled.error!.message, /MARK reply/);
+    assert.equal(downloaded.settled, false);
+
+    // The new BIND hangs on the same read: connecting, not connected.
+    clock.advance(session.retry!.nextAttemptAt - clock.now());
+    await states.until((c) => c.current === "connecting");
+    assert.equal(session.connectionState, "connecting");
+    // Other sessions keep working meanwhile.
+    await other.write((tx) => tx.put("Task", "o1", {}));
+    await other.syncSession.waitForUpload({ signal: bounded() });
+
+    stall.release();
+    await downloaded.done;
+    assert.equal(session.connectionState, "connected");
+    assert.deepEqual(states.lines, [
+      "connected→disconnected session_stalled",
+      "disconnected→connecting",
+      "connecting→connected",
+    ]);
+    assert.deepEqual(otherStates.lines, []);
+  } finally {
+    storage.releaseAll();
+    inner.close();
+  }
+});
+
+Deno.test("A session with nothing outstanding never trips the response timeout, however long it idles; the wait counts from the request", async () => {
+  const inner = await Deno.openKv(":memory:");
+  const storage = new StallingKv(inner);
+  try {
+    await using server = await startTestServer({ kv: storage.kv });
+    using _release = { [Symbol.dispose]: () => storage.releaseAll() };
+    const clock = new FakeClock(Date.now());
+    const logs: LogRecord[] = [];
+    await using app = new App(stallOptions(server.url, clock, logs));
+    const user = await app.logIn(Credentials.anonymous());
+    await using realm = await user.openRealm({
+      path: "/~/idle",
+      waitForDownload: true,
+      signal: bounded(),
+    });
+    const session = realm.syncSession;
+    await using states = new StateLog(session);
+    // Answered requests leave nothing outstanding.
+    await realm.write((tx) => tx.put("Task", "t1", {}));
+    await session.waitForUpload({ signal: bounded() });
+    await session.waitForDownload({ signal: bounded() });
+
+    // Idle time starts once the client is done with the answers.
+    await flush();
+    for (let i = 0; i < 5; i++) clock.advance(RESPONSE_TIMEOUT_MS);
+    assert.equal(session.connectionState, "connected");
+    assert.deepEqual(states.lines, []);
+
+    // The watchdog is live: a request after the idle time gets the full
+    // timeout from when it was sent, then is reported.
+    const stall = storage.stall("get", headOf("idle"));
+    const sentAt = clock.now();
+    const downloaded = track(session.waitForDownload({ signal: bounded() }));
+    await stall.reached;
+    expireResponseTimeout(clock, sentAt, session);
+    assert.equal(session.error?.code, "session_stalled");
+    stall.release();
+    clock.advance(session.retry!.nextAttemptAt - clock.now());
+    await downloaded.done;
+    assert.equal(session.connectionState, "connected");
+  } finally {
+    storage.releaseAll();
+    inner.close();
+  }
+});
+
+Deno.test("A slow download that keeps progressing (each DOWNLOAD within the response timeout, the whole far longer) is never cut", async () => {
+  await using server = await startTestServer({ downloadBatchBytes: 1024 });
+  const clock = new FakeClock(Date.now());
+  const logs: LogRecord[] = [];
+  const paced = pacedWebSocket();
+  await using app = new App(
+    stallOptions(server.url, clock, logs, { WebSocket: paced.WebSocket }),
+  );
+  const user = await app.logIn(Credentials.anonymous());
+  await using keep = await user.openRealm({
+    path: "/~/keep",
+    waitForDownload: true,
+    signal: bounded(),
+  });
+  {
+    await using source = await user.openRealm({
+      path: "/~/big",
+      waitForDownload: true,
+      signal: bounded(),
+    });
+    for (let i = 0; i < 40; i++) {
+      await source.write((tx) =>
+        tx.put("Item", `i${i}`, { text: "x".repeat(300), n: i })
+      );
+    }
+    await source.syncSession.waitForUpload({ signal: bounded() });
+  }
+  await using keepStates = new StateLog(keep.syncSession);
+
+  // A fresh copy of the realm downloads it again, one message per step.
+  paced.hold();
+  await using realm = await user.openRealm({ path: "/~/big" });
+  const session = realm.syncSession;
+  await using states = new StateLog(session);
+  const downloaded = track(session.waitForDownload({ signal: bounded() }));
+  const startedAt = clock.now();
+  let delivered = 0;
+  for (let step = 0; step < 1_000 && !downloaded.settled; step++) {
+    const next = await Promise.race([
+      downloaded.done.then(() => "done" as const),
+      paced.next(bounded()).then(() => "frame" as const),
+    ]);
+    if (next === "done") break;
+    paced.releaseOne();
+    delivered++;
+    // Time passes once the client has dealt with the message (a slow link,
+    // not a slow client). Handling is in-memory: one turn of the event loop.
+    await flush();
+    clock.advance(RESPONSE_TIMEOUT_MS - 1);
+  }
+  await downloaded.done;
+  assert.ok(delivered >= 5, `${delivered} messages`);
+  assert.ok(clock.now() - startedAt >= 4 * RESPONSE_TIMEOUT_MS);
+  assert.equal(realm.objects("Item").length, 40);
+  assert.equal(session.connectionState, "connected");
+  assert.ok(
+    states.lines.every((line) => !line.includes("disconnected")),
+    states.lines.join(", "),
+  );
+
+  // The watchdog was live all along: an answer held back is reported.
+  const sentAt = clock.now();
+  const again = track(session.waitForDownload({ signal: bounded() }));
+  await paced.next(bounded());
+  expireResponseTimeout(clock, sentAt, session);
+  assert.equal(session.error?.code, "session_stalled");
+  paced.releaseAll();
+  clock.advance(session.retry!.nextAttemptAt - clock.now());
+  await again.done;
+  // The idle session on the socket never noticed any of it.
+  assert.deepEqual(keepStates.lines, []);
+});
