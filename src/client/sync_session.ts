@@ -1349,12 +1349,15 @@ export class SyncSession {
     // Handling can take a while (integrating a large DOWNLOAD): the time it
     // takes is the client's, so the wait starts again once it is done.
     this.#unhandled++;
-    this.#inbound = this.#inbound.then(() => {
-      this.#unhandled--;
-      this.#stallTimer.stop();
-      this.#watchForStall();
-    });
+    this.#inbound = this.#inbound.then(this.#answerHandled);
   }
+
+  // One function for every message rather than a closure each.
+  #answerHandled = (): void => {
+    this.#unhandled--;
+    this.#stallTimer.stop();
+    this.#watchForStall();
+  };
 
   #stallTimeout(channel: SessionChannel): void {
     if (channel !== this.#channel || !this.#owesAnswer()) return;
