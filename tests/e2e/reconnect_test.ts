@@ -468,27 +468,61 @@ function describeChange(
 }
 
 /**
- * An in-memory KV whose `getMany` (what storing an upload reads first)
- * fails while `broken`: the server answers each UPLOAD with a session-scoped
- * `session_failed` (try again), after the bind itself succeeded.
+ * An in-memory KV that can fail uploads on the test's word. While `broken`,
+ * the read that storing an upload starts with (the realm head with the
+ * uploader's identity) is held until `failUpload()` fails it, so the server
+ * answers that UPLOAD with a session-scoped `session_failed` (try again)
+ * exactly when the test says: after the bind was answered, never racing it.
  */
 async function breakableKv(): Promise<
-  { kv: Deno.Kv; broken: boolean } & AsyncDisposable
+  {
+    kv: Deno.Kv;
+    broken: boolean;
+    failUpload(): Promise<void>;
+  } & AsyncDisposable
 > {
   const inner = await Deno.openKv(":memory:");
+  let held: Array<(error: Error) => void> = [];
+  let arrived = Promise.withResolvers<void>();
+  const readsIdentity = (keys: Deno.KvKey[]) =>
+    keys.some((key) => key.includes("identity"));
   const state = {
     broken: false,
     kv: undefined as unknown as Deno.Kv,
-    [Symbol.asyncDispose]: () => Promise.resolve(inner.close()),
+    /** Waits (bounded) for an upload's read to be held, then fails it. */
+    async failUpload(): Promise<void> {
+      const signal = AbortSignal.timeout(5_000);
+      const timedOut = new Promise<never>((_, reject) =>
+        signal.addEventListener("abort", () => reject(signal.reason), {
+          once: true,
+        })
+      );
+      timedOut.catch(() => {});
+      await Promise.race([arrived.promise, timedOut]);
+      arrived = Promise.withResolvers<void>();
+      const failing = held;
+      held = [];
+      for (const fail of failing) fail(new Error("disk on fire"));
+    },
+    [Symbol.asyncDispose]: () => {
+      for (const fail of held) fail(new Error("closing"));
+      held = [];
+      return Promise.resolve(inner.close());
+    },
   };
   state.kv = new Proxy(inner, {
     get(target, property) {
       const value = Reflect.get(target, property);
       if (property === "getMany" && typeof value === "function") {
-        return (...args: unknown[]) =>
-          state.broken
-            ? Promise.reject(new Error("disk on fire"))
-            : value.apply(target, args);
+        return (keys: Deno.KvKey[], options?: object) => {
+          if (!state.broken || !readsIdentity(keys)) {
+            return value.call(target, keys, options);
+          }
+          return new Promise((_, reject) => {
+            held.push(reject);
+            arrived.resolve();
+          });
+        };
       }
       return typeof value === "function" ? value.bind(target) : value;
     },
@@ -532,6 +566,7 @@ Deno.test("SyncSession an upload the server keeps failing (session_failed after 
     };
     store.broken = true;
     await realm.write((tx) => tx.put("T", "x", {}));
+    await store.failUpload();
     // Each bind succeeds ("connected"), then re-sends the write, which the
     // server fails again.
     for (const delay of [500, 1_000, 2_000]) {
@@ -544,6 +579,7 @@ Deno.test("SyncSession an upload the server keeps failing (session_failed after 
       clock.advance(1);
       await next();
       await next();
+      await store.failUpload();
     }
     const fourth = await next();
     assert.deepEqual(seen, [
@@ -571,6 +607,7 @@ Deno.test("SyncSession an upload the server keeps failing (session_failed after 
     clock.advance(5_000);
     store.broken = true;
     await realm.write((tx) => tx.put("T", "y", {}));
+    await store.failUpload();
     const again = await next();
     assert.equal(again.error?.code, "session_failed");
     assert.equal(again.retry?.attempt, 1);
@@ -601,6 +638,7 @@ Deno.test("SyncSession a session error that keeps coming back gives up after rec
     const outcome = session.waitForUpload({
       signal: AbortSignal.timeout(10_000),
     }).then(() => "uploaded", (reason: unknown) => reason);
+    await store.failUpload();
     const attempts: number[] = [];
     for (;;) {
       const change = await changes.next();
@@ -612,6 +650,7 @@ Deno.test("SyncSession a session error that keeps coming back gives up after rec
       attempts.push(change.retry.attempt);
       assert.ok(attempts.length <= 2, `retried ${attempts.join(", ")}`);
       clock.advance(change.retry.nextAttemptAt - clock.now());
+      await store.failUpload();
     }
     // The first error, then two failed binds, as the connection counts.
     assert.deepEqual(attempts, [1, 2]);
