@@ -1,0 +1,119 @@
+// The memory an idle bound session costs the server, measured in a server
+// process of its own (tests/server/_memory_server.ts) so that the client
+// sockets and this test's own objects are not counted. Heap sizes after a
+// full GC do not depend on how busy the machine is, so this is not a timing.
+
+import assert from "node:assert/strict";
+import { MessageType } from "../../src/protocol/messages.ts";
+import { ProtocolClient } from "../_helpers/protocol_client.ts";
+
+/** SERVER.md's documented bound ("Memory"), with the figure it was set from. */
+const BOUND_BYTES_PER_SESSION = 8 * 1024;
+const CONNECTIONS = 4;
+const SESSIONS_PER_CONNECTION = 200;
+const REALMS = 4;
+
+/** Reads lines from a child's stdout, each wait bounded. */
+class LineReader {
+  #reader: ReadableStreamDefaultReader<string>;
+  #pending = "";
+
+  constructor(stream: ReadableStream<Uint8Array>) {
+    this.#reader = stream.pipeThrough(new TextDecoderStream()).getReader();
+  }
+
+  async next(signal: AbortSignal = AbortSignal.timeout(20_000)) {
+    for (let reads = 0; !this.#pending.includes("\n"); reads++) {
+      if (reads > 1000) throw new Error("No line after 1000 reads");
+      signal.throwIfAborted();
+      const { value, done } = await this.#reader.read();
+      if (done) throw new Error("The server process ended its output");
+      this.#pending += value;
+    }
+    const end = this.#pending.indexOf("\n");
+    const line = this.#pending.slice(0, end);
+    this.#pending = this.#pending.slice(end + 1);
+    return line;
+  }
+
+  async drain(): Promise<void> {
+    for (let reads = 0; reads < 1000; reads++) {
+      if ((await this.#reader.read()).done) return;
+    }
+  }
+}
+
+Deno.test("an idle bound session costs the server less than the bound SERVER.md documents", async () => {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net",
+      "--unstable-kv",
+      "--v8-flags=--expose-gc",
+      new URL("./_memory_server.ts", import.meta.url).pathname,
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const input = child.stdin.getWriter();
+  const output = new LineReader(child.stdout);
+  const encoder = new TextEncoder();
+  const clients: ProtocolClient[] = [];
+  try {
+    const url = await output.next();
+    const measure = async () => {
+      await input.write(encoder.encode("measure\n"));
+      const [heap, sessions] = (await output.next()).split(" ").map(Number);
+      return { heap: heap!, sessions: sessions! };
+    };
+    const login = await fetch(`${url}/login`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ provider: "anonymous" }),
+    });
+    const { accessToken } = await login.json();
+    let sessionId = 1;
+    const bindOne = async (client: ProtocolClient) => {
+      await client.bind(sessionId, `/~/realm-${sessionId % REALMS}`);
+      await client.expect(MessageType.Download);
+      sessionId++;
+    };
+    for (let index = 0; index < CONNECTIONS; index++) {
+      const client = await ProtocolClient.connect(url);
+      clients.push(client);
+      await client.handshake(accessToken);
+      // The first session per socket and realm pays for what every later
+      // one shares (the realm's watch and cache, code warming up).
+      await bindOne(client);
+    }
+    const before = await measure();
+    assert.equal(before.sessions, CONNECTIONS);
+    for (const client of clients) {
+      for (let count = 1; count < SESSIONS_PER_CONNECTION; count++) {
+        await bindOne(client);
+      }
+    }
+    const after = await measure();
+    const added = CONNECTIONS * (SESSIONS_PER_CONNECTION - 1);
+    assert.equal(after.sessions, CONNECTIONS + added);
+    const perSession = (after.heap - before.heap) / added;
+    if (Deno.env.get("TETHER_PRINT_FIGURES")) {
+      console.log(
+        `${added} idle sessions: ${after.heap - before.heap} B of heap, ${
+          perSession.toFixed(0)
+        } B each`,
+      );
+    }
+    assert.ok(
+      perSession < BOUND_BYTES_PER_SESSION,
+      `${perSession.toFixed(0)} B per idle session`,
+    );
+  } finally {
+    for (const client of clients) await client.close();
+    await input.write(encoder.encode("quit\n")).catch(() => {});
+    await input.close().catch(() => {});
+    await output.drain();
+    await child.status;
+  }
+});
