@@ -84,6 +84,8 @@ export {
   MessageType,
   type PingMessage,
   type PongMessage,
+  RECEIVED_INTERVAL_BYTES,
+  type ReceivedMessage,
   type RefreshMessage,
   type ServerMessage,
   type UnbindMessage,

@@ -185,6 +185,11 @@ function readMessage(reader: Reader): Message {
       return { type: MessageType.Pong, timestamp: readF64(reader) };
     case MessageType.Refresh:
       return { type: MessageType.Refresh, accessToken: readString(reader) };
+    case MessageType.Received: {
+      const receivedBytes = readVarUint(reader);
+      const timeoutMs = readVarUint(reader);
+      return { type: MessageType.Received, receivedBytes, timeoutMs };
+    }
     case MessageType.HandshakeReply:
       return {
         type: MessageType.HandshakeReply,

@@ -159,6 +159,10 @@ function writeMessage(
     case MessageType.Refresh:
       writeString(writer, message.accessToken);
       return;
+    case MessageType.Received:
+      writeVarUint(writer, message.receivedBytes);
+      writeVarUint(writer, message.timeoutMs);
+      return;
     case MessageType.HandshakeReply:
       writeVarUint(writer, message.version);
       writeString(writer, message.userId);

@@ -32,6 +32,8 @@ export const MessageType = {
   Ping: 0x06,
   /** Client → server: replace the connection's access token in-band. */
   Refresh: 0x07,
+  /** Client → server: how many bytes of server frames have arrived. */
+  Received: 0x08,
   /** Server → client: the negotiated protocol version. */
   HandshakeReply: 0x41,
   /** Server → client: a newly issued client identity for a session. */
@@ -231,6 +233,55 @@ export interface RefreshMessage {
   type: typeof MessageType.Refresh;
   /** The new access token, from `POST /login` with the refresh token. */
   accessToken: string;
+}
+
+/**
+ * How many bytes of server frames a client lets arrive between two RECEIVED
+ * messages (PROTOCOL.md §4.8): it sends one once at least this many have
+ * arrived since its last, so a bulk download is acknowledged every few
+ * frames while live updates of a few hundred bytes cost no extra traffic.
+ *
+ * @example When a client acknowledges
+ * ```ts
+ * import { RECEIVED_INTERVAL_BYTES } from "@tether/sync/protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const unacknowledged = 9000;
+ * assert.equal(unacknowledged >= RECEIVED_INTERVAL_BYTES, true);
+ * ```
+ */
+export const RECEIVED_INTERVAL_BYTES = 8192;
+
+/**
+ * Client → server: how many bytes of server frames have arrived on this
+ * connection, and how long the client waits for a message. The server
+ * paces its DOWNLOAD batches by it (PROTOCOL.md §4.8).
+ *
+ * @example Acknowledging what arrived
+ * ```ts
+ * import { MessageType, type ReceivedMessage } from "@tether/sync/protocol";
+ *
+ * const received: ReceivedMessage = {
+ *   type: MessageType.Received,
+ *   receivedBytes: 65_536,
+ *   timeoutMs: 120_000,
+ * };
+ * ```
+ */
+export interface ReceivedMessage {
+  /** Always `MessageType.Received`. */
+  type: typeof MessageType.Received;
+  /**
+   * Bytes of every server frame received on this connection so far,
+   * HANDSHAKE_REPLY included, as they came on the wire (compressed frames
+   * at their compressed size).
+   */
+  receivedBytes: number;
+  /**
+   * The longest the client waits for a message before it gives up on the
+   * connection or on a session, in milliseconds; 0 when it never gives up.
+   */
+  timeoutMs: number;
 }
 
 /**
@@ -446,7 +497,8 @@ export type ClientMessage =
   | MarkMessage
   | UnbindMessage
   | PingMessage
-  | RefreshMessage;
+  | RefreshMessage
+  | ReceivedMessage;
 
 /**
  * Any message a server sends.

@@ -185,7 +185,13 @@ class MessageGenerator {
       case 6:
         return { type: MessageType.Ping, timestamp: this.#number() };
       case 7:
-        return { type: MessageType.Refresh, accessToken: this.#string() };
+        return random.next() < 0.5
+          ? { type: MessageType.Refresh, accessToken: this.#string() }
+          : {
+            type: MessageType.Received,
+            receivedBytes: this.#uint(),
+            timeoutMs: this.#uint(),
+          };
       case 8:
         return {
           type: MessageType.HandshakeReply,

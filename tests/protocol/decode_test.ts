@@ -597,3 +597,55 @@ Deno.test("decodeMessage() rejects every truncation of a valid frame with `trunc
     );
   }
 });
+
+Deno.test("decodeMessage() reads RECEIVED strictly: every truncation, an over-long or too-large varuint and a trailing byte are refused", () => {
+  const frame = Uint8Array.from([
+    MessageType.Received,
+    0xf0,
+    0xa2,
+    0x04, // receivedBytes 70000
+    0xc0,
+    0xa9,
+    0x07, // timeoutMs 120000
+  ]);
+  assert.deepEqual(decodeMessage(frame), {
+    type: MessageType.Received,
+    receivedBytes: 70_000,
+    timeoutMs: 120_000,
+  });
+  for (let length = 1; length < frame.length; length++) {
+    assert.throws(
+      () => decodeMessage(frame.subarray(0, length)),
+      (error: unknown) =>
+        error instanceof ProtocolError && error.code === "truncated",
+      `length ${length}`,
+    );
+  }
+  assertRejects(
+    [...frame, 0x00],
+    "trailing_bytes",
+    "Cannot decode message: 1 bytes left over at offset 7",
+  );
+  assertRejects(
+    [MessageType.Received, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10, 0],
+    "integer_out_of_range",
+    "Cannot decode varint: value exceeds 2^53 - 1 at offset 1",
+  );
+  assertRejects(
+    [
+      MessageType.Received,
+      0x01,
+      0x80,
+      0x80,
+      0x80,
+      0x80,
+      0x80,
+      0x80,
+      0x80,
+      0x80,
+      0x01,
+    ],
+    "varint_too_long",
+    "Cannot decode varint: more than 8 bytes at offset 2",
+  );
+});

@@ -23,6 +23,11 @@ const PROTOCOL_MD = await Deno.readTextFile(
  */
 const GOLDEN: Record<string, Message> = {
   ping: { type: MessageType.Ping, timestamp: 1.5 },
+  received: {
+    type: MessageType.Received,
+    receivedBytes: 70_000,
+    timeoutMs: 120_000,
+  },
   handshake: {
     type: MessageType.Handshake,
     minVersion: 1,

@@ -107,6 +107,12 @@ Deno.test("decodeMessage() round-trips every message type", async (t) => {
     { type: MessageType.Ping, timestamp: 1234.5678 },
     { type: MessageType.Ping, timestamp: -0 },
     { type: MessageType.Refresh, accessToken: "" },
+    { type: MessageType.Received, receivedBytes: 0, timeoutMs: 0 },
+    {
+      type: MessageType.Received,
+      receivedBytes: Number.MAX_SAFE_INTEGER,
+      timeoutMs: 120_000,
+    },
     {
       type: MessageType.HandshakeReply,
       version: 1,
