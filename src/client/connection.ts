@@ -13,6 +13,8 @@ import {
   type ErrorMessage,
   type HandshakeReplyMessage,
   MessageType,
+  RECEIVED_INTERVAL_BYTES,
+  type ReceivedMessage,
   type ServerMessage,
 } from "../protocol/messages.ts";
 import { ProtocolError } from "../protocol/protocol_error.ts";
@@ -304,10 +306,31 @@ export class Connection {
   #bytesSent = 0;
   #bytesReceived = 0;
   #connects = 0;
+  // RECEIVED (PROTOCOL.md §4.8): server bytes received on the current
+  // socket, and the count the last RECEIVED carried. One message object,
+  // updated in place, so acknowledging costs no allocation but the frame.
+  #socketBytesReceived = 0;
+  #acknowledgedBytes = 0;
+  #received: ReceivedMessage;
 
   /** @param options Where to connect and how. */
   constructor(options: ConnectionOptions) {
     this.#options = options;
+    this.#received = {
+      type: MessageType.Received,
+      receivedBytes: 0,
+      // The server sizes DOWNLOADs to arrive well within the shorter wait.
+      timeoutMs: Math.max(
+        1,
+        Math.floor(
+          Math.min(
+            options.keepalive.readTimeoutMs,
+            options.keepalive.responseTimeoutMs,
+            Number.MAX_SAFE_INTEGER,
+          ),
+        ),
+      ),
+    };
     const clock = options.clock;
     this.#connectTimer = new Timer(clock);
     this.#retryTimer = new Timer(clock);
@@ -560,6 +583,8 @@ export class Connection {
     }
     socket.binaryType = "arraybuffer";
     this.#socket = socket;
+    this.#socketBytesReceived = 0;
+    this.#acknowledgedBytes = 0;
     const closed = new Promise<void>((resolve) => {
       socket.addEventListener("close", (event) => {
         this.#closing.delete(closed);
@@ -597,7 +622,15 @@ export class Connection {
     }
     const bytes = new Uint8Array(data);
     this.#bytesReceived += bytes.byteLength;
+    this.#socketBytesReceived += bytes.byteLength;
     this.#keepalive.noteInbound();
+    if (
+      this.#phase === "connected" &&
+      this.#socketBytesReceived - this.#acknowledgedBytes >=
+        RECEIVED_INTERVAL_BYTES
+    ) {
+      this.#acknowledge();
+    }
     if (this.#inflating === undefined && !isCompressedFrame(bytes)) {
       this.#decodeAndDispatch(bytes, bytes.byteLength, token);
       return;
@@ -712,6 +745,9 @@ export class Connection {
     this.#lastError = undefined;
     this.#keepalive.start();
     this.#scheduleRefresh(token);
+    // Before any BIND, so the server sizes even a session's first DOWNLOAD
+    // for a link it has not measured yet.
+    this.#acknowledge();
     this.#log("info", "connection.state", "Connected");
     const attempt = this.#attempt;
     for (const slot of [...this.#slots.values()]) {
@@ -782,6 +818,13 @@ export class Connection {
     this.#sendFrame({ type: MessageType.Refresh, accessToken: token.token });
     this.#log("debug", "token.refresh", "Sent a fresh access token");
     this.#scheduleRefresh(token);
+  }
+
+  /** Sends RECEIVED with the count so far (PROTOCOL.md §4.8). */
+  #acknowledge(): void {
+    this.#acknowledgedBytes = this.#socketBytesReceived;
+    this.#received.receivedBytes = this.#socketBytesReceived;
+    this.#sendFrame(this.#received);
   }
 
   #sendFrame(message: ClientMessage): number {

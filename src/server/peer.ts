@@ -26,6 +26,7 @@ import {
   negotiateVersion,
   PROTOCOL_VERSION,
 } from "../protocol/version.ts";
+import { DeliveryRate } from "./delivery_rate.ts";
 import type { Log } from "./log.ts";
 import type { Permission, PermissionsFunction } from "./permissions.ts";
 import type { RealmHub } from "./realm_hub.ts";
@@ -149,6 +150,8 @@ export class Peer {
   // The newest PING not answered yet because the socket was backed up.
   #heldPing: number | null = null;
   #rejection: { code: ErrorCodeName; message: string } | null;
+  // Sizes DOWNLOAD batches from the client's RECEIVED (PROTOCOL.md §4.8).
+  #delivery: DeliveryRate;
 
   /**
    * @param socket The upgraded socket (not yet open).
@@ -167,6 +170,7 @@ export class Peer {
     this.id = id;
     this.#context = context;
     this.#rejection = rejection;
+    this.#delivery = new DeliveryRate(context.downloadBatchBytes);
     socket.binaryType = "arraybuffer";
     socket.onopen = () => this.#onOpen();
     socket.onmessage = (event) => this.#onMessage(event);
@@ -387,6 +391,20 @@ export class Peer {
         return;
       case MessageType.Refresh:
         this.#track(this.#refresh(clientMessage.accessToken));
+        return;
+      case MessageType.Received:
+        if (
+          !this.#delivery.noteReceived(
+            clientMessage.receivedBytes,
+            clientMessage.timeoutMs,
+            performance.now(),
+          )
+        ) {
+          this.fail(
+            "protocol_violation",
+            `Cannot accept RECEIVED: ${clientMessage.receivedBytes} bytes received, but ${this.#delivery.sentBytes} were sent and an earlier RECEIVED said more or as many`,
+          );
+        }
         return;
       case MessageType.Bind:
         if (
@@ -710,6 +728,7 @@ export class Peer {
       transport: {
         send: (reply) => this.#send(reply),
         bufferedAmount: () => this.#pendingOutput(),
+        batchBytes: () => this.#delivery.batchBytes,
         failSession: (failed, error) => this.#failSession(failed, error),
       },
       downloadCursor: message.downloadCursor,
@@ -866,6 +885,7 @@ export class Peer {
     try {
       this.#socket.send(frame);
       this.#context.stats.bytesOut += frame.length;
+      this.#delivery.noteSent(frame.length);
     } catch {
       // The socket closed under us; onclose cleans up.
     }

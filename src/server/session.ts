@@ -27,6 +27,12 @@ export interface SessionTransport {
   send(message: ServerMessage): void;
   /** Bytes queued on the socket but not yet written to the network. */
   bufferedAmount(): number;
+  /**
+   * The largest DOWNLOAD to build now, in bytes: at most
+   * `downloadBatchBytes`, less while the client's acknowledgements show a
+   * slow link (`delivery_rate.ts`).
+   */
+  batchBytes(): number;
   /** Ends the session with a session-scoped ERROR. */
   failSession(session: Session, error: SessionError): void;
 }
@@ -265,7 +271,7 @@ export class Session implements HubMember {
   async #sendHistory(): Promise<void> {
     const read = await this.#init.hub.read(
       this.#cursor + 1,
-      this.#init.downloadBatchBytes - DOWNLOAD_HEADER_BYTES,
+      this.#batchBudget(),
       this.#signal,
     );
     if (this.closed) return;
@@ -292,6 +298,15 @@ export class Session implements HubMember {
       bytes = item.cumulativeBytes;
     }
     this.#sendDownload(version, bytes, changesets, counted);
+  }
+
+  /** Stored bytes the next batch may hold (a larger changeset goes alone). */
+  #batchBudget(): number {
+    const batch = Math.min(
+      this.#init.downloadBatchBytes,
+      this.#init.transport.batchBytes(),
+    );
+    return batch - DOWNLOAD_HEADER_BYTES;
   }
 
   #compactedError(): SessionError {
@@ -341,7 +356,7 @@ export class Session implements HubMember {
     this.#inSnapshot = true;
     this.#snapshotRemaining = snapshot.bytes;
     this.#setHistoryBase(snapshot.version, snapshot.historyBytes);
-    const budget = this.#init.downloadBatchBytes - DOWNLOAD_HEADER_BYTES;
+    let budget = this.#batchBudget();
     let batch: Instruction[] = [];
     let batchBytes = 0;
     try {
@@ -362,6 +377,7 @@ export class Session implements HubMember {
           ], batchBytes);
           batch = [];
           batchBytes = 0;
+          budget = this.#batchBudget();
         }
         for (const instruction of object.instructions) batch.push(instruction);
         batchBytes += object.size;

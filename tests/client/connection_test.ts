@@ -655,8 +655,10 @@ Deno.test("Connection sends frames queued behind a compressing upload intact and
   }
   await flush();
   await socket.settled();
+  // HANDSHAKE, then the RECEIVED that follows HANDSHAKE_REPLY.
+  assert.equal(socket.sent[1]!.type, MessageType.Received);
   assert.deepEqual(
-    socket.sent.slice(1).map((message) =>
+    socket.sent.slice(2).map((message) =>
       message.type === MessageType.Mark
         ? `mark ${message.requestId}`
         : `type ${message.type}`
@@ -664,8 +666,106 @@ Deno.test("Connection sends frames queued behind a compressing upload intact and
     [`type ${MessageType.Upload}`, "mark 1", "mark 2", "mark 3"],
   );
   assert.ok(
-    socket.sentBytes[1]! < upload.byteLength,
+    socket.sentBytes[2]! < upload.byteLength,
     "the upload was deflated",
   );
+  await test.connection.close();
+});
+
+Deno.test("Connection acknowledges with RECEIVED right after HANDSHAKE_REPLY and then every 8 KiB of server frames, counting per socket", async () => {
+  const test = setup({
+    keepalive: {
+      ...DEFAULT_KEEPALIVE,
+      pingIntervalMs: 60_000,
+      readTimeoutMs: 90_000,
+      responseTimeoutMs: 45_000,
+    },
+  });
+  const client = test.client();
+  // Binds the moment its channel opens, as a session does.
+  client.connectionOpened = (channel) => {
+    client.channel = channel;
+    channel.send({
+      type: MessageType.Bind,
+      sessionId: channel.sessionId,
+      path: "/~/notes",
+      clientIdentity: null,
+      downloadCursor: 0,
+      uploadCursor: 0,
+    });
+  };
+  test.connection.attach(client);
+  await flush();
+  const socket = test.sockets.last;
+  socket.open();
+  const replyBytes = socket.receive({
+    type: MessageType.HandshakeReply,
+    version: 1,
+    userId: "u1",
+    maxMessageBytes: 16 * 1024 * 1024,
+  });
+  // Before any BIND, with the shorter of the two timeouts.
+  assert.deepEqual(
+    socket.sent.slice(1).map((message) => message.type),
+    [MessageType.Received, MessageType.Bind],
+  );
+  assert.deepEqual(socket.sentOf(MessageType.Received), [{
+    type: MessageType.Received,
+    receivedBytes: replyBytes,
+    timeoutMs: 45_000,
+  }]);
+  const sessionId = client.channel!.sessionId;
+  const download = (text: string) => ({
+    type: MessageType.Download,
+    sessionId,
+    serverVersion: 1,
+    lastIntegratedClientVersion: 0,
+    downloadableBytes: 0,
+    changesetBytes: 0,
+    changesets: [{
+      serverVersion: 1,
+      stamp: { time: 1, counter: 0, node: 2 },
+      instructions: [{
+        op: "put" as const,
+        type: "Note",
+        id: "n1",
+        fields: { text },
+        stamp: null,
+      }],
+    }],
+  });
+  // Live updates of a few hundred bytes: nothing extra on the wire.
+  let total = replyBytes;
+  for (let index = 0; index < 10; index++) {
+    total += socket.receive(download("x".repeat(300)));
+  }
+  assert.equal(socket.sentOf(MessageType.Received).length, 1);
+  // The frame that brings it past 8 KiB is acknowledged on arrival.
+  total += socket.receive(download("y".repeat(6_000)));
+  assert.ok(total - replyBytes >= 8192);
+  assert.deepEqual(socket.sentOf(MessageType.Received).at(-1), {
+    type: MessageType.Received,
+    receivedBytes: total,
+    timeoutMs: 45_000,
+  });
+  total += socket.receive(download("z".repeat(9_000)));
+  assert.equal(socket.sentOf(MessageType.Received).length, 3);
+  assert.equal(
+    socket.sentOf(MessageType.Received).at(-1)!.receivedBytes,
+    total,
+  );
+  // A new socket counts from zero.
+  socket.serverClose(1006);
+  await advanceToRetry(test, client);
+  const next = test.sockets.last;
+  assert.notEqual(next, socket);
+  next.open();
+  const nextReply = next.receive({
+    type: MessageType.HandshakeReply,
+    version: 1,
+    userId: "u1",
+    maxMessageBytes: 16 * 1024 * 1024,
+  });
+  assert.equal(next.sentOf(MessageType.Received)[0]!.receivedBytes, nextReply);
   await test.connection.close();
 });

@@ -901,6 +901,7 @@ Deno.test("an acknowledgement never counts the uploader's own changesets as stil
               if (sent.length === 2) second.resolve();
             },
             bufferedAmount: () => 0,
+            batchBytes: () => 64 * 1024,
             failSession: () => {},
           },
           downloadCursor: 4,

@@ -1,0 +1,110 @@
+import assert from "node:assert/strict";
+import type { UploadChangeset } from "../../src/model/changeset.ts";
+import { MessageType } from "../../src/protocol/messages.ts";
+import { DOWNLOAD_FLOOR_BYTES } from "../../src/server/delivery_rate.ts";
+import { put, upload } from "../_helpers/changesets.ts";
+import { ProtocolClient } from "../_helpers/protocol_client.ts";
+import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
+
+const BATCH_BYTES = 64 * 1024;
+
+/** ~1 MB of history in changesets of ~2 KB. */
+function history(): UploadChangeset[] {
+  const changesets: UploadChangeset[] = [];
+  for (let index = 0; index < 500; index++) {
+    changesets.push(upload(index + 1, [
+      put("Note", `n${index}`, { text: `${index} `.padEnd(2_000, "x") }),
+    ]));
+  }
+  return changesets;
+}
+
+async function seed(test: TestServer, accessToken: string): Promise<number> {
+  await using writer = await ProtocolClient.connect(test.url);
+  await writer.handshake(accessToken);
+  await writer.bind(1, "/~/notes");
+  await writer.expect(MessageType.Download);
+  const changesets = history();
+  writer.send({ type: MessageType.Upload, sessionId: 1, changesets });
+  const signal = AbortSignal.timeout(20_000);
+  for (let step = 0; step < 1000; step++) {
+    const message = await writer.expect(MessageType.Download, signal);
+    if (message.lastIntegratedClientVersion === changesets.length) {
+      return changesets.length;
+    }
+  }
+  throw new Error("The upload was never acknowledged");
+}
+
+Deno.test("DOWNLOADs start at the floor for a client that sends RECEIVED and reach downloadBatchBytes within a few batches on loopback", async () => {
+  await using test = await startTestServer({
+    downloadBatchBytes: BATCH_BYTES,
+    compression: false,
+    history: { snapshots: false },
+  });
+  const login = await test.login();
+  const head = await seed(test, login.accessToken);
+  await using reader = await ProtocolClient.connect(test.url);
+  await reader.handshake(login.accessToken);
+  // What the real client does: RECEIVED before BIND, then every 8 KiB.
+  reader.send({
+    type: MessageType.Received,
+    receivedBytes: reader.bytesReceived,
+    timeoutMs: 120_000,
+  });
+  await reader.bind(2, "/~/notes");
+  const sizes: number[] = [];
+  const signal = AbortSignal.timeout(20_000);
+  for (let step = 0; step < 1000; step++) {
+    const frame = await reader.nextFrame(signal);
+    assert.equal(frame.message.type, MessageType.Download);
+    const message = frame.message as Extract<
+      typeof frame.message,
+      { type: typeof MessageType.Download }
+    >;
+    sizes.push(frame.bytes);
+    reader.send({
+      type: MessageType.Received,
+      receivedBytes: reader.bytesReceived,
+      timeoutMs: 120_000,
+    });
+    if (message.serverVersion === head && message.downloadableBytes === 0) {
+      break;
+    }
+  }
+  assert.ok(sizes[0]! <= DOWNLOAD_FLOOR_BYTES, `first: ${sizes[0]}`);
+  // Full: within one changeset (~2 KB) of the limit.
+  const full = (size: number) => size > BATCH_BYTES - 2_200;
+  const firstFull = sizes.findIndex(full);
+  assert.ok(firstFull >= 1 && firstFull <= 4, `sizes ${sizes}`);
+  // Every batch from there on is full, but the last.
+  assert.ok(sizes.slice(firstFull, -1).every(full), `sizes ${sizes}`);
+  assert.ok(sizes.every((size) => size <= BATCH_BYTES), `sizes ${sizes}`);
+});
+
+Deno.test("a RECEIVED that counts more bytes than were sent, or fewer than before, is a protocol violation", async (t) => {
+  await using test = await startTestServer();
+  const login = await test.login();
+  const cases: [string, (received: number) => number[]][] = [
+    ["more than sent", (received) => [received + 1]],
+    ["fewer than before", (received) => [received, received - 1]],
+  ];
+  for (const [name, counts] of cases) {
+    await t.step(name, async () => {
+      await using client = await ProtocolClient.connect(test.url);
+      await client.handshake(login.accessToken);
+      for (const receivedBytes of counts(client.bytesReceived)) {
+        client.send({
+          type: MessageType.Received,
+          receivedBytes,
+          timeoutMs: 1,
+        });
+      }
+      const error = await client.expect(MessageType.Error);
+      assert.equal(error.sessionId, null);
+      assert.equal(error.code, 100);
+      assert.match(error.message, /Cannot accept RECEIVED/);
+      assert.equal((await client.closed).code, 1002);
+    });
+  }
+});
