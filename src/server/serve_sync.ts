@@ -212,7 +212,11 @@ export interface ServeSyncOptions {
    * than this is sent alone). WebSocket delivers whole messages only, so
    * this bounds how long a slow link goes without a complete message (the
    * client's read timeout counts whole messages) and how far apart a
-   * client's download progress steps are.
+   * client's download progress steps are. For a client that acknowledges
+   * what it receives (RECEIVED, as this package's client does) batches are
+   * smaller while the link is slow: each is sized to arrive within a
+   * quarter of the client's read timeout, but never below 16 KiB (or this
+   * value, when smaller).
    *
    * @default {65536}
    */
