@@ -458,6 +458,15 @@ export class Peer {
         }
         if (clientMessage.type === MessageType.Unbind) {
           this.#bound.delete(sessionId);
+          // Not queued behind the session's earlier messages: one may be a
+          // commit storage takes ages to finish, and a client that gave up
+          // on it must get its slot back now (PROTOCOL.md §4.5).
+          const session = this.#sessions.get(sessionId);
+          if (session !== undefined) {
+            this.#unbind(session);
+            return;
+          }
+          // Still binding: the session does not exist before BIND is done.
           this.#unbinding.add(sessionId);
         }
         this.#enqueue(sessionId, () => this.#sessionMessage(clientMessage));
@@ -763,15 +772,7 @@ export class Peer {
           await session.mark(message.requestId);
           return;
         case MessageType.Unbind:
-          await this.#endSession(session);
-          this.#unbinding.delete(session.id);
-          this.#send({ type: MessageType.Unbound, sessionId: session.id });
-          this.#context.log(
-            "debug",
-            "session_unbound",
-            "Session unbound",
-            this.#logContext({ session: session.id, path: session.path }),
-          );
+          this.#unbind(session);
           return;
       }
     } catch (error) {
@@ -783,11 +784,37 @@ export class Peer {
     }
   }
 
-  async #endSession(session: Session): Promise<void> {
+  /**
+   * Ends a session on the client's UNBIND at once, even while an earlier
+   * message of it is still being handled: that one finds the session
+   * closed, so nothing more is sent for it (a late acknowledgement is
+   * dropped) and a failure of it is not reported.
+   */
+  #unbind(session: Session): void {
+    this.#unbinding.delete(session.id);
+    // The realm stays held until the session's messages in flight are done,
+    // so a re-upload on a new binding queues behind the old commit in the
+    // same hub instead of racing it.
+    const inFlight = this.#chains.get(session.id);
+    this.#track(this.#endSession(session, inFlight));
+    this.#send({ type: MessageType.Unbound, sessionId: session.id });
+    this.#context.log(
+      "debug",
+      "session_unbound",
+      "Session unbound",
+      this.#logContext({ session: session.id, path: session.path }),
+    );
+  }
+
+  async #endSession(
+    session: Session,
+    inFlight?: Promise<void>,
+  ): Promise<void> {
     if (this.#sessions.get(session.id) !== session) return;
     this.#sessions.delete(session.id);
     this.#context.stats.sessions--;
     await session.close();
+    await inFlight;
     this.#context.registry.release(session.hub);
   }
 
