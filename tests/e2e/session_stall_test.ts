@@ -17,7 +17,7 @@ import {
   type SyncSession,
 } from "../../mod.ts";
 import { MessageType } from "../../src/protocol/messages.ts";
-import { recordingWebSocket } from "../_helpers/e2e.ts";
+import { recordingWebSocket, type SeenFrame } from "../_helpers/e2e.ts";
 import { FakeClock } from "../_helpers/fake_clock.ts";
 import { pacedWebSocket } from "../_helpers/paced_websocket.ts";
 import { flush } from "../_helpers/scripted_app.ts";
@@ -440,4 +440,133 @@ Deno.test("A slow download that keeps progressing (each DOWNLOAD within the resp
   await again.done;
   // The idle session on the socket never noticed any of it.
   assert.deepEqual(keepStates.lines, []);
+});
+
+Deno.test("Repeated stalls of one session on one socket leave no sessions behind on the server: each UNBIND is answered while the commit is still held, so BIND never meets maxSessionsPerConnection", async () => {
+  const inner = await Deno.openKv(":memory:");
+  const storage = new StallingKv(inner);
+  try {
+    // Room for the other session, the stalled one and one more: on a server
+    // that kept each given-up binding until its commit finished, the second
+    // stall's BIND would already be refused.
+    await using server = await startTestServer({
+      kv: storage.kv,
+      limits: { maxSessionsPerConnection: 3 },
+    });
+    using _release = { [Symbol.dispose]: () => storage.releaseAll() };
+    const clock = new FakeClock(Date.now());
+    const logs: LogRecord[] = [];
+    const recording = recordingWebSocket();
+    await using app = new App(
+      stallOptions(server.url, clock, logs, { WebSocket: recording.WebSocket }),
+    );
+    const user = await app.logIn(Credentials.anonymous());
+    await using other = await user.openRealm({
+      path: "/~/other",
+      waitForDownload: true,
+      signal: bounded(),
+    });
+    await using realm = await user.openRealm({
+      path: "/~/stalled",
+      waitForDownload: true,
+      signal: bounded(),
+    });
+    const session = realm.syncSession;
+    // Past download cursor 0, binding again needs no snapshot (a commit).
+    await realm.write((tx) => tx.put("Task", "t0", {}));
+    await session.waitForUpload({ signal: bounded() });
+    await session.waitForDownload({ signal: bounded() });
+    await using states = new StateLog(session);
+    await using otherStates = new StateLog(other.syncSession);
+    const stored = server.server.stats().changesetsIntegrated;
+    assert.equal(server.server.stats().sessions, 2);
+
+    const stall = storage.stall("commit");
+    await realm.write((tx) => tx.put("Task", "t1", { title: "stalled" }));
+    const uploaded = track(session.waitForUpload({ signal: bounded() }));
+    // The stalled realm's current binding: its latest BIND.
+    const binding = () =>
+      recording.frames.findLast((frame) =>
+        frame.direction === "out" && frame.message.type === MessageType.Bind &&
+        frame.message.path === "/~/stalled"
+      )!.message as { sessionId: number };
+    const unbound = (frame: SeenFrame) =>
+      frame.direction === "in" && frame.message.type === MessageType.Unbound;
+    const cycles = 5;
+    for (let cycle = 1; cycle <= cycles; cycle++) {
+      const { sessionId } = binding();
+      // This binding's UPLOAD of client version 2 has reached the server:
+      // the first one's commit is held; a later binding's re-upload follows
+      // the MARK that BIND sends, so the MARK_REPLY comes after it left.
+      // No time has passed since it was sent.
+      if (cycle === 1) {
+        await stall.reached;
+      } else {
+        await recording.waitFor(
+          (frame) =>
+            frame.direction === "in" &&
+            frame.message.type === MessageType.MarkReply &&
+            frame.message.sessionId === sessionId,
+          1,
+          bounded(),
+        );
+        // The client handles it in memory: one turn of the event loop.
+        await flush();
+      }
+      assert.ok(recording.frames.some((frame) =>
+        frame.direction === "out" &&
+        frame.message.type === MessageType.Upload &&
+        frame.message.sessionId === sessionId &&
+        frame.message.changesets.some((changeset) =>
+          changeset.clientVersion === 2
+        )
+      ));
+      const from = states.changes.length;
+      // Stops at the stall, before the session backoff moves on.
+      clock.advance(RESPONSE_TIMEOUT_MS - 1);
+      assert.equal(session.connectionState, "connected", `cycle ${cycle}`);
+      for (
+        let step = 0;
+        step <= DRAIN_POLL_MS && session.connectionState === "connected";
+        step++
+      ) {
+        clock.advance(1);
+      }
+      const stalled = await states.until(
+        (c) => c.current === "disconnected",
+        from,
+      );
+      assert.equal(stalled.error?.code, "session_stalled");
+      // The server answers the UNBIND although the commit is still held,
+      // and the given-up binding no longer counts.
+      await recording.waitFor(unbound, cycle, bounded());
+      assert.equal(server.server.stats().sessions, 1, `cycle ${cycle}`);
+
+      clock.advance(session.retry!.nextAttemptAt - clock.now());
+      await states.until((c) => c.current === "connected", from);
+      assert.equal(server.server.stats().sessions, 2, `cycle ${cycle}`);
+    }
+    assert.equal(uploaded.settled, false, "the commit is still held");
+    assert.equal(stall.held, 1, "re-uploads wait behind the held commit");
+    assert.equal(recording.sockets.length, 1);
+
+    stall.release();
+    await uploaded.done;
+    assert.equal(session.stats().pendingUploadChangesets, 0);
+    assert.equal(server.server.stats().changesetsIntegrated, stored + 1);
+    assert.equal(server.server.stats().sessions, 2);
+    const expected = [];
+    for (let cycle = 1; cycle <= cycles; cycle++) {
+      expected.push(
+        "connected→disconnected session_stalled",
+        "disconnected→connecting",
+        "connecting→connected",
+      );
+    }
+    assert.deepEqual(states.lines, expected);
+    assert.deepEqual(otherStates.lines, []);
+  } finally {
+    storage.releaseAll();
+    inner.close();
+  }
 });
