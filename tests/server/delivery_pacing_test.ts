@@ -36,7 +36,7 @@ async function seed(test: TestServer, accessToken: string): Promise<number> {
   throw new Error("The upload was never acknowledged");
 }
 
-Deno.test("DOWNLOADs start at the floor for a client that sends RECEIVED and reach downloadBatchBytes within a few batches on loopback", async () => {
+Deno.test("DOWNLOADs start at the floor for a client that sends RECEIVED and, once its acknowledgements show a fast link, stay at downloadBatchBytes", async () => {
   await using test = await startTestServer({
     downloadBatchBytes: BATCH_BYTES,
     compression: false,
@@ -75,8 +75,12 @@ Deno.test("DOWNLOADs start at the floor for a client that sends RECEIVED and rea
   assert.ok(sizes[0]! <= DOWNLOAD_FLOOR_BYTES, `first: ${sizes[0]}`);
   // Full: within one changeset (~2 KB) of the limit.
   const full = (size: number) => size > BATCH_BYTES - 2_200;
+  // How many floor batches go out before the first RECEIVED is read depends
+  // on scheduling (the server does not wait for acknowledgements; 13 under a
+  // parallel test run, 1–3 when idle), so the count is asserted only where the
+  // clock is the test's: delivery_rate_test.ts, "DeliveryRate on a fast link…".
   const firstFull = sizes.findIndex(full);
-  assert.ok(firstFull >= 1 && firstFull <= 4, `sizes ${sizes}`);
+  assert.ok(firstFull >= 1, `sizes ${sizes}`);
   // Every batch from there on is full, but the last.
   assert.ok(sizes.slice(firstFull, -1).every(full), `sizes ${sizes}`);
   assert.ok(sizes.every((size) => size <= BATCH_BYTES), `sizes ${sizes}`);
