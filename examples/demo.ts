@@ -54,6 +54,8 @@ function parseArgs(args: string[]): DemoOptions | "help" | string {
   for (let index = 0; index < args.length; index++) {
     const arg = args[index]!;
     if (arg === "-h" || arg === "--help") return "help";
+    // `deno task demo -- --verbose` passes the `--` on: nothing to separate.
+    if (arg === "--") continue;
     if (arg === "--keep-data") options.keepData = true;
     else if (arg === "--verbose") options.verbose = true;
     else if (arg === "--objects" || arg.startsWith("--objects=")) {

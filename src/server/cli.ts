@@ -148,6 +148,9 @@ export function parseCommandLine(
   };
   for (let index = 0; index < rest.length; index++) {
     const argument = rest[index]!;
+    // `deno task serve -- --port 1` passes the `--` on (npm habits); there
+    // are no positional arguments it could separate, so it is skipped.
+    if (argument === "--") continue;
     const equals = argument.indexOf("=");
     const name = equals >= 0 ? argument.slice(0, equals) : argument;
     const inline = equals >= 0 ? argument.slice(equals + 1) : undefined;

@@ -45,7 +45,7 @@ Deno.test("examples/demo.ts runs to completion, shows every step, and removes it
   await assert.rejects(Deno.stat(dataDir), Deno.errors.NotFound);
 });
 
-Deno.test("examples/demo.ts --help lists its options; a bad option exits 2", async () => {
+Deno.test("examples/demo.ts --help lists its options (also after a `--`); a bad option exits 2", async () => {
   const help = await runDemo(["--help"]);
   assert.equal(help.code, 0);
   for (
@@ -53,6 +53,10 @@ Deno.test("examples/demo.ts --help lists its options; a bad option exits 2", asy
   ) {
     assert.ok(help.stdout.includes(option), option);
   }
+  // `deno task demo -- --help` passes the `--` on.
+  const separated = await runDemo(["--", "--help"]);
+  assert.equal(separated.code, 0, separated.stderr);
+  assert.equal(separated.stdout, help.stdout);
   const bad = await runDemo(["--objects", "many"]);
   assert.equal(bad.code, 2);
   assert.ok(

@@ -33,6 +33,11 @@ Deno.test("parseCommandLine() applies defaults and reads the secret from the env
     "serve",
   );
   assert.deepEqual(parseCommandLine(["serve", "--help"]), { command: "help" });
+  // `deno task serve -- --allow-anonymous` passes the `--` on.
+  assert.deepEqual(
+    parseCommandLine(["serve", "--", "--allow-anonymous"]),
+    parseCommandLine(["serve", "--allow-anonymous"]),
+  );
 });
 
 Deno.test("parseCommandLine() refuses what it cannot run", () => {
@@ -90,8 +95,19 @@ async function* linesOf(
   if (pending !== "") yield pending;
 }
 
-Deno.test("cli serve prints its URL, serves, refuses a second process on the same data, and exits 0 on SIGTERM", async () => {
-  const data = await Deno.makeTempDir();
+interface RunningCli {
+  url: string;
+  child: Deno.ChildProcess;
+  lines: AsyncGenerator<string>;
+  seen: string[];
+  stderr: Promise<string>;
+}
+
+/** Starts `cli.ts serve` on `data` and waits until it says where it listens. */
+async function startCli(
+  data: string,
+  extra: string[] = [],
+): Promise<RunningCli> {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -99,6 +115,7 @@ Deno.test("cli serve prints its URL, serves, refuses a second process on the sam
       "--unstable-kv",
       CLI,
       "serve",
+      ...extra,
       "--port",
       "0",
       "--data",
@@ -108,57 +125,103 @@ Deno.test("cli serve prints its URL, serves, refuses a second process on the sam
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  const stderr = new Response(child.stderr).text();
-  const lines = linesOf(child.stdout);
-  const seen: string[] = [];
+  const running: RunningCli = {
+    url: "",
+    child,
+    lines: linesOf(child.stdout),
+    seen: [],
+    stderr: new Response(child.stderr).text(),
+  };
   try {
     const listening = await readUntil(
-      lines,
+      running.lines,
       (line) => line.includes("listening"),
-      seen,
+      running.seen,
     );
-    const url = /(http:\/\/127\.0\.0\.1:\d+)/.exec(listening)![1]!;
-    const health = await fetch(`${url}/health`);
-    assert.equal(health.status, 200);
-    await health.body?.cancel();
+    running.url = /(http:\/\/127\.0\.0\.1:\d+)/.exec(listening)![1]!;
+  } catch (error) {
+    await stopCli(running);
+    throw error;
+  }
+  return running;
+}
 
-    const second = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        "--unstable-kv",
-        CLI,
-        "serve",
-        "--port",
-        "0",
-        "--data",
-        data,
-        "--allow-anonymous",
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    assert.equal(second.code, 1);
-    assert.match(
-      new TextDecoder().decode(second.stderr),
-      /another server process holds it/,
-    );
+/** Sends `signal`; resolves with the exit code once the CLI said "stopped". */
+async function signalCli(
+  running: RunningCli,
+  signal: Deno.Signal,
+): Promise<number> {
+  running.child.kill(signal);
+  await readUntil(
+    running.lines,
+    (line) => line.includes("stopped"),
+    running.seen,
+  );
+  return (await running.child.status).code;
+}
 
-    child.kill("SIGTERM");
-    await readUntil(lines, (line) => line.includes("stopped"), seen);
-    const status = await child.status;
-    assert.equal(status.code, 0, await stderr);
-  } finally {
+/** Ends the process whatever state it is in, and drains its output. */
+async function stopCli(running: RunningCli): Promise<void> {
+  try {
+    running.child.kill("SIGKILL");
+  } catch {
+    // Already exited.
+  }
+  for await (const line of { [Symbol.asyncIterator]: () => running.lines }) {
+    running.seen.push(line);
+  }
+  await running.child.status;
+  await running.stderr;
+}
+
+Deno.test("cli serve prints its URL, serves, refuses a second process on the same data, and exits 0 on SIGTERM and on SIGINT, releasing the data for the next start", async () => {
+  const data = await Deno.makeTempDir();
+  try {
+    const first = await startCli(data);
     try {
-      child.kill("SIGKILL");
-    } catch {
-      // Already exited.
+      const health = await fetch(`${first.url}/health`);
+      assert.equal(health.status, 200);
+      await health.body?.cancel();
+
+      const second = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          "--unstable-kv",
+          CLI,
+          "serve",
+          "--port",
+          "0",
+          "--data",
+          data,
+          "--allow-anonymous",
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assert.equal(second.code, 1);
+      assert.match(
+        new TextDecoder().decode(second.stderr),
+        /another server process holds it/,
+      );
+
+      assert.equal(await signalCli(first, "SIGTERM"), 0, await first.stderr);
+    } finally {
+      await stopCli(first);
     }
-    for await (const line of { [Symbol.asyncIterator]: () => lines }) {
-      seen.push(line);
+
+    // The lock went with the process: the same data serves again, and a
+    // `--` (what `deno task serve -- …` passes on) is taken in stride.
+    const again = await startCli(data, ["--"]);
+    try {
+      const health = await fetch(`${again.url}/health`);
+      assert.equal(health.status, 200);
+      await health.body?.cancel();
+      assert.equal(await signalCli(again, "SIGINT"), 0, await again.stderr);
+    } finally {
+      await stopCli(again);
     }
-    await child.status;
-    await stderr;
+  } finally {
     await Deno.remove(data, { recursive: true });
   }
 });
