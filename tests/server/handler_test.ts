@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { serveSync, type ServeSyncOptions } from "../../server.ts";
+import { encodeBase64Url } from "../../src/server/base64url.ts";
 import { importHmacKey, signJwt } from "../../src/server/jwt.ts";
 
 const SECRET = "test-secret";
@@ -19,6 +20,11 @@ async function userJwt(
   secret = SECRET,
 ): Promise<string> {
   return await signJwt(claims, await importHmacKey(secret));
+}
+
+/** One base64url JSON segment of a hand-made JWT. */
+function jwtSegment(value: unknown): string {
+  return encodeBase64Url(new TextEncoder().encode(JSON.stringify(value)));
 }
 
 function post(path: string, body: unknown): Request {
@@ -159,6 +165,27 @@ Deno.test("POST /login jwt refuses bad tokens with 401", async (t) => {
       "sub not a valid user id",
       userJwt({ sub: "a/b", exp: inAnHour() }),
       "Cannot log in: Token's sub is not a valid user id (1-256 characters of A-Z a-z 0-9 _ . -)",
+    ],
+    [
+      "sub not a string",
+      userJwt({ sub: 42, exp: inAnHour() }),
+      "Cannot log in: Token's sub is not a valid user id (1-256 characters of A-Z a-z 0-9 _ . -)",
+    ],
+    [
+      "alg none, unsigned",
+      `${jwtSegment({ alg: "none", typ: "JWT" })}.${
+        jwtSegment({ sub: "alice", exp: inAnHour() })
+      }.`,
+      "Cannot log in: Token is not signed with HS256",
+    ],
+    [
+      "RS256 header over an HS256 signature",
+      userJwt({ sub: "alice", exp: inAnHour() }).then((token) =>
+        `${jwtSegment({ alg: "RS256", typ: "JWT" })}.${
+          token.split(".").slice(1).join(".")
+        }`
+      ),
+      "Cannot log in: Token is not signed with HS256",
     ],
     ["garbage", "not.a.token", "Cannot log in: Token is malformed"],
   ];
