@@ -376,3 +376,19 @@ class CorpusGenerator {
     return { time: this.#time, counter: this.#random.int(4), node };
   }
 }
+
+/**
+ * Iterations and warm-up per corpus, fixed rather than left to the harness,
+ * so every run times each bench over the same long stretch: with automatic
+ * counts a bench of a few microseconds was timed over a few milliseconds and
+ * its ratio moved by 10% between runs.
+ */
+export const BENCH_ITERATIONS: Record<
+  CorpusName,
+  { n: number; warmup: number }
+> = {
+  "small-upload": { n: 200_000, warmup: 50_000 },
+  "medium-changeset": { n: 50_000, warmup: 10_000 },
+  "download-batch": { n: 200, warmup: 50 },
+  "bootstrap": { n: 100, warmup: 20 },
+};

@@ -16,9 +16,8 @@
  *   allocates no buffer per frame. `decodeMessage(frame)`, which copies the
  *   frame's byte arrays out of it (one buffer per message).
  *
- * The `<corpus>/encode-copy` groups time `encodeMessage(message)` without a
- * writer, which returns a frame in a buffer of its own: the difference is
- * what one `ArrayBuffer` per frame costs in Deno.
+ * `encode_copy_bench.ts` times `encodeMessage(message)` without a writer
+ * (a frame in a buffer of its own), in groups of its own.
  *
  * @module
  */
@@ -26,7 +25,7 @@
 import { decodeMessage } from "../src/protocol/decode.ts";
 import { encodeMessage } from "../src/protocol/encode.ts";
 import { Writer } from "../src/protocol/writer.ts";
-import { buildCorpora } from "./_corpora.ts";
+import { BENCH_ITERATIONS, buildCorpora } from "./_corpora.ts";
 import {
   assertExactRoundTrip,
   jsonDecode,
@@ -39,21 +38,8 @@ import {
 let sink = 0;
 const writer = new Writer();
 
-/**
- * Iterations and warm-up per corpus, fixed rather than left to the harness,
- * so every run times each bench over the same long stretch: with automatic
- * counts a bench of a few microseconds was timed over a few milliseconds and
- * its ratio moved by 10% between runs.
- */
-const ITERATIONS: Record<string, { n: number; warmup: number }> = {
-  "small-upload": { n: 200_000, warmup: 50_000 },
-  "medium-changeset": { n: 50_000, warmup: 10_000 },
-  "download-batch": { n: 200, warmup: 50 },
-  "bootstrap": { n: 100, warmup: 20 },
-};
-
 for (const { name, message } of buildCorpora()) {
-  const { n, warmup } = ITERATIONS[name]!;
+  const { n, warmup } = BENCH_ITERATIONS[name];
   const jsonBytes = jsonEncode(message);
   const msgpackrBytes = msgpackrEncode(message).slice();
   const tetherBytes = encodeMessage(message);
@@ -86,11 +72,6 @@ for (const { name, message } of buildCorpora()) {
   });
   Deno.bench("tether", { group: decode, n, warmup }, () => {
     sink += decodeMessage(tetherBytes).type;
-  });
-
-  const encodeCopy = `${name}/encode-copy`;
-  Deno.bench("tether", { group: encodeCopy, n, warmup }, () => {
-    sink += encodeMessage(message).length;
   });
 }
 

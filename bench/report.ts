@@ -121,8 +121,8 @@ lines.push(
 );
 for (const corpus of CORPUS_NAMES) {
   const time = times.get(`${corpus}/encode-copy|tether`);
-  const json = times.get(`${corpus}/encode|json`);
-  const msgpackr = times.get(`${corpus}/encode|msgpackr`);
+  const json = times.get(`${corpus}/encode-copy|json`);
+  const msgpackr = times.get(`${corpus}/encode-copy|msgpackr`);
   if (time === undefined || json === undefined || msgpackr === undefined) {
     continue;
   }
