@@ -142,8 +142,23 @@ export function putReference(block: BlockWriter, text: string): number {
     out.pos = at;
   }
   putVarUint(out, text.length * 2 + 2);
-  block.strings += text;
+  appendString(block, text);
   return index;
+}
+
+/**
+ * Appends `text` to the block's string section. A low surrogate at its
+ * start is lone (nothing precedes it in `text`), but right after a string
+ * that ends in a lone high surrogate the two would make one pair, and the
+ * section's UTF-8 one code point across two strings, which no decoder can
+ * split. So it becomes U+FFFD here, as `TextEncoder` writes every other
+ * lone surrogate (PROTOCOL.md §3.4); the length in code units is the same.
+ */
+export function appendString(block: BlockWriter, text: string): void {
+  const first = text.charCodeAt(0);
+  block.strings += first >= 0xdc00 && first <= 0xdfff
+    ? "\ufffd" + text.slice(1)
+    : text;
 }
 
 /** `putReference` for a caller that has not ensured room. */

@@ -2,6 +2,7 @@
 
 import type { Value } from "../model/value.ts";
 import {
+  appendString,
   type BlockWriter,
   readReference,
   takeBytes,
@@ -80,7 +81,7 @@ export function putValue(
     case "string":
       out.bytes[out.pos++] = ValueTag.String;
       putVarUint(out, value.length);
-      block.strings += value;
+      appendString(block, value);
       return;
     case "number":
       putNumber(out, value);

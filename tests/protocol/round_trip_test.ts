@@ -253,12 +253,16 @@ Deno.test("decodeMessage() replaces lone surrogates with U+FFFD, as PROTOCOL.md 
     low: "\udc00",
     reversed: "\udc00\ud800",
     ["key\ud800"]: 1,
+    // Side by side in the string section, the two lone halves would make
+    // one pair (a seeded round trip found it).
+    ["ends high\ud800"]: "\udc00starts low",
   });
   assert.deepStrictEqual(decoded, {
     high: "a\ufffdb",
     low: "\ufffd",
     reversed: "\ufffd\ufffd",
     ["key\ufffd"]: 1,
+    ["ends high\ufffd"]: "\ufffdstarts low",
   });
   const bind = roundTrip({
     type: MessageType.Bind,
