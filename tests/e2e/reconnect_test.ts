@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import type { AppOptions } from "../../src/client/app.ts";
+import type { Realm } from "../../src/client/realm.ts";
 import { SyncError } from "../../src/client/sync_error.ts";
 import type { ConnectionStateChange } from "../../src/client/sync_session.ts";
 import type { SyncSession } from "../../src/client/sync_session.ts";
@@ -543,131 +545,146 @@ function clockedOptions(clock: FakeClock) {
   };
 }
 
-Deno.test("SyncSession an upload the server keeps failing (session_failed after each bind) backs off: attempts 1, 2, 3, delays doubling; a bind that lasts resetAfterMs starts the count over", async () => {
-  await using store = await breakableKv();
-  await using server = await startTestServer({ kv: store.kv });
+/**
+ * A server on a {@linkcode breakableKv} and an anonymous client on a fake
+ * clock, with `path` open and downloaded. Disposing closes the app, then the
+ * server, then the KV: each still has the next one to talk to while closing.
+ */
+async function breakableSetup(
+  path: string,
+  reconnect: NonNullable<AppOptions["reconnect"]>,
+): Promise<
+  & {
+    store: Awaited<ReturnType<typeof breakableKv>>;
+    clock: FakeClock;
+    realm: Realm;
+  }
+  & AsyncDisposable
+> {
+  await using stack = new AsyncDisposableStack();
+  const store = stack.use(await breakableKv());
+  const server = stack.use(await startTestServer({ kv: store.kv }));
   const clock = new FakeClock(Date.now());
   const client = await anonymousClient(server.url, {
     ...clockedOptions(clock),
-    reconnect: { minDelayMs: 1_000, maxDelayMs: 60_000, resetAfterMs: 5_000 },
+    reconnect,
   });
-  try {
-    const realm = await client.user.openRealm({
-      path: "/~/failing-upload",
-      waitForDownload: true,
-    });
-    const session = realm.syncSession;
-    using changes = stateChanges(session);
-    const seen: string[] = [];
-    const next = async () => {
-      const change = await changes.next();
-      seen.push(describeChange(change, clock.now()));
-      return change;
-    };
-    store.broken = true;
-    await realm.write((tx) => tx.put("T", "x", {}));
+  stack.defer(() => client.app.close());
+  const realm = await client.user.openRealm({ path, waitForDownload: true });
+  const owned = stack.move();
+  return {
+    store,
+    clock,
+    realm,
+    [Symbol.asyncDispose]: () => owned.disposeAsync(),
+  };
+}
+
+Deno.test("SyncSession an upload the server keeps failing (session_failed after each bind) backs off: attempts 1, 2, 3, delays doubling; a bind that lasts resetAfterMs starts the count over", async () => {
+  await using setup = await breakableSetup(
+    "/~/failing-upload",
+    { minDelayMs: 1_000, maxDelayMs: 60_000, resetAfterMs: 5_000 },
+  );
+  const { store, clock, realm } = setup;
+  const session = realm.syncSession;
+  using changes = stateChanges(session);
+  const seen: string[] = [];
+  const next = async () => {
+    const change = await changes.next();
+    seen.push(describeChange(change, clock.now()));
+    return change;
+  };
+  store.broken = true;
+  await realm.write((tx) => tx.put("T", "x", {}));
+  await store.failUpload();
+  // Each bind succeeds ("connected"), then re-sends the write, which the
+  // server fails again.
+  for (const delay of [500, 1_000, 2_000]) {
+    const failed = await next();
+    assert.equal(failed.retry?.nextAttemptAt, clock.now() + delay);
+    assert.deepEqual(session.retry, failed.retry);
+    // Not a millisecond early.
+    clock.advance(delay - 1);
+    assert.equal(session.connectionState, "disconnected");
+    clock.advance(1);
+    await next();
+    await next();
     await store.failUpload();
-    // Each bind succeeds ("connected"), then re-sends the write, which the
-    // server fails again.
-    for (const delay of [500, 1_000, 2_000]) {
-      const failed = await next();
-      assert.equal(failed.retry?.nextAttemptAt, clock.now() + delay);
-      assert.deepEqual(session.retry, failed.retry);
-      // Not a millisecond early.
-      clock.advance(delay - 1);
-      assert.equal(session.connectionState, "disconnected");
-      clock.advance(1);
-      await next();
-      await next();
-      await store.failUpload();
-    }
-    const fourth = await next();
-    assert.deepEqual(seen, [
-      "connected→disconnected session_failed retry#1+500",
-      "disconnected→connecting",
-      "connecting→connected",
-      "connected→disconnected session_failed retry#2+1000",
-      "disconnected→connecting",
-      "connecting→connected",
-      "connected→disconnected session_failed retry#3+2000",
-      "disconnected→connecting",
-      "connecting→connected",
-      "connected→disconnected session_failed retry#4+4000",
-    ]);
-    assert.equal(fourth.error?.willRetry, true);
-    assert.equal(session.state, "active");
-    assert.equal(session.stats().pendingUploadChangesets, 1);
-    // The storage heals: the retry uploads the write.
-    store.broken = false;
-    clock.advance(4_000);
-    await session.waitForUpload({ signal: AbortSignal.timeout(5_000) });
-    assert.equal((await next()).current, "connecting");
-    assert.equal((await next()).current, "connected");
-    // Bound for resetAfterMs: the next failure is a first retry again.
-    clock.advance(5_000);
-    store.broken = true;
-    await realm.write((tx) => tx.put("T", "y", {}));
-    await store.failUpload();
-    const again = await next();
-    assert.equal(again.error?.code, "session_failed");
-    assert.equal(again.retry?.attempt, 1);
-    assert.equal(again.retry?.nextAttemptAt, clock.now() + 500);
-    await realm.close();
-  } finally {
-    await client.app.close();
   }
+  const fourth = await next();
+  assert.deepEqual(seen, [
+    "connected→disconnected session_failed retry#1+500",
+    "disconnected→connecting",
+    "connecting→connected",
+    "connected→disconnected session_failed retry#2+1000",
+    "disconnected→connecting",
+    "connecting→connected",
+    "connected→disconnected session_failed retry#3+2000",
+    "disconnected→connecting",
+    "connecting→connected",
+    "connected→disconnected session_failed retry#4+4000",
+  ]);
+  assert.equal(fourth.error?.willRetry, true);
+  assert.equal(session.state, "active");
+  assert.equal(session.stats().pendingUploadChangesets, 1);
+  // The storage heals: the retry uploads the write.
+  store.broken = false;
+  clock.advance(4_000);
+  await session.waitForUpload({ signal: AbortSignal.timeout(5_000) });
+  assert.equal((await next()).current, "connecting");
+  assert.equal((await next()).current, "connected");
+  // Bound for resetAfterMs: the next failure is a first retry again.
+  clock.advance(5_000);
+  store.broken = true;
+  await realm.write((tx) => tx.put("T", "y", {}));
+  await store.failUpload();
+  const again = await next();
+  assert.equal(again.error?.code, "session_failed");
+  assert.equal(again.retry?.attempt, 1);
+  assert.equal(again.retry?.nextAttemptAt, clock.now() + 500);
+  await realm.close();
 });
 
 Deno.test("SyncSession a session error that keeps coming back gives up after reconnect.maxAttempts failed binds in a row: reconnect_gave_up, fatal", async () => {
-  await using store = await breakableKv();
-  await using server = await startTestServer({ kv: store.kv });
-  const clock = new FakeClock(Date.now());
-  const client = await anonymousClient(server.url, {
-    ...clockedOptions(clock),
-    reconnect: { minDelayMs: 1_000, maxDelayMs: 60_000, maxAttempts: 2 },
-  });
-  try {
-    const realm = await client.user.openRealm({
-      path: "/~/gives-up",
-      waitForDownload: true,
-    });
-    const session = realm.syncSession;
-    using changes = stateChanges(session);
-    store.broken = true;
-    const receipt = realm.write((tx) => tx.put("T", "x", {}));
-    const outcome = session.waitForUpload({
-      signal: AbortSignal.timeout(10_000),
-    }).then(() => "uploaded", (reason: unknown) => reason);
-    await store.failUpload();
-    const attempts: number[] = [];
-    for (;;) {
-      const change = await changes.next();
-      if (change.current !== "disconnected") continue;
-      if (change.retry === undefined) {
-        assert.equal(change.error?.code, "reconnect_gave_up");
-        break;
-      }
-      attempts.push(change.retry.attempt);
-      assert.ok(attempts.length <= 2, `retried ${attempts.join(", ")}`);
-      clock.advance(change.retry.nextAttemptAt - clock.now());
-      await store.failUpload();
+  await using setup = await breakableSetup(
+    "/~/gives-up",
+    { minDelayMs: 1_000, maxDelayMs: 60_000, maxAttempts: 2 },
+  );
+  const { store, clock, realm } = setup;
+  const session = realm.syncSession;
+  using changes = stateChanges(session);
+  store.broken = true;
+  const receipt = realm.write((tx) => tx.put("T", "x", {}));
+  const outcome = session.waitForUpload({
+    signal: AbortSignal.timeout(10_000),
+  }).then(() => "uploaded", (reason: unknown) => reason);
+  await store.failUpload();
+  const attempts: number[] = [];
+  for (;;) {
+    const change = await changes.next();
+    if (change.current !== "disconnected") continue;
+    if (change.retry === undefined) {
+      assert.equal(change.error?.code, "reconnect_gave_up");
+      break;
     }
-    // The first error, then two failed binds, as the connection counts.
-    assert.deepEqual(attempts, [1, 2]);
-    const error = await outcome;
-    assert.ok(error instanceof SyncError);
-    assert.equal(error.code, "reconnect_gave_up");
-    assert.equal(error.isFatal, true);
-    assert.equal(error.willRetry, false);
-    assert.equal((error.cause as SyncError).code, "session_failed");
-    assert.equal(session.state, "error");
-    assert.equal(session.error, error);
-    assert.equal(session.retry, undefined);
-    await receipt;
-    await realm.close();
-  } finally {
-    await client.app.close();
+    attempts.push(change.retry.attempt);
+    assert.ok(attempts.length <= 2, `retried ${attempts.join(", ")}`);
+    clock.advance(change.retry.nextAttemptAt - clock.now());
+    await store.failUpload();
   }
+  // The first error, then two failed binds, as the connection counts.
+  assert.deepEqual(attempts, [1, 2]);
+  const error = await outcome;
+  assert.ok(error instanceof SyncError);
+  assert.equal(error.code, "reconnect_gave_up");
+  assert.equal(error.isFatal, true);
+  assert.equal(error.willRetry, false);
+  assert.equal((error.cause as SyncError).code, "session_failed");
+  assert.equal(session.state, "error");
+  assert.equal(session.error, error);
+  assert.equal(session.retry, undefined);
+  await receipt;
+  await realm.close();
 });
 
 /**

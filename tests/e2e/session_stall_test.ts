@@ -14,15 +14,17 @@ import {
   type ConnectionStateChange,
   Credentials,
   type LogRecord,
+  type Realm,
   type SyncSession,
 } from "../../mod.ts";
+import type { ServeSyncOptions } from "../../server.ts";
 import { MessageType } from "../../src/protocol/messages.ts";
 import { recordingWebSocket, type SeenFrame } from "../_helpers/e2e.ts";
 import { FakeClock } from "../_helpers/fake_clock.ts";
 import { pacedWebSocket } from "../_helpers/paced_websocket.ts";
 import { flush } from "../_helpers/scripted_app.ts";
 import { StallingKv } from "../_helpers/stalling_kv.ts";
-import { startTestServer } from "../_helpers/test_server.ts";
+import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
 
 const RESPONSE_TIMEOUT_MS = 10_000;
 /** How late the watchdog may notice, counting from a send (its drain poll). */
@@ -176,197 +178,245 @@ function assertStalled(
   assert.equal(session.state, "active");
 }
 
-Deno.test("A session whose UPLOAD the server never acknowledges reports session_stalled within responseTimeoutMs, binds again, and the upload is stored once after the stall", async () => {
+/** A test server whose storage the test can stall. */
+interface StallingServer extends AsyncDisposable {
+  readonly storage: StallingKv;
+  readonly server: TestServer;
+}
+
+/**
+ * Starts a server on a {@linkcode StallingKv} over an in-memory KV. Disposing
+ * releases every stall first, because shutdown waits for in-flight commits
+ * and a held one would keep it waiting; the KV closes last, once the server
+ * no longer uses it.
+ */
+async function stallingServer(
+  options: Partial<ServeSyncOptions> = {},
+): Promise<StallingServer> {
+  await using stack = new AsyncDisposableStack();
   const inner = await Deno.openKv(":memory:");
+  stack.defer(() => inner.close());
   const storage = new StallingKv(inner);
-  try {
-    await using server = await startTestServer({ kv: storage.kv });
-    using _release = { [Symbol.dispose]: () => storage.releaseAll() };
-    const clock = new FakeClock(Date.now());
-    const logs: LogRecord[] = [];
-    const recording = recordingWebSocket();
-    await using app = new App(
-      stallOptions(server.url, clock, logs, { WebSocket: recording.WebSocket }),
-    );
-    const user = await app.logIn(Credentials.anonymous());
-    await using other = await user.openRealm({
+  const server = stack.use(
+    await startTestServer({ kv: storage.kv, ...options }),
+  );
+  stack.defer(() => storage.releaseAll());
+  const owned = stack.move();
+  return {
+    storage,
+    server,
+    [Symbol.asyncDispose]: () => owned.disposeAsync(),
+  };
+}
+
+/**
+ * A session to stall on a {@linkcode stallingServer}, sharing its socket with
+ * an "other" session that must never notice, both watched from the start.
+ */
+interface StalledSession extends StallingServer {
+  readonly clock: FakeClock;
+  readonly logs: LogRecord[];
+  readonly other: Realm;
+  readonly realm: Realm;
+  readonly states: StateLog;
+  readonly otherStates: StateLog;
+}
+
+/**
+ * Opens "/~/other", then `path`, on one socket of an app with
+ * {@linkcode stallOptions} (plus `app`), both downloaded. Disposing stops
+ * watching, closes the realms and the app, then the server.
+ */
+async function stalledSession(options: {
+  path: string;
+  server?: Partial<ServeSyncOptions>;
+  app?: Partial<AppOptions>;
+  /**
+   * Write once (acknowledged) before watching: past download cursor 0,
+   * binding again needs no snapshot (which takes a commit), so a rebind is
+   * answered at once even while commits are stalled.
+   */
+  pastCursorZero?: boolean;
+}): Promise<StalledSession> {
+  await using stack = new AsyncDisposableStack();
+  const { storage, server } = stack.use(await stallingServer(options.server));
+  const clock = new FakeClock(Date.now());
+  const logs: LogRecord[] = [];
+  const app = stack.use(
+    new App(stallOptions(server.url, clock, logs, options.app)),
+  );
+  const user = await app.logIn(Credentials.anonymous());
+  const other = stack.use(
+    await user.openRealm({
       path: "/~/other",
       waitForDownload: true,
       signal: bounded(),
-    });
-    await using realm = await user.openRealm({
-      path: "/~/stalled",
+    }),
+  );
+  const realm = stack.use(
+    await user.openRealm({
+      path: options.path,
       waitForDownload: true,
       signal: bounded(),
-    });
-    const session = realm.syncSession;
-    // A first write moves the download cursor past 0, so binding again
-    // needs no snapshot (which takes a commit) and is answered at once.
+    }),
+  );
+  if (options.pastCursorZero) {
     await realm.write((tx) => tx.put("Task", "t0", {}));
-    await session.waitForUpload({ signal: bounded() });
-    await session.waitForDownload({ signal: bounded() });
-    await using states = new StateLog(session);
-    await using otherStates = new StateLog(other.syncSession);
-    const stored = server.server.stats().changesetsIntegrated;
-
-    const stall = storage.stall("commit");
-    const sentAt = clock.now();
-    await realm.write((tx) => tx.put("Task", "t1", { title: "stalled" }));
-    const uploaded = track(session.waitForUpload({ signal: bounded() }));
-    await stall.reached;
-    const bind = recording.frames.find((frame) =>
-      frame.direction === "out" && frame.message.type === MessageType.Bind &&
-      frame.message.path === "/~/stalled"
-    )!.message as { sessionId: number };
-
-    expireResponseTimeout(clock, sentAt, session);
-    const stalled = await states.until((c) => c.current === "disconnected");
-    assertStalled(session, stalled);
-    assert.match(stalled.error!.message, /acknowledgement of client version 2/);
-    assert.equal(uploaded.settled, false);
-    // The binding was given up on the wire: an UNBIND for it went out.
-    assert.ok(
-      recording.frames.some((frame) =>
-        frame.direction === "out" &&
-        frame.message.type === MessageType.Unbind &&
-        frame.message.sessionId === bind.sessionId
-      ),
-    );
-    // One log line for the stall, not one per tick.
-    const stallLines = logs.filter((record) =>
-      record.level !== "debug" && record.error?.code === "session_stalled"
-    );
-    assert.equal(stallLines.length, 1);
-
-    // Bind again after the session backoff, on the same socket.
-    clock.advance(session.retry!.nextAttemptAt - clock.now());
-    await states.until((c) => c.current === "connected");
-    assert.equal(recording.sockets.length, 1);
-    assert.equal(uploaded.settled, false, "the commit is still held");
-
-    stall.release();
-    await uploaded.done;
-    assert.equal(session.stats().pendingUploadChangesets, 0);
-    // The old binding's commit and the re-upload: stored exactly once.
-    await server.waitForLog((record) => record.event === "session_unbound");
-    assert.equal(server.server.stats().changesetsIntegrated, stored + 1);
-    assert.deepEqual(states.lines, [
-      "connected→disconnected session_stalled",
-      "disconnected→connecting",
-      "connecting→connected",
-    ]);
-    // The other session on the socket never noticed.
-    assert.deepEqual(otherStates.lines, []);
-    assert.equal(other.syncSession.connectionState, "connected");
-  } finally {
-    storage.releaseAll();
-    inner.close();
+    await realm.syncSession.waitForUpload({ signal: bounded() });
+    await realm.syncSession.waitForDownload({ signal: bounded() });
   }
+  const states = stack.use(new StateLog(realm.syncSession));
+  const otherStates = stack.use(new StateLog(other.syncSession));
+  const owned = stack.move();
+  return {
+    storage,
+    server,
+    clock,
+    logs,
+    other,
+    realm,
+    states,
+    otherStates,
+    [Symbol.asyncDispose]: () => owned.disposeAsync(),
+  };
+}
+
+Deno.test("A session whose UPLOAD the server never acknowledges reports session_stalled within responseTimeoutMs, binds again, and the upload is stored once after the stall", async () => {
+  const recording = recordingWebSocket();
+  await using setup = await stalledSession({
+    path: "/~/stalled",
+    app: { WebSocket: recording.WebSocket },
+    pastCursorZero: true,
+  });
+  const { storage, server, clock, logs, other, realm, states, otherStates } =
+    setup;
+  const session = realm.syncSession;
+  const stored = server.server.stats().changesetsIntegrated;
+
+  const stall = storage.stall("commit");
+  const sentAt = clock.now();
+  await realm.write((tx) => tx.put("Task", "t1", { title: "stalled" }));
+  const uploaded = track(session.waitForUpload({ signal: bounded() }));
+  await stall.reached;
+  const bind = recording.frames.find((frame) =>
+    frame.direction === "out" && frame.message.type === MessageType.Bind &&
+    frame.message.path === "/~/stalled"
+  )!.message as { sessionId: number };
+
+  expireResponseTimeout(clock, sentAt, session);
+  const stalled = await states.until((c) => c.current === "disconnected");
+  assertStalled(session, stalled);
+  assert.match(stalled.error!.message, /acknowledgement of client version 2/);
+  assert.equal(uploaded.settled, false);
+  // The binding was given up on the wire: an UNBIND for it went out.
+  assert.ok(
+    recording.frames.some((frame) =>
+      frame.direction === "out" &&
+      frame.message.type === MessageType.Unbind &&
+      frame.message.sessionId === bind.sessionId
+    ),
+  );
+  // One log line for the stall, not one per tick.
+  const stallLines = logs.filter((record) =>
+    record.level !== "debug" && record.error?.code === "session_stalled"
+  );
+  assert.equal(stallLines.length, 1);
+
+  // Bind again after the session backoff, on the same socket.
+  clock.advance(session.retry!.nextAttemptAt - clock.now());
+  await states.until((c) => c.current === "connected");
+  assert.equal(recording.sockets.length, 1);
+  assert.equal(uploaded.settled, false, "the commit is still held");
+
+  stall.release();
+  await uploaded.done;
+  assert.equal(session.stats().pendingUploadChangesets, 0);
+  // The old binding's commit and the re-upload: stored exactly once.
+  await server.waitForLog((record) => record.event === "session_unbound");
+  assert.equal(server.server.stats().changesetsIntegrated, stored + 1);
+  assert.deepEqual(states.lines, [
+    "connected→disconnected session_stalled",
+    "disconnected→connecting",
+    "connecting→connected",
+  ]);
+  // The other session on the socket never noticed.
+  assert.deepEqual(otherStates.lines, []);
+  assert.equal(other.syncSession.connectionState, "connected");
 });
 
 Deno.test("A session whose MARK the server never answers (waitForDownload) reports session_stalled, binds again and the wait resolves once the server answers", async () => {
-  const inner = await Deno.openKv(":memory:");
-  const storage = new StallingKv(inner);
-  try {
-    await using server = await startTestServer({ kv: storage.kv });
-    using _release = { [Symbol.dispose]: () => storage.releaseAll() };
-    const clock = new FakeClock(Date.now());
-    const logs: LogRecord[] = [];
-    await using app = new App(stallOptions(server.url, clock, logs));
-    const user = await app.logIn(Credentials.anonymous());
-    await using other = await user.openRealm({
-      path: "/~/other",
-      waitForDownload: true,
-      signal: bounded(),
-    });
-    await using realm = await user.openRealm({
-      path: "/~/marked",
-      waitForDownload: true,
-      signal: bounded(),
-    });
-    const session = realm.syncSession;
-    await using states = new StateLog(session);
-    await using otherStates = new StateLog(other.syncSession);
+  await using setup = await stalledSession({ path: "/~/marked" });
+  const { storage, clock, other, realm, states, otherStates } = setup;
+  const session = realm.syncSession;
 
-    // The server reads the realm's head to answer a MARK; it hangs.
-    const stall = storage.stall("get", headOf("marked"));
-    const sentAt = clock.now();
-    const downloaded = track(session.waitForDownload({ signal: bounded() }));
-    await stall.reached;
+  // The server reads the realm's head to answer a MARK; it hangs.
+  const stall = storage.stall("get", headOf("marked"));
+  const sentAt = clock.now();
+  const downloaded = track(session.waitForDownload({ signal: bounded() }));
+  await stall.reached;
 
-    expireResponseTimeout(clock, sentAt, session);
-    const stalled = await states.until((c) => c.current === "disconnected");
-    assertStalled(session, stalled);
-    assert.match(stalled.error!.message, /MARK reply/);
-    assert.equal(downloaded.settled, false);
+  expireResponseTimeout(clock, sentAt, session);
+  const stalled = await states.until((c) => c.current === "disconnected");
+  assertStalled(session, stalled);
+  assert.match(stalled.error!.message, /MARK reply/);
+  assert.equal(downloaded.settled, false);
 
-    // The new BIND hangs on the same read: connecting, not connected.
-    clock.advance(session.retry!.nextAttemptAt - clock.now());
-    await states.until((c) => c.current === "connecting");
-    assert.equal(session.connectionState, "connecting");
-    // Other sessions keep working meanwhile.
-    await other.write((tx) => tx.put("Task", "o1", {}));
-    await other.syncSession.waitForUpload({ signal: bounded() });
+  // The new BIND hangs on the same read: connecting, not connected.
+  clock.advance(session.retry!.nextAttemptAt - clock.now());
+  await states.until((c) => c.current === "connecting");
+  assert.equal(session.connectionState, "connecting");
+  // Other sessions keep working meanwhile.
+  await other.write((tx) => tx.put("Task", "o1", {}));
+  await other.syncSession.waitForUpload({ signal: bounded() });
 
-    stall.release();
-    await downloaded.done;
-    assert.equal(session.connectionState, "connected");
-    assert.deepEqual(states.lines, [
-      "connected→disconnected session_stalled",
-      "disconnected→connecting",
-      "connecting→connected",
-    ]);
-    assert.deepEqual(otherStates.lines, []);
-  } finally {
-    storage.releaseAll();
-    inner.close();
-  }
+  stall.release();
+  await downloaded.done;
+  assert.equal(session.connectionState, "connected");
+  assert.deepEqual(states.lines, [
+    "connected→disconnected session_stalled",
+    "disconnected→connecting",
+    "connecting→connected",
+  ]);
+  assert.deepEqual(otherStates.lines, []);
 });
 
 Deno.test("A session with nothing outstanding never trips the response timeout, however long it idles; the wait counts from the request", async () => {
-  const inner = await Deno.openKv(":memory:");
-  const storage = new StallingKv(inner);
-  try {
-    await using server = await startTestServer({ kv: storage.kv });
-    using _release = { [Symbol.dispose]: () => storage.releaseAll() };
-    const clock = new FakeClock(Date.now());
-    const logs: LogRecord[] = [];
-    await using app = new App(stallOptions(server.url, clock, logs));
-    const user = await app.logIn(Credentials.anonymous());
-    await using realm = await user.openRealm({
-      path: "/~/idle",
-      waitForDownload: true,
-      signal: bounded(),
-    });
-    const session = realm.syncSession;
-    await using states = new StateLog(session);
-    // Answered requests leave nothing outstanding.
-    await realm.write((tx) => tx.put("Task", "t1", {}));
-    await session.waitForUpload({ signal: bounded() });
-    await session.waitForDownload({ signal: bounded() });
+  await using stalling = await stallingServer();
+  const { storage, server } = stalling;
+  const clock = new FakeClock(Date.now());
+  const logs: LogRecord[] = [];
+  await using app = new App(stallOptions(server.url, clock, logs));
+  const user = await app.logIn(Credentials.anonymous());
+  await using realm = await user.openRealm({
+    path: "/~/idle",
+    waitForDownload: true,
+    signal: bounded(),
+  });
+  const session = realm.syncSession;
+  await using states = new StateLog(session);
+  // Answered requests leave nothing outstanding.
+  await realm.write((tx) => tx.put("Task", "t1", {}));
+  await session.waitForUpload({ signal: bounded() });
+  await session.waitForDownload({ signal: bounded() });
 
-    // Idle time starts once the client is done with the answers.
-    await flush();
-    for (let i = 0; i < 5; i++) clock.advance(RESPONSE_TIMEOUT_MS);
-    assert.equal(session.connectionState, "connected");
-    assert.deepEqual(states.lines, []);
+  // Idle time starts once the client is done with the answers.
+  await flush();
+  for (let i = 0; i < 5; i++) clock.advance(RESPONSE_TIMEOUT_MS);
+  assert.equal(session.connectionState, "connected");
+  assert.deepEqual(states.lines, []);
 
-    // The watchdog is live: a request after the idle time gets the full
-    // timeout from when it was sent, then is reported.
-    const stall = storage.stall("get", headOf("idle"));
-    const sentAt = clock.now();
-    const downloaded = track(session.waitForDownload({ signal: bounded() }));
-    await stall.reached;
-    expireResponseTimeout(clock, sentAt, session);
-    assert.equal(session.error?.code, "session_stalled");
-    stall.release();
-    clock.advance(session.retry!.nextAttemptAt - clock.now());
-    await downloaded.done;
-    assert.equal(session.connectionState, "connected");
-  } finally {
-    storage.releaseAll();
-    inner.close();
-  }
+  // The watchdog is live: a request after the idle time gets the full
+  // timeout from when it was sent, then is reported.
+  const stall = storage.stall("get", headOf("idle"));
+  const sentAt = clock.now();
+  const downloaded = track(session.waitForDownload({ signal: bounded() }));
+  await stall.reached;
+  expireResponseTimeout(clock, sentAt, session);
+  assert.equal(session.error?.code, "session_stalled");
+  stall.release();
+  clock.advance(session.retry!.nextAttemptAt - clock.now());
+  await downloaded.done;
+  assert.equal(session.connectionState, "connected");
 });
 
 Deno.test("A slow download that keeps progressing (each DOWNLOAD within the response timeout, the whole far longer) is never cut", async () => {
@@ -443,130 +493,103 @@ Deno.test("A slow download that keeps progressing (each DOWNLOAD within the resp
 });
 
 Deno.test("Repeated stalls of one session on one socket leave no sessions behind on the server: each UNBIND is answered while the commit is still held, so BIND never meets maxSessionsPerConnection", async () => {
-  const inner = await Deno.openKv(":memory:");
-  const storage = new StallingKv(inner);
-  try {
+  const recording = recordingWebSocket();
+  await using setup = await stalledSession({
+    path: "/~/stalled",
     // Room for the other session, the stalled one and one more: on a server
     // that kept each given-up binding until its commit finished, the second
     // stall's BIND would already be refused.
-    await using server = await startTestServer({
-      kv: storage.kv,
-      limits: { maxSessionsPerConnection: 3 },
-    });
-    using _release = { [Symbol.dispose]: () => storage.releaseAll() };
-    const clock = new FakeClock(Date.now());
-    const logs: LogRecord[] = [];
-    const recording = recordingWebSocket();
-    await using app = new App(
-      stallOptions(server.url, clock, logs, { WebSocket: recording.WebSocket }),
+    server: { limits: { maxSessionsPerConnection: 3 } },
+    app: { WebSocket: recording.WebSocket },
+    pastCursorZero: true,
+  });
+  const { storage, server, clock, realm, states, otherStates } = setup;
+  const session = realm.syncSession;
+  const stored = server.server.stats().changesetsIntegrated;
+  assert.equal(server.server.stats().sessions, 2);
+
+  const stall = storage.stall("commit");
+  await realm.write((tx) => tx.put("Task", "t1", { title: "stalled" }));
+  const uploaded = track(session.waitForUpload({ signal: bounded() }));
+  // The stalled realm's current binding: its latest BIND.
+  const binding = () =>
+    recording.frames.findLast((frame) =>
+      frame.direction === "out" && frame.message.type === MessageType.Bind &&
+      frame.message.path === "/~/stalled"
+    )!.message as { sessionId: number };
+  const unbound = (frame: SeenFrame) =>
+    frame.direction === "in" && frame.message.type === MessageType.Unbound;
+  const cycles = 5;
+  for (let cycle = 1; cycle <= cycles; cycle++) {
+    const { sessionId } = binding();
+    // This binding's UPLOAD of client version 2 has reached the server:
+    // the first one's commit is held; a later binding's re-upload follows
+    // the MARK that BIND sends, so the MARK_REPLY comes after it left.
+    // No time has passed since it was sent.
+    if (cycle === 1) {
+      await stall.reached;
+    } else {
+      await recording.waitFor(
+        (frame) =>
+          frame.direction === "in" &&
+          frame.message.type === MessageType.MarkReply &&
+          frame.message.sessionId === sessionId,
+        1,
+        bounded(),
+      );
+      // The client handles it in memory: one turn of the event loop.
+      await flush();
+    }
+    assert.ok(recording.frames.some((frame) =>
+      frame.direction === "out" &&
+      frame.message.type === MessageType.Upload &&
+      frame.message.sessionId === sessionId &&
+      frame.message.changesets.some((changeset) =>
+        changeset.clientVersion === 2
+      )
+    ));
+    const from = states.changes.length;
+    // Stops at the stall, before the session backoff moves on.
+    clock.advance(RESPONSE_TIMEOUT_MS - 1);
+    assert.equal(session.connectionState, "connected", `cycle ${cycle}`);
+    for (
+      let step = 0;
+      step <= DRAIN_POLL_MS && session.connectionState === "connected";
+      step++
+    ) {
+      clock.advance(1);
+    }
+    const stalled = await states.until(
+      (c) => c.current === "disconnected",
+      from,
     );
-    const user = await app.logIn(Credentials.anonymous());
-    await using other = await user.openRealm({
-      path: "/~/other",
-      waitForDownload: true,
-      signal: bounded(),
-    });
-    await using realm = await user.openRealm({
-      path: "/~/stalled",
-      waitForDownload: true,
-      signal: bounded(),
-    });
-    const session = realm.syncSession;
-    // Past download cursor 0, binding again needs no snapshot (a commit).
-    await realm.write((tx) => tx.put("Task", "t0", {}));
-    await session.waitForUpload({ signal: bounded() });
-    await session.waitForDownload({ signal: bounded() });
-    await using states = new StateLog(session);
-    await using otherStates = new StateLog(other.syncSession);
-    const stored = server.server.stats().changesetsIntegrated;
-    assert.equal(server.server.stats().sessions, 2);
+    assert.equal(stalled.error?.code, "session_stalled");
+    // The server answers the UNBIND although the commit is still held,
+    // and the given-up binding no longer counts.
+    await recording.waitFor(unbound, cycle, bounded());
+    assert.equal(server.server.stats().sessions, 1, `cycle ${cycle}`);
 
-    const stall = storage.stall("commit");
-    await realm.write((tx) => tx.put("Task", "t1", { title: "stalled" }));
-    const uploaded = track(session.waitForUpload({ signal: bounded() }));
-    // The stalled realm's current binding: its latest BIND.
-    const binding = () =>
-      recording.frames.findLast((frame) =>
-        frame.direction === "out" && frame.message.type === MessageType.Bind &&
-        frame.message.path === "/~/stalled"
-      )!.message as { sessionId: number };
-    const unbound = (frame: SeenFrame) =>
-      frame.direction === "in" && frame.message.type === MessageType.Unbound;
-    const cycles = 5;
-    for (let cycle = 1; cycle <= cycles; cycle++) {
-      const { sessionId } = binding();
-      // This binding's UPLOAD of client version 2 has reached the server:
-      // the first one's commit is held; a later binding's re-upload follows
-      // the MARK that BIND sends, so the MARK_REPLY comes after it left.
-      // No time has passed since it was sent.
-      if (cycle === 1) {
-        await stall.reached;
-      } else {
-        await recording.waitFor(
-          (frame) =>
-            frame.direction === "in" &&
-            frame.message.type === MessageType.MarkReply &&
-            frame.message.sessionId === sessionId,
-          1,
-          bounded(),
-        );
-        // The client handles it in memory: one turn of the event loop.
-        await flush();
-      }
-      assert.ok(recording.frames.some((frame) =>
-        frame.direction === "out" &&
-        frame.message.type === MessageType.Upload &&
-        frame.message.sessionId === sessionId &&
-        frame.message.changesets.some((changeset) =>
-          changeset.clientVersion === 2
-        )
-      ));
-      const from = states.changes.length;
-      // Stops at the stall, before the session backoff moves on.
-      clock.advance(RESPONSE_TIMEOUT_MS - 1);
-      assert.equal(session.connectionState, "connected", `cycle ${cycle}`);
-      for (
-        let step = 0;
-        step <= DRAIN_POLL_MS && session.connectionState === "connected";
-        step++
-      ) {
-        clock.advance(1);
-      }
-      const stalled = await states.until(
-        (c) => c.current === "disconnected",
-        from,
-      );
-      assert.equal(stalled.error?.code, "session_stalled");
-      // The server answers the UNBIND although the commit is still held,
-      // and the given-up binding no longer counts.
-      await recording.waitFor(unbound, cycle, bounded());
-      assert.equal(server.server.stats().sessions, 1, `cycle ${cycle}`);
-
-      clock.advance(session.retry!.nextAttemptAt - clock.now());
-      await states.until((c) => c.current === "connected", from);
-      assert.equal(server.server.stats().sessions, 2, `cycle ${cycle}`);
-    }
-    assert.equal(uploaded.settled, false, "the commit is still held");
-    assert.equal(stall.held, 1, "re-uploads wait behind the held commit");
-    assert.equal(recording.sockets.length, 1);
-
-    stall.release();
-    await uploaded.done;
-    assert.equal(session.stats().pendingUploadChangesets, 0);
-    assert.equal(server.server.stats().changesetsIntegrated, stored + 1);
-    assert.equal(server.server.stats().sessions, 2);
-    const expected = [];
-    for (let cycle = 1; cycle <= cycles; cycle++) {
-      expected.push(
-        "connected→disconnected session_stalled",
-        "disconnected→connecting",
-        "connecting→connected",
-      );
-    }
-    assert.deepEqual(states.lines, expected);
-    assert.deepEqual(otherStates.lines, []);
-  } finally {
-    storage.releaseAll();
-    inner.close();
+    clock.advance(session.retry!.nextAttemptAt - clock.now());
+    await states.until((c) => c.current === "connected", from);
+    assert.equal(server.server.stats().sessions, 2, `cycle ${cycle}`);
   }
+  assert.equal(uploaded.settled, false, "the commit is still held");
+  assert.equal(stall.held, 1, "re-uploads wait behind the held commit");
+  assert.equal(recording.sockets.length, 1);
+
+  stall.release();
+  await uploaded.done;
+  assert.equal(session.stats().pendingUploadChangesets, 0);
+  assert.equal(server.server.stats().changesetsIntegrated, stored + 1);
+  assert.equal(server.server.stats().sessions, 2);
+  const expected = [];
+  for (let cycle = 1; cycle <= cycles; cycle++) {
+    expected.push(
+      "connected→disconnected session_stalled",
+      "disconnected→connecting",
+      "connecting→connected",
+    );
+  }
+  assert.deepEqual(states.lines, expected);
+  assert.deepEqual(otherStates.lines, []);
 });
