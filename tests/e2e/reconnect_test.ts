@@ -6,6 +6,7 @@ import type { ConnectionStateChange } from "../../src/client/sync_session.ts";
 import type { SyncSession } from "../../src/client/sync_session.ts";
 import { MessageType } from "../../src/protocol/messages.ts";
 import { anonymousClient, recordingWebSocket } from "../_helpers/e2e.ts";
+import { abortable } from "../../src/util/abort.ts";
 import { FakeClock } from "../_helpers/fake_clock.ts";
 import { TcpProxy } from "../_helpers/tcp_proxy.ts";
 import { startTestServer } from "../_helpers/test_server.ts";
@@ -493,14 +494,7 @@ async function breakableKv(): Promise<
     kv: undefined as unknown as Deno.Kv,
     /** Waits (bounded) for an upload's read to be held, then fails it. */
     async failUpload(): Promise<void> {
-      const signal = AbortSignal.timeout(5_000);
-      const timedOut = new Promise<never>((_, reject) =>
-        signal.addEventListener("abort", () => reject(signal.reason), {
-          once: true,
-        })
-      );
-      timedOut.catch(() => {});
-      await Promise.race([arrived.promise, timedOut]);
+      await abortable(arrived.promise, AbortSignal.timeout(5_000));
       arrived = Promise.withResolvers<void>();
       const failing = held;
       held = [];
