@@ -5,6 +5,7 @@
  * shuts down on `quit` (or end of input). Run with `--v8-flags=--expose-gc`.
  */
 import { serveSync } from "../../server.ts";
+import { linesOf } from "../_helpers/lines.ts";
 
 const gc = (globalThis as { gc?: () => void }).gc;
 if (gc === undefined) throw new Error("Run with --v8-flags=--expose-gc");
@@ -17,17 +18,9 @@ await using server = await serveSync({
 });
 console.log(server.url);
 
-const decoder = new TextDecoderStream();
-const lines = Deno.stdin.readable.pipeThrough(decoder);
-let pending = "";
-outer: for await (const chunk of lines) {
-  pending += chunk;
-  for (let end = pending.indexOf("\n"); end >= 0; end = pending.indexOf("\n")) {
-    const command = pending.slice(0, end).trim();
-    pending = pending.slice(end + 1);
-    if (command === "quit") break outer;
-    // Several rounds: one full GC can leave what a finalizer frees.
-    for (let round = 0; round < 5; round++) gc();
-    console.log(`${Deno.memoryUsage().heapUsed} ${server.stats().sessions}`);
-  }
+for await (const command of linesOf(Deno.stdin.readable)) {
+  if (command.trim() === "quit") break;
+  // Several rounds: one full GC can leave what a finalizer frees.
+  for (let round = 0; round < 5; round++) gc();
+  console.log(`${Deno.memoryUsage().heapUsed} ${server.stats().sessions}`);
 }

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { parseCommandLine, UsageError } from "../../src/server/cli.ts";
+import { linesOf, readUntil } from "../_helpers/lines.ts";
 
 const CLI = new URL("../../cli.ts", import.meta.url).pathname;
 
@@ -62,38 +63,6 @@ Deno.test("parseCommandLine() refuses what it cannot run", () => {
     );
   }
 });
-
-/** Reads a child's stdout as lines until `predicate` matches one. */
-async function readUntil(
-  lines: AsyncIterator<string>,
-  predicate: (line: string) => boolean,
-  seen: string[],
-): Promise<string> {
-  for (let count = 0; count < 100; count++) {
-    const { done, value } = await lines.next();
-    if (done) {
-      throw new Error(`Output ended without a match:\n${seen.join("\n")}`);
-    }
-    seen.push(value);
-    if (predicate(value)) return value;
-  }
-  throw new Error("No match within 100 lines");
-}
-
-async function* linesOf(
-  stream: ReadableStream<Uint8Array>,
-): AsyncGenerator<string> {
-  let pending = "";
-  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-    pending += chunk;
-    let newline;
-    while ((newline = pending.indexOf("\n")) >= 0) {
-      yield pending.slice(0, newline);
-      pending = pending.slice(newline + 1);
-    }
-  }
-  if (pending !== "") yield pending;
-}
 
 interface RunningCli {
   url: string;

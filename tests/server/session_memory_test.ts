@@ -5,6 +5,7 @@
 
 import assert from "node:assert/strict";
 import { MessageType } from "../../src/protocol/messages.ts";
+import { linesOf, readUntil } from "../_helpers/lines.ts";
 import { ProtocolClient } from "../_helpers/protocol_client.ts";
 
 /** SERVER.md's documented bound ("Memory"), with the figure it was set from. */
@@ -12,36 +13,6 @@ const BOUND_BYTES_PER_SESSION = 8 * 1024;
 const CONNECTIONS = 4;
 const SESSIONS_PER_CONNECTION = 200;
 const REALMS = 4;
-
-/** Reads lines from a child's stdout, each wait bounded. */
-class LineReader {
-  #reader: ReadableStreamDefaultReader<string>;
-  #pending = "";
-
-  constructor(stream: ReadableStream<Uint8Array>) {
-    this.#reader = stream.pipeThrough(new TextDecoderStream()).getReader();
-  }
-
-  async next(signal: AbortSignal = AbortSignal.timeout(20_000)) {
-    for (let reads = 0; !this.#pending.includes("\n"); reads++) {
-      if (reads > 1000) throw new Error("No line after 1000 reads");
-      signal.throwIfAborted();
-      const { value, done } = await this.#reader.read();
-      if (done) throw new Error("The server process ended its output");
-      this.#pending += value;
-    }
-    const end = this.#pending.indexOf("\n");
-    const line = this.#pending.slice(0, end);
-    this.#pending = this.#pending.slice(end + 1);
-    return line;
-  }
-
-  async drain(): Promise<void> {
-    for (let reads = 0; reads < 1000; reads++) {
-      if ((await this.#reader.read()).done) return;
-    }
-  }
-}
 
 Deno.test("an idle bound session costs the server less than the bound SERVER.md documents", async () => {
   const child = new Deno.Command(Deno.execPath(), {
@@ -57,14 +28,16 @@ Deno.test("an idle bound session costs the server less than the bound SERVER.md 
     stderr: "inherit",
   }).spawn();
   const input = child.stdin.getWriter();
-  const output = new LineReader(child.stdout);
+  const output = linesOf(child.stdout);
+  const seen: string[] = [];
+  const nextLine = () => readUntil(output, () => true, seen);
   const encoder = new TextEncoder();
   const clients: ProtocolClient[] = [];
   try {
-    const url = await output.next();
+    const url = await nextLine();
     const measure = async () => {
       await input.write(encoder.encode("measure\n"));
-      const [heap, sessions] = (await output.next()).split(" ").map(Number);
+      const [heap, sessions] = (await nextLine()).split(" ").map(Number);
       return { heap: heap!, sessions: sessions! };
     };
     const login = await fetch(`${url}/login`, {
@@ -113,7 +86,9 @@ Deno.test("an idle bound session costs the server less than the bound SERVER.md 
     for (const client of clients) await client.close();
     await input.write(encoder.encode("quit\n")).catch(() => {});
     await input.close().catch(() => {});
-    await output.drain();
+    for await (const line of { [Symbol.asyncIterator]: () => output }) {
+      seen.push(line);
+    }
     await child.status;
   }
 });
