@@ -37,7 +37,8 @@ import { SessionError } from "./session_error.ts";
 import type { StatsCounters } from "./stats.ts";
 import { readCumulativeBytes } from "./storage/history.ts";
 import { allocateIdentity, readIdentity } from "./storage/identities.ts";
-import { delay, type RetryOptions } from "./storage/retry.ts";
+import { delay } from "../util/delay.ts";
+import type { RetryOptions } from "./storage/retry.ts";
 import type { TokenAuthority } from "./tokens.ts";
 import { abortable } from "../util/abort.ts";
 

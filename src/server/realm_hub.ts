@@ -18,7 +18,8 @@ import {
   type SnapshotObject,
 } from "./storage/snapshot.ts";
 import type { SnapshotScheduler } from "./snapshot_scheduler.ts";
-import { backoffDelayMs, delay, type RetryOptions } from "./storage/retry.ts";
+import { delay } from "../util/delay.ts";
+import { backoffDelayMs, type RetryOptions } from "./storage/retry.ts";
 import type { Log } from "./log.ts";
 
 /**

@@ -7,7 +7,8 @@ import { RealmRegistry } from "./realm_registry.ts";
 import { SnapshotScheduler } from "./snapshot_scheduler.ts";
 import { StatsCounters, type SyncServerStats } from "./stats.ts";
 import { type KvLock, lockKvPath } from "./storage/kv_lock.ts";
-import { delay, type RetryOptions } from "./storage/retry.ts";
+import { delay } from "../util/delay.ts";
+import type { RetryOptions } from "./storage/retry.ts";
 import { TokenAuthority } from "./tokens.ts";
 
 /**

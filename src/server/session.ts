@@ -10,7 +10,7 @@ import type { Permission } from "./permissions.ts";
 import type { HubMember, RealmHub } from "./realm_hub.ts";
 import { SessionError } from "./session_error.ts";
 import { UnknownIdentityError } from "./storage/history.ts";
-import { delay } from "./storage/retry.ts";
+import { delay } from "../util/delay.ts";
 import { snapshotChangeset, type SnapshotInfo } from "./storage/snapshot.ts";
 import { findInvalidUpload } from "./upload_validation.ts";
 

@@ -14,7 +14,8 @@ import {
 } from "./chunks.ts";
 import type { IdentityRecord } from "./identities.ts";
 import { headKey, historyKey, identityKey } from "./keys.ts";
-import { backoffDelayMs, delay, retryKv, type RetryOptions } from "./retry.ts";
+import { delay } from "../../util/delay.ts";
+import { backoffDelayMs, retryKv, type RetryOptions } from "./retry.ts";
 
 /**
  * A realm's history in Deno KV (ARCHITECTURE.md "Server storage"): server

@@ -1,6 +1,7 @@
 import type { ClientIdentity } from "../../protocol/messages.ts";
 import { identityCounterKey, identityKey } from "./keys.ts";
-import { backoffDelayMs, delay, retryKv, type RetryOptions } from "./retry.ts";
+import { delay } from "../../util/delay.ts";
+import { backoffDelayMs, retryKv, type RetryOptions } from "./retry.ts";
 
 /**
  * Client identities (ARCHITECTURE.md "Server storage"): issued once per
