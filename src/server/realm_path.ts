@@ -1,5 +1,5 @@
 /**
- * Realm paths as clients write them (ARCHITECTURE.md "Session flow"): they
+ * Realm paths as clients write them (docs/ARCHITECTURE.md "Session flow"): they
  * start with `/`, and are made of segments, none empty, `.` or `..`, each a
  * run of any characters but `/`, white space and control characters (so a
  * JWT subject such as `auth0|5f…` or `ada@example.com` can be a segment). A

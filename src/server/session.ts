@@ -15,7 +15,7 @@ import { snapshotChangeset, type SnapshotInfo } from "./storage/snapshot.ts";
 import { findInvalidUpload } from "./upload_validation.ts";
 
 /**
- * One bound session on the server (ARCHITECTURE.md "Session flow"): a
+ * One bound session on the server (docs/ARCHITECTURE.md "Session flow"): a
  * download pump that sends the realm's history after the client's cursor in
  * bounded batches, then live changesets as the hub learns of them; upload
  * integration with an immediate acknowledgement; and MARK bookkeeping.

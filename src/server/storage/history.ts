@@ -18,7 +18,7 @@ import { delay } from "../../util/delay.ts";
 import { backoffDelayMs, retryKv, type RetryOptions } from "./retry.ts";
 
 /**
- * A realm's history in Deno KV (ARCHITECTURE.md "Server storage"): server
+ * A realm's history in Deno KV (docs/ARCHITECTURE.md "Server storage"): server
  * versions 1, 2, 3, …, each assigned in an atomic commit guarded by a check
  * on the realm's head, so two processes can never assign one version twice
  * or lose a changeset.

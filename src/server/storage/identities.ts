@@ -4,7 +4,7 @@ import { delay } from "../../util/delay.ts";
 import { backoffDelayMs, retryKv, type RetryOptions } from "./retry.ts";
 
 /**
- * Client identities (ARCHITECTURE.md "Server storage"): issued once per
+ * Client identities (docs/ARCHITECTURE.md "Server storage"): issued once per
  * client and realm, persisted with the last client version integrated from
  * that client, so deduplication survives restarts and history compaction.
  */

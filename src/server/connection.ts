@@ -1,11 +1,11 @@
-import {
-  compressFrame,
-  COMPRESSION_THRESHOLD,
-  decompressFrame,
-  isCompressedFrame,
-} from "../protocol/compression.ts";
+/**
+ * One WebSocket connection from open to close (`docs/ARCHITECTURE.md`
+ * "Session flow on one connection"), with its failures turned into ERRORs of
+ * the right scope: a malformed frame closes this socket only.
+ */
+
+import { decompressFrame, isCompressedFrame } from "../protocol/compression.ts";
 import { decodeMessage } from "../protocol/decode.ts";
-import { encodeMessage } from "../protocol/encode.ts";
 import {
   ERROR_CODES,
   type ErrorCodeName,
@@ -17,39 +17,24 @@ import {
   type HandshakeMessage,
   type Message,
   MessageType,
-  type ServerMessage,
 } from "../protocol/messages.ts";
 import { ProtocolError } from "../protocol/protocol_error.ts";
-import { Writer } from "../protocol/writer.ts";
 import {
   MIN_PROTOCOL_VERSION,
   negotiateVersion,
   PROTOCOL_VERSION,
 } from "../protocol/version.ts";
+import { bindSession } from "./bind.ts";
 import { DeliveryRate } from "./delivery_rate.ts";
-import type { Log } from "./log.ts";
-import type { Permission, PermissionsFunction } from "./permissions.ts";
-import type { RealmHub } from "./realm_hub.ts";
-import type { RealmRegistry } from "./realm_registry.ts";
-import { resolveRealmPath } from "./realm_path.ts";
-import { Session } from "./session.ts";
+import type { ServerContext } from "./server_context.ts";
+import type { Session, SessionTransport } from "./session.ts";
 import { SessionError } from "./session_error.ts";
-import type { StatsCounters } from "./stats.ts";
-import { readCumulativeBytes } from "./storage/history.ts";
-import { allocateIdentity, readIdentity } from "./storage/identities.ts";
+import { type SessionRecord, SessionTable } from "./session_table.ts";
 import { delay } from "../util/delay.ts";
-import type { RetryOptions } from "./storage/retry.ts";
-import type { TokenAuthority } from "./tokens.ts";
-import { abortable } from "../util/abort.ts";
+import { SerialQueue } from "../util/serial_queue.ts";
+import { FrameWriter } from "./frame_writer.ts";
 
-/**
- * One WebSocket connection (ARCHITECTURE.md "Session flow"): decodes frames,
- * runs the handshake, dispatches session messages in order per session, and
- * turns failures into ERRORs of the right scope. A malformed frame closes
- * this socket only.
- */
-
-/** WebSocket close codes (ARCHITECTURE.md "Session flow"). */
+/** WebSocket close codes (docs/ARCHITECTURE.md "Session flow on one connection"). */
 export const CloseCode = {
   Normal: 1000,
   GoingAway: 1001,
@@ -71,34 +56,7 @@ const CONNECTION_CLOSE_CODES: Partial<Record<ErrorCodeName, number>> = {
   internal_server_error: CloseCode.InternalError,
 };
 
-/** What a connection needs from its server. */
-export interface PeerContext {
-  kv: Deno.Kv;
-  tokens: TokenAuthority;
-  permissions: PermissionsFunction;
-  registry: RealmRegistry;
-  stats: StatsCounters;
-  log: Log;
-  /** Retry pacing for reads and identity writes; signal = server lifetime. */
-  retry: RetryOptions;
-  /** Aborts when the server shuts down. */
-  lifetime: AbortSignal;
-  /** Aborts when in-flight commits must give up (shutdown deadline). */
-  commitSignal: AbortSignal;
-  maxMessageBytes: number;
-  maxSessionsPerConnection: number;
-  downloadBatchBytes: number;
-  highWaterBytes: number;
-  handshakeTimeoutMs: number;
-  /** Whether large DOWNLOAD frames are deflated (PROTOCOL.md §2). */
-  compression: boolean;
-  now(): number;
-}
-
-type PeerState = "handshake" | "authenticating" | "open" | "closed";
-
-// Session ids remembered per connection after a session-scoped error.
-const MAX_ENDED_SESSIONS = 1024;
+type ConnectionState = "handshake" | "authenticating" | "open" | "closed";
 
 // How often a held PONG looks at the socket's buffer again.
 const DRAIN_POLL_MS = 10;
@@ -106,20 +64,13 @@ const DRAIN_POLL_MS = 10;
 // setTimeout takes at most a signed 32-bit delay; longer waits re-arm.
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
-// One writer for every frame this process sends. Encoding and
-// `WebSocket.send` are synchronous and `send` copies what it is given, so a
-// frame sent at once can be a view into the writer (saving a buffer per
-// frame, about a third of encoding a small message); a frame that has to wait
-// behind compression is copied first, before the next message reuses it.
-const sendWriter = new Writer();
-
 /** See the file comment. */
-export class Peer {
+export class Connection {
   /** This connection's number within the server, for logs. */
   readonly id: number;
   #socket: WebSocket;
-  #context: PeerContext;
-  #state: PeerState = "handshake";
+  #context: ServerContext;
+  #state: ConnectionState = "handshake";
   #closing = false;
   #opened = false;
   #userId: string | null = null;
@@ -127,31 +78,22 @@ export class Peer {
   #tokenTimer: ReturnType<typeof setTimeout> | undefined;
   #handshakeTimer: ReturnType<typeof setTimeout> | undefined;
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
-  // Session ids as the client sees them: bound from its BIND until its
-  // UNBIND (or a session-scoped ERROR), so what a message may do depends on
-  // what the client sent before it, never on how far the server got.
-  #bound = new Set<number>();
-  // Ids whose UNBIND is queued: not bound any more, not reusable until
-  // UNBOUND is sent.
-  #unbinding = new Set<number>();
-  #sessions = new Map<number, Session>();
-  #ended = new Set<number>();
-  #chains = new Map<number, Promise<void>>();
+  #sessions: SessionTable;
   #tasks = new Set<Promise<unknown>>();
   #closed = Promise.withResolvers<void>();
   // Aborts when the socket has closed: waits on code outside the server
   // (the permissions callback) give up then instead of holding the
   // connection's state.
   #gone = new AbortController();
-  // Frames wait here while an earlier one is being inflated (inbound) or
-  // deflated (outbound), so both directions keep their order.
-  #inbound: Promise<void> | null = null;
-  #outbound: Promise<void> | null = null;
-  #outboundBytes = 0;
+  // Frames wait here while an earlier one is being inflated, so they are
+  // handled in arrival order.
+  #inbound: SerialQueue;
+  #output: FrameWriter;
+  #transport: SessionTransport;
   // The newest PING not answered yet because the socket was backed up.
   #heldPing: number | null = null;
   #rejection: { code: ErrorCodeName; message: string } | null;
-  // Sizes DOWNLOAD batches from the client's RECEIVED (PROTOCOL.md §4.8).
+  // Sizes DOWNLOAD batches from the client's RECEIVED (docs/PROTOCOL.md §4.8).
   #delivery: DeliveryRate;
 
   /**
@@ -164,14 +106,39 @@ export class Peer {
   constructor(
     socket: WebSocket,
     id: number,
-    context: PeerContext,
+    context: ServerContext,
     rejection: { code: ErrorCodeName; message: string } | null = null,
   ) {
     this.#socket = socket;
     this.id = id;
     this.#context = context;
     this.#rejection = rejection;
-    this.#delivery = new DeliveryRate(context.downloadBatchBytes);
+    this.#delivery = new DeliveryRate(context.settings.downloadBatchBytes);
+    this.#sessions = new SessionTable((sessionId, error) => {
+      this.#context.log(
+        "error",
+        "internal_error",
+        "A session handler crashed",
+        this.#logContext({ session: sessionId, error }),
+      );
+      this.fail("internal_server_error", "The server failed", error);
+    });
+    // No step throws: inflate failures close the connection inside it.
+    this.#inbound = new SerialQueue(() => {});
+    this.#output = new FrameWriter(socket, {
+      compression: context.settings.compression,
+      onWritten: (bytes) => {
+        context.stats.bytesOut += bytes;
+        this.#delivery.noteSent(bytes);
+      },
+      track: (task) => this.#track(task),
+    });
+    this.#transport = {
+      send: (reply) => this.#output.send(reply),
+      bufferedAmount: () => this.#output.pendingBytes(),
+      batchBytes: () => this.#delivery.batchBytes,
+      failSession: (failed, error) => this.#failSession(failed, error),
+    };
     socket.binaryType = "arraybuffer";
     socket.onopen = () => this.#onOpen();
     socket.onmessage = (event) => this.#onMessage(event);
@@ -192,7 +159,7 @@ export class Peer {
    */
   async flushed(): Promise<void> {
     while (this.#tasks.size > 0) await Promise.allSettled([...this.#tasks]);
-    while (!this.#isClosed() && this.#pendingOutput() > 0) {
+    while (!this.#isClosed() && this.#output.pendingBytes() > 0) {
       try {
         await delay(DRAIN_POLL_MS, this.#gone.signal);
       } catch {
@@ -214,7 +181,7 @@ export class Peer {
       message,
       this.#logContext({ code, error }),
     );
-    this.#send({
+    this.#output.send({
       type: MessageType.Error,
       sessionId: null,
       code: errorCodeNumber(code),
@@ -222,7 +189,7 @@ export class Peer {
       message,
     });
     // After whatever is still being compressed, so the ERROR goes out.
-    this.#afterOutbound(() => {
+    this.#output.afterQueued(() => {
       this.#closeSocket(
         CONNECTION_CLOSE_CODES[code] ?? CloseCode.ProtocolError,
         message,
@@ -234,7 +201,7 @@ export class Peer {
       if (this.#isClosed()) return;
       this.#closeTimer = setTimeout(
         () => this.#onClose(),
-        this.#context.handshakeTimeoutMs,
+        this.#context.settings.handshakeTimeoutMs,
       );
     });
   }
@@ -284,10 +251,10 @@ export class Peer {
       if (this.#state === "handshake" || this.#state === "authenticating") {
         this.fail(
           "protocol_violation",
-          `No HANDSHAKE within ${this.#context.handshakeTimeoutMs} ms`,
+          `No HANDSHAKE within ${this.#context.settings.handshakeTimeoutMs} ms`,
         );
       }
-    }, this.#context.handshakeTimeoutMs);
+    }, this.#context.settings.handshakeTimeoutMs);
   }
 
   #onMessage(event: MessageEvent): void {
@@ -301,7 +268,7 @@ export class Peer {
       return;
     }
     this.#context.stats.bytesIn += data.byteLength;
-    const limit = this.#context.maxMessageBytes;
+    const limit = this.#context.settings.maxMessageBytes;
     if (data.byteLength > limit) {
       this.fail(
         "message_too_large",
@@ -310,17 +277,12 @@ export class Peer {
       return;
     }
     const frame = new Uint8Array(data);
-    if (this.#inbound === null && !isCompressedFrame(frame)) {
+    if (this.#inbound.idle && !isCompressedFrame(frame)) {
       this.#decodeAndDispatch(frame);
       return;
     }
-    const previous = this.#inbound ?? Promise.resolve();
-    const next = previous.then(() => this.#inflateAndDispatch(frame));
-    this.#inbound = next;
-    this.#track(next);
-    next.finally(() => {
-      if (this.#inbound === next) this.#inbound = null;
-    });
+    this.#inbound.push(() => this.#inflateAndDispatch(frame));
+    this.#track(this.#inbound.drained());
   }
 
   async #inflateAndDispatch(frame: Uint8Array): Promise<void> {
@@ -328,7 +290,7 @@ export class Peer {
     let inflated: Uint8Array;
     try {
       inflated = await decompressFrame(frame, {
-        maxMessageBytes: this.#context.maxMessageBytes,
+        maxMessageBytes: this.#context.settings.maxMessageBytes,
       });
     } catch (error) {
       const tooLarge = error instanceof ProtocolError &&
@@ -345,7 +307,7 @@ export class Peer {
   }
 
   #decodeAndDispatch(frame: Uint8Array): void {
-    const limit = this.#context.maxMessageBytes;
+    const limit = this.#context.settings.maxMessageBytes;
     let message: Message;
     try {
       message = decodeMessage(frame, { maxMessageBytes: limit });
@@ -408,71 +370,13 @@ export class Peer {
         }
         return;
       case MessageType.Bind:
-        if (
-          this.#bound.has(clientMessage.sessionId) ||
-          this.#unbinding.has(clientMessage.sessionId)
-        ) {
-          this.fail(
-            "protocol_violation",
-            `Cannot bind: session ${clientMessage.sessionId} is already bound`,
-          );
-          return;
-        }
-        // Counted when asked for, not when bound: BINDs sent back to back
-        // are all in progress at once.
-        if (
-          this.#bound.size + this.#unbinding.size >=
-            this.#context.maxSessionsPerConnection
-        ) {
-          this.#failUnbound(
-            clientMessage.sessionId,
-            new SessionError(
-              "too_many_sessions",
-              `Cannot bind: the connection already has ${this.#context.maxSessionsPerConnection} sessions`,
-            ),
-          );
-          return;
-        }
-        this.#bound.add(clientMessage.sessionId);
-        this.#ended.delete(clientMessage.sessionId);
-        this.#enqueue(clientMessage.sessionId, () => this.#bind(clientMessage));
+        this.#onBind(clientMessage);
         return;
       case MessageType.Upload:
       case MessageType.Mark:
-      case MessageType.Unbind: {
-        const sessionId = clientMessage.sessionId;
-        if (!this.#bound.has(sessionId)) {
-          if (this.#ended.has(sessionId)) {
-            // The session ended with an ERROR the client had not seen when
-            // it sent this; UNBIND still gets its answer.
-            if (clientMessage.type === MessageType.Unbind) {
-              this.#ended.delete(sessionId);
-              this.#send({ type: MessageType.Unbound, sessionId });
-            }
-            return;
-          }
-          this.fail(
-            "protocol_violation",
-            `Cannot handle message: session ${sessionId} is not bound`,
-          );
-          return;
-        }
-        if (clientMessage.type === MessageType.Unbind) {
-          this.#bound.delete(sessionId);
-          // Not queued behind the session's earlier messages: one may be a
-          // commit storage takes ages to finish, and a client that gave up
-          // on it must get its slot back now (PROTOCOL.md §4.5).
-          const session = this.#sessions.get(sessionId);
-          if (session !== undefined) {
-            this.#unbind(session);
-            return;
-          }
-          // Still binding: the session does not exist before BIND is done.
-          this.#unbinding.add(sessionId);
-        }
-        this.#enqueue(sessionId, () => this.#sessionMessage(clientMessage));
+      case MessageType.Unbind:
+        this.#onSessionMessage(clientMessage);
         return;
-      }
       default:
         this.fail(
           "protocol_violation",
@@ -486,9 +390,9 @@ export class Peer {
   #pong(timestamp: number): void {
     if (
       this.#heldPing === null &&
-      this.#pendingOutput() <= this.#context.highWaterBytes
+      this.#output.pendingBytes() <= this.#context.settings.sendBufferBytes
     ) {
-      this.#send({ type: MessageType.Pong, timestamp });
+      this.#output.send({ type: MessageType.Pong, timestamp });
       return;
     }
     // A client that sends PINGs without reading the PONGs must not make the
@@ -501,7 +405,9 @@ export class Peer {
   }
 
   async #answerHeldPing(): Promise<void> {
-    while (this.#pendingOutput() > this.#context.highWaterBytes) {
+    while (
+      this.#output.pendingBytes() > this.#context.settings.sendBufferBytes
+    ) {
       try {
         await delay(DRAIN_POLL_MS, this.#gone.signal);
       } catch {
@@ -510,28 +416,7 @@ export class Peer {
     }
     const timestamp = this.#heldPing!;
     this.#heldPing = null;
-    this.#send({ type: MessageType.Pong, timestamp });
-  }
-
-  #enqueue(sessionId: number, work: () => Promise<void>): void {
-    const previous = this.#chains.get(sessionId) ?? Promise.resolve();
-    const next = previous.then(() => {
-      if (this.#isClosed()) return;
-      return work();
-    }).catch((error) => {
-      this.#context.log(
-        "error",
-        "internal_error",
-        "A session handler crashed",
-        this.#logContext({ session: sessionId, error }),
-      );
-      this.fail("internal_server_error", "The server failed", error);
-    });
-    this.#chains.set(sessionId, next);
-    this.#track(next);
-    next.finally(() => {
-      if (this.#chains.get(sessionId) === next) this.#chains.delete(sessionId);
-    });
+    this.#output.send({ type: MessageType.Pong, timestamp });
   }
 
   #track(task: Promise<unknown>): void {
@@ -559,11 +444,11 @@ export class Peer {
     this.#userId = check.userId;
     this.#armTokenDeadline(check.expiresAt);
     this.#state = "open";
-    this.#send({
+    this.#output.send({
       type: MessageType.HandshakeReply,
       version,
       userId: check.userId,
-      maxMessageBytes: this.#context.maxMessageBytes,
+      maxMessageBytes: this.#context.settings.maxMessageBytes,
     });
     this.#context.log(
       "debug",
@@ -595,10 +480,11 @@ export class Peer {
     clearTimeout(this.#tokenTimer);
     this.#tokenTimer = undefined;
     if (!Number.isFinite(expiresAt)) return;
-    const remaining = expiresAt - this.#context.now();
+    const now = this.#context.settings.now;
+    const remaining = expiresAt - now();
     this.#tokenTimer = setTimeout(() => {
       this.#tokenTimer = undefined;
-      if (this.#context.now() >= this.#tokenExpiresAt) {
+      if (now() >= this.#tokenExpiresAt) {
         this.fail(
           "token_expired",
           "The access token expired; refresh it before it expires",
@@ -609,158 +495,113 @@ export class Peer {
     }, Math.max(0, Math.min(remaining, MAX_TIMER_MS)));
   }
 
-  async #bind(message: BindMessage): Promise<void> {
+  #onBind(message: BindMessage): void {
     const { sessionId } = message;
-    const userId = this.#userId!;
-    const resolved = resolveRealmPath(message.path, userId);
-    if (!resolved.ok) {
-      this.#failUnbound(
-        sessionId,
-        new SessionError("invalid_path", `Cannot bind: ${resolved.reason}`),
+    if (this.#sessions.isHeld(sessionId)) {
+      this.fail(
+        "protocol_violation",
+        `Cannot bind: session ${sessionId} is already bound`,
       );
       return;
     }
-    const path = resolved.path;
-    let permission: Permission;
-    try {
-      permission = await abortable(
-        Promise.resolve().then(() => this.#context.permissions(userId, path)),
-        this.#gone.signal,
-      );
-    } catch (error) {
-      if (this.#isClosed()) return;
+    // Counted when asked for, not when bound: BINDs sent back to back are
+    // all in progress at once.
+    const limit = this.#context.settings.maxSessionsPerConnection;
+    if (this.#sessions.held >= limit) {
       this.#failUnbound(
+        this.#sessions.get(sessionId),
         sessionId,
         new SessionError(
-          "session_failed",
-          "Cannot bind: the permission check failed",
-          { cause: error },
+          "too_many_sessions",
+          `Cannot bind: the connection already has ${limit} sessions`,
         ),
-        path,
       );
       return;
     }
-    if (permission !== "readwrite" && permission !== "read") {
-      this.#failUnbound(
-        sessionId,
-        new SessionError(
-          "permission_denied",
-          `Cannot bind: user ${JSON.stringify(userId)} may not access ${
-            JSON.stringify(path)
-          }`,
-        ),
-        path,
+    const record = this.#sessions.bind(sessionId);
+    this.#enqueue(record, () => this.#bind(record, message));
+  }
+
+  #onSessionMessage(
+    message: Extract<ClientMessage, { sessionId: number }>,
+  ): void {
+    const { sessionId } = message;
+    const record = this.#sessions.get(sessionId);
+    if (record === undefined || !this.#sessions.isBound(sessionId)) {
+      if (record?.state === "ended") {
+        // The session ended with an ERROR the client had not seen when it
+        // sent this; UNBIND still gets its answer.
+        if (message.type === MessageType.Unbind) {
+          this.#sessions.released(record);
+          this.#output.send({ type: MessageType.Unbound, sessionId });
+        }
+        return;
+      }
+      this.fail(
+        "protocol_violation",
+        `Cannot handle message: session ${sessionId} is not bound`,
       );
       return;
     }
-    if (this.#isClosed()) return;
-    const hub = this.#context.registry.acquire(path);
-    let session: Session;
-    try {
-      session = await this.#openSession(message, path, permission, hub);
-    } catch (error) {
-      this.#context.registry.release(hub);
-      this.#failUnbound(
-        sessionId,
-        error instanceof SessionError ? error : new SessionError(
-          "session_failed",
-          "Cannot bind: storage failed",
-          { cause: error },
-        ),
-        path,
-      );
+    if (message.type === MessageType.Unbind) {
+      // Not queued behind the session's earlier messages: one may be a
+      // commit storage takes ages to finish, and a client that gave up on
+      // it must get its slot back now (docs/PROTOCOL.md §4.5).
+      if (record.session !== null) {
+        this.#unbind(record, record.session);
+        return;
+      }
+      // Still binding: the session does not exist before BIND is done.
+      this.#sessions.unbinding(record);
+    }
+    this.#enqueue(record, () => this.#sessionMessage(record, message));
+  }
+
+  #enqueue(record: SessionRecord, work: () => Promise<void>): void {
+    this.#track(this.#sessions.enqueue(record, () => {
+      if (this.#isClosed()) return Promise.resolve();
+      return work();
+    }));
+  }
+
+  async #bind(record: SessionRecord, message: BindMessage): Promise<void> {
+    const outcome = await bindSession(message, {
+      server: this.#context,
+      userId: this.#userId!,
+      gone: this.#gone.signal,
+      send: (reply) => this.#output.send(reply),
+      transport: this.#transport,
+    });
+    if (outcome === null) return;
+    if (!outcome.ok) {
+      this.#failUnbound(record, message.sessionId, outcome.error, outcome.path);
       return;
     }
-    if (this.#isClosed()) {
-      this.#context.registry.release(hub);
-      return;
-    }
-    this.#sessions.set(sessionId, session);
+    const { session } = outcome;
+    this.#sessions.bound(record, session);
     this.#context.stats.sessions++;
     this.#context.log(
       "debug",
       "session_bound",
       "Session bound",
-      this.#logContext({ session: sessionId, path }),
+      this.#logContext({ session: session.id, path: session.path }),
     );
     session.start();
   }
 
-  async #openSession(
-    message: BindMessage,
-    path: string,
-    permission: Permission,
-    hub: RealmHub,
-  ): Promise<Session> {
-    const { kv, retry } = this.#context;
-    const head = await hub.refreshHead();
-    let identity = message.clientIdentity;
-    let lastIntegratedClientVersion = 0;
-    if (identity === null) {
-      identity = await allocateIdentity(kv, path, retry);
-    } else {
-      const record = await readIdentity(kv, path, identity, retry);
-      if (record === null) {
-        throw new SessionError(
-          "bad_client_identity",
-          `Cannot bind: client identity ${identity.id} is unknown in this realm or its salt is wrong`,
-        );
-      }
-      lastIntegratedClientVersion = record.lastClientVersion;
-    }
-    if (message.downloadCursor > head.version) {
-      throw new SessionError(
-        "bad_client_identity",
-        `Cannot bind: download cursor ${message.downloadCursor} is ahead of the server's history (${head.version}); the local realm belongs to other server data`,
-      );
-    }
-    // Null when that version was compacted away: the session bootstraps.
-    const cursorBytes = await readCumulativeBytes(
-      kv,
-      path,
-      message.downloadCursor,
-      retry,
-    );
-    if (message.clientIdentity === null) {
-      this.#send({
-        type: MessageType.Ident,
-        sessionId: message.sessionId,
-        clientIdentity: identity,
-      });
-    }
-    return new Session({
-      id: message.sessionId,
-      path,
-      userId: this.#userId!,
-      identity,
-      permission,
-      hub,
-      transport: {
-        send: (reply) => this.#send(reply),
-        bufferedAmount: () => this.#pendingOutput(),
-        batchBytes: () => this.#delivery.batchBytes,
-        failSession: (failed, error) => this.#failSession(failed, error),
-      },
-      downloadCursor: message.downloadCursor,
-      cursorBytes,
-      lastIntegratedClientVersion,
-      downloadBatchBytes: this.#context.downloadBatchBytes,
-      highWaterBytes: this.#context.highWaterBytes,
-      lifetime: this.#context.lifetime,
-      commitSignal: this.#context.commitSignal,
-      log: this.#context.log,
-    });
-  }
-
-  async #sessionMessage(message: ClientMessage): Promise<void> {
-    if (!("sessionId" in message)) return;
-    const session = this.#sessions.get(message.sessionId);
+  async #sessionMessage(
+    record: SessionRecord,
+    message: Extract<ClientMessage, { sessionId: number }>,
+  ): Promise<void> {
+    const session = record.session;
     // The bind failed (an ERROR was sent) or the session failed meanwhile.
-    if (session === undefined || session.closed) {
+    if (session === null || session.closed) {
       if (message.type === MessageType.Unbind) {
-        this.#ended.delete(message.sessionId);
-        this.#unbinding.delete(message.sessionId);
-        this.#send({ type: MessageType.Unbound, sessionId: message.sessionId });
+        this.#sessions.released(record);
+        this.#output.send({
+          type: MessageType.Unbound,
+          sessionId: message.sessionId,
+        });
       }
       return;
     }
@@ -773,7 +614,7 @@ export class Peer {
           await session.mark(message.requestId);
           return;
         case MessageType.Unbind:
-          this.#unbind(session);
+          this.#unbind(record, session);
           return;
       }
     } catch (error) {
@@ -791,14 +632,14 @@ export class Peer {
    * closed, so nothing more is sent for it (a late acknowledgement is
    * dropped) and a failure of it is not reported.
    */
-  #unbind(session: Session): void {
-    this.#unbinding.delete(session.id);
+  #unbind(record: SessionRecord, session: Session): void {
     // The realm stays held until the session's messages in flight are done,
     // so a re-upload on a new binding queues behind the old commit in the
     // same hub instead of racing it.
-    const inFlight = this.#chains.get(session.id);
+    const inFlight = record.queue.idle ? undefined : record.queue.drained();
     this.#track(this.#endSession(session, inFlight));
-    this.#send({ type: MessageType.Unbound, sessionId: session.id });
+    this.#sessions.released(record);
+    this.#output.send({ type: MessageType.Unbound, sessionId: session.id });
     this.#context.log(
       "debug",
       "session_unbound",
@@ -811,8 +652,9 @@ export class Peer {
     session: Session,
     inFlight?: Promise<void>,
   ): Promise<void> {
-    if (this.#sessions.get(session.id) !== session) return;
-    this.#sessions.delete(session.id);
+    const record = this.#sessions.get(session.id);
+    if (record?.session !== session) return;
+    this.#sessions.detach(record);
     this.#context.stats.sessions--;
     await session.close();
     await inFlight;
@@ -820,25 +662,22 @@ export class Peer {
   }
 
   #failSession(session: Session, error: SessionError): void {
-    if (this.#sessions.get(session.id) !== session) return;
-    this.#bound.delete(session.id);
-    this.#markEnded(session.id);
+    const record = this.#sessions.get(session.id);
+    if (record?.session !== session) return;
     this.#track(this.#endSession(session));
+    this.#sessions.ended(record);
     this.#sendSessionError(session.id, error, session.path);
   }
 
-  #markEnded(sessionId: number): void {
-    this.#ended.add(sessionId);
-    // Remembered only to ignore messages already in flight; a client that
-    // fails session after session must not grow this without bound.
-    if (this.#ended.size > MAX_ENDED_SESSIONS) {
-      this.#ended.delete(this.#ended.values().next().value!);
-    }
-  }
-
-  #failUnbound(sessionId: number, error: SessionError, path?: string): void {
-    this.#bound.delete(sessionId);
-    this.#markEnded(sessionId);
+  // A BIND that never became a session: refused at once (no record yet, or
+  // one whose id is free) or failed while binding.
+  #failUnbound(
+    record: SessionRecord | undefined,
+    sessionId: number,
+    error: SessionError,
+    path?: string,
+  ): void {
+    this.#sessions.ended(record ?? sessionId);
     this.#sendSessionError(sessionId, error, path);
   }
 
@@ -859,69 +698,13 @@ export class Peer {
         ...(cause === undefined ? {} : { error: cause }),
       }),
     );
-    this.#send({
+    this.#output.send({
       type: MessageType.Error,
       sessionId,
       code: errorCodeNumber(error.code),
       tryAgain: ERROR_CODES[error.code].tryAgain,
       message: error.message,
     });
-  }
-
-  #send(message: ServerMessage): void {
-    if (this.#socket.readyState !== WebSocket.OPEN) return;
-    const view = encodeMessage(message, sendWriter);
-    const deflate = this.#context.compression &&
-      message.type === MessageType.Download &&
-      view.length >= COMPRESSION_THRESHOLD;
-    if (this.#outbound === null && !deflate) {
-      this.#write(view);
-      return;
-    }
-    const frame = view.slice();
-    this.#outboundBytes += frame.length;
-    const previous = this.#outbound ?? Promise.resolve();
-    const next = previous.then(async () => {
-      let out = frame;
-      if (deflate) {
-        try {
-          out = await compressFrame(frame);
-        } catch {
-          // Sending it as it is is always correct.
-        }
-      }
-      this.#outboundBytes -= frame.length;
-      this.#write(out);
-    });
-    this.#outbound = next;
-    this.#track(next);
-    next.finally(() => {
-      if (this.#outbound === next) this.#outbound = null;
-    });
-  }
-
-  #afterOutbound(action: () => void): void {
-    if (this.#outbound === null) {
-      action();
-      return;
-    }
-    this.#outbound.finally(action);
-  }
-
-  #write(frame: Uint8Array<ArrayBuffer>): void {
-    if (this.#socket.readyState !== WebSocket.OPEN) return;
-    try {
-      this.#socket.send(frame);
-      this.#context.stats.bytesOut += frame.length;
-      this.#delivery.noteSent(frame.length);
-    } catch {
-      // The socket closed under us; onclose cleans up.
-    }
-  }
-
-  /** Bytes sent but not yet written to the network, compression included. */
-  #pendingOutput(): number {
-    return this.#socket.bufferedAmount + this.#outboundBytes;
   }
 
   #onClose(): void {
@@ -934,7 +717,7 @@ export class Peer {
     clearTimeout(this.#tokenTimer);
     this.#handshakeTimer = undefined;
     this.#tokenTimer = undefined;
-    const endings = [...this.#sessions.values()].map((session) =>
+    const endings = this.#sessions.sessions().map((session) =>
       this.#endSession(session)
     );
     (async () => {
