@@ -33,28 +33,7 @@ import { type SessionRecord, SessionTable } from "./session_table.ts";
 import { delay } from "../util/delay.ts";
 import { SerialQueue } from "../util/serial_queue.ts";
 import { FrameWriter } from "./frame_writer.ts";
-
-/** WebSocket close codes (docs/ARCHITECTURE.md "Session flow on one connection"). */
-export const CloseCode = {
-  Normal: 1000,
-  GoingAway: 1001,
-  ProtocolError: 1002,
-  Policy: 1008,
-  TooBig: 1009,
-  InternalError: 1011,
-  TryAgainLater: 1013,
-} as const;
-
-const CONNECTION_CLOSE_CODES: Partial<Record<ErrorCodeName, number>> = {
-  protocol_violation: CloseCode.ProtocolError,
-  message_too_large: CloseCode.TooBig,
-  unsupported_protocol_version: CloseCode.ProtocolError,
-  bad_token: CloseCode.Policy,
-  token_expired: CloseCode.Policy,
-  too_many_connections: CloseCode.TryAgainLater,
-  server_shutting_down: CloseCode.GoingAway,
-  internal_server_error: CloseCode.InternalError,
-};
+import { closeCodeFor, closeReason } from "./close_codes.ts";
 
 type ConnectionState = "handshake" | "authenticating" | "open" | "closed";
 
@@ -191,7 +170,7 @@ export class Connection {
     // After whatever is still being compressed, so the ERROR goes out.
     this.#output.afterQueued(() => {
       this.#closeSocket(
-        CONNECTION_CLOSE_CODES[code] ?? CloseCode.ProtocolError,
+        closeCodeFor(code),
         message,
       );
       // Deno reports the close only once the client answers it; one that
@@ -208,8 +187,7 @@ export class Connection {
 
   #closeSocket(code: number, reason: string): void {
     try {
-      // A close reason is limited to 123 bytes of UTF-8.
-      this.#socket.close(code, truncateUtf8(reason, 123));
+      this.#socket.close(code, closeReason(reason));
     } catch {
       // Already closing.
     }
@@ -733,13 +711,4 @@ export class Connection {
       this.#closed.resolve();
     })();
   }
-}
-
-function truncateUtf8(text: string, maxBytes: number): string {
-  const bytes = new TextEncoder().encode(text);
-  if (bytes.length <= maxBytes) return text;
-  let end = maxBytes;
-  // Do not cut a multi-byte character in half.
-  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
-  return new TextDecoder().decode(bytes.subarray(0, end));
 }

@@ -4,8 +4,10 @@ import { delay } from "../../util/delay.ts";
 import { backoffDelayMs, retryKv, type RetryOptions } from "./retry.ts";
 
 /**
- * Client identities (docs/ARCHITECTURE.md "Server storage"): issued once per
- * client and realm, persisted with the last client version integrated from
+ * Client identities in Deno KV, one per client per realm (docs/ARCHITECTURE.md
+ * "Server storage").
+ *
+ * Each is issued once, persisted with the last client version integrated from
  * that client, so deduplication survives restarts and history compaction.
  */
 
