@@ -34,14 +34,13 @@ import { delay } from "../util/delay.ts";
 import { SerialQueue } from "../util/serial_queue.ts";
 import { FrameWriter } from "./frame_writer.ts";
 import { closeCodeFor, closeReason } from "./close_codes.ts";
+import { TokenDeadline } from "./token_deadline.ts";
+import { systemClock } from "../util/clock.ts";
 
 type ConnectionState = "handshake" | "authenticating" | "open" | "closed";
 
 // How often a held PONG looks at the socket's buffer again.
 const DRAIN_POLL_MS = 10;
-
-// setTimeout takes at most a signed 32-bit delay; longer waits re-arm.
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** See the file comment. */
 export class Connection {
@@ -53,8 +52,7 @@ export class Connection {
   #closing = false;
   #opened = false;
   #userId: string | null = null;
-  #tokenExpiresAt = Infinity;
-  #tokenTimer: ReturnType<typeof setTimeout> | undefined;
+  #tokenDeadline: TokenDeadline;
   #handshakeTimer: ReturnType<typeof setTimeout> | undefined;
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
   #sessions: SessionTable;
@@ -93,6 +91,14 @@ export class Connection {
     this.#context = context;
     this.#rejection = rejection;
     this.#delivery = new DeliveryRate(context.settings.downloadBatchBytes);
+    this.#tokenDeadline = new TokenDeadline(
+      { ...systemClock, now: context.settings.now },
+      () =>
+        this.fail(
+          "token_expired",
+          "The access token expired; refresh it before it expires",
+        ),
+    );
     this.#sessions = new SessionTable((sessionId, error) => {
       this.#context.log(
         "error",
@@ -420,7 +426,7 @@ export class Connection {
     clearTimeout(this.#handshakeTimer);
     this.#handshakeTimer = undefined;
     this.#userId = check.userId;
-    this.#armTokenDeadline(check.expiresAt);
+    this.#tokenDeadline.arm(check.expiresAt);
     this.#state = "open";
     this.#output.send({
       type: MessageType.HandshakeReply,
@@ -450,27 +456,7 @@ export class Connection {
       );
       return;
     }
-    this.#armTokenDeadline(check.expiresAt);
-  }
-
-  #armTokenDeadline(expiresAt: number): void {
-    this.#tokenExpiresAt = expiresAt;
-    clearTimeout(this.#tokenTimer);
-    this.#tokenTimer = undefined;
-    if (!Number.isFinite(expiresAt)) return;
-    const now = this.#context.settings.now;
-    const remaining = expiresAt - now();
-    this.#tokenTimer = setTimeout(() => {
-      this.#tokenTimer = undefined;
-      if (now() >= this.#tokenExpiresAt) {
-        this.fail(
-          "token_expired",
-          "The access token expired; refresh it before it expires",
-        );
-      } else {
-        this.#armTokenDeadline(this.#tokenExpiresAt);
-      }
-    }, Math.max(0, Math.min(remaining, MAX_TIMER_MS)));
+    this.#tokenDeadline.arm(check.expiresAt);
   }
 
   #onBind(message: BindMessage): void {
@@ -692,9 +678,8 @@ export class Connection {
     this.#gone.abort(new Error("The connection closed"));
     clearTimeout(this.#closeTimer);
     clearTimeout(this.#handshakeTimer);
-    clearTimeout(this.#tokenTimer);
+    this.#tokenDeadline.stop();
     this.#handshakeTimer = undefined;
-    this.#tokenTimer = undefined;
     const endings = this.#sessions.sessions().map((session) =>
       this.#endSession(session)
     );
