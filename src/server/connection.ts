@@ -99,17 +99,14 @@ export class Connection {
           "The access token expired; refresh it before it expires",
         ),
     );
-    this.#sessions = new SessionTable((sessionId, error) => {
-      this.#context.log(
-        "error",
-        "internal_error",
-        "A session handler crashed",
-        this.#logContext({ session: sessionId, error }),
-      );
-      this.fail("internal_server_error", "The server failed", error);
-    });
-    // No step throws: inflate failures close the connection inside it.
-    this.#inbound = new SerialQueue(() => {});
+    this.#sessions = new SessionTable((sessionId, error) =>
+      this.#crashed("A session handler crashed", error, sessionId)
+    );
+    // Inflate failures close the connection inside the step; anything else
+    // thrown there is a bug, which must not leave later frames unhandled.
+    this.#inbound = new SerialQueue((error) =>
+      this.#crashed("A frame handler crashed", error)
+    );
     this.#output = new FrameWriter(socket, {
       compression: context.settings.compression,
       onWritten: (bytes) => {
@@ -189,6 +186,19 @@ export class Connection {
         this.#context.settings.handshakeTimeoutMs,
       );
     });
+  }
+
+  #crashed(what: string, error: unknown, session?: number): void {
+    this.#context.log(
+      "error",
+      "internal_error",
+      what,
+      this.#logContext({
+        ...(session === undefined ? {} : { session }),
+        error,
+      }),
+    );
+    this.fail("internal_server_error", "The server failed", error);
   }
 
   #closeSocket(code: number, reason: string): void {
