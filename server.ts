@@ -93,6 +93,11 @@ export type {
   PermissionsFunction,
 } from "./src/server/permissions.ts";
 export { ownPathsOnly } from "./src/server/permissions.ts";
+export type {
+  ChangesetToValidate,
+  ChangesetValidator,
+  ChangeToValidate,
+} from "./src/server/changeset_validation.ts";
 export type { SyncServerStats } from "./src/server/stats.ts";
 export {
   consoleLogger,

@@ -12,6 +12,7 @@ import { Session, type SessionTransport } from "./session.ts";
 import { SessionError } from "./session_error.ts";
 import { readCumulativeBytes } from "./storage/history.ts";
 import { allocateIdentity, readIdentity } from "./storage/identities.ts";
+import { pruneRejections } from "./storage/rejections.ts";
 import { abortable } from "../util/abort.ts";
 
 /** What a BIND needs from its connection. */
@@ -19,6 +20,8 @@ export interface BindContext {
   server: ServerContext;
   /** The authenticated user. */
   userId: string;
+  /** The protocol version the connection negotiated. */
+  protocolVersion: number;
   /** Aborts when the socket has closed: the bind then gives up quietly. */
   gone: AbortSignal;
   /** Sends IDENT on the socket. */
@@ -124,23 +127,52 @@ async function openSession(
   const head = await hub.refreshHead();
   let identity = message.clientIdentity;
   let lastIntegratedClientVersion = 0;
+  // Version 2 clients reset when the server cannot continue their history;
+  // version 1 clients get the error they always got.
+  const cannotContinue = (detail: string) =>
+    context.protocolVersion >= 2
+      ? new SessionError(
+        "client_reset_required",
+        `Cannot bind: ${detail}; the client must reset`,
+      )
+      : new SessionError("bad_client_identity", `Cannot bind: ${detail}`);
   if (identity === null) {
     identity = await allocateIdentity(kv, path, retry);
   } else {
     const record = await readIdentity(kv, path, identity, retry);
     if (record === null) {
-      throw new SessionError(
-        "bad_client_identity",
-        `Cannot bind: client identity ${identity.id} is unknown in this realm or its salt is wrong`,
+      throw cannotContinue(
+        `client identity ${identity.id} is unknown in this realm or its salt is wrong`,
       );
     }
     lastIntegratedClientVersion = record.lastClientVersion;
+    if (
+      context.protocolVersion >= 2 &&
+      message.uploadCursor > record.lastClientVersion
+    ) {
+      throw cannotContinue(
+        `upload cursor ${message.uploadCursor} is ahead of what the server recorded for client identity ${identity.id} (${record.lastClientVersion}); the server's data is older than this client's`,
+      );
+    }
+    if (context.protocolVersion >= 2 && message.uploadCursor > 0) {
+      await pruneRejections(
+        kv,
+        path,
+        identity.id,
+        message.uploadCursor,
+        retry,
+      );
+    }
   }
   if (message.downloadCursor > head.version) {
-    throw new SessionError(
-      "bad_client_identity",
-      `Cannot bind: download cursor ${message.downloadCursor} is ahead of the server's history (${head.version}); the local realm belongs to other server data`,
-    );
+    throw context.protocolVersion >= 2
+      ? cannotContinue(
+        `download cursor ${message.downloadCursor} is ahead of the server's history (${head.version})`,
+      )
+      : new SessionError(
+        "bad_client_identity",
+        `Cannot bind: download cursor ${message.downloadCursor} is ahead of the server's history (${head.version}); the local realm belongs to other server data`,
+      );
   }
   // Null when that version was compacted away: the session bootstraps.
   const cursorBytes = await readCumulativeBytes(
@@ -167,6 +199,8 @@ async function openSession(
     downloadCursor: message.downloadCursor,
     cursorBytes,
     lastIntegratedClientVersion,
+    protocolVersion: context.protocolVersion,
+    validateChangeset: settings.validateChangeset,
     downloadBatchBytes: settings.downloadBatchBytes,
     highWaterBytes: settings.sendBufferBytes,
     lifetime: context.server.lifetime,

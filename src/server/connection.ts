@@ -52,6 +52,8 @@ export class Connection {
   #closing = false;
   #opened = false;
   #userId: string | null = null;
+  // The protocol version negotiated at HANDSHAKE (0 before).
+  #protocolVersion = 0;
   #tokenDeadline: TokenDeadline;
   #handshakeTimer: ReturnType<typeof setTimeout> | undefined;
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
@@ -436,6 +438,7 @@ export class Connection {
     clearTimeout(this.#handshakeTimer);
     this.#handshakeTimer = undefined;
     this.#userId = check.userId;
+    this.#protocolVersion = version;
     this.#tokenDeadline.arm(check.expiresAt);
     this.#state = "open";
     this.#output.send({
@@ -542,6 +545,7 @@ export class Connection {
     const outcome = await bindSession(message, {
       server: this.#context,
       userId: this.#userId!,
+      protocolVersion: this.#protocolVersion,
       gone: this.#gone.signal,
       send: (reply) => this.#output.send(reply),
       transport: this.#transport,

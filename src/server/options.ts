@@ -6,6 +6,7 @@
 
 import { DEFAULT_LIMITS } from "../protocol/limits.ts";
 import { consoleLogger, type Logger } from "./log.ts";
+import type { ChangesetValidator } from "./changeset_validation.ts";
 import { ownPathsOnly, type PermissionsFunction } from "./permissions.ts";
 
 /**
@@ -184,6 +185,15 @@ export interface ServeSyncOptions {
    * @default {ownPathsOnly} read and write under `/<userId>/`, nothing else
    */
   permissions?: PermissionsFunction;
+  /**
+   * Refuses uploaded changesets on their content: `false` (or a throw)
+   * refuses one with `validation_failed`; the writer's receipt rejects with
+   * `write_rejected`, its changes are reverted on the client, and the
+   * session goes on (docs/SERVER.md "Validating writes").
+   *
+   * @default {undefined} every changeset a user may write is taken
+   */
+  validateChangeset?: ChangesetValidator;
   /** Limits per message, connection and server. */
   limits?: LimitOptions;
   /**
@@ -282,6 +292,7 @@ export interface ServerSettings {
   readonly accessTokenTtlMs: number;
   readonly refreshTokenTtlMs: number;
   readonly permissions: PermissionsFunction;
+  readonly validateChangeset: ChangesetValidator | undefined;
   readonly maxMessageBytes: number;
   readonly maxSessionsPerConnection: number;
   readonly maxConnections: number;
@@ -467,6 +478,7 @@ export function resolveOptions(options: ServeSyncOptions): ServerSettings {
     jwtSecret,
     allowAnonymous,
     permissions: options.permissions ?? ownPathsOnly,
+    validateChangeset: validator(options.validateChangeset),
     compression: options.compression ?? true,
     snapshots: options.history?.snapshots ?? true,
     tls: cert !== undefined && key !== undefined ? { cert, key } : null,
@@ -474,6 +486,17 @@ export function resolveOptions(options: ServeSyncOptions): ServerSettings {
     logger: options.logger ?? consoleLogger,
     now: options.now ?? Date.now,
   };
+}
+
+function validator(
+  value: ChangesetValidator | undefined,
+): ChangesetValidator | undefined {
+  if (value !== undefined && typeof value !== "function") {
+    throw new TypeError(
+      "Cannot serve: validateChangeset must be a function",
+    );
+  }
+  return value;
 }
 
 function integer(

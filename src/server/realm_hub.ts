@@ -13,6 +13,16 @@ import {
 } from "./storage/history.ts";
 import { headKey } from "./storage/keys.ts";
 import {
+  type ObjectKey,
+  readObjectRecords,
+  type RealmState,
+} from "./storage/realm_state.ts";
+import {
+  readRejection,
+  recordRejection,
+  type Refusal,
+} from "./storage/rejections.ts";
+import {
   listSnapshotObjects,
   type SnapshotInfo,
   type SnapshotObject,
@@ -178,6 +188,58 @@ export class RealmHub {
     const result = this.#integrating.then(run, run);
     this.#integrating = result.catch(() => {});
     return result;
+  }
+
+  /**
+   * Settles one uploaded changeset as refused (see `recordRejection`),
+   * serialised with this process's integrations of the realm so the
+   * identity's client versions advance in upload order. Returns false when
+   * that version was already settled.
+   */
+  reject(
+    identity: ClientIdentity,
+    clientVersion: number,
+    refusal: Refusal,
+    signal: AbortSignal,
+  ): Promise<boolean> {
+    const run = () =>
+      recordRejection(
+        this.#context.kv,
+        this.path,
+        identity,
+        clientVersion,
+        refusal,
+        { ...this.#context.retry, signal },
+      );
+    const result = this.#integrating.then(run, run);
+    this.#integrating = result.catch(() => {});
+    return result;
+  }
+
+  /** The refusal recorded for one of `identity`'s client versions, or null. */
+  readRejection(
+    identity: ClientIdentity,
+    clientVersion: number,
+    signal: AbortSignal,
+  ): Promise<Refusal | null> {
+    return readRejection(
+      this.#context.kv,
+      this.path,
+      identity.id,
+      clientVersion,
+      { ...this.#context.retry, signal },
+    );
+  }
+
+  /** The server's current records of `keys` (see `realm_state.ts`). */
+  currentRecords(
+    keys: readonly ObjectKey[],
+    signal: AbortSignal,
+  ): Promise<RealmState> {
+    return readObjectRecords(this.#context.kv, this.path, keys, {
+      ...this.#context.retry,
+      signal,
+    });
   }
 
   /**

@@ -11,7 +11,18 @@ import type { HubMember, RealmHub } from "./realm_hub.ts";
 import { SessionError } from "./session_error.ts";
 import { UnknownIdentityError } from "./storage/history.ts";
 import { delay } from "../util/delay.ts";
-import { snapshotChangeset, type SnapshotInfo } from "./storage/snapshot.ts";
+import {
+  SNAPSHOT_STAMP,
+  snapshotChangeset,
+  type SnapshotInfo,
+} from "./storage/snapshot.ts";
+import type { Refusal } from "./storage/rejections.ts";
+import {
+  type ChangesetValidator,
+  changesToValidate,
+} from "./changeset_validation.ts";
+import { recordToInstructions } from "../model/merge.ts";
+import { ERROR_CODES } from "../protocol/error_codes.ts";
 import { findInvalidUpload } from "./upload_validation.ts";
 
 /**
@@ -59,6 +70,10 @@ export interface SessionInit {
   cursorBytes: number | null;
   /** The identity's last integrated client version. */
   lastIntegratedClientVersion: number;
+  /** The protocol version the connection negotiated. */
+  protocolVersion: number;
+  /** The server's validation hook, if any. */
+  validateChangeset: ChangesetValidator | undefined;
   /** Largest DOWNLOAD to build, in bytes. */
   downloadBatchBytes: number;
   /** Pause reading storage while the socket buffers more than this. */
@@ -154,25 +169,188 @@ export class Session implements HubMember {
    * session's current server version, so it can go out between batches of
    * a long download).
    *
-   * @throws {SessionError} `write_not_allowed`, `bad_changeset`,
-   *   `bad_client_identity` or `session_failed`.
+   * With protocol version 2 a changeset the server will not take on its own
+   * merits (a read-only realm, the validation hook) is refused alone with a
+   * REJECT and the session goes on (PROTOCOL.md §4.16); with version 1 the
+   * refusal ends the session, as it always did.
+   *
+   * @throws {SessionError} `bad_changeset`, `client_reset_required` (or
+   *   `bad_client_identity` for version 1), `session_failed`, and with
+   *   version 1 `write_not_allowed`.
    */
   async upload(changesets: readonly UploadChangeset[]): Promise<void> {
-    if (this.permission !== "readwrite") {
-      throw new SessionError(
-        "write_not_allowed",
-        `Cannot upload: the realm ${
-          JSON.stringify(this.path)
-        } is read-only for this user`,
-      );
+    const rejects = this.#init.protocolVersion >= 2;
+    if (!rejects && this.permission !== "readwrite") {
+      throw new SessionError("write_not_allowed", this.#readOnlyMessage());
     }
     const invalid = findInvalidUpload(changesets, this.path);
     if (invalid !== null) {
       throw new SessionError("bad_changeset", `Cannot upload: ${invalid}`);
     }
-    if (changesets.length === 0) return;
+    let run: UploadChangeset[] = [];
+    for (const changeset of changesets) {
+      if (this.closed) return;
+      if (changeset.clientVersion <= this.#lastAck) {
+        // Settled before: a re-upload. One refused before is refused
+        // again (its REJECT may have been lost with a connection).
+        const refusal = rejects
+          ? await this.#storage(() =>
+            this.hub.readRejection(
+              this.identity,
+              changeset.clientVersion,
+              this.#signal,
+            )
+          )
+          : null;
+        if (refusal === null) {
+          run.push(changeset);
+          continue;
+        }
+        await this.#integrate(run);
+        run = [];
+        await this.#sendReject(changeset, refusal);
+        continue;
+      }
+      const refusal = await this.#refusal(changeset);
+      if (refusal === null) {
+        run.push(changeset);
+        continue;
+      }
+      if (!rejects) {
+        throw new SessionError(
+          "write_not_allowed",
+          `Cannot upload: ${refusal.message}`,
+        );
+      }
+      await this.#integrate(run);
+      run = [];
+      const settled = await this.#storage(() =>
+        this.hub.reject(
+          this.identity,
+          changeset.clientVersion,
+          refusal,
+          this.#init.commitSignal,
+        )
+      );
+      if (settled) {
+        this.#init.log(
+          "info",
+          "write_rejected",
+          `Refused client version ${changeset.clientVersion}: ${refusal.message}`,
+          {
+            session: this.id,
+            path: this.path,
+            userId: this.#init.userId,
+            code: refusal.code,
+          },
+        );
+      }
+      const recorded = settled
+        ? refusal
+        : await this.#storage(() =>
+          this.hub.readRejection(
+            this.identity,
+            changeset.clientVersion,
+            this.#signal,
+          )
+        );
+      // Settled meanwhile by an integration (another connection of this
+      // identity won): acknowledge it like any re-upload.
+      if (recorded === null) run.push(changeset);
+      else await this.#sendReject(changeset, recorded);
+    }
+    await this.#integrate(run);
+  }
+
+  #readOnlyMessage(): string {
+    return `Cannot upload: the realm ${
+      JSON.stringify(this.path)
+    } is read-only for this user`;
+  }
+
+  /** Why the server will not take `changeset`, or null to take it. */
+  async #refusal(changeset: UploadChangeset): Promise<Refusal | null> {
+    if (this.permission !== "readwrite") {
+      return {
+        code: "write_not_allowed",
+        message: this.#readOnlyMessage().replace("Cannot upload: ", ""),
+      };
+    }
+    const validate = this.#init.validateChangeset;
+    if (validate === undefined) return null;
     try {
-      await this.#init.hub.integrate(
+      const verdict = await validate({
+        userId: this.#init.userId,
+        path: this.path,
+        changes: changesToValidate(changeset),
+      });
+      if (verdict === true) return null;
+      return {
+        code: "validation_failed",
+        message:
+          `the server's validation refused client version ${changeset.clientVersion}`,
+      };
+    } catch (error) {
+      this.#init.log(
+        "warn",
+        "validation_failed",
+        "validateChangeset threw; the changeset is refused",
+        { session: this.id, path: this.path, error },
+      );
+      return {
+        code: "validation_failed",
+        message:
+          `the server's validation failed on client version ${changeset.clientVersion}`,
+      };
+    }
+  }
+
+  /**
+   * Sends REJECT for `changeset` with the server's current state of every
+   * object it touched, and acknowledges its client version.
+   */
+  async #sendReject(
+    changeset: UploadChangeset,
+    refusal: Refusal,
+  ): Promise<void> {
+    const keys = changeset.instructions.map(({ type, id }) => ({ type, id }));
+    const state = await this.#storage(() =>
+      this.hub.currentRecords(keys, this.#signal)
+    );
+    if (this.closed) return;
+    const instructions: Instruction[] = [];
+    for (const record of state.records.values()) {
+      const revert = recordToInstructions(record);
+      // Never written on the server: a delete at the zero stamp puts the
+      // object back to "absent" without outranking anything.
+      if (revert.length === 0) {
+        revert.push({
+          op: "delete",
+          type: record.type,
+          id: record.id,
+          fields: null,
+          stamp: SNAPSHOT_STAMP,
+        });
+      }
+      for (const instruction of revert) instructions.push(instruction);
+    }
+    if (changeset.clientVersion > this.#lastAck) {
+      this.#lastAck = changeset.clientVersion;
+    }
+    this.#init.transport.send({
+      type: MessageType.Reject,
+      sessionId: this.id,
+      clientVersion: changeset.clientVersion,
+      code: ERROR_CODES[refusal.code].code,
+      message: refusal.message,
+      revert: [snapshotChangeset(state.version, instructions)],
+    });
+  }
+
+  async #integrate(changesets: readonly UploadChangeset[]): Promise<void> {
+    if (changesets.length === 0 || this.closed) return;
+    await this.#storage(() =>
+      this.#init.hub.integrate(
         this.identity,
         changesets,
         this.#init.commitSignal,
@@ -188,10 +366,19 @@ export class Session implements HubMember {
           }
           this.#sendDownload(this.#cursor, this.#cursorBytes, [], 0);
         },
-      );
+      )
+    );
+  }
+
+  /** Runs a storage step, turning its failures into session errors. */
+  async #storage<T>(step: () => Promise<T>): Promise<T> {
+    try {
+      return await step();
     } catch (error) {
       if (error instanceof UnknownIdentityError) {
-        throw new SessionError("bad_client_identity", error.message);
+        throw this.#init.protocolVersion >= 2
+          ? new SessionError("client_reset_required", error.message)
+          : new SessionError("bad_client_identity", error.message);
       }
       throw new SessionError(
         "session_failed",

@@ -20,6 +20,7 @@ import { put, remove, update, upload } from "../_helpers/changesets.ts";
 import { ProtocolClient } from "../_helpers/protocol_client.ts";
 import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
 import { RawWebSocket } from "./_raw_websocket.ts";
+import { PROTOCOL_VERSION } from "../../src/protocol/version.ts";
 
 /** A changeset's stored size: the unit of DOWNLOAD's byte figures. */
 function storedSize(
@@ -64,10 +65,37 @@ function uploadMessage(
   return { type: MessageType.Upload, sessionId, changesets };
 }
 
-async function connect(test: TestServer, accessToken: string) {
+async function connect(
+  test: TestServer,
+  accessToken: string,
+  protocolVersion = PROTOCOL_VERSION,
+) {
   const client = await ProtocolClient.connect(test.url);
-  await client.handshake(accessToken);
+  await client.handshake(accessToken, {
+    minVersion: protocolVersion,
+    maxVersion: protocolVersion,
+  });
   return client;
+}
+
+/**
+ * The next message of `type`, passing over DOWNLOADs (a session's own
+ * upload moves its cursor with an empty DOWNLOAD after the acknowledgement).
+ */
+async function skipDownloads<T extends ServerMessage["type"]>(
+  client: ProtocolClient,
+  type: T,
+): Promise<Extract<ServerMessage, { type: T }>> {
+  for (let index = 0; index < 100; index++) {
+    const message = await client.next();
+    if (message.type === type) {
+      return message as Extract<ServerMessage, { type: T }>;
+    }
+    if (message.type !== MessageType.Download) {
+      throw new Error(`Expected ${type}, got ${message.type}`);
+    }
+  }
+  throw new Error(`No message ${type} within 100 DOWNLOADs`);
 }
 
 async function expectSessionError(
@@ -285,10 +313,10 @@ Deno.test("DOWNLOAD changesetBytes over a replay: another client's changesets an
   );
 });
 
-Deno.test("BIND with an unknown identity or a wrong salt gets bad_client_identity; the socket stays", async () => {
+Deno.test("protocol 1: BIND with an unknown identity or a wrong salt gets bad_client_identity; the socket stays", async () => {
   const { test, login } = await startWithUser();
   await using _ = test;
-  await using client = await connect(test, login.accessToken);
+  await using client = await connect(test, login.accessToken, 1);
   const identity = (await client.bind(1, "/~/todos"))!;
   await client.expect(MessageType.Download);
   const wrong: ClientIdentity[] = [
@@ -310,10 +338,10 @@ Deno.test("BIND with an unknown identity or a wrong salt gets bad_client_identit
   assert.equal(test.server.stats().sessions, 1);
 });
 
-Deno.test("BIND with a download cursor ahead of the history gets bad_client_identity", async () => {
+Deno.test("protocol 1: BIND with a download cursor ahead of the history gets bad_client_identity", async () => {
   const { test, login } = await startWithUser();
   await using _ = test;
-  await using client = await connect(test, login.accessToken);
+  await using client = await connect(test, login.accessToken, 1);
   const identity = (await client.bind(1, "/~/todos"))!;
   await client.expect(MessageType.Download);
   client.send({
@@ -371,7 +399,7 @@ Deno.test("BIND with an invalid path gets invalid_path", async () => {
   await assertAlive(client);
 });
 
-Deno.test("permissions() sees the resolved path; read-only realms refuse uploads with write_not_allowed", async () => {
+Deno.test("protocol 1: permissions() sees the resolved path; read-only realms refuse uploads with write_not_allowed", async () => {
   const seen: [string, string][] = [];
   const { test, login } = await startWithUser({
     permissions: (userId, path) => {
@@ -380,7 +408,7 @@ Deno.test("permissions() sees the resolved path; read-only realms refuse uploads
     },
   });
   await using _ = test;
-  await using client = await connect(test, login.accessToken);
+  await using client = await connect(test, login.accessToken, 1);
   await client.bind(1, "/~/shared");
   await client.expect(MessageType.Download);
   assert.deepEqual(seen, [[login.userId, `/${login.userId}/shared`]]);
@@ -392,6 +420,144 @@ Deno.test("permissions() sees the resolved path; read-only realms refuse uploads
   );
   assert.equal(test.server.stats().sessions, 0);
   await assertAlive(client);
+});
+
+Deno.test("protocol 2: BIND the server cannot continue (unknown identity, wrong salt, download or upload cursor ahead) gets client_reset_required; the socket stays", async () => {
+  const { test, login } = await startWithUser();
+  await using _ = test;
+  await using client = await connect(test, login.accessToken);
+  const identity = (await client.bind(1, "/~/todos"))!;
+  await client.expect(MessageType.Download);
+  client.send(uploadMessage(1, [upload(1, [put("T", "a", { n: 1 })])]));
+  assert.equal(
+    (await client.expect(MessageType.Download)).lastIntegratedClientVersion,
+    1,
+  );
+  const cases: [ClientIdentity, number, number, RegExp][] = [
+    [{ id: identity.id, salt: identity.salt + 1 }, 0, 0, /unknown/],
+    [{ id: identity.id + 100, salt: identity.salt }, 0, 0, /unknown/],
+    [
+      identity,
+      5,
+      0,
+      /download cursor 5 is ahead of the server's history \(1\)/,
+    ],
+    [identity, 1, 2, /upload cursor 2 is ahead of what the server recorded/],
+  ];
+  for (
+    const [index, [clientIdentity, downloadCursor, uploadCursor, detail]]
+      of cases.entries()
+  ) {
+    client.send({
+      type: MessageType.Bind,
+      sessionId: 10 + index,
+      path: "/~/todos",
+      clientIdentity,
+      downloadCursor,
+      uploadCursor,
+    });
+    const error = await skipDownloads(client, MessageType.Error);
+    assert.equal(error.sessionId, 10 + index);
+    assert.equal(error.code, errorCodeNumber("client_reset_required"));
+    assert.equal(error.tryAgain, true);
+    assert.match(error.message, detail);
+  }
+  // Cursors the server can continue still bind.
+  client.send({
+    type: MessageType.Bind,
+    sessionId: 20,
+    path: "/~/todos",
+    clientIdentity: identity,
+    downloadCursor: 1,
+    uploadCursor: 1,
+  });
+  await client.expect(MessageType.Download);
+  await assertAlive(client);
+});
+
+Deno.test("protocol 2: a write to a read-only realm is refused alone with REJECT carrying the server's state; the session goes on", async () => {
+  const { test, login } = await startWithUser({
+    permissions: (_userId, path) =>
+      path.endsWith("/shared") ? "read" : "readwrite",
+  });
+  await using _ = test;
+  // The realm's owner writes t1 through a read-write path alias first.
+  await using client = await connect(test, login.accessToken);
+  const identity = (await client.bind(1, "/~/shared"))!;
+  await client.expect(MessageType.Download);
+  client.send(uploadMessage(1, [
+    upload(1, [put("T", "a", { title: "mine" })]),
+    upload(2, [put("T", "b", {})]),
+  ]));
+  const first = await client.expect(MessageType.Reject);
+  assert.equal(first.sessionId, 1);
+  assert.equal(first.clientVersion, 1);
+  assert.equal(first.code, errorCodeNumber("write_not_allowed"));
+  assert.match(first.message, /read-only/);
+  // The server never held T/a: the revert puts it back to absent.
+  assert.deepEqual(
+    first.revert.flatMap((changeset) =>
+      changeset.instructions.map(({ op, type, id }) => ({ op, type, id }))
+    ),
+    [{ op: "delete", type: "T", id: "a" }],
+  );
+  const second = await client.expect(MessageType.Reject);
+  assert.equal(second.clientVersion, 2);
+  // A re-upload of a refused changeset (its REJECT lost on a cut) is
+  // refused again, not acknowledged.
+  client.send(uploadMessage(1, [upload(2, [put("T", "b", {})])]));
+  assert.equal((await client.expect(MessageType.Reject)).clientVersion, 2);
+  assert.equal(test.server.stats().sessions, 1);
+  assert.equal(test.server.stats().changesetsIntegrated, 0);
+  // After a BIND that shows them settled, the refusals are forgotten and
+  // the identity carries on from there.
+  client.send({ type: MessageType.Unbind, sessionId: 1 });
+  await client.expect(MessageType.Unbound);
+  client.send({
+    type: MessageType.Bind,
+    sessionId: 2,
+    path: "/~/shared",
+    clientIdentity: identity,
+    downloadCursor: 0,
+    uploadCursor: 2,
+  });
+  const bound = await client.expect(MessageType.Download);
+  assert.equal(bound.lastIntegratedClientVersion, 2);
+});
+
+Deno.test("protocol 2: validateChangeset refuses one changeset with validation_failed, reverts to the server's values, and takes the next", async () => {
+  const { test, login } = await startWithUser({
+    validateChangeset: ({ changes }) =>
+      changes.every((change) => change.fields?.["title"] !== ""),
+  });
+  await using _ = test;
+  await using client = await connect(test, login.accessToken);
+  await client.bind(1, "/~/todos");
+  await client.expect(MessageType.Download);
+  client.send(uploadMessage(1, [upload(1, [put("T", "a", { title: "ok" })])]));
+  assert.equal(
+    (await client.expect(MessageType.Download)).lastIntegratedClientVersion,
+    1,
+  );
+  client.send(uploadMessage(1, [
+    upload(2, [update("T", "a", { title: "" })]),
+    upload(3, [update("T", "a", { done: true })]),
+  ]));
+  const reject = await skipDownloads(client, MessageType.Reject);
+  assert.equal(reject.clientVersion, 2);
+  assert.equal(reject.code, errorCodeNumber("validation_failed"));
+  const reverted = reject.revert.flatMap((changeset) => changeset.instructions);
+  assert.ok(
+    reverted.some((instruction) =>
+      instruction.op !== "delete" && instruction.fields?.["title"] === "ok"
+    ),
+    "the revert carries the server's title",
+  );
+  assert.equal(
+    (await client.expect(MessageType.Download)).lastIntegratedClientVersion,
+    3,
+  );
+  assert.equal(test.server.stats().changesetsIntegrated, 2);
 });
 
 Deno.test("a permissions() that throws fails the session with session_failed (try again)", async () => {
@@ -907,6 +1073,8 @@ Deno.test("an acknowledgement never counts the uploader's own changesets as stil
           downloadCursor: 4,
           cursorBytes: 400,
           lastIntegratedClientVersion: 0,
+          protocolVersion: 2,
+          validateChangeset: undefined,
           downloadBatchBytes: 64 * 1024,
           highWaterBytes: 1024 * 1024,
           lifetime: lifetime.signal,

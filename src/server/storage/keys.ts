@@ -101,6 +101,19 @@ export function snapshotLeaseKey(realm: string): Deno.KvKey {
   return [ROOT, "realm", realm, "snapshot_lease"];
 }
 
+/**
+ * A changeset the server refused (REJECT), kept until the client's BIND
+ * shows it settled, or the prefix of one identity's refusals.
+ */
+export function rejectionKey(
+  realm: string,
+  identity: number,
+  clientVersion?: number,
+): Deno.KvKey {
+  const prefix = [ROOT, "realm", realm, "rejection", identity];
+  return clientVersion === undefined ? prefix : [...prefix, clientVersion];
+}
+
 /** The highest version deleted from history by compaction. */
 export function compactedKey(realm: string): Deno.KvKey {
   return [ROOT, "realm", realm, "compacted"];

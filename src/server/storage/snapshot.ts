@@ -539,7 +539,11 @@ export async function* listSnapshotObjects(
   }
 }
 
-async function readObjectBytes(
+/**
+ * Reads a snapshot record's bytes, reading the record again when its blob
+ * was replaced meanwhile; null when the record is gone.
+ */
+export async function readObjectBytes(
   kv: Deno.Kv,
   realm: string,
   entry: Deno.KvEntry<StoredBytes>,
