@@ -20,7 +20,7 @@ import {
   type ServeSyncOptions,
   type SyncServer,
 } from "../../server.ts";
-import { TcpProxy } from "./_proxy.ts";
+import { TcpProxy } from "../_helpers/tcp_proxy.ts";
 
 /** Upper bound of any single wait in this suite, in milliseconds. */
 export const WAIT_MS = 5_000;

@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { Credentials, type LogRecord, SyncError } from "../../mod.ts";
-import { TcpProxy } from "./_proxy.ts";
+import { TcpProxy } from "../_helpers/tcp_proxy.ts";
 import {
   bounded,
   condition,

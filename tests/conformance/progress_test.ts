@@ -9,7 +9,7 @@ import {
   type SyncSession,
 } from "../../mod.ts";
 import type { SyncServer } from "../../server.ts";
-import { TcpProxy } from "./_proxy.ts";
+import { TcpProxy } from "../_helpers/tcp_proxy.ts";
 import {
   bounded,
   condition,

@@ -8,7 +8,7 @@ import {
   SyncError,
   type SyncSession,
 } from "../../mod.ts";
-import { TcpProxy } from "./_proxy.ts";
+import { TcpProxy } from "../_helpers/tcp_proxy.ts";
 import {
   bounded,
   fastApp,
