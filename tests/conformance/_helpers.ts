@@ -8,7 +8,6 @@
 import {
   App,
   type AppOptions,
-  type Clock,
   type ConnectionStateChange,
   Credentials,
   type Realm,
@@ -293,67 +292,4 @@ export async function signJwt(
     new TextEncoder().encode(input),
   );
   return `${input}.${encode(new Uint8Array(signature))}`;
-}
-
-interface FakeTimer {
-  id: number;
-  due: number;
-  callback: () => void;
-}
-
-/**
- * A clock whose timers fire only when the test advances time; timers fire in
- * due order with `now()` equal to their due time, so nothing looks like the
- * machine slept.
- */
-export class ManualClock implements Clock {
-  #now: number;
-  #timers = new Map<number, FakeTimer>();
-  #nextId = 1;
-
-  constructor(start: number = Date.now()) {
-    this.#now = start;
-  }
-
-  now(): number {
-    return this.#now;
-  }
-
-  setTimeout(callback: () => void, delayMs: number): unknown {
-    const id = this.#nextId++;
-    const delay = Math.max(0, delayMs);
-    this.#timers.set(id, { id, due: this.#now + delay, callback });
-    return id;
-  }
-
-  clearTimeout(handle: unknown): void {
-    this.#timers.delete(handle as number);
-  }
-
-  /**
-   * Moves time forward by `ms` at once, as a machine waking from sleep
-   * sees it: then fires every overdue timer, late.
-   */
-  jump(ms: number): void {
-    this.#now += ms;
-    this.advance(0);
-  }
-
-  /** Moves time forward by `ms`, firing due timers in order. */
-  advance(ms: number): void {
-    const end = this.#now + ms;
-    for (let guard = 0; guard < 100_000; guard++) {
-      let next: FakeTimer | undefined;
-      for (const timer of this.#timers.values()) {
-        if (timer.due <= end && (next === undefined || timer.due < next.due)) {
-          next = timer;
-        }
-      }
-      if (next === undefined) break;
-      this.#timers.delete(next.id);
-      this.#now = Math.max(this.#now, next.due);
-      next.callback();
-    }
-    this.#now = end;
-  }
 }
