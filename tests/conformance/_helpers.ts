@@ -265,31 +265,3 @@ export function condition(
     signal.addEventListener("abort", abort);
   });
 }
-
-/** Signs an HS256 JWT with WebCrypto. */
-export async function signJwt(
-  secret: string,
-  claims: Record<string, unknown>,
-): Promise<string> {
-  const encode = (bytes: Uint8Array): string =>
-    btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll(
-      "/",
-      "_",
-    ).replace(/=+$/, "");
-  const text = (value: unknown) =>
-    encode(new TextEncoder().encode(JSON.stringify(value)));
-  const input = `${text({ alg: "HS256", typ: "JWT" })}.${text(claims)}`;
-  const key = await crypto.subtle.importKey(
-    "raw",
-    new TextEncoder().encode(secret),
-    { name: "HMAC", hash: "SHA-256" },
-    false,
-    ["sign"],
-  );
-  const signature = await crypto.subtle.sign(
-    "HMAC",
-    key,
-    new TextEncoder().encode(input),
-  );
-  return `${input}.${encode(new Uint8Array(signature))}`;
-}

@@ -14,9 +14,9 @@ import {
   proxiedClient,
   recordConnectionStates,
   Recorder,
-  signJwt,
   startServer,
 } from "./_helpers.ts";
+import { signUserJwt } from "../_helpers/user_jwt.ts";
 
 Deno.test("SyncSession retry schedule is visible: the disconnect carries the error and retry { attempt, nextAttemptAt, lastError }; session.retry holds the same", async () => {
   await using client = await proxiedClient({
@@ -378,7 +378,7 @@ Deno.test("Tokens: after the server's signing key changed (no token verifies), a
   const port = first.addr.port;
   await using proxy = new TcpProxy(first.addr);
   await using app = fastApp(proxy.url);
-  const jwt = await signJwt(secret, {
+  const jwt = await signUserJwt(secret, {
     sub: "alice",
     exp: Math.floor(Date.now() / 1000) + 3600,
   });

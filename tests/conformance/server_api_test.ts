@@ -9,9 +9,9 @@ import {
   fastApp,
   openClient,
   openDownloaded,
-  signJwt,
   startServer,
 } from "./_helpers.ts";
+import { signUserJwt } from "../_helpers/user_jwt.ts";
 
 Deno.test("serveSync() on port 0 resolves listening; server.url answers GET /health with 200", async () => {
   await using server = await startServer();
@@ -89,7 +89,7 @@ Deno.test("App.logIn() turns a login refusal into a SyncError", async (t) => {
   });
 
   await t.step("JWT signed with another secret", async () => {
-    const token = await signJwt("not-the-secret", {
+    const token = await signUserJwt("not-the-secret", {
       sub: "alice",
       exp: Math.floor(Date.now() / 1000) + 3600,
     });
@@ -101,7 +101,7 @@ Deno.test("App.logIn() turns a login refusal into a SyncError", async (t) => {
   });
 
   await t.step("expired JWT", async () => {
-    const token = await signJwt(secret, {
+    const token = await signUserJwt(secret, {
       sub: "alice",
       exp: Math.floor(Date.now() / 1000) - 3600,
     });
@@ -113,7 +113,7 @@ Deno.test("App.logIn() turns a login refusal into a SyncError", async (t) => {
   });
 
   await t.step("a valid JWT logs in as its sub", async () => {
-    const token = await signJwt(secret, {
+    const token = await signUserJwt(secret, {
       sub: "alice",
       exp: Math.floor(Date.now() / 1000) + 3600,
     });
