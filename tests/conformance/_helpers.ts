@@ -1,5 +1,6 @@
 /**
- * Helpers for the conformance suite. They use only the public entry points
+ * Client-side helpers for the conformance suite. Like the shared helpers it
+ * uses (`tests/_helpers/`), they import only the public entry points
  * (`mod.ts`, `server.ts`), as a test outside the repository would.
  *
  * @module
@@ -14,12 +15,9 @@ import {
   type SyncSession,
   type User,
 } from "../../mod.ts";
-import {
-  serveSync,
-  type ServeSyncOptions,
-  type SyncServer,
-} from "../../server.ts";
+import type { ServeSyncOptions } from "../../server.ts";
 import { TcpProxy } from "../_helpers/tcp_proxy.ts";
+import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
 
 /** Upper bound of any single wait in this suite, in milliseconds. */
 export const WAIT_MS = 5_000;
@@ -27,20 +25,6 @@ export const WAIT_MS = 5_000;
 /** A fresh bounded signal for one wait. */
 export function bounded(ms: number = WAIT_MS): AbortSignal {
   return AbortSignal.timeout(ms);
-}
-
-/** Starts a server on 127.0.0.1:0 with an in-memory store and anonymous login. */
-export function startServer(
-  options: Partial<ServeSyncOptions> = {},
-): Promise<SyncServer> {
-  return serveSync({
-    port: 0,
-    hostname: "127.0.0.1",
-    kv: ":memory:",
-    auth: { allowAnonymous: true },
-    logger: () => {},
-    ...options,
-  });
 }
 
 /** An app with small retry delays, suitable for tests over real sockets. */
@@ -95,7 +79,7 @@ export async function openClient(
 
 /** A server, a proxy in front of it, and a client that reaches it through it. */
 export interface ProxiedClient extends Client {
-  readonly server: SyncServer;
+  readonly server: TestServer;
   readonly proxy: TcpProxy;
 }
 
@@ -113,7 +97,7 @@ export async function proxiedClient(
   } = {},
 ): Promise<ProxiedClient> {
   await using stack = new AsyncDisposableStack();
-  const server = stack.use(await startServer(options.server));
+  const server = stack.use(await startTestServer(options.server));
   const proxy = stack.use(new TcpProxy(server.addr));
   const app = typeof options.app === "function"
     ? options.app(proxy.url)

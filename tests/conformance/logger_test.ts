@@ -11,11 +11,11 @@ import {
   openClient,
   proxiedClient,
   recordConnectionStates,
-  startServer,
 } from "./_helpers.ts";
+import { startTestServer } from "../_helpers/test_server.ts";
 
 Deno.test("App logger: by default the client prints nothing, also through connection losses and retries", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using proxy = new TcpProxy(server.addr);
   const printed: unknown[][] = [];
   const methods = ["log", "info", "warn", "error", "debug"] as const;

@@ -16,8 +16,8 @@ import {
   fastApp,
   openClient,
   Recorder,
-  startServer,
 } from "./_helpers.ts";
+import { startTestServer } from "../_helpers/test_server.ts";
 
 function checkShape(p: Progress): void {
   assert.deepEqual(Object.keys(p).sort(), [
@@ -68,7 +68,7 @@ async function writeItems(realm: Realm, count: number, from = 0) {
 }
 
 Deno.test("SyncSession progress with nothing outstanding: forCurrentlyOutstandingWork delivers one 1.0 event and ends", async (t) => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using client = await openClient(fastApp(server.url));
   const { realm, session } = client;
   await realm.write((tx) => tx.put("Item", "a", { n: 1 }));
@@ -124,7 +124,7 @@ Deno.test("SyncSession progress with nothing outstanding: forCurrentlyOutstandin
 });
 
 Deno.test("SyncSession upload forCurrentlyOutstandingWork captures writes before the call, never grows, ends after one 1.0", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using client = await openClient(fastApp(server.url));
   const { realm, session } = client;
   session.pause();
@@ -173,7 +173,7 @@ Deno.test("SyncSession upload forCurrentlyOutstandingWork captures writes before
 });
 
 Deno.test("SyncSession upload reportIndefinitely: cumulative bytes never decrease, estimate is per batch and 1.0 when idle", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using client = await openClient(fastApp(server.url));
   const { realm, session } = client;
   const calls: Progress[] = [];
@@ -276,7 +276,7 @@ for (
     variant.compression ? ", compressed" : ""
   }, progressIntervalMs ${variant.progressIntervalMs}`;
   Deno.test(`SyncSession download forCurrentlyOutstandingWork registered before the first connection captures the initial download (${name})`, async () => {
-    await using server = await startServer({
+    await using server = await startTestServer({
       permissions: () => "readwrite",
       downloadBatchBytes: 4096,
       history: { snapshots: variant.history },
@@ -371,7 +371,7 @@ for (
 }
 
 Deno.test("SyncSession download progress of changes made by another client: figures relative to the capture", async () => {
-  await using server = await startServer({
+  await using server = await startTestServer({
     permissions: () => "readwrite",
     downloadBatchBytes: 4096,
   });
@@ -408,7 +408,7 @@ Deno.test("SyncSession download progress of changes made by another client: figu
 });
 
 Deno.test("SyncSession.removeProgressNotification() unregisters every registration of a callback; a second call is ignored; token.cancel() and [Symbol.dispose] unregister", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using client = await openClient(fastApp(server.url));
   const { realm, session } = client;
   let removedCalls = 0;
@@ -479,7 +479,7 @@ Deno.test("SyncSession.removeProgressNotification() unregisters every registrati
 });
 
 Deno.test("SyncSession progress streams end (not throw) when their signal aborts, promptly, also when already aborted", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using client = await openClient(fastApp(server.url));
   const { realm, session } = client;
   const aborted = AbortSignal.abort(new Error("already"));
@@ -514,7 +514,7 @@ Deno.test("SyncSession progress streams end (not throw) when their signal aborts
 });
 
 Deno.test("SyncSession progress: a slow stream reader never loses the final event; it gets exactly one 1.0 and the end", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using client = await openClient(fastApp(server.url));
   const { realm, session } = client;
   session.pause();
@@ -549,7 +549,7 @@ Deno.test("SyncSession progress: a slow stream reader never loses the final even
 });
 
 Deno.test("SyncSession.addProgressNotification() made while figures are known calls back at once with them", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using client = await openClient(fastApp(server.url));
   const { realm, session } = client;
   await writeItems(realm, 10);
@@ -580,7 +580,7 @@ Deno.test("SyncSession.addProgressNotification() made while figures are known ca
 });
 
 Deno.test("SyncSession progress stream: break in for-await detaches (sanitizers prove nothing is left)", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using client = await openClient(fastApp(server.url));
   const { realm, session } = client;
   for await (
@@ -601,7 +601,7 @@ Deno.test("SyncSession progress stream: break in for-await detaches (sanitizers 
 });
 
 Deno.test("SyncSession download forCurrentlyOutstandingWork registered mid-download: relative figures from 0, total never grows, one 1.0", async () => {
-  await using server = await startServer({
+  await using server = await startTestServer({
     permissions: () => "readwrite",
     downloadBatchBytes: 2048,
     history: { snapshots: false },
@@ -642,7 +642,7 @@ Deno.test("SyncSession download forCurrentlyOutstandingWork registered mid-downl
 });
 
 Deno.test("SyncSession download forCurrentlyOutstandingWork is complete only when the download is: many frames, each one changeset", async () => {
-  await using server = await startServer({
+  await using server = await startTestServer({
     permissions: () => "readwrite",
     downloadBatchBytes: 1024,
     history: { snapshots: false },
