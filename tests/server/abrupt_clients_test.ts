@@ -14,7 +14,7 @@ import { put, upload } from "../_helpers/changesets.ts";
 import { ProtocolClient } from "../_helpers/protocol_client.ts";
 import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
 import { TestKv } from "../_helpers/test_kv.ts";
-import { RawWebSocket } from "./_raw_websocket.ts";
+import { RawWebSocket } from "../_helpers/raw_websocket.ts";
 
 async function connect(
   test: TestServer,
