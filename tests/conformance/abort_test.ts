@@ -4,7 +4,8 @@
 
 import assert from "node:assert/strict";
 import { Credentials } from "../../mod.ts";
-import { bounded, fastApp, openDownloaded } from "./_helpers.ts";
+import { fastApp, openDownloaded } from "./_helpers.ts";
+import { bounded } from "../_helpers/waits.ts";
 import { startTestServer } from "../_helpers/test_server.ts";
 
 /** A signal that counts the abort listeners currently registered on it. */

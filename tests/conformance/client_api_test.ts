@@ -9,13 +9,8 @@ import {
   SyncError,
   SyncSession,
 } from "../../mod.ts";
-import {
-  bounded,
-  fastApp,
-  openClient,
-  openDownloaded,
-  Recorder,
-} from "./_helpers.ts";
+import { fastApp, openClient, openDownloaded } from "./_helpers.ts";
+import { bounded, Recorder } from "../_helpers/waits.ts";
 import { startTestServer } from "../_helpers/test_server.ts";
 
 Deno.test("SyncError carries code, message, isFatal, willRetry and cause, and is an Error", () => {

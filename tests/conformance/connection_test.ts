@@ -6,15 +6,13 @@ import assert from "node:assert/strict";
 import { Credentials, type LogRecord, SyncError } from "../../mod.ts";
 import { TcpProxy } from "../_helpers/tcp_proxy.ts";
 import {
-  bounded,
-  condition,
   fastApp,
   openClient,
   openDownloaded,
   proxiedClient,
   recordConnectionStates,
-  Recorder,
 } from "./_helpers.ts";
+import { bounded, condition, Recorder } from "../_helpers/waits.ts";
 import { startTestServer } from "../_helpers/test_server.ts";
 import { signUserJwt } from "../_helpers/user_jwt.ts";
 

@@ -6,12 +6,11 @@
 import assert from "node:assert/strict";
 import { App } from "../../mod.ts";
 import {
-  bounded,
-  condition,
   type ProxiedClient,
   proxiedClient,
   recordConnectionStates,
 } from "./_helpers.ts";
+import { bounded, condition } from "../_helpers/waits.ts";
 import { FakeClock } from "../_helpers/fake_clock.ts";
 
 /** A client whose app has every DESIGN.md default, only time and randomness injected. */

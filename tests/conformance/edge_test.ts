@@ -6,14 +6,13 @@ import assert from "node:assert/strict";
 import { Credentials, type Progress, SyncError } from "../../mod.ts";
 import { TcpProxy } from "../_helpers/tcp_proxy.ts";
 import {
-  bounded,
   fastApp,
   openClient,
   openDownloaded,
   proxiedClient,
   recordConnectionStates,
-  Recorder,
 } from "./_helpers.ts";
+import { bounded, Recorder } from "../_helpers/waits.ts";
 import { startTestServer } from "../_helpers/test_server.ts";
 
 Deno.test("SyncSession.pause() while a reconnect is scheduled: inactive, disconnected, no retry; resume() dials again", async () => {

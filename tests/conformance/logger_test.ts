@@ -6,12 +6,12 @@ import assert from "node:assert/strict";
 import type { LogRecord } from "../../mod.ts";
 import { TcpProxy } from "../_helpers/tcp_proxy.ts";
 import {
-  bounded,
   fastApp,
   openClient,
   proxiedClient,
   recordConnectionStates,
 } from "./_helpers.ts";
+import { bounded } from "../_helpers/waits.ts";
 import { startTestServer } from "../_helpers/test_server.ts";
 
 Deno.test("App logger: by default the client prints nothing, also through connection losses and retries", async () => {

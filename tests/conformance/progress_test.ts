@@ -10,13 +10,8 @@ import {
 } from "../../mod.ts";
 import type { SyncServer } from "../../server.ts";
 import { TcpProxy } from "../_helpers/tcp_proxy.ts";
-import {
-  bounded,
-  condition,
-  fastApp,
-  openClient,
-  Recorder,
-} from "./_helpers.ts";
+import { fastApp, openClient } from "./_helpers.ts";
+import { bounded, condition, Recorder } from "../_helpers/waits.ts";
 import { startTestServer } from "../_helpers/test_server.ts";
 
 function checkShape(p: Progress): void {

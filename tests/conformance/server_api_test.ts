@@ -4,7 +4,8 @@
 import assert from "node:assert/strict";
 import { App, Credentials, SyncError } from "../../mod.ts";
 import { serveSync } from "../../server.ts";
-import { bounded, fastApp, openClient, openDownloaded } from "./_helpers.ts";
+import { fastApp, openClient, openDownloaded } from "./_helpers.ts";
+import { bounded } from "../_helpers/waits.ts";
 import { startTestServer } from "../_helpers/test_server.ts";
 import { signUserJwt } from "../_helpers/user_jwt.ts";
 

@@ -10,14 +10,13 @@ import {
 } from "../../mod.ts";
 import { TcpProxy } from "../_helpers/tcp_proxy.ts";
 import {
-  bounded,
   fastApp,
   openClient,
   openDownloaded,
   proxiedClient,
   recordConnectionStates,
-  Recorder,
 } from "./_helpers.ts";
+import { bounded, Recorder } from "../_helpers/waits.ts";
 import { startTestServer } from "../_helpers/test_server.ts";
 
 /**
