@@ -213,19 +213,7 @@ function readMessage(reader: Reader): Message {
       const lastIntegratedClientVersion = readVarUint(reader);
       const downloadableBytes = readVarUint(reader);
       const changesetBytes = readVarUint(reader);
-      readBlockSections(reader, false);
-      // Smallest download changeset: a version, a stamp, an empty list.
-      const count = readCount(
-        reader,
-        reader.limits.maxChangesets,
-        5,
-        "changeset count",
-      );
-      const changesets: DownloadChangeset[] = new Array(count);
-      for (let index = 0; index < count; index++) {
-        changesets[index] = readDownloadChangeset(reader);
-      }
-      checkBlockEnd(reader);
+      const changesets = readDownloadBlock(reader);
       return {
         type: MessageType.Download,
         sessionId,
@@ -234,6 +222,21 @@ function readMessage(reader: Reader): Message {
         downloadableBytes,
         changesetBytes,
         changesets,
+      };
+    }
+    case MessageType.Reject: {
+      const sessionId = readVarUint(reader);
+      const clientVersion = readVarUint(reader);
+      const code = readVarUint(reader);
+      const message = readString(reader);
+      const revert = readDownloadBlock(reader);
+      return {
+        type: MessageType.Reject,
+        sessionId,
+        clientVersion,
+        code,
+        message,
+        revert,
       };
     }
     case MessageType.Error: {
@@ -267,6 +270,24 @@ function readMessage(reader: Reader): Message {
         0,
       );
   }
+}
+
+/** Reads a changeset block of download changesets (PROTOCOL.md §5). */
+function readDownloadBlock(reader: Reader): DownloadChangeset[] {
+  readBlockSections(reader, false);
+  // Smallest download changeset: a version, a stamp, an empty list.
+  const count = readCount(
+    reader,
+    reader.limits.maxChangesets,
+    5,
+    "changeset count",
+  );
+  const changesets: DownloadChangeset[] = new Array(count);
+  for (let index = 0; index < count; index++) {
+    changesets[index] = readDownloadChangeset(reader);
+  }
+  checkBlockEnd(reader);
+  return changesets;
 }
 
 /**

@@ -188,6 +188,20 @@ function writeMessage(
       block.end();
       return;
     }
+    case MessageType.Reject: {
+      writeVarUint(writer, message.sessionId);
+      writeVarUint(writer, message.clientVersion);
+      writeVarUint(writer, message.code);
+      writeString(writer, message.message);
+      const changesets = message.revert;
+      block.begin(writer);
+      writeVarUint(block.out, changesets.length);
+      for (let index = 0; index < changesets.length; index++) {
+        writeDownloadChangeset(block, changesets[index]!);
+      }
+      block.end();
+      return;
+    }
     case MessageType.Error:
       if (message.sessionId === null) {
         writeU8(writer, 0);

@@ -65,6 +65,13 @@ export const ERROR_CODES = {
     tryAgain: true,
     description: "The server failed; the request may succeed later",
   },
+  queue_full: {
+    code: 108,
+    isFatal: false,
+    tryAgain: true,
+    description:
+      "The client sent more than the server holds for one connection; reconnect and send more slowly",
+  },
   // Session scope (ERROR with a session id; the connection stays up).
   permission_denied: {
     code: 200,
@@ -109,6 +116,20 @@ export const ERROR_CODES = {
     tryAgain: true,
     description: "The server could not serve this session right now",
   },
+  client_reset_required: {
+    code: 207,
+    isFatal: false,
+    tryAgain: true,
+    description:
+      "The server cannot continue this client's history of the realm; the client resets",
+  },
+  validation_failed: {
+    code: 208,
+    isFatal: false,
+    tryAgain: false,
+    description: "The server's validation refused an uploaded changeset",
+  },
+
   // Client-local (never on the wire).
   connection_lost: {
     code: 300,
@@ -151,6 +172,20 @@ export const ERROR_CODES = {
     isFatal: false,
     tryAgain: true,
     description: "The server did not answer a session's UPLOAD or MARK in time",
+  },
+  write_rejected: {
+    code: 307,
+    isFatal: false,
+    tryAgain: false,
+    description:
+      "The server refused one write; its changes were reverted, the session goes on",
+  },
+  client_reset: {
+    code: 308,
+    isFatal: false,
+    tryAgain: true,
+    description:
+      "The server could not continue the local history; the realm was reset to the server's state",
   },
 } as const;
 

@@ -48,6 +48,8 @@ export const MessageType = {
   Pong: 0x46,
   /** Server → client: a connection- or session-scoped error. */
   Error: 0x47,
+  /** Server → client: one uploaded changeset refused, with what to revert to. */
+  Reject: 0x48,
 } as const;
 
 /** One of {@linkcode MessageType}'s values. */
@@ -490,6 +492,53 @@ export interface ErrorMessage {
  * const message: ClientMessage = { type: MessageType.Unbind, sessionId: 1 };
  * ```
  */
+/**
+ * Server → client: the server refused one uploaded changeset on its own
+ * merits (the user may only read the realm, a validation hook said no) and
+ * the session goes on (PROTOCOL.md §4.16). The changeset counts as settled:
+ * later DOWNLOADs acknowledge client versions past it, and a re-upload of
+ * it is ignored. `revert` holds the server's current state of every object
+ * the changeset touched, each instruction with its own stamp, so the client
+ * can put those objects back without keeping any history.
+ *
+ * @example Refusing a write to a read-only realm
+ * ```ts
+ * import { ERROR_CODES, MessageType, type RejectMessage } from "@tether/sync/protocol";
+ *
+ * const reject: RejectMessage = {
+ *   type: MessageType.Reject,
+ *   sessionId: 1,
+ *   clientVersion: 4,
+ *   code: ERROR_CODES.write_not_allowed.code,
+ *   message: "Cannot write to /team/board: read-only",
+ *   revert: [{
+ *     serverVersion: 12,
+ *     stamp: { time: 1_767_225_600_000, counter: 0, node: 0 },
+ *     instructions: [
+ *       { op: "delete", type: "Task", id: "t1", fields: null, stamp: null },
+ *     ],
+ *   }],
+ * };
+ * ```
+ */
+export interface RejectMessage {
+  /** Always `MessageType.Reject`. */
+  type: typeof MessageType.Reject;
+  /** The bound session the changeset was uploaded on. */
+  sessionId: number;
+  /** The refused changeset's client version. */
+  clientVersion: number;
+  /** Why: a number from the error code table (`error_codes.ts`). */
+  code: number;
+  /** Human-readable detail. */
+  message: string;
+  /**
+   * The server's state of the objects the changeset touched (a delete with
+   * the server's newest stamps for an object it never held or deleted).
+   */
+  revert: DownloadChangeset[];
+}
+
 export type ClientMessage =
   | HandshakeMessage
   | BindMessage
@@ -517,7 +566,8 @@ export type ServerMessage =
   | MarkReplyMessage
   | UnboundMessage
   | PongMessage
-  | ErrorMessage;
+  | ErrorMessage
+  | RejectMessage;
 
 /**
  * Any protocol message.

@@ -143,7 +143,7 @@ class MessageGenerator {
 
   message(): Message {
     const random = this.#random;
-    switch (random.int(14)) {
+    switch (random.int(15)) {
       case 0:
         return {
           type: MessageType.Handshake,
@@ -230,6 +230,19 @@ class MessageGenerator {
           : random.next() < 0.5
           ? { type: MessageType.Unbound, sessionId: this.#uint() }
           : { type: MessageType.Pong, timestamp: this.#number() };
+      case 13:
+        return {
+          type: MessageType.Reject,
+          sessionId: this.#uint(),
+          clientVersion: this.#uint(),
+          code: this.#uint(),
+          message: this.#string(),
+          revert: this.#list(2, () => ({
+            serverVersion: this.#uint(),
+            stamp: this.#stamp(),
+            instructions: this.#instructions(),
+          })),
+        };
       default:
         return {
           type: MessageType.Error,

@@ -42,6 +42,14 @@ const GOLDEN: Record<string, Message> = {
     downloadCursor: 0,
     uploadCursor: 0,
   },
+  reject: {
+    type: MessageType.Reject,
+    sessionId: 1,
+    clientVersion: 4,
+    code: 203,
+    message: "read-only",
+    revert: [],
+  },
   error: {
     type: MessageType.Error,
     sessionId: null,

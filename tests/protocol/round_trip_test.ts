@@ -159,6 +159,14 @@ Deno.test("decodeMessage() round-trips every message type", async (t) => {
       tryAgain: true,
       message: "",
     },
+    {
+      type: MessageType.Reject,
+      sessionId: 2,
+      clientVersion: 2 ** 40,
+      code: 208,
+      message: "Refused by validation: title is required",
+      revert: [{ serverVersion: 10, stamp: STAMP, instructions }],
+    },
   ];
   const seen = new Set<number>();
   for (const message of messages) {
