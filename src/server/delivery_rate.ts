@@ -1,6 +1,6 @@
 /**
  * How large a connection's next DOWNLOAD may be, from the rate at which its
- * client acknowledges bytes (RECEIVED, PROTOCOL.md §4.8).
+ * client acknowledges bytes (RECEIVED, docs/PROTOCOL.md §4.8).
  *
  * The WebSocket API hands a client whole messages only, so a DOWNLOAD that
  * takes longer than the client's read timeout to cross the link gets the

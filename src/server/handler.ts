@@ -4,7 +4,7 @@ import type { Log } from "./log.ts";
 import type { TokenAuthority } from "./tokens.ts";
 
 /**
- * The HTTP surface (ARCHITECTURE.md "HTTP surface"): `GET /sync` (the
+ * The HTTP surface (docs/ARCHITECTURE.md "HTTP surface"): `GET /sync` (the
  * WebSocket endpoint), `POST /login`, `GET /health`; JSON errors for the
  * rest.
  */

@@ -1,5 +1,5 @@
 /**
- * JSON responses of the HTTP surface (ARCHITECTURE.md "HTTP surface"):
+ * JSON responses of the HTTP surface (docs/ARCHITECTURE.md "HTTP surface"):
  * errors are `{"error": {"code", "message"}}`.
  */
 

@@ -1,4 +1,8 @@
 /**
+ * The permission values with the default rule that grants them.
+ */
+
+/**
  * What a user may do with a realm: read and write it, only read it (uploads
  * get `write_not_allowed`), or nothing at all (BIND gets
  * `permission_denied`).

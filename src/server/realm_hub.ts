@@ -18,12 +18,14 @@ import {
   type SnapshotObject,
 } from "./storage/snapshot.ts";
 import type { SnapshotScheduler } from "./snapshot_scheduler.ts";
-import { backoffDelayMs, delay, type RetryOptions } from "./storage/retry.ts";
+import { delay } from "../util/delay.ts";
+import { backoffDelayMs, type RetryOptions } from "./storage/retry.ts";
 import type { Log } from "./log.ts";
 
 /**
- * What one process knows about one realm while sessions are bound to it:
- * the newest head it has seen, recent history (so a changeset integrated
+ * What one process knows about one realm while sessions are bound to it.
+ *
+ * That is the newest head it has seen, recent history (so a changeset integrated
  * here is fanned out without being read back from KV), and one `kv.watch`
  * on the head, through which commits by other processes arrive. It exists
  * only while a session is bound: the registry drops it after the last one

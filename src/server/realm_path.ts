@@ -1,6 +1,8 @@
 /**
- * Realm paths as clients write them (ARCHITECTURE.md "Session flow"): they
- * start with `/`, and are made of segments, none empty, `.` or `..`, each a
+ * Realm paths as clients write them, checked then resolved for one user
+ * (docs/ARCHITECTURE.md "Session flow on one connection").
+ *
+ * A path starts with `/` followed by segments, none empty, `.` or `..`, each a
  * run of any characters but `/`, white space and control characters (so a
  * JWT subject such as `auth0|5f…` or `ada@example.com` can be a segment). A
  * segment that is exactly `~` stands for the user's own id.

@@ -1,275 +1,31 @@
-import { DEFAULT_LIMITS } from "../protocol/limits.ts";
+/**
+ * `serveSync`: the server's parts wired to one listener, with the shutdown
+ * that takes them apart (`docs/SERVER.md` "Embedding it").
+ */
+
+import { Connection } from "./connection.ts";
+import type { ServerContext } from "./server_context.ts";
 import { createHandler, type SyncHandler } from "./handler.ts";
-import { consoleLogger, createLog, type Logger } from "./log.ts";
-import { Peer, type PeerContext } from "./peer.ts";
-import { ownPathsOnly, type PermissionsFunction } from "./permissions.ts";
+import { createLog, type Log } from "./log.ts";
+import {
+  resolveOptions,
+  type ServerSettings,
+  type ServeSyncOptions,
+} from "./options.ts";
 import { RealmRegistry } from "./realm_registry.ts";
 import { SnapshotScheduler } from "./snapshot_scheduler.ts";
 import { StatsCounters, type SyncServerStats } from "./stats.ts";
-import { type KvLock, lockKvPath } from "./storage/kv_lock.ts";
-import { delay, type RetryOptions } from "./storage/retry.ts";
+import { type KvStore, openKvStore } from "./storage/kv_store.ts";
+import type { RetryOptions } from "./storage/retry.ts";
 import { TokenAuthority } from "./tokens.ts";
+import { delay } from "../util/delay.ts";
 
-/**
- * How users log in; see {@linkcode ServeSyncOptions.auth}.
- *
- * @example JWT login with short-lived access tokens
- * ```ts
- * import type { AuthOptions } from "@tether/sync/server";
- *
- * const auth: AuthOptions = {
- *   jwtSecret: "a long random secret shared with your identity provider",
- *   accessTokenTtlMs: 5 * 60 * 1000,
- * };
- * ```
- */
-export interface AuthOptions {
-  /**
-   * Secret for HS256 user JWTs: `POST /login` with `{"provider": "jwt"}`
-   * accepts a token signed with it whose `sub` is the user id and whose
-   * `exp` is in the future. Without it, JWT login is off.
-   *
-   * @default {undefined}
-   */
-  jwtSecret?: string | Uint8Array<ArrayBuffer>;
-  /**
-   * Whether `POST /login` with `{"provider": "anonymous"}` creates a new
-   * user. A server with neither this nor `jwtSecret` is a `TypeError`.
-   *
-   * @default {false}
-   */
-  allowAnonymous?: boolean;
-  /**
-   * Lifetime of access tokens issued by `POST /login`, in milliseconds.
-   * A connection whose token expires without a REFRESH is closed with
-   * `token_expired`.
-   *
-   * @default {1800000}
-   */
-  accessTokenTtlMs?: number;
-  /**
-   * Lifetime of refresh tokens, in milliseconds.
-   *
-   * @default {2592000000}
-   */
-  refreshTokenTtlMs?: number;
-}
-
-/**
- * Limits that protect the server from one client.
- *
- * @example
- * ```ts
- * import type { LimitOptions } from "@tether/sync/server";
- *
- * const limits: LimitOptions = { maxMessageBytes: 4 * 1024 * 1024, maxConnections: 500 };
- * ```
- */
-export interface LimitOptions {
-  /**
-   * Largest WebSocket message accepted, in bytes; announced to clients in
-   * HANDSHAKE_REPLY so they split uploads to fit. Larger messages close the
-   * connection with `message_too_large`.
-   *
-   * @default {16777216}
-   */
-  maxMessageBytes?: number;
-  /**
-   * Most sessions bound at once on one connection; one more BIND gets a
-   * session-scoped `too_many_sessions`.
-   *
-   * @default {256}
-   */
-  maxSessionsPerConnection?: number;
-  /**
-   * Most WebSocket connections at once; one more is refused with
-   * `too_many_connections` (try again) and close code 1013.
-   *
-   * @default {10000}
-   */
-  maxConnections?: number;
-}
-
-/**
- * How the server keeps each realm's history and snapshot.
- *
- * @example Keep only the last 100 versions below the snapshot
- * ```ts
- * import type { HistoryOptions } from "@tether/sync/server";
- *
- * const history: HistoryOptions = { retainVersions: 100 };
- * ```
- */
-export interface HistoryOptions {
-  /**
-   * Whether fresh clients may bootstrap from a materialised snapshot of the
-   * realm's state instead of replaying its history. With `false`, no
-   * snapshot is kept and history is never compacted.
-   *
-   * @default {true}
-   */
-  snapshots?: boolean;
-  /**
-   * How far the snapshot may lag behind the head, in versions, before an
-   * upload triggers advancing it in the background (a bootstrapping client
-   * always brings it up to date first).
-   *
-   * @default {64}
-   */
-  snapshotLagVersions?: number;
-  /**
-   * History versions kept below the snapshot's version, so clients that are
-   * behind by at most this many catch up by replay; older history is
-   * deleted, and clients behind it bootstrap from the snapshot.
-   *
-   * @default {1000}
-   */
-  retainVersions?: number;
-}
-
-/**
- * Options of {@linkcode serveSync}. Only `kv` and `auth` are required.
- *
- * @example A server for a team: durable store, JWT login, custom permissions
- * ```ts
- * import { type ServeSyncOptions, serveSync } from "@tether/sync/server";
- *
- * const directory = await Deno.makeTempDir();
- * const options: ServeSyncOptions = {
- *   port: 0,
- *   kv: `${directory}/sync.kv`,
- *   auth: { jwtSecret: "secret shared with the identity provider" },
- *   permissions: (userId, path) =>
- *     path.startsWith(`/${userId}/`) ? "readwrite" : path.startsWith("/public/") ? "read" : "none",
- *   logger: () => {},
- * };
- * try {
- *   await using _server = await serveSync(options);
- * } finally {
- *   await Deno.remove(directory, { recursive: true });
- * }
- * ```
- */
-export interface ServeSyncOptions {
-  /**
-   * Port to listen on; 0 picks a free one (`server.url` tells which).
-   *
-   * @default {8080}
-   */
-  port?: number;
-  /**
-   * Interface to listen on. Use `"0.0.0.0"` to accept connections from
-   * other machines.
-   *
-   * @default {"127.0.0.1"}
-   */
-  hostname?: string;
-  /**
-   * Where realms are stored:
-   * - a file path: a local Deno KV file, served by this process alone (a
-   *   second process on the same path is refused at start); the server opens
-   *   it, creating its directory, and closes it at shutdown;
-   * - `":memory:"`: an in-memory store, gone at shutdown (tests);
-   * - an `http://` or `https://` URL: a KV Connect endpoint (self-hosted
-   *   denokv or Deno Deploy KV), which several server processes may share;
-   *   the access token comes from the `DENO_KV_ACCESS_TOKEN` variable;
-   * - an open `Deno.Kv`: used as is and not closed by shutdown (its owner
-   *   closes it).
-   */
-  kv: string | Deno.Kv;
-  /** How users log in. */
-  auth: AuthOptions;
-  /**
-   * Decides what a user may do with a realm path (`~` already replaced by
-   * the user id).
-   *
-   * @default {ownPathsOnly} read and write under `/<userId>/`, nothing else
-   */
-  permissions?: PermissionsFunction;
-  /** Limits per message, connection and server. */
-  limits?: LimitOptions;
-  /**
-   * TLS certificate chain in PEM; with `key`, the server speaks HTTPS and
-   * WSS.
-   *
-   * @default {undefined}
-   */
-  cert?: string;
-  /**
-   * TLS private key in PEM, with `cert`.
-   *
-   * @default {undefined}
-   */
-  key?: string;
-  /**
-   * Shuts the server down when aborted.
-   *
-   * @default {undefined}
-   */
-  signal?: AbortSignal;
-  /**
-   * Largest DOWNLOAD message the server builds, in bytes (a changeset larger
-   * than this is sent alone). WebSocket delivers whole messages only, so
-   * this bounds how long a slow link goes without a complete message (the
-   * client's read timeout counts whole messages) and how far apart a
-   * client's download progress steps are. For a client that acknowledges
-   * what it receives (RECEIVED, as this package's client does) batches are
-   * smaller while the link is slow: each is sized to arrive within a
-   * quarter of the client's read timeout, but never below 16 KiB (or this
-   * value, when smaller).
-   *
-   * @default {65536}
-   */
-  downloadBatchBytes?: number;
-  /**
-   * A connection's unsent bytes above which the server stops reading
-   * storage for its sessions until the socket drains (backpressure).
-   *
-   * @default {1048576}
-   */
-  sendBufferBytes?: number;
-  /**
-   * Whether DOWNLOAD frames of at least 8 KiB are sent deflated when that
-   * saves at least a sixteenth (PROTOCOL.md §2). The client in this package
-   * inflates them; turn this off only for a client that cannot. On the
-   * demo's 20,000-object bootstrap it cuts the bytes sent from 1.17 MB to
-   * 263 KB at no measurable cost in time on loopback. Compressed UPLOADs are
-   * accepted either way.
-   *
-   * @default {true}
-   */
-  compression?: boolean;
-  /**
-   * Time a new connection has to send its HANDSHAKE, and one the server
-   * closed has to answer the close (after which it no longer counts
-   * against `maxConnections`), in milliseconds.
-   *
-   * @default {10000}
-   */
-  handshakeTimeoutMs?: number;
-  /**
-   * Time shutdown waits for connections to close and in-flight commits to
-   * finish before it gives up on them, in milliseconds.
-   *
-   * @default {5000}
-   */
-  shutdownTimeoutMs?: number;
-  /** Snapshot and history compaction settings. */
-  history?: HistoryOptions;
-  /**
-   * Receives one record per event (connections, sessions, errors sent,
-   * retries).
-   *
-   * @default {consoleLogger} one line per event on the console
-   */
-  logger?: Logger;
-  /**
-   * The clock for token lifetimes, in epoch milliseconds.
-   *
-   * @default {Date.now}
-   */
-  now?: () => number;
-}
+export type {
+  AuthOptions,
+  HistoryOptions,
+  LimitOptions,
+  ServeSyncOptions,
+} from "./options.ts";
 
 /**
  * A running sync server, returned by {@linkcode serveSync}. Dispose it
@@ -326,21 +82,6 @@ const CLOSE_GRACE_MS = 1000;
 // A snapshot lease left by a crashed process blocks others this long.
 const SNAPSHOT_LEASE_MS = 30_000;
 
-const DEFAULTS = {
-  port: 8080,
-  hostname: "127.0.0.1",
-  accessTokenTtlMs: 30 * 60 * 1000,
-  refreshTokenTtlMs: 30 * 24 * 60 * 60 * 1000,
-  maxSessionsPerConnection: 256,
-  maxConnections: 10_000,
-  downloadBatchBytes: 64 * 1024,
-  sendBufferBytes: 1024 * 1024,
-  handshakeTimeoutMs: 10_000,
-  shutdownTimeoutMs: 5_000,
-  snapshotLagVersions: 64,
-  retainVersions: 1000,
-} as const;
-
 /**
  * Starts a sync server: the WebSocket sync endpoint (`GET /sync`),
  * `POST /login` and `GET /health` on `Deno.serve`, with every realm's
@@ -372,249 +113,50 @@ export async function serveSync(
   options: ServeSyncOptions,
 ): Promise<SyncServer> {
   const settings = resolveOptions(options);
-  options.signal?.throwIfAborted();
-  const logger = options.logger ?? consoleLogger;
-  const now = options.now ?? Date.now;
-  const log = createLog(logger, now);
-  const store = await openStore(options.kv);
+  settings.signal?.throwIfAborted();
+  const log = createLog(settings.logger, settings.now);
+  const store = await openKvStore(options.kv);
   try {
-    return await SyncServerInstance.start(store, settings, options, log, now);
+    return await SyncServerInstance.start(store, settings, log);
   } catch (error) {
     store.release();
     throw error;
   }
 }
 
-interface ResolvedSettings {
-  port: number;
-  hostname: string;
-  jwtSecret: string | Uint8Array<ArrayBuffer> | undefined;
-  allowAnonymous: boolean;
-  accessTokenTtlMs: number;
-  refreshTokenTtlMs: number;
-  permissions: PermissionsFunction;
-  maxMessageBytes: number;
-  maxSessionsPerConnection: number;
-  maxConnections: number;
-  downloadBatchBytes: number;
-  sendBufferBytes: number;
-  compression: boolean;
-  handshakeTimeoutMs: number;
-  shutdownTimeoutMs: number;
-  snapshots: boolean;
-  snapshotLagVersions: number;
-  retainVersions: number;
-}
-
-function resolveOptions(options: ServeSyncOptions): ResolvedSettings {
-  if (typeof options !== "object" || options === null) {
-    throw new TypeError("Cannot serve: options are required");
-  }
-  const auth = options.auth;
-  if (typeof auth !== "object" || auth === null) {
-    throw new TypeError(
-      "Cannot serve: options.auth is required (jwtSecret and/or allowAnonymous)",
-    );
-  }
-  const jwtSecret = auth.jwtSecret;
-  if (
-    jwtSecret !== undefined &&
-    !(typeof jwtSecret === "string" || jwtSecret instanceof Uint8Array)
-  ) {
-    throw new TypeError(
-      "Cannot serve: auth.jwtSecret must be a string or bytes",
-    );
-  }
-  if (jwtSecret !== undefined && jwtSecret.length === 0) {
-    throw new TypeError("Cannot serve: auth.jwtSecret is empty");
-  }
-  const allowAnonymous = auth.allowAnonymous ?? false;
-  if (jwtSecret === undefined && !allowAnonymous) {
-    throw new TypeError(
-      "Cannot serve: no way to log in; set auth.jwtSecret or auth.allowAnonymous",
-    );
-  }
-  if (
-    (options.cert === undefined) !== (options.key === undefined)
-  ) {
-    throw new TypeError("Cannot serve: cert and key go together");
-  }
-  const limits = options.limits ?? {};
-  const history = options.history ?? {};
-  return {
-    port: integer("port", options.port ?? DEFAULTS.port, 0, 65535),
-    hostname: options.hostname ?? DEFAULTS.hostname,
-    jwtSecret,
-    allowAnonymous,
-    accessTokenTtlMs: integer(
-      "auth.accessTokenTtlMs",
-      auth.accessTokenTtlMs ?? DEFAULTS.accessTokenTtlMs,
-      1,
-    ),
-    refreshTokenTtlMs: integer(
-      "auth.refreshTokenTtlMs",
-      auth.refreshTokenTtlMs ?? DEFAULTS.refreshTokenTtlMs,
-      1,
-    ),
-    permissions: options.permissions ?? ownPathsOnly,
-    maxMessageBytes: integer(
-      "limits.maxMessageBytes",
-      limits.maxMessageBytes ?? DEFAULT_LIMITS.maxMessageBytes,
-      1024,
-    ),
-    maxSessionsPerConnection: integer(
-      "limits.maxSessionsPerConnection",
-      limits.maxSessionsPerConnection ?? DEFAULTS.maxSessionsPerConnection,
-      1,
-    ),
-    maxConnections: integer(
-      "limits.maxConnections",
-      limits.maxConnections ?? DEFAULTS.maxConnections,
-      1,
-    ),
-    downloadBatchBytes: integer(
-      "downloadBatchBytes",
-      options.downloadBatchBytes ?? DEFAULTS.downloadBatchBytes,
-      1024,
-    ),
-    sendBufferBytes: integer(
-      "sendBufferBytes",
-      options.sendBufferBytes ?? DEFAULTS.sendBufferBytes,
-      0,
-    ),
-    compression: options.compression ?? true,
-    handshakeTimeoutMs: integer(
-      "handshakeTimeoutMs",
-      options.handshakeTimeoutMs ?? DEFAULTS.handshakeTimeoutMs,
-      1,
-    ),
-    shutdownTimeoutMs: integer(
-      "shutdownTimeoutMs",
-      options.shutdownTimeoutMs ?? DEFAULTS.shutdownTimeoutMs,
-      0,
-    ),
-    snapshots: history.snapshots ?? true,
-    snapshotLagVersions: integer(
-      "history.snapshotLagVersions",
-      history.snapshotLagVersions ?? DEFAULTS.snapshotLagVersions,
-      1,
-    ),
-    retainVersions: integer(
-      "history.retainVersions",
-      history.retainVersions ?? DEFAULTS.retainVersions,
-      0,
-    ),
-  };
-}
-
-function integer(
-  name: string,
-  value: number,
-  min: number,
-  max = Number.MAX_SAFE_INTEGER,
-): number {
-  if (!Number.isSafeInteger(value) || value < min || value > max) {
-    throw new TypeError(
-      `Cannot serve: ${name} must be an integer in [${min}, ${max}], got ${value}`,
-    );
-  }
-  return value;
-}
-
-interface Store {
-  kv: Deno.Kv;
-  /** Closes what this server opened (idempotent). */
-  release(): void;
-}
-
-async function openStore(kv: string | Deno.Kv): Promise<Store> {
-  if (typeof kv !== "string") {
-    if (typeof kv !== "object" || kv === null || !("atomic" in kv)) {
-      throw new TypeError(
-        "Cannot serve: kv must be a path, a URL or a Deno.Kv",
-      );
-    }
-    return { kv, release() {} };
-  }
-  if (kv === ":memory:" || /^https?:\/\//i.test(kv)) {
-    const opened = await Deno.openKv(kv);
-    let released = false;
-    return {
-      kv: opened,
-      release() {
-        if (released) return;
-        released = true;
-        opened.close();
-      },
-    };
-  }
-  if (kv === "") throw new TypeError("Cannot serve: kv path is empty");
-  const directory = parentDirectory(kv);
-  if (directory !== "") await Deno.mkdir(directory, { recursive: true });
-  const lock: KvLock = await lockKvPath(kv);
-  let opened: Deno.Kv;
-  try {
-    opened = await Deno.openKv(kv);
-  } catch (error) {
-    lock.release();
-    throw error;
-  }
-  let released = false;
-  return {
-    kv: opened,
-    release() {
-      if (released) return;
-      released = true;
-      try {
-        opened.close();
-      } finally {
-        lock.release();
-      }
-    },
-  };
-}
-
-function parentDirectory(path: string): string {
-  const index = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
-  return index <= 0 ? "" : path.slice(0, index);
-}
-
 class SyncServerInstance implements SyncServer {
   readonly url: string;
   readonly addr: Deno.NetAddr;
   readonly handler: SyncHandler;
-  #store: Store;
+  #store: KvStore;
   #http: Deno.HttpServer<Deno.NetAddr>;
-  #settings: ResolvedSettings;
+  #settings: ServerSettings;
   #stats: StatsCounters;
   #registry: RealmRegistry;
   #snapshots: SnapshotScheduler;
-  #peers: Set<Peer>;
+  #connections: Set<Connection>;
   #requests: Set<Promise<void>>;
   #closeHttp: AbortController;
   #lifetime: AbortController;
   #commits: AbortController;
-  #log: ReturnType<typeof createLog>;
+  #log: Log;
   #shutdown: Promise<void> | null = null;
-  #signal: AbortSignal | undefined;
   #onAbort = () => void this.shutdown();
 
   constructor(parts: {
-    store: Store;
+    store: KvStore;
     http: Deno.HttpServer<Deno.NetAddr>;
     handler: SyncHandler;
-    settings: ResolvedSettings;
+    settings: ServerSettings;
     stats: StatsCounters;
     registry: RealmRegistry;
     snapshots: SnapshotScheduler;
-    peers: Set<Peer>;
+    connections: Set<Connection>;
     requests: Set<Promise<void>>;
     closeHttp: AbortController;
     lifetime: AbortController;
     commits: AbortController;
-    log: ReturnType<typeof createLog>;
-    signal: AbortSignal | undefined;
-    secure: boolean;
+    log: Log;
   }) {
     this.#store = parts.store;
     this.#http = parts.http;
@@ -623,27 +165,27 @@ class SyncServerInstance implements SyncServer {
     this.#stats = parts.stats;
     this.#registry = parts.registry;
     this.#snapshots = parts.snapshots;
-    this.#peers = parts.peers;
+    this.#connections = parts.connections;
     this.#requests = parts.requests;
     this.#closeHttp = parts.closeHttp;
     this.#lifetime = parts.lifetime;
     this.#commits = parts.commits;
     this.#log = parts.log;
     this.addr = parts.http.addr;
-    this.url = `${parts.secure ? "https" : "http"}://${
+    this.url = `${parts.settings.tls !== null ? "https" : "http"}://${
       urlHost(this.addr.hostname)
     }:${this.addr.port}`;
-    this.#signal = parts.signal;
-    parts.signal?.addEventListener("abort", this.#onAbort, { once: true });
+    parts.settings.signal?.addEventListener("abort", this.#onAbort, {
+      once: true,
+    });
   }
 
   static async start(
-    store: Store,
-    settings: ResolvedSettings,
-    options: ServeSyncOptions,
-    log: ReturnType<typeof createLog>,
-    now: () => number,
+    store: KvStore,
+    settings: ServerSettings,
+    log: Log,
   ): Promise<SyncServerInstance> {
+    const now = settings.now;
     const lifetime = new AbortController();
     const commits = new AbortController();
     const onRetry = (error: unknown, attempt: number) =>
@@ -651,13 +193,7 @@ class SyncServerInstance implements SyncServer {
         error,
       });
     const retry: RetryOptions = { signal: lifetime.signal, onRetry };
-    const tokens = await TokenAuthority.open(store.kv, {
-      jwtSecret: settings.jwtSecret,
-      allowAnonymous: settings.allowAnonymous,
-      accessTokenTtlMs: settings.accessTokenTtlMs,
-      refreshTokenTtlMs: settings.refreshTokenTtlMs,
-      now,
-    }, retry);
+    const tokens = await TokenAuthority.open(store.kv, settings, retry);
     const stats = new StatsCounters();
     const snapshots = new SnapshotScheduler(
       store.kv,
@@ -678,24 +214,17 @@ class SyncServerInstance implements SyncServer {
       onIntegrated: (count) => stats.changesetsIntegrated += count,
       snapshots,
     });
-    const peers = new Set<Peer>();
-    const peerContext: PeerContext = {
+    const connections = new Set<Connection>();
+    const context: ServerContext = {
+      settings,
       kv: store.kv,
       tokens,
-      permissions: settings.permissions,
       registry,
       stats,
       log,
       retry,
       lifetime: lifetime.signal,
       commitSignal: commits.signal,
-      maxMessageBytes: settings.maxMessageBytes,
-      maxSessionsPerConnection: settings.maxSessionsPerConnection,
-      downloadBatchBytes: settings.downloadBatchBytes,
-      highWaterBytes: settings.sendBufferBytes,
-      handshakeTimeoutMs: settings.handshakeTimeoutMs,
-      compression: settings.compression,
-      now,
     };
     let nextConnection = 0;
     const handler = createHandler({
@@ -721,21 +250,21 @@ class SyncServerInstance implements SyncServer {
             { status: 400, headers: { "content-type": "application/json" } },
           );
         }
-        const rejection = peers.size >= settings.maxConnections
+        const rejection = connections.size >= settings.maxConnections
           ? {
             code: "too_many_connections" as const,
             message:
               `The server is at its limit of ${settings.maxConnections} connections`,
           }
           : null;
-        const peer = new Peer(
+        const connection = new Connection(
           upgrade.socket,
           ++nextConnection,
-          peerContext,
+          context,
           rejection,
         );
-        peers.add(peer);
-        peer.closed.then(() => peers.delete(peer));
+        connections.add(connection);
+        connection.closed.then(() => connections.delete(connection));
         return upgrade.response;
       },
     });
@@ -749,9 +278,7 @@ class SyncServerInstance implements SyncServer {
       hostname: settings.hostname,
       signal: closeHttp.signal,
       onListen: () => listening.resolve(),
-      ...(options.cert !== undefined && options.key !== undefined
-        ? { cert: options.cert, key: options.key }
-        : {}),
+      ...(settings.tls ?? {}),
     };
     const http = Deno.serve(serveOptions, (request, info) => {
       const delivered = info.completed.catch(() => {});
@@ -768,14 +295,12 @@ class SyncServerInstance implements SyncServer {
       stats,
       registry,
       snapshots,
-      peers,
+      connections,
       requests,
       closeHttp,
       lifetime,
       commits,
       log,
-      signal: options.signal,
-      secure: options.cert !== undefined,
     });
     log("info", "listening", `Tether sync server listening on ${server.url}`);
     return server;
@@ -797,13 +322,13 @@ class SyncServerInstance implements SyncServer {
   }
 
   async #stop(): Promise<void> {
-    this.#signal?.removeEventListener("abort", this.#onAbort);
+    this.#settings.signal?.removeEventListener("abort", this.#onAbort);
     this.#log("info", "shutting_down", "Shutting down");
     // New work stops at once (pumps, watches, binds); commits in flight may
     // finish until the deadline.
     this.#lifetime.abort(new Error("The server is shutting down"));
-    for (const peer of this.#peers) {
-      peer.fail("server_shutting_down", "The server is shutting down");
+    for (const connection of this.#connections) {
+      connection.fail("server_shutting_down", "The server is shutting down");
     }
     let deadline: ReturnType<typeof setTimeout> | undefined;
     const expired = new Promise<"expired">((resolve) => {
@@ -831,9 +356,9 @@ class SyncServerInstance implements SyncServer {
     if (outcome !== "expired") {
       // The sockets cut just now end their sessions.
       outcome = await Promise.race([
-        Promise.allSettled([...this.#peers].map((peer) => peer.closed)).then(
-          () => "drained" as const,
-        ),
+        Promise.allSettled(
+          [...this.#connections].map((connection) => connection.closed),
+        ).then(() => "drained" as const),
         expired,
       ]);
       if (outcome === "expired") this.#forced();
@@ -866,10 +391,10 @@ class SyncServerInstance implements SyncServer {
       this.#settings.shutdownTimeoutMs / 2,
     );
     await Promise.allSettled(
-      [...this.#peers].map((peer) =>
+      [...this.#connections].map((connection) =>
         Promise.race([
-          peer.closed,
-          peer.flushed().then(() => delay(graceMs, grace.signal)),
+          connection.closed,
+          connection.flushed().then(() => delay(graceMs, grace.signal)),
         ])
       ),
     );

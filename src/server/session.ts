@@ -10,15 +10,18 @@ import type { Permission } from "./permissions.ts";
 import type { HubMember, RealmHub } from "./realm_hub.ts";
 import { SessionError } from "./session_error.ts";
 import { UnknownIdentityError } from "./storage/history.ts";
-import { delay } from "./storage/retry.ts";
+import { delay } from "../util/delay.ts";
 import { snapshotChangeset, type SnapshotInfo } from "./storage/snapshot.ts";
 import { findInvalidUpload } from "./upload_validation.ts";
 
 /**
- * One bound session on the server (ARCHITECTURE.md "Session flow"): a
- * download pump that sends the realm's history after the client's cursor in
- * bounded batches, then live changesets as the hub learns of them; upload
- * integration with an immediate acknowledgement; and MARK bookkeeping.
+ * One bound session on the server, from a completed BIND to its end
+ * (docs/ARCHITECTURE.md "Session flow on one connection").
+ *
+ * A download pump sends the realm's history after the client's cursor in
+ * bounded batches, then live changesets as the hub learns of them; uploads
+ * are integrated with an immediate acknowledgement; a MARK is answered once
+ * everything held at MARK time was sent.
  */
 
 /** What a session needs from its connection. */

@@ -1,8 +1,8 @@
 import type { ErrorCodeName } from "../protocol/error_codes.ts";
 
 /**
- * Ends one session with a session-scoped ERROR; the connection and its
- * other sessions go on.
+ * Ends one session with a session-scoped ERROR, leaving its connection open
+ * for the others.
  */
 export class SessionError extends Error {
   /** The error code sent to the client. */

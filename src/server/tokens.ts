@@ -1,12 +1,8 @@
 import { importHmacKey, type JwtClaims, signJwt, verifyJwt } from "./jwt.ts";
 import { signingKeyKey } from "./storage/keys.ts";
 import { isValidSegment } from "./realm_path.ts";
-import {
-  backoffDelayMs,
-  delay,
-  retryKv,
-  type RetryOptions,
-} from "./storage/retry.ts";
+import { delay } from "../util/delay.ts";
+import { backoffDelayMs, retryKv, type RetryOptions } from "./storage/retry.ts";
 
 /**
  * Access and refresh tokens (ARCHITECTURE.md "POST /login"): HS256 JWTs

@@ -10,7 +10,7 @@ import {
 
 /**
  * What the server refuses in an UPLOAD with `bad_changeset`
- * (ARCHITECTURE.md "Data model"; docs/SERVER.md lists the rules).
+ * (docs/ARCHITECTURE.md "Data model"; docs/SERVER.md lists the rules).
  */
 
 /** Longest type name or object id accepted, in UTF-8 bytes. */

@@ -14,10 +14,11 @@ import {
 } from "./chunks.ts";
 import type { IdentityRecord } from "./identities.ts";
 import { headKey, historyKey, identityKey } from "./keys.ts";
-import { backoffDelayMs, delay, retryKv, type RetryOptions } from "./retry.ts";
+import { delay } from "../../util/delay.ts";
+import { backoffDelayMs, retryKv, type RetryOptions } from "./retry.ts";
 
 /**
- * A realm's history in Deno KV (ARCHITECTURE.md "Server storage"): server
+ * A realm's history in Deno KV (docs/ARCHITECTURE.md "Server storage"): server
  * versions 1, 2, 3, …, each assigned in an atomic commit guarded by a check
  * on the realm's head, so two processes can never assign one version twice
  * or lose a changeset.

@@ -1,10 +1,13 @@
 import type { ClientIdentity } from "../../protocol/messages.ts";
 import { identityCounterKey, identityKey } from "./keys.ts";
-import { backoffDelayMs, delay, retryKv, type RetryOptions } from "./retry.ts";
+import { delay } from "../../util/delay.ts";
+import { backoffDelayMs, retryKv, type RetryOptions } from "./retry.ts";
 
 /**
- * Client identities (ARCHITECTURE.md "Server storage"): issued once per
- * client and realm, persisted with the last client version integrated from
+ * Client identities in Deno KV, one per client per realm (docs/ARCHITECTURE.md
+ * "Server storage").
+ *
+ * Each is issued once, persisted with the last client version integrated from
  * that client, so deduplication survives restarts and history compaction.
  */
 

@@ -1,5 +1,5 @@
 /**
- * The server's Deno KV key layout (ARCHITECTURE.md "Server storage"). Every
+ * The server's Deno KV key layout (docs/ARCHITECTURE.md "Server storage"). Every
  * key starts with {@linkcode ROOT} so the server can share a store with the
  * application that embeds it. Realm paths are one key part each, so a
  * prefix list of one realm never reaches into another.

@@ -6,6 +6,8 @@
  * the caller, which re-reads before it writes again.
  */
 
+import { delay } from "../../util/delay.ts";
+
 /** Messages (lower case) of KV errors worth retrying. */
 const TRANSIENT_PATTERNS = [
   "database is locked",
@@ -53,25 +55,6 @@ export function backoffDelayMs(
 ): number {
   const bound = Math.min(1000, 5 * 2 ** Math.min(attempt, 20));
   return Math.floor(random() * bound) + 1;
-}
-
-/**
- * Resolves after `ms` milliseconds, or rejects with `signal.reason` when the
- * signal aborts first; the timer and the listener are removed either way.
- */
-export function delay(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise((resolve, reject) => {
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
 }
 
 /**

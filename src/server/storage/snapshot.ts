@@ -33,7 +33,7 @@ import {
 import { retryKv, type RetryOptions } from "./retry.ts";
 
 /**
- * The materialised snapshot of a realm (ARCHITECTURE.md "Server storage"):
+ * The materialised snapshot of a realm (docs/ARCHITECTURE.md "Server storage"):
  * one record per object (its registers with their stamps, tombstones
  * included so a late, older write cannot resurrect a deleted object), plus a
  * version record saying which history version the records include.

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import {
   backoffDelayMs,
-  delay,
   isTransientKvError,
   retryKv,
 } from "../../../src/server/storage/retry.ts";
+import { delay } from "../../../src/util/delay.ts";
 
 Deno.test("isTransientKvError() tells passing failures from permanent ones", () => {
   assert.equal(isTransientKvError(new TypeError("database is locked")), true);

@@ -1,0 +1,176 @@
+/**
+ * Handling one BIND, from the realm path to a `Session` ready to start
+ * (`docs/ARCHITECTURE.md` "Session flow on one connection").
+ */
+
+import { type BindMessage, MessageType } from "../protocol/messages.ts";
+import type { Permission } from "./permissions.ts";
+import type { RealmHub } from "./realm_hub.ts";
+import { resolveRealmPath } from "./realm_path.ts";
+import type { ServerContext } from "./server_context.ts";
+import { Session, type SessionTransport } from "./session.ts";
+import { SessionError } from "./session_error.ts";
+import { readCumulativeBytes } from "./storage/history.ts";
+import { allocateIdentity, readIdentity } from "./storage/identities.ts";
+import { abortable } from "../util/abort.ts";
+
+/** What a BIND needs from its connection. */
+export interface BindContext {
+  server: ServerContext;
+  /** The authenticated user. */
+  userId: string;
+  /** Aborts when the socket has closed: the bind then gives up quietly. */
+  gone: AbortSignal;
+  /** Sends IDENT on the socket. */
+  send: SessionTransport["send"];
+  /** The new session's link to the connection. */
+  transport: SessionTransport;
+}
+
+/**
+ * How a BIND ended: a session (not started), a session-scoped error to send
+ * (with the resolved path once known), or nothing because the connection
+ * closed meanwhile.
+ */
+export type BindOutcome =
+  | { ok: true; session: Session }
+  | { ok: false; error: SessionError; path?: string }
+  | null;
+
+/**
+ * Resolves the path, asks the permissions callback, then opens the session
+ * against storage (identity, cursor checks), sending IDENT when the client
+ * had no identity. The realm's hub is held by the session it returns and
+ * released on every other outcome.
+ */
+export async function bindSession(
+  message: BindMessage,
+  context: BindContext,
+): Promise<BindOutcome> {
+  const { server, userId, gone } = context;
+  const resolved = resolveRealmPath(message.path, userId);
+  if (!resolved.ok) {
+    return {
+      ok: false,
+      error: new SessionError(
+        "invalid_path",
+        `Cannot bind: ${resolved.reason}`,
+      ),
+    };
+  }
+  const path = resolved.path;
+  let permission: Permission;
+  try {
+    permission = await abortable(
+      Promise.resolve().then(() => server.settings.permissions(userId, path)),
+      gone,
+    );
+  } catch (error) {
+    if (gone.aborted) return null;
+    return {
+      ok: false,
+      error: new SessionError(
+        "session_failed",
+        "Cannot bind: the permission check failed",
+        { cause: error },
+      ),
+      path,
+    };
+  }
+  if (permission !== "readwrite" && permission !== "read") {
+    return {
+      ok: false,
+      error: new SessionError(
+        "permission_denied",
+        `Cannot bind: user ${JSON.stringify(userId)} may not access ${
+          JSON.stringify(path)
+        }`,
+      ),
+      path,
+    };
+  }
+  if (gone.aborted) return null;
+  const hub = server.registry.acquire(path);
+  let session: Session;
+  try {
+    session = await openSession(message, path, permission, hub, context);
+  } catch (error) {
+    server.registry.release(hub);
+    return {
+      ok: false,
+      error: error instanceof SessionError ? error : new SessionError(
+        "session_failed",
+        "Cannot bind: storage failed",
+        { cause: error },
+      ),
+      path,
+    };
+  }
+  if (gone.aborted) {
+    server.registry.release(hub);
+    return null;
+  }
+  return { ok: true, session };
+}
+
+async function openSession(
+  message: BindMessage,
+  path: string,
+  permission: Permission,
+  hub: RealmHub,
+  context: BindContext,
+): Promise<Session> {
+  const { kv, retry, settings } = context.server;
+  const head = await hub.refreshHead();
+  let identity = message.clientIdentity;
+  let lastIntegratedClientVersion = 0;
+  if (identity === null) {
+    identity = await allocateIdentity(kv, path, retry);
+  } else {
+    const record = await readIdentity(kv, path, identity, retry);
+    if (record === null) {
+      throw new SessionError(
+        "bad_client_identity",
+        `Cannot bind: client identity ${identity.id} is unknown in this realm or its salt is wrong`,
+      );
+    }
+    lastIntegratedClientVersion = record.lastClientVersion;
+  }
+  if (message.downloadCursor > head.version) {
+    throw new SessionError(
+      "bad_client_identity",
+      `Cannot bind: download cursor ${message.downloadCursor} is ahead of the server's history (${head.version}); the local realm belongs to other server data`,
+    );
+  }
+  // Null when that version was compacted away: the session bootstraps.
+  const cursorBytes = await readCumulativeBytes(
+    kv,
+    path,
+    message.downloadCursor,
+    retry,
+  );
+  if (message.clientIdentity === null) {
+    context.send({
+      type: MessageType.Ident,
+      sessionId: message.sessionId,
+      clientIdentity: identity,
+    });
+  }
+  return new Session({
+    id: message.sessionId,
+    path,
+    userId: context.userId,
+    identity,
+    permission,
+    hub,
+    transport: context.transport,
+    downloadCursor: message.downloadCursor,
+    cursorBytes,
+    lastIntegratedClientVersion,
+    downloadBatchBytes: settings.downloadBatchBytes,
+    highWaterBytes: settings.sendBufferBytes,
+    lifetime: context.server.lifetime,
+    commitSignal: context.server.commitSignal,
+    log: context.server.log,
+  });
+}

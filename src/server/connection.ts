@@ -1,0 +1,709 @@
+/**
+ * One WebSocket connection from open to close (`docs/ARCHITECTURE.md`
+ * "Session flow on one connection"), with its failures turned into ERRORs of
+ * the right scope: a malformed frame closes this socket only.
+ */
+
+import { decompressFrame, isCompressedFrame } from "../protocol/compression.ts";
+import { decodeMessage } from "../protocol/decode.ts";
+import {
+  ERROR_CODES,
+  type ErrorCodeName,
+  errorCodeNumber,
+} from "../protocol/error_codes.ts";
+import {
+  type BindMessage,
+  type ClientMessage,
+  type HandshakeMessage,
+  type Message,
+  MessageType,
+} from "../protocol/messages.ts";
+import { ProtocolError } from "../protocol/protocol_error.ts";
+import {
+  MIN_PROTOCOL_VERSION,
+  negotiateVersion,
+  PROTOCOL_VERSION,
+} from "../protocol/version.ts";
+import { bindSession } from "./bind.ts";
+import { DeliveryRate } from "./delivery_rate.ts";
+import type { ServerContext } from "./server_context.ts";
+import type { Session, SessionTransport } from "./session.ts";
+import { SessionError } from "./session_error.ts";
+import { type SessionRecord, SessionTable } from "./session_table.ts";
+import { delay } from "../util/delay.ts";
+import { SerialQueue } from "../util/serial_queue.ts";
+import { FrameWriter } from "./frame_writer.ts";
+import { closeCodeFor, closeReason } from "./close_codes.ts";
+import { TokenDeadline } from "./token_deadline.ts";
+import { systemClock } from "../util/clock.ts";
+
+type ConnectionState = "handshake" | "authenticating" | "open" | "closed";
+
+// How often a held PONG looks at the socket's buffer again.
+const DRAIN_POLL_MS = 10;
+
+/** See the file comment. */
+export class Connection {
+  /** This connection's number within the server, for logs. */
+  readonly id: number;
+  #socket: WebSocket;
+  #context: ServerContext;
+  #state: ConnectionState = "handshake";
+  #closing = false;
+  #opened = false;
+  #userId: string | null = null;
+  #tokenDeadline: TokenDeadline;
+  #handshakeTimer: ReturnType<typeof setTimeout> | undefined;
+  #closeTimer: ReturnType<typeof setTimeout> | undefined;
+  #sessions: SessionTable;
+  #tasks = new Set<Promise<unknown>>();
+  #closed = Promise.withResolvers<void>();
+  // Aborts when the socket has closed: waits on code outside the server
+  // (the permissions callback) give up then instead of holding the
+  // connection's state.
+  #gone = new AbortController();
+  // Frames wait here while an earlier one is being inflated, so they are
+  // handled in arrival order.
+  #inbound: SerialQueue;
+  #output: FrameWriter;
+  #transport: SessionTransport;
+  // The newest PING not answered yet because the socket was backed up.
+  #heldPing: number | null = null;
+  #rejection: { code: ErrorCodeName; message: string } | null;
+  // Sizes DOWNLOAD batches from the client's RECEIVED (docs/PROTOCOL.md §4.8).
+  #delivery: DeliveryRate;
+
+  /**
+   * @param socket The upgraded socket (not yet open).
+   * @param id The connection's number, for logs.
+   * @param context The server's shared state.
+   * @param rejection When set, the connection is refused with this error as
+   *   soon as it opens (e.g. too many connections).
+   */
+  constructor(
+    socket: WebSocket,
+    id: number,
+    context: ServerContext,
+    rejection: { code: ErrorCodeName; message: string } | null = null,
+  ) {
+    this.#socket = socket;
+    this.id = id;
+    this.#context = context;
+    this.#rejection = rejection;
+    this.#delivery = new DeliveryRate(context.settings.downloadBatchBytes);
+    this.#tokenDeadline = new TokenDeadline(
+      { ...systemClock, now: context.settings.now },
+      () =>
+        this.fail(
+          "token_expired",
+          "The access token expired; refresh it before it expires",
+        ),
+    );
+    this.#sessions = new SessionTable((sessionId, error) =>
+      this.#crashed("A session handler crashed", error, sessionId)
+    );
+    // Inflate failures close the connection inside the step; anything else
+    // thrown there is a bug, which must not leave later frames unhandled.
+    this.#inbound = new SerialQueue((error) =>
+      this.#crashed("A frame handler crashed", error)
+    );
+    this.#output = new FrameWriter(socket, {
+      compression: context.settings.compression,
+      onWritten: (bytes) => {
+        context.stats.bytesOut += bytes;
+        this.#delivery.noteSent(bytes);
+      },
+      track: (task) => this.#track(task),
+    });
+    this.#transport = {
+      send: (reply) => this.#output.send(reply),
+      bufferedAmount: () => this.#output.pendingBytes(),
+      batchBytes: () => this.#delivery.batchBytes,
+      failSession: (failed, error) => this.#failSession(failed, error),
+    };
+    socket.binaryType = "arraybuffer";
+    socket.onopen = () => this.#onOpen();
+    socket.onmessage = (event) => this.#onMessage(event);
+    socket.onclose = () => this.#onClose();
+    socket.onerror = () => {};
+  }
+
+  /** Resolves once the socket has closed and every session has stopped. */
+  get closed(): Promise<void> {
+    return this.#closed.promise;
+  }
+
+  /**
+   * Resolves once nothing is being handled any more (commits in flight
+   * included) and the socket has written everything it was given, or has
+   * closed: after `fail()`, cutting the connection from then on loses
+   * nothing, whether or not the client ever answers the close.
+   */
+  async flushed(): Promise<void> {
+    while (this.#tasks.size > 0) await Promise.allSettled([...this.#tasks]);
+    while (!this.#isClosed() && this.#output.pendingBytes() > 0) {
+      try {
+        await delay(DRAIN_POLL_MS, this.#gone.signal);
+      } catch {
+        return;
+      }
+    }
+  }
+
+  /**
+   * Ends the connection from the server side: a connection-scoped ERROR,
+   * then a close with the code that goes with it.
+   */
+  fail(code: ErrorCodeName, message: string, error?: unknown): void {
+    if (this.#closing || this.#isClosed()) return;
+    this.#closing = true;
+    this.#context.log(
+      code === "internal_server_error" ? "error" : "info",
+      "error_sent",
+      message,
+      this.#logContext({ code, error }),
+    );
+    this.#output.send({
+      type: MessageType.Error,
+      sessionId: null,
+      code: errorCodeNumber(code),
+      tryAgain: ERROR_CODES[code].tryAgain,
+      message,
+    });
+    // After whatever is still being compressed, so the ERROR goes out.
+    this.#output.afterQueued(() => {
+      this.#closeSocket(
+        closeCodeFor(code),
+        message,
+      );
+      // Deno reports the close only once the client answers it; one that
+      // never does must not keep the connection's state, or its place under
+      // maxConnections, for good. (Its TCP connection lingers until the
+      // client drops it or the server shuts down.)
+      if (this.#isClosed()) return;
+      this.#closeTimer = setTimeout(
+        () => this.#onClose(),
+        this.#context.settings.handshakeTimeoutMs,
+      );
+    });
+  }
+
+  #crashed(what: string, error: unknown, session?: number): void {
+    this.#context.log(
+      "error",
+      "internal_error",
+      what,
+      this.#logContext({
+        ...(session === undefined ? {} : { session }),
+        error,
+      }),
+    );
+    this.fail("internal_server_error", "The server failed", error);
+  }
+
+  #closeSocket(code: number, reason: string): void {
+    try {
+      this.#socket.close(code, closeReason(reason));
+    } catch {
+      // Already closing.
+    }
+  }
+
+  #logContext(
+    extra: { session?: number; path?: string; code?: string; error?: unknown } =
+      {},
+  ) {
+    return {
+      connection: this.id,
+      ...(this.#userId === null ? {} : { userId: this.#userId }),
+      ...extra,
+    };
+  }
+
+  // A method, not a field comparison: TypeScript would keep narrowing
+  // `#state` across awaits, after which it may well have changed.
+  #isClosed(): boolean {
+    return this.#state === "closed";
+  }
+
+  #onOpen(): void {
+    this.#opened = true;
+    this.#context.stats.connections++;
+    this.#context.log("debug", "connection_opened", "Connection opened", {
+      connection: this.id,
+    });
+    if (this.#rejection !== null) {
+      this.fail(this.#rejection.code, this.#rejection.message);
+      return;
+    }
+    if (this.#context.lifetime.aborted) {
+      this.fail("server_shutting_down", "The server is shutting down");
+      return;
+    }
+    this.#handshakeTimer = setTimeout(() => {
+      this.#handshakeTimer = undefined;
+      if (this.#state === "handshake" || this.#state === "authenticating") {
+        this.fail(
+          "protocol_violation",
+          `No HANDSHAKE within ${this.#context.settings.handshakeTimeoutMs} ms`,
+        );
+      }
+    }, this.#context.settings.handshakeTimeoutMs);
+  }
+
+  #onMessage(event: MessageEvent): void {
+    if (this.#closing || this.#isClosed()) return;
+    const data: unknown = event.data;
+    if (!(data instanceof ArrayBuffer)) {
+      this.fail(
+        "protocol_violation",
+        "Cannot decode message: text frames are not part of the protocol",
+      );
+      return;
+    }
+    this.#context.stats.bytesIn += data.byteLength;
+    const limit = this.#context.settings.maxMessageBytes;
+    if (data.byteLength > limit) {
+      this.fail(
+        "message_too_large",
+        `Cannot accept message: ${data.byteLength} bytes exceeds the limit of ${limit}`,
+      );
+      return;
+    }
+    const frame = new Uint8Array(data);
+    if (this.#inbound.idle && !isCompressedFrame(frame)) {
+      this.#decodeAndDispatch(frame);
+      return;
+    }
+    this.#inbound.push(() => this.#inflateAndDispatch(frame));
+    this.#track(this.#inbound.drained());
+  }
+
+  async #inflateAndDispatch(frame: Uint8Array): Promise<void> {
+    if (this.#closing || this.#isClosed()) return;
+    let inflated: Uint8Array;
+    try {
+      inflated = await decompressFrame(frame, {
+        maxMessageBytes: this.#context.settings.maxMessageBytes,
+      });
+    } catch (error) {
+      const tooLarge = error instanceof ProtocolError &&
+        error.code === "length_over_limit";
+      this.fail(
+        tooLarge ? "message_too_large" : "protocol_violation",
+        error instanceof Error ? error.message : "Cannot decompress frame",
+        error,
+      );
+      return;
+    }
+    if (this.#closing || this.#isClosed()) return;
+    this.#decodeAndDispatch(inflated);
+  }
+
+  #decodeAndDispatch(frame: Uint8Array): void {
+    const limit = this.#context.settings.maxMessageBytes;
+    let message: Message;
+    try {
+      message = decodeMessage(frame, { maxMessageBytes: limit });
+    } catch (error) {
+      if (!(error instanceof ProtocolError)) {
+        this.#context.log(
+          "error",
+          "decode_crashed",
+          "The decoder threw a non-protocol error",
+          this.#logContext({ error }),
+        );
+      }
+      this.fail(
+        "protocol_violation",
+        error instanceof Error ? error.message : "Cannot decode message",
+        error,
+      );
+      return;
+    }
+    this.#dispatch(message);
+  }
+
+  #dispatch(message: Message): void {
+    if (this.#state !== "open") {
+      if (
+        this.#state === "handshake" && message.type === MessageType.Handshake
+      ) {
+        this.#state = "authenticating";
+        this.#track(this.#handshake(message));
+        return;
+      }
+      this.fail(
+        "protocol_violation",
+        this.#state === "handshake"
+          ? "Expected HANDSHAKE as the first message"
+          : "No message may follow HANDSHAKE before HANDSHAKE_REPLY",
+      );
+      return;
+    }
+    const clientMessage = message as ClientMessage;
+    switch (clientMessage.type) {
+      case MessageType.Ping:
+        this.#pong(clientMessage.timestamp);
+        return;
+      case MessageType.Refresh:
+        this.#track(this.#refresh(clientMessage.accessToken));
+        return;
+      case MessageType.Received:
+        if (
+          !this.#delivery.noteReceived(
+            clientMessage.receivedBytes,
+            clientMessage.timeoutMs,
+            performance.now(),
+          )
+        ) {
+          this.fail(
+            "protocol_violation",
+            `Cannot accept RECEIVED: ${clientMessage.receivedBytes} bytes received, but ${this.#delivery.sentBytes} were sent and an earlier RECEIVED said more or as many`,
+          );
+        }
+        return;
+      case MessageType.Bind:
+        this.#onBind(clientMessage);
+        return;
+      case MessageType.Upload:
+      case MessageType.Mark:
+      case MessageType.Unbind:
+        this.#onSessionMessage(clientMessage);
+        return;
+      default:
+        this.fail(
+          "protocol_violation",
+          `Cannot handle message type 0x${
+            message.type.toString(16)
+          }: it is not sent by clients or not allowed now`,
+        );
+    }
+  }
+
+  #pong(timestamp: number): void {
+    if (
+      this.#heldPing === null &&
+      this.#output.pendingBytes() <= this.#context.settings.sendBufferBytes
+    ) {
+      this.#output.send({ type: MessageType.Pong, timestamp });
+      return;
+    }
+    // A client that sends PINGs without reading the PONGs must not make the
+    // server buffer them without bound: while the socket is backed up only
+    // the newest PING is kept, and answered once it drains. The client sees
+    // life in the bytes it is behind on meanwhile.
+    const waiting = this.#heldPing !== null;
+    this.#heldPing = timestamp;
+    if (!waiting) this.#track(this.#answerHeldPing());
+  }
+
+  async #answerHeldPing(): Promise<void> {
+    while (
+      this.#output.pendingBytes() > this.#context.settings.sendBufferBytes
+    ) {
+      try {
+        await delay(DRAIN_POLL_MS, this.#gone.signal);
+      } catch {
+        return;
+      }
+    }
+    const timestamp = this.#heldPing!;
+    this.#heldPing = null;
+    this.#output.send({ type: MessageType.Pong, timestamp });
+  }
+
+  #track(task: Promise<unknown>): void {
+    this.#tasks.add(task);
+    task.catch(() => {}).finally(() => this.#tasks.delete(task));
+  }
+
+  async #handshake(message: HandshakeMessage): Promise<void> {
+    const version = negotiateVersion(message.minVersion, message.maxVersion);
+    if (version === null) {
+      this.fail(
+        "unsupported_protocol_version",
+        `Cannot connect: the client speaks protocol versions ${message.minVersion}-${message.maxVersion}, the server ${MIN_PROTOCOL_VERSION}-${PROTOCOL_VERSION}`,
+      );
+      return;
+    }
+    const check = await this.#context.tokens.verifyAccess(message.accessToken);
+    if (this.#closing || this.#isClosed()) return;
+    if (!check.ok) {
+      this.fail(check.code, `Cannot connect: ${check.message}`);
+      return;
+    }
+    clearTimeout(this.#handshakeTimer);
+    this.#handshakeTimer = undefined;
+    this.#userId = check.userId;
+    this.#tokenDeadline.arm(check.expiresAt);
+    this.#state = "open";
+    this.#output.send({
+      type: MessageType.HandshakeReply,
+      version,
+      userId: check.userId,
+      maxMessageBytes: this.#context.settings.maxMessageBytes,
+    });
+    this.#context.log(
+      "debug",
+      "handshake",
+      "Connection authenticated",
+      this.#logContext(),
+    );
+  }
+
+  async #refresh(token: string): Promise<void> {
+    const check = await this.#context.tokens.verifyAccess(token);
+    if (this.#closing || this.#isClosed()) return;
+    if (!check.ok) {
+      this.fail(check.code, `Cannot refresh: ${check.message}`);
+      return;
+    }
+    if (check.userId !== this.#userId) {
+      this.fail(
+        "bad_token",
+        "Cannot refresh: the token is for a different user",
+      );
+      return;
+    }
+    this.#tokenDeadline.arm(check.expiresAt);
+  }
+
+  #onBind(message: BindMessage): void {
+    const { sessionId } = message;
+    if (this.#sessions.isHeld(sessionId)) {
+      this.fail(
+        "protocol_violation",
+        `Cannot bind: session ${sessionId} is already bound`,
+      );
+      return;
+    }
+    // Counted when asked for, not when bound: BINDs sent back to back are
+    // all in progress at once.
+    const limit = this.#context.settings.maxSessionsPerConnection;
+    if (this.#sessions.held >= limit) {
+      this.#failUnbound(
+        this.#sessions.get(sessionId),
+        sessionId,
+        new SessionError(
+          "too_many_sessions",
+          `Cannot bind: the connection already has ${limit} sessions`,
+        ),
+      );
+      return;
+    }
+    const record = this.#sessions.bind(sessionId);
+    this.#enqueue(record, () => this.#bind(record, message));
+  }
+
+  #onSessionMessage(
+    message: Extract<ClientMessage, { sessionId: number }>,
+  ): void {
+    const { sessionId } = message;
+    const record = this.#sessions.get(sessionId);
+    if (record === undefined || !this.#sessions.isBound(sessionId)) {
+      if (record?.state === "ended") {
+        // The session ended with an ERROR the client had not seen when it
+        // sent this; UNBIND still gets its answer.
+        if (message.type === MessageType.Unbind) {
+          this.#sessions.released(record);
+          this.#output.send({ type: MessageType.Unbound, sessionId });
+        }
+        return;
+      }
+      this.fail(
+        "protocol_violation",
+        `Cannot handle message: session ${sessionId} is not bound`,
+      );
+      return;
+    }
+    if (message.type === MessageType.Unbind) {
+      // Not queued behind the session's earlier messages: one may be a
+      // commit storage takes ages to finish, and a client that gave up on
+      // it must get its slot back now (docs/PROTOCOL.md §4.5).
+      if (record.session !== null) {
+        this.#unbind(record, record.session);
+        return;
+      }
+      // Still binding: the session does not exist before BIND is done.
+      this.#sessions.unbinding(record);
+    }
+    this.#enqueue(record, () => this.#sessionMessage(record, message));
+  }
+
+  #enqueue(record: SessionRecord, work: () => Promise<void>): void {
+    this.#track(this.#sessions.enqueue(record, () => {
+      if (this.#isClosed()) return Promise.resolve();
+      return work();
+    }));
+  }
+
+  async #bind(record: SessionRecord, message: BindMessage): Promise<void> {
+    const outcome = await bindSession(message, {
+      server: this.#context,
+      userId: this.#userId!,
+      gone: this.#gone.signal,
+      send: (reply) => this.#output.send(reply),
+      transport: this.#transport,
+    });
+    if (outcome === null) return;
+    if (!outcome.ok) {
+      this.#failUnbound(record, message.sessionId, outcome.error, outcome.path);
+      return;
+    }
+    const { session } = outcome;
+    this.#sessions.bound(record, session);
+    this.#context.stats.sessions++;
+    this.#context.log(
+      "debug",
+      "session_bound",
+      "Session bound",
+      this.#logContext({ session: session.id, path: session.path }),
+    );
+    session.start();
+  }
+
+  async #sessionMessage(
+    record: SessionRecord,
+    message: Extract<ClientMessage, { sessionId: number }>,
+  ): Promise<void> {
+    const session = record.session;
+    // The bind failed (an ERROR was sent) or the session failed meanwhile.
+    if (session === null || session.closed) {
+      if (message.type === MessageType.Unbind) {
+        this.#sessions.released(record);
+        this.#output.send({
+          type: MessageType.Unbound,
+          sessionId: message.sessionId,
+        });
+      }
+      return;
+    }
+    try {
+      switch (message.type) {
+        case MessageType.Upload:
+          await session.upload(message.changesets);
+          return;
+        case MessageType.Mark:
+          await session.mark(message.requestId);
+          return;
+        case MessageType.Unbind:
+          this.#unbind(record, session);
+          return;
+      }
+    } catch (error) {
+      if (error instanceof SessionError) {
+        this.#failSession(session, error);
+        return;
+      }
+      throw error;
+    }
+  }
+
+  /**
+   * Ends a session on the client's UNBIND at once, even while an earlier
+   * message of it is still being handled: that one finds the session
+   * closed, so nothing more is sent for it (a late acknowledgement is
+   * dropped) and a failure of it is not reported.
+   */
+  #unbind(record: SessionRecord, session: Session): void {
+    // The realm stays held until the session's messages in flight are done,
+    // so a re-upload on a new binding queues behind the old commit in the
+    // same hub instead of racing it.
+    const inFlight = record.queue.idle ? undefined : record.queue.drained();
+    this.#track(this.#endSession(session, inFlight));
+    this.#sessions.released(record);
+    this.#output.send({ type: MessageType.Unbound, sessionId: session.id });
+    this.#context.log(
+      "debug",
+      "session_unbound",
+      "Session unbound",
+      this.#logContext({ session: session.id, path: session.path }),
+    );
+  }
+
+  async #endSession(
+    session: Session,
+    inFlight?: Promise<void>,
+  ): Promise<void> {
+    const record = this.#sessions.get(session.id);
+    if (record?.session !== session) return;
+    this.#sessions.detach(record);
+    this.#context.stats.sessions--;
+    await session.close();
+    await inFlight;
+    this.#context.registry.release(session.hub);
+  }
+
+  #failSession(session: Session, error: SessionError): void {
+    const record = this.#sessions.get(session.id);
+    if (record?.session !== session) return;
+    this.#track(this.#endSession(session));
+    this.#sessions.ended(record);
+    this.#sendSessionError(session.id, error, session.path);
+  }
+
+  // A BIND that never became a session: refused at once (no record yet, or
+  // one whose id is free) or failed while binding.
+  #failUnbound(
+    record: SessionRecord | undefined,
+    sessionId: number,
+    error: SessionError,
+    path?: string,
+  ): void {
+    this.#sessions.ended(record ?? sessionId);
+    this.#sendSessionError(sessionId, error, path);
+  }
+
+  #sendSessionError(
+    sessionId: number,
+    error: SessionError,
+    path?: string,
+  ): void {
+    const cause = error.cause;
+    this.#context.log(
+      error.code === "session_failed" ? "warn" : "info",
+      "error_sent",
+      error.message,
+      this.#logContext({
+        session: sessionId,
+        code: error.code,
+        ...(path === undefined ? {} : { path }),
+        ...(cause === undefined ? {} : { error: cause }),
+      }),
+    );
+    this.#output.send({
+      type: MessageType.Error,
+      sessionId,
+      code: errorCodeNumber(error.code),
+      tryAgain: ERROR_CODES[error.code].tryAgain,
+      message: error.message,
+    });
+  }
+
+  #onClose(): void {
+    if (this.#isClosed()) return;
+    this.#state = "closed";
+    this.#closing = true;
+    this.#gone.abort(new Error("The connection closed"));
+    clearTimeout(this.#closeTimer);
+    clearTimeout(this.#handshakeTimer);
+    this.#tokenDeadline.stop();
+    this.#handshakeTimer = undefined;
+    const endings = this.#sessions.sessions().map((session) =>
+      this.#endSession(session)
+    );
+    (async () => {
+      await Promise.allSettled(endings);
+      await Promise.allSettled([...this.#tasks]);
+      if (this.#opened) this.#context.stats.connections--;
+      this.#context.log(
+        "debug",
+        "connection_closed",
+        "Connection closed",
+        this.#logContext(),
+      );
+      this.#closed.resolve();
+    })();
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * The outbound half of a connection's socket: encoding messages into frames
+ * that leave in order, DOWNLOADs deflated on the way (`docs/PROTOCOL.md` §2).
+ */
+
+import {
+  compressFrame,
+  COMPRESSION_THRESHOLD,
+} from "../protocol/compression.ts";
+import { encodeMessage } from "../protocol/encode.ts";
+import { MessageType, type ServerMessage } from "../protocol/messages.ts";
+import { Writer } from "../protocol/writer.ts";
+import { SerialQueue } from "../util/serial_queue.ts";
+
+// One writer for every frame this process sends. Encoding and
+// `WebSocket.send` are synchronous and `send` copies what it is given, so a
+// frame sent at once can be a view into the writer (saving a buffer per
+// frame, about a third of encoding a small message); a frame that has to wait
+// behind compression is copied first, before the next message reuses it.
+const sendWriter = new Writer();
+
+/** How a {@linkcode FrameWriter} is set up. */
+export interface FrameWriterOptions {
+  /** Whether large DOWNLOAD frames are deflated (docs/PROTOCOL.md §2). */
+  compression: boolean;
+  /** Called with each frame's size once the socket has taken it. */
+  onWritten(bytes: number): void;
+  /** Given every pending deflate chain, so the connection can wait for it. */
+  track(task: Promise<unknown>): void;
+}
+
+/** See the file comment. */
+export class FrameWriter {
+  #socket: WebSocket;
+  #options: FrameWriterOptions;
+  // Frames wait here while an earlier one is being deflated, so they leave
+  // in the order they were sent.
+  #queue = new SerialQueue(() => {});
+  // Bytes of frames waiting in #queue.
+  #queuedBytes = 0;
+
+  /**
+   * @param socket The connection's socket.
+   * @param options See {@linkcode FrameWriterOptions}.
+   */
+  constructor(socket: WebSocket, options: FrameWriterOptions) {
+    this.#socket = socket;
+    this.#options = options;
+  }
+
+  /** Encodes and sends `message` (nothing once the socket is not open). */
+  send(message: ServerMessage): void {
+    if (this.#socket.readyState !== WebSocket.OPEN) return;
+    const view = encodeMessage(message, sendWriter);
+    const deflate = this.#options.compression &&
+      message.type === MessageType.Download &&
+      view.length >= COMPRESSION_THRESHOLD;
+    if (this.#queue.idle && !deflate) {
+      this.#write(view);
+      return;
+    }
+    const frame = view.slice();
+    this.#queuedBytes += frame.length;
+    this.#queue.push(async () => {
+      let out = frame;
+      if (deflate) {
+        try {
+          out = await compressFrame(frame);
+        } catch {
+          // Sending it as it is is always correct.
+        }
+      }
+      this.#queuedBytes -= frame.length;
+      this.#write(out);
+    });
+    this.#options.track(this.#queue.drained());
+  }
+
+  /** Runs `action` once every frame sent so far has left (at once if so). */
+  afterQueued(action: () => void): void {
+    if (this.#queue.idle) {
+      action();
+      return;
+    }
+    this.#queue.drained().finally(action);
+  }
+
+  #write(frame: Uint8Array<ArrayBuffer>): void {
+    if (this.#socket.readyState !== WebSocket.OPEN) return;
+    try {
+      this.#socket.send(frame);
+      this.#options.onWritten(frame.length);
+    } catch {
+      // The socket closed under us; onclose cleans up.
+    }
+  }
+
+  /** Bytes sent but not yet written to the network, compression included. */
+  pendingBytes(): number {
+    return this.#socket.bufferedAmount + this.#queuedBytes;
+  }
+}

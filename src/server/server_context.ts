@@ -1,0 +1,27 @@
+/**
+ * What every connection shares from the server it belongs to.
+ */
+
+import type { Log } from "./log.ts";
+import type { ServerSettings } from "./options.ts";
+import type { RealmRegistry } from "./realm_registry.ts";
+import type { StatsCounters } from "./stats.ts";
+import type { RetryOptions } from "./storage/retry.ts";
+import type { TokenAuthority } from "./tokens.ts";
+
+/** What a connection needs from its server; one object, shared. */
+export interface ServerContext {
+  /** The server's options, resolved once. */
+  settings: ServerSettings;
+  kv: Deno.Kv;
+  tokens: TokenAuthority;
+  registry: RealmRegistry;
+  stats: StatsCounters;
+  log: Log;
+  /** Retry pacing for reads and identity writes; signal = server lifetime. */
+  retry: RetryOptions;
+  /** Aborts when the server shuts down. */
+  lifetime: AbortSignal;
+  /** Aborts when in-flight commits must give up (shutdown deadline). */
+  commitSignal: AbortSignal;
+}

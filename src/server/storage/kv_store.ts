@@ -1,0 +1,68 @@
+/**
+ * Opening the Deno KV store a server was given (a file path, `":memory:"`,
+ * a KV Connect URL or an open `Deno.Kv`), locked for one process when it is
+ * a file (`docs/SERVER.md` "Scaling on a shared KV").
+ */
+
+import { type KvLock, lockKvPath } from "./kv_lock.ts";
+
+/** An open store, with what closes whatever opening it took. */
+export interface KvStore {
+  kv: Deno.Kv;
+  /** Closes what this server opened (idempotent). */
+  release(): void;
+}
+
+/**
+ * Opens `kv`: a `Deno.Kv` is used as is and never closed here; a path gets
+ * its directory created and an exclusive lock first.
+ *
+ * @throws {TypeError} If `kv` is none of the accepted kinds, or empty.
+ * @throws {KvLockedError} If another live process serves the same file.
+ */
+export async function openKvStore(kv: string | Deno.Kv): Promise<KvStore> {
+  if (typeof kv !== "string") {
+    if (typeof kv !== "object" || kv === null || !("atomic" in kv)) {
+      throw new TypeError(
+        "Cannot serve: kv must be a path, a URL or a Deno.Kv",
+      );
+    }
+    return { kv, release() {} };
+  }
+  if (kv === ":memory:" || /^https?:\/\//i.test(kv)) {
+    return closingOnce(await Deno.openKv(kv), null);
+  }
+  if (kv === "") throw new TypeError("Cannot serve: kv path is empty");
+  const directory = parentDirectory(kv);
+  if (directory !== "") await Deno.mkdir(directory, { recursive: true });
+  const lock = await lockKvPath(kv);
+  let opened: Deno.Kv;
+  try {
+    opened = await Deno.openKv(kv);
+  } catch (error) {
+    lock.release();
+    throw error;
+  }
+  return closingOnce(opened, lock);
+}
+
+function closingOnce(opened: Deno.Kv, lock: KvLock | null): KvStore {
+  let released = false;
+  return {
+    kv: opened,
+    release() {
+      if (released) return;
+      released = true;
+      try {
+        opened.close();
+      } finally {
+        lock?.release();
+      }
+    },
+  };
+}
+
+function parentDirectory(path: string): string {
+  const index = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
+  return index <= 0 ? "" : path.slice(0, index);
+}
