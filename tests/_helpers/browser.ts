@@ -96,6 +96,11 @@ export async function bundleForBrowser(
   outFile: string,
   signal?: AbortSignal,
 ): Promise<void> {
+  if (entry.protocol !== "file:") {
+    throw new TypeError(
+      `Cannot bundle: entry must be a file: URL, got ${entry}`,
+    );
+  }
   const command = new Deno.Command(Deno.execPath(), {
     args: [
       "bundle",
@@ -104,8 +109,10 @@ export async function bundleForBrowser(
       "browser",
       "--output",
       outFile,
-      entry.pathname,
+      decodeURIComponent(entry.pathname),
     ],
+    // Finds the repository's deno.json, whatever the test's directory.
+    cwd: decodeURIComponent(new URL(".", entry).pathname),
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -167,6 +174,7 @@ export async function openBrowserPage(
   page.on("pageerror", (error) => {
     pageErrors.push(`${error.name}: ${error.message}`);
   });
+  page.on("crash", () => pageErrors.push("crash: the page crashed"));
   page.on("console", (message) => {
     consoleLines.push(`${message.type()}: ${message.text()}`);
   });
