@@ -36,13 +36,15 @@
  * - Disposal closes the browser (its process ends), then the page server,
  *   then removes the temporary directory (bundle, screenshots). Set
  *   `TETHER_SCREENSHOT_DIR` to a directory to keep a copy of every
- *   screenshot there (`deno task test:browser` prints where they went).
+ *   screenshot there.
  * - Chromium must be at `/usr/bin/chromium` (`.ci/run` installs Debian's
- *   package when it is missing); playwright-core never downloads a browser
- *   here, as every launch names the executable.
+ *   package when it is missing). playwright-core never downloads a browser
+ *   here: every launch names the executable, and the package has no install
+ *   script (so `PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD` has nothing to skip).
  *
- * With a test's own sync server, everything closes properly: the browser
- * tests run with the op and resource sanitizers on.
+ * Disposal leaves nothing behind (a browser left open fails the op and
+ * resource sanitizers: its child process, signal handlers and timers), so
+ * the browser tests run with the sanitizers on like every other test.
  */
 import { type Browser, chromium, type Page } from "npm:playwright-core@1.65.2";
 
