@@ -1,4 +1,10 @@
-import type { Clock } from "../../src/util/clock.ts";
+/**
+ * A clock for tests whose time moves only when the test says so, injected
+ * through the public `clock` option (so the conformance suite can use it).
+ *
+ * @module
+ */
+import type { Clock } from "../../mod.ts";
 
 interface FakeTimer {
   id: number;
@@ -8,9 +14,15 @@ interface FakeTimer {
 
 /**
  * A clock whose time moves only when the test says so. `advance(ms)` fires
- * the timers that fall due on the way, each at its own due time, in order;
- * `sleep(ms)` moves time without firing anything (the machine was asleep),
- * so the next `advance(0)` fires overdue timers late.
+ * the timers that fall due on the way, each at its own due time, in order
+ * (timers due at the same time fire in the order they were set), with
+ * `now()` equal to their due time; `sleep(ms)` moves time without firing
+ * anything (the machine was asleep), so the next `advance(0)` fires overdue
+ * timers late; `jump(ms)` is the two at once.
+ *
+ * The default start is a fixed instant; pass `Date.now()` when the code
+ * under test compares the clock with real time (token expiry, a real
+ * server).
  */
 export class FakeClock implements Clock {
   #now: number;
@@ -77,6 +89,15 @@ export class FakeClock implements Clock {
   /** Moves time forward by `ms` without firing anything. */
   sleep(ms: number): void {
     this.#now += ms;
+  }
+
+  /**
+   * Moves time forward by `ms` at once, as a machine waking from sleep sees
+   * it, then fires every overdue timer, late.
+   */
+  jump(ms: number): void {
+    this.sleep(ms);
+    this.advance(0);
   }
 
   #earliestDue(limit: number): FakeTimer | undefined {

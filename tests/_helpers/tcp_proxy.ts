@@ -1,121 +1,229 @@
 /**
- * A TCP proxy on 127.0.0.1:0 in front of a server, for fault tests. It can
- * make the connections open now go silent (nothing forwarded either way,
- * nothing closed: a half-dead link, as after a NAT drop) while new
- * connections work, or cut every connection. Dispose it with `await using`.
+ * A TCP proxy between a client and a server that a test can turn into the
+ * failures a network produces: a link that goes silent without closing,
+ * connections that are refused, connections that drop, a slow link.
+ *
+ * It imports nothing from `src/`, so the conformance suite (public entry
+ * points only) can use it as well as the e2e suite.
+ *
+ * @module
+ */
+
+/** Which way bytes travel through the proxy. */
+export type Direction = "toServer" | "toClient";
+
+/** One proxied connection. */
+interface Link {
+  client: Deno.TcpConn;
+  server: Deno.TcpConn | undefined;
+  silent: boolean;
+  /** Only server→client bytes are swallowed. */
+  deaf: boolean;
+  closed: boolean;
+  pumps: Promise<void>[];
+}
+
+/** A chunk observer: called for each chunk forwarded (or swallowed). */
+export type ChunkListener = (
+  direction: Direction,
+  bytes: number,
+  forwarded: boolean,
+) => void;
+
+/**
+ * A TCP proxy on 127.0.0.1, port 0, forwarding to `target`.
+ *
+ * - `silence()` makes every open connection swallow bytes both ways while
+ *   staying open (a half-dead link); connections accepted later forward
+ *   normally.
+ * - `mode = "refuse"` closes new connections at once; `"blackhole"` accepts
+ *   them and never forwards; `"forward"` (the default) forwards.
+ * - `dropAll()` closes every open connection.
  */
 export class TcpProxy implements AsyncDisposable {
-  readonly port: number;
   #listener: Deno.TcpListener;
   #target: { hostname: string; port: number };
-  #connections = new Set<Deno.Conn>();
-  #pipes = new Set<Promise<void>>();
-  #silent = new Set<Deno.Conn>();
-  #resume: (() => void)[] = [];
-  #accepting: Promise<void>;
-  /** Number of connections accepted so far. */
+  #links = new Set<Link>();
+  #acceptLoop: Promise<void>;
+  #listeners = new Set<ChunkListener>();
+  #connectionListeners = new Set<
+    (event: "open" | "close" | "refused") => void
+  >();
+  /**
+   * When set, server→client bytes trickle: at most `bytes` every `everyMs`
+   * (a slow link, simulated with timers — never used to synchronise).
+   */
+  throttle: { bytes: number; everyMs: number } | undefined;
+  /** What happens to connections accepted from now on. */
+  mode: "forward" | "refuse" | "blackhole" = "forward";
+  /** Connections accepted so far (including refused ones). */
   accepted = 0;
 
+  /** @param target The server's address (a `SyncServer`'s `addr` will do). */
   constructor(target: { hostname: string; port: number }) {
     this.#target = target;
     this.#listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    this.port = (this.#listener.addr as Deno.NetAddr).port;
-    this.#accepting = this.#accept();
+    this.#acceptLoop = this.#accept();
   }
 
-  /** The proxy's base URL. */
+  /** The port the proxy listens on (127.0.0.1). */
+  get port(): number {
+    return (this.#listener.addr as Deno.NetAddr).port;
+  }
+
+  /** The proxy's http base URL. */
   get url(): string {
     return `http://127.0.0.1:${this.port}`;
   }
 
-  /**
-   * Stops forwarding bytes on the connections open now (they stay open)
-   * until `resume()`; later connections are not affected.
-   */
+  /** Connections currently open through the proxy. */
+  get openConnections(): number {
+    let n = 0;
+    for (const link of this.#links) if (!link.closed) n++;
+    return n;
+  }
+
+  /** Observes every chunk; returns an unsubscribe function. */
+  onChunk(listener: ChunkListener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Observes connections opening, closing or refused; returns an unsubscribe function. */
+  onConnection(
+    listener: (event: "open" | "close" | "refused") => void,
+  ): () => void {
+    this.#connectionListeners.add(listener);
+    return () => this.#connectionListeners.delete(listener);
+  }
+
+  /** Makes every open connection swallow bytes both ways, without closing. */
   silence(): void {
-    for (const conn of this.#connections) this.#silent.add(conn);
+    for (const link of this.#links) link.silent = true;
   }
 
-  /** Forwards bytes again on silenced connections. */
-  resume(): void {
-    this.#silent.clear();
-    for (const resume of this.#resume.splice(0)) resume();
+  /**
+   * Makes every open connection swallow server→client bytes only: what the
+   * client sends arrives, the answers never do.
+   */
+  deafen(): void {
+    for (const link of this.#links) link.deaf = true;
   }
 
-  /** Closes every open connection (the network dropped). */
-  cut(): void {
-    for (const conn of this.#connections) {
-      try {
-        conn.close();
-      } catch {
-        // Already closed.
-      }
+  /** Closes the connections that were silenced (the peer gave up on them). */
+  dropSilent(): void {
+    for (const link of this.#links) {
+      if (link.silent || link.deaf) this.#close(link);
     }
-    this.#connections.clear();
+  }
+
+  /** Closes every open connection. */
+  dropAll(): void {
+    for (const link of this.#links) this.#close(link);
   }
 
   async #accept(): Promise<void> {
     for (;;) {
-      let client: Deno.Conn;
+      let client: Deno.TcpConn;
       try {
         client = await this.#listener.accept();
       } catch {
         return;
       }
       this.accepted++;
-      let upstream: Deno.Conn;
-      try {
-        upstream = await Deno.connect(this.#target);
-      } catch {
+      if (this.mode === "refuse") {
         client.close();
+        for (const listener of this.#connectionListeners) listener("refused");
         continue;
       }
-      this.#connections.add(client);
-      this.#connections.add(upstream);
-      const pair = Promise.all([
-        this.#pipe(client, upstream),
-        this.#pipe(upstream, client),
-      ]).then(() => {});
-      this.#pipes.add(pair);
-      pair.then(() => this.#pipes.delete(pair));
+      const link: Link = {
+        client,
+        server: undefined,
+        silent: this.mode === "blackhole",
+        deaf: false,
+        closed: false,
+        pumps: [],
+      };
+      this.#links.add(link);
+      for (const listener of this.#connectionListeners) listener("open");
+      link.pumps.push(this.#start(link));
     }
   }
 
-  async #pipe(from: Deno.Conn, to: Deno.Conn): Promise<void> {
+  async #start(link: Link): Promise<void> {
+    try {
+      link.server = await Deno.connect({
+        hostname: this.#target.hostname,
+        port: this.#target.port,
+      });
+    } catch {
+      this.#close(link);
+      return;
+    }
+    if (link.closed) {
+      link.server.close();
+      return;
+    }
+    await Promise.all([
+      this.#pump(link, link.client, link.server, "toServer"),
+      this.#pump(link, link.server, link.client, "toClient"),
+    ]);
+  }
+
+  async #pump(
+    link: Link,
+    from: Deno.TcpConn,
+    to: Deno.TcpConn,
+    direction: Direction,
+  ): Promise<void> {
     const buffer = new Uint8Array(64 * 1024);
     try {
       for (;;) {
-        const read = await from.read(buffer);
-        if (read === null) break;
-        while (this.#silent.has(from)) {
-          await new Promise<void>((resolve) => this.#resume.push(resolve));
+        const n = await from.read(buffer);
+        if (n === null) break;
+        const forwarded = !link.silent &&
+          !(link.deaf && direction === "toClient");
+        for (const listener of this.#listeners) {
+          listener(direction, n, forwarded);
         }
-        if (!this.#connections.has(to)) break;
-        let written = 0;
-        while (written < read) {
-          written += await to.write(buffer.subarray(written, read));
-        }
-      }
-    } catch {
-      // One side closed.
-    } finally {
-      for (const conn of [from, to]) {
-        if (this.#connections.delete(conn)) {
-          try {
-            conn.close();
-          } catch {
-            // Already closed.
+        if (!forwarded) continue;
+        let offset = 0;
+        while (offset < n) {
+          const throttle = direction === "toClient" ? this.throttle : undefined;
+          const end = throttle === undefined
+            ? n
+            : Math.min(n, offset + throttle.bytes);
+          offset += await to.write(buffer.subarray(offset, end));
+          if (throttle !== undefined && !link.closed) {
+            await new Promise((resolve) =>
+              setTimeout(resolve, throttle.everyMs)
+            );
           }
         }
       }
+    } catch {
+      // A closed socket on either side ends the pump.
     }
+    this.#close(link);
   }
 
+  #close(link: Link): void {
+    if (link.closed) return;
+    link.closed = true;
+    try {
+      link.client.close();
+    } catch { /* already closed */ }
+    try {
+      link.server?.close();
+    } catch { /* already closed */ }
+    for (const listener of this.#connectionListeners) listener("close");
+  }
+
+  /** Closes the listener and every connection, and waits for the pumps. */
   async [Symbol.asyncDispose](): Promise<void> {
     this.#listener.close();
-    this.resume();
-    this.cut();
-    await this.#accepting;
-    await Promise.all([...this.#pipes]);
+    await this.#acceptLoop;
+    this.dropAll();
+    await Promise.all([...this.#links].flatMap((link) => link.pumps));
   }
 }

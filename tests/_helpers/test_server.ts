@@ -1,7 +1,10 @@
 /**
  * Starts a sync server for a test: `127.0.0.1`, a free port, an in-memory
  * KV, anonymous login, and a log collector instead of the console. Use with
- * `await using`; every option can be overridden.
+ * `await using`; every option can be overridden. It imports only the public
+ * `server.ts`, so the conformance suite can use it.
+ *
+ * @module
  */
 import {
   type LogRecord,
@@ -18,11 +21,14 @@ export interface TestLogin {
   refreshToken: string;
 }
 
-/** A running test server; dispose it to shut it down. */
-export interface TestServer extends AsyncDisposable {
+/**
+ * A running test server: a `SyncServer` itself (so it goes wherever one
+ * does) with the log collector and a login shortcut; dispose it to shut it
+ * down.
+ */
+export interface TestServer extends SyncServer {
+  /** The server itself, without the test's additions. */
   server: SyncServer;
-  /** The server's base URL. */
-  url: string;
   /** Every log record so far. */
   logs: LogRecord[];
   /** Logs in anonymously (or with the given body) and returns the tokens. */
@@ -59,6 +65,10 @@ export async function startTestServer(
   return {
     server,
     url,
+    addr: server.addr,
+    handler: server.handler,
+    stats: () => server.stats(),
+    shutdown: () => server.shutdown(),
     logs,
     async login(body = { provider: "anonymous" }) {
       const response = await fetch(`${url}/login`, {

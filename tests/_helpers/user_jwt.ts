@@ -1,7 +1,13 @@
 /**
- * Signs an HS256 JWT the way an app's own auth service would, for tests of
- * `Credentials.jwt` (written independently of the server's verifier).
+ * Signs HS256 JWTs the way an app's own auth service would, for tests of
+ * `Credentials.jwt`: written with WebCrypto, independently of the server's
+ * own signer and verifier, and importing nothing from
+ * `src/`, so the conformance suite can use it.
+ *
+ * @module
  */
+
+/** Signs `claims` with `secret` (HS256); see the file comment. */
 export async function signUserJwt(
   secret: string,
   claims: Record<string, unknown>,

@@ -1,5 +1,6 @@
 /**
- * Helpers for the conformance suite. They use only the public entry points
+ * Client-side helpers for the conformance suite. Like the shared helpers it
+ * uses (`tests/_helpers/`), they import only the public entry points
  * (`mod.ts`, `server.ts`), as a test outside the repository would.
  *
  * @module
@@ -8,41 +9,16 @@
 import {
   App,
   type AppOptions,
-  type Clock,
   type ConnectionStateChange,
   Credentials,
   type Realm,
   type SyncSession,
   type User,
 } from "../../mod.ts";
-import {
-  serveSync,
-  type ServeSyncOptions,
-  type SyncServer,
-} from "../../server.ts";
-import { TcpProxy } from "./_proxy.ts";
-
-/** Upper bound of any single wait in this suite, in milliseconds. */
-export const WAIT_MS = 5_000;
-
-/** A fresh bounded signal for one wait. */
-export function bounded(ms: number = WAIT_MS): AbortSignal {
-  return AbortSignal.timeout(ms);
-}
-
-/** Starts a server on 127.0.0.1:0 with an in-memory store and anonymous login. */
-export function startServer(
-  options: Partial<ServeSyncOptions> = {},
-): Promise<SyncServer> {
-  return serveSync({
-    port: 0,
-    hostname: "127.0.0.1",
-    kv: ":memory:",
-    auth: { allowAnonymous: true },
-    logger: () => {},
-    ...options,
-  });
-}
+import type { ServeSyncOptions } from "../../server.ts";
+import { TcpProxy } from "../_helpers/tcp_proxy.ts";
+import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
+import { bounded, Recorder } from "../_helpers/waits.ts";
 
 /** An app with small retry delays, suitable for tests over real sockets. */
 export function fastApp(
@@ -96,7 +72,7 @@ export async function openClient(
 
 /** A server, a proxy in front of it, and a client that reaches it through it. */
 export interface ProxiedClient extends Client {
-  readonly server: SyncServer;
+  readonly server: TestServer;
   readonly proxy: TcpProxy;
 }
 
@@ -114,7 +90,7 @@ export async function proxiedClient(
   } = {},
 ): Promise<ProxiedClient> {
   await using stack = new AsyncDisposableStack();
-  const server = stack.use(await startServer(options.server));
+  const server = stack.use(await startTestServer(options.server));
   const proxy = stack.use(new TcpProxy(server.addr));
   const app = typeof options.app === "function"
     ? options.app(proxy.url)
@@ -137,223 +113,4 @@ export function recordConnectionStates(
   session: SyncSession,
 ): Recorder<ConnectionStateChange> {
   return new Recorder(session.connectionStateChanges({ signal: bounded() }));
-}
-
-/**
- * Reads a stream in the background, keeping every item, so a test can wait
- * for a condition on what has arrived so far.
- */
-export class Recorder<T> implements AsyncDisposable {
-  readonly items: T[] = [];
-  /** Set once the stream has ended (`"end"`) or errored (the error). */
-  outcome: { kind: "end" } | { kind: "error"; error: unknown } | undefined;
-  #reader: ReadableStreamDefaultReader<T>;
-  #waiters = new Set<() => void>();
-  #loop: Promise<void>;
-
-  constructor(stream: ReadableStream<T>) {
-    this.#reader = stream.getReader();
-    this.#loop = this.#read();
-  }
-
-  async #read(): Promise<void> {
-    try {
-      for (;;) {
-        const { done, value } = await this.#reader.read();
-        if (done) {
-          this.outcome = { kind: "end" };
-          break;
-        }
-        this.items.push(value);
-        this.#wake();
-      }
-    } catch (error) {
-      this.outcome = { kind: "error", error };
-    }
-    this.#wake();
-  }
-
-  #wake(): void {
-    for (const waiter of this.#waiters) waiter();
-  }
-
-  /**
-   * Resolves with the first item (at index `from` or later) that satisfies
-   * `predicate`; rejects when the stream finishes first or `signal` aborts.
-   */
-  async until(
-    predicate: (item: T) => boolean,
-    options: { from?: number; signal?: AbortSignal } = {},
-  ): Promise<T> {
-    const signal = options.signal ?? bounded();
-    let index = options.from ?? 0;
-    for (;;) {
-      for (; index < this.items.length; index++) {
-        const item = this.items[index]!;
-        if (predicate(item)) return item;
-      }
-      if (this.outcome !== undefined) {
-        throw new Error(
-          `stream finished (${this.outcome.kind}) before the condition held; got ${
-            JSON.stringify(this.items)
-          }`,
-        );
-      }
-      await this.#next(signal);
-    }
-  }
-
-  /** Resolves once the stream has ended or errored. */
-  async finished(signal: AbortSignal = bounded()): Promise<void> {
-    while (this.outcome === undefined) await this.#next(signal);
-  }
-
-  #next(signal: AbortSignal): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      if (signal.aborted) {
-        reject(
-          new Error(
-            `timed out waiting; got ${
-              JSON.stringify(this.items, (_k, v) =>
-                typeof v === "bigint" ? String(v) : v)
-            }`,
-          ),
-        );
-        return;
-      }
-      const done = () => {
-        this.#waiters.delete(done);
-        signal.removeEventListener("abort", done);
-        resolve();
-      };
-      this.#waiters.add(done);
-      signal.addEventListener("abort", done);
-    });
-  }
-
-  /** Stops reading and waits for the loop to finish. */
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.#reader.cancel().catch(() => {});
-    await this.#loop;
-  }
-}
-
-/** Resolves once `predicate()` holds, checked after each call of `poke`. */
-export function condition(
-  subscribe: (poke: () => void) => () => void,
-  predicate: () => boolean,
-  signal: AbortSignal = bounded(),
-): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    if (predicate()) {
-      resolve();
-      return;
-    }
-    const check = () => {
-      if (!predicate()) return;
-      cleanup();
-      resolve();
-    };
-    const abort = () => {
-      cleanup();
-      reject(new Error("timed out waiting for a condition"));
-    };
-    const unsubscribe = subscribe(check);
-    const cleanup = () => {
-      unsubscribe();
-      signal.removeEventListener("abort", abort);
-    };
-    signal.addEventListener("abort", abort);
-  });
-}
-
-/** Signs an HS256 JWT with WebCrypto. */
-export async function signJwt(
-  secret: string,
-  claims: Record<string, unknown>,
-): Promise<string> {
-  const encode = (bytes: Uint8Array): string =>
-    btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll(
-      "/",
-      "_",
-    ).replace(/=+$/, "");
-  const text = (value: unknown) =>
-    encode(new TextEncoder().encode(JSON.stringify(value)));
-  const input = `${text({ alg: "HS256", typ: "JWT" })}.${text(claims)}`;
-  const key = await crypto.subtle.importKey(
-    "raw",
-    new TextEncoder().encode(secret),
-    { name: "HMAC", hash: "SHA-256" },
-    false,
-    ["sign"],
-  );
-  const signature = await crypto.subtle.sign(
-    "HMAC",
-    key,
-    new TextEncoder().encode(input),
-  );
-  return `${input}.${encode(new Uint8Array(signature))}`;
-}
-
-interface FakeTimer {
-  id: number;
-  due: number;
-  callback: () => void;
-}
-
-/**
- * A clock whose timers fire only when the test advances time; timers fire in
- * due order with `now()` equal to their due time, so nothing looks like the
- * machine slept.
- */
-export class ManualClock implements Clock {
-  #now: number;
-  #timers = new Map<number, FakeTimer>();
-  #nextId = 1;
-
-  constructor(start: number = Date.now()) {
-    this.#now = start;
-  }
-
-  now(): number {
-    return this.#now;
-  }
-
-  setTimeout(callback: () => void, delayMs: number): unknown {
-    const id = this.#nextId++;
-    const delay = Math.max(0, delayMs);
-    this.#timers.set(id, { id, due: this.#now + delay, callback });
-    return id;
-  }
-
-  clearTimeout(handle: unknown): void {
-    this.#timers.delete(handle as number);
-  }
-
-  /**
-   * Moves time forward by `ms` at once, as a machine waking from sleep
-   * sees it: then fires every overdue timer, late.
-   */
-  jump(ms: number): void {
-    this.#now += ms;
-    this.advance(0);
-  }
-
-  /** Moves time forward by `ms`, firing due timers in order. */
-  advance(ms: number): void {
-    const end = this.#now + ms;
-    for (let guard = 0; guard < 100_000; guard++) {
-      let next: FakeTimer | undefined;
-      for (const timer of this.#timers.values()) {
-        if (timer.due <= end && (next === undefined || timer.due < next.due)) {
-          next = timer;
-        }
-      }
-      if (next === undefined) break;
-      this.#timers.delete(next.id);
-      this.#now = Math.max(this.#now, next.due);
-      next.callback();
-    }
-    this.#now = end;
-  }
 }

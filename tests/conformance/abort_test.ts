@@ -4,7 +4,9 @@
 
 import assert from "node:assert/strict";
 import { Credentials } from "../../mod.ts";
-import { bounded, fastApp, openDownloaded, startServer } from "./_helpers.ts";
+import { fastApp, openDownloaded } from "./_helpers.ts";
+import { bounded } from "../_helpers/waits.ts";
+import { startTestServer } from "../_helpers/test_server.ts";
 
 /** A signal that counts the abort listeners currently registered on it. */
 function countingSignal(): { signal: AbortSignal; live: () => number } {
@@ -37,7 +39,7 @@ function countingSignal(): { signal: AbortSignal; live: () => number } {
 }
 
 Deno.test("Waits and streams leave no listener on their signal once settled (1,000 immediate waits, 50 round trips, ended streams)", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using app = fastApp(server.url);
   const { signal, live } = countingSignal();
   const user = await app.logIn(Credentials.anonymous(), { signal });
@@ -91,7 +93,7 @@ Deno.test("Waits and streams leave no listener on their signal once settled (1,0
 });
 
 Deno.test("Streams end when the realm closes and leave no listener on their signal", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using app = fastApp(server.url);
   const user = await app.logIn(Credentials.anonymous());
   const realm = await openDownloaded(user, "/~/todos");

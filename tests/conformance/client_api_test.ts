@@ -9,14 +9,9 @@ import {
   SyncError,
   SyncSession,
 } from "../../mod.ts";
-import {
-  bounded,
-  fastApp,
-  openClient,
-  openDownloaded,
-  Recorder,
-  startServer,
-} from "./_helpers.ts";
+import { fastApp, openClient, openDownloaded } from "./_helpers.ts";
+import { bounded, Recorder } from "../_helpers/waits.ts";
+import { startTestServer } from "../_helpers/test_server.ts";
 
 Deno.test("SyncError carries code, message, isFatal, willRetry and cause, and is an Error", () => {
   const cause = new Error("underlying");
@@ -30,7 +25,7 @@ Deno.test("SyncError carries code, message, isFatal, willRetry and cause, and is
 });
 
 Deno.test("App construction: baseUrl is the only required option; nothing connects before a realm opens", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using app = new App({ baseUrl: server.url });
   assert.equal(server.stats().connections, 0);
   const user = await app.logIn(Credentials.anonymous());
@@ -41,7 +36,7 @@ Deno.test("App construction: baseUrl is the only required option; nothing connec
 });
 
 Deno.test("User.openRealm() gives a realm whose syncSession is user.sessionFor(path) and in user.allSessions", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using app = fastApp(server.url);
   const user = await app.logIn(Credentials.anonymous());
   await using realm = await user.openRealm({
@@ -61,7 +56,7 @@ Deno.test("User.openRealm() gives a realm whose syncSession is user.sessionFor(p
 });
 
 Deno.test("Realm.write() resolves once committed locally; get() and objects() read it; put/update/delete in one transaction", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using client = await openClient(fastApp(server.url));
   const { realm } = client;
   await realm.write((tx) => tx.put("Task", "other", { title: "Old" }));
@@ -86,7 +81,7 @@ Deno.test("Realm.write() resolves once committed locally; get() and objects() re
 });
 
 Deno.test("Realm.write() commits in call order when several are started without awaiting", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using client = await openClient(fastApp(server.url));
   const { realm } = client;
   await using changes = new Recorder(realm.changes({ signal: bounded() }));
@@ -117,7 +112,7 @@ Deno.test("Realm.write() commits in call order when several are started without 
 });
 
 Deno.test("Realm.changes() delivers one item per committed transaction, local and remote: { origin, changes: [{ type, id, op, fields? }] }", async () => {
-  await using server = await startServer({
+  await using server = await startTestServer({
     permissions: () => "readwrite",
   });
   await using writerApp = fastApp(server.url);
@@ -179,7 +174,7 @@ Deno.test("Realm.changes() delivers one item per committed transaction, local an
 });
 
 Deno.test("SyncSession.stats() has bytesSent, bytesReceived, rttMs, reconnects, pendingUploadBytes, pendingUploadChangesets", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using client = await openClient(fastApp(server.url));
   const { realm, session } = client;
   const keys = Object.keys(session.stats()).sort();
@@ -209,7 +204,9 @@ Deno.test("SyncSession.stats() has bytesSent, bytesReceived, rttMs, reconnects, 
 });
 
 Deno.test("User.openRealm() onProgress reports the initial download and ends at 1.0", async () => {
-  await using server = await startServer({ permissions: () => "readwrite" });
+  await using server = await startTestServer({
+    permissions: () => "readwrite",
+  });
   await using writerApp = fastApp(server.url);
   const writer = await writerApp.logIn(Credentials.anonymous());
   {
@@ -240,7 +237,9 @@ Deno.test("User.openRealm() onProgress reports the initial download and ends at 
 });
 
 Deno.test("Realm values of every kind round-trip through the server: null, boolean, number, bigint, string, Uint8Array, Date, arrays and plain objects", async () => {
-  await using server = await startServer({ permissions: () => "readwrite" });
+  await using server = await startTestServer({
+    permissions: () => "readwrite",
+  });
   await using clientA = await openClient(fastApp(server.url), "/shared/values");
   await using clientB = await openClient(fastApp(server.url), "/shared/values");
   const [a, b] = [clientA.realm, clientB.realm];
@@ -267,7 +266,9 @@ Deno.test("Realm values of every kind round-trip through the server: null, boole
 });
 
 Deno.test("Convergence: concurrent offline writes to one object merge per field, last writer wins per field, a delete wins over older writes; both clients end equal", async () => {
-  await using server = await startServer({ permissions: () => "readwrite" });
+  await using server = await startTestServer({
+    permissions: () => "readwrite",
+  });
   await using clientA = await openClient(fastApp(server.url), "/shared/merge");
   await using clientB = await openClient(fastApp(server.url), "/shared/merge");
   const [a, b] = [clientA.realm, clientB.realm];

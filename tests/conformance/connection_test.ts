@@ -4,19 +4,17 @@
 
 import assert from "node:assert/strict";
 import { Credentials, type LogRecord, SyncError } from "../../mod.ts";
-import { TcpProxy } from "./_proxy.ts";
+import { TcpProxy } from "../_helpers/tcp_proxy.ts";
 import {
-  bounded,
-  condition,
   fastApp,
   openClient,
   openDownloaded,
   proxiedClient,
   recordConnectionStates,
-  Recorder,
-  signJwt,
-  startServer,
 } from "./_helpers.ts";
+import { bounded, condition, Recorder } from "../_helpers/waits.ts";
+import { startTestServer } from "../_helpers/test_server.ts";
+import { signUserJwt } from "../_helpers/user_jwt.ts";
 
 Deno.test("SyncSession retry schedule is visible: the disconnect carries the error and retry { attempt, nextAttemptAt, lastError }; session.retry holds the same", async () => {
   await using client = await proxiedClient({
@@ -159,7 +157,7 @@ Deno.test("App.reconnect() replaces a socket that went silent (a read in progres
 });
 
 Deno.test("App.reconnect() leaves a paused session paused", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using client = await openClient(fastApp(server.url), "/~/a");
   const { app, user, realm } = client;
   await using other = await openDownloaded(user, "/~/b");
@@ -251,7 +249,7 @@ Deno.test("Reconnect: every multiplexed session binds again after the server for
 
 Deno.test("Reconnect: a server restart is never terminal; the session resumes and catches up", async () => {
   using kv = await Deno.openKv(":memory:");
-  const first = await startServer({ kv, permissions: () => "readwrite" });
+  const first = await startTestServer({ kv, permissions: () => "readwrite" });
   const port = first.addr.port;
   await using proxy = new TcpProxy(first.addr);
   await using client = await openClient(fastApp(proxy.url), "/shared/doc");
@@ -262,7 +260,7 @@ Deno.test("Reconnect: a server restart is never terminal; the session resumes an
   await first.shutdown();
   await states.until((s) => s.current === "disconnected");
   await realm.write((tx) => tx.put("T", "offline", {}));
-  await using second = await startServer({
+  await using second = await startTestServer({
     kv,
     port,
     permissions: () => "readwrite",
@@ -273,7 +271,7 @@ Deno.test("Reconnect: a server restart is never terminal; the session resumes an
 });
 
 Deno.test("Keepalive: a slow download longer than the read timeout is never cut (bounded DOWNLOAD batches keep the link alive)", async () => {
-  await using server = await startServer({
+  await using server = await startTestServer({
     permissions: () => "readwrite",
     downloadBatchBytes: 2048,
     history: { snapshots: false },
@@ -309,7 +307,9 @@ Deno.test("Keepalive: a slow download longer than the read timeout is never cut 
 });
 
 Deno.test("Reconnect: an upload whose acknowledgement was lost is sent again and integrated once", async () => {
-  await using server = await startServer({ permissions: () => "readwrite" });
+  await using server = await startTestServer({
+    permissions: () => "readwrite",
+  });
   await using proxy = new TcpProxy(server.addr);
   await using writer = await openClient(fastApp(proxy.url), "/shared/d");
   await using reader = await openClient(fastApp(server.url), "/shared/d");
@@ -332,7 +332,7 @@ Deno.test("Reconnect: an upload whose acknowledgement was lost is sent again and
 });
 
 Deno.test("Tokens: the access token is refreshed in-band before it expires, without dropping the socket", async () => {
-  await using server = await startServer({
+  await using server = await startTestServer({
     auth: { allowAnonymous: true, accessTokenTtlMs: 1_000 },
   });
   const refreshes: LogRecord[] = [];
@@ -374,11 +374,11 @@ async function forgetSigningKey(kv: Deno.Kv): Promise<void> {
 Deno.test("Tokens: after the server's signing key changed (no token verifies), a JWT user logs in again by itself and syncs on", async () => {
   const secret = "conformance-secret";
   using kv = await Deno.openKv(":memory:");
-  const first = await startServer({ kv, auth: { jwtSecret: secret } });
+  const first = await startTestServer({ kv, auth: { jwtSecret: secret } });
   const port = first.addr.port;
   await using proxy = new TcpProxy(first.addr);
   await using app = fastApp(proxy.url);
-  const jwt = await signJwt(secret, {
+  const jwt = await signUserJwt(secret, {
     sub: "alice",
     exp: Math.floor(Date.now() / 1000) + 3600,
   });
@@ -390,7 +390,7 @@ Deno.test("Tokens: after the server's signing key changed (no token verifies), a
   await realm.write((tx) => tx.put("T", "offline", { n: 1 }));
   // The server comes back with a new signing key.
   await forgetSigningKey(kv);
-  await using second = await startServer({
+  await using second = await startTestServer({
     kv,
     port,
     auth: { jwtSecret: secret },
@@ -403,7 +403,7 @@ Deno.test("Tokens: after the server's signing key changed (no token verifies), a
 
 Deno.test('Tokens: an anonymous user whose tokens no longer verify ends in "error" (it cannot log in again as itself), without a loop', async () => {
   using kv = await Deno.openKv(":memory:");
-  const first = await startServer({ kv });
+  const first = await startTestServer({ kv });
   const port = first.addr.port;
   await using proxy = new TcpProxy(first.addr);
   await using client = await openClient(fastApp(proxy.url));
@@ -413,7 +413,7 @@ Deno.test('Tokens: an anonymous user whose tokens no longer verify ends in "erro
   await states.until((s) => s.current === "disconnected");
   await realm.write((tx) => tx.put("T", "kept", { n: 1 }));
   await forgetSigningKey(kv);
-  await using _second = await startServer({ kv, port });
+  await using _second = await startTestServer({ kv, port });
   await states.finished();
   assert.equal(states.outcome?.kind, "error");
   assert.equal(realm.syncSession.state, "error");

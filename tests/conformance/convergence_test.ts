@@ -4,7 +4,9 @@
 
 import assert from "node:assert/strict";
 import { Credentials, type Realm } from "../../mod.ts";
-import { bounded, fastApp, openDownloaded, startServer } from "./_helpers.ts";
+import { fastApp, openDownloaded } from "./_helpers.ts";
+import { bounded } from "../_helpers/waits.ts";
+import { startTestServer } from "../_helpers/test_server.ts";
 
 /** A small seeded generator (mulberry32), so a failure can be replayed. */
 function prng(seed: number): () => number {
@@ -27,7 +29,9 @@ for (const seed of SEEDS) {
   Deno.test(`Convergence: three clients writing concurrently, pausing and resuming at random, end with the same objects (seed ${seed})`, async () => {
     const random = prng(seed);
     const int = (n: number) => Math.floor(random() * n);
-    await using server = await startServer({ permissions: () => "readwrite" });
+    await using server = await startTestServer({
+      permissions: () => "readwrite",
+    });
     const apps = [
       fastApp(server.url),
       fastApp(server.url),

@@ -6,16 +6,15 @@
 import assert from "node:assert/strict";
 import { App } from "../../mod.ts";
 import {
-  bounded,
-  condition,
-  ManualClock,
   type ProxiedClient,
   proxiedClient,
   recordConnectionStates,
 } from "./_helpers.ts";
+import { bounded, condition } from "../_helpers/waits.ts";
+import { FakeClock } from "../_helpers/fake_clock.ts";
 
 /** A client whose app has every DESIGN.md default, only time and randomness injected. */
-async function defaultsClient(clock: ManualClock): Promise<ProxiedClient> {
+async function defaultsClient(clock: FakeClock): Promise<ProxiedClient> {
   const client = await proxiedClient({
     app: (baseUrl) => new App({ baseUrl, clock, random: () => 0.5 }),
   });
@@ -29,7 +28,7 @@ async function defaultsClient(clock: ManualClock): Promise<ProxiedClient> {
 }
 
 Deno.test("App defaults: reconnect backoff is full jitter within min(30 s, 1 s × 2^(n−1))", async () => {
-  const clock = new ManualClock();
+  const clock = new FakeClock(Date.now());
   await using client = await defaultsClient(clock);
   const { proxy, app, session } = client;
   await using states = recordConnectionStates(session);
@@ -78,7 +77,7 @@ Deno.test("App defaults: reconnect backoff is full jitter within min(30 s, 1 s �
 });
 
 Deno.test("App defaults: a PING every 30 s; 120 s without inbound data is a dead connection", async () => {
-  const clock = new ManualClock();
+  const clock = new FakeClock(Date.now());
   await using client = await defaultsClient(clock);
   const { proxy, app, session } = client;
   await using states = recordConnectionStates(session);
@@ -118,7 +117,7 @@ Deno.test("App defaults: a PING every 30 s; 120 s without inbound data is a dead
 });
 
 Deno.test("App defaults: a connection attempt that gets no answer fails after 30 s", async () => {
-  const clock = new ManualClock();
+  const clock = new FakeClock(Date.now());
   await using client = await defaultsClient(clock);
   const { proxy, app, session } = client;
   await using states = recordConnectionStates(session);
@@ -144,7 +143,7 @@ Deno.test("App defaults: a connection attempt that gets no answer fails after 30
 });
 
 Deno.test("App defaults: an idle connection closes 30 s after its last session", async () => {
-  const clock = new ManualClock();
+  const clock = new FakeClock(Date.now());
   await using client = await defaultsClient(clock);
   const { server, proxy, realm } = client;
   await realm.close();
@@ -164,7 +163,7 @@ Deno.test("App defaults: an idle connection closes 30 s after its last session",
 });
 
 Deno.test("Keepalive: after a long timer delay (the machine slept), liveness is checked at once with a short deadline", async () => {
-  const clock = new ManualClock();
+  const clock = new FakeClock(Date.now());
   await using client = await defaultsClient(clock);
   const { proxy, app, session } = client;
   await using states = recordConnectionStates(session);
@@ -183,7 +182,7 @@ Deno.test("Keepalive: after a long timer delay (the machine slept), liveness is 
 });
 
 Deno.test("App defaults: the backoff starts again once a connection has stayed up (10 s), not before", async () => {
-  const clock = new ManualClock();
+  const clock = new FakeClock(Date.now());
   await using client = await defaultsClient(clock);
   const { proxy, session } = client;
   await using states = recordConnectionStates(session);

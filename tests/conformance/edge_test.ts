@@ -4,17 +4,16 @@
 
 import assert from "node:assert/strict";
 import { Credentials, type Progress, SyncError } from "../../mod.ts";
-import { TcpProxy } from "./_proxy.ts";
+import { TcpProxy } from "../_helpers/tcp_proxy.ts";
 import {
-  bounded,
   fastApp,
   openClient,
   openDownloaded,
   proxiedClient,
   recordConnectionStates,
-  Recorder,
-  startServer,
 } from "./_helpers.ts";
+import { bounded, Recorder } from "../_helpers/waits.ts";
+import { startTestServer } from "../_helpers/test_server.ts";
 
 Deno.test("SyncSession.pause() while a reconnect is scheduled: inactive, disconnected, no retry; resume() dials again", async () => {
   await using client = await proxiedClient({
@@ -87,7 +86,9 @@ Deno.test("App reconnect.maxAttempts ends every session of the shared socket", a
 });
 
 Deno.test("SyncSession download reportIndefinitely registered before the first connection reports once figures exist, and ends at 1.0", async () => {
-  await using server = await startServer({ permissions: () => "readwrite" });
+  await using server = await startTestServer({
+    permissions: () => "readwrite",
+  });
   {
     await using seed = await openClient(fastApp(server.url), "/shared/x");
     const seedRealm = seed.realm;
@@ -142,7 +143,7 @@ Deno.test("SyncSession upload forCurrentlyOutstandingWork includes a write sent 
 });
 
 Deno.test("SyncSession pause()/resume() toggled in quick succession settles connected, with every transition reported once and in order", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using client = await openClient(fastApp(server.url));
   const { user, realm, session } = client;
   await using other = await openDownloaded(user, "/~/other");
@@ -170,7 +171,7 @@ Deno.test("SyncSession pause()/resume() toggled in quick succession settles conn
 });
 
 Deno.test("App.reconnect() called repeatedly ends with one socket and every session connected", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using client = await openClient(fastApp(server.url), "/~/a");
   const { app, user, realm: a } = client;
   await using b = await openDownloaded(user, "/~/b");
@@ -191,7 +192,7 @@ Deno.test("App.reconnect() called repeatedly ends with one socket and every sess
 });
 
 Deno.test("Realm.write() whose function throws commits nothing and does not disturb the writes around it", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using client = await openClient(fastApp(server.url));
   const { realm } = client;
   const boom = new Error("boom");
@@ -213,7 +214,7 @@ Deno.test("Realm.write() whose function throws commits nothing and does not dist
 });
 
 Deno.test("User.openRealm() after closing a realm opens a fresh, working session on the same path", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using app = fastApp(server.url);
   const user = await app.logIn(Credentials.anonymous());
   const first = await openDownloaded(user, "/~/todos");
@@ -229,7 +230,7 @@ Deno.test("User.openRealm() after closing a realm opens a fresh, working session
 });
 
 Deno.test("User.openRealm() rejected by the server leaves no session behind", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using app = fastApp(server.url);
   const user = await app.logIn(Credentials.anonymous());
   await assert.rejects(

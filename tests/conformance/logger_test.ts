@@ -4,18 +4,18 @@
 
 import assert from "node:assert/strict";
 import type { LogRecord } from "../../mod.ts";
-import { TcpProxy } from "./_proxy.ts";
+import { TcpProxy } from "../_helpers/tcp_proxy.ts";
 import {
-  bounded,
   fastApp,
   openClient,
   proxiedClient,
   recordConnectionStates,
-  startServer,
 } from "./_helpers.ts";
+import { bounded } from "../_helpers/waits.ts";
+import { startTestServer } from "../_helpers/test_server.ts";
 
 Deno.test("App logger: by default the client prints nothing, also through connection losses and retries", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using proxy = new TcpProxy(server.addr);
   const printed: unknown[][] = [];
   const methods = ["log", "info", "warn", "error", "debug"] as const;

@@ -9,15 +9,10 @@ import {
   type SyncSession,
 } from "../../mod.ts";
 import type { SyncServer } from "../../server.ts";
-import { TcpProxy } from "./_proxy.ts";
-import {
-  bounded,
-  condition,
-  fastApp,
-  openClient,
-  Recorder,
-  startServer,
-} from "./_helpers.ts";
+import { TcpProxy } from "../_helpers/tcp_proxy.ts";
+import { fastApp, openClient } from "./_helpers.ts";
+import { bounded, condition, Recorder } from "../_helpers/waits.ts";
+import { startTestServer } from "../_helpers/test_server.ts";
 
 function checkShape(p: Progress): void {
   assert.deepEqual(Object.keys(p).sort(), [
@@ -68,7 +63,7 @@ async function writeItems(realm: Realm, count: number, from = 0) {
 }
 
 Deno.test("SyncSession progress with nothing outstanding: forCurrentlyOutstandingWork delivers one 1.0 event and ends", async (t) => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using client = await openClient(fastApp(server.url));
   const { realm, session } = client;
   await realm.write((tx) => tx.put("Item", "a", { n: 1 }));
@@ -124,7 +119,7 @@ Deno.test("SyncSession progress with nothing outstanding: forCurrentlyOutstandin
 });
 
 Deno.test("SyncSession upload forCurrentlyOutstandingWork captures writes before the call, never grows, ends after one 1.0", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using client = await openClient(fastApp(server.url));
   const { realm, session } = client;
   session.pause();
@@ -173,7 +168,7 @@ Deno.test("SyncSession upload forCurrentlyOutstandingWork captures writes before
 });
 
 Deno.test("SyncSession upload reportIndefinitely: cumulative bytes never decrease, estimate is per batch and 1.0 when idle", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using client = await openClient(fastApp(server.url));
   const { realm, session } = client;
   const calls: Progress[] = [];
@@ -276,7 +271,7 @@ for (
     variant.compression ? ", compressed" : ""
   }, progressIntervalMs ${variant.progressIntervalMs}`;
   Deno.test(`SyncSession download forCurrentlyOutstandingWork registered before the first connection captures the initial download (${name})`, async () => {
-    await using server = await startServer({
+    await using server = await startTestServer({
       permissions: () => "readwrite",
       downloadBatchBytes: 4096,
       history: { snapshots: variant.history },
@@ -371,7 +366,7 @@ for (
 }
 
 Deno.test("SyncSession download progress of changes made by another client: figures relative to the capture", async () => {
-  await using server = await startServer({
+  await using server = await startTestServer({
     permissions: () => "readwrite",
     downloadBatchBytes: 4096,
   });
@@ -408,7 +403,7 @@ Deno.test("SyncSession download progress of changes made by another client: figu
 });
 
 Deno.test("SyncSession.removeProgressNotification() unregisters every registration of a callback; a second call is ignored; token.cancel() and [Symbol.dispose] unregister", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using client = await openClient(fastApp(server.url));
   const { realm, session } = client;
   let removedCalls = 0;
@@ -479,7 +474,7 @@ Deno.test("SyncSession.removeProgressNotification() unregisters every registrati
 });
 
 Deno.test("SyncSession progress streams end (not throw) when their signal aborts, promptly, also when already aborted", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using client = await openClient(fastApp(server.url));
   const { realm, session } = client;
   const aborted = AbortSignal.abort(new Error("already"));
@@ -514,7 +509,7 @@ Deno.test("SyncSession progress streams end (not throw) when their signal aborts
 });
 
 Deno.test("SyncSession progress: a slow stream reader never loses the final event; it gets exactly one 1.0 and the end", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using client = await openClient(fastApp(server.url));
   const { realm, session } = client;
   session.pause();
@@ -549,7 +544,7 @@ Deno.test("SyncSession progress: a slow stream reader never loses the final even
 });
 
 Deno.test("SyncSession.addProgressNotification() made while figures are known calls back at once with them", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using client = await openClient(fastApp(server.url));
   const { realm, session } = client;
   await writeItems(realm, 10);
@@ -580,7 +575,7 @@ Deno.test("SyncSession.addProgressNotification() made while figures are known ca
 });
 
 Deno.test("SyncSession progress stream: break in for-await detaches (sanitizers prove nothing is left)", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using client = await openClient(fastApp(server.url));
   const { realm, session } = client;
   for await (
@@ -601,7 +596,7 @@ Deno.test("SyncSession progress stream: break in for-await detaches (sanitizers 
 });
 
 Deno.test("SyncSession download forCurrentlyOutstandingWork registered mid-download: relative figures from 0, total never grows, one 1.0", async () => {
-  await using server = await startServer({
+  await using server = await startTestServer({
     permissions: () => "readwrite",
     downloadBatchBytes: 2048,
     history: { snapshots: false },
@@ -642,7 +637,7 @@ Deno.test("SyncSession download forCurrentlyOutstandingWork registered mid-downl
 });
 
 Deno.test("SyncSession download forCurrentlyOutstandingWork is complete only when the download is: many frames, each one changeset", async () => {
-  await using server = await startServer({
+  await using server = await startTestServer({
     permissions: () => "readwrite",
     downloadBatchBytes: 1024,
     history: { snapshots: false },

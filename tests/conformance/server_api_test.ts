@@ -4,17 +4,13 @@
 import assert from "node:assert/strict";
 import { App, Credentials, SyncError } from "../../mod.ts";
 import { serveSync } from "../../server.ts";
-import {
-  bounded,
-  fastApp,
-  openClient,
-  openDownloaded,
-  signJwt,
-  startServer,
-} from "./_helpers.ts";
+import { fastApp, openClient, openDownloaded } from "./_helpers.ts";
+import { bounded } from "../_helpers/waits.ts";
+import { startTestServer } from "../_helpers/test_server.ts";
+import { signUserJwt } from "../_helpers/user_jwt.ts";
 
 Deno.test("serveSync() on port 0 resolves listening; server.url answers GET /health with 200", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   assert.match(server.url, /^http:\/\/127\.0\.0\.1:\d+$/);
   assert.notEqual(new URL(server.url).port, "0");
   const response = await fetch(`${server.url}/health`, { signal: bounded() });
@@ -23,7 +19,7 @@ Deno.test("serveSync() on port 0 resolves listening; server.url answers GET /hea
 });
 
 Deno.test("serveSync() HTTP surface: GET /sync without upgrade is 4xx, unknown paths are 404", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   const sync = await fetch(`${server.url}/sync`, { signal: bounded() });
   assert.ok(
     sync.status >= 400 && sync.status < 500,
@@ -38,7 +34,7 @@ Deno.test("serveSync() HTTP surface: GET /sync without upgrade is 4xx, unknown p
 });
 
 Deno.test("serveSync() POST /login turns anonymous credentials into an access token", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   const response = await fetch(`${server.url}/login`, {
     method: "POST",
     headers: { "content-type": "application/json" },
@@ -52,7 +48,7 @@ Deno.test("serveSync() POST /login turns anonymous credentials into an access to
 });
 
 Deno.test("serveSync() refuses anonymous login with 401/403 and a JSON error when allowAnonymous is off", async () => {
-  await using server = await startServer({
+  await using server = await startTestServer({
     auth: { jwtSecret: "conformance-secret" },
   });
   const response = await fetch(`${server.url}/login`, {
@@ -72,7 +68,7 @@ Deno.test("serveSync() refuses anonymous login with 401/403 and a JSON error whe
 
 Deno.test("App.logIn() turns a login refusal into a SyncError", async (t) => {
   const secret = "conformance-secret";
-  await using server = await startServer({ auth: { jwtSecret: secret } });
+  await using server = await startTestServer({ auth: { jwtSecret: secret } });
   await using app = fastApp(server.url);
 
   await t.step("anonymous login disabled", async () => {
@@ -89,7 +85,7 @@ Deno.test("App.logIn() turns a login refusal into a SyncError", async (t) => {
   });
 
   await t.step("JWT signed with another secret", async () => {
-    const token = await signJwt("not-the-secret", {
+    const token = await signUserJwt("not-the-secret", {
       sub: "alice",
       exp: Math.floor(Date.now() / 1000) + 3600,
     });
@@ -101,7 +97,7 @@ Deno.test("App.logIn() turns a login refusal into a SyncError", async (t) => {
   });
 
   await t.step("expired JWT", async () => {
-    const token = await signJwt(secret, {
+    const token = await signUserJwt(secret, {
       sub: "alice",
       exp: Math.floor(Date.now() / 1000) - 3600,
     });
@@ -113,7 +109,7 @@ Deno.test("App.logIn() turns a login refusal into a SyncError", async (t) => {
   });
 
   await t.step("a valid JWT logs in as its sub", async () => {
-    const token = await signJwt(secret, {
+    const token = await signUserJwt(secret, {
       sub: "alice",
       exp: Math.floor(Date.now() / 1000) + 3600,
     });
@@ -145,7 +141,7 @@ Deno.test("serveSync() with no way to log in is a TypeError", async (t) => {
 Deno.test("serveSync() accepts an open Deno.Kv", async () => {
   using kv = await Deno.openKv(":memory:");
   {
-    await using server = await startServer({ kv });
+    await using server = await startTestServer({ kv });
     await using client = await openClient(fastApp(server.url));
     const { realm } = client;
     await realm.write((tx) => tx.put("Task", "t1", { title: "x" }));
@@ -161,15 +157,15 @@ Deno.test("serveSync() rejects when the KV file is already served", async () => 
   const dir = await Deno.makeTempDir();
   try {
     const path = `${dir}/sync.kv`;
-    await using _first = await startServer({ kv: path });
-    await assert.rejects(startServer({ kv: path }));
+    await using _first = await startTestServer({ kv: path });
+    await assert.rejects(startTestServer({ kv: path }));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });
 
 Deno.test("SyncServer.stats() counts connections, sessions, realms, bytes and integrated changesets", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   assert.deepEqual(Object.keys(server.stats()).sort(), [
     "bytesIn",
     "bytesOut",
@@ -204,7 +200,7 @@ Deno.test("SyncServer.stats() counts connections, sessions, realms, bytes and in
 });
 
 Deno.test("SyncServer.shutdown() stops serving; sessions only disconnect (not an error); a second call is safe", async () => {
-  const server = await startServer();
+  const server = await startTestServer();
   try {
     await using client = await openClient(
       fastApp(server.url, {
@@ -244,7 +240,7 @@ Deno.test("SyncServer.shutdown() stops serving; sessions only disconnect (not an
 Deno.test("`await using` on server, app and realm releases everything (sanitizers prove it)", async () => {
   let url: string;
   {
-    await using server = await startServer();
+    await using server = await startTestServer();
     url = server.url;
     {
       await using app = new App({ baseUrl: server.url });
@@ -265,7 +261,7 @@ Deno.test("`await using` on server, app and realm releases everything (sanitizer
 
 Deno.test("SyncServer frees per-session and per-realm state once the last session leaves", async () => {
   const pokes = new Set<() => void>();
-  await using server = await startServer({
+  await using server = await startTestServer({
     logger: () => {
       for (const poke of pokes) poke();
     },
@@ -310,7 +306,7 @@ Deno.test("serveSync() listens on 127.0.0.1 by default", async () => {
 
 Deno.test('serveSync() permissions receive the resolved path ("~" = the user id) and may be async', async () => {
   const asked: [string, string][] = [];
-  await using server = await startServer({
+  await using server = await startTestServer({
     permissions: async (userId, path) => {
       asked.push([userId, path]);
       await Promise.resolve();

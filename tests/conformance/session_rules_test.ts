@@ -8,17 +8,16 @@ import {
   SyncError,
   type SyncSession,
 } from "../../mod.ts";
-import { TcpProxy } from "./_proxy.ts";
+import { TcpProxy } from "../_helpers/tcp_proxy.ts";
 import {
-  bounded,
   fastApp,
   openClient,
   openDownloaded,
   proxiedClient,
   recordConnectionStates,
-  Recorder,
-  startServer,
 } from "./_helpers.ts";
+import { bounded, Recorder } from "../_helpers/waits.ts";
+import { startTestServer } from "../_helpers/test_server.ts";
 
 /**
  * Settles (true) or not yet (false), after letting pending work run. Used
@@ -43,7 +42,7 @@ async function errorOf(promise: Promise<unknown>): Promise<unknown> {
 }
 
 Deno.test("User.openRealm() without waitForDownload opens a forbidden path; the session reports the server's error and keeps local data", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using app = fastApp(server.url);
   const user = await app.logIn(Credentials.anonymous());
   await using realm = await user.openRealm({ path: "/somebody-else/todos" });
@@ -69,7 +68,7 @@ Deno.test("User.openRealm() without waitForDownload opens a forbidden path; the 
 });
 
 Deno.test("User.openRealm() with waitForDownload on a forbidden path rejects with the server's SyncError", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using app = fastApp(server.url);
   const user = await app.logIn(Credentials.anonymous());
   const error = await errorOf(user.openRealm({
@@ -83,7 +82,7 @@ Deno.test("User.openRealm() with waitForDownload on a forbidden path rejects wit
 });
 
 Deno.test("User.openRealm() offline without waitForDownload opens the local copy; writes commit; waits wait", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using proxy = new TcpProxy(server.addr);
   await using app = fastApp(proxy.url);
   const user = await app.logIn(Credentials.anonymous());
@@ -104,7 +103,7 @@ Deno.test("User.openRealm() offline without waitForDownload opens the local copy
 });
 
 Deno.test("User.openRealm() with an already-aborted signal rejects with the signal's reason", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using app = fastApp(server.url);
   const user = await app.logIn(Credentials.anonymous());
   const reason = { why: "already" };
@@ -117,7 +116,7 @@ Deno.test("User.openRealm() with an already-aborted signal rejects with the sign
 });
 
 Deno.test("User.openRealm() aborted while waiting for the download rejects with the signal's reason", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using proxy = new TcpProxy(server.addr);
   await using app = fastApp(proxy.url);
   const user = await app.logIn(Credentials.anonymous());
@@ -144,7 +143,7 @@ Deno.test("User.openRealm() aborted while waiting for the download rejects with 
 });
 
 Deno.test("App.logIn() with an aborted signal rejects with the signal's reason", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using app = fastApp(server.url);
   const reason = { why: "no" };
   assert.equal(
@@ -156,7 +155,7 @@ Deno.test("App.logIn() with an aborted signal rejects with the signal's reason",
 });
 
 Deno.test("SyncSession waits reject with the signal's reason (the same object), already aborted or aborted while waiting, and the session stays usable", async (t) => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using client = await openClient(fastApp(server.url));
   const { realm, session } = client;
   const receipt = await realm.write((tx) => tx.put("Task", "t", { n: 1 }));
@@ -206,7 +205,7 @@ Deno.test("SyncSession waits reject with the signal's reason (the same object), 
 });
 
 Deno.test("SyncSession waits wait (not fail) while paused, and complete after resume()", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using client = await openClient(fastApp(server.url));
   const { user, realm, session } = client;
   session.pause();
@@ -234,7 +233,7 @@ Deno.test("SyncSession waits wait (not fail) while paused, and complete after re
 });
 
 Deno.test("SyncSession.pause() of one session never touches another on the same socket; resume() reports connecting → connected", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using proxy = new TcpProxy(server.addr);
   await using app = fastApp(proxy.url);
   const user = await app.logIn(Credentials.anonymous());
@@ -410,7 +409,7 @@ Deno.test('SyncSession fatal error: state "error", pending waits reject with the
 });
 
 Deno.test("SyncSession waits reject with a SyncError when the realm closes (never hang)", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using app = fastApp(server.url);
   const user = await app.logIn(Credentials.anonymous());
   // Not disposed by a fixture: closing the realm is what this test does.
@@ -435,7 +434,7 @@ Deno.test("SyncSession waits reject with a SyncError when the realm closes (neve
 });
 
 Deno.test("SyncSession.connectionStateChanges() ends when its signal aborts (also when already aborted); Realm.changes() too", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using client = await openClient(fastApp(server.url));
   const { realm } = client;
   const aborted = AbortSignal.abort(new Error("already"));
@@ -463,7 +462,7 @@ Deno.test("SyncSession.connectionStateChanges() ends when its signal aborts (als
 });
 
 Deno.test("App.close() settles pending waits with a SyncError, releases a scheduled reconnect, and is safe twice", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using proxy = new TcpProxy(server.addr);
   const app = fastApp(proxy.url, {
     reconnect: { minDelayMs: 60_000, maxDelayMs: 60_000 },
@@ -496,7 +495,9 @@ Deno.test("App.close() settles pending waits with a SyncError, releases a schedu
 });
 
 Deno.test("SyncSession.waitForDownload() called offline resolves after the reconnect, with everything the server held at the call visible", async () => {
-  await using server = await startServer({ permissions: () => "readwrite" });
+  await using server = await startTestServer({
+    permissions: () => "readwrite",
+  });
   await using proxy = new TcpProxy(server.addr);
   await using writer = await openClient(fastApp(server.url), "/shared/doc");
   await using reader = await openClient(fastApp(proxy.url), "/shared/doc");
@@ -516,7 +517,9 @@ Deno.test("SyncSession.waitForDownload() called offline resolves after the recon
 });
 
 Deno.test("Reconnect: delivery resumes from the last applied position; no remote change is delivered twice", async () => {
-  await using server = await startServer({ permissions: () => "readwrite" });
+  await using server = await startTestServer({
+    permissions: () => "readwrite",
+  });
   await using proxy = new TcpProxy(server.addr);
   await using writer = await openClient(fastApp(server.url), "/shared/doc");
   await using reader = await openClient(fastApp(proxy.url), "/shared/doc");
@@ -536,7 +539,7 @@ Deno.test("Reconnect: delivery resumes from the last applied position; no remote
 });
 
 Deno.test("User.openRealm() while the shared socket is up: the new session still reports connecting → connected", async () => {
-  await using server = await startServer();
+  await using server = await startTestServer();
   await using client = await openClient(fastApp(server.url), "/~/first");
   const { user, realm: first } = client;
   assert.equal(first.syncSession.connectionState, "connected");

@@ -4,7 +4,7 @@
 // session reports "disconnected" with session_stalled, unbinds and binds
 // again, even though the socket (and its PONGs) stays alive. Real server,
 // real sockets; the client's time is a FakeClock, the server is stalled
-// through its storage (StallingKv) or the client's inbound frames are paced
+// through its storage (TestKv) or the client's inbound frames are paced
 // (PacedWebSocket).
 
 import assert from "node:assert/strict";
@@ -23,7 +23,7 @@ import { recordingWebSocket, type SeenFrame } from "../_helpers/e2e.ts";
 import { FakeClock } from "../_helpers/fake_clock.ts";
 import { pacedWebSocket } from "../_helpers/paced_websocket.ts";
 import { flush } from "../_helpers/scripted_app.ts";
-import { StallingKv } from "../_helpers/stalling_kv.ts";
+import { TestKv } from "../_helpers/test_kv.ts";
 import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
 
 const RESPONSE_TIMEOUT_MS = 10_000;
@@ -180,12 +180,12 @@ function assertStalled(
 
 /** A test server whose storage the test can stall. */
 interface StallingServer extends AsyncDisposable {
-  readonly storage: StallingKv;
+  readonly storage: TestKv;
   readonly server: TestServer;
 }
 
 /**
- * Starts a server on a {@linkcode StallingKv} over an in-memory KV. Disposing
+ * Starts a server on a {@linkcode TestKv} over an in-memory KV. Disposing
  * releases every stall first, because shutdown waits for in-flight commits
  * and a held one would keep it waiting; the KV closes last, once the server
  * no longer uses it.
@@ -196,7 +196,7 @@ async function stallingServer(
   await using stack = new AsyncDisposableStack();
   const inner = await Deno.openKv(":memory:");
   stack.defer(() => inner.close());
-  const storage = new StallingKv(inner);
+  const storage = new TestKv(inner);
   const server = stack.use(
     await startTestServer({ kv: storage.kv, ...options }),
   );

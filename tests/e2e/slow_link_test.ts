@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { TcpProxy } from "../conformance/_proxy.ts";
+import { TcpProxy } from "../_helpers/tcp_proxy.ts";
 import { anonymousClient } from "../_helpers/e2e.ts";
 import { startTestServer } from "../_helpers/test_server.ts";
 

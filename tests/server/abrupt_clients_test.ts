@@ -13,8 +13,8 @@ import type { LogRecord } from "../../server.ts";
 import { put, upload } from "../_helpers/changesets.ts";
 import { ProtocolClient } from "../_helpers/protocol_client.ts";
 import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
-import { GatedKv } from "./_gated_kv.ts";
-import { RawWebSocket } from "./_raw_websocket.ts";
+import { TestKv } from "../_helpers/test_kv.ts";
+import { RawWebSocket } from "../_helpers/raw_websocket.ts";
 
 async function connect(
   test: TestServer,
@@ -130,7 +130,7 @@ async function storedHistory(
 
 Deno.test("clients that leave mid-handshake, mid-BIND, mid-upload or mid-bootstrap leave no connection, session, realm or watch behind, and lose no acknowledged changeset", async () => {
   await using inner = await Deno.openKv(":memory:");
-  const gated = new GatedKv(inner);
+  const gated = new TestKv(inner);
   await using test = await startTestServer({
     kv: gated.kv,
     downloadBatchBytes: 1024,
@@ -327,7 +327,7 @@ async function expectViolation(client: ProtocolClient): Promise<string> {
 
 Deno.test("session messages out of order get the same answer whether or not the client waits between them, each logged once", async (t) => {
   await using inner = await Deno.openKv(":memory:");
-  const gated = new GatedKv(inner);
+  const gated = new TestKv(inner);
   await using test = await startTestServer({ kv: gated.kv });
   const login = await test.login();
   const errorsLogged = (connection: number) =>

@@ -1,16 +1,14 @@
 import assert from "node:assert/strict";
-import { serveSync, type ServeSyncOptions } from "../../server.ts";
+import type { ServeSyncOptions } from "../../server.ts";
 import { encodeBase64Url } from "../../src/server/base64url.ts";
 import { importHmacKey, signJwt } from "../../src/server/jwt.ts";
+import { startTestServer } from "../_helpers/test_server.ts";
 
 const SECRET = "test-secret";
 
 async function startServer(overrides: Partial<ServeSyncOptions> = {}) {
-  return await serveSync({
-    port: 0,
-    kv: ":memory:",
+  return await startTestServer({
     auth: { allowAnonymous: true, jwtSecret: SECRET },
-    logger: () => {},
     ...overrides,
   });
 }

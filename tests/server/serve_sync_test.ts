@@ -373,3 +373,54 @@ Deno.test("a session whose storage keeps failing gets session_failed (try again)
   client.send({ type: MessageType.Ping, timestamp: 1 });
   await client.expect(MessageType.Pong);
 });
+
+Deno.test("a second process reaching a served KV file through a hard link or a symlink is refused at start", async () => {
+  const directory = await Deno.makeTempDir();
+  try {
+    const kvPath = `${directory}/sync.kv`;
+    const run = (path: string) =>
+      new Deno.Command(Deno.execPath(), {
+        args: [
+          "eval",
+          "--unstable-kv",
+          `
+          import { serveSync } from ${
+            JSON.stringify(new URL("../../server.ts", import.meta.url).href)
+          };
+          try {
+            const server = await serveSync({ port: 0, kv: ${
+            JSON.stringify(path)
+          }, auth: { allowAnonymous: true }, logger: () => {} });
+            await server.shutdown();
+            console.log("served");
+          } catch (error) {
+            console.error(error.name + ": " + error.message);
+            Deno.exit(3);
+          }
+        `,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+    {
+      await using _held = await startTestServer({ kv: kvPath });
+      await Deno.link(kvPath, `${directory}/hard.kv`);
+      await Deno.symlink(kvPath, `${directory}/soft.kv`);
+      for (const name of ["hard.kv", "soft.kv"]) {
+        const linked = `${directory}/${name}`;
+        const refused = await run(linked);
+        assert.equal(refused.code, 3, name);
+        assert.equal(
+          new TextDecoder().decode(refused.stderr).trim(),
+          `KvLockedError: Cannot serve "${linked}": another server process holds this file under another name (a hard link or a symlink to it). A local KV file is served by one process; to run several, share a KV Connect URL instead`,
+        );
+      }
+    }
+    // Once the first server is gone, the file is free under any name.
+    const after = await run(`${directory}/hard.kv`);
+    assert.equal(new TextDecoder().decode(after.stdout).trim(), "served");
+    assert.equal(after.code, 0);
+  } finally {
+    await Deno.remove(directory, { recursive: true });
+  }
+});

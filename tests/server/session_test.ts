@@ -19,7 +19,7 @@ import { encodeDownloadChangeset } from "../../src/protocol/encode.ts";
 import { put, remove, update, upload } from "../_helpers/changesets.ts";
 import { ProtocolClient } from "../_helpers/protocol_client.ts";
 import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
-import { RawWebSocket } from "./_raw_websocket.ts";
+import { RawWebSocket } from "../_helpers/raw_websocket.ts";
 import { PROTOCOL_VERSION } from "../../src/protocol/version.ts";
 
 /** A changeset's stored size: the unit of DOWNLOAD's byte figures. */

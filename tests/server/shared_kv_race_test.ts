@@ -13,7 +13,7 @@ import { put, upload } from "../_helpers/changesets.ts";
 import { Prng, testSeed } from "../_helpers/prng.ts";
 import { ProtocolClient } from "../_helpers/protocol_client.ts";
 import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
-import { FlakyKv } from "./_flaky_kv.ts";
+import { TestKv } from "../_helpers/test_kv.ts";
 
 const CLIENTS = 8;
 const CHANGESETS = 30;
@@ -280,7 +280,9 @@ Deno.test("many clients uploading to one realm through two instances on one KV, 
 Deno.test('the same, with one KV call in eight failing as "database is locked": every one is retried, none reaches a client', async () => {
   const seed = testSeed();
   await using kv = await Deno.openKv(":memory:");
-  const flaky = new FlakyKv(kv, new Prng(seed ^ 0x5eed), 0);
+  const flaky = new TestKv(kv, {
+    flaky: { random: new Prng(seed ^ 0x5eed), probability: 0 },
+  });
   const servers = await race(kv, flaky.kv, seed, () => {
     flaky.probability = 1 / 8;
   });

@@ -9,8 +9,8 @@ import { MessageType } from "../../src/protocol/messages.ts";
 import { abortable } from "../../src/util/abort.ts";
 import { ProtocolClient } from "../_helpers/protocol_client.ts";
 import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
-import { reportBacklog } from "./_backlog.ts";
-import { RawWebSocket } from "./_raw_websocket.ts";
+import { reportBacklog } from "../_helpers/backlog.ts";
+import { RawWebSocket } from "../_helpers/raw_websocket.ts";
 
 // Long enough that the silent clients' close grace (half of it, at most a
 // second) ends well before it.

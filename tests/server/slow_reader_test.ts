@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { MessageType } from "../../src/protocol/messages.ts";
 import { ProtocolClient } from "../_helpers/protocol_client.ts";
 import { startTestServer } from "../_helpers/test_server.ts";
-import { reportBacklog } from "./_backlog.ts";
+import { reportBacklog } from "../_helpers/backlog.ts";
 
 Deno.test("PINGs from a client whose socket is backed up are not answered until it drains; then the newest one is", async () => {
   await using test = await startTestServer({ sendBufferBytes: 64 * 1024 });

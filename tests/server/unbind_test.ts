@@ -3,7 +3,7 @@
  * UPLOAD whose commit storage has not finished, as a client's stall
  * watchdog gives up on it (CLIENT.md "session_stalled"): the session ends at
  * once, and the commit, when it finishes, is stored once and answered to
- * nobody. Real server, real sockets; storage is held with StallingKv.
+ * nobody. Real server, real sockets; storage is held with TestKv.
  */
 import assert from "node:assert/strict";
 import {
@@ -15,7 +15,7 @@ import { headKey } from "../../src/server/storage/keys.ts";
 import type { ServeSyncOptions } from "../../server.ts";
 import { put, upload } from "../_helpers/changesets.ts";
 import { ProtocolClient } from "../_helpers/protocol_client.ts";
-import { StallingKv } from "../_helpers/stalling_kv.ts";
+import { TestKv } from "../_helpers/test_kv.ts";
 import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
 
 const PATH = "/~/r";
@@ -25,13 +25,13 @@ function bounded(): AbortSignal {
 }
 
 /**
- * A server over a StallingKv and one connection whose identity has stored
+ * A server over a TestKv and one connection whose identity has stored
  * client version 1 in {@linkcode PATH} (so binding again with download
  * cursor 1 is answered without a snapshot, which would take a commit).
  */
 async function start(options: Partial<ServeSyncOptions> = {}) {
   const inner = await Deno.openKv(":memory:");
-  const storage = new StallingKv(inner);
+  const storage = new TestKv(inner);
   let test: TestServer | undefined;
   let client: ProtocolClient | undefined;
   const dispose = async () => {

@@ -20,3 +20,26 @@ Deno.test("lockKvPath() refuses a held path until the holder releases it", async
     await Deno.remove(directory, { recursive: true });
   }
 });
+
+Deno.test("lockKvPath() follows the file: a hard link or a symlink to a held store is refused", async () => {
+  const directory = await Deno.makeTempDir();
+  try {
+    const path = `${directory}/sync.kv`;
+    const held = await lockKvPath(path);
+    await Deno.link(path, `${directory}/hard.kv`);
+    await Deno.symlink(path, `${directory}/soft.kv`);
+    await assert.rejects(
+      () => lockKvPath(`${directory}/hard.kv`),
+      KvLockedError,
+    );
+    await assert.rejects(
+      () => lockKvPath(`${directory}/soft.kv`),
+      KvLockedError,
+    );
+    held.release();
+    const again = await lockKvPath(`${directory}/hard.kv`);
+    again.release();
+  } finally {
+    await Deno.remove(directory, { recursive: true });
+  }
+});
