@@ -81,6 +81,17 @@ export interface LimitOptions {
    */
   maxSessionsPerConnection?: number;
   /**
+   * Most bytes the server holds for one connection's uploads that it has
+   * received but not yet stored, counted as the memory they take (a decoded
+   * upload takes about four times its frame). A client that sends past it
+   * gets the connection-scoped, retryable `queue_full` and reconnects; the
+   * client library keeps its uploads in flight well under it
+   * (docs/SERVER.md "Memory per connection").
+   *
+   * @default {16777216}
+   */
+  maxQueuedBytesPerConnection?: number;
+  /**
    * Most WebSocket connections at once; one more is refused with
    * `too_many_connections` (try again) and close code 1013.
    *
@@ -295,6 +306,7 @@ export interface ServerSettings {
   readonly validateChangeset: ChangesetValidator | undefined;
   readonly maxMessageBytes: number;
   readonly maxSessionsPerConnection: number;
+  readonly maxQueuedBytesPerConnection: number;
   readonly maxConnections: number;
   readonly downloadBatchBytes: number;
   readonly sendBufferBytes: number;
@@ -318,6 +330,7 @@ type IntegerSetting =
   | "refreshTokenTtlMs"
   | "maxMessageBytes"
   | "maxSessionsPerConnection"
+  | "maxQueuedBytesPerConnection"
   | "maxConnections"
   | "downloadBatchBytes"
   | "sendBufferBytes"
@@ -374,6 +387,13 @@ const INTEGER_OPTIONS: readonly IntegerRow[] = [
     read: (o) => o.limits?.maxSessionsPerConnection,
     fallback: 256,
     min: 1,
+  },
+  {
+    setting: "maxQueuedBytesPerConnection",
+    name: "limits.maxQueuedBytesPerConnection",
+    read: (o) => o.limits?.maxQueuedBytesPerConnection,
+    fallback: 16 * 1024 * 1024,
+    min: 1024,
   },
   {
     setting: "maxConnections",
