@@ -3,11 +3,11 @@
 import type { Fields } from "../model/value.ts";
 import { PushStream } from "../util/push_stream.ts";
 import type { LocalRealm, ObjectChange, RealmChange } from "./local_realm.ts";
-import {
-  type StreamOptions,
-  type SyncSession,
-  waitForAcknowledgement,
-  type WaitOptions,
+import type { SessionCore } from "./session_core.ts";
+import type {
+  StreamOptions,
+  SyncSession,
+  WaitOptions,
 } from "./sync_session.ts";
 import type { Transaction } from "./transaction.ts";
 
@@ -78,6 +78,8 @@ export interface RealmCore {
   readonly path: string;
   readonly local: LocalRealm;
   readonly session: SyncSession;
+  /** The engine behind `session`. */
+  readonly sync: SessionCore;
   /** Called when a handle closes; closes the realm after the last one. */
   release(): Promise<void>;
 }
@@ -202,7 +204,7 @@ export class Realm {
       throw new TypeError("Cannot write: fn must be a function");
     }
     const { clientVersion } = await this.#core.local.write(fn);
-    const session = this.#core.session;
+    const sync = this.#core.sync;
     return {
       clientVersion,
       waitForUpload: (options: WaitOptions = {}) =>
@@ -210,7 +212,7 @@ export class Realm {
           ? (options.signal?.aborted
             ? Promise.reject(options.signal.reason)
             : Promise.resolve())
-          : waitForAcknowledgement(session, clientVersion, options.signal),
+          : sync.waitForAcknowledgement(clientVersion, options.signal),
     };
   }
 

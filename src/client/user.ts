@@ -18,14 +18,8 @@ import {
 } from "./realm.ts";
 import { MemoryStorage } from "./storage/memory.ts";
 import { SyncError } from "./sync_error.ts";
-import {
-  closeSyncSession,
-  createSyncSession,
-  reconnectSyncSession,
-  registerDownloadCallback,
-  startSyncSession,
-  type SyncSession,
-} from "./sync_session.ts";
+import { SessionCore } from "./session_core.ts";
+import { createSyncSession, type SyncSession } from "./sync_session.ts";
 
 /**
  * Where a realm keeps its local copy: `"memory"` (for the life of the open
@@ -265,13 +259,13 @@ export class User {
     reconnectUser = (user) => {
       user.#connection?.reconnect();
       for (const realm of user.#realms.values()) {
-        reconnectSyncSession(realm.session);
+        realm.sync.reconnectNow();
       }
     };
     networkOnline = (user) => {
       user.#connection?.networkOnline();
       for (const realm of user.#realms.values()) {
-        reconnectSyncSession(realm.session);
+        realm.sync.reconnectNow();
       }
     };
     closeUser = (user) => user.#closeAll();
@@ -356,7 +350,7 @@ export class User {
     if (config.onProgress !== undefined || config.waitForDownload) {
       const registration = config.onProgress === undefined
         ? null
-        : registerDownloadCallback(core.session, config.onProgress);
+        : core.sync.registerDownloadCallback(config.onProgress);
       if (config.waitForDownload) {
         try {
           await core.session.waitForDownload(
@@ -418,9 +412,8 @@ export class User {
         await local.close();
         throw new TypeError("Cannot open realm: the user is logged out");
       }
-      const session = createSyncSession({
+      const sync = new SessionCore({
         path,
-        user: this,
         local,
         connection: () => this.#connectionFor(),
         clock: this.#context.clock,
@@ -430,11 +423,13 @@ export class User {
         responseTimeoutMs: this.#context.keepalive.responseTimeoutMs,
         logger: this.#context.logger,
       });
+      const session = createSyncSession(sync, this);
       let released: Promise<void> | undefined;
       const core: OpenRealm = {
         path,
         local,
         session,
+        sync,
         handles: new Set(),
         release: () => {
           // A handle closed: the realm closes with its last handle.
@@ -446,7 +441,7 @@ export class User {
         },
       };
       this.#realms.set(key, core);
-      startSyncSession(session);
+      sync.start();
       return core;
     })();
     this.#opening.set(key, promise);
@@ -459,7 +454,7 @@ export class User {
 
   async #release(key: string, core: OpenRealm): Promise<void> {
     if (this.#realms.get(key) === core) this.#realms.delete(key);
-    closeSyncSession(core.session);
+    core.sync.close();
     await core.local.close();
   }
 
