@@ -6,15 +6,8 @@ import { type Credentials, credentialsBody } from "./credentials.ts";
 import { type KeepaliveOptions, resolveKeepaliveOptions } from "./keepalive.ts";
 import { emitLog, type Logger } from "./log.ts";
 import { requestLogin } from "./login.ts";
-import {
-  closeUser,
-  createUser,
-  networkOnline,
-  reconnectUser,
-  updateUserLogin,
-  type User,
-  type UserContext,
-} from "./user.ts";
+import { createUser, type User } from "./user.ts";
+import { type UserContext, UserCore } from "./user_core.ts";
 
 /**
  * Options of an {@linkcode App}. Every option but `baseUrl` is optional;
@@ -174,8 +167,8 @@ function checkDuration(name: string, value: number | undefined): void {
 export class App {
   #baseUrl: string;
   #context: UserContext;
-  #users = new Map<string, User>();
-  #current: User | undefined;
+  #users = new Map<string, UserCore>();
+  #current: UserCore | undefined;
   #closed: Promise<void> | undefined;
   #lifetime = new AbortController();
   #removeOnline: (() => void) | undefined;
@@ -253,7 +246,7 @@ export class App {
       typeof target.removeEventListener === "function"
     ) {
       const listener = () => {
-        for (const user of this.#users.values()) networkOnline(user);
+        for (const user of this.#users.values()) user.networkOnline();
       };
       target.addEventListener("online", listener);
       this.#removeOnline = () =>
@@ -268,12 +261,12 @@ export class App {
 
   /** The user who logged in last and has not logged out, if any. */
   get currentUser(): User | undefined {
-    return this.#current;
+    return this.#current?.user;
   }
 
   /** Every logged-in user, in login order. */
   get allUsers(): User[] {
-    return [...this.#users.values()];
+    return [...this.#users.values()].map((core) => core.user);
   }
 
   /**
@@ -315,14 +308,16 @@ export class App {
     if (this.#closed !== undefined) {
       throw new TypeError("Cannot log in: the app is closed");
     }
-    let user = this.#users.get(login.userId);
-    if (user !== undefined && credentials.provider === "jwt") {
-      updateUserLogin(user, credentials, login);
+    let core = this.#users.get(login.userId);
+    if (core !== undefined && credentials.provider === "jwt") {
+      core.updateLogin(credentials, login);
     } else {
-      user = createUser(this.#context, credentials, login);
-      this.#users.set(login.userId, user);
+      core = new UserCore(this.#context, credentials, login);
+      createUser(core);
+      this.#users.set(login.userId, core);
     }
-    this.#current = user;
+    this.#current = core;
+    const user = core.user;
     emitLog(this.#context.logger, {
       level: "info",
       event: "user.login",
@@ -339,7 +334,7 @@ export class App {
    * silent). Paused sessions stay paused.
    */
   reconnect(): void {
-    for (const user of this.#users.values()) reconnectUser(user);
+    for (const user of this.#users.values()) user.reconnect();
   }
 
   /**
@@ -354,7 +349,9 @@ export class App {
       this.#lifetime.abort(new TypeError("The app was closed"));
       this.#removeOnline?.();
       this.#removeOnline = undefined;
-      await Promise.all([...this.#users.values()].map(closeUser));
+      await Promise.all(
+        [...this.#users.values()].map((user) => user.closeAll()),
+      );
     })();
     return this.#closed;
   }
@@ -364,7 +361,7 @@ export class App {
     return this.close();
   }
 
-  #forget(user: User): void {
+  #forget(user: UserCore): void {
     if (this.#users.get(user.id) === user) this.#users.delete(user.id);
     if (this.#current === user) {
       const remaining = [...this.#users.values()];

@@ -8,13 +8,6 @@ import {
   isValue,
 } from "../model/value.ts";
 
-/**
- * Ends a transaction and returns its folded instructions, one per object, in
- * the order each object was first written. Module-internal: the realm calls
- * it after the write callback returns.
- */
-export let finishTransaction: (transaction: Transaction) => Instruction[];
-
 interface PendingWrite {
   op: "put" | "update" | "delete";
   type: string;
@@ -104,32 +97,32 @@ function describe(value: unknown): string {
  * assert.deepEqual(realm.get("Task", "t1"), { title: "Buy milk", done: true });
  * ```
  */
-export class Transaction {
+let pending: TransactionWrites | undefined;
+
+/**
+ * The writes of one transaction and their folding (internal: the realm makes
+ * one per write and hands its `transaction` to the callback).
+ */
+export class TransactionWrites {
   #writes = new Map<string, PendingWrite>();
   #exists: (type: string, id: string) => boolean;
   #open = true;
 
-  /**
-   * Transactions are created by {@linkcode Realm.write}; there is no use in
-   * creating one yourself.
-   *
-   * @param exists Whether an object exists in the realm before this
-   *   transaction (for `update` of a missing object).
-   */
+  /** The public face handed to the write callback. */
+  readonly transaction: Transaction;
+
+  /** @param exists Whether an object exists before this transaction. */
   constructor(exists: (type: string, id: string) => boolean) {
     this.#exists = exists;
+    pending = this;
+    try {
+      this.transaction = new Transaction(exists);
+    } finally {
+      pending = undefined;
+    }
   }
 
-  /**
-   * Creates the object, or replaces it whole (fields not listed are
-   * removed).
-   *
-   * @param type The object's type name, e.g. `"Task"`.
-   * @param id The object's id within its type.
-   * @param fields Its fields; values are checked and copied.
-   * @throws {TypeError} For an empty type or id, a field value a realm cannot
-   *   store, or a transaction that has already ended.
-   */
+  /** See `Transaction.put`. */
   put(type: string, id: string, fields: Fields): void {
     this.#checkOpen("put");
     checkName("type", "put", type);
@@ -143,16 +136,7 @@ export class Transaction {
     });
   }
 
-  /**
-   * Sets some fields of an existing object, leaving the others.
-   *
-   * @param type The object's type name.
-   * @param id The object's id.
-   * @param fields The fields to set; values are checked and copied.
-   * @throws {TypeError} If the object does not exist (in the realm, or
-   *   earlier in this transaction), for a value a realm cannot store, or a
-   *   transaction that has already ended.
-   */
+  /** See `Transaction.update`. */
   update(type: string, id: string, fields: Fields): void {
     this.#checkOpen("update");
     checkName("type", "update", type);
@@ -177,16 +161,7 @@ export class Transaction {
     }
   }
 
-  /**
-   * Removes the object. Deleting an object that does not exist is allowed
-   * (it also removes writes to it that have not arrived yet from older
-   * clients).
-   *
-   * @param type The object's type name.
-   * @param id The object's id.
-   * @throws {TypeError} For an empty type or id, or a transaction that has
-   *   already ended.
-   */
+  /** See `Transaction.delete`. */
   delete(type: string, id: string): void {
     this.#checkOpen("delete");
     checkName("type", "delete", type);
@@ -199,11 +174,11 @@ export class Transaction {
     });
   }
 
-  static {
-    finishTransaction = (transaction) => transaction.#finish();
-  }
-
-  #finish(): Instruction[] {
+  /**
+   * Ends the transaction and returns its folded instructions, one per
+   * object, in the order each object was first written.
+   */
+  finish(): Instruction[] {
     this.#open = false;
     const instructions: Instruction[] = [];
     for (const write of this.#writes.values()) {
@@ -225,5 +200,62 @@ export class Transaction {
         `Cannot ${method}: the transaction has ended (use tx only inside the write callback)`,
       );
     }
+  }
+}
+
+export class Transaction {
+  #writes: TransactionWrites;
+
+  /**
+   * Transactions are created by {@linkcode Realm.write}; there is no use in
+   * creating one yourself.
+   *
+   * @param exists Whether an object exists in the realm before this
+   *   transaction (for `update` of a missing object).
+   */
+  constructor(exists: (type: string, id: string) => boolean) {
+    this.#writes = pending ?? new TransactionWrites(exists);
+  }
+
+  /**
+   * Creates the object, or replaces it whole (fields not listed are
+   * removed).
+   *
+   * @param type The object's type name, e.g. `"Task"`.
+   * @param id The object's id within its type.
+   * @param fields Its fields; values are checked and copied.
+   * @throws {TypeError} For an empty type or id, a field value a realm cannot
+   *   store, or a transaction that has already ended.
+   */
+  put(type: string, id: string, fields: Fields): void {
+    this.#writes.put(type, id, fields);
+  }
+
+  /**
+   * Sets some fields of an existing object, leaving the others.
+   *
+   * @param type The object's type name.
+   * @param id The object's id.
+   * @param fields The fields to set; values are checked and copied.
+   * @throws {TypeError} If the object does not exist (in the realm, or
+   *   earlier in this transaction), for a value a realm cannot store, or a
+   *   transaction that has already ended.
+   */
+  update(type: string, id: string, fields: Fields): void {
+    this.#writes.update(type, id, fields);
+  }
+
+  /**
+   * Removes the object. Deleting an object that does not exist is allowed
+   * (it also removes writes to it that have not arrived yet from older
+   * clients).
+   *
+   * @param type The object's type name.
+   * @param id The object's id.
+   * @throws {TypeError} For an empty type or id, or a transaction that has
+   *   already ended.
+   */
+  delete(type: string, id: string): void {
+    this.#writes.delete(type, id);
   }
 }
