@@ -29,7 +29,7 @@ export interface JwtCredentialsOptions {
   refresh?: () => string | Promise<string>;
 }
 
-/** The login request bodies of `POST /login` (ARCHITECTURE.md). */
+/** The login request bodies of `POST /login` (docs/ARCHITECTURE.md). */
 export type LoginBody =
   | { provider: "anonymous" }
   | { provider: "jwt"; token: string }

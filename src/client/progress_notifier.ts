@@ -64,6 +64,7 @@ export class ProgressNotifier {
   #clock: Clock;
   #intervalMs: number;
   #onCallbackError: (error: unknown) => void;
+  #wantMark: () => void;
   #publishTimer: Timer;
   #lastPublishAt = -Infinity;
   #queue: { token: CallbackToken; progress: Progress }[] = [];
@@ -74,17 +75,22 @@ export class ProgressNotifier {
    * @param clock Time and timers.
    * @param intervalMs Least time between two reports (0: every change).
    * @param onCallbackError Told what a callback threw.
+   * @param wantMark Asks the session for a MARK round trip: a download
+   *   `forCurrentlyOutstandingWork` registration learns from its reply
+   *   when its work is here.
    */
   constructor(
     tracker: ProgressTracker,
     clock: Clock,
     intervalMs: number,
     onCallbackError: (error: unknown) => void,
+    wantMark: () => void,
   ) {
     this.#tracker = tracker;
     this.#clock = clock;
     this.#intervalMs = intervalMs;
     this.#onCallbackError = onCallbackError;
+    this.#wantMark = wantMark;
     this.#publishTimer = new Timer(clock);
   }
 
@@ -108,6 +114,17 @@ export class ProgressNotifier {
     this.#publishTimer.stop();
   }
 
+  /** Registers a listener with the tracker (a progress stream). */
+  register(
+    direction: ProgressDirection,
+    mode: ProgressMode,
+    listener: Parameters<ProgressTracker["register"]>[2],
+  ): ProgressRegistration {
+    const registration = this.#tracker.register(direction, mode, listener);
+    this.#markFor(registration);
+    return registration;
+  }
+
   /** Registers a callback; `removeCallback` finds it by identity. */
   addCallback(
     direction: ProgressDirection,
@@ -124,6 +141,7 @@ export class ProgressNotifier {
       complete: () => this.#tokens.delete(token),
       error: () => this.#tokens.delete(token),
     });
+    this.#markFor(token.registration);
     return token;
   }
 
@@ -147,6 +165,7 @@ export class ProgressNotifier {
         error: () => {},
       },
     );
+    this.#markFor(token.registration);
     return token.registration;
   }
 
@@ -160,6 +179,21 @@ export class ProgressNotifier {
   /** Forgets every callback (the tracker has ended them). */
   clearCallbacks(): void {
     this.#tokens.clear();
+  }
+
+  /**
+   * A `forCurrentlyOutstandingWork` download registration completes when a
+   * MARK sent after it is answered (or the server says nothing more is to
+   * come), so one is asked for.
+   */
+  #markFor(registration: ProgressRegistration): void {
+    if (
+      registration.direction === "download" &&
+      registration.mode === "forCurrentlyOutstandingWork" &&
+      registration.isActive
+    ) {
+      this.#wantMark();
+    }
   }
 
   #publishNow(): void {

@@ -133,6 +133,7 @@ export class SessionCore {
             error instanceof Error ? error.message : String(error)
           }`,
         ),
+      () => this.#markForProgress(),
     );
     this.#watchdog = new StallWatchdog(init.clock, init.responseTimeoutMs, {
       binding: () => this.#life.channel,
@@ -671,18 +672,13 @@ export class SessionCore {
 
   // ----- progress and streams -----
 
-  /**
-   * Registers a progress listener with the tracker; a download
-   * `forCurrentlyOutstandingWork` registration also asks for a MARK.
-   */
+  /** A progress stream's registration (`getProgressStream`). */
   registerProgress(
     direction: ProgressDirection,
     mode: ProgressMode,
     listener: Parameters<ProgressTracker["register"]>[2],
   ): ProgressRegistration {
-    const registration = this.#tracker.register(direction, mode, listener);
-    this.#markForProgress(registration);
-    return registration;
+    return this.#notifier.register(direction, mode, listener);
   }
 
   /** `session.addProgressNotification()`, after its checks. */
@@ -691,10 +687,9 @@ export class SessionCore {
     mode: ProgressMode,
     callback: ProgressCallbackFn,
   ): CallbackToken | null {
-    if (this.isOver) return null;
-    const token = this.#notifier.addCallback(direction, mode, callback);
-    this.#markForProgress(token.registration!);
-    return token;
+    return this.isOver
+      ? null
+      : this.#notifier.addCallback(direction, mode, callback);
   }
 
   /** `session.removeProgressNotification()`. */
@@ -706,10 +701,7 @@ export class SessionCore {
   registerDownloadCallback(
     callback: (progress: Progress) => void,
   ): ProgressRegistration | null {
-    if (this.isOver) return null;
-    const registration = this.#notifier.addDownloadCallback(callback);
-    this.#markForProgress(registration);
-    return registration;
+    return this.isOver ? null : this.#notifier.addDownloadCallback(callback);
   }
 
   /** `session.connectionStateChanges()`. */
@@ -729,19 +721,10 @@ export class SessionCore {
   }
 
   /**
-   * A `forCurrentlyOutstandingWork` download registration completes when a
-   * MARK sent after it is answered (or the server says nothing more is to
-   * come), so one is sent — at once when bound; otherwise the MARK that
-   * follows every BIND serves.
+   * A progress registration wants a MARK: sent at once when bound;
+   * otherwise the MARK that follows every BIND serves.
    */
-  #markForProgress(registration: ProgressRegistration): void {
-    if (
-      registration.direction !== "download" ||
-      registration.mode !== "forCurrentlyOutstandingWork" ||
-      !registration.isActive
-    ) {
-      return;
-    }
+  #markForProgress(): void {
     this.#waits.wantMark();
     this.#scheduleMark();
   }

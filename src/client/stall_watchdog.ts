@@ -3,7 +3,7 @@
 /**
  * The stall watchdog of one session: the response timeout that runs while
  * the server owes an answer (an UPLOAD not yet acknowledged, a MARK not yet
- * answered) and reports a stall when none comes (docs/CLIENT.md "Session rules").
+ * answered) and reports a stall when none comes (docs/CLIENT.md "Connection, retries and keepalive").
  *
  * Time that is the client's does not count against the server: while the
  * socket is still sending the wait is looked at again shortly, and a
