@@ -15,7 +15,8 @@ import { MessageType, type ServerMessage } from "../protocol/messages.ts";
 import { abortable } from "../util/abort.ts";
 import { type Clock, Timer } from "../util/clock.ts";
 import { PushStream } from "../util/push_stream.ts";
-import { Backoff, type ResolvedReconnectOptions } from "./backoff.ts";
+import { Backoff } from "./backoff.ts";
+import type { ClientConfig } from "./client_config.ts";
 import type {
   Attachment,
   Connection,
@@ -24,7 +25,7 @@ import type {
   SessionChannel,
 } from "./connection.ts";
 import type { LocalRealm } from "./local_realm.ts";
-import { emitLog, type Logger } from "./log.ts";
+import { emitLog } from "./log.ts";
 import {
   type Progress,
   type ProgressDirection,
@@ -43,18 +44,20 @@ import { SyncError, syncErrorFromWire } from "./sync_error.ts";
 import { UploadBatcher } from "./upload_batcher.ts";
 import { WaitsLedger } from "./waits_ledger.ts";
 
-/** What a session is built from (the user's resolved configuration). */
+/** What a session is built from. */
 export interface SessionInit {
+  /** The realm path, as given to `openRealm`. */
   path: string;
+  /** The local copy. */
   local: LocalRealm;
+  /** The user's shared connection (made on first use). */
   connection: () => Connection;
-  clock: Clock;
-  random: () => number;
-  reconnect: ResolvedReconnectOptions;
-  progressIntervalMs: number;
-  /** How long an unanswered UPLOAD or MARK may wait for the server. */
-  responseTimeoutMs: number;
-  logger: Logger | undefined;
+  /**
+   * The app's resolved configuration: clock, randomness, `reconnect`,
+   * `progressIntervalMs`, `keepalive.responseTimeoutMs` (how long an
+   * unanswered UPLOAD or MARK may wait), logger.
+   */
+  config: ClientConfig;
 }
 
 /** A session's link to the server (see `ConnectionState`). */
@@ -119,12 +122,13 @@ export class SessionCore {
   /** @param init The session's configuration. */
   constructor(init: SessionInit) {
     this.path = init.path;
+    const config = init.config;
     this.#init = init;
-    this.#clock = init.clock;
+    this.#clock = config.clock;
     this.#notifier = new ProgressNotifier(
       this.#tracker,
-      init.clock,
-      init.progressIntervalMs,
+      config.clock,
+      config.progressIntervalMs,
       (error) =>
         this.#log(
           "error",
@@ -135,18 +139,22 @@ export class SessionCore {
         ),
       () => this.#markForProgress(),
     );
-    this.#watchdog = new StallWatchdog(init.clock, init.responseTimeoutMs, {
-      binding: () => this.#life.channel,
-      owesAnswer: () => this.#owesAnswer(),
-      stalled: () => this.#stalled(),
-    });
+    this.#watchdog = new StallWatchdog(
+      config.clock,
+      config.keepalive.responseTimeoutMs,
+      {
+        binding: () => this.#life.channel,
+        owesAnswer: () => this.#owesAnswer(),
+        stalled: () => this.#stalled(),
+      },
+    );
     this.#rebinds = new Backoff(
-      init.reconnect,
-      init.random,
-      () => init.clock.now(),
+      config.reconnect,
+      config.random,
+      () => config.clock.now(),
       REBIND_MAX_EXPONENT,
     );
-    this.#rebindTimer = new Timer(init.clock);
+    this.#rebindTimer = new Timer(config.clock);
     // The stall watchdog listens to the connection beside the handlers: a
     // binding's end stops it, every message for this session restarts it.
     this.#client = {
@@ -514,7 +522,7 @@ export class SessionCore {
   #rebindLater(error: SyncError): void {
     this.#rebinds.down();
     const failures = this.#rebinds.attempts;
-    if (failures >= this.#init.reconnect.maxAttempts) {
+    if (failures >= this.#init.config.reconnect.maxAttempts) {
       this.fail(
         new SyncError(
           "reconnect_gave_up",
@@ -659,7 +667,7 @@ export class SessionCore {
     if (this.#waits.marksOutstanding) owed.push("a MARK reply");
     const error = new SyncError(
       "session_stalled",
-      `No answer from the server for ${this.path} within ${this.#init.responseTimeoutMs} ms while it owed ${
+      `No answer from the server for ${this.path} within ${this.#init.config.keepalive.responseTimeoutMs} ms while it owed ${
         owed.join(" and ")
       }`,
     );
@@ -753,7 +761,7 @@ export class SessionCore {
     message: string,
     error?: SyncError,
   ): void {
-    emitLog(this.#init.logger, {
+    emitLog(this.#init.config.logger, {
       level,
       event,
       message,

@@ -6,13 +6,11 @@
  */
 
 import { abortable } from "../util/abort.ts";
-import type { Clock } from "../util/clock.ts";
-import type { ResolvedReconnectOptions } from "./backoff.ts";
+import type { ClientConfig } from "./client_config.ts";
 import { type AccessToken, Connection } from "./connection.ts";
 import { type Credentials, credentialsBody, renewJwt } from "./credentials.ts";
-import type { ResolvedKeepaliveOptions } from "./keepalive.ts";
 import { LocalRealm } from "./local_realm.ts";
-import { emitLog, type Logger } from "./log.ts";
+import { emitLog } from "./log.ts";
 import { type LoginResponse, requestLogin, retryAfterMs } from "./login.ts";
 import { type Realm, type RealmCore, RealmHandle } from "./realm.ts";
 import { MemoryStorage } from "./storage/memory.ts";
@@ -20,23 +18,6 @@ import { SyncError } from "./sync_error.ts";
 import { SessionCore } from "./session_core.ts";
 import { createSyncSession, type SyncSession } from "./sync_session.ts";
 import type { RealmConfig, User } from "./user.ts";
-
-/** What a user needs from its app (internal). */
-export interface UserContext {
-  loginUrl: string;
-  syncUrl: string;
-  fetch: typeof fetch;
-  WebSocket: typeof WebSocket;
-  clock: Clock;
-  random: () => number;
-  reconnect: ResolvedReconnectOptions;
-  keepalive: ResolvedKeepaliveOptions;
-  connectTimeoutMs: number;
-  lingerMs: number;
-  progressIntervalMs: number;
-  logger: Logger | undefined;
-  onLogOut(user: UserCore): void;
-}
 
 interface OpenRealm extends RealmCore {
   handles: Set<RealmHandle>;
@@ -93,7 +74,8 @@ function checkConfig(config: RealmConfig): void {
 export class UserCore {
   /** The public face, set by `createUser`. */
   user!: User;
-  #context: UserContext;
+  #config: ClientConfig;
+  #onLogOut: (user: UserCore) => void;
   #credentials: Credentials;
   #id: string;
   #token: AccessToken;
@@ -106,16 +88,19 @@ export class UserCore {
   #opening = new Map<string, Promise<OpenRealm>>();
 
   /**
-   * @param context The app's resolved configuration.
+   * @param config The app's resolved configuration.
+   * @param onLogOut Told when the user logs out.
    * @param credentials What the user logged in with.
    * @param login The server's answer to that login.
    */
   constructor(
-    context: UserContext,
+    config: ClientConfig,
+    onLogOut: (user: UserCore) => void,
     credentials: Credentials,
     login: LoginResponse,
   ) {
-    this.#context = context;
+    this.#config = config;
+    this.#onLogOut = onLogOut;
     this.#credentials = credentials;
     this.#id = login.userId;
     this.#token = this.#tokenFrom(login);
@@ -251,12 +236,12 @@ export class UserCore {
     if (!this.#loggedIn) return;
     this.#loggedIn = false;
     await this.closeAll();
-    this.#context.onLogOut(this);
-    emitLog(this.#context.logger, {
+    this.#onLogOut(this);
+    emitLog(this.#config.logger, {
       level: "info",
       event: "user.logout",
       message: `User ${this.#id} logged out`,
-      time: this.#context.clock.now(),
+      time: this.#config.clock.now(),
     });
   }
 
@@ -282,7 +267,7 @@ export class UserCore {
     const promise = (async () => {
       const local = await LocalRealm.open(
         new MemoryStorage(),
-        () => this.#context.clock.now(),
+        () => this.#config.clock.now(),
       );
       if (!this.#loggedIn) {
         await local.close();
@@ -292,12 +277,7 @@ export class UserCore {
         path,
         local,
         connection: () => this.#connectionFor(),
-        clock: this.#context.clock,
-        random: this.#context.random,
-        reconnect: this.#context.reconnect,
-        progressIntervalMs: this.#context.progressIntervalMs,
-        responseTimeoutMs: this.#context.keepalive.responseTimeoutMs,
-        logger: this.#context.logger,
+        config: this.#config,
       });
       const session = createSyncSession(sync, this.user);
       let released: Promise<void> | undefined;
@@ -344,17 +324,10 @@ export class UserCore {
       throw new TypeError("the user is logged out");
     }
     if (this.#connection === undefined) {
-      const context = this.#context;
+      const config = this.#config;
       this.#connection = new Connection({
-        url: context.syncUrl,
-        WebSocket: context.WebSocket,
-        clock: context.clock,
-        random: context.random,
-        reconnect: context.reconnect,
-        keepalive: context.keepalive,
-        connectTimeoutMs: context.connectTimeoutMs,
-        lingerMs: context.lingerMs,
-        logger: context.logger,
+        ...config,
+        url: config.syncUrl,
         tokens: {
           accessToken: (fresh, signal) => this.#accessToken(fresh, signal),
           retryAfterMs,
@@ -368,7 +341,7 @@ export class UserCore {
     return {
       token: login.accessToken,
       expiresAt: login.accessTokenExpiresAt,
-      obtainedAt: this.#context.clock.now(),
+      obtainedAt: this.#config.clock.now(),
     };
   }
 
@@ -376,7 +349,7 @@ export class UserCore {
   #isFresh(token: AccessToken): boolean {
     if (token.expiresAt === undefined) return true;
     const lifetime = token.expiresAt - token.obtainedAt;
-    return this.#context.clock.now() < token.obtainedAt + lifetime * 0.8;
+    return this.#config.clock.now() < token.obtainedAt + lifetime * 0.8;
   }
 
   #accessToken(fresh: boolean, signal: AbortSignal): Promise<AccessToken> {
@@ -395,7 +368,7 @@ export class UserCore {
    * `refreshToken` callback for a new JWT if the old one is refused too).
    */
   async #renewToken(): Promise<AccessToken> {
-    const context = this.#context;
+    const context = this.#config;
     const login = (body: Parameters<typeof requestLogin>[2]) =>
       requestLogin(
         context.fetch,
