@@ -64,39 +64,6 @@ function describe(value: unknown): string {
   return typeof value;
 }
 
-/**
- * The writes of one {@linkcode Realm.write} call. They become one changeset
- * with one stamp; several writes to one object are folded into one
- * instruction before commit (put then update → put with the merged fields;
- * anything then delete → delete; delete then put → put; update then update →
- * one update).
- *
- * Values are checked and copied when written: changing an object after
- * passing it in does not change what the realm stores.
- *
- * @example Folding writes to one object
- * ```ts
- * import { App, Credentials } from "@tether/sync";
- * import { serveSync } from "@tether/sync/server";
- * import assert from "node:assert/strict";
- *
- * await using server = await serveSync({
- *   port: 0,
- *   kv: ":memory:",
- *   auth: { allowAnonymous: true },
- *   logger: () => {},
- * });
- * await using app = new App({ baseUrl: server.url });
- * const user = await app.logIn(Credentials.anonymous());
- * await using realm = await user.openRealm({ path: "/~/tasks" });
- * const receipt = await realm.write((tx) => {
- *   tx.put("Task", "t1", { title: "Buy milk", done: false });
- *   tx.update("Task", "t1", { done: true });
- * });
- * assert.equal(receipt.clientVersion, 1);
- * assert.deepEqual(realm.get("Task", "t1"), { title: "Buy milk", done: true });
- * ```
- */
 let pending: TransactionWrites | undefined;
 
 /**
@@ -203,6 +170,39 @@ export class TransactionWrites {
   }
 }
 
+/**
+ * The writes of one {@linkcode Realm.write} call. They become one changeset
+ * with one stamp; several writes to one object are folded into one
+ * instruction before commit (put then update → put with the merged fields;
+ * anything then delete → delete; delete then put → put; update then update →
+ * one update).
+ *
+ * Values are checked and copied when written: changing an object after
+ * passing it in does not change what the realm stores.
+ *
+ * @example Folding writes to one object
+ * ```ts
+ * import { App, Credentials } from "@tether/sync";
+ * import { serveSync } from "@tether/sync/server";
+ * import assert from "node:assert/strict";
+ *
+ * await using server = await serveSync({
+ *   port: 0,
+ *   kv: ":memory:",
+ *   auth: { allowAnonymous: true },
+ *   logger: () => {},
+ * });
+ * await using app = new App({ baseUrl: server.url });
+ * const user = await app.logIn(Credentials.anonymous());
+ * await using realm = await user.openRealm({ path: "/~/tasks" });
+ * const receipt = await realm.write((tx) => {
+ *   tx.put("Task", "t1", { title: "Buy milk", done: false });
+ *   tx.update("Task", "t1", { done: true });
+ * });
+ * assert.equal(receipt.clientVersion, 1);
+ * assert.deepEqual(realm.get("Task", "t1"), { title: "Buy milk", done: true });
+ * ```
+ */
 export class Transaction {
   #writes: TransactionWrites;
 
