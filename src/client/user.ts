@@ -2,13 +2,13 @@
 
 /**
  * The public face of a logged-in user, `User`, and the options of
- * `openRealm`; the engine behind it is `UserCore` (user_core.ts).
+ * `openRealm`; the engine behind it is `UserCore` (user_core.ts), seen
+ * here through the {@linkcode UserEngine} it implements.
  */
 
 import type { Progress } from "./progress.ts";
 import type { Realm } from "./realm.ts";
 import type { SyncSession } from "./sync_session.ts";
-import type { UserCore } from "./user_core.ts";
 
 /**
  * Where a realm keeps its local copy: `"memory"` (for the life of the open
@@ -74,10 +74,22 @@ export interface RealmConfig {
   signal?: AbortSignal;
 }
 
-let pending: UserCore | undefined;
+/** What the public `User` asks of its engine (`UserCore` implements it). */
+export interface UserEngine {
+  /** Set by {@linkcode createUser}. */
+  user: User;
+  readonly id: string;
+  readonly isLoggedIn: boolean;
+  readonly allSessions: SyncSession[];
+  sessionFor(path: string): SyncSession | undefined;
+  openRealm(config: RealmConfig): Promise<Realm>;
+  logOut(): Promise<void>;
+}
+
+let pending: UserEngine | undefined;
 
 /** Gives a user engine its public face (internal: `App.logIn`). */
-export function createUser(core: UserCore): User {
+export function createUser(core: UserEngine): User {
   pending = core;
   try {
     core.user = new User();
@@ -115,7 +127,7 @@ export function createUser(core: UserCore): User {
  * ```
  */
 export class User {
-  #core: UserCore;
+  #core: UserEngine;
 
   /**
    * Users come from `app.logIn()`; this constructor throws.

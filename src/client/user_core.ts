@@ -17,7 +17,7 @@ import { MemoryStorage } from "./storage/memory.ts";
 import { SyncError } from "./sync_error.ts";
 import { SessionCore } from "./session_core.ts";
 import { createSyncSession, type SyncSession } from "./sync_session.ts";
-import type { RealmConfig, User } from "./user.ts";
+import type { RealmConfig, User, UserEngine } from "./user.ts";
 
 interface OpenRealm extends RealmCore {
   handles: Set<RealmHandle>;
@@ -71,7 +71,7 @@ function checkConfig(config: RealmConfig): void {
 }
 
 /** A logged-in user's state and work; `User` is its public face. */
-export class UserCore {
+export class UserCore implements UserEngine {
   /** The public face, set by `createUser`. */
   user!: User;
   #config: ClientConfig;
