@@ -3,6 +3,7 @@ import { Backoff, DEFAULT_RECONNECT } from "../../src/client/backoff.ts";
 import type { SessionChannel } from "../../src/client/connection.ts";
 import { SessionLife } from "../../src/client/session_life.ts";
 import { SyncError } from "../../src/client/sync_error.ts";
+import { WaitsLedger } from "../../src/client/waits_ledger.ts";
 import { FakeClock } from "../_helpers/fake_clock.ts";
 
 const policy = {
@@ -107,4 +108,39 @@ Deno.test("SessionLife refuses a transition its table does not allow", () => {
   life.go({ phase: "closed", error: undefined });
   assert.equal(life.publicState, "inactive");
   assert.throws(() => life.go({ phase: "unbound" }), /from closed to unbound/);
+});
+
+Deno.test("WaitsLedger answers a download wait with the MARK sent after it, and moves it to the next MARK when the binding is lost", async () => {
+  const ledger = new WaitsLedger();
+  const settled: string[] = [];
+  const wait = ledger.waitForDownload(undefined).then(() => settled.push("d"));
+  assert.equal(ledger.needsMark, true);
+  const lost = ledger.markSent(1);
+  assert.equal(ledger.needsMark, false);
+  assert.equal(ledger.marksOutstanding, true);
+  ledger.bindingLost();
+  assert.equal(ledger.marksOutstanding, false);
+  assert.equal(ledger.takeMark(lost), undefined);
+  const next = ledger.markSent(2);
+  const mark = ledger.takeMark(next)!;
+  assert.equal(mark.sequence, 2);
+  ledger.resolveMark(mark);
+  await wait;
+  assert.deepEqual(settled, ["d"]);
+});
+
+Deno.test("WaitsLedger resolves upload waits by version, rejects the rest with the error, and forgets an aborted wait", async () => {
+  const ledger = new WaitsLedger();
+  const first = ledger.waitForUpload(1, undefined);
+  const second = ledger.waitForUpload(3, undefined);
+  const controller = new AbortController();
+  const aborted = ledger.waitForDownload(controller.signal);
+  controller.abort(new Error("stop"));
+  await assert.rejects(aborted, /stop/);
+  ledger.acknowledged(2);
+  await first;
+  const error = new SyncError("session_closed", "closed");
+  ledger.rejectAll(error);
+  await assert.rejects(second, (reason) => reason === error);
+  assert.equal(ledger.needsMark, false);
 });
