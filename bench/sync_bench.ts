@@ -839,8 +839,9 @@ async function rowPropagation(servers: Servers) {
   for (const [q, name] of [[0.5, "p50"], [0.99, "p99"]] as const) {
     rows.push({
       id: `propagation_${name}_us`,
-      figure:
-        `propagation A → server → B, ${name} (${SIZES.propagation} sequential)`,
+      figure: `propagation A → server → B, ${name} (${
+        SIZES.propagation.toLocaleString("en-US")
+      } sequential)`,
       unit: "µs",
       tether: percentile(t.samples, q),
       yjs: percentile(y, q),
