@@ -165,7 +165,10 @@ interface ServerProcess {
 
 const exits: { name: string; code: number }[] = [];
 
-async function startServer(kind: "tether" | "yjs" | "raw") {
+async function startServer(
+  kind: "tether" | "yjs" | "raw",
+  label: string = kind,
+) {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -213,7 +216,7 @@ async function startServer(kind: "tether" | "yjs" | "raw") {
         // nothing
       }
       const status = await child.status;
-      exits.push({ name: `${kind} server`, code: status.code });
+      exits.push({ name: `${label} server`, code: status.code });
       return status.code;
     },
   };
@@ -1156,12 +1159,22 @@ function printTable(): void {
   for (const cells of body) console.log(line(cells));
 }
 
+/** One server of each kind; `label` names them in the exit list. */
+async function startServers(label: string): Promise<Servers> {
+  const started: Partial<Servers> = {};
+  try {
+    for (const kind of ["tether", "yjs", "raw"] as const) {
+      started[kind] = await startServer(kind, `${kind}${label}`);
+    }
+  } catch (error) {
+    for (const server of Object.values(started)) await server.stop();
+    throw error;
+  }
+  return started as Servers;
+}
+
 const startedAt = new Date();
-const servers: Servers = {
-  tether: await startServer("tether"),
-  yjs: await startServer("yjs"),
-  raw: await startServer("raw"),
-};
+const servers = await startServers("");
 let failure: unknown;
 let echo: { echoP50: number; echoP99: number } | undefined;
 try {
@@ -1191,12 +1204,24 @@ try {
   await rowFanOut(servers);
   progress("progress-stream overhead");
   await rowProgress(servers);
-  progress("idle-session memory");
-  await rowMemory(servers);
 } catch (error) {
   failure = error;
 } finally {
   for (const server of Object.values(servers)) await server.stop();
+}
+if (failure !== undefined) throw failure;
+
+// Fresh servers: in the ones above, work left from the earlier rows (a
+// background snapshot, caches emptying) could land between the two heap
+// measurements.
+console.error("idle-session memory");
+const memoryServers = await startServers(" (memory)");
+try {
+  await rowMemory(memoryServers);
+} catch (error) {
+  failure = error;
+} finally {
+  for (const server of Object.values(memoryServers)) await server.stop();
 }
 if (failure !== undefined) throw failure;
 

@@ -88,7 +88,14 @@ Deno.test("bench:sync --quick fills every row and every process exits cleanly", 
     }
     assert.deepEqual(
       report.processes.map((process) => process.name).toSorted(),
-      ["raw server", "tether server", "yjs server"],
+      [
+        "raw (memory) server",
+        "raw server",
+        "tether (memory) server",
+        "tether server",
+        "yjs (memory) server",
+        "yjs server",
+      ],
     );
     for (const process of report.processes) {
       assert.equal(
