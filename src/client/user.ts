@@ -6,7 +6,6 @@ import type { ResolvedReconnectOptions } from "./backoff.ts";
 import { type AccessToken, Connection } from "./connection.ts";
 import { type Credentials, credentialsBody, renewJwt } from "./credentials.ts";
 import type { ResolvedKeepaliveOptions } from "./keepalive.ts";
-import { LocalRealm } from "./local_realm.ts";
 import { emitLog, type Logger } from "./log.ts";
 import { type LoginResponse, requestLogin, retryAfterMs } from "./login.ts";
 import type { Progress } from "./progress.ts";
@@ -16,7 +15,8 @@ import {
   type Realm,
   type RealmCore,
 } from "./realm.ts";
-import { MemoryStorage } from "./storage/memory.ts";
+import { checkStorageOption, openLocalRealm } from "./storage/open.ts";
+import type { RealmStorage } from "./storage/storage.ts";
 import { SyncError } from "./sync_error.ts";
 import {
   closeSyncSession,
@@ -29,18 +29,23 @@ import {
 
 /**
  * Where a realm keeps its local copy: `"memory"` (for the life of the open
- * realm), or `{ kvPath }` for a durable Deno KV file — not yet supported
- * (it arrives with the durability work; passing it throws a `TypeError`).
+ * realm), `{ kvPath }` for a durable Deno KV file, `{ indexedDb }` for a
+ * durable IndexedDB database in browsers, or your own `RealmStorage` (closed
+ * when the realm closes). CLIENT.md "Storage" says what survives a crash.
  *
- * @example The one storage available today
+ * @example A durable realm in Deno
  * ```ts
  * import type { RealmStorageOption } from "@tether/sync";
  *
- * const storage: RealmStorageOption = "memory";
+ * const storage: RealmStorageOption = { kvPath: "./my-app.kv" };
  * console.log(storage);
  * ```
  */
-export type RealmStorageOption = "memory" | { kvPath: string };
+export type RealmStorageOption =
+  | "memory"
+  | { kvPath: string }
+  | { indexedDb: string }
+  | RealmStorage;
 
 /**
  * How to open a realm.
@@ -171,20 +176,7 @@ function checkConfig(config: RealmConfig): void {
       `Cannot open realm: path ${JSON.stringify(path)} has an empty segment`,
     );
   }
-  if (storage !== undefined && storage !== "memory") {
-    if (
-      typeof storage === "object" && storage !== null && "kvPath" in storage
-    ) {
-      throw new TypeError(
-        'Cannot open realm: storage { kvPath } is not yet supported; use "memory"',
-      );
-    }
-    throw new TypeError(
-      `Cannot open realm: storage must be "memory", got ${
-        JSON.stringify(storage)
-      }`,
-    );
-  }
+  checkStorageOption(storage);
   if (waitForDownload !== undefined && typeof waitForDownload !== "boolean") {
     throw new TypeError("Cannot open realm: waitForDownload must be a boolean");
   }
@@ -315,8 +307,10 @@ export class User {
    *
    * @param config Path, storage, waiting, progress, signal.
    * @returns The realm.
-   * @throws {TypeError} For a bad config, `storage: { kvPath }` (not yet
-   *   supported), or a logged-out user.
+   * @throws {TypeError} For a bad config, a storage this runtime lacks
+   *   (`{ kvPath }` outside Deno), or a logged-out user.
+   * @throws {SyncError} `storage_locked` / `storage_invalid` when the store
+   *   is held by another process or is not a readable Tether store.
    * @throws {SyncError} With `waitForDownload`, the session's fatal error
    *   (e.g. `permission_denied`).
    * @throws The signal's reason, unchanged, when aborted (what was opened
@@ -334,7 +328,7 @@ export class User {
     // A realm whose last handle closed while this call waited is gone;
     // open it again.
     for (let attempt = 0; attempt < 3 && core === undefined; attempt++) {
-      const opening = this.#openCore(key, config.path);
+      const opening = this.#openCore(key, config.path, config.storage);
       try {
         core = await abortable(opening, signal);
       } catch (error) {
@@ -404,14 +398,19 @@ export class User {
     await connection?.close();
   }
 
-  #openCore(key: string, path: string): Promise<OpenRealm> {
+  #openCore(
+    key: string,
+    path: string,
+    storage: RealmStorageOption | undefined,
+  ): Promise<OpenRealm> {
     const open = this.#realms.get(key);
     if (open !== undefined) return Promise.resolve(open);
     const opening = this.#opening.get(key);
     if (opening !== undefined) return opening;
     const promise = (async () => {
-      const local = await LocalRealm.open(
-        new MemoryStorage(),
+      const local = await openLocalRealm(
+        storage,
+        { userId: this.#id, path: key },
         () => this.#context.clock.now(),
       );
       if (!this.#loggedIn) {

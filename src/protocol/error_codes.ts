@@ -152,6 +152,19 @@ export const ERROR_CODES = {
     tryAgain: true,
     description: "The server did not answer a session's UPLOAD or MARK in time",
   },
+  storage_locked: {
+    code: 307,
+    isFatal: true,
+    tryAgain: true,
+    description: "The local store is held by another process",
+  },
+  storage_invalid: {
+    code: 308,
+    isFatal: true,
+    tryAgain: false,
+    description:
+      "The local store is not a Tether store, is newer, or does not decode",
+  },
 } as const;
 
 /**
