@@ -139,7 +139,7 @@ export class IndexedDbRealmStorage implements RealmStorage {
   #api: IndexedDbApi;
   #where: string;
   #realm: [string, string];
-  #release: () => void;
+  #release: () => Promise<void>;
   #queue: Promise<unknown> = Promise.resolve();
   #closed = false;
 
@@ -148,7 +148,7 @@ export class IndexedDbRealmStorage implements RealmStorage {
     api: IndexedDbApi,
     where: string,
     realm: [string, string],
-    release: () => void,
+    release: () => Promise<void>,
   ) {
     this.#db = db;
     this.#api = api;
@@ -186,7 +186,7 @@ export class IndexedDbRealmStorage implements RealmStorage {
       );
     }
     openRealms.add(claim);
-    let unlock = () => {};
+    let unlock = () => Promise.resolve();
     let db: IdbDatabase | undefined;
     try {
       unlock = await webLock(`tether:${claim}`, where, location.path);
@@ -197,14 +197,16 @@ export class IndexedDbRealmStorage implements RealmStorage {
         api,
         where,
         [location.userId, location.path],
-        () => {
+        async () => {
+          // The lock is free once its request settles; only then may this
+          // realm open again.
+          await release();
           openRealms.delete(claim);
-          release();
         },
       );
     } catch (error) {
       db?.close();
-      unlock();
+      await unlock();
       openRealms.delete(claim);
       throw error;
     }
@@ -303,7 +305,7 @@ export class IndexedDbRealmStorage implements RealmStorage {
     this.#closed = true;
     const closed = this.#queue.then(() => {
       this.#db.close();
-      this.#release();
+      return this.#release();
     });
     this.#queue = closed.catch(() => {});
     return closed;
@@ -326,15 +328,15 @@ async function webLock(
   name: string,
   where: string,
   path: string,
-): Promise<() => void> {
+): Promise<() => Promise<void>> {
   const locks = (globalThis as { navigator?: { locks?: LockManagerLike } })
     .navigator?.locks;
   if (locks === undefined || typeof locks.request !== "function") {
-    return () => {};
+    return () => Promise.resolve();
   }
   const held = Promise.withResolvers<boolean>();
   const release = Promise.withResolvers<void>();
-  locks.request(name, { ifAvailable: true }, (lock) => {
+  const settled = locks.request(name, { ifAvailable: true }, (lock) => {
     held.resolve(lock !== null);
     return lock === null ? Promise.resolve() : release.promise;
   }).catch((error) => held.reject(error));
@@ -346,7 +348,10 @@ async function webLock(
       } in the store ${where}: another tab or worker holds it`,
     );
   }
-  return () => release.resolve();
+  return () => {
+    release.resolve();
+    return settled;
+  };
 }
 
 async function openDatabase(
