@@ -2,18 +2,13 @@
 
 /**
  * A {@linkcode RealmStorage} on Deno KV: one realm of one user under its own
- * key prefix, each commit one atomic KV operation, or — when a batch exceeds
- * Deno KV's limits — staged, published by one small commit and replayed, so
- * it is all-or-nothing after a crash.
+ * key prefix, written as a log of packed commits published by the meta
+ * record, so every commit is all-or-nothing after a crash whatever its size.
  */
 
 import type { UploadChangeset } from "../../model/changeset.ts";
 import type { ObjectRecord } from "../../model/merge.ts";
 import {
-  decodeChangeset,
-  decodeRecord,
-  encodeChangeset,
-  encodeRecord,
   invalidStore,
   metaFromStored,
   metaToStored,
@@ -26,6 +21,7 @@ import {
   type KvLike,
   type KvStoreHandle,
 } from "./kv_store.ts";
+import { decodeSegment, encodeSegment } from "./segment.ts";
 import type {
   RealmMeta,
   RealmStorage,
@@ -41,12 +37,12 @@ const MAX_MUTATIONS = 1000;
 const MAX_OPERATION_BYTES = 780_000;
 /** Deno KV 2.9.6 allows 81,920 bytes of keys per operation. */
 const MAX_OPERATION_KEY_BYTES = 78_000;
-/** Deno KV allows 2,048-byte keys; longer record names are hashed. */
-const MAX_NAME_BYTES = 512;
-/** A staged entry's estimated size (its value is one KV value). */
-const STAGE_ENTRY_BYTES = 56_000;
-/** The longest user id + realm path a prefix may hold. */
+/** The longest user id + realm path a prefix may hold (keys ≤ 2 KiB). */
 const MAX_PREFIX_BYTES = 1024;
+/** Log entries that trigger a snapshot (bounds the keys a load lists). */
+const MAX_LOG_ENTRIES = 256;
+/** Log bytes that trigger a snapshot when they exceed the snapshot's. */
+const MIN_LOG_BYTES_TO_COMPACT = 1 << 20;
 
 const encoder = new TextEncoder();
 
@@ -72,10 +68,30 @@ interface StorageOwner {
   release(): Promise<void>;
 }
 
-interface LargeValue {
-  parts: number;
-  size: number;
+/** Where the realm's data is, as the meta record publishes it. */
+interface Layout {
+  /** The snapshot's generation id, or null before the first snapshot. */
+  snapshot: string | null;
+  /** The snapshot's parts and bytes. */
+  snapshotParts: number;
+  snapshotBytes: number;
+  /** Published log entries are `[logStart, logEnd)`. */
+  logStart: number;
+  logEnd: number;
+  /** Bytes in the published log entries. */
+  logBytes: number;
 }
+
+interface StoredMetaValue extends StoredMeta, Layout {}
+
+const EMPTY_LAYOUT: Layout = {
+  snapshot: null,
+  snapshotParts: 0,
+  snapshotBytes: 0,
+  logStart: 0,
+  logEnd: 0,
+  logBytes: 0,
+};
 
 interface Op {
   key: KvKey;
@@ -83,11 +99,6 @@ interface Op {
   value: unknown;
   keyBytes: number;
   bytes: number;
-}
-
-interface StoredMetaValue extends StoredMeta {
-  /** A published batch whose replay has not finished. */
-  redo?: { id: string; entries: number };
 }
 
 function keyBytes(key: KvKey): number {
@@ -98,32 +109,18 @@ function keyBytes(key: KvKey): number {
   return total;
 }
 
-function valueBytes(value: unknown): number {
-  return value instanceof Uint8Array ? value.length + 8 : 64;
-}
-
 function makeOp(key: KvKey, value: unknown): Op {
   const keySize = keyBytes(key);
-  return {
-    key,
-    value,
-    keyBytes: keySize,
-    bytes: keySize + (value === undefined ? 0 : valueBytes(value)),
-  };
-}
-
-function recordName(type: string, id: string): string {
-  return `${type.length}:${type}${id}`;
-}
-
-async function sha256Hex(text: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", encoder.encode(text));
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0"))
-    .join("");
+  const valueSize = value === undefined
+    ? 0
+    : value instanceof Uint8Array
+    ? value.length + 8
+    : 256;
+  return { key, value, keyBytes: keySize, bytes: keySize + valueSize };
 }
 
 /** Splits ops into groups that each fit one atomic operation. */
-function groups(ops: readonly Op[], reserve = 0): Op[][] {
+function groups(ops: readonly Op[]): Op[][] {
   const result: Op[][] = [];
   let current: Op[] = [];
   let bytes = 0;
@@ -131,9 +128,9 @@ function groups(ops: readonly Op[], reserve = 0): Op[][] {
   for (const op of ops) {
     if (
       current.length > 0 &&
-      (current.length + 1 + reserve > MAX_MUTATIONS ||
-        bytes + op.bytes > MAX_OPERATION_BYTES - reserve * 512 ||
-        keys + op.keyBytes > MAX_OPERATION_KEY_BYTES - reserve * 512)
+      (current.length + 1 > MAX_MUTATIONS ||
+        bytes + op.bytes > MAX_OPERATION_BYTES ||
+        keys + op.keyBytes > MAX_OPERATION_KEY_BYTES)
     ) {
       result.push(current);
       current = [];
@@ -148,24 +145,53 @@ function groups(ops: readonly Op[], reserve = 0): Op[][] {
   return result;
 }
 
+function layoutOf(value: StoredMetaValue): Layout {
+  const counts = [
+    value.snapshotParts,
+    value.snapshotBytes,
+    value.logStart,
+    value.logEnd,
+    value.logBytes,
+  ];
+  if (
+    !counts.every((n) => Number.isSafeInteger(n) && n >= 0) ||
+    value.logStart > value.logEnd ||
+    (value.snapshot !== null && typeof value.snapshot !== "string")
+  ) {
+    throw new RangeError("the meta record has a bad layout");
+  }
+  return {
+    snapshot: value.snapshot,
+    snapshotParts: value.snapshotParts,
+    snapshotBytes: value.snapshotBytes,
+    logStart: value.logStart,
+    logEnd: value.logEnd,
+    logBytes: value.logBytes,
+  };
+}
+
 /**
  * A realm's storage in a Deno KV store file (`openRealm({ storage: { kvPath
  * } })`). One file holds many realms, each under
  * `["tether", "v1", "realm", userId, path]`:
  *
- * - `[…, "meta"]` the meta record (cursors, client identity, node id);
- * - `[…, "o", type, id]` an object record (`[…, "h", sha256]` when type and
- *   id are too long for a key);
- * - `[…, "p", clientVersion]` a pending changeset;
- * - `[…, "stage", batch, n]` a batch too large for one atomic operation,
- *   staged before it is published.
+ * - `[…, "meta"]` the meta record (cursors, client identity, node id) and
+ *   the layout: which snapshot and which log entries are published;
+ * - `[…, "snap", generation, n]` the parts of the last snapshot: every
+ *   object record and pending changeset, packed;
+ * - `[…, "log", seq]` one commit since the snapshot, packed (its records and
+ *   appended changesets); a commit over 60,000 bytes is
+ *   `{ parts, size }` with its parts under `[…, "log", seq, n]`.
  *
- * A value larger than 60,000 bytes is stored as `{ parts, size }` with its
- * parts under `[…key, 0]`, `[…key, 1]`, ….
+ * A commit writes its log entry (in as many atomic operations as Deno KV's
+ * limits require) and then publishes it with the meta record in the last
+ * one, so an entry a crash left unpublished is ignored and deleted at the
+ * next load. Every 256 entries (or when the log outgrows the snapshot) the
+ * realm is rewritten as a new snapshot, published the same way.
  *
  * @example A realm that survives a reopen
  * ```ts
- * import { KvRealmStorage } from "@tether/sync";
+ * import { KvRealmStorage } from "./kv.ts";
  * import assert from "node:assert/strict";
  *
  * const directory = await Deno.makeTempDir();
@@ -189,11 +215,9 @@ export class KvRealmStorage implements RealmStorage {
   #where: string;
   #prefix: KvKey;
   #owner: StorageOwner;
-  /** Part counts of stored values split in parts, by key name. */
-  #large = new Map<string, number>();
-  /** Pending changesets stored: client version → part count (0: whole). */
-  #pending = new Map<number, number>();
-  #indexed = false;
+  #layout: Layout = EMPTY_LAYOUT;
+  /** Whether a load deleted what a crash left unpublished. */
+  #clean = false;
   #queue: Promise<unknown> = Promise.resolve();
   #closed = false;
 
@@ -211,8 +235,7 @@ export class KvRealmStorage implements RealmStorage {
 
   /**
    * Opens a realm's storage in the store file at `kvPath` (shared with
-   * every other handle on that file in this process), and finishes a batch
-   * a crash interrupted.
+   * every other handle on that file in this process).
    *
    * @param kvPath The store file; created when missing.
    * @param location The user and resolved realm path.
@@ -248,7 +271,7 @@ export class KvRealmStorage implements RealmStorage {
           },
         },
       );
-      await storage.#recover();
+      await storage.#readLayout();
       return storage;
     } catch (error) {
       claim?.release();
@@ -266,7 +289,8 @@ export class KvRealmStorage implements RealmStorage {
    * @param where How error messages name the store.
    * @param location The user and resolved realm path.
    * @returns The storage.
-   * @throws {SyncError} `storage_invalid` for a realm that does not decode.
+   * @throws {SyncError} `storage_invalid` for a meta record that does not
+   *   decode.
    */
   static async openOn(
     kv: KvLike,
@@ -280,20 +304,39 @@ export class KvRealmStorage implements RealmStorage {
       location,
       { closing: () => {}, release: () => Promise.resolve() },
     );
-    await storage.#recover();
+    await storage.#readLayout();
     return storage;
   }
 
-  /** Reads everything stored for the realm. */
+  /**
+   * Reads everything stored for the realm, and deletes what a crash left
+   * unpublished.
+   */
   load(): Promise<StoredRealm> {
-    return this.#enqueue("load", () => this.#read());
+    return this.#enqueue("load", () => this.#loadAndClean());
   }
 
-  /** Applies one batch atomically (see the class doc for large batches). */
+  async #loadAndClean(): Promise<StoredRealm> {
+    const { stored, garbage } = await this.#read();
+    await this.#delete(garbage);
+    this.#clean = true;
+    return stored;
+  }
+
+  /** Applies one batch atomically (see the class doc). */
   commit(batch: StorageBatch): Promise<void> {
     return this.#enqueue("commit", async () => {
-      if (!this.#indexed) await this.#read();
+      // A crash's unpublished parts may sit where this commit writes.
+      if (!this.#clean) await this.#loadAndClean();
       await this.#commit(batch);
+      const layout = this.#layout;
+      if (
+        layout.logEnd - layout.logStart >= MAX_LOG_ENTRIES ||
+        (layout.logBytes >= MIN_LOG_BYTES_TO_COMPACT &&
+          layout.logBytes > layout.snapshotBytes)
+      ) {
+        await this.#compact();
+      }
     });
   }
 
@@ -322,93 +365,93 @@ export class KvRealmStorage implements RealmStorage {
     return [...this.#prefix, ...rest];
   }
 
-  async #recordKey(record: ObjectRecord): Promise<KvKey> {
-    const bytes = encoder.encode(record.type).length +
-      encoder.encode(record.id).length;
-    if (bytes <= MAX_NAME_BYTES) return this.#key("o", record.type, record.id);
-    return this.#key("h", await sha256Hex(recordName(record.type, record.id)));
+  async #readLayout(): Promise<void> {
+    let entry;
+    try {
+      entry = await this.#kv.get(this.#key("meta"));
+      if (entry.value !== null) {
+        this.#layout = layoutOf(entry.value as StoredMetaValue);
+      }
+    } catch (error) {
+      throw invalidStore(
+        this.#where,
+        `the meta record of realm ${
+          JSON.stringify(this.#prefix[4])
+        } does not decode`,
+        error,
+      );
+    }
   }
 
-  /** Ops that store `bytes` at `key`, dropping parts an older value had. */
-  #valueOps(
-    ops: Op[],
-    key: KvKey,
-    name: string,
-    bytes: Uint8Array,
-    changes: Map<string, number>,
-  ): number {
-    const old = changes.get(name) ?? this.#large.get(name) ?? 0;
-    let parts = 0;
+  /** Ops that store `bytes` as the value at `key`, in parts if large. */
+  #valueOps(ops: Op[], key: KvKey, bytes: Uint8Array): void {
     if (bytes.length <= PART_BYTES) {
       ops.push(makeOp(key, bytes));
-    } else {
-      parts = Math.ceil(bytes.length / PART_BYTES);
-      const header: LargeValue = { parts, size: bytes.length };
-      ops.push(makeOp(key, header));
-      for (let part = 0; part < parts; part++) {
-        ops.push(
-          makeOp(
-            [...key, part],
-            bytes.subarray(part * PART_BYTES, (part + 1) * PART_BYTES),
-          ),
-        );
-      }
+      return;
     }
-    for (let part = parts; part < old; part++) {
-      ops.push(makeOp([...key, part], undefined));
+    const parts = Math.ceil(bytes.length / PART_BYTES);
+    ops.push(makeOp(key, { parts, size: bytes.length }));
+    for (let part = 0; part < parts; part++) {
+      ops.push(
+        makeOp(
+          [...key, part],
+          bytes.subarray(part * PART_BYTES, (part + 1) * PART_BYTES),
+        ),
+      );
     }
-    changes.set(name, parts);
-    return parts;
+  }
+
+  /**
+   * Writes `ops` (invisible until published), then publishes them with
+   * `meta` in the last atomic operation.
+   */
+  async #publish(ops: readonly Op[], meta: StoredMetaValue): Promise<void> {
+    const all = [...ops, makeOp(this.#key("meta"), meta)];
+    for (const group of groups(all)) await this.#apply(group);
+    this.#layout = layoutOf(meta);
   }
 
   async #commit(batch: StorageBatch): Promise<void> {
+    const layout = { ...this.#layout };
     const ops: Op[] = [];
-    const large = new Map<string, number>();
-    for (const record of batch.records) {
-      const key = await this.#recordKey(record);
-      this.#valueOps(
-        ops,
-        key,
-        JSON.stringify(key.slice(this.#prefix.length)),
-        encodeRecord(record),
-        large,
+    if (batch.records.length > 0 || batch.append.length > 0) {
+      const segment = encodeSegment(batch.records, batch.append);
+      this.#valueOps(ops, this.#key("log", layout.logEnd), segment);
+      layout.logEnd++;
+      layout.logBytes += segment.length;
+    }
+    await this.#publish(ops, { ...metaToStored(batch.meta), ...layout });
+  }
+
+  /** Rewrites the realm as one snapshot and drops the log. */
+  async #compact(): Promise<void> {
+    const { stored, garbage, published } = await this.#read();
+    if (stored.meta === null) return;
+    const old = this.#layout;
+    const segment = encodeSegment(stored.records, stored.pending);
+    const generation = crypto.randomUUID();
+    const ops: Op[] = [];
+    const parts = Math.max(1, Math.ceil(segment.length / PART_BYTES));
+    for (let part = 0; part < parts; part++) {
+      ops.push(
+        makeOp(
+          this.#key("snap", generation, part),
+          segment.subarray(part * PART_BYTES, (part + 1) * PART_BYTES),
+        ),
       );
     }
-    const appended = new Map<number, number>();
-    for (const changeset of batch.append) {
-      const key = this.#key("p", changeset.clientVersion);
-      const parts = this.#valueOps(
-        ops,
-        key,
-        `p${changeset.clientVersion}`,
-        encodeChangeset(changeset),
-        new Map(),
-      );
-      appended.set(changeset.clientVersion, parts);
-    }
-    const acknowledged = batch.meta.acknowledgedClientVersion;
-    const dropped: number[] = [];
-    for (const [version, parts] of [...this.#pending, ...appended]) {
-      if (version > acknowledged) continue;
-      dropped.push(version);
-      ops.push(makeOp(this.#key("p", version), undefined));
-      for (let part = 0; part < parts; part++) {
-        ops.push(makeOp(this.#key("p", version, part), undefined));
-      }
-    }
-    const meta: StoredMetaValue = metaToStored(batch.meta);
-    const metaOp = makeOp(this.#key("meta"), meta);
-    if (groups([...ops, metaOp]).length === 1) {
-      await this.#apply([...ops, metaOp]);
-    } else {
-      await this.#commitStaged(ops, meta);
-    }
-    for (const [name, parts] of large) {
-      if (parts === 0) this.#large.delete(name);
-      else this.#large.set(name, parts);
-    }
-    for (const [version, parts] of appended) this.#pending.set(version, parts);
-    for (const version of dropped) this.#pending.delete(version);
+    await this.#publish(ops, {
+      ...metaToStored(stored.meta),
+      snapshot: generation,
+      snapshotParts: parts,
+      snapshotBytes: segment.length,
+      logStart: old.logEnd,
+      logEnd: old.logEnd,
+      logBytes: 0,
+    });
+    // What the new snapshot replaced; a crash before this is cleaned up by
+    // the next load.
+    await this.#delete([...garbage, ...published]);
   }
 
   async #apply(ops: readonly Op[]): Promise<void> {
@@ -423,169 +466,34 @@ export class KvRealmStorage implements RealmStorage {
     }
   }
 
-  /**
-   * A batch too large for one atomic operation: stage its mutations, publish
-   * them with the new meta in one small commit, then replay them. A crash
-   * before the publish leaves staged garbage (dropped at the next open); a
-   * crash after it is finished by the next open.
-   */
-  async #commitStaged(ops: readonly Op[], meta: StoredMeta): Promise<void> {
-    const batch = crypto.randomUUID();
-    const entries: Op[] = [];
-    let current: [KvKey, unknown][] = [];
-    let bytes = 0;
-    const flush = () => {
-      if (current.length === 0) return;
-      const value = { ops: current };
-      const op = makeOp(this.#key("stage", batch, entries.length), value);
-      op.bytes += bytes;
-      entries.push(op);
-      current = [];
-      bytes = 0;
-    };
-    for (const op of ops) {
-      if (bytes > 0 && bytes + op.bytes > STAGE_ENTRY_BYTES) flush();
-      // A deletion is staged as null, which no stored value is.
-      current.push([op.key, op.value === undefined ? null : op.value]);
-      bytes += op.bytes;
-    }
-    flush();
-    for (const group of groups(entries)) await this.#apply(group);
-    const published: StoredMetaValue = {
-      ...meta,
-      redo: { id: batch, entries: entries.length },
-    };
-    await this.#apply([makeOp(this.#key("meta"), published)]);
-    await this.#finishRedo(ops, meta, batch, entries.length);
-  }
-
-  async #finishRedo(
-    ops: readonly Op[],
-    meta: StoredMeta,
-    batch: string,
-    entries: number,
-  ): Promise<void> {
+  async #delete(keys: readonly KvKey[]): Promise<void> {
+    const ops = keys.map((key) => makeOp(key, undefined));
     for (const group of groups(ops)) await this.#apply(group);
-    await this.#apply([makeOp(this.#key("meta"), meta)]);
-    const deletions: Op[] = [];
-    for (let entry = 0; entry < entries; entry++) {
-      deletions.push(makeOp(this.#key("stage", batch, entry), undefined));
-    }
-    for (const group of groups(deletions)) await this.#apply(group);
   }
 
   /**
-   * At open: finishes a published batch, then drops staged batches that
-   * were never published.
+   * Reads the published snapshot and log; returns the realm and the keys of
+   * entries that are not published (a crash's leftovers, or what a snapshot
+   * replaced).
    */
-  async #recover(): Promise<void> {
-    let entry;
-    try {
-      entry = await this.#kv.get(this.#key("meta"));
-    } catch (error) {
-      throw invalidStore(this.#where, "its meta record does not decode", error);
-    }
-    const stored = entry.value as StoredMetaValue | null;
-    const redo = stored?.redo;
-    if (stored !== null && redo !== undefined) {
-      const ops: Op[] = [];
-      let seen = 0;
-      try {
-        for await (
-          const staged of this.#kv.list({
-            prefix: this.#key("stage", redo.id),
-          })
-        ) {
-          const value = staged.value as { ops: [KvKey, unknown][] };
-          for (const [key, item] of value.ops) {
-            ops.push(makeOp(key, item === null ? undefined : item));
-          }
-          seen++;
-        }
-      } catch (error) {
-        throw invalidStore(
-          this.#where,
-          "a staged batch does not decode",
-          error,
-        );
-      }
-      if (seen !== redo.entries) {
-        throw invalidStore(
-          this.#where,
-          `a published batch has ${seen} of its ${redo.entries} staged parts`,
-        );
-      }
-      const { redo: _, ...meta } = stored;
-      await this.#finishRedo(ops, meta, redo.id, redo.entries);
-    }
-    const garbage: Op[] = [];
-    for await (
-      const staged of this.#kv.list({ prefix: this.#key("stage") })
-    ) {
-      garbage.push(makeOp(staged.key, undefined));
-    }
-    for (const group of groups(garbage)) await this.#apply(group);
-  }
-
-  /** Reads the realm and rebuilds the part and pending indexes. */
-  async #read(): Promise<StoredRealm> {
+  async #read(): Promise<
+    { stored: StoredRealm; garbage: KvKey[]; published: KvKey[] }
+  > {
+    await this.#readLayout();
+    const layout = this.#layout;
     const prefix = this.#prefix.length;
+    const garbage: KvKey[] = [];
+    // Keys of the published snapshot and log, for a compaction to drop.
+    const published: KvKey[] = [];
+    const snapshotParts: Uint8Array[] = [];
+    // Log entries by sequence: whole bytes, or parts being collected.
+    const log = new Map<
+      number,
+      { header: { parts: number; size: number } | null; parts: Uint8Array[] }
+    >();
     let meta: RealmMeta | null = null;
-    const records: ObjectRecord[] = [];
-    const pending: UploadChangeset[] = [];
-    const large = new Map<string, number>();
-    const pendingIndex = new Map<number, number>();
-    // A value split in parts being collected.
-    let open:
-      | {
-        name: string;
-        kind: string;
-        version: number;
-        header: LargeValue;
-        parts: Uint8Array[];
-      }
-      | undefined;
-    const finish = (
-      kind: string,
-      name: string,
-      version: number,
-      bytes: Uint8Array,
-      parts: number,
-    ) => {
-      if (kind === "p") {
-        const changeset = decodeChangeset(bytes);
-        if (changeset.clientVersion !== version) {
-          throw new RangeError("a pending changeset is under another version");
-        }
-        pending.push(changeset);
-        pendingIndex.set(version, parts);
-      } else {
-        records.push(decodeRecord(bytes));
-        if (parts > 0) large.set(name, parts);
-      }
-    };
-    const closeOpen = () => {
-      if (open === undefined) return;
-      const { header, parts } = open;
-      if (parts.length !== header.parts) {
-        throw new RangeError("a value split in parts is missing parts");
-      }
-      const bytes = new Uint8Array(header.size);
-      let offset = 0;
-      for (const part of parts) {
-        if (offset + part.length > bytes.length) {
-          throw new RangeError("a value's parts are longer than its size");
-        }
-        bytes.set(part, offset);
-        offset += part.length;
-      }
-      if (offset !== header.size) {
-        throw new RangeError("a value's parts are shorter than its size");
-      }
-      const done = open;
-      open = undefined;
-      finish(done.kind, done.name, done.version, bytes, done.header.parts);
-    };
+    const records = new Map<string, ObjectRecord>();
+    const pending = new Map<number, UploadChangeset>();
     try {
       for await (
         const entry of this.#kv.list({ prefix: this.#prefix }, {
@@ -593,58 +501,80 @@ export class KvRealmStorage implements RealmStorage {
         })
       ) {
         const rest = entry.key.slice(prefix);
-        const kind = rest[0];
         const value = entry.value;
-        if (kind === "meta" && rest.length === 1) {
+        if (rest[0] === "meta" && rest.length === 1) {
           meta = metaFromStored(value);
-          continue;
-        }
-        if (kind === "stage") continue;
-        let base: number;
-        if (kind === "o") base = 3;
-        else if (kind === "h" || kind === "p") base = 2;
-        else throw new RangeError(`an unknown key ${String(kind)}`);
-        if (rest.length === base + 1) {
-          if (
-            open === undefined ||
-            JSON.stringify(rest.slice(0, base)) !== open.name ||
-            rest[base] !== open.parts.length ||
-            !(value instanceof Uint8Array)
+        } else if (rest[0] === "snap" && rest.length === 3) {
+          if (rest[1] !== layout.snapshot) {
+            garbage.push(entry.key);
+          } else if (
+            rest[2] !== snapshotParts.length || !(value instanceof Uint8Array)
           ) {
-            throw new RangeError("a value part without its value");
+            throw new RangeError("a snapshot part is out of order");
+          } else {
+            snapshotParts.push(value);
+            published.push(entry.key);
           }
-          open.parts.push(value);
-          continue;
-        }
-        if (rest.length !== base) throw new RangeError("a key of bad length");
-        closeOpen();
-        const name = JSON.stringify(rest);
-        const version = kind === "p" ? rest[1] : 0;
-        if (typeof version !== "number" || !Number.isSafeInteger(version)) {
-          throw new RangeError("a pending changeset key is not a version");
-        }
-        if (value instanceof Uint8Array) {
-          finish(kind, name, version, value, 0);
+        } else if (
+          rest[0] === "log" && typeof rest[1] === "number" &&
+          (rest.length === 2 || rest.length === 3)
+        ) {
+          const seq = rest[1];
+          if (seq < layout.logStart || seq >= layout.logEnd) {
+            garbage.push(entry.key);
+            continue;
+          }
+          published.push(entry.key);
+          if (rest.length === 2) {
+            if (value instanceof Uint8Array) {
+              log.set(seq, { header: null, parts: [value] });
+            } else {
+              const header = value as { parts?: unknown; size?: unknown };
+              if (
+                typeof header !== "object" || header === null ||
+                !Number.isSafeInteger(header.parts) ||
+                !Number.isSafeInteger(header.size) ||
+                (header.size as number) > (header.parts as number) * PART_BYTES
+              ) {
+                throw new RangeError("a log entry is neither bytes nor parts");
+              }
+              log.set(seq, {
+                header: header as { parts: number; size: number },
+                parts: [],
+              });
+            }
+          } else {
+            const item = log.get(seq);
+            if (
+              item?.header == null || rest[2] !== item.parts.length ||
+              !(value instanceof Uint8Array)
+            ) {
+              throw new RangeError("a log part is out of order");
+            }
+            item.parts.push(value);
+          }
         } else {
-          const header = value as Partial<LargeValue> | null;
-          if (
-            header === null || typeof header !== "object" ||
-            !Number.isSafeInteger(header.parts) || header.parts! < 2 ||
-            !Number.isSafeInteger(header.size) ||
-            header.size! > header.parts! * PART_BYTES
-          ) {
-            throw new RangeError("a value is neither bytes nor parts");
-          }
-          open = {
-            name,
-            kind,
-            version,
-            header: header as LargeValue,
-            parts: [],
-          };
+          throw new RangeError("an unknown key");
         }
       }
-      closeOpen();
+      if (layout.snapshot !== null) {
+        if (snapshotParts.length !== layout.snapshotParts) {
+          throw new RangeError("the snapshot is missing parts");
+        }
+        decodeSegment(
+          join(snapshotParts, layout.snapshotBytes),
+          records,
+          pending,
+        );
+      }
+      for (let seq = layout.logStart; seq < layout.logEnd; seq++) {
+        const item = log.get(seq);
+        if (item === undefined) continue; // A commit of meta only.
+        const bytes = item.header === null
+          ? item.parts[0]!
+          : join(item.parts, item.header.size, item.header.parts);
+        decodeSegment(bytes, records, pending);
+      }
     } catch (error) {
       throw invalidStore(
         this.#where,
@@ -655,16 +585,37 @@ export class KvRealmStorage implements RealmStorage {
       );
     }
     const acknowledged = meta?.acknowledgedClientVersion ?? 0;
-    pending.sort((a, b) => a.clientVersion - b.clientVersion);
-    this.#large = large;
-    this.#pending = pendingIndex;
-    this.#indexed = true;
+    const unacknowledged = [...pending.values()]
+      .filter((c) => c.clientVersion > acknowledged)
+      .sort((a, b) => a.clientVersion - b.clientVersion);
     return {
-      meta,
-      records,
-      pending: pending.filter((c) => c.clientVersion > acknowledged),
+      stored: { meta, records: [...records.values()], pending: unacknowledged },
+      garbage,
+      published,
     };
   }
+}
+
+function join(
+  parts: Uint8Array[],
+  size: number,
+  expected?: number,
+): Uint8Array {
+  if (expected !== undefined && parts.length !== expected) {
+    throw new RangeError("a value is missing parts");
+  }
+  if (parts.length === 1 && parts[0]!.length === size) return parts[0]!;
+  const bytes = new Uint8Array(size);
+  let offset = 0;
+  for (const part of parts) {
+    if (offset + part.length > size) {
+      throw new RangeError("a value's parts are longer than its size");
+    }
+    bytes.set(part, offset);
+    offset += part.length;
+  }
+  if (offset !== size) throw new RangeError("a value's parts are too short");
+  return bytes;
 }
 
 function checkLocation(location: KvRealmLocation): void {

@@ -108,11 +108,11 @@ function faultyKv(
   };
 }
 
-function isMetaOnly(keys: Deno.KvKey[]): boolean {
-  return keys.length === 1 && keys[0]!.at(-1) === "meta";
+function hasMeta(keys: Deno.KvKey[]): boolean {
+  return keys.some((key) => key.at(-1) === "meta");
 }
 
-async function loadCursor(kvPath: string) {
+async function loadAll(kvPath: string) {
   const storage = await KvRealmStorage.open(kvPath, realm);
   try {
     const loaded = await storage.load();
@@ -130,79 +130,117 @@ async function loadCursor(kvPath: string) {
   }
 }
 
+async function keyCount(kvPath: string): Promise<number> {
+  const kv = await Deno.openKv(kvPath);
+  try {
+    let count = 0;
+    for await (const _ of kv.list({ prefix: [] })) count++;
+    return count;
+  } finally {
+    kv.close();
+  }
+}
+
 Deno.test("KvRealmStorage: a batch larger than one atomic operation is all-or-nothing when the process dies before it is published", async () => {
   const { dir, kvPath } = await tempStore();
   try {
     const storage = await KvRealmStorage.open(kvPath, realm);
     await storage.commit(bigBatch(1));
     await storage.close();
+    const keysBefore = await keyCount(kvPath);
     // The store header exists now; open the file directly with a fault.
     const inner = await Deno.openKv(kvPath);
-    let staged = 0;
+    let written = 0;
     const kv = faultyKv(inner, (keys) => {
-      if (keys.some((key) => key.includes("stage"))) staged++;
-      return isMetaOnly(keys); // the publish commit
-    });
-    const faulty = await KvRealmStorage.openOn(kv, "test", realm);
-    await faulty.load();
-    await assert.rejects(faulty.commit(bigBatch(2)), /simulated crash/);
-    assert.ok(staged >= 2, `staged in ${staged} commits`);
-    await faulty.close();
-    inner.close();
-    const after = await loadCursor(kvPath);
-    assert.deepEqual(after, {
-      cursor: 1,
-      values: new Set(["1"]),
-      count: 3_000,
-    });
-    // The unpublished staging was dropped at open.
-    const check = await Deno.openKv(kvPath);
-    try {
-      let stage = 0;
-      for await (const entry of check.list({ prefix: [] })) {
-        if (entry.key.includes("stage")) stage++;
-      }
-      assert.equal(stage, 0);
-    } finally {
-      check.close();
-    }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
-
-Deno.test("KvRealmStorage: a published batch that died while replaying is finished by the next open", async () => {
-  const { dir, kvPath } = await tempStore();
-  try {
-    const storage = await KvRealmStorage.open(kvPath, realm);
-    await storage.commit(bigBatch(1));
-    await storage.close();
-    const inner = await Deno.openKv(kvPath);
-    let published = false;
-    let replayed = 0;
-    const kv = faultyKv(inner, (keys) => {
-      if (isMetaOnly(keys) && !published) {
-        published = true;
-        return false;
-      }
-      if (published && keys.some((key) => key.includes("o"))) {
-        // Let one replay commit through, then die.
-        return ++replayed > 1;
-      }
+      if (hasMeta(keys)) return true; // the publishing commit
+      written++;
       return false;
     });
     const faulty = await KvRealmStorage.openOn(kv, "test", realm);
     await faulty.load();
     await assert.rejects(faulty.commit(bigBatch(2)), /simulated crash/);
+    assert.ok(written >= 2, `unpublished parts in ${written} commits`);
     await faulty.close();
     inner.close();
-    assert.ok(published);
-    const after = await loadCursor(kvPath);
+    const keysAfterCrash = await keyCount(kvPath);
+    assert.ok(keysAfterCrash > keysBefore, `${keysAfterCrash} ${keysBefore}`);
+    const after = await loadAll(kvPath);
     assert.deepEqual(after, {
-      cursor: 2,
-      values: new Set(["2"]),
+      cursor: 1,
+      values: new Set(["1"]),
       count: 3_000,
     });
+    // The load deleted the unpublished parts.
+    assert.equal(await keyCount(kvPath), keysBefore);
+    // The next batch lands where the dead one was, and reads back whole.
+    const again = await KvRealmStorage.open(kvPath, realm);
+    await again.load();
+    await again.commit(bigBatch(3));
+    await again.close();
+    assert.deepEqual(await loadAll(kvPath), {
+      cursor: 3,
+      values: new Set(["3"]),
+      count: 3_000,
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("KvRealmStorage: 300 commits are folded into a snapshot; a snapshot that died before it was published leaves the log readable", async () => {
+  const { dir, kvPath } = await tempStore();
+  try {
+    // Writes the store header.
+    await (await KvRealmStorage.open(kvPath, realm)).close();
+    const inner = await Deno.openKv(kvPath);
+    let failSnapshot = true;
+    let snapshots = 0;
+    const kv = faultyKv(inner, (keys) => {
+      if (!keys.some((key) => key.includes("snap"))) return false;
+      if (!hasMeta(keys)) return false;
+      snapshots++;
+      return failSnapshot;
+    });
+    const storage = await KvRealmStorage.openOn(kv, "test", realm);
+    await storage.load();
+    let failed = 0;
+    for (let version = 1; version <= 300; version++) {
+      const record = emptyRecord("T", `o${version % 50}`);
+      const stamp = { time: version, counter: 0, node: 7 };
+      record.putStamp = stamp;
+      record.fields.set("v", { value: `${version}:x`, stamp });
+      const batch = {
+        meta: { ...meta, lastClientVersion: version, downloadCursor: version },
+        records: [record],
+        append: [],
+      };
+      try {
+        await storage.commit(batch);
+      } catch (error) {
+        // The commit itself was published before the snapshot failed.
+        assert.match(String(error), /simulated crash/);
+        failed++;
+        failSnapshot = false;
+      }
+    }
+    await storage.close();
+    inner.close();
+    assert.equal(failed, 1);
+    assert.ok(snapshots >= 2, `${snapshots} snapshots`);
+    const after = await loadAll(kvPath);
+    assert.equal(after.cursor, 300);
+    assert.equal(after.count, 50);
+    // Each object holds its last write.
+    const reopened = await KvRealmStorage.open(kvPath, realm);
+    try {
+      const { records } = await reopened.load();
+      const o0 = records.find((r) => r.id === "o0");
+      assert.equal(o0?.fields.get("v")?.value, "300:x");
+    } finally {
+      await reopened.close();
+    }
+    // The log was folded: far fewer keys than commits.
+    assert.ok(await keyCount(kvPath) < 100);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -276,10 +314,14 @@ Deno.test("KvRealmStorage: a value that does not decode is refused at load, nami
   const { dir, kvPath } = await tempStore();
   try {
     const storage = await KvRealmStorage.open(kvPath, realm);
-    await storage.commit({ meta, records: [], append: [] });
+    const record = emptyRecord("T", "a");
+    record.putStamp = { time: 1, counter: 0, node: 7 };
+    await storage.commit({ meta, records: [record], append: [] });
     await storage.close();
     const kv = await Deno.openKv(kvPath);
-    const key = ["tether", "v1", "realm", "u1", "/u1/r", "o", "T", "bad"];
+    // The published log entry of that commit, overwritten with garbage.
+    const key = ["tether", "v1", "realm", "u1", "/u1/r", "log", 0];
+    assert.ok((await kv.get(key)).value instanceof Uint8Array);
     await kv.set(key, new Uint8Array([1, 2, 3]));
     kv.close();
     const again = await KvRealmStorage.open(kvPath, realm);
