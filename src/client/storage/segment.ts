@@ -10,7 +10,6 @@
 import type { Instruction, UploadChangeset } from "../../model/changeset.ts";
 import type { Hlc } from "../../model/hlc.ts";
 import {
-  applyInstruction,
   emptyRecord,
   type ObjectRecord,
   recordToInstructions,
@@ -95,6 +94,26 @@ export function encodeSegment(
   return out;
 }
 
+/**
+ * Rebuilds a record from the instructions `recordToInstructions` made of
+ * it: they are its state (a delete stamp, a put with the fields it set,
+ * updates with theirs), so they are set directly, not merged.
+ */
+function restoreInstruction(record: ObjectRecord, instruction: Instruction) {
+  const stamp = instruction.stamp;
+  if (stamp === null) throw new RangeError("a stored instruction has no stamp");
+  if (instruction.op === "delete") {
+    record.deleteStamp = stamp;
+    return;
+  }
+  if (instruction.op === "put") record.putStamp = stamp;
+  const fields = instruction.fields;
+  if (fields === null) return;
+  for (const name of Object.keys(fields)) {
+    record.fields.set(name, { value: fields[name]!, stamp });
+  }
+}
+
 function recordName(type: string, id: string): string {
   return `${type.length}:${type}${id}`;
 }
@@ -139,7 +158,7 @@ export function decodeSegment(
           records.set(name, record);
           fresh.add(name);
         }
-        applyInstruction(record, instruction, instruction.stamp ?? BLOCK_STAMP);
+        restoreInstruction(record, instruction);
       }
     } else if (kind === CHANGESET) {
       const changeset = decodeUploadChangeset(frame);
