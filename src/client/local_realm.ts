@@ -2,9 +2,9 @@
 
 import type { Instruction, UploadChangeset } from "../model/changeset.ts";
 import { type Hlc, HLC_MAX_NODE, HlcClock } from "../model/hlc.ts";
-import {
-  type ObjectChange as ModelChange,
-  type ObjectRecord,
+import type {
+  ObjectChange as ModelChange,
+  ObjectRecord,
 } from "../model/merge.ts";
 import { ObjectStore } from "../model/object_store.ts";
 import { cloneValue, defineField, type Fields } from "../model/value.ts";
