@@ -162,8 +162,7 @@ export const ERROR_CODES = {
     code: 308,
     isFatal: true,
     tryAgain: false,
-    description:
-      "The local store is not a Tether store, is newer, or does not decode",
+    description: "The local store is foreign, newer, or does not decode",
   },
 } as const;
 
