@@ -39,8 +39,14 @@ const MAX_OPERATION_BYTES = 780_000;
 const MAX_OPERATION_KEY_BYTES = 78_000;
 /** The longest user id + realm path a prefix may hold (keys ≤ 2 KiB). */
 const MAX_PREFIX_BYTES = 1024;
-/** Log entries that trigger a snapshot (bounds the keys a load lists). */
-const MAX_LOG_ENTRIES = 256;
+/**
+ * Log entries after which a snapshot is taken once the log holds an eighth
+ * of the snapshot's bytes: rewriting a large realm for a few small commits
+ * would cost more than listing them at the next load.
+ */
+const LOG_ENTRIES = 256;
+/** Log entries after which a snapshot is taken anyway (~75 µs each to list). */
+const MAX_LOG_ENTRIES = 4096;
 /** Log bytes that trigger a snapshot when they exceed the snapshot's. */
 const MIN_LOG_BYTES_TO_COMPACT = 1 << 20;
 
@@ -186,7 +192,8 @@ function layoutOf(value: StoredMetaValue): Layout {
  * A commit writes its log entry (in as many atomic operations as Deno KV's
  * limits require) and then publishes it with the meta record in the last
  * one, so an entry a crash left unpublished is ignored and deleted at the
- * next load. Every 256 entries (or when the log outgrows the snapshot) the
+ * next load. When the log grows long (256 entries holding an eighth of the
+ * snapshot's bytes, or 4,096 entries, or more bytes than the snapshot) the
  * realm is rewritten as a new snapshot, published the same way.
  *
  * @example A realm that survives a reopen
@@ -330,8 +337,11 @@ export class KvRealmStorage implements RealmStorage {
       if (!this.#clean) await this.#loadAndClean();
       await this.#commit(batch);
       const layout = this.#layout;
+      const entries = layout.logEnd - layout.logStart;
       if (
-        layout.logEnd - layout.logStart >= MAX_LOG_ENTRIES ||
+        entries >= MAX_LOG_ENTRIES ||
+        (entries >= LOG_ENTRIES &&
+          layout.logBytes * 8 >= layout.snapshotBytes) ||
         (layout.logBytes >= MIN_LOG_BYTES_TO_COMPACT &&
           layout.logBytes > layout.snapshotBytes)
       ) {
