@@ -98,6 +98,29 @@ export {
 } from "./src/protocol/error_codes.ts";
 export type { Fields, Value } from "./src/model/value.ts";
 export {
+  compareValues,
+  ValueKind,
+  valueKind,
+} from "./src/model/value_order.ts";
+export type {
+  FieldCondition,
+  Query,
+  Scalar,
+  SortKey,
+  SortSpec,
+  Where,
+} from "./src/model/query.ts";
+export type {
+  CountOptions,
+  LiveQueryOptions,
+  WatchObjectOptions,
+} from "./src/client/live_query.ts";
+export type {
+  CollectionChanges,
+  LiveQueryUpdate,
+  ObjectUpdate,
+} from "./src/client/query_engine.ts";
+export {
   ProtocolError,
   type ProtocolErrorCode,
 } from "./src/protocol/protocol_error.ts";

@@ -14,6 +14,7 @@ import { encodeUploadChangeset } from "../protocol/encode.ts";
 import { DEFAULT_LIMITS } from "../protocol/limits.ts";
 import type { ClientIdentity, DownloadMessage } from "../protocol/messages.ts";
 import { ProtocolError } from "../protocol/protocol_error.ts";
+import { QueryEngine } from "./query_engine.ts";
 import { finishTransaction, Transaction } from "./transaction.ts";
 import type { RealmMeta, RealmStorage } from "./storage/storage.ts";
 
@@ -160,6 +161,14 @@ export class LocalRealm {
   #queue: Promise<unknown> = Promise.resolve();
   #listeners = new Set<LocalRealmListener>();
   #closed = false;
+  /**
+   * Indexes, queries and live queries (src/client/query_engine.ts); every
+   * commit hands it the objects it changed.
+   */
+  readonly queries: QueryEngine = new QueryEngine({
+    get: (type, id) => this.#store.get(type, id),
+    objects: (type) => this.#store.objects(type),
+  });
 
   /** Use {@linkcode LocalRealm.open}. */
   constructor(
@@ -304,6 +313,7 @@ export class LocalRealm {
     };
     const bytes = checkEncodable(changeset);
     const changes = this.#store.apply(changeset.stamp, instructions);
+    this.queries.applied(changes);
     const meta = { ...this.#meta, lastClientVersion: changeset.clientVersion };
     await this.#storage.commit({
       meta,
@@ -343,6 +353,7 @@ export class LocalRealm {
           touched.push(instruction);
         }
       }
+      this.queries.applied(changes);
       const acknowledged = Math.max(
         this.#meta.acknowledgedClientVersion,
         Math.min(

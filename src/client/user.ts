@@ -18,6 +18,7 @@ import {
 } from "./realm.ts";
 import { MemoryStorage } from "./storage/memory.ts";
 import { SyncError } from "./sync_error.ts";
+import { checkIndexes } from "./live_query.ts";
 import {
   closeSyncSession,
   createSyncSession,
@@ -89,6 +90,14 @@ export interface RealmConfig {
    * opened.
    */
   signal?: AbortSignal;
+  /**
+   * Fields to index per type, e.g. `{ Task: ["done", "ownerId"] }`: a query
+   * whose top-level conjunction has an equality, `in` or range condition on
+   * one of them reads the index instead of scanning the type. Maintained on
+   * every commit (local, downloaded, bootstrap). Opening a path again adds
+   * its indexes to those it has. See docs/CLIENT.md "Querying".
+   */
+  indexes?: { readonly [type: string]: readonly string[] };
 }
 
 /** What a user needs from its app (internal). */
@@ -194,6 +203,7 @@ function checkConfig(config: RealmConfig): void {
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
     throw new TypeError("Cannot open realm: signal must be an AbortSignal");
   }
+  checkIndexes(config.indexes);
 }
 
 /**
@@ -350,6 +360,9 @@ export class User {
     }
     if (core === undefined) {
       throw new TypeError(`Cannot open realm: ${config.path} keeps closing`);
+    }
+    if (config.indexes !== undefined) {
+      core.local.queries.ensureIndexes(config.indexes);
     }
     const realm = createRealm(core);
     core.handles.add(realm);
