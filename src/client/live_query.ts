@@ -131,7 +131,9 @@ export function watchObjects<T>(
   options: LiveQueryOptions<T> | undefined,
 ): ReadableStream<LiveQueryUpdate<T>> {
   checkName("type", type);
-  if (options !== undefined && (typeof options !== "object" || options === null)) {
+  if (
+    options !== undefined && (typeof options !== "object" || options === null)
+  ) {
     // compileQuery names the problem.
     compileQuery(options);
   }

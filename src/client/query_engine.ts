@@ -15,6 +15,7 @@ import {
   type Value,
   valuesEqual,
 } from "../model/value.ts";
+import { BlockList } from "./entry_list.ts";
 import type { RealmObject } from "./realm.ts";
 
 /**
@@ -122,11 +123,11 @@ interface Entry {
 
 /** A live query's result at one commit, materialized when read. */
 export interface LiveSnapshot {
-  readonly entries: readonly Entry[];
+  /** The result's blocks at that commit (never changed afterwards). */
+  readonly blocks: readonly (readonly Entry[])[];
   readonly start: number;
   readonly end: number;
   readonly changes: CollectionChanges;
-  readonly query: LiveQuery;
 }
 
 /** A registered live query (internal). */
@@ -134,10 +135,8 @@ export interface LiveQuery {
   readonly type: string;
   readonly compiled: CompiledQuery;
   /** Every matching object, in query order (the window is cut on read). */
-  sorted: Entry[];
+  sorted: BlockList<Entry>;
   members: Map<string, Entry>;
-  /** Whether a snapshot not yet read shares `sorted` (copy before writing). */
-  shared: boolean;
   deliver(snapshot: LiveSnapshot): void;
 }
 
@@ -176,32 +175,28 @@ export function copyFields(fields: Fields): Fields {
 /** Turns a snapshot into the item a reader sees. */
 export function materialize<T>(snapshot: LiveSnapshot): LiveQueryUpdate<T> {
   const objects: RealmObject[] = [];
-  for (let index = snapshot.start; index < snapshot.end; index++) {
-    const entry = snapshot.entries[index]!;
-    entry.object ??= deepFreeze({ id: entry.id, fields: copyFields(entry.fields) });
-    objects.push(entry.object);
+  let skip = snapshot.start;
+  let take = snapshot.end - snapshot.start;
+  for (const block of snapshot.blocks) {
+    if (take === 0) break;
+    if (skip >= block.length) {
+      skip -= block.length;
+      continue;
+    }
+    for (let index = skip; index < block.length && take > 0; index++, take--) {
+      const entry = block[index]!;
+      entry.object ??= deepFreeze({
+        id: entry.id,
+        fields: copyFields(entry.fields),
+      });
+      objects.push(entry.object);
+    }
+    skip = 0;
   }
-  // The newest snapshot was read: the next commit may patch in place.
-  if (snapshot.query.sorted === snapshot.entries) snapshot.query.shared = false;
   return {
     objects: objects as RealmObject<unknown>[] as RealmObject<T>[],
     changes: snapshot.changes,
   };
-}
-
-function lowerBound(
-  entries: readonly Entry[],
-  entry: Entry,
-  compare: (a: Entry, b: Entry) => number,
-): number {
-  let low = 0;
-  let high = entries.length;
-  while (low < high) {
-    const middle = (low + high) >>> 1;
-    if (compare(entries[middle]!, entry) < 0) low = middle + 1;
-    else high = middle;
-  }
-  return low;
 }
 
 /** How many of the ascending `indexes` are below `index`. */
@@ -403,17 +398,11 @@ export class QueryEngine {
     compiled: CompiledQuery,
     deliver: (snapshot: LiveSnapshot) => void,
   ): { first: LiveSnapshot; remove: () => void } {
-    const sorted = this.#select(type, compiled);
+    const selected = this.#select(type, compiled);
     const members = new Map<string, Entry>();
-    for (const entry of sorted) members.set(entry.id, entry);
-    const query: LiveQuery = {
-      type,
-      compiled,
-      sorted,
-      members,
-      shared: true,
-      deliver,
-    };
+    for (const entry of selected) members.set(entry.id, entry);
+    const sorted = BlockList.from(selected);
+    const query: LiveQuery = { type, compiled, sorted, members, deliver };
     let set = this.#queries.get(type);
     if (set === undefined) {
       set = new Set();
@@ -428,11 +417,10 @@ export class QueryEngine {
     let removed = false;
     return {
       first: {
-        entries: sorted,
+        blocks: sorted.snapshot(),
         start,
         end,
         changes: { insertions, deletions: [], modifications: [] },
-        query,
       },
       remove: () => {
         if (removed) return;
@@ -569,19 +557,15 @@ export class QueryEngine {
     const oldLength = query.sorted.length;
     for (const item of touched) {
       if (item.old !== undefined) {
-        item.oldIndex = lowerBound(query.sorted, item.old, compare);
+        item.oldIndex = query.sorted.lowerBound(item.old, compare);
       }
-    }
-    if (query.shared) {
-      query.sorted = query.sorted.slice();
-      query.shared = false;
     }
     const sorted = query.sorted;
     const removals: number[] = [];
     const additions: Entry[] = [];
     for (const item of touched) {
       if (item.kind === "stay") {
-        sorted[item.oldIndex] = item.fresh!;
+        sorted.replaceAt(item.oldIndex, item.fresh!);
         query.members.set(item.fresh!.id, item.fresh!);
         continue;
       }
@@ -596,18 +580,18 @@ export class QueryEngine {
     if (removals.length + additions.length <= MERGE_THRESHOLD) {
       removals.sort(ascending);
       for (let i = removals.length - 1; i >= 0; i--) {
-        sorted.splice(removals[i]!, 1);
+        sorted.removeAt(removals[i]!);
       }
-      for (const entry of additions) {
-        sorted.splice(lowerBound(sorted, entry, compare), 0, entry);
-      }
+      for (const entry of additions) sorted.insert(entry, compare);
     } else {
-      query.sorted = mergeInto(sorted, removals, additions, compare);
+      query.sorted = BlockList.from(
+        mergeInto(sorted.toArray(), removals, additions, compare),
+      );
     }
     const result = query.sorted;
     for (const item of touched) {
       if (item.fresh !== undefined) {
-        item.newIndex = lowerBound(result, item.fresh, compare);
+        item.newIndex = result.lowerBound(item.fresh, compare);
       }
     }
     const changes = diffWindow(touched, oldLength, result.length, compiled);
@@ -617,13 +601,11 @@ export class QueryEngine {
     ) {
       return;
     }
-    query.shared = true;
     query.deliver({
-      entries: result,
+      blocks: result.snapshot(),
       start: Math.min(compiled.offset, result.length),
       end: Math.min(compiled.offset + compiled.limit, result.length),
       changes,
-      query,
     });
   }
 }

@@ -6,8 +6,8 @@ import {
   type CountOptions,
   type LiveQueryOptions,
   type LiveStreamHooks,
-  queryObjects,
   queryCount,
+  queryObjects,
   type WatchObjectOptions,
   watchObjects,
   watchOneObject,
@@ -302,7 +302,9 @@ export class Realm {
   objects<T = Fields>(type: string, query?: Query<T>): RealmObject<T>[] {
     this.#checkOpen("read");
     if (query === undefined) {
-      return this.#core.local.objects(type) as RealmObject<unknown>[] as RealmObject<T>[];
+      return this.#core.local.objects(type) as RealmObject<
+        unknown
+      >[] as RealmObject<T>[];
     }
     return queryObjects<T>(this.#core.local.queries, type, query);
   }

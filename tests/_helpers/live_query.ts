@@ -14,24 +14,46 @@ export function assertPatches<T>(
 ): void {
   const { objects, changes } = update;
   const rows = [...previous];
-  for (const list of [changes.deletions, changes.insertions, changes.modifications]) {
+  for (
+    const list of [changes.deletions, changes.insertions, changes.modifications]
+  ) {
     for (let i = 1; i < list.length; i++) {
-      assert.ok(list[i - 1]! < list[i]!, `${label}: indexes ascend and are unique`);
+      assert.ok(
+        list[i - 1]! < list[i]!,
+        `${label}: indexes ascend and are unique`,
+      );
     }
   }
   for (let i = changes.deletions.length - 1; i >= 0; i--) {
     const index = changes.deletions[i]!;
-    assert.ok(index >= 0 && index < rows.length, `${label}: deletion ${index} in range`);
+    assert.ok(
+      index >= 0 && index < rows.length,
+      `${label}: deletion ${index} in range`,
+    );
     rows.splice(index, 1);
   }
   for (const index of changes.insertions) {
-    assert.ok(index >= 0 && index <= rows.length, `${label}: insertion ${index} in range`);
+    assert.ok(
+      index >= 0 && index <= rows.length,
+      `${label}: insertion ${index} in range`,
+    );
     rows.splice(index, 0, objects[index]!);
   }
   for (const index of changes.modifications) {
-    assert.ok(index >= 0 && index < rows.length, `${label}: modification ${index} in range`);
-    assert.equal(rows[index]!.id, objects[index]!.id, `${label}: modified in place`);
+    assert.ok(
+      index >= 0 && index < rows.length,
+      `${label}: modification ${index} in range`,
+    );
+    assert.equal(
+      rows[index]!.id,
+      objects[index]!.id,
+      `${label}: modified in place`,
+    );
     rows[index] = objects[index]!;
   }
-  assert.deepEqual(rows, objects, `${label}: the change set patches the previous result into the new one`);
+  assert.deepEqual(
+    rows,
+    objects,
+    `${label}: the change set patches the previous result into the new one`,
+  );
 }

@@ -14,7 +14,10 @@ Deno.test("A remote transaction reaches the other client's realm.watch() as the 
   const a = await anonymousClient(server.url);
   const b = await anonymousClient(server.url);
   try {
-    await using realmA = await a.user.openRealm({ path: "/shared/todos", waitForDownload: true });
+    await using realmA = await a.user.openRealm({
+      path: "/shared/todos",
+      waitForDownload: true,
+    });
     await using realmB = await b.user.openRealm({
       path: "/shared/todos",
       waitForDownload: true,
@@ -58,14 +61,24 @@ Deno.test("A remote transaction reaches the other client's realm.watch() as the 
     assert.deepEqual(update.objects.map((o) => o.id), ["t1", "t4"]);
     // t2 left; t1 changed its sort key but kept its place among the objects
     // that stayed, so it is a modification; t4 arrived.
-    assert.deepEqual(update.changes, { insertions: [1], deletions: [0], modifications: [0] });
+    assert.deepEqual(update.changes, {
+      insertions: [1],
+      deletions: [0],
+      modifications: [0],
+    });
     current = update.objects;
     // A remote change to an object outside the result wakes nobody: the
     // next item is the one after it.
     await realmA.write((tx) => tx.update("Task", "t3", { priority: 9 }));
-    await realmA.write((tx) => tx.update("Task", "t4", { title: "Water the plants" }));
+    await realmA.write((tx) =>
+      tx.update("Task", "t4", { title: "Water the plants" })
+    );
     const modified = await next();
-    assert.deepEqual(modified.changes, { insertions: [], deletions: [], modifications: [1] });
+    assert.deepEqual(modified.changes, {
+      insertions: [],
+      deletions: [],
+      modifications: [1],
+    });
     assert.equal(modified.objects[1]!.fields.title, "Water the plants");
     controller.abort();
     assert.equal((await reader.read()).done, true);
@@ -93,8 +106,13 @@ Deno.test("A bootstrap arrives on realm.watch() as items whose change sets patch
         }
       });
     }
-    await realmA.syncSession.waitForUpload({ signal: AbortSignal.timeout(10_000) });
-    await using realmB = await b.user.openRealm({ path: "/shared/many", indexes: { Item: ["even"] } });
+    await realmA.syncSession.waitForUpload({
+      signal: AbortSignal.timeout(10_000),
+    });
+    await using realmB = await b.user.openRealm({
+      path: "/shared/many",
+      indexes: { Item: ["even"] },
+    });
     // Registered before the first DOWNLOAD can be integrated (that needs
     // the socket, a later task).
     const controller = new AbortController();
@@ -104,7 +122,9 @@ Deno.test("A bootstrap arrives on realm.watch() as items whose change sets patch
       limit: 100,
       signal: controller.signal,
     });
-    const download = realmB.syncSession.waitForDownload({ signal: AbortSignal.timeout(10_000) });
+    const download = realmB.syncSession.waitForDownload({
+      signal: AbortSignal.timeout(10_000),
+    });
     let current: RealmObject<{ n: number; even: boolean }>[] | undefined;
     let items = 0;
     const reader = stream.getReader();

@@ -76,7 +76,11 @@ Deno.test("in matches values equal to one of its list, of any kind; never a miss
   const list: Value[] = [-0, 1n, "m", new Date(0), [1], { a: 1 }, null];
   for (const value of SAMPLES) {
     const want = list.some((x) => compareValues(x, value) === 0);
-    assert.equal(matches({ f: { in: list } }, { f: value }), want, String(value));
+    assert.equal(
+      matches({ f: { in: list } }, { f: value }),
+      want,
+      String(value),
+    );
   }
   assert.equal(matches({ f: { in: list } }, {}), false);
   assert.equal(matches({ f: { in: [] } }, { f: 1 }), false);
@@ -135,7 +139,9 @@ Deno.test("$and, $or, $not combine; an entry list is a conjunction", () => {
   assert.ok(matches({ $and: [] }, task));
   assert.ok(!matches({ $or: [] }, task));
   assert.ok(
-    matches({ $or: [{ $and: [{ done: true }] }, { $not: { $not: { priority: 3 } } }] }, task),
+    matches({
+      $or: [{ $and: [{ done: true }] }, { $not: { $not: { priority: 3 } } }],
+    }, task),
   );
 });
 
@@ -151,21 +157,36 @@ Deno.test("sort: keys in order, desc per key, ties by id ascending whatever the 
     ["d", { t: "z" }],
     ["e", { p: 2, t: "a" }],
   );
-  const ids = (query: unknown) => runQuery(compileQuery(query), data).map((r) => r.id);
+  const ids = (query: unknown) =>
+    runQuery(compileQuery(query), data).map((r) => r.id);
   assert.deepEqual(ids({ sort: [["p", "asc"]] }), ["d", "b", "c", "a", "e"]);
   assert.deepEqual(ids({ sort: [["p", "desc"]] }), ["a", "e", "b", "c", "d"]);
-  assert.deepEqual(ids({ sort: [["p", "desc"], ["t", "asc"]] }), ["e", "a", "b", "c", "d"]);
+  assert.deepEqual(ids({ sort: [["p", "desc"], ["t", "asc"]] }), [
+    "e",
+    "a",
+    "b",
+    "c",
+    "d",
+  ]);
   assert.deepEqual(ids({}), ["a", "b", "c", "d", "e"], "without sort: by id");
   assert.deepEqual(ids({ sort: [] }), ["a", "b", "c", "d", "e"]);
-  assert.deepEqual(ids({ sort: [["p", "asc"]], offset: 1, limit: 2 }), ["b", "c"]);
+  assert.deepEqual(ids({ sort: [["p", "asc"]], offset: 1, limit: 2 }), [
+    "b",
+    "c",
+  ]);
   assert.deepEqual(ids({ sort: [["p", "asc"]], offset: 4, limit: 5 }), ["e"]);
   assert.deepEqual(ids({ offset: 9 }), []);
   assert.deepEqual(ids({ limit: 0 }), []);
-  assert.deepEqual(ids({ where: { p: { gte: 2 } }, sort: [["t", "asc"]] }), ["e", "a"]);
+  assert.deepEqual(ids({ where: { p: { gte: 2 } }, sort: [["t", "asc"]] }), [
+    "e",
+    "a",
+  ]);
 });
 
 Deno.test("sort across kinds follows the value order (-0 before 0, numbers before bigints)", () => {
-  const data = rows(["a", { v: 1n }], ["b", { v: 0 }], ["c", { v: -0 }], ["d", { v: "s" }], ["e", { v: null }]);
+  const data = rows(["a", { v: 1n }], ["b", { v: 0 }], ["c", { v: -0 }], ["d", {
+    v: "s",
+  }], ["e", { v: null }]);
   assert.deepEqual(
     runQuery(compileQuery({ sort: [["v", "asc"]] }), data).map((r) => r.id),
     ["e", "c", "b", "a", "d"],
@@ -178,7 +199,10 @@ Deno.test("a malformed query throws a TypeError naming the offending part", () =
     [{ where: { priority: {} } }, /where\.priority has no operator/],
     [{ where: { tags: [1, 2] } }, /where\.tags is an array/],
     [{ where: { f: () => 1 } }, /where\.f must be a value.*function/],
-    [{ where: { f: { eq: () => 1 } } }, /where\.f\.eq must be a value.*function/],
+    [
+      { where: { f: { eq: () => 1 } } },
+      /where\.f\.eq must be a value.*function/,
+    ],
     [{ where: { f: { in: 3 } } }, /where\.f\.in must be an array/],
     [{ where: { f: { in: [1, undefined] } } }, /where\.f\.in\[1\]/],
     [{ where: { f: undefined } }, /where\.f must be a value/],
@@ -188,13 +212,19 @@ Deno.test("a malformed query throws a TypeError naming the offending part", () =
     [{ where: [] }, /where must be a plain object/],
     [{ where: { $nor: [] } }, /where\.\$nor is not a combinator/],
     [{ where: { $and: {} } }, /where\.\$and must be an array/],
-    [{ where: { $or: [{ a: { gt: 1 } }, { b: { nope: 1 } }] } }, /where\.\$or\[1\]\.b\.nope/],
+    [
+      { where: { $or: [{ a: { gt: 1 } }, { b: { nope: 1 } }] } },
+      /where\.\$or\[1\]\.b\.nope/,
+    ],
     [{ where: { $not: [] } }, /where\.\$not must be a plain object/],
     [{ where: { "my field": { x: 1 } } }, /where\["my field"\]\.x/],
     [{ sort: "title" }, /sort must be an array/],
     [{ sort: ["title", "asc"] }, /sort\[0\] must be a \[field/],
     [{ sort: [["title", "up"]] }, /sort\[0\]\[1\] must be "asc" or "desc"/],
-    [{ sort: [["title", "asc"], [3, "asc"]] }, /sort\[1\]\[0\] must be a field name/],
+    [
+      { sort: [["title", "asc"], [3, "asc"]] },
+      /sort\[1\]\[0\] must be a field name/,
+    ],
     [{ limit: -1 }, /limit must be a non-negative integer, got -1/],
     [{ limit: 1.5 }, /limit must be a non-negative integer/],
     [{ limit: "5" }, /limit must be a non-negative integer/],
@@ -215,7 +245,15 @@ Deno.test("indexable conditions come from the top-level conjunction only", () =>
   const fields = (query: unknown) =>
     compileQuery(query).indexable.map((c) => `${c.field}:${c.op}`);
   assert.deepEqual(
-    fields({ where: { a: 1, b: { in: [1] }, c: { gt: 1, lte: 5 }, d: { ne: 1 }, $and: [{ e: 2 }] } }),
+    fields({
+      where: {
+        a: 1,
+        b: { in: [1] },
+        c: { gt: 1, lte: 5 },
+        d: { ne: 1 },
+        $and: [{ e: 2 }],
+      },
+    }),
     ["a:eq", "b:in", "c:range", "e:eq"],
   );
   assert.deepEqual(fields({ where: { $or: [{ a: 1 }], $not: { b: 1 } } }), []);

@@ -94,7 +94,10 @@ Deno.test("compareValues(): -0 is not 0, 1 is not 1n, NaN equals NaN, equal comp
   assert.ok(compareValues(10, 1n) < 0);
   assert.equal(compareValues(NaN, NaN), 0);
   assert.equal(compareValues(new Date(5), new Date(5)), 0);
-  assert.equal(compareValues(new Uint8Array([1, 2]), new Uint8Array([1, 2])), 0);
+  assert.equal(
+    compareValues(new Uint8Array([1, 2]), new Uint8Array([1, 2])),
+    0,
+  );
   assert.equal(compareValues({ a: 1, b: [2] }, { b: [2], a: 1 }), 0);
   assert.notEqual(compareValues([0], [-0]), 0);
   assert.notEqual(compareValues("1", 1), 0);
