@@ -249,23 +249,15 @@ export class Realm {
   }
 
   /**
-   * Reads every live object of one type, in the order they were first
-   * seen.
-   *
-   * @param type The type name.
-   * @returns Copies of the objects with their ids.
-   * @throws {TypeError} When the realm is closed.
-   */
-  objects(type: string): RealmObject[];
-  /**
-   * Runs a query over the live objects of one type: filter with `where`,
+   * Reads the live objects of one type. Without a query: every one, in the
+   * order they were first seen. With one: filter with `where`,
    * order with `sort` (ties and the order without `sort`: by id), then skip
    * `offset` and keep `limit`. Uses an index (`openRealm({ indexes })`)
    * when the filter's top-level conjunction has an equality, `in` or range
    * condition on an indexed field. See docs/CLIENT.md "Querying".
    *
    * @param type The type name.
-   * @param query `where`, `sort`, `limit`, `offset`.
+   * @param query `where`, `sort`, `limit`, `offset` (optional).
    * @returns Copies of the matching objects with their ids, in order.
    * @throws {TypeError} When the realm is closed, or for a malformed query
    *   (the message names the offending part, e.g. `where.priority.between`).
@@ -298,7 +290,6 @@ export class Realm {
    * assert.deepEqual(open.map((task) => task.fields.title), ["Call mum", "Buy milk"]);
    * ```
    */
-  objects<T = Fields>(type: string, query: Query<T>): RealmObject<T>[];
   objects<T = Fields>(type: string, query?: Query<T>): RealmObject<T>[] {
     this.#checkOpen("read");
     if (query === undefined) {

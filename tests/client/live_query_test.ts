@@ -559,3 +559,21 @@ Deno.test("realm.objects(type, query), count() and openRealm({ indexes }) throug
     await client.app.close();
   }
 });
+
+Deno.test("realm.objects<T>(type) without a query is typed and keeps its order", async () => {
+  await using server = await startTestServer();
+  const client = await anonymousClient(server.url);
+  try {
+    await using realm = await client.user.openRealm({ path: "/~/todos" });
+    await realm.write((tx) => {
+      tx.put("Task", "b", { title: "first" });
+      tx.put("Task", "a", { title: "second" });
+    });
+    const all: RealmObject<{ title: string }>[] = realm.objects<
+      { title: string }
+    >("Task");
+    assert.deepEqual(all.map((o) => o.fields.title), ["first", "second"]);
+  } finally {
+    await client.app.close();
+  }
+});
