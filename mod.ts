@@ -108,6 +108,8 @@ export type {
   Scalar,
   SortKey,
   SortSpec,
+  TypedWhere,
+  UntypedWhere,
   Where,
 } from "./src/model/query.ts";
 export type {

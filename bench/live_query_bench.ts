@@ -198,7 +198,7 @@ for (
     name: `bootstrap, ${name}`,
     group: "bootstrap of 100k objects (100 DOWNLOADs of 1,000)",
     baseline: name === "none",
-    n: 5,
+    n: 3,
     warmup: 1,
     async fn() {
       await runBootstrap(options);

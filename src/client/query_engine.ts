@@ -147,9 +147,6 @@ interface ObjectWatcher {
   deliver(update: ObjectUpdate): void;
 }
 
-/** Above this many touched objects a live query merges instead of splicing. */
-const MERGE_THRESHOLD = 16;
-
 function deepFreeze<T>(value: T): T {
   if (
     value !== null && typeof value === "object" &&
@@ -577,17 +574,13 @@ export class QueryEngine {
         query.members.delete(item.old!.id);
       }
     }
-    if (removals.length + additions.length <= MERGE_THRESHOLD) {
-      removals.sort(ascending);
-      for (let i = removals.length - 1; i >= 0; i--) {
-        sorted.removeAt(removals[i]!);
-      }
-      for (const entry of additions) sorted.insert(entry, compare);
-    } else {
-      query.sorted = BlockList.from(
-        mergeInto(sorted.toArray(), removals, additions, compare),
-      );
+    // Blocks keep each step O(log n + block size), so a bootstrap batch of
+    // k objects costs k steps, not a pass over the whole result.
+    removals.sort(ascending);
+    for (let i = removals.length - 1; i >= 0; i--) {
+      sorted.removeAt(removals[i]!);
     }
+    for (const entry of additions) sorted.insert(entry, compare);
     const result = query.sorted;
     for (const item of touched) {
       if (item.fresh !== undefined) {
@@ -608,41 +601,6 @@ export class QueryEngine {
       changes,
     });
   }
-}
-
-/**
- * Removes the entries at `removals` and merges the sorted-on-the-spot
- * `additions` in one pass: O(result + touched·log touched), for big
- * transactions (bootstrap batches) where splicing one by one would cost
- * O(result) each.
- */
-function mergeInto(
-  sorted: readonly Entry[],
-  removals: number[],
-  additions: Entry[],
-  compare: (a: Entry, b: Entry) => number,
-): Entry[] {
-  removals.sort(ascending);
-  additions.sort(compare);
-  const result: Entry[] = new Array(
-    sorted.length - removals.length + additions.length,
-  );
-  let out = 0;
-  let next = 0;
-  let removal = 0;
-  for (let index = 0; index < sorted.length; index++) {
-    if (removal < removals.length && removals[removal] === index) {
-      removal++;
-      continue;
-    }
-    const entry = sorted[index]!;
-    while (next < additions.length && compare(additions[next]!, entry) < 0) {
-      result[out++] = additions[next++]!;
-    }
-    result[out++] = entry;
-  }
-  while (next < additions.length) result[out++] = additions[next++]!;
-  return result;
 }
 
 /**

@@ -290,7 +290,10 @@ export class Realm {
    * assert.deepEqual(open.map((task) => task.fields.title), ["Call mum", "Buy milk"]);
    * ```
    */
-  objects<T = Fields>(type: string, query?: Query<T>): RealmObject<T>[] {
+  objects<T = Fields>(
+    type: string,
+    query?: Query<NoInfer<T>>,
+  ): RealmObject<T>[] {
     this.#checkOpen("read");
     if (query === undefined) {
       return this.#core.local.objects(type) as RealmObject<
@@ -332,7 +335,10 @@ export class Realm {
    * assert.equal(realm.count("Task"), 2);
    * ```
    */
-  count<T = Fields>(type: string, options?: CountOptions<T>): number {
+  count<T = Fields>(
+    type: string,
+    options?: CountOptions<NoInfer<T>>,
+  ): number {
     this.#checkOpen("count");
     return queryCount(this.#core.local.queries, type, options);
   }
@@ -396,7 +402,7 @@ export class Realm {
    */
   watch<T = Fields>(
     type: string,
-    options?: LiveQueryOptions<T>,
+    options?: LiveQueryOptions<NoInfer<T>>,
   ): ReadableStream<LiveQueryUpdate<T>> {
     this.#checkOpen("watch");
     return watchObjects<T>(this.#liveHooks(), type, options);

@@ -81,16 +81,58 @@ export interface FieldCondition<V = Value> {
  * console.log(where);
  * ```
  */
-export type Where<T = Fields> =
+export type Where<T = Fields> = string extends keyof T ? UntypedWhere
+  : TypedWhere<T>;
+
+/**
+ * A filter over objects whose fields have a known type `T`: field names
+ * and operand types are checked.
+ *
+ * @example
+ * ```ts
+ * import type { TypedWhere } from "@tether/sync";
+ *
+ * const where: TypedWhere<{ done: boolean }> = { done: false };
+ * console.log(where);
+ * ```
+ */
+export type TypedWhere<T> =
   & { [K in keyof T & string]?: Scalar<T[K]> | null | FieldCondition<T[K]> }
   & {
     /** Every filter matches. */
-    $and?: Where<T>[];
+    $and?: TypedWhere<T>[];
     /** At least one filter matches. */
-    $or?: Where<T>[];
+    $or?: TypedWhere<T>[];
     /** The filter does not match. */
-    $not?: Where<T>;
+    $not?: TypedWhere<T>;
   };
+
+/**
+ * A filter over untyped fields ({@linkcode Fields}): any field name; the
+ * shape is checked at run time.
+ *
+ * @example
+ * ```ts
+ * import type { UntypedWhere } from "@tether/sync";
+ *
+ * const where: UntypedWhere = { $or: [{ a: 1 }, { b: { gt: 2 } }] };
+ * console.log(where);
+ * ```
+ */
+export interface UntypedWhere {
+  [field: string]:
+    | Value
+    | FieldCondition
+    | UntypedWhere
+    | UntypedWhere[]
+    | undefined;
+  /** Every filter matches. */
+  $and?: UntypedWhere[];
+  /** At least one filter matches. */
+  $or?: UntypedWhere[];
+  /** The filter does not match. */
+  $not?: UntypedWhere;
+}
 
 /**
  * One sort key: a field and a direction.
