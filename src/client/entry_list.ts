@@ -17,6 +17,8 @@ export class BlockList<T> {
   /** Blocks created since the last snapshot (the others are shared). */
   #owned = new Set<T[]>();
   #length = 0;
+  /** Index of each block's first item; recomputed after a change. */
+  #starts: number[] | undefined;
 
   /** @param maxBlock Largest block before it is split (tests use small). */
   constructor(maxBlock: number = MAX_BLOCK) {
@@ -61,14 +63,25 @@ export class BlockList<T> {
    */
   lowerBound(item: T, compare: (a: T, b: T) => number): number {
     const { block, offset } = this.#locate(item, compare);
-    let index = offset;
-    for (let b = 0; b < block; b++) index += this.#blocks[b]!.length;
-    return index;
+    if (block === this.#blocks.length) return this.#length;
+    if (this.#starts === undefined) {
+      // Lookups come in runs between changes (a transaction's old
+      // positions, then its new ones): one pass serves the whole run.
+      const starts = new Array<number>(this.#blocks.length);
+      let start = 0;
+      for (let b = 0; b < this.#blocks.length; b++) {
+        starts[b] = start;
+        start += this.#blocks[b]!.length;
+      }
+      this.#starts = starts;
+    }
+    return this.#starts[block]! + offset;
   }
 
   /** Inserts `item` at its place in the order. */
   insert(item: T, compare: (a: T, b: T) => number): void {
     if (this.#blocks.length === 0) {
+      this.#starts = undefined;
       const block = [item];
       this.#blocks.push(block);
       this.#owned.add(block);
@@ -90,6 +103,12 @@ export class BlockList<T> {
     }
   }
 
+  /** The item at `index`. */
+  at(index: number): T {
+    const { block, offset } = this.#at(index);
+    return this.#blocks[block]![offset]!;
+  }
+
   /** Replaces the item at `index` (the order must not change). */
   replaceAt(index: number, item: T): void {
     const { block, offset } = this.#at(index);
@@ -106,6 +125,7 @@ export class BlockList<T> {
   }
 
   #own(block: number): T[] {
+    this.#starts = undefined;
     const items = this.#blocks[block]!;
     if (this.#owned.has(items)) return items;
     const copy = items.slice();

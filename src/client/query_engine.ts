@@ -117,6 +117,8 @@ export interface StoreReader {
 interface Entry {
   readonly id: string;
   readonly fields: Fields;
+  /** The sort fields' values, extracted once. */
+  readonly keys: readonly (Value | undefined)[];
   /** The frozen copy handed to readers, made on first read. */
   object?: RealmObject;
 }
@@ -300,17 +302,21 @@ export class QueryEngine {
     if (candidates === undefined) {
       for (const { id, fields } of this.#read.objects(type)) {
         this.examined++;
-        if (compiled.matches(fields)) result.push({ id, fields });
+        if (compiled.matches(fields)) {
+          result.push({ id, fields, keys: compiled.keysOf(fields) });
+        }
       }
     } else {
       for (const id of candidates) {
         const fields = this.#read.get(type, id);
         if (fields === undefined) continue;
         this.examined++;
-        if (compiled.matches(fields)) result.push({ id, fields });
+        if (compiled.matches(fields)) {
+          result.push({ id, fields, keys: compiled.keysOf(fields) });
+        }
       }
     }
-    result.sort(compiled.compare);
+    result.sort(compiled.compareKeyed);
     return result;
   }
 
@@ -535,7 +541,9 @@ export class QueryEngine {
       let fresh: Entry | undefined;
       if (fields !== undefined) {
         this.examined++;
-        if (compiled.matches(fields)) fresh = { id, fields };
+        if (compiled.matches(fields)) {
+          fresh = { id, fields, keys: compiled.keysOf(fields) };
+        }
       }
       if (old === undefined && fresh === undefined) continue;
       const kind: Kind = old === undefined
@@ -543,14 +551,14 @@ export class QueryEngine {
         : fresh === undefined
         ? "leave"
         : compiled.sorted &&
-            compiled.compareSortKeys(old.fields, fresh.fields) !== 0
+            compiled.compareKeys(old.keys, fresh.keys) !== 0
         ? "move"
         : "stay";
       touched.push({ kind, old, fresh, oldIndex: -1, newIndex: -1 });
     }
     // Nothing in or entering the result: wake nobody.
     if (touched.length === 0) return;
-    const compare = compiled.compare;
+    const compare = compiled.compareKeyed;
     const oldLength = query.sorted.length;
     for (const item of touched) {
       if (item.old !== undefined) {
@@ -582,10 +590,18 @@ export class QueryEngine {
     }
     for (const entry of additions) sorted.insert(entry, compare);
     const result = query.sorted;
+    // Positions past the window's end matter only as "past the end" (the
+    // change set is about the window): one comparison with the window's
+    // last object instead of a search, which keeps big batches cheap.
+    const windowEnd = Math.min(compiled.offset + compiled.limit, result.length);
+    const last = windowEnd > 0 && windowEnd < result.length
+      ? result.at(windowEnd - 1)
+      : undefined;
     for (const item of touched) {
-      if (item.fresh !== undefined) {
-        item.newIndex = result.lowerBound(item.fresh, compare);
-      }
+      if (item.fresh === undefined) continue;
+      item.newIndex = last !== undefined && compare(item.fresh, last) > 0
+        ? Infinity
+        : result.lowerBound(item.fresh, compare);
     }
     const changes = diffWindow(touched, oldLength, result.length, compiled);
     if (

@@ -203,6 +203,13 @@ export interface Row {
   readonly fields: Fields;
 }
 
+/** A row with its sort-key values extracted once (internal). */
+export interface KeyedRow {
+  readonly id: string;
+  /** The values of the sort fields, in sort order (undefined: missing). */
+  readonly keys: readonly (Value | undefined)[];
+}
+
 /** A condition an index can answer (internal): one field, one operator. */
 export type IndexableCondition =
   | { field: string; op: "eq"; value: Value }
@@ -222,6 +229,15 @@ export interface CompiledQuery {
   compare(a: Row, b: Row): number;
   /** The sort keys only (0 when they tie). */
   compareSortKeys(a: Fields, b: Fields): number;
+  /** The values of an object's sort fields, for {@linkcode compareKeyed}. */
+  keysOf(fields: Fields): (Value | undefined)[];
+  /** Row order on extracted keys: the sort keys, then id ascending. */
+  compareKeyed(a: KeyedRow, b: KeyedRow): number;
+  /** Extracted sort keys only (0 when they tie). */
+  compareKeys(
+    a: readonly (Value | undefined)[],
+    b: readonly (Value | undefined)[],
+  ): number;
   /** Whether `sort` has keys (else order is by id alone). */
   readonly sorted: boolean;
   /** `limit`, or Infinity. */
@@ -577,9 +593,34 @@ export function compileQuery(
     }
     return 0;
   };
+  const signs = keys.map((key) => key.sign);
+  const compareKeys = (
+    a: readonly (Value | undefined)[],
+    b: readonly (Value | undefined)[],
+  ): number => {
+    for (let index = 0; index < signs.length; index++) {
+      const x = a[index];
+      const y = b[index];
+      if (Object.is(x, y)) continue;
+      const order = x === undefined
+        ? -1
+        : y === undefined
+        ? 1
+        : compareValues(x, y);
+      if (order !== 0) return order * signs[index]!;
+    }
+    return 0;
+  };
   return {
     matches,
     compareSortKeys,
+    keysOf: (fields) => keys.map(({ field }) => read(fields, field)),
+    compareKeys,
+    compareKeyed: (a, b) => {
+      const order = signs.length === 0 ? 0 : compareKeys(a.keys, b.keys);
+      if (order !== 0) return order;
+      return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+    },
     compare: (a, b) => {
       const order = keys.length === 0 ? 0 : compareSortKeys(a.fields, b.fields);
       if (order !== 0) return order;
