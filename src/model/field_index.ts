@@ -10,7 +10,17 @@ import type { Fields, Value } from "./value.ts";
 
 interface Bucket {
   value: Value;
-  ids: Set<string>;
+  /** One id, or a set of several (a field of unique values needs no sets). */
+  ids: string | Set<string>;
+}
+
+function bucketSize(bucket: Bucket): number {
+  return typeof bucket.ids === "string" ? 1 : bucket.ids.size;
+}
+
+function* bucketIds(bucket: Bucket): IterableIterator<string> {
+  if (typeof bucket.ids === "string") yield bucket.ids;
+  else yield* bucket.ids;
 }
 
 /** A bound of a range lookup. */
@@ -67,22 +77,30 @@ export class FieldIndex {
     if (oldKey === key) return;
     if (oldKey !== undefined) this.#removeFromBucket(oldKey, id);
     this.#keyById.set(id, key);
-    let bucket = this.#buckets.get(key);
+    const bucket = this.#buckets.get(key);
     if (bucket === undefined) {
-      bucket = { value, ids: new Set() };
-      this.#buckets.set(key, bucket);
+      this.#buckets.set(key, { value, ids: id });
       this.#ordered = undefined;
+    } else if (typeof bucket.ids === "string") {
+      if (bucket.ids !== id) bucket.ids = new Set([bucket.ids, id]);
+    } else {
+      bucket.ids.add(id);
     }
-    bucket.ids.add(id);
   }
 
   #removeFromBucket(key: string, id: string): void {
     const bucket = this.#buckets.get(key);
     if (bucket === undefined) return;
-    bucket.ids.delete(id);
-    if (bucket.ids.size === 0) {
+    if (typeof bucket.ids === "string") {
+      if (bucket.ids !== id) return;
       this.#buckets.delete(key);
       this.#ordered = undefined;
+      return;
+    }
+    bucket.ids.delete(id);
+    if (bucket.ids.size === 1) {
+      // Back to one id: the set is not worth keeping.
+      for (const only of bucket.ids) bucket.ids = only;
     }
   }
 
@@ -92,7 +110,7 @@ export class FieldIndex {
    */
   *equal(value: Value): IterableIterator<string> {
     const bucket = this.#buckets.get(valueKey(value));
-    if (bucket !== undefined) yield* bucket.ids;
+    if (bucket !== undefined) yield* bucketIds(bucket);
     if (value === null) yield* this.#missing;
   }
 
@@ -127,7 +145,7 @@ export class FieldIndex {
         const order = compareValues(bucket.value, upper.value);
         if (order > 0 || (order === 0 && !upper.inclusive)) return;
       }
-      yield* bucket.ids;
+      yield* bucketIds(bucket);
     }
   }
 
@@ -142,7 +160,8 @@ export class FieldIndex {
 
   /** An estimate of how many ids {@linkcode equal} would yield. */
   equalCount(value: Value): number {
-    return (this.#buckets.get(valueKey(value))?.ids.size ?? 0) +
+    const bucket = this.#buckets.get(valueKey(value));
+    return (bucket === undefined ? 0 : bucketSize(bucket)) +
       (value === null ? this.#missing.size : 0);
   }
 }
