@@ -312,6 +312,7 @@ export class LocalRealm {
       instructions,
     };
     const bytes = checkEncodable(changeset);
+    this.queries.beforeApply(instructions);
     const changes = this.#store.apply(changeset.stamp, instructions);
     this.queries.applied(changes);
     const meta = { ...this.#meta, lastClientVersion: changeset.clientVersion };
@@ -341,6 +342,7 @@ export class LocalRealm {
       const touched: Instruction[] = [];
       for (const changeset of message.changesets) {
         this.#observe(changeset.stamp, changeset.instructions);
+        this.queries.beforeApply(changeset.instructions);
         for (
           const change of this.#store.apply(
             changeset.stamp,

@@ -17,6 +17,7 @@ import {
 } from "../model/value.ts";
 import { BlockList } from "./entry_list.ts";
 import type { RealmObject } from "./realm.ts";
+import { valueKey } from "../model/value_order.ts";
 
 /**
  * Index changes of one live-query update, Realm-style: `deletions` are
@@ -138,6 +139,12 @@ export interface LiveQuery {
   readonly compiled: CompiledQuery;
   /** Every matching object, in query order (the window is cut on read). */
   sorted: BlockList<Entry>;
+  /**
+   * A top-level equality the query requires (`field` equal to the value
+   * whose key is `key`): only objects holding that value before or after a
+   * commit can concern the query.
+   */
+  readonly route: { field: string; key: string } | undefined;
   members: Map<string, Entry>;
   deliver(snapshot: LiveSnapshot): void;
 }
@@ -251,6 +258,12 @@ export class QueryEngine {
   #queries = new Map<string, Set<LiveQuery>>();
   #objectWatchers = new Map<string, Map<string, Set<ObjectWatcher>>>();
   #active = 0;
+  /** Routed live queries per type: field → value key → queries. */
+  #routes = new Map<string, Map<string, Map<string, Set<LiveQuery>>>>();
+  /** Unrouted live queries per type. */
+  #unrouted = new Map<string, Set<LiveQuery>>();
+  /** Fields before the commit in progress, for routed types only. */
+  #before = new Map<string, Map<string, Fields | undefined>>();
 
   /** @param read Access to the store. */
   constructor(read: StoreReader) {
@@ -405,7 +418,21 @@ export class QueryEngine {
     const members = new Map<string, Entry>();
     for (const entry of selected) members.set(entry.id, entry);
     const sorted = BlockList.from(selected);
-    const query: LiveQuery = { type, compiled, sorted, members, deliver };
+    const equality = compiled.indexable.find((condition) =>
+      condition.op === "eq"
+    );
+    const route = equality?.op === "eq"
+      ? { field: equality.field, key: valueKey(equality.value) }
+      : undefined;
+    const query: LiveQuery = {
+      type,
+      compiled,
+      sorted,
+      members,
+      route,
+      deliver,
+    };
+    this.#addRoute(query);
     let set = this.#queries.get(type);
     if (set === undefined) {
       set = new Set();
@@ -431,6 +458,7 @@ export class QueryEngine {
         const queries = this.#queries.get(type);
         if (queries?.delete(query)) {
           this.#active--;
+          this.#removeRoute(query);
           if (queries.size === 0) this.#queries.delete(type);
         }
       },
@@ -481,12 +509,79 @@ export class QueryEngine {
     };
   }
 
+  #addRoute(query: LiveQuery): void {
+    const { type, route } = query;
+    if (route === undefined) {
+      let set = this.#unrouted.get(type);
+      if (set === undefined) {
+        set = new Set();
+        this.#unrouted.set(type, set);
+      }
+      set.add(query);
+      return;
+    }
+    let byField = this.#routes.get(type);
+    if (byField === undefined) {
+      byField = new Map();
+      this.#routes.set(type, byField);
+    }
+    let byKey = byField.get(route.field);
+    if (byKey === undefined) {
+      byKey = new Map();
+      byField.set(route.field, byKey);
+    }
+    let set = byKey.get(route.key);
+    if (set === undefined) {
+      set = new Set();
+      byKey.set(route.key, set);
+    }
+    set.add(query);
+  }
+
+  #removeRoute(query: LiveQuery): void {
+    const { type, route } = query;
+    if (route === undefined) {
+      const set = this.#unrouted.get(type);
+      set?.delete(query);
+      if (set?.size === 0) this.#unrouted.delete(type);
+      return;
+    }
+    const byField = this.#routes.get(type)!;
+    const byKey = byField.get(route.field)!;
+    const set = byKey.get(route.key)!;
+    set.delete(query);
+    if (set.size === 0) byKey.delete(route.key);
+    if (byKey.size === 0) byField.delete(route.field);
+    if (byField.size === 0) this.#routes.delete(type);
+  }
+
+  /**
+   * The hook before a commit applies `instructions`: remembers the current
+   * fields of the objects they touch, for types with routed live queries
+   * (a routed query is told about an object only if it held the routing
+   * value before or after). Costs nothing for other types.
+   */
+  beforeApply(instructions: readonly { type: string; id: string }[]): void {
+    if (this.#routes.size === 0) return;
+    for (const { type, id } of instructions) {
+      if (!this.#routes.has(type)) continue;
+      let before = this.#before.get(type);
+      if (before === undefined) {
+        before = new Map();
+        this.#before.set(type, before);
+      }
+      if (!before.has(id)) before.set(id, this.#read.get(type, id));
+    }
+  }
+
   /**
    * The commit hook: `changes` are the objects a transaction (a local write
    * or one integrated DOWNLOAD) changed visibly, already applied to the
    * store. Updates indexes, patches live queries and tells object watchers.
    */
   applied(changes: readonly { type: string; id: string }[]): void {
+    const before = this.#before;
+    if (before.size > 0) this.#before = new Map();
     if (this.#active === 0 || changes.length === 0) return;
     const byType = new Map<string, Set<string>>();
     for (const { type, id } of changes) {
@@ -512,9 +607,13 @@ export class QueryEngine {
           for (let i = 0; i < ids.length; i++) index.set(ids[i]!, now[i]);
         }
       }
-      const queries = this.#queries.get(type);
-      if (queries !== undefined) {
-        for (const query of [...queries]) this.#patch(query, ids, now);
+      const unrouted = this.#unrouted.get(type);
+      if (unrouted !== undefined) {
+        for (const query of [...unrouted]) this.#patch(query, ids, now);
+      }
+      const routes = this.#routes.get(type);
+      if (routes !== undefined) {
+        this.#patchRouted(routes, ids, now, before.get(type));
       }
       const watchers = this.#objectWatchers.get(type);
       if (watchers !== undefined) {
@@ -524,6 +623,49 @@ export class QueryEngine {
           for (const watcher of [...forId]) notify(watcher, now[i]);
         }
       }
+    }
+  }
+
+  /**
+   * Patches the routed live queries a commit may concern: those whose
+   * routing value a touched object held before or holds now.
+   */
+  #patchRouted(
+    routes: Map<string, Map<string, Set<LiveQuery>>>,
+    ids: readonly string[],
+    now: readonly (Fields | undefined)[],
+    before: Map<string, Fields | undefined> | undefined,
+  ): void {
+    const concerned = new Map<LiveQuery, number[]>();
+    const add = (queries: Set<LiveQuery> | undefined, index: number) => {
+      if (queries === undefined) return;
+      for (const query of queries) {
+        const list = concerned.get(query);
+        if (list === undefined) concerned.set(query, [index]);
+        else if (list[list.length - 1] !== index) list.push(index);
+      }
+    };
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i]!;
+      const known = before !== undefined && before.has(id);
+      for (const [field, byKey] of routes) {
+        if (!known) {
+          // No record of the object's past: every routed query may hold it.
+          for (const queries of byKey.values()) add(queries, i);
+          continue;
+        }
+        const old = routeKey(before.get(id), field);
+        const fresh = routeKey(now[i], field);
+        if (old !== undefined) add(byKey.get(old), i);
+        if (fresh !== undefined && fresh !== old) add(byKey.get(fresh), i);
+      }
+    }
+    for (const [query, indexes] of concerned) {
+      this.#patch(
+        query,
+        indexes.map((i) => ids[i]!),
+        indexes.map((i) => now[i]),
+      );
     }
   }
 
@@ -708,6 +850,15 @@ function diffWindow(
   insertions.sort(ascending);
   modifications.sort(ascending);
   return { insertions, deletions, modifications };
+}
+
+/** The routing key of an object's field (a missing field equals null). */
+function routeKey(
+  fields: Fields | undefined,
+  field: string,
+): string | undefined {
+  if (fields === undefined) return undefined;
+  return valueKey(Object.hasOwn(fields, field) ? fields[field]! : null);
 }
 
 function notify(watcher: ObjectWatcher, fields: Fields | undefined): void {

@@ -50,6 +50,10 @@ const QUERIES: unknown[] = [
     limit: 3,
   },
   { where: { t: { ne: "b" } }, sort: [["t", "desc"]], offset: 1, limit: 1 },
+  // Routed by a top-level equality (a missing field routes as null).
+  { where: { p: null }, sort: [["t", "asc"]] },
+  { where: { $and: [{ p: 3 }], d: { eq: false } }, limit: 2 },
+  { where: { t: "a", p: { gte: 1 } }, sort: [["p", "desc"]], offset: 1 },
 ];
 
 function randomFields(prng: Prng): Fields {
