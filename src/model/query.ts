@@ -120,6 +120,7 @@ export type TypedWhere<T> =
  * ```
  */
 export interface UntypedWhere {
+  /** A field's value (equality) or operators, or a combinator's operand. */
   [field: string]:
     | Value
     | FieldCondition
