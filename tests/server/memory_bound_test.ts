@@ -28,10 +28,12 @@ const CHANGESET_BYTES = 32 * 1024;
 const CHANGESETS_PER_FRAME = 8;
 /**
  * What the fast uploader sends without waiting, resent changesets included
- * (`TETHER_MEMORY_PUSH_MB`; the default keeps the test short on a busy
- * machine, docs/SERVER.md gives the figures of a larger run).
+ * (`TETHER_MEMORY_PUSH_MB`). The default is about the least that fails the
+ * test when the server does not bound what it holds (64 MiB pushed peaked at
+ * 62 MiB without the bound, 128 MiB at 125 MiB); docs/SERVER.md gives the
+ * figures of a larger run.
  */
-const PUSHED_BYTES = Number(Deno.env.get("TETHER_MEMORY_PUSH_MB") ?? 64) *
+const PUSHED_BYTES = Number(Deno.env.get("TETHER_MEMORY_PUSH_MB") ?? 128) *
   MiB;
 /**
  * Frames a paced upload keeps unacknowledged: 3 MiB, which the server holds
@@ -462,11 +464,24 @@ function describeFigures(
   } MiB held, ${mb(peak(samples, "rss") - baseline.rss)} MiB rss`;
 }
 
-function assertBounded(baseline: Sample, samples: Sample[]): void {
+/**
+ * Asserts that what the server held stayed under the bound; with `rss`,
+ * its resident size too (what a socket has not written is held outside
+ * the JS heap, so only the resident size shows it; it also counts memory
+ * the allocator keeps after a GC, so it is not asserted where the JS heap
+ * is what can grow).
+ */
+function assertBounded(
+  baseline: Sample,
+  samples: Sample[],
+  options: { rss: boolean },
+): void {
   assert.ok(samples.length > 0);
   const figures = describeFigures(baseline, samples);
   assert.ok(peak(samples, "held") < baseline.held + BOUND_BYTES, figures);
-  assert.ok(peak(samples, "rss") < baseline.rss + BOUND_BYTES, figures);
+  if (options.rss) {
+    assert.ok(peak(samples, "rss") < baseline.rss + BOUND_BYTES, figures);
+  }
 }
 
 async function withServer(
@@ -508,7 +523,7 @@ Deno.test("a client that uploads incompressible data as fast as its socket takes
         }`,
       );
     }
-    assertBounded(baseline, sampler.samples);
+    assertBounded(baseline, sampler.samples, { rss: false });
     assert.ok(outcome.bytesSent >= PUSHED_BYTES);
     assert.equal(outcome.digests.size, outcome.acknowledged);
     assert.equal(after.changesetsIntegrated, outcome.acknowledged);
@@ -557,7 +572,7 @@ Deno.test("a client that stops reading while a large realm downloads keeps the s
           } MiB; ${describeFigures(baseline, samples)}`,
         );
       }
-      assertBounded(baseline, samples);
+      assertBounded(baseline, samples, { rss: true });
       assert.ok(
         stalledAt - baseline.bytesOut < count * CHANGESET_BYTES / 2,
         "the server stopped sending long before the realm was sent",
