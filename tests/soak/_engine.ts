@@ -248,8 +248,8 @@ interface SoakClient {
   readonly app: App;
   readonly proxy: TcpProxy;
   realm: Realm;
-  /** Live own objects, by id, with the fields the client last gave them. */
-  readonly own: Map<string, Record<string, unknown>>;
+  /** Ids of its live own objects, as planned (in write order). */
+  readonly own: Set<string>;
   nextOwn: number;
 }
 
@@ -500,7 +500,8 @@ function planOps(random: Prng, client: SoakClient): Plan[] {
     const roll = random.next();
     let plan: Plan;
     if (roll < 0.4) {
-      const live = [...client.own.keys()].filter((id) => !used.has(id));
+      // An object this write already touched is skipped below.
+      const live = [...client.own];
       if (live.length === 0 || random.next() < 0.2) {
         plan = {
           kind: "own",
@@ -532,7 +533,7 @@ function planOps(random: Prng, client: SoakClient): Plan[] {
     // Keep the owner's view current for the next plan of this write.
     if (plan.kind === "own") {
       if (plan.op === "delete") client.own.delete(plan.id);
-      else client.own.set(plan.id, {});
+      else client.own.add(plan.id);
     }
   }
   return plans;
@@ -600,7 +601,7 @@ export async function runSchedule(
       apps.push(app);
       using bound = deadline(quiesceMs);
       const realm = await openClientRealm(app, bound.signal);
-      clients.push({ index, app, proxy, realm, own: new Map(), nextOwn: 0 });
+      clients.push({ index, app, proxy, realm, own: new Set(), nextOwn: 0 });
     }
 
     const model = new Model();
