@@ -21,7 +21,7 @@ for (const seed of SEEDS) {
       // More faults per write than the long run, so a short schedule meets
       // several kinds.
       faultChance: 0.08,
-      quiesceMs: 20_000,
+      quiesceMs: 30_000,
     });
     assert.deepEqual(result.problems, [], `seed ${seed}`);
     assert.ok(result.kills >= 1, `seed ${seed}: no server kill`);
