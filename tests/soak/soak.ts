@@ -5,11 +5,14 @@
  *
  * Options: `--schedules N` (default 100), `--writes W` (default 1000),
  * `--seed S` (default: random; schedule i uses seed S + i, so
- * `--seed <a failed schedule's seed> --schedules 1` runs it again).
+ * `--seed <a failed schedule's seed> --schedules 1` runs it again),
+ * `--fault-percent P` (default 3: the chance, in percent, that a fault
+ * starts after a write).
  * Later options win, so `deno task soak --schedules 5` overrides the task's.
  */
 import { FAULT_KINDS, type FaultKind, runSchedule } from "./_engine.ts";
 
+/** The last value of `--<name>`, a whole number, or `fallback`. */
 function option(name: string, fallback: number): number {
   const index = Deno.args.lastIndexOf(`--${name}`);
   if (index < 0) return fallback;
@@ -26,7 +29,10 @@ function option(name: string, fallback: number): number {
 const schedules = option("schedules", 100);
 const writes = option("writes", 1000);
 const seed = option("seed", (Math.random() * 2 ** 31) >>> 0);
-console.log(`soak: ${schedules} schedules × ${writes} writes, seed ${seed}`);
+const faultPercent = option("fault-percent", 3);
+console.log(
+  `soak: ${schedules} schedules × ${writes} writes, seed ${seed}, faults after ${faultPercent}% of writes`,
+);
 
 const totals = {
   writes: 0,
@@ -44,7 +50,11 @@ const totals = {
 };
 const started = performance.now();
 for (let index = 0; index < schedules; index++) {
-  const result = await runSchedule({ seed: seed + index, writes });
+  const result = await runSchedule({
+    seed: seed + index,
+    writes,
+    faultChance: faultPercent / 100,
+  });
   totals.writes += result.writes;
   totals.changesets += result.changesets;
   totals.kills += result.kills;
