@@ -88,6 +88,7 @@ export {
   type SyncServer,
 } from "./src/server/serve_sync.ts";
 export type { SyncHandler } from "./src/server/handler.ts";
+export type { JwtProviderOptions } from "./src/server/identity_provider.ts";
 export type {
   Permission,
   PermissionsFunction,

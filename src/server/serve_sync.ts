@@ -9,6 +9,11 @@ import { StatsCounters, type SyncServerStats } from "./stats.ts";
 import { type KvLock, lockKvPath } from "./storage/kv_lock.ts";
 import { delay, type RetryOptions } from "./storage/retry.ts";
 import { TokenAuthority } from "./tokens.ts";
+import {
+  type JwtProviderOptions,
+  type ResolvedJwtProvider,
+  resolveJwtProviderOptions,
+} from "./identity_provider.ts";
 
 /**
  * How users log in; see {@linkcode ServeSyncOptions.auth}.
@@ -39,6 +44,14 @@ export interface AuthOptions {
    * @default {false}
    */
   allowAnonymous?: boolean;
+  /**
+   * Tokens from an identity provider (RS256 / ES256, a public key or a
+   * JWKS URL): `POST /login` with `{"provider": "jwt"}` accepts them, and so
+   * does the HANDSHAKE.
+   *
+   * @default {undefined}
+   */
+  jwt?: JwtProviderOptions;
   /**
    * Lifetime of access tokens issued by `POST /login`, in milliseconds.
    * A connection whose token expires without a REFRESH is closed with
@@ -389,6 +402,7 @@ interface ResolvedSettings {
   port: number;
   hostname: string;
   jwtSecret: string | Uint8Array<ArrayBuffer> | undefined;
+  jwt: ResolvedJwtProvider | undefined;
   allowAnonymous: boolean;
   accessTokenTtlMs: number;
   refreshTokenTtlMs: number;
@@ -429,9 +443,12 @@ function resolveOptions(options: ServeSyncOptions): ResolvedSettings {
     throw new TypeError("Cannot serve: auth.jwtSecret is empty");
   }
   const allowAnonymous = auth.allowAnonymous ?? false;
-  if (jwtSecret === undefined && !allowAnonymous) {
+  const jwt = auth.jwt === undefined
+    ? undefined
+    : resolveJwtProviderOptions(auth.jwt);
+  if (jwtSecret === undefined && jwt === undefined && !allowAnonymous) {
     throw new TypeError(
-      "Cannot serve: no way to log in; set auth.jwtSecret or auth.allowAnonymous",
+      "Cannot serve: no way to log in; set auth.jwtSecret, auth.jwt or auth.allowAnonymous",
     );
   }
   if (
@@ -445,6 +462,7 @@ function resolveOptions(options: ServeSyncOptions): ResolvedSettings {
     port: integer("port", options.port ?? DEFAULTS.port, 0, 65535),
     hostname: options.hostname ?? DEFAULTS.hostname,
     jwtSecret,
+    jwt,
     allowAnonymous,
     accessTokenTtlMs: integer(
       "auth.accessTokenTtlMs",
@@ -653,6 +671,8 @@ class SyncServerInstance implements SyncServer {
     const retry: RetryOptions = { signal: lifetime.signal, onRetry };
     const tokens = await TokenAuthority.open(store.kv, {
       jwtSecret: settings.jwtSecret,
+      jwt: settings.jwt,
+      log,
       allowAnonymous: settings.allowAnonymous,
       accessTokenTtlMs: settings.accessTokenTtlMs,
       refreshTokenTtlMs: settings.refreshTokenTtlMs,
