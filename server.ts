@@ -97,6 +97,10 @@ export { ownPathsOnly } from "./src/server/permissions.ts";
 export type { SyncServerStats } from "./src/server/stats.ts";
 export {
   consoleLogger,
+  type ConsoleLoggerOptions,
+  createConsoleLogger,
+  formatLogRecordJson,
+  type LogFormat,
   type Logger,
   type LogLevel,
   type LogRecord,

@@ -193,6 +193,15 @@ export interface ServeSyncOptions {
   /** How users log in. */
   auth: AuthOptions;
   /**
+   * The operator's token: with it, `/metrics`, `/status` and the admin
+   * routes answer requests that send `Authorization: Bearer <adminToken>`
+   * (from anywhere); without it, `/metrics` and `/status` answer loopback
+   * clients only and the admin routes do not exist (404).
+   *
+   * @default {undefined}
+   */
+  adminToken?: string;
+  /**
    * Decides what a user may do with a realm path (`~` already replaced by
    * the user id).
    *
@@ -399,6 +408,7 @@ export async function serveSync(
 }
 
 interface ResolvedSettings {
+  adminToken: string | undefined;
   port: number;
   hostname: string;
   jwtSecret: string | Uint8Array<ArrayBuffer> | undefined;
@@ -456,9 +466,20 @@ function resolveOptions(options: ServeSyncOptions): ResolvedSettings {
   ) {
     throw new TypeError("Cannot serve: cert and key go together");
   }
+  const adminToken = options.adminToken;
+  if (
+    adminToken !== undefined &&
+    (typeof adminToken !== "string" || adminToken.length < 16 ||
+      /\s/.test(adminToken))
+  ) {
+    throw new TypeError(
+      "Cannot serve: adminToken must be a string of at least 16 characters without white space",
+    );
+  }
   const limits = options.limits ?? {};
   const history = options.history ?? {};
   return {
+    adminToken,
     port: integer("port", options.port ?? DEFAULTS.port, 0, 65535),
     hostname: options.hostname ?? DEFAULTS.hostname,
     jwtSecret,

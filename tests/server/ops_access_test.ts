@@ -5,6 +5,7 @@ import {
   OpsAccess,
   type OpsRouteKind,
 } from "../../src/server/ops_access.ts";
+import { serveSync } from "../../src/server/serve_sync.ts";
 
 const tcp = (hostname: string): Deno.NetAddr => ({
   transport: "tcp",
@@ -146,4 +147,28 @@ Deno.test("bearerToken() reads the token of a Bearer header only", () => {
   assert.equal(bearerToken(null), null);
   assert.equal(bearerToken("Token abc"), null);
   assert.equal(bearerToken("Bearer a b"), null);
+});
+
+Deno.test("serveSync() refuses an adminToken too short to guess slowly, or with white space", async () => {
+  for (const adminToken of ["", "fifteen-chars-x", "sixteen chars xx"]) {
+    await assert.rejects(
+      serveSync({
+        port: 0,
+        kv: ":memory:",
+        auth: { allowAnonymous: true },
+        adminToken,
+        logger: () => {},
+      }),
+      new TypeError(
+        "Cannot serve: adminToken must be a string of at least 16 characters without white space",
+      ),
+    );
+  }
+  await using _server = await serveSync({
+    port: 0,
+    kv: ":memory:",
+    auth: { allowAnonymous: true },
+    adminToken: "sixteen-chars-xx",
+    logger: () => {},
+  });
 });
