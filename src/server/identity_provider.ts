@@ -439,8 +439,12 @@ export class JwtIdentityProvider {
     const fetchedAt = this.#context.now();
     this.#keys = result.keys;
     this.#lastFailure = null;
-    this.#expiresAt = fetchedAt +
-      Math.min(result.maxAgeMs ?? this.#timing.defaultMaxAgeMs, MAX_CACHE_MS);
+    // At least the refetch interval: a `max-age=0` would otherwise leave the
+    // keys expired while no new fetch is allowed yet.
+    this.#expiresAt = fetchedAt + Math.max(
+      this.#timing.refetchIntervalMs,
+      Math.min(result.maxAgeMs ?? this.#timing.defaultMaxAgeMs, MAX_CACHE_MS),
+    );
     this.#context.log?.(
       "debug",
       "jwks_fetched",

@@ -600,6 +600,17 @@ Deno.test("JwtIdentityProvider honours the JWKS response's max-age", async () =>
   clock.time += 1;
   assert.ok((await provider.verify(token)).ok);
   assert.equal(jwks.requests, 2);
+  // max-age=0 still keeps the keys for the 10 s between two fetches.
+  jwks.cacheControl = "no-cache, max-age=0";
+  clock.time += 60_000;
+  assert.ok((await provider.verify(token)).ok);
+  assert.equal(jwks.requests, 3);
+  clock.time += 9_999;
+  assert.ok((await provider.verify(token)).ok);
+  assert.equal(jwks.requests, 3);
+  clock.time += 1;
+  assert.ok((await provider.verify(token)).ok);
+  assert.equal(jwks.requests, 4);
 });
 
 Deno.test("JwtIdentityProvider answers auth_unavailable while the JWKS is down, slow or garbage, and recovers", async (t) => {
