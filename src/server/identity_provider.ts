@@ -371,7 +371,11 @@ export class JwtIdentityProvider {
     if (kid === undefined || this.#settings.jwksUrl === undefined) {
       return this.#keys;
     }
-    return this.#keys.filter((key) => key.kid === kid);
+    const named = this.#keys.filter((key) => key.kid === kid);
+    // A JWKS whose keys carry no kid leaves the choice to the signature.
+    return named.length > 0
+      ? named
+      : this.#keys.filter((key) => key.kid === undefined);
   }
 
   #mayFetch(): boolean {

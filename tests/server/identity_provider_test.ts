@@ -576,6 +576,32 @@ Deno.test("JwtIdentityProvider with a JWKS: caches keys, refetches on an unknown
   assert.equal(jwks.requests, 5);
 });
 
+Deno.test("JwtIdentityProvider with a JWKS whose keys have no kid tries them by signature", async () => {
+  await using jwks = new JwksServer();
+  const clock = new Clock();
+  const lifetime = new AbortController();
+  const [one, two] = [await ecPair(), await ecPair()];
+  jwks.keys = [await jwk(one.publicKey), await jwk(two.publicKey)];
+  const provider = await openProvider(
+    { jwksUrl: jwks.url },
+    clock,
+    lifetime.signal,
+  );
+  for (const pair of [one, two]) {
+    for (const header of [{ alg: "ES256" }, { alg: "ES256", kid: "any" }]) {
+      const token = await sign(header, goodClaims(), pair.privateKey);
+      assert.ok((await provider.verify(token)).ok, JSON.stringify(header));
+    }
+  }
+  const stranger = await ecPair();
+  const forged = await sign(
+    { alg: "ES256" },
+    goodClaims(),
+    stranger.privateKey,
+  );
+  assertRefused(await provider.verify(forged), "bad_token", /badly signed/);
+});
+
 Deno.test("JwtIdentityProvider honours the JWKS response's max-age", async () => {
   await using jwks = new JwksServer();
   const clock = new Clock();
