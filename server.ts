@@ -88,6 +88,7 @@ export {
   type SyncServer,
 } from "./src/server/serve_sync.ts";
 export type { SyncHandler } from "./src/server/handler.ts";
+export type { JwtProviderOptions } from "./src/server/identity_provider.ts";
 export type {
   Permission,
   PermissionsFunction,
@@ -101,6 +102,10 @@ export type {
 export type { SyncServerStats } from "./src/server/stats.ts";
 export {
   consoleLogger,
+  type ConsoleLoggerOptions,
+  createConsoleLogger,
+  formatLogRecordJson,
+  type LogFormat,
   type Logger,
   type LogLevel,
   type LogRecord,

@@ -193,7 +193,11 @@ class SyncServerInstance implements SyncServer {
         error,
       });
     const retry: RetryOptions = { signal: lifetime.signal, onRetry };
-    const tokens = await TokenAuthority.open(store.kv, settings, retry);
+    const tokens = await TokenAuthority.open(
+      store.kv,
+      { ...settings, log },
+      retry,
+    );
     const stats = new StatsCounters();
     const snapshots = new SnapshotScheduler(
       store.kv,
