@@ -207,6 +207,16 @@ export class ServerMetrics {
     this.bytesSent.value += bytes;
   }
 
+  /** Messages received so far, every type (for the status page's rates). */
+  messagesReceived(): number {
+    return sumDistinct(this.#received);
+  }
+
+  /** Messages sent so far, every type. */
+  messagesSent(): number {
+    return sumDistinct(this.#sent);
+  }
+
   /** Counts one error sent to a client. */
   error(code: string): void {
     let child = this.#errorChildren.get(code);
@@ -226,4 +236,11 @@ export class ServerMetrics {
   render(): string {
     return this.registry.render();
   }
+}
+
+// The slots share one child for every unknown type: count each child once.
+function sumDistinct(children: readonly CounterChild[]): number {
+  let total = 0;
+  for (const child of new Set(children)) total += child.value;
+  return total;
 }

@@ -78,6 +78,11 @@ export interface SessionInit {
   downloadBatchBytes: number;
   /** Pause reading storage while the socket buffers more than this. */
   highWaterBytes: number;
+  /**
+   * Called once, with the first DOWNLOAD that leaves nothing more to
+   * download (the bootstrap histogram).
+   */
+  onCaughtUp?: (() => void) | undefined;
   /** Aborts when the server shuts down. */
   lifetime: AbortSignal;
   /** Aborts when in-flight commits must give up (shutdown deadline). */
@@ -605,15 +610,21 @@ export class Session implements HubMember {
     this.#cursorBytes = cursorBytes;
     if (!this.#inSnapshot) this.#setHistoryBase(version, cursorBytes);
     this.#sentFirst = true;
+    const downloadableBytes = this.#downloadableBytes();
     this.#init.transport.send({
       type: MessageType.Download,
       sessionId: this.id,
       serverVersion: version,
       lastIntegratedClientVersion: this.#lastAck,
-      downloadableBytes: this.#downloadableBytes(),
+      downloadableBytes,
       changesetBytes,
       changesets,
     });
+    if (downloadableBytes === 0 && this.#init.onCaughtUp !== undefined) {
+      const caughtUp = this.#init.onCaughtUp;
+      this.#init.onCaughtUp = undefined;
+      caughtUp();
+    }
   }
 
   #downloadableBytes(): number {
