@@ -30,7 +30,7 @@ Deno.test("server.realm(): get, objects with where/sort/limit/offset, write sync
   const todos = server.realm(path);
   assert.equal(todos.path, path);
 
-  client.realm.write((tx) => {
+  await client.realm.write((tx) => {
     tx.put("Task", "a", { title: "From a client", done: false, rank: 2 });
   });
   await client.session.waitForUpload({ signal: bounded() });
@@ -110,7 +110,7 @@ Deno.test("server.realm().changes(): a consumer that restarts from its last vers
 
   // Writes from a client and from the backend, interleaved.
   for (let round = 0; round < 3; round++) {
-    client.realm.write((tx) => tx.put("Task", `c${round}`, { round }));
+    await client.realm.write((tx) => tx.put("Task", `c${round}`, { round }));
     await client.session.waitForUpload({ signal: bounded() });
     await realm.write((tx) => tx.put("Task", `s${round}`, { round }));
   }
@@ -136,7 +136,7 @@ Deno.test("server.realm().changes(): a consumer that restarts from its last vers
       if (changes.some((change) => change.id === "live")) controller.abort();
     }
   })();
-  client.realm.write((tx) => tx.delete("Task", "c0"));
+  await client.realm.write((tx) => tx.delete("Task", "c0"));
   await client.session.waitForUpload({ signal: bounded() });
   await realm.write((tx) => tx.put("Task", "live", { round: 9 }));
   // The abort ends the feed without an error.
