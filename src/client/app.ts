@@ -1,119 +1,17 @@
 // This module is browser compatible.
 
-import { type Clock, systemClock } from "../util/clock.ts";
-import { type ReconnectOptions, resolveReconnectOptions } from "./backoff.ts";
-import { type Credentials, credentialsBody } from "./credentials.ts";
-import { type KeepaliveOptions, resolveKeepaliveOptions } from "./keepalive.ts";
-import { emitLog, type Logger } from "./log.ts";
-import { requestLogin } from "./login.ts";
 import {
-  closeUser,
-  createUser,
-  networkOnline,
-  reconnectUser,
-  updateUserLogin,
-  type User,
-  type UserContext,
-} from "./user.ts";
+  type AppOptions,
+  type ClientConfig,
+  resolveClientConfig,
+} from "./client_config.ts";
+import { type Credentials, credentialsBody } from "./credentials.ts";
+import { emitLog } from "./log.ts";
+import { requestLogin } from "./login.ts";
+import { createUser, type User } from "./user.ts";
+import { UserCore } from "./user_core.ts";
 
-/**
- * Options of an {@linkcode App}. Every option but `baseUrl` is optional;
- * the defaults suit a phone on a flaky network as well as a server.
- *
- * @example Tighter policies for a test or a LAN
- * ```ts
- * import type { AppOptions } from "@tether/sync";
- *
- * const options: AppOptions = {
- *   baseUrl: "http://127.0.0.1:8080",
- *   reconnect: { minDelayMs: 100, maxDelayMs: 5_000, maxAttempts: 20 },
- *   keepalive: { pingIntervalMs: 10_000, readTimeoutMs: 30_000 },
- *   connectTimeoutMs: 5_000,
- *   lingerMs: 1_000,
- *   logger: (record) => { if (record.level !== "debug") console.log(record.message); },
- * };
- * console.log(options.baseUrl);
- * ```
- */
-export interface AppOptions {
-  /**
-   * The sync server's base URL, e.g. `"http://127.0.0.1:8080"` (`https:`
-   * for TLS). Login goes to `<baseUrl>/login`, the WebSocket to
-   * `<baseUrl>/sync` (`ws:` / `wss:`).
-   */
-  baseUrl: string | URL;
-  /**
-   * Reconnect backoff: exponential with full jitter between 0 and
-   * `min(maxDelayMs, minDelayMs × multiplier^n)`; `maxAttempts` failed
-   * attempts in a row end the sessions with `reconnect_gave_up`; the
-   * backoff resets once a connection stayed up `resetAfterMs`. A session
-   * the server fails with a retryable error binds again on the same policy,
-   * counting its own attempts.
-   *
-   * @default {{ minDelayMs: 1000, maxDelayMs: 30000, multiplier: 2, maxAttempts: Infinity, resetAfterMs: 10000 }}
-   */
-  reconnect?: ReconnectOptions;
-  /**
-   * Keepalive: a PING every `pingIntervalMs`; no inbound message within
-   * `readTimeoutMs` means the connection is dead; after a sleep, the server
-   * gets `wakeTimeoutMs` to answer; a session the server owes an answer (an
-   * upload acknowledgement, a MARK reply) hears nothing for
-   * `responseTimeoutMs` (default: `readTimeoutMs`) is stalled: it reports
-   * `session_stalled` and binds again.
-   *
-   * @default {{ pingIntervalMs: 30000, readTimeoutMs: 120000, wakeTimeoutMs: 5000, responseTimeoutMs: 120000 }}
-   */
-  keepalive?: KeepaliveOptions;
-  /**
-   * Limit for one connection attempt (token, socket, handshake), in
-   * milliseconds.
-   *
-   * @default {30000}
-   */
-  connectTimeoutMs?: number;
-  /**
-   * How long an unused connection stays open after its last session
-   * closed or paused, in milliseconds.
-   *
-   * @default {30000}
-   */
-  lingerMs?: number;
-  /**
-   * Shortest interval between two intermediate progress reports, in
-   * milliseconds: bursts are merged (about 20 reports a second at most).
-   * Complete reports are never delayed. 0 reports every change.
-   *
-   * @default {50}
-   */
-  progressIntervalMs?: number;
-  /** Receives lifecycle, state-change, retry and error records. */
-  logger?: Logger;
-  /**
-   * The WebSocket constructor (for runtimes without a global one, or
-   * tests).
-   *
-   * @default {globalThis.WebSocket}
-   */
-  WebSocket?: typeof WebSocket;
-  /**
-   * The fetch function used for `POST /login`.
-   *
-   * @default {globalThis.fetch}
-   */
-  fetch?: typeof fetch;
-  /**
-   * Time and timers (for tests that drive backoff and keepalive).
-   *
-   * @default {systemClock}
-   */
-  clock?: Clock;
-  /**
-   * Randomness in [0, 1) for backoff jitter.
-   *
-   * @default {Math.random}
-   */
-  random?: () => number;
-}
+export type { AppOptions } from "./client_config.ts";
 
 /**
  * Options of {@linkcode App.logIn}.
@@ -129,14 +27,6 @@ export interface AppOptions {
 export interface LogInOptions {
   /** Cancels the login: it rejects with `signal.reason`. */
   signal?: AbortSignal;
-}
-
-function checkDuration(name: string, value: number | undefined): void {
-  if (value !== undefined && (!Number.isFinite(value) || value < 0)) {
-    throw new RangeError(
-      `Cannot create App: ${name} ${value} is not a non-negative number of milliseconds`,
-    );
-  }
 }
 
 /**
@@ -172,10 +62,9 @@ function checkDuration(name: string, value: number | undefined): void {
  * ```
  */
 export class App {
-  #baseUrl: string;
-  #context: UserContext;
-  #users = new Map<string, User>();
-  #current: User | undefined;
+  #config: ClientConfig;
+  #users = new Map<string, UserCore>();
+  #current: UserCore | undefined;
   #closed: Promise<void> | undefined;
   #lifetime = new AbortController();
   #removeOnline: (() => void) | undefined;
@@ -190,60 +79,7 @@ export class App {
    *   reconnect or keepalive option.
    */
   constructor(options: AppOptions) {
-    if (typeof options !== "object" || options === null) {
-      throw new TypeError("Cannot create App: options must be an object");
-    }
-    let base: URL;
-    try {
-      base = new URL(String(options.baseUrl));
-    } catch {
-      throw new TypeError(
-        `Cannot create App: baseUrl ${
-          JSON.stringify(String(options.baseUrl))
-        } is not a URL`,
-      );
-    }
-    if (base.protocol !== "http:" && base.protocol !== "https:") {
-      throw new TypeError(
-        `Cannot create App: baseUrl must be http: or https:, got ${base.protocol}`,
-      );
-    }
-    checkDuration("connectTimeoutMs", options.connectTimeoutMs);
-    checkDuration("lingerMs", options.lingerMs);
-    checkDuration("progressIntervalMs", options.progressIntervalMs);
-    const WebSocketClass = options.WebSocket ?? globalThis.WebSocket;
-    const fetchFunction = options.fetch ?? globalThis.fetch?.bind(globalThis);
-    if (typeof WebSocketClass !== "function") {
-      throw new TypeError(
-        "Cannot create App: no WebSocket; pass options.WebSocket",
-      );
-    }
-    if (typeof fetchFunction !== "function") {
-      throw new TypeError("Cannot create App: no fetch; pass options.fetch");
-    }
-    const path = base.pathname.replace(/\/+$/, "");
-    base.search = "";
-    base.hash = "";
-    this.#baseUrl = `${base.origin}${path}`;
-    const loginUrl = `${base.origin}${path}/login`;
-    const sync = new URL(`${base.origin}${path}/sync`);
-    sync.protocol = base.protocol === "https:" ? "wss:" : "ws:";
-    const clock = options.clock ?? systemClock;
-    this.#context = {
-      loginUrl,
-      syncUrl: sync.href,
-      fetch: fetchFunction,
-      WebSocket: WebSocketClass,
-      clock,
-      random: options.random ?? Math.random,
-      reconnect: resolveReconnectOptions(options.reconnect),
-      keepalive: resolveKeepaliveOptions(options.keepalive),
-      connectTimeoutMs: options.connectTimeoutMs ?? 30_000,
-      lingerMs: options.lingerMs ?? 30_000,
-      progressIntervalMs: options.progressIntervalMs ?? 50,
-      logger: options.logger,
-      onLogOut: (user) => this.#forget(user),
-    };
+    this.#config = resolveClientConfig(options);
     const target = globalThis as {
       addEventListener?: (type: string, listener: () => void) => void;
       removeEventListener?: (type: string, listener: () => void) => void;
@@ -253,7 +89,7 @@ export class App {
       typeof target.removeEventListener === "function"
     ) {
       const listener = () => {
-        for (const user of this.#users.values()) networkOnline(user);
+        for (const user of this.#users.values()) user.networkOnline();
       };
       target.addEventListener("online", listener);
       this.#removeOnline = () =>
@@ -263,17 +99,17 @@ export class App {
 
   /** The base URL, normalised (no trailing slash). */
   get baseUrl(): string {
-    return this.#baseUrl;
+    return this.#config.baseUrl;
   }
 
   /** The user who logged in last and has not logged out, if any. */
   get currentUser(): User | undefined {
-    return this.#current;
+    return this.#current?.user;
   }
 
   /** Every logged-in user, in login order. */
   get allUsers(): User[] {
-    return [...this.#users.values()];
+    return [...this.#users.values()].map((core) => core.user);
   }
 
   /**
@@ -304,30 +140,37 @@ export class App {
       ? this.#lifetime.signal
       : AbortSignal.any([signal, this.#lifetime.signal]);
     const login = await requestLogin(
-      this.#context.fetch,
-      this.#context.loginUrl,
+      this.#config.fetch,
+      this.#config.loginUrl,
       body,
       combined,
-      () => this.#context.clock.now(),
+      () => this.#config.clock.now(),
     ).catch((error) => {
       throw signal?.aborted ? signal.reason : error;
     });
     if (this.#closed !== undefined) {
       throw new TypeError("Cannot log in: the app is closed");
     }
-    let user = this.#users.get(login.userId);
-    if (user !== undefined && credentials.provider === "jwt") {
-      updateUserLogin(user, credentials, login);
+    let core = this.#users.get(login.userId);
+    if (core !== undefined && credentials.provider === "jwt") {
+      core.updateLogin(credentials, login);
     } else {
-      user = createUser(this.#context, credentials, login);
-      this.#users.set(login.userId, user);
+      core = new UserCore(
+        this.#config,
+        (user) => this.#forget(user),
+        credentials,
+        login,
+      );
+      createUser(core);
+      this.#users.set(login.userId, core);
     }
-    this.#current = user;
-    emitLog(this.#context.logger, {
+    this.#current = core;
+    const user = core.user;
+    emitLog(this.#config.logger, {
       level: "info",
       event: "user.login",
       message: `User ${user.id} logged in (${credentials.provider})`,
-      time: this.#context.clock.now(),
+      time: this.#config.clock.now(),
     });
     return user;
   }
@@ -339,7 +182,7 @@ export class App {
    * silent). Paused sessions stay paused.
    */
   reconnect(): void {
-    for (const user of this.#users.values()) reconnectUser(user);
+    for (const user of this.#users.values()) user.reconnect();
   }
 
   /**
@@ -354,7 +197,9 @@ export class App {
       this.#lifetime.abort(new TypeError("The app was closed"));
       this.#removeOnline?.();
       this.#removeOnline = undefined;
-      await Promise.all([...this.#users.values()].map(closeUser));
+      await Promise.all(
+        [...this.#users.values()].map((user) => user.closeAll()),
+      );
     })();
     return this.#closed;
   }
@@ -364,7 +209,7 @@ export class App {
     return this.close();
   }
 
-  #forget(user: User): void {
+  #forget(user: UserCore): void {
     if (this.#users.get(user.id) === user) this.#users.delete(user.id);
     if (this.#current === user) {
       const remaining = [...this.#users.values()];

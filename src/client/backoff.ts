@@ -162,3 +162,84 @@ export function nextDelay(
   const fraction = draw >= 0 && draw < 1 ? draw : 0.5;
   return Math.floor(fraction * bound);
 }
+
+/**
+ * A retry counter with its backoff: how many retries in a row so far, the
+ * delay before the next one, and the rule that a link which stayed up
+ * `resetAfterMs` starts the count over. The connection's reconnects, its
+ * token refreshes and a session's rebinds each keep one.
+ */
+export class Backoff {
+  #options: ResolvedReconnectOptions;
+  #random: () => number;
+  #now: () => number;
+  #maxExponent: number;
+  #attempts = 0;
+  #upSince: number | undefined;
+
+  /**
+   * @param options The policy (delays, multiplier, `resetAfterMs`).
+   * @param random Jitter source in [0, 1).
+   * @param now The clock, in milliseconds.
+   * @param maxExponent Largest exponent passed to {@linkcode nextDelay}.
+   */
+  constructor(
+    options: ResolvedReconnectOptions,
+    random: () => number,
+    now: () => number,
+    maxExponent = Infinity,
+  ) {
+    this.#options = options;
+    this.#random = random;
+    this.#now = now;
+    this.#maxExponent = maxExponent;
+  }
+
+  /** Retries counted since the last reset. */
+  get attempts(): number {
+    return this.#attempts;
+  }
+
+  /**
+   * The delay before the next retry (at least `minimumMs`, a server's
+   * Retry-After), and counts that retry.
+   */
+  next(minimumMs = 0): number {
+    const delay = Math.max(
+      nextDelay(
+        Math.min(this.#attempts, this.#maxExponent),
+        this.#options,
+        this.#random,
+      ),
+      minimumMs,
+    );
+    this.#attempts++;
+    return delay;
+  }
+
+  /** Starts the count over (a retry asked for by hand, a resume). */
+  reset(): void {
+    this.#attempts = 0;
+  }
+
+  /** The link came up now. */
+  up(): void {
+    this.#upSince = this.#now();
+  }
+
+  /**
+   * The link went down: when it had stayed up `resetAfterMs`, the count
+   * starts over. Returns whether it did.
+   */
+  down(): boolean {
+    const since = this.#upSince;
+    this.#upSince = undefined;
+    if (
+      since !== undefined && this.#now() - since >= this.#options.resetAfterMs
+    ) {
+      this.#attempts = 0;
+      return true;
+    }
+    return false;
+  }
+}

@@ -29,36 +29,76 @@ export interface JwtCredentialsOptions {
   refresh?: () => string | Promise<string>;
 }
 
-/** The login request bodies of `POST /login` (ARCHITECTURE.md). */
+/** The login request bodies of `POST /login` (docs/ARCHITECTURE.md). */
 export type LoginBody =
   | { provider: "anonymous" }
   | { provider: "jwt"; token: string }
   | { provider: "refresh"; refreshToken: string };
 
+/** What credentials hold: the provider, the JWT and its refresh callback. */
+class CredentialsState {
+  readonly provider: "anonymous" | "jwt";
+  token: string | undefined;
+  readonly refresh: (() => string | Promise<string>) | undefined;
+
+  constructor(
+    provider: "anonymous" | "jwt",
+    token?: string,
+    refresh?: () => string | Promise<string>,
+  ) {
+    this.provider = provider;
+    this.token = token;
+    this.refresh = refresh;
+  }
+}
+
+// Credentials come from the application, so the client finds their state
+// by the public object; only this module can read it.
+const states = new WeakMap<Credentials, CredentialsState>();
+let pending: CredentialsState | undefined;
+
+function make(state: CredentialsState): Credentials {
+  pending = state;
+  try {
+    return new Credentials();
+  } finally {
+    pending = undefined;
+  }
+}
+
+function stateOf(credentials: Credentials): CredentialsState {
+  const state = states.get(credentials);
+  if (state === undefined) {
+    throw new TypeError(
+      "Cannot log in: credentials must come from Credentials.anonymous() or Credentials.jwt(token)",
+    );
+  }
+  return state;
+}
+
 /** The `POST /login` body for these credentials (internal). */
-export let credentialsBody: (credentials: Credentials) => LoginBody;
+export function credentialsBody(credentials: Credentials): LoginBody {
+  const state = stateOf(credentials);
+  return state.provider === "anonymous"
+    ? { provider: "anonymous" }
+    : { provider: "jwt", token: state.token! };
+}
 
 /**
  * Asks the JWT refresh callback for a new token and keeps it; resolves
  * false when there is no callback or it returned the same token (internal).
  */
-export let renewJwt: (credentials: Credentials) => Promise<boolean>;
-
-let constructing = false;
-let pending: {
-  provider: "anonymous" | "jwt";
-  token?: string | undefined;
-  refresh?: (() => string | Promise<string>) | undefined;
-} = { provider: "anonymous" };
-
-function make(parts: typeof pending): Credentials {
-  constructing = true;
-  pending = parts;
-  try {
-    return new Credentials();
-  } finally {
-    constructing = false;
+export async function renewJwt(credentials: Credentials): Promise<boolean> {
+  const state = stateOf(credentials);
+  const refresh = state.refresh;
+  if (refresh === undefined) return false;
+  const token = await refresh();
+  if (typeof token !== "string" || token.length === 0) {
+    throw new TypeError("refreshToken returned no token");
   }
+  if (token === state.token) return false;
+  state.token = token;
+  return true;
 }
 
 /**
@@ -83,8 +123,6 @@ function make(parts: typeof pending): Credentials {
 export class Credentials {
   /** `"anonymous"` or `"jwt"`. */
   readonly provider: "anonymous" | "jwt";
-  #token: string | undefined;
-  #refresh: (() => string | Promise<string>) | undefined;
 
   /**
    * Use {@linkcode Credentials.anonymous} or {@linkcode Credentials.jwt};
@@ -93,14 +131,13 @@ export class Credentials {
    * @throws {TypeError} Always, when called directly.
    */
   constructor() {
-    if (!constructing) {
+    if (pending === undefined) {
       throw new TypeError(
         "Cannot construct Credentials: use Credentials.anonymous() or Credentials.jwt(token)",
       );
     }
     this.provider = pending.provider;
-    this.#token = pending.token;
-    this.#refresh = pending.refresh;
+    states.set(this, pending);
   }
 
   /**
@@ -110,7 +147,7 @@ export class Credentials {
    * @returns Anonymous credentials.
    */
   static anonymous(): Credentials {
-    return make({ provider: "anonymous" });
+    return make(new CredentialsState("anonymous"));
   }
 
   /**
@@ -136,24 +173,6 @@ export class Credentials {
         "Cannot create credentials: refreshToken must be a function",
       );
     }
-    return make({ provider: "jwt", token, refresh });
-  }
-
-  static {
-    credentialsBody = (credentials) =>
-      credentials.provider === "anonymous"
-        ? { provider: "anonymous" }
-        : { provider: "jwt", token: credentials.#token! };
-    renewJwt = async (credentials) => {
-      const refresh = credentials.#refresh;
-      if (refresh === undefined) return false;
-      const token = await refresh();
-      if (typeof token !== "string" || token.length === 0) {
-        throw new TypeError("refreshToken returned no token");
-      }
-      if (token === credentials.#token) return false;
-      credentials.#token = token;
-      return true;
-    };
+    return make(new CredentialsState("jwt", token, refresh));
   }
 }

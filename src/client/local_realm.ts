@@ -14,7 +14,7 @@ import { encodeUploadChangeset } from "../protocol/encode.ts";
 import { DEFAULT_LIMITS } from "../protocol/limits.ts";
 import type { ClientIdentity, DownloadMessage } from "../protocol/messages.ts";
 import { ProtocolError } from "../protocol/protocol_error.ts";
-import { finishTransaction, Transaction } from "./transaction.ts";
+import { type Transaction, TransactionWrites } from "./transaction.ts";
 import type { RealmMeta, RealmStorage } from "./storage/storage.ts";
 
 /**
@@ -279,16 +279,16 @@ export class LocalRealm {
     fn: (tx: Transaction) => void | Promise<void>,
   ): Promise<CommitResult> {
     return this.#enqueue(async () => {
-      const tx = new Transaction((type, id) => this.exists(type, id));
+      const writes = new TransactionWrites((type, id) => this.exists(type, id));
       try {
-        await fn(tx);
+        await fn(writes.transaction);
       } catch (error) {
         // Ends the transaction even when fn threw: a tx kept past the
         // callback must not write into a later one.
-        finishTransaction(tx);
+        writes.finish();
         throw error;
       }
-      const instructions = finishTransaction(tx);
+      const instructions = writes.finish();
       this.#checkOpen("write");
       if (instructions.length === 0) return { clientVersion: 0, bytes: 0 };
       return await this.#commitLocal(instructions);

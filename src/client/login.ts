@@ -3,7 +3,7 @@
 import type { LoginBody } from "./credentials.ts";
 import { SyncError } from "./sync_error.ts";
 
-/** A successful `POST /login` answer (ARCHITECTURE.md). */
+/** A successful `POST /login` answer (docs/ARCHITECTURE.md). */
 export interface LoginResponse {
   /** The user the tokens are for. */
   userId: string;

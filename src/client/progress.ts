@@ -183,7 +183,7 @@ function report(transferred: number, transferable: number): Progress {
  * caught-up MARK) and computes what every registration should report. It
  * never schedules anything; the session decides when to `publish()`.
  *
- * Figures (DESIGN.md "Progress semantics"):
+ * Figures (docs/CLIENT.md "Progress semantics"):
  * - upload transferred = bytes of local changesets the server acknowledged
  *   since the session started; transferable = that + bytes not yet
  *   acknowledged;

@@ -3,11 +3,11 @@
 import type { Fields } from "../model/value.ts";
 import { PushStream } from "../util/push_stream.ts";
 import type { LocalRealm, ObjectChange, RealmChange } from "./local_realm.ts";
-import {
-  type StreamOptions,
-  type SyncSession,
-  waitForAcknowledgement,
-  type WaitOptions,
+import type { SessionCore } from "./session_core.ts";
+import type {
+  StreamOptions,
+  SyncSession,
+  WaitOptions,
 } from "./sync_session.ts";
 import type { Transaction } from "./transaction.ts";
 
@@ -78,27 +78,50 @@ export interface RealmCore {
   readonly path: string;
   readonly local: LocalRealm;
   readonly session: SyncSession;
+  /** The engine behind `session`. */
+  readonly sync: SessionCore;
   /** Called when a handle closes; closes the realm after the last one. */
   release(): Promise<void>;
 }
 
-let constructing = false;
-let pendingCore: RealmCore | undefined;
+let pending: RealmHandle | undefined;
 
-/** Creates a handle on an open realm (internal: `User.openRealm`). */
-export function createRealm(core: RealmCore): Realm {
-  constructing = true;
-  pendingCore = core;
-  try {
-    return new Realm();
-  } finally {
-    constructing = false;
-    pendingCore = undefined;
+/**
+ * One handle on an open realm: its closed state and its change streams,
+ * behind the public {@linkcode Realm} it makes (internal: `User.openRealm`
+ * keeps the handle, the caller gets `handle.realm`).
+ */
+export class RealmHandle {
+  /** The realm shared by every handle on the path. */
+  readonly core: RealmCore;
+  /** The public face. */
+  readonly realm: Realm;
+  /** Whether this handle was closed. */
+  closed = false;
+  /** The release started by `close()`. */
+  closing: Promise<void> | undefined;
+  /** Open `changes()` streams of this handle. */
+  readonly streams: Set<PushStream<RealmChange>> = new Set();
+
+  /** @param core The realm shared by every handle on the path. */
+  constructor(core: RealmCore) {
+    this.core = core;
+    pending = this;
+    try {
+      this.realm = new Realm();
+    } finally {
+      pending = undefined;
+    }
+  }
+
+  /** Closes this handle without releasing the realm (logOut does that). */
+  markClosed(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const stream of [...this.streams]) stream.close();
+    this.streams.clear();
   }
 }
-
-/** Marks a handle closed without releasing again (internal: logOut). */
-export let markRealmClosed: (realm: Realm) => void;
 
 /**
  * The local database of one realm path: objects of named types keyed by
@@ -141,10 +164,7 @@ export let markRealmClosed: (realm: Realm) => void;
  * ```
  */
 export class Realm {
-  #core: RealmCore;
-  #closed = false;
-  #closing: Promise<void> | undefined;
-  #streams = new Set<PushStream<RealmChange>>();
+  #handle: RealmHandle;
 
   /**
    * Realms come from `user.openRealm()`; this constructor throws.
@@ -152,31 +172,27 @@ export class Realm {
    * @throws {TypeError} Always, when called directly.
    */
   constructor() {
-    if (!constructing || pendingCore === undefined) {
+    if (pending === undefined) {
       throw new TypeError("Cannot construct Realm: use user.openRealm(config)");
     }
-    this.#core = pendingCore;
-  }
-
-  static {
-    markRealmClosed = (realm) => realm.#markClosed();
+    this.#handle = pending;
   }
 
   /** The realm path, as given to `openRealm`. */
   get path(): string {
-    return this.#core.path;
+    return this.#handle.core.path;
   }
 
   /**
    * The realm's sync session; the same object as `user.sessionFor(path)`.
    */
   get syncSession(): SyncSession {
-    return this.#core.session;
+    return this.#handle.core.session;
   }
 
   /** Whether this handle was closed. */
   get isClosed(): boolean {
-    return this.#closed;
+    return this.#handle.closed;
   }
 
   /**
@@ -197,12 +213,14 @@ export class Realm {
   async write(
     fn: (tx: Transaction) => void | Promise<void>,
   ): Promise<WriteReceipt> {
-    if (this.#closed) throw new TypeError("Cannot write: the realm is closed");
+    if (this.#handle.closed) {
+      throw new TypeError("Cannot write: the realm is closed");
+    }
     if (typeof fn !== "function") {
       throw new TypeError("Cannot write: fn must be a function");
     }
-    const { clientVersion } = await this.#core.local.write(fn);
-    const session = this.#core.session;
+    const { clientVersion } = await this.#handle.core.local.write(fn);
+    const sync = this.#handle.core.sync;
     return {
       clientVersion,
       waitForUpload: (options: WaitOptions = {}) =>
@@ -210,7 +228,7 @@ export class Realm {
           ? (options.signal?.aborted
             ? Promise.reject(options.signal.reason)
             : Promise.resolve())
-          : waitForAcknowledgement(session, clientVersion, options.signal),
+          : sync.waitForAcknowledgement(clientVersion, options.signal),
     };
   }
 
@@ -224,7 +242,7 @@ export class Realm {
    */
   get(type: string, id: string): Fields | undefined {
     this.#checkOpen("read");
-    return this.#core.local.get(type, id);
+    return this.#handle.core.local.get(type, id);
   }
 
   /**
@@ -237,7 +255,7 @@ export class Realm {
    */
   objects(type: string): RealmObject[] {
     this.#checkOpen("read");
-    return this.#core.local.objects(type);
+    return this.#handle.core.local.objects(type);
   }
 
   /**
@@ -259,12 +277,12 @@ export class Realm {
       signal: options.signal,
       onDetach: () => {
         holder.remove?.();
-        this.#streams.delete(stream);
+        this.#handle.streams.delete(stream);
       },
     });
     if (!stream.isDetached) {
-      this.#streams.add(stream);
-      holder.remove = this.#core.local.listen({
+      this.#handle.streams.add(stream);
+      holder.remove = this.#handle.core.local.listen({
         onChange: (change) => stream.push(change),
       });
     }
@@ -280,10 +298,11 @@ export class Realm {
    * @returns Resolves once closed.
    */
   close(): Promise<void> {
-    if (this.#closing !== undefined) return this.#closing;
-    this.#markClosed();
-    this.#closing = this.#core.release();
-    return this.#closing;
+    const handle = this.#handle;
+    if (handle.closing !== undefined) return handle.closing;
+    handle.markClosed();
+    handle.closing = handle.core.release();
+    return handle.closing;
   }
 
   /** Same as {@linkcode close}. */
@@ -291,15 +310,8 @@ export class Realm {
     return this.close();
   }
 
-  #markClosed(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    for (const stream of [...this.#streams]) stream.close();
-    this.#streams.clear();
-  }
-
   #checkOpen(what: string): void {
-    if (this.#closed) {
+    if (this.#handle.closed) {
       throw new TypeError(`Cannot ${what}: the realm is closed`);
     }
   }

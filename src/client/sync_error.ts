@@ -29,7 +29,7 @@ export interface SyncErrorOptions {
 
 /**
  * Why a sync operation failed: a stable snake_case `code` from the error
- * table (`ERROR_CODES`; PROTOCOL.md documents the numbers), a message,
+ * table (`ERROR_CODES`; docs/PROTOCOL.md §7 documents the numbers), a message,
  * whether it is fatal (the session goes to "error") and whether the client
  * retries on its own.
  *

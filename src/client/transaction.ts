@@ -5,4 +5,4 @@
  * server's `realm(path).write()` builds changesets with the same rules.
  */
 
-export { finishTransaction, Transaction } from "../model/transaction.ts";
+export { Transaction, TransactionWrites } from "../model/transaction.ts";

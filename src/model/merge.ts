@@ -5,7 +5,7 @@ import type { Instruction, InstructionOp } from "./changeset.ts";
 import { defineField, type Fields, type Value } from "./value.ts";
 
 /**
- * Conflict resolution (DESIGN.md "Data model and convergence").
+ * Conflict resolution (docs/ARCHITECTURE.md "Data model").
  *
  * An object's state is a join-semilattice of registers, so applying the same
  * set of instructions in any order, any number of times, gives the same

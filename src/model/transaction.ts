@@ -1,14 +1,12 @@
 // This module is browser compatible.
 
 import type { Instruction } from "./changeset.ts";
-import { cloneValue, defineField, type Fields, isValue } from "./value.ts";
-
-/**
- * Ends a transaction and returns its folded instructions, one per object, in
- * the order each object was first written. Module-internal: the realm calls
- * it after the write callback returns.
- */
-export let finishTransaction: (transaction: Transaction) => Instruction[];
+import {
+  cloneValue,
+  defineField,
+  type Fields,
+  isValue,
+} from "./value.ts";
 
 interface PendingWrite {
   op: "put" | "update" | "delete";
@@ -66,6 +64,112 @@ function describe(value: unknown): string {
   return typeof value;
 }
 
+let pending: TransactionWrites | undefined;
+
+/**
+ * The writes of one transaction and their folding (internal: the realm makes
+ * one per write and hands its `transaction` to the callback).
+ */
+export class TransactionWrites {
+  #writes = new Map<string, PendingWrite>();
+  #exists: (type: string, id: string) => boolean;
+  #open = true;
+
+  /** The public face handed to the write callback. */
+  readonly transaction: Transaction;
+
+  /** @param exists Whether an object exists before this transaction. */
+  constructor(exists: (type: string, id: string) => boolean) {
+    this.#exists = exists;
+    pending = this;
+    try {
+      this.transaction = new Transaction(exists);
+    } finally {
+      pending = undefined;
+    }
+  }
+
+  /** See `Transaction.put`. */
+  put(type: string, id: string, fields: Fields): void {
+    this.#checkOpen("put");
+    checkName("type", "put", type);
+    checkName("id", "put", id);
+    const copy = copyFields("put", fields);
+    this.#writes.set(objectKey(type, id), {
+      op: "put",
+      type,
+      id,
+      fields: copy,
+    });
+  }
+
+  /** See `Transaction.update`. */
+  update(type: string, id: string, fields: Fields): void {
+    this.#checkOpen("update");
+    checkName("type", "update", type);
+    checkName("id", "update", id);
+    const copy = copyFields("update", fields);
+    const key = objectKey(type, id);
+    const earlier = this.#writes.get(key);
+    if (
+      earlier?.op === "delete" ||
+      (earlier === undefined && !this.#exists(type, id))
+    ) {
+      throw new TypeError(
+        `Cannot update: ${type} ${JSON.stringify(id)} does not exist`,
+      );
+    }
+    if (earlier === undefined) {
+      this.#writes.set(key, { op: "update", type, id, fields: copy });
+      return;
+    }
+    for (const name of Object.keys(copy)) {
+      defineField(earlier.fields!, name, copy[name]!);
+    }
+  }
+
+  /** See `Transaction.delete`. */
+  delete(type: string, id: string): void {
+    this.#checkOpen("delete");
+    checkName("type", "delete", type);
+    checkName("id", "delete", id);
+    this.#writes.set(objectKey(type, id), {
+      op: "delete",
+      type,
+      id,
+      fields: null,
+    });
+  }
+
+  /**
+   * Ends the transaction and returns its folded instructions, one per
+   * object, in the order each object was first written.
+   */
+  finish(): Instruction[] {
+    this.#open = false;
+    const instructions: Instruction[] = [];
+    for (const write of this.#writes.values()) {
+      instructions.push({
+        op: write.op,
+        type: write.type,
+        id: write.id,
+        fields: write.fields,
+        stamp: null,
+      });
+    }
+    this.#writes.clear();
+    return instructions;
+  }
+
+  #checkOpen(method: string): void {
+    if (!this.#open) {
+      throw new TypeError(
+        `Cannot ${method}: the transaction has ended (use tx only inside the write callback)`,
+      );
+    }
+  }
+}
+
 /**
  * The writes of one {@linkcode Realm.write} call. They become one changeset
  * with one stamp; several writes to one object are folded into one
@@ -100,9 +204,7 @@ function describe(value: unknown): string {
  * ```
  */
 export class Transaction {
-  #writes = new Map<string, PendingWrite>();
-  #exists: (type: string, id: string) => boolean;
-  #open = true;
+  #writes: TransactionWrites;
 
   /**
    * Transactions are created by {@linkcode Realm.write}; there is no use in
@@ -112,7 +214,7 @@ export class Transaction {
    *   transaction (for `update` of a missing object).
    */
   constructor(exists: (type: string, id: string) => boolean) {
-    this.#exists = exists;
+    this.#writes = pending ?? new TransactionWrites(exists);
   }
 
   /**
@@ -126,16 +228,7 @@ export class Transaction {
    *   store, or a transaction that has already ended.
    */
   put(type: string, id: string, fields: Fields): void {
-    this.#checkOpen("put");
-    checkName("type", "put", type);
-    checkName("id", "put", id);
-    const copy = copyFields("put", fields);
-    this.#writes.set(objectKey(type, id), {
-      op: "put",
-      type,
-      id,
-      fields: copy,
-    });
+    this.#writes.put(type, id, fields);
   }
 
   /**
@@ -149,27 +242,7 @@ export class Transaction {
    *   transaction that has already ended.
    */
   update(type: string, id: string, fields: Fields): void {
-    this.#checkOpen("update");
-    checkName("type", "update", type);
-    checkName("id", "update", id);
-    const copy = copyFields("update", fields);
-    const key = objectKey(type, id);
-    const earlier = this.#writes.get(key);
-    if (
-      earlier?.op === "delete" ||
-      (earlier === undefined && !this.#exists(type, id))
-    ) {
-      throw new TypeError(
-        `Cannot update: ${type} ${JSON.stringify(id)} does not exist`,
-      );
-    }
-    if (earlier === undefined) {
-      this.#writes.set(key, { op: "update", type, id, fields: copy });
-      return;
-    }
-    for (const name of Object.keys(copy)) {
-      defineField(earlier.fields!, name, copy[name]!);
-    }
+    this.#writes.update(type, id, fields);
   }
 
   /**
@@ -183,42 +256,6 @@ export class Transaction {
    *   already ended.
    */
   delete(type: string, id: string): void {
-    this.#checkOpen("delete");
-    checkName("type", "delete", type);
-    checkName("id", "delete", id);
-    this.#writes.set(objectKey(type, id), {
-      op: "delete",
-      type,
-      id,
-      fields: null,
-    });
-  }
-
-  static {
-    finishTransaction = (transaction) => transaction.#finish();
-  }
-
-  #finish(): Instruction[] {
-    this.#open = false;
-    const instructions: Instruction[] = [];
-    for (const write of this.#writes.values()) {
-      instructions.push({
-        op: write.op,
-        type: write.type,
-        id: write.id,
-        fields: write.fields,
-        stamp: null,
-      });
-    }
-    this.#writes.clear();
-    return instructions;
-  }
-
-  #checkOpen(method: string): void {
-    if (!this.#open) {
-      throw new TypeError(
-        `Cannot ${method}: the transaction has ended (use tx only inside the write callback)`,
-      );
-    }
+    this.#writes.delete(type, id);
   }
 }

@@ -7,7 +7,8 @@
 import type { Instruction, UploadChangeset } from "../model/changeset.ts";
 import { HlcClock } from "../model/hlc.ts";
 import { isLive, visibleFields } from "../model/merge.ts";
-import { finishTransaction, Transaction } from "../model/transaction.ts";
+import type { Transaction } from "../model/transaction.ts";
+import { TransactionWrites } from "../model/transaction.ts";
 import type { Fields, Value } from "../model/value.ts";
 import type { ClientIdentity } from "../protocol/messages.ts";
 import type { RealmHub } from "./realm_hub.ts";
@@ -337,11 +338,11 @@ export class ServerRealms {
     // Runs at once, so a throw or a bad value is the caller's error now.
     let instructions: Instruction[];
     try {
-      const tx = new Transaction(() => true);
+      const writes = new TransactionWrites(() => true);
       try {
-        fn(tx);
+        fn(writes.transaction);
       } finally {
-        instructions = finishTransaction(tx);
+        instructions = writes.finish();
       }
     } catch (error) {
       return Promise.reject(error);

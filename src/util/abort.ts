@@ -1,17 +1,6 @@
 // This module is browser compatible.
 
-/**
- * The reason used when Tether itself stops something because the user asked
- * for it (pause, reconnect, close). It is never reported as an error: code
- * that sees it knows the stop was requested, not a failure.
- */
-export class StopRequested extends Error {
-  /** @param message What was stopped, and why. */
-  constructor(message = "Stopped on request") {
-    super(message);
-    this.name = "StopRequested";
-  }
-}
+// Abort-signal helpers: one listener per wait, removed on every path.
 
 /**
  * Registers `onAbort` to run once when `signal` aborts and returns a function

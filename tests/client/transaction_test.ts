@@ -1,16 +1,18 @@
 import assert from "node:assert/strict";
 import {
-  finishTransaction,
-  Transaction,
+  type Transaction,
+  TransactionWrites,
 } from "../../src/client/transaction.ts";
 
 function run(
   fn: (tx: Transaction) => void,
   existing: string[] = [],
 ) {
-  const tx = new Transaction((type, id) => existing.includes(`${type}/${id}`));
-  fn(tx);
-  return finishTransaction(tx).map(({ op, type, id, fields }) => ({
+  const writes = new TransactionWrites((type, id) =>
+    existing.includes(`${type}/${id}`)
+  );
+  fn(writes.transaction);
+  return writes.finish().map(({ op, type, id, fields }) => ({
     op,
     type,
     id,

@@ -11,7 +11,7 @@ import type { ClientIdentity } from "../../protocol/messages.ts";
 export interface RealmMeta {
   /**
    * The replica node id in this realm's HLC stamps: a random integer in
-   * [1, 2^48) chosen when the realm is first created (ARCHITECTURE.md
+   * [1, 2^48) chosen when the realm is first created (docs/ARCHITECTURE.md
    * "Data model").
    */
   nodeId: number;

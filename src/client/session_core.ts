@@ -1,0 +1,773 @@
+// This module is browser compatible.
+
+/**
+ * The engine behind one `SyncSession`: it follows the shared connection,
+ * binds, uploads, answers waits and reacts to the server's messages
+ * (docs/CLIENT.md "Session rules", docs/ARCHITECTURE.md "Session flow on
+ * one connection").
+ *
+ * The pieces it drives each live in their own file: the session's life
+ * (`SessionLife`), the upload batcher, the waits ledger, the stall
+ * watchdog, the progress notifier and the rebind `Backoff`.
+ */
+
+import { MessageType, type ServerMessage } from "../protocol/messages.ts";
+import { abortable } from "../util/abort.ts";
+import { type Clock, Timer } from "../util/clock.ts";
+import { PushStream } from "../util/push_stream.ts";
+import { Backoff } from "./backoff.ts";
+import type { ClientConfig } from "./client_config.ts";
+import type {
+  Attachment,
+  Connection,
+  ConnectionClient,
+  RetryInfo,
+  SessionChannel,
+} from "./connection.ts";
+import type { LocalRealm } from "./local_realm.ts";
+import { emitLog } from "./log.ts";
+import {
+  type Progress,
+  type ProgressDirection,
+  type ProgressMode,
+  type ProgressRegistration,
+  ProgressTracker,
+} from "./progress.ts";
+import {
+  type CallbackToken,
+  type ProgressCallbackFn,
+  ProgressNotifier,
+} from "./progress_notifier.ts";
+import { type PublicSessionState, SessionLife } from "./session_life.ts";
+import { StallWatchdog } from "./stall_watchdog.ts";
+import { SyncError, syncErrorFromWire } from "./sync_error.ts";
+import { UploadBatcher } from "./upload_batcher.ts";
+import { WaitsLedger } from "./waits_ledger.ts";
+
+/** What a session is built from. */
+export interface SessionInit {
+  /** The realm path, as given to `openRealm`. */
+  path: string;
+  /** The local copy. */
+  local: LocalRealm;
+  /** The user's shared connection (made on first use). */
+  connection: () => Connection;
+  /**
+   * The app's resolved configuration: clock, randomness, `reconnect`,
+   * `progressIntervalMs`, `keepalive.responseTimeoutMs` (how long an
+   * unanswered UPLOAD or MARK may wait), logger.
+   */
+  config: ClientConfig;
+}
+
+/** A session's link to the server (see `ConnectionState`). */
+export type LinkState = "disconnected" | "connecting" | "connected";
+
+/** One transition of the link (see `ConnectionStateChange`). */
+export interface LinkChange {
+  previous: LinkState;
+  current: LinkState;
+  error?: SyncError;
+  retry?: RetryInfo;
+}
+
+/** A session's counters (see `SessionStats`). */
+export interface SessionCounters {
+  bytesSent: number;
+  bytesReceived: number;
+  rttMs: number | undefined;
+  reconnects: number;
+  pendingUploadBytes: number;
+  pendingUploadChangesets: number;
+}
+
+/**
+ * Rebinds after session errors: the exponent of the rebind backoff is
+ * capped here (the connection's is not).
+ */
+const REBIND_MAX_EXPONENT = 60;
+
+/** The engine of one session; `SyncSession` is its public face. */
+export class SessionCore {
+  readonly path: string;
+  #init: SessionInit;
+  #clock: Clock;
+  #life = new SessionLife();
+  #connectionState: LinkState = "disconnected";
+  #error: SyncError | undefined;
+  #retry: RetryInfo | undefined;
+  #attachment: Attachment | undefined;
+  #client: ConnectionClient;
+  /** Messages for this session, handled one after the other. */
+  #inbound: Promise<void> = Promise.resolve();
+
+  #tracker = new ProgressTracker();
+  #notifier: ProgressNotifier;
+  #waits = new WaitsLedger();
+  #batcher = new UploadBatcher();
+  #watchdog: StallWatchdog;
+  #rebinds: Backoff;
+  #rebindTimer: Timer;
+  #stateStreams = new Set<PushStream<LinkChange>>();
+  #markScheduled = false;
+  #uploadScheduled = false;
+  #unlisten: (() => void) | undefined;
+
+  #bytesSent = 0;
+  #bytesReceived = 0;
+  #reconnects = 0;
+  #everBound = false;
+  #lostSinceBind = false;
+
+  /** @param init The session's configuration. */
+  constructor(init: SessionInit) {
+    this.path = init.path;
+    const config = init.config;
+    this.#init = init;
+    this.#clock = config.clock;
+    this.#notifier = new ProgressNotifier(
+      this.#tracker,
+      config.clock,
+      config.progressIntervalMs,
+      (error) =>
+        this.#log(
+          "error",
+          "session.callback",
+          `A progress callback threw: ${
+            error instanceof Error ? error.message : String(error)
+          }`,
+        ),
+      () => this.#markForProgress(),
+    );
+    this.#watchdog = new StallWatchdog(
+      config.clock,
+      config.keepalive.responseTimeoutMs,
+      {
+        binding: () => this.#life.channel,
+        owesAnswer: () => this.#owesAnswer(),
+        stalled: () => this.#stalled(),
+      },
+    );
+    this.#rebinds = new Backoff(
+      config.reconnect,
+      config.random,
+      () => config.clock.now(),
+      REBIND_MAX_EXPONENT,
+    );
+    this.#rebindTimer = new Timer(config.clock);
+    // The stall watchdog listens to the connection beside the handlers: a
+    // binding's end stops it, every message for this session restarts it.
+    this.#client = {
+      connectionConnecting: () => {
+        this.#watchdog.stop();
+        this.#onConnecting();
+      },
+      connectionOpened: (channel) => {
+        this.#watchdog.stop();
+        this.#onOpened(channel);
+      },
+      connectionMessage: (message, wireBytes) => {
+        this.#onMessage(message, wireBytes);
+        this.#noteAnswer();
+      },
+      connectionLost: (error, retry) => {
+        this.#watchdog.stop();
+        this.#onLost(error, retry);
+      },
+      connectionFailed: (error) => this.fail(error, false),
+    };
+  }
+
+  // ----- what the facade reads -----
+
+  /** `session.state`. */
+  get state(): PublicSessionState {
+    return this.#life.publicState;
+  }
+
+  /** `session.connectionState`. */
+  get connectionState(): LinkState {
+    return this.#connectionState;
+  }
+
+  /** `session.error`. */
+  get error(): SyncError | undefined {
+    return this.#error;
+  }
+
+  /** `session.retry`. */
+  get retry(): RetryInfo | undefined {
+    return this.#retry;
+  }
+
+  /** Whether a progress registration or wait could still be answered. */
+  get isOver(): boolean {
+    return this.#life.isClosed || this.#life.fatalError !== undefined;
+  }
+
+  /** `session.stats()`. */
+  stats(): SessionCounters {
+    let rttMs: number | undefined;
+    try {
+      rttMs = this.#life.isClosed ? undefined : this.#init.connection().rttMs;
+    } catch {
+      rttMs = undefined;
+    }
+    return {
+      bytesSent: this.#bytesSent,
+      bytesReceived: this.#bytesReceived,
+      rttMs,
+      reconnects: this.#reconnects,
+      pendingUploadBytes: this.#tracker.pendingUploadBytes,
+      pendingUploadChangesets: this.#tracker.pendingUploadChangesets,
+    };
+  }
+
+  // ----- lifecycle -----
+
+  /** Starts syncing (once). */
+  start(): void {
+    if (this.#life.phase !== "new") return;
+    this.#life.go({ phase: "unbound" });
+    const local = this.#init.local;
+    this.#tracker.restore(local.meta.acknowledgedClientVersion);
+    for (const { changeset, bytes } of local.pending) {
+      this.#tracker.localCommitted(changeset.clientVersion, bytes);
+    }
+    this.#unlisten = local.listen({
+      onLocalCommit: ({ changeset, bytes }) => {
+        this.#tracker.localCommitted(changeset.clientVersion, bytes);
+        this.#notifier.changed();
+        this.#scheduleUpload();
+      },
+    });
+    this.#attach();
+  }
+
+  /** `session.pause()`. */
+  pause(): void {
+    if (!this.#life.isLive) return;
+    this.#lostSinceBind = false;
+    this.#leave(true);
+    this.#life.go({ phase: "paused" });
+    this.#retry = undefined;
+    this.#log("info", "session.pause", "Paused");
+    this.#transition("disconnected");
+  }
+
+  /** `session.resume()`. */
+  resume(): void {
+    if (!this.#life.isPaused) return;
+    this.#life.go({ phase: "unbound" });
+    this.#rebinds.reset();
+    this.#log("info", "session.resume", "Resumed");
+    this.#attach();
+  }
+
+  /**
+   * `app.reconnect()` and the `online` event: resets the rebind backoff and
+   * cancels a pending rebind delay, binding now.
+   */
+  reconnectNow(): void {
+    if (!this.#life.isLive) return;
+    this.#rebinds.reset();
+    if (!this.#rebindTimer.isRunning) return;
+    this.#rebindTimer.stop();
+    this.#log("info", "session.reconnect", "Binding again now on request");
+    this.#attach();
+  }
+
+  /** Ends the session for good (its realm closed). */
+  close(): void {
+    if (this.#life.isClosed) return;
+    this.#leave(true);
+    const fatal = this.#life.fatalError;
+    this.#life.go({ phase: "closed", error: fatal });
+    this.#notifier.stop();
+    this.#retry = undefined;
+    this.#unlisten?.();
+    this.#unlisten = undefined;
+    this.#waits.rejectAll(
+      new SyncError("session_closed", `Session for ${this.path} closed`),
+    );
+    this.#tracker.close();
+    this.#notifier.clearCallbacks();
+    this.#transition("disconnected");
+    for (const stream of [...this.#stateStreams]) stream.close();
+    this.#stateStreams.clear();
+    this.#log("debug", "session.close", "Closed");
+  }
+
+  /** Puts the session in `"error"` for good. */
+  fail(error: SyncError, unbind: boolean): void {
+    if (this.isOver) return;
+    this.#leave(unbind);
+    this.#life.go({ phase: "failed", error });
+    this.#notifier.stop();
+    this.#retry = undefined;
+    this.#error = error;
+    this.#log("error", "session.error", error.message, error);
+    this.#transition("disconnected", error);
+    this.#waits.rejectAll(error);
+    this.#tracker.close(error);
+    this.#notifier.clearCallbacks();
+    for (const stream of [...this.#stateStreams]) stream.fail(error);
+    this.#stateStreams.clear();
+  }
+
+  /**
+   * Throws the session's fatal error, or `session_closed` when closed.
+   *
+   * @throws {SyncError} When the session can no longer answer a wait.
+   */
+  checkUsable(): void {
+    const fatal = this.#life.fatalError;
+    if (fatal !== undefined) throw fatal;
+    if (this.#life.isClosed) {
+      throw new SyncError(
+        "session_closed",
+        `Session for ${this.path} is closed`,
+      );
+    }
+  }
+
+  #attach(): void {
+    if (this.#attachment !== undefined) return;
+    try {
+      const attachment = this.#init.connection().attach(this.#client);
+      if (this.#life.isLive) this.#attachment = attachment;
+      else attachment.detach();
+    } catch (error) {
+      this.fail(
+        new SyncError(
+          "session_closed",
+          `Cannot sync ${this.path}: ${(error as Error).message}`,
+          { cause: error },
+        ),
+        false,
+      );
+    }
+  }
+
+  /** Leaves the connection (pause, close, failure, a stall). */
+  #leave(unbind: boolean): void {
+    this.#rebindTimer.stop();
+    this.#watchdog.stop();
+    const attachment = this.#attachment;
+    this.#attachment = undefined;
+    const channel = this.#life.channel;
+    if (unbind && channel !== undefined && this.#life.isBound) {
+      this.#bytesSent += channel.send({
+        type: MessageType.Unbind,
+        sessionId: channel.sessionId,
+      });
+    }
+    attachment?.detach({ unbind: false });
+    this.#dropChannel();
+  }
+
+  // ----- connection events -----
+
+  #onConnecting(): void {
+    if (!this.#life.isLive) return;
+    if (this.#everBound && this.#connectionState !== "disconnected") {
+      this.#lostSinceBind = true;
+    }
+    this.#dropChannel();
+    this.#retry = undefined;
+    this.#transition("connecting");
+  }
+
+  #onOpened(channel: SessionChannel): void {
+    if (!this.#life.isLive) return;
+    this.#dropChannel();
+    this.#life.go({ phase: "opened", channel });
+    this.#inbound = this.#inbound
+      .then(() => this.#bind(channel))
+      .catch((error) => this.#handlingFailed(error));
+  }
+
+  #onLost(error: SyncError | undefined, retry: RetryInfo | undefined): void {
+    if (!this.#life.isLive) return;
+    this.#dropChannel();
+    if (this.#everBound) this.#lostSinceBind = true;
+    this.#retry = retry;
+    if (error !== undefined) this.#error = error;
+    this.#transition("disconnected", error, retry);
+  }
+
+  #onMessage(message: ServerMessage, wireBytes: number): void {
+    const channel = this.#life.channel;
+    if (channel === undefined) return;
+    this.#bytesReceived += wireBytes;
+    // The first answer for this session means the server accepted the bind
+    // (a refusal arrives as an ERROR, which is not "connected").
+    if (
+      this.#connectionState === "connecting" &&
+      message.type !== MessageType.Error
+    ) {
+      this.#error = undefined;
+      this.#transition("connected");
+    }
+    this.#inbound = this.#inbound
+      .then(() => this.#handle(message, channel))
+      .catch((error) => this.#handlingFailed(error));
+  }
+
+  /** Forgets the current binding; its unanswered MARKs wait for the next. */
+  #dropChannel(): void {
+    if (this.#life.channel === undefined) return;
+    this.#life.go({ phase: "unbound" });
+    this.#waits.bindingLost();
+  }
+
+  async #bind(channel: SessionChannel): Promise<void> {
+    if (channel !== this.#life.channel || !channel.isOpen) return;
+    const meta = this.#init.local.meta;
+    this.#bytesSent += channel.send({
+      type: MessageType.Bind,
+      sessionId: channel.sessionId,
+      path: this.path,
+      clientIdentity: meta.clientIdentity,
+      downloadCursor: meta.downloadCursor,
+      uploadCursor: meta.acknowledgedClientVersion,
+    });
+    if (this.#lostSinceBind) this.#reconnects++;
+    this.#lostSinceBind = false;
+    this.#everBound = true;
+    this.#batcher.rebound(meta.acknowledgedClientVersion);
+    this.#life.go({
+      phase: meta.clientIdentity === null ? "identifying" : "bound",
+      channel,
+    });
+    // A MARK right after BIND: its reply says the server has nothing more
+    // for now, which makes download progress known even when there was
+    // nothing to download, and answers waits made while unbound.
+    this.#sendMark();
+    this.#upload();
+    await Promise.resolve();
+  }
+
+  async #handle(
+    message: ServerMessage,
+    channel: SessionChannel,
+  ): Promise<void> {
+    switch (message.type) {
+      case MessageType.Ident: {
+        await this.#init.local.setIdentity(message.clientIdentity);
+        const state = this.#life.state;
+        if (state.phase === "identifying" && state.channel === channel) {
+          this.#life.go({ phase: "bound", channel });
+          this.#upload();
+        }
+        return;
+      }
+      case MessageType.Download: {
+        const { acknowledged } = await this.#init.local.integrate(message);
+        this.#tracker.downloaded(
+          message.changesetBytes,
+          message.downloadableBytes,
+        );
+        this.#tracker.acknowledged(acknowledged);
+        this.#waits.acknowledged(this.#tracker.lastAcknowledgedVersion);
+        this.#notifier.changed();
+        return;
+      }
+      case MessageType.MarkReply: {
+        if (channel !== this.#life.channel) return;
+        const mark = this.#waits.takeMark(message.requestId);
+        if (mark === undefined) return;
+        this.#tracker.caughtUp(mark.sequence);
+        this.#notifier.changed();
+        this.#waits.resolveMark(mark);
+        return;
+      }
+      case MessageType.Error: {
+        if (channel !== this.#life.channel) return;
+        const error = syncErrorFromWire(
+          message.code,
+          message.tryAgain,
+          message.message,
+        );
+        if (error.isFatal || !message.tryAgain) this.fail(error, false);
+        else this.#rebindLater(error);
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  #handlingFailed(error: unknown): void {
+    if (this.isOver) return;
+    this.fail(
+      error instanceof SyncError ? error : new SyncError(
+        "protocol_violation",
+        `Cannot handle a message for ${this.path}: ${
+          error instanceof Error ? error.message : String(error)
+        }`,
+        { cause: error },
+      ),
+      true,
+    );
+  }
+
+  /**
+   * A session-scoped error the server says may pass: bind again later, with
+   * a backoff that grows while the binds keep failing (a bind that reached
+   * "connected" but did not last `resetAfterMs` failed too: an upload the
+   * server cannot store fails the same way after every bind), and gives up
+   * after `maxAttempts` of them in a row, as the connection does.
+   */
+  #rebindLater(error: SyncError): void {
+    this.#rebinds.down();
+    const failures = this.#rebinds.attempts;
+    if (failures >= this.#init.config.reconnect.maxAttempts) {
+      this.fail(
+        new SyncError(
+          "reconnect_gave_up",
+          `Gave up after ${failures} failed attempts in a row to bind ${this.path}: ${error.message}`,
+          { cause: error },
+        ),
+        false,
+      );
+      return;
+    }
+    this.#leave(false);
+    const delay = this.#rebinds.next();
+    const retry: RetryInfo = {
+      attempt: this.#rebinds.attempts,
+      nextAttemptAt: this.#clock.now() + delay,
+      lastError: error,
+    };
+    this.#retry = retry;
+    this.#error = error;
+    this.#log("warn", "session.retry", `Binding again in ${delay} ms`, error);
+    this.#transition("disconnected", error, retry);
+    this.#rebindTimer.start(() => {
+      if (this.#life.isLive) this.#attach();
+    }, delay);
+  }
+
+  // ----- uploads -----
+
+  #scheduleUpload(): void {
+    if (this.#uploadScheduled) return;
+    this.#uploadScheduled = true;
+    queueMicrotask(() => {
+      this.#uploadScheduled = false;
+      this.#upload();
+    });
+  }
+
+  /** Sends every local changeset not yet sent on this binding. */
+  #upload(): void {
+    const channel = this.#life.channel;
+    if (channel === undefined || !this.#life.canUpload) return;
+    const before = this.#batcher.sentThrough;
+    const error = this.#batcher.send(
+      this.#init.local.pending,
+      channel,
+      (wireBytes) => {
+        this.#bytesSent += wireBytes;
+      },
+    );
+    if (this.#batcher.sentThrough !== before) this.#watchdog.watch();
+    if (error !== undefined) this.fail(error, true);
+  }
+
+  /** Waits until the local changeset `clientVersion` is acknowledged. */
+  waitForAcknowledgement(
+    clientVersion: number,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    try {
+      this.checkUsable();
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    if (this.#tracker.lastAcknowledgedVersion >= clientVersion) {
+      return Promise.resolve();
+    }
+    return this.#waits.waitForUpload(clientVersion, signal);
+  }
+
+  /** `session.waitForUpload()`, after its checks. */
+  async waitForUpload(signal: AbortSignal | undefined): Promise<void> {
+    // Writes started before this call are part of "committed before".
+    await abortable(this.#init.local.barrier(), signal);
+    await this.waitForAcknowledgement(
+      this.#tracker.lastCommittedVersion,
+      signal,
+    );
+  }
+
+  // ----- downloads -----
+
+  /** `session.waitForDownload()`, after its checks. */
+  waitForDownload(signal: AbortSignal | undefined): Promise<void> {
+    const wait = this.#waits.waitForDownload(signal);
+    this.#scheduleMark();
+    return wait;
+  }
+
+  #scheduleMark(): void {
+    if (this.#markScheduled) return;
+    this.#markScheduled = true;
+    queueMicrotask(() => {
+      this.#markScheduled = false;
+      if (this.#life.isBound && this.#waits.needsMark) this.#sendMark();
+    });
+  }
+
+  #sendMark(): void {
+    const channel = this.#life.channel;
+    if (channel === undefined || !channel.isOpen) return;
+    const requestId = this.#waits.markSent(this.#tracker.sequence + 1);
+    this.#bytesSent += channel.send({
+      type: MessageType.Mark,
+      sessionId: channel.sessionId,
+      requestId,
+    });
+    this.#watchdog.watch();
+  }
+
+  // ----- stalls -----
+
+  /**
+   * Whether this binding waits for the server: an UPLOAD not yet
+   * acknowledged, or a MARK not yet answered (one follows every BIND, so a
+   * bind that is never answered counts too).
+   */
+  #owesAnswer(): boolean {
+    return this.#life.isBound &&
+      (this.#waits.marksOutstanding ||
+        this.#batcher.sentThrough > this.#tracker.lastAcknowledgedVersion);
+  }
+
+  /** A message for this session arrived: the server is answering. */
+  #noteAnswer(): void {
+    if (this.#life.channel === undefined) return;
+    // Handling can take a while (integrating a large DOWNLOAD): the time it
+    // takes is the client's, so the wait starts again once it is done.
+    this.#watchdog.answerArrived();
+    this.#inbound = this.#inbound.then(this.#answerHandled);
+  }
+
+  // One function for every message rather than a closure each.
+  #answerHandled = (): void => this.#watchdog.answerHandled();
+
+  #stalled(): void {
+    const owed = [];
+    const sentThrough = this.#batcher.sentThrough;
+    if (sentThrough > this.#tracker.lastAcknowledgedVersion) {
+      owed.push(`an acknowledgement of client version ${sentThrough}`);
+    }
+    if (this.#waits.marksOutstanding) owed.push("a MARK reply");
+    const error = new SyncError(
+      "session_stalled",
+      `No answer from the server for ${this.path} within ${this.#init.config.keepalive.responseTimeoutMs} ms while it owed ${
+        owed.join(" and ")
+      }`,
+    );
+    // Unbind (the server may still be working on the old binding: it
+    // deduplicates what is uploaded again) and bind afresh after the
+    // session backoff; the socket and the other sessions stay as they are.
+    this.#leave(true);
+    this.#rebindLater(error);
+  }
+
+  // ----- progress and streams -----
+
+  /** A progress stream's registration (`getProgressStream`). */
+  registerProgress(
+    direction: ProgressDirection,
+    mode: ProgressMode,
+    listener: Parameters<ProgressTracker["register"]>[2],
+  ): ProgressRegistration {
+    return this.#notifier.register(direction, mode, listener);
+  }
+
+  /** `session.addProgressNotification()`, after its checks. */
+  addProgressNotification(
+    direction: ProgressDirection,
+    mode: ProgressMode,
+    callback: ProgressCallbackFn,
+  ): CallbackToken | null {
+    return this.isOver
+      ? null
+      : this.#notifier.addCallback(direction, mode, callback);
+  }
+
+  /** `session.removeProgressNotification()`. */
+  removeProgressNotification(callback: ProgressCallbackFn): void {
+    this.#notifier.removeCallback(callback);
+  }
+
+  /** Makes a `forCurrentlyOutstandingWork` registration report its end. */
+  registerDownloadCallback(
+    callback: (progress: Progress) => void,
+  ): ProgressRegistration | null {
+    return this.isOver ? null : this.#notifier.addDownloadCallback(callback);
+  }
+
+  /** `session.connectionStateChanges()`. */
+  connectionStateChanges(
+    signal: AbortSignal | undefined,
+  ): ReadableStream<LinkChange> {
+    const stream: PushStream<LinkChange> = new PushStream({
+      latestOnly: false,
+      signal,
+      onDetach: () => this.#stateStreams.delete(stream),
+    });
+    const fatal = this.#life.fatalError;
+    if (fatal !== undefined) stream.error(fatal);
+    else if (this.#life.isClosed) stream.close();
+    else if (!stream.isDetached) this.#stateStreams.add(stream);
+    return stream.stream;
+  }
+
+  /**
+   * A progress registration wants a MARK: sent at once when bound;
+   * otherwise the MARK that follows every BIND serves.
+   */
+  #markForProgress(): void {
+    this.#waits.wantMark();
+    this.#scheduleMark();
+  }
+
+  #transition(next: LinkState, error?: SyncError, retry?: RetryInfo): void {
+    const previous = this.#connectionState;
+    if (previous === next) return;
+    this.#connectionState = next;
+    if (previous === "connected") this.#rebinds.down();
+    if (next === "connected") this.#rebinds.up();
+    const change: LinkChange = { previous, current: next };
+    if (error !== undefined) change.error = error;
+    if (retry !== undefined) change.retry = retry;
+    this.#log(
+      "debug",
+      "session.state",
+      `${previous} → ${next}${error ? ` (${error.code})` : ""}`,
+      error,
+    );
+    for (const stream of [...this.#stateStreams]) stream.push(change);
+  }
+
+  #log(
+    level: "debug" | "info" | "warn" | "error",
+    event: string,
+    message: string,
+    error?: SyncError,
+  ): void {
+    emitLog(this.#init.config.logger, {
+      level,
+      event,
+      message,
+      time: this.#clock.now(),
+      path: this.path,
+      ...(error === undefined ? {} : { error }),
+    });
+  }
+}

@@ -1,0 +1,119 @@
+// This module is browser compatible.
+
+/**
+ * The stall watchdog of one session: the response timeout that runs while
+ * the server owes an answer (an UPLOAD not yet acknowledged, a MARK not yet
+ * answered) and reports a stall when none comes (docs/CLIENT.md "Connection, retries and keepalive").
+ *
+ * Time that is the client's does not count against the server: while the
+ * socket is still sending the wait is looked at again shortly, and a
+ * message still being handled (integrating a large DOWNLOAD) restarts it
+ * once handled. A later UPLOAD or MARK never pushes back the deadline of an
+ * earlier one.
+ */
+
+import { type Clock, Timer } from "../util/clock.ts";
+
+/**
+ * How often the watchdog looks again while the socket is still sending, in
+ * milliseconds: the response timeout counts from when the frames have left,
+ * give or take this much.
+ */
+export const STALL_DRAIN_POLL_MS = 250;
+
+/** A binding as the watchdog sees it. */
+export interface WatchedBinding {
+  /** Whether frames are still leaving the client. */
+  readonly isSending: boolean;
+}
+
+/** What the watchdog asks of its session. */
+export interface StallHost {
+  /** The current binding, if any. */
+  binding(): WatchedBinding | undefined;
+  /** Whether the server owes this binding an answer. */
+  owesAnswer(): boolean;
+  /** No answer came within the timeout on this binding. */
+  stalled(): void;
+}
+
+/** A response timeout with an injected clock; see the module comment. */
+export class StallWatchdog {
+  #timer: Timer;
+  #timeoutMs: number;
+  #host: StallHost;
+  /** Messages received and not yet handled. */
+  #unhandled = 0;
+
+  /**
+   * @param clock Time and timers.
+   * @param timeoutMs How long an owed answer may take.
+   * @param host The session watched.
+   */
+  constructor(clock: Clock, timeoutMs: number, host: StallHost) {
+    this.#timer = new Timer(clock);
+    this.#timeoutMs = timeoutMs;
+    this.#host = host;
+  }
+
+  /** Whether the timeout (or a drain poll) is running. */
+  get isRunning(): boolean {
+    return this.#timer.isRunning;
+  }
+
+  /** Stops the timeout (a binding's end). */
+  stop(): void {
+    this.#timer.stop();
+  }
+
+  /**
+   * Starts the timeout when the server now owes an answer and it is not
+   * already running; stops it when nothing is owed.
+   */
+  watch(): void {
+    if (!this.#host.owesAnswer()) {
+      this.#timer.stop();
+    } else if (!this.#timer.isRunning) {
+      this.#start();
+    }
+  }
+
+  /**
+   * A message for the session arrived: the server is answering. Pair with
+   * {@linkcode answerHandled} once it has been handled.
+   */
+  answerArrived(): void {
+    this.#timer.stop();
+    this.watch();
+    this.#unhandled++;
+  }
+
+  /** A message told to {@linkcode answerArrived} has been handled. */
+  answerHandled(): void {
+    this.#unhandled--;
+    this.#timer.stop();
+    this.watch();
+  }
+
+  #start(): void {
+    const binding = this.#host.binding();
+    if (binding === undefined) return;
+    if (binding.isSending) {
+      this.#timer.start(
+        () => this.#start(),
+        Math.min(STALL_DRAIN_POLL_MS, this.#timeoutMs),
+      );
+      return;
+    }
+    this.#timer.start(() => this.#expired(binding), this.#timeoutMs);
+  }
+
+  #expired(binding: WatchedBinding): void {
+    if (binding !== this.#host.binding() || !this.#host.owesAnswer()) return;
+    if (this.#unhandled > 0 || binding.isSending) {
+      this.#start();
+      return;
+    }
+    this.#host.stalled();
+  }
+}

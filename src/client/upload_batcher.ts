@@ -1,0 +1,121 @@
+// This module is browser compatible.
+
+/**
+ * The upload batcher: packs a session's pending local changesets into
+ * UPLOAD frames under the server's frame limit, in client-version order,
+ * and remembers how far the current binding has sent (docs/PROTOCOL.md
+ * §4.3).
+ */
+
+import type { UploadChangeset } from "../model/changeset.ts";
+import { encodeMessage } from "../protocol/encode.ts";
+import { MessageType, type UploadMessage } from "../protocol/messages.ts";
+import type { SessionChannel } from "./connection.ts";
+import { SyncError } from "./sync_error.ts";
+
+/** Room for an UPLOAD's tag, session id and count around its changesets. */
+export const UPLOAD_OVERHEAD_BYTES = 32;
+
+/** A local changeset waiting for the server, with its encoded size. */
+export interface PendingChangeset {
+  readonly changeset: UploadChangeset;
+  readonly bytes: number;
+}
+
+/** Where uploads go: the part of a binding's channel the batcher uses. */
+export type UploadChannel = Pick<
+  SessionChannel,
+  "sessionId" | "maxMessageBytes" | "sendUpload"
+>;
+
+/** Packs pending changesets into frames; see the module comment. */
+export class UploadBatcher {
+  #sentThrough = 0;
+
+  /** The last client version sent on the current binding. */
+  get sentThrough(): number {
+    return this.#sentThrough;
+  }
+
+  /**
+   * A new binding: the server has everything up to `acknowledged`, so
+   * sending starts after it.
+   */
+  rebound(acknowledged: number): void {
+    this.#sentThrough = acknowledged;
+  }
+
+  /**
+   * Sends every pending changeset not yet sent on this binding, as few
+   * frames as fit. Stops quietly when the channel refuses a frame (the
+   * binding is gone).
+   *
+   * @param onSent Told each frame's size on the wire.
+   * @returns A `bad_changeset` error when a changeset can never fit in a
+   *   frame (the session fails with it), else undefined.
+   */
+  send(
+    pending: Iterable<PendingChangeset>,
+    channel: UploadChannel,
+    onSent: (wireBytes: number) => void,
+  ): SyncError | undefined {
+    const limit = channel.maxMessageBytes;
+    const budget = limit - UPLOAD_OVERHEAD_BYTES;
+    let batch: UploadChangeset[] = [];
+    let batchBytes = 0;
+    for (const { changeset, bytes } of pending) {
+      if (changeset.clientVersion <= this.#sentThrough) continue;
+      if (bytes > budget) {
+        return new SyncError(
+          "bad_changeset",
+          `Cannot upload changeset ${changeset.clientVersion}: ${bytes} bytes exceed the server's limit of ${limit} per message`,
+        );
+      }
+      if (batch.length > 0 && batchBytes + bytes > budget) {
+        const outcome = this.#sendFrame(channel, batch, onSent);
+        if (outcome === false) return undefined;
+        if (outcome !== true) return outcome;
+        batch = [];
+        batchBytes = 0;
+      }
+      batch.push(changeset);
+      batchBytes += bytes;
+    }
+    if (batch.length === 0) return undefined;
+    const outcome = this.#sendFrame(channel, batch, onSent);
+    return outcome === true || outcome === false ? undefined : outcome;
+  }
+
+  /** True when sent, false when the channel is gone, else the error. */
+  #sendFrame(
+    channel: UploadChannel,
+    changesets: UploadChangeset[],
+    onSent: (wireBytes: number) => void,
+  ): boolean | SyncError {
+    const message: UploadMessage = {
+      type: MessageType.Upload,
+      sessionId: channel.sessionId,
+      changesets,
+    };
+    const frame = encodeMessage(message);
+    if (frame.byteLength > channel.maxMessageBytes) {
+      // Interning across changesets can, rarely, cost more than it saves:
+      // split and try again.
+      if (changesets.length === 1) {
+        return new SyncError(
+          "bad_changeset",
+          `Cannot upload changeset ${
+            changesets[0]!.clientVersion
+          }: ${frame.byteLength} bytes exceed the server's limit of ${channel.maxMessageBytes} per message`,
+        );
+      }
+      const half = changesets.length >> 1;
+      const first = this.#sendFrame(channel, changesets.slice(0, half), onSent);
+      if (first !== true) return first;
+      return this.#sendFrame(channel, changesets.slice(half), onSent);
+    }
+    if (!channel.sendUpload(frame, onSent)) return false;
+    this.#sentThrough = changesets[changesets.length - 1]!.clientVersion;
+    return true;
+  }
+}

@@ -1,0 +1,146 @@
+import assert from "node:assert/strict";
+import { Backoff, DEFAULT_RECONNECT } from "../../src/client/backoff.ts";
+import type { SessionChannel } from "../../src/client/connection.ts";
+import { SessionLife } from "../../src/client/session_life.ts";
+import { SyncError } from "../../src/client/sync_error.ts";
+import { WaitsLedger } from "../../src/client/waits_ledger.ts";
+import { FakeClock } from "../_helpers/fake_clock.ts";
+
+const policy = {
+  ...DEFAULT_RECONNECT,
+  minDelayMs: 100,
+  maxDelayMs: 1_000,
+  resetAfterMs: 5_000,
+};
+
+Deno.test("Backoff counts retries, doubles the bound, honours a minimum, and starts over on reset()", () => {
+  const clock = new FakeClock();
+  const backoff = new Backoff(policy, () => 0.5, () => clock.now());
+  assert.equal(backoff.next(), 50);
+  assert.equal(backoff.next(), 100);
+  assert.equal(backoff.next(), 200);
+  assert.equal(backoff.attempts, 3);
+  assert.equal(backoff.next(7_000), 7_000);
+  assert.equal(backoff.attempts, 4);
+  backoff.reset();
+  assert.equal(backoff.attempts, 0);
+  assert.equal(backoff.next(), 50);
+});
+
+Deno.test("Backoff starts over only after a link that stayed up resetAfterMs", () => {
+  const clock = new FakeClock();
+  const backoff = new Backoff(policy, () => 0.5, () => clock.now());
+  backoff.next();
+  backoff.next();
+  backoff.up();
+  clock.advance(4_999);
+  assert.equal(backoff.down(), false);
+  assert.equal(backoff.attempts, 2);
+  backoff.up();
+  clock.advance(5_000);
+  assert.equal(backoff.down(), true);
+  assert.equal(backoff.attempts, 0);
+  // A second down() without an up() in between changes nothing.
+  backoff.next();
+  clock.advance(10_000);
+  assert.equal(backoff.down(), false);
+  assert.equal(backoff.attempts, 1);
+});
+
+Deno.test("Backoff caps the exponent when asked (session rebinds), so small multipliers stop growing there", () => {
+  const small = { ...policy, multiplier: 1.01, maxDelayMs: 1_000_000 };
+  const capped = new Backoff(small, () => 0.5, () => 0, 2);
+  const free = new Backoff(small, () => 0.5, () => 0);
+  for (let i = 0; i < 5; i++) {
+    capped.next();
+    free.next();
+  }
+  assert.equal(capped.next(), Math.floor(0.5 * 100 * 1.01 ** 2));
+  assert.equal(free.next(), Math.floor(0.5 * 100 * 1.01 ** 5));
+});
+
+function channel(sessionId: number): SessionChannel {
+  return {
+    sessionId,
+    maxMessageBytes: 1_000,
+    isOpen: true,
+    isSending: false,
+    send: () => 0,
+    sendUpload: () => false,
+  };
+}
+
+Deno.test("SessionLife derives state, binding and liveness from its one phase", () => {
+  const life = new SessionLife();
+  assert.equal(life.phase, "new");
+  assert.equal(life.publicState, "active");
+  life.go({ phase: "unbound" });
+  const first = channel(1);
+  life.go({ phase: "opened", channel: first });
+  assert.equal(life.channel, first);
+  assert.equal(life.isBound, false);
+  life.go({ phase: "identifying", channel: first });
+  assert.equal(life.isBound, true);
+  assert.equal(life.canUpload, false);
+  life.go({ phase: "bound", channel: first });
+  assert.equal(life.canUpload, true);
+  life.go({ phase: "paused" });
+  assert.equal(life.channel, undefined);
+  assert.equal(life.isLive, false);
+  assert.equal(life.publicState, "inactive");
+  life.go({ phase: "unbound" });
+  assert.equal(life.publicState, "active");
+  const error = new SyncError("permission_denied", "no");
+  life.go({ phase: "failed", error });
+  assert.equal(life.publicState, "error");
+  life.go({ phase: "closed", error: life.fatalError });
+  assert.equal(life.isClosed, true);
+  assert.equal(life.fatalError, error);
+  assert.equal(life.publicState, "error");
+});
+
+Deno.test("SessionLife refuses a transition its table does not allow", () => {
+  const life = new SessionLife();
+  assert.throws(
+    () => life.go({ phase: "bound", channel: channel(1) }),
+    /Session cannot go from new to bound/,
+  );
+  life.go({ phase: "closed", error: undefined });
+  assert.equal(life.publicState, "inactive");
+  assert.throws(() => life.go({ phase: "unbound" }), /from closed to unbound/);
+});
+
+Deno.test("WaitsLedger answers a download wait with the MARK sent after it, and moves it to the next MARK when the binding is lost", async () => {
+  const ledger = new WaitsLedger();
+  const settled: string[] = [];
+  const wait = ledger.waitForDownload(undefined).then(() => settled.push("d"));
+  assert.equal(ledger.needsMark, true);
+  const lost = ledger.markSent(1);
+  assert.equal(ledger.needsMark, false);
+  assert.equal(ledger.marksOutstanding, true);
+  ledger.bindingLost();
+  assert.equal(ledger.marksOutstanding, false);
+  assert.equal(ledger.takeMark(lost), undefined);
+  const next = ledger.markSent(2);
+  const mark = ledger.takeMark(next)!;
+  assert.equal(mark.sequence, 2);
+  ledger.resolveMark(mark);
+  await wait;
+  assert.deepEqual(settled, ["d"]);
+});
+
+Deno.test("WaitsLedger resolves upload waits by version, rejects the rest with the error, and forgets an aborted wait", async () => {
+  const ledger = new WaitsLedger();
+  const first = ledger.waitForUpload(1, undefined);
+  const second = ledger.waitForUpload(3, undefined);
+  const controller = new AbortController();
+  const aborted = ledger.waitForDownload(controller.signal);
+  controller.abort(new Error("stop"));
+  await assert.rejects(aborted, /stop/);
+  ledger.acknowledged(2);
+  await first;
+  const error = new SyncError("session_closed", "closed");
+  ledger.rejectAll(error);
+  await assert.rejects(second, (reason) => reason === error);
+  assert.equal(ledger.needsMark, false);
+});
