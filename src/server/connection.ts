@@ -749,14 +749,17 @@ export class Connection {
   /** One row per bound session, for the status page. */
   statusRows(): StatusSession[] {
     const pendingBytes = this.#output.pendingBytes();
-    return this.#sessions.sessions().map((session) => ({
-      realm: session.path,
-      connection: this.id,
-      session: session.id,
-      userId: this.#userId ?? "",
-      state: this.#sessions.get(session.id)?.state ?? "bound",
-      pendingBytes,
-    }));
+    return this.#sessions.sessions().map((session) => {
+      const state = this.#sessions.get(session.id)?.state;
+      return {
+        realm: session.path,
+        connection: this.id,
+        session: session.id,
+        userId: this.#userId ?? "",
+        state: state === "bound" ? session.phase : state ?? "ended",
+        pendingBytes,
+      };
+    });
   }
 
   #countError(code: ErrorCodeName): void {

@@ -151,6 +151,15 @@ export class Session implements HubMember {
     });
   }
 
+  /**
+   * Where the session's download stands, for the status page: sending a
+   * snapshot, sending history behind the head, or caught up.
+   */
+  get phase(): "bootstrapping" | "catching_up" | "live" {
+    if (this.#inSnapshot) return "bootstrapping";
+    return this.#cursor < this.#init.hub.head.version ? "catching_up" : "live";
+  }
+
   /** Whether the session has ended. */
   get closed(): boolean {
     return this.#signal.aborted;
