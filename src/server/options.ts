@@ -5,7 +5,7 @@
  */
 
 import { DEFAULT_LIMITS } from "../protocol/limits.ts";
-import { consoleLogger, type Logger } from "./log.ts";
+import { createConsoleLogger, type Logger } from "./log.ts";
 import type { ChangesetValidator } from "./changeset_validation.ts";
 import { ownPathsOnly, type PermissionsFunction } from "./permissions.ts";
 import {
@@ -301,7 +301,8 @@ export interface ServeSyncOptions {
    * Receives one record per event (connections, sessions, errors sent,
    * retries).
    *
-   * @default {consoleLogger} one line per event on the console
+   * @default {createConsoleLogger()} one line per event of level info and
+   *   above on the console (debug records are left out)
    */
   logger?: Logger;
   /**
@@ -348,6 +349,10 @@ export interface ServerSettings {
   /** The clock for token lifetimes, in epoch milliseconds. */
   readonly now: () => number;
 }
+
+// Debug records (every connection, bind and login) are for a developer's
+// own logger; a server run as is prints what an operator needs.
+const DEFAULT_LOGGER = createConsoleLogger({ level: "info" });
 
 type IntegerSetting =
   | "port"
@@ -543,7 +548,7 @@ export function resolveOptions(options: ServeSyncOptions): ServerSettings {
     snapshots: options.history?.snapshots ?? true,
     tls: cert !== undefined && key !== undefined ? { cert, key } : null,
     signal: options.signal,
-    logger: options.logger ?? consoleLogger,
+    logger: options.logger ?? DEFAULT_LOGGER,
     now: options.now ?? Date.now,
   };
 }

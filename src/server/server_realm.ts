@@ -140,6 +140,8 @@ export class ChangesCompactedError extends Error {
   readonly since: number;
 
   /**
+   * Creates the error for a feed of `path` asked to start after `since`.
+   *
    * @param path The realm path.
    * @param since The version the feed was asked to follow.
    */
