@@ -240,3 +240,34 @@ Deno.test("GET /admin/realms/<path>/changes from a compacted version answers 410
   assert.equal(response.status, 410);
   assert.equal((await response.json()).error.code, "changes_compacted");
 });
+
+Deno.test("an open NDJSON change feed and an in-process feed end when the server shuts down", async () => {
+  const server = await startTestServer({ adminToken: TOKEN });
+  try {
+    const realm = server.realm("/backend/feed");
+    await realm.write((tx) => tx.put("Task", "a", {}));
+    const response = await fetch(
+      `${server.url}/admin/realms/backend/feed/changes?since=0`,
+      { headers: AUTH, signal: bounded() },
+    );
+    const reader = response.body!.pipeThrough(new TextDecoderStream())
+      .getReader();
+    const first = await reader.read();
+    assert.match(first.value!, /"version":1/);
+    const inProcess = realm.changes({ since: 1, signal: bounded() });
+    const ended = (async () => {
+      const seen = [];
+      for await (const item of inProcess) seen.push(item);
+      return seen;
+    })();
+    await server.shutdown();
+    assert.deepEqual(await ended, []);
+    // The body ends (or the connection is cut) rather than hanging.
+    for (;;) {
+      const next = await reader.read().catch(() => ({ done: true }));
+      if (next.done) break;
+    }
+  } finally {
+    await server.shutdown();
+  }
+});
