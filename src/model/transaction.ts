@@ -1,12 +1,7 @@
 // This module is browser compatible.
 
 import type { Instruction } from "./changeset.ts";
-import {
-  cloneValue,
-  defineField,
-  type Fields,
-  isValue,
-} from "./value.ts";
+import { cloneValue, defineField, type Fields, isValue } from "./value.ts";
 
 interface PendingWrite {
   op: "put" | "update" | "delete";

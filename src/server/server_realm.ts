@@ -9,7 +9,8 @@ import { HlcClock } from "../model/hlc.ts";
 import { isLive, visibleFields } from "../model/merge.ts";
 import type { Transaction } from "../model/transaction.ts";
 import { TransactionWrites } from "../model/transaction.ts";
-import type { Fields, Value } from "../model/value.ts";
+import type { Fields } from "../model/value.ts";
+import { compileQuery, type Query, runQuery } from "../model/query.ts";
 import type { ClientIdentity } from "../protocol/messages.ts";
 import type { RealmHub } from "./realm_hub.ts";
 import { resolveRealmPath } from "./realm_path.ts";
@@ -73,30 +74,24 @@ export interface ServerObject {
 }
 
 /**
- * What {@linkcode ServerRealm.objects} selects. `where` is equality only: each
- * entry `field: value` or `field: { eq: value }` must hold (values compare
- * as stored: `-0` is not `0`, `1` is not `1n`, `NaN` equals `NaN`; dates,
- * bytes, arrays and objects by content). `sort` is a list of
- * `[field, "asc" | "desc"]`; ties break by id ascending.
+ * What {@linkcode ServerRealm.objects} selects: the client's query language
+ * (`Realm.objects`), `{ where, sort, limit, offset }` — equality or
+ * `{ eq, ne, gt, gte, lt, lte, in }` per field, `$and`, `$or`, `$not`, sorts
+ * that break ties by id (docs/CLIENT.md "Queries").
  *
  * @example
  * ```ts
  * import type { ServerQuery } from "@tether/sync/server";
  *
- * const query: ServerQuery = { where: { done: false }, sort: [["title", "asc"]], limit: 10 };
+ * const query: ServerQuery = {
+ *   where: { done: false, priority: { gte: 2 } },
+ *   sort: [["priority", "desc"], ["title", "asc"]],
+ *   limit: 10,
+ * };
  * console.log(query.limit);
  * ```
  */
-export interface ServerQuery {
-  /** Conditions every selected object meets. */
-  where?: Record<string, Value | { eq: Value }>;
-  /** Sort keys, most significant first. */
-  sort?: ReadonlyArray<readonly [string, "asc" | "desc"]>;
-  /** Most objects returned. */
-  limit?: number;
-  /** Objects skipped first (after sorting). */
-  offset?: number;
-}
+export type ServerQuery = Query;
 
 /**
  * Options of {@linkcode ServerRealm.changes}.
@@ -314,18 +309,18 @@ export class ServerRealms {
   async #objects(
     path: string,
     type: string,
-    query: ServerQuery = {},
+    query?: ServerQuery,
   ): Promise<ServerObject[]> {
     checkName("objects", "type", type);
-    const select = compileQuery(query);
+    // Checked before the store is read: a bad query is the caller's error.
+    const compiled = compileQuery(query);
     const state = await readRealmState(this.#context.kv, path, this.#retry());
     const objects: ServerObject[] = [];
     for (const record of state.records.values()) {
       if (record.type !== type || !isLive(record)) continue;
-      const object = { id: record.id, fields: visibleFields(record) };
-      if (select.matches(object.fields)) objects.push(object);
+      objects.push({ id: record.id, fields: visibleFields(record) });
     }
-    return select.page(objects);
+    return runQuery(compiled, objects);
   }
 
   #write(
@@ -590,166 +585,4 @@ function checkName(method: string, what: string, value: unknown): void {
 function randomNode(): number {
   const words = crypto.getRandomValues(new Uint32Array(2));
   return (words[0]! & 0xffff) * 2 ** 32 + words[1]!;
-}
-
-interface CompiledQuery {
-  matches(fields: Fields): boolean;
-  page(objects: ServerObject[]): ServerObject[];
-}
-
-/**
- * Compiles `query` (equality `where`, `sort`, `limit`, `offset`).
- *
- * @throws {TypeError} Naming the part that is not understood.
- */
-export function compileQuery(query: ServerQuery): CompiledQuery {
-  if (typeof query !== "object" || query === null) {
-    throw new TypeError("Cannot query: options must be an object");
-  }
-  const conditions: Array<[string, Value]> = [];
-  for (const [field, condition] of Object.entries(query.where ?? {})) {
-    if (isPlainObject(condition)) {
-      const keys = Object.keys(condition);
-      if (keys.length !== 1 || keys[0] !== "eq") {
-        throw new TypeError(
-          `Cannot query: where.${field} must be a value or { eq: value } (this server compares for equality only)`,
-        );
-      }
-      conditions.push([field, (condition as { eq: Value }).eq]);
-    } else conditions.push([field, condition as Value]);
-  }
-  const sort = query.sort ?? [];
-  for (const [index, key] of sort.entries()) {
-    if (
-      !Array.isArray(key) || typeof key[0] !== "string" ||
-      (key[1] !== "asc" && key[1] !== "desc")
-    ) {
-      throw new TypeError(
-        `Cannot query: sort[${index}] must be [field, "asc" | "desc"]`,
-      );
-    }
-  }
-  const offset = query.offset ?? 0;
-  const limit = query.limit ?? Infinity;
-  if (!Number.isSafeInteger(offset) || offset < 0) {
-    throw new TypeError("Cannot query: offset must be a non-negative integer");
-  }
-  if (limit !== Infinity && (!Number.isSafeInteger(limit) || limit < 0)) {
-    throw new TypeError("Cannot query: limit must be a non-negative integer");
-  }
-  return {
-    matches: (fields) =>
-      conditions.every(([field, value]) =>
-        Object.hasOwn(fields, field)
-          ? sameValue(fields[field]!, value)
-          : value === null
-      ),
-    page: (objects) => {
-      objects.sort((a, b) => {
-        for (const [field, direction] of sort) {
-          const order = compareValues(a.fields[field], b.fields[field]);
-          if (order !== 0) return direction === "asc" ? order : -order;
-        }
-        return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
-      });
-      return objects.slice(offset, offset + limit);
-    },
-  };
-}
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  if (typeof value !== "object" || value === null) return false;
-  const prototype = Object.getPrototypeOf(value);
-  return prototype === Object.prototype || prototype === null;
-}
-
-/** Equality of stored values: `Object.is` for scalars, content otherwise. */
-function sameValue(a: Value, b: Value): boolean {
-  return compareValues(a, b) === 0;
-}
-
-// The order of kinds: missing < null < boolean < number < bigint < string
-// < date < bytes < array < object.
-function kindRank(value: Value | undefined): number {
-  if (value === undefined) return 0;
-  if (value === null) return 1;
-  switch (typeof value) {
-    case "boolean":
-      return 2;
-    case "number":
-      return 3;
-    case "bigint":
-      return 4;
-    case "string":
-      return 5;
-  }
-  if (value instanceof Date) return 6;
-  if (value instanceof Uint8Array) return 7;
-  if (Array.isArray(value)) return 8;
-  return 9;
-}
-
-/**
- * One total order over stored values (see {@linkcode kindRank} for kinds).
- * Numbers: NaN first, then by value, -0 before 0.
- */
-export function compareValues(
-  a: Value | undefined,
-  b: Value | undefined,
-): number {
-  const kind = kindRank(a) - kindRank(b);
-  if (kind !== 0) return kind;
-  switch (kindRank(a)) {
-    case 0:
-    case 1:
-      return 0;
-    case 2:
-      return Number(a) - Number(b);
-    case 3: {
-      const x = a as number, y = b as number;
-      if (Object.is(x, y)) return 0;
-      if (Number.isNaN(x)) return -1;
-      if (Number.isNaN(y)) return 1;
-      if (x === y) return Object.is(x, -0) ? -1 : 1;
-      return x < y ? -1 : 1;
-    }
-    case 4:
-      return (a as bigint) < (b as bigint)
-        ? -1
-        : (a as bigint) > (b as bigint)
-        ? 1
-        : 0;
-    case 5:
-      return (a as string) < (b as string)
-        ? -1
-        : (a as string) > (b as string)
-        ? 1
-        : 0;
-    case 6:
-      return compareValues(
-        (a as Date).getTime(),
-        (b as Date).getTime(),
-      );
-    case 7:
-    case 8: {
-      const x = a as ArrayLike<Value>, y = b as ArrayLike<Value>;
-      for (let index = 0; index < Math.min(x.length, y.length); index++) {
-        const order = compareValues(x[index], y[index]);
-        if (order !== 0) return order;
-      }
-      return x.length - y.length;
-    }
-    default: {
-      const x = a as Record<string, Value>, y = b as Record<string, Value>;
-      const keys = [...new Set([...Object.keys(x), ...Object.keys(y)])].sort();
-      for (const key of keys) {
-        const order = compareValues(
-          Object.hasOwn(x, key) ? x[key] : undefined,
-          Object.hasOwn(y, key) ? y[key] : undefined,
-        );
-        if (order !== 0) return order;
-      }
-      return 0;
-    }
-  }
 }

@@ -23,7 +23,7 @@ async function take(
   return items;
 }
 
-Deno.test("server.realm(): get, objects with where/sort/limit/offset, write synced to a client", async () => {
+Deno.test("server.realm(): get, objects in the client's query language, write synced to a client", async () => {
   await using server = await startTestServer();
   await using client = await openClient(fastApp(server.url));
   const path = `/${client.user.id}/todos`;
@@ -70,6 +70,22 @@ Deno.test("server.realm(): get, objects with where/sort/limit/offset, write sync
       o.id
     ),
     ["c"],
+  );
+
+  // The client's query language: ranges, combinators, bad parts named.
+  assert.deepEqual(
+    (await todos.objects("Task", {
+      where: {
+        $or: [{ rank: { gte: 3 } }, { title: { in: ["From a client"] } }],
+      },
+      sort: [["rank", "desc"]],
+    })).map(({ id }) => id),
+    ["c", "a"],
+  );
+  await assert.rejects(
+    todos.objects("Task", { where: { rank: { between: 1 } } } as never),
+    (error: unknown) =>
+      error instanceof TypeError && /where\.rank\.between/.test(error.message),
   );
 
   await todos.write((tx) => tx.update("Task", "a", { done: true }));
