@@ -18,7 +18,6 @@ import {
   type HandshakeMessage,
   type Message,
   MessageType,
-  type UploadMessage,
 } from "../protocol/messages.ts";
 import { ProtocolError } from "../protocol/protocol_error.ts";
 import {
@@ -37,19 +36,13 @@ import { SerialQueue } from "../util/serial_queue.ts";
 import { FrameWriter } from "./frame_writer.ts";
 import { closeCodeFor, closeReason } from "./close_codes.ts";
 import { TokenDeadline } from "./token_deadline.ts";
+import { heldUploadBytes, HeldUploads } from "./held_uploads.ts";
 import { systemClock } from "../util/clock.ts";
 
 type ConnectionState = "handshake" | "authenticating" | "open" | "closed";
 
 // How often a held PONG looks at the socket's buffer again.
 const DRAIN_POLL_MS = 10;
-// What an UPLOAD held until it is stored is counted as: its frame twice
-// (the bytes, and the strings and byte arrays decoded from them) plus a
-// fixed cost per instruction for the objects it decodes to. For small
-// objects that is about 4.5× the frame (measured: 3.2×), for large byte
-// arrays about 2×.
-const UPLOAD_FRAME_FACTOR = 2;
-const UPLOAD_INSTRUCTION_BYTES = 256;
 
 /** See the file comment. */
 export class Connection {
@@ -63,8 +56,8 @@ export class Connection {
   #userId: string | null = null;
   // The protocol version negotiated at HANDSHAKE (0 before).
   #protocolVersion = 0;
-  // Bytes held for uploads received but not yet stored (see #hold).
-  #heldBytes = 0;
+  // Uploads received but not yet stored (see #hold).
+  #held: HeldUploads;
   #tokenDeadline: TokenDeadline;
   #handshakeTimer: ReturnType<typeof setTimeout> | undefined;
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
@@ -104,6 +97,7 @@ export class Connection {
     this.#context = context;
     this.#rejection = rejection;
     this.#delivery = new DeliveryRate(context.settings.downloadBatchBytes);
+    this.#held = new HeldUploads(context.settings.maxQueuedBytesPerConnection);
     this.#tokenDeadline = new TokenDeadline(
       { ...systemClock, now: context.settings.now },
       () =>
@@ -528,14 +522,10 @@ export class Connection {
    * only brake the server has; the client keeps far less in flight).
    */
   #hold(bytes: number): boolean {
-    const limit = this.#context.settings.maxQueuedBytesPerConnection;
-    if (this.#heldBytes + bytes <= limit || this.#heldBytes === 0) {
-      this.#heldBytes += bytes;
-      return true;
-    }
+    if (this.#held.hold(bytes)) return true;
     this.fail(
       this.#protocolVersion >= 2 ? "queue_full" : "internal_server_error",
-      `Cannot accept more uploads: ${this.#heldBytes} bytes are held for this connection and the limit is ${limit}; reconnect and send more slowly`,
+      `Cannot accept more uploads: ${this.#held.bytes} bytes are held for this connection and the limit is ${this.#held.limit}; reconnect and send more slowly`,
     );
     return false;
   }
@@ -544,9 +534,7 @@ export class Connection {
     message: Extract<ClientMessage, { sessionId: number }>,
     heldBytes: number,
   ): void {
-    const release = () => {
-      this.#heldBytes -= heldBytes;
-    };
+    const release = () => this.#held.release(heldBytes);
     const { sessionId } = message;
     const record = this.#sessions.get(sessionId);
     if (record === undefined || !this.#sessions.isBound(sessionId)) {
@@ -797,14 +785,4 @@ export class Connection {
       this.#closed.resolve();
     })();
   }
-}
-
-/** What an UPLOAD is counted as while held (see UPLOAD_FRAME_FACTOR). */
-function heldUploadBytes(message: UploadMessage, frameBytes: number): number {
-  let instructions = 0;
-  for (const changeset of message.changesets) {
-    instructions += changeset.instructions.length;
-  }
-  return frameBytes * UPLOAD_FRAME_FACTOR +
-    instructions * UPLOAD_INSTRUCTION_BYTES;
 }
