@@ -159,7 +159,7 @@ Deno.test("App.open saves the refresh token, never the access token, and a resto
     {
       await using app = await App.open(options(server.url, kvPath));
       const user = await app.logIn(Credentials.anonymous());
-      await using realm = await user.openRealm({
+      await using _realm = await user.openRealm({
         path: "/~/a",
         waitForDownload: true,
         signal: bounded(),
