@@ -81,15 +81,19 @@ export function checkAppStorage(storage: unknown): void {
   );
 }
 
-/** Opens the app store for a checked storage option. */
+/**
+ * Opens the app store for a checked storage option (`api`: the IndexedDB
+ * implementation, for tests).
+ */
 export function openAppStore(
   storage: AppStorageOption | undefined,
+  api?: IndexedDbApi,
 ): Promise<AppStore> {
   if (storage === undefined || storage === "memory") {
     return Promise.resolve(new MemoryAppStore());
   }
   if ("kvPath" in storage) return KvAppStore.open(storage.kvPath);
-  return IndexedDbAppStore.open(storage.indexedDb);
+  return IndexedDbAppStore.open(storage.indexedDb, api);
 }
 
 /** Checks a stored user record; undefined when it is not one. */
@@ -238,8 +242,10 @@ class IndexedDbAppStore implements AppStore {
     this.#where = `IndexedDB ${JSON.stringify(name)}`;
   }
 
-  static async open(name: string): Promise<IndexedDbAppStore> {
-    const api = globalApi();
+  static async open(
+    name: string,
+    api: IndexedDbApi = globalApi(),
+  ): Promise<IndexedDbAppStore> {
     const db = await openDatabase(
       api,
       name,
