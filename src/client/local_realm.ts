@@ -13,6 +13,7 @@ import { encodeUploadChangeset } from "../protocol/encode.ts";
 import { DEFAULT_LIMITS } from "../protocol/limits.ts";
 import type { ClientIdentity, DownloadMessage } from "../protocol/messages.ts";
 import { ProtocolError } from "../protocol/protocol_error.ts";
+import { QueryEngine } from "./query_engine.ts";
 import { type Transaction, TransactionWrites } from "./transaction.ts";
 import type { RealmMeta, RealmStorage } from "./storage/storage.ts";
 
@@ -177,6 +178,14 @@ export class LocalRealm {
   #flushing: Promise<void> | null = null;
   /** A failed commit: memory and storage disagree, so nothing more commits. */
   #failure: { error: unknown } | null = null;
+  /**
+   * Indexes, queries and live queries (src/client/query_engine.ts); every
+   * commit hands it the objects it changed.
+   */
+  readonly queries: QueryEngine = new QueryEngine({
+    get: (type, id) => this.#store.get(type, id),
+    objects: (type) => this.#store.objects(type),
+  });
 
   /** Use {@linkcode LocalRealm.open}. */
   constructor(
@@ -331,7 +340,9 @@ export class LocalRealm {
       instructions,
     };
     const bytes = checkEncodable(changeset);
+    this.queries.beforeApply(instructions);
     const changes = this.#store.apply(changeset.stamp, instructions);
+    this.queries.applied(changes);
     const meta = { ...this.#meta, lastClientVersion: changeset.clientVersion };
     this.#meta = meta;
     const pending = { changeset, bytes };
@@ -443,6 +454,7 @@ export class LocalRealm {
       const touched: Instruction[] = [];
       for (const changeset of message.changesets) {
         this.#observe(changeset.stamp, changeset.instructions);
+        this.queries.beforeApply(changeset.instructions);
         for (
           const change of this.#store.apply(
             changeset.stamp,
@@ -455,6 +467,7 @@ export class LocalRealm {
           touched.push(instruction);
         }
       }
+      this.queries.applied(changes);
       const acknowledged = Math.max(
         this.#meta.acknowledgedClientVersion,
         Math.min(
