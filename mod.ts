@@ -50,12 +50,19 @@
  * @module
  */
 
-export { App, type AppOptions, type LogInOptions } from "./src/client/app.ts";
+export {
+  App,
+  type AppOpenOptions,
+  type AppOptions,
+  type AppStorageOption,
+  type LogInOptions,
+} from "./src/client/app.ts";
 export {
   Credentials,
   type JwtCredentialsOptions,
 } from "./src/client/credentials.ts";
 export {
+  type LogOutOptions,
   type RealmConfig,
   type RealmStorageOption,
   User,

@@ -8,10 +8,47 @@ import {
 import { type Credentials, credentialsBody } from "./credentials.ts";
 import { emitLog } from "./log.ts";
 import { requestLogin } from "./login.ts";
+import {
+  type AppStorageOption,
+  type AppStore,
+  checkAppStorage,
+  openAppStore,
+  type SavedUser,
+} from "./storage/app_store.ts";
 import { createUser, type User } from "./user.ts";
-import { UserCore } from "./user_core.ts";
+import { UserCore, type UserHost } from "./user_core.ts";
 
 export type { AppOptions } from "./client_config.ts";
+export type { AppStorageOption } from "./storage/app_store.ts";
+
+/**
+ * Options of {@linkcode App.open}: every {@linkcode AppOptions} option and
+ * where the app keeps its users and, by default, its users' realms.
+ *
+ * @example A durable app in Deno
+ * ```ts
+ * import type { AppOpenOptions } from "@tether/sync";
+ *
+ * const options: AppOpenOptions = {
+ *   baseUrl: "http://127.0.0.1:8080",
+ *   storage: { kvPath: "./my-app.kv" },
+ * };
+ * console.log(options.storage);
+ * ```
+ */
+export interface AppOpenOptions extends AppOptions {
+  /**
+   * `"memory"` (nothing survives), `{ kvPath }` (a Deno KV file) or `{
+   * indexedDb: name }` (browsers). docs/CLIENT.md "Storage" says what
+   * survives a crash.
+   *
+   * @default {"memory"}
+   */
+  storage?: AppStorageOption;
+}
+
+// Set by App.open around the constructor call.
+let openingStore: AppStore | undefined;
 
 /**
  * Options of {@linkcode App.logIn}.
@@ -63,23 +100,54 @@ export interface LogInOptions {
  */
 export class App {
   #config: ClientConfig;
+  #store: AppStore | undefined;
   #users = new Map<string, UserCore>();
+  /** Users the server refused while logged in: closed with the app. */
+  #retired = new Set<UserCore>();
+  #order = new Map<UserCore, number>();
+  #nextOrder = 1;
   #current: UserCore | undefined;
   #closed: Promise<void> | undefined;
   #lifetime = new AbortController();
   #removeOnline: (() => void) | undefined;
+  /** Store writes, one at a time, in call order. */
+  #saving: Promise<void> = Promise.resolve();
+  #host: UserHost;
 
   /**
-   * Creates an app. Nothing connects until a user opens a realm.
+   * Creates an app on memory storage: users and realms last as long as the
+   * app. Nothing connects until a user opens a realm. Use
+   * {@linkcode App.open} for durable storage.
    *
    * @param options The server's base URL and, optionally, policies.
-   * @throws {TypeError} For a base URL that is not http(s), or a missing
-   *   WebSocket or fetch.
+   * @throws {TypeError} For a base URL that is not http(s), a missing
+   *   WebSocket or fetch, or a `storage` option (it needs `App.open`).
    * @throws {RangeError} For a negative or non-finite duration, or a bad
    *   reconnect or keepalive option.
    */
   constructor(options: AppOptions) {
+    const store = openingStore;
+    openingStore = undefined;
+    if (
+      store === undefined && typeof options === "object" && options !== null &&
+      "storage" in options &&
+      (options as { storage?: unknown }).storage !== undefined &&
+      (options as { storage?: unknown }).storage !== "memory"
+    ) {
+      throw new TypeError(
+        "Cannot create the app: durable storage needs `await App.open({ baseUrl, storage })`",
+      );
+    }
     this.#config = resolveClientConfig(options);
+    this.#store = store;
+    this.#host = {
+      realmStorage: store?.realmStorage ?? "memory",
+      loggedOut: (user, deleteLocalData, refused) =>
+        this.#forget(user, deleteLocalData, refused),
+      tokensChanged: (user) => {
+        void this.#save(user).catch((error) => this.#storeFailed(error));
+      },
+    };
     const target = globalThis as {
       addEventListener?: (type: string, listener: () => void) => void;
       removeEventListener?: (type: string, listener: () => void) => void;
@@ -97,6 +165,83 @@ export class App {
     }
   }
 
+  /**
+   * Opens an app whose users and realms are kept in `storage`: loads the
+   * saved users first, so `currentUser` and `allUsers` are there at once,
+   * also offline (the first connection exchanges the saved refresh token
+   * for an access token). Realms of its users live in the same store
+   * unless `openRealm({ storage })` says otherwise. Several apps on one
+   * store in one process share it; a store held by another process is
+   * refused.
+   *
+   * @example Restoring the user of the last run
+   * ```ts
+   * import { App, Credentials } from "@tether/sync";
+   * import { serveSync } from "@tether/sync/server";
+   * import assert from "node:assert/strict";
+   *
+   * await using server = await serveSync({
+   *   port: 0,
+   *   kv: ":memory:",
+   *   auth: { allowAnonymous: true },
+   *   logger: () => {},
+   * });
+   * const kvPath = await Deno.makeTempFile({ suffix: ".kv" });
+   * let id: string;
+   * {
+   *   await using app = await App.open({ baseUrl: server.url, storage: { kvPath } });
+   *   const user = app.currentUser ?? await app.logIn(Credentials.anonymous());
+   *   id = user.id;
+   *   await using realm = await user.openRealm({ path: "/~/todos" });
+   *   await realm.write((tx) => tx.put("Task", "t1", { title: "Buy milk" }));
+   * }
+   * {
+   *   await using app = await App.open({ baseUrl: server.url, storage: { kvPath } });
+   *   assert.equal(app.currentUser?.id, id);
+   *   await using realm = await app.currentUser!.openRealm({ path: "/~/todos" });
+   *   assert.deepEqual(realm.get("Task", "t1"), { title: "Buy milk" });
+   * }
+   * await Deno.remove(kvPath);
+   * ```
+   *
+   * @param options Every `App` option and `storage`.
+   * @returns The app, with its saved users restored.
+   * @throws {TypeError} For a bad option, or a storage this runtime lacks
+   *   (`{ kvPath }` outside Deno or without `--unstable-kv`, `{ indexedDb }`
+   *   without IndexedDB).
+   * @throws {RangeError} For a bad duration or policy option.
+   * @throws {SyncError} `storage_locked` when another process holds the
+   *   store, `storage_invalid` when it is not a readable Tether store (the
+   *   message names the path; the store is left untouched).
+   */
+  static async open(options: AppOpenOptions): Promise<App> {
+    if (typeof options !== "object" || options === null) {
+      throw new TypeError("Cannot open the app: options must be an object");
+    }
+    const { storage, ...rest } = options;
+    checkAppStorage(storage);
+    resolveClientConfig(rest);
+    const store = await openAppStore(storage);
+    let saved: SavedUser[];
+    let app: App;
+    try {
+      saved = await store.loadUsers();
+      openingStore = store;
+      app = new App(rest);
+    } catch (error) {
+      openingStore = undefined;
+      await store.close();
+      throw error;
+    }
+    for (const user of saved) app.#restore(user);
+    return app;
+  }
+
+  /** Whether users and realms survive a restart (`App.open` on KV or IndexedDB). */
+  get isDurable(): boolean {
+    return this.#store?.durable ?? false;
+  }
+
   /** The base URL, normalised (no trailing slash). */
   get baseUrl(): string {
     return this.#config.baseUrl;
@@ -107,7 +252,7 @@ export class App {
     return this.#current?.user;
   }
 
-  /** Every logged-in user, in login order. */
+  /** Every logged-in user (restored ones first), in login order. */
   get allUsers(): User[] {
     return [...this.#users.values()].map((core) => core.user);
   }
@@ -115,7 +260,10 @@ export class App {
   /**
    * Logs in with `POST <baseUrl>/login`. Logging in again as a JWT user who
    * is already logged in returns the same {@linkcode User} with fresh
-   * tokens; each anonymous login is a new user.
+   * tokens; each anonymous login is a new user, except in a durable app
+   * (`App.open`) that has a saved anonymous user: that user is returned,
+   * without a network call. A durable app saves the login (the refresh
+   * token, never the access token) before resolving.
    *
    * @param credentials `Credentials.anonymous()` or `Credentials.jwt(token)`.
    * @param options `signal` cancels the login.
@@ -136,6 +284,17 @@ export class App {
       throw new TypeError("Cannot log in: the app is closed");
     }
     const body = credentialsBody(credentials);
+    if (credentials.provider === "anonymous" && this.#store?.durable) {
+      const saved = [...this.#users.values()].reverse().find((user) =>
+        user.provider === "anonymous"
+      );
+      if (saved !== undefined) {
+        this.#current = saved;
+        this.#order.set(saved, this.#nextOrder++);
+        await this.#save(saved);
+        return saved.user;
+      }
+    }
     const combined = signal === undefined
       ? this.#lifetime.signal
       : AbortSignal.any([signal, this.#lifetime.signal]);
@@ -155,16 +314,16 @@ export class App {
     if (core !== undefined && credentials.provider === "jwt") {
       core.updateLogin(credentials, login);
     } else {
-      core = new UserCore(
-        this.#config,
-        (user) => this.#forget(user),
+      core = new UserCore(this.#config, this.#host, {
         credentials,
-        login,
-      );
+        response: login,
+      });
       createUser(core);
       this.#users.set(login.userId, core);
     }
     this.#current = core;
+    this.#order.set(core, this.#nextOrder++);
+    await this.#save(core);
     const user = core.user;
     emitLog(this.#config.logger, {
       level: "info",
@@ -198,8 +357,12 @@ export class App {
       this.#removeOnline?.();
       this.#removeOnline = undefined;
       await Promise.all(
-        [...this.#users.values()].map((user) => user.closeAll()),
+        [...this.#users.values(), ...this.#retired].map((user) =>
+          user.closeAll()
+        ),
       );
+      await this.#saving;
+      await this.#store?.close();
     })();
     return this.#closed;
   }
@@ -209,11 +372,70 @@ export class App {
     return this.close();
   }
 
-  #forget(user: UserCore): void {
-    if (this.#users.get(user.id) === user) this.#users.delete(user.id);
+  #restore(saved: SavedUser): void {
+    const core = new UserCore(this.#config, this.#host, { restored: saved });
+    createUser(core);
+    this.#users.set(saved.id, core);
+    this.#order.set(core, saved.order);
+    this.#nextOrder = Math.max(this.#nextOrder, saved.order + 1);
+    this.#current = core;
+  }
+
+  /** Saves a user's login (a no-op in memory); store writes run in order. */
+  #save(user: UserCore): Promise<void> {
+    const store = this.#store;
+    if (store === undefined || !store.durable) return Promise.resolve();
+    const record: SavedUser = {
+      id: user.id,
+      refreshToken: user.refreshToken,
+      provider: user.provider,
+      order: this.#order.get(user) ?? 0,
+    };
+    const result = this.#saving.then(() => {
+      // Logged out meanwhile: the removal already ran or is queued.
+      if (this.#users.get(user.id) !== user) return;
+      return store.saveUser(record);
+    });
+    this.#saving = result.catch(() => {});
+    return result;
+  }
+
+  #storeFailed(error: unknown): void {
+    emitLog(this.#config.logger, {
+      level: "error",
+      event: "storage.error",
+      message: `Cannot save a user's login: ${
+        error instanceof Error ? error.message : String(error)
+      }`,
+      time: this.#config.clock.now(),
+    });
+  }
+
+  #forget(
+    user: UserCore,
+    deleteLocalData: boolean,
+    refused: boolean,
+  ): Promise<void> {
+    const known = this.#users.get(user.id) === user;
+    if (known) this.#users.delete(user.id);
+    // A user the server logged out still has realms and a connection to
+    // close with the app (or with its own logOut()).
+    if (refused) this.#retired.add(user);
+    else this.#retired.delete(user);
     if (this.#current === user) {
-      const remaining = [...this.#users.values()];
+      const remaining = [...this.#users.values()].sort((a, b) =>
+        (this.#order.get(a) ?? 0) - (this.#order.get(b) ?? 0)
+      );
       this.#current = remaining[remaining.length - 1];
     }
+    const store = this.#store;
+    if (store === undefined || !store.durable || (!known && !deleteLocalData)) {
+      return Promise.resolve();
+    }
+    const result = this.#saving.then(() =>
+      store.removeUser(user.id, deleteLocalData)
+    );
+    this.#saving = result.catch(() => {});
+    return result;
   }
 }

@@ -104,6 +104,19 @@ let pending: RealmHandle | undefined;
 // Each public Realm's handle, for internal helpers that are given a Realm.
 const handles = new WeakMap<Realm, RealmHandle>();
 
+/** The receipt of the local write `clientVersion` (0: changed nothing). */
+function receiptFor(sync: SessionCore, clientVersion: number): WriteReceipt {
+  return {
+    clientVersion,
+    waitForUpload: (options: WaitOptions = {}) =>
+      clientVersion === 0
+        ? (options.signal?.aborted
+          ? Promise.reject(options.signal.reason)
+          : Promise.resolve())
+        : sync.waitForAcknowledgement(clientVersion, options.signal),
+  };
+}
+
 /**
  * One handle on an open realm: its closed state and its change streams,
  * behind the public {@linkcode Realm} it makes (internal: `User.openRealm`
@@ -253,16 +266,51 @@ export class Realm {
       throw new TypeError("Cannot write: fn must be a function");
     }
     const { clientVersion } = await this.#handle.core.local.write(fn);
+    return receiptFor(this.#handle.core.sync, clientVersion);
+  }
+
+  /**
+   * The receipts of every local write the server has not acknowledged
+   * yet, in commit order: one per transaction, also after a restart (a
+   * durable realm reloads them from storage). Each receipt's
+   * `waitForUpload()` resolves when the server acknowledges that write;
+   * `syncSession.stats().pendingUploadChangesets` counts the same writes.
+   *
+   * @example Waiting for what an earlier run left unsent
+   * ```ts
+   * import { App, Credentials } from "@tether/sync";
+   * import { serveSync } from "@tether/sync/server";
+   * import assert from "node:assert/strict";
+   *
+   * await using server = await serveSync({
+   *   port: 0,
+   *   kv: ":memory:",
+   *   auth: { allowAnonymous: true },
+   *   logger: () => {},
+   * });
+   * await using app = new App({ baseUrl: server.url });
+   * const user = await app.logIn(Credentials.anonymous());
+   * await using realm = await user.openRealm({ path: "/~/todos" });
+   * realm.syncSession.pause();
+   * await realm.write((tx) => tx.put("Task", "t1", { title: "Buy milk" }));
+   * const pending = realm.pendingWrites();
+   * assert.equal(pending.length, 1);
+   * realm.syncSession.resume();
+   * await Promise.all(
+   *   pending.map((receipt) => receipt.waitForUpload({ signal: AbortSignal.timeout(5_000) })),
+   * );
+   * assert.equal(realm.pendingWrites().length, 0);
+   * ```
+   *
+   * @returns One receipt per unacknowledged write, oldest first.
+   * @throws {TypeError} When the realm is closed.
+   */
+  pendingWrites(): WriteReceipt[] {
+    this.#checkOpen("list pending writes");
     const sync = this.#handle.core.sync;
-    return {
-      clientVersion,
-      waitForUpload: (options: WaitOptions = {}) =>
-        clientVersion === 0
-          ? (options.signal?.aborted
-            ? Promise.reject(options.signal.reason)
-            : Promise.resolve())
-          : sync.waitForAcknowledgement(clientVersion, options.signal),
-    };
+    return this.#handle.core.local.pending.map(({ changeset }) =>
+      receiptFor(sync, changeset.clientVersion)
+    );
   }
 
   /**

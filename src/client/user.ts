@@ -57,7 +57,7 @@ export interface RealmConfig {
   /**
    * Where the local copy lives.
    *
-   * @default {"memory"}
+   * @default {The app's storage: `"memory"` for `new App()`, the `storage` of `App.open`}
    */
   storage?: RealmStorageOption;
   /**
@@ -98,7 +98,28 @@ export interface UserEngine {
   readonly allSessions: SyncSession[];
   sessionFor(path: string): SyncSession | undefined;
   openRealm(config: RealmConfig): Promise<Realm>;
-  logOut(): Promise<void>;
+  logOut(options?: LogOutOptions): Promise<void>;
+}
+
+/**
+ * Options of {@linkcode User.logOut}.
+ *
+ * @example Forgetting a user and its local data
+ * ```ts
+ * import type { LogOutOptions } from "@tether/sync";
+ *
+ * const options: LogOutOptions = { deleteLocalData: true };
+ * console.log(options.deleteLocalData);
+ * ```
+ */
+export interface LogOutOptions {
+  /**
+   * Also delete the user's realms from the app's store (`App.open({
+   * storage })`); without it, they stay for the user's next login.
+   *
+   * @default {false}
+   */
+  deleteLocalData?: boolean;
 }
 
 let pending: UserEngine | undefined;
@@ -209,11 +230,18 @@ export class User {
 
   /**
    * Logs out: closes every realm of this user (their waits reject with
-   * `session_closed`) and the user's connection. Idempotent.
+   * `session_closed`) and the user's connection, and forgets the user's
+   * saved login (`App.open`). The user's realms stay in the app's store
+   * unless `deleteLocalData` is set. Idempotent.
    *
-   * @returns Resolves once everything is closed.
+   * @param options `deleteLocalData` deletes the user's local realms.
+   * @returns Resolves once everything is closed (and, for a durable app,
+   *   the saved login is gone).
    */
-  async logOut(): Promise<void> {
-    await this.#core.logOut();
+  async logOut(options: LogOutOptions = {}): Promise<void> {
+    if (typeof options !== "object" || options === null) {
+      throw new TypeError("Cannot log out: options must be an object");
+    }
+    await this.#core.logOut(options);
   }
 }

@@ -13,7 +13,11 @@ import { checkIndexes } from "./live_query.ts";
 import { emitLog } from "./log.ts";
 import { type LoginResponse, requestLogin, retryAfterMs } from "./login.ts";
 import { type Realm, type RealmCore, RealmHandle } from "./realm.ts";
-import { checkStorageOption, openLocalRealm } from "./storage/open.ts";
+import {
+  checkStorageOption,
+  openLocalRealm,
+  type StorageOption,
+} from "./storage/open.ts";
 import { SyncError } from "./sync_error.ts";
 import { SessionCore } from "./session_core.ts";
 import { createSyncSession, type SyncSession } from "./sync_session.ts";
@@ -63,18 +67,44 @@ function checkConfig(config: RealmConfig): void {
   checkIndexes(config.indexes);
 }
 
+/** What a user asks of its app. */
+export interface UserHost {
+  /** Where realms live unless `openRealm({ storage })` says otherwise. */
+  readonly realmStorage: StorageOption;
+  /**
+   * The user logged out, or the server refused its refresh token: forget
+   * it (and its saved login); resolves once the store says so.
+   */
+  loggedOut(
+    user: UserCore,
+    deleteLocalData: boolean,
+    refused: boolean,
+  ): Promise<void>;
+  /** The user got a new refresh token: save it. */
+  tokensChanged(user: UserCore): void;
+}
+
+/**
+ * A saved user's access token before the first refresh: already stale, so
+ * the first connection exchanges the refresh token for a real one.
+ */
+const NO_TOKEN: AccessToken = { token: "", expiresAt: 0, obtainedAt: 0 };
+
 /** A logged-in user's state and work; `User` is its public face. */
 export class UserCore implements UserEngine {
   /** The public face, set by `createUser`. */
   user!: User;
   #config: ClientConfig;
-  #onLogOut: (user: UserCore) => void;
-  #credentials: Credentials;
+  #host: UserHost;
+  /** Undefined for a user restored from storage (no JWT kept). */
+  #credentials: Credentials | undefined;
+  #provider: "anonymous" | "jwt";
   #id: string;
   #token: AccessToken;
   #refreshToken: string;
   #refreshing: Promise<AccessToken> | undefined;
   #loggedIn = true;
+  #loggingOut: Promise<void> | undefined;
   #lifetime = new AbortController();
   #connection: Connection | undefined;
   #realms = new Map<string, OpenRealm>();
@@ -82,29 +112,56 @@ export class UserCore implements UserEngine {
 
   /**
    * @param config The app's resolved configuration.
-   * @param onLogOut Told when the user logs out.
-   * @param credentials What the user logged in with.
-   * @param login The server's answer to that login.
+   * @param host The app: default storage, told of logouts and new tokens.
+   * @param login What the user logged in with and the server's answer, or
+   *   a user restored from storage (refresh token only).
    */
   constructor(
     config: ClientConfig,
-    onLogOut: (user: UserCore) => void,
-    credentials: Credentials,
-    login: LoginResponse,
+    host: UserHost,
+    login:
+      | { credentials: Credentials; response: LoginResponse }
+      | {
+        restored: {
+          id: string;
+          refreshToken: string;
+          provider: "anonymous" | "jwt";
+        };
+      },
   ) {
     this.#config = config;
-    this.#onLogOut = onLogOut;
-    this.#credentials = credentials;
-    this.#id = login.userId;
-    this.#token = this.#tokenFrom(login);
-    this.#refreshToken = login.refreshToken;
+    this.#host = host;
+    if ("restored" in login) {
+      this.#credentials = undefined;
+      this.#provider = login.restored.provider;
+      this.#id = login.restored.id;
+      this.#token = NO_TOKEN;
+      this.#refreshToken = login.restored.refreshToken;
+    } else {
+      this.#credentials = login.credentials;
+      this.#provider = login.credentials.provider;
+      this.#id = login.response.userId;
+      this.#token = this.#tokenFrom(login.response);
+      this.#refreshToken = login.response.refreshToken;
+    }
   }
 
   /** Takes the tokens of a new login (`App.logIn` of a known user). */
   updateLogin(credentials: Credentials, login: LoginResponse): void {
     this.#credentials = credentials;
+    this.#provider = credentials.provider;
     this.#token = this.#tokenFrom(login);
     this.#refreshToken = login.refreshToken;
+  }
+
+  /** What the user logged in with. */
+  get provider(): "anonymous" | "jwt" {
+    return this.#provider;
+  }
+
+  /** The latest refresh token (saved by a durable app; never the access token). */
+  get refreshToken(): string {
+    return this.#refreshToken;
   }
 
   // A session waiting out a session-level rebind delay has left the
@@ -226,21 +283,31 @@ export class UserCore implements UserEngine {
 
   /**
    * Logs out: closes every realm of this user (their waits reject with
-   * `session_closed`) and the user's connection. Idempotent.
+   * `session_closed`) and the user's connection, and forgets the saved
+   * login; with `deleteLocalData`, deletes the user's realms from the
+   * app's store. Idempotent (a second call waits for the first).
    *
    * @returns Resolves once everything is closed.
    */
-  async logOut(): Promise<void> {
-    if (!this.#loggedIn) return;
-    this.#loggedIn = false;
-    await this.closeAll();
-    this.#onLogOut(this);
-    emitLog(this.#config.logger, {
-      level: "info",
-      event: "user.logout",
-      message: `User ${this.#id} logged out`,
-      time: this.#config.clock.now(),
-    });
+  logOut(options: { deleteLocalData?: boolean } = {}): Promise<void> {
+    this.#loggingOut ??= (async () => {
+      const wasLoggedIn = this.#loggedIn;
+      this.#loggedIn = false;
+      await this.closeAll();
+      await this.#host.loggedOut(
+        this,
+        options.deleteLocalData === true,
+        false,
+      );
+      if (!wasLoggedIn) return;
+      emitLog(this.#config.logger, {
+        level: "info",
+        event: "user.logout",
+        message: `User ${this.#id} logged out`,
+        time: this.#config.clock.now(),
+      });
+    })();
+    return this.#loggingOut;
   }
 
   /** Closes every realm and the connection, staying logged in. */
@@ -268,7 +335,7 @@ export class UserCore implements UserEngine {
     if (opening !== undefined) return opening;
     const promise = (async () => {
       const local = await openLocalRealm(
-        storage,
+        storage ?? this.#host.realmStorage,
         { userId: this.#id, path: key },
         () => this.#config.clock.now(),
       );
@@ -382,6 +449,54 @@ export class UserCore implements UserEngine {
       );
     let response: LoginResponse;
     try {
+      response = await this.#refreshedLogin(login);
+    } catch (error) {
+      if (error instanceof SyncError && error.code === "login_failed") {
+        // Refused for good: the saved login is worthless. The sessions
+        // report the error (the connection fails with it).
+        await this.#refused(error);
+      }
+      throw error;
+    }
+    if (response.userId !== this.#id) {
+      throw new SyncError(
+        "login_failed",
+        `Cannot refresh the access token: the server issued it for user ${response.userId}, not ${this.#id}`,
+        { willRetry: false },
+      );
+    }
+    this.#token = this.#tokenFrom(response);
+    if (response.refreshToken !== this.#refreshToken) {
+      this.#refreshToken = response.refreshToken;
+      this.#host.tokensChanged(this);
+    }
+    emitLog(context.logger, {
+      level: "debug",
+      event: "token.refresh",
+      message: `New access token for user ${this.#id}`,
+      time: context.clock.now(),
+    });
+    return this.#token;
+  }
+
+  /** Logs the user out after the server refused its login for good. */
+  async #refused(error: SyncError): Promise<void> {
+    if (!this.#loggedIn) return;
+    this.#loggedIn = false;
+    emitLog(this.#config.logger, {
+      level: "warn",
+      event: "user.logout",
+      message: `User ${this.#id} logged out: ${error.message}`,
+      time: this.#config.clock.now(),
+    });
+    await this.#host.loggedOut(this, false, true).catch(() => {});
+  }
+
+  async #refreshedLogin(
+    login: (body: Parameters<typeof requestLogin>[2]) => Promise<LoginResponse>,
+  ): Promise<LoginResponse> {
+    let response: LoginResponse;
+    try {
       response = await login({
         provider: "refresh",
         refreshToken: this.#refreshToken,
@@ -390,10 +505,10 @@ export class UserCore implements UserEngine {
       if (!(error instanceof SyncError) || error.code !== "login_failed") {
         throw error;
       }
-      if (this.#credentials.provider === "anonymous") {
+      if (this.#credentials === undefined || this.#provider === "anonymous") {
         throw new SyncError(
           "login_failed",
-          `Cannot refresh the access token of anonymous user ${this.#id}: ${error.message}`,
+          `Cannot refresh the access token of ${this.#provider} user ${this.#id}: ${error.message}`,
           { cause: error, willRetry: false },
         );
       }
@@ -421,21 +536,6 @@ export class UserCore implements UserEngine {
         response = await login(credentialsBody(this.#credentials));
       }
     }
-    if (response.userId !== this.#id) {
-      throw new SyncError(
-        "login_failed",
-        `Cannot refresh the access token: the server issued it for user ${response.userId}, not ${this.#id}`,
-        { willRetry: false },
-      );
-    }
-    this.#token = this.#tokenFrom(response);
-    this.#refreshToken = response.refreshToken;
-    emitLog(context.logger, {
-      level: "debug",
-      event: "token.refresh",
-      message: `New access token for user ${this.#id}`,
-      time: context.clock.now(),
-    });
-    return this.#token;
+    return response;
   }
 }

@@ -167,9 +167,12 @@ export async function openBrowserPage(
     timeout: 30_000,
   });
   stack.defer(() => browser.close());
-  const page = await browser.newPage({
+  // An explicit context, so a test can open a second tab of the same
+  // origin (same IndexedDB, same Web Locks) with `page.context().newPage()`.
+  const context = await browser.newContext({
     viewport: { width: 900, height: 700 },
   });
+  const page = await context.newPage();
   page.setDefaultTimeout(10_000);
   const pageErrors: string[] = [];
   const consoleLines: string[] = [];

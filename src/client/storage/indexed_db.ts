@@ -29,7 +29,7 @@ import type {
 
 // The IndexedDB API as this file uses it, written out so the client type-
 // checks without the DOM library (Deno's default one has no IndexedDB).
-interface IdbRequest<T = unknown> {
+export interface IdbRequest<T = unknown> {
   result: T;
   error: unknown;
   onsuccess: ((event: unknown) => void) | null;
@@ -40,14 +40,14 @@ interface IdbOpenRequest extends IdbRequest<IdbDatabase> {
   onblocked: ((event: unknown) => void) | null;
   transaction: IdbTransaction | null;
 }
-interface IdbObjectStore {
+export interface IdbObjectStore {
   put(value: unknown, key?: unknown): IdbRequest;
   get(key: unknown): IdbRequest;
   getAll(query?: unknown): IdbRequest<unknown[]>;
   getAllKeys(query?: unknown): IdbRequest<unknown[]>;
   delete(key: unknown): IdbRequest;
 }
-interface IdbTransaction {
+export interface IdbTransaction {
   objectStore(name: string): IdbObjectStore;
   oncomplete: ((event: unknown) => void) | null;
   onerror: ((event: unknown) => void) | null;
@@ -55,7 +55,7 @@ interface IdbTransaction {
   error: unknown;
   abort(): void;
 }
-interface IdbDatabase {
+export interface IdbDatabase {
   objectStoreNames: { contains(name: string): boolean };
   createObjectStore(name: string): IdbObjectStore;
   transaction(
@@ -86,7 +86,8 @@ interface LockManagerLike {
 const STORES = ["header", "meta", "records", "pending"];
 const DATA_STORES = ["meta", "records", "pending"];
 
-function globalApi(): IndexedDbApi {
+/** The global IndexedDB, or a `TypeError` saying it is missing (internal). */
+export function globalApi(): IndexedDbApi {
   const scope = globalThis as Partial<IndexedDbApi>;
   if (scope.indexedDB === undefined || scope.IDBKeyRange === undefined) {
     throw new TypeError(
@@ -96,14 +97,16 @@ function globalApi(): IndexedDbApi {
   return { indexedDB: scope.indexedDB, IDBKeyRange: scope.IDBKeyRange };
 }
 
-function request<T>(req: IdbRequest<T>): Promise<T> {
+/** Settles with a request's result (internal). */
+export function request<T>(req: IdbRequest<T>): Promise<T> {
   return new Promise((resolve, reject) => {
     req.onsuccess = () => resolve(req.result);
     req.onerror = () => reject(req.error);
   });
 }
 
-function done(tx: IdbTransaction): Promise<void> {
+/** Settles when a transaction completes or aborts (internal). */
+export function done(tx: IdbTransaction): Promise<void> {
   return new Promise((resolve, reject) => {
     tx.oncomplete = () => resolve();
     tx.onerror = () => reject(tx.error);
@@ -354,7 +357,11 @@ async function webLock(
   };
 }
 
-async function openDatabase(
+/**
+ * Opens (creating when missing) the Tether database `name` and checks its
+ * header; shared with the app store (internal).
+ */
+export async function openDatabase(
   api: IndexedDbApi,
   name: string,
   where: string,

@@ -1,0 +1,303 @@
+// This module is browser compatible.
+
+/**
+ * The app store of `App.open`: the saved users (id, refresh token,
+ * credentials kind — never an access token) in the same Deno KV file or
+ * IndexedDB database as the realms they open, and the deletion of a
+ * user's local realms.
+ */
+
+import { SyncError } from "../sync_error.ts";
+import {
+  done,
+  globalApi,
+  type IdbDatabase,
+  type IndexedDbApi,
+  openDatabase,
+  request,
+} from "./indexed_db.ts";
+import { kvRealmPrefix } from "./kv.ts";
+import { acquireKvStore, type KvKey, type KvLike } from "./kv_store.ts";
+import type { StorageOption } from "./open.ts";
+
+/** What an app keeps of one logged-in user across restarts. */
+export interface SavedUser {
+  /** The user id. */
+  id: string;
+  /** The refresh token of the latest login or refresh. */
+  refreshToken: string;
+  /** What the user logged in with. */
+  provider: "anonymous" | "jwt";
+  /** Login order: the highest is the current user. */
+  order: number;
+}
+
+/** The app's durable store of users (memory: nothing survives). */
+export interface AppStore {
+  /** The storage realms of this app's users use by default. */
+  readonly realmStorage: StorageOption;
+  /** Whether users survive a restart. */
+  readonly durable: boolean;
+  /** Every saved user, in login order. */
+  loadUsers(): Promise<SavedUser[]>;
+  /** Saves (or replaces) a user; resolves once durable. */
+  saveUser(user: SavedUser): Promise<void>;
+  /** Forgets a user; with `deleteLocalData`, deletes its realms too. */
+  removeUser(id: string, deleteLocalData: boolean): Promise<void>;
+  /** Releases the store. */
+  close(): Promise<void>;
+}
+
+/** What `App.open({ storage })` accepts. */
+export type AppStorageOption = "memory" | { kvPath: string } | {
+  indexedDb: string;
+};
+
+/** Checks `App.open`'s storage option; a `TypeError` names what is wrong. */
+export function checkAppStorage(storage: unknown): void {
+  if (storage === undefined || storage === "memory") return;
+  if (typeof storage === "object" && storage !== null) {
+    const { kvPath, indexedDb } = storage as {
+      kvPath?: unknown;
+      indexedDb?: unknown;
+    };
+    if ("kvPath" in storage) {
+      if (typeof kvPath === "string" && kvPath.length > 0) return;
+      throw new TypeError(
+        "Cannot open the app: storage.kvPath must be a non-empty string",
+      );
+    }
+    if ("indexedDb" in storage) {
+      if (typeof indexedDb === "string" && indexedDb.length > 0) return;
+      throw new TypeError(
+        "Cannot open the app: storage.indexedDb must be a non-empty string",
+      );
+    }
+  }
+  throw new TypeError(
+    `Cannot open the app: storage must be "memory", { kvPath } or { indexedDb }, got ${
+      typeof storage === "object" ? "another object" : JSON.stringify(storage)
+    }`,
+  );
+}
+
+/**
+ * Opens the app store for a checked storage option (`api`: the IndexedDB
+ * implementation, for tests).
+ */
+export function openAppStore(
+  storage: AppStorageOption | undefined,
+  api?: IndexedDbApi,
+): Promise<AppStore> {
+  if (storage === undefined || storage === "memory") {
+    return Promise.resolve(new MemoryAppStore());
+  }
+  if ("kvPath" in storage) return KvAppStore.open(storage.kvPath);
+  return IndexedDbAppStore.open(storage.indexedDb, api);
+}
+
+/** Checks a stored user record; undefined when it is not one. */
+function savedUserFrom(value: unknown): SavedUser | undefined {
+  if (typeof value !== "object" || value === null) return undefined;
+  const { id, refreshToken, provider, order } = value as Record<
+    string,
+    unknown
+  >;
+  if (
+    typeof id !== "string" || id.length === 0 ||
+    typeof refreshToken !== "string" ||
+    (provider !== "anonymous" && provider !== "jwt") ||
+    typeof order !== "number" || !Number.isFinite(order)
+  ) {
+    return undefined;
+  }
+  return { id, refreshToken, provider, order };
+}
+
+function loadedUsers(values: unknown[], where: string): SavedUser[] {
+  const users: SavedUser[] = [];
+  for (const value of values) {
+    const user = savedUserFrom(value);
+    if (user === undefined) {
+      throw new SyncError(
+        "storage_invalid",
+        `Cannot open the store ${where}: a saved user does not decode; it was left untouched`,
+      );
+    }
+    users.push(user);
+  }
+  return users.sort((a, b) => a.order - b.order);
+}
+
+/** `new App()` and `App.open({ storage: "memory" })`: nothing is saved. */
+class MemoryAppStore implements AppStore {
+  readonly realmStorage: StorageOption = "memory";
+  readonly durable = false;
+  loadUsers(): Promise<SavedUser[]> {
+    return Promise.resolve([]);
+  }
+  saveUser(): Promise<void> {
+    return Promise.resolve();
+  }
+  removeUser(): Promise<void> {
+    return Promise.resolve();
+  }
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+const USERS: KvKey = ["tether", "v1", "users"];
+/** Mutations per atomic operation when deleting (Deno KV allows 1000). */
+const DELETE_CHUNK = 500;
+
+/** Saved users in a Deno KV store file, under `["tether","v1","users",id]`. */
+class KvAppStore implements AppStore {
+  readonly realmStorage: StorageOption;
+  readonly durable = true;
+  #kv: KvLike;
+  #where: string;
+  #release: () => Promise<void>;
+
+  private constructor(
+    kvPath: string,
+    kv: KvLike,
+    release: () => Promise<void>,
+  ) {
+    this.realmStorage = { kvPath };
+    this.#kv = kv;
+    this.#where = JSON.stringify(kvPath);
+    this.#release = release;
+  }
+
+  static async open(kvPath: string): Promise<KvAppStore> {
+    const handle = await acquireKvStore(kvPath);
+    return new KvAppStore(kvPath, handle.kv, () => handle.release());
+  }
+
+  async loadUsers(): Promise<SavedUser[]> {
+    const values: unknown[] = [];
+    try {
+      for await (const entry of this.#kv.list({ prefix: USERS })) {
+        values.push(entry.value);
+      }
+    } catch (error) {
+      throw new SyncError(
+        "storage_invalid",
+        `Cannot open the store ${this.#where}: its saved users do not decode; it was left untouched`,
+        { cause: error },
+      );
+    }
+    return loadedUsers(values, this.#where);
+  }
+
+  async saveUser(user: SavedUser): Promise<void> {
+    await this.#kv.atomic().set([...USERS, user.id], { ...user }).commit();
+  }
+
+  async removeUser(id: string, deleteLocalData: boolean): Promise<void> {
+    await this.#kv.atomic().delete([...USERS, id]).commit();
+    if (!deleteLocalData) return;
+    // Each realm's meta publishes the rest of its keys: deleted first, a
+    // crash halfway leaves only unpublished entries, which the next load
+    // of that realm ignores and deletes.
+    const prefix = kvRealmPrefix({ userId: id, path: "" }).slice(0, 4);
+    const metas: KvKey[] = [];
+    const rest: KvKey[] = [];
+    for await (const entry of this.#kv.list({ prefix })) {
+      (entry.key[5] === "meta" && entry.key.length === 6 ? metas : rest)
+        .push(entry.key);
+    }
+    for (const keys of [metas, rest]) {
+      for (let start = 0; start < keys.length; start += DELETE_CHUNK) {
+        const atomic = this.#kv.atomic();
+        for (const key of keys.slice(start, start + DELETE_CHUNK)) {
+          atomic.delete(key);
+        }
+        await atomic.commit();
+      }
+    }
+  }
+
+  close(): Promise<void> {
+    return this.#release();
+  }
+}
+
+/**
+ * Saved users in an IndexedDB Tether database: in its `header` object
+ * store, under keys `["users", id]` (no schema change for older databases).
+ */
+class IndexedDbAppStore implements AppStore {
+  readonly realmStorage: StorageOption;
+  readonly durable = true;
+  #db: IdbDatabase;
+  #api: IndexedDbApi;
+  #where: string;
+
+  private constructor(name: string, db: IdbDatabase, api: IndexedDbApi) {
+    this.realmStorage = { indexedDb: name };
+    this.#db = db;
+    this.#api = api;
+    this.#where = `IndexedDB ${JSON.stringify(name)}`;
+  }
+
+  static async open(
+    name: string,
+    api: IndexedDbApi = globalApi(),
+  ): Promise<IndexedDbAppStore> {
+    const db = await openDatabase(
+      api,
+      name,
+      `IndexedDB ${JSON.stringify(name)}`,
+    );
+    return new IndexedDbAppStore(name, db, api);
+  }
+
+  #usersRange(): unknown {
+    return this.#api.IDBKeyRange.bound(["users"], ["users", []]);
+  }
+
+  async loadUsers(): Promise<SavedUser[]> {
+    const tx = this.#db.transaction(["header"], "readonly");
+    const finished = done(tx);
+    const values = await request(
+      tx.objectStore("header").getAll(this.#usersRange()),
+    );
+    await finished;
+    return loadedUsers(values, this.#where);
+  }
+
+  async saveUser(user: SavedUser): Promise<void> {
+    const tx = this.#db.transaction(["header"], "readwrite", {
+      durability: "strict",
+    });
+    const finished = done(tx);
+    tx.objectStore("header").put({ ...user }, ["users", user.id]);
+    await finished;
+  }
+
+  async removeUser(id: string, deleteLocalData: boolean): Promise<void> {
+    const stores = deleteLocalData
+      ? ["header", "meta", "records", "pending"]
+      : ["header"];
+    const tx = this.#db.transaction(stores, "readwrite", {
+      durability: "strict",
+    });
+    const finished = done(tx);
+    tx.objectStore("header").delete(["users", id]);
+    if (deleteLocalData) {
+      // Arrays sort after strings: [id, []] bounds every [id, path, …].
+      const range = this.#api.IDBKeyRange.bound([id], [id, []]);
+      for (const store of ["meta", "records", "pending"]) {
+        tx.objectStore(store).delete(range);
+      }
+    }
+    await finished;
+  }
+
+  close(): Promise<void> {
+    this.#db.close();
+    return Promise.resolve();
+  }
+}
