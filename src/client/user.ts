@@ -6,6 +6,7 @@
  * here through the {@linkcode UserEngine} it implements.
  */
 
+import type { ClientResetOptions } from "./client_reset.ts";
 import type { Progress } from "./progress.ts";
 import type { Realm } from "./realm.ts";
 import type { SyncSession } from "./sync_session.ts";
@@ -72,6 +73,13 @@ export interface RealmConfig {
    * opened.
    */
   signal?: AbortSignal;
+  /**
+   * What to do when the server cannot continue the local history of this
+   * realm (docs/CLIENT.md "Client reset").
+   *
+   * @default {{ mode: "recover" }}
+   */
+  clientReset?: ClientResetOptions;
 }
 
 /** What the public `User` asks of its engine (`UserCore` implements it). */

@@ -68,6 +68,30 @@ function checkConfig(config: RealmConfig): void {
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
     throw new TypeError("Cannot open realm: signal must be an AbortSignal");
   }
+  checkClientReset(config.clientReset);
+}
+
+const RESET_MODES = ["recover", "recoverAll", "discard", "manual"];
+
+function checkClientReset(options: RealmConfig["clientReset"]): void {
+  if (options === undefined) return;
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError("Cannot open realm: clientReset must be an object");
+  }
+  if (options.mode !== undefined && !RESET_MODES.includes(options.mode)) {
+    throw new TypeError(
+      `Cannot open realm: clientReset.mode must be one of ${
+        RESET_MODES.join(", ")
+      }, got ${JSON.stringify(options.mode)}`,
+    );
+  }
+  for (const hook of ["onBefore", "onAfter"] as const) {
+    if (options[hook] !== undefined && typeof options[hook] !== "function") {
+      throw new TypeError(
+        `Cannot open realm: clientReset.${hook} must be a function`,
+      );
+    }
+  }
 }
 
 /** A logged-in user's state and work; `User` is its public face. */
@@ -187,7 +211,7 @@ export class UserCore implements UserEngine {
     // A realm whose last handle closed while this call waited is gone;
     // open it again.
     for (let attempt = 0; attempt < 3 && core === undefined; attempt++) {
-      const opening = this.#openCore(key, config.path);
+      const opening = this.#openCore(key, config.path, config.clientReset);
       try {
         core = await abortable(opening, signal);
       } catch (error) {
@@ -259,7 +283,11 @@ export class UserCore implements UserEngine {
     await connection?.close();
   }
 
-  #openCore(key: string, path: string): Promise<OpenRealm> {
+  #openCore(
+    key: string,
+    path: string,
+    clientReset: RealmConfig["clientReset"],
+  ): Promise<OpenRealm> {
     const open = this.#realms.get(key);
     if (open !== undefined) return Promise.resolve(open);
     const opening = this.#opening.get(key);
@@ -273,11 +301,15 @@ export class UserCore implements UserEngine {
         await local.close();
         throw new TypeError("Cannot open realm: the user is logged out");
       }
+      // The client reset hooks get a handle of their own, made on use.
+      let hookRealm: Realm | undefined;
       const sync = new SessionCore({
         path,
         local,
         connection: () => this.#connectionFor(),
         config: this.#config,
+        clientReset,
+        realm: () => hookRealm ??= new RealmHandle(core).realm,
       });
       const session = createSyncSession(sync, this.user);
       let released: Promise<void> | undefined;
