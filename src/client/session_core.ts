@@ -518,6 +518,7 @@ export class SessionCore {
         this.#tracker.acknowledged(acknowledged);
         this.#waits.acknowledged(this.#tracker.lastAcknowledgedVersion);
         this.#notifier.changed();
+        if (this.#batcher.acknowledged(acknowledged)) this.#upload();
         return;
       }
       case MessageType.MarkReply: {
@@ -577,6 +578,7 @@ export class SessionCore {
     this.#tracker.acknowledged(message.clientVersion);
     this.#waits.acknowledged(this.#tracker.lastAcknowledgedVersion);
     this.#notifier.changed();
+    if (this.#batcher.acknowledged(message.clientVersion)) this.#upload();
   }
 
   /**
