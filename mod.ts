@@ -102,6 +102,16 @@ export {
   type ErrorCodeName,
 } from "./src/protocol/error_codes.ts";
 export type { Fields, Value } from "./src/model/value.ts";
+export type {
+  RealmMeta,
+  RealmStorage,
+  StorageBatch,
+  StoredRealm,
+} from "./src/client/storage/storage.ts";
+export type { FieldEntry, ObjectRecord } from "./src/model/merge.ts";
+export type { Instruction, UploadChangeset } from "./src/model/changeset.ts";
+export type { Hlc } from "./src/model/hlc.ts";
+export type { ClientIdentity } from "./src/protocol/messages.ts";
 export {
   ProtocolError,
   type ProtocolErrorCode,

@@ -9,15 +9,19 @@ import { abortable } from "../util/abort.ts";
 import type { ClientConfig } from "./client_config.ts";
 import { type AccessToken, Connection } from "./connection.ts";
 import { type Credentials, credentialsBody, renewJwt } from "./credentials.ts";
-import { LocalRealm } from "./local_realm.ts";
 import { emitLog } from "./log.ts";
 import { type LoginResponse, requestLogin, retryAfterMs } from "./login.ts";
 import { type Realm, type RealmCore, RealmHandle } from "./realm.ts";
-import { MemoryStorage } from "./storage/memory.ts";
+import { checkStorageOption, openLocalRealm } from "./storage/open.ts";
 import { SyncError } from "./sync_error.ts";
 import { SessionCore } from "./session_core.ts";
 import { createSyncSession, type SyncSession } from "./sync_session.ts";
-import type { RealmConfig, User, UserEngine } from "./user.ts";
+import type {
+  RealmConfig,
+  RealmStorageOption,
+  User,
+  UserEngine,
+} from "./user.ts";
 
 interface OpenRealm extends RealmCore {
   handles: Set<RealmHandle>;
@@ -45,20 +49,7 @@ function checkConfig(config: RealmConfig): void {
       `Cannot open realm: path ${JSON.stringify(path)} has an empty segment`,
     );
   }
-  if (storage !== undefined && storage !== "memory") {
-    if (
-      typeof storage === "object" && storage !== null && "kvPath" in storage
-    ) {
-      throw new TypeError(
-        'Cannot open realm: storage { kvPath } is not yet supported; use "memory"',
-      );
-    }
-    throw new TypeError(
-      `Cannot open realm: storage must be "memory", got ${
-        JSON.stringify(storage)
-      }`,
-    );
-  }
+  checkStorageOption(storage);
   if (waitForDownload !== undefined && typeof waitForDownload !== "boolean") {
     throw new TypeError("Cannot open realm: waitForDownload must be a boolean");
   }
@@ -192,8 +183,10 @@ export class UserCore implements UserEngine {
    *
    * @param config Path, storage, waiting, progress, signal.
    * @returns The realm.
-   * @throws {TypeError} For a bad config, `storage: { kvPath }` (not yet
-   *   supported), or a logged-out user.
+   * @throws {TypeError} For a bad config, a storage this runtime lacks
+   *   (`{ kvPath }` outside Deno), or a logged-out user.
+   * @throws {SyncError} `storage_locked` / `storage_invalid` when the store
+   *   is held by another process or is not a readable Tether store.
    * @throws {SyncError} With `waitForDownload`, the session's fatal error
    *   (e.g. `permission_denied`).
    * @throws The signal's reason, unchanged, when aborted (what was opened
@@ -211,7 +204,12 @@ export class UserCore implements UserEngine {
     // A realm whose last handle closed while this call waited is gone;
     // open it again.
     for (let attempt = 0; attempt < 3 && core === undefined; attempt++) {
-      const opening = this.#openCore(key, config.path, config.clientReset);
+      const opening = this.#openCore(
+        key,
+        config.path,
+        config.storage,
+        config.clientReset,
+      );
       try {
         core = await abortable(opening, signal);
       } catch (error) {
@@ -286,6 +284,7 @@ export class UserCore implements UserEngine {
   #openCore(
     key: string,
     path: string,
+    storage: RealmStorageOption | undefined,
     clientReset: RealmConfig["clientReset"],
   ): Promise<OpenRealm> {
     const open = this.#realms.get(key);
@@ -293,8 +292,9 @@ export class UserCore implements UserEngine {
     const opening = this.#opening.get(key);
     if (opening !== undefined) return opening;
     const promise = (async () => {
-      const local = await LocalRealm.open(
-        new MemoryStorage(),
+      const local = await openLocalRealm(
+        storage,
+        { userId: this.#id, path: key },
         () => this.#config.clock.now(),
       );
       if (!this.#loggedIn) {
