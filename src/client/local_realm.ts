@@ -17,7 +17,12 @@ import type {
   RejectMessage,
 } from "../protocol/messages.ts";
 import { ProtocolError } from "../protocol/protocol_error.ts";
-import { buildReset, rebuildRejected, visibleChange } from "./realm_rebuild.ts";
+import {
+  absentRecord,
+  buildReset,
+  rebuildRejected,
+  visibleChange,
+} from "./realm_rebuild.ts";
 import { type Transaction, TransactionWrites } from "./transaction.ts";
 import type { RealmMeta, RealmStorage } from "./storage/storage.ts";
 
@@ -200,12 +205,6 @@ export class LocalRealm {
   #queue: Promise<unknown> = Promise.resolve();
   #listeners = new Set<LocalRealmListener>();
   #closed = false;
-  /**
-   * The acknowledged client version when the identity last changed by a
-   * client reset: until the server acknowledges a later one under the new
-   * identity, its record of that identity is 0 (see `uploadCursor`).
-   */
-  #identityBase = 0;
   /** Local writes applied in memory, waiting to be committed together. */
   #group: CommitGroup | null = null;
   /** The commit loop while one runs. */
@@ -283,7 +282,8 @@ export class LocalRealm {
    */
   get uploadCursor(): number {
     const acknowledged = this.#meta.acknowledgedClientVersion;
-    return acknowledged > this.#identityBase ? acknowledged : 0;
+    const base = this.#meta.resetClientVersion ?? 0;
+    return acknowledged > base ? acknowledged : 0;
   }
 
   /** Every object record, live or dead (for a client reset). */
@@ -640,16 +640,10 @@ export class LocalRealm {
         if (change !== null) changes.push(change);
         records.push(record);
       }
-      // Objects the server does not hold become empty records.
+      // Objects the server does not hold become records of absence.
       for (const record of this.#store.records()) {
         if (seen.has(record)) continue;
-        const empty = {
-          type: record.type,
-          id: record.id,
-          putStamp: null,
-          deleteStamp: null,
-          fields: new Map(),
-        };
+        const empty = absentRecord(record.type, record.id);
         const change = visibleChange(record, empty);
         if (change !== null) changes.push(change);
         records.push(empty);
@@ -666,6 +660,7 @@ export class LocalRealm {
         downloadCursor: plan.downloadCursor,
         lastClientVersion: last,
         acknowledgedClientVersion: acknowledged,
+        resetClientVersion: acknowledged,
       };
       await this.#storage.commit({
         meta,
@@ -673,7 +668,6 @@ export class LocalRealm {
         append: build.synthesized,
       });
       this.#meta = meta;
-      this.#identityBase = acknowledged;
       for (const record of records) this.#store.restore(record);
       const discarded = keep ? [] : pending.map((c) => c.clientVersion);
       if (!keep) this.#pending = [];

@@ -29,25 +29,37 @@ export function objectKey(type: string, id: string): string {
   return `${type.length}:${type}${id}`;
 }
 
-function isZero(stamp: Hlc): boolean {
-  return stamp.time === 0 && stamp.counter === 0 && stamp.node === 0;
+/**
+ * The zero stamp: a delete at it is how the server says "never held", and
+ * how a reset writes an object the server does not hold. It outranks no
+ * real write, and unlike an empty record it is something a storage stores.
+ */
+export const ABSENT_STAMP: Hlc = Object.freeze({
+  time: 0,
+  counter: 0,
+  node: 0,
+});
+
+/** A record for an object that is not there (a delete at the zero stamp). */
+export function absentRecord(type: string, id: string): ObjectRecord {
+  return {
+    type,
+    id,
+    putStamp: null,
+    deleteStamp: ABSENT_STAMP,
+    fields: new Map(),
+  };
 }
 
 function stampKey(stamp: Hlc): string {
   return `${stamp.time}:${stamp.counter}:${stamp.node}`;
 }
 
-/**
- * Applies one instruction to a record being rebuilt. A delete at the zero
- * stamp is how the server says "never held": the record stays absent rather
- * than gaining a tombstone.
- */
 function applyTo(
   record: ObjectRecord,
   instruction: Instruction,
   stamp: Hlc,
 ): void {
-  if (instruction.op === "delete" && isZero(stamp)) return;
   applyInstruction(record, instruction, stamp);
 }
 

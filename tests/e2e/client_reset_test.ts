@@ -137,6 +137,7 @@ async function story(
   stack: AsyncDisposableStack,
   mode: ClientResetMode,
   restore: "backup" | "wiped",
+  storageA: { kvPath: string } | "memory" = "memory",
 ) {
   const dir = await Deno.makeTempDir();
   stack.defer(() => Deno.remove(dir, { recursive: true }));
@@ -157,6 +158,7 @@ async function story(
   const hooks: Hooks = { before: [], after: [], done: Promise.withResolvers() };
   const a = await (await appA.logIn(await alice())).openRealm({
     path: "/~/todos",
+    storage: storageA,
     waitForDownload: true,
     signal: bounded(),
     clientReset: {
@@ -209,7 +211,7 @@ async function story(
     `${dir}/restored`,
   );
   server = await ServerProcess.start(`${dir}/restored/sync.kv`, port);
-  return { a, b, t3, hooks, states, changes };
+  return { a, b, t3, hooks, states, changes, appA, url };
 }
 
 function resetChange(states: Recorder<ConnectionStateChange>) {
@@ -374,4 +376,41 @@ Deno.test("client reset after a wiped store: recoverAll puts everything back on 
   assert.deepEqual(ids(second.a), ["t3"]);
   await second.b.syncSession.waitForDownload({ signal: bounded(RESTART_MS) });
   assert.deepEqual(ids(second.b), ["t3"]);
+});
+
+Deno.test("client reset with durable storage: a realm reopened after a reset binds under its new identity without resetting again", async () => {
+  await using stack = new AsyncDisposableStack();
+  const kvDir = await Deno.makeTempDir();
+  stack.defer(() => Deno.remove(kvDir, { recursive: true }));
+  const kvPath = `${kvDir}/client.kv`;
+  const { a, hooks, states, appA, url } = await story(
+    stack,
+    "discard",
+    "backup",
+    { kvPath },
+  );
+  await resetChange(states);
+  await hooks.done.promise;
+  await a.syncSession.waitForDownload({ signal: bounded() });
+  assert.deepEqual(ids(a), ["t1"]);
+  await appA.close();
+
+  await using again = fastApp(url);
+  const realm = await (await again.logIn(await alice())).openRealm({
+    path: "/~/todos",
+    storage: { kvPath },
+    waitForDownload: true,
+    signal: bounded(),
+  });
+  await using reopenedStates = new Recorder(
+    realm.syncSession.connectionStateChanges({ signal: bounded() }),
+  );
+  await (await realm.write((tx) => tx.put("Task", "t5", { n: 5 })))
+    .waitForUpload({ signal: bounded() });
+  assert.equal(realm.syncSession.stats().clientResets, 0);
+  assert.deepEqual(
+    reopenedStates.items.filter((c) => c.error !== undefined),
+    [],
+  );
+  assert.deepEqual(ids(realm), ["t1", "t5"]);
 });
