@@ -483,16 +483,6 @@ export interface ErrorMessage {
 }
 
 /**
- * Any message a client sends.
- *
- * @example A client message
- * ```ts
- * import { type ClientMessage, MessageType } from "@tether/sync/protocol";
- *
- * const message: ClientMessage = { type: MessageType.Unbind, sessionId: 1 };
- * ```
- */
-/**
  * Server → client: the server refused one uploaded changeset on its own
  * merits (the user may only read the realm, a validation hook said no) and
  * the session goes on (PROTOCOL.md §4.16). The changeset counts as settled:
@@ -539,6 +529,16 @@ export interface RejectMessage {
   revert: DownloadChangeset[];
 }
 
+/**
+ * Any message a client sends.
+ *
+ * @example A client message
+ * ```ts
+ * import { type ClientMessage, MessageType } from "@tether/sync/protocol";
+ *
+ * const message: ClientMessage = { type: MessageType.Unbind, sessionId: 1 };
+ * ```
+ */
 export type ClientMessage =
   | HandshakeMessage
   | BindMessage
