@@ -90,7 +90,6 @@ export interface SessionCounters {
   pendingUploadBytes: number;
   pendingUploadChangesets: number;
   clientResets: number;
-  rejectedWrites: number;
 }
 
 /**
@@ -117,7 +116,6 @@ export class SessionCore {
   #notifier: ProgressNotifier;
   #waits = new WaitsLedger();
   #reset: ClientReset;
-  #rejectedWrites = 0;
   #batcher = new UploadBatcher();
   #watchdog: StallWatchdog;
   #rebinds: Backoff;
@@ -236,7 +234,6 @@ export class SessionCore {
       pendingUploadBytes: this.#tracker.pendingUploadBytes,
       pendingUploadChangesets: this.#tracker.pendingUploadChangesets,
       clientResets: this.#reset.count,
-      rejectedWrites: this.#rejectedWrites,
     };
   }
 
@@ -566,7 +563,6 @@ export class SessionCore {
   async #rejected(message: RejectMessage): Promise<void> {
     const settled = await this.#init.local.reject(message);
     if (!settled) return;
-    this.#rejectedWrites++;
     const cause = syncErrorFromWire(message.code, false, message.message);
     const error = new SyncError(
       "write_rejected",

@@ -120,7 +120,7 @@ export interface ConnectionStateChange {
  * const stats: SessionStats = {
  *   bytesSent: 0, bytesReceived: 0, rttMs: undefined, reconnects: 0,
  *   pendingUploadBytes: 0, pendingUploadChangesets: 0,
- *   clientResets: 0, rejectedWrites: 0,
+ *   clientResets: 0,
  * };
  * console.log(`${stats.pendingUploadChangesets} writes waiting for the server`);
  * ```
@@ -142,11 +142,6 @@ export interface SessionStats {
    * Client resets this session performed (docs/CLIENT.md "Client reset").
    */
   clientResets: number;
-  /**
-   * Local writes the server refused on their own merits and that were
-   * reverted (docs/CLIENT.md "Rejected writes").
-   */
-  rejectedWrites: number;
 }
 
 /**
