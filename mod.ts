@@ -113,6 +113,31 @@ export type { Instruction, UploadChangeset } from "./src/model/changeset.ts";
 export type { Hlc } from "./src/model/hlc.ts";
 export type { ClientIdentity } from "./src/protocol/messages.ts";
 export {
+  compareValues,
+  ValueKind,
+  valueKind,
+} from "./src/model/value_order.ts";
+export type {
+  FieldCondition,
+  Query,
+  Scalar,
+  SortKey,
+  SortSpec,
+  TypedWhere,
+  UntypedWhere,
+  Where,
+} from "./src/model/query.ts";
+export type {
+  CountOptions,
+  LiveQueryOptions,
+  WatchObjectOptions,
+} from "./src/client/live_query.ts";
+export type {
+  CollectionChanges,
+  LiveQueryUpdate,
+  ObjectUpdate,
+} from "./src/client/query_engine.ts";
+export {
   ProtocolError,
   type ProtocolErrorCode,
 } from "./src/protocol/protocol_error.ts";

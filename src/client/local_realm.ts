@@ -17,6 +17,7 @@ import type {
   RejectMessage,
 } from "../protocol/messages.ts";
 import { ProtocolError } from "../protocol/protocol_error.ts";
+import { QueryEngine } from "./query_engine.ts";
 import {
   absentRecord,
   buildReset,
@@ -211,6 +212,14 @@ export class LocalRealm {
   #flushing: Promise<void> | null = null;
   /** A failed commit: memory and storage disagree, so nothing more commits. */
   #failure: { error: unknown } | null = null;
+  /**
+   * Indexes, queries and live queries (src/client/query_engine.ts); every
+   * commit hands it the objects it changed.
+   */
+  readonly queries: QueryEngine = new QueryEngine({
+    get: (type, id) => this.#store.get(type, id),
+    objects: (type) => this.#store.objects(type),
+  });
 
   /** Use {@linkcode LocalRealm.open}. */
   constructor(
@@ -382,7 +391,9 @@ export class LocalRealm {
       instructions,
     };
     const bytes = checkEncodable(changeset);
+    this.queries.beforeApply(instructions);
     const changes = this.#store.apply(changeset.stamp, instructions);
+    this.queries.applied(changes);
     const meta = { ...this.#meta, lastClientVersion: changeset.clientVersion };
     this.#meta = meta;
     const pending = { changeset, bytes };
@@ -494,6 +505,7 @@ export class LocalRealm {
       const touched: Instruction[] = [];
       for (const changeset of message.changesets) {
         this.#observe(changeset.stamp, changeset.instructions);
+        this.queries.beforeApply(changeset.instructions);
         for (
           const change of this.#store.apply(
             changeset.stamp,
@@ -506,6 +518,7 @@ export class LocalRealm {
           touched.push(instruction);
         }
       }
+      this.queries.applied(changes);
       const acknowledged = Math.max(
         this.#meta.acknowledgedClientVersion,
         Math.min(
@@ -589,7 +602,9 @@ export class LocalRealm {
       };
       await this.#storage.commit({ meta, records: rebuilt, append: [] });
       this.#meta = meta;
+      this.queries.beforeApply(rebuilt);
       for (const record of rebuilt) this.#store.restore(record);
+      this.queries.applied(changes);
       this.#pending.splice(0, index + 1);
       this.#emit("remote", changes);
       return true;
@@ -668,7 +683,9 @@ export class LocalRealm {
         append: build.synthesized,
       });
       this.#meta = meta;
+      this.queries.beforeApply(records);
       for (const record of records) this.#store.restore(record);
+      this.queries.applied(changes);
       const discarded = keep ? [] : pending.map((c) => c.clientVersion);
       if (!keep) this.#pending = [];
       for (const changeset of build.synthesized) {

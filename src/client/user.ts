@@ -87,6 +87,14 @@ export interface RealmConfig {
    * @default {{ mode: "recover" }}
    */
   clientReset?: ClientResetOptions;
+  /**
+   * Fields to index per type, e.g. `{ Task: ["done", "ownerId"] }`: a query
+   * whose top-level conjunction has an equality, `in` or range condition on
+   * one of them reads the index instead of scanning the type. Maintained on
+   * every commit (local, downloaded, bootstrap). Opening a path again adds
+   * its indexes to those it has. See docs/CLIENT.md "Querying".
+   */
+  indexes?: { readonly [type: string]: readonly string[] };
 }
 
 /** What the public `User` asks of its engine (`UserCore` implements it). */

@@ -9,6 +9,7 @@ import { abortable } from "../util/abort.ts";
 import type { ClientConfig } from "./client_config.ts";
 import { type AccessToken, Connection } from "./connection.ts";
 import { type Credentials, credentialsBody, renewJwt } from "./credentials.ts";
+import { checkIndexes } from "./live_query.ts";
 import { emitLog } from "./log.ts";
 import { type LoginResponse, requestLogin, retryAfterMs } from "./login.ts";
 import { type Realm, type RealmCore, RealmHandle } from "./realm.ts";
@@ -59,6 +60,7 @@ function checkConfig(config: RealmConfig): void {
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
     throw new TypeError("Cannot open realm: signal must be an AbortSignal");
   }
+  checkIndexes(config.indexes);
   checkClientReset(config.clientReset);
 }
 
@@ -225,6 +227,9 @@ export class UserCore implements UserEngine {
     }
     if (core === undefined) {
       throw new TypeError(`Cannot open realm: ${config.path} keeps closing`);
+    }
+    if (config.indexes !== undefined) {
+      core.local.queries.ensureIndexes(config.indexes);
     }
     const handle = new RealmHandle(core);
     const realm = handle.realm;
