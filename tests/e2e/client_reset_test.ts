@@ -131,7 +131,8 @@ interface Hooks {
  * A (in `mode`) and B (default mode) write t1 and sync; the store is copied
  * (`backup`), or an empty store of the same server is kept (`wiped`); A
  * writes t2, acknowledged; the server is killed; A writes t3, which stays
- * pending; the server restarts on the older store.
+ * pending (A is paused, so it comes back after B); the server restarts on
+ * the older store and B resets before A resumes.
  */
 async function story(
   stack: AsyncDisposableStack,
@@ -197,6 +198,10 @@ async function story(
   await b.syncSession.waitForDownload({ signal: bounded(RESTART_MS) });
   assert.deepEqual(b.get("Task", "t2"), { n: 2 });
 
+  // A comes back only once B has reset: the restored server tells a client
+  // to reset by its cursors, and A's recovered uploads would bring the
+  // head back up to B's download cursor if B came back later.
+  a.syncSession.pause();
   await server.kill();
   const states = new Recorder(
     a.syncSession.connectionStateChanges({ signal: bounded(RESTART_MS) }),
@@ -211,6 +216,13 @@ async function story(
     `${dir}/restored`,
   );
   server = await ServerProcess.start(`${dir}/restored/sync.kv`, port);
+  await using bStates = new Recorder(
+    b.syncSession.connectionStateChanges({ signal: bounded(RESTART_MS) }),
+  );
+  await resetChange(bStates);
+  await b.syncSession.waitForDownload({ signal: bounded(RESTART_MS) });
+  assert.equal(b.syncSession.stats().clientResets, 1);
+  a.syncSession.resume();
   return { a, b, t3, hooks, states, changes, appA, url };
 }
 
