@@ -487,7 +487,8 @@ export interface ErrorMessage {
  * merits (the user may only read the realm, a validation hook said no) and
  * the session goes on (PROTOCOL.md §4.16). The changeset counts as settled:
  * later DOWNLOADs acknowledge client versions past it, and a re-upload of
- * it is ignored. `revert` holds the server's current state of every object
+ * it is refused again (its first REJECT may have been lost with a
+ * connection), never stored. `revert` holds the server's current state of every object
  * the changeset touched, each instruction with its own stamp, so the client
  * can put those objects back without keeping any history.
  *
@@ -523,8 +524,9 @@ export interface RejectMessage {
   /** Human-readable detail. */
   message: string;
   /**
-   * The server's state of the objects the changeset touched (a delete with
-   * the server's newest stamps for an object it never held or deleted).
+   * The server's state of the objects the changeset touched, each
+   * instruction with its own stamp, as a snapshot sends it (an object the
+   * server never held comes as a delete at the zero stamp).
    */
   revert: DownloadChangeset[];
 }

@@ -6,6 +6,7 @@
 
 import { decompressFrame, isCompressedFrame } from "../protocol/compression.ts";
 import { decodeMessage } from "../protocol/decode.ts";
+import type { StatusSession } from "./status_page.ts";
 import {
   ERROR_CODES,
   type ErrorCodeName,
@@ -17,7 +18,6 @@ import {
   type HandshakeMessage,
   type Message,
   MessageType,
-  type UploadMessage,
 } from "../protocol/messages.ts";
 import { ProtocolError } from "../protocol/protocol_error.ts";
 import {
@@ -36,19 +36,13 @@ import { SerialQueue } from "../util/serial_queue.ts";
 import { FrameWriter } from "./frame_writer.ts";
 import { closeCodeFor, closeReason } from "./close_codes.ts";
 import { TokenDeadline } from "./token_deadline.ts";
+import { heldUploadBytes, HeldUploads } from "./held_uploads.ts";
 import { systemClock } from "../util/clock.ts";
 
 type ConnectionState = "handshake" | "authenticating" | "open" | "closed";
 
 // How often a held PONG looks at the socket's buffer again.
 const DRAIN_POLL_MS = 10;
-// What an UPLOAD held until it is stored is counted as: its frame twice
-// (the bytes, and the strings and byte arrays decoded from them) plus a
-// fixed cost per instruction for the objects it decodes to. For small
-// objects that is about 4.5× the frame (measured: 3.2×), for large byte
-// arrays about 2×.
-const UPLOAD_FRAME_FACTOR = 2;
-const UPLOAD_INSTRUCTION_BYTES = 256;
 
 /** See the file comment. */
 export class Connection {
@@ -62,8 +56,8 @@ export class Connection {
   #userId: string | null = null;
   // The protocol version negotiated at HANDSHAKE (0 before).
   #protocolVersion = 0;
-  // Bytes held for uploads received but not yet stored (see #hold).
-  #heldBytes = 0;
+  // Uploads received but not yet stored (see #hold).
+  #held: HeldUploads;
   #tokenDeadline: TokenDeadline;
   #handshakeTimer: ReturnType<typeof setTimeout> | undefined;
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
@@ -103,6 +97,7 @@ export class Connection {
     this.#context = context;
     this.#rejection = rejection;
     this.#delivery = new DeliveryRate(context.settings.downloadBatchBytes);
+    this.#held = new HeldUploads(context.settings.maxQueuedBytesPerConnection);
     this.#tokenDeadline = new TokenDeadline(
       { ...systemClock, now: context.settings.now },
       () =>
@@ -121,8 +116,10 @@ export class Connection {
     );
     this.#output = new FrameWriter(socket, {
       compression: context.settings.compression,
-      onWritten: (bytes) => {
+      onWritten: (type, bytes) => {
         context.stats.bytesOut += bytes;
+        context.metrics.sent(type, bytes);
+        if (type === MessageType.Reject) context.metrics.rejectedWrites.value++;
         this.#delivery.noteSent(bytes);
       },
       track: (task) => this.#track(task),
@@ -169,6 +166,7 @@ export class Connection {
   fail(code: ErrorCodeName, message: string, error?: unknown): void {
     if (this.#closing || this.#isClosed()) return;
     this.#closing = true;
+    this.#countError(code);
     this.#context.log(
       code === "internal_server_error" ? "error" : "info",
       "error_sent",
@@ -274,6 +272,7 @@ export class Connection {
       return;
     }
     this.#context.stats.bytesIn += data.byteLength;
+    this.#context.metrics.bytesReceived.value += data.byteLength;
     const limit = this.#context.settings.maxMessageBytes;
     if (data.byteLength > limit) {
       this.fail(
@@ -337,6 +336,8 @@ export class Connection {
   }
 
   #dispatch(message: Message, frameBytes: number): void {
+    // Bytes were counted as they arrived (compressed or not).
+    this.#context.metrics.received(message.type, 0);
     if (this.#state !== "open") {
       if (
         this.#state === "handshake" && message.type === MessageType.Handshake
@@ -521,14 +522,10 @@ export class Connection {
    * only brake the server has; the client keeps far less in flight).
    */
   #hold(bytes: number): boolean {
-    const limit = this.#context.settings.maxQueuedBytesPerConnection;
-    if (this.#heldBytes + bytes <= limit || this.#heldBytes === 0) {
-      this.#heldBytes += bytes;
-      return true;
-    }
+    if (this.#held.hold(bytes)) return true;
     this.fail(
       this.#protocolVersion >= 2 ? "queue_full" : "internal_server_error",
-      `Cannot accept more uploads: ${this.#heldBytes} bytes are held for this connection and the limit is ${limit}; reconnect and send more slowly`,
+      `Cannot accept more uploads: ${this.#held.bytes} bytes are held for this connection and the limit is ${this.#held.limit}; reconnect and send more slowly`,
     );
     return false;
   }
@@ -537,9 +534,7 @@ export class Connection {
     message: Extract<ClientMessage, { sessionId: number }>,
     heldBytes: number,
   ): void {
-    const release = () => {
-      this.#heldBytes -= heldBytes;
-    };
+    const release = () => this.#held.release(heldBytes);
     const { sessionId } = message;
     const record = this.#sessions.get(sessionId);
     if (record === undefined || !this.#sessions.isBound(sessionId)) {
@@ -632,9 +627,18 @@ export class Connection {
     }
     try {
       switch (message.type) {
-        case MessageType.Upload:
+        case MessageType.Upload: {
+          const received = performance.now();
           await session.upload(message.changesets);
+          // upload() returns once the acknowledging DOWNLOAD (or REJECT)
+          // has been handed to the socket.
+          if (!session.closed) {
+            this.#context.metrics.uploadAck.observe(
+              (performance.now() - received) / 1000,
+            );
+          }
           return;
+        }
         case MessageType.Mark:
           await session.mark(message.requestId);
           return;
@@ -712,6 +716,7 @@ export class Connection {
     path?: string,
   ): void {
     const cause = error.cause;
+    this.#countError(error.code);
     this.#context.log(
       error.code === "session_failed" ? "warn" : "info",
       "error_sent",
@@ -730,6 +735,29 @@ export class Connection {
       tryAgain: ERROR_CODES[error.code].tryAgain,
       message: error.message,
     });
+  }
+
+  /** One row per bound session, for the status page. */
+  statusRows(): StatusSession[] {
+    const pendingBytes = this.#output.pendingBytes();
+    return this.#sessions.sessions().map((session) => {
+      const state = this.#sessions.get(session.id)?.state;
+      return {
+        realm: session.path,
+        connection: this.id,
+        session: session.id,
+        userId: this.#userId ?? "",
+        state: state === "bound" ? session.phase : state ?? "ended",
+        pendingBytes,
+      };
+    });
+  }
+
+  #countError(code: ErrorCodeName): void {
+    this.#context.metrics.error(code);
+    if (code === "client_reset_required") {
+      this.#context.metrics.clientResets.value++;
+    }
   }
 
   #onClose(): void {
@@ -757,14 +785,4 @@ export class Connection {
       this.#closed.resolve();
     })();
   }
-}
-
-/** What an UPLOAD is counted as while held (see UPLOAD_FRAME_FACTOR). */
-function heldUploadBytes(message: UploadMessage, frameBytes: number): number {
-  let instructions = 0;
-  for (const changeset of message.changesets) {
-    instructions += changeset.instructions.length;
-  }
-  return frameBytes * UPLOAD_FRAME_FACTOR +
-    instructions * UPLOAD_INSTRUCTION_BYTES;
 }

@@ -23,8 +23,8 @@ const sendWriter = new Writer();
 export interface FrameWriterOptions {
   /** Whether large DOWNLOAD frames are deflated (docs/PROTOCOL.md §2). */
   compression: boolean;
-  /** Called with each frame's size once the socket has taken it. */
-  onWritten(bytes: number): void;
+  /** Called with each frame's message type and size once the socket has taken it. */
+  onWritten(type: number, bytes: number): void;
   /** Given every pending deflate chain, so the connection can wait for it. */
   track(task: Promise<unknown>): void;
 }
@@ -56,7 +56,7 @@ export class FrameWriter {
       message.type === MessageType.Download &&
       view.length >= COMPRESSION_THRESHOLD;
     if (this.#queue.idle && !deflate) {
-      this.#write(view);
+      this.#write(message.type, view);
       return;
     }
     const frame = view.slice();
@@ -71,7 +71,7 @@ export class FrameWriter {
         }
       }
       this.#queuedBytes -= frame.length;
-      this.#write(out);
+      this.#write(message.type, out);
     });
     this.#options.track(this.#queue.drained());
   }
@@ -85,11 +85,11 @@ export class FrameWriter {
     this.#queue.drained().finally(action);
   }
 
-  #write(frame: Uint8Array<ArrayBuffer>): void {
+  #write(type: number, frame: Uint8Array<ArrayBuffer>): void {
     if (this.#socket.readyState !== WebSocket.OPEN) return;
     try {
       this.#socket.send(frame);
-      this.#options.onWritten(frame.length);
+      this.#options.onWritten(type, frame.length);
     } catch {
       // The socket closed under us; onclose cleans up.
     }

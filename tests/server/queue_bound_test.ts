@@ -5,6 +5,7 @@ import { put, upload } from "../_helpers/changesets.ts";
 import { ProtocolClient } from "../_helpers/protocol_client.ts";
 import { startTestServer } from "../_helpers/test_server.ts";
 import { TestKv } from "../_helpers/test_kv.ts";
+import { heldUploadBytes, HeldUploads } from "../../src/server/held_uploads.ts";
 
 // Incompressible-ish payload so frames have a known, real size.
 function payload(index: number): string {
@@ -77,4 +78,32 @@ Deno.test("a client that uploads faster than the server stores is refused with q
   }
   assert.equal(acknowledged, sent);
   assert.equal(test.server.stats().changesetsIntegrated, sent);
+});
+
+Deno.test("HeldUploads takes one upload of any size when nothing is held, refuses past the limit, and frees what is released", () => {
+  const held = new HeldUploads(1000);
+  assert.equal(held.hold(5000), true, "a lone large upload is taken");
+  assert.equal(held.hold(1), false);
+  assert.equal(held.bytes, 5000);
+  held.release(5000);
+  assert.equal(held.hold(600), true);
+  assert.equal(held.hold(400), true);
+  assert.equal(held.hold(1), false);
+  held.release(600);
+  assert.equal(held.hold(500), true);
+  assert.equal(held.bytes, 900);
+});
+
+Deno.test("heldUploadBytes() counts twice the frame plus 256 bytes per instruction", () => {
+  assert.equal(
+    heldUploadBytes({
+      type: MessageType.Upload,
+      sessionId: 1,
+      changesets: [
+        upload(1, [put("T", "a", {}), put("T", "b", {})]),
+        upload(2, [put("T", "c", {})]),
+      ],
+    }, 1000),
+    2000 + 3 * 256,
+  );
 });
