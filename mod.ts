@@ -75,6 +75,11 @@ export {
   type WriteReceipt,
 } from "./src/client/realm.ts";
 export { MAX_WRITE_BYTES } from "./src/client/local_realm.ts";
+export type {
+  ClientResetMode,
+  ClientResetOptions,
+  ClientResetResult,
+} from "./src/client/client_reset.ts";
 export { Transaction } from "./src/client/transaction.ts";
 export {
   ConnectionState,

@@ -11,9 +11,19 @@ import { cloneValue, defineField, type Fields } from "../model/value.ts";
 import { decodeUploadChangeset } from "../protocol/decode.ts";
 import { encodeUploadChangeset } from "../protocol/encode.ts";
 import { DEFAULT_LIMITS } from "../protocol/limits.ts";
-import type { ClientIdentity, DownloadMessage } from "../protocol/messages.ts";
+import type {
+  ClientIdentity,
+  DownloadMessage,
+  RejectMessage,
+} from "../protocol/messages.ts";
 import { ProtocolError } from "../protocol/protocol_error.ts";
 import { QueryEngine } from "./query_engine.ts";
+import {
+  absentRecord,
+  buildReset,
+  rebuildRejected,
+  visibleChange,
+} from "./realm_rebuild.ts";
 import { type Transaction, TransactionWrites } from "./transaction.ts";
 import type { RealmMeta, RealmStorage } from "./storage/storage.ts";
 
@@ -104,6 +114,30 @@ export interface CommitResult {
 
 /** What integrating one DOWNLOAD did. */
 export interface IntegrateResult {
+  /** The highest client version now acknowledged. */
+  acknowledged: number;
+}
+
+/** What a client reset replaces the local state with (`LocalRealm.reset`). */
+export interface ResetPlan {
+  /** The server's state, downloaded afresh into a staging store. */
+  staged: ObjectStore;
+  /** The identity the server issued for the reset binding. */
+  identity: ClientIdentity;
+  /** The server version the staged download reached. */
+  downloadCursor: number;
+  /** `"discard"` drops the pending changesets; the others re-apply them. */
+  mode: "recover" | "recoverAll" | "discard";
+}
+
+/** What a client reset did (`LocalRealm.reset`). */
+export interface ResetResult {
+  /** Client versions of the pending changesets kept (re-applied). */
+  recovered: number[];
+  /** Client versions of the pending changesets dropped (`discard`). */
+  discarded: number[];
+  /** Client versions of the changesets `recoverAll` synthesized. */
+  synthesized: number[];
   /** The highest client version now acknowledged. */
   acknowledged: number;
 }
@@ -247,6 +281,23 @@ export class LocalRealm {
   /** The meta record as of the last commit (a copy). */
   get meta(): RealmMeta {
     return { ...this.#meta };
+  }
+
+  /**
+   * The upload cursor to send at BIND: the last client version the server
+   * acknowledged under the current identity, which is 0 after a client
+   * reset until the first acknowledgement under the new identity (the
+   * server would take a higher cursor for a store restored from a backup).
+   */
+  get uploadCursor(): number {
+    const acknowledged = this.#meta.acknowledgedClientVersion;
+    const base = this.#meta.resetClientVersion ?? 0;
+    return acknowledged > base ? acknowledged : 0;
+  }
+
+  /** Every object record, live or dead (for a client reset). */
+  records(): Iterable<ObjectRecord> {
+    return this.#store.records();
   }
 
   /** Local changesets not yet acknowledged, in client-version order. */
@@ -504,6 +555,156 @@ export class LocalRealm {
       if (drop > 0) this.#pending.splice(0, drop);
       this.#emit("remote", changes);
       return { acknowledged };
+    });
+  }
+
+  /**
+   * Settles a changeset the server refused (REJECT): rebuilds every object
+   * it touched from the server's `revert` with the later pending changesets
+   * on top, commits those records and the acknowledgement of its client
+   * version in one storage commit, and reports the visible difference as
+   * one remote change. Returns false when that changeset was already
+   * settled (nothing to do).
+   */
+  reject(message: RejectMessage): Promise<boolean> {
+    return this.#enqueue(async () => {
+      this.#checkOpen("reject");
+      // Local writes commit first, so commits stay in call order.
+      await this.#drain();
+      const index = this.#pending.findIndex((p) =>
+        p.changeset.clientVersion === message.clientVersion
+      );
+      if (index < 0) return false;
+      const rejected = this.#pending[index]!.changeset;
+      for (const changeset of message.revert) {
+        this.#observe(changeset.stamp, changeset.instructions);
+      }
+      const later = this.#pending.slice(index + 1).map((p) => p.changeset);
+      const rebuilt = rebuildRejected(
+        rejected.instructions,
+        message.revert,
+        later,
+      );
+      const changes: ModelChange[] = [];
+      for (const record of rebuilt) {
+        const change = visibleChange(
+          this.#store.record(record.type, record.id),
+          record,
+        );
+        if (change !== null) changes.push(change);
+      }
+      const meta = {
+        ...this.#meta,
+        acknowledgedClientVersion: Math.max(
+          this.#meta.acknowledgedClientVersion,
+          message.clientVersion,
+        ),
+      };
+      await this.#storage.commit({ meta, records: rebuilt, append: [] });
+      this.#meta = meta;
+      this.queries.beforeApply(rebuilt);
+      for (const record of rebuilt) this.#store.restore(record);
+      this.queries.applied(changes);
+      this.#pending.splice(0, index + 1);
+      this.#emit("remote", changes);
+      return true;
+    });
+  }
+
+  /**
+   * A client reset: replaces every object with the staged server state
+   * (plus the pending changesets for `recover` and `recoverAll`, plus what
+   * `recoverAll` synthesizes), takes the new identity and download cursor,
+   * all in one storage commit, and reports the visible difference as one
+   * remote change. Client versions go on upward, so receipts keep their
+   * numbers; discarded changesets count as acknowledged (they are settled).
+   */
+  reset(plan: ResetPlan): Promise<ResetResult> {
+    return this.#enqueue(async () => {
+      this.#checkOpen("reset");
+      // Local writes commit first, so commits stay in call order.
+      await this.#drain();
+      for (const record of plan.staged.records()) {
+        if (record.putStamp !== null) this.#clock.observe(record.putStamp);
+        if (record.deleteStamp !== null) {
+          this.#clock.observe(record.deleteStamp);
+        }
+        for (const entry of record.fields.values()) {
+          this.#clock.observe(entry.stamp);
+        }
+      }
+      const keep = plan.mode !== "discard";
+      const pending = this.#pending.map((p) => p.changeset);
+      const build = buildReset(
+        plan.staged,
+        this.#store.records(),
+        keep ? pending : [],
+        plan.mode === "recoverAll",
+        this.#meta.lastClientVersion + 1,
+        plan.downloadCursor,
+      );
+      const records: ObjectRecord[] = [];
+      const changes: ModelChange[] = [];
+      const seen = new Set<ObjectRecord>();
+      for (const record of build.store.records()) {
+        seen.add(this.#store.record(record.type, record.id) ?? record);
+        const change = visibleChange(
+          this.#store.record(record.type, record.id),
+          record,
+        );
+        if (change !== null) changes.push(change);
+        records.push(record);
+      }
+      // Objects the server does not hold become records of absence.
+      for (const record of this.#store.records()) {
+        if (seen.has(record)) continue;
+        const empty = absentRecord(record.type, record.id);
+        const change = visibleChange(record, empty);
+        if (change !== null) changes.push(change);
+        records.push(empty);
+      }
+      const last = build.synthesized.length > 0
+        ? build.synthesized[build.synthesized.length - 1]!.clientVersion
+        : this.#meta.lastClientVersion;
+      const acknowledged = keep
+        ? this.#meta.acknowledgedClientVersion
+        : this.#meta.lastClientVersion;
+      const meta: RealmMeta = {
+        ...this.#meta,
+        clientIdentity: { ...plan.identity },
+        downloadCursor: plan.downloadCursor,
+        lastClientVersion: last,
+        acknowledgedClientVersion: acknowledged,
+        resetClientVersion: acknowledged,
+      };
+      await this.#storage.commit({
+        meta,
+        records,
+        append: build.synthesized,
+      });
+      this.#meta = meta;
+      this.queries.beforeApply(records);
+      for (const record of records) this.#store.restore(record);
+      this.queries.applied(changes);
+      const discarded = keep ? [] : pending.map((c) => c.clientVersion);
+      if (!keep) this.#pending = [];
+      for (const changeset of build.synthesized) {
+        const entry = {
+          changeset,
+          bytes: encodeUploadChangeset(changeset).byteLength,
+        };
+        this.#pending.push(entry);
+        for (const listener of [...this.#listeners]) {
+          listener.onLocalCommit?.(entry);
+        }
+      }
+      this.#emit("remote", changes);
+      return {
+        recovered: keep ? pending.map((c) => c.clientVersion) : [],
+        discarded,
+        synthesized: build.synthesized.map((c) => c.clientVersion),
+        acknowledged,
+      };
     });
   }
 

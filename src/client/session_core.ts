@@ -11,11 +11,16 @@
  * watchdog, the progress notifier and the rebind `Backoff`.
  */
 
-import { MessageType, type ServerMessage } from "../protocol/messages.ts";
+import {
+  MessageType,
+  type RejectMessage,
+  type ServerMessage,
+} from "../protocol/messages.ts";
 import { abortable } from "../util/abort.ts";
 import { type Clock, Timer } from "../util/clock.ts";
 import { PushStream } from "../util/push_stream.ts";
 import { Backoff } from "./backoff.ts";
+import { ClientReset, type ClientResetOptions } from "./client_reset.ts";
 import type { ClientConfig } from "./client_config.ts";
 import type {
   Attachment,
@@ -26,6 +31,7 @@ import type {
 } from "./connection.ts";
 import type { LocalRealm } from "./local_realm.ts";
 import { emitLog } from "./log.ts";
+import type { Realm } from "./realm.ts";
 import {
   type Progress,
   type ProgressDirection,
@@ -58,6 +64,10 @@ export interface SessionInit {
    * unanswered UPLOAD or MARK may wait), logger.
    */
   config: ClientConfig;
+  /** The realm's `clientReset` option (docs/CLIENT.md "Client reset"). */
+  clientReset?: ClientResetOptions | undefined;
+  /** The realm the client reset hooks receive. */
+  realm?: () => Realm;
 }
 
 /** A session's link to the server (see `ConnectionState`). */
@@ -79,6 +89,7 @@ export interface SessionCounters {
   reconnects: number;
   pendingUploadBytes: number;
   pendingUploadChangesets: number;
+  clientResets: number;
 }
 
 /**
@@ -104,6 +115,7 @@ export class SessionCore {
   #tracker = new ProgressTracker();
   #notifier: ProgressNotifier;
   #waits = new WaitsLedger();
+  #reset: ClientReset;
   #batcher = new UploadBatcher();
   #watchdog: StallWatchdog;
   #rebinds: Backoff;
@@ -125,6 +137,7 @@ export class SessionCore {
     const config = init.config;
     this.#init = init;
     this.#clock = config.clock;
+    this.#reset = new ClientReset(init.clientReset);
     this.#notifier = new ProgressNotifier(
       this.#tracker,
       config.clock,
@@ -220,6 +233,7 @@ export class SessionCore {
       reconnects: this.#reconnects,
       pendingUploadBytes: this.#tracker.pendingUploadBytes,
       pendingUploadChangesets: this.#tracker.pendingUploadChangesets,
+      clientResets: this.#reset.count,
     };
   }
 
@@ -281,6 +295,7 @@ export class SessionCore {
   close(): void {
     if (this.#life.isClosed) return;
     this.#leave(true);
+    this.#reset.abandon();
     const fatal = this.#life.fatalError;
     this.#life.go({ phase: "closed", error: fatal });
     this.#notifier.stop();
@@ -302,6 +317,7 @@ export class SessionCore {
   fail(error: SyncError, unbind: boolean): void {
     if (this.isOver) return;
     this.#leave(unbind);
+    this.#reset.abandon();
     this.#life.go({ phase: "failed", error });
     this.#notifier.stop();
     this.#retry = undefined;
@@ -423,27 +439,36 @@ export class SessionCore {
 
   async #bind(channel: SessionChannel): Promise<void> {
     if (channel !== this.#life.channel || !channel.isOpen) return;
-    const meta = this.#init.local.meta;
+    const local = this.#init.local;
+    const meta = local.meta;
+    // A client reset binds with no identity and cursors 0, and starts its
+    // staging download over on every binding.
+    const resetting = this.#reset.isStaging;
+    if (resetting) this.#reset.begin();
     this.#bytesSent += channel.send({
       type: MessageType.Bind,
       sessionId: channel.sessionId,
       path: this.path,
-      clientIdentity: meta.clientIdentity,
-      downloadCursor: meta.downloadCursor,
-      uploadCursor: meta.acknowledgedClientVersion,
+      clientIdentity: resetting ? null : meta.clientIdentity,
+      downloadCursor: resetting ? 0 : meta.downloadCursor,
+      uploadCursor: resetting ? 0 : local.uploadCursor,
     });
     if (this.#lostSinceBind) this.#reconnects++;
     this.#lostSinceBind = false;
     this.#everBound = true;
     this.#batcher.rebound(meta.acknowledgedClientVersion);
     this.#life.go({
-      phase: meta.clientIdentity === null ? "identifying" : "bound",
+      phase: resetting || meta.clientIdentity === null
+        ? "identifying"
+        : "bound",
       channel,
     });
     // A MARK right after BIND: its reply says the server has nothing more
     // for now, which makes download progress known even when there was
-    // nothing to download, and answers waits made while unbound.
-    this.#sendMark();
+    // nothing to download, and answers waits made while unbound. For a
+    // client reset it says the staging download is complete.
+    const markId = this.#sendMark();
+    if (resetting && markId !== undefined) this.#reset.markSent(markId);
     this.#upload();
     await Promise.resolve();
   }
@@ -454,6 +479,15 @@ export class SessionCore {
   ): Promise<void> {
     switch (message.type) {
       case MessageType.Ident: {
+        if (this.#reset.isStaging) {
+          // Kept until the reset commits, with the state it belongs to.
+          this.#reset.identified(message.clientIdentity);
+          const state = this.#life.state;
+          if (state.phase === "identifying" && state.channel === channel) {
+            this.#life.go({ phase: "bound", channel });
+          }
+          return;
+        }
         await this.#init.local.setIdentity(message.clientIdentity);
         const state = this.#life.state;
         if (state.phase === "identifying" && state.channel === channel) {
@@ -463,6 +497,16 @@ export class SessionCore {
         return;
       }
       case MessageType.Download: {
+        if (this.#reset.isStaging) {
+          if (channel !== this.#life.channel) return;
+          this.#reset.stage(message);
+          this.#tracker.downloaded(
+            message.changesetBytes,
+            message.downloadableBytes,
+          );
+          this.#notifier.changed();
+          return;
+        }
         const { acknowledged } = await this.#init.local.integrate(message);
         this.#tracker.downloaded(
           message.changesetBytes,
@@ -471,15 +515,25 @@ export class SessionCore {
         this.#tracker.acknowledged(acknowledged);
         this.#waits.acknowledged(this.#tracker.lastAcknowledgedVersion);
         this.#notifier.changed();
+        if (this.#batcher.acknowledged(acknowledged)) this.#upload();
         return;
       }
       case MessageType.MarkReply: {
         if (channel !== this.#life.channel) return;
+        if (this.#reset.isCaughtUp(message.requestId)) {
+          await this.#finishReset();
+          if (channel !== this.#life.channel) return;
+        }
         const mark = this.#waits.takeMark(message.requestId);
         if (mark === undefined) return;
         this.#tracker.caughtUp(mark.sequence);
         this.#notifier.changed();
         this.#waits.resolveMark(mark);
+        return;
+      }
+      case MessageType.Reject: {
+        if (channel !== this.#life.channel) return;
+        await this.#rejected(message);
         return;
       }
       case MessageType.Error: {
@@ -489,12 +543,130 @@ export class SessionCore {
           message.tryAgain,
           message.message,
         );
+        if (error.code === "client_reset_required") {
+          await this.#clientReset(error);
+          return;
+        }
         if (error.isFatal || !message.tryAgain) this.fail(error, false);
         else this.#rebindLater(error);
         return;
       }
       default:
         return;
+    }
+  }
+
+  /**
+   * The server refused one write (REJECT): the local copy reverts it, its
+   * receipt rejects with `write_rejected`, and the session goes on.
+   */
+  async #rejected(message: RejectMessage): Promise<void> {
+    const settled = await this.#init.local.reject(message);
+    if (!settled) return;
+    const cause = syncErrorFromWire(message.code, false, message.message);
+    const error = new SyncError(
+      "write_rejected",
+      `The server refused write ${message.clientVersion} to ${this.path} (${cause.code}): ${message.message}`,
+      { cause },
+    );
+    this.#log("warn", "session.write_rejected", error.message, error);
+    this.#waits.failed(message.clientVersion, error);
+    this.#tracker.acknowledged(message.clientVersion);
+    this.#waits.acknowledged(this.#tracker.lastAcknowledgedVersion);
+    this.#notifier.changed();
+    if (this.#batcher.acknowledged(message.clientVersion)) this.#upload();
+  }
+
+  /**
+   * The server cannot continue this realm's history: fail (`manual`), or
+   * leave the binding, tell the user (`onBefore`, a connection-state change
+   * with \`client_reset\`) and bind again with no identity to stage the
+   * server's state (docs/CLIENT.md "Client reset").
+   */
+  async #clientReset(serverError: SyncError): Promise<void> {
+    const mode = this.#reset.mode;
+    if (mode === "manual") {
+      this.fail(
+        new SyncError(
+          "client_reset_required",
+          `${serverError.message} (clientReset mode "manual")`,
+          { isFatal: true, willRetry: false, cause: serverError },
+        ),
+        false,
+      );
+      return;
+    }
+    const error = new SyncError(
+      "client_reset",
+      `The server cannot continue the local history of ${this.path}; resetting it (${mode}): ${serverError.message}`,
+      { cause: serverError },
+    );
+    this.#leave(false);
+    this.#reset.begin();
+    this.#error = error;
+    this.#log("warn", "session.client_reset", error.message, error);
+    this.#transition("disconnected", error);
+    await this.#callHook("onBefore", () => {
+      const realm = this.#init.realm?.();
+      if (realm !== undefined) return this.#reset.onBefore?.(realm);
+    });
+    if (this.#life.isLive) this.#attach();
+  }
+
+  /** The staging download caught up: replace the local state with it. */
+  async #finishReset(): Promise<void> {
+    const staged = this.#reset.finish();
+    const mode = this.#reset.mode === "manual" ? "recover" : this.#reset.mode;
+    const result = await this.#init.local.reset({
+      staged: staged.store,
+      identity: staged.identity,
+      downloadCursor: staged.downloadCursor,
+      mode,
+    });
+    for (const version of result.discarded) {
+      this.#waits.failed(
+        version,
+        new SyncError(
+          "client_reset",
+          `Write ${version} to ${this.path} was dropped by a client reset (discard)`,
+        ),
+      );
+    }
+    this.#tracker.acknowledged(result.acknowledged);
+    this.#waits.acknowledged(this.#tracker.lastAcknowledgedVersion);
+    this.#batcher.rebound(result.acknowledged);
+    this.#notifier.changed();
+    this.#log(
+      "info",
+      "session.client_reset",
+      `Reset ${this.path}: ${result.recovered.length} writes re-applied, ${result.synthesized.length} synthesized, ${result.discarded.length} dropped`,
+    );
+    this.#upload();
+    const counts = {
+      recovered: result.recovered.length +
+        (result.synthesized.length > 0 ? 1 : 0),
+      discarded: result.discarded.length,
+    };
+    await this.#callHook("onAfter", () => {
+      const realm = this.#init.realm?.();
+      if (realm !== undefined) return this.#reset.onAfter?.(realm, counts);
+    });
+  }
+
+  async #callHook(
+    name: string,
+    call: () => void | Promise<void>,
+  ): Promise<void> {
+    try {
+      await call();
+    } catch (error) {
+      this.#log(
+        "error",
+        "session.callback",
+        `clientReset.${name} threw: ${
+          error instanceof Error ? error.message : String(error)
+        }`,
+      );
     }
   }
 
@@ -563,7 +735,9 @@ export class SessionCore {
   /** Sends every local changeset not yet sent on this binding. */
   #upload(): void {
     const channel = this.#life.channel;
-    if (channel === undefined || !this.#life.canUpload) return;
+    if (
+      channel === undefined || !this.#life.canUpload || this.#reset.isStaging
+    ) return;
     const before = this.#batcher.sentThrough;
     const error = this.#batcher.send(
       this.#init.local.pending,
@@ -580,6 +754,7 @@ export class SessionCore {
   waitForAcknowledgement(
     clientVersion: number,
     signal: AbortSignal | undefined,
+    receipt = true,
   ): Promise<void> {
     if (signal?.aborted) return Promise.reject(signal.reason);
     try {
@@ -587,10 +762,13 @@ export class SessionCore {
     } catch (error) {
       return Promise.reject(error);
     }
+    // A write's own receipt rejects when that write was refused or dropped.
+    const failure = receipt ? this.#waits.failure(clientVersion) : undefined;
+    if (failure !== undefined) return Promise.reject(failure.error);
     if (this.#tracker.lastAcknowledgedVersion >= clientVersion) {
       return Promise.resolve();
     }
-    return this.#waits.waitForUpload(clientVersion, signal);
+    return this.#waits.waitForUpload(clientVersion, signal, receipt);
   }
 
   /** `session.waitForUpload()`, after its checks. */
@@ -600,6 +778,7 @@ export class SessionCore {
     await this.waitForAcknowledgement(
       this.#tracker.lastCommittedVersion,
       signal,
+      false,
     );
   }
 
@@ -621,9 +800,10 @@ export class SessionCore {
     });
   }
 
-  #sendMark(): void {
+  /** Sends a MARK; returns its request id (undefined when not sent). */
+  #sendMark(): number | undefined {
     const channel = this.#life.channel;
-    if (channel === undefined || !channel.isOpen) return;
+    if (channel === undefined || !channel.isOpen) return undefined;
     const requestId = this.#waits.markSent(this.#tracker.sequence + 1);
     this.#bytesSent += channel.send({
       type: MessageType.Mark,
@@ -631,6 +811,7 @@ export class SessionCore {
       requestId,
     });
     this.#watchdog.watch();
+    return requestId;
   }
 
   // ----- stalls -----

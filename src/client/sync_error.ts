@@ -23,6 +23,12 @@ export interface SyncErrorOptions {
    * the code's `tryAgain` in the error table.
    */
   willRetry?: boolean;
+  /**
+   * Whether the error ended the session; defaults to the code's `isFatal`
+   * in the error table (a `client_reset_required` the app handles itself,
+   * clientReset mode `"manual"`, is fatal although the code is not).
+   */
+  isFatal?: boolean;
   /** The underlying error, if any. */
   cause?: unknown;
 }
@@ -86,8 +92,9 @@ export class SyncError extends Error {
     );
     this.name = "SyncError";
     this.code = code;
-    this.isFatal = info.isFatal;
-    this.willRetry = options.willRetry ?? (info.tryAgain && !info.isFatal);
+    this.isFatal = options.isFatal ?? info.isFatal;
+    this.willRetry = options.willRetry ??
+      (info.tryAgain && !this.isFatal);
   }
 }
 

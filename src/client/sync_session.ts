@@ -120,6 +120,7 @@ export interface ConnectionStateChange {
  * const stats: SessionStats = {
  *   bytesSent: 0, bytesReceived: 0, rttMs: undefined, reconnects: 0,
  *   pendingUploadBytes: 0, pendingUploadChangesets: 0,
+ *   clientResets: 0,
  * };
  * console.log(`${stats.pendingUploadChangesets} writes waiting for the server`);
  * ```
@@ -137,6 +138,10 @@ export interface SessionStats {
   pendingUploadBytes: number;
   /** Number of local changesets the server has not acknowledged yet. */
   pendingUploadChangesets: number;
+  /**
+   * Client resets this session performed (docs/CLIENT.md "Client reset").
+   */
+  clientResets: number;
 }
 
 /**

@@ -4,7 +4,10 @@
  * The upload batcher: packs a session's pending local changesets into
  * UPLOAD frames under the server's frame limit, in client-version order,
  * and remembers how far the current binding has sent (docs/PROTOCOL.md
- * §4.3).
+ * §4.3). It keeps at most a window of UPLOAD bytes sent but not yet
+ * acknowledged, so a fast writer never makes the server hold more than its
+ * per-connection bound (docs/SERVER.md "Memory") and refuse it with
+ * `queue_full`; more goes out as acknowledgements arrive.
  */
 
 import type { UploadChangeset } from "../model/changeset.ts";
@@ -12,6 +15,15 @@ import { encodeMessage } from "../protocol/encode.ts";
 import { MessageType, type UploadMessage } from "../protocol/messages.ts";
 import type { SessionChannel } from "./connection.ts";
 import { SyncError } from "./sync_error.ts";
+
+/**
+ * The default window: bytes of UPLOAD frames a session keeps sent but not
+ * acknowledged, and the most one frame packs (a larger single changeset
+ * still goes alone). The server's default per-connection bound (16 MiB)
+ * counts each UPLOAD at four times its frame, so it holds 4 MiB of frames:
+ * four busy sessions on one connection stay within it.
+ */
+export const UPLOAD_WINDOW_BYTES = 1024 * 1024;
 
 /** Room for an UPLOAD's tag, session id and count around its changesets. */
 export const UPLOAD_OVERHEAD_BYTES = 32;
@@ -31,6 +43,38 @@ export type UploadChannel = Pick<
 /** Packs pending changesets into frames; see the module comment. */
 export class UploadBatcher {
   #sentThrough = 0;
+  #window: number;
+  /** Frames sent and not yet acknowledged: last client version, bytes. */
+  #inFlight: { through: number; bytes: number }[] = [];
+  #inFlightBytes = 0;
+
+  /**
+   * @param windowBytes The most UPLOAD bytes kept sent but unacknowledged
+   *   (one frame always goes, however large).
+   */
+  constructor(windowBytes: number = UPLOAD_WINDOW_BYTES) {
+    this.#window = windowBytes;
+  }
+
+  /** Bytes of UPLOAD frames sent and not yet acknowledged. */
+  get inFlightBytes(): number {
+    return this.#inFlightBytes;
+  }
+
+  /**
+   * The server acknowledged client versions up to `version`: their frames
+   * leave the window. Returns whether room was freed (send more then).
+   */
+  acknowledged(version: number): boolean {
+    let freed = false;
+    while (
+      this.#inFlight.length > 0 && this.#inFlight[0]!.through <= version
+    ) {
+      this.#inFlightBytes -= this.#inFlight.shift()!.bytes;
+      freed = true;
+    }
+    return freed;
+  }
 
   /** The last client version sent on the current binding. */
   get sentThrough(): number {
@@ -43,12 +87,14 @@ export class UploadBatcher {
    */
   rebound(acknowledged: number): void {
     this.#sentThrough = acknowledged;
+    this.#inFlight = [];
+    this.#inFlightBytes = 0;
   }
 
   /**
    * Sends every pending changeset not yet sent on this binding, as few
    * frames as fit. Stops quietly when the channel refuses a frame (the
-   * binding is gone).
+   * binding is gone) or the window is full.
    *
    * @param onSent Told each frame's size on the wire.
    * @returns A `bad_changeset` error when a changeset can never fit in a
@@ -61,6 +107,9 @@ export class UploadBatcher {
   ): SyncError | undefined {
     const limit = channel.maxMessageBytes;
     const budget = limit - UPLOAD_OVERHEAD_BYTES;
+    // Frames pack at most a window's worth, so one frame never holds the
+    // server's bound alone; a larger changeset still goes, by itself.
+    const frameBudget = Math.min(budget, this.#window - UPLOAD_OVERHEAD_BYTES);
     let batch: UploadChangeset[] = [];
     let batchBytes = 0;
     for (const { changeset, bytes } of pending) {
@@ -71,7 +120,7 @@ export class UploadBatcher {
           `Cannot upload changeset ${changeset.clientVersion}: ${bytes} bytes exceed the server's limit of ${limit} per message`,
         );
       }
-      if (batch.length > 0 && batchBytes + bytes > budget) {
+      if (batch.length > 0 && batchBytes + bytes > frameBudget) {
         const outcome = this.#sendFrame(channel, batch, onSent);
         if (outcome === false) return undefined;
         if (outcome !== true) return outcome;
@@ -86,7 +135,10 @@ export class UploadBatcher {
     return outcome === true || outcome === false ? undefined : outcome;
   }
 
-  /** True when sent, false when the channel is gone, else the error. */
+  /**
+   * True when sent, false when the channel is gone or the window full,
+   * else the error.
+   */
   #sendFrame(
     channel: UploadChannel,
     changesets: UploadChangeset[],
@@ -114,8 +166,18 @@ export class UploadBatcher {
       if (first !== true) return first;
       return this.#sendFrame(channel, changesets.slice(half), onSent);
     }
+    // The window is full: wait for acknowledgements (one frame always goes).
+    if (
+      this.#inFlightBytes > 0 &&
+      this.#inFlightBytes + frame.byteLength > this.#window
+    ) {
+      return false;
+    }
     if (!channel.sendUpload(frame, onSent)) return false;
-    this.#sentThrough = changesets[changesets.length - 1]!.clientVersion;
+    const through = changesets[changesets.length - 1]!.clientVersion;
+    this.#sentThrough = through;
+    this.#inFlight.push({ through, bytes: frame.byteLength });
+    this.#inFlightBytes += frame.byteLength;
     return true;
   }
 }

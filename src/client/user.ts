@@ -6,6 +6,7 @@
  * here through the {@linkcode UserEngine} it implements.
  */
 
+import type { ClientResetOptions } from "./client_reset.ts";
 import type { Progress } from "./progress.ts";
 import type { Realm } from "./realm.ts";
 import type { RealmStorage } from "./storage/storage.ts";
@@ -79,6 +80,13 @@ export interface RealmConfig {
    * opened.
    */
   signal?: AbortSignal;
+  /**
+   * What to do when the server cannot continue the local history of this
+   * realm (docs/CLIENT.md "Client reset").
+   *
+   * @default {{ mode: "recover" }}
+   */
+  clientReset?: ClientResetOptions;
   /**
    * Fields to index per type, e.g. `{ Task: ["done", "ownerId"] }`: a query
    * whose top-level conjunction has an equality, `in` or range condition on

@@ -65,6 +65,30 @@ function checkConfig(config: RealmConfig): void {
     throw new TypeError("Cannot open realm: signal must be an AbortSignal");
   }
   checkIndexes(config.indexes);
+  checkClientReset(config.clientReset);
+}
+
+const RESET_MODES = ["recover", "recoverAll", "discard", "manual"];
+
+function checkClientReset(options: RealmConfig["clientReset"]): void {
+  if (options === undefined) return;
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError("Cannot open realm: clientReset must be an object");
+  }
+  if (options.mode !== undefined && !RESET_MODES.includes(options.mode)) {
+    throw new TypeError(
+      `Cannot open realm: clientReset.mode must be one of ${
+        RESET_MODES.join(", ")
+      }, got ${JSON.stringify(options.mode)}`,
+    );
+  }
+  for (const hook of ["onBefore", "onAfter"] as const) {
+    if (options[hook] !== undefined && typeof options[hook] !== "function") {
+      throw new TypeError(
+        `Cannot open realm: clientReset.${hook} must be a function`,
+      );
+    }
+  }
 }
 
 /** What a user asks of its app. */
@@ -239,7 +263,12 @@ export class UserCore implements UserEngine {
     // A realm whose last handle closed while this call waited is gone;
     // open it again.
     for (let attempt = 0; attempt < 3 && core === undefined; attempt++) {
-      const opening = this.#openCore(key, config.path, config.storage);
+      const opening = this.#openCore(
+        key,
+        config.path,
+        config.storage,
+        config.clientReset,
+      );
       try {
         core = await abortable(opening, signal);
       } catch (error) {
@@ -328,6 +357,7 @@ export class UserCore implements UserEngine {
     key: string,
     path: string,
     storage: RealmStorageOption | undefined,
+    clientReset: RealmConfig["clientReset"],
   ): Promise<OpenRealm> {
     const open = this.#realms.get(key);
     if (open !== undefined) return Promise.resolve(open);
@@ -343,11 +373,15 @@ export class UserCore implements UserEngine {
         await local.close();
         throw new TypeError("Cannot open realm: the user is logged out");
       }
+      // The client reset hooks get a handle of their own, made on use.
+      let hookRealm: Realm | undefined;
       const sync = new SessionCore({
         path,
         local,
         connection: () => this.#connectionFor(),
         config: this.#config,
+        clientReset,
+        realm: () => hookRealm ??= new RealmHandle(core).realm,
       });
       const session = createSyncSession(sync, this.user);
       let released: Promise<void> | undefined;

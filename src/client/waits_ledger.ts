@@ -21,6 +21,11 @@ interface Waiter {
 
 interface UploadWaiter extends Waiter {
   target: number;
+  /**
+   * A write's own receipt (rejects when that very write is refused or
+   * dropped), rather than a wait for everything up to `target`.
+   */
+  receipt: boolean;
 }
 
 /** A MARK sent and not yet answered. */
@@ -37,6 +42,8 @@ export class WaitsLedger {
   #sentMarks = new Map<number, SentMark>();
   #nextRequestId = 1;
   #progressMarkWanted = false;
+  /** Writes settled without being stored: their receipts reject. */
+  #failed = new Map<number, unknown>();
 
   /**
    * Waits until `acknowledged(v)` is told a `v ≥ target`. Rejects with
@@ -45,15 +52,45 @@ export class WaitsLedger {
   waitForUpload(
     target: number,
     signal: AbortSignal | undefined,
+    receipt = false,
   ): Promise<void> {
     const deferred = new Deferred<void>();
-    const waiter: UploadWaiter = { target, deferred, remove: () => {} };
+    const waiter: UploadWaiter = {
+      target,
+      receipt,
+      deferred,
+      remove: () => {},
+    };
     waiter.remove = onAbort(signal, (reason) => {
       this.#uploads.delete(waiter);
       deferred.reject(reason);
     });
     this.#uploads.add(waiter);
     return deferred.promise;
+  }
+
+  /**
+   * The write `version` was settled without being stored (the server
+   * refused it, a client reset dropped it): its receipt waiters reject with
+   * `error`, and so does every later receipt wait for it
+   * ({@linkcode failure}). Waits for everything are not affected.
+   */
+  failed(version: number, error: unknown): void {
+    this.#failed.set(version, error);
+    for (const waiter of [...this.#uploads]) {
+      if (waiter.receipt && waiter.target === version) {
+        this.#uploads.delete(waiter);
+        waiter.remove();
+        waiter.deferred.reject(error);
+      }
+    }
+  }
+
+  /** Why the write `version` was not stored, if it was refused or dropped. */
+  failure(version: number): { error: unknown } | undefined {
+    return this.#failed.has(version)
+      ? { error: this.#failed.get(version) }
+      : undefined;
   }
 
   /** The server acknowledged local changesets up to `version`. */

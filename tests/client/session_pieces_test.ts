@@ -3,7 +3,12 @@ import { Backoff, DEFAULT_RECONNECT } from "../../src/client/backoff.ts";
 import type { SessionChannel } from "../../src/client/connection.ts";
 import { SessionLife } from "../../src/client/session_life.ts";
 import { SyncError } from "../../src/client/sync_error.ts";
+import { UploadBatcher } from "../../src/client/upload_batcher.ts";
 import { WaitsLedger } from "../../src/client/waits_ledger.ts";
+import { decodeMessage } from "../../src/protocol/decode.ts";
+import { encodeUploadChangeset } from "../../src/protocol/encode.ts";
+import type { UploadMessage } from "../../src/protocol/messages.ts";
+import { put, upload } from "../_helpers/changesets.ts";
 import { FakeClock } from "../_helpers/fake_clock.ts";
 
 const policy = {
@@ -143,4 +148,62 @@ Deno.test("WaitsLedger resolves upload waits by version, rejects the rest with t
   ledger.rejectAll(error);
   await assert.rejects(second, (reason) => reason === error);
   assert.equal(ledger.needsMark, false);
+});
+
+Deno.test("WaitsLedger rejects only the receipt of a write settled without being stored, also for later waits; waits for everything resolve on the acknowledgement", async () => {
+  const ledger = new WaitsLedger();
+  const receipt = ledger.waitForUpload(2, undefined, true);
+  const everything = ledger.waitForUpload(2, undefined, false);
+  const other = ledger.waitForUpload(1, undefined, true);
+  const error = new SyncError("write_rejected", "refused");
+  ledger.failed(2, error);
+  await assert.rejects(receipt, (reason) => reason === error);
+  ledger.acknowledged(2);
+  await everything;
+  await other;
+  assert.equal(ledger.failure(2)?.error, error);
+  assert.equal(ledger.failure(1), undefined);
+});
+
+Deno.test("UploadBatcher keeps at most its window of UPLOAD bytes unacknowledged (one frame always goes) and sends more as acknowledgements free it", () => {
+  const sent: number[][] = [];
+  const channel = {
+    sessionId: 1,
+    maxMessageBytes: 1_000,
+    sendUpload: (frame: Uint8Array, onSent: (bytes: number) => void) => {
+      const message = decodeMessage(frame) as UploadMessage;
+      sent.push(message.changesets.map((c) => c.clientVersion));
+      onSent(frame.byteLength);
+      return true;
+    },
+  };
+  const pending = [1, 2, 3, 4, 5, 6].map((version) => {
+    const changeset = upload(version, [
+      put("Task", `t${version}`, { text: "x".repeat(400) }),
+    ]);
+    return { changeset, bytes: encodeUploadChangeset(changeset).byteLength };
+  });
+  const batcher = new UploadBatcher(2_000);
+  assert.equal(batcher.send(pending, channel, () => {}), undefined);
+  // Two changesets fit one frame (under 1,000 bytes); a second frame fits
+  // the window, a third would not.
+  assert.deepEqual(sent, [[1, 2], [3, 4]]);
+  assert.equal(batcher.sentThrough, 4);
+  assert.ok(batcher.inFlightBytes > 1_000 && batcher.inFlightBytes <= 2_000);
+  batcher.send(pending, channel, () => {});
+  assert.equal(sent.length, 2);
+  assert.equal(batcher.acknowledged(1), false);
+  assert.equal(batcher.acknowledged(2), true);
+  batcher.send(pending, channel, () => {});
+  assert.deepEqual(sent.slice(2), [[5, 6]]);
+  assert.equal(batcher.acknowledged(6), true);
+  assert.equal(batcher.inFlightBytes, 0);
+  // Frames pack at most a window's worth; one frame always goes, with one
+  // changeset at least, even past a window smaller than it.
+  const tiny = new UploadBatcher(10);
+  tiny.send(pending, channel, () => {});
+  assert.deepEqual(sent.slice(3), [[1]]);
+  // A new binding starts with an empty window.
+  tiny.rebound(0);
+  assert.equal(tiny.inFlightBytes, 0);
 });

@@ -901,3 +901,64 @@ Deno.test("SyncSession a compressed frame that does not inflate is a fatal proto
     await app.close();
   }
 });
+
+Deno.test("SyncSession a client reset binds with no identity and cursors 0, stages the server's state out of sight until the MARK after that BIND is answered, then replaces the realm at once and uploads the recovered writes (also one made while staging)", async () => {
+  const { app, realm, socket, sessionId, session } = await openBound();
+  try {
+    await realm.write((tx) => tx.put("Task", "t1", { n: 1 }));
+    await flush();
+    await download(socket, sessionId, { serverVersion: 1, ack: 1 });
+    await realm.write((tx) => tx.put("Task", "t2", { n: 2 }));
+    await flush();
+    socket.receive({
+      type: MessageType.Error,
+      sessionId,
+      code: errorCodeNumber("client_reset_required"),
+      tryAgain: true,
+      message: "download cursor 1 is ahead of the server's history (0)",
+    });
+    await flush();
+    const bind = socket.sentOf(MessageType.Bind).at(-1)!;
+    assert.notEqual(bind.sessionId, sessionId);
+    assert.deepEqual(
+      [bind.clientIdentity, bind.downloadCursor, bind.uploadCursor],
+      [null, 0, 0],
+    );
+    await ident(socket, "/~/a", 7);
+    await download(socket, bind.sessionId, {
+      serverVersion: 5,
+      changesets: [remoteChangeset(5, 2)],
+    });
+    // Staged, not shown: the realm is as it was.
+    assert.deepEqual(realm.objects("R"), []);
+    assert.deepEqual(realm.get("Task", "t1"), { n: 1 });
+    await realm.write((tx) => tx.put("Task", "t3", { n: 3 }));
+    await flush();
+    assert.deepEqual(
+      sentFor(socket, bind.sessionId).filter((m) =>
+        m.type === MessageType.Upload
+      ),
+      [],
+    );
+    await answerMarks(socket);
+    assert.equal(realm.objects("R").length, 2);
+    assert.equal(realm.get("Task", "t1"), undefined);
+    assert.deepEqual(realm.get("Task", "t2"), { n: 2 });
+    assert.deepEqual(realm.get("Task", "t3"), { n: 3 });
+    const uploads = sentFor(socket, bind.sessionId).filter((m) =>
+      m.type === MessageType.Upload
+    );
+    assert.deepEqual(
+      uploads.flatMap((m) =>
+        m.type === MessageType.Upload
+          ? m.changesets.map((c) => c.clientVersion)
+          : []
+      ),
+      [2, 3],
+    );
+    assert.equal(session.stats().clientResets, 1);
+    assert.equal(session.state, "active");
+  } finally {
+    await app.close();
+  }
+});

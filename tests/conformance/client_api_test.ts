@@ -173,7 +173,7 @@ Deno.test("Realm.changes() delivers one item per committed transaction, local an
   assert.equal(b.get("Task", "t2"), undefined);
 });
 
-Deno.test("SyncSession.stats() has bytesSent, bytesReceived, rttMs, reconnects, pendingUploadBytes, pendingUploadChangesets", async () => {
+Deno.test("SyncSession.stats() has bytesSent, bytesReceived, rttMs, reconnects, pendingUploadBytes, pendingUploadChangesets, clientResets", async () => {
   await using server = await startTestServer();
   await using client = await openClient(fastApp(server.url));
   const { realm, session } = client;
@@ -181,6 +181,7 @@ Deno.test("SyncSession.stats() has bytesSent, bytesReceived, rttMs, reconnects, 
   assert.deepEqual(keys, [
     "bytesReceived",
     "bytesSent",
+    "clientResets",
     "pendingUploadBytes",
     "pendingUploadChangesets",
     "reconnects",

@@ -187,6 +187,8 @@ export interface StoredMeta {
   downloadCursor: number;
   lastClientVersion: number;
   acknowledgedClientVersion: number;
+  /** Absent when 0 (a realm that never reset). */
+  resetClientVersion?: number;
 }
 
 /** The stored form of a meta record. */
@@ -198,6 +200,9 @@ export function metaToStored(meta: RealmMeta): StoredMeta {
     downloadCursor: meta.downloadCursor,
     lastClientVersion: meta.lastClientVersion,
     acknowledgedClientVersion: meta.acknowledgedClientVersion,
+    ...(meta.resetClientVersion
+      ? { resetClientVersion: meta.resetClientVersion }
+      : {}),
   };
 }
 
@@ -221,6 +226,10 @@ export function metaFromStored(value: unknown): RealmMeta {
   if (!counts.every(isCount) || stored.nodeId === 0) {
     throw new RangeError("the meta record has a bad counter");
   }
+  const reset = stored.resetClientVersion;
+  if (reset !== undefined && !isCount(reset)) {
+    throw new RangeError("the meta record has a bad counter");
+  }
   const { identityId, identitySalt } = stored;
   let clientIdentity: RealmMeta["clientIdentity"] = null;
   if (identityId !== null || identitySalt !== null) {
@@ -235,5 +244,6 @@ export function metaFromStored(value: unknown): RealmMeta {
     downloadCursor: stored.downloadCursor!,
     lastClientVersion: stored.lastClientVersion!,
     acknowledgedClientVersion: stored.acknowledgedClientVersion!,
+    ...(reset ? { resetClientVersion: reset } : {}),
   };
 }

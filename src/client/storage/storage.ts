@@ -26,6 +26,15 @@ export interface RealmMeta {
   lastClientVersion: number;
   /** The last client version the server acknowledged (0 = none). */
   acknowledgedClientVersion: number;
+  /**
+   * The acknowledged client version when a client reset gave the realm its
+   * current identity (absent when it never reset). Versions up to it were
+   * settled under an earlier identity, which the server's record of the
+   * new one does not count: the upload cursor sent at BIND stays 0 until
+   * the server acknowledges a later version (docs/CLIENT.md "Client
+   * reset").
+   */
+  resetClientVersion?: number;
 }
 
 /** Everything a storage holds for one realm. */
