@@ -260,7 +260,8 @@ async function start(): Promise<string> {
   for (const direction of ["upload", "download"] as const) {
     void follow(
       session.getProgressStream(direction, "reportIndefinitely", { signal }),
-      (progress) => showProgress(direction === "upload" ? "up" : "down", progress),
+      (progress) =>
+        showProgress(direction === "upload" ? "up" : "down", progress),
     );
   }
   for (const name of ["all", "open", "done"] as const) {
