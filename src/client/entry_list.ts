@@ -103,6 +103,100 @@ export class BlockList<T> {
     }
   }
 
+  /**
+   * Inserts many items at once: `items` must be in order and none already
+   * in the list. Each block that receives items is rebuilt once (a binary
+   * search per item within it, the old items copied in runs), instead of a
+   * search over the blocks and a splice per item.
+   *
+   * @returns The index of each item in the list afterwards.
+   */
+  insertSorted(items: readonly T[], compare: (a: T, b: T) => number): number[] {
+    const positions = new Array<number>(items.length);
+    if (items.length === 0) return positions;
+    this.#starts = undefined;
+    const half = this.#maxBlock >>> 1;
+    const blocks = this.#blocks;
+    const rebuilt: T[][] = [];
+    // Items placed so far (old items of earlier blocks plus new ones).
+    let placed = 0;
+    let next = 0;
+    for (let b = 0; b < blocks.length; b++) {
+      if (next < items.length && b < blocks.length - 1) {
+        // Skip, by a binary search, the blocks below the next item.
+        let low = b;
+        let high = blocks.length - 1;
+        while (low < high) {
+          const middle = (low + high) >>> 1;
+          const block = blocks[middle]!;
+          if (compare(block[block.length - 1]!, items[next]!) < 0) {
+            low = middle + 1;
+          } else high = middle;
+        }
+        for (; b < low; b++) {
+          rebuilt.push(blocks[b]!);
+          placed += blocks[b]!.length;
+        }
+      }
+      const old = blocks[b]!;
+      // The items that belong here: below this block's last item, or all
+      // that remain for the last block.
+      let end = next;
+      if (b === blocks.length - 1) end = items.length;
+      else {
+        const last = old[old.length - 1]!;
+        while (end < items.length && compare(items[end]!, last) < 0) end++;
+      }
+      if (end === next) {
+        rebuilt.push(old);
+        placed += old.length;
+        continue;
+      }
+      const merged: T[] = [];
+      let from = 0;
+      for (let i = next; i < end; i++) {
+        const item = items[i]!;
+        // First old item not below `item`, searching from the last one.
+        let low = from;
+        let high = old.length;
+        while (low < high) {
+          const middle = (low + high) >>> 1;
+          if (compare(old[middle]!, item) < 0) low = middle + 1;
+          else high = middle;
+        }
+        for (let k = from; k < low; k++) merged.push(old[k]!);
+        from = low;
+        positions[i] = placed + merged.length;
+        merged.push(item);
+      }
+      for (let k = from; k < old.length; k++) merged.push(old[k]!);
+      placed += merged.length;
+      next = end;
+      this.#pushSplit(rebuilt, merged, half);
+    }
+    if (blocks.length === 0) {
+      for (let i = 0; i < items.length; i++) positions[i] = i;
+      this.#pushSplit(rebuilt, items.slice(), half);
+    }
+    this.#blocks = rebuilt;
+    this.#length += items.length;
+    return positions;
+  }
+
+  /** Appends `items` as one owned block, or as blocks of `half` if large. */
+  #pushSplit(blocks: T[][], items: T[], half: number): void {
+    if (items.length <= this.#maxBlock) {
+      blocks.push(items);
+      this.#owned.add(items);
+      return;
+    }
+    for (let start = 0; start < items.length; start += half) {
+      const block = items.slice(start, start + half);
+      blocks.push(block);
+      this.#owned.add(block);
+    }
+  }
+
   /** The item at `index`. */
   at(index: number): T {
     const { block, offset } = this.#at(index);

@@ -603,6 +603,13 @@ export function compileQuery(
       const x = a[index];
       const y = b[index];
       if (Object.is(x, y)) continue;
+      // Fast paths for the common kinds (same order as compareValues:
+      // ordinary numbers by value, strings by code units).
+      const kind = typeof x;
+      if (kind === typeof y && (kind === "number" || kind === "string")) {
+        if ((x as number) < (y as number)) return -signs[index]!;
+        if ((x as number) > (y as number)) return signs[index]!;
+      }
       const order = x === undefined
         ? -1
         : y === undefined
