@@ -232,13 +232,6 @@ function indexOfRank(rank: number, others: readonly number[]): number {
 
 const ascending = (a: number, b: number) => a - b;
 
-/**
- * From this many objects entering (or moving in) a live query's result in
- * one commit, they are sorted and merged block by block rather than
- * inserted one by one.
- */
-const MERGE_AT = 8;
-
 type Kind = "stay" | "move" | "leave" | "enter";
 
 interface Touched {
@@ -716,7 +709,7 @@ export class QueryEngine {
     }
     const sorted = query.sorted;
     const removals: number[] = [];
-    const additions: Touched[] = [];
+    const additions: Entry[] = [];
     for (const item of touched) {
       if (item.kind === "stay") {
         sorted.replaceAt(item.oldIndex, item.fresh!);
@@ -725,7 +718,7 @@ export class QueryEngine {
       }
       if (item.old !== undefined) removals.push(item.oldIndex);
       if (item.fresh !== undefined) {
-        additions.push(item);
+        additions.push(item.fresh);
         query.members.set(item.fresh.id, item.fresh);
       } else {
         query.members.delete(item.old!.id);
@@ -737,30 +730,17 @@ export class QueryEngine {
     for (let i = removals.length - 1; i >= 0; i--) {
       sorted.removeAt(removals[i]!);
     }
+    for (const entry of additions) sorted.insert(entry, compare);
     const result = query.sorted;
-    if (additions.length >= MERGE_AT) {
-      // A large batch (a bootstrap DOWNLOAD): sorted once and merged into
-      // the blocks it lands in, which also yields every new position.
-      additions.sort((a, b) => compare(a.fresh!, b.fresh!));
-      const positions = result.insertSorted(
-        additions.map((item) => item.fresh!),
-        compare,
-      );
-      for (let i = 0; i < additions.length; i++) {
-        additions[i]!.newIndex = positions[i]!;
-      }
-    } else {
-      for (const item of additions) result.insert(item.fresh!, compare);
-    }
     // Positions past the window's end matter only as "past the end" (the
     // change set is about the window): one comparison with the window's
-    // last object instead of a search.
+    // last object instead of a search, which keeps big batches cheap.
     const windowEnd = Math.min(compiled.offset + compiled.limit, result.length);
     const last = windowEnd > 0 && windowEnd < result.length
       ? result.at(windowEnd - 1)
       : undefined;
     for (const item of touched) {
-      if (item.fresh === undefined || item.newIndex !== -1) continue;
+      if (item.fresh === undefined) continue;
       item.newIndex = last !== undefined && compare(item.fresh, last) > 0
         ? Infinity
         : result.lowerBound(item.fresh, compare);
