@@ -83,16 +83,28 @@ export class FieldIndex {
    * longer exists.
    */
   set(id: string, fields: Fields | undefined): void {
-    const value = fields !== undefined && Object.hasOwn(fields, this.field)
-      ? fields[this.field]!
-      : undefined;
+    this.setValue(
+      id,
+      fields !== undefined,
+      fields !== undefined && Object.hasOwn(fields, this.field)
+        ? fields[this.field]!
+        : undefined,
+    );
+  }
+
+  /**
+   * Records an object's current state by its indexed field alone: `live`
+   * false when it no longer exists, `value` undefined when it lacks the
+   * field.
+   */
+  setValue(id: string, live: boolean, value: Value | undefined): void {
     const old = this.#bucketById.get(id);
     if (value === undefined) {
       if (old !== undefined) {
         this.#bucketById.delete(id);
         this.#removeFromBucket(old, id);
       }
-      if (fields === undefined) this.#missing.delete(id);
+      if (!live) this.#missing.delete(id);
       else this.#missing.add(id);
       return;
     }
