@@ -219,6 +219,7 @@ export class LocalRealm {
   readonly queries: QueryEngine = new QueryEngine({
     get: (type, id) => this.#store.get(type, id),
     objects: (type) => this.#store.objects(type),
+    fieldValue: (type, id, name) => this.#store.fieldValue(type, id, name),
   });
 
   /** Use {@linkcode LocalRealm.open}. */

@@ -112,6 +112,12 @@ export interface StoreReader {
   get(type: string, id: string): Fields | undefined;
   /** Live objects of one type. */
   objects(type: string): Iterable<{ id: string; fields: Fields }>;
+  /**
+   * One field of an object without copying its fields: `null` when the
+   * object is not live, undefined when it lacks the field. Optional: the
+   * engine falls back to `get`.
+   */
+  fieldValue?(type: string, id: string, name: string): Value | undefined | null;
 }
 
 /** One object in a live query's result. Replaced, never mutated. */
@@ -599,9 +605,25 @@ export class QueryEngine {
       ids.add(id);
     }
     for (const [type, idSet] of byType) {
+      const indexes = this.#indexes.get(type);
+      const fieldValue = this.#read.fieldValue;
+      if (
+        indexes !== undefined && fieldValue !== undefined &&
+        !this.#queries.has(type) && !this.#objectWatchers.has(type)
+      ) {
+        // Only indexes follow this type: each reads its one field from the
+        // store, with no copy of the object's fields (a bootstrap fills
+        // them without an allocation per object).
+        for (const index of indexes.values()) {
+          for (const id of idSet) {
+            const value = fieldValue(type, id, index.field);
+            index.setValue(id, value !== null, value ?? undefined);
+          }
+        }
+        continue;
+      }
       const ids = [...idSet];
       const now = ids.map((id) => this.#read.get(type, id));
-      const indexes = this.#indexes.get(type);
       if (indexes !== undefined) {
         for (const index of indexes.values()) {
           for (let i = 0; i < ids.length; i++) index.set(ids[i]!, now[i]);

@@ -10,8 +10,29 @@ import type { Fields, Value } from "./value.ts";
 
 interface Bucket {
   value: Value;
+  /** Its key in #byPrimitive (the value) or #byKey (its valueKey). */
+  key: unknown;
+  primitive: boolean;
   /** One id, or a set of several (a field of unique values needs no sets). */
   ids: string | Set<string>;
+}
+
+/**
+ * Whether a value can key a `Map` by itself: a `Map` tells these apart
+ * exactly as the value order does (NaN equals NaN; 1, 1n and "1" differ),
+ * except 0 and -0, which it merges.
+ */
+function isPlainKey(value: Value): boolean {
+  switch (typeof value) {
+    case "number":
+      return value !== 0 || !Object.is(value, -0);
+    case "string":
+    case "boolean":
+    case "bigint":
+      return true;
+    default:
+      return false;
+  }
 }
 
 function bucketSize(bucket: Bucket): number {
@@ -39,8 +60,11 @@ export interface IndexBound {
 export class FieldIndex {
   /** The indexed field. */
   readonly field: string;
-  #buckets = new Map<string, Bucket>();
-  #keyById = new Map<string, string>();
+  /** Buckets of numbers (not -0), strings, booleans and bigints. */
+  #byPrimitive = new Map<unknown, Bucket>();
+  /** Buckets of the other values, by `valueKey` (no string per number). */
+  #byKey = new Map<string, Bucket>();
+  #bucketById = new Map<string, Bucket>();
   #missing = new Set<string>();
   #ordered: Bucket[] | undefined = [];
 
@@ -51,7 +75,7 @@ export class FieldIndex {
 
   /** Number of objects indexed (live objects of the type). */
   get size(): number {
-    return this.#keyById.size + this.#missing.size;
+    return this.#bucketById.size + this.#missing.size;
   }
 
   /**
@@ -59,41 +83,64 @@ export class FieldIndex {
    * longer exists.
    */
   set(id: string, fields: Fields | undefined): void {
-    const value = fields !== undefined && Object.hasOwn(fields, this.field)
-      ? fields[this.field]!
-      : undefined;
-    const oldKey = this.#keyById.get(id);
+    this.setValue(
+      id,
+      fields !== undefined,
+      fields !== undefined && Object.hasOwn(fields, this.field)
+        ? fields[this.field]!
+        : undefined,
+    );
+  }
+
+  /**
+   * Records an object's current state by its indexed field alone: `live`
+   * false when it no longer exists, `value` undefined when it lacks the
+   * field.
+   */
+  setValue(id: string, live: boolean, value: Value | undefined): void {
+    const old = this.#bucketById.get(id);
     if (value === undefined) {
-      if (oldKey !== undefined) {
-        this.#keyById.delete(id);
-        this.#removeFromBucket(oldKey, id);
+      if (old !== undefined) {
+        this.#bucketById.delete(id);
+        this.#removeFromBucket(old, id);
       }
-      if (fields === undefined) this.#missing.delete(id);
+      if (!live) this.#missing.delete(id);
       else this.#missing.add(id);
       return;
     }
-    this.#missing.delete(id);
-    const key = valueKey(value);
-    if (oldKey === key) return;
-    if (oldKey !== undefined) this.#removeFromBucket(oldKey, id);
-    this.#keyById.set(id, key);
-    const bucket = this.#buckets.get(key);
+    if (this.#missing.size > 0) this.#missing.delete(id);
+    const bucket = this.#bucket(value);
+    if (old !== undefined && old === bucket) return;
+    if (old !== undefined) this.#removeFromBucket(old, id);
     if (bucket === undefined) {
-      this.#buckets.set(key, { value, ids: id });
+      const primitive = isPlainKey(value);
+      const key = primitive ? value : valueKey(value);
+      const created: Bucket = { value, key, primitive, ids: id };
+      if (primitive) this.#byPrimitive.set(key, created);
+      else this.#byKey.set(key as string, created);
+      this.#bucketById.set(id, created);
       this.#ordered = undefined;
-    } else if (typeof bucket.ids === "string") {
+      return;
+    }
+    this.#bucketById.set(id, bucket);
+    if (typeof bucket.ids === "string") {
       if (bucket.ids !== id) bucket.ids = new Set([bucket.ids, id]);
     } else {
       bucket.ids.add(id);
     }
   }
 
-  #removeFromBucket(key: string, id: string): void {
-    const bucket = this.#buckets.get(key);
-    if (bucket === undefined) return;
+  #bucket(value: Value): Bucket | undefined {
+    return isPlainKey(value)
+      ? this.#byPrimitive.get(value)
+      : this.#byKey.get(valueKey(value));
+  }
+
+  #removeFromBucket(bucket: Bucket, id: string): void {
     if (typeof bucket.ids === "string") {
       if (bucket.ids !== id) return;
-      this.#buckets.delete(key);
+      if (bucket.primitive) this.#byPrimitive.delete(bucket.key);
+      else this.#byKey.delete(bucket.key as string);
       this.#ordered = undefined;
       return;
     }
@@ -109,7 +156,7 @@ export class FieldIndex {
    * field (a missing field matches `eq: null`).
    */
   *equal(value: Value): IterableIterator<string> {
-    const bucket = this.#buckets.get(valueKey(value));
+    const bucket = this.#bucket(value);
     if (bucket !== undefined) yield* bucketIds(bucket);
     if (value === null) yield* this.#missing;
   }
@@ -151,16 +198,17 @@ export class FieldIndex {
 
   #orderedBuckets(): Bucket[] {
     if (this.#ordered === undefined) {
-      this.#ordered = [...this.#buckets.values()].sort((a, b) =>
-        compareValues(a.value, b.value)
-      );
+      this.#ordered = [
+        ...this.#byPrimitive.values(),
+        ...this.#byKey.values(),
+      ].sort((a, b) => compareValues(a.value, b.value));
     }
     return this.#ordered;
   }
 
   /** An estimate of how many ids {@linkcode equal} would yield. */
   equalCount(value: Value): number {
-    const bucket = this.#buckets.get(valueKey(value));
+    const bucket = this.#bucket(value);
     return (bucket === undefined ? 0 : bucketSize(bucket)) +
       (value === null ? this.#missing.size : 0);
   }

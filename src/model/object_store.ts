@@ -10,7 +10,7 @@ import {
   type ObjectRecord,
   visibleFields,
 } from "./merge.ts";
-import type { Fields } from "./value.ts";
+import type { Fields, Value } from "./value.ts";
 
 /**
  * An in-memory set of object records, keyed by type then id, that applies
@@ -52,6 +52,16 @@ export class ObjectStore {
     return record !== undefined && isLive(record)
       ? visibleFields(record)
       : undefined;
+  }
+
+  /**
+   * One field's value of a live object without copying its fields: `null`
+   * when the object is not live, undefined when it lacks the field.
+   */
+  fieldValue(type: string, id: string, name: string): Value | undefined | null {
+    const record = this.#types.get(type)?.get(id);
+    if (record === undefined || !isLive(record)) return null;
+    return record.fields.get(name)?.value;
   }
 
   /** The record of an object, live or not, or undefined if never seen. */

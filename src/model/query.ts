@@ -595,6 +595,7 @@ export function compileQuery(
     return 0;
   };
   const signs = keys.map((key) => key.sign);
+  const sortFields = keys.map((key) => key.field);
   const compareKeys = (
     a: readonly (Value | undefined)[],
     b: readonly (Value | undefined)[],
@@ -603,6 +604,13 @@ export function compileQuery(
       const x = a[index];
       const y = b[index];
       if (Object.is(x, y)) continue;
+      // Fast paths for the common kinds (same order as compareValues:
+      // ordinary numbers by value, strings by code units).
+      const kind = typeof x;
+      if (kind === typeof y && (kind === "number" || kind === "string")) {
+        if ((x as number) < (y as number)) return -signs[index]!;
+        if ((x as number) > (y as number)) return signs[index]!;
+      }
       const order = x === undefined
         ? -1
         : y === undefined
@@ -615,7 +623,14 @@ export function compileQuery(
   return {
     matches,
     compareSortKeys,
-    keysOf: (fields) => keys.map(({ field }) => read(fields, field)),
+    keysOf: (fields) => {
+      // A loop over plain names: called once per object per commit.
+      const values = new Array<Value | undefined>(sortFields.length);
+      for (let index = 0; index < sortFields.length; index++) {
+        values[index] = read(fields, sortFields[index]!);
+      }
+      return values;
+    },
     compareKeys,
     compareKeyed: (a, b) => {
       const order = signs.length === 0 ? 0 : compareKeys(a.keys, b.keys);

@@ -1,0 +1,184 @@
+/**
+ * The bootstrap row of bench/live_query_bench.ts measured in CPU time
+ * (`process.cpuUsage()`, less disturbed than wall time on a shared
+ * machine): 100,000 objects in 100 DOWNLOADs of 1,000 into an empty
+ * realm, with none, 10 live queries, 2 indexes, and both; runs interleaved,
+ * the minimum and median of each printed. `--base <dir>` also loads the
+ * `src/` of another checkout (e.g. `git worktree add /tmp/base <commit>`)
+ * and interleaves its runs with this one's, so before and after come from
+ * one process.
+ *
+ * ```sh
+ * deno run -A bench/live_query_bootstrap.ts [--reps 5] [--base /tmp/base]
+ * ```
+ *
+ * @module
+ */
+import process from "node:process";
+import type { Instruction } from "../src/model/changeset.ts";
+import type { DownloadMessage } from "../src/protocol/messages.ts";
+import type { LiveSnapshot } from "../src/client/query_engine.ts";
+import type { LocalRealm } from "../src/client/local_realm.ts";
+import type { RealmStorage } from "../src/client/storage/storage.ts";
+
+const OBJECTS = 100_000;
+const BUCKETS = 1_000;
+const BATCH = 1_000;
+
+interface Implementation {
+  open(): Promise<LocalRealm>;
+  compileQuery(query: unknown): never;
+  materialize(snapshot: LiveSnapshot): { objects: unknown[] };
+}
+
+async function load(root: URL): Promise<Implementation> {
+  const local = await import(new URL("src/client/local_realm.ts", root).href);
+  const engine = await import(new URL("src/client/query_engine.ts", root).href);
+  const memory = await import(
+    new URL("src/client/storage/memory.ts", root).href
+  );
+  const query = await import(new URL("src/model/query.ts", root).href);
+  return {
+    open: () =>
+      local.LocalRealm.open(
+        new memory.MemoryStorage() as RealmStorage,
+        () => 1_000,
+      ),
+    compileQuery: query.compileQuery,
+    materialize: engine.materialize,
+  };
+}
+
+function fieldsOf(i: number) {
+  return {
+    title: `task ${i}`,
+    bucket: i % BUCKETS,
+    n: (i * 7_919) % OBJECTS,
+    even: i % 2 === 0,
+  };
+}
+
+const bootstrap: DownloadMessage[] = [];
+for (let start = 0; start < OBJECTS; start += BATCH) {
+  const instructions: Instruction[] = [];
+  for (let i = start; i < start + BATCH; i++) {
+    instructions.push({
+      op: "put",
+      type: "Task",
+      id: `t${i}`,
+      fields: fieldsOf(i),
+      stamp: null,
+    });
+  }
+  const version = start / BATCH + 1;
+  bootstrap.push({
+    type: 0x43,
+    sessionId: 1,
+    serverVersion: version,
+    lastIntegratedClientVersion: 0,
+    downloadableBytes: 0,
+    changesetBytes: 0,
+    changesets: [{
+      serverVersion: version,
+      stamp: { time: 1_000, counter: 0, node: 99 },
+      instructions,
+    }],
+  });
+}
+
+/** The ten live queries of bench/live_query_bench.ts's bootstrap group. */
+const TEN = [
+  { sort: [["n", "asc"]], limit: 100 },
+  { where: { even: true }, sort: [["n", "desc"]], limit: 50 },
+  { where: { n: { gte: 50_000 } }, sort: [["title", "asc"]], limit: 20 },
+  { where: { bucket: { in: [1, 2, 3] } } },
+  { where: { $or: [{ bucket: 4 }, { n: { lt: 10 } }] }, sort: [["n", "asc"]] },
+  ...[5, 6, 7, 8, 9].map((bucket) => ({
+    where: { bucket },
+    sort: [["n", "desc"], ["title", "asc"]],
+  })),
+];
+
+let sink = 0;
+
+async function run(
+  impl: Implementation,
+  options: { liveQueries: boolean; indexes: boolean },
+): Promise<void> {
+  const realm = await impl.open();
+  if (options.indexes) realm.queries.ensureIndexes({ Task: ["bucket", "n"] });
+  const removes: (() => void)[] = [];
+  const read = (snapshot: LiveSnapshot) => {
+    sink += impl.materialize(snapshot).objects.length;
+  };
+  if (options.liveQueries) {
+    for (const query of TEN) {
+      const { first, remove } = realm.queries.watch(
+        "Task",
+        impl.compileQuery(query),
+        read,
+      );
+      read(first);
+      removes.push(remove);
+    }
+  }
+  for (const message of bootstrap) await realm.integrate(message);
+  for (const remove of removes) remove();
+  await realm.close();
+}
+
+function option(name: string): string | undefined {
+  const at = Deno.args.indexOf(name);
+  return at === -1 ? undefined : Deno.args[at + 1];
+}
+
+const reps = Number(option("--reps") ?? 5);
+const base = option("--base");
+const impls: [string, Implementation][] = [
+  ["this", await load(new URL("../", import.meta.url))],
+];
+if (base !== undefined) {
+  impls.unshift([
+    "base",
+    await load(new URL(`file://${base.replace(/\/?$/, "/")}`)),
+  ]);
+}
+const CONFIGS = [
+  ["none", { liveQueries: false, indexes: false }],
+  ["10 live queries", { liveQueries: true, indexes: false }],
+  ["2 indexes", { liveQueries: false, indexes: true }],
+  ["2 indexes + 10 live queries", { liveQueries: true, indexes: true }],
+] as const;
+const times = new Map<string, number[]>();
+// Warm-up: one run of each, not counted.
+for (const [, impl] of impls) for (const [, o] of CONFIGS) await run(impl, o);
+for (let rep = 0; rep < reps; rep++) {
+  for (const [name, options] of CONFIGS) {
+    for (const [label, impl] of impls) {
+      const before = process.cpuUsage();
+      await run(impl, options);
+      const used = process.cpuUsage(before);
+      const key = `${label}: ${name}`;
+      times.set(key, [
+        ...times.get(key) ?? [],
+        (used.user + used.system) / 1_000,
+      ]);
+    }
+  }
+}
+const median = (values: number[]) =>
+  [...values].sort((a, b) => a - b)[values.length >> 1]!;
+console.log("| run | CPU min | CPU median | median vs none |");
+console.log("| --- | ------- | ---------- | -------------- |");
+for (const [label] of impls) {
+  const none = median(times.get(`${label}: none`)!);
+  for (const [name] of CONFIGS) {
+    const values = times.get(`${label}: ${name}`)!;
+    console.log(
+      `| ${label}: ${name} | ${Math.min(...values).toFixed(0)} ms | ${
+        median(values).toFixed(0)
+      } ms | ${(median(values) / none).toFixed(2)}× |`,
+    );
+  }
+}
+if (sink < 0) console.log(sink);
