@@ -2,7 +2,8 @@
  * The todo list's browser page: one shared realm driven by `realm.watch`
  * (filter all / open / done, sorted by creation time), add / toggle /
  * delete, a connection badge and upload/download progress bars, stored in
- * IndexedDB. Bundled with `deno bundle --platform browser` by serve.ts and
+ * IndexedDB through `App.open` (the saved user and the list survive a
+ * reload, also offline). Bundled with `deno bundle --platform browser` by serve.ts and
  * by tests/browser/todo_test.ts; it reads the sync server's URL from
  * `?server=` and puts a small API on `globalThis.todoPage` for the test.
  *
@@ -14,6 +15,7 @@ import {
   type LiveQueryUpdate,
   type Progress,
   type Realm,
+  SyncError,
   type SyncSession,
   type Where,
 } from "../../mod.ts";
@@ -106,6 +108,7 @@ document.body.innerHTML = `
   <span>upload <progress id="up" max="1" value="1"></progress></span>
   <span>download <progress id="down" max="1" value="1"></progress></span>
   <span id="pending"></span>
+  <span id="store"></span>
 </div>
 <form id="add">
   <input id="title" placeholder="What needs doing?" autocomplete="off">
@@ -238,15 +241,28 @@ function showProgress(id: string, progress: Progress): void {
 async function start(): Promise<string> {
   const server = new URLSearchParams(page.location.search).get("server");
   if (server === null) throw new Error("Open the page with ?server=<url>");
-  app = new App({
+  const options = {
     baseUrl: server,
     reconnect: { minDelayMs: 100, maxDelayMs: 2_000 },
     progressIntervalMs: 0,
-  });
-  const user = await app.logIn(Credentials.anonymous());
+  };
+  // The first tab owns the offline store (IndexedDB): the saved user, the
+  // list and its pending writes survive reloads, also with the server down.
+  // A second tab of the same origin is refused that store (one writer per
+  // store), so it syncs from memory instead and still sees everything live.
+  try {
+    app = await App.open({ ...options, storage: { indexedDb: "tether-todo" } });
+    element("store").textContent = "offline store: IndexedDB";
+  } catch (error) {
+    if (!(error instanceof SyncError && error.code === "storage_locked")) {
+      throw error;
+    }
+    app = new App(options);
+    element("store").textContent = "another tab holds the offline store";
+  }
+  const user = app.currentUser ?? await app.logIn(Credentials.anonymous());
   realm = await user.openRealm({
     path: TODO_PATH,
-    storage: { indexedDb: "tether-todo" },
     indexes: { Todo: ["done"] },
   });
   session = realm.syncSession;
