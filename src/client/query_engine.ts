@@ -8,103 +8,33 @@
 
 import { FieldIndex } from "../model/field_index.ts";
 import type { CompiledQuery, IndexableCondition } from "../model/query.ts";
-import {
-  cloneValue,
-  defineField,
-  type Fields,
-  type Value,
-  valuesEqual,
-} from "../model/value.ts";
+import { type Fields, type Value, valuesEqual } from "../model/value.ts";
 import { BlockList } from "./entry_list.ts";
-import type { RealmObject } from "./realm.ts";
+import {
+  ascending,
+  diffWindow,
+  type Kind,
+  type Touched,
+} from "./change_sets.ts";
+import {
+  copyFields,
+  type Entry,
+  type LiveSnapshot,
+  type ObjectUpdate,
+} from "./live_results.ts";
+
 import { valueKey } from "../model/value_order.ts";
 
-/**
- * Index changes of one live-query update, Realm-style: `deletions` are
- * indexes into the previous result, `insertions` and `modifications` into
- * the new one, each ascending. Apply deletions (from the highest), then
- * insertions (from the lowest), then replace the modified items, and a copy
- * of the previous list equals the new one. An object that moved is a
- * deletion plus an insertion.
- *
- * @example Patching a rendered list
- * ```ts
- * import type { CollectionChanges } from "@tether/sync";
- *
- * function patch<T>(rows: T[], next: T[], changes: CollectionChanges): void {
- *   for (const index of [...changes.deletions].reverse()) rows.splice(index, 1);
- *   for (const index of changes.insertions) rows.splice(index, 0, next[index]!);
- *   for (const index of changes.modifications) rows[index] = next[index]!;
- * }
- * const rows = ["a", "b", "c"];
- * patch(rows, ["a", "c", "d"], { deletions: [1], insertions: [2], modifications: [] });
- * console.log(rows); // ["a", "c", "d"]
- * ```
- */
-export interface CollectionChanges {
-  /** Indexes in the new result of objects that entered it (or moved). */
-  insertions: number[];
-  /** Indexes in the previous result of objects that left it (or moved). */
-  deletions: number[];
-  /** Indexes in the new result of objects that stayed put but changed. */
-  modifications: number[];
-}
-
-/**
- * One item of {@linkcode Realm.watch}: the whole current result and how it
- * differs from the previous item's. The first item has every index in
- * `changes.insertions`.
- *
- * `objects` and their `fields` are frozen and shared between items (an
- * unchanged object is the same object in the next item): copy before
- * mutating.
- *
- * @example Logging a live list
- * ```ts
- * import type { LiveQueryUpdate } from "@tether/sync";
- *
- * type Task = { title: string; done: boolean };
- * function render({ objects, changes }: LiveQueryUpdate<Task>): void {
- *   console.log(objects.map((task) => task.fields.title), changes);
- * }
- * render({
- *   objects: [{ id: "t1", fields: { title: "Buy milk", done: false } }],
- *   changes: { insertions: [0], deletions: [], modifications: [] },
- * });
- * ```
- */
-export interface LiveQueryUpdate<T = Fields> {
-  /** The result after the transaction, in query order. */
-  objects: RealmObject<T>[];
-  /** What changed since the previous item. */
-  changes: CollectionChanges;
-}
-
-/**
- * One item of {@linkcode Realm.watchObject}. The first item is the current
- * state (`changedFields` names every field it has; `fields` is undefined if
- * the object does not exist); then one item per transaction that changed
- * the object, naming the fields whose value changed, appeared or vanished.
- *
- * @example Reacting to a deletion
- * ```ts
- * import type { ObjectUpdate } from "@tether/sync";
- *
- * function onUpdate(update: ObjectUpdate<{ title: string }>): void {
- *   if (update.fields === undefined) console.log(`${update.id} was deleted`);
- *   else console.log(`${update.id}: ${update.changedFields.join(", ")} changed`);
- * }
- * onUpdate({ id: "t1", fields: undefined, changedFields: ["title"] });
- * ```
- */
-export interface ObjectUpdate<T = Fields> {
-  /** The object's id. */
-  id: string;
-  /** A copy of its fields, or undefined while it does not exist. */
-  fields: T | undefined;
-  /** Names of the fields that changed (sorted). */
-  changedFields: string[];
-}
+// The result types moved to live_results.ts; importers of this file keep
+// finding them here.
+export {
+  type CollectionChanges,
+  copyFields,
+  type LiveQueryUpdate,
+  type LiveSnapshot,
+  materialize,
+  type ObjectUpdate,
+} from "./live_results.ts";
 
 /** What the engine reads from the object store (internal). */
 export interface StoreReader {
@@ -118,25 +48,6 @@ export interface StoreReader {
    * engine falls back to `get`.
    */
   fieldValue?(type: string, id: string, name: string): Value | undefined | null;
-}
-
-/** One object in a live query's result. Replaced, never mutated. */
-interface Entry {
-  readonly id: string;
-  readonly fields: Fields;
-  /** The sort fields' values, extracted once. */
-  readonly keys: readonly (Value | undefined)[];
-  /** The frozen copy handed to readers, made on first read. */
-  object?: RealmObject;
-}
-
-/** A live query's result at one commit, materialized when read. */
-export interface LiveSnapshot {
-  /** The result's blocks at that commit (never changed afterwards). */
-  readonly blocks: readonly (readonly Entry[])[];
-  readonly start: number;
-  readonly end: number;
-  readonly changes: CollectionChanges;
 }
 
 /** A registered live query (internal). */
@@ -160,92 +71,6 @@ interface ObjectWatcher {
   readonly id: string;
   last: Fields | undefined;
   deliver(update: ObjectUpdate): void;
-}
-
-function deepFreeze<T>(value: T): T {
-  if (
-    value !== null && typeof value === "object" &&
-    !(value instanceof Date) && !(value instanceof Uint8Array)
-  ) {
-    for (const key of Object.keys(value)) {
-      deepFreeze((value as Record<string, unknown>)[key]);
-    }
-    Object.freeze(value);
-  }
-  return value;
-}
-
-/** A deep copy of fields (internal). */
-export function copyFields(fields: Fields): Fields {
-  const copy: Fields = {};
-  for (const name of Object.keys(fields)) {
-    defineField(copy, name, cloneValue(fields[name]!));
-  }
-  return copy;
-}
-
-/** Turns a snapshot into the item a reader sees. */
-export function materialize<T>(snapshot: LiveSnapshot): LiveQueryUpdate<T> {
-  const objects: RealmObject[] = [];
-  let skip = snapshot.start;
-  let take = snapshot.end - snapshot.start;
-  for (const block of snapshot.blocks) {
-    if (take === 0) break;
-    if (skip >= block.length) {
-      skip -= block.length;
-      continue;
-    }
-    for (let index = skip; index < block.length && take > 0; index++, take--) {
-      const entry = block[index]!;
-      entry.object ??= deepFreeze({
-        id: entry.id,
-        fields: copyFields(entry.fields),
-      });
-      objects.push(entry.object);
-    }
-    skip = 0;
-  }
-  return {
-    objects: objects as RealmObject<unknown>[] as RealmObject<T>[],
-    changes: snapshot.changes,
-  };
-}
-
-/** How many of the ascending `indexes` are below `index`. */
-function countBelow(indexes: readonly number[], index: number): number {
-  let low = 0;
-  let high = indexes.length;
-  while (low < high) {
-    const middle = (low + high) >>> 1;
-    if (indexes[middle]! < index) low = middle + 1;
-    else high = middle;
-  }
-  return low;
-}
-
-/**
- * The index of the survivor of rank `rank`, given the ascending indexes of
- * the non-survivors.
- */
-function indexOfRank(rank: number, others: readonly number[]): number {
-  let index = rank;
-  for (const other of others) {
-    if (other <= index) index++;
-    else break;
-  }
-  return index;
-}
-
-const ascending = (a: number, b: number) => a - b;
-
-type Kind = "stay" | "move" | "leave" | "enter";
-
-interface Touched {
-  kind: Kind;
-  old: Entry | undefined;
-  fresh: Entry | undefined;
-  oldIndex: number;
-  newIndex: number;
 }
 
 /**
@@ -781,97 +606,6 @@ export class QueryEngine {
       changes,
     });
   }
-}
-
-/**
- * The change set of a live query's window, from the touched objects'
- * positions before and after. Untouched objects and objects whose sort
- * keys did not change ("survivors") keep their relative order; the window
- * over the survivor sequence tells which untouched objects slid in or out
- * at its edges.
- */
-function diffWindow(
-  touched: Touched[],
-  oldLength: number,
-  newLength: number,
-  compiled: CompiledQuery,
-): CollectionChanges {
-  const oldOthers: number[] = [];
-  const newOthers: number[] = [];
-  const moved: Touched[] = [];
-  for (const item of touched) {
-    if (item.kind === "leave") oldOthers.push(item.oldIndex);
-    else if (item.kind === "enter") newOthers.push(item.newIndex);
-    else if (item.kind === "move") moved.push(item);
-  }
-  oldOthers.sort(ascending);
-  newOthers.sort(ascending);
-  // Objects whose sort keys changed are reported as modifications when
-  // they all kept their rank among survivors, else as moves.
-  let movedSurvive = true;
-  for (const item of moved) {
-    const oldRank = item.oldIndex - countBelow(oldOthers, item.oldIndex);
-    const newRank = item.newIndex - countBelow(newOthers, item.newIndex);
-    if (oldRank !== newRank) {
-      movedSurvive = false;
-      break;
-    }
-  }
-  if (!movedSurvive) {
-    for (const item of moved) {
-      oldOthers.push(item.oldIndex);
-      newOthers.push(item.newIndex);
-    }
-    oldOthers.sort(ascending);
-    newOthers.sort(ascending);
-  }
-  const offset = compiled.offset;
-  const oldStart = Math.min(offset, oldLength);
-  const oldEnd = Math.min(offset + compiled.limit, oldLength);
-  const newStart = Math.min(offset, newLength);
-  const newEnd = Math.min(offset + compiled.limit, newLength);
-  const rankOld = (index: number) => index - countBelow(oldOthers, index);
-  const rankNew = (index: number) => index - countBelow(newOthers, index);
-  const oldFirst = rankOld(oldStart);
-  const oldLast = rankOld(oldEnd);
-  const newFirst = rankNew(newStart);
-  const newLast = rankNew(newEnd);
-  const keptFirst = Math.max(oldFirst, newFirst);
-  const keptLast = Math.max(keptFirst, Math.min(oldLast, newLast));
-
-  const deletions: number[] = [];
-  for (const index of oldOthers) {
-    if (index >= oldStart && index < oldEnd) deletions.push(index - offset);
-  }
-  for (let rank = oldFirst; rank < Math.min(oldLast, keptFirst); rank++) {
-    deletions.push(indexOfRank(rank, oldOthers) - offset);
-  }
-  for (let rank = Math.max(oldFirst, keptLast); rank < oldLast; rank++) {
-    deletions.push(indexOfRank(rank, oldOthers) - offset);
-  }
-  const insertions: number[] = [];
-  for (const index of newOthers) {
-    if (index >= newStart && index < newEnd) insertions.push(index - offset);
-  }
-  for (let rank = newFirst; rank < Math.min(newLast, keptFirst); rank++) {
-    insertions.push(indexOfRank(rank, newOthers) - offset);
-  }
-  for (let rank = Math.max(newFirst, keptLast); rank < newLast; rank++) {
-    insertions.push(indexOfRank(rank, newOthers) - offset);
-  }
-  const modifications: number[] = [];
-  for (const item of touched) {
-    if (item.kind === "stay" || (item.kind === "move" && movedSurvive)) {
-      const rank = rankNew(item.newIndex);
-      if (rank >= keptFirst && rank < keptLast) {
-        modifications.push(item.newIndex - offset);
-      }
-    }
-  }
-  deletions.sort(ascending);
-  insertions.sort(ascending);
-  modifications.sort(ascending);
-  return { insertions, deletions, modifications };
 }
 
 /** The routing key of an object's field (a missing field equals null). */

@@ -1,0 +1,169 @@
+// This module is browser compatible.
+
+/**
+ * What readers of live queries and object watchers receive, and how a
+ * live query's result at one commit becomes the item a reader sees.
+ */
+
+import {
+  cloneValue,
+  defineField,
+  type Fields,
+  type Value,
+} from "../model/value.ts";
+import type { RealmObject } from "./realm.ts";
+
+/**
+ * Index changes of one live-query update, Realm-style: `deletions` are
+ * indexes into the previous result, `insertions` and `modifications` into
+ * the new one, each ascending. Apply deletions (from the highest), then
+ * insertions (from the lowest), then replace the modified items, and a copy
+ * of the previous list equals the new one. An object that moved is a
+ * deletion plus an insertion.
+ *
+ * @example Patching a rendered list
+ * ```ts
+ * import type { CollectionChanges } from "@tether/sync";
+ *
+ * function patch<T>(rows: T[], next: T[], changes: CollectionChanges): void {
+ *   for (const index of [...changes.deletions].reverse()) rows.splice(index, 1);
+ *   for (const index of changes.insertions) rows.splice(index, 0, next[index]!);
+ *   for (const index of changes.modifications) rows[index] = next[index]!;
+ * }
+ * const rows = ["a", "b", "c"];
+ * patch(rows, ["a", "c", "d"], { deletions: [1], insertions: [2], modifications: [] });
+ * console.log(rows); // ["a", "c", "d"]
+ * ```
+ */
+export interface CollectionChanges {
+  /** Indexes in the new result of objects that entered it (or moved). */
+  insertions: number[];
+  /** Indexes in the previous result of objects that left it (or moved). */
+  deletions: number[];
+  /** Indexes in the new result of objects that stayed put but changed. */
+  modifications: number[];
+}
+
+/**
+ * One item of {@linkcode Realm.watch}: the whole current result and how it
+ * differs from the previous item's. The first item has every index in
+ * `changes.insertions`.
+ *
+ * `objects` and their `fields` are frozen and shared between items (an
+ * unchanged object is the same object in the next item): copy before
+ * mutating.
+ *
+ * @example Logging a live list
+ * ```ts
+ * import type { LiveQueryUpdate } from "@tether/sync";
+ *
+ * type Task = { title: string; done: boolean };
+ * function render({ objects, changes }: LiveQueryUpdate<Task>): void {
+ *   console.log(objects.map((task) => task.fields.title), changes);
+ * }
+ * render({
+ *   objects: [{ id: "t1", fields: { title: "Buy milk", done: false } }],
+ *   changes: { insertions: [0], deletions: [], modifications: [] },
+ * });
+ * ```
+ */
+export interface LiveQueryUpdate<T = Fields> {
+  /** The result after the transaction, in query order. */
+  objects: RealmObject<T>[];
+  /** What changed since the previous item. */
+  changes: CollectionChanges;
+}
+
+/**
+ * One item of {@linkcode Realm.watchObject}. The first item is the current
+ * state (`changedFields` names every field it has; `fields` is undefined if
+ * the object does not exist); then one item per transaction that changed
+ * the object, naming the fields whose value changed, appeared or vanished.
+ *
+ * @example Reacting to a deletion
+ * ```ts
+ * import type { ObjectUpdate } from "@tether/sync";
+ *
+ * function onUpdate(update: ObjectUpdate<{ title: string }>): void {
+ *   if (update.fields === undefined) console.log(`${update.id} was deleted`);
+ *   else console.log(`${update.id}: ${update.changedFields.join(", ")} changed`);
+ * }
+ * onUpdate({ id: "t1", fields: undefined, changedFields: ["title"] });
+ * ```
+ */
+export interface ObjectUpdate<T = Fields> {
+  /** The object's id. */
+  id: string;
+  /** A copy of its fields, or undefined while it does not exist. */
+  fields: T | undefined;
+  /** Names of the fields that changed (sorted). */
+  changedFields: string[];
+}
+
+/** One object in a live query's result. Replaced, never mutated. */
+export interface Entry {
+  readonly id: string;
+  readonly fields: Fields;
+  /** The sort fields' values, extracted once. */
+  readonly keys: readonly (Value | undefined)[];
+  /** The frozen copy handed to readers, made on first read. */
+  object?: RealmObject;
+}
+
+/** A live query's result at one commit, materialized when read. */
+export interface LiveSnapshot {
+  /** The result's blocks at that commit (never changed afterwards). */
+  readonly blocks: readonly (readonly Entry[])[];
+  readonly start: number;
+  readonly end: number;
+  readonly changes: CollectionChanges;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (
+    value !== null && typeof value === "object" &&
+    !(value instanceof Date) && !(value instanceof Uint8Array)
+  ) {
+    for (const key of Object.keys(value)) {
+      deepFreeze((value as Record<string, unknown>)[key]);
+    }
+    Object.freeze(value);
+  }
+  return value;
+}
+
+/** A deep copy of fields (internal). */
+export function copyFields(fields: Fields): Fields {
+  const copy: Fields = {};
+  for (const name of Object.keys(fields)) {
+    defineField(copy, name, cloneValue(fields[name]!));
+  }
+  return copy;
+}
+
+/** Turns a snapshot into the item a reader sees. */
+export function materialize<T>(snapshot: LiveSnapshot): LiveQueryUpdate<T> {
+  const objects: RealmObject[] = [];
+  let skip = snapshot.start;
+  let take = snapshot.end - snapshot.start;
+  for (const block of snapshot.blocks) {
+    if (take === 0) break;
+    if (skip >= block.length) {
+      skip -= block.length;
+      continue;
+    }
+    for (let index = skip; index < block.length && take > 0; index++, take--) {
+      const entry = block[index]!;
+      entry.object ??= deepFreeze({
+        id: entry.id,
+        fields: copyFields(entry.fields),
+      });
+      objects.push(entry.object);
+    }
+    skip = 0;
+  }
+  return {
+    objects: objects as RealmObject<unknown>[] as RealmObject<T>[],
+    changes: snapshot.changes,
+  };
+}
