@@ -11,6 +11,7 @@ import { encodeMessage } from "../protocol/encode.ts";
 import { MessageType, type ServerMessage } from "../protocol/messages.ts";
 import { Writer } from "../protocol/writer.ts";
 import { SerialQueue } from "../util/serial_queue.ts";
+import { encodeSharedDownload } from "./shared_download.ts";
 
 // One writer for every frame this process sends. Encoding and
 // `WebSocket.send` are synchronous and `send` copies what it is given, so a
@@ -51,7 +52,10 @@ export class FrameWriter {
   /** Encodes and sends `message` (nothing once the socket is not open). */
   send(message: ServerMessage): void {
     if (this.#socket.readyState !== WebSocket.OPEN) return;
-    const view = encodeMessage(message, sendWriter);
+    const view =
+      (message.type === MessageType.Download
+        ? encodeSharedDownload(message, sendWriter)
+        : null) ?? encodeMessage(message, sendWriter);
     const deflate = this.#options.compression &&
       message.type === MessageType.Download &&
       view.length >= COMPRESSION_THRESHOLD;

@@ -24,6 +24,7 @@ import {
 import { recordToInstructions } from "../model/merge.ts";
 import { ERROR_CODES } from "../protocol/error_codes.ts";
 import { findInvalidUpload } from "./upload_validation.ts";
+import { shareBatch } from "./shared_download.ts";
 
 /**
  * One bound session on the server, from a completed BIND to its end
@@ -487,7 +488,8 @@ export class Session implements HubMember {
       version = item.version;
       bytes = item.cumulativeBytes;
     }
-    this.#sendDownload(version, bytes, changesets, counted);
+    // Sessions at the same cursor send the same batch: encoded once.
+    this.#sendDownload(version, bytes, shareBatch(changesets), counted);
   }
 
   /** Stored bytes the next batch may hold (a larger changeset goes alone). */
