@@ -365,7 +365,20 @@ export class Session implements HubMember {
               this.#ownAhead.set(item.version, item.size);
             }
           }
-          this.#sendDownload(this.#cursor, this.#cursorBytes, [], 0);
+          // The acknowledgement also moves the cursor over this upload's
+          // versions when they directly follow it: they are the client's
+          // own, so the pump would otherwise send an empty DOWNLOAD for
+          // them right after this one (docs/ARCHITECTURE.md).
+          let version = this.#cursor;
+          let bytes = this.#cursorBytes;
+          if (!this.#inSnapshot && this.#historyAvailable) {
+            for (const item of result.integrated) {
+              if (item.version !== version + 1) break;
+              version = item.version;
+              bytes = item.cumulativeBytes;
+            }
+          }
+          this.#sendDownload(version, bytes, [], 0);
         },
       )
     );
@@ -479,6 +492,9 @@ export class Session implements HubMember {
     // sizes, but for this session's own uploads, which it never counted.
     let counted = 0;
     for (const item of read.items) {
+      // Already passed (an acknowledgement moved the cursor over the
+      // client's own versions while this batch was read).
+      if (item.version <= version) continue;
       // The client has its own changesets; only the version moves past them.
       if (item.identity !== this.identity.id) {
         changesets.push(item.changeset);
