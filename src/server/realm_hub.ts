@@ -72,6 +72,8 @@ export class RealmHub {
   #members = new Set<HubMember>();
   #cache = new Map<number, HistoryItem>();
   #cacheBytes = 0;
+  // No cached version is below this one (while the cache is not empty).
+  #cacheLow = 0;
   #integrating: Promise<unknown> = Promise.resolve();
   #watch: ReadableStreamDefaultReader<Deno.KvEntryMaybe<unknown>[]> | null =
     null;
@@ -280,17 +282,28 @@ export class RealmHub {
   }
 
   #remember(item: HistoryItem): void {
-    // Only recent versions are worth keeping: they are what every bound
-    // session is about to send. A slow reader of old history reads KV.
-    if (item.version <= this.#head.version - 1024) return;
+    // Kept by bytes, not by distance from the head: a reader far behind a
+    // burst of writes still reads from memory while the burst fits. When
+    // full, the lowest versions go first (the head is what every bound
+    // session is about to send), and an item below all of them is not kept.
     if (this.#cache.has(item.version)) return;
+    if (this.#cache.size === 0 || item.version < this.#cacheLow) {
+      if (
+        this.#cache.size > 0 && this.#cacheBytes + item.size > CACHE_BYTES
+      ) {
+        return;
+      }
+      this.#cacheLow = item.version;
+    }
     this.#cache.set(item.version, item);
     this.#cacheBytes += item.size;
-    // Map order is insertion order, which is (almost) version order.
-    for (const [version, old] of this.#cache) {
-      if (this.#cacheBytes <= CACHE_BYTES) break;
-      this.#cache.delete(version);
-      this.#cacheBytes -= old.size;
+    while (this.#cacheBytes > CACHE_BYTES && this.#cache.size > 1) {
+      const old = this.#cache.get(this.#cacheLow);
+      if (old !== undefined) {
+        this.#cache.delete(this.#cacheLow);
+        this.#cacheBytes -= old.size;
+      }
+      this.#cacheLow++;
     }
   }
 
