@@ -117,6 +117,7 @@ export class Connection {
     );
     this.#output = new FrameWriter(socket, {
       compression: context.settings.compression,
+      isFast: () => this.#delivery.isFast,
       onWritten: (bytes) => {
         context.stats.bytesOut += bytes;
         this.#delivery.noteSent(bytes);

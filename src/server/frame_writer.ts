@@ -24,6 +24,11 @@ const sendWriter = new Writer();
 export interface FrameWriterOptions {
   /** Whether large DOWNLOAD frames are deflated (docs/PROTOCOL.md §2). */
   compression: boolean;
+  /**
+   * Whether the link is fast enough to send DOWNLOADs as they are: deflate
+   * only pays on a slow link (`delivery_rate.ts`). Unset: never.
+   */
+  isFast?: () => boolean;
   /** Called with each frame's size once the socket has taken it. */
   onWritten(bytes: number): void;
   /** Given every pending deflate chain, so the connection can wait for it. */
@@ -58,7 +63,8 @@ export class FrameWriter {
         : null) ?? encodeMessage(message, sendWriter);
     const deflate = this.#options.compression &&
       message.type === MessageType.Download &&
-      view.length >= COMPRESSION_THRESHOLD;
+      view.length >= COMPRESSION_THRESHOLD &&
+      this.#options.isFast?.() !== true;
     if (this.#queue.idle && !deflate) {
       this.#write(view);
       return;
