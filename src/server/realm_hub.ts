@@ -117,11 +117,15 @@ export class RealmHub {
   }
 
   /**
-   * Brings the snapshot up to the head if no other process is doing so, and
-   * returns the snapshot's version record as it then stands.
+   * The snapshot's version record as stored; when it is behind the known
+   * head, an advance is asked for in the background (nobody waits for it).
    */
-  ensureSnapshot(signal: AbortSignal): Promise<SnapshotInfo> {
-    return this.#context.snapshots.ensure(this.path, signal);
+  async storedSnapshot(signal: AbortSignal): Promise<SnapshotInfo> {
+    const snapshot = await this.#context.snapshots.stored(this.path, signal);
+    if (snapshot.version < this.#head.version) {
+      this.#context.snapshots.noteHead(this.path, this.#head.version, true);
+    }
+    return snapshot;
   }
 
   /** The snapshot's records, for a bootstrap. */

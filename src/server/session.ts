@@ -526,13 +526,15 @@ export class Session implements HubMember {
 
   /**
    * Sends the snapshot instead of the history up to its version, when it is
-   * cheaper (or the history is gone). Advances the snapshot to the head
-   * first when no other process is doing so.
+   * cheaper (or the history is gone). The snapshot is taken as stored; one
+   * behind the head is advanced in the background for later bootstraps.
    */
   async #bootstrap(): Promise<void> {
     const hub = this.#init.hub;
     for (let attempt = 0; attempt < 3 && !this.closed; attempt++) {
-      const snapshot = await hub.ensureSnapshot(this.#signal);
+      // The snapshot as stored: building one while the client waits costs
+      // more than sending the history it would replace.
+      const snapshot = await hub.storedSnapshot(this.#signal);
       if (this.closed) return;
       const head = hub.head;
       if (snapshot.version === this.#cursor && !this.#historyAvailable) {

@@ -73,6 +73,27 @@ async function uploadAll(
   throw new Error("Upload was never fully acknowledged");
 }
 
+/**
+ * Waits until the realm's snapshot is at `head`. Snapshots advance in the
+ * background, never while a client waits; a bind that finds the snapshot
+ * behind the head asks for the advance.
+ */
+async function snapshotAt(
+  test: TestServer,
+  accessToken: string,
+  head: number,
+): Promise<void> {
+  await using client = await ProtocolClient.connect(test.url);
+  await client.handshake(accessToken);
+  await client.bind(3, "/~/tasks");
+  await test.waitForLog(
+    (record) =>
+      record.event === "snapshot_advanced" &&
+      record.message.startsWith(`Snapshot at version ${head},`),
+    AbortSignal.timeout(30_000),
+  );
+}
+
 async function download(
   test: TestServer,
   accessToken: string,
@@ -171,6 +192,7 @@ Deno.test("a fresh client bootstraps 10,000 objects from the snapshot in bounded
   await uploadAll(withSnapshots, login.accessToken, changesets);
   const head = changesets.length;
   assert.equal(withSnapshots.server.stats().changesetsIntegrated, head);
+  await snapshotAt(withSnapshots, login.accessToken, head);
 
   const expected = new ObjectStore();
   for (const changeset of changesets) {
