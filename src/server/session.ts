@@ -504,6 +504,8 @@ export class Session implements HubMember {
       version = item.version;
       bytes = item.cumulativeBytes;
     }
+    // Every version read was passed meanwhile: nothing to send.
+    if (version === this.#cursor) return;
     // Sessions at the same cursor send the same batch: encoded once.
     this.#sendDownload(version, bytes, shareBatch(changesets), counted);
   }
