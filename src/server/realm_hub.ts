@@ -117,14 +117,13 @@ export class RealmHub {
   }
 
   /**
-   * The snapshot's version record as stored; when it is behind the known
-   * head, an advance is asked for in the background (nobody waits for it).
+   * The snapshot's version record as stored; when it lags the known head
+   * by the configured lag, an advance is started in the background (nobody
+   * waits for it).
    */
   async storedSnapshot(signal: AbortSignal): Promise<SnapshotInfo> {
     const snapshot = await this.#context.snapshots.stored(this.path, signal);
-    if (snapshot.version < this.#head.version) {
-      this.#context.snapshots.noteHead(this.path, this.#head.version, true);
-    }
+    this.#context.snapshots.noteHead(this.path, this.#head.version);
     return snapshot;
   }
 
