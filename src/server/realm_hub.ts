@@ -1,6 +1,7 @@
 import type { UploadChangeset } from "../model/changeset.ts";
 import type { ClientIdentity } from "../protocol/messages.ts";
 import {
+  type CommittedState,
   EMPTY_HEAD,
   type Head,
   type HistoryItem,
@@ -74,6 +75,8 @@ export class RealmHub {
   #cacheBytes = 0;
   // No cached version is below this one (while the cache is not empty).
   #cacheLow = 0;
+  // What this process committed last, checked instead of read (history.ts).
+  #committed: CommittedState = { head: null, identities: new Map() };
   #integrating: Promise<unknown> = Promise.resolve();
   #watch: ReadableStreamDefaultReader<Deno.KvEntryMaybe<unknown>[]> | null =
     null;
@@ -178,6 +181,7 @@ export class RealmHub {
         identity,
         changesets,
         { ...this.#context.retry, signal },
+        this.#committed,
       );
       for (const item of result.integrated) this.#remember(item);
       if (result.integrated.length > 0) {
@@ -207,6 +211,8 @@ export class RealmHub {
     refusal: Refusal,
     signal: AbortSignal,
   ): Promise<boolean> {
+    // The rejection rewrites the identity's record.
+    this.#committed.identities.delete(identity.id);
     const run = () =>
       recordRejection(
         this.#context.kv,
