@@ -97,6 +97,41 @@ export {
   type ErrorCodeName,
 } from "./src/protocol/error_codes.ts";
 export type { Fields, Value } from "./src/model/value.ts";
+export type {
+  RealmMeta,
+  RealmStorage,
+  StorageBatch,
+  StoredRealm,
+} from "./src/client/storage/storage.ts";
+export type { FieldEntry, ObjectRecord } from "./src/model/merge.ts";
+export type { Instruction, UploadChangeset } from "./src/model/changeset.ts";
+export type { Hlc } from "./src/model/hlc.ts";
+export type { ClientIdentity } from "./src/protocol/messages.ts";
+export {
+  compareValues,
+  ValueKind,
+  valueKind,
+} from "./src/model/value_order.ts";
+export type {
+  FieldCondition,
+  Query,
+  Scalar,
+  SortKey,
+  SortSpec,
+  TypedWhere,
+  UntypedWhere,
+  Where,
+} from "./src/model/query.ts";
+export type {
+  CountOptions,
+  LiveQueryOptions,
+  WatchObjectOptions,
+} from "./src/client/live_query.ts";
+export type {
+  CollectionChanges,
+  LiveQueryUpdate,
+  ObjectUpdate,
+} from "./src/client/query_engine.ts";
 export {
   ProtocolError,
   type ProtocolErrorCode,

@@ -87,6 +87,7 @@ export {
   RECEIVED_INTERVAL_BYTES,
   type ReceivedMessage,
   type RefreshMessage,
+  type RejectMessage,
   type ServerMessage,
   type UnbindMessage,
   type UnboundMessage,

@@ -2,10 +2,9 @@
 
 import type { Instruction, UploadChangeset } from "../model/changeset.ts";
 import { type Hlc, HLC_MAX_NODE, HlcClock } from "../model/hlc.ts";
-import {
-  type ObjectChange as ModelChange,
-  type ObjectRecord,
-  recordToInstructions,
+import type {
+  ObjectChange as ModelChange,
+  ObjectRecord,
 } from "../model/merge.ts";
 import { ObjectStore } from "../model/object_store.ts";
 import { cloneValue, defineField, type Fields } from "../model/value.ts";
@@ -14,6 +13,7 @@ import { encodeUploadChangeset } from "../protocol/encode.ts";
 import { DEFAULT_LIMITS } from "../protocol/limits.ts";
 import type { ClientIdentity, DownloadMessage } from "../protocol/messages.ts";
 import { ProtocolError } from "../protocol/protocol_error.ts";
+import { QueryEngine } from "./query_engine.ts";
 import { type Transaction, TransactionWrites } from "./transaction.ts";
 import type { RealmMeta, RealmStorage } from "./storage/storage.ts";
 
@@ -108,6 +108,18 @@ export interface IntegrateResult {
   acknowledged: number;
 }
 
+/** Local writes that one storage commit writes together. */
+interface CommitGroup {
+  /** Copies of the touched records, by type and id. */
+  records: Map<string, ObjectRecord>;
+  append: UploadChangeset[];
+  /** The meta record after the last write of the group. */
+  meta: RealmMeta;
+  /** What each write does once durable, in write order. */
+  committed: (() => void)[];
+  done: PromiseWithResolvers<void>;
+}
+
 /** Hears about commits, in commit order. */
 export interface LocalRealmListener {
   /** A local write was committed. */
@@ -160,6 +172,20 @@ export class LocalRealm {
   #queue: Promise<unknown> = Promise.resolve();
   #listeners = new Set<LocalRealmListener>();
   #closed = false;
+  /** Local writes applied in memory, waiting to be committed together. */
+  #group: CommitGroup | null = null;
+  /** The commit loop while one runs. */
+  #flushing: Promise<void> | null = null;
+  /** A failed commit: memory and storage disagree, so nothing more commits. */
+  #failure: { error: unknown } | null = null;
+  /**
+   * Indexes, queries and live queries (src/client/query_engine.ts); every
+   * commit hands it the objects it changed.
+   */
+  readonly queries: QueryEngine = new QueryEngine({
+    get: (type, id) => this.#store.get(type, id),
+    objects: (type) => this.#store.objects(type),
+  });
 
   /** Use {@linkcode LocalRealm.open}. */
   constructor(
@@ -209,10 +235,13 @@ export class LocalRealm {
   }
 
   #restore(record: ObjectRecord): void {
-    for (const instruction of recordToInstructions(record)) {
-      this.#clock.observe(instruction.stamp!);
-      this.#store.apply(instruction.stamp!, [instruction]);
+    if (record.putStamp !== null) this.#clock.observe(record.putStamp);
+    if (record.deleteStamp !== null) this.#clock.observe(record.deleteStamp);
+    for (const entry of record.fields.values()) {
+      this.#clock.observe(entry.stamp);
     }
+    // The record is the merged state itself: no need to replay it.
+    this.#store.restore(record);
   }
 
   /** The meta record as of the last commit (a copy). */
@@ -237,7 +266,7 @@ export class LocalRealm {
 
   /** Resolves once every mutation queued before the call has finished. */
   barrier(): Promise<void> {
-    return this.#queue.then(() => {});
+    return this.#queue.then(() => this.#drain());
   }
 
   /** Adds a listener; returns a function that removes it. */
@@ -278,7 +307,10 @@ export class LocalRealm {
   write(
     fn: (tx: Transaction) => void | Promise<void>,
   ): Promise<CommitResult> {
-    return this.#enqueue(async () => {
+    // The queue holds the next write only until this one is applied in
+    // memory, not until it is durable, so queued writes share a commit.
+    let durable: Promise<CommitResult> | undefined;
+    const applied = this.#enqueue(async () => {
       const writes = new TransactionWrites((type, id) => this.exists(type, id));
       try {
         await fn(writes.transaction);
@@ -290,12 +322,17 @@ export class LocalRealm {
       }
       const instructions = writes.finish();
       this.#checkOpen("write");
-      if (instructions.length === 0) return { clientVersion: 0, bytes: 0 };
-      return await this.#commitLocal(instructions);
+      if (instructions.length === 0) {
+        await this.#drain();
+        return { clientVersion: 0, bytes: 0 };
+      }
+      durable = this.#commitLocal(instructions);
+      return null;
     });
+    return applied.then((result) => result ?? durable!);
   }
 
-  async #commitLocal(instructions: Instruction[]): Promise<CommitResult> {
+  #commitLocal(instructions: Instruction[]): Promise<CommitResult> {
     const changeset: UploadChangeset = {
       clientVersion: this.#meta.lastClientVersion + 1,
       baseServerVersion: this.#meta.downloadCursor,
@@ -303,21 +340,105 @@ export class LocalRealm {
       instructions,
     };
     const bytes = checkEncodable(changeset);
+    this.queries.beforeApply(instructions);
     const changes = this.#store.apply(changeset.stamp, instructions);
+    this.queries.applied(changes);
     const meta = { ...this.#meta, lastClientVersion: changeset.clientVersion };
-    await this.#storage.commit({
-      meta,
-      records: this.#touched(instructions),
-      append: [changeset],
-    });
     this.#meta = meta;
     const pending = { changeset, bytes };
-    this.#pending.push(pending);
-    for (const listener of [...this.#listeners]) {
-      listener.onLocalCommit?.(pending);
+    // Committed with the writes queued behind it; listeners (the session's
+    // upload) hear of it only once it is durable.
+    const durable = this.#stage(
+      this.#touched(instructions),
+      changeset,
+      meta,
+      () => {
+        this.#pending.push(pending);
+        for (const listener of [...this.#listeners]) {
+          listener.onLocalCommit?.(pending);
+        }
+        this.#emit("local", changes);
+      },
+    );
+    return durable.then(() => ({
+      clientVersion: changeset.clientVersion,
+      bytes,
+    }));
+  }
+
+  /**
+   * Adds a local write to the group the next storage commit writes, and
+   * starts the commit loop if it is idle. Writes queued while a commit is
+   * in flight share the next one: one storage commit, many writes. The
+   * records are copied now, so later writes cannot leak into this commit.
+   */
+  #stage(
+    records: ObjectRecord[],
+    changeset: UploadChangeset,
+    meta: RealmMeta,
+    committed: () => void,
+  ): Promise<void> {
+    if (this.#failure !== null) return Promise.reject(this.#failure.error);
+    let group = this.#group;
+    if (group === null) {
+      group = {
+        records: new Map(),
+        append: [],
+        meta,
+        committed: [],
+        done: Promise.withResolvers(),
+      };
+      // Handled by the writes that wait on it; never unhandled.
+      group.done.promise.catch(() => {});
+      this.#group = group;
     }
-    this.#emit("local", changes);
-    return { clientVersion: changeset.clientVersion, bytes };
+    for (const record of records) {
+      group.records.set(`${record.type.length}:${record.type}${record.id}`, {
+        type: record.type,
+        id: record.id,
+        putStamp: record.putStamp,
+        deleteStamp: record.deleteStamp,
+        fields: new Map(record.fields),
+      });
+    }
+    group.append.push(changeset);
+    group.meta = meta;
+    group.committed.push(committed);
+    this.#flushing ??= this.#flush();
+    return group.done.promise;
+  }
+
+  async #flush(): Promise<void> {
+    // Bounded: each round takes the whole group; a round's writes were
+    // applied before it started.
+    while (this.#group !== null) {
+      const group = this.#group;
+      this.#group = null;
+      if (this.#failure !== null) {
+        group.done.reject(this.#failure.error);
+        continue;
+      }
+      try {
+        await this.#storage.commit({
+          meta: group.meta,
+          records: [...group.records.values()],
+          append: group.append,
+        });
+      } catch (error) {
+        this.#failure = { error };
+        group.done.reject(error);
+        continue;
+      }
+      for (const committed of group.committed) committed();
+      group.done.resolve();
+    }
+    this.#flushing = null;
+  }
+
+  /** Waits until every staged local write is committed (or failed). */
+  async #drain(): Promise<void> {
+    while (this.#flushing !== null) await this.#flushing;
+    if (this.#failure !== null) throw this.#failure.error;
   }
 
   /**
@@ -327,10 +448,13 @@ export class LocalRealm {
   integrate(message: DownloadMessage): Promise<IntegrateResult> {
     return this.#enqueue(async () => {
       this.#checkOpen("integrate");
+      // Local writes commit first, so commits stay in call order.
+      await this.#drain();
       const changes: ModelChange[] = [];
       const touched: Instruction[] = [];
       for (const changeset of message.changesets) {
         this.#observe(changeset.stamp, changeset.instructions);
+        this.queries.beforeApply(changeset.instructions);
         for (
           const change of this.#store.apply(
             changeset.stamp,
@@ -343,6 +467,7 @@ export class LocalRealm {
           touched.push(instruction);
         }
       }
+      this.queries.applied(changes);
       const acknowledged = Math.max(
         this.#meta.acknowledgedClientVersion,
         Math.min(
@@ -386,6 +511,7 @@ export class LocalRealm {
   setIdentity(identity: ClientIdentity): Promise<void> {
     return this.#enqueue(async () => {
       this.#checkOpen("set identity");
+      await this.#drain();
       const meta = { ...this.#meta, clientIdentity: { ...identity } };
       await this.#storage.commit({ meta, records: [], append: [] });
       this.#meta = meta;
@@ -400,7 +526,9 @@ export class LocalRealm {
     if (this.#closed) return this.#queue.then(() => {});
     this.#closed = true;
     this.#listeners.clear();
-    const done = this.#queue.then(() => this.#storage.close());
+    const done = this.#queue.then(() => this.#drain().catch(() => {})).then(
+      () => this.#storage.close(),
+    );
     this.#queue = done.catch(() => {});
     return done;
   }

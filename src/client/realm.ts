@@ -2,6 +2,22 @@
 
 import type { Fields } from "../model/value.ts";
 import { PushStream } from "../util/push_stream.ts";
+import {
+  type CountOptions,
+  type LiveQueryOptions,
+  type LiveStreamHooks,
+  queryCount,
+  queryObjects,
+  type WatchObjectOptions,
+  watchObjects,
+  watchOneObject,
+} from "./live_query.ts";
+import type {
+  LiveQueryUpdate,
+  ObjectUpdate,
+  QueryEngine,
+} from "./query_engine.ts";
+import type { Query } from "../model/query.ts";
 import type { LocalRealm, ObjectChange, RealmChange } from "./local_realm.ts";
 import type { SessionCore } from "./session_core.ts";
 import type {
@@ -66,11 +82,11 @@ export interface WriteReceipt {
  * console.log(tasks.map((task) => `${task.id}: ${task.fields.title}`));
  * ```
  */
-export interface RealmObject {
+export interface RealmObject<T = Fields> {
   /** The object's id within its type. */
   id: string;
   /** A copy of its fields. */
-  fields: Fields;
+  fields: T;
 }
 
 /** The shared part of every handle on one open realm (internal). */
@@ -85,6 +101,8 @@ export interface RealmCore {
 }
 
 let pending: RealmHandle | undefined;
+// Each public Realm's handle, for internal helpers that are given a Realm.
+const handles = new WeakMap<Realm, RealmHandle>();
 
 /**
  * One handle on an open realm: its closed state and its change streams,
@@ -102,6 +120,8 @@ export class RealmHandle {
   closing: Promise<void> | undefined;
   /** Open `changes()` streams of this handle. */
   readonly streams: Set<PushStream<RealmChange>> = new Set();
+  /** Open `watch()` / `watchObject()` streams of this handle. */
+  readonly liveStreams: Set<PushStream<unknown>> = new Set();
 
   /** @param core The realm shared by every handle on the path. */
   constructor(core: RealmCore) {
@@ -112,6 +132,7 @@ export class RealmHandle {
     } finally {
       pending = undefined;
     }
+    handles.set(this.realm, this);
   }
 
   /** Closes this handle without releasing the realm (logOut does that). */
@@ -120,7 +141,19 @@ export class RealmHandle {
     this.closed = true;
     for (const stream of [...this.streams]) stream.close();
     this.streams.clear();
+    for (const stream of [...this.liveStreams]) stream.close();
+    this.liveStreams.clear();
   }
+}
+
+/**
+ * A realm's query engine (internal: tests count the objects a query
+ * examined).
+ */
+export function realmQueryEngine(realm: Realm): QueryEngine {
+  const handle = handles.get(realm);
+  if (handle === undefined) throw new TypeError("Not a realm");
+  return handle.core.local.queries;
 }
 
 /**
@@ -246,16 +279,226 @@ export class Realm {
   }
 
   /**
-   * Reads every live object of one type, in the order they were first
-   * seen.
+   * Reads the live objects of one type. Without a query: every one, in the
+   * order they were first seen. With one: filter with `where`,
+   * order with `sort` (ties and the order without `sort`: by id), then skip
+   * `offset` and keep `limit`. Uses an index (`openRealm({ indexes })`)
+   * when the filter's top-level conjunction has an equality, `in` or range
+   * condition on an indexed field. See docs/CLIENT.md "Querying".
    *
    * @param type The type name.
-   * @returns Copies of the objects with their ids.
-   * @throws {TypeError} When the realm is closed.
+   * @param query `where`, `sort`, `limit`, `offset` (optional).
+   * @returns Copies of the matching objects with their ids, in order.
+   * @throws {TypeError} When the realm is closed, or for a malformed query
+   *   (the message names the offending part, e.g. `where.priority.between`).
+   *
+   * @example Open tasks, most urgent first
+   * ```ts
+   * import { App, Credentials } from "@tether/sync";
+   * import { serveSync } from "@tether/sync/server";
+   * import assert from "node:assert/strict";
+   *
+   * await using server = await serveSync({
+   *   port: 0,
+   *   kv: ":memory:",
+   *   auth: { allowAnonymous: true },
+   *   logger: () => {},
+   * });
+   * await using app = new App({ baseUrl: server.url });
+   * const user = await app.logIn(Credentials.anonymous());
+   * await using realm = await user.openRealm({ path: "/~/todos" });
+   * type Task = { title: string; done: boolean; priority: number };
+   * await realm.write((tx) => {
+   *   tx.put("Task", "t1", { title: "Buy milk", done: false, priority: 1 });
+   *   tx.put("Task", "t2", { title: "Call mum", done: false, priority: 3 });
+   *   tx.put("Task", "t3", { title: "Pay rent", done: true, priority: 5 });
+   * });
+   * const open = realm.objects<Task>("Task", {
+   *   where: { done: false },
+   *   sort: [["priority", "desc"]],
+   * });
+   * assert.deepEqual(open.map((task) => task.fields.title), ["Call mum", "Buy milk"]);
+   * ```
    */
-  objects(type: string): RealmObject[] {
+  objects<T = Fields>(
+    type: string,
+    query?: Query<NoInfer<T>>,
+  ): RealmObject<T>[] {
     this.#checkOpen("read");
-    return this.#handle.core.local.objects(type);
+    if (query === undefined) {
+      return this.#handle.core.local.objects(type) as RealmObject<
+        unknown
+      >[] as RealmObject<T>[];
+    }
+    return queryObjects<T>(this.#handle.core.local.queries, type, query);
+  }
+
+  /**
+   * Counts the live objects of one type that match `where` (all of them
+   * without it), using an index when one applies.
+   *
+   * @param type The type name.
+   * @param options `where`.
+   * @returns The number of matching objects.
+   * @throws {TypeError} When the realm is closed, or for a malformed query.
+   *
+   * @example Counting open tasks
+   * ```ts
+   * import { App, Credentials } from "@tether/sync";
+   * import { serveSync } from "@tether/sync/server";
+   * import assert from "node:assert/strict";
+   *
+   * await using server = await serveSync({
+   *   port: 0,
+   *   kv: ":memory:",
+   *   auth: { allowAnonymous: true },
+   *   logger: () => {},
+   * });
+   * await using app = new App({ baseUrl: server.url });
+   * const user = await app.logIn(Credentials.anonymous());
+   * await using realm = await user.openRealm({ path: "/~/todos" });
+   * await realm.write((tx) => {
+   *   tx.put("Task", "t1", { done: false });
+   *   tx.put("Task", "t2", { done: true });
+   * });
+   * assert.equal(realm.count("Task", { where: { done: false } }), 1);
+   * assert.equal(realm.count("Task"), 2);
+   * ```
+   */
+  count<T = Fields>(
+    type: string,
+    options?: CountOptions<NoInfer<T>>,
+  ): number {
+    this.#checkOpen("count");
+    return queryCount(this.#handle.core.local.queries, type, options);
+  }
+
+  /**
+   * A live query: an async iterable (a `ReadableStream`) whose first item
+   * is the current result of the query, every index in
+   * `changes.insertions`, then one item per committed transaction (local,
+   * downloaded, bootstrap batches included) that changed the result, with
+   * `changes = { insertions, deletions, modifications }` as indexes
+   * (deletions into the previous result, the others into the new one). A
+   * transaction that touches nothing in the result produces no item. Each
+   * item is kept until read.
+   *
+   * Maintaining it costs time proportional to the objects a transaction
+   * touched, not to the size of the realm or of the result.
+   *
+   * Ends when `signal` aborts (nothing stays registered), when the reader
+   * cancels (`break`), or when the realm closes; errors with the session's
+   * error when the session fails.
+   *
+   * @param type The type name.
+   * @param options `where`, `sort`, `limit`, `offset`, `signal`.
+   * @returns The stream of updates.
+   * @throws {TypeError} When the realm is closed, or for a malformed query.
+   *
+   * @example A live list of open tasks
+   * ```ts
+   * import { App, Credentials } from "@tether/sync";
+   * import { serveSync } from "@tether/sync/server";
+   * import assert from "node:assert/strict";
+   *
+   * await using server = await serveSync({
+   *   port: 0,
+   *   kv: ":memory:",
+   *   auth: { allowAnonymous: true },
+   *   logger: () => {},
+   * });
+   * await using app = new App({ baseUrl: server.url });
+   * const user = await app.logIn(Credentials.anonymous());
+   * await using realm = await user.openRealm({ path: "/~/todos" });
+   * type Task = { title: string; done: boolean };
+   * const controller = new AbortController();
+   * const updates = realm.watch<Task>("Task", {
+   *   where: { done: false },
+   *   sort: [["title", "asc"]],
+   *   signal: controller.signal,
+   * });
+   * await realm.write((tx) => tx.put("Task", "t1", { title: "Buy milk", done: false }));
+   * let seen = 0;
+   * for await (const { objects, changes } of updates) {
+   *   if (++seen === 1) {
+   *     assert.deepEqual(objects, []);
+   *   } else {
+   *     assert.deepEqual(objects.map((task) => task.fields.title), ["Buy milk"]);
+   *     assert.deepEqual(changes.insertions, [0]);
+   *     controller.abort();
+   *   }
+   * }
+   * ```
+   */
+  watch<T = Fields>(
+    type: string,
+    options?: LiveQueryOptions<NoInfer<T>>,
+  ): ReadableStream<LiveQueryUpdate<T>> {
+    this.#checkOpen("watch");
+    return watchObjects<T>(this.#liveHooks(), type, options);
+  }
+
+  /**
+   * Follows one object: the first item is its current state (`fields`
+   * undefined when it does not exist; `changedFields` names every field it
+   * has), then one item per committed transaction that changed it, naming
+   * the changed fields; `fields` is undefined once it is deleted (and
+   * defined again if it is re-created).
+   *
+   * Ends when `signal` aborts, the reader cancels or the realm closes;
+   * errors with the session's error when the session fails.
+   *
+   * @param type The object's type name.
+   * @param id The object's id.
+   * @param options `signal` ends the stream.
+   * @returns The stream of updates.
+   * @throws {TypeError} When the realm is closed, or `type`/`id` is not a
+   *   string.
+   *
+   * @example Following a task until it is deleted
+   * ```ts
+   * import { App, Credentials } from "@tether/sync";
+   * import { serveSync } from "@tether/sync/server";
+   * import assert from "node:assert/strict";
+   *
+   * await using server = await serveSync({
+   *   port: 0,
+   *   kv: ":memory:",
+   *   auth: { allowAnonymous: true },
+   *   logger: () => {},
+   * });
+   * await using app = new App({ baseUrl: server.url });
+   * const user = await app.logIn(Credentials.anonymous());
+   * await using realm = await user.openRealm({ path: "/~/todos" });
+   * await realm.write((tx) => tx.put("Task", "t1", { title: "Buy milk", done: false }));
+   * const updates = realm.watchObject<{ title: string; done: boolean }>("Task", "t1", {
+   *   signal: AbortSignal.timeout(5_000),
+   * });
+   * await realm.write((tx) => tx.update("Task", "t1", { done: true }));
+   * await realm.write((tx) => tx.delete("Task", "t1"));
+   * const seen = [];
+   * for await (const update of updates) {
+   *   seen.push(update.changedFields);
+   *   if (update.fields === undefined) break;
+   * }
+   * assert.deepEqual(seen, [["done", "title"], ["done"], ["done", "title"]]);
+   * ```
+   */
+  watchObject<T = Fields>(
+    type: string,
+    id: string,
+    options?: WatchObjectOptions,
+  ): ReadableStream<ObjectUpdate<T>> {
+    this.#checkOpen("watch");
+    return watchOneObject<T>(this.#liveHooks(), type, id, options);
+  }
+
+  #liveHooks(): LiveStreamHooks {
+    return {
+      engine: this.#handle.core.local.queries,
+      session: this.#handle.core.session,
+      streams: this.#handle.liveStreams,
+    };
   }
 
   /**

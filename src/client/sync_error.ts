@@ -37,7 +37,8 @@ export interface SyncErrorOptions {
  * up after `reconnect.maxAttempts`) end the session; transient ones only
  * reconnect. Client-local codes (`connection_lost`, `read_timeout`,
  * `connect_timeout`, `reconnect_gave_up`, `login_failed`, `session_closed`,
- * `session_stalled`) never travel on the wire.
+ * `session_stalled`, and the local-store codes `storage_locked` and
+ * `storage_invalid`) never travel on the wire.
  *
  * @example Inspecting an error
  * ```ts

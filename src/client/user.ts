@@ -8,22 +8,29 @@
 
 import type { Progress } from "./progress.ts";
 import type { Realm } from "./realm.ts";
+import type { RealmStorage } from "./storage/storage.ts";
 import type { SyncSession } from "./sync_session.ts";
 
 /**
  * Where a realm keeps its local copy: `"memory"` (for the life of the open
- * realm), or `{ kvPath }` for a durable Deno KV file — not yet supported
- * (it arrives with the durability work; passing it throws a `TypeError`).
+ * realm), `{ kvPath }` for a durable Deno KV file, `{ indexedDb }` for a
+ * durable IndexedDB database in browsers, or your own `RealmStorage` (closed
+ * when the realm closes). docs/CLIENT.md "Storage" says what survives a
+ * crash.
  *
- * @example The one storage available today
+ * @example A durable realm in Deno
  * ```ts
  * import type { RealmStorageOption } from "@tether/sync";
  *
- * const storage: RealmStorageOption = "memory";
+ * const storage: RealmStorageOption = { kvPath: "./my-app.kv" };
  * console.log(storage);
  * ```
  */
-export type RealmStorageOption = "memory" | { kvPath: string };
+export type RealmStorageOption =
+  | "memory"
+  | { kvPath: string }
+  | { indexedDb: string }
+  | RealmStorage;
 
 /**
  * How to open a realm.
@@ -72,6 +79,14 @@ export interface RealmConfig {
    * opened.
    */
   signal?: AbortSignal;
+  /**
+   * Fields to index per type, e.g. `{ Task: ["done", "ownerId"] }`: a query
+   * whose top-level conjunction has an equality, `in` or range condition on
+   * one of them reads the index instead of scanning the type. Maintained on
+   * every commit (local, downloaded, bootstrap). Opening a path again adds
+   * its indexes to those it has. See docs/CLIENT.md "Querying".
+   */
+  indexes?: { readonly [type: string]: readonly string[] };
 }
 
 /** What the public `User` asks of its engine (`UserCore` implements it). */
@@ -179,8 +194,10 @@ export class User {
    *
    * @param config Path, storage, waiting, progress, signal.
    * @returns The realm.
-   * @throws {TypeError} For a bad config, `storage: { kvPath }` (not yet
-   *   supported), or a logged-out user.
+   * @throws {TypeError} For a bad config, a storage this runtime lacks
+   *   (`{ kvPath }` outside Deno), or a logged-out user.
+   * @throws {SyncError} `storage_locked` / `storage_invalid` when the store
+   *   is held by another process or is not a readable Tether store.
    * @throws {SyncError} With `waitForDownload`, the session's fatal error
    *   (e.g. `permission_denied`).
    * @throws The signal's reason, unchanged, when aborted (what was opened

@@ -9,15 +9,20 @@ import { abortable } from "../util/abort.ts";
 import type { ClientConfig } from "./client_config.ts";
 import { type AccessToken, Connection } from "./connection.ts";
 import { type Credentials, credentialsBody, renewJwt } from "./credentials.ts";
-import { LocalRealm } from "./local_realm.ts";
+import { checkIndexes } from "./live_query.ts";
 import { emitLog } from "./log.ts";
 import { type LoginResponse, requestLogin, retryAfterMs } from "./login.ts";
 import { type Realm, type RealmCore, RealmHandle } from "./realm.ts";
-import { MemoryStorage } from "./storage/memory.ts";
+import { checkStorageOption, openLocalRealm } from "./storage/open.ts";
 import { SyncError } from "./sync_error.ts";
 import { SessionCore } from "./session_core.ts";
 import { createSyncSession, type SyncSession } from "./sync_session.ts";
-import type { RealmConfig, User, UserEngine } from "./user.ts";
+import type {
+  RealmConfig,
+  RealmStorageOption,
+  User,
+  UserEngine,
+} from "./user.ts";
 
 interface OpenRealm extends RealmCore {
   handles: Set<RealmHandle>;
@@ -45,20 +50,7 @@ function checkConfig(config: RealmConfig): void {
       `Cannot open realm: path ${JSON.stringify(path)} has an empty segment`,
     );
   }
-  if (storage !== undefined && storage !== "memory") {
-    if (
-      typeof storage === "object" && storage !== null && "kvPath" in storage
-    ) {
-      throw new TypeError(
-        'Cannot open realm: storage { kvPath } is not yet supported; use "memory"',
-      );
-    }
-    throw new TypeError(
-      `Cannot open realm: storage must be "memory", got ${
-        JSON.stringify(storage)
-      }`,
-    );
-  }
+  checkStorageOption(storage);
   if (waitForDownload !== undefined && typeof waitForDownload !== "boolean") {
     throw new TypeError("Cannot open realm: waitForDownload must be a boolean");
   }
@@ -68,6 +60,7 @@ function checkConfig(config: RealmConfig): void {
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
     throw new TypeError("Cannot open realm: signal must be an AbortSignal");
   }
+  checkIndexes(config.indexes);
 }
 
 /** A logged-in user's state and work; `User` is its public face. */
@@ -168,8 +161,10 @@ export class UserCore implements UserEngine {
    *
    * @param config Path, storage, waiting, progress, signal.
    * @returns The realm.
-   * @throws {TypeError} For a bad config, `storage: { kvPath }` (not yet
-   *   supported), or a logged-out user.
+   * @throws {TypeError} For a bad config, a storage this runtime lacks
+   *   (`{ kvPath }` outside Deno), or a logged-out user.
+   * @throws {SyncError} `storage_locked` / `storage_invalid` when the store
+   *   is held by another process or is not a readable Tether store.
    * @throws {SyncError} With `waitForDownload`, the session's fatal error
    *   (e.g. `permission_denied`).
    * @throws The signal's reason, unchanged, when aborted (what was opened
@@ -187,7 +182,7 @@ export class UserCore implements UserEngine {
     // A realm whose last handle closed while this call waited is gone;
     // open it again.
     for (let attempt = 0; attempt < 3 && core === undefined; attempt++) {
-      const opening = this.#openCore(key, config.path);
+      const opening = this.#openCore(key, config.path, config.storage);
       try {
         core = await abortable(opening, signal);
       } catch (error) {
@@ -203,6 +198,9 @@ export class UserCore implements UserEngine {
     }
     if (core === undefined) {
       throw new TypeError(`Cannot open realm: ${config.path} keeps closing`);
+    }
+    if (config.indexes !== undefined) {
+      core.local.queries.ensureIndexes(config.indexes);
     }
     const handle = new RealmHandle(core);
     const realm = handle.realm;
@@ -259,14 +257,19 @@ export class UserCore implements UserEngine {
     await connection?.close();
   }
 
-  #openCore(key: string, path: string): Promise<OpenRealm> {
+  #openCore(
+    key: string,
+    path: string,
+    storage: RealmStorageOption | undefined,
+  ): Promise<OpenRealm> {
     const open = this.#realms.get(key);
     if (open !== undefined) return Promise.resolve(open);
     const opening = this.#opening.get(key);
     if (opening !== undefined) return opening;
     const promise = (async () => {
-      const local = await LocalRealm.open(
-        new MemoryStorage(),
+      const local = await openLocalRealm(
+        storage,
+        { userId: this.#id, path: key },
         () => this.#config.clock.now(),
       );
       if (!this.#loggedIn) {

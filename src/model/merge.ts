@@ -5,7 +5,7 @@ import type { Instruction, InstructionOp } from "./changeset.ts";
 import { defineField, type Fields, type Value } from "./value.ts";
 
 /**
- * Conflict resolution (DESIGN.md "Data model and convergence").
+ * Conflict resolution (docs/ARCHITECTURE.md "Data model").
  *
  * An object's state is a join-semilattice of registers, so applying the same
  * set of instructions in any order, any number of times, gives the same
@@ -23,13 +23,17 @@ import { defineField, type Fields, type Value } from "./value.ts";
 
 /** One field register: its value and the stamp of the write that set it. */
 export interface FieldEntry {
+  /** The field's value. */
   value: Value;
+  /** The stamp of the write that set it. */
   stamp: Hlc;
 }
 
 /** Everything a replica keeps about one object, dead or alive. */
 export interface ObjectRecord {
+  /** The object's type name. */
   type: string;
+  /** The object's id. */
   id: string;
   /** Newest put, or null when none is newer than the newest delete. */
   putStamp: Hlc | null;

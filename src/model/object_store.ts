@@ -75,6 +75,23 @@ export class ObjectStore {
     for (const byId of this.#types.values()) yield* byId.values();
   }
 
+  /**
+   * Puts a stored record back as it is (the store takes it over), in place
+   * of replaying it as instructions: how a realm reopens from storage. A
+   * record already present is replaced.
+   */
+  restore(record: ObjectRecord): void {
+    let byId = this.#types.get(record.type);
+    if (byId === undefined) {
+      byId = new Map();
+      this.#types.set(record.type, byId);
+    }
+    const previous = byId.get(record.id);
+    if (previous !== undefined && isLive(previous)) this.#liveCount--;
+    byId.set(record.id, record);
+    if (isLive(record)) this.#liveCount++;
+  }
+
   #recordFor(type: string, id: string): ObjectRecord {
     let byId = this.#types.get(type);
     if (byId === undefined) {

@@ -187,6 +187,18 @@ export const ERROR_CODES = {
     description:
       "The server could not continue the local history; the realm was reset to the server's state",
   },
+  storage_locked: {
+    code: 309,
+    isFatal: true,
+    tryAgain: true,
+    description: "The local store is held by another process",
+  },
+  storage_invalid: {
+    code: 310,
+    isFatal: true,
+    tryAgain: false,
+    description: "The local store is foreign, newer, or does not decode",
+  },
 } as const;
 
 /**

@@ -82,8 +82,8 @@ export interface LimitOptions {
   maxSessionsPerConnection?: number;
   /**
    * Most bytes the server holds for one connection's uploads that it has
-   * received but not yet stored, counted as the memory they take (a decoded
-   * upload takes about four times its frame). A client that sends past it
+   * received but not yet stored, counted as the memory they take (twice the
+   * frame plus 256 bytes per instruction). A client that sends past it
    * gets the connection-scoped, retryable `queue_full` and reconnects; the
    * client library keeps its uploads in flight well under it
    * (docs/SERVER.md "Memory per connection").

@@ -15,6 +15,7 @@ import type {
 export class RawWebSocket implements AsyncDisposable {
   #connection: Deno.TcpConn;
   #buffer = new Uint8Array(0);
+  #writing = Promise.resolve();
   /** Payload bytes of frames read so far. */
   payloadBytes = 0;
 
@@ -49,31 +50,13 @@ export class RawWebSocket implements AsyncDisposable {
 
   /** Sends one message as a masked binary frame. */
   async send(message: ClientMessage): Promise<void> {
-    const payload = encodeMessage(message);
-    const length = payload.length;
-    const header = length < 126 ? 2 : length < 65536 ? 4 : 10;
-    const frame = new Uint8Array(header + 4 + length);
-    frame[0] = 0x82;
-    if (length < 126) {
-      frame[1] = 0x80 | length;
-    } else if (length < 65536) {
-      frame[1] = 0x80 | 126;
-      new DataView(frame.buffer).setUint16(2, length);
-    } else {
-      frame[1] = 0x80 | 127;
-      new DataView(frame.buffer).setBigUint64(2, BigInt(length));
-    }
-    const mask = crypto.getRandomValues(new Uint8Array(4));
-    frame.set(mask, header);
-    for (let index = 0; index < length; index++) {
-      frame[header + 4 + index] = payload[index]! ^ mask[index & 3]!;
-    }
+    const frame = maskedFrame(0x82, encodeMessage(message));
     await this.#write(frame);
   }
 
   /**
-   * Reads the next binary frame and decodes it (control frames from the
-   * server, such as pings, are skipped). Bounded by `signal`.
+   * Reads the next binary frame and decodes it (pings from the server are
+   * answered, other control frames skipped). Bounded by `signal`.
    */
   async next(
     signal: AbortSignal,
@@ -108,7 +91,17 @@ export class RawWebSocket implements AsyncDisposable {
           bytes: length,
         };
       }
-      if (opcode === 0x8) throw new Error("Server closed the connection");
+      if (opcode === 0x9) {
+        // A ping: answered, as every client must (RFC 6455 §5.5.2), or the
+        // server drops the connection as dead.
+        await this.#write(maskedFrame(0x8a, payload));
+        continue;
+      }
+      if (opcode === 0x8) {
+        const code = length >= 2 ? (payload[0]! << 8) | payload[1]! : 1005;
+        const reason = new TextDecoder().decode(payload.subarray(2));
+        throw new Error(`Server closed the connection (${code} ${reason})`);
+      }
     }
     throw new Error("Too many control frames");
   }
@@ -127,11 +120,16 @@ export class RawWebSocket implements AsyncDisposable {
     return Promise.resolve();
   }
 
-  async #write(bytes: Uint8Array): Promise<void> {
-    let written = 0;
-    while (written < bytes.length) {
-      written += await this.#connection.write(bytes.subarray(written));
-    }
+  // Writes one after the other: a pong must not land inside a frame.
+  #write(bytes: Uint8Array): Promise<void> {
+    const write = this.#writing.then(async () => {
+      let written = 0;
+      while (written < bytes.length) {
+        written += await this.#connection.write(bytes.subarray(written));
+      }
+    });
+    this.#writing = write.catch(() => {});
+    return write;
   }
 
   async #fill(count: number, signal: AbortSignal): Promise<void> {
@@ -172,4 +170,27 @@ export class RawWebSocket implements AsyncDisposable {
       await this.#fill(this.#buffer.length + 1, signal);
     }
   }
+}
+
+/** A client frame: `first` (FIN and opcode) and the masked payload. */
+function maskedFrame(first: number, payload: Uint8Array): Uint8Array {
+  const length = payload.length;
+  const header = length < 126 ? 2 : length < 65536 ? 4 : 10;
+  const frame = new Uint8Array(header + 4 + length);
+  frame[0] = first;
+  if (length < 126) {
+    frame[1] = 0x80 | length;
+  } else if (length < 65536) {
+    frame[1] = 0x80 | 126;
+    new DataView(frame.buffer).setUint16(2, length);
+  } else {
+    frame[1] = 0x80 | 127;
+    new DataView(frame.buffer).setBigUint64(2, BigInt(length));
+  }
+  const mask = crypto.getRandomValues(new Uint8Array(4));
+  frame.set(mask, header);
+  for (let index = 0; index < length; index++) {
+    frame[header + 4 + index] = payload[index]! ^ mask[index & 3]!;
+  }
+  return frame;
 }

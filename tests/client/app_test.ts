@@ -112,11 +112,10 @@ Deno.test("User.openRealm() validates its config", async () => {
       );
     }
     await assert.rejects(
-      user.openRealm({ path: "/a", storage: { kvPath: "x.kv" } }),
+      user.openRealm({ path: "/a", storage: { kvPath: "" } }),
       {
         name: "TypeError",
-        message:
-          'Cannot open realm: storage { kvPath } is not yet supported; use "memory"',
+        message: "Cannot open realm: storage.kvPath must be a non-empty string",
       },
     );
     assert.deepEqual(user.allSessions, []);

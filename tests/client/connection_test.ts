@@ -16,6 +16,10 @@ import {
   MessageType,
   type ServerMessage,
 } from "../../src/protocol/messages.ts";
+import {
+  MIN_PROTOCOL_VERSION,
+  PROTOCOL_VERSION,
+} from "../../src/protocol/version.ts";
 import { FakeClock } from "../_helpers/fake_clock.ts";
 import { FakeSockets } from "../_helpers/fake_socket.ts";
 
@@ -160,8 +164,8 @@ Deno.test("Connection dials on the first attach, sends HANDSHAKE with the token,
   socket.open();
   assert.deepEqual(socket.sent, [{
     type: MessageType.Handshake,
-    minVersion: 1,
-    maxVersion: 1,
+    minVersion: MIN_PROTOCOL_VERSION,
+    maxVersion: PROTOCOL_VERSION,
     accessToken: "token-1",
   }]);
   socket.acceptHandshake(4096);

@@ -1,4 +1,4 @@
-// Conformance: DESIGN.md "Client API (mod.ts)" — names, shapes, writes,
+// Conformance: the client API (docs/CLIENT.md) — names, shapes, writes,
 // reads and change feeds, through the public entry point only.
 
 import assert from "node:assert/strict";

@@ -1,4 +1,4 @@
-// Conformance: DESIGN.md "Session rules" on connections — retries and their
+// Conformance: the session rules on connections (docs/CLIENT.md) — retries and their
 // visibility, maxAttempts, app.reconnect(), keepalive, tokens after a
 // reconnect — over a TCP proxy that fails like a network.
 

@@ -1,4 +1,4 @@
-// Conformance: DESIGN.md "Data model and convergence" — any set of clients
+// Conformance: convergence (docs/ARCHITECTURE.md "Data model") — any set of clients
 // that has seen the same changesets holds the same state, whatever the
 // order; per-field last-writer-wins; deletes win over older writes.
 

@@ -1,4 +1,4 @@
-// Conformance: the App option defaults DESIGN.md lists, observed through
+// Conformance: the App option defaults docs/CLIENT.md lists, observed through
 // behaviour with an injected clock (the public `clock` option): the backoff
 // bounds, the ping interval, the read timeout, the connect timeout, the
 // linger time — and the wake-from-sleep liveness check.
@@ -13,7 +13,7 @@ import {
 import { bounded, condition } from "../_helpers/waits.ts";
 import { FakeClock } from "../_helpers/fake_clock.ts";
 
-/** A client whose app has every DESIGN.md default, only time and randomness injected. */
+/** A client whose app has every documented default, only time and randomness injected. */
 async function defaultsClient(clock: FakeClock): Promise<ProxiedClient> {
   const client = await proxiedClient({
     app: (baseUrl) => new App({ baseUrl, clock, random: () => 0.5 }),

@@ -1,4 +1,4 @@
-// Conformance: corners of DESIGN.md's session rules — pause while a retry
+// Conformance: corners of the session rules (docs/CLIENT.md) — pause while a retry
 // is scheduled, waits with nothing to wait for, unreachable login, give-up
 // with several sessions, registrations before the first connection.
 

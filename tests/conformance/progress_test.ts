@@ -1,4 +1,4 @@
-// Conformance: DESIGN.md "Progress semantics" (and LESSONS rows 1–3, 27),
+// Conformance: progress semantics (docs/CLIENT.md) (and LESSONS rows 1–3, 27),
 // through the public entry points only.
 
 import assert from "node:assert/strict";

@@ -1,4 +1,4 @@
-// Conformance: DESIGN.md "Server API (server.ts) and CLI" and the HTTP
+// Conformance: the server API and CLI (docs/SERVER.md) and the HTTP
 // surface, through the public entry points only.
 
 import assert from "node:assert/strict";

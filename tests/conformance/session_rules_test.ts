@@ -1,4 +1,4 @@
-// Conformance: DESIGN.md "Session rules" — open, pause/resume, waits,
+// Conformance: the session rules (docs/CLIENT.md) — open, pause/resume, waits,
 // aborts, fatal errors, multiplexing — through the public entry points only.
 
 import assert from "node:assert/strict";

@@ -329,11 +329,10 @@ Deno.test("openRealm rejects at once, opening nothing, for an already-aborted si
     );
     assert.deepEqual(client.user.allSessions, []);
     await assert.rejects(
-      client.user.openRealm({ path: "/~/x", storage: { kvPath: "./x.kv" } }),
+      client.user.openRealm({ path: "/~/x", storage: { kvPath: "" } }),
       {
         name: "TypeError",
-        message:
-          'Cannot open realm: storage { kvPath } is not yet supported; use "memory"',
+        message: "Cannot open realm: storage.kvPath must be a non-empty string",
       },
     );
   } finally {

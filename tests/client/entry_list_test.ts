@@ -1,0 +1,47 @@
+import assert from "node:assert/strict";
+import { BlockList } from "../../src/client/entry_list.ts";
+import { Prng, testSeed } from "../_helpers/prng.ts";
+
+const compare = (a: number, b: number) => a - b;
+
+Deno.test("BlockList keeps order through inserts, removals and replacements across block splits, and snapshots never change", () => {
+  const seed = testSeed();
+  const prng = new Prng(seed);
+  for (const maxBlock of [2, 3, 8]) {
+    const model: number[] = [];
+    const list = BlockList.from<number>([], maxBlock);
+    const snapshots: {
+      blocks: readonly (readonly number[])[];
+      copy: number[];
+    }[] = [];
+    for (let step = 0; step < 2_000; step++) {
+      const roll = prng.int(10);
+      if (roll < 5 || model.length === 0) {
+        const value = prng.int(1_000_000) + step / 10_000;
+        list.insert(value, compare);
+        let at = 0;
+        while (at < model.length && model[at]! < value) at++;
+        model.splice(at, 0, value);
+      } else if (roll < 8) {
+        const index = prng.int(model.length);
+        assert.equal(list.lowerBound(model[index]!, compare), index);
+        list.removeAt(index);
+        model.splice(index, 1);
+      } else if (roll < 9) {
+        const index = prng.int(model.length);
+        list.replaceAt(index, model[index]!);
+      } else {
+        const blocks = list.snapshot();
+        snapshots.push({ blocks, copy: blocks.flat() });
+      }
+      assert.equal(list.length, model.length, `seed ${seed}`);
+    }
+    assert.deepEqual(list.toArray(), model, `seed ${seed}`);
+    assert.equal(list.lowerBound(Infinity, compare), model.length);
+    for (const { blocks, copy } of snapshots) {
+      assert.deepEqual(blocks.flat(), copy);
+    }
+    const rebuilt = BlockList.from(model, maxBlock);
+    assert.deepEqual(rebuilt.toArray(), model);
+  }
+});
