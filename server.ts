@@ -88,6 +88,22 @@ export {
   type SyncServer,
 } from "./src/server/serve_sync.ts";
 export type { SyncHandler } from "./src/server/handler.ts";
+export {
+  createSyncHandler,
+  type SyncHandlerOptions,
+  type SyncRequestHandler,
+} from "./src/server/sync_handler.ts";
+export {
+  type ChangeFeedOptions,
+  ChangesCompactedError,
+  type RealmChange,
+  type RealmChangeset,
+  type ServerObject,
+  type ServerQuery,
+  type ServerRealm,
+} from "./src/server/server_realm.ts";
+export { Transaction } from "./src/model/transaction.ts";
+export type { JwtProviderOptions } from "./src/server/identity_provider.ts";
 export type {
   Permission,
   PermissionsFunction,
@@ -101,6 +117,10 @@ export type {
 export type { SyncServerStats } from "./src/server/stats.ts";
 export {
   consoleLogger,
+  type ConsoleLoggerOptions,
+  createConsoleLogger,
+  formatLogRecordJson,
+  type LogFormat,
   type Logger,
   type LogLevel,
   type LogRecord,

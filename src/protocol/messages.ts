@@ -483,21 +483,12 @@ export interface ErrorMessage {
 }
 
 /**
- * Any message a client sends.
- *
- * @example A client message
- * ```ts
- * import { type ClientMessage, MessageType } from "@tether/sync/protocol";
- *
- * const message: ClientMessage = { type: MessageType.Unbind, sessionId: 1 };
- * ```
- */
-/**
  * Server → client: the server refused one uploaded changeset on its own
  * merits (the user may only read the realm, a validation hook said no) and
  * the session goes on (PROTOCOL.md §4.16). The changeset counts as settled:
  * later DOWNLOADs acknowledge client versions past it, and a re-upload of
- * it is ignored. `revert` holds the server's current state of every object
+ * it is refused again (its first REJECT may have been lost with a
+ * connection), never stored. `revert` holds the server's current state of every object
  * the changeset touched, each instruction with its own stamp, so the client
  * can put those objects back without keeping any history.
  *
@@ -533,12 +524,23 @@ export interface RejectMessage {
   /** Human-readable detail. */
   message: string;
   /**
-   * The server's state of the objects the changeset touched (a delete with
-   * the server's newest stamps for an object it never held or deleted).
+   * The server's state of the objects the changeset touched, each
+   * instruction with its own stamp, as a snapshot sends it (an object the
+   * server never held comes as a delete at the zero stamp).
    */
   revert: DownloadChangeset[];
 }
 
+/**
+ * Any message a client sends.
+ *
+ * @example A client message
+ * ```ts
+ * import { type ClientMessage, MessageType } from "@tether/sync/protocol";
+ *
+ * const message: ClientMessage = { type: MessageType.Unbind, sessionId: 1 };
+ * ```
+ */
 export type ClientMessage =
   | HandshakeMessage
   | BindMessage

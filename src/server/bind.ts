@@ -124,6 +124,7 @@ async function openSession(
   context: BindContext,
 ): Promise<Session> {
   const { kv, retry, settings } = context.server;
+  const started = performance.now();
   const head = await hub.refreshHead();
   let identity = message.clientIdentity;
   let lastIntegratedClientVersion = 0;
@@ -206,5 +207,9 @@ async function openSession(
     lifetime: context.server.lifetime,
     commitSignal: context.server.commitSignal,
     log: context.server.log,
+    onCaughtUp: () =>
+      context.server.metrics.bootstrap.observe(
+        (performance.now() - started) / 1000,
+      ),
   });
 }

@@ -1,5 +1,7 @@
+import { createConsoleLogger, type LogFormat, type LogLevel } from "./log.ts";
 import { serveSync } from "./serve_sync.ts";
 import { KvLockedError } from "./storage/kv_lock.ts";
+import { PACKAGE_VERSION } from "./version.ts";
 
 /**
  * The `serve` command: argument parsing, then {@linkcode serveSync} until
@@ -17,6 +19,7 @@ import { KvLockedError } from "./storage/kv_lock.ts";
  * const parsed = parseCommandLine(["serve", "--jwt-secret", "s"]);
  * assert.ok(parsed.command === "serve");
  * assert.equal(parsed.arguments.data, "./data");
+ * assert.equal(parsed.arguments.logLevel, "info");
  * ```
  */
 export interface ServeArguments {
@@ -30,6 +33,15 @@ export interface ServeArguments {
   jwtSecret: string | undefined;
   /** `--allow-anonymous`: whether anonymous login is on. */
   allowAnonymous: boolean;
+  /**
+   * `--admin-token` or `TETHER_ADMIN_TOKEN`: the operator's Bearer token
+   * for `/metrics`, `/status` and the admin routes, if any.
+   */
+  adminToken: string | undefined;
+  /** `--log-level`: the least important level printed (default `info`). */
+  logLevel: LogLevel;
+  /** `--log-format`: `pretty` lines or `json` lines (default `pretty`). */
+  logFormat: LogFormat;
 }
 
 /**
@@ -42,11 +54,13 @@ export interface ServeArguments {
  *
  * const help: CliCommand = parseCommandLine(["serve", "-h"]);
  * assert.deepEqual(help, { command: "help" });
+ * assert.deepEqual(parseCommandLine(["--version"]), { command: "version" });
  * ```
  */
 export type CliCommand =
   | { command: "serve"; arguments: ServeArguments }
-  | { command: "help" };
+  | { command: "help" }
+  | { command: "version" };
 
 /**
  * Thrown by {@linkcode parseCommandLine} for a command line that cannot be
@@ -78,6 +92,12 @@ export class UsageError extends Error {
 /** The environment variable that may hold the JWT secret. */
 export const JWT_SECRET_VARIABLE = "TETHER_JWT_SECRET";
 
+/** The environment variable that may hold the admin token. */
+export const ADMIN_TOKEN_VARIABLE = "TETHER_ADMIN_TOKEN";
+
+const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error"];
+const LOG_FORMATS: readonly LogFormat[] = ["pretty", "json"];
+
 /** Help text for the command line. */
 export const USAGE = `Usage: tether serve [options]
 
@@ -91,6 +111,14 @@ Options:
                       (default ./data; the store is <dir>/sync.kv)
   --jwt-secret <s>    Secret for HS256 user JWTs (or set ${JWT_SECRET_VARIABLE})
   --allow-anonymous   Let POST /login create anonymous users
+  --admin-token <t>   Bearer token for /metrics, /status and the admin
+                      routes, at least 16 characters (or set
+                      ${ADMIN_TOKEN_VARIABLE}); without it /metrics and
+                      /status answer this machine only
+  --log-level <l>     debug, info, warn or error (default info)
+  --log-format <f>    pretty (one line per event) or json (one JSON
+                      object per line) (default pretty)
+  --version           Print the version
   -h, --help          Show this help
 
 At least one of --jwt-secret and --allow-anonymous is required.`;
@@ -100,8 +128,8 @@ At least one of --jwt-secret and --allow-anonymous is required.`;
  * value as the next argument or after `=`.
  *
  * @param args The arguments, e.g. `Deno.args`.
- * @param env Reads environment variables (`TETHER_JWT_SECRET`); by default
- *   none are read.
+ * @param env Reads environment variables (`TETHER_JWT_SECRET`,
+ *   `TETHER_ADMIN_TOKEN`); by default none are read.
  * @returns What to run.
  * @throws {UsageError} For a missing or unknown command, an unknown option,
  *   a bad value, or no way to log in.
@@ -123,6 +151,9 @@ At least one of --jwt-secret and --allow-anonymous is required.`;
  *     data: "/srv/tether",
  *     jwtSecret: "s3cret",
  *     allowAnonymous: false,
+ *     adminToken: undefined,
+ *     logLevel: "info",
+ *     logFormat: "pretty",
  *   },
  * });
  * ```
@@ -135,6 +166,9 @@ export function parseCommandLine(
     if (args.length === 0) throw new UsageError("Missing command: serve");
     return { command: "help" };
   }
+  if (args.includes("--version")) {
+    return { command: "version" };
+  }
   const [command, ...rest] = args;
   if (command !== "serve") {
     throw new UsageError(`Unknown command ${JSON.stringify(command)}`);
@@ -145,6 +179,9 @@ export function parseCommandLine(
     data: "./data",
     jwtSecret: env(JWT_SECRET_VARIABLE) || undefined,
     allowAnonymous: false,
+    adminToken: env(ADMIN_TOKEN_VARIABLE) || undefined,
+    logLevel: "info",
+    logFormat: "pretty",
   };
   for (let index = 0; index < rest.length; index++) {
     const argument = rest[index]!;
@@ -180,6 +217,31 @@ export function parseCommandLine(
       case "--jwt-secret":
         parsed.jwtSecret = value();
         break;
+      case "--admin-token":
+        parsed.adminToken = value();
+        break;
+      case "--log-level": {
+        const level = value();
+        if (!(LOG_LEVELS as readonly string[]).includes(level)) {
+          throw new UsageError(
+            `Invalid log level ${
+              JSON.stringify(level)
+            }; use debug, info, warn or error`,
+          );
+        }
+        parsed.logLevel = level as LogLevel;
+        break;
+      }
+      case "--log-format": {
+        const format = value();
+        if (!(LOG_FORMATS as readonly string[]).includes(format)) {
+          throw new UsageError(
+            `Invalid log format ${JSON.stringify(format)}; use pretty or json`,
+          );
+        }
+        parsed.logFormat = format as LogFormat;
+        break;
+      }
       case "--allow-anonymous":
         if (inline !== undefined) {
           throw new UsageError("--allow-anonymous takes no value");
@@ -195,6 +257,12 @@ export function parseCommandLine(
       `No way to log in: pass --jwt-secret (or set ${JWT_SECRET_VARIABLE}) and/or --allow-anonymous`,
     );
   }
+  const token = parsed.adminToken;
+  if (token !== undefined && (token.length < 16 || /\s/.test(token))) {
+    throw new UsageError(
+      `The admin token must be at least 16 characters without white space (--admin-token or ${ADMIN_TOKEN_VARIABLE})`,
+    );
+  }
   return { command: "serve", arguments: parsed };
 }
 
@@ -204,7 +272,8 @@ export function parseCommandLine(
  * text to stderr.
  *
  * @param args The arguments, e.g. `Deno.args`.
- * @returns The process exit code: 0 after a clean shutdown (or help), 1 when
+ * @returns The process exit code: 0 after a clean shutdown (or help, or
+ *   the version), 1 when
  *   the server could not start (data held by another process, port taken),
  *   2 for a bad command line.
  * @throws {Error} Only for unexpected failures (e.g. an unreadable data
@@ -237,7 +306,20 @@ export async function runCli(args: readonly string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  const { port, hostname, data, jwtSecret, allowAnonymous } = parsed.arguments;
+  if (parsed.command === "version") {
+    console.log(`tether ${PACKAGE_VERSION}`);
+    return 0;
+  }
+  const {
+    port,
+    hostname,
+    data,
+    jwtSecret,
+    allowAnonymous,
+    adminToken,
+    logLevel,
+    logFormat,
+  } = parsed.arguments;
   const stop = new AbortController();
   const onSignal = () => stop.abort();
   Deno.addSignalListener("SIGINT", onSignal);
@@ -251,6 +333,8 @@ export async function runCli(args: readonly string[]): Promise<number> {
         ...(jwtSecret === undefined ? {} : { jwtSecret }),
         allowAnonymous,
       },
+      ...(adminToken === undefined ? {} : { adminToken }),
+      logger: createConsoleLogger({ level: logLevel, format: logFormat }),
       signal: stop.signal,
     });
     await new Promise<void>((resolve) => {
@@ -260,10 +344,14 @@ export async function runCli(args: readonly string[]): Promise<number> {
     await server.shutdown();
     return 0;
   } catch (error) {
-    if (
-      error instanceof KvLockedError || error instanceof Deno.errors.AddrInUse
-    ) {
+    if (error instanceof KvLockedError) {
       console.error(error.message);
+      return 1;
+    }
+    if (error instanceof Deno.errors.AddrInUse) {
+      console.error(
+        `Cannot serve: port ${port} on ${hostname} is already in use (another server listens there); pick another with --port, or --port 0 for any free port`,
+      );
       return 1;
     }
     throw error;

@@ -6,6 +6,7 @@
 
 import { decompressFrame, isCompressedFrame } from "../protocol/compression.ts";
 import { decodeMessage } from "../protocol/decode.ts";
+import type { StatusSession } from "./status_page.ts";
 import {
   ERROR_CODES,
   type ErrorCodeName,
@@ -122,8 +123,10 @@ export class Connection {
     this.#output = new FrameWriter(socket, {
       compression: context.settings.compression,
       isFast: () => this.#delivery.isFast,
-      onWritten: (bytes) => {
+      onWritten: (type, bytes) => {
         context.stats.bytesOut += bytes;
+        context.metrics.sent(type, bytes);
+        if (type === MessageType.Reject) context.metrics.rejectedWrites.value++;
         this.#delivery.noteSent(bytes);
       },
       track: (task) => this.#track(task),
@@ -170,6 +173,7 @@ export class Connection {
   fail(code: ErrorCodeName, message: string, error?: unknown): void {
     if (this.#closing || this.#isClosed()) return;
     this.#closing = true;
+    this.#countError(code);
     this.#context.log(
       code === "internal_server_error" ? "error" : "info",
       "error_sent",
@@ -275,6 +279,7 @@ export class Connection {
       return;
     }
     this.#context.stats.bytesIn += data.byteLength;
+    this.#context.metrics.bytesReceived.value += data.byteLength;
     const limit = this.#context.settings.maxMessageBytes;
     if (data.byteLength > limit) {
       this.fail(
@@ -338,6 +343,8 @@ export class Connection {
   }
 
   #dispatch(message: Message, frameBytes: number): void {
+    // Bytes were counted as they arrived (compressed or not).
+    this.#context.metrics.received(message.type, 0);
     if (this.#state !== "open") {
       if (
         this.#state === "handshake" && message.type === MessageType.Handshake
@@ -633,9 +640,18 @@ export class Connection {
     }
     try {
       switch (message.type) {
-        case MessageType.Upload:
+        case MessageType.Upload: {
+          const received = performance.now();
           await session.upload(message.changesets);
+          // upload() returns once the acknowledging DOWNLOAD (or REJECT)
+          // has been handed to the socket.
+          if (!session.closed) {
+            this.#context.metrics.uploadAck.observe(
+              (performance.now() - received) / 1000,
+            );
+          }
           return;
+        }
         case MessageType.Mark:
           await session.mark(message.requestId);
           return;
@@ -713,6 +729,7 @@ export class Connection {
     path?: string,
   ): void {
     const cause = error.cause;
+    this.#countError(error.code);
     this.#context.log(
       error.code === "session_failed" ? "warn" : "info",
       "error_sent",
@@ -731,6 +748,29 @@ export class Connection {
       tryAgain: ERROR_CODES[error.code].tryAgain,
       message: error.message,
     });
+  }
+
+  /** One row per bound session, for the status page. */
+  statusRows(): StatusSession[] {
+    const pendingBytes = this.#output.pendingBytes();
+    return this.#sessions.sessions().map((session) => {
+      const state = this.#sessions.get(session.id)?.state;
+      return {
+        realm: session.path,
+        connection: this.id,
+        session: session.id,
+        userId: this.#userId ?? "",
+        state: state === "bound" ? session.phase : state ?? "ended",
+        pendingBytes,
+      };
+    });
+  }
+
+  #countError(code: ErrorCodeName): void {
+    this.#context.metrics.error(code);
+    if (code === "client_reset_required") {
+      this.#context.metrics.clientResets.value++;
+    }
   }
 
   #onClose(): void {

@@ -29,8 +29,8 @@ export interface FrameWriterOptions {
    * only pays on a slow link (`delivery_rate.ts`). Unset: never.
    */
   isFast?: () => boolean;
-  /** Called with each frame's size once the socket has taken it. */
-  onWritten(bytes: number): void;
+  /** Called with each frame's message type and size once the socket has taken it. */
+  onWritten(type: number, bytes: number): void;
   /** Given every pending deflate chain, so the connection can wait for it. */
   track(task: Promise<unknown>): void;
 }
@@ -66,7 +66,7 @@ export class FrameWriter {
       view.length >= COMPRESSION_THRESHOLD &&
       this.#options.isFast?.() !== true;
     if (this.#queue.idle && !deflate) {
-      this.#write(view);
+      this.#write(message.type, view);
       return;
     }
     const frame = view.slice();
@@ -81,7 +81,7 @@ export class FrameWriter {
         }
       }
       this.#queuedBytes -= frame.length;
-      this.#write(out);
+      this.#write(message.type, out);
     });
     this.#options.track(this.#queue.drained());
   }
@@ -95,11 +95,11 @@ export class FrameWriter {
     this.#queue.drained().finally(action);
   }
 
-  #write(frame: Uint8Array<ArrayBuffer>): void {
+  #write(type: number, frame: Uint8Array<ArrayBuffer>): void {
     if (this.#socket.readyState !== WebSocket.OPEN) return;
     try {
       this.#socket.send(frame);
-      this.#options.onWritten(frame.length);
+      this.#options.onWritten(type, frame.length);
     } catch {
       // The socket closed under us; onclose cleans up.
     }

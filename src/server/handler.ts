@@ -2,11 +2,16 @@ import { jsonError, jsonResponse, shuttingDown } from "./http_responses.ts";
 import { handleLogin, loginPreflight } from "./login.ts";
 import type { Log } from "./log.ts";
 import type { TokenAuthority } from "./tokens.ts";
+import { type AdminRouteContext, handleAdminRoute } from "./admin_routes.ts";
+import type { OpsAccess, OpsRouteKind } from "./ops_access.ts";
+import { PROMETHEUS_CONTENT_TYPE } from "./metrics.ts";
+import { STATUS_PAGE_CONTENT_TYPE } from "./status_page.ts";
 
 /**
- * The HTTP surface (docs/ARCHITECTURE.md "HTTP surface"): `GET /sync` (the
- * WebSocket endpoint), `POST /login`, `GET /health`; JSON errors for the
- * rest.
+ * The HTTP surface, the one place routes are decided (docs/SERVER.md "HTTP
+ * surface"): `GET /sync` (the WebSocket endpoint), `POST /login`,
+ * `GET /health`, `GET /metrics`, `GET /status` and the admin routes, under
+ * an optional prefix; JSON errors for the rest.
  */
 
 /**
@@ -52,12 +57,47 @@ export interface HandlerContext {
   acceptSocket(request: Request): Response;
   tokens: TokenAuthority;
   log: Log;
+  /**
+   * Where the surface is mounted, e.g. `/api/sync` (no trailing slash), or
+   * `""`; paths outside it answer 404.
+   */
+  prefix: string;
+  /** Who may reach `/metrics`, `/status` and the admin routes. */
+  access: OpsAccess;
+  /** The Prometheus exposition of the server's metrics. */
+  metrics(): string;
+  /** The status page's HTML. */
+  status(): string;
+  /** One KV read: resolves when the store answers, rejects when it fails. */
+  checkStore(): Promise<void>;
+  /** The admin routes' server parts. */
+  admin: AdminRouteContext;
 }
+
+// How long GET /health waits for the store before calling it unavailable.
+const HEALTH_TIMEOUT_MS = 5_000;
 
 /** Builds the server's request handler. */
 export function createHandler(context: HandlerContext): SyncHandler {
-  return (request) => {
-    const { pathname } = new URL(request.url);
+  const prefix = context.prefix;
+  return (request, info) => {
+    const full = new URL(request.url).pathname;
+    let pathname = full;
+    if (prefix !== "") {
+      if (full !== prefix && !full.startsWith(prefix + "/")) {
+        return notFound(request.method, full);
+      }
+      pathname = full.slice(prefix.length) || "/";
+    }
+    if (pathname.startsWith("/admin/")) {
+      return guarded(
+        context,
+        request,
+        info,
+        "admin",
+        () => handleAdminRoute(request, pathname, context.admin),
+      );
+    }
     switch (pathname) {
       case "/sync":
         if (request.method !== "GET") return methodNotAllowed("GET");
@@ -85,17 +125,94 @@ export function createHandler(context: HandlerContext): SyncHandler {
         if (request.method !== "GET" && request.method !== "HEAD") {
           return methodNotAllowed("GET, HEAD");
         }
-        return context.isServing()
-          ? jsonResponse(200, { status: "ok" })
-          : jsonResponse(503, { status: "shutting_down" });
-      default:
-        return jsonError(
-          404,
-          "not_found",
-          `No route for ${request.method} ${pathname}`,
+        if (!context.isServing()) {
+          return jsonResponse(503, { status: "shutting_down" });
+        }
+        return health(context);
+      case "/metrics":
+        if (request.method !== "GET") return methodNotAllowed("GET");
+        return guarded(
+          context,
+          request,
+          info,
+          "monitoring",
+          () =>
+            new Response(context.metrics(), {
+              headers: {
+                "content-type": PROMETHEUS_CONTENT_TYPE,
+                "cache-control": "no-store",
+              },
+            }),
         );
+      case "/status":
+        if (request.method !== "GET") return methodNotAllowed("GET");
+        return guarded(
+          context,
+          request,
+          info,
+          "monitoring",
+          () =>
+            new Response(context.status(), {
+              headers: {
+                "content-type": STATUS_PAGE_CONTENT_TYPE,
+                "cache-control": "no-store",
+              },
+            }),
+        );
+      default:
+        return notFound(request.method, full);
     }
   };
+}
+
+async function guarded(
+  context: HandlerContext,
+  request: Request,
+  info: Deno.ServeHandlerInfo | undefined,
+  kind: OpsRouteKind,
+  answer: () => Response | Promise<Response>,
+): Promise<Response> {
+  const decision = await context.access.check(request, info?.remoteAddr, kind);
+  if (decision !== "allow") return context.access.refusal(decision, request);
+  if (!context.isServing()) return shuttingDown();
+  return await answer();
+}
+
+async function health(context: HandlerContext): Promise<Response> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    await Promise.race([
+      context.checkStore(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () =>
+            reject(
+              new Error(
+                `The store did not answer within ${HEALTH_TIMEOUT_MS} ms`,
+              ),
+            ),
+          HEALTH_TIMEOUT_MS,
+        );
+      }),
+    ]);
+    return jsonResponse(200, { status: "ok" });
+  } catch (error) {
+    return jsonResponse(503, {
+      status: "unavailable",
+      error: {
+        code: "store_unavailable",
+        message: `Cannot read the store: ${
+          error instanceof Error ? error.message : String(error)
+        }`,
+      },
+    });
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function notFound(method: string, pathname: string): Response {
+  return jsonError(404, "not_found", `No route for ${method} ${pathname}`);
 }
 
 function methodNotAllowed(allow: string): Response {

@@ -129,6 +129,135 @@ export function consoleLogger(record: LogRecord): void {
   else console.log(line);
 }
 
+/**
+ * How {@linkcode createConsoleLogger} prints: `pretty` is
+ * {@linkcode consoleLogger}'s one line per record; `json` is one JSON object
+ * per line on stdout (`time` as an ISO string, `error` as its message), for
+ * log collectors.
+ *
+ * @example
+ * ```ts
+ * import type { LogFormat } from "@tether/sync/server";
+ *
+ * const format: LogFormat = "json";
+ * console.log(format);
+ * ```
+ */
+export type LogFormat = "pretty" | "json";
+
+/** The levels in increasing order of importance. */
+const LEVEL_RANK: Record<LogLevel, number> = {
+  debug: 0,
+  info: 1,
+  warn: 2,
+  error: 3,
+};
+
+/**
+ * Options of {@linkcode createConsoleLogger}.
+ *
+ * @example Warnings and errors only, as JSON
+ * ```ts
+ * import type { ConsoleLoggerOptions } from "@tether/sync/server";
+ *
+ * const options: ConsoleLoggerOptions = { level: "warn", format: "json" };
+ * console.log(options.level);
+ * ```
+ */
+export interface ConsoleLoggerOptions {
+  /**
+   * The least important level printed.
+   *
+   * @default {"info"}
+   */
+  level?: LogLevel;
+  /**
+   * Lines for people or for machines.
+   *
+   * @default {"pretty"}
+   */
+  format?: LogFormat;
+}
+
+/**
+ * Returns a logger that prints records of `level` and above, as
+ * {@linkcode consoleLogger} does (`pretty`) or as one JSON object per line
+ * (`json`). What the command line's `--log-level` and `--log-format` use.
+ *
+ * @param options Level and format.
+ * @returns The logger.
+ * @throws {TypeError} For an unknown level or format.
+ *
+ * @example Only what matters, one JSON object per line
+ * ```ts
+ * import { createConsoleLogger, serveSync } from "@tether/sync/server";
+ *
+ * await using _server = await serveSync({
+ *   port: 0,
+ *   kv: ":memory:",
+ *   auth: { allowAnonymous: true },
+ *   logger: createConsoleLogger({ level: "warn", format: "json" }),
+ * });
+ * ```
+ */
+export function createConsoleLogger(
+  options: ConsoleLoggerOptions = {},
+): Logger {
+  const level = options.level ?? "info";
+  const format = options.format ?? "pretty";
+  if (!Object.hasOwn(LEVEL_RANK, level)) {
+    throw new TypeError(
+      `Unknown log level ${
+        JSON.stringify(level)
+      }; use debug, info, warn or error`,
+    );
+  }
+  if (format !== "pretty" && format !== "json") {
+    throw new TypeError(
+      `Unknown log format ${JSON.stringify(format)}; use pretty or json`,
+    );
+  }
+  const least = LEVEL_RANK[level];
+  return (record) => {
+    if (LEVEL_RANK[record.level] < least) return;
+    if (format === "pretty") consoleLogger(record);
+    else console.log(formatLogRecordJson(record));
+  };
+}
+
+/**
+ * One record as one line of JSON: `time` as an ISO string, the other fields
+ * as they are, `error` as its message (and `errorName` for an `Error`).
+ *
+ * @param record The record.
+ * @returns A single line of JSON (no line feed inside).
+ *
+ * @example
+ * ```ts
+ * import { formatLogRecordJson } from "@tether/sync/server";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(
+ *   formatLogRecordJson({ time: 0, level: "info", event: "stopped", message: "Stopped" }),
+ *   '{"time":"1970-01-01T00:00:00.000Z","level":"info","event":"stopped","message":"Stopped"}',
+ * );
+ * ```
+ */
+export function formatLogRecordJson(record: LogRecord): string {
+  const { time, error, ...rest } = record;
+  const line: Record<string, unknown> = {
+    time: new Date(time).toISOString(),
+    ...rest,
+  };
+  if (error !== undefined) {
+    if (error instanceof Error) {
+      line.error = error.message;
+      line.errorName = error.name;
+    } else line.error = String(error);
+  }
+  return JSON.stringify(line);
+}
+
 /** Writes records with the current time filled in. */
 export type Log = (
   level: LogLevel,

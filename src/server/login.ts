@@ -70,6 +70,15 @@ export async function handleLogin(
         return refuse(403, "Cannot log in: JWT login is disabled");
       }
       const check = await tokens.verifyUserJwt(credentials.token);
+      if (!check.ok && check.code === "auth_unavailable") {
+        // 503 + Retry-After: the client's app.logIn retries it with backoff.
+        return jsonError(
+          503,
+          "auth_unavailable",
+          `Cannot log in: ${check.message}`,
+          { ...CORS_HEADERS, "retry-after": String(check.retryAfterSec) },
+        );
+      }
       if (!check.ok) return refuse(401, `Cannot log in: ${check.message}`);
       const result = await tokens.issue(check.userId, "jwt");
       log("debug", "login", "JWT login", { userId: result.userId });

@@ -5,9 +5,14 @@
  */
 
 import { DEFAULT_LIMITS } from "../protocol/limits.ts";
-import { consoleLogger, type Logger } from "./log.ts";
+import { createConsoleLogger, type Logger } from "./log.ts";
 import type { ChangesetValidator } from "./changeset_validation.ts";
 import { ownPathsOnly, type PermissionsFunction } from "./permissions.ts";
+import {
+  type JwtProviderOptions,
+  type ResolvedJwtProvider,
+  resolveJwtProviderOptions,
+} from "./identity_provider.ts";
 
 /**
  * How users log in; see {@linkcode ServeSyncOptions.auth}.
@@ -38,6 +43,14 @@ export interface AuthOptions {
    * @default {false}
    */
   allowAnonymous?: boolean;
+  /**
+   * Tokens from an identity provider (RS256 / ES256, a public key or a
+   * JWKS URL): `POST /login` with `{"provider": "jwt"}` accepts them, and so
+   * does the HANDSHAKE (docs/SERVER.md "Identity providers").
+   *
+   * @default {undefined}
+   */
+  jwt?: JwtProviderOptions;
   /**
    * Lifetime of access tokens issued by `POST /login`, in milliseconds.
    * A connection whose token expires without a REFRESH is closed with
@@ -191,6 +204,15 @@ export interface ServeSyncOptions {
   /** How users log in. */
   auth: AuthOptions;
   /**
+   * The operator's token: with it, `/metrics`, `/status` and the admin
+   * routes answer requests that send `Authorization: Bearer <adminToken>`
+   * (from anywhere); without it, `/metrics` and `/status` answer loopback
+   * clients only and the admin routes do not exist (404).
+   *
+   * @default {undefined}
+   */
+  adminToken?: string;
+  /**
    * Decides what a user may do with a realm path (`~` already replaced by
    * the user id).
    *
@@ -282,7 +304,8 @@ export interface ServeSyncOptions {
    * Receives one record per event (connections, sessions, errors sent,
    * retries).
    *
-   * @default {consoleLogger} one line per event on the console
+   * @default {createConsoleLogger()} one line per event of level info and
+   *   above on the console (debug records are left out)
    */
   logger?: Logger;
   /**
@@ -302,6 +325,9 @@ export interface ServerSettings {
   readonly port: number;
   readonly hostname: string;
   readonly jwtSecret: string | Uint8Array<ArrayBuffer> | undefined;
+  /** `auth.jwt`, checked. */
+  readonly jwt: ResolvedJwtProvider | undefined;
+  readonly adminToken: string | undefined;
   readonly allowAnonymous: boolean;
   readonly accessTokenTtlMs: number;
   readonly refreshTokenTtlMs: number;
@@ -326,6 +352,10 @@ export interface ServerSettings {
   /** The clock for token lifetimes, in epoch milliseconds. */
   readonly now: () => number;
 }
+
+// Debug records (every connection, bind and login) are for a developer's
+// own logger; a server run as is prints what an operator needs.
+const DEFAULT_LOGGER = createConsoleLogger({ level: "info" });
 
 type IntegerSetting =
   | "port"
@@ -477,9 +507,22 @@ export function resolveOptions(options: ServeSyncOptions): ServerSettings {
     throw new TypeError("Cannot serve: auth.jwtSecret is empty");
   }
   const allowAnonymous = auth.allowAnonymous ?? false;
-  if (jwtSecret === undefined && !allowAnonymous) {
+  const jwt = auth.jwt === undefined
+    ? undefined
+    : resolveJwtProviderOptions(auth.jwt);
+  if (jwtSecret === undefined && jwt === undefined && !allowAnonymous) {
     throw new TypeError(
-      "Cannot serve: no way to log in; set auth.jwtSecret or auth.allowAnonymous",
+      "Cannot serve: no way to log in; set auth.jwtSecret, auth.jwt or auth.allowAnonymous",
+    );
+  }
+  const adminToken = options.adminToken;
+  if (
+    adminToken !== undefined &&
+    (typeof adminToken !== "string" || adminToken.length < 16 ||
+      /\s/.test(adminToken))
+  ) {
+    throw new TypeError(
+      "Cannot serve: adminToken must be a string of at least 16 characters without white space",
     );
   }
   const { cert, key } = options;
@@ -499,6 +542,8 @@ export function resolveOptions(options: ServeSyncOptions): ServerSettings {
     ...integers,
     hostname: options.hostname ?? "127.0.0.1",
     jwtSecret,
+    jwt,
+    adminToken,
     allowAnonymous,
     permissions: options.permissions ?? ownPathsOnly,
     validateChangeset: validator(options.validateChangeset),
@@ -506,7 +551,7 @@ export function resolveOptions(options: ServeSyncOptions): ServerSettings {
     snapshots: options.history?.snapshots ?? true,
     tls: cert !== undefined && key !== undefined ? { cert, key } : null,
     signal: options.signal,
-    logger: options.logger ?? consoleLogger,
+    logger: options.logger ?? DEFAULT_LOGGER,
     now: options.now ?? Date.now,
   };
 }

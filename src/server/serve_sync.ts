@@ -3,22 +3,11 @@
  * that takes them apart (`docs/SERVER.md` "Embedding it").
  */
 
-import { Connection } from "./connection.ts";
-import type { ServerContext } from "./server_context.ts";
-import { createHandler, type SyncHandler } from "./handler.ts";
-import { createLog, type Log } from "./log.ts";
-import {
-  resolveOptions,
-  type ServerSettings,
-  type ServeSyncOptions,
-} from "./options.ts";
-import { RealmRegistry } from "./realm_registry.ts";
-import { SnapshotScheduler } from "./snapshot_scheduler.ts";
-import { StatsCounters, type SyncServerStats } from "./stats.ts";
-import { type KvStore, openKvStore } from "./storage/kv_store.ts";
-import type { RetryOptions } from "./storage/retry.ts";
-import { TokenAuthority } from "./tokens.ts";
-import { delay } from "../util/delay.ts";
+import type { SyncHandler } from "./handler.ts";
+import type { ServeSyncOptions } from "./options.ts";
+import type { ServerRealm } from "./server_realm.ts";
+import type { SyncServerStats } from "./stats.ts";
+import { SyncService } from "./sync_handler.ts";
 
 export type {
   AuthOptions,
@@ -66,6 +55,14 @@ export interface SyncServer extends AsyncDisposable {
   /** Current counters. */
   stats(): SyncServerStats;
   /**
+   * A realm's data from the server's own process: `get`, `objects`,
+   * `write` and the `changes` feed (docs/SERVER.md "Server-side data
+   * access").
+   *
+   * @throws {TypeError} For an invalid realm path (or one with `~`).
+   */
+  realm(path: string): ServerRealm;
+  /**
    * Stops the server: refuses new requests, sends every connection an ERROR
    * `server_shutting_down` and a 1001 close, waits (up to
    * `shutdownTimeoutMs`) for in-flight commits, cuts whatever connection is
@@ -74,13 +71,6 @@ export interface SyncServer extends AsyncDisposable {
    */
   shutdown(): Promise<void>;
 }
-
-// How long shutdown waits for a client to answer the close, once everything
-// sent to it has been written, before cutting its connection.
-const CLOSE_GRACE_MS = 1000;
-
-// A snapshot lease left by a crashed process blocks others this long.
-const SNAPSHOT_LEASE_MS = 30_000;
 
 /**
  * Starts a sync server: the WebSocket sync endpoint (`GET /sync`),
@@ -112,14 +102,11 @@ const SNAPSHOT_LEASE_MS = 30_000;
 export async function serveSync(
   options: ServeSyncOptions,
 ): Promise<SyncServer> {
-  const settings = resolveOptions(options);
-  settings.signal?.throwIfAborted();
-  const log = createLog(settings.logger, settings.now);
-  const store = await openKvStore(options.kv);
+  const service = await SyncService.open(options, "");
   try {
-    return await SyncServerInstance.start(store, settings, log);
+    return await SyncServerInstance.listen(service);
   } catch (error) {
-    store.release();
+    await service.shutdown();
     throw error;
   }
 }
@@ -128,150 +115,22 @@ class SyncServerInstance implements SyncServer {
   readonly url: string;
   readonly addr: Deno.NetAddr;
   readonly handler: SyncHandler;
-  #store: KvStore;
-  #http: Deno.HttpServer<Deno.NetAddr>;
-  #settings: ServerSettings;
-  #stats: StatsCounters;
-  #registry: RealmRegistry;
-  #snapshots: SnapshotScheduler;
-  #connections: Set<Connection>;
-  #requests: Set<Promise<void>>;
-  #closeHttp: AbortController;
-  #lifetime: AbortController;
-  #commits: AbortController;
-  #log: Log;
-  #shutdown: Promise<void> | null = null;
-  #onAbort = () => void this.shutdown();
+  #service: SyncService;
 
-  constructor(parts: {
-    store: KvStore;
-    http: Deno.HttpServer<Deno.NetAddr>;
-    handler: SyncHandler;
-    settings: ServerSettings;
-    stats: StatsCounters;
-    registry: RealmRegistry;
-    snapshots: SnapshotScheduler;
-    connections: Set<Connection>;
-    requests: Set<Promise<void>>;
-    closeHttp: AbortController;
-    lifetime: AbortController;
-    commits: AbortController;
-    log: Log;
-  }) {
-    this.#store = parts.store;
-    this.#http = parts.http;
-    this.handler = parts.handler;
-    this.#settings = parts.settings;
-    this.#stats = parts.stats;
-    this.#registry = parts.registry;
-    this.#snapshots = parts.snapshots;
-    this.#connections = parts.connections;
-    this.#requests = parts.requests;
-    this.#closeHttp = parts.closeHttp;
-    this.#lifetime = parts.lifetime;
-    this.#commits = parts.commits;
-    this.#log = parts.log;
-    this.addr = parts.http.addr;
-    this.url = `${parts.settings.tls !== null ? "https" : "http"}://${
-      urlHost(this.addr.hostname)
-    }:${this.addr.port}`;
-    parts.settings.signal?.addEventListener("abort", this.#onAbort, {
-      once: true,
-    });
+  constructor(service: SyncService, addr: Deno.NetAddr) {
+    this.#service = service;
+    this.handler = service.handler;
+    this.addr = addr;
+    this.url = `${service.settings.tls !== null ? "https" : "http"}://${
+      urlHost(addr.hostname)
+    }:${addr.port}`;
   }
 
-  static async start(
-    store: KvStore,
-    settings: ServerSettings,
-    log: Log,
-  ): Promise<SyncServerInstance> {
-    const now = settings.now;
-    const lifetime = new AbortController();
-    const commits = new AbortController();
-    const onRetry = (error: unknown, attempt: number) =>
-      log("warn", "kv_retry", `Storage call failed; retry ${attempt}`, {
-        error,
-      });
-    const retry: RetryOptions = { signal: lifetime.signal, onRetry };
-    const tokens = await TokenAuthority.open(store.kv, settings, retry);
-    const stats = new StatsCounters();
-    const snapshots = new SnapshotScheduler(
-      store.kv,
-      {
-        enabled: settings.snapshots,
-        lagVersions: settings.snapshotLagVersions,
-        retainVersions: settings.retainVersions,
-        leaseMs: SNAPSHOT_LEASE_MS,
-      },
-      retry,
-      log,
-      now,
-    );
-    const registry = new RealmRegistry({
-      kv: store.kv,
-      retry,
-      log,
-      onIntegrated: (count) => stats.changesetsIntegrated += count,
-      snapshots,
-    });
-    const connections = new Set<Connection>();
-    const context: ServerContext = {
-      settings,
-      kv: store.kv,
-      tokens,
-      registry,
-      stats,
-      log,
-      retry,
-      lifetime: lifetime.signal,
-      commitSignal: commits.signal,
-    };
-    let nextConnection = 0;
-    const handler = createHandler({
-      isServing: () => !lifetime.signal.aborted,
-      lifetime: lifetime.signal,
-      tokens,
-      log,
-      acceptSocket(request) {
-        // Upgrade first, before any await (see HandlerContext.acceptSocket).
-        let upgrade;
-        try {
-          upgrade = Deno.upgradeWebSocket(request);
-        } catch (error) {
-          return new Response(
-            JSON.stringify({
-              error: {
-                code: "bad_request",
-                message: `Cannot upgrade: ${
-                  error instanceof Error ? error.message : String(error)
-                }`,
-              },
-            }),
-            { status: 400, headers: { "content-type": "application/json" } },
-          );
-        }
-        const rejection = connections.size >= settings.maxConnections
-          ? {
-            code: "too_many_connections" as const,
-            message:
-              `The server is at its limit of ${settings.maxConnections} connections`,
-          }
-          : null;
-        const connection = new Connection(
-          upgrade.socket,
-          ++nextConnection,
-          context,
-          rejection,
-        );
-        connections.add(connection);
-        connection.closed.then(() => connections.delete(connection));
-        return upgrade.response;
-      },
-    });
+  static async listen(service: SyncService): Promise<SyncServerInstance> {
+    const { settings } = service;
     const listening = Promise.withResolvers<void>();
-    // Requests whose response has not been sent yet, and the switch that
-    // closes the listener and every connection at once (see #stop).
-    const requests = new Set<Promise<void>>();
+    // The switch that closes the listener and every connection at once
+    // (see SyncService's shutdown).
     const closeHttp = new AbortController();
     const serveOptions = {
       port: settings.port,
@@ -281,135 +140,39 @@ class SyncServerInstance implements SyncServer {
       ...(settings.tls ?? {}),
     };
     const http = Deno.serve(serveOptions, (request, info) => {
-      const delivered = info.completed.catch(() => {});
-      requests.add(delivered);
-      delivered.finally(() => requests.delete(delivered));
-      return handler(request, info);
+      service.track(info.completed);
+      return service.handler(request, info);
+    });
+    service.attachListener({
+      async close() {
+        closeHttp.abort();
+        await http.finished;
+      },
     });
     await listening.promise;
-    const server = new SyncServerInstance({
-      store,
-      http,
-      handler,
-      settings,
-      stats,
-      registry,
-      snapshots,
-      connections,
-      requests,
-      closeHttp,
-      lifetime,
-      commits,
-      log,
-    });
-    log("info", "listening", `Tether sync server listening on ${server.url}`);
+    const server = new SyncServerInstance(service, http.addr);
+    service.log(
+      "info",
+      "listening",
+      `Tether sync server listening on ${server.url}`,
+    );
     return server;
   }
 
   stats(): SyncServerStats {
-    const figures = this.#stats.snapshot();
-    figures.realms = this.#registry.size;
-    return figures;
+    return this.#service.stats();
+  }
+
+  realm(path: string): ServerRealm {
+    return this.#service.realm(path);
   }
 
   shutdown(): Promise<void> {
-    this.#shutdown ??= this.#stop();
-    return this.#shutdown;
+    return this.#service.shutdown();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.shutdown();
-  }
-
-  async #stop(): Promise<void> {
-    this.#settings.signal?.removeEventListener("abort", this.#onAbort);
-    this.#log("info", "shutting_down", "Shutting down");
-    // New work stops at once (pumps, watches, binds); commits in flight may
-    // finish until the deadline.
-    this.#lifetime.abort(new Error("The server is shutting down"));
-    for (const connection of this.#connections) {
-      connection.fail("server_shutting_down", "The server is shutting down");
-    }
-    let deadline: ReturnType<typeof setTimeout> | undefined;
-    const expired = new Promise<"expired">((resolve) => {
-      deadline = setTimeout(
-        () => resolve("expired"),
-        this.#settings.shutdownTimeoutMs,
-      );
-    });
-    let answered = false;
-    let outcome: "drained" | "expired" = await Promise.race([
-      this.#drain(() => answered = true).then(() => "drained" as const),
-      expired,
-    ]);
-    if (outcome === "expired") this.#forced();
-    // What is left holds nothing in flight (an idle keep-alive connection,
-    // a request that never finished arriving, a socket whose client does
-    // not answer the close) or is past the deadline: it is cut now, with
-    // the listener. Deno.HttpServer's graceful shutdown() cannot be used:
-    // it waits for the rest of a request body a stalled client never sends,
-    // and cannot be cut short once begun. Responses just handed over need
-    // one turn of the event loop to reach their sockets first.
-    if (answered) await new Promise((resolve) => setTimeout(resolve, 0));
-    this.#closeHttp.abort();
-    await this.#http.finished;
-    if (outcome !== "expired") {
-      // The sockets cut just now end their sessions.
-      outcome = await Promise.race([
-        Promise.allSettled(
-          [...this.#connections].map((connection) => connection.closed),
-        ).then(() => "drained" as const),
-        expired,
-      ]);
-      if (outcome === "expired") this.#forced();
-    }
-    clearTimeout(deadline);
-    this.#commits.abort(new Error("The server has shut down"));
-    await this.#registry.closeAll();
-    await this.#snapshots.drain();
-    this.#store.release();
-    this.#log("info", "stopped", "Stopped");
-  }
-
-  /**
-   * Resolves once every request in flight has been answered (those reading
-   * a body give up at once; new ones get 503 without reading theirs),
-   * calling `onAnswered` if there were any, and every connection has closed
-   * or finished its work and written what it was sent.
-   */
-  async #drain(onAnswered: () => void): Promise<void> {
-    // Bounded by the deadline it races with.
-    while (this.#requests.size > 0) {
-      onAnswered();
-      await Promise.allSettled([...this.#requests]);
-    }
-    // A client answers the close within a round trip; one that has not
-    // within the grace (a dead link, or not listening) never will.
-    const grace = new AbortController();
-    const graceMs = Math.min(
-      CLOSE_GRACE_MS,
-      this.#settings.shutdownTimeoutMs / 2,
-    );
-    await Promise.allSettled(
-      [...this.#connections].map((connection) =>
-        Promise.race([
-          connection.closed,
-          connection.flushed().then(() => delay(graceMs, grace.signal)),
-        ])
-      ),
-    );
-    grace.abort();
-  }
-
-  #forced(): void {
-    this.#log(
-      "warn",
-      "shutdown_forced",
-      `Connections or commits still open after ${this.#settings.shutdownTimeoutMs} ms; abandoning them`,
-    );
-    // Whatever still runs (a commit that never returns, a stuck request)
-    // fails on the closed store instead of holding the shutdown forever.
-    this.#commits.abort(new Error("The server shutdown deadline passed"));
   }
 }
 

@@ -7,6 +7,7 @@ import type { ServerSettings } from "./options.ts";
 import type { RealmRegistry } from "./realm_registry.ts";
 import type { StatsCounters } from "./stats.ts";
 import type { RetryOptions } from "./storage/retry.ts";
+import type { ServerMetrics } from "./server_metrics.ts";
 import type { TokenAuthority } from "./tokens.ts";
 
 /** What a connection needs from its server; one object, shared. */
@@ -17,6 +18,8 @@ export interface ServerContext {
   tokens: TokenAuthority;
   registry: RealmRegistry;
   stats: StatsCounters;
+  /** The Prometheus families (`GET /metrics`), counted where things happen. */
+  metrics: ServerMetrics;
   log: Log;
   /** Retry pacing for reads and identity writes; signal = server lifetime. */
   retry: RetryOptions;

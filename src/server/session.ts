@@ -79,6 +79,11 @@ export interface SessionInit {
   downloadBatchBytes: number;
   /** Pause reading storage while the socket buffers more than this. */
   highWaterBytes: number;
+  /**
+   * Called once, with the first DOWNLOAD that leaves nothing more to
+   * download (the bootstrap histogram).
+   */
+  onCaughtUp?: (() => void) | undefined;
   /** Aborts when the server shuts down. */
   lifetime: AbortSignal;
   /** Aborts when in-flight commits must give up (shutdown deadline). */
@@ -145,6 +150,15 @@ export class Session implements HubMember {
     this.#signal.addEventListener("abort", () => this.#release(), {
       once: true,
     });
+  }
+
+  /**
+   * Where the session's download stands, for the status page: sending a
+   * snapshot, sending history behind the head, or caught up.
+   */
+  get phase(): "bootstrapping" | "catching_up" | "live" {
+    if (this.#inSnapshot) return "bootstrapping";
+    return this.#cursor < this.#init.hub.head.version ? "catching_up" : "live";
   }
 
   /** Whether the session has ended. */
@@ -627,15 +641,21 @@ export class Session implements HubMember {
     this.#cursorBytes = cursorBytes;
     if (!this.#inSnapshot) this.#setHistoryBase(version, cursorBytes);
     this.#sentFirst = true;
+    const downloadableBytes = this.#downloadableBytes();
     this.#init.transport.send({
       type: MessageType.Download,
       sessionId: this.id,
       serverVersion: version,
       lastIntegratedClientVersion: this.#lastAck,
-      downloadableBytes: this.#downloadableBytes(),
+      downloadableBytes,
       changesetBytes,
       changesets,
     });
+    if (downloadableBytes === 0 && this.#init.onCaughtUp !== undefined) {
+      const caughtUp = this.#init.onCaughtUp;
+      this.#init.onCaughtUp = undefined;
+      caughtUp();
+    }
   }
 
   #downloadableBytes(): number {

@@ -1,4 +1,15 @@
-import { importHmacKey, type JwtClaims, signJwt, verifyJwt } from "./jwt.ts";
+import {
+  JwtIdentityProvider,
+  type ResolvedJwtProvider,
+} from "./identity_provider.ts";
+import {
+  decodeJwt,
+  importHmacKey,
+  type JwtClaims,
+  signJwt,
+  verifyJwt,
+} from "./jwt.ts";
+import type { Log } from "./log.ts";
 import { signingKeyKey } from "./storage/keys.ts";
 import { isValidSegment } from "./realm_path.ts";
 import { delay } from "../util/delay.ts";
@@ -8,7 +19,8 @@ import { backoffDelayMs, retryKv, type RetryOptions } from "./storage/retry.ts";
  * Access and refresh tokens (ARCHITECTURE.md "POST /login"): HS256 JWTs
  * signed with the server's own key, which is generated once and kept in KV
  * so tokens survive restarts and every process sharing the store accepts
- * them. The handshake also accepts a user JWT signed with `auth.jwtSecret`.
+ * them. The handshake also accepts a user JWT signed with `auth.jwtSecret`
+ * or by the identity provider of `auth.jwt`.
  */
 
 /** How a user logged in; carried in tokens so a disabled provider's tokens stop working. */
@@ -26,16 +38,47 @@ export interface LoginResult {
   refreshToken: string;
 }
 
-/** A token's verdict. */
+/**
+ * A token's verdict. `internal_server_error` (retryable) is a user JWT that
+ * cannot be checked now because the identity provider's keys cannot be
+ * fetched.
+ */
 export type TokenCheck =
+  | TokenAccepted
+  | TokenRefused
+  | { ok: false; code: "internal_server_error"; message: string };
+
+/** A token that {@linkcode TokenAuthority} accepted. */
+export interface TokenAccepted {
+  ok: true;
+  userId: string;
+  provider: LoginProvider;
+  /** Epoch milliseconds after which the token is void. */
+  expiresAt: number;
+}
+
+/** A token that {@linkcode TokenAuthority} refused. */
+export interface TokenRefused {
+  ok: false;
+  code: "bad_token" | "token_expired";
+  message: string;
+}
+
+/**
+ * A user JWT's verdict: {@linkcode TokenCheck}, or `auth_unavailable` while
+ * the identity provider's keys cannot be fetched (`POST /login` answers 503
+ * with it).
+ */
+export type UserTokenCheck =
+  | TokenAccepted
+  | TokenRefused
   | {
-    ok: true;
-    userId: string;
-    provider: LoginProvider;
-    /** Epoch milliseconds after which the token is void. */
-    expiresAt: number;
-  }
-  | { ok: false; code: "bad_token" | "token_expired"; message: string };
+    ok: false;
+    code: "auth_unavailable";
+    message: string;
+    /** Seconds after which trying again may succeed. */
+    retryAfterSec: number;
+  };
 
 /** The token settings `serveSync` resolves from its `auth` option. */
 export interface TokenSettings {
@@ -44,6 +87,10 @@ export interface TokenSettings {
   accessTokenTtlMs: number;
   refreshTokenTtlMs: number;
   now: () => number;
+  /** `auth.jwt`, resolved: tokens of an identity provider. */
+  jwt?: ResolvedJwtProvider | undefined;
+  /** Where an identity provider reports JWKS fetches. */
+  log?: Log;
 }
 
 const MAX_USER_ID_LENGTH = 256;
@@ -66,6 +113,7 @@ export function isValidUserId(userId: string): boolean {
 export class TokenAuthority {
   #serverKey: CryptoKey;
   #userKey: CryptoKey | null;
+  #provider: JwtIdentityProvider | null;
   #settings: TokenSettings;
 
   /**
@@ -74,14 +122,17 @@ export class TokenAuthority {
    * @param serverKey The server's own HMAC key.
    * @param userKey The key for user JWTs, or null when JWT login is off.
    * @param settings Lifetimes, enabled providers and the clock.
+   * @param provider Verifies identity-provider tokens, when `auth.jwt` is set.
    */
   constructor(
     serverKey: CryptoKey,
     userKey: CryptoKey | null,
     settings: TokenSettings,
+    provider: JwtIdentityProvider | null = null,
   ) {
     this.#serverKey = serverKey;
     this.#userKey = userKey;
+    this.#provider = provider;
     this.#settings = settings;
   }
 
@@ -116,7 +167,14 @@ export class TokenAuthority {
     const userKey = settings.jwtSecret === undefined
       ? null
       : await importHmacKey(settings.jwtSecret);
-    return new TokenAuthority(serverKey, userKey, settings);
+    const provider = settings.jwt === undefined
+      ? null
+      : await JwtIdentityProvider.open(settings.jwt, {
+        now: settings.now,
+        signal: retry.signal,
+        ...(settings.log === undefined ? {} : { log: settings.log }),
+      });
+    return new TokenAuthority(serverKey, userKey, settings, provider);
   }
 
   /** Whether anonymous login is enabled. */
@@ -124,9 +182,9 @@ export class TokenAuthority {
     return this.#settings.allowAnonymous;
   }
 
-  /** Whether JWT login is enabled (a `jwtSecret` is configured). */
+  /** Whether JWT login is enabled (`jwtSecret` or `jwt` is configured). */
   get allowsJwt(): boolean {
-    return this.#userKey !== null;
+    return this.#userKey !== null || this.#provider !== null;
   }
 
   /** Issues an access and a refresh token for `userId`. */
@@ -155,7 +213,7 @@ export class TokenAuthority {
 
   /**
    * Checks a token presented in a HANDSHAKE or REFRESH: an access token from
-   * `POST /login`, or a user JWT signed with `auth.jwtSecret`.
+   * `POST /login`, or a user JWT (`auth.jwtSecret` or `auth.jwt`).
    */
   async verifyAccess(token: string): Promise<TokenCheck> {
     if (token === "") {
@@ -163,7 +221,14 @@ export class TokenAuthority {
     }
     const own = await verifyJwt(token, this.#serverKey);
     if (own.ok) return this.#checkOwn(own.claims, "access");
-    return await this.verifyUserJwt(token);
+    const user = await this.verifyUserJwt(token);
+    // The wire has no auth_unavailable; internal_server_error is the
+    // retryable connection error that says "not you, try again later".
+    return user.ok || user.code !== "auth_unavailable" ? user : {
+      ok: false,
+      code: "internal_server_error",
+      message: user.message,
+    };
   }
 
   /** Checks a refresh token from an earlier login. */
@@ -179,8 +244,21 @@ export class TokenAuthority {
     return this.#checkOwn(own.claims, "refresh");
   }
 
-  /** Checks a user JWT signed with `auth.jwtSecret`. */
-  async verifyUserJwt(token: string): Promise<TokenCheck> {
+  /**
+   * Checks a user JWT: HS256 with `auth.jwtSecret`, or RS256 / ES256 from
+   * the identity provider of `auth.jwt` (the token's `alg` picks which of
+   * the two configured verifiers looks at it; each then insists on its own
+   * algorithm).
+   */
+  async verifyUserJwt(token: string): Promise<UserTokenCheck> {
+    if (
+      this.#provider !== null &&
+      (this.#userKey === null || decodeJwt(token)?.header.alg !== "HS256")
+    ) {
+      const result = await this.#provider.verify(token);
+      if (!result.ok) return result;
+      return this.#userFromClaims(result.claims, result.expiresAt);
+    }
     if (this.#userKey === null) {
       return {
         ok: false,
@@ -203,6 +281,10 @@ export class TokenAuthority {
     const claims = verified.claims;
     const checked = this.#checkTimes(claims);
     if (!checked.ok) return checked;
+    return this.#userFromClaims(claims, checked.expiresAt);
+  }
+
+  #userFromClaims(claims: JwtClaims, expiresAt: number): UserTokenCheck {
     if (typeof claims.sub !== "string" || !isValidUserId(claims.sub)) {
       return {
         ok: false,
@@ -211,12 +293,7 @@ export class TokenAuthority {
           "Token's sub is not a valid user id (1-256 characters of A-Z a-z 0-9 _ . -)",
       };
     }
-    return {
-      ok: true,
-      userId: claims.sub,
-      provider: "jwt",
-      expiresAt: checked.expiresAt,
-    };
+    return { ok: true, userId: claims.sub, provider: "jwt", expiresAt };
   }
 
   #checkOwn(claims: JwtClaims, kind: "access" | "refresh"): TokenCheck {

@@ -1,7 +1,9 @@
 /**
  * A TCP proxy between a client and a server that a test can turn into the
- * failures a network produces: a link that goes silent without closing,
- * connections that are refused, connections that drop, a slow link.
+ * failures a network produces: a link that goes silent without closing (its
+ * bytes lost, or held and delivered late), connections that are refused,
+ * connections that drop, a slow link, bytes arriving in tiny pieces, a
+ * server that moved to another port.
  *
  * It imports nothing from `src/`, so the conformance suite (public entry
  * points only) can use it as well as the e2e suite.
@@ -19,6 +21,8 @@ interface Link {
   silent: boolean;
   /** Only server→client bytes are swallowed. */
   deaf: boolean;
+  /** Set while the link is stalled: resolves on release or close. */
+  stalled: { promise: Promise<void>; resolve: () => void } | undefined;
   closed: boolean;
   pumps: Promise<void>[];
 }
@@ -39,6 +43,12 @@ export type ChunkListener = (
  * - `mode = "refuse"` closes new connections at once; `"blackhole"` accepts
  *   them and never forwards; `"forward"` (the default) forwards.
  * - `dropAll()` closes every open connection.
+ * - `stall()` makes every open connection hold its bytes both ways (nothing
+ *   is read or written) until `release()`, which delivers them late.
+ * - `slices` writes bytes both ways in pieces of at most that many bytes,
+ *   each after a turn of the event loop, so peers read partial frames.
+ * - `retarget()` sends connections accepted from now on to a new address
+ *   (a server restarted on another port).
  */
 export class TcpProxy implements AsyncDisposable {
   #listener: Deno.TcpListener;
@@ -51,9 +61,15 @@ export class TcpProxy implements AsyncDisposable {
   >();
   /**
    * When set, server→client bytes trickle: at most `bytes` every `everyMs`
-   * (a slow link, simulated with timers — never used to synchronise).
+   * (a slow link, simulated with timers — never used to synchronise); with
+   * `both`, client→server bytes too.
    */
-  throttle: { bytes: number; everyMs: number } | undefined;
+  throttle: { bytes: number; everyMs: number; both?: boolean } | undefined;
+  /**
+   * When set, bytes both ways are written at most this many at a time, with
+   * a turn of the event loop between pieces.
+   */
+  slices: number | undefined;
   /** What happens to connections accepted from now on. */
   mode: "forward" | "refuse" | "blackhole" = "forward";
   /** Connections accepted so far (including refused ones). */
@@ -95,6 +111,35 @@ export class TcpProxy implements AsyncDisposable {
   ): () => void {
     this.#connectionListeners.add(listener);
     return () => this.#connectionListeners.delete(listener);
+  }
+
+  /** Sends connections accepted from now on to `target` instead. */
+  retarget(target: { hostname: string; port: number }): void {
+    this.#target = target;
+  }
+
+  /**
+   * Makes every open connection hold its bytes both ways, without closing
+   * and without losing them, until {@linkcode release}.
+   */
+  stall(): void {
+    for (const link of this.#links) {
+      if (link.closed || link.stalled !== undefined) continue;
+      let resolve = () => {};
+      const promise = new Promise<void>((done) => resolve = done);
+      link.stalled = { promise, resolve };
+    }
+  }
+
+  /** Lets stalled connections deliver what they held, and go on. */
+  release(): void {
+    for (const link of this.#links) this.#release(link);
+  }
+
+  #release(link: Link): void {
+    const stalled = link.stalled;
+    link.stalled = undefined;
+    stalled?.resolve();
   }
 
   /** Makes every open connection swallow bytes both ways, without closing. */
@@ -141,6 +186,7 @@ export class TcpProxy implements AsyncDisposable {
         server: undefined,
         silent: this.mode === "blackhole",
         deaf: false,
+        stalled: undefined,
         closed: false,
         pumps: [],
       };
@@ -181,6 +227,8 @@ export class TcpProxy implements AsyncDisposable {
       for (;;) {
         const n = await from.read(buffer);
         if (n === null) break;
+        await this.#unstalled(link);
+        if (link.closed) break;
         const forwarded = !link.silent &&
           !(link.deaf && direction === "toClient");
         for (const listener of this.#listeners) {
@@ -189,15 +237,22 @@ export class TcpProxy implements AsyncDisposable {
         if (!forwarded) continue;
         let offset = 0;
         while (offset < n) {
-          const throttle = direction === "toClient" ? this.throttle : undefined;
-          const end = throttle === undefined
+          await this.#unstalled(link);
+          const throttle = direction === "toClient" || this.throttle?.both
+            ? this.throttle
+            : undefined;
+          const slices = this.slices;
+          let end = throttle === undefined
             ? n
             : Math.min(n, offset + throttle.bytes);
+          if (slices !== undefined) end = Math.min(end, offset + slices);
           offset += await to.write(buffer.subarray(offset, end));
           if (throttle !== undefined && !link.closed) {
             await new Promise((resolve) =>
               setTimeout(resolve, throttle.everyMs)
             );
+          } else if (slices !== undefined && !link.closed) {
+            await new Promise((resolve) => setTimeout(resolve, 0));
           }
         }
       }
@@ -207,9 +262,15 @@ export class TcpProxy implements AsyncDisposable {
     this.#close(link);
   }
 
+  /** Resolves once `link` is not stalled (released or closed). */
+  async #unstalled(link: Link): Promise<void> {
+    while (link.stalled !== undefined) await link.stalled.promise;
+  }
+
   #close(link: Link): void {
     if (link.closed) return;
     link.closed = true;
+    this.#release(link);
     try {
       link.client.close();
     } catch { /* already closed */ }

@@ -68,6 +68,7 @@ export async function startTestServer(
     addr: server.addr,
     handler: server.handler,
     stats: () => server.stats(),
+    realm: (path) => server.realm(path),
     shutdown: () => server.shutdown(),
     logs,
     async login(body = { provider: "anonymous" }) {

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { parseCommandLine, UsageError } from "../../src/server/cli.ts";
+import { PACKAGE_VERSION } from "../../src/server/version.ts";
 import { linesOf, readUntil } from "../_helpers/lines.ts";
 
 const CLI = new URL("../../cli.ts", import.meta.url).pathname;
@@ -13,6 +14,9 @@ Deno.test("parseCommandLine() applies defaults and reads the secret from the env
       data: "./data",
       jwtSecret: undefined,
       allowAnonymous: true,
+      adminToken: undefined,
+      logLevel: "info",
+      logFormat: "pretty",
     },
   });
   const parsed = parseCommandLine(
@@ -27,10 +31,16 @@ Deno.test("parseCommandLine() applies defaults and reads the secret from the env
       data: "/srv/x",
       jwtSecret: "from-env",
       allowAnonymous: false,
+      adminToken: undefined,
+      logLevel: "info",
+      logFormat: "pretty",
     },
   });
   assert.equal(
-    parseCommandLine(["serve", "--jwt-secret", "flag"], () => "env").command,
+    parseCommandLine(
+      ["serve", "--jwt-secret", "flag"],
+      (name) => name === "TETHER_JWT_SECRET" ? "env" : undefined,
+    ).command,
     "serve",
   );
   assert.deepEqual(parseCommandLine(["serve", "--help"]), { command: "help" });
@@ -39,6 +49,46 @@ Deno.test("parseCommandLine() applies defaults and reads the secret from the env
     parseCommandLine(["serve", "--", "--allow-anonymous"]),
     parseCommandLine(["serve", "--allow-anonymous"]),
   );
+});
+
+Deno.test("parseCommandLine() reads --log-level, --log-format, --admin-token (or TETHER_ADMIN_TOKEN) and --version", () => {
+  const parsed = parseCommandLine([
+    "serve",
+    "--allow-anonymous",
+    "--log-level=debug",
+    "--log-format",
+    "json",
+    "--admin-token",
+    "an-admin-token-of-some-length",
+  ]);
+  assert.ok(parsed.command === "serve");
+  assert.equal(parsed.arguments.logLevel, "debug");
+  assert.equal(parsed.arguments.logFormat, "json");
+  assert.equal(parsed.arguments.adminToken, "an-admin-token-of-some-length");
+  const fromEnv = parseCommandLine(
+    ["serve", "--allow-anonymous"],
+    (name) =>
+      name === "TETHER_ADMIN_TOKEN" ? "token-from-the-environment" : undefined,
+  );
+  assert.ok(fromEnv.command === "serve");
+  assert.equal(fromEnv.arguments.adminToken, "token-from-the-environment");
+  const flagWins = parseCommandLine(
+    ["serve", "--allow-anonymous", "--admin-token", "token-from-the-flag-0"],
+    () => "token-from-the-environment",
+  );
+  assert.ok(flagWins.command === "serve");
+  assert.equal(flagWins.arguments.adminToken, "token-from-the-flag-0");
+  assert.deepEqual(parseCommandLine(["--version"]), { command: "version" });
+  assert.deepEqual(parseCommandLine(["serve", "--version"]), {
+    command: "version",
+  });
+});
+
+Deno.test("PACKAGE_VERSION is deno.json's version", async () => {
+  const config = JSON.parse(
+    await Deno.readTextFile(new URL("../../deno.json", import.meta.url)),
+  );
+  assert.equal(PACKAGE_VERSION, config.version);
 });
 
 Deno.test("parseCommandLine() refuses what it cannot run", () => {
@@ -50,6 +100,18 @@ Deno.test("parseCommandLine() refuses what it cannot run", () => {
     [["serve", "--allow-anonymous", "--port", "80a"], 'Invalid port "80a"'],
     [["serve", "--allow-anonymous", "--port", "70000"], 'Invalid port "70000"'],
     [["serve", "--allow-anonymous=yes"], "--allow-anonymous takes no value"],
+    [
+      ["serve", "--allow-anonymous", "--log-level", "verbose"],
+      'Invalid log level "verbose"; use debug, info, warn or error',
+    ],
+    [
+      ["serve", "--allow-anonymous", "--log-format=xml"],
+      'Invalid log format "xml"; use pretty or json',
+    ],
+    [
+      ["serve", "--allow-anonymous", "--admin-token", "short"],
+      "The admin token must be at least 16 characters without white space (--admin-token or TETHER_ADMIN_TOKEN)",
+    ],
     [
       ["serve"],
       "No way to log in: pass --jwt-secret (or set TETHER_JWT_SECRET) and/or --allow-anonymous",
@@ -205,4 +267,90 @@ Deno.test("cli with a bad command line prints usage and exits 2", async () => {
   const stderr = new TextDecoder().decode(output.stderr);
   assert.match(stderr, /No way to log in/);
   assert.match(stderr, /Usage: tether serve/);
+});
+
+Deno.test("cli --version prints the version and exits 0", async () => {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--unstable-kv", CLI, "--version"],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(output.code, 0);
+  assert.equal(
+    new TextDecoder().decode(output.stdout),
+    `tether ${PACKAGE_VERSION}\n`,
+  );
+});
+
+Deno.test("cli on a port already in use says so and exits 1", async () => {
+  using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const data = await Deno.makeTempDir();
+  try {
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--unstable-kv",
+        CLI,
+        "serve",
+        "--port",
+        String(taken.addr.port),
+        "--data",
+        data,
+        "--allow-anonymous",
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(output.code, 1);
+    assert.equal(
+      new TextDecoder().decode(output.stderr),
+      `Cannot serve: port ${taken.addr.port} on 127.0.0.1 is already in use (another server listens there); pick another with --port, or --port 0 for any free port\n`,
+    );
+  } finally {
+    await Deno.remove(data, { recursive: true });
+  }
+});
+
+Deno.test("cli --log-format json prints one JSON object per line; --log-level leaves out what is below it", async () => {
+  const data = await Deno.makeTempDir();
+  try {
+    for (
+      const [level, expectLogin] of [["debug", true], ["info", false]] as const
+    ) {
+      const running = await startCli(data, [
+        "--log-format",
+        "json",
+        "--log-level",
+        level,
+      ]);
+      try {
+        const login = await fetch(`${running.url}/login`, {
+          method: "POST",
+          body: JSON.stringify({ provider: "anonymous" }),
+        });
+        assert.equal(login.status, 200);
+        await login.body?.cancel();
+        assert.equal(await signalCli(running, "SIGTERM"), 0);
+      } finally {
+        await stopCli(running);
+      }
+      const records = running.seen.filter((line) => line !== "").map((line) =>
+        JSON.parse(line)
+      );
+      const events = records.map((record) => record.event);
+      assert.deepEqual(
+        events.filter((event) => event !== "login"),
+        ["listening", "shutting_down", "stopped"],
+        level,
+      );
+      assert.equal(events.includes("login"), expectLogin, level);
+      const listening = records[0];
+      assert.equal(listening.level, "info");
+      assert.match(listening.time, /^\d{4}-\d{2}-\d{2}T/);
+      assert.match(listening.message, /listening on http:\/\/127\.0\.0\.1:\d+/);
+    }
+  } finally {
+    await Deno.remove(data, { recursive: true });
+  }
 });

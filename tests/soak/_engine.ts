@@ -1,0 +1,1056 @@
+/**
+ * The convergence soak's engine: one seeded schedule of writes over three
+ * clients with network and server faults in between, then quiescence and
+ * the checks (replicas equal, nothing acknowledged lost, nothing integrated
+ * twice, every receipt settled). `soak.ts` runs many from the command line,
+ * `soak_test.ts` a few in CI.
+ *
+ * Clients use the public entry point only (`mod.ts`); the server is
+ * `serveSync` in a child process (`_server.ts`) on a KV file, so it can be
+ * SIGKILLed and started again on the same file. Each client reaches it
+ * through its own `TcpProxy`, so faults hit one link at a time; a restarted
+ * server listens on a new port and the proxies are pointed at it.
+ *
+ * Randomness comes from one `Prng` per schedule: the steps (which client
+ * writes what, which fault starts when and for how long) replay from the
+ * seed. How those steps interleave with the network does not, so a failure
+ * is reproduced by running its seed again, often more than once.
+ *
+ * Delays here only shape the schedule (how long a fault lasts, how writes
+ * spread over time); nothing synchronises on them and no check depends on
+ * them.
+ *
+ * @module
+ */
+
+import {
+  App,
+  type AppOptions,
+  Credentials,
+  type Realm,
+  type WriteReceipt,
+} from "../../mod.ts";
+import { linesOf } from "../_helpers/lines.ts";
+import { Prng } from "../_helpers/prng.ts";
+import { TcpProxy } from "../_helpers/tcp_proxy.ts";
+
+/** The one realm every client of a schedule writes. */
+const REALM_PATH = "/soak/shared";
+/** Each client's keepalive: small, so silent links outlast it quickly. */
+const KEEPALIVE = { pingIntervalMs: 250, readTimeoutMs: 1_000 };
+const READ_TIMEOUT_MS = KEEPALIVE.readTimeoutMs;
+/** Objects every client only updates (never put again, never deleted). */
+const TALLIES = 5;
+/** Objects every client puts, updates and deletes. */
+const SHARED = 8;
+/** Bound of one start, stop or stats request of the server process. */
+const PROCESS_WAIT_MS = 30_000;
+const CLIENTS = 3;
+
+/** The kinds of fault a schedule injects; see {@linkcode FAULTS}. */
+export type FaultKind =
+  | "cut"
+  | "stallShort"
+  | "stallLong"
+  | "silence"
+  | "refuse"
+  | "slices"
+  | "bandwidth"
+  | "pause"
+  | "reconnect"
+  | "kill";
+
+/** Every fault kind, in the order reports list them. */
+export const FAULT_KINDS: readonly FaultKind[] = [
+  "cut",
+  "stallShort",
+  "stallLong",
+  "silence",
+  "refuse",
+  "slices",
+  "bandwidth",
+  "pause",
+  "reconnect",
+  "kill",
+];
+
+/** What one schedule does. */
+export interface ScheduleOptions {
+  /** The schedule's seed: it decides every step. */
+  seed: number;
+  /** Write transactions spread over the three clients. */
+  writes: number;
+  /** Mean pause between two writes, in milliseconds (default 8). */
+  meanGapMs?: number;
+  /** Chance that a fault starts after a write (default 0.03). */
+  faultChance?: number;
+  /** At least this many server kills (a forced one lands mid-schedule). */
+  minKills?: number;
+  /** Bound of the quiescence: every wait after the writes (default 60 s). */
+  quiesceMs?: number;
+  /** Where progress notes go (default: nowhere). */
+  log?: (line: string) => void;
+}
+
+/** What one schedule found. */
+export interface ScheduleResult {
+  seed: number;
+  /** Write transactions made. */
+  writes: number;
+  /** Of them, the ones that changed something (each one changeset). */
+  changesets: number;
+  /** Server SIGKILLs (each followed by a restart on the same KV file). */
+  kills: number;
+  /** Faults started, by kind (kills included). */
+  faults: Record<FaultKind, number>;
+  /** Acknowledged writes whose effect the final state lacks. */
+  lost: number;
+  /** Changesets the server's history holds beyond the distinct ones. */
+  duplicated: number;
+  /** Whether the three clients and a freshly bootstrapped fourth agree. */
+  replicasEqual: boolean;
+  /** Receipts that never resolved (rejected or still pending at the bound). */
+  unsettled: number;
+  /** Every problem found, one line each; empty when the schedule passed. */
+  problems: string[];
+  durationMs: number;
+}
+
+// ----- the server process -----
+
+const SERVER_SCRIPT = new URL("./_server.ts", import.meta.url).pathname;
+
+/** The soak server in a child process (`_server.ts`). */
+class ServerProcess {
+  /** Where it listens; set once it said so. */
+  addr: { hostname: string; port: number } = { hostname: "127.0.0.1", port: 0 };
+  /** The realm's history head when this process started. */
+  startHead = 0;
+  #child: Deno.ChildProcess;
+  #input: WritableStreamDefaultWriter<Uint8Array>;
+  #lines: string[] = [];
+  #wake = () => {};
+  #ended = false;
+  #reading: Promise<void>;
+  #stderr: Promise<string>;
+
+  private constructor(child: Deno.ChildProcess) {
+    this.#child = child;
+    this.#input = child.stdin.getWriter();
+    this.#stderr = new Response(child.stderr).text();
+    this.#reading = this.#read(child.stdout);
+  }
+
+  async #read(stdout: ReadableStream<Uint8Array>): Promise<void> {
+    for await (const line of linesOf(stdout)) {
+      this.#lines.push(line);
+      this.#wake();
+    }
+    this.#ended = true;
+    this.#wake();
+  }
+
+  /** Starts the server on `kvPath` and waits until it listens. */
+  static async start(kvPath: string): Promise<ServerProcess> {
+    const server = new ServerProcess(
+      new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          "--unstable-kv",
+          SERVER_SCRIPT,
+          kvPath,
+          REALM_PATH,
+        ],
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn(),
+    );
+    try {
+      const [, url, head] = (await server.#nextLine("listening ")).split(" ");
+      const { hostname, port } = new URL(url!);
+      server.addr = { hostname, port: Number(port) };
+      server.startHead = Number(head);
+    } catch (error) {
+      await server.kill();
+      throw new Error(`${error}; stderr: ${await server.#stderr}`);
+    }
+    return server;
+  }
+
+  /** Waits for the next stdout line starting with `prefix`, bounded. */
+  async #nextLine(prefix: string): Promise<string> {
+    using bound = deadline(PROCESS_WAIT_MS);
+    for (;;) {
+      const index = this.#lines.findIndex((line) => line.startsWith(prefix));
+      if (index >= 0) return this.#lines.splice(0, index + 1).at(-1)!;
+      if (this.#ended) {
+        throw new Error(`server output ended before "${prefix}…"`);
+      }
+      if (bound.signal.aborted) {
+        throw new Error(`no "${prefix}…" from the server`);
+      }
+      await new Promise<void>((resolve) => {
+        this.#wake = resolve;
+        bound.signal.addEventListener("abort", () => resolve(), {
+          once: true,
+        });
+      });
+    }
+  }
+
+  /** The server's `changesetsIntegrated` and the realm's head version. */
+  async stats(): Promise<{ integrated: number; head: number }> {
+    await this.#input.write(new TextEncoder().encode("stats\n"));
+    const [, integrated, head] = (await this.#nextLine("stats ")).split(" ");
+    return { integrated: Number(integrated), head: Number(head) };
+  }
+
+  /** SIGKILLs the process and waits until it is gone. */
+  async kill(): Promise<void> {
+    try {
+      this.#child.kill("SIGKILL");
+    } catch {
+      // Already exited.
+    }
+    await this.#finish();
+  }
+
+  /** Stops the server cleanly; throws when it does not say "stopped". */
+  async stop(): Promise<void> {
+    try {
+      await this.#input.write(new TextEncoder().encode("quit\n"));
+      await this.#nextLine("stopped");
+    } finally {
+      await this.kill();
+    }
+  }
+
+  async #finish(): Promise<void> {
+    await this.#input.close().catch(() => {});
+    await this.#child.status;
+    await this.#reading;
+    await this.#stderr;
+  }
+
+  /** What the process wrote on stderr (once it has exited). */
+  stderr(): Promise<string> {
+    return this.#stderr;
+  }
+}
+
+// ----- clients -----
+
+/** One of the three writing clients, behind its own proxy. */
+interface SoakClient {
+  readonly index: number;
+  readonly app: App;
+  readonly proxy: TcpProxy;
+  realm: Realm;
+  /** Ids of its live own objects, as planned (in write order). */
+  readonly own: Set<string>;
+  nextOwn: number;
+}
+
+function appOptions(baseUrl: string): AppOptions {
+  return {
+    baseUrl,
+    reconnect: { minDelayMs: 10, maxDelayMs: 100 },
+    keepalive: KEEPALIVE,
+    lingerMs: 0,
+    progressIntervalMs: 0,
+  };
+}
+
+async function openClientRealm(app: App, signal: AbortSignal): Promise<Realm> {
+  const user = await app.logIn(Credentials.anonymous(), { signal });
+  return await user.openRealm({
+    path: REALM_PATH,
+    waitForDownload: true,
+    signal,
+  });
+}
+
+// ----- faults -----
+
+/** What a fault can reach. */
+export interface FaultContext {
+  readonly random: Prng;
+  /** The client the fault hits (network and session faults). */
+  readonly client: SoakClient;
+  /** SIGKILLs the server and starts it again on the same KV file. */
+  killServer(downMs: number): Promise<void>;
+}
+
+/** A fault in progress: `heal` ends it (idempotent). */
+export interface ActiveFault {
+  heal(): void | Promise<void>;
+}
+
+/**
+ * One kind of fault. `scope` says what it occupies while it lasts — one
+ * client's link, one client's session, or the server — so two faults never
+ * fight over the same knob; `start` begins it and returns how to heal it,
+ * and how long to let it last (0: it is over at once).
+ */
+export interface FaultDefinition {
+  readonly kind: FaultKind;
+  /** Relative chance of being drawn. */
+  readonly weight: number;
+  readonly scope: "link" | "session" | "server";
+  start(context: FaultContext): { fault: ActiveFault; forMs: number };
+}
+
+/** A random duration in [min, max) × the client's read timeout. */
+function timeouts(random: Prng, min: number, max: number): number {
+  return Math.round(READ_TIMEOUT_MS * (min + random.next() * (max - min)));
+}
+
+/**
+ * Every fault a schedule draws from.
+ *
+ * EXTENSION POINT — two kinds are planned and need work elsewhere first:
+ *
+ * - "restore": stop the server, copy back a KV file copied earlier in the
+ *   schedule (take the copy at a random step while the server is stopped, or
+ *   with `Deno.copyFile` of a file the server is not writing), and restart on
+ *   it. Needs client reset (issue 13 item 1): the clients must open the realm
+ *   with a `clientReset` mode, and the checks change with the mode — under
+ *   `recoverAll` nothing acknowledged may be lost; under `recover` and
+ *   `discard`, writes acknowledged only after the copy was taken may be, and
+ *   the model must drop them. Add `"restore"` to {@linkcode FaultKind}, a
+ *   definition here with scope "server", and a `restoreServer()` beside
+ *   `killServer()` in {@linkcode FaultContext}.
+ * - "rejected": a write the server refuses on its own merits. Needs rejected
+ *   writes (issue 13 item 2) and a `validateChangeset` hook in `_server.ts`
+ *   that refuses, say, any changeset setting a field `reject`. It is a kind
+ *   of write rather than of fault: `makeWrite` would mark it, its receipt
+ *   must reject with `write_rejected` (count it settled, not unsettled), its
+ *   changeset is not in the server's history (leave it out of the distinct
+ *   count), and the model must drop its effect.
+ */
+export const FAULTS: readonly FaultDefinition[] = [
+  {
+    kind: "cut",
+    weight: 3,
+    scope: "link",
+    start({ client }) {
+      client.proxy.dropAll();
+      return { fault: { heal() {} }, forMs: 0 };
+    },
+  },
+  {
+    // Stalls shorter than the read timeout: the client must not give up.
+    kind: "stallShort",
+    weight: 2,
+    scope: "link",
+    start({ client, random }) {
+      client.proxy.stall();
+      return {
+        fault: { heal: () => client.proxy.release() },
+        forMs: timeouts(random, 0.2, 0.6),
+      };
+    },
+  },
+  {
+    // Stalls past the read timeout: the client gives up and reconnects on a
+    // new link; the old one delivers what it held when released, late.
+    kind: "stallLong",
+    weight: 2,
+    scope: "link",
+    start({ client, random }) {
+      client.proxy.stall();
+      return {
+        fault: { heal: () => client.proxy.release() },
+        forMs: timeouts(random, 1.5, 2.5),
+      };
+    },
+  },
+  {
+    // A half-dead link: bytes are lost both ways, nothing closes.
+    kind: "silence",
+    weight: 2,
+    scope: "link",
+    start({ client, random }) {
+      client.proxy.silence();
+      return {
+        fault: { heal: () => client.proxy.dropSilent() },
+        forMs: timeouts(random, 0.5, 2),
+      };
+    },
+  },
+  {
+    kind: "refuse",
+    weight: 2,
+    scope: "link",
+    start({ client, random }) {
+      client.proxy.mode = "refuse";
+      client.proxy.dropAll();
+      return {
+        fault: { heal: () => void (client.proxy.mode = "forward") },
+        forMs: timeouts(random, 0.1, 0.8),
+      };
+    },
+  },
+  {
+    kind: "slices",
+    weight: 2,
+    scope: "link",
+    start({ client, random }) {
+      client.proxy.slices = 1 + random.int(16);
+      return {
+        fault: { heal: () => void (client.proxy.slices = undefined) },
+        forMs: timeouts(random, 0.2, 1.5),
+      };
+    },
+  },
+  {
+    kind: "bandwidth",
+    weight: 2,
+    scope: "link",
+    start({ client, random }) {
+      // 25–200 KB/s both ways.
+      client.proxy.throttle = {
+        bytes: 512 * (1 + random.int(8)),
+        everyMs: 20,
+        both: true,
+      };
+      return {
+        fault: { heal: () => void (client.proxy.throttle = undefined) },
+        forMs: timeouts(random, 0.3, 2),
+      };
+    },
+  },
+  {
+    kind: "pause",
+    weight: 3,
+    scope: "session",
+    start({ client, random }) {
+      client.realm.syncSession.pause();
+      return {
+        fault: { heal: () => client.realm.syncSession.resume() },
+        forMs: timeouts(random, 0.05, 1.5),
+      };
+    },
+  },
+  {
+    kind: "reconnect",
+    weight: 2,
+    scope: "session",
+    start({ client }) {
+      client.app.reconnect();
+      return { fault: { heal() {} }, forMs: 0 };
+    },
+  },
+  {
+    kind: "kill",
+    weight: 1,
+    scope: "server",
+    start({ killServer, random }) {
+      const done = killServer(timeouts(random, 0, 0.5));
+      return { fault: { heal: () => done }, forMs: 0 };
+    },
+  },
+];
+
+// ----- the model of what the final state must hold -----
+
+/** One write's effect on one object, as issued. */
+interface Effect {
+  write: number;
+  client: number;
+  op: "put" | "update" | "delete";
+  /** The contended field's value, when it set one. */
+  c?: number;
+}
+
+/** Builds each write's instructions and remembers what they were. */
+class Model {
+  /** Own objects: exactly what the owner's last writes make of them. */
+  readonly own = new Map<string, Record<string, unknown> | null>();
+  /** Effects on tallies and shared objects, by `type/id`. */
+  readonly effects = new Map<string, Effect[]>();
+  /** Every write that set a field `w<i>` on an object, by `type/id`. */
+  readonly unique = new Map<string, Set<number>>();
+
+  note(key: string, effect: Effect): void {
+    let list = this.effects.get(key);
+    if (list === undefined) this.effects.set(key, list = []);
+    list.push(effect);
+    if (effect.op !== "delete") {
+      let set = this.unique.get(key);
+      if (set === undefined) this.unique.set(key, set = new Set());
+      set.add(effect.write);
+    }
+  }
+}
+
+/** The instructions of one write, chosen before it runs. */
+type Plan =
+  | { kind: "own"; op: "create" | "put" | "update" | "delete"; id: string }
+  | { kind: "tally"; id: string }
+  | { kind: "shared"; id: string; draw: number };
+
+function planOps(random: Prng, client: SoakClient): Plan[] {
+  const plans: Plan[] = [];
+  const count = random.next() < 0.2 ? 2 + random.int(2) : 1;
+  const used = new Set<string>();
+  for (let n = 0; n < count; n++) {
+    const roll = random.next();
+    let plan: Plan;
+    if (roll < 0.4) {
+      // An object this write already touched is skipped below.
+      const live = [...client.own];
+      if (live.length === 0 || random.next() < 0.2) {
+        plan = {
+          kind: "own",
+          op: "create",
+          id: `c${client.index}-${client.nextOwn++}`,
+        };
+      } else {
+        const id = random.pick(live);
+        const op = random.next();
+        plan = {
+          kind: "own",
+          op: op < 0.7 ? "update" : op < 0.85 ? "put" : "delete",
+          id,
+        };
+      }
+    } else if (roll < 0.65) {
+      plan = { kind: "tally", id: `t${random.int(TALLIES)}` };
+    } else {
+      plan = {
+        kind: "shared",
+        id: `s${random.int(SHARED)}`,
+        draw: random.next(),
+      };
+    }
+    const key = `${plan.kind}/${plan.id}`;
+    if (used.has(key)) continue;
+    used.add(key);
+    plans.push(plan);
+    // Keep the owner's view current for the next plan of this write.
+    if (plan.kind === "own") {
+      if (plan.op === "delete") client.own.delete(plan.id);
+      else client.own.add(plan.id);
+    }
+  }
+  return plans;
+}
+
+// ----- one schedule -----
+
+/** A receipt and how its wait ended. */
+interface Tracked {
+  write: number;
+  client: number;
+  clientVersion: number;
+  outcome: "pending" | "acknowledged" | { error: unknown };
+  settled: Promise<void>;
+}
+
+/** Runs one schedule; see the file comment. Never throws for a failed check. */
+export async function runSchedule(
+  options: ScheduleOptions,
+): Promise<ScheduleResult> {
+  const started = performance.now();
+  const random = new Prng(options.seed);
+  const log = options.log ?? (() => {});
+  const meanGapMs = options.meanGapMs ?? 8;
+  const faultChance = options.faultChance ?? 0.03;
+  const quiesceMs = options.quiesceMs ?? 60_000;
+  const faults = Object.fromEntries(
+    FAULT_KINDS.map((kind) => [kind, 0]),
+  ) as Record<FaultKind, number>;
+  const problems: string[] = [];
+  const result: ScheduleResult = {
+    seed: options.seed,
+    writes: 0,
+    changesets: 0,
+    kills: 0,
+    faults,
+    lost: 0,
+    duplicated: 0,
+    replicasEqual: false,
+    unsettled: 0,
+    problems,
+    durationMs: 0,
+  };
+
+  const directory = await Deno.makeTempDir({ prefix: "tether-soak-" });
+  const kvPath = `${directory}/server.kv`;
+  const lifetime = new AbortController();
+  const clients: SoakClient[] = [];
+  const proxies: TcpProxy[] = [];
+  const apps: App[] = [];
+  /** Timers that end faults; cleared when quiescence heals them all. */
+  const timers = new Set<ReturnType<typeof setTimeout>>();
+  /** Writes of bursts still committing, awaited before quiescence. */
+  const committing = new Set<Promise<void>>();
+  const active = new Map<string, { fault: ActiveFault }>();
+  const tracked: Tracked[] = [];
+  let server: ServerProcess | undefined;
+  let restarting: Promise<void> | undefined;
+  try {
+    server = await ServerProcess.start(kvPath);
+    for (let index = 0; index < CLIENTS; index++) {
+      const proxy = new TcpProxy(server.addr);
+      proxies.push(proxy);
+      const app = new App(appOptions(proxy.url));
+      apps.push(app);
+      using bound = deadline(quiesceMs);
+      const realm = await openClientRealm(app, bound.signal);
+      clients.push({ index, app, proxy, realm, own: new Set(), nextOwn: 0 });
+    }
+
+    const model = new Model();
+    // The tallies exist everywhere before anyone updates them.
+    const setup = await clients[0]!.realm.write((tx) => {
+      for (let t = 0; t < TALLIES; t++) tx.put("Tally", `t${t}`, { init: 0 });
+    });
+    result.changesets++;
+    {
+      using bound = deadline(quiesceMs);
+      await setup.waitForUpload({ signal: bound.signal });
+      for (const client of clients) {
+        await client.realm.syncSession.waitForDownload({
+          signal: bound.signal,
+        });
+      }
+    }
+
+    const killServer = async (downMs: number): Promise<void> => {
+      const old = server!;
+      server = undefined;
+      result.kills++;
+      log(`  kill (down ${downMs} ms)`);
+      await old.kill();
+      await sleep(downMs);
+      server = await ServerProcess.start(kvPath);
+      for (const proxy of proxies) proxy.retarget(server.addr);
+    };
+
+    const startFault = (definition: FaultDefinition, client: SoakClient) => {
+      const key = definition.scope === "server"
+        ? "server"
+        : `${definition.scope}/${client.index}`;
+      if (active.has(key)) return;
+      faults[definition.kind]++;
+      const { fault, forMs } = definition.start({
+        random,
+        client,
+        killServer: (downMs) => {
+          restarting = killServer(downMs);
+          return restarting;
+        },
+      });
+      if (definition.scope === "server") {
+        // Over once the server is back; healing waits for that.
+        active.set(key, { fault });
+        void restarting!.finally(() => active.delete(key)).catch(() => {});
+        return;
+      }
+      if (forMs === 0) return;
+      const timer = setTimeout(() => {
+        timers.delete(timer);
+        active.delete(key);
+        void fault.heal();
+      }, forMs);
+      timers.add(timer);
+      active.set(key, { fault });
+    };
+
+    const totalWeight = FAULTS.reduce((sum, fault) => sum + fault.weight, 0);
+    const drawFault = (): FaultDefinition => {
+      let roll = random.next() * totalWeight;
+      for (const fault of FAULTS) {
+        roll -= fault.weight;
+        if (roll < 0) return fault;
+      }
+      return FAULTS.at(-1)!;
+    };
+    const minKills = options.minKills ?? 0;
+    const forcedKills = new Set<number>();
+    for (let k = 0; k < minKills; k++) {
+      forcedKills.add(
+        Math.floor(
+          options.writes * (0.2 + 0.6 * (k + random.next()) / minKills),
+        ),
+      );
+    }
+    const killDefinition = FAULTS.find((fault) => fault.kind === "kill")!;
+
+    // ----- the writes, with faults in between -----
+    for (let write = 0; write < options.writes; write++) {
+      const client = clients[random.int(CLIENTS)]!;
+      const plans = planOps(random, client);
+      const burst = random.next() < 0.1;
+      const receipt = makeWrite(client, plans, write, model);
+      result.writes++;
+      const track = (receipt: WriteReceipt) => {
+        if (receipt.clientVersion === 0) {
+          problems.push(`write ${write} changed nothing`);
+          return;
+        }
+        result.changesets++;
+        const item: Tracked = {
+          write,
+          client: client.index,
+          clientVersion: receipt.clientVersion,
+          outcome: "pending",
+          settled: Promise.resolve(),
+        };
+        item.settled = receipt.waitForUpload({ signal: lifetime.signal }).then(
+          () => void (item.outcome = "acknowledged"),
+          (error) => void (item.outcome = { error }),
+        );
+        tracked.push(item);
+      };
+      if (burst) {
+        // Not awaited: the next writes start before this one commits.
+        const pending = receipt.then(track);
+        committing.add(pending);
+      } else {
+        track(await receipt);
+      }
+      if (forcedKills.has(write) && !active.has("server")) {
+        startFault(killDefinition, client);
+      } else if (random.next() < faultChance) {
+        const definition = drawFault();
+        startFault(definition, clients[random.int(CLIENTS)]!);
+      }
+      if (!burst && random.next() < 0.5) {
+        await sleep(Math.round(random.next() * 4 * meanGapMs));
+      }
+    }
+    await Promise.all(committing);
+
+    // ----- quiescence -----
+    log(`  quiescence`);
+    for (const timer of timers) clearTimeout(timer);
+    timers.clear();
+    for (const [, entry] of active) await entry.fault.heal();
+    await restarting;
+    active.clear();
+    for (const client of clients) {
+      client.proxy.release();
+      client.proxy.dropSilent();
+      client.proxy.mode = "forward";
+      client.proxy.slices = undefined;
+      client.proxy.throttle = undefined;
+      client.realm.syncSession.resume();
+    }
+    using quiescence = deadline(quiesceMs);
+    const bound = quiescence.signal;
+    const quiet = new Promise<void>((resolve) =>
+      bound.addEventListener("abort", () => resolve(), { once: true })
+    );
+    await Promise.race([
+      Promise.all(tracked.map((item) => item.settled)),
+      quiet,
+    ]);
+    lifetime.abort(new Error("quiescence bound passed"));
+    await Promise.all(tracked.map((item) => item.settled));
+    for (const item of tracked) {
+      if (item.outcome === "acknowledged") continue;
+      result.unsettled++;
+      if (result.unsettled <= 5) {
+        problems.push(
+          `receipt of write ${item.write} (client ${item.client}, version ${item.clientVersion}) ${
+            item.outcome === "pending"
+              ? "never settled"
+              : `rejected: ${describe(item.outcome.error)}`
+          }`,
+        );
+      }
+    }
+    if (result.unsettled > 5) {
+      problems.push(`… ${result.unsettled} receipts unsettled in all`);
+    }
+    if (!bound.aborted) {
+      try {
+        for (const client of clients) {
+          await client.realm.syncSession.waitForUpload({ signal: bound });
+        }
+        for (const client of clients) {
+          await client.realm.syncSession.waitForDownload({ signal: bound });
+        }
+      } catch (error) {
+        problems.push(`quiescence did not settle: ${describe(error)}`);
+      }
+    }
+
+    // ----- the checks -----
+    const fresh = new App(appOptions(`http://127.0.0.1:${server!.addr.port}`));
+    apps.push(fresh);
+    let reference: Realm | undefined;
+    try {
+      reference = await openClientRealm(fresh, bound);
+    } catch (error) {
+      problems.push(`a fresh client could not bootstrap: ${describe(error)}`);
+    }
+    const realms = clients.map((client) => client.realm);
+    if (reference !== undefined) {
+      const expected = snapshot(reference);
+      result.replicasEqual = true;
+      for (const [index, realm] of realms.entries()) {
+        const difference = firstDifference(snapshot(realm), expected);
+        if (difference === undefined) continue;
+        result.replicasEqual = false;
+        problems.push(
+          `client ${index} differs from a fresh client: ${difference}`,
+        );
+      }
+      result.lost = checkModel(reference, model, problems);
+    }
+    const stats = await server!.stats();
+    result.duplicated = Math.max(0, stats.head - result.changesets);
+    if (stats.head !== result.changesets) {
+      problems.push(
+        `the server's history holds ${stats.head} changesets, the clients made ${result.changesets}`,
+      );
+    }
+    if (stats.integrated !== stats.head - server!.startHead) {
+      problems.push(
+        `the last server process integrated ${stats.integrated} changesets, its history grew by ${
+          stats.head - server!.startHead
+        }`,
+      );
+    }
+  } catch (error) {
+    problems.push(`schedule failed: ${describe(error)}`);
+  } finally {
+    lifetime.abort(new Error("schedule over"));
+    for (const timer of timers) clearTimeout(timer);
+    await Promise.allSettled(committing);
+    await Promise.allSettled(tracked.map((item) => item.settled));
+    await restarting?.catch(() => {});
+    for (const app of apps) await app.close();
+    for (const proxy of proxies) await proxy[Symbol.asyncDispose]();
+    if (server !== undefined) {
+      try {
+        await server.stop();
+      } catch (error) {
+        problems.push(`the server did not stop cleanly: ${describe(error)}`);
+      }
+      const stderr = (await server.stderr()).trim();
+      if (stderr !== "") {
+        problems.push(`server stderr: ${stderr.slice(0, 2000)}`);
+      }
+    }
+    await Deno.remove(directory, { recursive: true });
+  }
+  result.durationMs = Math.round(performance.now() - started);
+  return result;
+}
+
+/** Starts one write of `plans` on `client` and records its effects. */
+function makeWrite(
+  client: SoakClient,
+  plans: readonly Plan[],
+  write: number,
+  model: Model,
+): Promise<WriteReceipt> {
+  const field = `w${write}`;
+  const realm = client.realm;
+  return realm.write((tx) => {
+    for (const plan of plans) {
+      if (plan.kind === "own") {
+        const key = `Own/${plan.id}`;
+        const current = model.own.get(key) ?? null;
+        if (plan.op === "delete") {
+          tx.delete("Own", plan.id);
+          model.own.set(key, null);
+        } else if (plan.op === "update") {
+          const fields = { [field]: write };
+          tx.update("Own", plan.id, fields);
+          model.own.set(key, { ...current, ...fields });
+        } else {
+          const fields = { [field]: write, by: client.index };
+          tx.put("Own", plan.id, fields);
+          model.own.set(key, fields);
+        }
+      } else if (plan.kind === "tally") {
+        tx.update("Tally", plan.id, { [field]: write, c: write });
+        model.note(`Tally/${plan.id}`, {
+          write,
+          client: client.index,
+          op: "update",
+          c: write,
+        });
+      } else {
+        // Whether it exists here and now decides between put and update.
+        const exists = realm.get("Shared", plan.id) !== undefined;
+        const op = !exists
+          ? "put"
+          : plan.draw < 0.5
+          ? "update"
+          : plan.draw < 0.75
+          ? "put"
+          : "delete";
+        if (op === "delete") tx.delete("Shared", plan.id);
+        else if (op === "update") {
+          tx.update("Shared", plan.id, { [field]: write, c: write });
+        } else tx.put("Shared", plan.id, { [field]: write, c: write });
+        model.note(`Shared/${plan.id}`, {
+          write,
+          client: client.index,
+          op,
+          ...(op === "delete" ? {} : { c: write }),
+        });
+      }
+    }
+  });
+}
+
+/**
+ * Checks the final state (of a fresh client) against what was written;
+ * returns how many writes' effects are missing and adds a line per problem.
+ *
+ * - Own objects (one writer each, whose stamps only grow): exactly the
+ *   owner's writes applied in order.
+ * - Tallies (only updated): every `w<i>` ever written to it, and `c` from
+ *   some client's last update of it (the newest stamp wins, and each
+ *   client's own updates are in stamp order).
+ * - Shared objects (put, update, delete by everyone): only values some
+ *   write of that object set, and alive only if some write put it.
+ */
+function checkModel(realm: Realm, model: Model, problems: string[]): number {
+  const lost = new Set<number>();
+  const report = (line: string) => {
+    if (problems.length < 40) problems.push(line);
+  };
+  const actualOwn = new Map(
+    realm.objects("Own").map((object) => [`Own/${object.id}`, object.fields]),
+  );
+  for (const [key, expected] of model.own) {
+    const actual = actualOwn.get(key);
+    actualOwn.delete(key);
+    if (expected === null) {
+      if (actual !== undefined) report(`${key} is alive after its delete`);
+      continue;
+    }
+    for (const [name, value] of Object.entries(expected)) {
+      if (actual?.[name] === value) continue;
+      if (name.startsWith("w")) lost.add(value as number);
+      report(
+        `${key}.${name}: expected ${value}, found ${
+          actual === undefined ? "no object" : actual[name]
+        }`,
+      );
+    }
+    for (const name of Object.keys(actual ?? {})) {
+      if (!(name in expected)) report(`${key}.${name} should not be there`);
+    }
+  }
+  for (const key of actualOwn.keys()) report(`${key} was never written`);
+
+  for (const object of realm.objects("Tally")) {
+    const key = `Tally/${object.id}`;
+    const effects = model.effects.get(key) ?? [];
+    for (const effect of effects) {
+      if (object.fields[`w${effect.write}`] === effect.write) continue;
+      lost.add(effect.write);
+      report(`${key}.w${effect.write} is missing`);
+    }
+    const last = new Map<number, number>();
+    for (const effect of effects) last.set(effect.client, effect.c!);
+    const c = object.fields.c;
+    if (
+      last.size === 0
+        ? c !== undefined
+        : ![...last.values()].includes(c as number)
+    ) {
+      report(
+        `${key}.c is ${c}, no client's last update (${[...last.values()]})`,
+      );
+    }
+    for (const name of Object.keys(object.fields)) {
+      if (name === "init" || name === "c") continue;
+      if (!model.unique.get(key)?.has(Number(name.slice(1)))) {
+        report(`${key}.${name} was never written`);
+      }
+    }
+  }
+  if (realm.objects("Tally").length !== TALLIES) {
+    report(`${realm.objects("Tally").length} tallies, not ${TALLIES}`);
+  }
+
+  for (const object of realm.objects("Shared")) {
+    const key = `Shared/${object.id}`;
+    const effects = model.effects.get(key) ?? [];
+    if (!effects.some((effect) => effect.op === "put")) {
+      report(`${key} is alive but was never put`);
+    }
+    const writes = model.unique.get(key) ?? new Set();
+    for (const [name, value] of Object.entries(object.fields)) {
+      const ok = name === "c"
+        ? effects.some((effect) => effect.c === value)
+        : writes.has(Number(name.slice(1))) && value === Number(name.slice(1));
+      if (!ok) report(`${key}.${name} = ${value} was never written`);
+    }
+  }
+  return lost.size;
+}
+
+/** Every object of every type, by `type/id`, fields in name order. */
+function snapshot(realm: Realm): Map<string, string> {
+  const objects = new Map<string, string>();
+  for (const type of ["Own", "Tally", "Shared"]) {
+    for (const object of realm.objects(type)) {
+      const fields = Object.entries(object.fields).sort(([a], [b]) =>
+        a < b ? -1 : a > b ? 1 : 0
+      );
+      objects.set(`${type}/${object.id}`, JSON.stringify(fields));
+    }
+  }
+  return objects;
+}
+
+/** The first object two snapshots disagree on, described; or undefined. */
+function firstDifference(
+  actual: Map<string, string>,
+  expected: Map<string, string>,
+): string | undefined {
+  for (const [key, value] of expected) {
+    if (actual.get(key) !== value) {
+      return `${key} is ${actual.get(key) ?? "missing"}, expected ${value}`;
+    }
+  }
+  for (const key of actual.keys()) {
+    if (!expected.has(key)) return `${key} should not exist`;
+  }
+  return undefined;
+}
+
+function describe(error: unknown): string {
+  if (error instanceof Error) {
+    const code = (error as { code?: unknown }).code;
+    return `${error.name}${
+      code === undefined ? "" : ` ${code}`
+    }: ${error.message}`;
+  }
+  return String(error);
+}
+
+/**
+ * A bound for waits that is cleared on dispose: a timeout signal with a
+ * listener would keep the process alive until it fires.
+ */
+function deadline(ms: number): AbortController & Disposable {
+  const controller = new AbortController();
+  const timer = setTimeout(
+    () => controller.abort(new Error(`bound of ${ms} ms passed`)),
+    ms,
+  );
+  return Object.assign(controller, {
+    [Symbol.dispose]: () => clearTimeout(timer),
+  });
+}
+
+/** A delay that only shapes the schedule (always short, never cancelled). */
+function sleep(ms: number): Promise<void> {
+  if (ms <= 0) return Promise.resolve();
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
