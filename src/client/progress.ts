@@ -205,7 +205,11 @@ function report(transferred: number, transferable: number): Progress {
  */
 export class ProgressTracker {
   #uploadAcknowledged = 0;
+  // Pending uploads in commit order; those before #uploadPendingHead are
+  // acknowledged (an index instead of `shift()`, which is linear per call
+  // and made acknowledging a long queue quadratic).
   #uploadPending: PendingUpload[] = [];
+  #uploadPendingHead = 0;
   #uploadPendingBytes = 0;
   #uploadBatchStart = 0;
   #lastCommittedVersion = 0;
@@ -227,7 +231,7 @@ export class ProgressTracker {
 
   /** Number of local changesets not yet acknowledged. */
   get pendingUploadChangesets(): number {
-    return this.#uploadPending.length;
+    return this.#uploadPending.length - this.#uploadPendingHead;
   }
 
   /** The last client version committed locally. */
@@ -289,14 +293,25 @@ export class ProgressTracker {
   acknowledged(clientVersion: number): void {
     if (clientVersion <= this.#lastAcknowledgedVersion) return;
     this.#lastAcknowledgedVersion = clientVersion;
+    const pending = this.#uploadPending;
+    let head = this.#uploadPendingHead;
     while (
-      this.#uploadPending.length > 0 &&
-      this.#uploadPending[0]!.clientVersion <= clientVersion
+      head < pending.length && pending[head]!.clientVersion <= clientVersion
     ) {
-      const { bytes } = this.#uploadPending.shift()!;
+      const { bytes } = pending[head]!;
+      head++;
       this.#uploadPendingBytes -= bytes;
       this.#uploadAcknowledged += bytes;
     }
+    if (head === pending.length) {
+      pending.length = 0;
+      head = 0;
+    } else if (head > 1024 && head * 2 > pending.length) {
+      // Drop the acknowledged prefix now and then: amortised constant.
+      pending.splice(0, head);
+      head = 0;
+    }
+    this.#uploadPendingHead = head;
     if (this.#uploadPendingBytes === 0) {
       this.#uploadBatchStart = this.#uploadAcknowledged;
     }

@@ -116,6 +116,7 @@ export class Connection {
     );
     this.#output = new FrameWriter(socket, {
       compression: context.settings.compression,
+      isFast: () => this.#delivery.isFast,
       onWritten: (type, bytes) => {
         context.stats.bytesOut += bytes;
         context.metrics.sent(type, bytes);

@@ -34,6 +34,15 @@ export const DOWNLOAD_FLOOR_BYTES = 16 * 1024;
  */
 export const TIMEOUT_SHARE_DIVISOR = 4;
 
+/**
+ * Bytes per second at or above which a link counts as fast: DOWNLOADs to
+ * it are not deflated. Deflating takes the server's thread (and the
+ * client's, to inflate) about as long as sending the raw bytes at this
+ * rate saves, so above it compression costs more time than it saves
+ * (docs/PERFORMANCE.md "Compression only on slow links").
+ */
+export const FAST_LINK_BYTES_PER_SECOND = 4 * 1024 * 1024;
+
 /** Acknowledgements a rate is measured over, at most. */
 const WINDOW = 8;
 
@@ -76,6 +85,16 @@ export class DeliveryRate {
   /** The measured delivery rate in bytes per second, 0 while unknown. */
   get bytesPerSecond(): number {
     return this.#rate * 1000;
+  }
+
+  /**
+   * Whether the link is fast enough that deflating DOWNLOADs would cost more
+   * time than it saves: only once a rate at or above
+   * {@linkcode FAST_LINK_BYTES_PER_SECOND} was measured. A client that never
+   * acknowledges, or one not measured yet, may be on a slow link.
+   */
+  get isFast(): boolean {
+    return this.#rate * 1000 >= FAST_LINK_BYTES_PER_SECOND;
   }
 
   /**

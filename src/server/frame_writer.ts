@@ -11,6 +11,7 @@ import { encodeMessage } from "../protocol/encode.ts";
 import { MessageType, type ServerMessage } from "../protocol/messages.ts";
 import { Writer } from "../protocol/writer.ts";
 import { SerialQueue } from "../util/serial_queue.ts";
+import { encodeSharedDownload } from "./shared_download.ts";
 
 // One writer for every frame this process sends. Encoding and
 // `WebSocket.send` are synchronous and `send` copies what it is given, so a
@@ -23,6 +24,11 @@ const sendWriter = new Writer();
 export interface FrameWriterOptions {
   /** Whether large DOWNLOAD frames are deflated (docs/PROTOCOL.md §2). */
   compression: boolean;
+  /**
+   * Whether the link is fast enough to send DOWNLOADs as they are: deflate
+   * only pays on a slow link (`delivery_rate.ts`). Unset: never.
+   */
+  isFast?: () => boolean;
   /** Called with each frame's message type and size once the socket has taken it. */
   onWritten(type: number, bytes: number): void;
   /** Given every pending deflate chain, so the connection can wait for it. */
@@ -51,10 +57,14 @@ export class FrameWriter {
   /** Encodes and sends `message` (nothing once the socket is not open). */
   send(message: ServerMessage): void {
     if (this.#socket.readyState !== WebSocket.OPEN) return;
-    const view = encodeMessage(message, sendWriter);
+    const view =
+      (message.type === MessageType.Download
+        ? encodeSharedDownload(message, sendWriter)
+        : null) ?? encodeMessage(message, sendWriter);
     const deflate = this.#options.compression &&
       message.type === MessageType.Download &&
-      view.length >= COMPRESSION_THRESHOLD;
+      view.length >= COMPRESSION_THRESHOLD &&
+      this.#options.isFast?.() !== true;
     if (this.#queue.idle && !deflate) {
       this.#write(message.type, view);
       return;

@@ -1,6 +1,7 @@
 import type { UploadChangeset } from "../model/changeset.ts";
 import type { ClientIdentity } from "../protocol/messages.ts";
 import {
+  type CommittedState,
   EMPTY_HEAD,
   type Head,
   type HistoryItem,
@@ -72,6 +73,10 @@ export class RealmHub {
   #members = new Set<HubMember>();
   #cache = new Map<number, HistoryItem>();
   #cacheBytes = 0;
+  // No cached version is below this one (while the cache is not empty).
+  #cacheLow = 0;
+  // What this process committed last, checked instead of read (history.ts).
+  #committed: CommittedState = { head: null, identities: new Map() };
   #integrating: Promise<unknown> = Promise.resolve();
   #watch: ReadableStreamDefaultReader<Deno.KvEntryMaybe<unknown>[]> | null =
     null;
@@ -115,11 +120,14 @@ export class RealmHub {
   }
 
   /**
-   * Brings the snapshot up to the head if no other process is doing so, and
-   * returns the snapshot's version record as it then stands.
+   * The snapshot's version record as stored; when it lags the known head
+   * by the configured lag, an advance is started in the background (nobody
+   * waits for it).
    */
-  ensureSnapshot(signal: AbortSignal): Promise<SnapshotInfo> {
-    return this.#context.snapshots.ensure(this.path, signal);
+  async storedSnapshot(signal: AbortSignal): Promise<SnapshotInfo> {
+    const snapshot = await this.#context.snapshots.stored(this.path, signal);
+    this.#context.snapshots.noteHead(this.path, this.#head.version);
+    return snapshot;
   }
 
   /** The snapshot's records, for a bootstrap. */
@@ -173,6 +181,7 @@ export class RealmHub {
         identity,
         changesets,
         { ...this.#context.retry, signal },
+        this.#committed,
       );
       for (const item of result.integrated) this.#remember(item);
       if (result.integrated.length > 0) {
@@ -202,6 +211,8 @@ export class RealmHub {
     refusal: Refusal,
     signal: AbortSignal,
   ): Promise<boolean> {
+    // The rejection rewrites the identity's record.
+    this.#committed.identities.delete(identity.id);
     const run = () =>
       recordRejection(
         this.#context.kv,
@@ -280,17 +291,28 @@ export class RealmHub {
   }
 
   #remember(item: HistoryItem): void {
-    // Only recent versions are worth keeping: they are what every bound
-    // session is about to send. A slow reader of old history reads KV.
-    if (item.version <= this.#head.version - 1024) return;
+    // Kept by bytes, not by distance from the head: a reader far behind a
+    // burst of writes still reads from memory while the burst fits. When
+    // full, the lowest versions go first (the head is what every bound
+    // session is about to send), and an item below all of them is not kept.
     if (this.#cache.has(item.version)) return;
+    if (this.#cache.size === 0 || item.version < this.#cacheLow) {
+      if (
+        this.#cache.size > 0 && this.#cacheBytes + item.size > CACHE_BYTES
+      ) {
+        return;
+      }
+      this.#cacheLow = item.version;
+    }
     this.#cache.set(item.version, item);
     this.#cacheBytes += item.size;
-    // Map order is insertion order, which is (almost) version order.
-    for (const [version, old] of this.#cache) {
-      if (this.#cacheBytes <= CACHE_BYTES) break;
-      this.#cache.delete(version);
-      this.#cacheBytes -= old.size;
+    while (this.#cacheBytes > CACHE_BYTES && this.#cache.size > 1) {
+      const old = this.#cache.get(this.#cacheLow);
+      if (old !== undefined) {
+        this.#cache.delete(this.#cacheLow);
+        this.#cacheBytes -= old.size;
+      }
+      this.#cacheLow++;
     }
   }
 

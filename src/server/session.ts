@@ -24,6 +24,7 @@ import {
 import { recordToInstructions } from "../model/merge.ts";
 import { ERROR_CODES } from "../protocol/error_codes.ts";
 import { findInvalidUpload } from "./upload_validation.ts";
+import { shareBatch } from "./shared_download.ts";
 
 /**
  * One bound session on the server, from a completed BIND to its end
@@ -378,7 +379,20 @@ export class Session implements HubMember {
               this.#ownAhead.set(item.version, item.size);
             }
           }
-          this.#sendDownload(this.#cursor, this.#cursorBytes, [], 0);
+          // The acknowledgement also moves the cursor over this upload's
+          // versions when they directly follow it: they are the client's
+          // own, so the pump would otherwise send an empty DOWNLOAD for
+          // them right after this one (docs/ARCHITECTURE.md).
+          let version = this.#cursor;
+          let bytes = this.#cursorBytes;
+          if (!this.#inSnapshot && this.#historyAvailable) {
+            for (const item of result.integrated) {
+              if (item.version !== version + 1) break;
+              version = item.version;
+              bytes = item.cumulativeBytes;
+            }
+          }
+          this.#sendDownload(version, bytes, [], 0);
         },
       )
     );
@@ -492,6 +506,9 @@ export class Session implements HubMember {
     // sizes, but for this session's own uploads, which it never counted.
     let counted = 0;
     for (const item of read.items) {
+      // Already passed (an acknowledgement moved the cursor over the
+      // client's own versions while this batch was read).
+      if (item.version <= version) continue;
       // The client has its own changesets; only the version moves past them.
       if (item.identity !== this.identity.id) {
         changesets.push(item.changeset);
@@ -501,7 +518,10 @@ export class Session implements HubMember {
       version = item.version;
       bytes = item.cumulativeBytes;
     }
-    this.#sendDownload(version, bytes, changesets, counted);
+    // Every version read was passed meanwhile: nothing to send.
+    if (version === this.#cursor) return;
+    // Sessions at the same cursor send the same batch: encoded once.
+    this.#sendDownload(version, bytes, shareBatch(changesets), counted);
   }
 
   /** Stored bytes the next batch may hold (a larger changeset goes alone). */
@@ -522,13 +542,15 @@ export class Session implements HubMember {
 
   /**
    * Sends the snapshot instead of the history up to its version, when it is
-   * cheaper (or the history is gone). Advances the snapshot to the head
-   * first when no other process is doing so.
+   * cheaper (or the history is gone). The snapshot is taken as stored; one
+   * behind the head is advanced in the background for later bootstraps.
    */
   async #bootstrap(): Promise<void> {
     const hub = this.#init.hub;
     for (let attempt = 0; attempt < 3 && !this.closed; attempt++) {
-      const snapshot = await hub.ensureSnapshot(this.#signal);
+      // The snapshot as stored: building one while the client waits costs
+      // more than sending the history it would replace.
+      const snapshot = await hub.storedSnapshot(this.#signal);
       if (this.closed) return;
       const head = hub.head;
       if (snapshot.version === this.#cursor && !this.#historyAvailable) {

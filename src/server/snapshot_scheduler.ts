@@ -8,11 +8,17 @@ import {
 } from "./storage/snapshot.ts";
 
 /**
- * Runs snapshot advances for one server: at most one per realm at a time in
- * this process (other processes are kept out by the lease), outliving the
- * realm's hub so a bootstrap that binds just after the last session left
- * waits for the advance in flight instead of finding its lease taken.
+ * Runs snapshot advances for one server in the background: at most one per
+ * realm at a time in this process (other processes are kept out by the
+ * lease), and at most one per realm every `MIN_INTERVAL_MS`, so a burst of
+ * writes does not re-run them thousands of times. No client ever waits for
+ * one: a bootstrap takes the snapshot as stored and asks for an advance
+ * after it (docs/ARCHITECTURE.md "Snapshots").
  */
+
+// Least time between the end of one advance of a realm and the start of
+// the next in this process.
+const MIN_INTERVAL_MS = 500;
 
 /** How a server keeps its realms' snapshots. */
 export interface SnapshotSettings {
@@ -34,8 +40,12 @@ export class SnapshotScheduler {
   #now: () => number;
   #running = new Map<string, Promise<AdvanceResult>>();
   #versions = new Map<string, number>();
-  // Newest head noted while an advance ran; checked again when it ends.
+  // Newest head noted while an advance ran or waited for its interval;
+  // checked again when it ends.
   #pendingHeads = new Map<string, number>();
+  // When the next advance of a realm may start, and its timer if one waits.
+  #notBefore = new Map<string, number>();
+  #timers = new Map<string, ReturnType<typeof setTimeout>>();
 
   /**
    * @param kv The store.
@@ -56,6 +66,10 @@ export class SnapshotScheduler {
     this.#retry = retry;
     this.#log = log;
     this.#now = now;
+    retry.signal.addEventListener("abort", () => {
+      for (const timer of this.#timers.values()) clearTimeout(timer);
+      this.#timers.clear();
+    }, { once: true });
   }
 
   /** Whether snapshots are kept at all. */
@@ -63,35 +77,55 @@ export class SnapshotScheduler {
     return this.#settings.enabled;
   }
 
-  /**
-   * Brings the realm's snapshot up to its head, unless another process
-   * holds the lease, and returns the version record as it then stands.
-   */
-  async ensure(realm: string, signal: AbortSignal): Promise<SnapshotInfo> {
-    // Whatever runs now may have started before the caller's head; wait for
-    // it, then advance over what arrived meanwhile.
-    await this.#running.get(realm)?.catch(() => {});
-    const result = await this.#advance(realm).catch(() => null);
-    return result?.snapshot ??
-      await readSnapshotInfo(this.#kv, realm, { ...this.#retry, signal });
+  /** The realm's snapshot version record as stored (nothing is advanced). */
+  stored(realm: string, signal: AbortSignal): Promise<SnapshotInfo> {
+    return readSnapshotInfo(this.#kv, realm, { ...this.#retry, signal });
   }
 
-  /** Starts an advance in the background if the snapshot lags far enough. */
-  noteHead(realm: string, headVersion: number): void {
-    if (!this.#settings.enabled) return;
-    if (this.#running.has(realm)) {
-      const pending = this.#pendingHeads.get(realm) ?? 0;
+  /**
+   * Starts an advance in the background if the snapshot lags far enough
+   * (`force`: at all) behind `headVersion`, as soon as the realm's interval
+   * allows.
+   */
+  noteHead(realm: string, headVersion: number, force = false): void {
+    if (!this.#settings.enabled || this.#retry.signal.aborted) return;
+    const known = this.#versions.get(realm) ?? -1;
+    if (headVersion <= known) return;
+    if (!force && headVersion - known < this.#settings.lagVersions) return;
+    const wait = Math.ceil(
+      (this.#notBefore.get(realm) ?? 0) - performance.now(),
+    );
+    if (this.#running.has(realm) || wait > 0) {
+      const pending = this.#pendingHeads.get(realm) ?? -1;
       if (headVersion > pending) this.#pendingHeads.set(realm, headVersion);
+      if (!this.#running.has(realm) && !this.#timers.has(realm)) {
+        this.#timers.set(
+          realm,
+          setTimeout(() => {
+            this.#timers.delete(realm);
+            this.#notePending(realm);
+          }, wait),
+        );
+      }
       return;
     }
-    const known = this.#versions.get(realm) ?? -1;
-    if (headVersion - known < this.#settings.lagVersions) return;
     this.#advance(realm).catch(() => {});
   }
 
   /** Waits for every advance in flight (they stop at the lifetime's end). */
   async drain(): Promise<void> {
+    for (const timer of this.#timers.values()) clearTimeout(timer);
+    this.#timers.clear();
+    this.#pendingHeads.clear();
     await Promise.allSettled([...this.#running.values()]);
+  }
+
+  #notePending(realm: string): void {
+    const pending = this.#pendingHeads.get(realm);
+    this.#pendingHeads.delete(realm);
+    // A head noted since the last advance started is advanced over, lag
+    // or not: it was noted because it was worth it, or asked for.
+    if (pending !== undefined) this.noteHead(realm, pending, true);
   }
 
   #advance(realm: string): Promise<AdvanceResult | null> {
@@ -128,13 +162,12 @@ export class SnapshotScheduler {
     }).finally(() => {
       if (this.#running.get(realm) !== task) return;
       this.#running.delete(realm);
-      // Forget the versions of realms nobody writes to any more.
+      // Real time, not the lease clock (which tests may hold still).
+      this.#notBefore.set(realm, performance.now() + MIN_INTERVAL_MS);
+      // Forget the realms nobody writes to any more.
       if (this.#versions.size > 10_000) this.#versions.clear();
-      const pending = this.#pendingHeads.get(realm);
-      this.#pendingHeads.delete(realm);
-      if (pending !== undefined && !this.#retry.signal.aborted) {
-        this.noteHead(realm, pending);
-      }
+      if (this.#notBefore.size > 10_000) this.#notBefore.clear();
+      this.#notePending(realm);
     });
     return task;
   }

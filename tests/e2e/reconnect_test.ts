@@ -472,10 +472,12 @@ function describeChange(
 
 /**
  * An in-memory KV that can fail uploads on the test's word. While `broken`,
- * the read that storing an upload starts with (the realm head with the
- * uploader's identity) is held until `failUpload()` fails it, so the server
- * answers that UPLOAD with a session-scoped `session_failed` (try again)
- * exactly when the test says: after the bind was answered, never racing it.
+ * storing an upload is held until `failUpload()` fails it: the read it may
+ * start with (the realm head with the uploader's identity) or, when the
+ * server checks what it committed last instead of reading, the commit that
+ * stores a history entry. So the server answers that UPLOAD with a
+ * session-scoped `session_failed` (try again) exactly when the test says:
+ * after the bind was answered, never racing it.
  */
 async function breakableKv(): Promise<
   {
@@ -506,18 +508,43 @@ async function breakableKv(): Promise<
       return Promise.resolve(inner.close());
     },
   };
+  const hold = () =>
+    new Promise<never>((_, reject) => {
+      held.push(reject);
+      arrived.resolve();
+    });
+  const storesHistory = (operation: Deno.AtomicOperation) => {
+    let history = false;
+    const wrapper: Deno.AtomicOperation = new Proxy(operation, {
+      get(inner, name) {
+        const member = Reflect.get(inner, name);
+        if (typeof member !== "function") return member;
+        if (name === "commit") {
+          return () => state.broken && history ? hold() : member.call(inner);
+        }
+        return (...args: unknown[]) => {
+          if (name === "set" && (args[0] as Deno.KvKey).includes("history")) {
+            history = true;
+          }
+          const result = member.apply(inner, args);
+          return result === inner ? wrapper : result;
+        };
+      },
+    });
+    return wrapper;
+  };
   state.kv = new Proxy(inner, {
     get(target, property) {
       const value = Reflect.get(target, property);
+      if (property === "atomic") {
+        return () => storesHistory(target.atomic());
+      }
       if (property === "getMany" && typeof value === "function") {
         return (keys: Deno.KvKey[], options?: object) => {
           if (!state.broken || !readsIdentity(keys)) {
             return value.call(target, keys, options);
           }
-          return new Promise((_, reject) => {
-            held.push(reject);
-            arrived.resolve();
-          });
+          return hold();
         };
       }
       return typeof value === "function" ? value.bind(target) : value;

@@ -73,6 +73,19 @@ async function uploadAll(
   throw new Error("Upload was never fully acknowledged");
 }
 
+/**
+ * Waits until the realm's snapshot is at `head`: snapshots advance in the
+ * background (here after every write), never while a client waits.
+ */
+async function snapshotAt(test: TestServer, head: number): Promise<void> {
+  await test.waitForLog(
+    (record) =>
+      record.event === "snapshot_advanced" &&
+      record.message.startsWith(`Snapshot at version ${head},`),
+    AbortSignal.timeout(30_000),
+  );
+}
+
 async function download(
   test: TestServer,
   accessToken: string,
@@ -160,7 +173,7 @@ Deno.test("a fresh client bootstraps 10,000 objects from the snapshot in bounded
       kv,
       downloadBatchBytes: BATCH_BYTES,
       compression,
-      history: { snapshots },
+      history: { snapshots, snapshotLagVersions: 1 },
     });
   await using withSnapshots = await start(true, true);
   await using historyOnly = await start(false, true);
@@ -171,6 +184,7 @@ Deno.test("a fresh client bootstraps 10,000 objects from the snapshot in bounded
   await uploadAll(withSnapshots, login.accessToken, changesets);
   const head = changesets.length;
   assert.equal(withSnapshots.server.stats().changesetsIntegrated, head);
+  await snapshotAt(withSnapshots, head);
 
   const expected = new ObjectStore();
   for (const changeset of changesets) {

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   DeliveryRate,
   DOWNLOAD_FLOOR_BYTES,
+  FAST_LINK_BYTES_PER_SECOND,
   TIMEOUT_SHARE_DIVISOR,
 } from "../../src/server/delivery_rate.ts";
 import { RECEIVED_INTERVAL_BYTES } from "../../src/protocol/messages.ts";
@@ -165,8 +166,8 @@ Deno.test("DeliveryRate refuses a count above what was sent or below an earlier 
   assert.ok(estimator.noteReceived(100, 1000, 4));
 });
 
-Deno.test("DeliveryRate on a fast link reaches downloadBatchBytes within a few batches", () => {
-  const { deliveries } = playLink({
+Deno.test("DeliveryRate on a fast link reaches downloadBatchBytes within a few batches, and calls it fast", () => {
+  const { deliveries, estimator } = playLink({
     rate: () => 100_000, // 100 MB/s
     latencyMs: 0.1,
     timeoutMs: 120_000,
@@ -178,6 +179,17 @@ Deno.test("DeliveryRate on a fast link reaches downloadBatchBytes within a few b
   for (const delivery of deliveries.slice(firstFull)) {
     assert.equal(delivery.size, MAX);
   }
+  // Measured above FAST_LINK_BYTES_PER_SECOND: DOWNLOADs are not deflated.
+  assert.ok(estimator.bytesPerSecond >= FAST_LINK_BYTES_PER_SECOND);
+  assert.equal(estimator.isFast, true);
+});
+
+Deno.test("DeliveryRate calls no link fast before it measured one", () => {
+  const estimator = new DeliveryRate(MAX);
+  assert.equal(estimator.isFast, false, "a client that never acknowledges");
+  estimator.noteSent(30);
+  assert.ok(estimator.noteReceived(30, 120_000, 1_000));
+  assert.equal(estimator.isFast, false, "acknowledged, no rate yet");
 });
 
 Deno.test("DeliveryRate on a 20 KB/s link with a 1 s timeout keeps every DOWNLOAD well inside the timeout", () => {
@@ -196,6 +208,7 @@ Deno.test("DeliveryRate on a 20 KB/s link with a 1 s timeout keeps every DOWNLOA
     Math.abs(estimator.bytesPerSecond - 20_000) < 1_000,
     `${estimator.bytesPerSecond} B/s`,
   );
+  assert.equal(estimator.isFast, false, "a slow link keeps deflate");
   const gaps = deliveries.slice(1).map((delivery) => delivery.gapMs);
   assert.ok(Math.max(...gaps) < timeoutMs, `gaps ${gaps}`);
 });

@@ -161,7 +161,11 @@ Deno.test("UPLOAD is acknowledged at once and fanned out to another connection",
   writer.send(uploadMessage(1, [changeset]));
   const ack = await writer.expect(MessageType.Download);
   assert.equal(ack.lastIntegratedClientVersion, 1);
-  assert.equal(ack.serverVersion, 0, "the ack does not move the cursor itself");
+  assert.equal(
+    ack.serverVersion,
+    1,
+    "the ack moves the cursor over the writer's own changeset",
+  );
   assert.deepEqual(ack.changesets, []);
   assert.equal(
     ack.downloadableBytes,
@@ -181,12 +185,11 @@ Deno.test("UPLOAD is acknowledged at once and fanned out to another connection",
     instructions: changeset.instructions,
   }]);
 
-  // The writer's cursor moves past its own changeset without receiving it.
-  const own = await writer.expect(MessageType.Download);
-  assert.equal(own.serverVersion, 1);
-  assert.deepEqual(own.changesets, []);
-  assert.equal(own.downloadableBytes, 0);
-  assert.equal(own.changesetBytes, 0, "never counted, so never taken off");
+  // The writer's cursor moved with the ack, so no empty DOWNLOAD follows:
+  // the next frame it gets is the reply to its MARK.
+  writer.send({ type: MessageType.Mark, sessionId: 1, requestId: 7 });
+  const reply = await writer.expect(MessageType.MarkReply);
+  assert.equal(reply.requestId, 7);
   assert.equal(test.server.stats().changesetsIntegrated, 1);
 });
 
@@ -239,11 +242,9 @@ Deno.test("a re-upload of an integrated client version is acknowledged, not stor
   const ack = await again.expect(MessageType.Download);
   assert.equal(ack.lastIntegratedClientVersion, 3);
   assert.equal(test.server.stats().changesetsIntegrated, 3);
-  assert.equal(ack.changesetBytes, 0);
-  const moved = await again.expect(MessageType.Download);
-  assert.equal(moved.serverVersion, 3, "only version 3 was added");
-  assert.equal(moved.changesetBytes, 0, "this session's own: never counted");
-  assert.equal(moved.downloadableBytes, 0);
+  assert.equal(ack.serverVersion, 3, "only version 3 was added");
+  assert.equal(ack.changesetBytes, 0, "this session's own: never counted");
+  assert.equal(ack.downloadableBytes, 0);
 });
 
 Deno.test("DOWNLOAD changesetBytes over a replay: another client's changesets and this identity's earlier ones (skipped) are taken off exactly what downloadableBytes counted", async () => {
@@ -933,9 +934,8 @@ Deno.test("stats() counts connections, sessions, realms, bytes both ways and int
       upload(2, [put("T", "y", {})]),
     ]),
   );
-  await client.expect(MessageType.Download); // ack
-  // Session 2 receives both; session 1 moves past its own; MARK flushes.
-  await client.expect(MessageType.Download);
+  await client.expect(MessageType.Download); // ack, past its own versions
+  // Session 2 receives both; MARK flushes.
   await client.expect(MessageType.Download);
   client.send({ type: MessageType.Mark, sessionId: 1, requestId: 1 });
   await client.expect(MessageType.MarkReply);
@@ -1015,6 +1015,13 @@ Deno.test("an acknowledgement never counts the uploader's own changesets as stil
         const second = Promise.withResolvers<void>();
         let head = { version: 4, bytes: 400 };
         const own = { version: 5, size: 30, cumulativeBytes: 430 };
+        // Another client's changeset, committed after the upload.
+        const other = { version: 6, size: 20, cumulativeBytes: 450 };
+        const otherChangeset = {
+          serverVersion: 6,
+          stamp: { time: 1, counter: 0, node: 1 },
+          instructions: [],
+        };
         const hub = {
           get head() {
             return head;
@@ -1025,17 +1032,13 @@ Deno.test("an acknowledgement never counts the uploader's own changesets as stil
             return true;
           },
           read: (fromVersion: number) =>
-            fromVersion === 5
+            fromVersion === 6
               ? Promise.resolve({
                 items: [{
-                  ...own,
-                  identity: 7,
+                  ...other,
+                  identity: 8,
                   clientVersion: 1,
-                  changeset: {
-                    serverVersion: 5,
-                    stamp: { time: 1, counter: 0, node: 1 },
-                    instructions: [],
-                  },
+                  changeset: otherChangeset,
                 }],
                 gap: false,
               })
@@ -1089,11 +1092,16 @@ Deno.test("an acknowledgement never counts the uploader's own changesets as stil
         assert.equal(sent.length, 1);
         const ack = sent[0] as DownloadMessage;
         assert.equal(ack.lastIntegratedClientVersion, 1);
-        assert.equal(ack.serverVersion, 4);
+        // Version 5 directly follows the cursor and is the client's own: the
+        // ack moves the cursor past it without sending it, and as it was
+        // never counted, nothing is taken off.
+        assert.equal(ack.serverVersion, 5);
+        assert.deepEqual(ack.changesets, []);
         assert.equal(ack.downloadableBytes, 0);
         assert.equal(ack.changesetBytes, 0);
-        // The pump moves the cursor past the own changeset without sending
-        // it: it was never counted, so nothing is taken off.
+        // The pump goes on from there: the next DOWNLOAD holds version 6
+        // alone and takes exactly its size off.
+        head = { version: 6, bytes: 450 };
         session.start();
         const timeout = AbortSignal.timeout(5_000);
         await Promise.race([
@@ -1104,11 +1112,11 @@ Deno.test("an acknowledgement never counts the uploader's own changesets as stil
             })
           ),
         ]);
-        const moved = sent[1] as DownloadMessage;
-        assert.equal(moved.serverVersion, 5);
-        assert.deepEqual(moved.changesets, []);
-        assert.equal(moved.changesetBytes, 0);
-        assert.equal(moved.downloadableBytes, 0);
+        const next = sent[1] as DownloadMessage;
+        assert.equal(next.serverVersion, 6);
+        assert.deepEqual(next.changesets, [otherChangeset]);
+        assert.equal(next.changesetBytes, other.size);
+        assert.equal(next.downloadableBytes, 0);
         lifetime.abort();
         await session.close();
       },

@@ -97,6 +97,22 @@ export async function readHead(
 const GROUP_MAX_CHANGESETS = 500;
 const GROUP_MAX_BYTES = 600_000;
 
+/**
+ * The head and identity entries this process last committed for one realm,
+ * with their versionstamps, so the next commit can check them instead of
+ * reading them first. The atomic check still guards every commit: when
+ * another process (or a rejection, a snapshot) wrote either key since, the
+ * check fails and the commit reads them as usual.
+ */
+export interface CommittedState {
+  head: Deno.KvEntry<Head> | null;
+  /** By identity id. */
+  identities: Map<number, Deno.KvEntry<IdentityRecord>>;
+}
+
+// Identities a realm's committed state keeps at most.
+const COMMITTED_IDENTITIES = 1024;
+
 interface Pending {
   upload: UploadChangeset;
   stored: StoredBytes;
@@ -116,6 +132,7 @@ export async function integrateChangesets(
   identity: ClientIdentity,
   changesets: readonly UploadChangeset[],
   options: RetryOptions,
+  committed?: CommittedState,
 ): Promise<IntegrateResult> {
   const integrated: HistoryItem[] = [];
   let acknowledged = 0;
@@ -146,15 +163,23 @@ export async function integrateChangesets(
       end++;
     }
     const group = pending.slice(start, end);
+    // The first attempt may check what this process committed last
+    // instead of reading it; a failed check reads.
+    let known = committed?.head != null &&
+      committed.identities.has(identity.id);
     for (let attempt = 1;; attempt++) {
-      const [headEntry, identityEntry] = await retryKv(
-        () =>
-          kv.getMany<[Head, IdentityRecord]>([
-            headKey(realm),
-            identityKey(realm, identity.id),
-          ]),
-        options,
-      );
+      const [headEntry, identityEntry] = known
+        ? [committed!.head!, committed!.identities.get(identity.id)!]
+        : await retryKv(
+          () =>
+            kv.getMany<[Head, IdentityRecord]>([
+              headKey(realm),
+              identityKey(realm, identity.id),
+            ]),
+          options,
+        );
+      const fromMemory = known;
+      known = false;
       const record = identityEntry.value;
       if (record === null || record.salt !== identity.salt) {
         throw new UnknownIdentityError(
@@ -211,7 +236,31 @@ export async function integrateChangesets(
         integrated.push(...items);
         acknowledged = last;
         head = nextHead;
+        if (committed !== undefined) {
+          const versionstamp = result.versionstamp;
+          committed.head = {
+            key: headKey(realm),
+            value: nextHead,
+            versionstamp,
+          };
+          if (
+            !committed.identities.has(identity.id) &&
+            committed.identities.size >= COMMITTED_IDENTITIES
+          ) {
+            committed.identities.clear();
+          }
+          committed.identities.set(identity.id, {
+            key: identityKey(realm, identity.id),
+            value: { salt: record.salt, lastClientVersion: last },
+            versionstamp,
+          });
+        }
         break;
+      }
+      // What this process committed last is stale: read, without waiting.
+      if (fromMemory) {
+        attempt--;
+        continue;
       }
       await delay(backoffDelayMs(attempt), options.signal);
     }

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  type CommittedState,
   integrateChangesets,
   readHead,
   readHistory,
@@ -85,6 +86,77 @@ Deno.test("concurrent integrations on one KV never assign a version twice or los
   );
   assert.equal(ids.size, 90);
   assert.equal(read.items.at(-1)!.cumulativeBytes, head.bytes);
+});
+
+Deno.test("integrateChangesets() with the state a process committed last: concurrent processes (each its own state) never assign a version twice or lose a changeset, and a stale state is read again", async () => {
+  await using kv = await Deno.openKv(":memory:");
+  const writers = await Promise.all(
+    Array.from({ length: 6 }, () => allocateIdentity(kv, "/r", retry())),
+  );
+  // Three "processes", two writers each, every process with one state.
+  const states: CommittedState[] = Array.from({ length: 3 }, () => ({
+    head: null,
+    identities: new Map(),
+  }));
+  await Promise.all(writers.map(async (identity, writer) => {
+    for (let clientVersion = 1; clientVersion <= 15; clientVersion++) {
+      const result = await integrateChangesets(
+        kv,
+        "/r",
+        identity,
+        [
+          upload(clientVersion, [put("T", `${writer}-${clientVersion}`, {})]),
+        ],
+        retry(),
+        states[writer % 3],
+      );
+      assert.equal(result.lastIntegratedClientVersion, clientVersion);
+      assert.equal(result.integrated.length, 1);
+    }
+  }));
+  const head = await readHead(kv, "/r", retry());
+  assert.equal(head.version, 90);
+  const read = await readHistory(kv, "/r", 1, 90, 1 << 24, retry());
+  assert.deepEqual(
+    read.items.map((item) => item.version),
+    Array.from({ length: 90 }, (_, index) => index + 1),
+  );
+  assert.equal(
+    new Set(read.items.map((item) => item.changeset.instructions[0]!.id))
+      .size,
+    90,
+  );
+  assert.equal(read.items.at(-1)!.cumulativeBytes, head.bytes);
+  // A re-upload checked against a stale state is still only acknowledged.
+  const stale: CommittedState = { head: null, identities: new Map() };
+  const first = writers[0]!;
+  await integrateChangesets(
+    kv,
+    "/r",
+    first,
+    [
+      upload(16, [put("T", "x", {})]),
+    ],
+    retry(),
+    stale,
+  );
+  await integrateChangesets(kv, "/r", first, [
+    upload(17, [put("T", "y", {})]),
+  ], retry());
+  const again = await integrateChangesets(
+    kv,
+    "/r",
+    first,
+    [
+      upload(17, [put("T", "y", {})]),
+      upload(18, [put("T", "z", {})]),
+    ],
+    retry(),
+    stale,
+  );
+  assert.deepEqual(again.integrated.map((item) => item.version), [93]);
+  assert.equal(again.integrated[0]!.clientVersion, 18);
+  assert.equal((await readHead(kv, "/r", retry())).version, 93);
 });
 
 Deno.test("changesets larger than a KV value, or than an atomic operation, are chunked and read back whole", async () => {
