@@ -17,6 +17,7 @@ import type {
   RejectMessage,
 } from "../protocol/messages.ts";
 import { ProtocolError } from "../protocol/protocol_error.ts";
+import { GroupCommit } from "./group_commit.ts";
 import { QueryEngine } from "./query_engine.ts";
 import {
   absentRecord,
@@ -143,16 +144,6 @@ export interface ResetResult {
 }
 
 /** Local writes that one storage commit writes together. */
-interface CommitGroup {
-  /** Copies of the touched records, by type and id. */
-  records: Map<string, ObjectRecord>;
-  append: UploadChangeset[];
-  /** The meta record after the last write of the group. */
-  meta: RealmMeta;
-  /** What each write does once durable, in write order. */
-  committed: (() => void)[];
-  done: PromiseWithResolvers<void>;
-}
 
 /** Hears about commits, in commit order. */
 export interface LocalRealmListener {
@@ -206,12 +197,8 @@ export class LocalRealm {
   #queue: Promise<unknown> = Promise.resolve();
   #listeners = new Set<LocalRealmListener>();
   #closed = false;
-  /** Local writes applied in memory, waiting to be committed together. */
-  #group: CommitGroup | null = null;
-  /** The commit loop while one runs. */
-  #flushing: Promise<void> | null = null;
-  /** A failed commit: memory and storage disagree, so nothing more commits. */
-  #failure: { error: unknown } | null = null;
+  /** Local writes committed together (group_commit.ts). */
+  #commits: GroupCommit;
   /**
    * Indexes, queries and live queries (src/client/query_engine.ts); every
    * commit hands it the objects it changed.
@@ -229,6 +216,7 @@ export class LocalRealm {
     now: () => number,
   ) {
     this.#storage = storage;
+    this.#commits = new GroupCommit(storage);
     this.#meta = meta;
     this.#clock = new HlcClock(meta.nodeId, now);
   }
@@ -318,7 +306,7 @@ export class LocalRealm {
 
   /** Resolves once every mutation queued before the call has finished. */
   barrier(): Promise<void> {
-    return this.#queue.then(() => this.#drain());
+    return this.#queue.then(() => this.#commits.drain());
   }
 
   /** Adds a listener; returns a function that removes it. */
@@ -375,7 +363,7 @@ export class LocalRealm {
       const instructions = writes.finish();
       this.#checkOpen("write");
       if (instructions.length === 0) {
-        await this.#drain();
+        await this.#commits.drain();
         return { clientVersion: 0, bytes: 0 };
       }
       durable = this.#commitLocal(instructions);
@@ -400,7 +388,7 @@ export class LocalRealm {
     const pending = { changeset, bytes };
     // Committed with the writes queued behind it; listeners (the session's
     // upload) hear of it only once it is durable.
-    const durable = this.#stage(
+    const durable = this.#commits.stage(
       this.#touched(instructions),
       changeset,
       meta,
@@ -419,81 +407,6 @@ export class LocalRealm {
   }
 
   /**
-   * Adds a local write to the group the next storage commit writes, and
-   * starts the commit loop if it is idle. Writes queued while a commit is
-   * in flight share the next one: one storage commit, many writes. The
-   * records are copied now, so later writes cannot leak into this commit.
-   */
-  #stage(
-    records: ObjectRecord[],
-    changeset: UploadChangeset,
-    meta: RealmMeta,
-    committed: () => void,
-  ): Promise<void> {
-    if (this.#failure !== null) return Promise.reject(this.#failure.error);
-    let group = this.#group;
-    if (group === null) {
-      group = {
-        records: new Map(),
-        append: [],
-        meta,
-        committed: [],
-        done: Promise.withResolvers(),
-      };
-      // Handled by the writes that wait on it; never unhandled.
-      group.done.promise.catch(() => {});
-      this.#group = group;
-    }
-    for (const record of records) {
-      group.records.set(`${record.type.length}:${record.type}${record.id}`, {
-        type: record.type,
-        id: record.id,
-        putStamp: record.putStamp,
-        deleteStamp: record.deleteStamp,
-        fields: new Map(record.fields),
-      });
-    }
-    group.append.push(changeset);
-    group.meta = meta;
-    group.committed.push(committed);
-    this.#flushing ??= this.#flush();
-    return group.done.promise;
-  }
-
-  async #flush(): Promise<void> {
-    // Bounded: each round takes the whole group; a round's writes were
-    // applied before it started.
-    while (this.#group !== null) {
-      const group = this.#group;
-      this.#group = null;
-      if (this.#failure !== null) {
-        group.done.reject(this.#failure.error);
-        continue;
-      }
-      try {
-        await this.#storage.commit({
-          meta: group.meta,
-          records: [...group.records.values()],
-          append: group.append,
-        });
-      } catch (error) {
-        this.#failure = { error };
-        group.done.reject(error);
-        continue;
-      }
-      for (const committed of group.committed) committed();
-      group.done.resolve();
-    }
-    this.#flushing = null;
-  }
-
-  /** Waits until every staged local write is committed (or failed). */
-  async #drain(): Promise<void> {
-    while (this.#flushing !== null) await this.#flushing;
-    if (this.#failure !== null) throw this.#failure.error;
-  }
-
-  /**
    * Integrates one DOWNLOAD: applies its changesets, advances the download
    * cursor and records the upload acknowledgement it carries.
    */
@@ -501,7 +414,7 @@ export class LocalRealm {
     return this.#enqueue(async () => {
       this.#checkOpen("integrate");
       // Local writes commit first, so commits stay in call order.
-      await this.#drain();
+      await this.#commits.drain();
       const changes: ModelChange[] = [];
       const touched: Instruction[] = [];
       for (const changeset of message.changesets) {
@@ -571,7 +484,7 @@ export class LocalRealm {
     return this.#enqueue(async () => {
       this.#checkOpen("reject");
       // Local writes commit first, so commits stay in call order.
-      await this.#drain();
+      await this.#commits.drain();
       const index = this.#pending.findIndex((p) =>
         p.changeset.clientVersion === message.clientVersion
       );
@@ -624,7 +537,7 @@ export class LocalRealm {
     return this.#enqueue(async () => {
       this.#checkOpen("reset");
       // Local writes commit first, so commits stay in call order.
-      await this.#drain();
+      await this.#commits.drain();
       for (const record of plan.staged.records()) {
         if (record.putStamp !== null) this.#clock.observe(record.putStamp);
         if (record.deleteStamp !== null) {
@@ -713,7 +626,7 @@ export class LocalRealm {
   setIdentity(identity: ClientIdentity): Promise<void> {
     return this.#enqueue(async () => {
       this.#checkOpen("set identity");
-      await this.#drain();
+      await this.#commits.drain();
       const meta = { ...this.#meta, clientIdentity: { ...identity } };
       await this.#storage.commit({ meta, records: [], append: [] });
       this.#meta = meta;
@@ -728,9 +641,10 @@ export class LocalRealm {
     if (this.#closed) return this.#queue.then(() => {});
     this.#closed = true;
     this.#listeners.clear();
-    const done = this.#queue.then(() => this.#drain().catch(() => {})).then(
-      () => this.#storage.close(),
-    );
+    const done = this.#queue.then(() => this.#commits.drain().catch(() => {}))
+      .then(
+        () => this.#storage.close(),
+      );
     this.#queue = done.catch(() => {});
     return done;
   }

@@ -18,84 +18,37 @@ import {
 } from "../protocol/messages.ts";
 import { abortable } from "../util/abort.ts";
 import { type Clock, Timer } from "../util/clock.ts";
-import { PushStream } from "../util/push_stream.ts";
 import { Backoff } from "./backoff.ts";
-import { ClientReset, type ClientResetOptions } from "./client_reset.ts";
-import type { ClientConfig } from "./client_config.ts";
+import { ClientReset } from "./client_reset.ts";
+import {
+  beginClientReset,
+  finishClientReset,
+  type ResetHost,
+} from "./reset_flow.ts";
 import type {
   Attachment,
-  Connection,
   ConnectionClient,
   RetryInfo,
   SessionChannel,
 } from "./connection.ts";
-import type { LocalRealm } from "./local_realm.ts";
+import type { SessionInit } from "./session_init.ts";
+import {
+  type LinkChange,
+  type LinkState,
+  LinkStateFeed,
+} from "./link_state.ts";
 import { emitLog } from "./log.ts";
-import type { Realm } from "./realm.ts";
-import {
-  type Progress,
-  type ProgressDirection,
-  type ProgressMode,
-  type ProgressRegistration,
-  ProgressTracker,
-} from "./progress.ts";
-import {
-  type CallbackToken,
-  type ProgressCallbackFn,
-  ProgressNotifier,
-} from "./progress_notifier.ts";
+import { ProgressTracker } from "./progress.ts";
+import { ProgressNotifier } from "./progress_notifier.ts";
 import { type PublicSessionState, SessionLife } from "./session_life.ts";
-import { StallWatchdog } from "./stall_watchdog.ts";
+import { stallError, StallWatchdog } from "./stall_watchdog.ts";
 import { SyncError, syncErrorFromWire } from "./sync_error.ts";
 import { UploadBatcher } from "./upload_batcher.ts";
 import { WaitsLedger } from "./waits_ledger.ts";
+import { type SessionCounters, SessionTally } from "./session_tally.ts";
 
-/** What a session is built from. */
-export interface SessionInit {
-  /** The realm path, as given to `openRealm`. */
-  path: string;
-  /** The local copy. */
-  local: LocalRealm;
-  /** The user's shared connection (made on first use). */
-  connection: () => Connection;
-  /**
-   * The app's resolved configuration: clock, randomness, `reconnect`,
-   * `progressIntervalMs`, `keepalive.responseTimeoutMs` (how long an
-   * unanswered UPLOAD or MARK may wait), logger.
-   */
-  config: ClientConfig;
-  /** The realm's `clientReset` option (docs/CLIENT.md "Client reset"). */
-  clientReset?: ClientResetOptions | undefined;
-  /** The realm the client reset hooks receive. */
-  realm?: () => Realm;
-}
-
-/** A session's link to the server (see `ConnectionState`). */
-export type LinkState = "disconnected" | "connecting" | "connected";
-
-/** One transition of the link (see `ConnectionStateChange`). */
-export interface LinkChange {
-  previous: LinkState;
-  current: LinkState;
-  error?: SyncError;
-  retry?: RetryInfo;
-}
-
-/** A session's counters (see `SessionStats`). */
-export interface SessionCounters {
-  bytesSent: number;
-  bytesReceived: number;
-  rttMs: number | undefined;
-  reconnects: number;
-  pendingUploadBytes: number;
-  pendingUploadChangesets: number;
-  clientResets: number;
-}
-
-/**
- * Rebinds after session errors: the exponent of the rebind backoff is
- * capped here (the connection's is not).
- */
+// Rebinds after session errors cap the backoff's exponent (the
+// connection's does not).
 const REBIND_MAX_EXPONENT = 60;
 
 /** The engine of one session; `SyncSession` is its public face. */
@@ -104,7 +57,7 @@ export class SessionCore {
   #init: SessionInit;
   #clock: Clock;
   #life = new SessionLife();
-  #connectionState: LinkState = "disconnected";
+  #link = new LinkStateFeed();
   #error: SyncError | undefined;
   #retry: RetryInfo | undefined;
   #attachment: Attachment | undefined;
@@ -120,16 +73,11 @@ export class SessionCore {
   #watchdog: StallWatchdog;
   #rebinds: Backoff;
   #rebindTimer: Timer;
-  #stateStreams = new Set<PushStream<LinkChange>>();
   #markScheduled = false;
   #uploadScheduled = false;
   #unlisten: (() => void) | undefined;
 
-  #bytesSent = 0;
-  #bytesReceived = 0;
-  #reconnects = 0;
-  #everBound = false;
-  #lostSinceBind = false;
+  #tally = new SessionTally();
 
   /** @param init The session's configuration. */
   constructor(init: SessionInit) {
@@ -200,7 +148,7 @@ export class SessionCore {
 
   /** `session.connectionState`. */
   get connectionState(): LinkState {
-    return this.#connectionState;
+    return this.#link.current;
   }
 
   /** `session.error`. */
@@ -227,10 +175,10 @@ export class SessionCore {
       rttMs = undefined;
     }
     return {
-      bytesSent: this.#bytesSent,
-      bytesReceived: this.#bytesReceived,
+      bytesSent: this.#tally.bytesSent,
+      bytesReceived: this.#tally.bytesReceived,
       rttMs,
-      reconnects: this.#reconnects,
+      reconnects: this.#tally.reconnects,
       pendingUploadBytes: this.#tracker.pendingUploadBytes,
       pendingUploadChangesets: this.#tracker.pendingUploadChangesets,
       clientResets: this.#reset.count,
@@ -261,7 +209,7 @@ export class SessionCore {
   /** `session.pause()`. */
   pause(): void {
     if (!this.#life.isLive) return;
-    this.#lostSinceBind = false;
+    this.#tally.paused();
     this.#leave(true);
     this.#life.go({ phase: "paused" });
     this.#retry = undefined;
@@ -308,8 +256,7 @@ export class SessionCore {
     this.#tracker.close();
     this.#notifier.clearCallbacks();
     this.#transition("disconnected");
-    for (const stream of [...this.#stateStreams]) stream.close();
-    this.#stateStreams.clear();
+    this.#link.end();
     this.#log("debug", "session.close", "Closed");
   }
 
@@ -327,8 +274,7 @@ export class SessionCore {
     this.#waits.rejectAll(error);
     this.#tracker.close(error);
     this.#notifier.clearCallbacks();
-    for (const stream of [...this.#stateStreams]) stream.fail(error);
-    this.#stateStreams.clear();
+    this.#link.end(error);
   }
 
   /**
@@ -373,7 +319,7 @@ export class SessionCore {
     this.#attachment = undefined;
     const channel = this.#life.channel;
     if (unbind && channel !== undefined && this.#life.isBound) {
-      this.#bytesSent += channel.send({
+      this.#tally.bytesSent += channel.send({
         type: MessageType.Unbind,
         sessionId: channel.sessionId,
       });
@@ -386,9 +332,7 @@ export class SessionCore {
 
   #onConnecting(): void {
     if (!this.#life.isLive) return;
-    if (this.#everBound && this.#connectionState !== "disconnected") {
-      this.#lostSinceBind = true;
-    }
+    if (this.#link.current !== "disconnected") this.#tally.lost();
     this.#dropChannel();
     this.#retry = undefined;
     this.#transition("connecting");
@@ -406,7 +350,7 @@ export class SessionCore {
   #onLost(error: SyncError | undefined, retry: RetryInfo | undefined): void {
     if (!this.#life.isLive) return;
     this.#dropChannel();
-    if (this.#everBound) this.#lostSinceBind = true;
+    this.#tally.lost();
     this.#retry = retry;
     if (error !== undefined) this.#error = error;
     this.#transition("disconnected", error, retry);
@@ -415,11 +359,11 @@ export class SessionCore {
   #onMessage(message: ServerMessage, wireBytes: number): void {
     const channel = this.#life.channel;
     if (channel === undefined) return;
-    this.#bytesReceived += wireBytes;
+    this.#tally.bytesReceived += wireBytes;
     // The first answer for this session means the server accepted the bind
     // (a refusal arrives as an ERROR, which is not "connected").
     if (
-      this.#connectionState === "connecting" &&
+      this.#link.current === "connecting" &&
       message.type !== MessageType.Error
     ) {
       this.#error = undefined;
@@ -445,7 +389,7 @@ export class SessionCore {
     // staging download over on every binding.
     const resetting = this.#reset.isStaging;
     if (resetting) this.#reset.begin();
-    this.#bytesSent += channel.send({
+    this.#tally.bytesSent += channel.send({
       type: MessageType.Bind,
       sessionId: channel.sessionId,
       path: this.path,
@@ -453,9 +397,7 @@ export class SessionCore {
       downloadCursor: resetting ? 0 : meta.downloadCursor,
       uploadCursor: resetting ? 0 : local.uploadCursor,
     });
-    if (this.#lostSinceBind) this.#reconnects++;
-    this.#lostSinceBind = false;
-    this.#everBound = true;
+    this.#tally.bound();
     this.#batcher.rebound(meta.acknowledgedClientVersion);
     this.#life.go({
       phase: resetting || meta.clientIdentity === null
@@ -512,16 +454,13 @@ export class SessionCore {
           message.changesetBytes,
           message.downloadableBytes,
         );
-        this.#tracker.acknowledged(acknowledged);
-        this.#waits.acknowledged(this.#tracker.lastAcknowledgedVersion);
-        this.#notifier.changed();
-        if (this.#batcher.acknowledged(acknowledged)) this.#upload();
+        this.#settle(acknowledged);
         return;
       }
       case MessageType.MarkReply: {
         if (channel !== this.#life.channel) return;
         if (this.#reset.isCaughtUp(message.requestId)) {
-          await this.#finishReset();
+          await finishClientReset(this.#resetHost());
           if (channel !== this.#life.channel) return;
         }
         const mark = this.#waits.takeMark(message.requestId);
@@ -544,7 +483,7 @@ export class SessionCore {
           message.message,
         );
         if (error.code === "client_reset_required") {
-          await this.#clientReset(error);
+          await beginClientReset(this.#resetHost(), error);
           return;
         }
         if (error.isFatal || !message.tryAgain) this.fail(error, false);
@@ -561,8 +500,7 @@ export class SessionCore {
    * receipt rejects with `write_rejected`, and the session goes on.
    */
   async #rejected(message: RejectMessage): Promise<void> {
-    const settled = await this.#init.local.reject(message);
-    if (!settled) return;
+    if (!await this.#init.local.reject(message)) return;
     const cause = syncErrorFromWire(message.code, false, message.message);
     const error = new SyncError(
       "write_rejected",
@@ -571,103 +509,44 @@ export class SessionCore {
     );
     this.#log("warn", "session.write_rejected", error.message, error);
     this.#waits.failed(message.clientVersion, error);
-    this.#tracker.acknowledged(message.clientVersion);
-    this.#waits.acknowledged(this.#tracker.lastAcknowledgedVersion);
-    this.#notifier.changed();
-    if (this.#batcher.acknowledged(message.clientVersion)) this.#upload();
+    this.#settle(message.clientVersion);
   }
 
-  /**
-   * The server cannot continue this realm's history: fail (`manual`), or
-   * leave the binding, tell the user (`onBefore`, a connection-state change
-   * with \`client_reset\`) and bind again with no identity to stage the
-   * server's state (docs/CLIENT.md "Client reset").
-   */
-  async #clientReset(serverError: SyncError): Promise<void> {
-    const mode = this.#reset.mode;
-    if (mode === "manual") {
-      this.fail(
-        new SyncError(
-          "client_reset_required",
-          `${serverError.message} (clientReset mode "manual")`,
-          { isFatal: true, willRetry: false, cause: serverError },
-        ),
-        false,
-      );
-      return;
-    }
-    const error = new SyncError(
-      "client_reset",
-      `The server cannot continue the local history of ${this.path}; resetting it (${mode}): ${serverError.message}`,
-      { cause: serverError },
-    );
-    this.#leave(false);
-    this.#reset.begin();
-    this.#error = error;
-    this.#log("warn", "session.client_reset", error.message, error);
-    this.#transition("disconnected", error);
-    await this.#callHook("onBefore", () => {
-      const realm = this.#init.realm?.();
-      if (realm !== undefined) return this.#reset.onBefore?.(realm);
-    });
-    if (this.#life.isLive) this.#attach();
+  /** Everything at or below `version` is settled: waits, progress, uploads. */
+  #settle(version: number): void {
+    this.#tracker.acknowledged(version);
+    this.#waits.acknowledged(this.#tracker.lastAcknowledgedVersion);
+    this.#notifier.changed();
+    if (this.#batcher.acknowledged(version)) this.#upload();
   }
 
-  /** The staging download caught up: replace the local state with it. */
-  async #finishReset(): Promise<void> {
-    const staged = this.#reset.finish();
-    const mode = this.#reset.mode === "manual" ? "recover" : this.#reset.mode;
-    const result = await this.#init.local.reset({
-      staged: staged.store,
-      identity: staged.identity,
-      downloadCursor: staged.downloadCursor,
-      mode,
-    });
-    for (const version of result.discarded) {
-      this.#waits.failed(
-        version,
-        new SyncError(
-          "client_reset",
-          `Write ${version} to ${this.path} was dropped by a client reset (discard)`,
-        ),
-      );
-    }
-    this.#tracker.acknowledged(result.acknowledged);
-    this.#waits.acknowledged(this.#tracker.lastAcknowledgedVersion);
-    this.#batcher.rebound(result.acknowledged);
-    this.#notifier.changed();
-    this.#log(
-      "info",
-      "session.client_reset",
-      `Reset ${this.path}: ${result.recovered.length} writes re-applied, ${result.synthesized.length} synthesized, ${result.discarded.length} dropped`,
-    );
-    this.#upload();
-    const counts = {
-      recovered: result.recovered.length +
-        (result.synthesized.length > 0 ? 1 : 0),
-      discarded: result.discarded.length,
+  /** The session as its client reset sees it (reset_flow.ts). */
+  #resetHost(): ResetHost {
+    return {
+      path: this.path,
+      reset: this.#reset,
+      local: this.#init.local,
+      realm: () => this.#init.realm?.(),
+      fail: (error) => this.fail(error, false),
+      leave: () => this.#leave(false),
+      report: (error) => {
+        this.#error = error;
+        this.#log("warn", "session.client_reset", error.message, error);
+        this.#transition("disconnected", error);
+      },
+      rebind: () => {
+        if (this.#life.isLive) this.#attach();
+      },
+      dropped: (version, error) => this.#waits.failed(version, error),
+      settled: (acknowledged) => {
+        this.#tracker.acknowledged(acknowledged);
+        this.#waits.acknowledged(this.#tracker.lastAcknowledgedVersion);
+        this.#batcher.rebound(acknowledged);
+        this.#notifier.changed();
+        this.#upload();
+      },
+      log: (level, event, message) => this.#log(level, event, message),
     };
-    await this.#callHook("onAfter", () => {
-      const realm = this.#init.realm?.();
-      if (realm !== undefined) return this.#reset.onAfter?.(realm, counts);
-    });
-  }
-
-  async #callHook(
-    name: string,
-    call: () => void | Promise<void>,
-  ): Promise<void> {
-    try {
-      await call();
-    } catch (error) {
-      this.#log(
-        "error",
-        "session.callback",
-        `clientReset.${name} threw: ${
-          error instanceof Error ? error.message : String(error)
-        }`,
-      );
-    }
   }
 
   #handlingFailed(error: unknown): void {
@@ -743,7 +622,7 @@ export class SessionCore {
       this.#init.local.pending,
       channel,
       (wireBytes) => {
-        this.#bytesSent += wireBytes;
+        this.#tally.bytesSent += wireBytes;
       },
     );
     if (this.#batcher.sentThrough !== before) this.#watchdog.watch();
@@ -805,7 +684,7 @@ export class SessionCore {
     const channel = this.#life.channel;
     if (channel === undefined || !channel.isOpen) return undefined;
     const requestId = this.#waits.markSent(this.#tracker.sequence + 1);
-    this.#bytesSent += channel.send({
+    this.#tally.bytesSent += channel.send({
       type: MessageType.Mark,
       sessionId: channel.sessionId,
       requestId,
@@ -840,17 +719,12 @@ export class SessionCore {
   #answerHandled = (): void => this.#watchdog.answerHandled();
 
   #stalled(): void {
-    const owed = [];
     const sentThrough = this.#batcher.sentThrough;
-    if (sentThrough > this.#tracker.lastAcknowledgedVersion) {
-      owed.push(`an acknowledgement of client version ${sentThrough}`);
-    }
-    if (this.#waits.marksOutstanding) owed.push("a MARK reply");
-    const error = new SyncError(
-      "session_stalled",
-      `No answer from the server for ${this.path} within ${this.#init.config.keepalive.responseTimeoutMs} ms while it owed ${
-        owed.join(" and ")
-      }`,
+    const error = stallError(
+      this.path,
+      this.#init.config.keepalive.responseTimeoutMs,
+      sentThrough > this.#tracker.lastAcknowledgedVersion ? sentThrough : 0,
+      this.#waits.marksOutstanding,
     );
     // Unbind (the server may still be working on the old binding: it
     // deduplicates what is uploaded again) and bind afresh after the
@@ -861,52 +735,24 @@ export class SessionCore {
 
   // ----- progress and streams -----
 
-  /** A progress stream's registration (`getProgressStream`). */
-  registerProgress(
-    direction: ProgressDirection,
-    mode: ProgressMode,
-    listener: Parameters<ProgressTracker["register"]>[2],
-  ): ProgressRegistration {
-    return this.#notifier.register(direction, mode, listener);
-  }
-
-  /** `session.addProgressNotification()`, after its checks. */
-  addProgressNotification(
-    direction: ProgressDirection,
-    mode: ProgressMode,
-    callback: ProgressCallbackFn,
-  ): CallbackToken | null {
-    return this.isOver
-      ? null
-      : this.#notifier.addCallback(direction, mode, callback);
-  }
-
-  /** `session.removeProgressNotification()`. */
-  removeProgressNotification(callback: ProgressCallbackFn): void {
-    this.#notifier.removeCallback(callback);
-  }
-
-  /** Makes a `forCurrentlyOutstandingWork` registration report its end. */
-  registerDownloadCallback(
-    callback: (progress: Progress) => void,
-  ): ProgressRegistration | null {
-    return this.isOver ? null : this.#notifier.addDownloadCallback(callback);
+  /**
+   * Progress registrations and callbacks (`getProgressStream`,
+   * `addProgressNotification`, `onProgress`): callers check `isOver`
+   * first, since a registration on an ended session would never fire.
+   */
+  get progress(): ProgressNotifier {
+    return this.#notifier;
   }
 
   /** `session.connectionStateChanges()`. */
   connectionStateChanges(
     signal: AbortSignal | undefined,
   ): ReadableStream<LinkChange> {
-    const stream: PushStream<LinkChange> = new PushStream({
-      latestOnly: false,
+    return this.#link.follow(
       signal,
-      onDetach: () => this.#stateStreams.delete(stream),
-    });
-    const fatal = this.#life.fatalError;
-    if (fatal !== undefined) stream.error(fatal);
-    else if (this.#life.isClosed) stream.close();
-    else if (!stream.isDetached) this.#stateStreams.add(stream);
-    return stream.stream;
+      this.#life.fatalError,
+      this.#life.isClosed,
+    );
   }
 
   /**
@@ -919,21 +765,16 @@ export class SessionCore {
   }
 
   #transition(next: LinkState, error?: SyncError, retry?: RetryInfo): void {
-    const previous = this.#connectionState;
-    if (previous === next) return;
-    this.#connectionState = next;
-    if (previous === "connected") this.#rebinds.down();
+    const change = this.#link.move(next, error, retry);
+    if (change === undefined) return;
+    if (change.previous === "connected") this.#rebinds.down();
     if (next === "connected") this.#rebinds.up();
-    const change: LinkChange = { previous, current: next };
-    if (error !== undefined) change.error = error;
-    if (retry !== undefined) change.retry = retry;
     this.#log(
       "debug",
       "session.state",
-      `${previous} → ${next}${error ? ` (${error.code})` : ""}`,
+      `${change.previous} → ${next}${error ? ` (${error.code})` : ""}`,
       error,
     );
-    for (const stream of [...this.#stateStreams]) stream.push(change);
   }
 
   #log(

@@ -13,6 +13,7 @@
  */
 
 import { type Clock, Timer } from "../util/clock.ts";
+import { SyncError } from "./sync_error.ts";
 
 /**
  * How often the watchdog looks again while the socket is still sending, in
@@ -116,4 +117,27 @@ export class StallWatchdog {
     }
     this.#host.stalled();
   }
+}
+
+/**
+ * The `session_stalled` error of a binding that owed an acknowledgement of
+ * `unacknowledged` (0: none) and/or a MARK reply past `timeoutMs`.
+ */
+export function stallError(
+  path: string,
+  timeoutMs: number,
+  unacknowledged: number,
+  markOwed: boolean,
+): SyncError {
+  const owed = [];
+  if (unacknowledged > 0) {
+    owed.push(`an acknowledgement of client version ${unacknowledged}`);
+  }
+  if (markOwed) owed.push("a MARK reply");
+  return new SyncError(
+    "session_stalled",
+    `No answer from the server for ${path} within ${timeoutMs} ms while it owed ${
+      owed.join(" and ")
+    }`,
+  );
 }

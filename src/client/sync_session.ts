@@ -447,7 +447,7 @@ export class SyncSession {
     } else if (core.isOver) {
       stream.close();
     } else if (!stream.isDetached) {
-      holder.registration = core.registerProgress(direction, mode, {
+      holder.registration = core.progress.register(direction, mode, {
         next: (progress) => stream.push(progress),
         complete: () => stream.close(),
         error: (reason) => stream.error(reason),
@@ -484,7 +484,10 @@ export class SyncSession {
         "Cannot add progress notification: callback must be a function",
       );
     }
-    return this.#core.addProgressNotification(direction, mode, callback);
+    const core = this.#core;
+    return core.isOver
+      ? null
+      : core.progress.addCallback(direction, mode, callback);
   }
 
   /**
@@ -495,7 +498,7 @@ export class SyncSession {
    *   {@linkcode addProgressNotification}.
    */
   removeProgressNotification(callback: ProgressCallback): void {
-    this.#core.removeProgressNotification(callback);
+    this.#core.progress.removeCallback(callback);
   }
 
   /**

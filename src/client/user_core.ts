@@ -292,9 +292,9 @@ export class UserCore implements UserEngine {
     const realm = handle.realm;
     core.handles.add(handle);
     if (config.onProgress !== undefined || config.waitForDownload) {
-      const registration = config.onProgress === undefined
+      const registration = config.onProgress === undefined || core.sync.isOver
         ? null
-        : core.sync.registerDownloadCallback(config.onProgress);
+        : core.sync.progress.addDownloadCallback(config.onProgress);
       if (config.waitForDownload) {
         try {
           await core.session.waitForDownload(
