@@ -2,7 +2,7 @@
 
 /**
  * The one total order over stored values that query equality, sorting and
- * indexes share (DESIGN.md "Queries and live queries"; docs/CLIENT.md
+ * indexes share (docs/CLIENT.md
  * "Querying").
  *
  * Kinds come in this fixed order, lowest first:

@@ -4,7 +4,7 @@ import type { Log } from "./log.ts";
 import type { TokenAuthority } from "./tokens.ts";
 
 /**
- * `POST /login` (ARCHITECTURE.md "POST /login"): turns anonymous, JWT or
+ * `POST /login` (docs/ARCHITECTURE.md "POST /login"): turns anonymous, JWT or
  * refresh credentials into an access token and a refresh token.
  */
 

@@ -16,7 +16,7 @@ import { delay } from "../util/delay.ts";
 import { backoffDelayMs, retryKv, type RetryOptions } from "./storage/retry.ts";
 
 /**
- * Access and refresh tokens (ARCHITECTURE.md "POST /login"): HS256 JWTs
+ * Access and refresh tokens (docs/ARCHITECTURE.md "POST /login"): HS256 JWTs
  * signed with the server's own key, which is generated once and kept in KV
  * so tokens survive restarts and every process sharing the store accepts
  * them. The handshake also accepts a user JWT signed with `auth.jwtSecret`
