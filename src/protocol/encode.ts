@@ -179,13 +179,7 @@ function writeMessage(
       writeVarUint(writer, message.lastIntegratedClientVersion);
       writeVarUint(writer, message.downloadableBytes);
       writeVarUint(writer, message.changesetBytes);
-      const changesets = message.changesets;
-      block.begin(writer);
-      writeVarUint(block.out, changesets.length);
-      for (let index = 0; index < changesets.length; index++) {
-        writeDownloadChangeset(block, changesets[index]!);
-      }
-      block.end();
+      writeDownloadBlock(writer, block, message.changesets);
       return;
     }
     case MessageType.Reject: {
@@ -193,13 +187,7 @@ function writeMessage(
       writeVarUint(writer, message.clientVersion);
       writeVarUint(writer, message.code);
       writeString(writer, message.message);
-      const changesets = message.revert;
-      block.begin(writer);
-      writeVarUint(block.out, changesets.length);
-      for (let index = 0; index < changesets.length; index++) {
-        writeDownloadChangeset(block, changesets[index]!);
-      }
-      block.end();
+      writeDownloadBlock(writer, block, message.revert);
       return;
     }
     case MessageType.Error:
@@ -221,6 +209,20 @@ function writeMessage(
         }`,
       );
   }
+}
+
+/** Writes a changeset block of download changesets (PROTOCOL.md §5). */
+function writeDownloadBlock(
+  writer: Writer,
+  block: BlockWriter,
+  changesets: readonly DownloadChangeset[],
+): void {
+  block.begin(writer);
+  writeVarUint(block.out, changesets.length);
+  for (let index = 0; index < changesets.length; index++) {
+    writeDownloadChangeset(block, changesets[index]!);
+  }
+  block.end();
 }
 
 /**
