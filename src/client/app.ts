@@ -327,7 +327,7 @@ export class App {
     const user = core.user;
     emitLog(this.#config.logger, {
       level: "info",
-      event: "user.login",
+      event: "user_login",
       message: `User ${user.id} logged in (${credentials.provider})`,
       time: this.#config.clock.now(),
     });
@@ -403,7 +403,7 @@ export class App {
   #storeFailed(error: unknown): void {
     emitLog(this.#config.logger, {
       level: "error",
-      event: "storage.error",
+      event: "storage_error",
       message: `Cannot save a user's login: ${
         error instanceof Error ? error.message : String(error)
       }`,

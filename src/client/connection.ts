@@ -259,7 +259,7 @@ export class Connection {
     if (this.#phase === "closed" || this.#phase === "idle") return;
     this.#backoff.reset();
     this.#failures = 0;
-    this.#log("info", "connection.reconnect", "Reconnecting now on request");
+    this.#log("info", "connection_reconnect", "Reconnecting now on request");
     this.#teardown();
     this.#dial();
   }
@@ -335,7 +335,7 @@ export class Connection {
 
   #idleClose(): void {
     if (this.#slots.size > 0) return;
-    this.#log("debug", "connection.idle", "Closing the unused connection");
+    this.#log("debug", "connection_idle", "Closing the unused connection");
     this.#teardown();
     this.#phase = "idle";
     this.#backoff.reset();
@@ -373,7 +373,7 @@ export class Connection {
       log: (level, event, message) => this.#log(level, event, message),
     }, this.#received);
     this.#attempt = attempt;
-    this.#log("debug", "connection.state", "Connecting");
+    this.#log("debug", "connection_state", "Connecting");
     // A client told may tear this attempt down (a pause, a failure).
     for (const slot of [...this.#slots.values()]) {
       if (attempt.isDropped) return;
@@ -409,7 +409,7 @@ export class Connection {
     // Before any BIND, so the server sizes even a session's first DOWNLOAD
     // for a link it has not measured yet.
     attempt.acknowledge();
-    this.#log("info", "connection.state", "Connected");
+    this.#log("info", "connection_state", "Connected");
     for (const slot of [...this.#slots.values()]) {
       if (attempt.isDropped) return;
       if (this.#slots.get(slot.client) === slot && slot.channel === undefined) {
@@ -450,7 +450,7 @@ export class Connection {
         this.#authRetried = true;
         this.#log(
           "info",
-          "connection.reconnect",
+          "connection_reconnect",
           `${what}; reconnecting at once with a fresh token`,
           error,
         );
@@ -478,7 +478,7 @@ export class Connection {
     }
     if (this.#slots.size === 0) {
       this.#phase = "idle";
-      this.#log("debug", "connection.state", `${what}; no session needs it`);
+      this.#log("debug", "connection_state", `${what}; no session needs it`);
       return;
     }
     const delay = this.#backoff.next(retryAfterMs ?? 0);
@@ -492,7 +492,7 @@ export class Connection {
     this.#retryTimer.start(() => this.#dial(), delay);
     this.#log(
       "warn",
-      "connection.retry",
+      "connection_retry",
       `${what}; retry ${retry.attempt} in ${delay} ms`,
       error,
     );
@@ -503,7 +503,7 @@ export class Connection {
   }
 
   #fail(error: SyncError): void {
-    this.#log("error", "connection.failed", error.message, error);
+    this.#log("error", "connection_failed", error.message, error);
     this.#phase = "idle";
     this.#failures = 0;
     this.#backoff.reset();

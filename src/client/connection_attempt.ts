@@ -419,7 +419,7 @@ export class ConnectionAttempt {
       const delay = this.#refreshes.next(tokens.retryAfterMs?.(error) ?? 0);
       this.#host.log(
         "warn",
-        "token.refresh",
+        "token_refresh",
         `Token refresh failed; retrying in ${delay} ms`,
       );
       this.#refreshTimer.start(() => this.#refresh(), delay);
@@ -428,7 +428,7 @@ export class ConnectionAttempt {
     if (this.#state !== "connected") return;
     this.#refreshes.reset();
     this.sendFrame({ type: MessageType.Refresh, accessToken: token.token });
-    this.#host.log("debug", "token.refresh", "Sent a fresh access token");
+    this.#host.log("debug", "token_refresh", "Sent a fresh access token");
     this.scheduleRefresh(token);
   }
 }

@@ -14,15 +14,15 @@ import type { SyncError } from "./sync_error.ts";
  * const logger = (record: LogRecord) => {
  *   if (record.level !== "debug") console.error(`[${record.event}] ${record.message}`);
  * };
- * logger({ level: "info", event: "connection.state", message: "connected", time: Date.now() });
+ * logger({ level: "info", event: "connection_state", message: "connected", time: Date.now() });
  * ```
  */
 export interface LogRecord {
   /** How much it matters. */
   level: "debug" | "info" | "warn" | "error";
   /**
-   * What happened, e.g. `"connection.state"`, `"connection.retry"`,
-   * `"session.error"`, `"token.refresh"`.
+   * What happened, e.g. `"connection_state"`, `"connection_retry"`,
+   * `"session_error"`, `"token_refresh"`.
    */
   event: string;
   /** A sentence for humans. */

@@ -96,7 +96,7 @@ export async function finishClientReset(host: ResetHost): Promise<void> {
   host.settled(result.acknowledged);
   host.log(
     "info",
-    "session.client_reset",
+    "session_client_reset",
     `Reset ${host.path}: ${result.recovered.length} writes re-applied, ${result.synthesized.length} synthesized, ${result.discarded.length} dropped`,
   );
   const counts = {
@@ -121,7 +121,7 @@ async function callHook(
   } catch (error) {
     host.log(
       "error",
-      "session.callback",
+      "session_callback",
       `clientReset.${name} threw: ${
         error instanceof Error ? error.message : String(error)
       }`,

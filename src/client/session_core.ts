@@ -93,7 +93,7 @@ export class SessionCore {
       (error) =>
         this.#log(
           "error",
-          "session.callback",
+          "session_callback",
           `A progress callback threw: ${
             error instanceof Error ? error.message : String(error)
           }`,
@@ -213,7 +213,7 @@ export class SessionCore {
     this.#leave(true);
     this.#life.go({ phase: "paused" });
     this.#retry = undefined;
-    this.#log("info", "session.pause", "Paused");
+    this.#log("info", "session_pause", "Paused");
     this.#transition("disconnected");
   }
 
@@ -222,7 +222,7 @@ export class SessionCore {
     if (!this.#life.isPaused) return;
     this.#life.go({ phase: "unbound" });
     this.#rebinds.reset();
-    this.#log("info", "session.resume", "Resumed");
+    this.#log("info", "session_resume", "Resumed");
     this.#attach();
   }
 
@@ -235,7 +235,7 @@ export class SessionCore {
     this.#rebinds.reset();
     if (!this.#rebindTimer.isRunning) return;
     this.#rebindTimer.stop();
-    this.#log("info", "session.reconnect", "Binding again now on request");
+    this.#log("info", "session_reconnect", "Binding again now on request");
     this.#attach();
   }
 
@@ -257,7 +257,7 @@ export class SessionCore {
     this.#notifier.clearCallbacks();
     this.#transition("disconnected");
     this.#link.end();
-    this.#log("debug", "session.close", "Closed");
+    this.#log("debug", "session_close", "Closed");
   }
 
   /** Puts the session in `"error"` for good. */
@@ -269,7 +269,7 @@ export class SessionCore {
     this.#notifier.stop();
     this.#retry = undefined;
     this.#error = error;
-    this.#log("error", "session.error", error.message, error);
+    this.#log("error", "session_error", error.message, error);
     this.#transition("disconnected", error);
     this.#waits.rejectAll(error);
     this.#tracker.close(error);
@@ -507,7 +507,7 @@ export class SessionCore {
       `The server refused write ${message.clientVersion} to ${this.path} (${cause.code}): ${message.message}`,
       { cause },
     );
-    this.#log("warn", "session.write_rejected", error.message, error);
+    this.#log("warn", "session_write_rejected", error.message, error);
     this.#waits.failed(message.clientVersion, error);
     this.#settle(message.clientVersion);
   }
@@ -531,7 +531,7 @@ export class SessionCore {
       leave: () => this.#leave(false),
       report: (error) => {
         this.#error = error;
-        this.#log("warn", "session.client_reset", error.message, error);
+        this.#log("warn", "session_client_reset", error.message, error);
         this.#transition("disconnected", error);
       },
       rebind: () => {
@@ -593,7 +593,7 @@ export class SessionCore {
     };
     this.#retry = retry;
     this.#error = error;
-    this.#log("warn", "session.retry", `Binding again in ${delay} ms`, error);
+    this.#log("warn", "session_retry", `Binding again in ${delay} ms`, error);
     this.#transition("disconnected", error, retry);
     this.#rebindTimer.start(() => {
       if (this.#life.isLive) this.#attach();
@@ -771,7 +771,7 @@ export class SessionCore {
     if (next === "connected") this.#rebinds.up();
     this.#log(
       "debug",
-      "session.state",
+      "session_state",
       `${change.previous} → ${next}${error ? ` (${error.code})` : ""}`,
       error,
     );

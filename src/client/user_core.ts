@@ -331,7 +331,7 @@ export class UserCore implements UserEngine {
       if (!wasLoggedIn) return;
       emitLog(this.#config.logger, {
         level: "info",
-        event: "user.logout",
+        event: "user_logout",
         message: `User ${this.#id} logged out`,
         time: this.#config.clock.now(),
       });
@@ -506,7 +506,7 @@ export class UserCore implements UserEngine {
     }
     emitLog(context.logger, {
       level: "debug",
-      event: "token.refresh",
+      event: "token_refresh",
       message: `New access token for user ${this.#id}`,
       time: context.clock.now(),
     });
@@ -519,7 +519,7 @@ export class UserCore implements UserEngine {
     this.#loggedIn = false;
     emitLog(this.#config.logger, {
       level: "warn",
-      event: "user.logout",
+      event: "user_logout",
       message: `User ${this.#id} logged out: ${error.message}`,
       time: this.#config.clock.now(),
     });
