@@ -1,3 +1,4 @@
+import { readBounded } from "../util/read_bounded.ts";
 /**
  * The admin HTTP routes under `/admin/realms/<path>/…` (docs/SERVER.md
  * "Server-side data access"): objects, write and the NDJSON change feed,
@@ -142,7 +143,7 @@ async function write(
   const limit = context.maxBodyBytes;
   const declared = Number(request.headers.get("content-length"));
   if (Number.isFinite(declared) && declared > limit) return tooLarge(limit);
-  const body = await readBounded(request, limit);
+  const body = await readBounded(request.body, limit);
   if (body === null) return tooLarge(limit);
   let json: unknown;
   try {
@@ -261,28 +262,6 @@ async function changes(
       "cache-control": "no-store",
     },
   });
-}
-
-/** The body, or null once it passes `limit` bytes. */
-async function readBounded(
-  request: Request,
-  limit: number,
-): Promise<Uint8Array | null> {
-  if (request.body === null) return new Uint8Array();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for await (const chunk of request.body) {
-    size += chunk.length;
-    if (size > limit) return null;
-    chunks.push(chunk);
-  }
-  const body = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    body.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return body;
 }
 
 function tooLarge(limit: number): Response {

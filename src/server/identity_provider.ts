@@ -1,3 +1,4 @@
+import { readBounded } from "../util/read_bounded.ts";
 import {
   type AsymmetricJwtAlgorithm,
   decodeJwt,
@@ -573,32 +574,9 @@ async function readText(
   response: Response,
   signal: AbortSignal,
 ): Promise<string> {
-  const reader = response.body?.getReader();
-  if (reader === undefined) return "";
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  const onAbort = () => reader.cancel(signal.reason).catch(() => {});
-  signal.addEventListener("abort", onAbort, { once: true });
-  try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (signal.aborted) throw signal.reason;
-      if (done) break;
-      size += value.length;
-      if (size > MAX_JWKS_BYTES) {
-        throw new Error(`the answer is larger than ${MAX_JWKS_BYTES} bytes`);
-      }
-      chunks.push(value);
-    }
-  } finally {
-    signal.removeEventListener("abort", onAbort);
-    reader.cancel().catch(() => {});
-  }
-  const bytes = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset);
-    offset += chunk.length;
+  const bytes = await readBounded(response.body, MAX_JWKS_BYTES, signal);
+  if (bytes === null) {
+    throw new Error(`the answer is larger than ${MAX_JWKS_BYTES} bytes`);
   }
   try {
     return new TextDecoder("utf-8", { fatal: true }).decode(bytes);

@@ -1,4 +1,4 @@
-import { abortable } from "../util/abort.ts";
+import { readBounded } from "../util/read_bounded.ts";
 import { jsonError, jsonResponse, shuttingDown } from "./http_responses.ts";
 import type { Log } from "./log.ts";
 import type { TokenAuthority } from "./tokens.ts";
@@ -122,31 +122,12 @@ async function readJsonBody(
     await request.body?.cancel();
     return { ok: false, message: "Cannot log in: the body is too large" };
   }
-  const reader = request.body?.getReader();
-  if (reader === undefined) {
+  if (request.body === null) {
     return { ok: false, message: "Cannot log in: the body is empty" };
   }
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  try {
-    for (;;) {
-      const { done, value } = await abortable(reader.read(), signal);
-      if (done) break;
-      size += value.length;
-      if (size > MAX_LOGIN_BODY_BYTES) {
-        return { ok: false, message: "Cannot log in: the body is too large" };
-      }
-      chunks.push(value);
-    }
-  } finally {
-    // Whatever has not arrived is not waited for (a no-op once done).
-    reader.cancel().catch(() => {});
-  }
-  const bytes = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset);
-    offset += chunk.length;
+  const bytes = await readBounded(request.body, MAX_LOGIN_BODY_BYTES, signal);
+  if (bytes === null) {
+    return { ok: false, message: "Cannot log in: the body is too large" };
   }
   try {
     const text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
