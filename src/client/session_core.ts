@@ -45,7 +45,7 @@ import { stallError, StallWatchdog } from "./stall_watchdog.ts";
 import { SyncError, syncErrorFromWire } from "./sync_error.ts";
 import { UploadBatcher } from "./upload_batcher.ts";
 import { WaitsLedger } from "./waits_ledger.ts";
-import { type SessionCounters, SessionTally } from "./session_tally.ts";
+import { type SessionStats, SessionTally } from "./session_tally.ts";
 
 // Rebinds after session errors cap the backoff's exponent (the
 // connection's does not).
@@ -167,7 +167,7 @@ export class SessionCore {
   }
 
   /** `session.stats()`. */
-  stats(): SessionCounters {
+  stats(): SessionStats {
     let rttMs: number | undefined;
     try {
       rttMs = this.#life.isClosed ? undefined : this.#init.connection().rttMs;

@@ -1,18 +1,38 @@
 // This module is browser compatible.
 
-/**
- * What one session counts for `session.stats()`: bytes each way and the
- * reconnects of its bindings.
- */
+/** The figures behind `session.stats()`, and the counters a session keeps. */
 
-/** A session's counters (see `SessionStats`). */
-export interface SessionCounters {
+/**
+ * Counters of one session.
+ *
+ * @example Showing the pending writes
+ * ```ts
+ * import type { SessionStats } from "@tether/sync";
+ *
+ * const stats: SessionStats = {
+ *   bytesSent: 0, bytesReceived: 0, rttMs: undefined, reconnects: 0,
+ *   pendingUploadBytes: 0, pendingUploadChangesets: 0,
+ *   clientResets: 0,
+ * };
+ * console.log(`${stats.pendingUploadChangesets} writes waiting for the server`);
+ * ```
+ */
+export interface SessionStats {
+  /** Bytes this session sent (BIND, UPLOAD, MARK, UNBIND frames). */
   bytesSent: number;
+  /** Bytes this session received (IDENT, DOWNLOAD, MARK_REPLY… frames). */
   bytesReceived: number;
+  /** The connection's last measured round-trip time (PING → PONG), in ms. */
   rttMs: number | undefined;
+  /** How often the session bound again after its connection was lost. */
   reconnects: number;
+  /** Bytes of local changesets the server has not acknowledged yet. */
   pendingUploadBytes: number;
+  /** Number of local changesets the server has not acknowledged yet. */
   pendingUploadChangesets: number;
+  /**
+   * Client resets this session performed (docs/CLIENT.md "Client reset").
+   */
   clientResets: number;
 }
 
