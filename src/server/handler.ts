@@ -136,13 +136,7 @@ export function createHandler(context: HandlerContext): SyncHandler {
           request,
           info,
           "monitoring",
-          () =>
-            new Response(context.metrics(), {
-              headers: {
-                "content-type": PROMETHEUS_CONTENT_TYPE,
-                "cache-control": "no-store",
-              },
-            }),
+          () => uncached(context.metrics(), PROMETHEUS_CONTENT_TYPE),
         );
       case "/status":
         if (request.method !== "GET") return methodNotAllowed("GET");
@@ -151,13 +145,7 @@ export function createHandler(context: HandlerContext): SyncHandler {
           request,
           info,
           "monitoring",
-          () =>
-            new Response(context.status(), {
-              headers: {
-                "content-type": STATUS_PAGE_CONTENT_TYPE,
-                "cache-control": "no-store",
-              },
-            }),
+          () => uncached(context.status(), STATUS_PAGE_CONTENT_TYPE),
         );
       default:
         return notFound(request.method, full);
@@ -222,4 +210,11 @@ function methodNotAllowed(allow: string): Response {
     `Method not allowed here; use ${allow}`,
     { allow },
   );
+}
+
+/** A page that must be fetched afresh every time (metrics, status). */
+function uncached(body: string, contentType: string): Response {
+  return new Response(body, {
+    headers: { "content-type": contentType, "cache-control": "no-store" },
+  });
 }
