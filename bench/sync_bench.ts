@@ -4,7 +4,11 @@
  * each server in a child process of its own (`bench/_sync_server.ts`).
  *
  * Options: `--quick` (tiny sizes, a smoke run), `--out <path>` (where the
- * JSON goes; default a temp file). docs/PERFORMANCE.md, "End to end
+ * JSON goes; default a temp file), `--only <rows>` (a comma-separated list
+ * of `bootstrap`, `bootstrap-large`, `updates-1`, `updates-100`,
+ * `propagation`, `fanout`, `progress`, `memory`: run those rows alone),
+ * `--profile <dir>` (a V8 CPU profile of this process for each Tether part
+ * of the rows run, via `node:inspector`, written there as `.cpuprofile`). docs/PERFORMANCE.md, "End to end
  * (bench:sync)", says what each row measures and what limits it.
  */
 import * as Y from "npm:yjs@13.6.33";
@@ -13,6 +17,7 @@ import { App, Credentials, type Realm, type User } from "../mod.ts";
 import type { ServerMeasure } from "./_sync_server.ts";
 import { linesOf } from "../tests/_helpers/lines.ts";
 import process from "node:process";
+import { Session as InspectorSession } from "node:inspector";
 
 // y-websocket adds a process "exit" listener per provider (to say goodbye
 // to its peers); this bench holds hundreds of providers at once.
@@ -26,6 +31,36 @@ const outPath = outIndex >= 0
   ? Deno.args[outIndex + 1]
   : await Deno.makeTempFile({ prefix: "sync_bench_", suffix: ".json" });
 if (outPath === undefined) throw new TypeError("--out needs a path");
+const ROW_NAMES = [
+  "bootstrap",
+  "bootstrap-large",
+  "updates-1",
+  "updates-100",
+  "propagation",
+  "fanout",
+  "progress",
+  "memory",
+] as const;
+const onlyIndex = Deno.args.indexOf("--only");
+const only = onlyIndex >= 0
+  ? new Set(Deno.args[onlyIndex + 1]?.split(",") ?? [])
+  : undefined;
+for (const name of only ?? []) {
+  if (!(ROW_NAMES as readonly string[]).includes(name)) {
+    throw new TypeError(
+      `--only: unknown row ${JSON.stringify(name)} (${ROW_NAMES.join(", ")})`,
+    );
+  }
+}
+if (only?.size === 0) throw new TypeError("--only needs a list of rows");
+/** Whether the row `name` runs. */
+const runs = (name: typeof ROW_NAMES[number]) =>
+  only === undefined || only.has(name);
+const profileIndex = Deno.args.indexOf("--profile");
+const profileDir = profileIndex >= 0 ? Deno.args[profileIndex + 1] : undefined;
+if (profileIndex >= 0 && profileDir === undefined) {
+  throw new TypeError("--profile needs a directory");
+}
 
 /** Sizes and repetitions; `--quick` only proves every row runs. */
 const SIZES = quick
@@ -93,6 +128,45 @@ function fieldsOf(index: number): Record<string, string | number | boolean> {
     score: (index * 7919) % 1000,
     ratio: (index % 100) / 7,
   };
+}
+
+// ---------------------------------------------------------------- profile
+
+let inspector: InspectorSession | undefined;
+function post(method: string, params?: object): Promise<unknown> {
+  return new Promise((resolve, reject) =>
+    inspector!.post(
+      method,
+      params ?? {},
+      (error: Error | null, result: unknown) =>
+        error ? reject(error) : resolve(result),
+    )
+  );
+}
+
+/**
+ * Runs `fn`; with `--profile`, under the V8 CPU profiler of this process,
+ * the profile written to `<dir>/<name>.cpuprofile`.
+ */
+async function profiled<T>(name: string, fn: () => Promise<T>): Promise<T> {
+  if (profileDir === undefined) return await fn();
+  if (inspector === undefined) {
+    inspector = new InspectorSession();
+    inspector.connect();
+    await post("Profiler.enable");
+    await post("Profiler.setSamplingInterval", { interval: 100 });
+  }
+  await post("Profiler.start");
+  try {
+    return await fn();
+  } finally {
+    const { profile } = await post("Profiler.stop") as { profile: unknown };
+    await Deno.mkdir(profileDir, { recursive: true });
+    await Deno.writeTextFile(
+      `${profileDir}/${name}.cpuprofile`,
+      JSON.stringify(profile),
+    );
+  }
 }
 
 // ---------------------------------------------------------------- stats
@@ -629,16 +703,18 @@ async function throughputTether(url: string, total: number, perWrite: number) {
   const { waiter, done } = watchTether(pair.realmB, lastId, controller.signal);
   const aBefore = { ...pair.a.wire };
   const bBefore = { ...pair.b.wire };
-  const start = performance.now();
-  for (let write = 0; write < total / perWrite; write++) {
-    await pair.realmA.write((tx) => {
-      for (let j = 0; j < perWrite; j++) {
-        const i = write * perWrite + j;
-        tx.update("Item", idOf(i % UPDATE_OBJECTS), { n: i });
-      }
-    });
-  }
-  const end = await waiter.expect(total - 1);
+  const { start, end } = await profiled(`updates-${perWrite}`, async () => {
+    const start = performance.now();
+    for (let write = 0; write < total / perWrite; write++) {
+      await pair.realmA.write((tx) => {
+        for (let j = 0; j < perWrite; j++) {
+          const i = write * perWrite + j;
+          tx.update("Item", idOf(i % UPDATE_OBJECTS), { n: i });
+        }
+      });
+    }
+    return { start, end: await waiter.expect(total - 1) };
+  });
   const ms = end - start;
   controller.abort();
   await done;
@@ -768,15 +844,17 @@ async function propagationTether(url: string) {
   const samples: number[] = [];
   const aBefore = { ...pair.a.wire };
   const rounds = SIZES.propagationWarmup + SIZES.propagation;
-  for (let i = UPDATE_OBJECTS; i < UPDATE_OBJECTS + rounds; i++) {
-    const start = performance.now();
-    const seen = waiter.expect(i);
-    await pair.realmA.write((tx) => tx.update("Item", id, { n: i }));
-    const at = await seen;
-    if (i >= UPDATE_OBJECTS + SIZES.propagationWarmup) {
-      samples.push((at - start) * 1000);
+  await profiled("propagation", async () => {
+    for (let i = UPDATE_OBJECTS; i < UPDATE_OBJECTS + rounds; i++) {
+      const start = performance.now();
+      const seen = waiter.expect(i);
+      await pair.realmA.write((tx) => tx.update("Item", id, { n: i }));
+      const at = await seen;
+      if (i >= UPDATE_OBJECTS + SIZES.propagationWarmup) {
+        samples.push((at - start) * 1000);
+      }
     }
-  }
+  });
   controller.abort();
   await done;
   const messageBytes = Math.round(
@@ -897,12 +975,13 @@ async function fanOutTether(url: string) {
     watches.push(watchTether(realm, id, controller.signal));
   }
   const aBefore = { ...pair.a.wire };
-  const result = await fanOutRounds(
-    watches.map((watch) => watch.waiter),
-    async (i) => {
-      await pair.realmA.write((tx) => tx.update("Item", id, { n: i }));
-    },
-  );
+  const result = await profiled("fanout", () =>
+    fanOutRounds(
+      watches.map((watch) => watch.waiter),
+      async (i) => {
+        await pair.realmA.write((tx) => tx.update("Item", id, { n: i }));
+      },
+    ));
   const messageBytes = Math.round(
     (pair.a.wire.sentBytes - aBefore.sentBytes) /
       Math.max(1, pair.a.wire.sent - aBefore.sent),
@@ -1180,30 +1259,44 @@ let echo: { echoP50: number; echoP99: number } | undefined;
 try {
   const progress = (what: string) =>
     console.error(`[${((performance.now()) / 1000).toFixed(1)} s] ${what}`);
-  progress("bootstrap (small)");
-  await rowBootstrap(
-    servers,
-    SIZES.bootstrapSmall,
-    SIZES.bootstrapSmallReps,
-    SIZES.bootstrapSmall.toLocaleString("en-US"),
-  );
-  progress("bootstrap (large)");
-  await rowBootstrap(
-    servers,
-    SIZES.bootstrapLarge,
-    SIZES.bootstrapLargeReps,
-    SIZES.bootstrapLarge.toLocaleString("en-US"),
-  );
-  progress("updates, one per write");
-  await rowThroughput(servers, 1);
-  progress("updates, 100 per write");
-  await rowThroughput(servers, 100);
-  progress("propagation");
-  echo = await rowPropagation(servers);
-  progress("fan-out");
-  await rowFanOut(servers);
-  progress("progress-stream overhead");
-  await rowProgress(servers);
+  if (runs("bootstrap")) {
+    progress("bootstrap (small)");
+    await rowBootstrap(
+      servers,
+      SIZES.bootstrapSmall,
+      SIZES.bootstrapSmallReps,
+      SIZES.bootstrapSmall.toLocaleString("en-US"),
+    );
+  }
+  if (runs("bootstrap-large")) {
+    progress("bootstrap (large)");
+    await rowBootstrap(
+      servers,
+      SIZES.bootstrapLarge,
+      SIZES.bootstrapLargeReps,
+      SIZES.bootstrapLarge.toLocaleString("en-US"),
+    );
+  }
+  if (runs("updates-1")) {
+    progress("updates, one per write");
+    await rowThroughput(servers, 1);
+  }
+  if (runs("updates-100")) {
+    progress("updates, 100 per write");
+    await rowThroughput(servers, 100);
+  }
+  if (runs("propagation") || runs("fanout")) {
+    progress("propagation");
+    echo = await rowPropagation(servers);
+  }
+  if (runs("fanout")) {
+    progress("fan-out");
+    await rowFanOut(servers);
+  }
+  if (runs("progress")) {
+    progress("progress-stream overhead");
+    await rowProgress(servers);
+  }
 } catch (error) {
   failure = error;
 } finally {
@@ -1214,16 +1307,18 @@ if (failure !== undefined) throw failure;
 // Fresh servers: in the ones above, work left from the earlier rows (a
 // background snapshot, caches emptying) could land between the two heap
 // measurements.
-console.error("idle-session memory");
-const memoryServers = await startServers(" (memory)");
-try {
-  await rowMemory(memoryServers);
-} catch (error) {
-  failure = error;
-} finally {
-  for (const server of Object.values(memoryServers)) await server.stop();
+if (runs("memory")) {
+  console.error("idle-session memory");
+  const memoryServers = await startServers(" (memory)");
+  try {
+    await rowMemory(memoryServers);
+  } catch (error) {
+    failure = error;
+  } finally {
+    for (const server of Object.values(memoryServers)) await server.stop();
+  }
+  if (failure !== undefined) throw failure;
 }
-if (failure !== undefined) throw failure;
 
 if (echo !== undefined) {
   rows.push({
@@ -1243,6 +1338,7 @@ const report = {
   startedAt: startedAt.toISOString(),
   finishedAt: new Date().toISOString(),
   quick,
+  only: only === undefined ? null : [...only],
   deno: Deno.version,
   cpus: navigator.hardwareConcurrency,
   sizes: SIZES,
