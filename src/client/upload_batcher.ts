@@ -20,6 +20,7 @@
 
 import type { UploadChangeset } from "../model/changeset.ts";
 import { encodeMessage } from "../protocol/encode.ts";
+import { DEFAULT_LIMITS } from "../protocol/limits.ts";
 import { MessageType, type UploadMessage } from "../protocol/messages.ts";
 import type { SessionChannel } from "./connection.ts";
 import { SyncError } from "./sync_error.ts";
@@ -139,7 +140,8 @@ export class UploadBatcher {
 
   /**
    * Sends every pending changeset not yet sent on this binding, as few
-   * frames as fit. Stops quietly when the channel refuses a frame (the
+   * frames as fit (and no more changesets per frame than a decoder with
+   * the default limits takes). Stops quietly when the channel refuses a frame (the
    * binding is gone), the window is full or enough frames are in flight.
    * `pending` may start anywhere at or before the first changeset not yet
    * sent (`LocalRealm.pendingAfter(sentThrough)` starts right there).
@@ -169,7 +171,11 @@ export class UploadBatcher {
           `Cannot upload changeset ${changeset.clientVersion}: ${bytes} bytes exceed the server's limit of ${limit} per message`,
         );
       }
-      if (batch.length > 0 && batchBytes + bytes > frameBudget) {
+      if (
+        batch.length > 0 &&
+        (batchBytes + bytes > frameBudget ||
+          batch.length >= DEFAULT_LIMITS.maxChangesets)
+      ) {
         const outcome = this.#sendFrame(channel, batch, onSent);
         if (outcome === false) return undefined;
         if (outcome !== true) return outcome;
