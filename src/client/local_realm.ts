@@ -485,7 +485,7 @@ export class LocalRealm {
       const touched: Instruction[] = [];
       // Where each changeset's changes start in `changes`: `changes()`
       // reports each remote transaction on its own, however many one
-      // DOWNLOAD carries (docs/CLIENT.md "Changes").
+      // DOWNLOAD carries (docs/CLIENT.md "Writing and reading").
       const starts: number[] = [];
       for (const changeset of message.changesets) {
         this.#observe(changeset.stamp, changeset.instructions);
