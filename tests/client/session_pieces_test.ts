@@ -269,3 +269,36 @@ Deno.test("UploadBatcher keeps at most maxFrames frames unacknowledged: what is 
   two.send(pending, channel, () => {});
   assert.deepEqual(sent.slice(sentBefore), [[1], [2], [3, 4, 5, 6, 7]]);
 });
+
+Deno.test("WaitsLedger resolves upload waits in any order of registration by target, skipping aborted ones, however many there are", async () => {
+  const ledger = new WaitsLedger();
+  const resolved: number[] = [];
+  const controller = new AbortController();
+  const waits: Promise<void>[] = [];
+  // Targets registered out of order, with duplicates; every third aborted.
+  for (let index = 0; index < 300; index++) {
+    const target = (index * 7919) % 150 + 1;
+    const aborted = index % 3 === 0;
+    const wait = ledger.waitForUpload(
+      target,
+      aborted ? controller.signal : undefined,
+    );
+    waits.push(
+      aborted
+        ? assert.rejects(wait, (e) => e === "gone")
+        : wait.then(() => void resolved.push(target)),
+    );
+  }
+  controller.abort("gone");
+  ledger.acknowledged(50);
+  await Promise.resolve();
+  await Promise.resolve();
+  const first = resolved.length;
+  assert.ok(first > 0);
+  assert.ok(resolved.every((target) => target <= 50));
+  ledger.acknowledged(49);
+  ledger.acknowledged(150);
+  await Promise.all(waits);
+  assert.equal(resolved.length, 200);
+  assert.ok(resolved.slice(first).every((target) => target > 50));
+});
