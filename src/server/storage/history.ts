@@ -92,12 +92,14 @@ export async function readHead(
 }
 
 // A group of changesets committed together stays well inside the limits of
-// one atomic operation (1000 mutations, 100 checks, 800 KiB): one set per
-// changeset, plus a check and a set for the head and for each identity.
+// one atomic operation (docs/ARCHITECTURE.md "Server storage": 1000
+// mutations, 800 KiB, and 10 checks on denokv, 100 on a local KV): one set
+// per changeset, plus a check and a set for the head and for each identity,
+// so at most 9 identities. Their head and records are then one getMany
+// (at most 10 keys).
 const GROUP_MAX_CHANGESETS = 500;
 const GROUP_MAX_BYTES = 600_000;
-const GROUP_MAX_IDENTITIES = 64;
-// Deno KV reads at most 10 keys per getMany.
+const GROUP_MAX_IDENTITIES = 9;
 const READ_MANY_KEYS = 10;
 
 /**

@@ -361,3 +361,38 @@ Deno.test("integrateGroup(): a group larger than one atomic operation commits in
     Array.from({ length: 100 }, (_, index) => index + 201),
   );
 });
+
+Deno.test("integrateGroup() checks at most 9 identities per atomic operation (10 checks with the head), so a group of 12 writers commits in two parts", async () => {
+  await using kv = await Deno.openKv(":memory:");
+  const writers = [];
+  for (let index = 0; index < 12; index++) {
+    writers.push(await allocateIdentity(kv, "/r", retry()));
+  }
+  const reports: number[][] = [];
+  const outcomes = await integrateGroup(
+    kv,
+    "/r",
+    writers.map((identity, writer) => ({
+      identity,
+      changesets: [upload(1, [put("T", `${writer}`, {})])],
+    })),
+    retry(),
+    undefined,
+    (settled) => reports.push(settled.map(({ index }) => index)),
+  );
+  assert.ok(outcomes.every((outcome) => outcome.ok));
+  assert.deepEqual(reports, [
+    [0, 1, 2, 3, 4, 5, 6, 7, 8],
+    [9, 10, 11],
+  ]);
+  const stamps = await Promise.all(
+    Array.from(
+      { length: 12 },
+      async (_, index) =>
+        (await kv.get(historyKey("/r", index + 1))).versionstamp,
+    ),
+  );
+  assert.equal(new Set(stamps.slice(0, 9)).size, 1);
+  assert.equal(new Set(stamps.slice(9)).size, 1);
+  assert.notEqual(stamps[0], stamps[9]);
+});
