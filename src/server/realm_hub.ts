@@ -199,7 +199,7 @@ export class RealmHub {
    * Uploads to one realm from this process are queued in arrival order:
    * while one commit is in flight, the uploads that arrive (from any
    * session) wait, and the next commit takes them all together
-   * (`integrateGroup`, docs/ARCHITECTURE.md "Write flow"). So they never
+   * (`integrateGroup`, docs/ARCHITECTURE.md "Write flow on the server"). So they never
    * conflict with each other, only with other processes.
    *
    * @param owner Groups the uploads of one session: `beforeFanOut` is told

@@ -35,8 +35,9 @@ import { shareBatch } from "./shared_download.ts";
  *
  * A download pump sends the realm's history after the client's cursor in
  * bounded batches, then live changesets as the hub learns of them; uploads
- * are integrated with an immediate acknowledgement; a MARK is answered once
- * everything held at MARK time was sent.
+ * are queued in the hub's group commit and acknowledged as soon as the
+ * commit holding them is durable; a MARK is answered once everything held at
+ * MARK time was sent.
  */
 
 /** What a session needs from its connection. */
@@ -202,7 +203,7 @@ export class Session implements HubMember {
    * Hands uploaded changesets to the realm's hub and returns once they are
    * queued there, in order: the connection may read the session's next
    * message while they commit (the hub commits what is queued together,
-   * docs/ARCHITECTURE.md "Write flow"). `settled` resolves once the
+   * docs/ARCHITECTURE.md "Write flow on the server"). `settled` resolves once the
    * acknowledging DOWNLOAD (or REJECT) was handed to the socket, after the
    * commit that holds them is durable.
    *

@@ -1,5 +1,5 @@
 /**
- * Group commit over real sockets (docs/ARCHITECTURE.md "Write flow"):
+ * Group commit over real sockets (docs/ARCHITECTURE.md "Write flow on the server"):
  * uploads queued for one realm, from several connections and several
  * UPLOADs of one session sent without waiting, are committed together and
  * each acknowledged once, after the commit that holds it.

@@ -168,7 +168,7 @@ export async function integrateChangesets(
 }
 
 /**
- * Group commit (docs/ARCHITECTURE.md "Write flow"): integrates several
+ * Group commit (docs/ARCHITECTURE.md "Write flow on the server"): integrates several
  * uploads, of one identity or many, in as few atomic operations as the KV
  * limits allow, in upload order. Each operation checks the head and every
  * identity it advances, and sets each such identity's record once, so it
