@@ -68,8 +68,8 @@ const CACHE_BYTES = 1024 * 1024;
 /**
  * Called with an upload's result once the commit holding it is durable,
  * before any session is woken; `more` says whether an upload of the same
- * owner is settled right after it (its acknowledgement may wait for that
- * one's).
+ * owner is settled after it by the same commit (one acknowledgement then
+ * covers both).
  */
 export type BeforeFanOut = (result: IntegrateResult, more: boolean) => void;
 
@@ -199,11 +199,12 @@ export class RealmHub {
    * Uploads to one realm from this process are queued in arrival order:
    * while one commit is in flight, the uploads that arrive (from any
    * session) wait, and the next commit takes them all together
-   * (`integrateGroup`, docs/ARCHITECTURE.md "Write flow on the server"). So they never
-   * conflict with each other, only with other processes.
+   * (`integrateGroup`, docs/ARCHITECTURE.md "Write flow on the server").
+   * So they never conflict with each other, only with other processes.
    *
    * @param owner Groups the uploads of one session: `beforeFanOut` is told
-   *   whether another of the owner's uploads settles right after this one.
+   *   whether another of the owner's uploads settles later in the same
+   *   commit.
    */
   integrate(
     identity: ClientIdentity,
@@ -295,6 +296,12 @@ export class RealmHub {
     const onSettled = (settled: GroupSettled) => {
       let count = 0;
       let head: Head | null = null;
+      // Each owner's last upload settled here acknowledges for the others.
+      const lastOf = new Map<object, number>();
+      for (const { outcome, index } of settled) {
+        const owner = group[index]!.owner;
+        if (outcome.ok && owner !== undefined) lastOf.set(owner, index);
+      }
       for (let at = 0; at < settled.length; at++) {
         const { outcome, index } = settled[at]!;
         if (!outcome.ok) continue;
@@ -306,9 +313,7 @@ export class RealmHub {
         }
         const job = group[index]!;
         const more = job.owner !== undefined &&
-          settled.slice(at + 1).some(({ outcome, index }) =>
-            outcome.ok && group[index]!.owner === job.owner
-          );
+          lastOf.get(job.owner) !== index;
         // The uploader acknowledges before any session (its own included)
         // is woken, so no DOWNLOAD moves past the new versions with a
         // stale ack.

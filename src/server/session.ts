@@ -203,9 +203,9 @@ export class Session implements HubMember {
    * Hands uploaded changesets to the realm's hub and returns once they are
    * queued there, in order: the connection may read the session's next
    * message while they commit (the hub commits what is queued together,
-   * docs/ARCHITECTURE.md "Write flow on the server"). `settled` resolves once the
-   * acknowledging DOWNLOAD (or REJECT) was handed to the socket, after the
-   * commit that holds them is durable.
+   * docs/ARCHITECTURE.md "Write flow on the server"). `settled` resolves
+   * once the acknowledging DOWNLOAD (or REJECT) was handed to the socket,
+   * after the commit that holds them is durable.
    *
    * With protocol version 2 a changeset the server will not take on its own
    * merits (a read-only realm, the validation hook) is refused alone with a

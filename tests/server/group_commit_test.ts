@@ -1,8 +1,8 @@
 /**
- * Group commit over real sockets (docs/ARCHITECTURE.md "Write flow on the server"):
- * uploads queued for one realm, from several connections and several
- * UPLOADs of one session sent without waiting, are committed together and
- * each acknowledged once, after the commit that holds it.
+ * Group commit over real sockets (docs/ARCHITECTURE.md "Write flow on the
+ * server"): uploads queued for one realm, from several connections and
+ * several UPLOADs of one session sent without waiting, are committed
+ * together and each acknowledged once, after the commit that holds it.
  */
 import assert from "node:assert/strict";
 import { errorCodeNumber } from "../../src/protocol/error_codes.ts";

@@ -168,9 +168,9 @@ export async function integrateChangesets(
 }
 
 /**
- * Group commit (docs/ARCHITECTURE.md "Write flow on the server"): integrates several
- * uploads, of one identity or many, in as few atomic operations as the KV
- * limits allow, in upload order. Each operation checks the head and every
+ * Group commit (docs/ARCHITECTURE.md "Write flow on the server"):
+ * integrates several uploads, of one identity or many, in as few atomic
+ * operations as the KV limits allow, in upload order. Each operation checks the head and every
  * identity it advances, and sets each such identity's record once, so it
  * either stores all of its changesets or none. Per identity the same rule
  * as {@linkcode integrateChangesets} holds across the group: a changeset at
