@@ -227,6 +227,12 @@ export class Session implements HubMember {
     if (invalid !== null) {
       throw new SessionError("bad_changeset", `Cannot upload: ${invalid}`);
     }
+    // A validation hook may read the realm: it sees this session's earlier
+    // uploads stored, as it did when each upload waited for its commit.
+    if (this.#init.validateChangeset !== undefined) {
+      await this.#committing;
+      if (this.closed) return SETTLED;
+    }
     let run: UploadChangeset[] = [];
     for (const changeset of changesets) {
       if (this.closed) return SETTLED;

@@ -10,9 +10,9 @@ import {
   type DownloadMessage,
   MessageType,
 } from "../../src/protocol/messages.ts";
-import { put, upload } from "../_helpers/changesets.ts";
+import { put, update, upload } from "../_helpers/changesets.ts";
 import { ProtocolClient } from "../_helpers/protocol_client.ts";
-import { startTestServer } from "../_helpers/test_server.ts";
+import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
 import { TestKv } from "../_helpers/test_kv.ts";
 
 const PATH = "/shared/notes";
@@ -237,4 +237,49 @@ Deno.test("a commit that fails mid-group acknowledges nothing it held: the uploa
   assert.deepEqual(stored, ["a1"]);
   reader.send({ type: MessageType.Mark, sessionId: 1, requestId: 6 });
   assert.equal((await reader.expect(MessageType.MarkReply)).requestId, 6);
+});
+
+Deno.test("a validation hook still sees the session's earlier uploads stored, though its UPLOADs no longer wait for each other's commits", async () => {
+  await using inner = await Deno.openKv(":memory:");
+  const testKv = new TestKv(inner);
+  let server: TestServer | undefined;
+  // Refuses an update of an object the server does not hold.
+  await using test = await startTestServer({
+    kv: testKv.kv,
+    permissions: () => "readwrite",
+    validateChangeset: async ({ path, changes }) => {
+      for (const change of changes) {
+        if (change.op !== "update") continue;
+        const stored = await server!.realm(path).get(change.type, change.id);
+        if (stored === undefined) return false;
+      }
+      return true;
+    },
+  });
+  server = test;
+  const { accessToken } = await test.login();
+  await using client = await connect(test.url, accessToken);
+  await bindFresh(client);
+  // The first upload's commit is held while the second arrives: its
+  // validation must wait for that commit, not read the realm without it.
+  const held = testKv.hold("commit");
+  client.send({
+    type: MessageType.Upload,
+    sessionId: 1,
+    changesets: [upload(1, [put("Note", "a", { n: 1 })])],
+  });
+  await held.reached;
+  client.send({
+    type: MessageType.Upload,
+    sessionId: 1,
+    changesets: [upload(2, [update("Note", "a", { n: 2 })])],
+  });
+  // A PING answered: the second UPLOAD was received and handed on first.
+  client.send({ type: MessageType.Ping, timestamp: 1 });
+  assert.equal((await client.expect(MessageType.Pong)).timestamp, 1);
+  held.release();
+  // DOWNLOADs only (a REJECT fails the read), up to the ack of version 2.
+  await readUntilAck(client, 2);
+  assert.equal(test.server.stats().changesetsIntegrated, 2);
+  assert.deepEqual(await test.realm(PATH).get("Note", "a"), { n: 2 });
 });
