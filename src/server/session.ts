@@ -147,9 +147,10 @@ export class Session implements HubMember {
   #ownAhead = new Map<number, number>();
   #historyAvailable: boolean;
   // The highest client version handed to the hub, and a promise settled
-  // once every upload handed so far is.
+  // once every upload handed so far is (null when none is in flight: an
+  // idle session keeps no promise).
   #submitted = 0;
-  #committing: Promise<void> = Promise.resolve();
+  #committing: Promise<void> | null = null;
   // Where the acknowledgement being gathered moves the cursor to.
   #ackCursor: { version: number; bytes: number } | null = null;
 
@@ -324,7 +325,7 @@ export class Session implements HubMember {
    * (never rejects): the realm must stay held until then.
    */
   get committing(): Promise<void> {
-    return this.#committing;
+    return this.#committing ?? Promise.resolve();
   }
 
   #readOnlyMessage(): string {
@@ -433,7 +434,11 @@ export class Session implements HubMember {
     ).then(() => {});
     // The hub settles in order, so the newest upload settles last.
     const previous = this.#committing;
-    this.#committing = settled.then(() => previous, () => previous);
+    const all: Promise<void> = settled.then(() => previous, () => previous)
+      .then(() => {
+        if (this.#committing === all) this.#committing = null;
+      });
+    this.#committing = all;
     return { settled };
   }
 
