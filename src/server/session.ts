@@ -497,6 +497,10 @@ export class Session implements HubMember {
    * sent to this session.
    */
   async mark(requestId: number): Promise<void> {
+    // The UPLOADs before it are settled first, so MARK_REPLY still comes
+    // after their acknowledgements, as when each waited for its commit.
+    await this.#committing;
+    if (this.closed) return;
     let head;
     try {
       head = await this.#init.hub.refreshHead();

@@ -181,8 +181,8 @@ Deno.test("a commit that fails mid-group acknowledges nothing it held: the uploa
     changesets: [upload(1, [put("Note", "a1", {})])],
   });
   await held.reached;
-  // ...while A's second and B's first queue behind it. A MARK answered
-  // proves each UPLOAD before it was queued in the realm's hub.
+  // ...while A's second and B's first queue behind it. A PING answered
+  // proves each UPLOAD before it was received and handed on.
   a.send({
     type: MessageType.Upload,
     sessionId: 1,
@@ -194,8 +194,8 @@ Deno.test("a commit that fails mid-group acknowledges nothing it held: the uploa
     changesets: [upload(1, [put("Note", "b1", {})])],
   });
   for (const client of [a, b]) {
-    client.send({ type: MessageType.Mark, sessionId: 1, requestId: 5 });
-    assert.equal((await client.expect(MessageType.MarkReply)).requestId, 5);
+    client.send({ type: MessageType.Ping, timestamp: 5 });
+    assert.equal((await client.expect(MessageType.Pong)).timestamp, 5);
   }
   failing = true;
   held.release();
