@@ -694,8 +694,10 @@ export class Connection {
   #unbind(record: SessionRecord, session: Session): void {
     // The realm stays held until the session's messages in flight are done,
     // so a re-upload on a new binding queues behind the old commit in the
-    // same hub instead of racing it.
-    const inFlight = record.queue.idle ? undefined : record.queue.drained();
+    // same hub instead of racing it. Its uploads still committing count as
+    // in flight: a BIND of this id waits for them too (PROTOCOL.md §4.5).
+    this.#enqueue(record, () => session.committing);
+    const inFlight = record.queue.drained();
     this.#track(this.#endSession(session, inFlight));
     this.#sessions.released(record);
     this.#output.send({ type: MessageType.Unbound, sessionId: session.id });
