@@ -29,6 +29,7 @@ import { bindSession } from "./bind.ts";
 import { DeliveryRate } from "./delivery_rate.ts";
 import type { ServerContext } from "./server_context.ts";
 import type { Session, SessionTransport } from "./session.ts";
+
 import { SessionError } from "./session_error.ts";
 import { type SessionRecord, SessionTable } from "./session_table.ts";
 import { delay } from "../util/delay.ts";
@@ -38,6 +39,13 @@ import { closeCodeFor, closeReason } from "./close_codes.ts";
 import { TokenDeadline } from "./token_deadline.ts";
 import { heldUploadBytes, HeldUploads } from "./held_uploads.ts";
 import { systemClock } from "../util/clock.ts";
+
+// An UPLOAD whose commit is still in flight, and what its settling needs.
+interface UploadTicket {
+  settled: Promise<void>;
+  session: Session;
+  received: number;
+}
 
 type ConnectionState = "handshake" | "authenticating" | "open" | "closed";
 
@@ -569,12 +577,37 @@ export class Connection {
       this.#sessions.unbinding(record);
     }
     this.#enqueue(record, async () => {
+      let ticket: UploadTicket | undefined;
       try {
-        await this.#sessionMessage(record, message);
+        ticket = await this.#sessionMessage(record, message);
       } finally {
-        release();
+        if (ticket === undefined) release();
       }
+      // An upload still committing: the session's next message may be
+      // handled meanwhile (the hub queues it behind this one), but its
+      // bytes stay held until it is settled.
+      if (ticket !== undefined) this.#track(this.#settle(ticket, release));
     });
+  }
+
+  async #settle(ticket: UploadTicket, release: () => void): Promise<void> {
+    try {
+      await ticket.settled;
+    } catch (error) {
+      const session = ticket.session;
+      if (!(error instanceof SessionError)) {
+        this.#crashed("A session handler crashed", error, session.id);
+        return;
+      }
+      if (!session.closed) this.#failSession(session, error);
+    } finally {
+      release();
+    }
+    if (!ticket.session.closed) {
+      this.#context.metrics.uploadAck.observe(
+        (performance.now() - ticket.received) / 1000,
+      );
+    }
   }
 
   #enqueue(record: SessionRecord, work: () => Promise<void>): void {
@@ -610,10 +643,11 @@ export class Connection {
     session.start();
   }
 
+  // Returns the upload still committing, for an UPLOAD.
   async #sessionMessage(
     record: SessionRecord,
     message: Extract<ClientMessage, { sessionId: number }>,
-  ): Promise<void> {
+  ): Promise<UploadTicket | undefined> {
     const session = record.session;
     // The bind failed (an ERROR was sent) or the session failed meanwhile.
     if (session === null || session.closed) {
@@ -624,33 +658,28 @@ export class Connection {
           sessionId: message.sessionId,
         });
       }
-      return;
+      return undefined;
     }
     try {
       switch (message.type) {
         case MessageType.Upload: {
           const received = performance.now();
-          await session.upload(message.changesets);
-          // upload() returns once the acknowledging DOWNLOAD (or REJECT)
-          // has been handed to the socket.
-          if (!session.closed) {
-            this.#context.metrics.uploadAck.observe(
-              (performance.now() - received) / 1000,
-            );
-          }
-          return;
+          // Returns once the changesets are queued for their commit;
+          // `settled` once it is durable and acknowledged.
+          const { settled } = await session.upload(message.changesets);
+          return { settled, session, received };
         }
         case MessageType.Mark:
           await session.mark(message.requestId);
-          return;
+          return undefined;
         case MessageType.Unbind:
           this.#unbind(record, session);
-          return;
+          return undefined;
       }
     } catch (error) {
       if (error instanceof SessionError) {
         this.#failSession(session, error);
-        return;
+        return undefined;
       }
       throw error;
     }
@@ -665,8 +694,10 @@ export class Connection {
   #unbind(record: SessionRecord, session: Session): void {
     // The realm stays held until the session's messages in flight are done,
     // so a re-upload on a new binding queues behind the old commit in the
-    // same hub instead of racing it.
-    const inFlight = record.queue.idle ? undefined : record.queue.drained();
+    // same hub instead of racing it. Its uploads still committing count as
+    // in flight: a BIND of this id waits for them too (PROTOCOL.md §4.5).
+    this.#enqueue(record, () => session.committing);
+    const inFlight = record.queue.drained();
     this.#track(this.#endSession(session, inFlight));
     this.#sessions.released(record);
     this.#output.send({ type: MessageType.Unbound, sessionId: session.id });
@@ -688,6 +719,8 @@ export class Connection {
     this.#context.stats.sessions--;
     await session.close();
     await inFlight;
+    // Uploads handed to the hub are still committing in its queue.
+    await session.committing;
     this.#context.registry.release(session.hub);
   }
 

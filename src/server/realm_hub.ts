@@ -3,10 +3,11 @@ import type { ClientIdentity } from "../protocol/messages.ts";
 import {
   type CommittedState,
   EMPTY_HEAD,
+  type GroupSettled,
   type Head,
   type HistoryItem,
   type HistoryRead,
-  integrateChangesets,
+  integrateGroup,
   type IntegrateResult,
   ITEM_OVERHEAD_BYTES,
   readHead,
@@ -64,6 +65,32 @@ export interface HubContext {
 // Recent history kept in memory per realm, in encoded bytes.
 const CACHE_BYTES = 1024 * 1024;
 
+/**
+ * Called with an upload's result once the commit holding it is durable,
+ * before any session is woken; `more` says whether an upload of the same
+ * owner is settled after it by the same commit (one acknowledgement then
+ * covers both).
+ */
+export type BeforeFanOut = (result: IntegrateResult, more: boolean) => void;
+
+// What the realm's storage queue holds: uploads to commit together, or a
+// step that runs alone (a rejection) in its place in the order.
+type Job =
+  | {
+    kind: "upload";
+    identity: ClientIdentity;
+    changesets: readonly UploadChangeset[];
+    signal: AbortSignal;
+    beforeFanOut: BeforeFanOut;
+    owner: object | undefined;
+    done: PromiseWithResolvers<IntegrateResult>;
+  }
+  | {
+    kind: "alone";
+    run: () => Promise<unknown>;
+    done: PromiseWithResolvers<unknown>;
+  };
+
 /** One realm's in-process state; see the file comment. */
 export class RealmHub {
   /** The resolved realm path. */
@@ -77,7 +104,9 @@ export class RealmHub {
   #cacheLow = 0;
   // What this process committed last, checked instead of read (history.ts).
   #committed: CommittedState = { head: null, identities: new Map() };
-  #integrating: Promise<unknown> = Promise.resolve();
+  // Storage steps waiting, in order, and whether they are being run.
+  #jobs: Job[] = [];
+  #running = false;
   #watch: ReadableStreamDefaultReader<Deno.KvEntryMaybe<unknown>[]> | null =
     null;
   #watchTask: Promise<void> | null = null;
@@ -164,44 +193,43 @@ export class RealmHub {
   }
 
   /**
-   * Integrates an upload, calls `beforeFanOut` with the result, then wakes
-   * every session. Uploads to one realm from this process are serialised,
-   * so they never conflict with each other, only with other processes.
+   * Integrates an upload, calls `beforeFanOut` with the result once the
+   * commit holding it is durable, then wakes every session.
+   *
+   * Uploads to one realm from this process are queued in arrival order:
+   * while one commit is in flight, the uploads that arrive (from any
+   * session) wait, and the next commit takes them all together
+   * (`integrateGroup`, docs/ARCHITECTURE.md "Write flow on the server").
+   * So they never conflict with each other, only with other processes.
+   *
+   * @param owner Groups the uploads of one session: `beforeFanOut` is told
+   *   whether another of the owner's uploads settles later in the same
+   *   commit.
    */
   integrate(
     identity: ClientIdentity,
     changesets: readonly UploadChangeset[],
     signal: AbortSignal,
-    beforeFanOut: (result: IntegrateResult) => void = () => {},
+    beforeFanOut: BeforeFanOut = () => {},
+    owner?: object,
   ): Promise<IntegrateResult> {
-    const run = async (): Promise<IntegrateResult> => {
-      const result = await integrateChangesets(
-        this.#context.kv,
-        this.path,
-        identity,
-        changesets,
-        { ...this.#context.retry, signal },
-        this.#committed,
-      );
-      for (const item of result.integrated) this.#remember(item);
-      if (result.integrated.length > 0) {
-        this.#context.onIntegrated(result.integrated.length);
-      }
-      // The uploader acknowledges before any session (its own included) is
-      // woken, so no DOWNLOAD moves past the new versions with a stale ack.
-      beforeFanOut(result);
-      this.noteHead(result.head);
-      this.#context.snapshots.noteHead(this.path, result.head.version);
-      return result;
-    };
-    const result = this.#integrating.then(run, run);
-    this.#integrating = result.catch(() => {});
-    return result;
+    const done = Promise.withResolvers<IntegrateResult>();
+    this.#jobs.push({
+      kind: "upload",
+      identity,
+      changesets,
+      signal,
+      beforeFanOut,
+      owner,
+      done,
+    });
+    this.#drain();
+    return done.promise;
   }
 
   /**
-   * Settles one uploaded changeset as refused (see `recordRejection`),
-   * serialised with this process's integrations of the realm so the
+   * Settles one uploaded changeset as refused (see `recordRejection`), in
+   * its place among this process's integrations of the realm, alone, so the
    * identity's client versions advance in upload order. Returns false when
    * that version was already settled.
    */
@@ -211,20 +239,114 @@ export class RealmHub {
     refusal: Refusal,
     signal: AbortSignal,
   ): Promise<boolean> {
-    // The rejection rewrites the identity's record.
-    this.#committed.identities.delete(identity.id);
-    const run = () =>
-      recordRejection(
+    const done = Promise.withResolvers<unknown>();
+    this.#jobs.push({
+      kind: "alone",
+      run: () => {
+        // The rejection rewrites the identity's record.
+        this.#committed.identities.delete(identity.id);
+        return recordRejection(
+          this.#context.kv,
+          this.path,
+          identity,
+          clientVersion,
+          refusal,
+          { ...this.#context.retry, signal },
+        );
+      },
+      done,
+    });
+    this.#drain();
+    return done.promise as Promise<boolean>;
+  }
+
+  // Runs the queue until it is empty: a step alone, or every upload queued
+  // up to the next such step as one group.
+  async #drain(): Promise<void> {
+    if (this.#running) return;
+    this.#running = true;
+    try {
+      while (this.#jobs.length > 0) {
+        const first = this.#jobs[0]!;
+        if (first.kind === "alone") {
+          this.#jobs.shift();
+          await first.run().then(first.done.resolve, first.done.reject);
+          continue;
+        }
+        let count = 1;
+        while (this.#jobs[count]?.kind === "upload") count++;
+        const group = this.#jobs.splice(0, count) as Extract<
+          Job,
+          { kind: "upload" }
+        >[];
+        await this.#commitGroup(group);
+      }
+    } finally {
+      this.#running = false;
+    }
+  }
+
+  async #commitGroup(
+    group: Extract<Job, { kind: "upload" }>[],
+  ): Promise<void> {
+    const signals = [...new Set(group.map((job) => job.signal))];
+    const signal = signals.length === 1
+      ? signals[0]!
+      : AbortSignal.any(signals);
+    const onSettled = (settled: GroupSettled) => {
+      let count = 0;
+      let head: Head | null = null;
+      // Each owner's last upload settled here acknowledges for the others.
+      const lastOf = new Map<object, number>();
+      for (const { outcome, index } of settled) {
+        const owner = group[index]!.owner;
+        if (outcome.ok && owner !== undefined) lastOf.set(owner, index);
+      }
+      for (let at = 0; at < settled.length; at++) {
+        const { outcome, index } = settled[at]!;
+        if (!outcome.ok) continue;
+        const result = outcome.result;
+        for (const item of result.integrated) this.#remember(item);
+        count += result.integrated.length;
+        if (head === null || result.head.version > head.version) {
+          head = result.head;
+        }
+        const job = group[index]!;
+        const more = job.owner !== undefined &&
+          lastOf.get(job.owner) !== index;
+        // The uploader acknowledges before any session (its own included)
+        // is woken, so no DOWNLOAD moves past the new versions with a
+        // stale ack.
+        try {
+          job.beforeFanOut(result, more);
+        } catch (error) {
+          job.done.reject(error);
+        }
+      }
+      if (count > 0) this.#context.onIntegrated(count);
+      if (head !== null) {
+        this.noteHead(head);
+        this.#context.snapshots.noteHead(this.path, head.version);
+      }
+      for (const { outcome, index } of settled) {
+        const { done } = group[index]!;
+        if (outcome.ok) done.resolve(outcome.result);
+        else done.reject(outcome.error);
+      }
+    };
+    try {
+      await integrateGroup(
         this.#context.kv,
         this.path,
-        identity,
-        clientVersion,
-        refusal,
+        group,
         { ...this.#context.retry, signal },
+        this.#committed,
+        onSettled,
       );
-    const result = this.#integrating.then(run, run);
-    this.#integrating = result.catch(() => {});
-    return result;
+    } catch (error) {
+      // Only a bug lands here; no upload of the group may wait for good.
+      for (const job of group) job.done.reject(error);
+    }
   }
 
   /** The refusal recorded for one of `identity`'s client versions, or null. */

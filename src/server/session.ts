@@ -9,7 +9,10 @@ import type { Log } from "./log.ts";
 import type { Permission } from "./permissions.ts";
 import type { HubMember, RealmHub } from "./realm_hub.ts";
 import { SessionError } from "./session_error.ts";
-import { UnknownIdentityError } from "./storage/history.ts";
+import {
+  type IntegrateResult,
+  UnknownIdentityError,
+} from "./storage/history.ts";
 import { delay } from "../util/delay.ts";
 import {
   SNAPSHOT_STAMP,
@@ -32,8 +35,9 @@ import { shareBatch } from "./shared_download.ts";
  *
  * A download pump sends the realm's history after the client's cursor in
  * bounded batches, then live changesets as the hub learns of them; uploads
- * are integrated with an immediate acknowledgement; a MARK is answered once
- * everything held at MARK time was sent.
+ * are queued in the hub's group commit and acknowledged as soon as the
+ * commit holding them is durable; a MARK is answered once everything held at
+ * MARK time was sent.
  */
 
 /** What a session needs from its connection. */
@@ -91,6 +95,17 @@ export interface SessionInit {
   log: Log;
 }
 
+/** An upload handed to the hub; see `Session.upload`. */
+export interface UploadTicket {
+  /**
+   * Resolves once the upload was acknowledged (or refused); rejects with a
+   * `SessionError` when it failed.
+   */
+  settled: Promise<void>;
+}
+
+const SETTLED: UploadTicket = { settled: Promise.resolve() };
+
 // How often a paused pump looks at the socket's buffer again.
 const DRAIN_POLL_MS = 10;
 
@@ -131,6 +146,13 @@ export class Session implements HubMember {
   // back, so "still to download" leaves them out.
   #ownAhead = new Map<number, number>();
   #historyAvailable: boolean;
+  // The highest client version handed to the hub, and a promise settled
+  // once every upload handed so far is (null when none is in flight: an
+  // idle session keeps no promise).
+  #submitted = 0;
+  #committing: Promise<void> | null = null;
+  // Where the acknowledgement being gathered moves the cursor to.
+  #ackCursor: { version: number; bytes: number } | null = null;
 
   /** @param init The session's parameters; see {@linkcode SessionInit}. */
   constructor(init: SessionInit) {
@@ -179,10 +201,12 @@ export class Session implements HubMember {
   }
 
   /**
-   * Integrates uploaded changesets and acknowledges them at once with a
-   * DOWNLOAD carrying the new `lastIntegratedClientVersion` (and the
-   * session's current server version, so it can go out between batches of
-   * a long download).
+   * Hands uploaded changesets to the realm's hub and returns once they are
+   * queued there, in order: the connection may read the session's next
+   * message while they commit (the hub commits what is queued together,
+   * docs/ARCHITECTURE.md "Write flow on the server"). `settled` resolves
+   * once the acknowledging DOWNLOAD (or REJECT) was handed to the socket,
+   * after the commit that holds them is durable.
    *
    * With protocol version 2 a changeset the server will not take on its own
    * merits (a read-only realm, the validation hook) is refused alone with a
@@ -191,9 +215,11 @@ export class Session implements HubMember {
    *
    * @throws {SessionError} `bad_changeset`, `client_reset_required` (or
    *   `bad_client_identity` for version 1), `session_failed`, and with
-   *   version 1 `write_not_allowed`.
+   *   version 1 `write_not_allowed`; `settled` rejects with the same.
    */
-  async upload(changesets: readonly UploadChangeset[]): Promise<void> {
+  async upload(
+    changesets: readonly UploadChangeset[],
+  ): Promise<UploadTicket> {
     const rejects = this.#init.protocolVersion >= 2;
     if (!rejects && this.permission !== "readwrite") {
       throw new SessionError("write_not_allowed", this.#readOnlyMessage());
@@ -202,9 +228,26 @@ export class Session implements HubMember {
     if (invalid !== null) {
       throw new SessionError("bad_changeset", `Cannot upload: ${invalid}`);
     }
+    // A validation hook may read the realm: it sees this session's earlier
+    // uploads stored, as it did when each upload waited for its commit.
+    if (this.#init.validateChangeset !== undefined) {
+      await this.#committing;
+      if (this.closed) return SETTLED;
+    }
     let run: UploadChangeset[] = [];
     for (const changeset of changesets) {
-      if (this.closed) return;
+      if (this.closed) return SETTLED;
+      if (
+        changeset.clientVersion > this.#lastAck &&
+        changeset.clientVersion <= this.#submitted
+      ) {
+        // Sent again on this binding while its first copy commits: decide
+        // on it once that is settled, like any re-upload.
+        await this.#integrate(run).settled;
+        run = [];
+        await this.#committing;
+        if (this.closed) return SETTLED;
+      }
       if (changeset.clientVersion <= this.#lastAck) {
         // Settled before: a re-upload. One refused before is refused
         // again (its REJECT may have been lost with a connection).
@@ -221,7 +264,7 @@ export class Session implements HubMember {
           run.push(changeset);
           continue;
         }
-        await this.#integrate(run);
+        await this.#integrate(run).settled;
         run = [];
         await this.#sendReject(changeset, refusal);
         continue;
@@ -237,7 +280,7 @@ export class Session implements HubMember {
           `Cannot upload: ${refusal.message}`,
         );
       }
-      await this.#integrate(run);
+      await this.#integrate(run).settled;
       run = [];
       const settled = await this.#storage(() =>
         this.hub.reject(
@@ -274,7 +317,15 @@ export class Session implements HubMember {
       if (recorded === null) run.push(changeset);
       else await this.#sendReject(changeset, recorded);
     }
-    await this.#integrate(run);
+    return this.#integrate(run);
+  }
+
+  /**
+   * Resolves once every upload this session handed to the hub is settled
+   * (never rejects): the realm must stay held until then.
+   */
+  get committing(): Promise<void> {
+    return this.#committing ?? Promise.resolve();
   }
 
   #readOnlyMessage(): string {
@@ -362,40 +413,65 @@ export class Session implements HubMember {
     });
   }
 
-  async #integrate(changesets: readonly UploadChangeset[]): Promise<void> {
-    if (changesets.length === 0 || this.closed) return;
-    await this.#storage(() =>
+  /**
+   * Queues `changesets` in the hub. The acknowledgement goes out from the
+   * hub's commit: one DOWNLOAD for this session's uploads settled together.
+   */
+  #integrate(changesets: readonly UploadChangeset[]): UploadTicket {
+    if (changesets.length === 0 || this.closed) return SETTLED;
+    this.#submitted = Math.max(
+      this.#submitted,
+      changesets[changesets.length - 1]!.clientVersion,
+    );
+    const settled = this.#storage(() =>
       this.#init.hub.integrate(
         this.identity,
         changesets,
         this.#init.commitSignal,
-        (result) => {
-          if (this.closed) return;
-          if (result.lastIntegratedClientVersion > this.#lastAck) {
-            this.#lastAck = result.lastIntegratedClientVersion;
-          }
-          for (const item of result.integrated) {
-            if (item.version > this.#historyBaseVersion) {
-              this.#ownAhead.set(item.version, item.size);
-            }
-          }
-          // The acknowledgement also moves the cursor over this upload's
-          // versions when they directly follow it: they are the client's
-          // own, so the pump would otherwise send an empty DOWNLOAD for
-          // them right after this one (docs/ARCHITECTURE.md).
-          let version = this.#cursor;
-          let bytes = this.#cursorBytes;
-          if (!this.#inSnapshot && this.#historyAvailable) {
-            for (const item of result.integrated) {
-              if (item.version !== version + 1) break;
-              version = item.version;
-              bytes = item.cumulativeBytes;
-            }
-          }
-          this.#sendDownload(version, bytes, [], 0);
-        },
+        (result, more) => this.#acknowledge(result, more),
+        this,
       )
-    );
+    ).then(() => {});
+    // The hub settles in order, so the newest upload settles last.
+    const previous = this.#committing;
+    const all: Promise<void> = settled.then(() => previous, () => previous)
+      .then(() => {
+        if (this.#committing === all) this.#committing = null;
+      });
+    this.#committing = all;
+    return { settled };
+  }
+
+  #acknowledge(result: IntegrateResult, more: boolean): void {
+    if (this.closed) return;
+    if (result.lastIntegratedClientVersion > this.#lastAck) {
+      this.#lastAck = result.lastIntegratedClientVersion;
+    }
+    for (const item of result.integrated) {
+      if (item.version > this.#historyBaseVersion) {
+        this.#ownAhead.set(item.version, item.size);
+      }
+    }
+    // The acknowledgement also moves the cursor over this upload's
+    // versions when they directly follow it: they are the client's own, so
+    // the pump would otherwise send an empty DOWNLOAD for them right after
+    // this one (docs/ARCHITECTURE.md).
+    const ack = this.#ackCursor ??= {
+      version: this.#cursor,
+      bytes: this.#cursorBytes,
+    };
+    if (!this.#inSnapshot && this.#historyAvailable) {
+      for (const item of result.integrated) {
+        if (item.version !== ack.version + 1) break;
+        ack.version = item.version;
+        ack.bytes = item.cumulativeBytes;
+      }
+    }
+    // Another upload of this session settles with the same commit: one
+    // DOWNLOAD acknowledges both.
+    if (more) return;
+    this.#ackCursor = null;
+    this.#sendDownload(ack.version, ack.bytes, [], 0);
   }
 
   /** Runs a storage step, turning its failures into session errors. */
@@ -421,6 +497,10 @@ export class Session implements HubMember {
    * sent to this session.
    */
   async mark(requestId: number): Promise<void> {
+    // The UPLOADs before it are settled first, so MARK_REPLY still comes
+    // after their acknowledgements, as when each waited for its commit.
+    await this.#committing;
+    if (this.closed) return;
     let head;
     try {
       head = await this.#init.hub.refreshHead();

@@ -92,10 +92,15 @@ export async function readHead(
 }
 
 // A group of changesets committed together stays well inside the limits of
-// one atomic operation (1000 mutations, 800 KiB): two sets per group (head,
-// identity) plus one per changeset.
+// one atomic operation (docs/ARCHITECTURE.md "Server storage": 1000
+// mutations, 800 KiB, and 10 checks on denokv, 100 on a local KV): one set
+// per changeset, plus a check and a set for the head and for each identity,
+// so at most 9 identities. Their head and records are then one getMany
+// (at most 10 keys).
 const GROUP_MAX_CHANGESETS = 500;
 const GROUP_MAX_BYTES = 600_000;
+const GROUP_MAX_IDENTITIES = 9;
+const READ_MANY_KEYS = 10;
 
 /**
  * The head and identity entries this process last committed for one realm,
@@ -113,9 +118,26 @@ export interface CommittedState {
 // Identities a realm's committed state keeps at most.
 const COMMITTED_IDENTITIES = 1024;
 
-interface Pending {
-  upload: UploadChangeset;
-  stored: StoredBytes;
+/** One upload of a group: one identity's changesets, client versions increasing. */
+export interface GroupUpload {
+  identity: ClientIdentity;
+  changesets: readonly UploadChangeset[];
+}
+
+/** How one upload of a group ended: stored (or found stored), or failed. */
+export type GroupOutcome =
+  | { ok: true; result: IntegrateResult }
+  | { ok: false; error: unknown };
+
+/** Uploads settled by one commit of a group, in upload order. */
+export type GroupSettled = { index: number; outcome: GroupOutcome }[];
+
+// One changeset of a group, staged; a null changeset stands for an upload
+// with none, which still needs its identity checked and its acknowledgement.
+interface Staged {
+  upload: number;
+  changeset: UploadChangeset | null;
+  stored: StoredBytes | null;
 }
 
 /**
@@ -134,139 +156,304 @@ export async function integrateChangesets(
   options: RetryOptions,
   committed?: CommittedState,
 ): Promise<IntegrateResult> {
-  const integrated: HistoryItem[] = [];
-  let acknowledged = 0;
+  const [outcome] = await integrateGroup(
+    kv,
+    realm,
+    [{ identity, changesets }],
+    options,
+    committed,
+  );
+  if (!outcome!.ok) throw outcome!.error;
+  return outcome!.result;
+}
+
+/**
+ * Group commit (docs/ARCHITECTURE.md "Write flow on the server"):
+ * integrates several uploads, of one identity or many, in as few atomic
+ * operations as the KV limits allow, in upload order. Each operation checks the head and every
+ * identity it advances, and sets each such identity's record once, so it
+ * either stores all of its changesets or none. Per identity the same rule
+ * as {@linkcode integrateChangesets} holds across the group: a changeset at
+ * or below the identity's last integrated client version (stored before,
+ * or earlier in the group) is acknowledged, not stored again.
+ *
+ * An upload whose identity is unknown fails alone, with
+ * {@linkcode UnknownIdentityError}. A storage failure fails every upload
+ * not yet settled: none of them is acknowledged. `onSettled` is told the
+ * uploads each commit settled, in upload order, as soon as it is durable.
+ *
+ * @returns One outcome per upload, in the same order.
+ */
+export async function integrateGroup(
+  kv: Deno.Kv,
+  realm: string,
+  uploads: readonly GroupUpload[],
+  options: RetryOptions,
+  committed?: CommittedState,
+  onSettled: (settled: GroupSettled) => void = () => {},
+): Promise<GroupOutcome[]> {
+  const outcomes: (GroupOutcome | undefined)[] = uploads.map(() => undefined);
+  const acks = uploads.map(() => 0);
+  const integrated: HistoryItem[][] = uploads.map(() => []);
   let head: Head = EMPTY_HEAD;
-  const pending: Pending[] = [];
-  for (const upload of changesets) {
-    const bytes = encodeDownloadChangeset({
-      serverVersion: 0,
-      stamp: upload.stamp,
-      instructions: upload.instructions,
-    });
-    const stored = needsBlob(bytes)
-      ? await retryKv(() => writeBlob(kv, realm, bytes), options)
-      : inlineBytes(bytes);
-    pending.push({ upload, stored });
+  let reported = 0;
+  const settle = (through: number, failure?: { error: unknown }) => {
+    const settled: GroupSettled = [];
+    for (; reported < through; reported++) {
+      let outcome = outcomes[reported];
+      if (outcome === undefined) {
+        outcome = failure !== undefined
+          ? { ok: false, error: failure.error }
+          : {
+            ok: true,
+            result: {
+              lastIntegratedClientVersion: acks[reported]!,
+              head,
+              integrated: integrated[reported]!,
+            },
+          };
+        outcomes[reported] = outcome;
+      }
+      settled.push({ index: reported, outcome });
+    }
+    if (settled.length > 0) onSettled(settled);
+  };
+  const staged: Staged[] = [];
+  try {
+    for (let index = 0; index < uploads.length; index++) {
+      const { changesets } = uploads[index]!;
+      if (changesets.length === 0) {
+        staged.push({ upload: index, changeset: null, stored: null });
+      }
+      for (const upload of changesets) {
+        const bytes = encodeDownloadChangeset({
+          serverVersion: 0,
+          stamp: upload.stamp,
+          instructions: upload.instructions,
+        });
+        const stored = needsBlob(bytes)
+          ? await retryKv(() => writeBlob(kv, realm, bytes), options)
+          : inlineBytes(bytes);
+        staged.push({ upload: index, changeset: upload, stored });
+      }
+    }
+  } catch (error) {
+    settle(uploads.length, { error });
+    return outcomes as GroupOutcome[];
   }
   let start = 0;
-  do {
+  while (start < staged.length) {
     let end = start;
     let groupBytes = 0;
-    while (
-      end < pending.length && end - start < GROUP_MAX_CHANGESETS &&
-      (end === start ||
-        groupBytes + (pending[end]!.stored.data?.length ?? 0) <=
-          GROUP_MAX_BYTES)
-    ) {
-      groupBytes += pending[end]!.stored.data?.length ?? 0;
+    const ids = new Set<number>();
+    while (end < staged.length && end - start < GROUP_MAX_CHANGESETS) {
+      const item = staged[end]!;
+      const size = item.stored?.data?.length ?? 0;
+      const id = uploads[item.upload]!.identity.id;
+      if (
+        end > start &&
+        (groupBytes + size > GROUP_MAX_BYTES ||
+          (!ids.has(id) && ids.size >= GROUP_MAX_IDENTITIES))
+      ) {
+        break;
+      }
+      groupBytes += size;
+      ids.add(id);
       end++;
     }
-    const group = pending.slice(start, end);
-    // The first attempt may check what this process committed last
-    // instead of reading it; a failed check reads.
-    let known = committed?.head != null &&
-      committed.identities.has(identity.id);
-    for (let attempt = 1;; attempt++) {
-      const [headEntry, identityEntry] = known
-        ? [committed!.head!, committed!.identities.get(identity.id)!]
-        : await retryKv(
-          () =>
-            kv.getMany<[Head, IdentityRecord]>([
-              headKey(realm),
-              identityKey(realm, identity.id),
-            ]),
-          options,
-        );
-      const fromMemory = known;
-      known = false;
-      const record = identityEntry.value;
-      if (record === null || record.salt !== identity.salt) {
-        throw new UnknownIdentityError(
-          `Cannot integrate changesets: client identity ${identity.id} is unknown in realm ${
-            JSON.stringify(realm)
-          }`,
-        );
-      }
-      head = headEntry.value ?? EMPTY_HEAD;
-      acknowledged = Math.max(acknowledged, record.lastClientVersion);
-      const fresh = group.filter((item) =>
-        item.upload.clientVersion > record.lastClientVersion
+    try {
+      head = await commitGroup(
+        kv,
+        realm,
+        uploads,
+        staged.slice(start, end),
+        outcomes,
+        acks,
+        integrated,
+        options,
+        committed,
       );
-      if (fresh.length === 0) break;
-      const operation = kv.atomic().check(headEntry).check(identityEntry);
-      let version = head.version;
-      let bytes = head.bytes;
-      const items: HistoryItem[] = [];
-      for (const { upload, stored } of fresh) {
-        version++;
-        bytes += stored.size;
-        const entry: HistoryEntry = {
-          identity: identity.id,
-          clientVersion: upload.clientVersion,
-          cumulativeBytes: bytes,
-          changeset: stored,
+    } catch (error) {
+      settle(uploads.length, { error });
+      return outcomes as GroupOutcome[];
+    }
+    // Every upload whose last changeset this commit held is settled.
+    const next = staged[end]?.upload ?? uploads.length;
+    settle(next);
+    start = end;
+  }
+  settle(uploads.length);
+  return outcomes as GroupOutcome[];
+}
+
+/**
+ * Commits one KV-sized part of a group (see {@linkcode integrateGroup});
+ * returns the head after it. Fails uploads whose identity is unknown in
+ * `outcomes`, and advances `acks` and `integrated` once the commit is
+ * durable.
+ */
+async function commitGroup(
+  kv: Deno.Kv,
+  realm: string,
+  uploads: readonly GroupUpload[],
+  part: readonly Staged[],
+  outcomes: (GroupOutcome | undefined)[],
+  acks: number[],
+  integrated: HistoryItem[][],
+  options: RetryOptions,
+  committed: CommittedState | undefined,
+): Promise<Head> {
+  let head: Head = EMPTY_HEAD;
+  // The first attempt may check what this process committed last instead
+  // of reading it; a failed check reads.
+  let known = committed?.head != null &&
+    part.every((item) =>
+      committed.identities.has(uploads[item.upload]!.identity.id)
+    );
+  for (let attempt = 1;; attempt++) {
+    const live = part.filter((item) => outcomes[item.upload] === undefined);
+    const ids = [
+      ...new Set(live.map((item) => uploads[item.upload]!.identity.id)),
+    ];
+    let headEntry: Deno.KvEntryMaybe<Head>;
+    const records = new Map<number, Deno.KvEntryMaybe<IdentityRecord>>();
+    if (known) {
+      headEntry = committed!.head!;
+      for (const id of ids) records.set(id, committed!.identities.get(id)!);
+    } else {
+      const keys = [headKey(realm), ...ids.map((id) => identityKey(realm, id))];
+      const entries = await retryKv(async () => {
+        const reads = [];
+        for (let at = 0; at < keys.length; at += READ_MANY_KEYS) {
+          reads.push(kv.getMany(keys.slice(at, at + READ_MANY_KEYS)));
+        }
+        return (await Promise.all(reads)).flat();
+      }, options);
+      headEntry = entries[0] as Deno.KvEntryMaybe<Head>;
+      ids.forEach((id, at) =>
+        records.set(id, entries[at + 1] as Deno.KvEntryMaybe<IdentityRecord>)
+      );
+    }
+    const fromMemory = known;
+    known = false;
+    head = headEntry.value ?? EMPTY_HEAD;
+    // Each upload's identity (and salt) is checked on its own: one unknown
+    // identity fails its uploads, not the group.
+    for (const item of live) {
+      if (outcomes[item.upload] !== undefined) continue;
+      const { identity } = uploads[item.upload]!;
+      const record = records.get(identity.id)!.value;
+      if (record === null || record.salt !== identity.salt) {
+        outcomes[item.upload] = {
+          ok: false,
+          error: new UnknownIdentityError(
+            `Cannot integrate changesets: client identity ${identity.id} is unknown in realm ${
+              JSON.stringify(realm)
+            }`,
+          ),
         };
-        operation.set(historyKey(realm, version), entry);
-        items.push({
-          version,
-          identity: identity.id,
-          clientVersion: upload.clientVersion,
-          size: stored.size,
-          cumulativeBytes: bytes,
-          changeset: {
-            serverVersion: version,
-            stamp: upload.stamp,
-            instructions: upload.instructions,
+      }
+    }
+    const last = new Map<number, number>();
+    for (const [id, entry] of records) {
+      if (entry.value !== null) last.set(id, entry.value.lastClientVersion);
+    }
+    const acked = new Map<number, number>();
+    const fresh: { upload: number; item: HistoryItem; stored: StoredBytes }[] =
+      [];
+    const advanced = new Set<number>();
+    let version = head.version;
+    let bytes = head.bytes;
+    for (const item of live) {
+      if (outcomes[item.upload] !== undefined) continue;
+      const id = uploads[item.upload]!.identity.id;
+      const before = last.get(id)!;
+      let ack = Math.max(acked.get(item.upload) ?? acks[item.upload]!, before);
+      const upload = item.changeset;
+      if (upload !== null && upload.clientVersion > before) {
+        version++;
+        bytes += item.stored!.size;
+        last.set(id, upload.clientVersion);
+        advanced.add(id);
+        ack = upload.clientVersion;
+        fresh.push({
+          upload: item.upload,
+          stored: item.stored!,
+          item: {
+            version,
+            identity: id,
+            clientVersion: upload.clientVersion,
+            size: item.stored!.size,
+            cumulativeBytes: bytes,
+            changeset: {
+              serverVersion: version,
+              stamp: upload.stamp,
+              instructions: upload.instructions,
+            },
           },
         });
       }
-      const last = fresh[fresh.length - 1]!.upload.clientVersion;
-      const nextHead: Head = { version, bytes };
-      operation.set(headKey(realm), nextHead);
+      acked.set(item.upload, ack);
+    }
+    if (fresh.length === 0) {
+      for (const [upload, ack] of acked) acks[upload] = ack;
+      return head;
+    }
+    const operation = kv.atomic().check(headEntry);
+    for (const { item, stored } of fresh) {
+      const entry: HistoryEntry = {
+        identity: item.identity,
+        clientVersion: item.clientVersion,
+        cumulativeBytes: item.cumulativeBytes,
+        changeset: stored,
+      };
+      operation.set(historyKey(realm, item.version), entry);
+    }
+    const nextHead: Head = { version, bytes };
+    operation.set(headKey(realm), nextHead);
+    for (const id of advanced) {
+      operation.check(records.get(id)!);
       operation.set(
-        identityKey(realm, identity.id),
+        identityKey(realm, id),
         {
-          salt: record.salt,
-          lastClientVersion: last,
+          salt: records.get(id)!.value!.salt,
+          lastClientVersion: last.get(id)!,
         } satisfies IdentityRecord,
       );
-      const result = await retryKv(() => operation.commit(), options);
-      if (result.ok) {
-        integrated.push(...items);
-        acknowledged = last;
-        head = nextHead;
-        if (committed !== undefined) {
-          const versionstamp = result.versionstamp;
-          committed.head = {
-            key: headKey(realm),
-            value: nextHead,
-            versionstamp,
-          };
+    }
+    const result = await retryKv(() => operation.commit(), options);
+    if (result.ok) {
+      for (const [upload, ack] of acked) acks[upload] = ack;
+      for (const { upload, item } of fresh) integrated[upload]!.push(item);
+      if (committed !== undefined) {
+        const versionstamp = result.versionstamp;
+        committed.head = { key: headKey(realm), value: nextHead, versionstamp };
+        for (const id of advanced) {
           if (
-            !committed.identities.has(identity.id) &&
+            !committed.identities.has(id) &&
             committed.identities.size >= COMMITTED_IDENTITIES
           ) {
             committed.identities.clear();
           }
-          committed.identities.set(identity.id, {
-            key: identityKey(realm, identity.id),
-            value: { salt: record.salt, lastClientVersion: last },
+          committed.identities.set(id, {
+            key: identityKey(realm, id),
+            value: {
+              salt: records.get(id)!.value!.salt,
+              lastClientVersion: last.get(id)!,
+            },
             versionstamp,
           });
         }
-        break;
       }
-      // What this process committed last is stale: read, without waiting.
-      if (fromMemory) {
-        attempt--;
-        continue;
-      }
-      await delay(backoffDelayMs(attempt), options.signal);
+      return nextHead;
     }
-    start = end;
-  } while (start < pending.length);
-  return { lastIntegratedClientVersion: acknowledged, head, integrated };
+    // What this process committed last is stale: read, without waiting.
+    if (fromMemory) {
+      attempt--;
+      continue;
+    }
+    await delay(backoffDelayMs(attempt), options.signal);
+  }
 }
 
 /** What {@linkcode readHistory} found. */

@@ -1,13 +1,19 @@
 import assert from "node:assert/strict";
 import {
   type CommittedState,
+  type GroupSettled,
   integrateChangesets,
+  integrateGroup,
   readHead,
   readHistory,
   UnknownIdentityError,
 } from "../../../src/server/storage/history.ts";
 import { allocateIdentity } from "../../../src/server/storage/identities.ts";
-import { blobKey, historyKey } from "../../../src/server/storage/keys.ts";
+import {
+  blobKey,
+  historyKey,
+  identityKey,
+} from "../../../src/server/storage/keys.ts";
 import { PART_BYTES } from "../../../src/server/storage/chunks.ts";
 import { put, update, upload } from "../../_helpers/changesets.ts";
 
@@ -211,4 +217,182 @@ Deno.test("readHistory() stops before the byte budget, reads a lone large entry,
     items: [],
     gap: true,
   });
+});
+
+Deno.test("integrateGroup() commits several identities' uploads in one atomic operation, in order, each identity once; a changeset sent twice is stored once; an unknown identity fails alone", async () => {
+  await using kv = await Deno.openKv(":memory:");
+  const a = await allocateIdentity(kv, "/r", retry());
+  const b = await allocateIdentity(kv, "/r", retry());
+  const stranger = { id: b.id, salt: b.salt + 1 };
+  const committed: CommittedState = { head: null, identities: new Map() };
+  const reports: GroupSettled[] = [];
+  const outcomes = await integrateGroup(
+    kv,
+    "/r",
+    [
+      { identity: a, changesets: [upload(1, [put("T", "a1", {})])] },
+      { identity: b, changesets: [upload(1, [put("T", "b1", {})])] },
+      { identity: stranger, changesets: [upload(7, [put("T", "x", {})])] },
+      {
+        identity: a,
+        changesets: [
+          upload(1, [put("T", "a1", {})]),
+          upload(2, [put("T", "a2", {})]),
+        ],
+      },
+    ],
+    retry(),
+    committed,
+    (settled) => reports.push(settled),
+  );
+  assert.deepEqual(
+    outcomes.map((outcome) =>
+      outcome.ok
+        ? [
+          outcome.result.lastIntegratedClientVersion,
+          outcome.result.integrated.map((item) => item.version),
+        ]
+        : outcome.error instanceof UnknownIdentityError
+    ),
+    [[1, [1]], [1, [2]], true, [2, [3]]],
+  );
+  // One commit settled every upload, in upload order.
+  assert.deepEqual(
+    reports.map((settled) => settled.map(({ index }) => index)),
+    [[0, 1, 2, 3]],
+  );
+  const entries = await Promise.all(
+    [1, 2, 3].map((version) => kv.get(historyKey("/r", version))),
+  );
+  assert.equal(new Set(entries.map((entry) => entry.versionstamp)).size, 1);
+  assert.equal((await kv.get(historyKey("/r", 4))).value, null);
+  assert.deepEqual(
+    (await kv.get(identityKey("/r", a.id))).value,
+    { salt: a.salt, lastClientVersion: 2 },
+  );
+  assert.deepEqual(
+    (await kv.get(identityKey("/r", b.id))).value,
+    { salt: b.salt, lastClientVersion: 1 },
+  );
+  assert.equal(committed.head?.value.version, 3);
+  assert.equal(committed.identities.size, 2);
+});
+
+Deno.test("integrateGroup(): a group larger than one atomic operation commits in parts, each upload settled by the commit holding its last changeset; a part that fails acknowledges none of the uploads it held", async () => {
+  await using inner = await Deno.openKv(":memory:");
+  let commits = 0;
+  let armed = false;
+  // Once armed, the second commit fails for good (not a transient error).
+  const kv = new Proxy(inner, {
+    get(target, property) {
+      if (property === "atomic") {
+        return () => {
+          const operation = target.atomic();
+          const wrapper: Deno.AtomicOperation = new Proxy(operation, {
+            get(op, name) {
+              if (name === "commit") {
+                return () =>
+                  armed && ++commits === 2
+                    ? Promise.reject(new Error("disk full"))
+                    : op.commit();
+              }
+              const value = Reflect.get(op, name);
+              if (typeof value !== "function") return value;
+              return (...args: unknown[]) => {
+                const result = value.apply(op, args);
+                return result === op ? wrapper : result;
+              };
+            },
+          });
+          return wrapper;
+        };
+      }
+      const value = Reflect.get(target, property);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  const writers = [];
+  for (let index = 0; index < 3; index++) {
+    writers.push(await allocateIdentity(kv, "/r", retry()));
+  }
+  armed = true;
+  const many = (writer: number) =>
+    Array.from(
+      { length: 300 },
+      (_, index) => upload(index + 1, [put("T", `${writer}-${index}`, {})]),
+    );
+  const reports: number[][] = [];
+  const outcomes = await integrateGroup(
+    kv,
+    "/r",
+    writers.map((identity, writer) => ({
+      identity,
+      changesets: many(writer),
+    })),
+    retry(),
+    undefined,
+    (settled) => reports.push(settled.map(({ index }) => index)),
+  );
+  assert.equal(commits, 2);
+  assert.ok(outcomes[0]!.ok);
+  assert.equal(outcomes[0]!.result.lastIntegratedClientVersion, 300);
+  assert.deepEqual(
+    outcomes[0]!.result.integrated.map((item) => item.version),
+    Array.from({ length: 300 }, (_, index) => index + 1),
+  );
+  for (const outcome of outcomes.slice(1)) {
+    assert.ok(!outcome.ok);
+    assert.equal((outcome.error as Error).message, "disk full");
+  }
+  assert.deepEqual(reports, [[0], [1, 2]]);
+  // The first part (all of writer 0, the start of writer 1) is stored; a
+  // re-upload of writer 1 finds that start and stores only the rest.
+  const head = await readHead(kv, "/r", retry());
+  assert.equal(head.version, 500);
+  const again = await integrateChangesets(
+    kv,
+    "/r",
+    writers[1]!,
+    many(1),
+    retry(),
+  );
+  assert.deepEqual(
+    again.integrated.map((item) => item.clientVersion),
+    Array.from({ length: 100 }, (_, index) => index + 201),
+  );
+});
+
+Deno.test("integrateGroup() checks at most 9 identities per atomic operation (10 checks with the head), so a group of 12 writers commits in two parts", async () => {
+  await using kv = await Deno.openKv(":memory:");
+  const writers = [];
+  for (let index = 0; index < 12; index++) {
+    writers.push(await allocateIdentity(kv, "/r", retry()));
+  }
+  const reports: number[][] = [];
+  const outcomes = await integrateGroup(
+    kv,
+    "/r",
+    writers.map((identity, writer) => ({
+      identity,
+      changesets: [upload(1, [put("T", `${writer}`, {})])],
+    })),
+    retry(),
+    undefined,
+    (settled) => reports.push(settled.map(({ index }) => index)),
+  );
+  assert.ok(outcomes.every((outcome) => outcome.ok));
+  assert.deepEqual(reports, [
+    [0, 1, 2, 3, 4, 5, 6, 7, 8],
+    [9, 10, 11],
+  ]);
+  const stamps = await Promise.all(
+    Array.from(
+      { length: 12 },
+      async (_, index) =>
+        (await kv.get(historyKey("/r", index + 1))).versionstamp,
+    ),
+  );
+  assert.equal(new Set(stamps.slice(0, 9)).size, 1);
+  assert.equal(new Set(stamps.slice(9)).size, 1);
+  assert.notEqual(stamps[0], stamps[9]);
 });
