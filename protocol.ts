@@ -80,6 +80,7 @@ export {
   type IdentMessage,
   type MarkMessage,
   type MarkReplyMessage,
+  MAX_VERSION_SALT,
   type Message,
   MessageType,
   type PingMessage,

@@ -42,11 +42,15 @@ import { SyncError, syncErrorFromWire } from "./sync_error.ts";
 // buffer per frame); `sendBytes` copies a frame that has to wait.
 const sendWriter = new Writer(4096);
 
-/** Encodes `message` into the shared writer (valid until the next call). */
+/**
+ * Encodes `message` into the shared writer (valid until the next call) in
+ * the layout of `protocolVersion` (docs/PROTOCOL.md §6).
+ */
 export function encodeForSend(
   message: ClientMessage,
+  protocolVersion: number,
 ): Uint8Array<ArrayBuffer> {
-  return encodeMessage(message, sendWriter);
+  return encodeMessage(message, sendWriter, protocolVersion);
 }
 
 /** What an attempt tells, and asks of, its connection. */
@@ -90,6 +94,11 @@ export class ConnectionAttempt {
   #socketBytesReceived = 0;
   #acknowledgedBytes = 0;
   #received: ReceivedMessage;
+  /**
+   * The protocol version the HANDSHAKE_REPLY chose; until then the newest
+   * (only HANDSHAKE goes out, whose layout never changes).
+   */
+  protocolVersion: number = PROTOCOL_VERSION;
 
   /**
    * @param options The connection's options.
@@ -229,7 +238,7 @@ export class ConnectionAttempt {
 
   /** Sends a message; returns its size, or 0 when there is no open socket. */
   sendFrame(message: ClientMessage): number {
-    return this.sendBytes(encodeForSend(message));
+    return this.sendBytes(encodeForSend(message, this.protocolVersion));
   }
 
   /**
@@ -313,7 +322,7 @@ export class ConnectionAttempt {
   ): void {
     let message;
     try {
-      message = decodeMessage(frame);
+      message = decodeMessage(frame, undefined, this.protocolVersion);
     } catch (error) {
       this.#protocolFailure(error);
       return;
@@ -340,8 +349,22 @@ export class ConnectionAttempt {
   ): void {
     if (this.#state === "connecting") {
       if (message.type === MessageType.HandshakeReply) {
+        if (
+          message.version < MIN_PROTOCOL_VERSION ||
+          message.version > PROTOCOL_VERSION
+        ) {
+          // The frames that follow would be read in the wrong layout.
+          this.#fail(
+            new SyncError(
+              "protocol_violation",
+              `The server chose protocol version ${message.version}, outside the ${MIN_PROTOCOL_VERSION}-${PROTOCOL_VERSION} offered`,
+            ),
+          );
+          return;
+        }
         this.#connectTimer.stop();
         this.#state = "connected";
+        this.protocolVersion = message.version;
         this.#host.handshaken(message, token);
       } else if (message.type === MessageType.Error) {
         this.#connectionError(message);

@@ -5,8 +5,9 @@ import { checkBlockEnd, readBlockSections } from "./block.ts";
 import { readDownloadChangeset, readUploadChangeset } from "./changesets.ts";
 import { HANDSHAKE_MAGIC } from "./encode.ts";
 import { DEFAULT_LIMITS, type Limits } from "./limits.ts";
-import { type Message, MessageType } from "./messages.ts";
+import { MAX_VERSION_SALT, type Message, MessageType } from "./messages.ts";
 import { ProtocolError } from "./protocol_error.ts";
+import { PROTOCOL_VERSION } from "./version.ts";
 import {
   readCount,
   Reader,
@@ -38,8 +39,13 @@ function resolveLimits(limits: Partial<Limits>): Limits {
  * frame alive and a clone copies it. Strings likewise share memory with the
  * other strings of their message. Nothing is shared between messages.
  *
+ * BIND and DOWNLOAD carry a version salt from protocol version 2 on
+ * (PROTOCOL.md §6); decoded with version 1, they have none.
+ *
  * @param bytes The frame.
  * @param limits Bounds to enforce; missing ones take {@linkcode DEFAULT_LIMITS}.
+ * @param protocolVersion The version the connection negotiated; default
+ *   {@linkcode PROTOCOL_VERSION}.
  * @returns The message.
  * @throws {ProtocolError} For truncated, oversized, malformed or unknown
  *   input, a compressed frame, or bytes left over after the message.
@@ -75,6 +81,7 @@ function resolveLimits(limits: Partial<Limits>): Limits {
 export function decodeMessage(
   bytes: Uint8Array,
   limits: Partial<Limits> = DEFAULT_LIMITS,
+  protocolVersion: number = PROTOCOL_VERSION,
 ): Message {
   const resolved = resolveLimits(limits);
   if (bytes.length > resolved.maxMessageBytes) {
@@ -85,7 +92,7 @@ export function decodeMessage(
     );
   }
   const reader = new Reader(bytes, resolved);
-  const message = readMessage(reader);
+  const message = readMessage(reader, protocolVersion >= 2);
   expectEnd(reader, "message");
   return message;
 }
@@ -104,7 +111,21 @@ function readFlag(reader: Reader, message: string, what: string): boolean {
   return flag === 1;
 }
 
-function readMessage(reader: Reader): Message {
+/** Reads a version salt (PROTOCOL.md §4.11), rejecting one out of range. */
+function readVersionSalt(reader: Reader, message: string): number {
+  const start = reader.pos;
+  const salt = readVarUint(reader);
+  if (salt > MAX_VERSION_SALT) {
+    throw new ProtocolError(
+      "invalid_field",
+      `Cannot decode ${message}: version salt ${salt} at offset ${start} exceeds 2^32 - 1`,
+      start,
+    );
+  }
+  return salt;
+}
+
+function readMessage(reader: Reader, salted: boolean): Message {
   const tag = readU8(reader);
   switch (tag) {
     case MessageType.Handshake: {
@@ -136,6 +157,9 @@ function readMessage(reader: Reader): Message {
         ? { id: readVarUint(reader), salt: readVarUint(reader) }
         : null;
       const downloadCursor = readVarUint(reader);
+      const downloadCursorSalt = salted
+        ? readVersionSalt(reader, "bind")
+        : undefined;
       const uploadCursor = readVarUint(reader);
       return {
         type: MessageType.Bind,
@@ -143,6 +167,7 @@ function readMessage(reader: Reader): Message {
         path,
         clientIdentity,
         downloadCursor,
+        ...(downloadCursorSalt === undefined ? {} : { downloadCursorSalt }),
         uploadCursor,
       };
     }
@@ -210,6 +235,9 @@ function readMessage(reader: Reader): Message {
     case MessageType.Download: {
       const sessionId = readVarUint(reader);
       const serverVersion = readVarUint(reader);
+      const serverVersionSalt = salted
+        ? readVersionSalt(reader, "download")
+        : undefined;
       const lastIntegratedClientVersion = readVarUint(reader);
       const downloadableBytes = readVarUint(reader);
       const changesetBytes = readVarUint(reader);
@@ -218,6 +246,7 @@ function readMessage(reader: Reader): Message {
         type: MessageType.Download,
         sessionId,
         serverVersion,
+        ...(serverVersionSalt === undefined ? {} : { serverVersionSalt }),
         lastIntegratedClientVersion,
         downloadableBytes,
         changesetBytes,

@@ -3,8 +3,9 @@
 import type { DownloadChangeset, UploadChangeset } from "../model/changeset.ts";
 import { BlockWriter } from "./block.ts";
 import { writeDownloadChangeset, writeUploadChangeset } from "./changesets.ts";
-import { type Message, MessageType } from "./messages.ts";
+import { MAX_VERSION_SALT, type Message, MessageType } from "./messages.ts";
 import { ProtocolError } from "./protocol_error.ts";
+import { PROTOCOL_VERSION } from "./version.ts";
 import {
   writeF64,
   Writer,
@@ -41,14 +42,21 @@ let encoding = false;
  * saves allocating a buffer per frame, which in Deno costs about a third of
  * encoding a small message (PERFORMANCE.md).
  *
+ * Two layouts depend on the negotiated protocol version (PROTOCOL.md §6):
+ * with version 2 and later, BIND carries `downloadCursorSalt` and DOWNLOAD
+ * `serverVersionSalt` (0 when absent); with version 1 neither is written.
+ *
  * @param message The message.
  * @param writer A writer of one's own to encode into; the frame returned is
  *   then a view into it, overwritten by the writer's next use.
+ * @param protocolVersion The version the connection negotiated; default
+ *   {@linkcode PROTOCOL_VERSION}.
  * @returns The frame's bytes.
  * @throws {ProtocolError} `unencodable_value` for field values outside the
  *   data model (`undefined`, functions, symbols, class instances, cycles or
  *   nesting deeper than `DEFAULT_LIMITS.maxDepth`), integers outside the
- *   wire ranges, stamps out of range, or an unknown message type.
+ *   wire ranges (a salt above {@linkcode MAX_VERSION_SALT}), stamps out of
+ *   range, or an unknown message type.
  *
  * @example Encoding a PING
  * ```ts
@@ -89,6 +97,7 @@ let encoding = false;
 export function encodeMessage(
   message: Message,
   writer?: Writer,
+  protocolVersion: number = PROTOCOL_VERSION,
 ): Uint8Array<ArrayBuffer> {
   const reentrant = encoding;
   const frame = writer ?? (reentrant ? new Writer(1024) : sharedWriter);
@@ -96,7 +105,7 @@ export function encodeMessage(
   encoding = true;
   try {
     frame.reset();
-    writeMessage(frame, message, block);
+    writeMessage(frame, message, block, protocolVersion >= 2);
     return writer === undefined
       ? frame.finish()
       : frame.bytes.subarray(0, frame.pos);
@@ -110,6 +119,7 @@ function writeMessage(
   writer: Writer,
   message: Message,
   block: BlockWriter,
+  salted: boolean,
 ): void {
   writeU8(writer, message.type);
   switch (message.type) {
@@ -130,6 +140,7 @@ function writeMessage(
         writeVarUint(writer, message.clientIdentity.salt);
       }
       writeVarUint(writer, message.downloadCursor);
+      if (salted) writeVersionSalt(writer, message.downloadCursorSalt);
       writeVarUint(writer, message.uploadCursor);
       return;
     case MessageType.Upload: {
@@ -176,6 +187,7 @@ function writeMessage(
     case MessageType.Download: {
       writeVarUint(writer, message.sessionId);
       writeVarUint(writer, message.serverVersion);
+      if (salted) writeVersionSalt(writer, message.serverVersionSalt);
       writeVarUint(writer, message.lastIntegratedClientVersion);
       writeVarUint(writer, message.downloadableBytes);
       writeVarUint(writer, message.changesetBytes);
@@ -209,6 +221,24 @@ function writeMessage(
         }`,
       );
   }
+}
+
+/**
+ * Writes a version salt (PROTOCOL.md §4.11): a varuint in
+ * [0, {@linkcode MAX_VERSION_SALT}], absent written as 0.
+ */
+export function writeVersionSalt(
+  writer: Writer,
+  salt: number | undefined,
+): void {
+  const value = salt ?? 0;
+  if (!(Number.isInteger(value) && value >= 0 && value <= MAX_VERSION_SALT)) {
+    throw new ProtocolError(
+      "unencodable_value",
+      `Cannot encode version salt: ${value} is not an integer in [0, 2^32 - 1]`,
+    );
+  }
+  writeVarUint(writer, value);
 }
 
 /** Writes a changeset block of download changesets (PROTOCOL.md §5). */

@@ -116,6 +116,9 @@ export class Connection {
     );
     this.#output = new FrameWriter(socket, {
       compression: context.settings.compression,
+      // Before HANDSHAKE_REPLY only ERROR goes out, whose layout never
+      // changes.
+      protocolVersion: () => this.#protocolVersion,
       isFast: () => this.#delivery.isFast,
       onWritten: (type, bytes) => {
         context.stats.bytesOut += bytes;
@@ -316,7 +319,13 @@ export class Connection {
     const limit = this.#context.settings.maxMessageBytes;
     let message: Message;
     try {
-      message = decodeMessage(frame, { maxMessageBytes: limit });
+      // Before the handshake only HANDSHAKE is allowed, whose layout never
+      // changes.
+      message = decodeMessage(
+        frame,
+        { maxMessageBytes: limit },
+        this.#protocolVersion || PROTOCOL_VERSION,
+      );
     } catch (error) {
       if (!(error instanceof ProtocolError)) {
         this.#context.log(

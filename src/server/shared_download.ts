@@ -14,6 +14,7 @@
 import type { DownloadChangeset } from "../model/changeset.ts";
 import { BlockWriter } from "../protocol/block.ts";
 import { writeDownloadChangeset } from "../protocol/changesets.ts";
+import { writeVersionSalt } from "../protocol/encode.ts";
 import { type DownloadMessage, MessageType } from "../protocol/messages.ts";
 import { Writer, writeRaw, writeU8, writeVarUint } from "../protocol/writer.ts";
 
@@ -65,11 +66,13 @@ function sameBatch(
  * Encodes a DOWNLOAD whose batch came from {@linkcode shareBatch} into
  * `writer`, the block encoded once for every session; returns null for any
  * other message (encode it as usual). The frame is a view into `writer`,
- * valid until its next use.
+ * valid until its next use. `protocolVersion` picks the header's layout, as
+ * for `encodeMessage`.
  */
 export function encodeSharedDownload(
   message: DownloadMessage,
   writer: Writer,
+  protocolVersion: number,
 ): Uint8Array<ArrayBuffer> | null {
   const changesets = message.changesets;
   let block = blocks.get(changesets);
@@ -82,6 +85,9 @@ export function encodeSharedDownload(
   writeU8(writer, MessageType.Download);
   writeVarUint(writer, message.sessionId);
   writeVarUint(writer, message.serverVersion);
+  if (protocolVersion >= 2) {
+    writeVersionSalt(writer, message.serverVersionSalt);
+  }
   writeVarUint(writer, message.lastIntegratedClientVersion);
   writeVarUint(writer, message.downloadableBytes);
   writeVarUint(writer, message.changesetBytes);

@@ -77,6 +77,11 @@ export class ProtocolClient implements AsyncDisposable {
   bytesReceived = 0;
   /** Payload bytes sent so far. */
   bytesSent = 0;
+  /**
+   * The protocol version frames are encoded and decoded in: the newest
+   * until a HANDSHAKE_REPLY says otherwise.
+   */
+  protocolVersion: number = PROTOCOL_VERSION;
 
   /** Use {@linkcode ProtocolClient.connect}. */
   constructor(socket: WebSocket) {
@@ -136,7 +141,7 @@ export class ProtocolClient implements AsyncDisposable {
 
   /** Encodes and sends a message. */
   send(message: ClientMessage): void {
-    const bytes = encodeMessage(message);
+    const bytes = encodeMessage(message, undefined, this.protocolVersion);
     this.bytesSent += bytes.length;
     this.#socket.send(bytes);
   }
@@ -231,6 +236,7 @@ export class ProtocolClient implements AsyncDisposable {
     options: {
       identity?: ClientIdentity | null;
       downloadCursor?: number;
+      downloadCursorSalt?: number;
       uploadCursor?: number;
     } = {},
   ): Promise<ClientIdentity | null> {
@@ -241,6 +247,7 @@ export class ProtocolClient implements AsyncDisposable {
       path,
       clientIdentity: identity,
       downloadCursor: options.downloadCursor ?? 0,
+      downloadCursorSalt: options.downloadCursorSalt ?? 0,
       uploadCursor: options.uploadCursor ?? 0,
     });
     if (identity !== null) return null;
@@ -323,7 +330,15 @@ export class ProtocolClient implements AsyncDisposable {
     this.#inbound = this.#inbound.then(async () => {
       let message: ServerMessage;
       try {
-        message = decodeMessage(await decompressFrame(bytes)) as ServerMessage;
+        message = decodeMessage(
+          await decompressFrame(bytes),
+          undefined,
+          this.protocolVersion,
+        ) as ServerMessage;
+        // The layouts that follow are the negotiated version's.
+        if (message.type === MessageType.HandshakeReply) {
+          this.protocolVersion = message.version;
+        }
       } catch (error) {
         this.#fail(error);
         return;

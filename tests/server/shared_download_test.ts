@@ -32,6 +32,7 @@ function download(
     type: MessageType.Download,
     sessionId,
     serverVersion: 300 + sessionId,
+    serverVersionSalt: 0xfedc_ba98 - sessionId,
     lastIntegratedClientVersion: 7 * sessionId,
     downloadableBytes: 1_000_000 + sessionId,
     changesetBytes: 99,
@@ -53,21 +54,27 @@ Deno.test("shareBatch returns one batch for the same changeset objects in the sa
   assert.deepEqual(shareBatch([]), []);
 });
 
-Deno.test("encodeSharedDownload makes the bytes encodeMessage makes, for every session sharing the batch", () => {
+Deno.test("encodeSharedDownload makes the bytes encodeMessage makes, for every session sharing the batch, in both protocol versions", () => {
   const batch = shareBatch([changeset(5, "x"), changeset(6, "y")]);
   const writer = new Writer(16);
   for (const sessionId of [1, 2, 300]) {
     const message = download(sessionId, batch);
-    const shared = encodeSharedDownload(message, writer);
+    const shared = encodeSharedDownload(message, writer, 2);
     assert.ok(shared !== null);
     assert.deepEqual([...shared], [...encodeMessage(message)]);
     assert.deepEqual(decodeMessage(shared), message);
+    // Version 1 has no salt: the header is shorter, the rest the same.
+    const v1 = encodeSharedDownload(message, writer, 1);
+    assert.ok(v1 !== null);
+    assert.deepEqual([...v1], [...encodeMessage(message, undefined, 1)]);
+    const { serverVersionSalt: _, ...withoutSalt } = message;
+    assert.deepEqual(decodeMessage(v1, undefined, 1), withoutSalt);
   }
 });
 
 Deno.test("encodeSharedDownload leaves a batch that was not shared to encodeMessage", () => {
   assert.equal(
-    encodeSharedDownload(download(1, [changeset(1, "a")]), new Writer()),
+    encodeSharedDownload(download(1, [changeset(1, "a")]), new Writer(), 2),
     null,
   );
 });
