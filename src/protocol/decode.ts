@@ -40,7 +40,8 @@ function resolveLimits(limits: Partial<Limits>): Limits {
  * other strings of their message. Nothing is shared between messages.
  *
  * BIND and DOWNLOAD carry a version salt from protocol version 2 on
- * (PROTOCOL.md §6); decoded with version 1, they have none.
+ * (PROTOCOL.md §6); a salt of 0 (unknown) decodes as an absent field, as
+ * does every salt with version 1, which has none on the wire.
  *
  * @param bytes The frame.
  * @param limits Bounds to enforce; missing ones take {@linkcode DEFAULT_LIMITS}.
@@ -157,9 +158,7 @@ function readMessage(reader: Reader, salted: boolean): Message {
         ? { id: readVarUint(reader), salt: readVarUint(reader) }
         : null;
       const downloadCursor = readVarUint(reader);
-      const downloadCursorSalt = salted
-        ? readVersionSalt(reader, "bind")
-        : undefined;
+      const downloadCursorSalt = salted ? readVersionSalt(reader, "bind") : 0;
       const uploadCursor = readVarUint(reader);
       return {
         type: MessageType.Bind,
@@ -167,7 +166,7 @@ function readMessage(reader: Reader, salted: boolean): Message {
         path,
         clientIdentity,
         downloadCursor,
-        ...(downloadCursorSalt === undefined ? {} : { downloadCursorSalt }),
+        ...(downloadCursorSalt === 0 ? {} : { downloadCursorSalt }),
         uploadCursor,
       };
     }
@@ -237,7 +236,7 @@ function readMessage(reader: Reader, salted: boolean): Message {
       const serverVersion = readVarUint(reader);
       const serverVersionSalt = salted
         ? readVersionSalt(reader, "download")
-        : undefined;
+        : 0;
       const lastIntegratedClientVersion = readVarUint(reader);
       const downloadableBytes = readVarUint(reader);
       const changesetBytes = readVarUint(reader);
@@ -246,7 +245,7 @@ function readMessage(reader: Reader, salted: boolean): Message {
         type: MessageType.Download,
         sessionId,
         serverVersion,
-        ...(serverVersionSalt === undefined ? {} : { serverVersionSalt }),
+        ...(serverVersionSalt === 0 ? {} : { serverVersionSalt }),
         lastIntegratedClientVersion,
         downloadableBytes,
         changesetBytes,

@@ -135,7 +135,7 @@ export interface BindMessage {
    * `serverVersionSalt`), so the server can tell its version from another
    * history's version of the same number (PROTOCOL.md §4.2). Protocol
    * version 2 only; absent or 0 when unknown, which the server does not
-   * check.
+   * check (decoded as absent).
    */
   downloadCursorSalt?: number;
   /** The last client version the client knows was acknowledged (0 = none). */
@@ -399,7 +399,8 @@ export interface DownloadMessage {
    * The random salt the server chose for `serverVersion` when it committed
    * it, in [0, 2^32 − 1] (0 = unknown, and for version 0): the client keeps
    * it with its download cursor and sends it back in BIND
-   * (PROTOCOL.md §4.11). Protocol version 2 only; absent with version 1.
+   * (PROTOCOL.md §4.11). Protocol version 2 only; 0 decodes as absent, and
+   * so does every DOWNLOAD of version 1.
    */
   serverVersionSalt?: number;
   /**

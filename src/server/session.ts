@@ -613,9 +613,15 @@ export class Session implements HubMember {
             1,
             this.#snapshotRemaining - batchBytes,
           );
-          this.#sendDownload(this.#cursor, this.#cursorBytes, this.#cursorSalt, [
-            snapshotChangeset(snapshot.version, batch),
-          ], batchBytes);
+          this.#sendDownload(
+            this.#cursor,
+            this.#cursorBytes,
+            this.#cursorSalt,
+            [
+              snapshotChangeset(snapshot.version, batch),
+            ],
+            batchBytes,
+          );
           batch = [];
           batchBytes = 0;
           budget = this.#batchBudget();
