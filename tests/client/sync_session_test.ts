@@ -837,7 +837,7 @@ Deno.test("SyncSession handles compressed DOWNLOAD frames in arrival order: prog
       downloadableBytes: 0,
       changesetBytes: stored,
       changesets: [changeset],
-    });
+    }, undefined, socket.protocolVersion);
     const compressed = await compressFrame(frame, { threshold: 0 });
     assert.ok(compressed.length < stored && stored < frame.length);
     const progress = recorder();
