@@ -155,7 +155,12 @@ async function openSession(
         `upload cursor ${message.uploadCursor} is ahead of what the server recorded for client identity ${identity.id} (${record.lastClientVersion}); the server's data is older than this client's`,
       );
     }
-    if (context.protocolVersion >= 2 && message.uploadCursor > 0) {
+    // Only an identity that ever had a changeset refused has refusals to
+    // prune: the others skip the KV list.
+    if (
+      context.protocolVersion >= 2 && message.uploadCursor > 0 &&
+      record.rejected === true
+    ) {
       await pruneRejections(
         kv,
         path,

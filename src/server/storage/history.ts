@@ -244,13 +244,9 @@ export async function integrateChangesets(
       const last = fresh[fresh.length - 1]!.upload.clientVersion;
       const nextHead: Head = { version, bytes };
       operation.set(headKey(realm), nextHead);
-      operation.set(
-        identityKey(realm, identity.id),
-        {
-          salt: record.salt,
-          lastClientVersion: last,
-        } satisfies IdentityRecord,
-      );
+      // The record is rewritten whole: keep its `rejected` flag.
+      const nextRecord: IdentityRecord = { ...record, lastClientVersion: last };
+      operation.set(identityKey(realm, identity.id), nextRecord);
       const result = await retryKv(() => operation.commit(), options);
       if (result.ok) {
         integrated.push(...items);
@@ -271,7 +267,7 @@ export async function integrateChangesets(
           }
           committed.identities.set(identity.id, {
             key: identityKey(realm, identity.id),
-            value: { salt: record.salt, lastClientVersion: last },
+            value: nextRecord,
             versionstamp,
           });
         }
