@@ -99,9 +99,9 @@ async function story(
   await b.syncSession.waitForDownload({ signal: bounded(RESTART_MS) });
   assert.deepEqual(b.get("Task", "t2"), { n: 2 });
 
-  // A comes back only once B has reset: the restored server tells a client
-  // to reset by its cursors, and A's recovered uploads would bring the
-  // head back up to B's download cursor if B came back later.
+  // A comes back only once B has reset, so each test sees B reset by its
+  // cursor being ahead; B coming back after A's recovered uploads passed
+  // its cursor is restore_continuity_test.ts (the version salt check).
   a.syncSession.pause();
   await server.kill();
   const states = new Recorder(
