@@ -89,6 +89,7 @@ export {
   type ReceivedMessage,
   type RefreshMessage,
   type RejectMessage,
+  SALTED_DOWNLOAD_TAG,
   type ServerMessage,
   type UnbindMessage,
   type UnboundMessage,

@@ -43,14 +43,22 @@ import { SyncError, syncErrorFromWire } from "./sync_error.ts";
 const sendWriter = new Writer(4096);
 
 /**
- * Encodes `message` into the shared writer (valid until the next call) in
- * the layout of `protocolVersion` (docs/PROTOCOL.md §6).
+ * Encodes `message` into the shared writer (valid until the next call); a
+ * BIND's version salt only for a server talking `protocolVersion` 2 or
+ * later (docs/PROTOCOL.md §4.2).
  */
 export function encodeForSend(
   message: ClientMessage,
   protocolVersion: number,
 ): Uint8Array<ArrayBuffer> {
-  return encodeMessage(message, sendWriter, protocolVersion);
+  if (
+    protocolVersion < 2 && message.type === MessageType.Bind &&
+    message.downloadCursorSalt !== undefined
+  ) {
+    const { downloadCursorSalt: _, ...unsalted } = message;
+    return encodeMessage(unsalted, sendWriter);
+  }
+  return encodeMessage(message, sendWriter);
 }
 
 /** What an attempt tells, and asks of, its connection. */
@@ -322,7 +330,7 @@ export class ConnectionAttempt {
   ): void {
     let message;
     try {
-      message = decodeMessage(frame, undefined, this.protocolVersion);
+      message = decodeMessage(frame);
     } catch (error) {
       this.#protocolFailure(error);
       return;

@@ -5,9 +5,13 @@ import { checkBlockEnd, readBlockSections } from "./block.ts";
 import { readDownloadChangeset, readUploadChangeset } from "./changesets.ts";
 import { HANDSHAKE_MAGIC } from "./encode.ts";
 import { DEFAULT_LIMITS, type Limits } from "./limits.ts";
-import { MAX_VERSION_SALT, type Message, MessageType } from "./messages.ts";
+import {
+  MAX_VERSION_SALT,
+  type Message,
+  MessageType,
+  SALTED_DOWNLOAD_TAG,
+} from "./messages.ts";
 import { ProtocolError } from "./protocol_error.ts";
-import { PROTOCOL_VERSION } from "./version.ts";
 import {
   readCount,
   Reader,
@@ -39,14 +43,13 @@ function resolveLimits(limits: Partial<Limits>): Limits {
  * frame alive and a clone copies it. Strings likewise share memory with the
  * other strings of their message. Nothing is shared between messages.
  *
- * BIND and DOWNLOAD carry a version salt from protocol version 2 on
- * (PROTOCOL.md §6); a salt of 0 (unknown) decodes as an absent field, as
- * does every salt with version 1, which has none on the wire.
+ * A salted DOWNLOAD ({@linkcode SALTED_DOWNLOAD_TAG}) decodes as a
+ * DOWNLOAD with `serverVersionSalt`, and a BIND with a salt after its
+ * upload cursor with `downloadCursorSalt` (protocol version 2, PROTOCOL.md
+ * §4.11); a salt of 0 (unknown) decodes as an absent field.
  *
  * @param bytes The frame.
  * @param limits Bounds to enforce; missing ones take {@linkcode DEFAULT_LIMITS}.
- * @param protocolVersion The version the connection negotiated; default
- *   {@linkcode PROTOCOL_VERSION}.
  * @returns The message.
  * @throws {ProtocolError} For truncated, oversized, malformed or unknown
  *   input, a compressed frame, or bytes left over after the message.
@@ -82,7 +85,6 @@ function resolveLimits(limits: Partial<Limits>): Limits {
 export function decodeMessage(
   bytes: Uint8Array,
   limits: Partial<Limits> = DEFAULT_LIMITS,
-  protocolVersion: number = PROTOCOL_VERSION,
 ): Message {
   const resolved = resolveLimits(limits);
   if (bytes.length > resolved.maxMessageBytes) {
@@ -93,7 +95,7 @@ export function decodeMessage(
     );
   }
   const reader = new Reader(bytes, resolved);
-  const message = readMessage(reader, protocolVersion >= 2);
+  const message = readMessage(reader);
   expectEnd(reader, "message");
   return message;
 }
@@ -126,7 +128,7 @@ function readVersionSalt(reader: Reader, message: string): number {
   return salt;
 }
 
-function readMessage(reader: Reader, salted: boolean): Message {
+function readMessage(reader: Reader): Message {
   const tag = readU8(reader);
   switch (tag) {
     case MessageType.Handshake: {
@@ -158,16 +160,19 @@ function readMessage(reader: Reader, salted: boolean): Message {
         ? { id: readVarUint(reader), salt: readVarUint(reader) }
         : null;
       const downloadCursor = readVarUint(reader);
-      const downloadCursorSalt = salted ? readVersionSalt(reader, "bind") : 0;
       const uploadCursor = readVarUint(reader);
+      // The salt is the one optional field: present when bytes remain.
+      const downloadCursorSalt = reader.pos < reader.end
+        ? readVersionSalt(reader, "bind")
+        : 0;
       return {
         type: MessageType.Bind,
         sessionId,
         path,
         clientIdentity,
         downloadCursor,
-        ...(downloadCursorSalt === 0 ? {} : { downloadCursorSalt }),
         uploadCursor,
+        ...(downloadCursorSalt === 0 ? {} : { downloadCursorSalt }),
       };
     }
     case MessageType.Upload: {
@@ -231,10 +236,11 @@ function readMessage(reader: Reader, salted: boolean): Message {
         clientIdentity: { id, salt },
       };
     }
-    case MessageType.Download: {
+    case MessageType.Download:
+    case SALTED_DOWNLOAD_TAG: {
       const sessionId = readVarUint(reader);
       const serverVersion = readVarUint(reader);
-      const serverVersionSalt = salted
+      const serverVersionSalt = tag === SALTED_DOWNLOAD_TAG
         ? readVersionSalt(reader, "download")
         : 0;
       const lastIntegratedClientVersion = readVarUint(reader);

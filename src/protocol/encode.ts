@@ -3,9 +3,14 @@
 import type { DownloadChangeset, UploadChangeset } from "../model/changeset.ts";
 import { BlockWriter } from "./block.ts";
 import { writeDownloadChangeset, writeUploadChangeset } from "./changesets.ts";
-import { MAX_VERSION_SALT, type Message, MessageType } from "./messages.ts";
+import {
+  type DownloadMessage,
+  MAX_VERSION_SALT,
+  type Message,
+  MessageType,
+  SALTED_DOWNLOAD_TAG,
+} from "./messages.ts";
 import { ProtocolError } from "./protocol_error.ts";
-import { PROTOCOL_VERSION } from "./version.ts";
 import {
   writeF64,
   Writer,
@@ -42,15 +47,15 @@ let encoding = false;
  * saves allocating a buffer per frame, which in Deno costs about a third of
  * encoding a small message (PERFORMANCE.md).
  *
- * Two layouts depend on the negotiated protocol version (PROTOCOL.md §6):
- * with version 2 and later, BIND carries `downloadCursorSalt` and DOWNLOAD
- * `serverVersionSalt` (0 when absent); with version 1 neither is written.
+ * Version salts (protocol version 2, PROTOCOL.md §4.11) are written only
+ * when not 0: a BIND's `downloadCursorSalt` after its upload cursor, a
+ * DOWNLOAD's `serverVersionSalt` in the salted form
+ * ({@linkcode SALTED_DOWNLOAD_TAG}). Without them a frame is exactly what
+ * version 1 sends, so a peer talking version 1 leaves them out.
  *
  * @param message The message.
  * @param writer A writer of one's own to encode into; the frame returned is
  *   then a view into it, overwritten by the writer's next use.
- * @param protocolVersion The version the connection negotiated; default
- *   {@linkcode PROTOCOL_VERSION}.
  * @returns The frame's bytes.
  * @throws {ProtocolError} `unencodable_value` for field values outside the
  *   data model (`undefined`, functions, symbols, class instances, cycles or
@@ -97,7 +102,6 @@ let encoding = false;
 export function encodeMessage(
   message: Message,
   writer?: Writer,
-  protocolVersion: number = PROTOCOL_VERSION,
 ): Uint8Array<ArrayBuffer> {
   const reentrant = encoding;
   const frame = writer ?? (reentrant ? new Writer(1024) : sharedWriter);
@@ -105,7 +109,7 @@ export function encodeMessage(
   encoding = true;
   try {
     frame.reset();
-    writeMessage(frame, message, block, protocolVersion >= 2);
+    writeMessage(frame, message, block);
     return writer === undefined
       ? frame.finish()
       : frame.bytes.subarray(0, frame.pos);
@@ -119,8 +123,14 @@ function writeMessage(
   writer: Writer,
   message: Message,
   block: BlockWriter,
-  salted: boolean,
 ): void {
+  if (
+    message.type === MessageType.Download && isSalted(message.serverVersionSalt)
+  ) {
+    writeU8(writer, SALTED_DOWNLOAD_TAG);
+    writeDownload(writer, block, message, true);
+    return;
+  }
   writeU8(writer, message.type);
   switch (message.type) {
     case MessageType.Handshake:
@@ -140,8 +150,10 @@ function writeMessage(
         writeVarUint(writer, message.clientIdentity.salt);
       }
       writeVarUint(writer, message.downloadCursor);
-      if (salted) writeVersionSalt(writer, message.downloadCursorSalt);
       writeVarUint(writer, message.uploadCursor);
+      if (isSalted(message.downloadCursorSalt)) {
+        writeVersionSalt(writer, message.downloadCursorSalt);
+      }
       return;
     case MessageType.Upload: {
       writeVarUint(writer, message.sessionId);
@@ -184,16 +196,9 @@ function writeMessage(
       writeVarUint(writer, message.clientIdentity.id);
       writeVarUint(writer, message.clientIdentity.salt);
       return;
-    case MessageType.Download: {
-      writeVarUint(writer, message.sessionId);
-      writeVarUint(writer, message.serverVersion);
-      if (salted) writeVersionSalt(writer, message.serverVersionSalt);
-      writeVarUint(writer, message.lastIntegratedClientVersion);
-      writeVarUint(writer, message.downloadableBytes);
-      writeVarUint(writer, message.changesetBytes);
-      writeDownloadBlock(writer, block, message.changesets);
+    case MessageType.Download:
+      writeDownload(writer, block, message, false);
       return;
-    }
     case MessageType.Reject: {
       writeVarUint(writer, message.sessionId);
       writeVarUint(writer, message.clientVersion);
@@ -221,6 +226,30 @@ function writeMessage(
         }`,
       );
   }
+}
+
+/**
+ * Whether a version salt goes on the wire: any value but absent and 0 (a
+ * value out of range is then refused by {@linkcode writeVersionSalt}).
+ */
+export function isSalted(salt: number | undefined): boolean {
+  return salt !== undefined && salt !== 0;
+}
+
+/** Writes a DOWNLOAD's fields after its tag, the salt when `salted`. */
+function writeDownload(
+  writer: Writer,
+  block: BlockWriter,
+  message: DownloadMessage,
+  salted: boolean,
+): void {
+  writeVarUint(writer, message.sessionId);
+  writeVarUint(writer, message.serverVersion);
+  if (salted) writeVersionSalt(writer, message.serverVersionSalt);
+  writeVarUint(writer, message.lastIntegratedClientVersion);
+  writeVarUint(writer, message.downloadableBytes);
+  writeVarUint(writer, message.changesetBytes);
+  writeDownloadBlock(writer, block, message.changesets);
 }
 
 /**

@@ -116,9 +116,6 @@ export class Connection {
     );
     this.#output = new FrameWriter(socket, {
       compression: context.settings.compression,
-      // Before HANDSHAKE_REPLY only ERROR goes out, whose layout never
-      // changes.
-      protocolVersion: () => this.#protocolVersion,
       isFast: () => this.#delivery.isFast,
       onWritten: (type, bytes) => {
         context.stats.bytesOut += bytes;
@@ -319,13 +316,7 @@ export class Connection {
     const limit = this.#context.settings.maxMessageBytes;
     let message: Message;
     try {
-      // Before the handshake only HANDSHAKE is allowed, whose layout never
-      // changes.
-      message = decodeMessage(
-        frame,
-        { maxMessageBytes: limit },
-        this.#protocolVersion || PROTOCOL_VERSION,
-      );
+      message = decodeMessage(frame, { maxMessageBytes: limit });
     } catch (error) {
       if (!(error instanceof ProtocolError)) {
         this.#context.log(

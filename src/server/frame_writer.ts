@@ -25,11 +25,6 @@ export interface FrameWriterOptions {
   /** Whether large DOWNLOAD frames are deflated (docs/PROTOCOL.md §2). */
   compression: boolean;
   /**
-   * The protocol version negotiated so far (the layouts of BIND and
-   * DOWNLOAD depend on it, docs/PROTOCOL.md §6).
-   */
-  protocolVersion(): number;
-  /**
    * Whether the link is fast enough to send DOWNLOADs as they are: deflate
    * only pays on a slow link (`delivery_rate.ts`). Unset: never.
    */
@@ -62,11 +57,10 @@ export class FrameWriter {
   /** Encodes and sends `message` (nothing once the socket is not open). */
   send(message: ServerMessage): void {
     if (this.#socket.readyState !== WebSocket.OPEN) return;
-    const version = this.#options.protocolVersion();
     const view =
       (message.type === MessageType.Download
-        ? encodeSharedDownload(message, sendWriter, version)
-        : null) ?? encodeMessage(message, sendWriter, version);
+        ? encodeSharedDownload(message, sendWriter)
+        : null) ?? encodeMessage(message, sendWriter);
     const deflate = this.#options.compression &&
       message.type === MessageType.Download &&
       view.length >= COMPRESSION_THRESHOLD &&

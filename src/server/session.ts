@@ -670,7 +670,8 @@ export class Session implements HubMember {
       type: MessageType.Download,
       sessionId: this.id,
       serverVersion: version,
-      serverVersionSalt: salt,
+      // Version 1 has no salts on the wire.
+      ...(this.#init.protocolVersion >= 2 ? { serverVersionSalt: salt } : {}),
       lastIntegratedClientVersion: this.#lastAck,
       downloadableBytes,
       changesetBytes,

@@ -9,7 +9,6 @@ import {
   MessageType,
   type ServerMessage,
 } from "../../src/protocol/messages.ts";
-import { PROTOCOL_VERSION } from "../../src/protocol/version.ts";
 
 /**
  * A WebSocket double the test drives by hand: it records what the client
@@ -32,8 +31,6 @@ export class FakeWebSocket extends EventTarget {
   readonly sentBytes: number[] = [];
   /** The code the client closed with, if it did. */
   closedWith: number | undefined;
-  /** The version frames are in: the newest until a HANDSHAKE_REPLY. */
-  protocolVersion: number = PROTOCOL_VERSION;
   #sockets: FakeSockets;
 
   constructor(url: string, sockets: FakeSockets) {
@@ -69,9 +66,7 @@ export class FakeWebSocket extends EventTarget {
   #inflating = 0;
 
   #record(frame: Uint8Array, wireBytes: number): void {
-    this.sent.push(
-      decodeMessage(frame, undefined, this.protocolVersion) as ClientMessage,
-    );
+    this.sent.push(decodeMessage(frame) as ClientMessage);
     this.sentBytes.push(wireBytes);
     this.#sockets.onSend?.(this);
   }
@@ -93,11 +88,7 @@ export class FakeWebSocket extends EventTarget {
 
   /** Delivers one server message; returns its frame size. */
   receive(message: ServerMessage): number {
-    const frame = encodeMessage(message, undefined, this.protocolVersion);
-    // The frames after a HANDSHAKE_REPLY are in its version's layout.
-    if (message.type === MessageType.HandshakeReply) {
-      this.protocolVersion = message.version;
-    }
+    const frame = encodeMessage(message);
     this.dispatchEvent(
       new MessageEvent("message", { data: frame.buffer.slice(0) }),
     );

@@ -77,11 +77,6 @@ export class ProtocolClient implements AsyncDisposable {
   bytesReceived = 0;
   /** Payload bytes sent so far. */
   bytesSent = 0;
-  /**
-   * The protocol version frames are encoded and decoded in: the newest
-   * until a HANDSHAKE_REPLY says otherwise.
-   */
-  protocolVersion: number = PROTOCOL_VERSION;
 
   /** Use {@linkcode ProtocolClient.connect}. */
   constructor(socket: WebSocket) {
@@ -141,7 +136,7 @@ export class ProtocolClient implements AsyncDisposable {
 
   /** Encodes and sends a message. */
   send(message: ClientMessage): void {
-    const bytes = encodeMessage(message, undefined, this.protocolVersion);
+    const bytes = encodeMessage(message);
     this.bytesSent += bytes.length;
     this.#socket.send(bytes);
   }
@@ -247,8 +242,10 @@ export class ProtocolClient implements AsyncDisposable {
       path,
       clientIdentity: identity,
       downloadCursor: options.downloadCursor ?? 0,
-      downloadCursorSalt: options.downloadCursorSalt ?? 0,
       uploadCursor: options.uploadCursor ?? 0,
+      ...(options.downloadCursorSalt === undefined
+        ? {}
+        : { downloadCursorSalt: options.downloadCursorSalt }),
     });
     if (identity !== null) return null;
     const ident: IdentMessage = await this.expect(MessageType.Ident);
@@ -330,15 +327,7 @@ export class ProtocolClient implements AsyncDisposable {
     this.#inbound = this.#inbound.then(async () => {
       let message: ServerMessage;
       try {
-        message = decodeMessage(
-          await decompressFrame(bytes),
-          undefined,
-          this.protocolVersion,
-        ) as ServerMessage;
-        // The layouts that follow are the negotiated version's.
-        if (message.type === MessageType.HandshakeReply) {
-          this.protocolVersion = message.version;
-        }
+        message = decodeMessage(await decompressFrame(bytes)) as ServerMessage;
       } catch (error) {
         this.#fail(error);
         return;

@@ -6,12 +6,10 @@
 import { decompressFrame } from "../../src/protocol/compression.ts";
 import { decodeMessage } from "../../src/protocol/decode.ts";
 import { encodeMessage } from "../../src/protocol/encode.ts";
-import {
-  type ClientMessage,
-  MessageType,
-  type ServerMessage,
+import type {
+  ClientMessage,
+  ServerMessage,
 } from "../../src/protocol/messages.ts";
-import { PROTOCOL_VERSION } from "../../src/protocol/version.ts";
 
 /** A raw client; close it with `await using`. */
 export class RawWebSocket implements AsyncDisposable {
@@ -20,8 +18,6 @@ export class RawWebSocket implements AsyncDisposable {
   #writing = Promise.resolve();
   /** Payload bytes of frames read so far. */
   payloadBytes = 0;
-  /** The version frames are in: the newest until a HANDSHAKE_REPLY. */
-  protocolVersion: number = PROTOCOL_VERSION;
 
   /** Use {@linkcode RawWebSocket.connect}. */
   constructor(connection: Deno.TcpConn) {
@@ -54,10 +50,7 @@ export class RawWebSocket implements AsyncDisposable {
 
   /** Sends one message as a masked binary frame. */
   async send(message: ClientMessage): Promise<void> {
-    const frame = maskedFrame(
-      0x82,
-      encodeMessage(message, undefined, this.protocolVersion),
-    );
+    const frame = maskedFrame(0x82, encodeMessage(message));
     await this.#write(frame);
   }
 
@@ -91,16 +84,12 @@ export class RawWebSocket implements AsyncDisposable {
       this.#buffer = this.#buffer.slice(offset + length);
       if (opcode === 0x2) {
         this.payloadBytes += length;
-        const message = decodeMessage(
-          await decompressFrame(payload),
-          undefined,
-          this.protocolVersion,
-        ) as ServerMessage;
-        // The frames after a HANDSHAKE_REPLY are in its version's layout.
-        if (message.type === MessageType.HandshakeReply) {
-          this.protocolVersion = message.version;
-        }
-        return { message, bytes: length };
+        return {
+          message: decodeMessage(
+            await decompressFrame(payload),
+          ) as ServerMessage,
+          bytes: length,
+        };
       }
       if (opcode === 0x9) {
         // A ping: answered, as every client must (RFC 6455 §5.5.2), or the

@@ -829,19 +829,15 @@ Deno.test("SyncSession handles compressed DOWNLOAD frames in arrival order: prog
     const changeset = remoteChangeset(1, 200);
     // The server counts the changeset as it stores it.
     const stored = encodeDownloadChangeset(changeset).length;
-    const frame = encodeMessage(
-      {
-        type: MessageType.Download,
-        sessionId,
-        serverVersion: 1,
-        lastIntegratedClientVersion: 0,
-        downloadableBytes: 0,
-        changesetBytes: stored,
-        changesets: [changeset],
-      },
-      undefined,
-      socket.protocolVersion,
-    );
+    const frame = encodeMessage({
+      type: MessageType.Download,
+      sessionId,
+      serverVersion: 1,
+      lastIntegratedClientVersion: 0,
+      downloadableBytes: 0,
+      changesetBytes: stored,
+      changesets: [changeset],
+    });
     const compressed = await compressFrame(frame, { threshold: 0 });
     assert.ok(compressed.length < stored && stored < frame.length);
     const progress = recorder();

@@ -36,9 +36,9 @@ function assertRejects(
 const utf8 = (text: string): number[] => [...new TextEncoder().encode(text)];
 
 /**
- * A DOWNLOAD frame (session 1, versions 0, salt 0) around a block:
- * `structure`, then the byte section `blobs`, then the string section
- * `strings`. The structure starts at offset 11.
+ * A DOWNLOAD frame (session 1, versions 0) around a block: `structure`,
+ * then the byte section `blobs`, then the string section `strings`. The
+ * structure starts at offset 10.
  */
 function download(
   strings: string | number[],
@@ -50,7 +50,6 @@ function download(
     MessageType.Download,
     1,
     0,
-    0, // serverVersionSalt
     0,
     0,
     0,
@@ -148,12 +147,12 @@ Deno.test("decodeMessage() rejects an unknown value tag", () => {
   assertRejects(
     withValue([0x0f]),
     "unknown_value",
-    "Cannot decode value: unknown tag 0x0f at offset 22",
+    "Cannot decode value: unknown tag 0x0f at offset 21",
   );
   assertRejects(
     withValue([0x7f]),
     "unknown_value",
-    "Cannot decode value: unknown tag 0x7f at offset 22",
+    "Cannot decode value: unknown tag 0x7f at offset 21",
   );
 });
 
@@ -227,7 +226,7 @@ Deno.test("decodeMessage() rejects lengths over their limits", async (t) => {
     assertRejects(
       withValue([0x08, 0x05], "hello"),
       "length_over_limit",
-      "Cannot decode string length: 5 exceeds limit 4 at offset 22",
+      "Cannot decode string length: 5 exceeds limit 4 at offset 21",
       { maxStringBytes: 4 },
     );
   });
@@ -235,7 +234,7 @@ Deno.test("decodeMessage() rejects lengths over their limits", async (t) => {
     assertRejects(
       withInstructions("Tlong-id", 1, [0x02, 0x04, 0x0e]),
       "length_over_limit",
-      "Cannot decode string length: 6 exceeds limit 5 at offset 19",
+      "Cannot decode string length: 6 exceeds limit 5 at offset 18",
       { maxStringBytes: 5 },
     );
   });
@@ -243,7 +242,7 @@ Deno.test("decodeMessage() rejects lengths over their limits", async (t) => {
     assertRejects(
       withValue([0x09, 0x03], "", [1, 2, 3]),
       "length_over_limit",
-      "Cannot decode byte array length: 3 exceeds limit 2 at offset 22",
+      "Cannot decode byte array length: 3 exceeds limit 2 at offset 21",
       { maxBytesLength: 2 },
     );
   });
@@ -251,7 +250,7 @@ Deno.test("decodeMessage() rejects lengths over their limits", async (t) => {
     assertRejects(
       download("", [], [3]),
       "length_over_limit",
-      "Cannot decode changeset count: 3 exceeds limit 2 at offset 11",
+      "Cannot decode changeset count: 3 exceeds limit 2 at offset 10",
       { maxChangesets: 2 },
     );
   });
@@ -259,7 +258,7 @@ Deno.test("decodeMessage() rejects lengths over their limits", async (t) => {
     assertRejects(
       withInstructions("", 3, []),
       "length_over_limit",
-      "Cannot decode instruction count: 3 exceeds limit 2 at offset 16",
+      "Cannot decode instruction count: 3 exceeds limit 2 at offset 15",
       { maxInstructions: 2 },
     );
   });
@@ -267,7 +266,7 @@ Deno.test("decodeMessage() rejects lengths over their limits", async (t) => {
     assertRejects(
       withInstructions("Tx", 1, [0x00, 0x04, 0x04, 0x03]),
       "length_over_limit",
-      "Cannot decode field count: 3 exceeds limit 2 at offset 20",
+      "Cannot decode field count: 3 exceeds limit 2 at offset 19",
       { maxCollectionLength: 2 },
     );
   });
@@ -275,7 +274,7 @@ Deno.test("decodeMessage() rejects lengths over their limits", async (t) => {
     assertRejects(
       withValue([0x0d, 0x03, 0x80, 0x80, 0x80]),
       "length_over_limit",
-      "Cannot decode array length: 3 exceeds limit 2 at offset 23",
+      "Cannot decode array length: 3 exceeds limit 2 at offset 22",
       { maxCollectionLength: 2 },
     );
   });
@@ -283,7 +282,7 @@ Deno.test("decodeMessage() rejects lengths over their limits", async (t) => {
     assertRejects(
       withValue([0x0e, 0x03]),
       "length_over_limit",
-      "Cannot decode object size: 3 exceeds limit 2 at offset 23",
+      "Cannot decode object size: 3 exceeds limit 2 at offset 22",
       { maxCollectionLength: 2 },
     );
   });
@@ -291,7 +290,7 @@ Deno.test("decodeMessage() rejects lengths over their limits", async (t) => {
     assertRejects(
       withValue([0x06, 0x81, 0x02]),
       "length_over_limit",
-      "Cannot decode bigint length: 257 exceeds limit 256 at offset 22",
+      "Cannot decode bigint length: 257 exceeds limit 256 at offset 21",
     );
   });
 });
@@ -302,45 +301,45 @@ Deno.test("decodeMessage() rejects huge declared lengths and counts before alloc
   const huge = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f];
   await t.step("structure", () => {
     assertRejects(
-      [MessageType.Download, 1, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff],
+      [MessageType.Download, 1, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff],
       "truncated",
-      "Cannot decode changesets: structure length 4294967295 exceeds the 0 bytes left at offset 7",
+      "Cannot decode changesets: structure length 4294967295 exceeds the 0 bytes left at offset 6",
     );
   });
   await t.step("byte section", () => {
     assertRejects(
-      [MessageType.Download, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, ...huge],
+      [MessageType.Download, 1, 0, 0, 0, 0, 0, 0, 0, 0, ...huge],
       "truncated",
-      "Cannot decode byte section: length 9007199254740991 exceeds the 0 bytes left at offset 11",
+      "Cannot decode byte section: length 9007199254740991 exceeds the 0 bytes left at offset 10",
     );
   });
   await t.step("changeset count", () => {
     assertRejects(
       download("", [], [...huge]),
       "length_over_limit",
-      "Cannot decode changeset count: 9007199254740991 exceeds limit 100000 at offset 11",
+      "Cannot decode changeset count: 9007199254740991 exceeds limit 100000 at offset 10",
     );
   });
   await t.step("a count the frame cannot hold", () => {
     assertRejects(
       download("", [], [0x90, 0x4e]),
       "truncated",
-      "Cannot decode changeset count: 10000 items cannot fit in 0 bytes at offset 13",
+      "Cannot decode changeset count: 10000 items cannot fit in 0 bytes at offset 12",
     );
     assertRejects(
       withInstructions("", 100, [0x00]),
       "truncated",
-      "Cannot decode instruction count: 100 items cannot fit in 1 bytes at offset 17",
+      "Cannot decode instruction count: 100 items cannot fit in 1 bytes at offset 16",
     );
     assertRejects(
       withValue([0x0d, 0xe8, 0x07, 0x80]),
       "truncated",
-      "Cannot decode array length: 1000 items cannot fit in 1 bytes at offset 25",
+      "Cannot decode array length: 1000 items cannot fit in 1 bytes at offset 24",
     );
     assertRejects(
       withValue([0x0e, 0x02, 0x05, 0x80]),
       "truncated",
-      "Cannot decode object size: 2 items cannot fit in 2 bytes at offset 24",
+      "Cannot decode object size: 2 items cannot fit in 2 bytes at offset 23",
     );
   });
   await t.step("inline string", () => {
@@ -354,14 +353,14 @@ Deno.test("decodeMessage() rejects huge declared lengths and counts before alloc
     assertRejects(
       withValue([0x08, 0x80, 0x80, 0x40]),
       "truncated",
-      "Cannot decode string: 1048576 code units needed, 0 left in the string section at offset 22",
+      "Cannot decode string: 1048576 code units needed, 0 left in the string section at offset 21",
     );
   });
   await t.step("byte array", () => {
     assertRejects(
       withValue([0x09, 0x80, 0x80, 0x80, 0x04]),
       "truncated",
-      "Cannot decode byte array: 8388608 bytes needed, 0 left in the byte section at offset 22",
+      "Cannot decode byte array: 8388608 bytes needed, 0 left in the byte section at offset 21",
     );
   });
 });
@@ -381,13 +380,13 @@ Deno.test("decodeMessage() rejects nesting deeper than maxDepth", () => {
   assertRejects(
     withValue(nested(4)),
     "depth_over_limit",
-    "Cannot decode value: nesting exceeds limit 3 at offset 28",
+    "Cannot decode value: nesting exceeds limit 3 at offset 27",
     { maxDepth: 3 },
   );
   assertRejects(
     withValue(nested(33)),
     "depth_over_limit",
-    "Cannot decode value: nesting exceeds limit 32 at offset 86",
+    "Cannot decode value: nesting exceeds limit 32 at offset 85",
   );
 });
 
@@ -418,7 +417,7 @@ Deno.test("decodeMessage() rejects trailing bytes", async (t) => {
     assertRejects(
       download("", [], [0, 7]),
       "trailing_bytes",
-      "Cannot decode changesets: 1 bytes of the structure left over at offset 12",
+      "Cannot decode changesets: 1 bytes of the structure left over at offset 11",
     );
   });
   await t.step("in a stored changeset's string section", () => {
@@ -440,26 +439,26 @@ Deno.test("decodeMessage() rejects bad string references", async (t) => {
     assertRejects(
       withInstructions("T", 1, [0x02, 0x04, 0x03]),
       "bad_reference",
-      "Cannot decode string reference: index 1 exceeds table size 1 at offset 19",
+      "Cannot decode string reference: index 1 exceeds table size 1 at offset 18",
     );
     assertRejects(
       withInstructions("", 1, [0x02, 0x01]),
       "bad_reference",
-      "Cannot decode string reference: index 0 exceeds table size 0 at offset 18",
+      "Cannot decode string reference: index 0 exceeds table size 0 at offset 17",
     );
   });
   await t.step("SAME_TYPE on the first instruction", () => {
     assertRejects(
       withInstructions("x", 1, [0x0a, 0x04]),
       "bad_reference",
-      'Cannot decode instruction: "same type" with no previous instruction at offset 17',
+      'Cannot decode instruction: "same type" with no previous instruction at offset 16',
     );
   });
   await t.step("SAME_FIELDS with no earlier fields for the type", () => {
     assertRejects(
       withInstructions("Tx", 1, [0x10, 0x04, 0x04]),
       "bad_reference",
-      'Cannot decode instruction: "same fields" with no earlier fields for type "T" at offset 17',
+      'Cannot decode instruction: "same fields" with no earlier fields for type "T" at offset 16',
     );
   });
 });
@@ -468,17 +467,17 @@ Deno.test("decodeMessage() rejects bad instruction headers", () => {
   assertRejects(
     withInstructions("Tx", 1, [0x03, 0x04, 0x04]),
     "unknown_instruction",
-    "Cannot decode instruction: bad header 0x03 at offset 17",
+    "Cannot decode instruction: bad header 0x03 at offset 16",
   );
   assertRejects(
     withInstructions("Tx", 1, [0x20, 0x04, 0x04]),
     "unknown_instruction",
-    "Cannot decode instruction: bad header 0x20 at offset 17",
+    "Cannot decode instruction: bad header 0x20 at offset 16",
   );
   assertRejects(
     withInstructions("Tx", 1, [0x12, 0x04, 0x04]),
     "unknown_instruction",
-    "Cannot decode instruction: bad header 0x12 at offset 17",
+    "Cannot decode instruction: bad header 0x12 at offset 16",
   );
 });
 
@@ -515,7 +514,7 @@ Deno.test("decodeMessage() rejects invalid UTF-8", async (t) => {
       assertRejects(
         download(bytes, [], [0]),
         "invalid_utf8",
-        "Cannot decode string: invalid UTF-8 at offset 13",
+        "Cannot decode string: invalid UTF-8 at offset 12",
       );
     });
   }
@@ -524,7 +523,7 @@ Deno.test("decodeMessage() rejects invalid UTF-8", async (t) => {
     assertRejects(
       withValue([0x0d, 0x02, 0x08, 0x01, 0x08, 0x01], "🌍"),
       "invalid_utf8",
-      "Cannot decode string: it starts inside a surrogate pair at offset 26",
+      "Cannot decode string: it starts inside a surrogate pair at offset 25",
     );
   });
 });
@@ -536,21 +535,21 @@ Deno.test("decodeMessage() rejects stamps out of range", async (t) => {
     assertRejects(
       stamp([0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x40], [0], [1]),
       "invalid_field",
-      "Cannot decode stamp: time 281474976710656 exceeds 281474976710655 at offset 13",
+      "Cannot decode stamp: time 281474976710656 exceeds 281474976710655 at offset 12",
     );
   });
   await t.step("counter above 65535", () => {
     assertRejects(
       stamp([1], [0x80, 0x80, 0x04], [1]),
       "invalid_field",
-      "Cannot decode stamp: counter 65536 exceeds 65535 at offset 14",
+      "Cannot decode stamp: counter 65536 exceeds 65535 at offset 13",
     );
   });
   await t.step("node above 2^48 - 1", () => {
     assertRejects(
       stamp([1], [0], [0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x40]),
       "invalid_field",
-      "Cannot decode stamp: node 281474976710656 exceeds 281474976710655 at offset 15",
+      "Cannot decode stamp: node 281474976710656 exceeds 281474976710655 at offset 14",
     );
   });
 });
@@ -561,7 +560,7 @@ Deno.test("decodeMessage() rejects dates out of range", () => {
   assertRejects(
     withValue([0x0a, ...beyond]),
     "invalid_field",
-    "Cannot decode date: 8640000000000001 ms is outside the range of a Date at offset 22",
+    "Cannot decode date: 8640000000000001 ms is outside the range of a Date at offset 21",
   );
 });
 

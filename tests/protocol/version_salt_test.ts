@@ -1,8 +1,12 @@
 // Version salts on the wire (docs/PROTOCOL.md §4.2, §4.11, §6): BIND's
-// downloadCursorSalt and DOWNLOAD's serverVersionSalt exist from protocol
-// version 2 on, are bounded to 32 bits, and version 1 frames have neither.
+// downloadCursorSalt and DOWNLOAD's serverVersionSalt (protocol version 2)
+// are bounded to 32 bits, and a frame without them is the version 1 frame.
 
 import assert from "node:assert/strict";
+import {
+  compressFrame,
+  decompressFrame,
+} from "../../src/protocol/compression.ts";
 import { decodeMessage } from "../../src/protocol/decode.ts";
 import { encodeMessage } from "../../src/protocol/encode.ts";
 import {
@@ -10,6 +14,7 @@ import {
   type DownloadMessage,
   MAX_VERSION_SALT,
   MessageType,
+  SALTED_DOWNLOAD_TAG,
 } from "../../src/protocol/messages.ts";
 import { ProtocolError } from "../../src/protocol/protocol_error.ts";
 
@@ -34,47 +39,77 @@ const download: DownloadMessage = {
   changesets: [],
 };
 
-Deno.test("version salts round-trip with protocol 2, at both ends of their range", () => {
+Deno.test("version salts round-trip, at both ends of their range", () => {
   assert.deepEqual(decodeMessage(encodeMessage(bind)), bind);
   assert.deepEqual(decodeMessage(encodeMessage(download)), download);
   for (const salt of [1, 127, 128, 0x1234_5678, MAX_VERSION_SALT]) {
     const message = { ...download, serverVersionSalt: salt };
-    assert.deepEqual(
-      decodeMessage(encodeMessage(message, undefined, 2)),
-      message,
-    );
+    assert.deepEqual(decodeMessage(encodeMessage(message)), message);
+    const bound = { ...bind, downloadCursorSalt: salt };
+    assert.deepEqual(decodeMessage(encodeMessage(bound)), bound);
   }
 });
 
-Deno.test("a salt of 0 (unknown) is written as one byte and decodes as absent", () => {
-  const { downloadCursorSalt: _, ...unsalted } = bind;
-  const absent = encodeMessage(unsalted);
+Deno.test("without a salt (absent or 0) BIND and DOWNLOAD are the version 1 frames; with one, BIND appends it and DOWNLOAD takes the salted tag", () => {
+  const { downloadCursorSalt: _, ...unsaltedBind } = bind;
+  const { serverVersionSalt: __, ...unsaltedDownload } = download;
+  const plainBind = encodeMessage(unsaltedBind);
   assert.deepEqual([...encodeMessage({ ...bind, downloadCursorSalt: 0 })], [
-    ...absent,
+    ...plainBind,
   ]);
-  assert.deepEqual(decodeMessage(absent), unsalted);
-  // The salt sits between the download cursor (40) and the upload cursor (5).
-  assert.deepEqual([...absent.subarray(-3)], [40, 0, 5]);
+  assert.deepEqual(decodeMessage(plainBind), unsaltedBind);
+  // The salt comes last, after the download cursor (40) and upload cursor (5).
+  const saltedBind = encodeMessage(bind);
+  assert.deepEqual([...saltedBind.subarray(0, plainBind.length)], [
+    ...plainBind,
+  ]);
+  assert.deepEqual([...saltedBind.subarray(plainBind.length - 2)], [
+    40,
+    5,
+    0xff,
+    0xff,
+    0xff,
+    0xff,
+    0x0f,
+  ]);
+
+  const plain = encodeMessage(unsaltedDownload);
+  assert.equal(plain[0], MessageType.Download);
+  assert.deepEqual([...encodeMessage({ ...download, serverVersionSalt: 0 })], [
+    ...plain,
+  ]);
+  assert.deepEqual(decodeMessage(plain), unsaltedDownload);
+  const salted = encodeMessage(download);
+  assert.equal(salted[0], SALTED_DOWNLOAD_TAG);
+  // Tag, session 3, version 41, then the salt 1; the rest is the plain form's.
+  assert.deepEqual([...salted.subarray(0, 4)], [SALTED_DOWNLOAD_TAG, 3, 41, 1]);
+  assert.deepEqual([...salted.subarray(4)], [...plain.subarray(3)]);
 });
 
-Deno.test("protocol 1 frames carry no salt: shorter by the salt's bytes, decoded without it", () => {
-  const v1 = encodeMessage(bind, undefined, 1);
-  const v2 = encodeMessage(bind, undefined, 2);
-  assert.equal(v2.length - v1.length, 5); // 2^32 − 1 takes five varuint bytes
-  const { downloadCursorSalt: _, ...bindV1 } = bind;
-  assert.deepEqual(decodeMessage(v1, undefined, 1), bindV1);
-  const { serverVersionSalt: __, ...downloadV1 } = download;
-  const frame = encodeMessage(download, undefined, 1);
-  assert.deepEqual(decodeMessage(frame, undefined, 1), downloadV1);
-  // A version 1 frame read as version 2 is malformed, not silently misread.
-  assert.throws(
-    () => decodeMessage(frame, undefined, 2),
-    (error) => error instanceof ProtocolError,
-  );
+Deno.test("a salted DOWNLOAD may be compressed like a plain one", async () => {
+  const big: DownloadMessage = {
+    ...download,
+    changesets: [{
+      serverVersion: 41,
+      stamp: { time: 1, counter: 0, node: 1 },
+      instructions: Array.from({ length: 400 }, (_, index) => ({
+        op: "put" as const,
+        type: "Task",
+        id: `t${index}`,
+        fields: { title: "the same title again" },
+        stamp: null,
+      })),
+    }],
+  };
+  const frame = encodeMessage(big);
+  const compressed = await compressFrame(frame, { threshold: 0 });
+  assert.equal(compressed[0], SALTED_DOWNLOAD_TAG | 0x80);
+  assert.ok(compressed.length < frame.length);
+  assert.deepEqual(decodeMessage(await decompressFrame(compressed)), big);
 });
 
 Deno.test("decodeMessage() rejects a salt above 2^32 - 1 with invalid_field, naming its offset", () => {
-  // BIND: tag, session 3, path "/a", no identity, cursor 1, salt 2^32, upload 0.
+  // BIND: tag, session 3, path "/a", no identity, cursor 1, upload 0, salt 2^32.
   const frame = Uint8Array.from([
     MessageType.Bind,
     3,
@@ -83,33 +118,35 @@ Deno.test("decodeMessage() rejects a salt above 2^32 - 1 with invalid_field, nam
     0x61,
     0,
     1,
+    0,
     0x80,
     0x80,
     0x80,
     0x80,
     0x10,
-    0,
   ]);
   assert.throws(
     () => decodeMessage(frame),
     (error) =>
       error instanceof ProtocolError && error.code === "invalid_field" &&
       error.message ===
-        "Cannot decode bind: version salt 4294967296 at offset 7 exceeds 2^32 - 1",
+        "Cannot decode bind: version salt 4294967296 at offset 8 exceeds 2^32 - 1",
   );
   // The same bytes are a valid frame with salt 2^32 − 1.
-  frame[11] = 0x0f;
-  frame[7] = 0xff;
-  frame[8] = 0xff;
-  frame[9] = 0xff;
-  frame[10] = 0xff;
+  frame.set([0xff, 0xff, 0xff, 0xff, 0x0f], 8);
   assert.equal(
     (decodeMessage(frame) as BindMessage).downloadCursorSalt,
     MAX_VERSION_SALT,
   );
-  // DOWNLOAD: tag, session 1, version 9, salt 2^32, then the rest.
+  // Bytes after the salt are still trailing bytes.
+  assert.throws(
+    () => decodeMessage(Uint8Array.from([...frame, 0])),
+    (error) =>
+      error instanceof ProtocolError && error.code === "trailing_bytes",
+  );
+  // Salted DOWNLOAD: tag, session 1, version 9, salt 2^32, then the rest.
   const download = Uint8Array.from([
-    MessageType.Download,
+    SALTED_DOWNLOAD_TAG,
     1,
     9,
     0x80,
@@ -149,11 +186,4 @@ Deno.test("encodeMessage() refuses a salt outside [0, 2^32 - 1] with unencodable
         error instanceof ProtocolError && error.code === "unencodable_value",
     );
   }
-  // Version 1 writes no salt, so it never looks at it.
-  const frame = encodeMessage(
-    { ...download, serverVersionSalt: -1 },
-    undefined,
-    1,
-  );
-  assert.equal(frame[0], MessageType.Download);
 });

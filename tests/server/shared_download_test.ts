@@ -54,27 +54,27 @@ Deno.test("shareBatch returns one batch for the same changeset objects in the sa
   assert.deepEqual(shareBatch([]), []);
 });
 
-Deno.test("encodeSharedDownload makes the bytes encodeMessage makes, for every session sharing the batch, in both protocol versions", () => {
+Deno.test("encodeSharedDownload makes the bytes encodeMessage makes, for every session sharing the batch, salted or not", () => {
   const batch = shareBatch([changeset(5, "x"), changeset(6, "y")]);
   const writer = new Writer(16);
   for (const sessionId of [1, 2, 300]) {
     const message = download(sessionId, batch);
-    const shared = encodeSharedDownload(message, writer, 2);
+    const shared = encodeSharedDownload(message, writer);
     assert.ok(shared !== null);
     assert.deepEqual([...shared], [...encodeMessage(message)]);
     assert.deepEqual(decodeMessage(shared), message);
-    // Version 1 has no salt: the header is shorter, the rest the same.
-    const v1 = encodeSharedDownload(message, writer, 1);
-    assert.ok(v1 !== null);
-    assert.deepEqual([...v1], [...encodeMessage(message, undefined, 1)]);
-    const { serverVersionSalt: _, ...withoutSalt } = message;
-    assert.deepEqual(decodeMessage(v1, undefined, 1), withoutSalt);
+    // Without a salt (a protocol 1 session): the plain form.
+    const { serverVersionSalt: _, ...plain } = message;
+    const unsalted = encodeSharedDownload(plain, writer);
+    assert.ok(unsalted !== null);
+    assert.deepEqual([...unsalted], [...encodeMessage(plain)]);
+    assert.deepEqual(decodeMessage(unsalted), plain);
   }
 });
 
 Deno.test("encodeSharedDownload leaves a batch that was not shared to encodeMessage", () => {
   assert.equal(
-    encodeSharedDownload(download(1, [changeset(1, "a")]), new Writer(), 2),
+    encodeSharedDownload(download(1, [changeset(1, "a")]), new Writer()),
     null,
   );
 });
