@@ -103,8 +103,8 @@ export class ConnectionAttempt {
   #acknowledgedBytes = 0;
   #received: ReceivedMessage;
   /**
-   * The protocol version the HANDSHAKE_REPLY chose; until then the newest
-   * (only HANDSHAKE goes out, whose layout never changes).
+   * The protocol version the HANDSHAKE_REPLY chose (a BIND carries its salt
+   * only with 2 or later); the newest until then, when no BIND goes out.
    */
   protocolVersion: number = PROTOCOL_VERSION;
 
@@ -361,7 +361,8 @@ export class ConnectionAttempt {
           message.version < MIN_PROTOCOL_VERSION ||
           message.version > PROTOCOL_VERSION
         ) {
-          // The frames that follow would be read in the wrong layout.
+          // A version this client never offered: what follows may use
+          // messages it does not know.
           this.#fail(
             new SyncError(
               "protocol_violation",
