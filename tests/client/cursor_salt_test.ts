@@ -2,7 +2,10 @@
 // §4.11): how a DOWNLOAD moves them, and how the meta record stores them.
 
 import assert from "node:assert/strict";
+import { encodeForSend } from "../../src/client/connection_attempt.ts";
 import { moveCursor, type SaltedCursor } from "../../src/client/local_realm.ts";
+import { decodeMessage } from "../../src/protocol/decode.ts";
+import { type BindMessage, MessageType } from "../../src/protocol/messages.ts";
 import {
   metaFromStored,
   metaToStored,
@@ -46,4 +49,19 @@ Deno.test("the meta record keeps the cursor's salt, omits it when unknown, and r
       RangeError,
     );
   }
+});
+
+Deno.test("encodeForSend() leaves a BIND's salt out when the server talks protocol 1, and keeps it for 2", () => {
+  const bind: BindMessage = {
+    type: MessageType.Bind,
+    sessionId: 1,
+    path: "/~/todos",
+    clientIdentity: { id: 1, salt: 2 },
+    downloadCursor: 9,
+    downloadCursorSalt: 0x1234,
+    uploadCursor: 3,
+  };
+  const { downloadCursorSalt: _, ...unsalted } = bind;
+  assert.deepEqual(decodeMessage(encodeForSend(bind, 1).slice()), unsalted);
+  assert.deepEqual(decodeMessage(encodeForSend(bind, 2).slice()), bind);
 });
