@@ -271,10 +271,10 @@ export const RECEIVED_INTERVAL_BYTES = 8192;
  *
  * @example Telling the two DOWNLOAD forms apart by their first byte
  * ```ts
- * import { encodeMessage, MessageType, SALTED_DOWNLOAD_TAG } from "@tether/sync/protocol";
+ * import { type DownloadMessage, encodeMessage, MessageType, SALTED_DOWNLOAD_TAG } from "@tether/sync/protocol";
  * import assert from "node:assert/strict";
  *
- * const download = {
+ * const download: DownloadMessage = {
  *   type: MessageType.Download,
  *   sessionId: 1,
  *   serverVersion: 4,
@@ -282,7 +282,7 @@ export const RECEIVED_INTERVAL_BYTES = 8192;
  *   downloadableBytes: 0,
  *   changesetBytes: 0,
  *   changesets: [],
- * } as const;
+ * };
  * assert.equal(encodeMessage(download)[0], MessageType.Download);
  * assert.equal(
  *   encodeMessage({ ...download, serverVersionSalt: 9 })[0],
