@@ -68,6 +68,8 @@ export interface SessionInit {
   transport: SessionTransport;
   /** The client's download cursor. */
   downloadCursor: number;
+  /** The salt of that version (0 = unknown). */
+  cursorSalt: number;
   /**
    * Cumulative history bytes at the download cursor, or null when that
    * version is no longer stored (the session must bootstrap).
@@ -126,6 +128,8 @@ export class Session implements HubMember {
   #signal: AbortSignal;
   #cursor: number;
   #cursorBytes: number;
+  // The salt of #cursor, sent with every DOWNLOAD (PROTOCOL.md §4.11).
+  #cursorSalt: number;
   #lastAck: number;
   #marks: { requestId: number; target: number }[] = [];
   #wakePending = false;
@@ -152,7 +156,7 @@ export class Session implements HubMember {
   #submitted = 0;
   #committing: Promise<void> | null = null;
   // Where the acknowledgement being gathered moves the cursor to.
-  #ackCursor: { version: number; bytes: number } | null = null;
+  #ackCursor: { version: number; bytes: number; salt: number } | null = null;
 
   /** @param init The session's parameters; see {@linkcode SessionInit}. */
   constructor(init: SessionInit) {
@@ -163,6 +167,7 @@ export class Session implements HubMember {
     this.hub = init.hub;
     this.#init = init;
     this.#cursor = init.downloadCursor;
+    this.#cursorSalt = init.cursorSalt;
     this.#historyAvailable = init.cursorBytes !== null;
     this.#cursorBytes = init.cursorBytes ?? 0;
     this.#historyBase = this.#cursorBytes;
@@ -459,19 +464,21 @@ export class Session implements HubMember {
     const ack = this.#ackCursor ??= {
       version: this.#cursor,
       bytes: this.#cursorBytes,
+      salt: this.#cursorSalt,
     };
     if (!this.#inSnapshot && this.#historyAvailable) {
       for (const item of result.integrated) {
         if (item.version !== ack.version + 1) break;
         ack.version = item.version;
         ack.bytes = item.cumulativeBytes;
+        ack.salt = item.salt;
       }
     }
     // Another upload of this session settles with the same commit: one
     // DOWNLOAD acknowledges both.
     if (more) return;
     this.#ackCursor = null;
-    this.#sendDownload(ack.version, ack.bytes, [], 0);
+    this.#sendDownload(ack.version, ack.bytes, ack.salt, [], 0);
   }
 
   /** Runs a storage step, turning its failures into session errors. */
@@ -548,7 +555,13 @@ export class Session implements HubMember {
           continue;
         }
         if (!this.#sentFirst) {
-          this.#sendDownload(this.#cursor, this.#cursorBytes, [], 0);
+          this.#sendDownload(
+            this.#cursor,
+            this.#cursorBytes,
+            this.#cursorSalt,
+            [],
+            0,
+          );
         }
         this.#answerMarks();
         await this.#waitForWake();
@@ -582,6 +595,7 @@ export class Session implements HubMember {
     const changesets = [];
     let version = this.#cursor;
     let bytes = this.#cursorBytes;
+    let salt = this.#cursorSalt;
     // What "still to download" counted of these versions: their stored
     // sizes, but for this session's own uploads, which it never counted.
     let counted = 0;
@@ -597,11 +611,12 @@ export class Session implements HubMember {
         (this.#ownAhead.get(item.version) ?? 0);
       version = item.version;
       bytes = item.cumulativeBytes;
+      salt = item.salt;
     }
     // Every version read was passed meanwhile: nothing to send.
     if (version === this.#cursor) return;
     // Sessions at the same cursor send the same batch: encoded once.
-    this.#sendDownload(version, bytes, shareBatch(changesets), counted);
+    this.#sendDownload(version, bytes, salt, shareBatch(changesets), counted);
   }
 
   /** Stored bytes the next batch may hold (a larger changeset goes alone). */
@@ -678,9 +693,15 @@ export class Session implements HubMember {
             1,
             this.#snapshotRemaining - batchBytes,
           );
-          this.#sendDownload(this.#cursor, this.#cursorBytes, [
-            snapshotChangeset(snapshot.version, batch),
-          ], batchBytes);
+          this.#sendDownload(
+            this.#cursor,
+            this.#cursorBytes,
+            this.#cursorSalt,
+            [
+              snapshotChangeset(snapshot.version, batch),
+            ],
+            batchBytes,
+          );
           batch = [];
           batchBytes = 0;
           budget = this.#batchBudget();
@@ -698,6 +719,7 @@ export class Session implements HubMember {
     this.#sendDownload(
       snapshot.version,
       snapshot.historyBytes,
+      snapshot.salt ?? 0,
       batch.length === 0 ? [] : [snapshotChangeset(snapshot.version, batch)],
       batchBytes,
     );
@@ -713,12 +735,14 @@ export class Session implements HubMember {
   #sendDownload(
     version: number,
     cursorBytes: number,
+    salt: number,
     changesets: DownloadMessage["changesets"],
     changesetBytes: number,
   ): void {
     if (this.closed) return;
     this.#cursor = version;
     this.#cursorBytes = cursorBytes;
+    this.#cursorSalt = salt;
     if (!this.#inSnapshot) this.#setHistoryBase(version, cursorBytes);
     this.#sentFirst = true;
     const downloadableBytes = this.#downloadableBytes();
@@ -726,6 +750,8 @@ export class Session implements HubMember {
       type: MessageType.Download,
       sessionId: this.id,
       serverVersion: version,
+      // Version 1 has no salts on the wire.
+      ...(this.#init.protocolVersion >= 2 ? { serverVersionSalt: salt } : {}),
       lastIntegratedClientVersion: this.#lastAck,
       downloadableBytes,
       changesetBytes,
@@ -830,6 +856,7 @@ export class Session implements HubMember {
 
 /**
  * Bytes a DOWNLOAD needs beyond its changesets: the tag, five varuint fields
- * (`changesetBytes` the fifth), the block's lengths and the count.
+ * (`changesetBytes` the fifth), the version salt (at most 5 bytes), the
+ * block's lengths and the count.
  */
-export const DOWNLOAD_HEADER_BYTES = 56;
+export const DOWNLOAD_HEADER_BYTES = 61;
