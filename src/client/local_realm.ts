@@ -380,7 +380,6 @@ export class LocalRealm {
       instructions,
     };
     const bytes = checkEncodable(changeset);
-    this.queries.beforeApply(instructions);
     const changes = this.#store.apply(changeset.stamp, instructions);
     this.queries.applied(changes);
     const meta = { ...this.#meta, lastClientVersion: changeset.clientVersion };
@@ -419,7 +418,6 @@ export class LocalRealm {
       const touched: Instruction[] = [];
       for (const changeset of message.changesets) {
         this.#observe(changeset.stamp, changeset.instructions);
-        this.queries.beforeApply(changeset.instructions);
         for (
           const change of this.#store.apply(
             changeset.stamp,
@@ -516,7 +514,6 @@ export class LocalRealm {
       };
       await this.#storage.commit({ meta, records: rebuilt, append: [] });
       this.#meta = meta;
-      this.queries.beforeApply(rebuilt);
       for (const record of rebuilt) this.#store.restore(record);
       this.queries.applied(changes);
       this.#pending.splice(0, index + 1);
@@ -597,7 +594,6 @@ export class LocalRealm {
         append: build.synthesized,
       });
       this.#meta = meta;
-      this.queries.beforeApply(records);
       for (const record of records) this.#store.restore(record);
       this.queries.applied(changes);
       const discarded = keep ? [] : pending.map((c) => c.clientVersion);

@@ -234,6 +234,11 @@ export interface CompiledQuery {
   keysOf(fields: Fields): (Value | undefined)[];
   /** Row order on extracted keys: the sort keys, then id ascending. */
   compareKeyed(a: KeyedRow, b: KeyedRow): number;
+  /**
+   * Row order of an object given by its fields against a keyed row, with
+   * no keys extracted (a live query's test against its cut's bound).
+   */
+  compareToKeyed(id: string, fields: Fields, row: KeyedRow): number;
   /** Extracted sort keys only (0 when they tie). */
   compareKeys(
     a: readonly (Value | undefined)[],
@@ -620,9 +625,33 @@ export function compileQuery(
     }
     return 0;
   };
+  const compareToKeyed = (
+    id: string,
+    fields: Fields,
+    row: KeyedRow,
+  ): number => {
+    for (let index = 0; index < signs.length; index++) {
+      const x = read(fields, sortFields[index]!);
+      const y = row.keys[index];
+      if (Object.is(x, y)) continue;
+      const kind = typeof x;
+      if (kind === typeof y && (kind === "number" || kind === "string")) {
+        if ((x as number) < (y as number)) return -signs[index]!;
+        if ((x as number) > (y as number)) return signs[index]!;
+      }
+      const order = x === undefined
+        ? -1
+        : y === undefined
+        ? 1
+        : compareValues(x, y);
+      if (order !== 0) return order * signs[index]!;
+    }
+    return id < row.id ? -1 : id > row.id ? 1 : 0;
+  };
   return {
     matches,
     compareSortKeys,
+    compareToKeyed,
     keysOf: (fields) => {
       // A loop over plain names: called once per object per commit.
       const values = new Array<Value | undefined>(sortFields.length);
