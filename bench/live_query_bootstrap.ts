@@ -8,8 +8,12 @@
  * and interleaves its runs with this one's, so before and after come from
  * one process.
  *
+ * With `--v8-flags=--expose-gc` a full collection runs before each
+ * measured run, so no run pays for collecting the realm of the one before.
+ *
  * ```sh
- * deno run -A bench/live_query_bootstrap.ts [--reps 5] [--base /tmp/base]
+ * deno run -A --v8-flags=--expose-gc bench/live_query_bootstrap.ts \
+ *   [--reps 7] [--base /tmp/base]
  * ```
  *
  * @module
@@ -150,11 +154,14 @@ const CONFIGS = [
   ["2 indexes + 10 live queries", { liveQueries: true, indexes: true }],
 ] as const;
 const times = new Map<string, number[]>();
+/** V8's `gc()` when exposed (`--v8-flags=--expose-gc`). */
+const collect = (globalThis as { gc?: () => void }).gc;
 // Warm-up: one run of each, not counted.
 for (const [, impl] of impls) for (const [, o] of CONFIGS) await run(impl, o);
 for (let rep = 0; rep < reps; rep++) {
   for (const [name, options] of CONFIGS) {
     for (const [label, impl] of impls) {
+      collect?.();
       const before = process.cpuUsage();
       await run(impl, options);
       const used = process.cpuUsage(before);

@@ -161,8 +161,16 @@ export class QueryEngine {
     }
   }
 
-  /** Every object of `type` matching the query, sorted, not windowed. */
-  #select(type: string, compiled: CompiledQuery): Entry[] {
+  /**
+   * The objects of `type` matching the query, sorted, not windowed: all of
+   * them, or only the first `most` when there are more (picked without
+   * sorting the rest).
+   */
+  #select(
+    type: string,
+    compiled: CompiledQuery,
+    most = Infinity,
+  ): Entry[] {
     const result: Entry[] = [];
     const candidates = this.#candidates(type, compiled.indexable);
     if (candidates === undefined) {
@@ -182,7 +190,12 @@ export class QueryEngine {
         }
       }
     }
+    if (result.length > 2 * most) {
+      selectFirst(result, most, compiled.compareKeyed);
+      result.length = most;
+    }
     result.sort(compiled.compareKeyed);
+    if (result.length > most) result.length = most;
     return result;
   }
 
@@ -282,7 +295,7 @@ export class QueryEngine {
       route,
       deliver,
     };
-    this.#fill(query, this.#select(type, compiled));
+    this.#fill(query, this.#selectKept(query));
     const sorted = query.sorted;
     this.#addRoute(query);
     let set = this.#queries.get(type);
@@ -548,8 +561,7 @@ export class QueryEngine {
    * result is longer than twice that.
    */
   #fill(query: LiveQuery, selected: Entry[]): void {
-    const { compiled } = query;
-    const keep = compiled.offset + compiled.limit + this.windowMargin;
+    const keep = this.#keep(query.compiled);
     let bound: Entry | undefined;
     if (selected.length > keep + this.windowMargin) {
       selected.length = keep;
@@ -566,10 +578,29 @@ export class QueryEngine {
     query.sorted = BlockList.from(selected);
   }
 
+  /**
+   * A live query's result from the store, for `#fill`: one object
+   * more than it would keep uncut, if there are that many (so the cut
+   * shows).
+   */
+  #selectKept(query: LiveQuery): Entry[] {
+    const { compiled } = query;
+    return this.#select(
+      query.type,
+      compiled,
+      this.#keep(compiled) + this.windowMargin + 1,
+    );
+  }
+
+  /** How many objects a cut live query keeps: its window plus the margin. */
+  #keep(compiled: CompiledQuery): number {
+    return compiled.offset + compiled.limit + this.windowMargin;
+  }
+
   /** Cuts a live query's result back to its window plus the margin. */
   #trim(query: LiveQuery): void {
-    const { compiled, sorted } = query;
-    const keep = compiled.offset + compiled.limit + this.windowMargin;
+    const { sorted } = query;
+    const keep = this.#keep(query.compiled);
     if (sorted.length <= keep + this.windowMargin) return;
     const dropped = sorted.toArray();
     for (let index = keep; index < dropped.length; index++) {
@@ -633,7 +664,7 @@ export class QueryEngine {
       // result (one that was past the bound may now be in it).
       this.refills++;
       const oldMembers = query.members;
-      this.#fill(query, this.#select(query.type, compiled));
+      this.#fill(query, this.#selectKept(query));
       touched = [];
       for (const id of ids) {
         const old = oldMembers.get(id);
@@ -731,6 +762,36 @@ export class QueryEngine {
       sorted.removeAt(removals[i]!);
     }
     for (const entry of additions) sorted.insert(entry, compare);
+  }
+}
+
+/**
+ * Reorders `items` so that its first `count` are the smallest (in any
+ * order): Hoare's selection, linear on average, where a sort is not.
+ */
+function selectFirst<T>(
+  items: T[],
+  count: number,
+  compare: (a: T, b: T) => number,
+): void {
+  let low = 0;
+  let high = items.length - 1;
+  while (low < high) {
+    const pivot = items[(low + high) >>> 1]!;
+    let i = low;
+    let j = high;
+    while (i <= j) {
+      while (compare(items[i]!, pivot) < 0) i++;
+      while (compare(items[j]!, pivot) > 0) j--;
+      if (i <= j) {
+        const swap = items[i]!;
+        items[i++] = items[j]!;
+        items[j--] = swap;
+      }
+    }
+    if (count - 1 <= j) high = j;
+    else if (count - 1 >= i) low = i;
+    else return;
   }
 }
 
