@@ -9,7 +9,7 @@
 import {
   compareValues,
   compareWithinKind,
-  valueKey,
+  mapKey,
   valueKind,
 } from "./value_order.ts";
 import { type Fields, isValue, type Value } from "./value.ts";
@@ -294,8 +294,12 @@ function checkOperand(path: string, value: unknown): Value {
   return value;
 }
 
+// `Object.hasOwn` is an order of magnitude slower here (V8 in Deno 2.9),
+// and `read` runs once per object per condition per commit.
+const hasOwnProperty = Object.prototype.hasOwnProperty;
+
 function read(fields: Fields, field: string): Value | undefined {
-  return Object.hasOwn(fields, field) ? fields[field] : undefined;
+  return hasOwnProperty.call(fields, field) ? fields[field] : undefined;
 }
 
 function equalsMatcher(field: string, operand: Value): Matcher {
@@ -342,10 +346,10 @@ function compileCondition(
       const values = raw.map((item, index) =>
         checkOperand(`${operandPath}[${index}]`, item)
       );
-      const keySet = new Set(values.map(valueKey));
+      const keySet = new Set(values.map(mapKey));
       parts.push((fields) => {
         const value = read(fields, field);
-        return value !== undefined && keySet.has(valueKey(value));
+        return value !== undefined && keySet.has(mapKey(value));
       });
       indexable?.push({ field, op: "in", values });
       continue;
