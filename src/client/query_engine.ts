@@ -53,6 +53,18 @@ export interface StoreReader {
   fieldValue?(type: string, id: string, name: string): Value | undefined | null;
 }
 
+/**
+ * One object a transaction changed (internal): a realm's `ObjectChange`;
+ * `op` and `fields` are optional (without them the engine reads the store).
+ */
+export interface AppliedChange {
+  readonly type: string;
+  readonly id: string;
+  /** `put` (then `fields` holds all the visible fields), `update`, `delete`. */
+  readonly op?: string;
+  readonly fields?: Fields;
+}
+
 /** A registered live query (internal). */
 export interface LiveQuery {
   readonly type: string;
@@ -428,11 +440,15 @@ export class QueryEngine {
    * The commit hook: `changes` are the objects a transaction (a local write
    * or one integrated DOWNLOAD) changed visibly, already applied to the
    * store. Updates indexes, patches live queries and tells object watchers.
+   * A change that says what an object is now (a `put` carries all its
+   * fields, a `delete` none) spares a copy from the store.
    */
-  applied(changes: readonly { type: string; id: string }[]): void {
+  applied(changes: readonly AppliedChange[]): void {
     if (this.#active === 0 || changes.length === 0) return;
-    const byType = new Map<string, Set<string>>();
-    for (const { type, id } of changes) {
+    // Per type, per touched object: its fields after the transaction when
+    // its last change tells them (undefined: gone), null when it does not.
+    const byType = new Map<string, Map<string, Fields | undefined | null>>();
+    for (const { type, id, op, fields } of changes) {
       let ids = byType.get(type);
       if (ids === undefined) {
         if (
@@ -441,10 +457,17 @@ export class QueryEngine {
         ) {
           continue;
         }
-        ids = new Set();
+        ids = new Map();
         byType.set(type, ids);
       }
-      ids.add(id);
+      ids.set(
+        id,
+        op === "put" && fields !== undefined
+          ? fields
+          : op === "delete"
+          ? undefined
+          : null,
+      );
     }
     for (const [type, idSet] of byType) {
       const indexes = this.#indexes.get(type);
@@ -457,15 +480,19 @@ export class QueryEngine {
         // store, with no copy of the object's fields (a bootstrap fills
         // them without an allocation per object).
         for (const index of indexes.values()) {
-          for (const id of idSet) {
+          for (const id of idSet.keys()) {
             const value = fieldValue(type, id, index.field);
             index.setValue(id, value !== null, value ?? undefined);
           }
         }
         continue;
       }
-      const ids = [...idSet];
-      const now = ids.map((id) => this.#read.get(type, id));
+      const ids: string[] = [];
+      const now: (Fields | undefined)[] = [];
+      for (const [id, known] of idSet) {
+        ids.push(id);
+        now.push(known === null ? this.#read.get(type, id) : known);
+      }
       if (indexes !== undefined) {
         for (const index of indexes.values()) {
           for (let i = 0; i < ids.length; i++) index.set(ids[i]!, now[i]);
@@ -492,7 +519,8 @@ export class QueryEngine {
 
   /**
    * Patches the routed live queries a commit may concern: those whose
-   * routing value a touched object held before or holds now.
+   * routing value a touched object holds now, and those whose result holds
+   * it.
    */
   #patchRouted(
     routes: Map<string, Map<unknown, Set<LiveQuery>>>,
@@ -509,12 +537,14 @@ export class QueryEngine {
         else if (list[list.length - 1] !== index) list.push(index);
       }
     };
+    const byField = [...routes];
     for (let i = 0; i < ids.length; i++) {
       // The queries it may enter (by the value it holds now), and those
       // whose result holds it (it may leave them).
       const fields = now[i];
       if (fields !== undefined) {
-        for (const [field, byKey] of routes) {
+        for (let f = 0; f < byField.length; f++) {
+          const [field, byKey] = byField[f]!;
           add(byKey.get(routeKey(fields, field)), i);
         }
       }
