@@ -477,10 +477,14 @@ export class QueryEngine {
         !this.#queries.has(type) && !this.#objectWatchers.has(type)
       ) {
         // Only indexes follow this type: each reads its one field from the
-        // store, with no copy of the object's fields (a bootstrap fills
-        // them without an allocation per object).
+        // change (a put carries the fields) or else from the store, with no
+        // copy of the object's fields.
         for (const index of indexes.values()) {
-          for (const id of idSet.keys()) {
+          for (const [id, known] of idSet) {
+            if (known !== null) {
+              index.set(id, known);
+              continue;
+            }
             const value = fieldValue(type, id, index.field);
             index.setValue(id, value !== null, value ?? undefined);
           }
