@@ -595,12 +595,13 @@ export class QueryEngine {
   /**
    * Sets a live query's result from `selected` (every match, in order),
    * cut after its window plus the margin when it has a `limit` and the
-   * result is longer than twice that.
+   * result is longer than its window plus twice the margin.
    */
   #fill(query: LiveQuery, selected: Entry[]): void {
     const keep = this.#keep(query.compiled);
     let bound: Entry | undefined;
-    if (selected.length > keep + this.windowMargin) {
+    // (Nothing to keep, nothing to bound: an empty window stays uncut.)
+    if (keep > 0 && selected.length > keep + this.windowMargin) {
       selected.length = keep;
       bound = selected[keep - 1];
     }
@@ -638,7 +639,7 @@ export class QueryEngine {
   #trim(query: LiveQuery): void {
     const { sorted } = query;
     const keep = this.#keep(query.compiled);
-    if (sorted.length <= keep + this.windowMargin) return;
+    if (keep === 0 || sorted.length <= keep + this.windowMargin) return;
     const dropped = sorted.toArray();
     for (let index = keep; index < dropped.length; index++) {
       query.members.delete(dropped[index]!.id);
