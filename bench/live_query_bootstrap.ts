@@ -2,14 +2,19 @@
  * The bootstrap row of bench/live_query_bench.ts measured in CPU time
  * (`process.cpuUsage()`, less disturbed than wall time on a shared
  * machine): 100,000 objects in 100 DOWNLOADs of 1,000 into an empty
- * realm, with none, 10 live queries, 2 indexes, and both; runs interleaved,
- * the minimum and median of each printed. `--base <dir>` also loads the
+ * realm, with none, 10 live queries, 2 indexes, and both, and the same
+ * with a more UI-like set of 10 live queries (windowed lists of 50); runs
+ * interleaved, the minimum and median of each printed. `--base <dir>` also loads the
  * `src/` of another checkout (e.g. `git worktree add /tmp/base <commit>`)
  * and interleaves its runs with this one's, so before and after come from
  * one process.
  *
+ * With `--v8-flags=--expose-gc` a full collection runs before each
+ * measured run, so no run pays for collecting the realm of the one before.
+ *
  * ```sh
- * deno run -A bench/live_query_bootstrap.ts [--reps 5] [--base /tmp/base]
+ * deno run -A --v8-flags=--expose-gc bench/live_query_bootstrap.ts \
+ *   [--reps 7] [--base /tmp/base]
  * ```
  *
  * @module
@@ -99,11 +104,27 @@ const TEN = [
   })),
 ];
 
+/**
+ * A more UI-like set of ten: windowed lists of 50 (the whole type in two
+ * orders, each half of a two-way filter, six bucket lists).
+ */
+const UI = [
+  { sort: [["n", "asc"]], limit: 50 },
+  { sort: [["title", "desc"]], limit: 50 },
+  { where: { even: true }, sort: [["n", "desc"]], limit: 50 },
+  { where: { even: false }, sort: [["n", "asc"]], limit: 50 },
+  ...[10, 11, 12, 13, 14, 15].map((bucket) => ({
+    where: { bucket },
+    sort: [["n", "asc"]],
+    limit: 50,
+  })),
+];
+
 let sink = 0;
 
 async function run(
   impl: Implementation,
-  options: { liveQueries: boolean; indexes: boolean },
+  options: { liveQueries: readonly unknown[]; indexes: boolean },
 ): Promise<void> {
   const realm = await impl.open();
   if (options.indexes) realm.queries.ensureIndexes({ Task: ["bucket", "n"] });
@@ -111,8 +132,8 @@ async function run(
   const read = (snapshot: LiveSnapshot) => {
     sink += impl.materialize(snapshot).objects.length;
   };
-  if (options.liveQueries) {
-    for (const query of TEN) {
+  {
+    for (const query of options.liveQueries) {
       const { first, remove } = realm.queries.watch(
         "Task",
         impl.compileQuery(query),
@@ -144,17 +165,22 @@ if (base !== undefined) {
   ]);
 }
 const CONFIGS = [
-  ["none", { liveQueries: false, indexes: false }],
-  ["10 live queries", { liveQueries: true, indexes: false }],
-  ["2 indexes", { liveQueries: false, indexes: true }],
-  ["2 indexes + 10 live queries", { liveQueries: true, indexes: true }],
+  ["none", { liveQueries: [], indexes: false }],
+  ["10 live queries", { liveQueries: TEN, indexes: false }],
+  ["2 indexes", { liveQueries: [], indexes: true }],
+  ["2 indexes + 10 live queries", { liveQueries: TEN, indexes: true }],
+  ["10 UI live queries", { liveQueries: UI, indexes: false }],
+  ["2 indexes + 10 UI live queries", { liveQueries: UI, indexes: true }],
 ] as const;
 const times = new Map<string, number[]>();
+/** V8's `gc()` when exposed (`--v8-flags=--expose-gc`). */
+const collect = (globalThis as { gc?: () => void }).gc;
 // Warm-up: one run of each, not counted.
 for (const [, impl] of impls) for (const [, o] of CONFIGS) await run(impl, o);
 for (let rep = 0; rep < reps; rep++) {
   for (const [name, options] of CONFIGS) {
     for (const [label, impl] of impls) {
+      collect?.();
       const before = process.cpuUsage();
       await run(impl, options);
       const used = process.cpuUsage(before);

@@ -115,6 +115,26 @@ export class BlockList<T> {
     this.#own(block)[offset] = item;
   }
 
+  /** Keeps the first `length` items and drops the rest. */
+  truncate(length: number): void {
+    if (length >= this.#length) return;
+    this.#starts = undefined;
+    let kept = 0;
+    let block = 0;
+    while (block < this.#blocks.length) {
+      const size = this.#blocks[block]!.length;
+      if (kept + size > length) break;
+      kept += size;
+      block++;
+    }
+    if (kept < length) {
+      this.#own(block).length = length - kept;
+      block++;
+    }
+    this.#blocks.length = block;
+    this.#length = length;
+  }
+
   /** Removes the item at `index`. */
   removeAt(index: number): void {
     const { block, offset } = this.#at(index);

@@ -474,7 +474,6 @@ export class LocalRealm {
       instructions,
     };
     const bytes = checkEncodable(changeset);
-    this.queries.beforeApply(instructions);
     const changes = this.#store.apply(changeset.stamp, instructions);
     this.queries.applied(changes);
     const meta = { ...this.#meta, lastClientVersion: changeset.clientVersion };
@@ -517,7 +516,6 @@ export class LocalRealm {
       const starts: number[] = [];
       for (const changeset of message.changesets) {
         this.#observe(changeset.stamp, changeset.instructions);
-        this.queries.beforeApply(changeset.instructions);
         starts.push(changes.length);
         for (
           const change of this.#store.apply(
@@ -616,7 +614,6 @@ export class LocalRealm {
       };
       await this.#storage.commit({ meta, records: rebuilt, append: [] });
       this.#meta = meta;
-      this.queries.beforeApply(rebuilt);
       for (const record of rebuilt) this.#store.restore(record);
       this.queries.applied(changes);
       this.#dropPending(message.clientVersion);
@@ -702,7 +699,6 @@ export class LocalRealm {
         append: build.synthesized,
       });
       this.#meta = meta;
-      this.queries.beforeApply(records);
       for (const record of records) this.#store.restore(record);
       this.queries.applied(changes);
       const discarded = keep ? [] : pending.map((c) => c.clientVersion);

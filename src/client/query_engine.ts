@@ -23,7 +23,10 @@ import {
   type ObjectUpdate,
 } from "./live_results.ts";
 
-import { valueKey } from "../model/value_order.ts";
+import { mapKey } from "../model/value_order.ts";
+
+// Much faster than `Object.hasOwn` in V8 (see src/model/query.ts).
+const hasOwnProperty = Object.prototype.hasOwnProperty;
 
 // The result types moved to live_results.ts; importers of this file keep
 // finding them here.
@@ -50,18 +53,40 @@ export interface StoreReader {
   fieldValue?(type: string, id: string, name: string): Value | undefined | null;
 }
 
+/**
+ * One object a transaction changed (internal): a realm's `ObjectChange`;
+ * `op` and `fields` are optional (without them the engine reads the store).
+ */
+export interface AppliedChange {
+  readonly type: string;
+  readonly id: string;
+  /** `put` (then `fields` holds all the visible fields), `update`, `delete`. */
+  readonly op?: string;
+  readonly fields?: Fields;
+}
+
 /** A registered live query (internal). */
 export interface LiveQuery {
   readonly type: string;
   readonly compiled: CompiledQuery;
-  /** Every matching object, in query order (the window is cut on read). */
+  /**
+   * The matching objects in query order: all of them, or (when
+   * {@linkcode bound} is set) a prefix that covers the window.
+   */
   sorted: BlockList<Entry>;
   /**
-   * A top-level equality the query requires (`field` equal to the value
-   * whose key is `key`): only objects holding that value before or after a
-   * commit can concern the query.
+   * Set when {@linkcode sorted} is cut: it holds every match up to this
+   * entry and no other; every other match sorts after it. Only a query with
+   * a `limit` is cut, never inside its window.
    */
-  readonly route: { field: string; key: string } | undefined;
+  bound: Entry | undefined;
+  /**
+   * A top-level equality the query requires (`field` equal to the value
+   * whose `mapKey` is `key`): only objects holding that value
+   * now, or held by the result, can concern the query.
+   */
+  readonly route: { field: string; key: unknown } | undefined;
+  /** The entries of {@linkcode sorted} by id. */
   members: Map<string, Entry>;
   deliver(snapshot: LiveSnapshot): void;
 }
@@ -84,17 +109,29 @@ export class QueryEngine {
    * against a filter): what a test checks to see that an index was used.
    */
   examined = 0;
+  /**
+   * How many objects past its window a live query with a `limit` keeps at
+   * least (it keeps up to twice as many, and refills from the store when it
+   * holds fewer than its window needs). Tests set it small.
+   */
+  windowMargin = 512;
+  /** Refills of cut live queries (a scan each): what tests count. */
+  refills = 0;
   #read: StoreReader;
   #indexes = new Map<string, Map<string, FieldIndex>>();
   #queries = new Map<string, Set<LiveQuery>>();
   #objectWatchers = new Map<string, Map<string, Set<ObjectWatcher>>>();
   #active = 0;
   /** Routed live queries per type: field → value key → queries. */
-  #routes = new Map<string, Map<string, Map<string, Set<LiveQuery>>>>();
+  #routes = new Map<string, Map<string, Map<unknown, Set<LiveQuery>>>>();
   /** Unrouted live queries per type. */
   #unrouted = new Map<string, Set<LiveQuery>>();
-  /** Fields before the commit in progress, for routed types only. */
-  #before = new Map<string, Map<string, Fields | undefined>>();
+  /**
+   * Per type, the routed live queries whose result holds each object: with
+   * the routing value an object holds now, what tells which routed queries
+   * a commit may concern (no copy of the objects' past state).
+   */
+  #holders = new Map<string, Map<string, Set<LiveQuery>>>();
 
   /** @param read Access to the store. */
   constructor(read: StoreReader) {
@@ -139,8 +176,16 @@ export class QueryEngine {
     }
   }
 
-  /** Every object of `type` matching the query, sorted, not windowed. */
-  #select(type: string, compiled: CompiledQuery): Entry[] {
+  /**
+   * The objects of `type` matching the query, sorted, not windowed: all of
+   * them, or only the first `most` when there are more (picked without
+   * sorting the rest).
+   */
+  #select(
+    type: string,
+    compiled: CompiledQuery,
+    most = Infinity,
+  ): Entry[] {
     const result: Entry[] = [];
     const candidates = this.#candidates(type, compiled.indexable);
     if (candidates === undefined) {
@@ -160,7 +205,12 @@ export class QueryEngine {
         }
       }
     }
+    if (result.length > 2 * most) {
+      selectFirst(result, most, compiled.compareKeyed);
+      result.length = most;
+    }
     result.sort(compiled.compareKeyed);
+    if (result.length > most) result.length = most;
     return result;
   }
 
@@ -245,24 +295,23 @@ export class QueryEngine {
     compiled: CompiledQuery,
     deliver: (snapshot: LiveSnapshot) => void,
   ): { first: LiveSnapshot; remove: () => void } {
-    const selected = this.#select(type, compiled);
-    const members = new Map<string, Entry>();
-    for (const entry of selected) members.set(entry.id, entry);
-    const sorted = BlockList.from(selected);
     const equality = compiled.indexable.find((condition) =>
       condition.op === "eq"
     );
     const route = equality?.op === "eq"
-      ? { field: equality.field, key: valueKey(equality.value) }
+      ? { field: equality.field, key: mapKey(equality.value) }
       : undefined;
     const query: LiveQuery = {
       type,
       compiled,
-      sorted,
-      members,
+      sorted: new BlockList(),
+      bound: undefined,
+      members: new Map(),
       route,
       deliver,
     };
+    this.#fill(query, this.#selectKept(query));
+    const sorted = query.sorted;
     this.#addRoute(query);
     let set = this.#queries.get(type);
     if (set === undefined) {
@@ -290,6 +339,7 @@ export class QueryEngine {
         if (queries?.delete(query)) {
           this.#active--;
           this.#removeRoute(query);
+          for (const id of query.members.keys()) this.#hold(query, id, false);
           if (queries.size === 0) this.#queries.delete(type);
         }
       },
@@ -387,35 +437,18 @@ export class QueryEngine {
   }
 
   /**
-   * The hook before a commit applies `instructions`: remembers the current
-   * fields of the objects they touch, for types with routed live queries
-   * (a routed query is told about an object only if it held the routing
-   * value before or after). Costs nothing for other types.
-   */
-  beforeApply(instructions: readonly { type: string; id: string }[]): void {
-    if (this.#routes.size === 0) return;
-    for (const { type, id } of instructions) {
-      if (!this.#routes.has(type)) continue;
-      let before = this.#before.get(type);
-      if (before === undefined) {
-        before = new Map();
-        this.#before.set(type, before);
-      }
-      if (!before.has(id)) before.set(id, this.#read.get(type, id));
-    }
-  }
-
-  /**
    * The commit hook: `changes` are the objects a transaction (a local write
    * or one integrated DOWNLOAD) changed visibly, already applied to the
    * store. Updates indexes, patches live queries and tells object watchers.
+   * A change that says what an object is now (a `put` carries all its
+   * fields, a `delete` none) spares a copy from the store.
    */
-  applied(changes: readonly { type: string; id: string }[]): void {
-    const before = this.#before;
-    if (before.size > 0) this.#before = new Map();
+  applied(changes: readonly AppliedChange[]): void {
     if (this.#active === 0 || changes.length === 0) return;
-    const byType = new Map<string, Set<string>>();
-    for (const { type, id } of changes) {
+    // Per type, per touched object: its fields after the transaction when
+    // its last change tells them (undefined: gone), null when it does not.
+    const byType = new Map<string, Map<string, Fields | undefined | null>>();
+    for (const { type, id, op, fields } of changes) {
       let ids = byType.get(type);
       if (ids === undefined) {
         if (
@@ -424,10 +457,17 @@ export class QueryEngine {
         ) {
           continue;
         }
-        ids = new Set();
+        ids = new Map();
         byType.set(type, ids);
       }
-      ids.add(id);
+      ids.set(
+        id,
+        op === "put" && fields !== undefined
+          ? fields
+          : op === "delete"
+          ? undefined
+          : null,
+      );
     }
     for (const [type, idSet] of byType) {
       const indexes = this.#indexes.get(type);
@@ -437,18 +477,26 @@ export class QueryEngine {
         !this.#queries.has(type) && !this.#objectWatchers.has(type)
       ) {
         // Only indexes follow this type: each reads its one field from the
-        // store, with no copy of the object's fields (a bootstrap fills
-        // them without an allocation per object).
+        // change (a put carries the fields) or else from the store, with no
+        // copy of the object's fields.
         for (const index of indexes.values()) {
-          for (const id of idSet) {
+          for (const [id, known] of idSet) {
+            if (known !== null) {
+              index.set(id, known);
+              continue;
+            }
             const value = fieldValue(type, id, index.field);
             index.setValue(id, value !== null, value ?? undefined);
           }
         }
         continue;
       }
-      const ids = [...idSet];
-      const now = ids.map((id) => this.#read.get(type, id));
+      const ids: string[] = [];
+      const now: (Fields | undefined)[] = [];
+      for (const [id, known] of idSet) {
+        ids.push(id);
+        now.push(known === null ? this.#read.get(type, id) : known);
+      }
       if (indexes !== undefined) {
         for (const index of indexes.values()) {
           for (let i = 0; i < ids.length; i++) index.set(ids[i]!, now[i]);
@@ -460,7 +508,7 @@ export class QueryEngine {
       }
       const routes = this.#routes.get(type);
       if (routes !== undefined) {
-        this.#patchRouted(routes, ids, now, before.get(type));
+        this.#patchRouted(routes, this.#holders.get(type), ids, now);
       }
       const watchers = this.#objectWatchers.get(type);
       if (watchers !== undefined) {
@@ -475,13 +523,14 @@ export class QueryEngine {
 
   /**
    * Patches the routed live queries a commit may concern: those whose
-   * routing value a touched object held before or holds now.
+   * routing value a touched object holds now, and those whose result holds
+   * it.
    */
   #patchRouted(
-    routes: Map<string, Map<string, Set<LiveQuery>>>,
+    routes: Map<string, Map<unknown, Set<LiveQuery>>>,
+    holders: Map<string, Set<LiveQuery>> | undefined,
     ids: readonly string[],
     now: readonly (Fields | undefined)[],
-    before: Map<string, Fields | undefined> | undefined,
   ): void {
     const concerned = new Map<LiveQuery, number[]>();
     const add = (queries: Set<LiveQuery> | undefined, index: number) => {
@@ -492,20 +541,18 @@ export class QueryEngine {
         else if (list[list.length - 1] !== index) list.push(index);
       }
     };
+    const byField = [...routes];
     for (let i = 0; i < ids.length; i++) {
-      const id = ids[i]!;
-      const known = before !== undefined && before.has(id);
-      for (const [field, byKey] of routes) {
-        if (!known) {
-          // No record of the object's past: every routed query may hold it.
-          for (const queries of byKey.values()) add(queries, i);
-          continue;
+      // The queries it may enter (by the value it holds now), and those
+      // whose result holds it (it may leave them).
+      const fields = now[i];
+      if (fields !== undefined) {
+        for (let f = 0; f < byField.length; f++) {
+          const [field, byKey] = byField[f]!;
+          add(byKey.get(routeKey(fields, field)), i);
         }
-        const old = routeKey(before.get(id), field);
-        const fresh = routeKey(now[i], field);
-        if (old !== undefined) add(byKey.get(old), i);
-        if (fresh !== undefined && fresh !== old) add(byKey.get(fresh), i);
       }
+      if (holders !== undefined) add(holders.get(ids[i]!), i);
     }
     for (const [query, indexes] of concerned) {
       this.#patch(
@@ -516,13 +563,102 @@ export class QueryEngine {
     }
   }
 
+  /**
+   * Records that a routed live query's result now holds (`held`) or no
+   * longer holds the object `id`.
+   */
+  #hold(query: LiveQuery, id: string, held: boolean): void {
+    if (query.route === undefined) return;
+    let byId = this.#holders.get(query.type);
+    if (byId === undefined) {
+      if (!held) return;
+      byId = new Map();
+      this.#holders.set(query.type, byId);
+    }
+    let queries = byId.get(id);
+    if (held) {
+      if (queries === undefined) {
+        queries = new Set();
+        byId.set(id, queries);
+      }
+      queries.add(query);
+      return;
+    }
+    if (queries === undefined) return;
+    queries.delete(query);
+    if (queries.size === 0) {
+      byId.delete(id);
+      if (byId.size === 0) this.#holders.delete(query.type);
+    }
+  }
+
+  /**
+   * Sets a live query's result from `selected` (every match, in order),
+   * cut after its window plus the margin when it has a `limit` and the
+   * result is longer than its window plus twice the margin.
+   */
+  #fill(query: LiveQuery, selected: Entry[]): void {
+    const keep = this.#keep(query.compiled);
+    let bound: Entry | undefined;
+    // (Nothing to keep, nothing to bound: an empty window stays uncut.)
+    if (keep > 0 && selected.length > keep + this.windowMargin) {
+      selected.length = keep;
+      bound = selected[keep - 1];
+    }
+    for (const id of query.members.keys()) this.#hold(query, id, false);
+    const members = new Map<string, Entry>();
+    for (const entry of selected) {
+      members.set(entry.id, entry);
+      this.#hold(query, entry.id, true);
+    }
+    query.members = members;
+    query.bound = bound;
+    query.sorted = BlockList.from(selected);
+  }
+
+  /**
+   * A live query's result from the store, for `#fill`: one object
+   * more than it would keep uncut, if there are that many (so the cut
+   * shows).
+   */
+  #selectKept(query: LiveQuery): Entry[] {
+    const { compiled } = query;
+    return this.#select(
+      query.type,
+      compiled,
+      this.#keep(compiled) + this.windowMargin + 1,
+    );
+  }
+
+  /** How many objects a cut live query keeps: its window plus the margin. */
+  #keep(compiled: CompiledQuery): number {
+    return compiled.offset + compiled.limit + this.windowMargin;
+  }
+
+  /** Cuts a live query's result back to its window plus the margin. */
+  #trim(query: LiveQuery): void {
+    const { sorted } = query;
+    const keep = this.#keep(query.compiled);
+    if (keep === 0 || sorted.length <= keep + this.windowMargin) return;
+    const dropped = sorted.toArray();
+    for (let index = keep; index < dropped.length; index++) {
+      query.members.delete(dropped[index]!.id);
+      this.#hold(query, dropped[index]!.id, false);
+    }
+    sorted.truncate(keep);
+    query.bound = dropped[keep - 1];
+  }
+
   #patch(
     query: LiveQuery,
     ids: readonly string[],
     now: readonly (Fields | undefined)[],
   ): void {
     const { compiled } = query;
-    const touched: Touched[] = [];
+    const compare = compiled.compareKeyed;
+    const bound = query.bound;
+    let touched: Touched[] = [];
+    let length = query.sorted.length;
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i]!;
       const fields = now[i];
@@ -530,54 +666,59 @@ export class QueryEngine {
       let fresh: Entry | undefined;
       if (fields !== undefined) {
         this.examined++;
-        if (compiled.matches(fields)) {
+        // Past the bound of a cut result: not kept (it stays past it).
+        if (
+          compiled.matches(fields) &&
+          (bound === undefined ||
+            compiled.compareToKeyed(id, fields, bound) <= 0)
+        ) {
           fresh = { id, fields, keys: compiled.keysOf(fields) };
         }
       }
       if (old === undefined && fresh === undefined) continue;
-      const kind: Kind = old === undefined
-        ? "enter"
-        : fresh === undefined
-        ? "leave"
-        : compiled.sorted &&
-            compiled.compareKeys(old.keys, fresh.keys) !== 0
-        ? "move"
-        : "stay";
-      touched.push({ kind, old, fresh, oldIndex: -1, newIndex: -1 });
+      if (old === undefined) length++;
+      else if (fresh === undefined) length--;
+      touched.push({
+        kind: kindOf(compiled, old, fresh),
+        old,
+        fresh,
+        oldIndex: -1,
+        newIndex: -1,
+      });
     }
     // Nothing in or entering the result: wake nobody.
     if (touched.length === 0) return;
-    const compare = compiled.compareKeyed;
-    const oldLength = query.sorted.length;
+    const previous = query.sorted;
+    const oldLength = previous.length;
     for (const item of touched) {
       if (item.old !== undefined) {
-        item.oldIndex = query.sorted.lowerBound(item.old, compare);
+        item.oldIndex = previous.lowerBound(item.old, compare);
       }
     }
-    const sorted = query.sorted;
-    const removals: number[] = [];
-    const additions: Entry[] = [];
-    for (const item of touched) {
-      if (item.kind === "stay") {
-        sorted.replaceAt(item.oldIndex, item.fresh!);
-        query.members.set(item.fresh!.id, item.fresh!);
-        continue;
+    if (bound !== undefined && length < compiled.offset + compiled.limit) {
+      // The cut result no longer covers the window: select it again (a
+      // scan of the type or its index candidates, once per `windowMargin`
+      // objects gone), and tell each touched object's fate from the new
+      // result (one that was past the bound may now be in it).
+      this.refills++;
+      const oldMembers = query.members;
+      this.#fill(query, this.#selectKept(query));
+      touched = [];
+      for (const id of ids) {
+        const old = oldMembers.get(id);
+        const fresh = query.members.get(id);
+        if (old === undefined && fresh === undefined) continue;
+        touched.push({
+          kind: kindOf(compiled, old, fresh),
+          old,
+          fresh,
+          oldIndex: old === undefined ? -1 : previous.lowerBound(old, compare),
+          newIndex: -1,
+        });
       }
-      if (item.old !== undefined) removals.push(item.oldIndex);
-      if (item.fresh !== undefined) {
-        additions.push(item.fresh);
-        query.members.set(item.fresh.id, item.fresh);
-      } else {
-        query.members.delete(item.old!.id);
-      }
+    } else {
+      this.#update(query, touched);
     }
-    // Blocks keep each step O(log n + block size), so a bootstrap batch of
-    // k objects costs k steps, not a pass over the whole result.
-    removals.sort(ascending);
-    for (let i = removals.length - 1; i >= 0; i--) {
-      sorted.removeAt(removals[i]!);
-    }
-    for (const entry of additions) sorted.insert(entry, compare);
     const result = query.sorted;
     // Positions past the window's end matter only as "past the end" (the
     // change set is about the window): one comparison with the window's
@@ -593,6 +734,8 @@ export class QueryEngine {
         : result.lowerBound(item.fresh, compare);
     }
     const changes = diffWindow(touched, oldLength, result.length, compiled);
+    // Past the window: the change set is unaffected.
+    if (compiled.limit !== Infinity) this.#trim(query);
     if (
       changes.insertions.length === 0 && changes.deletions.length === 0 &&
       changes.modifications.length === 0
@@ -606,15 +749,128 @@ export class QueryEngine {
       changes,
     });
   }
+
+  /**
+   * Applies the touched objects (old positions known) to a live query's
+   * list and members.
+   */
+  #update(query: LiveQuery, touched: readonly Touched[]): void {
+    const compare = query.compiled.compareKeyed;
+    const sorted = query.sorted;
+    const removals: number[] = [];
+    const additions: Entry[] = [];
+    for (const item of touched) {
+      if (item.kind === "stay") {
+        sorted.replaceAt(item.oldIndex, item.fresh!);
+        query.members.set(item.fresh!.id, item.fresh!);
+        continue;
+      }
+      if (item.old !== undefined) removals.push(item.oldIndex);
+      if (item.fresh !== undefined) {
+        additions.push(item.fresh);
+        query.members.set(item.fresh.id, item.fresh);
+        if (item.old === undefined) this.#hold(query, item.fresh.id, true);
+      } else {
+        query.members.delete(item.old!.id);
+        this.#hold(query, item.old!.id, false);
+      }
+    }
+    removals.sort(ascending);
+    if (
+      additions.length >= MERGE_AT &&
+      additions.length * 4 >= sorted.length - removals.length
+    ) {
+      // Many objects against a short result (a bootstrap batch into an
+      // empty or small type): sort the batch once and merge it with the
+      // survivors, instead of a search and a splice per object.
+      additions.sort(compare);
+      const all = sorted.toArray();
+      const survivors: Entry[] = [];
+      let next = 0;
+      for (let index = 0; index < all.length; index++) {
+        if (removals[next] === index) next++;
+        else survivors.push(all[index]!);
+      }
+      query.sorted = BlockList.from(merge(survivors, additions, compare));
+      return;
+    }
+    // Blocks keep each step O(log n + block size), so a bootstrap batch of
+    // k objects costs k steps, not a pass over the whole result.
+    for (let i = removals.length - 1; i >= 0; i--) {
+      sorted.removeAt(removals[i]!);
+    }
+    for (const entry of additions) sorted.insert(entry, compare);
+  }
+}
+
+/**
+ * Reorders `items` so that its first `count` are the smallest (in any
+ * order): Hoare's selection, linear on average, where a sort is not.
+ */
+function selectFirst<T>(
+  items: T[],
+  count: number,
+  compare: (a: T, b: T) => number,
+): void {
+  let low = 0;
+  let high = items.length - 1;
+  while (low < high) {
+    const pivot = items[(low + high) >>> 1]!;
+    let i = low;
+    let j = high;
+    while (i <= j) {
+      while (compare(items[i]!, pivot) < 0) i++;
+      while (compare(items[j]!, pivot) > 0) j--;
+      if (i <= j) {
+        const swap = items[i]!;
+        items[i++] = items[j]!;
+        items[j--] = swap;
+      }
+    }
+    if (count - 1 <= j) high = j;
+    else if (count - 1 >= i) low = i;
+    else return;
+  }
+}
+
+/** Batches at least this big may be merged rather than inserted one by one. */
+const MERGE_AT = 32;
+
+/** Merges two sorted lists. */
+function merge<T>(a: T[], b: T[], compare: (x: T, y: T) => number): T[] {
+  if (a.length === 0) return b;
+  const out = new Array<T>(a.length + b.length);
+  let i = 0;
+  let j = 0;
+  let k = 0;
+  while (i < a.length && j < b.length) {
+    out[k++] = compare(a[i]!, b[j]!) <= 0 ? a[i++]! : b[j++]!;
+  }
+  while (i < a.length) out[k++] = a[i++]!;
+  while (j < b.length) out[k++] = b[j++]!;
+  return out;
+}
+
+/** How a touched object relates to a live query's result. */
+function kindOf(
+  compiled: CompiledQuery,
+  old: Entry | undefined,
+  fresh: Entry | undefined,
+): Kind {
+  return old === undefined
+    ? "enter"
+    : fresh === undefined
+    ? "leave"
+    : compiled.sorted && compiled.compareKeys(old.keys, fresh.keys) !== 0
+    ? "move"
+    : "stay";
 }
 
 /** The routing key of an object's field (a missing field equals null). */
-function routeKey(
-  fields: Fields | undefined,
-  field: string,
-): string | undefined {
-  if (fields === undefined) return undefined;
-  return valueKey(Object.hasOwn(fields, field) ? fields[field]! : null);
+function routeKey(fields: Fields, field: string): unknown {
+  return mapKey(
+    hasOwnProperty.call(fields, field) ? fields[field]! : null,
+  );
 }
 
 function notify(watcher: ObjectWatcher, fields: Fields | undefined): void {

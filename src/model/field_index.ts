@@ -8,6 +8,9 @@
 import { compareValues, valueKey, valueKind } from "./value_order.ts";
 import type { Fields, Value } from "./value.ts";
 
+// Much faster than `Object.hasOwn` in V8 (see src/model/query.ts).
+const hasOwnProperty = Object.prototype.hasOwnProperty;
+
 interface Bucket {
   value: Value;
   /** Its key in #byPrimitive (the value) or #byKey (its valueKey). */
@@ -86,7 +89,7 @@ export class FieldIndex {
     this.setValue(
       id,
       fields !== undefined,
-      fields !== undefined && Object.hasOwn(fields, this.field)
+      fields !== undefined && hasOwnProperty.call(fields, this.field)
         ? fields[this.field]!
         : undefined,
     );

@@ -45,3 +45,31 @@ Deno.test("BlockList keeps order through inserts, removals and replacements acro
     assert.deepEqual(rebuilt.toArray(), model);
   }
 });
+
+Deno.test("BlockList.truncate keeps a prefix across block boundaries and leaves earlier snapshots alone", () => {
+  const seed = testSeed();
+  const prng = new Prng(seed);
+  for (const maxBlock of [2, 3, 8]) {
+    for (let round = 0; round < 50; round++) {
+      const items = Array.from({ length: prng.int(40) }, (_, i) => i);
+      const list = BlockList.from(items, maxBlock);
+      for (const extra of [prng.int(1_000) + 0.5, prng.int(1_000) + 0.25]) {
+        list.insert(extra, compare);
+        items.push(extra);
+      }
+      items.sort(compare);
+      const blocks = list.snapshot();
+      const before = blocks.flat();
+      const length = prng.int(items.length + 2);
+      list.truncate(length);
+      const kept = items.slice(0, length);
+      assert.deepEqual(list.toArray(), kept, `seed ${seed}`);
+      assert.equal(list.length, kept.length, `seed ${seed}`);
+      assert.deepEqual(blocks.flat(), before, `seed ${seed}: snapshot kept`);
+      // Still a working list after the cut.
+      list.insert(-1, compare);
+      assert.equal(list.lowerBound(-1, compare), 0);
+      assert.deepEqual(list.toArray(), [-1, ...kept], `seed ${seed}`);
+    }
+  }
+});

@@ -1,0 +1,214 @@
+// Live queries whose result is cut after their window (a limit plus a
+// margin, refilled when it runs short), big batches merged at once, and
+// routed queries that learn what a commit concerns from their results.
+import assert from "node:assert/strict";
+import { LocalRealm } from "../../src/client/local_realm.ts";
+import {
+  type LiveQueryUpdate,
+  materialize,
+} from "../../src/client/query_engine.ts";
+import type { RealmObject } from "../../src/client/realm.ts";
+import { MemoryStorage } from "../../src/client/storage/memory.ts";
+import type { Instruction } from "../../src/model/changeset.ts";
+import { compileQuery, runQuery } from "../../src/model/query.ts";
+import type { Fields } from "../../src/model/value.ts";
+import type { DownloadMessage } from "../../src/protocol/messages.ts";
+import { assertPatches } from "../_helpers/live_query.ts";
+import { Prng, testSeed } from "../_helpers/prng.ts";
+
+function download(
+  serverVersion: number,
+  time: number,
+  instructions: Instruction[],
+): DownloadMessage {
+  return {
+    type: 0x43,
+    sessionId: 1,
+    serverVersion,
+    lastIntegratedClientVersion: 0,
+    downloadableBytes: 0,
+    changesetBytes: 0,
+    changesets: [{
+      serverVersion,
+      stamp: { time, counter: 0, node: 99 },
+      instructions,
+    }],
+  };
+}
+
+const ids = (objects: readonly RealmObject<unknown>[]) =>
+  objects.map((o) => o.id);
+
+Deno.test("Windowed live query: deletions and modifications that empty the kept prefix refill it; entries past the cut stay silent", async () => {
+  const realm = await LocalRealm.open(new MemoryStorage(), () => 1_000);
+  realm.queries.windowMargin = 1;
+  await realm.write((tx) => {
+    for (let i = 0; i < 20; i++) tx.put("T", `o${i}`, { p: i });
+  });
+  const items: LiveQueryUpdate[] = [];
+  const { first, remove } = realm.queries.watch(
+    "T",
+    compileQuery({ sort: [["p", "asc"]], limit: 3 }),
+    (snapshot) => items.push(materialize(snapshot)),
+  );
+  assert.deepEqual(ids(materialize(first).objects), ["o0", "o1", "o2"]);
+  // Kept: o0..o3 (window of 3 plus a margin of 1). Two leave: short.
+  await realm.write((tx) => {
+    tx.delete("T", "o0");
+    tx.delete("T", "o1");
+  });
+  assert.equal(realm.queries.refills, 1, "the cut result was refilled");
+  let item = items.shift()!;
+  assert.deepEqual(ids(item.objects), ["o2", "o3", "o4"]);
+  assert.deepEqual(item.changes, {
+    insertions: [1, 2],
+    deletions: [0, 1],
+    modifications: [],
+  });
+  // Kept again: o2..o5. o2 moves past the cut; o3..o5 still cover it.
+  await realm.write((tx) => tx.update("T", "o2", { p: 100 }));
+  assert.equal(realm.queries.refills, 1, "three kept cover a window of 3");
+  item = items.shift()!;
+  assert.deepEqual(ids(item.objects), ["o3", "o4", "o5"]);
+  assert.deepEqual(item.changes, {
+    insertions: [2],
+    deletions: [0],
+    modifications: [],
+  });
+  // An object from past the cut moves to the front.
+  await realm.write((tx) => tx.update("T", "o19", { p: -1 }));
+  item = items.shift()!;
+  assert.deepEqual(ids(item.objects), ["o19", "o3", "o4"]);
+  assert.deepEqual(item.changes, {
+    insertions: [0],
+    deletions: [2],
+    modifications: [],
+  });
+  // Past the cut, and staying there: nobody woken, nothing refilled.
+  await realm.write((tx) => tx.update("T", "o10", { p: 50 }));
+  assert.equal(items.length, 0);
+  // The one just past the window modified in place: not in the window.
+  await realm.write((tx) => tx.update("T", "o5", { q: 1 }));
+  assert.equal(items.length, 0);
+  await realm.write((tx) => tx.update("T", "o4", { q: 1 }));
+  assert.deepEqual(items.shift()!.changes, {
+    insertions: [],
+    deletions: [],
+    modifications: [2],
+  });
+  // Everything leaves: the refill finds an empty result.
+  await realm.write((tx) => {
+    for (let i = 0; i < 20; i++) tx.delete("T", `o${i}`);
+  });
+  item = items.shift()!;
+  assert.deepEqual(item.objects, []);
+  assert.deepEqual(item.changes.deletions, [0, 1, 2]);
+  remove();
+  assert.equal(realm.queries.watchers, 0);
+  await realm.close();
+});
+
+const QUERIES: unknown[] = [
+  { sort: [["p", "asc"]], limit: 3 },
+  { sort: [["p", "desc"], ["t", "asc"]], offset: 2, limit: 4 },
+  { where: { d: true }, sort: [["t", "asc"]], limit: 5 },
+  { where: { p: { gte: 2 } }, limit: 2 },
+  { where: { t: "a" }, sort: [["p", "asc"]], limit: 3 },
+  { where: { d: false }, sort: [["p", "asc"]], offset: 1, limit: 1 },
+  { where: { p: 3 }, sort: [["t", "desc"]] },
+  { where: { p: null }, limit: 6 },
+  { sort: [["t", "asc"]], limit: 0, offset: 2 },
+  {},
+];
+
+function randomFields(prng: Prng): Fields {
+  const fields: Fields = {};
+  if (prng.int(6) > 0) fields.p = prng.int(7) === 0 ? "x" : prng.int(6);
+  if (prng.int(4) > 0) fields.d = prng.int(2) === 0;
+  if (prng.int(4) > 0) fields.t = prng.pick(["a", "b", "c", "d", "e"]);
+  return fields;
+}
+
+Deno.test("Windowed live queries, randomized: cut results, refills, routed queries and merged batches give the same items and change sets as recomputing each query after every transaction", async () => {
+  const seed = testSeed();
+  const prng = new Prng(seed);
+  let refills = 0;
+  for (const margin of [0, 1, 3, 512]) {
+    const realm = await LocalRealm.open(new MemoryStorage(), () => 1_000);
+    realm.queries.windowMargin = margin;
+    if (prng.int(2) === 0) realm.queries.ensureIndexes({ T: ["p", "t"] });
+    const watched = QUERIES.map((query) => {
+      const compiled = compileQuery(query);
+      const items: LiveQueryUpdate[] = [];
+      const { first, remove } = realm.queries.watch(
+        "T",
+        compiled,
+        (snapshot) => items.push(materialize(snapshot)),
+      );
+      return {
+        query,
+        compiled,
+        items,
+        remove,
+        current: materialize<Fields>(first).objects,
+      };
+    });
+    const universe = Array.from({ length: 150 }, (_, i) => `o${i}`);
+    let serverVersion = 0;
+    for (let step = 0; step < 250; step++) {
+      // Mostly small transactions; sometimes a bootstrap-sized batch (the
+      // merge path), sometimes a mass deletion (refills).
+      const roll = prng.int(10);
+      const count = roll === 0 ? 40 + prng.int(110) : 1 + prng.int(5);
+      const chosen = prng.shuffle([...universe]).slice(0, count);
+      const deleting = roll === 1 ? 0.8 : 0.25;
+      if (prng.int(2) === 0) {
+        await realm.write((tx) => {
+          for (const id of chosen) {
+            if (prng.next() < deleting) tx.delete("T", id);
+            else if (prng.int(2) === 0 && realm.exists("T", id)) {
+              tx.update("T", id, randomFields(prng));
+            } else tx.put("T", id, randomFields(prng));
+          }
+        });
+      } else {
+        serverVersion++;
+        await realm.integrate(download(
+          serverVersion,
+          prng.int(4) === 0 ? 500 : 2_000 + step,
+          chosen.map((id): Instruction =>
+            prng.next() < deleting
+              ? { op: "delete", type: "T", id, fields: null, stamp: null }
+              : {
+                op: prng.int(3) === 0 ? "update" : "put",
+                type: "T",
+                id,
+                fields: randomFields(prng),
+                stamp: null,
+              }
+          ),
+        ));
+      }
+      for (const entry of watched) {
+        const label = `seed ${seed} margin ${margin} step ${step} query ${
+          JSON.stringify(entry.query)
+        }`;
+        const fresh = runQuery(entry.compiled, realm.objects("T"));
+        assert.ok(entry.items.length <= 1, `${label}: one item at most`);
+        const item = entry.items.shift();
+        if (item === undefined) {
+          assert.deepEqual(entry.current, fresh, `${label}: nothing changed`);
+          continue;
+        }
+        assert.deepEqual(item.objects, fresh, `${label}: the fresh result`);
+        assertPatches(entry.current, item, label);
+        entry.current = item.objects;
+      }
+    }
+    refills += realm.queries.refills;
+    for (const entry of watched) entry.remove();
+    assert.equal(realm.queries.watchers, 0);
+    await realm.close();
+  }
+  assert.ok(refills > 0, `seed ${seed}: the refill path ran`);
+});
