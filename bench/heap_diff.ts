@@ -141,7 +141,9 @@ if (import.meta.main) {
   const rows = diff(await read(beforePath), await read(afterPath), added);
   let total = 0;
   for (const row of rows) total += row.bytes;
-  console.log("| kind | objects per session | bytes per session | new ones held by (per session) |");
+  console.log(
+    "| kind | objects per session | bytes per session | new ones held by (per session) |",
+  );
   console.log("|---|---:|---:|---|");
   for (const row of rows.slice(0, Number(rowsText ?? 40))) {
     const holders = [...row.holders].sort((a, b) => b[1] - a[1])
@@ -149,7 +151,9 @@ if (import.meta.main) {
       .map(([holder, count]) => `${holder || "(root)"} ×${count.toFixed(2)}`)
       .join("; ");
     console.log(
-      `| ${row.kind} | ${row.count.toFixed(2)} | ${row.bytes.toFixed(0)} | ${holders} |`
+      `| ${row.kind} | ${row.count.toFixed(2)} | ${
+        row.bytes.toFixed(0)
+      } | ${holders} |`
         .replaceAll("\n", " "),
     );
   }

@@ -1231,7 +1231,8 @@ async function rowMemory(snapshots?: string) {
   const added = SIZES.idleUsers * (SIZES.idleRealms - 1);
   rows.push({
     id: "idle_session_heap_bytes",
-    figure: `server heap per idle bound session (${added} sessions, median of ${samples.length})`,
+    figure:
+      `server heap per idle bound session (${added} sessions, median of ${samples.length})`,
     unit: "B",
     tether: median(samples.map((sample) => sample.tether)),
     yjs: median(samples.map((sample) => sample.yjs)),
