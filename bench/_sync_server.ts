@@ -21,7 +21,7 @@ import { linesOf } from "../tests/_helpers/lines.ts";
 export interface ServerMeasure {
   /** `Deno.memoryUsage().heapUsed` after five full GCs. */
   heapUsed: number;
-  /** Bytes used per V8 heap space (`code_space` is compiled code). */
+  /** Bytes used per V8 heap space (code and bytecode: `code_*`, `trusted_*`). */
   spaces: Record<string, number>;
   /** Bound sessions (Tether) or open sockets (Yjs, raw). */
   sessions: number;

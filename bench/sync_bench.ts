@@ -1066,6 +1066,8 @@ interface MemorySample {
   tether: number;
   yjs: number;
   raw: number;
+  /** The same without the spaces of compiled code (see `objectBytes`). */
+  objects: { tether: number; yjs: number; raw: number };
   /** Tether's growth per session by V8 heap space. */
   tetherSpaces: Record<string, number>;
 }
@@ -1188,6 +1190,8 @@ async function memorySample(
 
   const per = (before: ServerMeasure, after: ServerMeasure) =>
     (after.heapUsed - before.heapUsed) / added;
+  const perObjects = (before: ServerMeasure, after: ServerMeasure) =>
+    (objectBytes(after) - objectBytes(before)) / added;
   const tetherSpaces: Record<string, number> = {};
   for (const name of Object.keys(tetherAfter.spaces)) {
     tetherSpaces[name] = Math.round(
@@ -1199,8 +1203,29 @@ async function memorySample(
     tether: per(tetherBefore, tetherAfter),
     yjs: per(yjsBefore, yjsAfter),
     raw: per(rawBefore, rawAfter),
+    objects: {
+      tether: perObjects(tetherBefore, tetherAfter),
+      yjs: perObjects(yjsBefore, yjsAfter),
+      raw: perObjects(rawBefore, rawAfter),
+    },
     tetherSpaces,
   };
+}
+
+/**
+ * The heap without compiled code: V8 compiles and optimises functions as
+ * they get hot, and drops bytecode of ones unused for a while, whenever
+ * that happens to fall between two readings; the code is the process's,
+ * not any session's. Bytecode and code metadata live in the trusted spaces.
+ */
+function objectBytes(measure: ServerMeasure): number {
+  let bytes = measure.heapUsed;
+  for (const [space, used] of Object.entries(measure.spaces)) {
+    if (space.startsWith("code_") || space.startsWith("trusted_")) {
+      bytes -= used;
+    }
+  }
+  return bytes;
 }
 
 /**
@@ -1237,6 +1262,13 @@ async function rowMemory(snapshots?: string) {
     tether: median(samples.map((sample) => sample.tether)),
     yjs: median(samples.map((sample) => sample.yjs)),
     raw: median(samples.map((sample) => sample.raw)),
+  }, {
+    id: "idle_session_object_bytes",
+    figure: `the same, objects only (no compiled code)`,
+    unit: "B",
+    tether: median(samples.map((sample) => sample.objects.tether)),
+    yjs: median(samples.map((sample) => sample.objects.yjs)),
+    raw: median(samples.map((sample) => sample.objects.raw)),
   });
   notes.memory = {
     users: SIZES.idleUsers,
