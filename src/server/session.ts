@@ -137,8 +137,9 @@ export class Session implements HubMember {
   #historyBaseVersion: number;
   // This session's own changesets beyond #historyBaseVersion (version →
   // stored size): they are in the history's byte count but are never sent
-  // back, so "still to download" leaves them out. Null while there are none.
-  #ownAhead: Map<number, number> | null = null;
+  // back, so "still to download" leaves them out. Null while there are
+  // none; #ownAhead makes it.
+  #ownAheadMap: Map<number, number> | null = null;
   #historyAvailable: boolean;
 
   /** @param init The session's parameters; see {@linkcode SessionInit}. */
@@ -203,6 +204,11 @@ export class Session implements HubMember {
       else if (this.closed) this.#controller.abort(this.#init.lifetime.reason);
     }
     return this.#controller.signal;
+  }
+
+  // The map of own versions ahead, made when the first is noted.
+  get #ownAhead(): Map<number, number> {
+    return this.#ownAheadMap ??= new Map();
   }
 
   #hold(): void {
@@ -413,7 +419,7 @@ export class Session implements HubMember {
           }
           for (const item of result.integrated) {
             if (item.version > this.#historyBaseVersion) {
-              (this.#ownAhead ??= new Map()).set(item.version, item.size);
+              this.#ownAhead.set(item.version, item.size);
             }
           }
           // The acknowledgement also moves the cursor over this upload's
@@ -561,7 +567,7 @@ export class Session implements HubMember {
         changesets.push(item.changeset);
       }
       counted += item.cumulativeBytes - bytes -
-        (this.#ownAhead?.get(item.version) ?? 0);
+        (this.#ownAheadMap?.get(item.version) ?? 0);
       version = item.version;
       bytes = item.cumulativeBytes;
     }
@@ -710,7 +716,7 @@ export class Session implements HubMember {
     // Only own changesets the known head already counts are subtracted: the
     // head may be noted (by the watch) before or after the acknowledgement.
     let own = 0;
-    for (const [version, size] of this.#ownAhead ?? []) {
+    for (const [version, size] of this.#ownAheadMap ?? []) {
       if (version <= head.version) own += size;
     }
     return this.#snapshotRemaining +
@@ -720,11 +726,12 @@ export class Session implements HubMember {
   #setHistoryBase(version: number, bytes: number): void {
     this.#historyBase = bytes;
     this.#historyBaseVersion = version;
-    if (this.#ownAhead === null) return;
-    for (const ownVersion of this.#ownAhead.keys()) {
-      if (ownVersion <= version) this.#ownAhead.delete(ownVersion);
+    const own = this.#ownAheadMap;
+    if (own === null) return;
+    for (const ownVersion of own.keys()) {
+      if (ownVersion <= version) own.delete(ownVersion);
     }
-    if (this.#ownAhead.size === 0) this.#ownAhead = null;
+    if (own.size === 0) this.#ownAheadMap = null;
   }
 
   #answerMarks(): void {
