@@ -1238,6 +1238,7 @@ async function rowMemory(snapshots?: string) {
   // Writing a snapshot allocates in the server (and the first one loads
   // code): a run with snapshots is an extra one, left out of the median.
   const runs = SIZES.memoryRuns + (snapshots === undefined ? 0 : 1);
+  if (snapshots !== undefined) await Deno.mkdir(snapshots, { recursive: true });
   for (let run = 0; run < runs; run++) {
     console.error(`idle-session memory, run ${run + 1}/${runs}`);
     const servers = await startServers(` (memory ${run + 1})`);
