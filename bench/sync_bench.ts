@@ -4,13 +4,16 @@
  * each server in a child process of its own (`bench/_sync_server.ts`).
  *
  * Options: `--quick` (tiny sizes, a smoke run), `--out <path>` (where the
- * JSON goes; default a temp file), `--only memory` (the idle-session memory
- * row alone), `--memory-runs <n>` (its samples; default 5),
- * `--heap-snapshots <dir>` (an extra run, left out of the median, in which
- * Tether's server writes a V8 heap snapshot at both readings, for
- * `bench/heap_diff.ts`).
- * docs/PERFORMANCE.md, "End to end (bench:sync)", says what each row
- * measures and what limits it.
+ * JSON goes; default a temp file), `--only <rows>` (a comma-separated list
+ * of `bootstrap`, `bootstrap-large`, `updates-1`, `updates-100`,
+ * `propagation`, `fanout`, `progress`, `memory`: run those rows alone),
+ * `--profile <dir>` (a V8 CPU profile of this process for each Tether part
+ * of the rows run, via `node:inspector`, written there as `.cpuprofile`),
+ * `--memory-runs <n>` (the memory row's samples; default 5),
+ * `--heap-snapshots <dir>` (an extra memory run, left out of the median, in
+ * which Tether's server writes a V8 heap snapshot at both readings, for
+ * `bench/heap_diff.ts`). docs/PERFORMANCE.md, "End to end (bench:sync)",
+ * says what each row measures and what limits it.
  */
 import * as Y from "npm:yjs@13.6.33";
 import { WebsocketProvider } from "npm:y-websocket@3.1.0";
@@ -18,6 +21,7 @@ import { App, Credentials, type Realm, type User } from "../mod.ts";
 import type { ServerMeasure } from "./_sync_server.ts";
 import { linesOf } from "../tests/_helpers/lines.ts";
 import process from "node:process";
+import { Session as InspectorSession } from "node:inspector";
 
 // y-websocket adds a process "exit" listener per provider (to say goodbye
 // to its peers); this bench holds hundreds of providers at once.
@@ -31,6 +35,36 @@ const outPath = outIndex >= 0
   ? Deno.args[outIndex + 1]
   : await Deno.makeTempFile({ prefix: "sync_bench_", suffix: ".json" });
 if (outPath === undefined) throw new TypeError("--out needs a path");
+const ROW_NAMES = [
+  "bootstrap",
+  "bootstrap-large",
+  "updates-1",
+  "updates-100",
+  "propagation",
+  "fanout",
+  "progress",
+  "memory",
+] as const;
+const onlyIndex = Deno.args.indexOf("--only");
+const only = onlyIndex >= 0
+  ? new Set(Deno.args[onlyIndex + 1]?.split(",") ?? [])
+  : undefined;
+for (const name of only ?? []) {
+  if (!(ROW_NAMES as readonly string[]).includes(name)) {
+    throw new TypeError(
+      `--only: unknown row ${JSON.stringify(name)} (${ROW_NAMES.join(", ")})`,
+    );
+  }
+}
+if (only?.size === 0) throw new TypeError("--only needs a list of rows");
+/** Whether the row `name` runs. */
+const runs = (name: typeof ROW_NAMES[number]) =>
+  only === undefined || only.has(name);
+const profileIndex = Deno.args.indexOf("--profile");
+const profileDir = profileIndex >= 0 ? Deno.args[profileIndex + 1] : undefined;
+if (profileIndex >= 0 && profileDir === undefined) {
+  throw new TypeError("--profile needs a directory");
+}
 /** The value after `flag`, if the flag is given. */
 function option(flag: string): string | undefined {
   const index = Deno.args.indexOf(flag);
@@ -39,11 +73,6 @@ function option(flag: string): string | undefined {
   if (value === undefined) throw new TypeError(`${flag} needs a value`);
   return value;
 }
-const only = option("--only");
-if (only !== undefined && only !== "memory") {
-  throw new TypeError(`--only takes "memory", not ${JSON.stringify(only)}`);
-}
-const onlyMemory = only === "memory";
 const memoryRunsOption = option("--memory-runs");
 const memoryRuns = memoryRunsOption === undefined
   ? undefined
@@ -125,6 +154,45 @@ function fieldsOf(index: number): Record<string, string | number | boolean> {
     score: (index * 7919) % 1000,
     ratio: (index % 100) / 7,
   };
+}
+
+// ---------------------------------------------------------------- profile
+
+let inspector: InspectorSession | undefined;
+function post(method: string, params?: object): Promise<unknown> {
+  return new Promise((resolve, reject) =>
+    inspector!.post(
+      method,
+      params ?? {},
+      (error: Error | null, result: unknown) =>
+        error ? reject(error) : resolve(result),
+    )
+  );
+}
+
+/**
+ * Runs `fn`; with `--profile`, under the V8 CPU profiler of this process,
+ * the profile written to `<dir>/<name>.cpuprofile`.
+ */
+async function profiled<T>(name: string, fn: () => Promise<T>): Promise<T> {
+  if (profileDir === undefined) return await fn();
+  if (inspector === undefined) {
+    inspector = new InspectorSession();
+    inspector.connect();
+    await post("Profiler.enable");
+    await post("Profiler.setSamplingInterval", { interval: 100 });
+  }
+  await post("Profiler.start");
+  try {
+    return await fn();
+  } finally {
+    const { profile } = await post("Profiler.stop") as { profile: unknown };
+    await Deno.mkdir(profileDir, { recursive: true });
+    await Deno.writeTextFile(
+      `${profileDir}/${name}.cpuprofile`,
+      JSON.stringify(profile),
+    );
+  }
 }
 
 // ---------------------------------------------------------------- stats
@@ -667,16 +735,18 @@ async function throughputTether(url: string, total: number, perWrite: number) {
   const { waiter, done } = watchTether(pair.realmB, lastId, controller.signal);
   const aBefore = { ...pair.a.wire };
   const bBefore = { ...pair.b.wire };
-  const start = performance.now();
-  for (let write = 0; write < total / perWrite; write++) {
-    await pair.realmA.write((tx) => {
-      for (let j = 0; j < perWrite; j++) {
-        const i = write * perWrite + j;
-        tx.update("Item", idOf(i % UPDATE_OBJECTS), { n: i });
-      }
-    });
-  }
-  const end = await waiter.expect(total - 1);
+  const { start, end } = await profiled(`updates-${perWrite}`, async () => {
+    const start = performance.now();
+    for (let write = 0; write < total / perWrite; write++) {
+      await pair.realmA.write((tx) => {
+        for (let j = 0; j < perWrite; j++) {
+          const i = write * perWrite + j;
+          tx.update("Item", idOf(i % UPDATE_OBJECTS), { n: i });
+        }
+      });
+    }
+    return { start, end: await waiter.expect(total - 1) };
+  });
   const ms = end - start;
   controller.abort();
   await done;
@@ -806,15 +876,17 @@ async function propagationTether(url: string) {
   const samples: number[] = [];
   const aBefore = { ...pair.a.wire };
   const rounds = SIZES.propagationWarmup + SIZES.propagation;
-  for (let i = UPDATE_OBJECTS; i < UPDATE_OBJECTS + rounds; i++) {
-    const start = performance.now();
-    const seen = waiter.expect(i);
-    await pair.realmA.write((tx) => tx.update("Item", id, { n: i }));
-    const at = await seen;
-    if (i >= UPDATE_OBJECTS + SIZES.propagationWarmup) {
-      samples.push((at - start) * 1000);
+  await profiled("propagation", async () => {
+    for (let i = UPDATE_OBJECTS; i < UPDATE_OBJECTS + rounds; i++) {
+      const start = performance.now();
+      const seen = waiter.expect(i);
+      await pair.realmA.write((tx) => tx.update("Item", id, { n: i }));
+      const at = await seen;
+      if (i >= UPDATE_OBJECTS + SIZES.propagationWarmup) {
+        samples.push((at - start) * 1000);
+      }
     }
-  }
+  });
   controller.abort();
   await done;
   const messageBytes = Math.round(
@@ -935,12 +1007,13 @@ async function fanOutTether(url: string) {
     watches.push(watchTether(realm, id, controller.signal));
   }
   const aBefore = { ...pair.a.wire };
-  const result = await fanOutRounds(
-    watches.map((watch) => watch.waiter),
-    async (i) => {
-      await pair.realmA.write((tx) => tx.update("Item", id, { n: i }));
-    },
-  );
+  const result = await profiled("fanout", () =>
+    fanOutRounds(
+      watches.map((watch) => watch.waiter),
+      async (i) => {
+        await pair.realmA.write((tx) => tx.update("Item", id, { n: i }));
+      },
+    ));
   const messageBytes = Math.round(
     (pair.a.wire.sentBytes - aBefore.sentBytes) /
       Math.max(1, pair.a.wire.sent - aBefore.sent),
@@ -1237,10 +1310,10 @@ async function rowMemory(snapshots?: string) {
   const samples: MemorySample[] = [];
   // Writing a snapshot allocates in the server (and the first one loads
   // code): a run with snapshots is an extra one, left out of the median.
-  const runs = SIZES.memoryRuns + (snapshots === undefined ? 0 : 1);
+  const total = SIZES.memoryRuns + (snapshots === undefined ? 0 : 1);
   if (snapshots !== undefined) await Deno.mkdir(snapshots, { recursive: true });
-  for (let run = 0; run < runs; run++) {
-    console.error(`idle-session memory, run ${run + 1}/${runs}`);
+  for (let run = 0; run < total; run++) {
+    console.error(`idle-session memory, run ${run + 1}/${total}`);
     const servers = await startServers(` (memory ${run + 1})`);
     try {
       if (run === 0 && snapshots !== undefined) {
@@ -1346,40 +1419,55 @@ async function startServers(label: string): Promise<Servers> {
   return started as Servers;
 }
 
-/** Every row but the memory row, on one set of servers. */
+/** Every row but the memory row, on one set of servers; the echo RTT. */
 async function otherRows(servers: Servers) {
   const progress = (what: string) =>
     console.error(`[${((performance.now()) / 1000).toFixed(1)} s] ${what}`);
-  progress("bootstrap (small)");
-  await rowBootstrap(
-    servers,
-    SIZES.bootstrapSmall,
-    SIZES.bootstrapSmallReps,
-    SIZES.bootstrapSmall.toLocaleString("en-US"),
-  );
-  progress("bootstrap (large)");
-  await rowBootstrap(
-    servers,
-    SIZES.bootstrapLarge,
-    SIZES.bootstrapLargeReps,
-    SIZES.bootstrapLarge.toLocaleString("en-US"),
-  );
-  progress("updates, one per write");
-  await rowThroughput(servers, 1);
-  progress("updates, 100 per write");
-  await rowThroughput(servers, 100);
-  progress("propagation");
-  const echo = await rowPropagation(servers);
-  progress("fan-out");
-  await rowFanOut(servers);
-  progress("progress-stream overhead");
-  await rowProgress(servers);
+  let echo: { echoP50: number; echoP99: number } | undefined;
+  if (runs("bootstrap")) {
+    progress("bootstrap (small)");
+    await rowBootstrap(
+      servers,
+      SIZES.bootstrapSmall,
+      SIZES.bootstrapSmallReps,
+      SIZES.bootstrapSmall.toLocaleString("en-US"),
+    );
+  }
+  if (runs("bootstrap-large")) {
+    progress("bootstrap (large)");
+    await rowBootstrap(
+      servers,
+      SIZES.bootstrapLarge,
+      SIZES.bootstrapLargeReps,
+      SIZES.bootstrapLarge.toLocaleString("en-US"),
+    );
+  }
+  if (runs("updates-1")) {
+    progress("updates, one per write");
+    await rowThroughput(servers, 1);
+  }
+  if (runs("updates-100")) {
+    progress("updates, 100 per write");
+    await rowThroughput(servers, 100);
+  }
+  if (runs("propagation") || runs("fanout")) {
+    progress("propagation");
+    echo = await rowPropagation(servers);
+  }
+  if (runs("fanout")) {
+    progress("fan-out");
+    await rowFanOut(servers);
+  }
+  if (runs("progress")) {
+    progress("progress-stream overhead");
+    await rowProgress(servers);
+  }
   return echo;
 }
 
 const startedAt = new Date();
 let echo: { echoP50: number; echoP99: number } | undefined;
-if (!onlyMemory) {
+if (ROW_NAMES.some((name) => name !== "memory" && runs(name))) {
   const servers = await startServers("");
   try {
     echo = await otherRows(servers);
@@ -1387,10 +1475,10 @@ if (!onlyMemory) {
     for (const server of Object.values(servers)) await server.stop();
   }
 }
-// Last, on fresh servers: in the ones above, work left from the earlier
-// rows (a background snapshot, caches emptying) could land between the two
-// heap measurements.
-await rowMemory(snapshotDir);
+// Last, on fresh servers of its own for each run: in the ones above, work
+// left from the earlier rows (a background snapshot, caches emptying) could
+// land between the two heap measurements.
+if (runs("memory")) await rowMemory(snapshotDir);
 
 if (echo !== undefined) {
   rows.push({
@@ -1410,6 +1498,7 @@ const report = {
   startedAt: startedAt.toISOString(),
   finishedAt: new Date().toISOString(),
   quick,
+  only: only === undefined ? null : [...only],
   deno: Deno.version,
   cpus: navigator.hardwareConcurrency,
   sizes: SIZES,

@@ -11,8 +11,8 @@ import type { ObjectRecord } from "../model/merge.ts";
 import type { RealmMeta, RealmStorage } from "./storage/storage.ts";
 
 interface CommitGroup {
-  /** Copies of the touched records, by type and id. */
-  records: Map<string, ObjectRecord>;
+  /** Copies of the touched records, by type, then id. */
+  records: Map<string, Map<string, ObjectRecord>>;
   append: UploadChangeset[];
   /** The meta record after the last write of the group. */
   meta: RealmMeta;
@@ -63,7 +63,12 @@ export class GroupCommit {
       this.#group = group;
     }
     for (const record of records) {
-      group.records.set(`${record.type.length}:${record.type}${record.id}`, {
+      let byId = group.records.get(record.type);
+      if (byId === undefined) {
+        byId = new Map();
+        group.records.set(record.type, byId);
+      }
+      byId.set(record.id, {
         type: record.type,
         id: record.id,
         putStamp: record.putStamp,
@@ -100,7 +105,9 @@ export class GroupCommit {
       try {
         await this.#storage.commit({
           meta: group.meta,
-          records: [...group.records.values()],
+          records: [...group.records.values()].flatMap((byId) => [
+            ...byId.values(),
+          ]),
           append: group.append,
         });
       } catch (error) {

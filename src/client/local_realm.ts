@@ -193,9 +193,20 @@ export class LocalRealm {
   #store = new ObjectStore();
   #clock: HlcClock;
   #meta: RealmMeta;
+  /**
+   * Local changesets in client-version order; those before #pendingHead are
+   * acknowledged (dropped by moving the head, not by splicing the front off
+   * on every acknowledgement, which is linear in what is still pending).
+   */
   #pending: PendingChangeset[] = [];
+  #pendingHead = 0;
   #queue: Promise<unknown> = Promise.resolve();
   #listeners = new Set<LocalRealmListener>();
+  /**
+   * Listeners with `onChange`: while there are none, commits neither
+   * group nor copy the changes they made.
+   */
+  #changeListeners = 0;
   #closed = false;
   /** Local writes committed together (group_commit.ts). */
   #commits: GroupCommit;
@@ -289,9 +300,52 @@ export class LocalRealm {
     return this.#store.records();
   }
 
-  /** Local changesets not yet acknowledged, in client-version order. */
+  /**
+   * Local changesets not yet acknowledged, in client-version order (a
+   * copy: for the hot path use {@linkcode pendingAfter}).
+   */
   get pending(): readonly PendingChangeset[] {
-    return this.#pending;
+    return this.#pending.slice(this.#pendingHead);
+  }
+
+  /**
+   * The pending changesets whose client version is above `clientVersion`,
+   * in order, found by binary search: what an upload sends next costs what
+   * it sends, not what is still waiting for acknowledgement.
+   */
+  *pendingAfter(clientVersion: number): Generator<PendingChangeset> {
+    const pending = this.#pending;
+    let low = this.#pendingHead;
+    let high = pending.length;
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      if (pending[middle]!.changeset.clientVersion <= clientVersion) {
+        low = middle + 1;
+      } else high = middle;
+    }
+    // Bounded by the array's length; a push during the iteration is seen.
+    for (let index = low; index < pending.length; index++) {
+      yield pending[index]!;
+    }
+  }
+
+  /** Drops pending changesets at or below `acknowledged`. */
+  #dropPending(acknowledged: number): void {
+    const pending = this.#pending;
+    let head = this.#pendingHead;
+    while (
+      head < pending.length && pending[head]!.changeset.clientVersion <=
+        acknowledged
+    ) head++;
+    if (head === pending.length) {
+      pending.length = 0;
+      head = 0;
+    } else if (head > 1024 && head * 2 > pending.length) {
+      // Drop the acknowledged prefix now and then: amortised constant.
+      pending.splice(0, head);
+      head = 0;
+    }
+    this.#pendingHead = head;
   }
 
   /** Whether {@linkcode close} was called. */
@@ -311,8 +365,20 @@ export class LocalRealm {
 
   /** Adds a listener; returns a function that removes it. */
   listen(listener: LocalRealmListener): () => void {
-    this.#listeners.add(listener);
-    return () => this.#listeners.delete(listener);
+    // A copy, so that the count stays right if the caller's object changes.
+    const entry: LocalRealmListener = {};
+    if (listener.onLocalCommit !== undefined) {
+      entry.onLocalCommit = listener.onLocalCommit.bind(listener);
+    }
+    if (listener.onChange !== undefined) {
+      entry.onChange = listener.onChange.bind(listener);
+      this.#changeListeners++;
+    }
+    this.#listeners.add(entry);
+    return () => {
+      if (!this.#listeners.delete(entry)) return;
+      if (entry.onChange !== undefined) this.#changeListeners--;
+    };
   }
 
   /** Whether the object exists now. */
@@ -394,7 +460,7 @@ export class LocalRealm {
       meta,
       () => {
         this.#pending.push(pending);
-        for (const listener of [...this.#listeners]) {
+        for (const listener of this.#listeners) {
           listener.onLocalCommit?.(pending);
         }
         this.#emit("local", changes);
@@ -417,9 +483,14 @@ export class LocalRealm {
       await this.#commits.drain();
       const changes: ModelChange[] = [];
       const touched: Instruction[] = [];
+      // Where each changeset's changes start in `changes`: `changes()`
+      // reports each remote transaction on its own, however many one
+      // DOWNLOAD carries (docs/CLIENT.md "Writing and reading").
+      const starts: number[] = [];
       for (const changeset of message.changesets) {
         this.#observe(changeset.stamp, changeset.instructions);
         this.queries.beforeApply(changeset.instructions);
+        starts.push(changes.length);
         for (
           const change of this.#store.apply(
             changeset.stamp,
@@ -459,15 +530,17 @@ export class LocalRealm {
         });
         this.#meta = meta;
       }
-      let drop = 0;
-      while (
-        drop < this.#pending.length &&
-        this.#pending[drop]!.changeset.clientVersion <= acknowledged
-      ) {
-        drop++;
+      this.#dropPending(acknowledged);
+      if (this.#changeListeners > 0 && changes.length > 0) {
+        for (let index = 0; index < starts.length; index++) {
+          const end = index + 1 < starts.length
+            ? starts[index + 1]!
+            : changes.length;
+          if (end > starts[index]!) {
+            this.#emit("remote", changes.slice(starts[index], end));
+          }
+        }
       }
-      if (drop > 0) this.#pending.splice(0, drop);
-      this.#emit("remote", changes);
       return { acknowledged };
     });
   }
@@ -485,15 +558,16 @@ export class LocalRealm {
       this.#checkOpen("reject");
       // Local writes commit first, so commits stay in call order.
       await this.#commits.drain();
-      const index = this.#pending.findIndex((p) =>
+      const pendingNow = this.#pending.slice(this.#pendingHead);
+      const index = pendingNow.findIndex((p) =>
         p.changeset.clientVersion === message.clientVersion
       );
       if (index < 0) return false;
-      const rejected = this.#pending[index]!.changeset;
+      const rejected = pendingNow[index]!.changeset;
       for (const changeset of message.revert) {
         this.#observe(changeset.stamp, changeset.instructions);
       }
-      const later = this.#pending.slice(index + 1).map((p) => p.changeset);
+      const later = pendingNow.slice(index + 1).map((p) => p.changeset);
       const rebuilt = rebuildRejected(
         rejected.instructions,
         message.revert,
@@ -519,7 +593,7 @@ export class LocalRealm {
       this.queries.beforeApply(rebuilt);
       for (const record of rebuilt) this.#store.restore(record);
       this.queries.applied(changes);
-      this.#pending.splice(0, index + 1);
+      this.#dropPending(message.clientVersion);
       this.#emit("remote", changes);
       return true;
     });
@@ -548,7 +622,7 @@ export class LocalRealm {
         }
       }
       const keep = plan.mode !== "discard";
-      const pending = this.#pending.map((p) => p.changeset);
+      const pending = this.pending.map((p) => p.changeset);
       const build = buildReset(
         plan.staged,
         this.#store.records(),
@@ -601,7 +675,10 @@ export class LocalRealm {
       for (const record of records) this.#store.restore(record);
       this.queries.applied(changes);
       const discarded = keep ? [] : pending.map((c) => c.clientVersion);
-      if (!keep) this.#pending = [];
+      if (!keep) {
+        this.#pending = [];
+        this.#pendingHead = 0;
+      }
       for (const changeset of build.synthesized) {
         const entry = {
           changeset,
@@ -641,6 +718,7 @@ export class LocalRealm {
     if (this.#closed) return this.#queue.then(() => {});
     this.#closed = true;
     this.#listeners.clear();
+    this.#changeListeners = 0;
     const done = this.#queue.then(() => this.#commits.drain().catch(() => {}))
       .then(
         () => this.#storage.close(),
@@ -666,7 +744,7 @@ export class LocalRealm {
   }
 
   #emit(origin: "local" | "remote", changes: ModelChange[]): void {
-    if (changes.length === 0 || this.#listeners.size === 0) return;
+    if (changes.length === 0 || this.#changeListeners === 0) return;
     const event: RealmChange = { origin, changes: changes.map(cloneChange) };
     for (const listener of [...this.#listeners]) listener.onChange?.(event);
   }

@@ -619,7 +619,7 @@ export class SessionCore {
     ) return;
     const before = this.#batcher.sentThrough;
     const error = this.#batcher.send(
-      this.#init.local.pending,
+      this.#init.local.pendingAfter(before),
       channel,
       (wireBytes) => {
         this.#tally.bytesSent += wireBytes;

@@ -40,11 +40,25 @@ export interface StallHost {
 
 /** A response timeout with an injected clock; see the module comment. */
 export class StallWatchdog {
+  /**
+   * One timer for the session's life, not one per message: an answer moves
+   * `#deadline` and the timer, when it fires early, sleeps again for the
+   * rest; when nothing is owed it lapses on its next firing instead of
+   * being cleared and set again around every write.
+   */
   #timer: Timer;
+  #clock: Clock;
   #timeoutMs: number;
   #host: StallHost;
   /** Messages received and not yet handled. */
   #unhandled = 0;
+  /** Whether a wait runs: the server owes an answer on this binding. */
+  #waiting = false;
+  /** `"drain"`: the socket was still sending, look again at the deadline. */
+  #phase: "drain" | "wait" = "wait";
+  /** When the running wait (or drain poll) ends, epoch ms. */
+  #deadline = 0;
+  #binding: WatchedBinding | undefined;
 
   /**
    * @param clock Time and timers.
@@ -53,17 +67,20 @@ export class StallWatchdog {
    */
   constructor(clock: Clock, timeoutMs: number, host: StallHost) {
     this.#timer = new Timer(clock);
+    this.#clock = clock;
     this.#timeoutMs = timeoutMs;
     this.#host = host;
   }
 
   /** Whether the timeout (or a drain poll) is running. */
   get isRunning(): boolean {
-    return this.#timer.isRunning;
+    return this.#waiting;
   }
 
   /** Stops the timeout (a binding's end). */
   stop(): void {
+    this.#waiting = false;
+    this.#binding = undefined;
     this.#timer.stop();
   }
 
@@ -72,11 +89,8 @@ export class StallWatchdog {
    * already running; stops it when nothing is owed.
    */
   watch(): void {
-    if (!this.#host.owesAnswer()) {
-      this.#timer.stop();
-    } else if (!this.#timer.isRunning) {
-      this.#start();
-    }
+    if (!this.#host.owesAnswer()) this.#waiting = false;
+    else if (!this.#waiting) this.#start();
   }
 
   /**
@@ -84,39 +98,68 @@ export class StallWatchdog {
    * {@linkcode answerHandled} once it has been handled.
    */
   answerArrived(): void {
-    this.#timer.stop();
-    this.watch();
+    this.#restart();
     this.#unhandled++;
   }
 
   /** A message told to {@linkcode answerArrived} has been handled. */
   answerHandled(): void {
     this.#unhandled--;
-    this.#timer.stop();
-    this.watch();
+    this.#restart();
+  }
+
+  /** The wait starts again from now, when an answer is still owed. */
+  #restart(): void {
+    if (this.#host.owesAnswer()) this.#start();
+    else this.#waiting = false;
   }
 
   #start(): void {
     const binding = this.#host.binding();
-    if (binding === undefined) return;
-    if (binding.isSending) {
-      this.#timer.start(
-        () => this.#start(),
-        Math.min(STALL_DRAIN_POLL_MS, this.#timeoutMs),
-      );
+    if (binding === undefined) {
+      this.#waiting = false;
       return;
     }
-    this.#timer.start(() => this.#expired(binding), this.#timeoutMs);
+    this.#waiting = true;
+    this.#binding = binding;
+    this.#phase = binding.isSending ? "drain" : "wait";
+    const delay = binding.isSending
+      ? Math.min(STALL_DRAIN_POLL_MS, this.#timeoutMs)
+      : this.#timeoutMs;
+    this.#deadline = this.#clock.now() + delay;
+    // A timer already due no later than the deadline serves: it sleeps
+    // again for the rest when it fires.
+    if (!this.#timer.isRunning || this.#timer.dueAt > this.#deadline) {
+      this.#timer.start(this.#fired, delay);
+    }
   }
 
-  #expired(binding: WatchedBinding): void {
-    if (binding !== this.#host.binding() || !this.#host.owesAnswer()) return;
+  #fired = (): void => {
+    if (!this.#waiting) return;
+    const rest = this.#deadline - this.#clock.now();
+    if (rest > 0) {
+      this.#timer.start(this.#fired, rest);
+      return;
+    }
+    const binding = this.#binding!;
+    if (this.#phase === "drain") {
+      // The socket was still sending: the timeout counts from when it is
+      // done, if an answer is still owed.
+      this.#waiting = false;
+      this.watch();
+      return;
+    }
+    if (binding !== this.#host.binding() || !this.#host.owesAnswer()) {
+      this.#waiting = false;
+      return;
+    }
     if (this.#unhandled > 0 || binding.isSending) {
       this.#start();
       return;
     }
+    this.#waiting = false;
     this.#host.stalled();
-  }
+  };
 }
 
 /**

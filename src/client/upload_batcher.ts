@@ -8,10 +8,19 @@
  * acknowledged, so a fast writer never makes the server hold more than its
  * per-connection bound (docs/SERVER.md "Memory") and refuse it with
  * `queue_full`; more goes out as acknowledgements arrive.
+ *
+ * It also keeps at most {@linkcode UPLOAD_FRAMES_IN_FLIGHT} frames
+ * unacknowledged: what is written while they are out waits and leaves in
+ * one frame when an acknowledgement comes back (Nagle's rule, by messages
+ * rather than bytes), so a writer awaiting one `write()` after another
+ * sends a few full frames per round trip instead of one frame per write.
+ * Each changeset keeps its own client version, so its receipt still
+ * settles on its own acknowledgement (docs/CLIENT.md "Upload batching").
  */
 
 import type { UploadChangeset } from "../model/changeset.ts";
 import { encodeMessage } from "../protocol/encode.ts";
+import { DEFAULT_LIMITS } from "../protocol/limits.ts";
 import { MessageType, type UploadMessage } from "../protocol/messages.ts";
 import type { SessionChannel } from "./connection.ts";
 import { SyncError } from "./sync_error.ts";
@@ -24,6 +33,13 @@ import { SyncError } from "./sync_error.ts";
  * four busy sessions on one connection stay within it.
  */
 export const UPLOAD_WINDOW_BYTES = 1024 * 1024;
+
+/**
+ * The most UPLOAD frames a session keeps sent and unacknowledged. Two, not
+ * one: a write made right after the previous one's acknowledgement was
+ * forwarded, but before it reached this client, still leaves at once.
+ */
+export const UPLOAD_FRAMES_IN_FLIGHT = 2;
 
 /** Room for an UPLOAD's tag, session id and count around its changesets. */
 export const UPLOAD_OVERHEAD_BYTES = 32;
@@ -44,16 +60,36 @@ export type UploadChannel = Pick<
 export class UploadBatcher {
   #sentThrough = 0;
   #window: number;
-  /** Frames sent and not yet acknowledged: last client version, bytes. */
+  #maxFrames: number;
+  /**
+   * Frames sent and not yet acknowledged (from #inFlightHead on): last
+   * client version, bytes. A head index, since `shift()` is linear.
+   */
   #inFlight: { through: number; bytes: number }[] = [];
+  #inFlightHead = 0;
   #inFlightBytes = 0;
 
   /**
    * @param windowBytes The most UPLOAD bytes kept sent but unacknowledged
    *   (one frame always goes, however large).
+   * @param maxFrames The most frames kept sent but unacknowledged.
    */
-  constructor(windowBytes: number = UPLOAD_WINDOW_BYTES) {
+  constructor(
+    windowBytes: number = UPLOAD_WINDOW_BYTES,
+    maxFrames: number = UPLOAD_FRAMES_IN_FLIGHT,
+  ) {
+    if (!Number.isInteger(maxFrames) || maxFrames < 1) {
+      throw new RangeError(
+        `maxFrames must be a positive integer, got ${maxFrames}`,
+      );
+    }
     this.#window = windowBytes;
+    this.#maxFrames = maxFrames;
+  }
+
+  /** Frames sent and not yet acknowledged. */
+  get framesInFlight(): number {
+    return this.#inFlight.length - this.#inFlightHead;
   }
 
   /** Bytes of UPLOAD frames sent and not yet acknowledged. */
@@ -66,13 +102,23 @@ export class UploadBatcher {
    * leave the window. Returns whether room was freed (send more then).
    */
   acknowledged(version: number): boolean {
-    let freed = false;
-    while (
-      this.#inFlight.length > 0 && this.#inFlight[0]!.through <= version
-    ) {
-      this.#inFlightBytes -= this.#inFlight.shift()!.bytes;
-      freed = true;
+    const inFlight = this.#inFlight;
+    let head = this.#inFlightHead;
+    while (head < inFlight.length && inFlight[head]!.through <= version) {
+      this.#inFlightBytes -= inFlight[head]!.bytes;
+      head++;
     }
+    const freed = head !== this.#inFlightHead;
+    if (head === inFlight.length) {
+      inFlight.length = 0;
+      head = 0;
+    } else if (head >= 64) {
+      // Acknowledgements that always leave a frame out: drop the prefix
+      // now and then (at most #maxFrames entries follow it).
+      inFlight.splice(0, head);
+      head = 0;
+    }
+    this.#inFlightHead = head;
     return freed;
   }
 
@@ -88,13 +134,17 @@ export class UploadBatcher {
   rebound(acknowledged: number): void {
     this.#sentThrough = acknowledged;
     this.#inFlight = [];
+    this.#inFlightHead = 0;
     this.#inFlightBytes = 0;
   }
 
   /**
    * Sends every pending changeset not yet sent on this binding, as few
-   * frames as fit. Stops quietly when the channel refuses a frame (the
-   * binding is gone) or the window is full.
+   * frames as fit (and no more changesets per frame than a decoder with
+   * the default limits takes). Stops quietly when the channel refuses a frame (the
+   * binding is gone), the window is full or enough frames are in flight.
+   * `pending` may start anywhere at or before the first changeset not yet
+   * sent (`LocalRealm.pendingAfter(sentThrough)` starts right there).
    *
    * @param onSent Told each frame's size on the wire.
    * @returns A `bad_changeset` error when a changeset can never fit in a
@@ -110,6 +160,7 @@ export class UploadBatcher {
     // Frames pack at most a window's worth, so one frame never holds the
     // server's bound alone; a larger changeset still goes, by itself.
     const frameBudget = Math.min(budget, this.#window - UPLOAD_OVERHEAD_BYTES);
+    if (this.framesInFlight >= this.#maxFrames) return undefined;
     let batch: UploadChangeset[] = [];
     let batchBytes = 0;
     for (const { changeset, bytes } of pending) {
@@ -120,10 +171,15 @@ export class UploadBatcher {
           `Cannot upload changeset ${changeset.clientVersion}: ${bytes} bytes exceed the server's limit of ${limit} per message`,
         );
       }
-      if (batch.length > 0 && batchBytes + bytes > frameBudget) {
+      if (
+        batch.length > 0 &&
+        (batchBytes + bytes > frameBudget ||
+          batch.length >= DEFAULT_LIMITS.maxChangesets)
+      ) {
         const outcome = this.#sendFrame(channel, batch, onSent);
         if (outcome === false) return undefined;
         if (outcome !== true) return outcome;
+        if (this.framesInFlight >= this.#maxFrames) return undefined;
         batch = [];
         batchBytes = 0;
       }
@@ -144,6 +200,7 @@ export class UploadBatcher {
     changesets: UploadChangeset[],
     onSent: (wireBytes: number) => void,
   ): boolean | SyncError {
+    if (this.framesInFlight >= this.#maxFrames) return false;
     const message: UploadMessage = {
       type: MessageType.Upload,
       sessionId: channel.sessionId,

@@ -38,6 +38,12 @@ export interface SentMark {
 /** Upload waiters, download waiters and the MARKs they ride on. */
 export class WaitsLedger {
   #uploads = new Set<UploadWaiter>();
+  /**
+   * The same upload waiters as a min-heap by target, so an acknowledgement
+   * costs what it resolves rather than a scan of every wait. Waiters that
+   * left `#uploads` (aborted, rejected) are dropped when they surface.
+   */
+  #byTarget: UploadWaiter[] = [];
   #downloads = new Set<Waiter>();
   #sentMarks = new Map<number, SentMark>();
   #nextRequestId = 1;
@@ -66,6 +72,7 @@ export class WaitsLedger {
       deferred.reject(reason);
     });
     this.#uploads.add(waiter);
+    this.#push(waiter);
     return deferred.promise;
   }
 
@@ -95,13 +102,58 @@ export class WaitsLedger {
 
   /** The server acknowledged local changesets up to `version`. */
   acknowledged(version: number): void {
-    for (const waiter of [...this.#uploads]) {
-      if (waiter.target <= version) {
-        this.#uploads.delete(waiter);
-        waiter.remove();
-        waiter.deferred.resolve();
-      }
+    const heap = this.#byTarget;
+    while (heap.length > 0 && heap[0]!.target <= version) {
+      const waiter = this.#pop();
+      if (!this.#uploads.delete(waiter)) continue;
+      waiter.remove();
+      waiter.deferred.resolve();
     }
+  }
+
+  #push(waiter: UploadWaiter): void {
+    const heap = this.#byTarget;
+    // Waits that left early (aborted) would pile up in a heap whose targets
+    // are never reached: rebuild it from the live ones now and then.
+    if (heap.length >= 64 && heap.length > 2 * this.#uploads.size) {
+      const live = heap.filter((w) => this.#uploads.has(w) && w !== waiter);
+      heap.length = 0;
+      for (const w of live) this.#siftUp(heap, heap.push(w) - 1);
+    }
+    this.#siftUp(heap, heap.push(waiter) - 1);
+  }
+
+  #siftUp(heap: UploadWaiter[], index: number): void {
+    const item = heap[index]!;
+    while (index > 0) {
+      const parent = (index - 1) >> 1;
+      if (heap[parent]!.target <= item.target) break;
+      heap[index] = heap[parent]!;
+      index = parent;
+    }
+    heap[index] = item;
+  }
+
+  #pop(): UploadWaiter {
+    const heap = this.#byTarget;
+    const top = heap[0]!;
+    const last = heap.pop()!;
+    if (heap.length === 0) return top;
+    let index = 0;
+    for (;;) {
+      const left = 2 * index + 1;
+      if (left >= heap.length) break;
+      const right = left + 1;
+      const child = right < heap.length &&
+          heap[right]!.target < heap[left]!.target
+        ? right
+        : left;
+      if (heap[child]!.target >= last.target) break;
+      heap[index] = heap[child]!;
+      index = child;
+    }
+    heap[index] = last;
+    return top;
   }
 
   /**
@@ -189,6 +241,7 @@ export class WaitsLedger {
       waiter.deferred.reject(error);
     }
     this.#uploads.clear();
+    this.#byTarget = [];
     const downloads = new Set(this.#downloads);
     for (const mark of this.#sentMarks.values()) {
       for (const waiter of mark.waiters) downloads.add(waiter);

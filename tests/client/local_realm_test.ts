@@ -223,3 +223,88 @@ Deno.test("LocalRealm.open() restores records, pending changesets and the clock 
   assert.deepEqual(second.get("T", "a"), { n: 2 });
   await second.close();
 });
+
+Deno.test("LocalRealm.integrate() reports each remote changeset of one DOWNLOAD as a transaction of its own, in order, skipping those that changed nothing", async () => {
+  const realm = await open(() => 10);
+  const changes: RealmChange[] = [];
+  const stop = realm.listen({ onChange: (change) => changes.push(change) });
+  const stamp = (time: number) => ({ time, counter: 0, node: 99 });
+  const update = (id: string, n: number) => ({
+    op: "update" as const,
+    type: "T",
+    id,
+    fields: { n },
+    stamp: null,
+  });
+  const put = (id: string, n: number) => ({
+    op: "put" as const,
+    type: "T",
+    id,
+    fields: { n },
+    stamp: null,
+  });
+  await realm.integrate(download(3, [
+    {
+      serverVersion: 1,
+      stamp: stamp(500),
+      instructions: [put("a", 1), put("b", 1)],
+    },
+    // Older than the first: loses, so no transaction is reported for it.
+    { serverVersion: 2, stamp: stamp(400), instructions: [update("a", 0)] },
+    {
+      serverVersion: 3,
+      stamp: stamp(600),
+      instructions: [update("a", 2), update("b", 2)],
+    },
+  ]));
+  assert.deepEqual(changes, [
+    {
+      origin: "remote",
+      changes: [
+        { type: "T", id: "a", op: "put", fields: { n: 1 } },
+        { type: "T", id: "b", op: "put", fields: { n: 1 } },
+      ],
+    },
+    {
+      origin: "remote",
+      changes: [
+        { type: "T", id: "a", op: "update", fields: { n: 2 } },
+        { type: "T", id: "b", op: "update", fields: { n: 2 } },
+      ],
+    },
+  ]);
+  // Removing the listener twice is harmless; with no listener left nothing
+  // is reported (and nothing copied).
+  stop();
+  stop();
+  await realm.integrate(download(4, [
+    { serverVersion: 4, stamp: stamp(700), instructions: [update("a", 3)] },
+  ]));
+  assert.equal(changes.length, 2);
+  assert.deepEqual(realm.get("T", "a"), { n: 3 });
+  await realm.close();
+});
+
+Deno.test("LocalRealm pendingAfter() starts after a client version, and acknowledgements drop pending changesets from the front", async () => {
+  const realm = await open();
+  for (let n = 1; n <= 2_100; n++) {
+    await realm.write((tx) => tx.put("T", "x", { n }));
+  }
+  const after = (version: number) =>
+    [...realm.pendingAfter(version)].map((p) => p.changeset.clientVersion);
+  assert.deepEqual(after(2_097), [2_098, 2_099, 2_100]);
+  assert.equal(after(0).length, 2_100);
+  assert.deepEqual(after(2_100), []);
+  await realm.integrate(download(0, [], 1_500));
+  assert.equal(realm.pending.length, 600);
+  assert.equal(realm.pending[0]!.changeset.clientVersion, 1_501);
+  assert.deepEqual(after(0).slice(0, 2), [1_501, 1_502]);
+  assert.deepEqual(after(2_098), [2_099, 2_100]);
+  await realm.integrate(download(0, [], 2_099));
+  assert.deepEqual(after(0), [2_100]);
+  await realm.write((tx) => tx.put("T", "x", { n: 0 }));
+  assert.deepEqual(after(2_099), [2_100, 2_101]);
+  await realm.integrate(download(0, [], 2_101));
+  assert.deepEqual(realm.pending, []);
+  await realm.close();
+});

@@ -207,3 +207,98 @@ Deno.test("UploadBatcher keeps at most its window of UPLOAD bytes unacknowledged
   tiny.rebound(0);
   assert.equal(tiny.inFlightBytes, 0);
 });
+
+Deno.test("UploadBatcher keeps at most maxFrames frames unacknowledged: what is written meanwhile leaves in one frame on the next acknowledgement, each changeset with its own client version", () => {
+  const sent: number[][] = [];
+  const channel = {
+    sessionId: 1,
+    maxMessageBytes: 100_000,
+    sendUpload: (frame: Uint8Array, onSent: (bytes: number) => void) => {
+      const message = decodeMessage(frame) as UploadMessage;
+      sent.push(message.changesets.map((c) => c.clientVersion));
+      onSent(frame.byteLength);
+      return true;
+    },
+  };
+  const pending: { changeset: ReturnType<typeof upload>; bytes: number }[] = [];
+  const write = (version: number) => {
+    const changeset = upload(version, [put("Task", "t", { n: version })]);
+    pending.push({
+      changeset,
+      bytes: encodeUploadChangeset(changeset).byteLength,
+    });
+  };
+  assert.throws(() => new UploadBatcher(1_000, 0), RangeError);
+  const batcher = new UploadBatcher(1_000_000, 1);
+  write(1);
+  batcher.send(pending, channel, () => {});
+  assert.deepEqual(sent, [[1]]);
+  assert.equal(batcher.framesInFlight, 1);
+  // Written while frame 1 is out: held, however often send() is called.
+  for (let version = 2; version <= 6; version++) {
+    write(version);
+    batcher.send(pending, channel, () => {});
+  }
+  assert.deepEqual(sent, [[1]]);
+  assert.equal(batcher.acknowledged(1), true);
+  batcher.send(pending, channel, () => {});
+  assert.deepEqual(sent, [[1], [2, 3, 4, 5, 6]]);
+  assert.equal(batcher.sentThrough, 6);
+  // A partial acknowledgement leaves the frame out.
+  write(7);
+  assert.equal(batcher.acknowledged(4), false);
+  batcher.send(pending, channel, () => {});
+  assert.equal(sent.length, 2);
+  assert.equal(batcher.acknowledged(6), true);
+  assert.equal(batcher.framesInFlight, 0);
+  batcher.send(pending, channel, () => {});
+  assert.deepEqual(sent.at(-1), [7]);
+  // A new binding forgets the frames out and resends from its cursor.
+  batcher.rebound(6);
+  assert.equal(batcher.framesInFlight, 0);
+  batcher.send(pending, channel, () => {});
+  assert.deepEqual(sent.at(-1), [7]);
+  // Two in flight (the default): a second frame goes, a third waits.
+  const two = new UploadBatcher();
+  const sentBefore = sent.length;
+  two.send(pending.slice(0, 1), channel, () => {});
+  two.send(pending.slice(0, 2), channel, () => {});
+  two.send(pending, channel, () => {});
+  assert.deepEqual(sent.slice(sentBefore), [[1], [2]]);
+  assert.equal(two.acknowledged(1), true);
+  two.send(pending, channel, () => {});
+  assert.deepEqual(sent.slice(sentBefore), [[1], [2], [3, 4, 5, 6, 7]]);
+});
+
+Deno.test("WaitsLedger resolves upload waits in any order of registration by target, skipping aborted ones, however many there are", async () => {
+  const ledger = new WaitsLedger();
+  const resolved: number[] = [];
+  const controller = new AbortController();
+  const waits: Promise<void>[] = [];
+  // Targets registered out of order, with duplicates; every third aborted.
+  for (let index = 0; index < 300; index++) {
+    const target = (index * 7919) % 150 + 1;
+    const aborted = index % 3 === 0;
+    const wait = ledger.waitForUpload(
+      target,
+      aborted ? controller.signal : undefined,
+    );
+    waits.push(
+      aborted
+        ? assert.rejects(wait, (e) => e === "gone")
+        : wait.then(() => void resolved.push(target)),
+    );
+  }
+  controller.abort("gone");
+  ledger.acknowledged(50);
+  await Promise.resolve();
+  await Promise.resolve();
+  const first = resolved.length;
+  assert.ok(first > 0);
+  assert.ok(resolved.every((target) => target <= 50));
+  ledger.acknowledged(49);
+  ledger.acknowledged(150);
+  await Promise.all(waits);
+  assert.equal(resolved.length, 200);
+  assert.ok(resolved.slice(first).every((target) => target > 50));
+});

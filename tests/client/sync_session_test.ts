@@ -76,8 +76,10 @@ Deno.test("SyncSession upload progress: exact figures in both modes; an upload c
     await realm.write((tx) => tx.put("Task", "3", { title: "three" }));
     const b3 = session.stats().pendingUploadBytes - b1 - b2;
     // Uploaded but not acknowledged: nothing counts as transferred yet.
-    assert.equal(socket.sentOf(MessageType.Upload).length, 3);
+    // Two frames are out, so the third write waits for an acknowledgement.
+    assert.equal(socket.sentOf(MessageType.Upload).length, 2);
     await download(socket, sessionId, { ack: 1 });
+    assert.equal(socket.sentOf(MessageType.Upload).length, 3);
     await download(socket, sessionId, { ack: 3 });
     await download(socket, sessionId, { ack: 3 });
     const total = b1 + b2 + b3;
@@ -581,6 +583,15 @@ Deno.test("SyncSession splits uploads into frames below the server's limit", asy
     }
     const socket = await acceptConnection(sockets, 1_000);
     await ident(socket, "/~/a");
+    const sessionId = boundSession(socket, "/~/a");
+    // Two frames go at a time; each acknowledgement lets the next out.
+    for (let round = 0; round < 20; round++) {
+      const sent = socket.sentOf(MessageType.Upload);
+      const last = sent.at(-1)!.changesets.at(-1)!.clientVersion;
+      if (last === 20) break;
+      assert.ok(sent.length <= 2 * (round + 1));
+      await download(socket, sessionId, { ack: last });
+    }
     const uploads = socket.sent
       .map((message, index) => ({ message, bytes: socket.sentBytes[index]! }))
       .filter(({ message }) => message.type === MessageType.Upload);

@@ -9,11 +9,6 @@ import type {
   StoredRealm,
 } from "./storage.ts";
 
-function recordKey(record: ObjectRecord): string {
-  // The length prefix keeps ("ab", "c") apart from ("a", "bc").
-  return `${record.type.length}:${record.type}${record.id}`;
-}
-
 /**
  * A {@linkcode RealmStorage} in memory: the data lives as long as this
  * object. Records are kept by reference, so a caller must not mutate a
@@ -21,7 +16,11 @@ function recordKey(record: ObjectRecord): string {
  */
 export class MemoryStorage implements RealmStorage {
   #meta: RealmMeta | null = null;
-  #records = new Map<string, ObjectRecord>();
+  /**
+   * Records by type, then id: no key string is built per record and
+   * commit (a bootstrap commits every object once).
+   */
+  #records = new Map<string, Map<string, ObjectRecord>>();
   #pending: UploadChangeset[] = [];
   #closed = false;
 
@@ -29,15 +28,28 @@ export class MemoryStorage implements RealmStorage {
     if (this.#closed) return this.#rejectClosed("load");
     return Promise.resolve({
       meta: this.#meta === null ? null : { ...this.#meta },
-      records: [...this.#records.values()],
+      records: [...this.#records.values()].flatMap((byId) => [
+        ...byId.values(),
+      ]),
       pending: [...this.#pending],
     });
   }
 
   commit(batch: StorageBatch): Promise<void> {
     if (this.#closed) return this.#rejectClosed("commit");
+    let type: string | undefined;
+    let byId: Map<string, ObjectRecord> | undefined;
     for (const record of batch.records) {
-      this.#records.set(recordKey(record), record);
+      // Commits touch runs of one type: look the type up once per run.
+      if (record.type !== type || byId === undefined) {
+        type = record.type;
+        byId = this.#records.get(type);
+        if (byId === undefined) {
+          byId = new Map();
+          this.#records.set(type, byId);
+        }
+      }
+      byId.set(record.id, record);
     }
     for (const changeset of batch.append) this.#pending.push(changeset);
     const acknowledged = batch.meta.acknowledgedClientVersion;
