@@ -5,11 +5,15 @@
  *
  * Run as `deno run -A --v8-flags=--expose-gc bench/_sync_server.ts <kind>`.
  * Prints one JSON line `{"url": …}`, then answers each `measure` line on
- * stdin with a JSON line of `{heapUsed, sessions, bytesIn, bytesOut}` (heap
- * after full GCs, WebSocket payload bytes since start), each `counts` line
- * the same without the GCs, and shuts down on `quit` or end of input. A process of its own, so that its heap holds the
- * server's state only and its CPU is not shared with the clients' loop.
+ * stdin with a JSON line of `{heapUsed, spaces, sessions, bytesIn, bytesOut}`
+ * (heap after the event loop settled and full GCs, WebSocket payload bytes
+ * since start), each `counts` line the same without settling or GCs, each
+ * `snapshot <file>` line like `measure` after writing a V8 heap snapshot to
+ * the file, and shuts down on `quit` or end of input. A process of its own,
+ * so that its heap holds the server's state only and its CPU is not shared
+ * with the clients' loop.
  */
+import v8 from "node:v8";
 import { serveSync } from "../server.ts";
 import { linesOf } from "../tests/_helpers/lines.ts";
 
@@ -17,6 +21,8 @@ import { linesOf } from "../tests/_helpers/lines.ts";
 export interface ServerMeasure {
   /** `Deno.memoryUsage().heapUsed` after five full GCs. */
   heapUsed: number;
+  /** Bytes used per V8 heap space (code and bytecode: `code_*`, `trusted_*`). */
+  spaces: Record<string, number>;
   /** Bound sessions (Tether) or open sockets (Yjs, raw). */
   sessions: number;
   /** WebSocket payload bytes received since the server started. */
@@ -35,7 +41,7 @@ interface WsSocket {
 /** A running server of one kind. */
 interface Running {
   url: string;
-  counts(): Omit<ServerMeasure, "heapUsed">;
+  counts(): Omit<ServerMeasure, "heapUsed" | "spaces">;
   close(): Promise<void>;
 }
 
@@ -193,18 +199,50 @@ if (running === undefined) {
 }
 console.log(JSON.stringify({ url: running.url }));
 
+/**
+ * Lets the event loop run what is queued (timers due now, promise chains,
+ * socket reads and writes, finalizers a GC scheduled) for a few turns, so
+ * that the heap is read with no work in flight rather than halfway through
+ * some.
+ */
+async function settle(): Promise<void> {
+  for (let turn = 0; turn < 5; turn++) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    gc!();
+  }
+}
+
+function spaces(): Record<string, number> {
+  const used: Record<string, number> = {};
+  for (const space of v8.getHeapSpaceStatistics()) {
+    if (space.space_used_size > 0) {
+      used[space.space_name] = space.space_used_size;
+    }
+  }
+  return used;
+}
+
 for await (const line of linesOf(Deno.stdin.readable)) {
-  const command = line.trim();
+  const text = line.trim();
+  const space = text.indexOf(" ");
+  const command = space < 0 ? text : text.slice(0, space);
+  const argument = space < 0 ? undefined : text.slice(space + 1);
   if (command === "quit") break;
   // Several rounds: one full GC can leave what a finalizer frees. `counts`
   // skips them: it is polled, and a full GC of a large heap takes a while.
-  if (command === "measure") {
+  if (command === "measure" || command === "snapshot") {
+    await settle();
     for (let round = 0; round < 5; round++) gc();
   }
   const measure: ServerMeasure = {
     heapUsed: Deno.memoryUsage().heapUsed,
+    spaces: spaces(),
     ...running.counts(),
   };
+  // After the reading: the snapshot itself allocates.
+  if (command === "snapshot" && argument !== undefined) {
+    v8.writeHeapSnapshot(argument);
+  }
   console.log(JSON.stringify(measure));
 }
 await running.close();

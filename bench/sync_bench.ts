@@ -8,8 +8,12 @@
  * of `bootstrap`, `bootstrap-large`, `updates-1`, `updates-100`,
  * `propagation`, `fanout`, `progress`, `memory`: run those rows alone),
  * `--profile <dir>` (a V8 CPU profile of this process for each Tether part
- * of the rows run, via `node:inspector`, written there as `.cpuprofile`). docs/PERFORMANCE.md, "End to end
- * (bench:sync)", says what each row measures and what limits it.
+ * of the rows run, via `node:inspector`, written there as `.cpuprofile`),
+ * `--memory-runs <n>` (the memory row's samples; default 5),
+ * `--heap-snapshots <dir>` (an extra memory run, left out of the median, in
+ * which Tether's server writes a V8 heap snapshot at both readings, for
+ * `bench/heap_diff.ts`). docs/PERFORMANCE.md, "End to end (bench:sync)",
+ * says what each row measures and what limits it.
  */
 import * as Y from "npm:yjs@13.6.33";
 import { WebsocketProvider } from "npm:y-websocket@3.1.0";
@@ -61,6 +65,24 @@ const profileDir = profileIndex >= 0 ? Deno.args[profileIndex + 1] : undefined;
 if (profileIndex >= 0 && profileDir === undefined) {
   throw new TypeError("--profile needs a directory");
 }
+/** The value after `flag`, if the flag is given. */
+function option(flag: string): string | undefined {
+  const index = Deno.args.indexOf(flag);
+  if (index < 0) return undefined;
+  const value = Deno.args[index + 1];
+  if (value === undefined) throw new TypeError(`${flag} needs a value`);
+  return value;
+}
+const memoryRunsOption = option("--memory-runs");
+const memoryRuns = memoryRunsOption === undefined
+  ? undefined
+  : Number(memoryRunsOption);
+if (
+  memoryRuns !== undefined && (!Number.isInteger(memoryRuns) || memoryRuns < 1)
+) {
+  throw new TypeError(`--memory-runs takes a positive integer`);
+}
+const snapshotDir = option("--heap-snapshots");
 
 /** Sizes and repetitions; `--quick` only proves every row runs. */
 const SIZES = quick
@@ -80,6 +102,7 @@ const SIZES = quick
     progressReps: 1,
     idleUsers: 2,
     idleRealms: 3,
+    memoryRuns: memoryRuns ?? 1,
   }
   : {
     bootstrapSmall: 10_000,
@@ -99,6 +122,9 @@ const SIZES = quick
     progressReps: 2,
     idleUsers: 10,
     idleRealms: 40,
+    // The heap after a full GC still varies from run to run (code compiled
+    // while the sessions bind, for one): the row is a median.
+    memoryRuns: memoryRuns ?? 5,
   };
 /** Objects per `write()` (Tether) or transaction (Yjs) when seeding. */
 const SEED_CHUNK = 10_000;
@@ -233,6 +259,8 @@ interface ServerProcess {
   measure(): Promise<ServerMeasure>;
   /** The counters (and heap) without a GC first: cheap enough to poll. */
   counts(): Promise<ServerMeasure>;
+  /** `measure()`, then a V8 heap snapshot written to `file`. */
+  snapshot(file: string): Promise<ServerMeasure>;
   /** Asks it to quit and waits; the exit code. */
   stop(): Promise<number>;
 }
@@ -280,6 +308,10 @@ async function startServer(
     },
     counts: async () => {
       await input.write(encoder.encode("counts\n"));
+      return JSON.parse(await nextLine()) as ServerMeasure;
+    },
+    snapshot: async (file) => {
+      await input.write(encoder.encode(`snapshot ${file}\n`));
       return JSON.parse(await nextLine()) as ServerMeasure;
     },
     stop: async () => {
@@ -1102,11 +1134,62 @@ async function rowProgress(servers: Servers) {
 
 // ---------------------------------------------------------------- row 6
 
+/** Heap growth per added session or socket, one sample per kind. */
+interface MemorySample {
+  tether: number;
+  yjs: number;
+  raw: number;
+  /** The same without the spaces of compiled code (see `objectBytes`). */
+  objects: { tether: number; yjs: number; raw: number };
+  /** Tether's growth per session by V8 heap space. */
+  tetherSpaces: Record<string, number>;
+}
+
 /**
- * Heap growth per idle session: `idleUsers` connections each bind realm 0
- * (warm-up), then each binds realms 1 … idleRealms − 1.
+ * Waits until the server has neither sent nor received a byte for
+ * `QUIET_POLLS` polls in a row: every bind is done, and nothing the
+ * clients started (an acknowledgement, a MARK) is still on the wire.
  */
-async function rowMemory(servers: Servers) {
+async function waitForQuiet(server: ServerProcess): Promise<void> {
+  const deadline = performance.now() + WAIT_MS;
+  let last = await server.counts();
+  let quiet = 0;
+  while (quiet < QUIET_POLLS) {
+    if (performance.now() > deadline) {
+      throw new Error(`The ${server.kind} server never went quiet`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, QUIET_POLL_MS));
+    const now = await server.counts();
+    quiet = now.bytesIn === last.bytesIn && now.bytesOut === last.bytesOut
+      ? quiet + 1
+      : 0;
+    last = now;
+  }
+}
+const QUIET_POLLS = 3;
+const QUIET_POLL_MS = 100;
+
+/** The heap once the server is quiet, optionally with a heap snapshot. */
+async function quietMeasure(
+  server: ServerProcess,
+  snapshot?: string,
+): Promise<ServerMeasure> {
+  await waitForQuiet(server);
+  return snapshot === undefined
+    ? await server.measure()
+    : await server.snapshot(snapshot);
+}
+
+/**
+ * One sample of heap growth per idle session on fresh servers:
+ * `idleUsers` connections each bind realm 0 (warm-up), then each binds
+ * realms 1 … idleRealms − 1. With `snapshots`, Tether's server writes a
+ * heap snapshot at both readings (`before.heapsnapshot`, `after…`).
+ */
+async function memorySample(
+  servers: Servers,
+  snapshots?: string,
+): Promise<MemorySample> {
   const users = SIZES.idleUsers;
   const realms = SIZES.idleRealms;
   const added = users * (realms - 1);
@@ -1122,7 +1205,10 @@ async function rowMemory(servers: Servers) {
       await client.user.openRealm({ path: `${base}-0`, waitForDownload: true }),
     );
   }
-  const tetherBefore = await servers.tether.measure();
+  const tetherBefore = await quietMeasure(
+    servers.tether,
+    snapshots && `${snapshots}/before.heapsnapshot`,
+  );
   for (let r = 1; r < realms; r++) {
     for (const client of clients) {
       opened.push(
@@ -1133,7 +1219,10 @@ async function rowMemory(servers: Servers) {
       );
     }
   }
-  const tetherAfter = await servers.tether.measure();
+  const tetherAfter = await quietMeasure(
+    servers.tether,
+    snapshots && `${snapshots}/after.heapsnapshot`,
+  );
   if (tetherAfter.sessions - tetherBefore.sessions !== added) {
     throw new Error(`Tether bound ${tetherAfter.sessions} sessions`);
   }
@@ -1145,13 +1234,13 @@ async function rowMemory(servers: Servers) {
   for (let u = 0; u < users; u++) {
     docs.push(await yjsClient(servers.yjs.url, `${base.slice(1)}-0`));
   }
-  const yjsBefore = await servers.yjs.measure();
+  const yjsBefore = await quietMeasure(servers.yjs);
   for (let r = 1; r < realms; r++) {
     for (let u = 0; u < users; u++) {
       docs.push(await yjsClient(servers.yjs.url, `${base.slice(1)}-${r}`));
     }
   }
-  const yjsAfter = await servers.yjs.measure();
+  const yjsAfter = await quietMeasure(servers.yjs);
   if (yjsAfter.sessions - yjsBefore.sessions !== added) {
     throw new Error(`Yjs has ${yjsAfter.sessions} sockets`);
   }
@@ -1162,11 +1251,11 @@ async function rowMemory(servers: Servers) {
   for (let u = 0; u < users; u++) {
     sockets.push(await rawSocket(`${servers.raw.url}/idle`));
   }
-  const rawBefore = await servers.raw.measure();
+  const rawBefore = await quietMeasure(servers.raw);
   for (let k = 0; k < added; k++) {
     sockets.push(await rawSocket(`${servers.raw.url}/idle`));
   }
-  const rawAfter = await servers.raw.measure();
+  const rawAfter = await quietMeasure(servers.raw);
   if (rawAfter.sessions - rawBefore.sessions !== added) {
     throw new Error(`The raw server has ${rawAfter.sessions} sockets`);
   }
@@ -1174,15 +1263,93 @@ async function rowMemory(servers: Servers) {
 
   const per = (before: ServerMeasure, after: ServerMeasure) =>
     (after.heapUsed - before.heapUsed) / added;
-  rows.push({
-    id: "idle_session_heap_bytes",
-    figure: `server heap per idle bound session (${added} sessions)`,
-    unit: "B",
+  const perObjects = (before: ServerMeasure, after: ServerMeasure) =>
+    (objectBytes(after) - objectBytes(before)) / added;
+  const tetherSpaces: Record<string, number> = {};
+  for (const name of Object.keys(tetherAfter.spaces)) {
+    tetherSpaces[name] = Math.round(
+      ((tetherAfter.spaces[name] ?? 0) - (tetherBefore.spaces[name] ?? 0)) /
+        added,
+    );
+  }
+  return {
     tether: per(tetherBefore, tetherAfter),
     yjs: per(yjsBefore, yjsAfter),
     raw: per(rawBefore, rawAfter),
+    objects: {
+      tether: perObjects(tetherBefore, tetherAfter),
+      yjs: perObjects(yjsBefore, yjsAfter),
+      raw: perObjects(rawBefore, rawAfter),
+    },
+    tetherSpaces,
+  };
+}
+
+/**
+ * The heap without compiled code: V8 compiles and optimises functions as
+ * they get hot, and drops bytecode of ones unused for a while, whenever
+ * that happens to fall between two readings; the code is the process's,
+ * not any session's. Bytecode and code metadata live in the trusted spaces.
+ */
+function objectBytes(measure: ServerMeasure): number {
+  let bytes = measure.heapUsed;
+  for (const [space, used] of Object.entries(measure.spaces)) {
+    if (space.startsWith("code_") || space.startsWith("trusted_")) {
+      bytes -= used;
+    }
+  }
+  return bytes;
+}
+
+/**
+ * Heap growth per idle session: the median of `memoryRuns` samples, each
+ * on fresh server processes (work left from a run before could otherwise
+ * land between two heap readings).
+ */
+async function rowMemory(snapshots?: string) {
+  const samples: MemorySample[] = [];
+  // Writing a snapshot allocates in the server (and the first one loads
+  // code): a run with snapshots is an extra one, left out of the median.
+  const total = SIZES.memoryRuns + (snapshots === undefined ? 0 : 1);
+  if (snapshots !== undefined) await Deno.mkdir(snapshots, { recursive: true });
+  for (let run = 0; run < total; run++) {
+    console.error(`idle-session memory, run ${run + 1}/${total}`);
+    const servers = await startServers(` (memory ${run + 1})`);
+    try {
+      if (run === 0 && snapshots !== undefined) {
+        await servers.tether.snapshot(`${snapshots}/warm-up.heapsnapshot`);
+        const sample = await memorySample(servers, snapshots);
+        notes.memorySnapshotRun = sample;
+      } else {
+        samples.push(await memorySample(servers));
+      }
+    } finally {
+      for (const server of Object.values(servers)) await server.stop();
+    }
+  }
+  const added = SIZES.idleUsers * (SIZES.idleRealms - 1);
+  rows.push({
+    id: "idle_session_heap_bytes",
+    figure:
+      `server heap per idle bound session (${added} sessions, median of ${samples.length})`,
+    unit: "B",
+    tether: median(samples.map((sample) => sample.tether)),
+    yjs: median(samples.map((sample) => sample.yjs)),
+    raw: median(samples.map((sample) => sample.raw)),
+  }, {
+    id: "idle_session_object_bytes",
+    figure: `the same, objects only (no compiled code)`,
+    unit: "B",
+    tether: median(samples.map((sample) => sample.objects.tether)),
+    yjs: median(samples.map((sample) => sample.objects.yjs)),
+    raw: median(samples.map((sample) => sample.objects.raw)),
   });
-  notes.memory = { users, realms, added };
+  notes.memory = {
+    users: SIZES.idleUsers,
+    realms: SIZES.idleRealms,
+    added,
+    samples,
+  };
 }
 
 // ---------------------------------------------------------------- main
@@ -1252,13 +1419,11 @@ async function startServers(label: string): Promise<Servers> {
   return started as Servers;
 }
 
-const startedAt = new Date();
-const servers = await startServers("");
-let failure: unknown;
-let echo: { echoP50: number; echoP99: number } | undefined;
-try {
+/** Every row but the memory row, on one set of servers; the echo RTT. */
+async function otherRows(servers: Servers) {
   const progress = (what: string) =>
     console.error(`[${((performance.now()) / 1000).toFixed(1)} s] ${what}`);
+  let echo: { echoP50: number; echoP99: number } | undefined;
   if (runs("bootstrap")) {
     progress("bootstrap (small)");
     await rowBootstrap(
@@ -1297,28 +1462,23 @@ try {
     progress("progress-stream overhead");
     await rowProgress(servers);
   }
-} catch (error) {
-  failure = error;
-} finally {
-  for (const server of Object.values(servers)) await server.stop();
+  return echo;
 }
-if (failure !== undefined) throw failure;
 
-// Fresh servers: in the ones above, work left from the earlier rows (a
-// background snapshot, caches emptying) could land between the two heap
-// measurements.
-if (runs("memory")) {
-  console.error("idle-session memory");
-  const memoryServers = await startServers(" (memory)");
+const startedAt = new Date();
+let echo: { echoP50: number; echoP99: number } | undefined;
+if (ROW_NAMES.some((name) => name !== "memory" && runs(name))) {
+  const servers = await startServers("");
   try {
-    await rowMemory(memoryServers);
-  } catch (error) {
-    failure = error;
+    echo = await otherRows(servers);
   } finally {
-    for (const server of Object.values(memoryServers)) await server.stop();
+    for (const server of Object.values(servers)) await server.stop();
   }
-  if (failure !== undefined) throw failure;
 }
+// Last, on fresh servers of its own for each run: in the ones above, work
+// left from the earlier rows (a background snapshot, caches emptying) could
+// land between the two heap measurements.
+if (runs("memory")) await rowMemory(snapshotDir);
 
 if (echo !== undefined) {
   rows.push({

@@ -86,6 +86,13 @@ export class Connection {
   #rejection: { code: ErrorCodeName; message: string } | null;
   // Sizes DOWNLOAD batches from the client's RECEIVED (docs/PROTOCOL.md §4.8).
   #delivery: DeliveryRate;
+  // At the server's shutdown, stops the storage reads and waits of this
+  // connection's sessions: one listener on the lifetime per connection,
+  // rather than a signal per session linked to it (AbortSignal.any keeps a
+  // WeakRef in the lifetime's signal for every signal it ever made).
+  #onShutdown = () => {
+    for (const session of this.#sessions.sessions()) session.abortWork();
+  };
 
   /**
    * @param socket The upgraded socket (not yet open).
@@ -259,6 +266,9 @@ export class Connection {
       this.fail("server_shutting_down", "The server is shutting down");
       return;
     }
+    this.#context.lifetime.addEventListener("abort", this.#onShutdown, {
+      once: true,
+    });
     this.#handshakeTimer = setTimeout(() => {
       this.#handshakeTimer = undefined;
       if (this.#state === "handshake" || this.#state === "authenticating") {
@@ -799,6 +809,7 @@ export class Connection {
     this.#state = "closed";
     this.#closing = true;
     this.#gone.abort(new Error("The connection closed"));
+    this.#context.lifetime.removeEventListener("abort", this.#onShutdown);
     clearTimeout(this.#closeTimer);
     clearTimeout(this.#handshakeTimer);
     this.#tokenDeadline.stop();

@@ -439,16 +439,20 @@ export class RealmHub {
   }
 
   async #runWatch(): Promise<void> {
-    const signal = AbortSignal.any([
-      this.#closed.signal,
-      this.#context.retry.signal,
-    ]);
-    for (let attempt = 1; !signal.aborted; attempt++) {
+    // The hub's own signal, not one linked to the server's lifetime with
+    // AbortSignal.any: Deno keeps a WeakRef in the lifetime's signal for
+    // every signal linked to it, for as long as the server runs. The
+    // lifetime is checked between steps; at shutdown the registry closes
+    // every hub, which aborts this one.
+    const closed = this.#closed.signal;
+    const lifetime = this.#context.retry.signal;
+    const stopped = () => closed.aborted || lifetime.aborted;
+    for (let attempt = 1; !stopped(); attempt++) {
       try {
         const reader = this.#context.kv.watch([headKey(this.path)])
           .getReader();
         this.#watch = reader;
-        if (signal.aborted) {
+        if (stopped()) {
           await reader.cancel();
           return;
         }
@@ -460,7 +464,7 @@ export class RealmHub {
           if (head) this.noteHead(head);
         }
       } catch (error) {
-        if (signal.aborted) return;
+        if (stopped()) return;
         this.#context.log(
           "warn",
           "watch_failed",
@@ -468,9 +472,9 @@ export class RealmHub {
           { path: this.path, error },
         );
       }
-      if (signal.aborted) return;
+      if (stopped()) return;
       try {
-        await delay(backoffDelayMs(attempt), signal);
+        await delay(backoffDelayMs(attempt), closed);
       } catch {
         return;
       }

@@ -111,6 +111,9 @@ const SETTLED: UploadTicket = { settled: Promise.resolve() };
 // How often a paused pump looks at the socket's buffer again.
 const DRAIN_POLL_MS = 10;
 
+// #pump before `start`: a wake then only notes itself.
+const NOT_STARTED: Promise<void> = Promise.resolve();
+
 /** See the file comment. */
 export class Session implements HubMember {
   /** The client's session id. */
@@ -124,17 +127,23 @@ export class Session implements HubMember {
   /** The realm's hub, which this session holds a reference to. */
   readonly hub: RealmHub;
   #init: SessionInit;
-  #controller = new AbortController();
-  #signal: AbortSignal;
+  // Aborts the session's storage reads and waits. Made when one needs it and
+  // dropped once none runs (#holds), so an idle session holds no signal;
+  // the connection aborts it at the server's shutdown (abortWork).
+  #controller: AbortController | null = null;
+  #holds = 0;
+  #ended = false;
   #cursor: number;
   #cursorBytes: number;
   // The salt of #cursor, sent with every DOWNLOAD (PROTOCOL.md §4.11).
   #cursorSalt: number;
   #lastAck: number;
-  #marks: { requestId: number; target: number }[] = [];
+  // MARKs not answered yet (null: none, the usual case).
+  #marks: { requestId: number; target: number }[] | null = null;
   #wakePending = false;
-  #waiter: (() => void) | null = null;
-  #pump: Promise<void> = Promise.resolve();
+  // The pump's run; null while it is parked with nothing to send, so an
+  // idle session keeps no suspended async frame (`wake` starts a new run).
+  #pump: Promise<void> | null = NOT_STARTED;
   #sentFirst = false;
   // True while the snapshot is being sent: acks keep the client's cursor,
   // and MARK waits for the phase to end.
@@ -147,8 +156,9 @@ export class Session implements HubMember {
   #historyBaseVersion: number;
   // This session's own changesets beyond #historyBaseVersion (version →
   // stored size): they are in the history's byte count but are never sent
-  // back, so "still to download" leaves them out.
-  #ownAhead = new Map<number, number>();
+  // back, so "still to download" leaves them out. Null while there are
+  // none; #ownAhead makes it.
+  #ownAheadMap: Map<number, number> | null = null;
   #historyAvailable: boolean;
   // The highest client version handed to the hub, and a promise settled
   // once every upload handed so far is (null when none is in flight: an
@@ -173,10 +183,6 @@ export class Session implements HubMember {
     this.#historyBase = this.#cursorBytes;
     this.#historyBaseVersion = this.#cursor;
     this.#lastAck = init.lastIntegratedClientVersion;
-    this.#signal = AbortSignal.any([this.#controller.signal, init.lifetime]);
-    this.#signal.addEventListener("abort", () => this.#release(), {
-      once: true,
-    });
   }
 
   /**
@@ -188,21 +194,58 @@ export class Session implements HubMember {
     return this.#cursor < this.#init.hub.head.version ? "catching_up" : "live";
   }
 
-  /** Whether the session has ended. */
+  /** Whether the session has ended (or the server is shutting down). */
   get closed(): boolean {
-    return this.#signal.aborted;
+    return this.#ended || this.#init.lifetime.aborted;
   }
 
   /** Starts sending history; call once, after IDENT (if any) was sent. */
   start(): void {
     this.#init.hub.attach(this);
-    this.#pump = this.#run();
+    // #run awaits before it ends, so the run clears #pump after this.
+    this.#pump = this.#run(true);
   }
 
   /** Tells the pump the realm may have moved on. */
   wake(): void {
     this.#wakePending = true;
-    this.#release();
+    if (this.#pump === null && !this.closed) this.#pump = this.#run(false);
+  }
+
+  /**
+   * Aborts the storage reads and waits in flight: the server's lifetime has
+   * ended (so {@linkcode closed} is already true). The connection calls
+   * this for its sessions, instead of each session holding a signal linked
+   * to the lifetime.
+   */
+  abortWork(): void {
+    this.#controller?.abort(this.#init.lifetime.reason);
+  }
+
+  // The signal for storage reads and waits, made on first use (aborted at
+  // once if the session has ended); see #controller.
+  get #signal(): AbortSignal {
+    if (this.#controller === null) {
+      this.#controller = new AbortController();
+      if (this.#ended) this.#controller.abort();
+      else if (this.closed) this.#controller.abort(this.#init.lifetime.reason);
+    }
+    return this.#controller.signal;
+  }
+
+  // The map of own versions ahead, made when the first is noted.
+  get #ownAhead(): Map<number, number> {
+    return this.#ownAheadMap ??= new Map();
+  }
+
+  #hold(): void {
+    this.#holds++;
+  }
+
+  #unhold(): void {
+    this.#holds--;
+    // Nothing can abort a dropped signal, so only one nobody uses goes.
+    if (this.#holds === 0 && !this.closed) this.#controller = null;
   }
 
   /**
@@ -483,6 +526,7 @@ export class Session implements HubMember {
 
   /** Runs a storage step, turning its failures into session errors. */
   async #storage<T>(step: () => Promise<T>): Promise<T> {
+    this.#hold();
     try {
       return await step();
     } catch (error) {
@@ -496,6 +540,8 @@ export class Session implements HubMember {
         "Cannot upload: storage failed",
         { cause: error },
       );
+    } finally {
+      this.#unhold();
     }
   }
 
@@ -516,37 +562,41 @@ export class Session implements HubMember {
         cause: error,
       });
     }
-    this.#marks.push({ requestId, target: head.version });
+    (this.#marks ??= []).push({ requestId, target: head.version });
     this.wake();
   }
 
   /** Ends the session and waits for its pump to stop. */
   async close(): Promise<void> {
-    this.#controller.abort();
+    this.#ended = true;
+    this.#controller?.abort();
     this.#init.hub.detach(this);
     await this.#pump;
   }
 
   /** Resolves once the pump has stopped (after {@linkcode close}). */
   get stopped(): Promise<void> {
-    return this.#pump;
+    return this.#pump ?? NOT_STARTED;
   }
 
-  #release(): void {
-    const waiter = this.#waiter;
-    this.#waiter = null;
-    waiter?.();
-  }
-
-  async #run(): Promise<void> {
+  /**
+   * One run of the pump: sends what there is, then ends (parks) once
+   * nothing is left and no wake came meanwhile. `first`: the run `start`
+   * begins, which bootstraps when it must.
+   */
+  async #run(first: boolean): Promise<void> {
+    this.#hold();
     try {
       const hub = this.#init.hub;
       if (
-        !this.#historyAvailable || (hub.snapshotsEnabled && this.#cursor === 0)
+        first && (!this.#historyAvailable ||
+          (hub.snapshotsEnabled && this.#cursor === 0))
       ) {
         await this.#bootstrap();
       }
       while (!this.closed) {
+        // A wake from here on is seen by this pass, or makes another one.
+        this.#wakePending = false;
         await this.#waitForDrain();
         if (this.closed) return;
         const head = this.#init.hub.head;
@@ -564,7 +614,7 @@ export class Session implements HubMember {
           );
         }
         this.#answerMarks();
-        await this.#waitForWake();
+        if (!this.#wakePending) return;
       }
     } catch (error) {
       if (this.closed) return;
@@ -576,6 +626,9 @@ export class Session implements HubMember {
           { cause: error },
         ),
       );
+    } finally {
+      this.#pump = null;
+      this.#unhold();
     }
   }
 
@@ -608,7 +661,7 @@ export class Session implements HubMember {
         changesets.push(item.changeset);
       }
       counted += item.cumulativeBytes - bytes -
-        (this.#ownAhead.get(item.version) ?? 0);
+        (this.#ownAheadMap?.get(item.version) ?? 0);
       version = item.version;
       bytes = item.cumulativeBytes;
       salt = item.salt;
@@ -769,7 +822,7 @@ export class Session implements HubMember {
     // Only own changesets the known head already counts are subtracted: the
     // head may be noted (by the watch) before or after the acknowledgement.
     let own = 0;
-    for (const [version, size] of this.#ownAhead) {
+    for (const [version, size] of this.#ownAheadMap ?? []) {
       if (version <= head.version) own += size;
     }
     return this.#snapshotRemaining +
@@ -779,13 +832,16 @@ export class Session implements HubMember {
   #setHistoryBase(version: number, bytes: number): void {
     this.#historyBase = bytes;
     this.#historyBaseVersion = version;
-    for (const ownVersion of this.#ownAhead.keys()) {
-      if (ownVersion <= version) this.#ownAhead.delete(ownVersion);
+    const own = this.#ownAheadMap;
+    if (own === null) return;
+    for (const ownVersion of own.keys()) {
+      if (ownVersion <= version) own.delete(ownVersion);
     }
+    if (own.size === 0) this.#ownAheadMap = null;
   }
 
   #answerMarks(): void {
-    if (this.#marks.length === 0 || this.#inSnapshot) return;
+    if (this.#marks === null || this.#inSnapshot) return;
     const remaining = [];
     for (const mark of this.#marks) {
       if (mark.target <= this.#cursor) {
@@ -798,19 +854,7 @@ export class Session implements HubMember {
         remaining.push(mark);
       }
     }
-    this.#marks = remaining;
-  }
-
-  async #waitForWake(): Promise<void> {
-    if (this.#wakePending) {
-      this.#wakePending = false;
-      return;
-    }
-    await new Promise<void>((resolve) => {
-      this.#waiter = resolve;
-      if (this.closed) this.#release();
-    });
-    this.#wakePending = false;
+    this.#marks = remaining.length === 0 ? null : remaining;
   }
 
   async #waitForDrain(): Promise<void> {

@@ -154,7 +154,15 @@ export class SessionTable {
    */
   enqueue(record: SessionRecord, step: () => Promise<void>): Promise<void> {
     const mutable = this.#own(record);
-    mutable.queue.push(step);
+    // The step carries its session id to onError, so the queue (kept as
+    // long as the record) needs no closure of its own.
+    mutable.queue.push(async () => {
+      try {
+        await step();
+      } catch (error) {
+        this.#onError(record.id, error);
+      }
+    });
     const drained = mutable.queue.drained();
     drained.then(() => this.#forgetIfIdle(mutable));
     return drained;
@@ -177,7 +185,7 @@ export class SessionTable {
         id: sessionId,
         state: "released",
         session: null,
-        queue: new SerialQueue((error) => this.#onError(sessionId, error)),
+        queue: new SerialQueue(UNREACHED),
       };
       this.#records.set(sessionId, record);
     }
@@ -197,6 +205,9 @@ export class SessionTable {
     return record as MutableRecord;
   }
 }
+
+// Every step a record's queue runs catches its own errors (see enqueue).
+const UNREACHED = () => {};
 
 function counts(state: SessionState): number {
   return state === "binding" || state === "bound" || state === "unbinding"

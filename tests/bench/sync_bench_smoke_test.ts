@@ -29,6 +29,7 @@ const EXPECTED: Record<string, ("tether" | "yjs" | "raw")[]> = {
   progress_with_ms: ["tether"],
   progress_overhead_percent: ["tether"],
   idle_session_heap_bytes: ["tether", "yjs", "raw"],
+  idle_session_object_bytes: ["tether", "yjs", "raw"],
   raw_echo_rtt_p50_us: ["raw"],
   raw_echo_rtt_p99_us: ["raw"],
 };
@@ -89,11 +90,11 @@ Deno.test("bench:sync --quick fills every row and every process exits cleanly", 
     assert.deepEqual(
       report.processes.map((process) => process.name).toSorted(),
       [
-        "raw (memory) server",
+        "raw (memory 1) server",
         "raw server",
-        "tether (memory) server",
+        "tether (memory 1) server",
         "tether server",
-        "yjs (memory) server",
+        "yjs (memory 1) server",
         "yjs server",
       ],
     );
