@@ -126,6 +126,7 @@ export class Keepalive {
   #lastPingAt = 0;
   #wakeDeadline: number | undefined;
   #rttMs: number | undefined;
+  #confirming = false;
 
   /**
    * @param clock Time and timers.
@@ -156,10 +157,15 @@ export class Keepalive {
   /**
    * A timer fired this much later than scheduled means the process did not
    * run meanwhile: larger than any event-loop stall worth ignoring, smaller
-   * than the ping interval so a sleep is noticed at the first tick.
+   * than the ping interval so a sleep is noticed at the first tick, and at
+   * most half the read timeout, since time the process did not run cannot
+   * be charged to the link.
    */
   get #sleepThresholdMs(): number {
-    return Math.max(1_000, this.#options.pingIntervalMs / 2);
+    return Math.min(
+      Math.max(1_000, this.#options.pingIntervalMs / 2),
+      this.#options.readTimeoutMs / 2,
+    );
   }
 
   /** Starts watching a connection that just opened. */
@@ -176,6 +182,7 @@ export class Keepalive {
   stop(): void {
     this.#running = false;
     this.#wakeDeadline = undefined;
+    this.#confirming = false;
     this.#timer.stop();
   }
 
@@ -183,6 +190,7 @@ export class Keepalive {
   noteInbound(): void {
     if (!this.#running) return;
     this.#lastInboundAt = this.#clock.now();
+    this.#confirming = false;
     if (this.#wakeDeadline !== undefined) {
       this.#wakeDeadline = undefined;
       this.#schedule();
@@ -229,21 +237,32 @@ export class Keepalive {
   #tick(lateMs: number): void {
     if (!this.#running) return;
     const now = this.#clock.now();
-    if (lateMs > this.#sleepThresholdMs && this.#wakeDeadline === undefined) {
+    if (lateMs > this.#sleepThresholdMs) {
+      // Also during a liveness check: its deadline passed while the process
+      // was not running, so it proves nothing about the link.
       this.checkNow();
       return;
     }
-    if (this.#wakeDeadline !== undefined) {
-      if (now >= this.#wakeDeadline) {
-        this.stop();
-        this.#target.onDead("wake_timeout");
+    const dead = this.#wakeDeadline !== undefined
+      ? now >= this.#wakeDeadline ? "wake_timeout" : null
+      : now - this.#lastInboundAt >= this.#options.readTimeoutMs
+      ? "read_timeout"
+      : null;
+    if (dead !== null) {
+      // A timer and the input that would have reset it can be due in the
+      // same turn of the event loop (after the process was busy or
+      // starved), and timers run first: read what is already there before
+      // calling the link dead.
+      if (!this.#confirming) {
+        this.#confirming = true;
+        this.#timer.start((late) => this.#tick(late), 0);
         return;
       }
-    } else if (now - this.#lastInboundAt >= this.#options.readTimeoutMs) {
       this.stop();
-      this.#target.onDead("read_timeout");
+      this.#target.onDead(dead);
       return;
     }
+    this.#confirming = false;
     if (now - this.#lastPingAt >= this.#options.pingIntervalMs) this.#ping(now);
     this.#schedule();
   }

@@ -68,8 +68,9 @@ export class TestKv {
   readonly kv: Deno.Kv;
   /** `watch` streams opened and not yet cancelled or ended. */
   openWatches = 0;
-  /** Errors thrown so far by `flaky`, by call. */
+  /** Errors thrown so far by `flaky` and `failNext`, by call. */
   readonly failures: Record<string, number> = {};
+  #failNext = new Set<string>();
   /**
    * Probability that a call fails (with `flaky` given); 0 turns the
    * flakiness off.
@@ -172,7 +173,21 @@ export class TestKv {
     this.#stalls.clear();
   }
 
+  /**
+   * Makes the next `get`, `getMany`, `list` or `commit` (as `call` says)
+   * fail as `flaky` would, whatever the draw: a test that counts on each
+   * kind of call failing at least once does not depend on how many of them
+   * its timing happened to make.
+   */
+  failNext(call: "get" | "getMany" | "list" | "commit"): void {
+    this.#failNext.add(call);
+  }
+
   #fails(call: string): boolean {
+    if (this.#failNext.delete(call)) {
+      this.failures[call] = (this.failures[call] ?? 0) + 1;
+      return true;
+    }
     if (
       this.#random === undefined || this.probability === 0 ||
       this.#random.next() >= this.probability
