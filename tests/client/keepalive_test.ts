@@ -54,6 +54,41 @@ Deno.test("Keepalive declares the connection dead after readTimeoutMs without in
   assert.equal(clock.pending, 0);
 });
 
+Deno.test("Keepalive charges no time the process did not run to the link: a read timer late by more than half the read timeout checks liveness instead", () => {
+  const { clock, pings, deaths, keepalive } = setup({
+    pingIntervalMs: 20,
+    readTimeoutMs: 100,
+    wakeTimeoutMs: 5_000,
+  });
+  keepalive.start();
+  clock.advance(10);
+  keepalive.noteInbound();
+  // The process is starved for 300 ms (a busy loop, a loaded machine): the
+  // next timer fires 280 ms late, the PONGs still unread.
+  clock.sleep(300);
+  clock.advance(0);
+  assert.deepEqual(deaths, []);
+  assert.equal(keepalive.isCheckingLiveness, true);
+  assert.equal(pings.at(-1), 310);
+  // The waiting input is read: the link lives.
+  keepalive.notePong(clock.now() - 1);
+  assert.equal(keepalive.isCheckingLiveness, false);
+  clock.advance(99);
+  assert.deepEqual(deaths, []);
+  // A link that really went silent is still found: the check's deadline
+  // is min(wakeTimeoutMs, readTimeoutMs) after the check's ping.
+  keepalive.stop();
+  keepalive.start();
+  clock.sleep(300);
+  clock.advance(0);
+  assert.equal(keepalive.isCheckingLiveness, true);
+  clock.advance(99);
+  assert.deepEqual(deaths, []);
+  clock.advance(1);
+  assert.deepEqual(deaths, ["wake_timeout"]);
+  assert.equal(clock.pending, 0);
+});
+
 Deno.test("Keepalive counts any inbound message as life, so a long download is never cut", () => {
   const { clock, deaths, keepalive } = setup();
   keepalive.start();
