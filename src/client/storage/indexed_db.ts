@@ -5,6 +5,7 @@
  * many realms, each commit is one IndexedDB transaction.
  */
 
+import { ClosableQueue } from "../../util/closable_queue.ts";
 import type { UploadChangeset } from "../../model/changeset.ts";
 import type { ObjectRecord } from "../../model/merge.ts";
 import { SyncError } from "../sync_error.ts";
@@ -143,8 +144,7 @@ export class IndexedDbRealmStorage implements RealmStorage {
   #where: string;
   #realm: [string, string];
   #release: () => Promise<void>;
-  #queue: Promise<unknown> = Promise.resolve();
-  #closed = false;
+  #queue = new ClosableQueue();
 
   private constructor(
     db: IdbDatabase,
@@ -224,7 +224,7 @@ export class IndexedDbRealmStorage implements RealmStorage {
 
   /** Reads everything stored for the realm. */
   load(): Promise<StoredRealm> {
-    return this.#enqueue("load", async () => {
+    return this.#queue.run("load", async () => {
       const tx = this.#db.transaction(DATA_STORES, "readonly");
       const finished = done(tx);
       const range = this.#range();
@@ -269,7 +269,7 @@ export class IndexedDbRealmStorage implements RealmStorage {
 
   /** Applies one batch in one IndexedDB transaction. */
   commit(batch: StorageBatch): Promise<void> {
-    return this.#enqueue("commit", async () => {
+    return this.#queue.run("commit", async () => {
       const [user, path] = this.#realm;
       const records = batch.records.map((record) => ({
         key: [user, path, record.type, record.id],
@@ -304,25 +304,10 @@ export class IndexedDbRealmStorage implements RealmStorage {
 
   /** Waits for queued work, then closes the database. */
   close(): Promise<void> {
-    if (this.#closed) return this.#queue.then(() => {});
-    this.#closed = true;
-    const closed = this.#queue.then(() => {
+    return this.#queue.close(() => {
       this.#db.close();
       return this.#release();
     });
-    this.#queue = closed.catch(() => {});
-    return closed;
-  }
-
-  #enqueue<T>(what: string, task: () => Promise<T>): Promise<T> {
-    if (this.#closed) {
-      return Promise.reject(
-        new TypeError(`Cannot ${what}: the storage is closed`),
-      );
-    }
-    const result = this.#queue.then(task);
-    this.#queue = result.catch(() => {});
-    return result;
   }
 }
 

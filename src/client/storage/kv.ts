@@ -6,6 +6,7 @@
  * record, so every commit is all-or-nothing after a crash whatever its size.
  */
 
+import { ClosableQueue } from "../../util/closable_queue.ts";
 import type { UploadChangeset } from "../../model/changeset.ts";
 import type { ObjectRecord } from "../../model/merge.ts";
 import {
@@ -225,8 +226,7 @@ export class KvRealmStorage implements RealmStorage {
   #layout: Layout = EMPTY_LAYOUT;
   /** Whether a load deleted what a crash left unpublished. */
   #clean = false;
-  #queue: Promise<unknown> = Promise.resolve();
-  #closed = false;
+  #queue = new ClosableQueue();
 
   private constructor(
     kv: KvLike,
@@ -320,7 +320,7 @@ export class KvRealmStorage implements RealmStorage {
    * unpublished.
    */
   load(): Promise<StoredRealm> {
-    return this.#enqueue("load", () => this.#loadAndClean());
+    return this.#queue.run("load", () => this.#loadAndClean());
   }
 
   async #loadAndClean(): Promise<StoredRealm> {
@@ -332,7 +332,7 @@ export class KvRealmStorage implements RealmStorage {
 
   /** Applies one batch atomically (see the class doc). */
   commit(batch: StorageBatch): Promise<void> {
-    return this.#enqueue("commit", async () => {
+    return this.#queue.run("commit", async () => {
       // A crash's unpublished parts may sit where this commit writes.
       if (!this.#clean) await this.#loadAndClean();
       await this.#commit(batch);
@@ -352,23 +352,10 @@ export class KvRealmStorage implements RealmStorage {
 
   /** Waits for queued work, then releases the store file. */
   close(): Promise<void> {
-    if (this.#closed) return this.#queue.then(() => {});
-    this.#closed = true;
-    const done = this.#queue.then(() => this.#owner.release());
-    this.#owner.closing(done);
-    this.#queue = done.catch(() => {});
+    const first = !this.#queue.closed;
+    const done = this.#queue.close(() => this.#owner.release());
+    if (first) this.#owner.closing(done);
     return done;
-  }
-
-  #enqueue<T>(what: string, task: () => Promise<T>): Promise<T> {
-    if (this.#closed) {
-      return Promise.reject(
-        new TypeError(`Cannot ${what}: the storage is closed`),
-      );
-    }
-    const result = this.#queue.then(task);
-    this.#queue = result.catch(() => {});
-    return result;
   }
 
   #key(...rest: (string | number)[]): KvKey {
