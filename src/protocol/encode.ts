@@ -124,11 +124,9 @@ function writeMessage(
   message: Message,
   block: BlockWriter,
 ): void {
-  if (
-    message.type === MessageType.Download && isSalted(message.serverVersionSalt)
-  ) {
-    writeU8(writer, SALTED_DOWNLOAD_TAG);
-    writeDownload(writer, block, message, true);
+  if (message.type === MessageType.Download) {
+    writeDownloadHeader(writer, message);
+    writeDownloadBlock(writer, block, message.changesets);
     return;
   }
   writeU8(writer, message.type);
@@ -196,9 +194,6 @@ function writeMessage(
       writeVarUint(writer, message.clientIdentity.id);
       writeVarUint(writer, message.clientIdentity.salt);
       return;
-    case MessageType.Download:
-      writeDownload(writer, block, message, false);
-      return;
     case MessageType.Reject: {
       writeVarUint(writer, message.sessionId);
       writeVarUint(writer, message.clientVersion);
@@ -236,20 +231,24 @@ export function isSalted(salt: number | undefined): boolean {
   return salt !== undefined && salt !== 0;
 }
 
-/** Writes a DOWNLOAD's fields after its tag, the salt when `salted`. */
-function writeDownload(
+/**
+ * Writes a DOWNLOAD's tag and header, everything before its changeset
+ * block (PROTOCOL.md §4.11): the salted form when the message has a salt.
+ * The server's shared fan-out writes the same header before a block it
+ * encoded once for every session.
+ */
+export function writeDownloadHeader(
   writer: Writer,
-  block: BlockWriter,
   message: DownloadMessage,
-  salted: boolean,
 ): void {
+  const salted = isSalted(message.serverVersionSalt);
+  writeU8(writer, salted ? SALTED_DOWNLOAD_TAG : MessageType.Download);
   writeVarUint(writer, message.sessionId);
   writeVarUint(writer, message.serverVersion);
   if (salted) writeVersionSalt(writer, message.serverVersionSalt);
   writeVarUint(writer, message.lastIntegratedClientVersion);
   writeVarUint(writer, message.downloadableBytes);
   writeVarUint(writer, message.changesetBytes);
-  writeDownloadBlock(writer, block, message.changesets);
 }
 
 /**

@@ -14,13 +14,9 @@
 import type { DownloadChangeset } from "../model/changeset.ts";
 import { BlockWriter } from "../protocol/block.ts";
 import { writeDownloadChangeset } from "../protocol/changesets.ts";
-import { isSalted, writeVersionSalt } from "../protocol/encode.ts";
-import {
-  type DownloadMessage,
-  MessageType,
-  SALTED_DOWNLOAD_TAG,
-} from "../protocol/messages.ts";
-import { Writer, writeRaw, writeU8, writeVarUint } from "../protocol/writer.ts";
+import { writeDownloadHeader } from "../protocol/encode.ts";
+import type { DownloadMessage } from "../protocol/messages.ts";
+import { Writer, writeRaw, writeVarUint } from "../protocol/writer.ts";
 
 // The shared batch last built from a given first changeset; a batch with the
 // same changeset objects in the same order reuses it (and so its block).
@@ -85,14 +81,7 @@ export function encodeSharedDownload(
     blocks.set(changesets, block);
   }
   writer.reset();
-  const salted = isSalted(message.serverVersionSalt);
-  writeU8(writer, salted ? SALTED_DOWNLOAD_TAG : MessageType.Download);
-  writeVarUint(writer, message.sessionId);
-  writeVarUint(writer, message.serverVersion);
-  if (salted) writeVersionSalt(writer, message.serverVersionSalt);
-  writeVarUint(writer, message.lastIntegratedClientVersion);
-  writeVarUint(writer, message.downloadableBytes);
-  writeVarUint(writer, message.changesetBytes);
+  writeDownloadHeader(writer, message);
   writeRaw(writer, block);
   return writer.bytes.subarray(0, writer.pos);
 }
