@@ -27,6 +27,7 @@ import {
 } from "./realm_rebuild.ts";
 import { type Transaction, TransactionWrites } from "./transaction.ts";
 import type { RealmMeta, RealmStorage } from "./storage/storage.ts";
+import { trimConsumed } from "../util/consumed_prefix.ts";
 
 /**
  * The largest changeset one write may produce, in encoded bytes: the
@@ -365,15 +366,7 @@ export class LocalRealm {
       head < pending.length && pending[head]!.changeset.clientVersion <=
         acknowledged
     ) head++;
-    if (head === pending.length) {
-      pending.length = 0;
-      head = 0;
-    } else if (head > 1024 && head * 2 > pending.length) {
-      // Drop the acknowledged prefix now and then: amortised constant.
-      pending.splice(0, head);
-      head = 0;
-    }
-    this.#pendingHead = head;
+    this.#pendingHead = trimConsumed(pending, head);
   }
 
   /** Whether {@linkcode close} was called. */

@@ -1,5 +1,7 @@
 // This module is browser compatible.
 
+import { trimConsumed } from "../util/consumed_prefix.ts";
+
 /**
  * Which way bytes flow: `"upload"` (local writes to the server) or
  * `"download"` (the server's changesets to this client).
@@ -303,15 +305,7 @@ export class ProgressTracker {
       this.#uploadPendingBytes -= bytes;
       this.#uploadAcknowledged += bytes;
     }
-    if (head === pending.length) {
-      pending.length = 0;
-      head = 0;
-    } else if (head > 1024 && head * 2 > pending.length) {
-      // Drop the acknowledged prefix now and then: amortised constant.
-      pending.splice(0, head);
-      head = 0;
-    }
-    this.#uploadPendingHead = head;
+    this.#uploadPendingHead = trimConsumed(pending, head);
     if (this.#uploadPendingBytes === 0) {
       this.#uploadBatchStart = this.#uploadAcknowledged;
     }
