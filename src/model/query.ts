@@ -605,27 +605,35 @@ export function compileQuery(
   };
   const signs = keys.map((key) => key.sign);
   const sortFields = keys.map((key) => key.field);
+  // One sort key of two objects, in the key's direction; a missing field
+  // sorts first.
+  const compareAt = (
+    index: number,
+    x: Value | undefined,
+    y: Value | undefined,
+  ): number => {
+    if (Object.is(x, y)) return 0;
+    // Fast paths for the common kinds (same order as compareValues:
+    // ordinary numbers by value, strings by code units).
+    const kind = typeof x;
+    if (kind === typeof y && (kind === "number" || kind === "string")) {
+      if ((x as number) < (y as number)) return -signs[index]!;
+      if ((x as number) > (y as number)) return signs[index]!;
+    }
+    const order = x === undefined
+      ? -1
+      : y === undefined
+      ? 1
+      : compareValues(x, y);
+    return order === 0 ? 0 : order * signs[index]!;
+  };
   const compareKeys = (
     a: readonly (Value | undefined)[],
     b: readonly (Value | undefined)[],
   ): number => {
     for (let index = 0; index < signs.length; index++) {
-      const x = a[index];
-      const y = b[index];
-      if (Object.is(x, y)) continue;
-      // Fast paths for the common kinds (same order as compareValues:
-      // ordinary numbers by value, strings by code units).
-      const kind = typeof x;
-      if (kind === typeof y && (kind === "number" || kind === "string")) {
-        if ((x as number) < (y as number)) return -signs[index]!;
-        if ((x as number) > (y as number)) return signs[index]!;
-      }
-      const order = x === undefined
-        ? -1
-        : y === undefined
-        ? 1
-        : compareValues(x, y);
-      if (order !== 0) return order * signs[index]!;
+      const order = compareAt(index, a[index], b[index]);
+      if (order !== 0) return order;
     }
     return 0;
   };
@@ -635,20 +643,12 @@ export function compileQuery(
     row: KeyedRow,
   ): number => {
     for (let index = 0; index < signs.length; index++) {
-      const x = read(fields, sortFields[index]!);
-      const y = row.keys[index];
-      if (Object.is(x, y)) continue;
-      const kind = typeof x;
-      if (kind === typeof y && (kind === "number" || kind === "string")) {
-        if ((x as number) < (y as number)) return -signs[index]!;
-        if ((x as number) > (y as number)) return signs[index]!;
-      }
-      const order = x === undefined
-        ? -1
-        : y === undefined
-        ? 1
-        : compareValues(x, y);
-      if (order !== 0) return order * signs[index]!;
+      const order = compareAt(
+        index,
+        read(fields, sortFields[index]!),
+        row.keys[index],
+      );
+      if (order !== 0) return order;
     }
     return id < row.id ? -1 : id > row.id ? 1 : 0;
   };
