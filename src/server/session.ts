@@ -93,6 +93,12 @@ export interface SessionInit {
 
 // How often a paused pump looks at the socket's buffer again.
 const DRAIN_POLL_MS = 10;
+/**
+ * Reads of a refused changeset's objects before giving up on one as new as
+ * what the session already sent (each read that falls short saw a commit
+ * land meanwhile, so more than a couple means the realm never stops).
+ */
+const MAX_REVERT_READS = 20;
 
 /** See the file comment. */
 export class Session implements HubMember {
@@ -329,9 +335,24 @@ export class Session implements HubMember {
     refusal: Refusal,
   ): Promise<void> {
     const keys = changeset.instructions.map(({ type, id }) => ({ type, id }));
-    const state = await this.#storage(() =>
+    // The client replaces those objects with the revert: it must hold every
+    // version this session already sent, or the client would lose what they
+    // did to those objects (a DOWNLOAD can go out while the state is read).
+    let state = await this.#storage(() =>
       this.hub.currentRecords(keys, this.#signal)
     );
+    for (let read = 1; state.version < this.#cursor; read++) {
+      if (this.closed) return;
+      if (read >= MAX_REVERT_READS) {
+        throw new SessionError(
+          "session_failed",
+          `Cannot refuse client version ${changeset.clientVersion}: the realm kept moving past its state being read`,
+        );
+      }
+      state = await this.#storage(() =>
+        this.hub.currentRecords(keys, this.#signal)
+      );
+    }
     if (this.closed) return;
     const instructions: Instruction[] = [];
     for (const record of state.records.values()) {

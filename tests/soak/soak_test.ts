@@ -1,6 +1,8 @@
 // The convergence soak, short: a few seeded schedules of writes over three
 // clients with every fault kind in reach, including at least one server
-// SIGKILL + restart each, then the soak's checks (tests/soak/_engine.ts).
+// SIGKILL + restart, one restore of an older copy of the server's store and
+// one write the server refuses each, then the soak's checks
+// (tests/soak/_engine.ts).
 // `deno task soak` runs the long version.
 
 import assert from "node:assert/strict";
@@ -13,11 +15,13 @@ const SEEDS = Deno.env.get("TETHER_SEED") === undefined
   : [Number(Deno.env.get("TETHER_SEED"))];
 
 for (const seed of SEEDS) {
-  Deno.test(`soak: 150 writes over three clients with faults and a server SIGKILL converge, lose nothing acknowledged and integrate nothing twice (seed ${seed})`, async () => {
+  Deno.test(`soak: 150 writes over three clients with faults, a server SIGKILL, a restore of an older copy and refused writes converge, lose nothing acknowledged, store nothing refused and integrate nothing twice (seed ${seed})`, async () => {
     const result = await runSchedule({
       seed,
       writes: 150,
       minKills: 1,
+      minRestores: 1,
+      minRejected: 2,
       // More faults per write than the long run, so a short schedule meets
       // several kinds.
       faultChance: 0.08,
@@ -25,6 +29,8 @@ for (const seed of SEEDS) {
     });
     assert.deepEqual(result.problems, [], `seed ${seed}`);
     assert.ok(result.kills >= 1, `seed ${seed}: no server kill`);
+    assert.ok(result.restores >= 1, `seed ${seed}: no restore`);
+    assert.ok(result.rejected >= 2, `seed ${seed}: too few refused writes`);
     assert.equal(result.lost, 0);
     assert.equal(result.duplicated, 0);
     assert.equal(result.unsettled, 0);
