@@ -1137,6 +1137,30 @@ function makeWrite(
  *   client's own updates are in stamp order).
  * - Shared objects (put, update, delete by everyone): only values some
  *   write of that object set, and alive only if some write put it.
+ *
+ * Refused (poisoned) writes are not in the model: a field, value or object
+ * only they set is reported as never written.
+ *
+ * The same checks hold across a restore of an older copy, because every
+ * client resets with `recoverAll`. A write acknowledged after the copy was
+ * taken is gone from the restored server, but its writer's copy still holds
+ * its effect — or the effect of a later write with a newer stamp that
+ * replaced it, which last-writer-wins would have kept anyway ("legitimately
+ * superseded": the final state is the join of the same stamped writes, so
+ * it is what it would have been without the restore). Each client that
+ * resets re-uploads, with their original stamps, its unacknowledged writes
+ * and every field, put and delete its copy holds newer than the restored
+ * server's, so the server ends with the join of everything any client
+ * held. What the invariant needs: the writers are still there (the soak's
+ * clients never leave; a write acknowledged after the copy whose only
+ * holder is gone is lost, docs/RELIABILITY.md), and every client holding
+ * something the copy lacks detects the restore and resets. Its receipts
+ * stay as they were: an acknowledged one stays resolved, a pending one
+ * resolves once its recovered upload is stored. "Integrated twice" keeps
+ * its meaning — one upload (client identity, client version) stored twice —
+ * but several clients re-uploading the same lost write under their new
+ * identities is not that: it is stored once per uploader, with the same
+ * stamp and values, which changes nothing.
  */
 function checkModel(realm: Realm, model: Model, problems: string[]): number {
   const lost = new Set<number>();
