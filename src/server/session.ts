@@ -69,8 +69,15 @@ export interface SessionInit {
    * version is no longer stored (the session must bootstrap).
    */
   cursorBytes: number | null;
-  /** The identity's last integrated client version. */
+  /** The client version the session's first DOWNLOAD acknowledges. */
   lastIntegratedClientVersion: number;
+  /**
+   * The identity's last settled (integrated or refused) client version, when
+   * above `lastIntegratedClientVersion`: uploads up to it are re-uploads,
+   * refused again or acknowledged without being stored (default:
+   * `lastIntegratedClientVersion`).
+   */
+  settledClientVersion?: number;
   /** The protocol version the connection negotiated. */
   protocolVersion: number;
   /** The server's validation hook, if any. */
@@ -118,6 +125,8 @@ export class Session implements HubMember {
   #cursor: number;
   #cursorBytes: number;
   #lastAck: number;
+  /** See `SessionInit.settledClientVersion`. */
+  #settled: number;
   #marks: { requestId: number; target: number }[] = [];
   #wakePending = false;
   #waiter: (() => void) | null = null;
@@ -152,6 +161,8 @@ export class Session implements HubMember {
     this.#historyBase = this.#cursorBytes;
     this.#historyBaseVersion = this.#cursor;
     this.#lastAck = init.lastIntegratedClientVersion;
+    this.#settled = init.settledClientVersion ??
+      init.lastIntegratedClientVersion;
     this.#signal = AbortSignal.any([this.#controller.signal, init.lifetime]);
     this.#signal.addEventListener("abort", () => this.#release(), {
       once: true,
@@ -211,7 +222,10 @@ export class Session implements HubMember {
     let run: UploadChangeset[] = [];
     for (const changeset of changesets) {
       if (this.closed) return;
-      if (changeset.clientVersion <= this.#lastAck) {
+      if (
+        changeset.clientVersion <= this.#lastAck ||
+        changeset.clientVersion <= this.#settled
+      ) {
         // Settled before: a re-upload. One refused before is refused
         // again (its REJECT may have been lost with a connection).
         const refusal = rejects
