@@ -399,6 +399,10 @@ export class Session implements HubMember {
 
   async #integrate(changesets: readonly UploadChangeset[]): Promise<void> {
     if (changesets.length === 0 || this.closed) return;
+    let lastUploaded = 0;
+    for (const { clientVersion } of changesets) {
+      if (clientVersion > lastUploaded) lastUploaded = clientVersion;
+    }
     await this.#storage(() =>
       this.#init.hub.integrate(
         this.identity,
@@ -406,9 +410,15 @@ export class Session implements HubMember {
         this.#init.commitSignal,
         (result) => {
           if (this.closed) return;
-          if (result.lastIntegratedClientVersion > this.#lastAck) {
-            this.#lastAck = result.lastIntegratedClientVersion;
-          }
+          // Acknowledge no further than this upload: the identity's record
+          // may also count versions another session of it settled — among
+          // them a refusal whose REJECT this session must send first, when
+          // the client uploads it here again.
+          const acknowledged = Math.min(
+            result.lastIntegratedClientVersion,
+            lastUploaded,
+          );
+          if (acknowledged > this.#lastAck) this.#lastAck = acknowledged;
           for (const item of result.integrated) {
             if (item.version > this.#historyBaseVersion) {
               this.#ownAhead.set(item.version, item.size);

@@ -229,3 +229,73 @@ Deno.test("a REJECT lost with its connection comes again before anything acknowl
   // The hook was asked once per changeset: re-uploads are settled already.
   assert.equal(asked, 3);
 });
+
+Deno.test("two sessions of one identity: a refusal settled by one is never acknowledged by the other before its REJECT, whatever the other integrates first", async () => {
+  await using stack = new AsyncDisposableStack();
+  const test = await startTestServer({
+    validateChangeset: ({ changes }) =>
+      changes.every((change) => change.fields?.["title"] !== ""),
+  });
+  stack.use(test);
+  const login = await test.login();
+  const connect = async () => {
+    const client = await ProtocolClient.connect(test.url);
+    stack.use(client);
+    await client.handshake(login.accessToken, {
+      minVersion: PROTOCOL_VERSION,
+      maxVersion: PROTOCOL_VERSION,
+    });
+    return client;
+  };
+  const changesets = [
+    upload(1, [put("T", "a", { title: "ok" })]),
+    upload(2, [update("T", "a", { title: "" })]),
+    upload(3, [update("T", "a", { done: true })]),
+  ];
+  // The old link and the new one, both bound before anything is uploaded
+  // (the client gave up on the first, which the server still serves).
+  const old = await connect();
+  const identity: ClientIdentity = (await old.bind(1, "/~/todos"))!;
+  await old.expect(MessageType.Download, bound());
+  const fresh = await connect();
+  fresh.send({
+    type: MessageType.Bind,
+    sessionId: 1,
+    path: "/~/todos",
+    clientIdentity: identity,
+    downloadCursor: 0,
+    uploadCursor: 0,
+  });
+  assert.equal(
+    (await fresh.expect(MessageType.Download, bound()))
+      .lastIntegratedClientVersion,
+    0,
+  );
+  // The old session settles all three: 1 and 3 stored, 2 refused.
+  old.send(uploadMessage(changesets));
+  for (let index = 0; index < 100; index++) {
+    const message = await old.next(bound());
+    if (
+      message.type === MessageType.Download &&
+      message.lastIntegratedClientVersion === 3
+    ) break;
+  }
+
+  // The client uploads them again on the new link: nothing acknowledges
+  // version 2 before its REJECT.
+  fresh.send(uploadMessage(changesets));
+  let rejected = false;
+  for (let index = 0; index < 100; index++) {
+    const message = await fresh.next(bound());
+    if (message.type === MessageType.Reject) {
+      assert.equal(message.clientVersion, 2);
+      rejected = true;
+      continue;
+    }
+    assert.equal(message.type, MessageType.Download);
+    if (!rejected) assert.ok(message.lastIntegratedClientVersion < 2);
+    if (message.lastIntegratedClientVersion === 3) break;
+  }
+  assert.ok(rejected);
+  assert.equal(test.stats().changesetsIntegrated, 2);
+});

@@ -48,6 +48,9 @@ const SHARED = 8;
 /** Bound of one start, stop or stats request of the server process. */
 const PROCESS_WAIT_MS = 30_000;
 const CLIENTS = 3;
+/** How often and how many times a restore looks for a write past its copy. */
+const ACK_POLL_MS = 50;
+const ACK_POLLS = 200;
 
 /** The kinds of fault a schedule injects; see {@linkcode FAULTS}. */
 export type FaultKind =
@@ -718,6 +721,8 @@ export async function runSchedule(
   };
   /** Writes to poison ("rejected" faults drawn, not yet made). */
   let poisonQueued = 0;
+  /** Whether the schedule's writes are still being made. */
+  let writing = true;
   let copies = 0;
   try {
     server = await ServerProcess.start(kvPath);
@@ -775,12 +780,28 @@ export async function runSchedule(
         const copy = `${directory}/copy-${++copies}/server.kv`;
         log(`  copy ${copies} of the store (down ${downMs} ms)`);
         await Deno.mkdir(`${directory}/copy-${copies}`);
+        // Writes from here on are not in the copy.
+        const after = result.writes;
         await restartServer(downMs, () => copyStore(kvPath, copy));
+        const copyHead = server!.startHead;
         return {
           restore: () =>
             onServer(async () => {
+              // A copy holding everything the clients know of makes the
+              // restore a mere restart. Wait (bounded) until some write the
+              // copy lacks is acknowledged: its writer's upload cursor is
+              // then ahead of the copy, so at least that client must reset.
+              // (No write may follow the copy when it was taken at the end.)
+              for (
+                let wait = 0;
+                wait < ACK_POLLS && (writing || result.writes > after) &&
+                !tracked.some((item) =>
+                  item.write >= after && item.outcome === "acknowledged"
+                );
+                wait++
+              ) await sleep(ACK_POLL_MS);
               result.restores++;
-              log(`  restore of copy ${copy} (down ${downMs} ms)`);
+              log(`  restore of copy ${copy} (version ${copyHead})`);
               await restartServer(downMs, () => copyStore(copy, kvPath));
             }),
         };
@@ -894,6 +915,8 @@ export async function runSchedule(
       }
       if (forcedRestores.has(write) && !active.has("store")) {
         startFault(definition("restore"), client);
+        // The writes wait for the copy, so that most of them follow it.
+        await restarting;
       } else if (forcedKills.has(write) && !active.has("server")) {
         startFault(definition("kill"), client);
       } else if (random.next() < faultChance) {
@@ -909,13 +932,17 @@ export async function runSchedule(
       }
     }
     await Promise.all(committing);
+    writing = false;
 
     // ----- quiescence -----
     log(`  quiescence`);
     for (const timer of timers) clearTimeout(timer);
     timers.clear();
+    // A copy still waiting is restored last, once the links are whole
+    // again: the restore waits for a write past the copy to be acknowledged.
+    const copy = active.get("store");
+    active.delete("store");
     for (const [, entry] of active) await entry.fault.heal();
-    await restarting;
     active.clear();
     for (const client of clients) {
       client.proxy.release();
@@ -925,6 +952,8 @@ export async function runSchedule(
       client.proxy.throttle = undefined;
       client.realm.syncSession.resume();
     }
+    await copy?.fault.heal();
+    await restarting;
     using quiescence = deadline(quiesceMs);
     const bound = quiescence.signal;
     const quiet = new Promise<void>((resolve) =>
