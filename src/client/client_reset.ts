@@ -10,6 +10,7 @@ import type { DownloadMessage } from "../protocol/messages.ts";
 import type { ClientIdentity } from "../protocol/messages.ts";
 import type { ObjectStore } from "../model/object_store.ts";
 import type { Realm } from "./realm.ts";
+import { moveCursor, type SaltedCursor } from "./local_realm.ts";
 import { stagingStore } from "./realm_rebuild.ts";
 
 /**
@@ -100,7 +101,7 @@ export class ClientReset {
   #staging: {
     store: ObjectStore;
     identity: ClientIdentity | undefined;
-    downloadCursor: number;
+    cursor: SaltedCursor;
     markId: number | undefined;
   } | undefined;
 
@@ -129,7 +130,7 @@ export class ClientReset {
     this.#staging = {
       store: stagingStore(),
       identity: undefined,
-      downloadCursor: 0,
+      cursor: { downloadCursor: 0 },
       markId: undefined,
     };
   }
@@ -157,10 +158,7 @@ export class ClientReset {
     for (const changeset of message.changesets) {
       staging.store.apply(changeset.stamp, changeset.instructions);
     }
-    staging.downloadCursor = Math.max(
-      staging.downloadCursor,
-      message.serverVersion,
-    );
+    moveCursor(staging.cursor, message);
   }
 
   /** Ends the staging and hands over what it downloaded. */
@@ -168,6 +166,7 @@ export class ClientReset {
     store: ObjectStore;
     identity: ClientIdentity;
     downloadCursor: number;
+    downloadCursorSalt: number;
   } {
     const staging = this.#staging;
     if (staging === undefined || staging.identity === undefined) {
@@ -178,7 +177,8 @@ export class ClientReset {
     return {
       store: staging.store,
       identity: staging.identity,
-      downloadCursor: staging.downloadCursor,
+      downloadCursor: staging.cursor.downloadCursor,
+      downloadCursorSalt: staging.cursor.downloadCursorSalt ?? 0,
     };
   }
 

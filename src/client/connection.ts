@@ -81,7 +81,10 @@ class Channel implements SessionChannel {
 
   send(message: ClientMessage): number {
     return this.isOpen
-      ? this.#attempt.sendBytes(encodeForSend(message), false)
+      ? this.#attempt.sendBytes(
+        encodeForSend(message, this.#attempt.protocolVersion),
+        false,
+      )
       : 0;
   }
 

@@ -42,10 +42,22 @@ import { SyncError, syncErrorFromWire } from "./sync_error.ts";
 // buffer per frame); `sendBytes` copies a frame that has to wait.
 const sendWriter = new Writer(4096);
 
-/** Encodes `message` into the shared writer (valid until the next call). */
+/**
+ * Encodes `message` into the shared writer (valid until the next call); a
+ * BIND's version salt only for a server talking `protocolVersion` 2 or
+ * later (docs/PROTOCOL.md §4.2).
+ */
 export function encodeForSend(
   message: ClientMessage,
+  protocolVersion: number,
 ): Uint8Array<ArrayBuffer> {
+  if (
+    protocolVersion < 2 && message.type === MessageType.Bind &&
+    message.downloadCursorSalt !== undefined
+  ) {
+    const { downloadCursorSalt: _, ...unsalted } = message;
+    return encodeMessage(unsalted, sendWriter);
+  }
   return encodeMessage(message, sendWriter);
 }
 
@@ -90,6 +102,11 @@ export class ConnectionAttempt {
   #socketBytesReceived = 0;
   #acknowledgedBytes = 0;
   #received: ReceivedMessage;
+  /**
+   * The protocol version the HANDSHAKE_REPLY chose (a BIND carries its salt
+   * only with 2 or later); the newest until then, when no BIND goes out.
+   */
+  protocolVersion: number = PROTOCOL_VERSION;
 
   /**
    * @param options The connection's options.
@@ -229,7 +246,7 @@ export class ConnectionAttempt {
 
   /** Sends a message; returns its size, or 0 when there is no open socket. */
   sendFrame(message: ClientMessage): number {
-    return this.sendBytes(encodeForSend(message));
+    return this.sendBytes(encodeForSend(message, this.protocolVersion));
   }
 
   /**
@@ -340,8 +357,23 @@ export class ConnectionAttempt {
   ): void {
     if (this.#state === "connecting") {
       if (message.type === MessageType.HandshakeReply) {
+        if (
+          message.version < MIN_PROTOCOL_VERSION ||
+          message.version > PROTOCOL_VERSION
+        ) {
+          // A version this client never offered: what follows may use
+          // messages it does not know.
+          this.#fail(
+            new SyncError(
+              "protocol_violation",
+              `The server chose protocol version ${message.version}, outside the ${MIN_PROTOCOL_VERSION}-${PROTOCOL_VERSION} offered`,
+            ),
+          );
+          return;
+        }
         this.#connectTimer.stop();
         this.#state = "connected";
+        this.protocolVersion = message.version;
         this.#host.handshaken(message, token);
       } else if (message.type === MessageType.Error) {
         this.#connectionError(message);

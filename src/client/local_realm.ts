@@ -127,6 +127,8 @@ export interface ResetPlan {
   identity: ClientIdentity;
   /** The server version the staged download reached. */
   downloadCursor: number;
+  /** Its salt (0 = unknown). */
+  downloadCursorSalt: number;
   /** `"discard"` drops the pending changesets; the others re-apply them. */
   mode: "recover" | "recoverAll" | "discard";
 }
@@ -151,6 +153,32 @@ export interface LocalRealmListener {
   onLocalCommit?(pending: PendingChangeset): void;
   /** A committed transaction (local or remote) changed objects. */
   onChange?(change: RealmChange): void;
+}
+
+/** A download cursor with its salt (docs/PROTOCOL.md §4.11). */
+export interface SaltedCursor {
+  downloadCursor: number;
+  /** Absent when unknown. */
+  downloadCursorSalt?: number;
+}
+
+/**
+ * Moves `cursor` to a DOWNLOAD's server version with its salt. A DOWNLOAD
+ * never moves it back; one at the same version (an acknowledgement) keeps
+ * the salt unless it brings one. A version 1 DOWNLOAD has no salt: the
+ * cursor's salt is then unknown, which the server does not check.
+ */
+export function moveCursor(
+  cursor: SaltedCursor,
+  message: { serverVersion: number; serverVersionSalt?: number | undefined },
+): void {
+  if (message.serverVersion < cursor.downloadCursor) return;
+  const salt = message.serverVersionSalt ?? 0;
+  if (message.serverVersion > cursor.downloadCursor) {
+    cursor.downloadCursor = message.serverVersion;
+    if (salt === 0) delete cursor.downloadCursorSalt;
+  }
+  if (salt !== 0) cursor.downloadCursorSalt = salt;
 }
 
 function randomNodeId(): number {
@@ -440,16 +468,14 @@ export class LocalRealm {
           this.#meta.lastClientVersion,
         ),
       );
-      const meta = {
+      const meta: RealmMeta = {
         ...this.#meta,
-        downloadCursor: Math.max(
-          this.#meta.downloadCursor,
-          message.serverVersion,
-        ),
         acknowledgedClientVersion: acknowledged,
       };
+      moveCursor(meta, message);
       const changed = touched.length > 0 ||
         meta.downloadCursor !== this.#meta.downloadCursor ||
+        meta.downloadCursorSalt !== this.#meta.downloadCursorSalt ||
         acknowledged !== this.#meta.acknowledgedClientVersion;
       if (changed) {
         await this.#storage.commit({
@@ -591,6 +617,11 @@ export class LocalRealm {
         acknowledgedClientVersion: acknowledged,
         resetClientVersion: acknowledged,
       };
+      // The old cursor's salt belongs to the history that was left.
+      delete meta.downloadCursorSalt;
+      if (plan.downloadCursorSalt !== 0) {
+        meta.downloadCursorSalt = plan.downloadCursorSalt;
+      }
       await this.#storage.commit({
         meta,
         records,

@@ -82,6 +82,7 @@ export async function finishClientReset(host: ResetHost): Promise<void> {
     staged: staged.store,
     identity: staged.identity,
     downloadCursor: staged.downloadCursor,
+    downloadCursorSalt: staged.downloadCursorSalt,
     mode,
   });
   for (const version of result.discarded) {

@@ -395,6 +395,7 @@ export class SessionCore {
       path: this.path,
       clientIdentity: resetting ? null : meta.clientIdentity,
       downloadCursor: resetting ? 0 : meta.downloadCursor,
+      downloadCursorSalt: resetting ? 0 : meta.downloadCursorSalt ?? 0,
       uploadCursor: resetting ? 0 : local.uploadCursor,
     });
     this.#tally.bound();

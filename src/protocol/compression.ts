@@ -2,7 +2,7 @@
 
 import { COMPRESSED_FLAG } from "./decode.ts";
 import { DEFAULT_LIMITS, type Limits } from "./limits.ts";
-import { MessageType } from "./messages.ts";
+import { MessageType, SALTED_DOWNLOAD_TAG } from "./messages.ts";
 import { ProtocolError } from "./protocol_error.ts";
 
 /**
@@ -68,7 +68,8 @@ export function isCompressedFrame(frame: Uint8Array): boolean {
 
 /** Only these frames may be compressed (PROTOCOL.md §2). */
 function isCompressible(tag: number): boolean {
-  return tag === MessageType.Upload || tag === MessageType.Download;
+  return tag === MessageType.Upload || tag === MessageType.Download ||
+    tag === SALTED_DOWNLOAD_TAG;
 }
 
 async function pump(

@@ -5,7 +5,12 @@ import { checkBlockEnd, readBlockSections } from "./block.ts";
 import { readDownloadChangeset, readUploadChangeset } from "./changesets.ts";
 import { HANDSHAKE_MAGIC } from "./encode.ts";
 import { DEFAULT_LIMITS, type Limits } from "./limits.ts";
-import { type Message, MessageType } from "./messages.ts";
+import {
+  MAX_VERSION_SALT,
+  type Message,
+  MessageType,
+  SALTED_DOWNLOAD_TAG,
+} from "./messages.ts";
 import { ProtocolError } from "./protocol_error.ts";
 import {
   readCount,
@@ -37,6 +42,11 @@ function resolveLimits(limits: Partial<Limits>): Limits {
  * before keeping it for long or structured-cloning it, or it keeps the whole
  * frame alive and a clone copies it. Strings likewise share memory with the
  * other strings of their message. Nothing is shared between messages.
+ *
+ * A salted DOWNLOAD ({@linkcode SALTED_DOWNLOAD_TAG}) decodes as a
+ * DOWNLOAD with `serverVersionSalt`, and a BIND with a salt after its
+ * upload cursor with `downloadCursorSalt` (protocol version 2, PROTOCOL.md
+ * §4.11); a salt of 0 (unknown) decodes as an absent field.
  *
  * @param bytes The frame.
  * @param limits Bounds to enforce; missing ones take {@linkcode DEFAULT_LIMITS}.
@@ -104,6 +114,20 @@ function readFlag(reader: Reader, message: string, what: string): boolean {
   return flag === 1;
 }
 
+/** Reads a version salt (PROTOCOL.md §4.11), rejecting one out of range. */
+function readVersionSalt(reader: Reader, message: string): number {
+  const start = reader.pos;
+  const salt = readVarUint(reader);
+  if (salt > MAX_VERSION_SALT) {
+    throw new ProtocolError(
+      "invalid_field",
+      `Cannot decode ${message}: version salt ${salt} at offset ${start} exceeds 2^32 - 1`,
+      start,
+    );
+  }
+  return salt;
+}
+
 function readMessage(reader: Reader): Message {
   const tag = readU8(reader);
   switch (tag) {
@@ -137,6 +161,10 @@ function readMessage(reader: Reader): Message {
         : null;
       const downloadCursor = readVarUint(reader);
       const uploadCursor = readVarUint(reader);
+      // The salt is the one optional field: present when bytes remain.
+      const downloadCursorSalt = reader.pos < reader.end
+        ? readVersionSalt(reader, "bind")
+        : 0;
       return {
         type: MessageType.Bind,
         sessionId,
@@ -144,6 +172,7 @@ function readMessage(reader: Reader): Message {
         clientIdentity,
         downloadCursor,
         uploadCursor,
+        ...(downloadCursorSalt === 0 ? {} : { downloadCursorSalt }),
       };
     }
     case MessageType.Upload: {
@@ -207,9 +236,13 @@ function readMessage(reader: Reader): Message {
         clientIdentity: { id, salt },
       };
     }
-    case MessageType.Download: {
+    case MessageType.Download:
+    case SALTED_DOWNLOAD_TAG: {
       const sessionId = readVarUint(reader);
       const serverVersion = readVarUint(reader);
+      const serverVersionSalt = tag === SALTED_DOWNLOAD_TAG
+        ? readVersionSalt(reader, "download")
+        : 0;
       const lastIntegratedClientVersion = readVarUint(reader);
       const downloadableBytes = readVarUint(reader);
       const changesetBytes = readVarUint(reader);
@@ -218,6 +251,7 @@ function readMessage(reader: Reader): Message {
         type: MessageType.Download,
         sessionId,
         serverVersion,
+        ...(serverVersionSalt === 0 ? {} : { serverVersionSalt }),
         lastIntegratedClientVersion,
         downloadableBytes,
         changesetBytes,

@@ -3,7 +3,13 @@
 import type { DownloadChangeset, UploadChangeset } from "../model/changeset.ts";
 import { BlockWriter } from "./block.ts";
 import { writeDownloadChangeset, writeUploadChangeset } from "./changesets.ts";
-import { type Message, MessageType } from "./messages.ts";
+import {
+  type DownloadMessage,
+  MAX_VERSION_SALT,
+  type Message,
+  MessageType,
+  SALTED_DOWNLOAD_TAG,
+} from "./messages.ts";
 import { ProtocolError } from "./protocol_error.ts";
 import {
   writeF64,
@@ -41,6 +47,12 @@ let encoding = false;
  * saves allocating a buffer per frame, which in Deno costs about a third of
  * encoding a small message (PERFORMANCE.md).
  *
+ * Version salts (protocol version 2, PROTOCOL.md §4.11) are written only
+ * when not 0: a BIND's `downloadCursorSalt` after its upload cursor, a
+ * DOWNLOAD's `serverVersionSalt` in the salted form
+ * ({@linkcode SALTED_DOWNLOAD_TAG}). Without them a frame is exactly what
+ * version 1 sends, so a peer talking version 1 leaves them out.
+ *
  * @param message The message.
  * @param writer A writer of one's own to encode into; the frame returned is
  *   then a view into it, overwritten by the writer's next use.
@@ -48,7 +60,8 @@ let encoding = false;
  * @throws {ProtocolError} `unencodable_value` for field values outside the
  *   data model (`undefined`, functions, symbols, class instances, cycles or
  *   nesting deeper than `DEFAULT_LIMITS.maxDepth`), integers outside the
- *   wire ranges, stamps out of range, or an unknown message type.
+ *   wire ranges (a salt above {@linkcode MAX_VERSION_SALT}), stamps out of
+ *   range, or an unknown message type.
  *
  * @example Encoding a PING
  * ```ts
@@ -111,6 +124,13 @@ function writeMessage(
   message: Message,
   block: BlockWriter,
 ): void {
+  if (
+    message.type === MessageType.Download && isSalted(message.serverVersionSalt)
+  ) {
+    writeU8(writer, SALTED_DOWNLOAD_TAG);
+    writeDownload(writer, block, message, true);
+    return;
+  }
   writeU8(writer, message.type);
   switch (message.type) {
     case MessageType.Handshake:
@@ -131,6 +151,9 @@ function writeMessage(
       }
       writeVarUint(writer, message.downloadCursor);
       writeVarUint(writer, message.uploadCursor);
+      if (isSalted(message.downloadCursorSalt)) {
+        writeVersionSalt(writer, message.downloadCursorSalt);
+      }
       return;
     case MessageType.Upload: {
       writeVarUint(writer, message.sessionId);
@@ -173,15 +196,9 @@ function writeMessage(
       writeVarUint(writer, message.clientIdentity.id);
       writeVarUint(writer, message.clientIdentity.salt);
       return;
-    case MessageType.Download: {
-      writeVarUint(writer, message.sessionId);
-      writeVarUint(writer, message.serverVersion);
-      writeVarUint(writer, message.lastIntegratedClientVersion);
-      writeVarUint(writer, message.downloadableBytes);
-      writeVarUint(writer, message.changesetBytes);
-      writeDownloadBlock(writer, block, message.changesets);
+    case MessageType.Download:
+      writeDownload(writer, block, message, false);
       return;
-    }
     case MessageType.Reject: {
       writeVarUint(writer, message.sessionId);
       writeVarUint(writer, message.clientVersion);
@@ -209,6 +226,48 @@ function writeMessage(
         }`,
       );
   }
+}
+
+/**
+ * Whether a version salt goes on the wire: any value but absent and 0 (a
+ * value out of range is then refused by {@linkcode writeVersionSalt}).
+ */
+export function isSalted(salt: number | undefined): boolean {
+  return salt !== undefined && salt !== 0;
+}
+
+/** Writes a DOWNLOAD's fields after its tag, the salt when `salted`. */
+function writeDownload(
+  writer: Writer,
+  block: BlockWriter,
+  message: DownloadMessage,
+  salted: boolean,
+): void {
+  writeVarUint(writer, message.sessionId);
+  writeVarUint(writer, message.serverVersion);
+  if (salted) writeVersionSalt(writer, message.serverVersionSalt);
+  writeVarUint(writer, message.lastIntegratedClientVersion);
+  writeVarUint(writer, message.downloadableBytes);
+  writeVarUint(writer, message.changesetBytes);
+  writeDownloadBlock(writer, block, message.changesets);
+}
+
+/**
+ * Writes a version salt (PROTOCOL.md §4.11): a varuint in
+ * [0, {@linkcode MAX_VERSION_SALT}], absent written as 0.
+ */
+export function writeVersionSalt(
+  writer: Writer,
+  salt: number | undefined,
+): void {
+  const value = salt ?? 0;
+  if (!(Number.isInteger(value) && value >= 0 && value <= MAX_VERSION_SALT)) {
+    throw new ProtocolError(
+      "unencodable_value",
+      `Cannot encode version salt: ${value} is not an integer in [0, 2^32 - 1]`,
+    );
+  }
+  writeVarUint(writer, value);
 }
 
 /** Writes a changeset block of download changesets (PROTOCOL.md §5). */

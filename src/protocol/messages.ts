@@ -130,6 +130,14 @@ export interface BindMessage {
   clientIdentity: ClientIdentity | null;
   /** The last server version the client has integrated (0 = none). */
   downloadCursor: number;
+  /**
+   * The salt the server gave `downloadCursor` (the DOWNLOAD's
+   * `serverVersionSalt`), so the server can tell its version from another
+   * history's version of the same number (PROTOCOL.md §4.2): written after
+   * `uploadCursor` when not 0. Protocol version 2 only; absent or 0 when
+   * unknown, which the server does not check (decoded as absent).
+   */
+  downloadCursorSalt?: number;
   /** The last client version the client knows was acknowledged (0 = none). */
   uploadCursor: number;
 }
@@ -255,6 +263,50 @@ export interface RefreshMessage {
 export const RECEIVED_INTERVAL_BYTES = 8192;
 
 /**
+ * The tag of a DOWNLOAD that carries a version salt (PROTOCOL.md §4.11):
+ * `serverVersionSalt` follows `serverVersion`. Protocol version 2 only; it
+ * decodes as a {@linkcode DownloadMessage} (`type` `MessageType.Download`)
+ * with its salt, and `encodeMessage` writes it for a DOWNLOAD whose salt is
+ * not 0.
+ *
+ * @example Telling the two DOWNLOAD forms apart by their first byte
+ * ```ts
+ * import { type DownloadMessage, encodeMessage, MessageType, SALTED_DOWNLOAD_TAG } from "@tether/sync/protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const download: DownloadMessage = {
+ *   type: MessageType.Download,
+ *   sessionId: 1,
+ *   serverVersion: 4,
+ *   lastIntegratedClientVersion: 0,
+ *   downloadableBytes: 0,
+ *   changesetBytes: 0,
+ *   changesets: [],
+ * };
+ * assert.equal(encodeMessage(download)[0], MessageType.Download);
+ * assert.equal(
+ *   encodeMessage({ ...download, serverVersionSalt: 9 })[0],
+ *   SALTED_DOWNLOAD_TAG,
+ * );
+ * ```
+ */
+export const SALTED_DOWNLOAD_TAG = 0x49;
+
+/**
+ * The largest version salt (DOWNLOAD `serverVersionSalt`, BIND
+ * `downloadCursorSalt`): salts are in [0, 2^32 − 1] (PROTOCOL.md §4.11).
+ *
+ * @example Checking a salt before sending it
+ * ```ts
+ * import { MAX_VERSION_SALT } from "@tether/sync/protocol";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(MAX_VERSION_SALT, 2 ** 32 - 1);
+ * ```
+ */
+export const MAX_VERSION_SALT = 0xffff_ffff;
+
+/**
  * Client → server: how many bytes of server frames have arrived on this
  * connection, and how long the client waits for a message. The server
  * paces its DOWNLOAD batches by it (PROTOCOL.md §4.8).
@@ -349,6 +401,7 @@ export interface IdentMessage {
  *   type: MessageType.Download,
  *   sessionId: 1,
  *   serverVersion: 11,
+ *   serverVersionSalt: 0x5eed_f00d,
  *   lastIntegratedClientVersion: 3,
  *   downloadableBytes: 0,
  *   changesetBytes: 31,
@@ -372,6 +425,15 @@ export interface DownloadMessage {
    * message (its new download cursor).
    */
   serverVersion: number;
+  /**
+   * The random salt the server chose for `serverVersion` when it committed
+   * it, in [0, 2^32 − 1] (0 = unknown, and for version 0): the client keeps
+   * it with its download cursor and sends it back in BIND
+   * (PROTOCOL.md §4.11). Protocol version 2 only: a DOWNLOAD with a salt
+   * other than 0 travels under {@linkcode SALTED_DOWNLOAD_TAG}; one without
+   * (absent or 0) is the version 1 form.
+   */
+  serverVersionSalt?: number;
   /**
    * The last client version of this client the server has integrated: the
    * upload acknowledgement.

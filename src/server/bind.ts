@@ -10,7 +10,7 @@ import { resolveRealmPath } from "./realm_path.ts";
 import type { ServerContext } from "./server_context.ts";
 import { Session, type SessionTransport } from "./session.ts";
 import { SessionError } from "./session_error.ts";
-import { readCumulativeBytes } from "./storage/history.ts";
+import { readVersionMeta } from "./storage/history.ts";
 import { allocateIdentity, readIdentity } from "./storage/identities.ts";
 import { firstRejectionAfter, pruneRejections } from "./storage/rejections.ts";
 import { abortable } from "../util/abort.ts";
@@ -157,7 +157,12 @@ async function openSession(
         `upload cursor ${message.uploadCursor} is ahead of what the server recorded for client identity ${identity.id} (${record.lastClientVersion}); the server's data is older than this client's`,
       );
     }
-    if (context.protocolVersion >= 2 && message.uploadCursor > 0) {
+    // Only an identity that ever had a changeset refused has refusals to
+    // prune: the others skip the KV list.
+    if (
+      context.protocolVersion >= 2 && message.uploadCursor > 0 &&
+      record.rejected === true
+    ) {
       await pruneRejections(
         kv,
         path,
@@ -167,7 +172,7 @@ async function openSession(
       );
     }
     if (
-      context.protocolVersion >= 2 &&
+      context.protocolVersion >= 2 && record.rejected === true &&
       record.lastClientVersion > message.uploadCursor
     ) {
       // A refusal the client may not have heard of (its REJECT lost with a
@@ -194,13 +199,23 @@ async function openSession(
         `Cannot bind: download cursor ${message.downloadCursor} is ahead of the server's history (${head.version}); the local realm belongs to other server data`,
       );
   }
-  // Null when that version was compacted away: the session bootstraps.
-  const cursorBytes = await readCumulativeBytes(
-    kv,
-    path,
-    message.downloadCursor,
-    retry,
-  );
+  // Bytes are null when that version was compacted away: the session
+  // bootstraps. Its salt is kept, so the check below still holds.
+  const cursor = await readVersionMeta(kv, path, message.downloadCursor, retry);
+  // A cursor on a version this realm numbered alike but salted otherwise
+  // belongs to another history: the server was restored from a copy older
+  // than that version and has committed others under its number since.
+  // Salt 0 on either side (a client or an entry older than salts) is not
+  // checked.
+  const clientSalt = message.downloadCursorSalt ?? 0;
+  if (
+    context.protocolVersion >= 2 && clientSalt !== 0 && cursor.salt !== 0 &&
+    clientSalt !== cursor.salt
+  ) {
+    throw cannotContinue(
+      `download cursor ${message.downloadCursor} names a version of another history of this realm (the server was restored from an older copy and has committed other changesets under that number since)`,
+    );
+  }
   if (message.clientIdentity === null) {
     context.send({
       type: MessageType.Ident,
@@ -217,7 +232,8 @@ async function openSession(
     hub,
     transport: context.transport,
     downloadCursor: message.downloadCursor,
-    cursorBytes,
+    cursorSalt: cursor.salt || clientSalt,
+    cursorBytes: cursor.cumulativeBytes,
     lastIntegratedClientVersion,
     settledClientVersion,
     protocolVersion: context.protocolVersion,

@@ -64,6 +64,8 @@ export interface SessionInit {
   transport: SessionTransport;
   /** The client's download cursor. */
   downloadCursor: number;
+  /** The salt of that version (0 = unknown). */
+  cursorSalt: number;
   /**
    * Cumulative history bytes at the download cursor, or null when that
    * version is no longer stored (the session must bootstrap).
@@ -124,6 +126,8 @@ export class Session implements HubMember {
   #signal: AbortSignal;
   #cursor: number;
   #cursorBytes: number;
+  // The salt of #cursor, sent with every DOWNLOAD (PROTOCOL.md §4.11).
+  #cursorSalt: number;
   #lastAck: number;
   /** See `SessionInit.settledClientVersion`. */
   #settled: number;
@@ -156,6 +160,7 @@ export class Session implements HubMember {
     this.hub = init.hub;
     this.#init = init;
     this.#cursor = init.downloadCursor;
+    this.#cursorSalt = init.cursorSalt;
     this.#historyAvailable = init.cursorBytes !== null;
     this.#cursorBytes = init.cursorBytes ?? 0;
     this.#historyBase = this.#cursorBytes;
@@ -430,14 +435,16 @@ export class Session implements HubMember {
           // them right after this one (docs/ARCHITECTURE.md).
           let version = this.#cursor;
           let bytes = this.#cursorBytes;
+          let salt = this.#cursorSalt;
           if (!this.#inSnapshot && this.#historyAvailable) {
             for (const item of result.integrated) {
               if (item.version !== version + 1) break;
               version = item.version;
               bytes = item.cumulativeBytes;
+              salt = item.salt;
             }
           }
-          this.#sendDownload(version, bytes, [], 0);
+          this.#sendDownload(version, bytes, salt, [], 0);
         },
       )
     );
@@ -513,7 +520,13 @@ export class Session implements HubMember {
           continue;
         }
         if (!this.#sentFirst) {
-          this.#sendDownload(this.#cursor, this.#cursorBytes, [], 0);
+          this.#sendDownload(
+            this.#cursor,
+            this.#cursorBytes,
+            this.#cursorSalt,
+            [],
+            0,
+          );
         }
         this.#answerMarks();
         await this.#waitForWake();
@@ -547,6 +560,7 @@ export class Session implements HubMember {
     const changesets = [];
     let version = this.#cursor;
     let bytes = this.#cursorBytes;
+    let salt = this.#cursorSalt;
     // What "still to download" counted of these versions: their stored
     // sizes, but for this session's own uploads, which it never counted.
     let counted = 0;
@@ -562,11 +576,12 @@ export class Session implements HubMember {
         (this.#ownAhead.get(item.version) ?? 0);
       version = item.version;
       bytes = item.cumulativeBytes;
+      salt = item.salt;
     }
     // Every version read was passed meanwhile: nothing to send.
     if (version === this.#cursor) return;
     // Sessions at the same cursor send the same batch: encoded once.
-    this.#sendDownload(version, bytes, shareBatch(changesets), counted);
+    this.#sendDownload(version, bytes, salt, shareBatch(changesets), counted);
   }
 
   /** Stored bytes the next batch may hold (a larger changeset goes alone). */
@@ -643,9 +658,15 @@ export class Session implements HubMember {
             1,
             this.#snapshotRemaining - batchBytes,
           );
-          this.#sendDownload(this.#cursor, this.#cursorBytes, [
-            snapshotChangeset(snapshot.version, batch),
-          ], batchBytes);
+          this.#sendDownload(
+            this.#cursor,
+            this.#cursorBytes,
+            this.#cursorSalt,
+            [
+              snapshotChangeset(snapshot.version, batch),
+            ],
+            batchBytes,
+          );
           batch = [];
           batchBytes = 0;
           budget = this.#batchBudget();
@@ -663,6 +684,7 @@ export class Session implements HubMember {
     this.#sendDownload(
       snapshot.version,
       snapshot.historyBytes,
+      snapshot.salt ?? 0,
       batch.length === 0 ? [] : [snapshotChangeset(snapshot.version, batch)],
       batchBytes,
     );
@@ -678,12 +700,14 @@ export class Session implements HubMember {
   #sendDownload(
     version: number,
     cursorBytes: number,
+    salt: number,
     changesets: DownloadMessage["changesets"],
     changesetBytes: number,
   ): void {
     if (this.closed) return;
     this.#cursor = version;
     this.#cursorBytes = cursorBytes;
+    this.#cursorSalt = salt;
     if (!this.#inSnapshot) this.#setHistoryBase(version, cursorBytes);
     this.#sentFirst = true;
     const downloadableBytes = this.#downloadableBytes();
@@ -691,6 +715,8 @@ export class Session implements HubMember {
       type: MessageType.Download,
       sessionId: this.id,
       serverVersion: version,
+      // Version 1 has no salts on the wire.
+      ...(this.#init.protocolVersion >= 2 ? { serverVersionSalt: salt } : {}),
       lastIntegratedClientVersion: this.#lastAck,
       downloadableBytes,
       changesetBytes,
@@ -795,6 +821,7 @@ export class Session implements HubMember {
 
 /**
  * Bytes a DOWNLOAD needs beyond its changesets: the tag, five varuint fields
- * (`changesetBytes` the fifth), the block's lengths and the count.
+ * (`changesetBytes` the fifth), the version salt (at most 5 bytes), the
+ * block's lengths and the count.
  */
-export const DOWNLOAD_HEADER_BYTES = 56;
+export const DOWNLOAD_HEADER_BYTES = 61;

@@ -14,7 +14,12 @@
 import type { DownloadChangeset } from "../model/changeset.ts";
 import { BlockWriter } from "../protocol/block.ts";
 import { writeDownloadChangeset } from "../protocol/changesets.ts";
-import { type DownloadMessage, MessageType } from "../protocol/messages.ts";
+import { isSalted, writeVersionSalt } from "../protocol/encode.ts";
+import {
+  type DownloadMessage,
+  MessageType,
+  SALTED_DOWNLOAD_TAG,
+} from "../protocol/messages.ts";
 import { Writer, writeRaw, writeU8, writeVarUint } from "../protocol/writer.ts";
 
 // The shared batch last built from a given first changeset; a batch with the
@@ -65,7 +70,8 @@ function sameBatch(
  * Encodes a DOWNLOAD whose batch came from {@linkcode shareBatch} into
  * `writer`, the block encoded once for every session; returns null for any
  * other message (encode it as usual). The frame is a view into `writer`,
- * valid until its next use.
+ * valid until its next use; its header is what `encodeMessage` writes (the
+ * salted form when the message has a salt).
  */
 export function encodeSharedDownload(
   message: DownloadMessage,
@@ -79,9 +85,11 @@ export function encodeSharedDownload(
     blocks.set(changesets, block);
   }
   writer.reset();
-  writeU8(writer, MessageType.Download);
+  const salted = isSalted(message.serverVersionSalt);
+  writeU8(writer, salted ? SALTED_DOWNLOAD_TAG : MessageType.Download);
   writeVarUint(writer, message.sessionId);
   writeVarUint(writer, message.serverVersion);
+  if (salted) writeVersionSalt(writer, message.serverVersionSalt);
   writeVarUint(writer, message.lastIntegratedClientVersion);
   writeVarUint(writer, message.downloadableBytes);
   writeVarUint(writer, message.changesetBytes);

@@ -231,6 +231,7 @@ export class ProtocolClient implements AsyncDisposable {
     options: {
       identity?: ClientIdentity | null;
       downloadCursor?: number;
+      downloadCursorSalt?: number;
       uploadCursor?: number;
     } = {},
   ): Promise<ClientIdentity | null> {
@@ -242,6 +243,9 @@ export class ProtocolClient implements AsyncDisposable {
       clientIdentity: identity,
       downloadCursor: options.downloadCursor ?? 0,
       uploadCursor: options.uploadCursor ?? 0,
+      ...(options.downloadCursorSalt === undefined
+        ? {}
+        : { downloadCursorSalt: options.downloadCursorSalt }),
     });
     if (identity !== null) return null;
     const ident: IdentMessage = await this.expect(MessageType.Ident);

@@ -89,6 +89,8 @@ export function runStorageTests(
           ...meta,
           lastClientVersion: 2,
           clientIdentity: { id: 3, salt: 9 },
+          downloadCursor: 4,
+          downloadCursorSalt: 77,
         },
         records: [],
         append: [changeset(2)],
@@ -98,6 +100,8 @@ export function runStorageTests(
         ...meta,
         lastClientVersion: 2,
         clientIdentity: { id: 3, salt: 9 },
+        downloadCursor: 4,
+        downloadCursorSalt: 77,
       });
       assert.deepEqual(loaded.records.map((r) => [r.type, r.id]), [[
         "T",
@@ -181,6 +185,7 @@ export function runDurableStorageTests(
         lastClientVersion: 2,
         acknowledgedClientVersion: 1,
         downloadCursor: 9,
+        downloadCursorSalt: 0xffff_fffe,
         clientIdentity: { id: 4, salt: 2 ** 52 + 1 },
       },
       records: [recordWith("T", "a", "three")],
@@ -195,6 +200,8 @@ export function runDurableStorageTests(
         lastClientVersion: 2,
         acknowledgedClientVersion: 1,
         downloadCursor: 9,
+        // The cursor's version salt is kept with it (docs/PROTOCOL.md §4.11).
+        downloadCursorSalt: 0xffff_fffe,
         clientIdentity: { id: 4, salt: 2 ** 52 + 1 },
       });
       const byKey = new Map(

@@ -1078,6 +1078,7 @@ Deno.test("an acknowledgement never counts the uploader's own changesets as stil
             failSession: () => {},
           },
           downloadCursor: 4,
+          cursorSalt: 44,
           cursorBytes: 400,
           lastIntegratedClientVersion: 0,
           protocolVersion: 2,

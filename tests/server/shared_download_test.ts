@@ -32,6 +32,7 @@ function download(
     type: MessageType.Download,
     sessionId,
     serverVersion: 300 + sessionId,
+    serverVersionSalt: 0xfedc_ba98 - sessionId,
     lastIntegratedClientVersion: 7 * sessionId,
     downloadableBytes: 1_000_000 + sessionId,
     changesetBytes: 99,
@@ -53,7 +54,7 @@ Deno.test("shareBatch returns one batch for the same changeset objects in the sa
   assert.deepEqual(shareBatch([]), []);
 });
 
-Deno.test("encodeSharedDownload makes the bytes encodeMessage makes, for every session sharing the batch", () => {
+Deno.test("encodeSharedDownload makes the bytes encodeMessage makes, for every session sharing the batch, salted or not", () => {
   const batch = shareBatch([changeset(5, "x"), changeset(6, "y")]);
   const writer = new Writer(16);
   for (const sessionId of [1, 2, 300]) {
@@ -62,6 +63,12 @@ Deno.test("encodeSharedDownload makes the bytes encodeMessage makes, for every s
     assert.ok(shared !== null);
     assert.deepEqual([...shared], [...encodeMessage(message)]);
     assert.deepEqual(decodeMessage(shared), message);
+    // Without a salt (a protocol 1 session): the plain form.
+    const { serverVersionSalt: _, ...plain } = message;
+    const unsalted = encodeSharedDownload(plain, writer);
+    assert.ok(unsalted !== null);
+    assert.deepEqual([...unsalted], [...encodeMessage(plain)]);
+    assert.deepEqual(decodeMessage(unsalted), plain);
   }
 });
 

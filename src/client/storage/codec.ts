@@ -23,6 +23,7 @@ import {
   encodeUploadChangeset,
 } from "../../protocol/encode.ts";
 import { SyncError } from "../sync_error.ts";
+import { MAX_VERSION_SALT } from "../../protocol/messages.ts";
 import type { RealmMeta } from "./storage.ts";
 
 /** Marks a store as Tether's (the header's `magic`). */
@@ -185,6 +186,8 @@ export interface StoredMeta {
   identityId: number | null;
   identitySalt: number | null;
   downloadCursor: number;
+  /** Absent when 0 (unknown), as in stores written before salts. */
+  downloadCursorSalt?: number;
   lastClientVersion: number;
   acknowledgedClientVersion: number;
   /** Absent when 0 (a realm that never reset). */
@@ -198,6 +201,9 @@ export function metaToStored(meta: RealmMeta): StoredMeta {
     identityId: meta.clientIdentity?.id ?? null,
     identitySalt: meta.clientIdentity?.salt ?? null,
     downloadCursor: meta.downloadCursor,
+    ...(meta.downloadCursorSalt
+      ? { downloadCursorSalt: meta.downloadCursorSalt }
+      : {}),
     lastClientVersion: meta.lastClientVersion,
     acknowledgedClientVersion: meta.acknowledgedClientVersion,
     ...(meta.resetClientVersion
@@ -230,6 +236,10 @@ export function metaFromStored(value: unknown): RealmMeta {
   if (reset !== undefined && !isCount(reset)) {
     throw new RangeError("the meta record has a bad counter");
   }
+  const salt = stored.downloadCursorSalt;
+  if (salt !== undefined && !(isCount(salt) && salt <= MAX_VERSION_SALT)) {
+    throw new RangeError("the meta record has a bad download cursor salt");
+  }
   const { identityId, identitySalt } = stored;
   let clientIdentity: RealmMeta["clientIdentity"] = null;
   if (identityId !== null || identitySalt !== null) {
@@ -242,6 +252,7 @@ export function metaFromStored(value: unknown): RealmMeta {
     nodeId: stored.nodeId!,
     clientIdentity,
     downloadCursor: stored.downloadCursor!,
+    ...(salt ? { downloadCursorSalt: salt } : {}),
     lastClientVersion: stored.lastClientVersion!,
     acknowledgedClientVersion: stored.acknowledgedClientVersion!,
     ...(reset ? { resetClientVersion: reset } : {}),

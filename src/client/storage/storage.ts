@@ -22,6 +22,13 @@ export interface RealmMeta {
   clientIdentity: ClientIdentity | null;
   /** The last server version integrated locally (0 = none). */
   downloadCursor: number;
+  /**
+   * The salt the server gave `downloadCursor` (absent when 0, unknown): sent
+   * back at BIND so the server can tell its version from another history's
+   * version of the same number (docs/CLIENT.md "Client reset"). A storage
+   * that does not keep it only loses that check.
+   */
+  downloadCursorSalt?: number;
   /** The last client version committed locally (0 = none). */
   lastClientVersion: number;
   /** The last client version the server acknowledged (0 = none). */

@@ -13,7 +13,7 @@ import {
   writeBlob,
 } from "./chunks.ts";
 import type { IdentityRecord } from "./identities.ts";
-import { headKey, historyKey, identityKey } from "./keys.ts";
+import { headKey, historyKey, identityKey, saltsKey } from "./keys.ts";
 import { delay } from "../../util/delay.ts";
 import { backoffDelayMs, retryKv, type RetryOptions } from "./retry.ts";
 
@@ -44,6 +44,11 @@ export interface HistoryEntry {
   /** Sum of the sizes of every changeset up to and including this one. */
   cumulativeBytes: number;
   /**
+   * The version's random salt, chosen at commit (docs/PROTOCOL.md §4.11);
+   * absent in entries written before salts existed (unknown: not checked).
+   */
+  salt?: number;
+  /**
    * The changeset encoded with `encodeDownloadChangeset` and server version
    * 0 (the version is the key; encoding before it is known lets large
    * changesets be staged before the commit that numbers them).
@@ -59,7 +64,19 @@ export interface HistoryItem {
   /** Encoded size of the changeset in bytes. */
   size: number;
   cumulativeBytes: number;
+  /** The version's salt (0 = unknown, an entry older than salts). */
+  salt: number;
   changeset: DownloadChangeset;
+}
+
+/**
+ * A random version salt in [1, 2^32 − 1] (docs/PROTOCOL.md §4.11): a server
+ * restored from an older copy numbers its new versions as the lost ones
+ * were, but almost surely salts them differently, which is how it tells a
+ * client's cursor on a lost version from one on its own.
+ */
+export function randomVersionSalt(): number {
+  return crypto.getRandomValues(new Uint32Array(1))[0]! || 1;
 }
 
 /** Thrown when an upload's identity is unknown or its salt is wrong. */
@@ -201,10 +218,12 @@ export async function integrateChangesets(
       for (const { upload, stored } of fresh) {
         version++;
         bytes += stored.size;
+        const salt = randomVersionSalt();
         const entry: HistoryEntry = {
           identity: identity.id,
           clientVersion: upload.clientVersion,
           cumulativeBytes: bytes,
+          salt,
           changeset: stored,
         };
         operation.set(historyKey(realm, version), entry);
@@ -214,6 +233,7 @@ export async function integrateChangesets(
           clientVersion: upload.clientVersion,
           size: stored.size,
           cumulativeBytes: bytes,
+          salt,
           changeset: {
             serverVersion: version,
             stamp: upload.stamp,
@@ -224,13 +244,9 @@ export async function integrateChangesets(
       const last = fresh[fresh.length - 1]!.upload.clientVersion;
       const nextHead: Head = { version, bytes };
       operation.set(headKey(realm), nextHead);
-      operation.set(
-        identityKey(realm, identity.id),
-        {
-          salt: record.salt,
-          lastClientVersion: last,
-        } satisfies IdentityRecord,
-      );
+      // The record is rewritten whole: keep its `rejected` flag.
+      const nextRecord: IdentityRecord = { ...record, lastClientVersion: last };
+      operation.set(identityKey(realm, identity.id), nextRecord);
       const result = await retryKv(() => operation.commit(), options);
       if (result.ok) {
         integrated.push(...items);
@@ -251,7 +267,7 @@ export async function integrateChangesets(
           }
           committed.identities.set(identity.id, {
             key: identityKey(realm, identity.id),
-            value: { salt: record.salt, lastClientVersion: last },
+            value: nextRecord,
             versionstamp,
           });
         }
@@ -336,6 +352,7 @@ export async function readHistory(
       clientVersion: value.clientVersion,
       size: value.changeset.size,
       cumulativeBytes: value.cumulativeBytes,
+      salt: value.salt ?? 0,
       changeset,
     });
     expected++;
@@ -345,20 +362,85 @@ export async function readHistory(
   return { items, gap: items.length === 0 };
 }
 
+/** What the server still knows of one version (see {@linkcode readVersionMeta}). */
+export interface VersionMeta {
+  /** Cumulative history bytes at the version, or null once compacted. */
+  cumulativeBytes: number | null;
+  /** The version's salt, or 0 when unknown (0 for version 0). */
+  salt: number;
+}
+
 /**
- * Reads the cumulative history bytes at `version` (0 for version 0), or null
- * when that entry is no longer stored.
+ * Reads the cumulative history bytes and the salt of `version` (0 and 0 for
+ * version 0). A compacted version has no bytes any more, but its salt is
+ * kept (`readCompactedSalt`), so a client whose cursor is that old is still
+ * told apart from one on another history.
  */
-export async function readCumulativeBytes(
+export async function readVersionMeta(
   kv: Deno.Kv,
   realm: string,
   version: number,
   options: RetryOptions,
-): Promise<number | null> {
-  if (version === 0) return 0;
+): Promise<VersionMeta> {
+  if (version === 0) return { cumulativeBytes: 0, salt: 0 };
   const entry = await retryKv(
     () => kv.get<HistoryEntry>(historyKey(realm, version)),
     options,
   );
-  return entry.value?.cumulativeBytes ?? null;
+  if (entry.value !== null) {
+    return {
+      cumulativeBytes: entry.value.cumulativeBytes,
+      salt: entry.value.salt ?? 0,
+    };
+  }
+  return {
+    cumulativeBytes: null,
+    salt: await readCompactedSalt(kv, realm, version, options),
+  };
+}
+
+/**
+ * The salts of compacted versions, one record per compaction step:
+ * `{ salts }` under `saltsKey(realm, first)` holds the salts of versions
+ * `first`, `first + 1`, … as 32-bit little-endian words (0 = unknown). It is
+ * written in the same atomic operation that deletes those history entries,
+ * so every version's salt is always in one place or the other.
+ */
+export interface CompactedSalts {
+  salts: Uint8Array;
+}
+
+// Records looked at (newest first) for one version: overlapping records
+// only come from two compactions racing, which the snapshot lease makes rare.
+const SALT_RECORDS_SCANNED = 8;
+
+/** Reads the salt kept for a compacted `version`, or 0 when none is. */
+export async function readCompactedSalt(
+  kv: Deno.Kv,
+  realm: string,
+  version: number,
+  options: RetryOptions,
+): Promise<number> {
+  const records = await retryKv(async () => {
+    const found: Deno.KvEntry<CompactedSalts>[] = [];
+    for await (
+      const entry of kv.list<CompactedSalts>({
+        start: saltsKey(realm, 0),
+        end: saltsKey(realm, version + 1),
+      }, { reverse: true, limit: SALT_RECORDS_SCANNED })
+    ) {
+      found.push(entry);
+    }
+    return found;
+  }, options);
+  for (const record of records) {
+    const first = record.key[record.key.length - 1] as number;
+    const salts = record.value.salts;
+    const offset = (version - first) * 4;
+    if (!(salts instanceof Uint8Array) || offset + 4 > salts.length) continue;
+    const view = new DataView(salts.buffer, salts.byteOffset, salts.length);
+    const salt = view.getUint32(offset, true);
+    if (salt !== 0) return salt;
+  }
+  return 0;
 }

@@ -15,6 +15,12 @@ import { backoffDelayMs, retryKv, type RetryOptions } from "./retry.ts";
 export interface IdentityRecord {
   salt: number;
   lastClientVersion: number;
+  /**
+   * True once a changeset of this identity was refused (rejections.ts): only
+   * then does a BIND look for refusals to prune. Every write of the record
+   * keeps it.
+   */
+  rejected?: true;
 }
 
 /** Returns a random integer in [1, 2^53). */

@@ -114,6 +114,14 @@ export function rejectionKey(
   return clientVersion === undefined ? prefix : [...prefix, clientVersion];
 }
 
+/**
+ * Salts of compacted history versions from `first` on (`CompactedSalts`
+ * in history.ts), or with `first` 0 the start of their range.
+ */
+export function saltsKey(realm: string, first: number): Deno.KvKey {
+  return [ROOT, "realm", realm, "salts", first];
+}
+
 /** The highest version deleted from history by compaction. */
 export function compactedKey(realm: string): Deno.KvKey {
   return [ROOT, "realm", realm, "compacted"];

@@ -60,6 +60,7 @@ export async function recordRejection(
             {
               salt: record.salt,
               lastClientVersion: clientVersion,
+              rejected: true,
             } satisfies IdentityRecord,
           )
           .set(rejectionKey(realm, identity.id, clientVersion), refusal)

@@ -21,10 +21,12 @@ import {
   headKey,
   historyKey,
   objectKey,
+  saltsKey,
   snapshotKey,
   snapshotLeaseKey,
 } from "./keys.ts";
 import {
+  type CompactedSalts,
   EMPTY_HEAD,
   type Head,
   type HistoryEntry,
@@ -54,6 +56,11 @@ export interface SnapshotInfo {
   bytes: number;
   /** The history's cumulative bytes at `version`. */
   historyBytes: number;
+  /**
+   * The salt of `version` (docs/PROTOCOL.md §4.11), sent with the DOWNLOAD
+   * that ends a bootstrap; absent (unknown) in records older than salts.
+   */
+  salt?: number;
   /** Number of records (objects ever written, tombstones included). */
   objects: number;
 }
@@ -385,6 +392,7 @@ async function advanceStep(
     bytes: snapshot.bytes + bytesDelta,
     historyBytes: last.cumulativeBytes,
     objects: snapshot.objects + objectsDelta,
+    salt: last.salt,
   };
   const result = await retryKv(
     () =>
@@ -433,27 +441,55 @@ async function compactHistory(
     retry,
   );
   if (!marked.ok) return compacted;
+  // Each operation that deletes entries also keeps their salts (one
+  // `CompactedSalts` record), so a client whose cursor is on a compacted
+  // version can still be checked at BIND.
   let operation = kv.atomic();
   let mutations = 0;
+  let first = 0;
+  let salts: number[] = [];
+  const commit = async () => {
+    if (mutations === 0) return;
+    const packed = new Uint8Array(salts.length * 4);
+    const view = new DataView(packed.buffer);
+    salts.forEach((salt, index) => view.setUint32(index * 4, salt, true));
+    operation.set(
+      saltsKey(realm, first),
+      { salts: packed } satisfies CompactedSalts,
+    );
+    await retryKv(() => operation.commit(), retry);
+    operation = kv.atomic();
+    mutations = 0;
+    salts = [];
+  };
   for await (
     const entry of kv.list<HistoryEntry>({
       start: historyKey(realm, compacted + 1),
       end: historyKey(realm, floor + 1),
     }, { batchSize: 200 })
   ) {
+    const version = entry.key[entry.key.length - 1] as number;
     const parts = entry.value.changeset.parts;
-    if (mutations + 1 + parts > OPERATION_MUTATIONS) {
-      await retryKv(() => operation.commit(), retry);
-      operation = kv.atomic();
-      mutations = 0;
+    if (
+      mutations + 2 + parts > OPERATION_MUTATIONS ||
+      (mutations > 0 && version - first >= SALTS_PER_RECORD)
+    ) {
+      await commit();
     }
+    if (mutations === 0) first = version;
+    // A version missing from the list (never expected) keeps salt 0.
+    while (first + salts.length < version) salts.push(0);
+    salts.push(entry.value.salt ?? 0);
     operation.delete(entry.key);
     deleteBlob(operation, realm, entry.value.changeset);
     mutations += 1 + parts;
   }
-  if (mutations > 0) await retryKv(() => operation.commit(), retry);
+  await commit();
   return floor;
 }
+
+// Versions one `CompactedSalts` record spans at most (16 KiB of salts).
+const SALTS_PER_RECORD = 4096;
 
 function recordName(type: string, id: string): string {
   // The length prefix keeps ("ab", "c") and ("a", "bc") apart.
