@@ -1183,7 +1183,10 @@ function makeWrite(
  * held. What the invariant needs: the writers are still there (the soak's
  * clients never leave; a write acknowledged after the copy whose only
  * holder is gone is lost, docs/RELIABILITY.md), and every client holding
- * something the copy lacks detects the restore and resets. Its receipts
+ * something the copy lacks detects the restore and resets — by its cursors,
+ * or, for a reader whose cursor only looks continuous because others wrote
+ * past it after the restore, by the salt of its cursor's version
+ * (docs/SERVER.md "A client the server cannot continue"). Its receipts
  * stay as they were: an acknowledged one stays resolved, a pending one
  * resolves once its recovered upload is stored. "Integrated twice" keeps
  * its meaning — one upload (client identity, client version) stored twice —
