@@ -440,8 +440,12 @@ export class SessionCore {
         return;
       }
       case MessageType.Download: {
+        // Like every message of a binding lost before it was handled: a
+        // REJECT of that binding just before it is dropped too, so its
+        // acknowledgement must not settle the refused write. The next
+        // binding sends it all again from the cursors its BIND gave.
+        if (channel !== this.#life.channel) return;
         if (this.#reset.isStaging) {
-          if (channel !== this.#life.channel) return;
           this.#reset.stage(message);
           this.#tracker.downloaded(
             message.changesetBytes,

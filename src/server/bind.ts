@@ -12,7 +12,7 @@ import { Session, type SessionTransport } from "./session.ts";
 import { SessionError } from "./session_error.ts";
 import { readVersionMeta } from "./storage/history.ts";
 import { allocateIdentity, readIdentity } from "./storage/identities.ts";
-import { pruneRejections } from "./storage/rejections.ts";
+import { firstRejectionAfter, pruneRejections } from "./storage/rejections.ts";
 import { abortable } from "../util/abort.ts";
 
 /** What a BIND needs from its connection. */
@@ -128,6 +128,7 @@ async function openSession(
   const head = await hub.refreshHead();
   let identity = message.clientIdentity;
   let lastIntegratedClientVersion = 0;
+  let settledClientVersion = 0;
   // Version 2 clients reset when the server cannot continue their history;
   // version 1 clients get the error they always got.
   const cannotContinue = (detail: string) =>
@@ -147,6 +148,7 @@ async function openSession(
       );
     }
     lastIntegratedClientVersion = record.lastClientVersion;
+    settledClientVersion = record.lastClientVersion;
     if (
       context.protocolVersion >= 2 &&
       message.uploadCursor > record.lastClientVersion
@@ -168,6 +170,23 @@ async function openSession(
         message.uploadCursor,
         retry,
       );
+    }
+    if (
+      context.protocolVersion >= 2 && record.rejected === true &&
+      record.lastClientVersion > message.uploadCursor
+    ) {
+      // A refusal the client may not have heard of (its REJECT lost with a
+      // connection): acknowledge only what comes before it, so the client
+      // uploads it again and is refused again — with the revert, which
+      // needs the changeset — before any DOWNLOAD acknowledges it.
+      const refused = await firstRejectionAfter(
+        kv,
+        path,
+        identity.id,
+        message.uploadCursor,
+        retry,
+      );
+      if (refused !== null) lastIntegratedClientVersion = refused - 1;
     }
   }
   if (message.downloadCursor > head.version) {
@@ -216,6 +235,7 @@ async function openSession(
     cursorSalt: cursor.salt || clientSalt,
     cursorBytes: cursor.cumulativeBytes,
     lastIntegratedClientVersion,
+    settledClientVersion,
     protocolVersion: context.protocolVersion,
     validateChangeset: settings.validateChangeset,
     downloadBatchBytes: settings.downloadBatchBytes,

@@ -75,8 +75,15 @@ export interface SessionInit {
    * version is no longer stored (the session must bootstrap).
    */
   cursorBytes: number | null;
-  /** The identity's last integrated client version. */
+  /** The client version the session's first DOWNLOAD acknowledges. */
   lastIntegratedClientVersion: number;
+  /**
+   * The identity's last settled (integrated or refused) client version, when
+   * above `lastIntegratedClientVersion`: uploads up to it are re-uploads,
+   * refused again or acknowledged without being stored (default:
+   * `lastIntegratedClientVersion`).
+   */
+  settledClientVersion?: number;
   /** The protocol version the connection negotiated. */
   protocolVersion: number;
   /** The server's validation hook, if any. */
@@ -110,6 +117,12 @@ const SETTLED: UploadTicket = { settled: Promise.resolve() };
 
 // How often a paused pump looks at the socket's buffer again.
 const DRAIN_POLL_MS = 10;
+/**
+ * Reads of a refused changeset's objects before giving up on one as new as
+ * what the session already sent (each read that falls short saw a commit
+ * land meanwhile, so more than a couple means the realm never stops).
+ */
+const MAX_REVERT_READS = 20;
 
 // #pump before `start`: a wake then only notes itself.
 const NOT_STARTED: Promise<void> = Promise.resolve();
@@ -140,6 +153,8 @@ export class Session implements HubMember {
   #lastAck: number;
   // MARKs not answered yet (null: none, the usual case).
   #marks: { requestId: number; target: number }[] | null = null;
+  /** See `SessionInit.settledClientVersion`. */
+  #settled: number;
   #wakePending = false;
   // The pump's run; null while it is parked with nothing to send, so an
   // idle session keeps no suspended async frame (`wake` starts a new run).
@@ -183,6 +198,8 @@ export class Session implements HubMember {
     this.#historyBase = this.#cursorBytes;
     this.#historyBaseVersion = this.#cursor;
     this.#lastAck = init.lastIntegratedClientVersion;
+    this.#settled = init.settledClientVersion ??
+      init.lastIntegratedClientVersion;
   }
 
   /**
@@ -296,7 +313,10 @@ export class Session implements HubMember {
         await this.#committing;
         if (this.closed) return SETTLED;
       }
-      if (changeset.clientVersion <= this.#lastAck) {
+      if (
+        changeset.clientVersion <= this.#lastAck ||
+        changeset.clientVersion <= this.#settled
+      ) {
         // Settled before: a re-upload. One refused before is refused
         // again (its REJECT may have been lost with a connection).
         const refusal = rejects
@@ -428,9 +448,24 @@ export class Session implements HubMember {
     refusal: Refusal,
   ): Promise<void> {
     const keys = changeset.instructions.map(({ type, id }) => ({ type, id }));
-    const state = await this.#storage(() =>
+    // The client replaces those objects with the revert: it must hold every
+    // version this session already sent, or the client would lose what they
+    // did to those objects (a DOWNLOAD can go out while the state is read).
+    let state = await this.#storage(() =>
       this.hub.currentRecords(keys, this.#signal)
     );
+    for (let read = 1; state.version < this.#cursor; read++) {
+      if (this.closed) return;
+      if (read >= MAX_REVERT_READS) {
+        throw new SessionError(
+          "session_failed",
+          `Cannot refuse client version ${changeset.clientVersion}: the realm kept moving past its state being read`,
+        );
+      }
+      state = await this.#storage(() =>
+        this.hub.currentRecords(keys, this.#signal)
+      );
+    }
     if (this.closed) return;
     const instructions: Instruction[] = [];
     for (const record of state.records.values()) {
@@ -471,12 +506,16 @@ export class Session implements HubMember {
       this.#submitted,
       changesets[changesets.length - 1]!.clientVersion,
     );
+    let lastUploaded = 0;
+    for (const { clientVersion } of changesets) {
+      if (clientVersion > lastUploaded) lastUploaded = clientVersion;
+    }
     const settled = this.#storage(() =>
       this.#init.hub.integrate(
         this.identity,
         changesets,
         this.#init.commitSignal,
-        (result, more) => this.#acknowledge(result, more),
+        (result, more) => this.#acknowledge(result, more, lastUploaded),
         this,
       )
     ).then(() => {});
@@ -490,11 +529,21 @@ export class Session implements HubMember {
     return { settled };
   }
 
-  #acknowledge(result: IntegrateResult, more: boolean): void {
+  #acknowledge(
+    result: IntegrateResult,
+    more: boolean,
+    lastUploaded: number,
+  ): void {
     if (this.closed) return;
-    if (result.lastIntegratedClientVersion > this.#lastAck) {
-      this.#lastAck = result.lastIntegratedClientVersion;
-    }
+    // Acknowledge no further than this upload: the identity's record may
+    // also count versions another session of it settled — among them a
+    // refusal whose REJECT this session must send first, when the client
+    // uploads it here again.
+    const acknowledged = Math.min(
+      result.lastIntegratedClientVersion,
+      lastUploaded,
+    );
+    if (acknowledged > this.#lastAck) this.#lastAck = acknowledged;
     for (const item of result.integrated) {
       if (item.version > this.#historyBaseVersion) {
         this.#ownAhead.set(item.version, item.size);

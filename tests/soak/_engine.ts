@@ -28,11 +28,13 @@ import {
   type AppOptions,
   Credentials,
   type Realm,
+  SyncError,
   type WriteReceipt,
 } from "../../mod.ts";
 import { linesOf } from "../_helpers/lines.ts";
 import { Prng } from "../_helpers/prng.ts";
 import { TcpProxy } from "../_helpers/tcp_proxy.ts";
+import { POISON_FIELD } from "./_poison.ts";
 
 /** The one realm every client of a schedule writes. */
 const REALM_PATH = "/soak/shared";
@@ -46,6 +48,9 @@ const SHARED = 8;
 /** Bound of one start, stop or stats request of the server process. */
 const PROCESS_WAIT_MS = 30_000;
 const CLIENTS = 3;
+/** How often and how many times a restore looks for a write past its copy. */
+const ACK_POLL_MS = 50;
+const ACK_POLLS = 200;
 
 /** The kinds of fault a schedule injects; see {@linkcode FAULTS}. */
 export type FaultKind =
@@ -58,7 +63,9 @@ export type FaultKind =
   | "bandwidth"
   | "pause"
   | "reconnect"
-  | "kill";
+  | "kill"
+  | "restore"
+  | "rejected";
 
 /** Every fault kind, in the order reports list them. */
 export const FAULT_KINDS: readonly FaultKind[] = [
@@ -72,6 +79,8 @@ export const FAULT_KINDS: readonly FaultKind[] = [
   "pause",
   "reconnect",
   "kill",
+  "restore",
+  "rejected",
 ];
 
 /** What one schedule does. */
@@ -86,6 +95,13 @@ export interface ScheduleOptions {
   faultChance?: number;
   /** At least this many server kills (a forced one lands mid-schedule). */
   minKills?: number;
+  /**
+   * At least this many restores of an older copy (forced ones take their
+   * copy mid-schedule and restore it a few read timeouts later).
+   */
+  minRestores?: number;
+  /** At least this many writes the server refuses (forced mid-schedule). */
+  minRejected?: number;
   /** Bound of the quiescence: every wait after the writes (default 60 s). */
   quiesceMs?: number;
   /** Where progress notes go (default: nowhere). */
@@ -99,17 +115,35 @@ export interface ScheduleResult {
   writes: number;
   /** Of them, the ones that changed something (each one changeset). */
   changesets: number;
-  /** Server SIGKILLs (each followed by a restart on the same KV file). */
+  /**
+   * Server SIGKILLs of "kill" faults (each followed by a restart on the same
+   * KV file). A restore adds two SIGKILLs of its own, counted in `restores`.
+   */
   kills: number;
+  /** Restarts of the server on an older copy of its KV file. */
+  restores: number;
+  /** Client resets the three clients performed (`stats().clientResets`). */
+  resets: number;
+  /** Writes the server refused on their content (poisoned writes). */
+  rejected: number;
   /** Faults started, by kind (kills included). */
   faults: Record<FaultKind, number>;
   /** Acknowledged writes whose effect the final state lacks. */
   lost: number;
-  /** Changesets the server's history holds beyond the distinct ones. */
+  /**
+   * Uploads stored twice: changesets the server's history holds beyond the
+   * clients' distinct ones (schedules without a restore), and stored
+   * changesets repeating the client identity and client version of one
+   * stored before (every schedule).
+   */
   duplicated: number;
   /** Whether the three clients and a freshly bootstrapped fourth agree. */
   replicasEqual: boolean;
-  /** Receipts that never resolved (rejected or still pending at the bound). */
+  /**
+   * Receipts that did not settle as they must: an ordinary write's receipt
+   * that never resolved (rejected, or still pending at the bound), and a
+   * poisoned write's that did not reject with `write_rejected`.
+   */
   unsettled: number;
   /** Every problem found, one line each; empty when the schedule passed. */
   problems: string[];
@@ -207,6 +241,25 @@ class ServerProcess {
     return { integrated: Number(integrated), head: Number(head) };
   }
 
+  /**
+   * What the realm's stored history holds (`_server.ts` `auditHistory`):
+   * changesets stored, the first stored version, uploads stored again and
+   * poisoned changesets stored.
+   */
+  async history(): Promise<
+    { stored: number; first: number; repeated: number; poisoned: number }
+  > {
+    await this.#input.write(new TextEncoder().encode("history\n"));
+    const [, stored, first, repeated, poisoned] =
+      (await this.#nextLine("history ")).split(" ").map(Number);
+    return {
+      stored: stored!,
+      first: first!,
+      repeated: repeated!,
+      poisoned: poisoned!,
+    };
+  }
+
   /** SIGKILLs the process and waits until it is gone. */
   async kill(): Promise<void> {
     try {
@@ -263,12 +316,19 @@ function appOptions(baseUrl: string): AppOptions {
   };
 }
 
+/**
+ * Opens the shared realm. The soak's clients reset with `recoverAll`: after
+ * a restore they give the server back everything their copies hold that it
+ * lost, which is what keeps "nothing acknowledged is lost" an invariant
+ * across restores (see {@linkcode checkModel}).
+ */
 async function openClientRealm(app: App, signal: AbortSignal): Promise<Realm> {
   const user = await app.logIn(Credentials.anonymous(), { signal });
   return await user.openRealm({
     path: REALM_PATH,
     waitForDownload: true,
     signal,
+    clientReset: { mode: "recoverAll" },
   });
 }
 
@@ -281,6 +341,15 @@ export interface FaultContext {
   readonly client: SoakClient;
   /** SIGKILLs the server and starts it again on the same KV file. */
   killServer(downMs: number): Promise<void>;
+  /**
+   * Takes a copy of the server's KV file (with its `-wal` and `-shm`
+   * files) as a crash would leave it: SIGKILLs the server, copies, starts
+   * it again on the live file. Resolves with `restore`, which SIGKILLs the
+   * server and starts it on that older copy.
+   */
+  backupServer(downMs: number): Promise<{ restore(): Promise<void> }>;
+  /** Makes the next write (of any client) one the server refuses. */
+  poisonNextWrite(): void;
 }
 
 /** A fault in progress: `heal` ends it (idempotent). */
@@ -290,15 +359,18 @@ export interface ActiveFault {
 
 /**
  * One kind of fault. `scope` says what it occupies while it lasts — one
- * client's link, one client's session, or the server — so two faults never
- * fight over the same knob; `start` begins it and returns how to heal it,
- * and how long to let it last (0: it is over at once).
+ * client's link, one client's session, the server process, the server's
+ * store (a copy waiting to be restored), or nothing but the next write — so
+ * two faults never fight over the same knob; `start` begins it and returns
+ * how to heal it, and how long to let it last (0: it is over at once).
+ * Operations on the server process (kills, copies, restores) run one after
+ * another, never overlapping.
  */
 export interface FaultDefinition {
   readonly kind: FaultKind;
   /** Relative chance of being drawn. */
   readonly weight: number;
-  readonly scope: "link" | "session" | "server";
+  readonly scope: "link" | "session" | "server" | "store" | "write";
   start(context: FaultContext): { fault: ActiveFault; forMs: number };
 }
 
@@ -310,25 +382,18 @@ function timeouts(random: Prng, min: number, max: number): number {
 /**
  * Every fault a schedule draws from.
  *
- * EXTENSION POINT — two kinds are planned and need work elsewhere first:
- *
- * - "restore": stop the server, copy back a KV file copied earlier in the
- *   schedule (take the copy at a random step while the server is stopped, or
- *   with `Deno.copyFile` of a file the server is not writing), and restart on
- *   it. Needs client reset (issue 13 item 1): the clients must open the realm
- *   with a `clientReset` mode, and the checks change with the mode — under
- *   `recoverAll` nothing acknowledged may be lost; under `recover` and
- *   `discard`, writes acknowledged only after the copy was taken may be, and
- *   the model must drop them. Add `"restore"` to {@linkcode FaultKind}, a
- *   definition here with scope "server", and a `restoreServer()` beside
- *   `killServer()` in {@linkcode FaultContext}.
- * - "rejected": a write the server refuses on its own merits. Needs rejected
- *   writes (issue 13 item 2) and a `validateChangeset` hook in `_server.ts`
- *   that refuses, say, any changeset setting a field `reject`. It is a kind
- *   of write rather than of fault: `makeWrite` would mark it, its receipt
- *   must reject with `write_rejected` (count it settled, not unsettled), its
- *   changeset is not in the server's history (leave it out of the distinct
- *   count), and the model must drop its effect.
+ * - "restore" takes a crash-consistent copy of the server's store at one
+ *   moment, lets the schedule write on for 1–4 read timeouts (other faults,
+ *   kills included, go on meanwhile), then SIGKILLs the server and starts it
+ *   on that older copy: every client whose cursors are ahead of it must
+ *   detect it and reset (`recoverAll`), and the checks stay the same — see
+ *   {@linkcode checkModel} for why they still hold.
+ * - "rejected" makes the next write one the server refuses on its content
+ *   (it sets {@linkcode POISON_FIELD}; `_server.ts` refuses it through
+ *   `validateChangeset`). Its receipt must reject with `write_rejected`
+ *   whose cause has the code `validation_failed`, its effect must be found
+ *   nowhere (not in any replica, not in the server's history), and the
+ *   session must stay active: later writes settle as usual.
  */
 export const FAULTS: readonly FaultDefinition[] = [
   {
@@ -452,6 +517,32 @@ export const FAULTS: readonly FaultDefinition[] = [
       return { fault: { heal: () => done }, forMs: 0 };
     },
   },
+  {
+    kind: "restore",
+    weight: 1,
+    scope: "store",
+    start({ backupServer, random }) {
+      const backup = backupServer(timeouts(random, 0, 0.5));
+      let restored: Promise<void> | undefined;
+      return {
+        // Healing restores the copy: once, when the fault's time is up (or
+        // at quiescence).
+        fault: {
+          heal: () => restored ??= backup.then(({ restore }) => restore()),
+        },
+        forMs: timeouts(random, 1, 4),
+      };
+    },
+  },
+  {
+    kind: "rejected",
+    weight: 2,
+    scope: "write",
+    start({ poisonNextWrite }) {
+      poisonNextWrite();
+      return { fault: { heal() {} }, forMs: 0 };
+    },
+  },
 ];
 
 // ----- the model of what the final state must hold -----
@@ -492,14 +583,32 @@ type Plan =
   | { kind: "tally"; id: string }
   | { kind: "shared"; id: string; draw: number };
 
-function planOps(random: Prng, client: SoakClient): Plan[] {
+/**
+ * Chooses the instructions of one write. A poisoned write (one the server
+ * refuses) neither creates nor deletes anything: once refused, its objects
+ * are back to the server's values, and the owner's later plans (which
+ * trust `client.own`) must still find them as they were.
+ */
+function planOps(random: Prng, client: SoakClient, poison: boolean): Plan[] {
   const plans: Plan[] = [];
   const count = random.next() < 0.2 ? 2 + random.int(2) : 1;
   const used = new Set<string>();
   for (let n = 0; n < count; n++) {
     const roll = random.next();
     let plan: Plan;
-    if (roll < 0.4) {
+    if (roll < 0.4 && poison) {
+      const live = [...client.own];
+      if (live.length === 0) {
+        plan = { kind: "tally", id: `t${random.int(TALLIES)}` };
+      } else {
+        const id = random.pick(live);
+        plan = {
+          kind: "own",
+          op: random.next() < 0.8 ? "update" : "put",
+          id,
+        };
+      }
+    } else if (roll < 0.4) {
       // An object this write already touched is skipped below.
       const live = [...client.own];
       if (live.length === 0 || random.next() < 0.2) {
@@ -523,7 +632,8 @@ function planOps(random: Prng, client: SoakClient): Plan[] {
       plan = {
         kind: "shared",
         id: `s${random.int(SHARED)}`,
-        draw: random.next(),
+        // A draw of 0.75 or more deletes an existing object (`makeWrite`).
+        draw: random.next() * (poison ? 0.75 : 1),
       };
     }
     const key = `${plan.kind}/${plan.id}`;
@@ -546,6 +656,8 @@ interface Tracked {
   write: number;
   client: number;
   clientVersion: number;
+  /** Whether the server must refuse it. */
+  poison: boolean;
   outcome: "pending" | "acknowledged" | { error: unknown };
   settled: Promise<void>;
 }
@@ -569,6 +681,9 @@ export async function runSchedule(
     writes: 0,
     changesets: 0,
     kills: 0,
+    restores: 0,
+    resets: 0,
+    rejected: 0,
     faults,
     lost: 0,
     duplicated: 0,
@@ -591,7 +706,24 @@ export async function runSchedule(
   const active = new Map<string, { fault: ActiveFault }>();
   const tracked: Tracked[] = [];
   let server: ServerProcess | undefined;
-  let restarting: Promise<void> | undefined;
+  /**
+   * The last of the operations on the server process (kill, copy, restore),
+   * which run one after another; a failed one fails those after it, and
+   * quiescence awaits it (so the failure ends the schedule).
+   */
+  let restarting: Promise<void> = Promise.resolve();
+  const onServer = <T>(operation: () => Promise<T>): Promise<T> => {
+    const next = restarting.then(operation);
+    restarting = next.then(() => {});
+    // Handled here; quiescence awaits it again to see the failure.
+    restarting.catch(() => {});
+    return next;
+  };
+  /** Writes to poison ("rejected" faults drawn, not yet made). */
+  let poisonQueued = 0;
+  /** Whether the schedule's writes are still being made. */
+  let writing = true;
+  let copies = 0;
   try {
     server = await ServerProcess.start(kvPath);
     for (let index = 0; index < CLIENTS; index++) {
@@ -620,42 +752,87 @@ export async function runSchedule(
       }
     }
 
-    const killServer = async (downMs: number): Promise<void> => {
+    /** SIGKILLs the server, runs `between`, starts it again on `kvPath`. */
+    const restartServer = async (
+      downMs: number,
+      between: () => Promise<void>,
+    ): Promise<void> => {
       const old = server!;
       server = undefined;
-      result.kills++;
-      log(`  kill (down ${downMs} ms)`);
       await old.kill();
+      await between();
       await sleep(downMs);
       server = await ServerProcess.start(kvPath);
+      log(`  the server is back at version ${server.startHead}`);
       for (const proxy of proxies) proxy.retarget(server.addr);
     };
+    const killServer = (downMs: number) =>
+      onServer(async () => {
+        result.kills++;
+        log(`  kill (down ${downMs} ms)`);
+        await restartServer(downMs, async () => {});
+      });
+    // The copy is taken while the server is down after a SIGKILL: the
+    // store as a crash leaves it, which is what a file-system snapshot of
+    // a running server holds too.
+    const backupServer = (downMs: number) =>
+      onServer(async () => {
+        const copy = `${directory}/copy-${++copies}/server.kv`;
+        log(`  copy ${copies} of the store (down ${downMs} ms)`);
+        await Deno.mkdir(`${directory}/copy-${copies}`);
+        // Writes from here on are not in the copy.
+        const after = result.writes;
+        await restartServer(downMs, () => copyStore(kvPath, copy));
+        const copyHead = server!.startHead;
+        return {
+          restore: () =>
+            onServer(async () => {
+              // A copy holding everything the clients know of makes the
+              // restore a mere restart. Wait (bounded) until some write the
+              // copy lacks is acknowledged: its writer's upload cursor is
+              // then ahead of the copy, so at least that client must reset.
+              // (No write may follow the copy when it was taken at the end.)
+              for (
+                let wait = 0;
+                wait < ACK_POLLS && (writing || result.writes > after) &&
+                !tracked.some((item) =>
+                  item.write >= after && item.outcome === "acknowledged"
+                );
+                wait++
+              ) await sleep(ACK_POLL_MS);
+              result.restores++;
+              log(`  restore of copy ${copy} (version ${copyHead})`);
+              await restartServer(downMs, () => copyStore(copy, kvPath));
+            }),
+        };
+      });
 
     const startFault = (definition: FaultDefinition, client: SoakClient) => {
-      const key = definition.scope === "server"
-        ? "server"
+      const key = definition.scope === "server" || definition.scope === "store"
+        ? definition.scope
         : `${definition.scope}/${client.index}`;
       if (active.has(key)) return;
-      faults[definition.kind]++;
+      // A refused write counts once it is made (one drawn last never is).
+      if (definition.kind !== "rejected") faults[definition.kind]++;
       const { fault, forMs } = definition.start({
         random,
         client,
-        killServer: (downMs) => {
-          restarting = killServer(downMs);
-          return restarting;
-        },
+        killServer,
+        backupServer,
+        poisonNextWrite: () => void poisonQueued++,
       });
       if (definition.scope === "server") {
         // Over once the server is back; healing waits for that.
         active.set(key, { fault });
-        void restarting!.finally(() => active.delete(key)).catch(() => {});
+        void restarting.finally(() => active.delete(key)).catch(() => {});
         return;
       }
       if (forMs === 0) return;
       const timer = setTimeout(() => {
         timers.delete(timer);
         active.delete(key);
-        void fault.heal();
+        // A failure shows in `restarting`, which quiescence awaits.
+        void Promise.resolve(fault.heal()).catch(() => {});
       }, forMs);
       timers.add(timer);
       active.set(key, { fault });
@@ -670,34 +847,56 @@ export async function runSchedule(
       }
       return FAULTS.at(-1)!;
     };
-    const minKills = options.minKills ?? 0;
-    const forcedKills = new Set<number>();
-    for (let k = 0; k < minKills; k++) {
-      forcedKills.add(
-        Math.floor(
-          options.writes * (0.2 + 0.6 * (k + random.next()) / minKills),
-        ),
-      );
-    }
-    const killDefinition = FAULTS.find((fault) => fault.kind === "kill")!;
+    /** `count` write numbers spread over [from, to) of the schedule. */
+    const forced = (count: number, from: number, to: number) => {
+      const writes = new Set<number>();
+      for (let k = 0; k < count; k++) {
+        writes.add(
+          Math.floor(
+            options.writes * (from + (to - from) * (k + random.next()) / count),
+          ),
+        );
+      }
+      return writes;
+    };
+    const forcedKills = forced(options.minKills ?? 0, 0.2, 0.8);
+    const forcedRestores = forced(options.minRestores ?? 0, 0.1, 0.5);
+    const forcedRejected = forced(options.minRejected ?? 0, 0.1, 0.9);
+    const definition = (kind: FaultKind) =>
+      FAULTS.find((fault) => fault.kind === kind)!;
 
     // ----- the writes, with faults in between -----
     for (let write = 0; write < options.writes; write++) {
       const client = clients[random.int(CLIENTS)]!;
-      const plans = planOps(random, client);
+      if (forcedRejected.has(write)) poisonQueued++;
+      const poison = poisonQueued > 0;
+      if (poison) {
+        poisonQueued--;
+        faults.rejected++;
+      }
+      const plans = planOps(random, client, poison);
+      if (poison) {
+        log(
+          `  write ${write} by client ${client.index} is poisoned: ${
+            plans.map((plan) => `${plan.kind} ${plan.id}`).join(", ")
+          }`,
+        );
+      }
       const burst = random.next() < 0.1;
-      const receipt = makeWrite(client, plans, write, model);
+      const receipt = makeWrite(client, plans, write, model, poison);
       result.writes++;
       const track = (receipt: WriteReceipt) => {
         if (receipt.clientVersion === 0) {
           problems.push(`write ${write} changed nothing`);
           return;
         }
-        result.changesets++;
+        if (poison) result.rejected++;
+        else result.changesets++;
         const item: Tracked = {
           write,
           client: client.index,
           clientVersion: receipt.clientVersion,
+          poison,
           outcome: "pending",
           settled: Promise.resolve(),
         };
@@ -714,24 +913,36 @@ export async function runSchedule(
       } else {
         track(await receipt);
       }
-      if (forcedKills.has(write) && !active.has("server")) {
-        startFault(killDefinition, client);
+      if (forcedRestores.has(write) && !active.has("store")) {
+        startFault(definition("restore"), client);
+        // The writes wait for the copy, so that most of them follow it.
+        await restarting;
+      } else if (forcedKills.has(write) && !active.has("server")) {
+        startFault(definition("kill"), client);
       } else if (random.next() < faultChance) {
-        const definition = drawFault();
-        startFault(definition, clients[random.int(CLIENTS)]!);
+        const drawn = drawFault();
+        // A copy taken this late would hold nearly every write: restoring
+        // it would test little, so late restores are not started.
+        if (drawn.kind !== "restore" || write < options.writes * 0.85) {
+          startFault(drawn, clients[random.int(CLIENTS)]!);
+        }
       }
       if (!burst && random.next() < 0.5) {
         await sleep(Math.round(random.next() * 4 * meanGapMs));
       }
     }
     await Promise.all(committing);
+    writing = false;
 
     // ----- quiescence -----
     log(`  quiescence`);
     for (const timer of timers) clearTimeout(timer);
     timers.clear();
+    // A copy still waiting is restored last, once the links are whole
+    // again: the restore waits for a write past the copy to be acknowledged.
+    const copy = active.get("store");
+    active.delete("store");
     for (const [, entry] of active) await entry.fault.heal();
-    await restarting;
     active.clear();
     for (const client of clients) {
       client.proxy.release();
@@ -741,6 +952,8 @@ export async function runSchedule(
       client.proxy.throttle = undefined;
       client.realm.syncSession.resume();
     }
+    await copy?.fault.heal();
+    await restarting;
     using quiescence = deadline(quiesceMs);
     const bound = quiescence.signal;
     const quiet = new Promise<void>((resolve) =>
@@ -753,15 +966,14 @@ export async function runSchedule(
     lifetime.abort(new Error("quiescence bound passed"));
     await Promise.all(tracked.map((item) => item.settled));
     for (const item of tracked) {
-      if (item.outcome === "acknowledged") continue;
+      const wrong = wrongOutcome(item);
+      if (wrong === undefined) continue;
       result.unsettled++;
       if (result.unsettled <= 5) {
         problems.push(
-          `receipt of write ${item.write} (client ${item.client}, version ${item.clientVersion}) ${
-            item.outcome === "pending"
-              ? "never settled"
-              : `rejected: ${describe(item.outcome.error)}`
-          }`,
+          `receipt of ${
+            item.poison ? "poisoned " : ""
+          }write ${item.write} (client ${item.client}, version ${item.clientVersion}) ${wrong}`,
         );
       }
     }
@@ -782,6 +994,17 @@ export async function runSchedule(
     }
 
     // ----- the checks -----
+    for (const client of clients) {
+      const session = client.realm.syncSession;
+      result.resets += session.stats().clientResets;
+      // A rejected write or a reset must leave the session active.
+      if (session.state !== "active") {
+        problems.push(`client ${client.index}'s session is ${session.state}`);
+      }
+    }
+    if (result.restores === 0 && result.resets > 0) {
+      problems.push(`${result.resets} client resets without a restore`);
+    }
     const fresh = new App(appOptions(`http://127.0.0.1:${server!.addr.port}`));
     apps.push(fresh);
     let reference: Realm | undefined;
@@ -805,11 +1028,30 @@ export async function runSchedule(
       result.lost = checkModel(reference, model, problems);
     }
     const stats = await server!.stats();
-    result.duplicated = Math.max(0, stats.head - result.changesets);
-    if (stats.head !== result.changesets) {
+    const history = await server!.history();
+    result.duplicated = history.repeated;
+    if (history.repeated > 0) {
       problems.push(
-        `the server's history holds ${stats.head} changesets, the clients made ${result.changesets}`,
+        `the server's history stores ${history.repeated} uploads again (same client identity and version)`,
       );
+    }
+    if (history.poisoned > 0) {
+      problems.push(
+        `the server's history stores ${history.poisoned} changesets it had to refuse`,
+      );
+    }
+    // After a restore, the history holds the copy's changesets plus what
+    // each client re-uploaded (`recoverAll` uploads what its copy holds
+    // that the server lacks, so two clients holding the same write both
+    // upload it): its length says nothing then. Without one, it holds
+    // exactly the clients' stored writes, once each.
+    if (result.restores === 0) {
+      result.duplicated += Math.max(0, stats.head - result.changesets);
+      if (stats.head !== result.changesets) {
+        problems.push(
+          `the server's history holds ${stats.head} changesets, the clients made ${result.changesets} it must store`,
+        );
+      }
     }
     if (stats.integrated !== stats.head - server!.startHead) {
       problems.push(
@@ -825,7 +1067,7 @@ export async function runSchedule(
     for (const timer of timers) clearTimeout(timer);
     await Promise.allSettled(committing);
     await Promise.allSettled(tracked.map((item) => item.settled));
-    await restarting?.catch(() => {});
+    await restarting.catch(() => {});
     for (const app of apps) await app.close();
     for (const proxy of proxies) await proxy[Symbol.asyncDispose]();
     if (server !== undefined) {
@@ -845,15 +1087,24 @@ export async function runSchedule(
   return result;
 }
 
-/** Starts one write of `plans` on `client` and records its effects. */
+/**
+ * Starts one write of `plans` on `client` and records its effects — unless
+ * it is poisoned: then every instruction also sets {@linkcode POISON_FIELD},
+ * the server refuses it whole, and the model records nothing (its effects
+ * must be found nowhere).
+ */
 function makeWrite(
   client: SoakClient,
   plans: readonly Plan[],
   write: number,
   model: Model,
+  poison: boolean,
 ): Promise<WriteReceipt> {
   const field = `w${write}`;
   const realm = client.realm;
+  if (poison) model = new Model();
+  const marked = (fields: Record<string, number>) =>
+    poison ? { ...fields, [POISON_FIELD]: write } : fields;
   return realm.write((tx) => {
     for (const plan of plans) {
       if (plan.kind === "own") {
@@ -864,15 +1115,15 @@ function makeWrite(
           model.own.set(key, null);
         } else if (plan.op === "update") {
           const fields = { [field]: write };
-          tx.update("Own", plan.id, fields);
+          tx.update("Own", plan.id, marked(fields));
           model.own.set(key, { ...current, ...fields });
         } else {
           const fields = { [field]: write, by: client.index };
-          tx.put("Own", plan.id, fields);
+          tx.put("Own", plan.id, marked(fields));
           model.own.set(key, fields);
         }
       } else if (plan.kind === "tally") {
-        tx.update("Tally", plan.id, { [field]: write, c: write });
+        tx.update("Tally", plan.id, marked({ [field]: write, c: write }));
         model.note(`Tally/${plan.id}`, {
           write,
           client: client.index,
@@ -891,8 +1142,8 @@ function makeWrite(
           : "delete";
         if (op === "delete") tx.delete("Shared", plan.id);
         else if (op === "update") {
-          tx.update("Shared", plan.id, { [field]: write, c: write });
-        } else tx.put("Shared", plan.id, { [field]: write, c: write });
+          tx.update("Shared", plan.id, marked({ [field]: write, c: write }));
+        } else tx.put("Shared", plan.id, marked({ [field]: write, c: write }));
         model.note(`Shared/${plan.id}`, {
           write,
           client: client.index,
@@ -915,6 +1166,33 @@ function makeWrite(
  *   client's own updates are in stamp order).
  * - Shared objects (put, update, delete by everyone): only values some
  *   write of that object set, and alive only if some write put it.
+ *
+ * Refused (poisoned) writes are not in the model: a field, value or object
+ * only they set is reported as never written.
+ *
+ * The same checks hold across a restore of an older copy, because every
+ * client resets with `recoverAll`. A write acknowledged after the copy was
+ * taken is gone from the restored server, but its writer's copy still holds
+ * its effect — or the effect of a later write with a newer stamp that
+ * replaced it, which last-writer-wins would have kept anyway ("legitimately
+ * superseded": the final state is the join of the same stamped writes, so
+ * it is what it would have been without the restore). Each client that
+ * resets re-uploads, with their original stamps, its unacknowledged writes
+ * and every field, put and delete its copy holds newer than the restored
+ * server's, so the server ends with the join of everything any client
+ * held. What the invariant needs: the writers are still there (the soak's
+ * clients never leave; a write acknowledged after the copy whose only
+ * holder is gone is lost, docs/RELIABILITY.md), and every client holding
+ * something the copy lacks detects the restore and resets — by its cursors,
+ * or, for a reader whose cursor only looks continuous because others wrote
+ * past it after the restore, by the salt of its cursor's version
+ * (docs/SERVER.md "A client the server cannot continue"). Its receipts
+ * stay as they were: an acknowledged one stays resolved, a pending one
+ * resolves once its recovered upload is stored. "Integrated twice" keeps
+ * its meaning — one upload (client identity, client version) stored twice —
+ * but several clients re-uploading the same lost write under their new
+ * identities is not that: it is stored once per uploader, with the same
+ * stamp and values, which changes nothing.
  */
 function checkModel(realm: Realm, model: Model, problems: string[]): number {
   const lost = new Set<number>();
@@ -1022,6 +1300,48 @@ function firstDifference(
     if (!expected.has(key)) return `${key} should not exist`;
   }
   return undefined;
+}
+
+/**
+ * What is wrong with how a receipt settled, or undefined: an ordinary
+ * write's must resolve; a poisoned write's must reject with `write_rejected`
+ * whose cause carries the server's code, `validation_failed`.
+ */
+function wrongOutcome(item: Tracked): string | undefined {
+  const { outcome } = item;
+  if (outcome === "pending") return "never settled";
+  if (!item.poison) {
+    return outcome === "acknowledged"
+      ? undefined
+      : `rejected: ${describe(outcome.error)}`;
+  }
+  if (outcome === "acknowledged") return "was acknowledged";
+  const { error } = outcome;
+  if (
+    error instanceof SyncError && error.code === "write_rejected" &&
+    error.cause instanceof SyncError && error.cause.code === "validation_failed"
+  ) return undefined;
+  return `rejected with ${describe(error)} (cause: ${
+    error instanceof Error ? describe(error.cause) : "none"
+  }), not write_rejected (validation_failed)`;
+}
+
+/**
+ * Copies a KV file with the `-wal` and `-shm` files Deno KV (SQLite) keeps
+ * beside it to `to`, replacing what was there (a file the source lacks is
+ * removed from the destination). Only while no process has either open.
+ */
+async function copyStore(from: string, to: string): Promise<void> {
+  for (const suffix of ["", "-wal", "-shm"]) {
+    await Deno.remove(`${to}${suffix}`).catch((error) => {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    });
+    await Deno.copyFile(`${from}${suffix}`, `${to}${suffix}`).catch(
+      (error) => {
+        if (!(error instanceof Deno.errors.NotFound)) throw error;
+      },
+    );
+  }
 }
 
 function describe(error: unknown): string {

@@ -1,6 +1,8 @@
 /**
  * The convergence soak from the command line (`deno task soak`): runs
- * seeded schedules of writes and faults (`_engine.ts`) one after another,
+ * seeded schedules of writes and faults (`_engine.ts`: network faults,
+ * server SIGKILLs, restores of an older copy of the server's store, writes
+ * the server refuses) one after another,
  * prints a line per schedule and a summary, and exits 1 if any failed.
  *
  * Options: `--schedules N` (default 100), `--writes W` (default 1000),
@@ -38,6 +40,9 @@ const totals = {
   writes: 0,
   changesets: 0,
   kills: 0,
+  restores: 0,
+  resets: 0,
+  rejected: 0,
   lost: 0,
   duplicated: 0,
   unsettled: 0,
@@ -58,6 +63,9 @@ for (let index = 0; index < schedules; index++) {
   totals.writes += result.writes;
   totals.changesets += result.changesets;
   totals.kills += result.kills;
+  totals.restores += result.restores;
+  totals.resets += result.resets;
+  totals.rejected += result.rejected;
   totals.lost += result.lost;
   totals.duplicated += result.duplicated;
   totals.unsettled += result.unsettled;
@@ -70,7 +78,7 @@ for (let index = 0; index < schedules; index++) {
   console.log(
     `${ok ? "ok  " : "FAIL"} ${
       index + 1
-    }/${schedules} seed ${result.seed}: ${result.writes} writes, ${result.kills} kills, faults: ${
+    }/${schedules} seed ${result.seed}: ${result.writes} writes, ${result.kills} kills, ${result.restores} restores (${result.resets} resets), ${result.rejected} rejected, faults: ${
       faults || "none"
     }; lost ${result.lost}, duplicated ${result.duplicated}, unsettled ${result.unsettled}, replicas ${
       result.replicasEqual ? "equal" : "DIFFER"
@@ -86,7 +94,7 @@ console.log(
     `summary: ${schedules} schedules, ${totals.writes} writes (${totals.changesets} changesets), seed ${seed}, ${
       ((performance.now() - started) / 60_000).toFixed(1)
     } min`,
-    `  kills ${totals.kills}; faults ${faultCount}: ${faultList}`,
+    `  kills ${totals.kills}, restores ${totals.restores} (client resets ${totals.resets}), rejected writes ${totals.rejected}; faults ${faultCount}: ${faultList}`,
     `  lost ${totals.lost}, duplicated ${totals.duplicated}, unsettled ${totals.unsettled}, replicas ${
       totals.unequal === 0
         ? "equal in every schedule"

@@ -1,6 +1,9 @@
 // The convergence soak, short: a few seeded schedules of writes over three
-// clients with every fault kind in reach, including at least one server
-// SIGKILL + restart each, then the soak's checks (tests/soak/_engine.ts).
+// clients with every fault kind in reach, including at least one restore of
+// an older copy of the server's store (a SIGKILL and a restart on the same
+// file to take the copy, a SIGKILL and a restart on the copy later) and two
+// writes the server refuses each, then the soak's checks
+// (tests/soak/_engine.ts).
 // `deno task soak` runs the long version.
 
 import assert from "node:assert/strict";
@@ -13,18 +16,24 @@ const SEEDS = Deno.env.get("TETHER_SEED") === undefined
   : [Number(Deno.env.get("TETHER_SEED"))];
 
 for (const seed of SEEDS) {
-  Deno.test(`soak: 150 writes over three clients with faults and a server SIGKILL converge, lose nothing acknowledged and integrate nothing twice (seed ${seed})`, async () => {
+  Deno.test(`soak: 150 writes over three clients with faults, server SIGKILLs, a restore of an older copy and refused writes converge, lose nothing acknowledged, store nothing refused and integrate nothing twice (seed ${seed})`, async () => {
     const result = await runSchedule({
       seed,
       writes: 150,
-      minKills: 1,
+      // Taking the copy is a SIGKILL and a restart on the same file already.
+      minRestores: 1,
+      minRejected: 2,
       // More faults per write than the long run, so a short schedule meets
       // several kinds.
       faultChance: 0.08,
       quiesceMs: 30_000,
     });
     assert.deepEqual(result.problems, [], `seed ${seed}`);
-    assert.ok(result.kills >= 1, `seed ${seed}: no server kill`);
+    assert.ok(result.restores >= 1, `seed ${seed}: no restore`);
+    // A restore waits for a write its copy lacks to be acknowledged, so its
+    // writer at least must have reset.
+    assert.ok(result.resets >= 1, `seed ${seed}: no client reset`);
+    assert.ok(result.rejected >= 2, `seed ${seed}: too few refused writes`);
     assert.equal(result.lost, 0);
     assert.equal(result.duplicated, 0);
     assert.equal(result.unsettled, 0);

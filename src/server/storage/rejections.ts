@@ -88,6 +88,31 @@ export async function readRejection(
 }
 
 /**
+ * The lowest client version above `after` whose refusal is recorded, or
+ * null: the first refusal a client binding with upload cursor `after` may
+ * not have heard of (its REJECT lost with a connection).
+ */
+export async function firstRejectionAfter(
+  kv: Deno.Kv,
+  realm: string,
+  identity: number,
+  after: number,
+  options: RetryOptions,
+): Promise<number | null> {
+  return await retryKv(async () => {
+    for await (
+      const entry of kv.list({
+        start: rejectionKey(realm, identity, after + 1),
+        end: rejectionKey(realm, identity, Number.MAX_SAFE_INTEGER),
+      }, { limit: 1 })
+    ) {
+      return entry.key.at(-1) as number;
+    }
+    return null;
+  }, options);
+}
+
+/**
  * Forgets the refusals at or below `settledThrough`: the client's BIND says
  * it has settled them, so a re-upload of those versions cannot come.
  */

@@ -1,0 +1,301 @@
+// REJECT against the races the convergence soak (tests/soak/) found: a
+// revert read while a DOWNLOAD goes out, and a REJECT lost with its
+// connection before the client heard of it (docs/PROTOCOL.md §4.16).
+
+import assert from "node:assert/strict";
+import { errorCodeNumber } from "../../src/protocol/error_codes.ts";
+import {
+  MessageType,
+  type ServerMessage,
+} from "../../src/protocol/messages.ts";
+import type { UploadChangeset } from "../../src/model/changeset.ts";
+import { PROTOCOL_VERSION } from "../../src/protocol/version.ts";
+import type { ClientIdentity } from "../../src/protocol/messages.ts";
+import { put, update, upload } from "../_helpers/changesets.ts";
+import { ProtocolClient } from "../_helpers/protocol_client.ts";
+import { startTestServer } from "../_helpers/test_server.ts";
+
+const BOUND_MS = 10_000;
+
+/**
+ * A KV handle whose next `get` of a key matching the armed predicate waits
+ * until released; everything else goes straight to `kv`.
+ */
+function gatedKv(kv: Deno.Kv) {
+  let armed:
+    | {
+      matches: (key: Deno.KvKey) => boolean;
+      reached: PromiseWithResolvers<void>;
+      release: PromiseWithResolvers<void>;
+    }
+    | undefined;
+  const gated = new Proxy(kv, {
+    get(target, property) {
+      if (property === "get") {
+        return async (key: Deno.KvKey, options?: { consistency?: never }) => {
+          const gate = armed;
+          if (gate !== undefined && gate.matches(key)) {
+            armed = undefined;
+            gate.reached.resolve();
+            await gate.release.promise;
+          }
+          return await target.get(key, options);
+        };
+      }
+      const value = Reflect.get(target, property, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  return {
+    kv: gated,
+    /** Holds the next matching `get`; resolves `reached` when it starts. */
+    arm(matches: (key: Deno.KvKey) => boolean) {
+      const gate = {
+        matches,
+        reached: Promise.withResolvers<void>(),
+        release: Promise.withResolvers<void>(),
+      };
+      armed = gate;
+      return gate;
+    },
+  };
+}
+
+function bound(): AbortSignal {
+  return AbortSignal.timeout(BOUND_MS);
+}
+
+/** The next message of `type`, passing over DOWNLOADs. */
+async function skipDownloads<T extends ServerMessage["type"]>(
+  client: ProtocolClient,
+  type: T,
+): Promise<Extract<ServerMessage, { type: T }>> {
+  for (let index = 0; index < 100; index++) {
+    const message = await client.next(bound());
+    if (message.type === type) {
+      return message as Extract<ServerMessage, { type: T }>;
+    }
+    if (message.type !== MessageType.Download) {
+      throw new Error(`Expected ${type}, got ${message.type}`);
+    }
+  }
+  throw new Error(`No message ${type} within 100 DOWNLOADs`);
+}
+
+/** DOWNLOADs of `client` until one moves its cursor to `version`. */
+async function downloadTo(
+  client: ProtocolClient,
+  version: number,
+): Promise<void> {
+  for (let index = 0; index < 100; index++) {
+    const message = await client.expect(MessageType.Download, bound());
+    if (message.serverVersion >= version) return;
+  }
+  throw new Error(`No DOWNLOAD to version ${version} within 100`);
+}
+
+function uploadMessage(changesets: UploadChangeset[]) {
+  return { type: MessageType.Upload, sessionId: 1, changesets } as const;
+}
+
+Deno.test("a REJECT whose revert is read while another client's commit goes out to the writer carries that commit too: the revert is never older than what the session sent", async () => {
+  await using stack = new AsyncDisposableStack();
+  const kv = await Deno.openKv(":memory:");
+  stack.defer(() => kv.close());
+  const gate = gatedKv(kv);
+  const test = await startTestServer({
+    kv: gate.kv,
+    validateChangeset: ({ changes }) =>
+      changes.every((change) => change.fields?.["title"] !== ""),
+  });
+  stack.use(test);
+  const login = await test.login();
+  const connect = async () => {
+    const client = await ProtocolClient.connect(test.url);
+    stack.use(client);
+    await client.handshake(login.accessToken, {
+      minVersion: PROTOCOL_VERSION,
+      maxVersion: PROTOCOL_VERSION,
+    });
+    await client.bind(1, "/~/todos");
+    await client.expect(MessageType.Download, bound());
+    return client;
+  };
+  const writer = await connect();
+  const other = await connect();
+
+  other.send(uploadMessage([
+    upload(1, [put("T", "a", { title: "ok" })], { node: 2 }),
+  ]));
+  await downloadTo(writer, 1);
+
+  // The writer's refused update: the server reads T/a for the revert, and
+  // that read is held until the other client's update has gone out to the
+  // writer.
+  const held = gate.arm((key) => key.at(-3) === "object" && key.at(-1) === "a");
+  stack.defer(() => held.release.resolve());
+  writer.send(uploadMessage([upload(1, [update("T", "a", { title: "" })])]));
+  await held.reached.promise;
+  other.send(uploadMessage([
+    upload(2, [update("T", "a", { done: true })], { node: 2 }),
+  ]));
+  await downloadTo(writer, 2);
+  held.release.resolve();
+
+  const reject = await skipDownloads(writer, MessageType.Reject);
+  assert.equal(reject.clientVersion, 1);
+  assert.equal(reject.code, errorCodeNumber("validation_failed"));
+  assert.ok(reject.revert.every((changeset) => changeset.serverVersion >= 2));
+  const fields = Object.assign(
+    {},
+    ...reject.revert.flatMap((changeset) =>
+      changeset.instructions.map((instruction) => instruction.fields ?? {})
+    ),
+  );
+  assert.deepEqual(fields, { title: "ok", done: true });
+});
+
+Deno.test("a REJECT lost with its connection comes again before anything acknowledges its version: the next BIND acknowledges only what precedes it, the re-upload is refused again with the revert, and what follows is acknowledged without being stored twice", async () => {
+  await using stack = new AsyncDisposableStack();
+  let asked = 0;
+  const test = await startTestServer({
+    validateChangeset: ({ changes }) => {
+      asked++;
+      return changes.every((change) => change.fields?.["title"] !== "");
+    },
+  });
+  stack.use(test);
+  const login = await test.login();
+  const connect = async () => {
+    const client = await ProtocolClient.connect(test.url);
+    stack.use(client);
+    await client.handshake(login.accessToken, {
+      minVersion: PROTOCOL_VERSION,
+      maxVersion: PROTOCOL_VERSION,
+    });
+    return client;
+  };
+  const changesets = [
+    upload(1, [put("T", "a", { title: "ok" })]),
+    upload(2, [update("T", "a", { title: "" })]),
+    upload(3, [update("T", "a", { done: true })]),
+  ];
+
+  const first = await connect();
+  const identity: ClientIdentity = (await first.bind(1, "/~/todos"))!;
+  await first.expect(MessageType.Download, bound());
+  first.send(uploadMessage(changesets));
+  // Every one settled on the server; then the connection goes, and the
+  // client (which never processed the REJECT) binds again below.
+  for (let index = 0; index < 100; index++) {
+    const message = await first.next(bound());
+    if (
+      message.type === MessageType.Download &&
+      message.lastIntegratedClientVersion === 3
+    ) break;
+  }
+  assert.equal(test.stats().changesetsIntegrated, 2);
+  await first[Symbol.asyncDispose]();
+
+  // The client heard of version 1 only.
+  const second = await connect();
+  second.send({
+    type: MessageType.Bind,
+    sessionId: 1,
+    path: "/~/todos",
+    clientIdentity: identity,
+    downloadCursor: 0,
+    uploadCursor: 1,
+  });
+  const rebound = await second.expect(MessageType.Download, bound());
+  assert.equal(rebound.lastIntegratedClientVersion, 1);
+  second.send(uploadMessage(changesets.slice(1)));
+  const reject = await skipDownloads(second, MessageType.Reject);
+  assert.equal(reject.clientVersion, 2);
+  assert.equal(reject.code, errorCodeNumber("validation_failed"));
+  const fields = Object.assign(
+    {},
+    ...reject.revert.flatMap((changeset) =>
+      changeset.instructions.map((instruction) => instruction.fields ?? {})
+    ),
+  );
+  assert.deepEqual(fields, { title: "ok", done: true });
+  for (let index = 0; index < 100; index++) {
+    const message = await second.expect(MessageType.Download, bound());
+    if (message.lastIntegratedClientVersion === 3) break;
+    assert.ok(message.lastIntegratedClientVersion < 3);
+  }
+  assert.equal(test.stats().changesetsIntegrated, 2);
+  // The hook was asked once per changeset: re-uploads are settled already.
+  assert.equal(asked, 3);
+});
+
+Deno.test("two sessions of one identity: a refusal settled by one is never acknowledged by the other before its REJECT, whatever the other integrates first", async () => {
+  await using stack = new AsyncDisposableStack();
+  const test = await startTestServer({
+    validateChangeset: ({ changes }) =>
+      changes.every((change) => change.fields?.["title"] !== ""),
+  });
+  stack.use(test);
+  const login = await test.login();
+  const connect = async () => {
+    const client = await ProtocolClient.connect(test.url);
+    stack.use(client);
+    await client.handshake(login.accessToken, {
+      minVersion: PROTOCOL_VERSION,
+      maxVersion: PROTOCOL_VERSION,
+    });
+    return client;
+  };
+  const changesets = [
+    upload(1, [put("T", "a", { title: "ok" })]),
+    upload(2, [update("T", "a", { title: "" })]),
+    upload(3, [update("T", "a", { done: true })]),
+  ];
+  // The old link and the new one, both bound before anything is uploaded
+  // (the client gave up on the first, which the server still serves).
+  const old = await connect();
+  const identity: ClientIdentity = (await old.bind(1, "/~/todos"))!;
+  await old.expect(MessageType.Download, bound());
+  const fresh = await connect();
+  fresh.send({
+    type: MessageType.Bind,
+    sessionId: 1,
+    path: "/~/todos",
+    clientIdentity: identity,
+    downloadCursor: 0,
+    uploadCursor: 0,
+  });
+  assert.equal(
+    (await fresh.expect(MessageType.Download, bound()))
+      .lastIntegratedClientVersion,
+    0,
+  );
+  // The old session settles all three: 1 and 3 stored, 2 refused.
+  old.send(uploadMessage(changesets));
+  for (let index = 0; index < 100; index++) {
+    const message = await old.next(bound());
+    if (
+      message.type === MessageType.Download &&
+      message.lastIntegratedClientVersion === 3
+    ) break;
+  }
+
+  // The client uploads them again on the new link: nothing acknowledges
+  // version 2 before its REJECT.
+  fresh.send(uploadMessage(changesets));
+  let rejected = false;
+  for (let index = 0; index < 100; index++) {
+    const message = await fresh.next(bound());
+    if (message.type === MessageType.Reject) {
+      assert.equal(message.clientVersion, 2);
+      rejected = true;
+      continue;
+    }
+    assert.equal(message.type, MessageType.Download);
+    if (!rejected) assert.ok(message.lastIntegratedClientVersion < 2);
+    if (message.lastIntegratedClientVersion === 3) break;
+  }
+  assert.ok(rejected);
+  assert.equal(test.stats().changesetsIntegrated, 2);
+});
