@@ -287,3 +287,78 @@ Deno.test("a validation hook still sees the session's earlier uploads stored, th
   assert.equal(test.server.stats().changesetsIntegrated, 2);
   assert.deepEqual(await test.realm(PATH).get("Note", "a"), { n: 2 });
 });
+
+Deno.test("a client that leaves while its uploads commit and comes back on the same server before they are durable is acknowledged on its new connection, each changeset stored once", async () => {
+  await using inner = await Deno.openKv(":memory:");
+  const testKv = new TestKv(inner);
+  await using test = await startTestServer({
+    kv: testKv.kv,
+    permissions: () => "readwrite",
+    history: { snapshots: false },
+  });
+  const { accessToken } = await test.login();
+  const notes = (versions: number[]) =>
+    versions.map((version) =>
+      upload(version, [put("Note", `n${version}`, { version })])
+    );
+  const first = await connect(test.url, accessToken);
+  let held: ReturnType<TestKv["hold"]> | undefined;
+  try {
+    const identity = await first.bind(1, PATH);
+    assert.ok(identity !== null);
+    await first.expect(MessageType.Download);
+    // The first connection's commit is in flight, its second UPLOAD queued
+    // behind it, when the client goes.
+    held = testKv.hold("commit");
+    first.send({
+      type: MessageType.Upload,
+      sessionId: 1,
+      changesets: notes([1, 2]),
+    });
+    await held.reached;
+    first.send({
+      type: MessageType.Upload,
+      sessionId: 1,
+      changesets: notes([3]),
+    });
+    first.send({ type: MessageType.Ping, timestamp: 1 });
+    assert.equal((await first.expect(MessageType.Pong)).timestamp, 1);
+    await first.close();
+
+    // Back on the same server with nothing acknowledged: the server has
+    // not recorded any of it yet either, so everything is uploaded again
+    // and queues behind the old connection's uploads in the realm's hub.
+    await using second = await connect(test.url, accessToken);
+    await second.bind(1, PATH, { identity, uploadCursor: 0 });
+    const bound = await second.expect(MessageType.Download);
+    assert.equal(bound.lastIntegratedClientVersion, 0);
+    second.send({
+      type: MessageType.Upload,
+      sessionId: 1,
+      changesets: notes([1, 2, 3]),
+    });
+    second.send({ type: MessageType.Ping, timestamp: 2 });
+    assert.equal((await second.expect(MessageType.Pong)).timestamp, 2);
+    held.release();
+
+    // The old session's commits settle with nobody to tell; the new one's
+    // upload is acknowledged all the same (stored by the old ones).
+    await readUntilAck(second, 3);
+    second.send({ type: MessageType.Mark, sessionId: 1, requestId: 7 });
+    for (let index = 0;; index++) {
+      assert.ok(index < 10, "MARK_REPLY within a few messages");
+      const message = await second.next(AbortSignal.timeout(10_000));
+      if (message.type === MessageType.MarkReply) break;
+      assert.equal(message.type, MessageType.Download, JSON.stringify(message));
+    }
+    assert.equal(test.server.stats().changesetsIntegrated, 3);
+    for (const version of [1, 2, 3]) {
+      assert.deepEqual(await test.realm(PATH).get("Note", `n${version}`), {
+        version,
+      });
+    }
+  } finally {
+    held?.release();
+    await first.close();
+  }
+});

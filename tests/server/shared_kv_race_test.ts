@@ -27,6 +27,20 @@ interface SimulatedClient {
   /** Object ids received in DOWNLOADs. */
   seen: Set<string>;
   connections: number;
+  /** What the client waits for now, for a failure message. */
+  waiting: string;
+  /** The server its current connection is on. */
+  server: string;
+}
+
+/** One line per client: what it waits for, on which server, and its state. */
+function describe(clients: readonly SimulatedClient[]): string {
+  return clients.map((client) =>
+    `${client.name} (identity ${client.identity?.id ?? "none"}, ` +
+    `connection ${client.connections} on ${client.server}): ` +
+    `waiting for ${client.waiting}; ` +
+    `acknowledged ${client.acknowledged}/${CHANGESETS}, cursor ${client.cursor}`
+  ).join("\n");
 }
 
 function objectId(client: string, clientVersion: number): string {
@@ -65,6 +79,7 @@ async function markAndWait(
   signal: AbortSignal,
 ): Promise<void> {
   socket.send({ type: MessageType.Mark, sessionId: 1, requestId });
+  client.waiting = `MARK_REPLY ${requestId}`;
   for (let step = 0; step < 10_000; step++) {
     const message = apply(client, await socket.next(signal));
     if (
@@ -88,6 +103,8 @@ async function run(
 ): Promise<ProtocolClient> {
   for (let attempt = 0; attempt < 20; attempt++) {
     const server = random.pick(servers);
+    client.server = server === servers[0] ? "east" : "west";
+    client.waiting = "the connection";
     const socket = await ProtocolClient.connect(server.url);
     client.connections++;
     await socket.handshake(accessToken);
@@ -100,6 +117,7 @@ async function run(
       uploadCursor: client.acknowledged,
     });
     if (client.identity === null) {
+      client.waiting = "IDENT";
       apply(client, await socket.expect(MessageType.Ident, signal));
     }
     // Everything not acknowledged, again (the server deduplicates), in
@@ -129,14 +147,27 @@ async function run(
       (random.next() < 0.5 || (attempt === 0 && client.name === "c0"));
     if (leaves) {
       // Gone after a few messages, uploads possibly still in flight.
-      for (let read = random.int(4); read > 0; read--) {
+      // Only while something is unacknowledged: its acknowledgement is
+      // still owed, so a message will come. With everything acknowledged
+      // the server may owe nothing more (a realm nobody writes to any
+      // longer sends one DOWNLOAD after BIND).
+      for (
+        let read = random.int(4);
+        read > 0 && client.acknowledged < CHANGESETS;
+        read--
+      ) {
+        client.waiting = `${read} more message(s) before leaving`;
         apply(client, await socket.next(signal));
       }
       await socket.close();
       continue;
     }
+    client.waiting = `the acknowledgement of ${CHANGESETS}`;
     for (let step = 0; step < 10_000; step++) {
-      if (client.acknowledged === CHANGESETS) return socket;
+      if (client.acknowledged === CHANGESETS) {
+        client.waiting = "nothing (done)";
+        return socket;
+      }
       apply(client, await socket.next(signal));
     }
     throw new Error(`${client.name}: never fully acknowledged`);
@@ -174,8 +205,19 @@ async function race(
       cursor: 0,
       seen: new Set<string>(),
       connections: 0,
+      waiting: "its start",
+      server: "none",
     }),
   );
+  // A hang says who waits for what when the race's signal fires.
+  const timedOut = (error: unknown) => {
+    if (signal.aborted) {
+      throw new Error(`seed ${seed}: timed out\n${describe(clients)}`, {
+        cause: error,
+      });
+    }
+    throw error;
+  };
   const sockets = await Promise.all(
     clients.map((client) =>
       run(
@@ -186,7 +228,7 @@ async function race(
         signal,
       )
     ),
-  );
+  ).catch(timedOut);
   try {
     const everything = new Set(
       clients.flatMap((client) =>
@@ -241,7 +283,7 @@ async function race(
       clients.map((client, index) =>
         markAndWait(sockets[index]!, client, 1000, signal)
       ),
-    );
+    ).catch(timedOut);
     for (const client of clients) {
       const known = new Set(client.seen);
       for (let version = 1; version <= CHANGESETS; version++) {
@@ -258,11 +300,19 @@ async function race(
         cursor: 0,
         seen: new Set(),
         connections: 1,
+        waiting: "BIND",
+        server: server === east ? "east" : "west",
       };
       await using socket = await ProtocolClient.connect(server.url);
       await socket.handshake(login.accessToken);
       await socket.bind(1, PATH);
-      await markAndWait(socket, fresh, 1, signal);
+      await markAndWait(socket, fresh, 1, signal).catch((error) => {
+        throw signal.aborted
+          ? new Error(`seed ${seed}: timed out\n${describe([fresh])}`, {
+            cause: error,
+          })
+          : error;
+      });
       assert.deepEqual(fresh.seen, everything, `seed ${seed}`);
       assert.equal(fresh.cursor, CLIENTS * CHANGESETS);
     }
