@@ -65,6 +65,9 @@ export interface HubContext {
 // Recent history kept in memory per realm, in encoded bytes.
 const CACHE_BYTES = 1024 * 1024;
 
+// No session is woken later: `noteHead` wakes them all.
+const NO_MEMBERS: ReadonlyMap<object, unknown> = new Map();
+
 /**
  * Called with an upload's result once the commit holding it is durable,
  * before any session is woken; `more` says whether an upload of the same
@@ -180,9 +183,18 @@ export class RealmHub {
 
   /** Records a head seen anywhere; wakes every session if it is newer. */
   noteHead(head: Head): void {
-    if (head.version <= this.#head.version) return;
+    this.#advanceHead(head, NO_MEMBERS);
+  }
+
+  // Notes a newer head and wakes every session but those in `later`;
+  // false when the head was not newer (nobody is woken).
+  #advanceHead(head: Head, later: ReadonlyMap<object, unknown>): boolean {
+    if (head.version <= this.#head.version) return false;
     this.#head = head;
-    for (const member of this.#members) member.wake();
+    for (const member of this.#members) {
+      if (!later.has(member)) member.wake();
+    }
+    return true;
   }
 
   /** Reads the head from KV (strongly consistent) and notes it. */
@@ -302,8 +314,7 @@ export class RealmHub {
         const owner = group[index]!.owner;
         if (outcome.ok && owner !== undefined) lastOf.set(owner, index);
       }
-      for (let at = 0; at < settled.length; at++) {
-        const { outcome, index } = settled[at]!;
+      for (const { outcome } of settled) {
         if (!outcome.ok) continue;
         const result = outcome.result;
         for (const item of result.integrated) this.#remember(item);
@@ -311,12 +322,22 @@ export class RealmHub {
         if (head === null || result.head.version > head.version) {
           head = result.head;
         }
+      }
+      // Sessions that uploaded none of these may send them now, before the
+      // acknowledgements: forwarding to readers does not wait for the
+      // writers' DOWNLOADs (docs/ARCHITECTURE.md "Write flow on the
+      // server"). The uploaders (lastOf's keys) are woken only after their
+      // acknowledgement.
+      const advanced = head !== null && this.#advanceHead(head, lastOf);
+      for (let at = 0; at < settled.length; at++) {
+        const { outcome, index } = settled[at]!;
+        if (!outcome.ok) continue;
+        const result = outcome.result;
         const job = group[index]!;
         const more = job.owner !== undefined &&
           lastOf.get(job.owner) !== index;
-        // The uploader acknowledges before any session (its own included)
-        // is woken, so no DOWNLOAD moves past the new versions with a
-        // stale ack.
+        // The uploader acknowledges before its own session is woken, so no
+        // DOWNLOAD moves past the new versions with a stale ack.
         try {
           job.beforeFanOut(result, more);
         } catch (error) {
@@ -324,8 +345,12 @@ export class RealmHub {
         }
       }
       if (count > 0) this.#context.onIntegrated(count);
+      if (advanced) {
+        for (const member of this.#members) {
+          if (lastOf.has(member)) member.wake();
+        }
+      }
       if (head !== null) {
-        this.noteHead(head);
         this.#context.snapshots.noteHead(this.path, head.version);
       }
       for (const { outcome, index } of settled) {
@@ -385,16 +410,7 @@ export class RealmHub {
     maxBytes: number,
     signal: AbortSignal,
   ): Promise<HistoryRead> {
-    const cached: HistoryItem[] = [];
-    let bytes = 0;
-    for (let version = fromVersion; version <= this.#head.version; version++) {
-      const item = this.#cache.get(version);
-      if (item === undefined) break;
-      const cost = item.size + ITEM_OVERHEAD_BYTES;
-      if (cached.length > 0 && bytes + cost > maxBytes) break;
-      cached.push(item);
-      bytes += cost;
-    }
+    const cached = this.readCached(fromVersion, maxBytes);
     if (cached.length > 0) return { items: cached, gap: false };
     const read = await readHistory(
       this.#context.kv,
@@ -406,6 +422,26 @@ export class RealmHub {
     );
     for (const item of read.items) this.#remember(item);
     return read;
+  }
+
+  /**
+   * The consecutive history from `fromVersion` that memory holds, up to the
+   * known head and at most `maxBytes` (at least one item when there is
+   * one): what {@linkcode read} returns without a storage read, and empty
+   * when the first version is not in memory.
+   */
+  readCached(fromVersion: number, maxBytes: number): HistoryItem[] {
+    const cached: HistoryItem[] = [];
+    let bytes = 0;
+    for (let version = fromVersion; version <= this.#head.version; version++) {
+      const item = this.#cache.get(version);
+      if (item === undefined) break;
+      const cost = item.size + ITEM_OVERHEAD_BYTES;
+      if (cached.length > 0 && bytes + cost > maxBytes) break;
+      cached.push(item);
+      bytes += cost;
+    }
+    return cached;
   }
 
   #retry(): RetryOptions {

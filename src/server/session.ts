@@ -10,6 +10,7 @@ import type { Permission } from "./permissions.ts";
 import type { HubMember, RealmHub } from "./realm_hub.ts";
 import { SessionError } from "./session_error.ts";
 import {
+  type HistoryItem,
   type IntegrateResult,
   UnknownIdentityError,
 } from "./storage/history.ts";
@@ -226,7 +227,35 @@ export class Session implements HubMember {
   /** Tells the pump the realm may have moved on. */
   wake(): void {
     this.#wakePending = true;
-    if (this.#pump === null && !this.closed) this.#pump = this.#run(false);
+    if (this.#pump !== null || this.closed) return;
+    // Caught up to what memory holds: send it in this turn rather than
+    // after the pump's turns; the pump runs only if more is left.
+    if (this.#sendCached() && this.#cursor >= this.#init.hub.head.version) {
+      this.#wakePending = false;
+      this.#answerMarks();
+      return;
+    }
+    this.#pump = this.#run(false);
+  }
+
+  // Sends the next batch now if the pump would send it from memory at once
+  // (past the first DOWNLOAD, history available, socket below its high
+  // water mark); false when it did not.
+  #sendCached(): boolean {
+    if (
+      !this.#sentFirst || !this.#historyAvailable || this.#inSnapshot ||
+      this.#cursor >= this.#init.hub.head.version ||
+      this.#init.transport.bufferedAmount() > this.#init.highWaterBytes
+    ) {
+      return false;
+    }
+    const items = this.#init.hub.readCached(
+      this.#cursor + 1,
+      this.#batchBudget(),
+    );
+    if (items.length === 0) return false;
+    this.#sendItems(items);
+    return true;
   }
 
   /**
@@ -694,6 +723,11 @@ export class Session implements HubMember {
       await this.#bootstrap();
       return;
     }
+    this.#sendItems(read.items);
+  }
+
+  // Sends the history items that follow the cursor as one DOWNLOAD.
+  #sendItems(items: readonly HistoryItem[]): void {
     const changesets = [];
     let version = this.#cursor;
     let bytes = this.#cursorBytes;
@@ -701,7 +735,7 @@ export class Session implements HubMember {
     // What "still to download" counted of these versions: their stored
     // sizes, but for this session's own uploads, which it never counted.
     let counted = 0;
-    for (const item of read.items) {
+    for (const item of items) {
       // Already passed (an acknowledgement moved the cursor over the
       // client's own versions while this batch was read).
       if (item.version <= version) continue;

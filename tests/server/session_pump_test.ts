@@ -31,12 +31,27 @@ const changeset = {
   instructions: [],
 };
 
+/** Version 1 of the scripted realm: another client's changeset. */
+const item = {
+  version: 1,
+  size: 20,
+  cumulativeBytes: 20,
+  salt: 5,
+  identity: 8,
+  clientVersion: 1,
+  changeset,
+};
+
 /**
  * A session on a hub whose head the test moves; `read` answers version 1
  * (another client's) unless `stallReads` is set, when it waits for its
- * signal and rejects with the reason.
+ * signal and rejects with the reason. Memory holds nothing unless `cached`
+ * is set, when it holds version 1.
  */
-function scripted(options: { stallReads?: boolean } = {}) {
+function scripted(
+  options: { stallReads?: boolean; cached?: boolean } = {},
+) {
+  let reads = 0;
   const sent: ServerMessage[] = [];
   const signals: AbortSignal[] = [];
   const readStarted = Promise.withResolvers<void>();
@@ -56,6 +71,7 @@ function scripted(options: { stallReads?: boolean } = {}) {
       signal: AbortSignal,
     ): Promise<HistoryRead> {
       signals.push(signal);
+      reads++;
       readStarted.resolve();
       if (options.stallReads) {
         return new Promise((_, reject) =>
@@ -65,17 +81,14 @@ function scripted(options: { stallReads?: boolean } = {}) {
         );
       }
       return Promise.resolve({
-        items: [{
-          version: 1,
-          size: 20,
-          cumulativeBytes: 20,
-          salt: 5,
-          identity: 8,
-          clientVersion: 1,
-          changeset,
-        }],
+        items: [item],
         gap: false,
       } as unknown as HistoryRead);
+    },
+    readCached(fromVersion: number): unknown[] {
+      return options.cached && fromVersion === 1 && head.version >= 1
+        ? [item]
+        : [];
     },
   };
   const lifetime = new AbortController();
@@ -106,6 +119,9 @@ function scripted(options: { stallReads?: boolean } = {}) {
   });
   return {
     sent,
+    get reads() {
+      return reads;
+    },
     signals,
     readStarted: readStarted.promise,
     session,
@@ -117,7 +133,8 @@ function scripted(options: { stallReads?: boolean } = {}) {
 }
 
 Deno.test("an idle session's pump ends its run once nothing is left, and a wake starts one that sends what the head moved to", async () => {
-  const { sent, session, moveHead } = scripted();
+  const script = scripted();
+  const { sent, session, moveHead } = script;
   session.start();
   // Nothing to download: the first DOWNLOAD, then the run ends while the
   // session stays bound.
@@ -128,7 +145,10 @@ Deno.test("an idle session's pump ends its run once nothing is left, and a wake 
 
   moveHead(1, 20);
   session.wake();
+  // Not in memory: the pump reads it, in a later turn.
+  assert.equal(sent.length, 1);
   await within(session.stopped);
+  assert.equal(script.reads, 1);
   assert.equal(sent.length, 2);
   const next = sent[1] as DownloadMessage;
   assert.equal(next.type, MessageType.Download);
@@ -141,6 +161,29 @@ Deno.test("an idle session's pump ends its run once nothing is left, and a wake 
   session.wake();
   await within(session.stopped);
   assert.equal(sent.length, 2, "a closed session sends nothing");
+});
+
+Deno.test("a wake sends versions memory holds in the same turn, without a storage read or a pump run", async () => {
+  const script = scripted({ cached: true });
+  const { sent, session, moveHead } = script;
+  session.start();
+  await within(session.stopped);
+  assert.equal(sent.length, 1);
+
+  moveHead(1, 20);
+  session.wake();
+  // Sent before wake() returned: no turn passes between the commit that
+  // woke the session and the DOWNLOAD.
+  assert.equal(sent.length, 2);
+  const next = sent[1] as DownloadMessage;
+  assert.equal(next.serverVersion, 1);
+  assert.deepEqual(next.changesets, [changeset]);
+  assert.equal(next.downloadableBytes, 0);
+  assert.equal(script.reads, 0);
+  await within(session.stopped);
+  assert.equal(sent.length, 2);
+  assert.equal(script.reads, 0);
+  await session.close();
 });
 
 Deno.test("a wake before start only notes itself: the pump starts with start()", async () => {
