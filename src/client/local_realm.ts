@@ -18,6 +18,10 @@ import type {
 } from "../protocol/messages.ts";
 import { ProtocolError } from "../protocol/protocol_error.ts";
 import { GroupCommit } from "./group_commit.ts";
+import {
+  type PendingChangeset,
+  PendingChangesets,
+} from "./pending_changesets.ts";
 import { QueryEngine } from "./query_engine.ts";
 import {
   absentRecord,
@@ -27,7 +31,10 @@ import {
 } from "./realm_rebuild.ts";
 import { type Transaction, TransactionWrites } from "./transaction.ts";
 import type { RealmMeta, RealmStorage } from "./storage/storage.ts";
-import { trimConsumed } from "../util/consumed_prefix.ts";
+
+// The pending-changeset type moved to pending_changesets.ts; importers of
+// this file keep finding it here.
+export type { PendingChangeset } from "./pending_changesets.ts";
 
 /**
  * The largest changeset one write may produce, in encoded bytes: the
@@ -96,14 +103,6 @@ export interface RealmChange {
   origin: "local" | "remote";
   /** One entry per object whose visible state changed. */
   changes: ObjectChange[];
-}
-
-/** A local changeset waiting for the server's acknowledgement. */
-export interface PendingChangeset {
-  /** The changeset as uploaded. */
-  changeset: UploadChangeset;
-  /** Its encoded size (`encodeUploadChangeset`), the unit of upload progress. */
-  bytes: number;
 }
 
 /** What one committed write produced. */
@@ -222,13 +221,8 @@ export class LocalRealm {
   #store = new ObjectStore();
   #clock: HlcClock;
   #meta: RealmMeta;
-  /**
-   * Local changesets in client-version order; those before #pendingHead are
-   * acknowledged (dropped by moving the head, not by splicing the front off
-   * on every acknowledgement, which is linear in what is still pending).
-   */
-  #pending: PendingChangeset[] = [];
-  #pendingHead = 0;
+  /** Local changesets awaiting acknowledgement (pending_changesets.ts). */
+  #pending = new PendingChangesets();
   #queue: Promise<unknown> = Promise.resolve();
   #listeners = new Set<LocalRealmListener>();
   /**
@@ -334,7 +328,7 @@ export class LocalRealm {
    * copy: for the hot path use {@linkcode pendingAfter}).
    */
   get pending(): readonly PendingChangeset[] {
-    return this.#pending.slice(this.#pendingHead);
+    return this.#pending.toArray();
   }
 
   /**
@@ -342,31 +336,8 @@ export class LocalRealm {
    * in order, found by binary search: what an upload sends next costs what
    * it sends, not what is still waiting for acknowledgement.
    */
-  *pendingAfter(clientVersion: number): Generator<PendingChangeset> {
-    const pending = this.#pending;
-    let low = this.#pendingHead;
-    let high = pending.length;
-    while (low < high) {
-      const middle = (low + high) >>> 1;
-      if (pending[middle]!.changeset.clientVersion <= clientVersion) {
-        low = middle + 1;
-      } else high = middle;
-    }
-    // Bounded by the array's length; a push during the iteration is seen.
-    for (let index = low; index < pending.length; index++) {
-      yield pending[index]!;
-    }
-  }
-
-  /** Drops pending changesets at or below `acknowledged`. */
-  #dropPending(acknowledged: number): void {
-    const pending = this.#pending;
-    let head = this.#pendingHead;
-    while (
-      head < pending.length && pending[head]!.changeset.clientVersion <=
-        acknowledged
-    ) head++;
-    this.#pendingHead = trimConsumed(pending, head);
+  pendingAfter(clientVersion: number): Generator<PendingChangeset> {
+    return this.#pending.after(clientVersion);
   }
 
   /** Whether {@linkcode close} was called. */
@@ -547,7 +518,7 @@ export class LocalRealm {
         });
         this.#meta = meta;
       }
-      this.#dropPending(acknowledged);
+      this.#pending.drop(acknowledged);
       if (this.#changeListeners > 0 && changes.length > 0) {
         for (let index = 0; index < starts.length; index++) {
           const end = index + 1 < starts.length
@@ -575,7 +546,7 @@ export class LocalRealm {
       this.#checkOpen("reject");
       // Local writes commit first, so commits stay in call order.
       await this.#commits.drain();
-      const pendingNow = this.#pending.slice(this.#pendingHead);
+      const pendingNow = this.#pending.toArray();
       const index = pendingNow.findIndex((p) =>
         p.changeset.clientVersion === message.clientVersion
       );
@@ -609,7 +580,7 @@ export class LocalRealm {
       this.#meta = meta;
       for (const record of rebuilt) this.#store.restore(record);
       this.queries.applied(changes);
-      this.#dropPending(message.clientVersion);
+      this.#pending.drop(message.clientVersion);
       this.#emit("remote", changes);
       return true;
     });
@@ -696,8 +667,7 @@ export class LocalRealm {
       this.queries.applied(changes);
       const discarded = keep ? [] : pending.map((c) => c.clientVersion);
       if (!keep) {
-        this.#pending = [];
-        this.#pendingHead = 0;
+        this.#pending.clear();
       }
       for (const changeset of build.synthesized) {
         const entry = {

@@ -22,11 +22,7 @@ import {
   type LiveSnapshot,
   type ObjectUpdate,
 } from "./live_results.ts";
-
-import { mapKey } from "../model/value_order.ts";
-
-// Much faster than `Object.hasOwn` in V8 (see src/model/query.ts).
-const hasOwnProperty = Object.prototype.hasOwnProperty;
+import { QueryRoutes, type Route, routeOf } from "./query_routes.ts";
 
 // The result types moved to live_results.ts; importers of this file keep
 // finding them here.
@@ -85,7 +81,7 @@ export interface LiveQuery {
    * whose `mapKey` is `key`): only objects holding that value
    * now, or held by the result, can concern the query.
    */
-  readonly route: { field: string; key: unknown } | undefined;
+  readonly route: Route;
   /** The entries of {@linkcode sorted} by id. */
   members: Map<string, Entry>;
   deliver(snapshot: LiveSnapshot): void;
@@ -122,16 +118,8 @@ export class QueryEngine {
   #queries = new Map<string, Set<LiveQuery>>();
   #objectWatchers = new Map<string, Map<string, Set<ObjectWatcher>>>();
   #active = 0;
-  /** Routed live queries per type: field → value key → queries. */
-  #routes = new Map<string, Map<string, Map<unknown, Set<LiveQuery>>>>();
-  /** Unrouted live queries per type. */
-  #unrouted = new Map<string, Set<LiveQuery>>();
-  /**
-   * Per type, the routed live queries whose result holds each object: with
-   * the routing value an object holds now, what tells which routed queries
-   * a commit may concern (no copy of the objects' past state).
-   */
-  #holders = new Map<string, Map<string, Set<LiveQuery>>>();
+  /** The live queries by route, and the objects each routed one holds. */
+  #routing = new QueryRoutes<LiveQuery>();
 
   /** @param read Access to the store. */
   constructor(read: StoreReader) {
@@ -295,12 +283,7 @@ export class QueryEngine {
     compiled: CompiledQuery,
     deliver: (snapshot: LiveSnapshot) => void,
   ): { first: LiveSnapshot; remove: () => void } {
-    const equality = compiled.indexable.find((condition) =>
-      condition.op === "eq"
-    );
-    const route = equality?.op === "eq"
-      ? { field: equality.field, key: mapKey(equality.value) }
-      : undefined;
+    const route = routeOf(compiled);
     const query: LiveQuery = {
       type,
       compiled,
@@ -312,7 +295,7 @@ export class QueryEngine {
     };
     this.#fill(query, this.#selectKept(query));
     const sorted = query.sorted;
-    this.#addRoute(query);
+    this.#routing.add(query);
     let set = this.#queries.get(type);
     if (set === undefined) {
       set = new Set();
@@ -338,8 +321,10 @@ export class QueryEngine {
         const queries = this.#queries.get(type);
         if (queries?.delete(query)) {
           this.#active--;
-          this.#removeRoute(query);
-          for (const id of query.members.keys()) this.#hold(query, id, false);
+          this.#routing.remove(query);
+          for (const id of query.members.keys()) {
+            this.#routing.hold(query, id, false);
+          }
           if (queries.size === 0) this.#queries.delete(type);
         }
       },
@@ -388,52 +373,6 @@ export class QueryEngine {
         }
       },
     };
-  }
-
-  #addRoute(query: LiveQuery): void {
-    const { type, route } = query;
-    if (route === undefined) {
-      let set = this.#unrouted.get(type);
-      if (set === undefined) {
-        set = new Set();
-        this.#unrouted.set(type, set);
-      }
-      set.add(query);
-      return;
-    }
-    let byField = this.#routes.get(type);
-    if (byField === undefined) {
-      byField = new Map();
-      this.#routes.set(type, byField);
-    }
-    let byKey = byField.get(route.field);
-    if (byKey === undefined) {
-      byKey = new Map();
-      byField.set(route.field, byKey);
-    }
-    let set = byKey.get(route.key);
-    if (set === undefined) {
-      set = new Set();
-      byKey.set(route.key, set);
-    }
-    set.add(query);
-  }
-
-  #removeRoute(query: LiveQuery): void {
-    const { type, route } = query;
-    if (route === undefined) {
-      const set = this.#unrouted.get(type);
-      set?.delete(query);
-      if (set?.size === 0) this.#unrouted.delete(type);
-      return;
-    }
-    const byField = this.#routes.get(type)!;
-    const byKey = byField.get(route.field)!;
-    const set = byKey.get(route.key)!;
-    set.delete(query);
-    if (set.size === 0) byKey.delete(route.key);
-    if (byKey.size === 0) byField.delete(route.field);
-    if (byField.size === 0) this.#routes.delete(type);
   }
 
   /**
@@ -502,13 +441,21 @@ export class QueryEngine {
           for (let i = 0; i < ids.length; i++) index.set(ids[i]!, now[i]);
         }
       }
-      const unrouted = this.#unrouted.get(type);
+      const unrouted = this.#routing.unrouted(type);
       if (unrouted !== undefined) {
         for (const query of [...unrouted]) this.#patch(query, ids, now);
       }
-      const routes = this.#routes.get(type);
-      if (routes !== undefined) {
-        this.#patchRouted(routes, this.#holders.get(type), ids, now);
+      // The routed queries the commit may concern, each with the objects
+      // that concern it.
+      const concerned = this.#routing.concerned(type, ids, now);
+      if (concerned !== undefined) {
+        for (const [query, indexes] of concerned) {
+          this.#patch(
+            query,
+            indexes.map((i) => ids[i]!),
+            indexes.map((i) => now[i]),
+          );
+        }
       }
       const watchers = this.#objectWatchers.get(type);
       if (watchers !== undefined) {
@@ -518,77 +465,6 @@ export class QueryEngine {
           for (const watcher of [...forId]) notify(watcher, now[i]);
         }
       }
-    }
-  }
-
-  /**
-   * Patches the routed live queries a commit may concern: those whose
-   * routing value a touched object holds now, and those whose result holds
-   * it.
-   */
-  #patchRouted(
-    routes: Map<string, Map<unknown, Set<LiveQuery>>>,
-    holders: Map<string, Set<LiveQuery>> | undefined,
-    ids: readonly string[],
-    now: readonly (Fields | undefined)[],
-  ): void {
-    const concerned = new Map<LiveQuery, number[]>();
-    const add = (queries: Set<LiveQuery> | undefined, index: number) => {
-      if (queries === undefined) return;
-      for (const query of queries) {
-        const list = concerned.get(query);
-        if (list === undefined) concerned.set(query, [index]);
-        else if (list[list.length - 1] !== index) list.push(index);
-      }
-    };
-    const byField = [...routes];
-    for (let i = 0; i < ids.length; i++) {
-      // The queries it may enter (by the value it holds now), and those
-      // whose result holds it (it may leave them).
-      const fields = now[i];
-      if (fields !== undefined) {
-        for (let f = 0; f < byField.length; f++) {
-          const [field, byKey] = byField[f]!;
-          add(byKey.get(routeKey(fields, field)), i);
-        }
-      }
-      if (holders !== undefined) add(holders.get(ids[i]!), i);
-    }
-    for (const [query, indexes] of concerned) {
-      this.#patch(
-        query,
-        indexes.map((i) => ids[i]!),
-        indexes.map((i) => now[i]),
-      );
-    }
-  }
-
-  /**
-   * Records that a routed live query's result now holds (`held`) or no
-   * longer holds the object `id`.
-   */
-  #hold(query: LiveQuery, id: string, held: boolean): void {
-    if (query.route === undefined) return;
-    let byId = this.#holders.get(query.type);
-    if (byId === undefined) {
-      if (!held) return;
-      byId = new Map();
-      this.#holders.set(query.type, byId);
-    }
-    let queries = byId.get(id);
-    if (held) {
-      if (queries === undefined) {
-        queries = new Set();
-        byId.set(id, queries);
-      }
-      queries.add(query);
-      return;
-    }
-    if (queries === undefined) return;
-    queries.delete(query);
-    if (queries.size === 0) {
-      byId.delete(id);
-      if (byId.size === 0) this.#holders.delete(query.type);
     }
   }
 
@@ -605,11 +481,11 @@ export class QueryEngine {
       selected.length = keep;
       bound = selected[keep - 1];
     }
-    for (const id of query.members.keys()) this.#hold(query, id, false);
+    for (const id of query.members.keys()) this.#routing.hold(query, id, false);
     const members = new Map<string, Entry>();
     for (const entry of selected) {
       members.set(entry.id, entry);
-      this.#hold(query, entry.id, true);
+      this.#routing.hold(query, entry.id, true);
     }
     query.members = members;
     query.bound = bound;
@@ -643,7 +519,7 @@ export class QueryEngine {
     const dropped = sorted.toArray();
     for (let index = keep; index < dropped.length; index++) {
       query.members.delete(dropped[index]!.id);
-      this.#hold(query, dropped[index]!.id, false);
+      this.#routing.hold(query, dropped[index]!.id, false);
     }
     sorted.truncate(keep);
     query.bound = dropped[keep - 1];
@@ -769,10 +645,12 @@ export class QueryEngine {
       if (item.fresh !== undefined) {
         additions.push(item.fresh);
         query.members.set(item.fresh.id, item.fresh);
-        if (item.old === undefined) this.#hold(query, item.fresh.id, true);
+        if (item.old === undefined) {
+          this.#routing.hold(query, item.fresh.id, true);
+        }
       } else {
         query.members.delete(item.old!.id);
-        this.#hold(query, item.old!.id, false);
+        this.#routing.hold(query, item.old!.id, false);
       }
     }
     removals.sort(ascending);
@@ -864,13 +742,6 @@ function kindOf(
     : compiled.sorted && compiled.compareKeys(old.keys, fresh.keys) !== 0
     ? "move"
     : "stay";
-}
-
-/** The routing key of an object's field (a missing field equals null). */
-function routeKey(fields: Fields, field: string): unknown {
-  return mapKey(
-    hasOwnProperty.call(fields, field) ? fields[field]! : null,
-  );
 }
 
 function notify(watcher: ObjectWatcher, fields: Fields | undefined): void {
