@@ -1,5 +1,9 @@
 // This module is browser compatible.
 
+// The engine under `Realm`: one realm's objects, clock, pending changesets
+// and cursors over its storage, with the change records `changes()` and
+// live queries are fed from.
+
 import type { Instruction, UploadChangeset } from "../model/changeset.ts";
 import { type Hlc, HLC_MAX_NODE, HlcClock } from "../model/hlc.ts";
 import type {
