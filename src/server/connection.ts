@@ -28,13 +28,14 @@ import {
 import { bindSession } from "./bind.ts";
 import { DeliveryRate } from "./delivery_rate.ts";
 import type { ServerContext } from "./server_context.ts";
-import type { Session, SessionTransport } from "./session.ts";
+import type { Session } from "./session.ts";
+import type { SessionTransport } from "./session_init.ts";
 
 import { SessionError } from "./session_error.ts";
 import { type SessionRecord, SessionTable } from "./session_table.ts";
-import { delay } from "../util/delay.ts";
 import { SerialQueue } from "../util/serial_queue.ts";
 import { FrameWriter } from "./frame_writer.ts";
+import { drained, PingAnswerer } from "./socket_backlog.ts";
 import { closeCodeFor, closeReason } from "./close_codes.ts";
 import { TokenDeadline } from "./token_deadline.ts";
 import { heldUploadBytes, HeldUploads } from "./held_uploads.ts";
@@ -48,9 +49,6 @@ interface UploadTicket {
 }
 
 type ConnectionState = "handshake" | "authenticating" | "open" | "closed";
-
-// How often a held PONG looks at the socket's buffer again.
-const DRAIN_POLL_MS = 10;
 
 /** See the file comment. */
 export class Connection {
@@ -81,8 +79,7 @@ export class Connection {
   #inbound: SerialQueue;
   #output: FrameWriter;
   #transport: SessionTransport;
-  // The newest PING not answered yet because the socket was backed up.
-  #heldPing: number | null = null;
+  #pings: PingAnswerer;
   #rejection: { code: ErrorCodeName; message: string } | null;
   // Sizes DOWNLOAD batches from the client's RECEIVED (docs/PROTOCOL.md §4.8).
   #delivery: DeliveryRate;
@@ -140,6 +137,12 @@ export class Connection {
       },
       track: (task) => this.#track(task),
     });
+    this.#pings = new PingAnswerer(
+      this.#output,
+      () => context.settings.sendBufferBytes,
+      this.#gone.signal,
+      (task) => this.#track(task),
+    );
     this.#transport = {
       send: (reply) => this.#output.send(reply),
       bufferedAmount: () => this.#output.pendingBytes(),
@@ -166,13 +169,7 @@ export class Connection {
    */
   async flushed(): Promise<void> {
     while (this.#tasks.size > 0) await Promise.allSettled([...this.#tasks]);
-    while (!this.#isClosed() && this.#output.pendingBytes() > 0) {
-      try {
-        await delay(DRAIN_POLL_MS, this.#gone.signal);
-      } catch {
-        return;
-      }
-    }
+    await drained(this.#output, 0, this.#gone.signal, () => this.#isClosed());
   }
 
   /**
@@ -376,7 +373,7 @@ export class Connection {
     const clientMessage = message as ClientMessage;
     switch (clientMessage.type) {
       case MessageType.Ping:
-        this.#pong(clientMessage.timestamp);
+        this.#pings.pong(clientMessage.timestamp);
         return;
       case MessageType.Refresh:
         this.#track(this.#refresh(clientMessage.accessToken));
@@ -416,38 +413,6 @@ export class Connection {
           }: it is not sent by clients or not allowed now`,
         );
     }
-  }
-
-  #pong(timestamp: number): void {
-    if (
-      this.#heldPing === null &&
-      this.#output.pendingBytes() <= this.#context.settings.sendBufferBytes
-    ) {
-      this.#output.send({ type: MessageType.Pong, timestamp });
-      return;
-    }
-    // A client that sends PINGs without reading the PONGs must not make the
-    // server buffer them without bound: while the socket is backed up only
-    // the newest PING is kept, and answered once it drains. The client sees
-    // life in the bytes it is behind on meanwhile.
-    const waiting = this.#heldPing !== null;
-    this.#heldPing = timestamp;
-    if (!waiting) this.#track(this.#answerHeldPing());
-  }
-
-  async #answerHeldPing(): Promise<void> {
-    while (
-      this.#output.pendingBytes() > this.#context.settings.sendBufferBytes
-    ) {
-      try {
-        await delay(DRAIN_POLL_MS, this.#gone.signal);
-      } catch {
-        return;
-      }
-    }
-    const timestamp = this.#heldPing!;
-    this.#heldPing = null;
-    this.#output.send({ type: MessageType.Pong, timestamp });
   }
 
   #track(task: Promise<unknown>): void {

@@ -3,10 +3,9 @@ import {
   type ClientIdentity,
   type DownloadMessage,
   MessageType,
-  type ServerMessage,
 } from "../protocol/messages.ts";
-import type { Log } from "./log.ts";
 import type { Permission } from "./permissions.ts";
+import { waitForDrain } from "./socket_drain.ts";
 import type { HubMember, RealmHub } from "./realm_hub.ts";
 import { SessionError } from "./session_error.ts";
 import {
@@ -14,21 +13,13 @@ import {
   type IntegrateResult,
   UnknownIdentityError,
 } from "./storage/history.ts";
-import { delay } from "../util/delay.ts";
-import {
-  SNAPSHOT_STAMP,
-  snapshotChangeset,
-  type SnapshotInfo,
-} from "./storage/snapshot.ts";
+import { snapshotChangeset, type SnapshotInfo } from "./storage/snapshot.ts";
 import type { Refusal } from "./storage/rejections.ts";
-import {
-  type ChangesetValidator,
-  changesToValidate,
-} from "./changeset_validation.ts";
-import { recordToInstructions } from "../model/merge.ts";
 import { ERROR_CODES } from "../protocol/error_codes.ts";
 import { findInvalidUpload } from "./upload_validation.ts";
 import { shareBatch } from "./shared_download.ts";
+import type { SessionInit } from "./session_init.ts";
+import { findRefusal, readOnlyMessage, readRevert } from "./upload_refusal.ts";
 
 /**
  * One bound session on the server, from a completed BIND to its end
@@ -41,70 +32,6 @@ import { shareBatch } from "./shared_download.ts";
  * MARK time was sent.
  */
 
-/** What a session needs from its connection. */
-export interface SessionTransport {
-  /** Encodes and sends a message on the socket. */
-  send(message: ServerMessage): void;
-  /** Bytes queued on the socket but not yet written to the network. */
-  bufferedAmount(): number;
-  /**
-   * The largest DOWNLOAD to build now, in bytes: at most
-   * `downloadBatchBytes`, less while the client's acknowledgements show a
-   * slow link (`delivery_rate.ts`).
-   */
-  batchBytes(): number;
-  /** Ends the session with a session-scoped ERROR. */
-  failSession(session: Session, error: SessionError): void;
-}
-
-/** Everything a session is created with. */
-export interface SessionInit {
-  id: number;
-  /** The resolved realm path. */
-  path: string;
-  userId: string;
-  identity: ClientIdentity;
-  permission: Permission;
-  hub: RealmHub;
-  transport: SessionTransport;
-  /** The client's download cursor. */
-  downloadCursor: number;
-  /** The salt of that version (0 = unknown). */
-  cursorSalt: number;
-  /**
-   * Cumulative history bytes at the download cursor, or null when that
-   * version is no longer stored (the session must bootstrap).
-   */
-  cursorBytes: number | null;
-  /** The client version the session's first DOWNLOAD acknowledges. */
-  lastIntegratedClientVersion: number;
-  /**
-   * The identity's last settled (integrated or refused) client version, when
-   * above `lastIntegratedClientVersion`: uploads up to it are re-uploads,
-   * refused again or acknowledged without being stored (default:
-   * `lastIntegratedClientVersion`).
-   */
-  settledClientVersion?: number;
-  /** The protocol version the connection negotiated. */
-  protocolVersion: number;
-  /** The server's validation hook, if any. */
-  validateChangeset: ChangesetValidator | undefined;
-  /** Largest DOWNLOAD to build, in bytes. */
-  downloadBatchBytes: number;
-  /** Pause reading storage while the socket buffers more than this. */
-  highWaterBytes: number;
-  /**
-   * Called once, with the first DOWNLOAD that leaves nothing more to
-   * download (the bootstrap histogram).
-   */
-  onCaughtUp?: (() => void) | undefined;
-  /** Aborts when the server shuts down. */
-  lifetime: AbortSignal;
-  /** Aborts when in-flight commits must give up (shutdown deadline). */
-  commitSignal: AbortSignal;
-  log: Log;
-}
-
 /** An upload handed to the hub; see `Session.upload`. */
 export interface UploadTicket {
   /**
@@ -115,15 +42,6 @@ export interface UploadTicket {
 }
 
 const SETTLED: UploadTicket = { settled: Promise.resolve() };
-
-// How often a paused pump looks at the socket's buffer again.
-const DRAIN_POLL_MS = 10;
-/**
- * Reads of a refused changeset's objects before giving up on one as new as
- * what the session already sent (each read that falls short saw a commit
- * land meanwhile, so more than a couple means the realm never stops).
- */
-const MAX_REVERT_READS = 20;
 
 // #pump before `start`: a wake then only notes itself.
 const NOT_STARTED: Promise<void> = Promise.resolve();
@@ -316,7 +234,7 @@ export class Session implements HubMember {
   ): Promise<UploadTicket> {
     const rejects = this.#init.protocolVersion >= 2;
     if (!rejects && this.permission !== "readwrite") {
-      throw new SessionError("write_not_allowed", this.#readOnlyMessage());
+      throw new SessionError("write_not_allowed", readOnlyMessage(this.path));
     }
     const invalid = findInvalidUpload(changesets, this.path);
     if (invalid !== null) {
@@ -366,7 +284,7 @@ export class Session implements HubMember {
         await this.#sendReject(changeset, refusal);
         continue;
       }
-      const refusal = await this.#refusal(changeset);
+      const refusal = await findRefusal(this.#init, changeset);
       if (refusal === null) {
         run.push(changeset);
         continue;
@@ -425,49 +343,6 @@ export class Session implements HubMember {
     return this.#committing ?? Promise.resolve();
   }
 
-  #readOnlyMessage(): string {
-    return `Cannot upload: the realm ${
-      JSON.stringify(this.path)
-    } is read-only for this user`;
-  }
-
-  /** Why the server will not take `changeset`, or null to take it. */
-  async #refusal(changeset: UploadChangeset): Promise<Refusal | null> {
-    if (this.permission !== "readwrite") {
-      return {
-        code: "write_not_allowed",
-        message: this.#readOnlyMessage().replace("Cannot upload: ", ""),
-      };
-    }
-    const validate = this.#init.validateChangeset;
-    if (validate === undefined) return null;
-    try {
-      const verdict = await validate({
-        userId: this.#init.userId,
-        path: this.path,
-        changes: changesToValidate(changeset),
-      });
-      if (verdict === true) return null;
-      return {
-        code: "validation_failed",
-        message:
-          `the server's validation refused client version ${changeset.clientVersion}`,
-      };
-    } catch (error) {
-      this.#init.log(
-        "warn",
-        "validation_failed",
-        "validateChangeset threw; the changeset is refused",
-        { session: this.id, path: this.path, error },
-      );
-      return {
-        code: "validation_failed",
-        message:
-          `the server's validation failed on client version ${changeset.clientVersion}`,
-      };
-    }
-  }
-
   /**
    * Sends REJECT for `changeset` with the server's current state of every
    * object it touched, and acknowledges its client version.
@@ -476,42 +351,14 @@ export class Session implements HubMember {
     changeset: UploadChangeset,
     refusal: Refusal,
   ): Promise<void> {
-    const keys = changeset.instructions.map(({ type, id }) => ({ type, id }));
-    // The client replaces those objects with the revert: it must hold every
-    // version this session already sent, or the client would lose what they
-    // did to those objects (a DOWNLOAD can go out while the state is read).
-    let state = await this.#storage(() =>
-      this.hub.currentRecords(keys, this.#signal)
+    const revert = await readRevert(
+      changeset,
+      (keys) =>
+        this.#storage(() => this.hub.currentRecords(keys, this.#signal)),
+      () => this.#cursor,
+      () => this.closed,
     );
-    for (let read = 1; state.version < this.#cursor; read++) {
-      if (this.closed) return;
-      if (read >= MAX_REVERT_READS) {
-        throw new SessionError(
-          "session_failed",
-          `Cannot refuse client version ${changeset.clientVersion}: the realm kept moving past its state being read`,
-        );
-      }
-      state = await this.#storage(() =>
-        this.hub.currentRecords(keys, this.#signal)
-      );
-    }
-    if (this.closed) return;
-    const instructions: Instruction[] = [];
-    for (const record of state.records.values()) {
-      const revert = recordToInstructions(record);
-      // Never written on the server: a delete at the zero stamp puts the
-      // object back to "absent" without outranking anything.
-      if (revert.length === 0) {
-        revert.push({
-          op: "delete",
-          type: record.type,
-          id: record.id,
-          fields: null,
-          stamp: SNAPSHOT_STAMP,
-        });
-      }
-      for (const instruction of revert) instructions.push(instruction);
-    }
+    if (revert === null) return;
     if (changeset.clientVersion > this.#lastAck) {
       this.#lastAck = changeset.clientVersion;
     }
@@ -521,7 +368,7 @@ export class Session implements HubMember {
       clientVersion: changeset.clientVersion,
       code: ERROR_CODES[refusal.code].code,
       message: refusal.message,
-      revert: [snapshotChangeset(state.version, instructions)],
+      revert: [revert],
     });
   }
 
@@ -940,44 +787,8 @@ export class Session implements HubMember {
     this.#marks = remaining.length === 0 ? null : remaining;
   }
 
-  async #waitForDrain(): Promise<void> {
-    // Backpressure: a slow reader must not make the server buffer the
-    // realm's history in memory. Storage is read again once the socket has
-    // written most of what it holds.
-    let paused = false;
-    while (
-      !this.closed &&
-      this.#init.transport.bufferedAmount() > this.#init.highWaterBytes
-    ) {
-      if (!paused) {
-        paused = true;
-        this.#init.log(
-          "debug",
-          "backpressure_paused",
-          `Socket buffer holds ${this.#init.transport.bufferedAmount()} bytes; pausing the download`,
-          {
-            session: this.id,
-            path: this.path,
-          },
-        );
-      }
-      try {
-        await delay(DRAIN_POLL_MS, this.#signal);
-      } catch {
-        return;
-      }
-    }
-    if (paused && !this.closed) {
-      this.#init.log(
-        "debug",
-        "backpressure_resumed",
-        "Socket buffer drained; resuming the download",
-        {
-          session: this.id,
-          path: this.path,
-        },
-      );
-    }
+  #waitForDrain(): Promise<void> {
+    return waitForDrain(this.#init, () => this.#signal, () => this.closed);
   }
 }
 

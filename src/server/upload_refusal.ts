@@ -1,0 +1,145 @@
+/**
+ * Why a session refuses an uploaded changeset, and the revert its REJECT
+ * carries (PROTOCOL.md §4.16).
+ *
+ * `Session` delegates here: the decision reads only the session's
+ * permission and the server's validation hook, and the revert only the
+ * realm's current records, so neither touches the session's state.
+ */
+
+import type {
+  DownloadChangeset,
+  Instruction,
+  UploadChangeset,
+} from "../model/changeset.ts";
+import { recordToInstructions } from "../model/merge.ts";
+import type { Log } from "./log.ts";
+import type { Permission } from "./permissions.ts";
+import { SessionError } from "./session_error.ts";
+import {
+  type ChangesetValidator,
+  changesToValidate,
+} from "./changeset_validation.ts";
+import type { ObjectKey, RealmState } from "./storage/realm_state.ts";
+import type { Refusal } from "./storage/rejections.ts";
+import { SNAPSHOT_STAMP, snapshotChangeset } from "./storage/snapshot.ts";
+
+/**
+ * Reads of a refused changeset's objects before giving up on one as new as
+ * what the session already sent (each read that falls short saw a commit
+ * land meanwhile, so more than a couple means the realm never stops).
+ */
+const MAX_REVERT_READS = 20;
+
+/** What the refusal decision reads of its session. */
+export interface RefusalContext {
+  /** The session's id, for the log. */
+  id: number;
+  /** The resolved realm path. */
+  path: string;
+  /** The user the hook is told of. */
+  userId: string;
+  /** What the user may do with the realm. */
+  permission: Permission;
+  /** The server's validation hook, if any. */
+  validateChangeset: ChangesetValidator | undefined;
+  /** Where a throwing hook is logged. */
+  log: Log;
+}
+
+/** The message of an upload to a realm the user may only read. */
+export function readOnlyMessage(path: string): string {
+  return `Cannot upload: the realm ${
+    JSON.stringify(path)
+  } is read-only for this user`;
+}
+
+/** Why the server will not take `changeset`, or null to take it. */
+export async function findRefusal(
+  context: RefusalContext,
+  changeset: UploadChangeset,
+): Promise<Refusal | null> {
+  if (context.permission !== "readwrite") {
+    return {
+      code: "write_not_allowed",
+      message: readOnlyMessage(context.path).replace("Cannot upload: ", ""),
+    };
+  }
+  const validate = context.validateChangeset;
+  if (validate === undefined) return null;
+  try {
+    const verdict = await validate({
+      userId: context.userId,
+      path: context.path,
+      changes: changesToValidate(changeset),
+    });
+    if (verdict === true) return null;
+    return {
+      code: "validation_failed",
+      message:
+        `the server's validation refused client version ${changeset.clientVersion}`,
+    };
+  } catch (error) {
+    context.log(
+      "warn",
+      "validation_failed",
+      "validateChangeset threw; the changeset is refused",
+      { session: context.id, path: context.path, error },
+    );
+    return {
+      code: "validation_failed",
+      message:
+        `the server's validation failed on client version ${changeset.clientVersion}`,
+    };
+  }
+}
+
+/**
+ * Reads the server's current state of every object `changeset` touched, at
+ * least as new as `cursor()`, as the revert of a REJECT; null once
+ * `closed()`.
+ *
+ * The client replaces those objects with the revert: it must hold every
+ * version the session already sent, or the client would lose what they did
+ * to those objects (a DOWNLOAD can go out while the state is read).
+ *
+ * @throws {SessionError} `session_failed` when the realm kept moving past
+ *   every read.
+ */
+export async function readRevert(
+  changeset: UploadChangeset,
+  read: (keys: readonly ObjectKey[]) => Promise<RealmState>,
+  cursor: () => number,
+  closed: () => boolean,
+): Promise<DownloadChangeset | null> {
+  const keys = changeset.instructions.map(({ type, id }) => ({ type, id }));
+  let state = await read(keys);
+  for (let reads = 1; state.version < cursor(); reads++) {
+    if (closed()) return null;
+    if (reads >= MAX_REVERT_READS) {
+      throw new SessionError(
+        "session_failed",
+        `Cannot refuse client version ${changeset.clientVersion}: the realm kept moving past its state being read`,
+      );
+    }
+    state = await read(keys);
+  }
+  if (closed()) return null;
+  const instructions: Instruction[] = [];
+  for (const record of state.records.values()) {
+    const revert = recordToInstructions(record);
+    // Never written on the server: a delete at the zero stamp puts the
+    // object back to "absent" without outranking anything.
+    if (revert.length === 0) {
+      revert.push({
+        op: "delete",
+        type: record.type,
+        id: record.id,
+        fields: null,
+        stamp: SNAPSHOT_STAMP,
+      });
+    }
+    for (const instruction of revert) instructions.push(instruction);
+  }
+  return snapshotChangeset(state.version, instructions);
+}
