@@ -13,9 +13,31 @@ import { PROTOCOL_VERSION } from "../../src/protocol/version.ts";
 import type { ClientIdentity } from "../../src/protocol/messages.ts";
 import { put, update, upload } from "../_helpers/changesets.ts";
 import { ProtocolClient } from "../_helpers/protocol_client.ts";
-import { startTestServer } from "../_helpers/test_server.ts";
+import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
 
 const BOUND_MS = 10_000;
+
+/**
+ * Adopts `test` into `stack` and logs in once; the returned function opens a
+ * socket that speaks the current protocol version (REJECT needs 2), also
+ * disposed with `stack`.
+ */
+async function connector(
+  stack: AsyncDisposableStack,
+  test: TestServer,
+): Promise<() => Promise<ProtocolClient>> {
+  stack.use(test);
+  const login = await test.login();
+  return async () => {
+    const client = await ProtocolClient.connect(test.url);
+    stack.use(client);
+    await client.handshake(login.accessToken, {
+      minVersion: PROTOCOL_VERSION,
+      maxVersion: PROTOCOL_VERSION,
+    });
+    return client;
+  };
+}
 
 /**
  * A KV handle whose next `get` of a key matching the armed predicate waits
@@ -108,15 +130,9 @@ Deno.test("a REJECT whose revert is read while another client's commit goes out 
     validateChangeset: ({ changes }) =>
       changes.every((change) => change.fields?.["title"] !== ""),
   });
-  stack.use(test);
-  const login = await test.login();
+  const open = await connector(stack, test);
   const connect = async () => {
-    const client = await ProtocolClient.connect(test.url);
-    stack.use(client);
-    await client.handshake(login.accessToken, {
-      minVersion: PROTOCOL_VERSION,
-      maxVersion: PROTOCOL_VERSION,
-    });
+    const client = await open();
     await client.bind(1, "/~/todos");
     await client.expect(MessageType.Download, bound());
     return client;
@@ -164,17 +180,7 @@ Deno.test("a REJECT lost with its connection comes again before anything acknowl
       return changes.every((change) => change.fields?.["title"] !== "");
     },
   });
-  stack.use(test);
-  const login = await test.login();
-  const connect = async () => {
-    const client = await ProtocolClient.connect(test.url);
-    stack.use(client);
-    await client.handshake(login.accessToken, {
-      minVersion: PROTOCOL_VERSION,
-      maxVersion: PROTOCOL_VERSION,
-    });
-    return client;
-  };
+  const connect = await connector(stack, test);
   const changesets = [
     upload(1, [put("T", "a", { title: "ok" })]),
     upload(2, [update("T", "a", { title: "" })]),
@@ -236,17 +242,7 @@ Deno.test("two sessions of one identity: a refusal settled by one is never ackno
     validateChangeset: ({ changes }) =>
       changes.every((change) => change.fields?.["title"] !== ""),
   });
-  stack.use(test);
-  const login = await test.login();
-  const connect = async () => {
-    const client = await ProtocolClient.connect(test.url);
-    stack.use(client);
-    await client.handshake(login.accessToken, {
-      minVersion: PROTOCOL_VERSION,
-      maxVersion: PROTOCOL_VERSION,
-    });
-    return client;
-  };
+  const connect = await connector(stack, test);
   const changesets = [
     upload(1, [put("T", "a", { title: "ok" })]),
     upload(2, [update("T", "a", { title: "" })]),
