@@ -245,6 +245,7 @@ export class LocalRealm {
     get: (type, id) => this.#store.get(type, id),
     objects: (type) => this.#store.objects(type),
     fieldValue: (type, id, name) => this.#store.fieldValue(type, id, name),
+    current: (type, id, fields) => this.#store.isVisible(type, id, fields),
   });
 
   /** Use {@linkcode LocalRealm.open}. */
@@ -443,7 +444,8 @@ export class LocalRealm {
     };
     const bytes = checkEncodable(changeset);
     const changes = this.#store.apply(changeset.stamp, instructions);
-    this.queries.applied(changes);
+    // A transaction folds its writes into one instruction per object.
+    this.queries.applied(changes, true);
     const meta = { ...this.#meta, lastClientVersion: changeset.clientVersion };
     this.#meta = meta;
     const pending = { changeset, bytes };
@@ -497,7 +499,10 @@ export class LocalRealm {
           touched.push(instruction);
         }
       }
-      this.queries.applied(changes);
+      // The records to store, one per object: when there are as many as
+      // instructions, no object changed twice (live queries trust that).
+      const records = touched.length > 0 ? this.#touched(touched) : [];
+      this.queries.applied(changes, records.length === touched.length);
       const acknowledged = Math.max(
         this.#meta.acknowledgedClientVersion,
         Math.min(
@@ -517,7 +522,7 @@ export class LocalRealm {
       if (changed) {
         await this.#storage.commit({
           meta,
-          records: this.#touched(touched),
+          records,
           append: [],
         });
         this.#meta = meta;
