@@ -5,14 +5,11 @@
  * query, the touched objects that enter, stay in or leave its kept result.
  */
 
-import type { CompiledQuery } from "../model/query.ts";
+import { type CompiledQuery, readField } from "../model/query.ts";
 import type { Fields, Value } from "../model/value.ts";
 import { valueKey } from "../model/value_order.ts";
 import type { Kind, Touched } from "./change_sets.ts";
 import type { Entry } from "./live_results.ts";
-
-// Much faster than `Object.hasOwn` in V8 (see src/model/query.ts).
-const hasOwnProperty = Object.prototype.hasOwnProperty;
 
 /**
  * A top-level equality a query requires (`field` equal to `value`), or
@@ -96,7 +93,7 @@ class RouteTable<Q> {
   /** The queries that require the value an object holds now. */
   lookup(fields: Fields): Q[] | undefined {
     const field = this.field;
-    const value = hasOwnProperty.call(fields, field) ? fields[field]! : null;
+    const value = readField(fields, field) ?? null;
     switch (typeof value) {
       case "string":
       case "boolean":
