@@ -1,27 +1,7 @@
 // Tests for linkAbort: abort reasons, already-aborted sources, and that a link leaves nothing on its sources.
 import assert from "node:assert/strict";
 import { linkAbort } from "../../src/util/abort_link.ts";
-
-/**
- * Counts the abort listeners registered on `signal` through its own
- * add/removeEventListener (a listener added twice counts once, as the
- * platform dedupes it). A `once` listener that fires is not seen leaving,
- * so a count of zero after an abort means it was removed explicitly.
- */
-function listeners(signal: AbortSignal): () => number {
-  const registered = new Set<unknown>();
-  const add = signal.addEventListener.bind(signal);
-  const remove = signal.removeEventListener.bind(signal);
-  signal.addEventListener = ((...args: Parameters<typeof add>) => {
-    if (args[0] === "abort") registered.add(args[1]);
-    return add(...args);
-  }) as typeof signal.addEventListener;
-  signal.removeEventListener = ((...args: Parameters<typeof remove>) => {
-    if (args[0] === "abort") registered.delete(args[1]);
-    return remove(...args);
-  }) as typeof signal.removeEventListener;
-  return () => registered.size;
-}
+import { countAbortListeners as listeners } from "../_helpers/abort_listeners.ts";
 
 Deno.test("linkAbort() aborts with the reason of the first source that aborts, unchanged", () => {
   const first = new AbortController();
