@@ -12,6 +12,7 @@ import { TransactionWrites } from "../model/transaction.ts";
 import type { Fields } from "../model/value.ts";
 import { compileQuery, type Query, runQuery } from "../model/query.ts";
 import type { ClientIdentity } from "../protocol/messages.ts";
+import { type AbortLink, linkAbort } from "../util/abort_link.ts";
 import type { RealmHub } from "./realm_hub.ts";
 import { resolveRealmPath } from "./realm_path.ts";
 import type { RealmRegistry } from "./realm_registry.ts";
@@ -460,6 +461,7 @@ class ChangeFeed {
   #context: ServerRealmContext;
   #path: string;
   #cursor: number;
+  #link: AbortLink;
   #signal: AbortSignal;
   #hub: RealmHub | null = null;
   #wake: (() => void) | null = null;
@@ -476,7 +478,11 @@ class ChangeFeed {
     this.#context = context;
     this.#path = path;
     this.#cursor = since;
-    this.#signal = AbortSignal.any([signal, context.lifetime]);
+    // Linked until dispose: a feed lives shorter than the server, and
+    // AbortSignal.any would keep it reachable from the lifetime while its
+    // listener is registered (docs/PERFORMANCE.md).
+    this.#link = linkAbort([signal, context.lifetime]);
+    this.#signal = this.#link.signal;
     this.#signal.addEventListener("abort", this.#onAbort);
   }
 
@@ -559,6 +565,7 @@ class ChangeFeed {
   /** Detaches from the hub; safe to call more than once. */
   dispose(): void {
     this.#signal.removeEventListener("abort", this.#onAbort);
+    this.#link.dispose();
     const hub = this.#hub;
     this.#hub = null;
     if (hub === null) return;
