@@ -28,7 +28,7 @@ export interface AbortLink {
  * then leaves work for the collector, or, when some callee never removes its
  * listener, a leak for the source's whole life. A link holds one listener on
  * each source and removes it on dispose or on the first abort, so the source
- * ends up exactly as it was (docs/PERFORMANCE.md, idle-session memory).
+ * ends up exactly as it was (docs/PERFORMANCE.md "Linked signals").
  */
 export function linkAbort(
   sources: readonly (AbortSignal | undefined)[],
