@@ -461,8 +461,10 @@ class ChangeFeed {
   #context: ServerRealmContext;
   #path: string;
   #cursor: number;
-  #link: AbortLink;
-  #signal: AbortSignal;
+  #source: AbortSignal;
+  // Made when the feed starts (prime), so a stream nobody reads holds
+  // nothing on the caller's signal or the lifetime.
+  #link: AbortLink | null = null;
   #hub: RealmHub | null = null;
   #wake: (() => void) | null = null;
   #member = { wake: () => this.#wake?.() };
@@ -478,12 +480,18 @@ class ChangeFeed {
     this.#context = context;
     this.#path = path;
     this.#cursor = since;
-    // Linked until dispose: a feed lives shorter than the server, and
-    // AbortSignal.any would keep it reachable from the lifetime while its
-    // listener is registered (docs/PERFORMANCE.md).
-    this.#link = linkAbort([signal, context.lifetime]);
-    this.#signal = this.#link.signal;
-    this.#signal.addEventListener("abort", this.#onAbort);
+    this.#source = signal;
+  }
+
+  // Linked until dispose: a feed lives shorter than the server, and
+  // AbortSignal.any would keep it reachable from the lifetime while its
+  // listener is registered (docs/PERFORMANCE.md "Linked signals").
+  get #signal(): AbortSignal {
+    if (this.#link === null) {
+      this.#link = linkAbort([this.#source, this.#context.lifetime]);
+      this.#link.signal.addEventListener("abort", this.#onAbort);
+    }
+    return this.#link.signal;
   }
 
   /** Attaches to the hub and checks the first version still exists. */
@@ -564,8 +572,9 @@ class ChangeFeed {
 
   /** Detaches from the hub; safe to call more than once. */
   dispose(): void {
-    this.#signal.removeEventListener("abort", this.#onAbort);
-    this.#link.dispose();
+    this.#link?.signal.removeEventListener("abort", this.#onAbort);
+    // A link to nothing when none was made, so nothing links after this.
+    (this.#link ??= linkAbort([])).dispose();
     const hub = this.#hub;
     this.#hub = null;
     if (hub === null) return;

@@ -189,7 +189,7 @@ Deno.test("server.realm().changes() from a compacted version errors with Changes
   assert.equal(items[0]!.version, version);
 });
 
-Deno.test("server.realm().changes() leaves no listener on the caller's signal once the feed is cancelled, fails or ends", async () => {
+Deno.test("server.realm().changes() leaves no listener on the caller's signal unread, or once the feed is cancelled, fails or ends", async () => {
   const server = await startTestServer({
     history: { retainVersions: 0, snapshotLagVersions: 1 },
   });
@@ -205,6 +205,14 @@ Deno.test("server.realm().changes() leaves no listener on the caller's signal on
       bounded(),
     );
     const { version } = await realm.write((tx) => tx.put("Task", "z", {}));
+
+    // Never read: nothing is linked until the first read.
+    const unread = bounded();
+    const unreadListeners = countAbortListeners(unread);
+    const idle = realm.changes({ since: version, signal: unread });
+    assert.equal(unreadListeners.added, 0);
+    await idle.cancel();
+    assert.equal(unreadListeners(), 0);
 
     // Cancelled by its reader after one item.
     const cancelled = bounded();
