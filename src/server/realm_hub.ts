@@ -30,6 +30,7 @@ import {
   type SnapshotObject,
 } from "./storage/snapshot.ts";
 import type { SnapshotScheduler } from "./snapshot_scheduler.ts";
+import { linkAbort } from "../util/abort_link.ts";
 import { delay } from "../util/delay.ts";
 import { backoffDelayMs, type RetryOptions } from "./storage/retry.ts";
 import type { Log } from "./log.ts";
@@ -302,9 +303,11 @@ export class RealmHub {
     group: Extract<Job, { kind: "upload" }>[],
   ): Promise<void> {
     const signals = [...new Set(group.map((job) => job.signal))];
-    const signal = signals.length === 1
-      ? signals[0]!
-      : AbortSignal.any(signals);
+    // Linked for this commit only: each session's signal outlives many
+    // shared commits, and must not collect one link per commit
+    // (docs/PERFORMANCE.md).
+    const link = signals.length === 1 ? null : linkAbort(signals);
+    const signal = link?.signal ?? signals[0]!;
     const onSettled = (settled: GroupSettled) => {
       let count = 0;
       let head: Head | null = null;
@@ -371,6 +374,8 @@ export class RealmHub {
     } catch (error) {
       // Only a bug lands here; no upload of the group may wait for good.
       for (const job of group) job.done.reject(error);
+    } finally {
+      link?.dispose();
     }
   }
 
@@ -476,9 +481,9 @@ export class RealmHub {
 
   async #runWatch(): Promise<void> {
     // The hub's own signal, not one linked to the server's lifetime with
-    // AbortSignal.any: Deno keeps a WeakRef in the lifetime's signal for
-    // every signal linked to it, for as long as the server runs. The
-    // lifetime is checked between steps; at shutdown the registry closes
+    // AbortSignal.any: a linked signal that anything listens to stays
+    // reachable from the lifetime for as long as the server runs
+    // (docs/PERFORMANCE.md). The lifetime is checked between steps; at shutdown the registry closes
     // every hub, which aborts this one.
     const closed = this.#closed.signal;
     const lifetime = this.#context.retry.signal;
