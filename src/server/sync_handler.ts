@@ -264,6 +264,7 @@ export class SyncService implements SyncRequestHandler {
     );
     registry = new RealmRegistry({
       kv,
+      watchHeads: store.shared,
       retry,
       log,
       onIntegrated: (count) => {

@@ -9,6 +9,12 @@ import { type KvLock, lockKvPath } from "./kv_lock.ts";
 /** An open store, with what closes whatever opening it took. */
 export interface KvStore {
   kv: Deno.Kv;
+  /**
+   * Whether something other than this server may write to the store: a
+   * `Deno.Kv` it was given (others may hold it) or a KV Connect URL (other
+   * processes). `":memory:"` and a locked file are this server's alone.
+   */
+  shared: boolean;
   /** Closes what this server opened (idempotent). */
   release(): void;
 }
@@ -27,10 +33,10 @@ export async function openKvStore(kv: string | Deno.Kv): Promise<KvStore> {
         "Cannot serve: kv must be a path, a URL or a Deno.Kv",
       );
     }
-    return { kv, release() {} };
+    return { kv, shared: true, release() {} };
   }
   if (kv === ":memory:" || /^https?:\/\//i.test(kv)) {
-    return closingOnce(await Deno.openKv(kv), null);
+    return closingOnce(await Deno.openKv(kv), null, kv !== ":memory:");
   }
   if (kv === "") throw new TypeError("Cannot serve: kv path is empty");
   const directory = parentDirectory(kv);
@@ -43,13 +49,18 @@ export async function openKvStore(kv: string | Deno.Kv): Promise<KvStore> {
     lock.release();
     throw error;
   }
-  return closingOnce(opened, lock);
+  return closingOnce(opened, lock, false);
 }
 
-function closingOnce(opened: Deno.Kv, lock: KvLock | null): KvStore {
+function closingOnce(
+  opened: Deno.Kv,
+  lock: KvLock | null,
+  shared: boolean,
+): KvStore {
   let released = false;
   return {
     kv: opened,
+    shared,
     release() {
       if (released) return;
       released = true;
