@@ -15,6 +15,11 @@ export interface KvStore {
    * processes). `":memory:"` and a locked file are this server's alone.
    */
   shared: boolean;
+  /**
+   * Whether the store is across the network (a KV Connect URL): its commits
+   * do not run on this thread. A `Deno.Kv` handed in counts as local.
+   */
+  remote: boolean;
   /** Closes what this server opened (idempotent). */
   release(): void;
 }
@@ -33,10 +38,11 @@ export async function openKvStore(kv: string | Deno.Kv): Promise<KvStore> {
         "Cannot serve: kv must be a path, a URL or a Deno.Kv",
       );
     }
-    return { kv, shared: true, release() {} };
+    return { kv, shared: true, remote: false, release() {} };
   }
   if (kv === ":memory:" || /^https?:\/\//i.test(kv)) {
-    return closingOnce(await Deno.openKv(kv), null, kv !== ":memory:");
+    const remote = kv !== ":memory:";
+    return closingOnce(await Deno.openKv(kv), null, remote, remote);
   }
   if (kv === "") throw new TypeError("Cannot serve: kv path is empty");
   const directory = parentDirectory(kv);
@@ -49,18 +55,20 @@ export async function openKvStore(kv: string | Deno.Kv): Promise<KvStore> {
     lock.release();
     throw error;
   }
-  return closingOnce(opened, lock, false);
+  return closingOnce(opened, lock, false, false);
 }
 
 function closingOnce(
   opened: Deno.Kv,
   lock: KvLock | null,
   shared: boolean,
+  remote: boolean,
 ): KvStore {
   let released = false;
   return {
     kv: opened,
     shared,
+    remote,
     release() {
       if (released) return;
       released = true;
