@@ -40,7 +40,8 @@ import type { Log } from "./log.ts";
  *
  * That is the newest head it has seen, recent history (so a changeset integrated
  * here is fanned out without being read back from KV), and one `kv.watch`
- * on the head, through which commits by other processes arrive. It exists
+ * on the head, through which commits by other processes arrive (none on a
+ * store only this server can write to, `HubContext.watchHeads`). It exists
  * only while a session is bound: the registry drops it after the last one
  * leaves.
  */
@@ -54,6 +55,14 @@ export interface HubMember {
 /** What a hub needs from its server. */
 export interface HubContext {
   kv: Deno.Kv;
+  /**
+   * Whether to watch each realm's head for other writers' commits: false
+   * when nothing but this server can write to the store (`KvStore.shared`),
+   * where the watch would only report this process's own commits, each one
+   * a KV read and a wake-up right behind the commit on the propagation path
+   * (docs/PERFORMANCE.md, propagation).
+   */
+  watchHeads: boolean;
   /** Retry pacing; its signal is the server's lifetime. */
   retry: RetryOptions;
   log: Log;
@@ -138,7 +147,9 @@ export class RealmHub {
   /** Adds a session; the first one starts the watch on the realm's head. */
   attach(member: HubMember): void {
     this.#members.add(member);
-    if (this.#watchTask === null) this.#watchTask = this.#runWatch();
+    if (this.#watchTask === null && this.#context.watchHeads) {
+      this.#watchTask = this.#runWatch();
+    }
   }
 
   /** Removes a session; returns whether the hub is now empty. */
