@@ -4,9 +4,10 @@
  * (100,000 `Task` objects in 100 DOWNLOADs of 1,000) with no index and with
  * indexes on `bucket` and `n`, then, separately timed, the first indexed
  * queries after it (an equality on `bucket`, a range on `n`: where a
- * deferred sort of an index's entries is paid), then 1,000 single-object
+ * deferred sort of an index's entries is paid), then 100 single-object
  * writes that move an object between values, each followed by both
- * queries. `--base <dir>` loads another checkout's `src/` and interleaves
+ * queries (`n` values are unique here, so each write makes a value disappear
+ * and another repeat). `--base <dir>` loads another checkout's `src/` and interleaves
  * its runs with this one's, so before and after come from one process.
  *
  * ```sh
@@ -26,7 +27,7 @@ import type { CompiledQuery } from "../src/model/query.ts";
 const OBJECTS = 100_000;
 const BUCKETS = 1_000;
 const BATCH = 1_000;
-const WRITES = 1_000;
+const WRITES = 100;
 
 interface Implementation {
   open(): Promise<LocalRealm>;
@@ -104,8 +105,14 @@ async function run(impl: Implementation, indexes: boolean): Promise<number[]> {
     times.push(cpu(before));
     before = process.cpuUsage();
     for (let i = 0; i < WRITES; i++) {
+      // Another object each time, to another bucket and another `n`: the
+      // results keep about 100 objects each.
+      const j = (i * 997) % OBJECTS;
       await realm.write((tx) =>
-        tx.update("Task", `t${i * 97}`, { bucket: 7, n: 500 + (i % 100) })
+        tx.update("Task", `t${j}`, {
+          bucket: (j + 1 + i) % BUCKETS,
+          n: (j * 7_919 + 50_000) % OBJECTS,
+        })
       );
       sink += realm.queries.query("Task", equal).length;
       sink += realm.queries.query("Task", range).length;
