@@ -112,14 +112,16 @@ export function visibleChange(
   const { type, id } = after;
   if (!live) return wasLive ? { type, id, op: "delete" } : null;
   const fields = visibleFields(after);
-  if (!wasLive) return { type, id, op: "put", fields };
+  if (!wasLive) return { type, id, op: "put", fields, created: true };
   let removed = false;
   for (const name of before.fields.keys()) {
     if (!after.fields.has(name)) removed = true;
   }
   const samePut = before.putStamp !== null && after.putStamp !== null &&
     compareHlc(before.putStamp, after.putStamp) === 0;
-  if (removed || !samePut) return { type, id, op: "put", fields };
+  if (removed || !samePut) {
+    return { type, id, op: "put", fields, created: false };
+  }
   let changed: Fields | undefined;
   for (const [name, entry] of after.fields) {
     const old = before.fields.get(name);
