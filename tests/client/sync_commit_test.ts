@@ -3,7 +3,9 @@
  * (`RealmStorage.commitNow`): `LocalRealm.integrateNow` integrates a
  * DOWNLOAD before it returns only when nothing is ahead of it, a lone local
  * write commits at once, and a failed synchronous commit fails like an
- * asynchronous one. Durable storages (no `commitNow`) keep the queue.
+ * asynchronous one. Durable storages (no `commitNow`) keep the queue; a
+ * session hands a DOWNLOAD to that path only when no message of its own is
+ * still being handled.
  */
 import assert from "node:assert/strict";
 import { LocalRealm, type RealmChange } from "../../src/client/local_realm.ts";
@@ -13,7 +15,21 @@ import type {
   StorageBatch,
   StoredRealm,
 } from "../../src/client/storage/storage.ts";
-import type { DownloadMessage } from "../../src/protocol/messages.ts";
+import { Credentials } from "../../src/client/credentials.ts";
+import {
+  type DownloadMessage,
+  MessageType,
+  type ServerMessage,
+} from "../../src/protocol/messages.ts";
+import {
+  acceptConnection,
+  answerMarks,
+  boundSession,
+  flush,
+  ident,
+  remoteChangeset,
+  scriptedApp,
+} from "../_helpers/scripted_app.ts";
 
 function download(
   serverVersion: number,
@@ -230,4 +246,58 @@ Deno.test("MemoryStorage.commitNow() commits like commit() and throws a TypeErro
     (error) =>
       error instanceof TypeError && /storage is closed/.test(error.message),
   );
+});
+
+Deno.test("A session integrates a DOWNLOAD before the socket's message handler returns when nothing is ahead of it, and behind a message still being handled otherwise, in order", async () => {
+  const { app, sockets } = scriptedApp();
+  try {
+    const user = await app.logIn(Credentials.anonymous());
+    const realm = await user.openRealm({ path: "/~/a" });
+    const socket = await acceptConnection(sockets);
+    const sessionId = boundSession(socket, "/~/a");
+    await ident(socket, "/~/a");
+    await answerMarks(socket);
+    const downloadOf = (serverVersion: number): ServerMessage => ({
+      type: MessageType.Download,
+      sessionId,
+      serverVersion,
+      lastIntegratedClientVersion: 0,
+      downloadableBytes: 0,
+      changesetBytes: 10,
+      changesets: [remoteChangeset(serverVersion, 1)],
+    });
+    // Idle: handled within receive(), with nothing awaited.
+    socket.receive(downloadOf(1));
+    assert.deepEqual(realm.get("R", "r1-0"), {
+      index: 0,
+      text: "some remote text",
+    });
+    // A MARK reply is handled asynchronously: a DOWNLOAD right behind it
+    // waits its turn rather than overtaking it.
+    const mark = socket.sentOf(MessageType.Mark).length;
+    const waited = realm.syncSession.waitForDownload({
+      signal: AbortSignal.timeout(5_000),
+    });
+    await flush();
+    const request = socket.sentOf(MessageType.Mark)[mark]!;
+    socket.receive({
+      type: MessageType.MarkReply,
+      sessionId,
+      requestId: request.requestId,
+    });
+    socket.receive(downloadOf(2));
+    assert.equal(realm.get("R", "r2-0"), undefined);
+    await waited;
+    await flush();
+    assert.deepEqual(realm.get("R", "r2-0"), {
+      index: 0,
+      text: "some remote text",
+    });
+    // Idle again: at once.
+    socket.receive(downloadOf(3));
+    assert.ok(realm.get("R", "r3-0") !== undefined);
+    assert.equal(realm.syncSession.state, "active");
+  } finally {
+    await app.close();
+  }
 });
