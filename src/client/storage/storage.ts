@@ -82,11 +82,12 @@ export interface RealmStorage {
   /** Applies one batch atomically; batches apply in call order. */
   commit(batch: StorageBatch): Promise<void>;
   /**
-   * Optional: does what `commit` does, finished before it returns (it
-   * throws what `commit` would reject with). Only a storage whose commits
-   * need no I/O offers it (the in-memory one): a realm then integrates a
-   * DOWNLOAD that nothing else waits for without a turn of the event loop
-   * per message. Durable storages leave it out.
+   * Optional: does what `commit` does, complete before it returns (durable,
+   * for a durable storage), and throws what `commit` would reject with. A
+   * realm then integrates a DOWNLOAD, or commits a local write, that nothing
+   * is ahead of without a turn of the event loop. The in-memory storage
+   * offers it; storages whose commits wait for I/O (Deno KV, IndexedDB)
+   * leave it out.
    */
   commitNow?(batch: StorageBatch): void;
   /** Releases the storage; further calls reject. */
