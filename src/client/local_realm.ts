@@ -13,7 +13,10 @@ import type {
 import { ObjectStore } from "../model/object_store.ts";
 import { cloneValue, defineField, type Fields } from "../model/value.ts";
 import { decodeUploadChangeset } from "../protocol/decode.ts";
-import { encodeUploadChangeset } from "../protocol/encode.ts";
+import {
+  encodeUploadChangeset,
+  encodeUploadChangesetView,
+} from "../protocol/encode.ts";
 import { DEFAULT_LIMITS } from "../protocol/limits.ts";
 import type {
   ClientIdentity,
@@ -833,7 +836,8 @@ export class LocalRealm {
 function checkEncodable(changeset: UploadChangeset): number {
   let bytes: Uint8Array;
   try {
-    bytes = encodeUploadChangeset(changeset);
+    // A view, not a copy: only its size and whether it decodes matter here.
+    bytes = encodeUploadChangesetView(changeset);
   } catch (error) {
     if (error instanceof ProtocolError) {
       throw new TypeError(`Cannot write: ${error.message}`, { cause: error });
