@@ -12,18 +12,12 @@ import type {
 } from "../model/merge.ts";
 import { ObjectStore } from "../model/object_store.ts";
 import { cloneValue, defineField, type Fields } from "../model/value.ts";
-import { decodeUploadChangeset } from "../protocol/decode.ts";
-import {
-  encodeUploadChangeset,
-  encodeUploadChangesetView,
-} from "../protocol/encode.ts";
-import { DEFAULT_LIMITS } from "../protocol/limits.ts";
+import { encodeUploadChangeset } from "../protocol/encode.ts";
 import type {
   ClientIdentity,
   DownloadMessage,
   RejectMessage,
 } from "../protocol/messages.ts";
-import { ProtocolError } from "../protocol/protocol_error.ts";
 import { GroupCommit } from "./group_commit.ts";
 import {
   type PendingChangeset,
@@ -34,8 +28,11 @@ import {
   absentRecord,
   buildReset,
   rebuildRejected,
+  type ResetPlan,
+  type ResetResult,
   visibleChange,
 } from "./realm_rebuild.ts";
+import { checkEncodable } from "./write_check.ts";
 import { type Transaction, TransactionWrites } from "./transaction.ts";
 import type {
   RealmMeta,
@@ -47,22 +44,9 @@ import type {
 // this file keep finding it here.
 export type { PendingChangeset } from "./pending_changesets.ts";
 
-/**
- * The largest changeset one write may produce, in encoded bytes: the
- * protocol's default frame limit minus room for the UPLOAD header. A larger
- * write is rejected with a `RangeError` before anything is committed. A
- * server configured with a smaller frame limit reports a larger changeset as
- * `bad_changeset` when it is uploaded.
- *
- * @example The cap
- * ```ts
- * import { MAX_WRITE_BYTES } from "@tether/sync";
- * import assert from "node:assert/strict";
- *
- * assert.equal(MAX_WRITE_BYTES, 16 * 1024 * 1024 - 1024);
- * ```
- */
-export const MAX_WRITE_BYTES: number = DEFAULT_LIMITS.maxMessageBytes - 1024;
+// The write cap and check moved to write_check.ts; importers of this file
+// keep finding the cap here.
+export { MAX_WRITE_BYTES } from "./write_check.ts";
 
 /**
  * The visible effect of a committed transaction on one object.
@@ -126,32 +110,6 @@ export interface CommitResult {
 
 /** What integrating one DOWNLOAD did. */
 export interface IntegrateResult {
-  /** The highest client version now acknowledged. */
-  acknowledged: number;
-}
-
-/** What a client reset replaces the local state with (`LocalRealm.reset`). */
-export interface ResetPlan {
-  /** The server's state, downloaded afresh into a staging store. */
-  staged: ObjectStore;
-  /** The identity the server issued for the reset binding. */
-  identity: ClientIdentity;
-  /** The server version the staged download reached. */
-  downloadCursor: number;
-  /** Its salt (0 = unknown). */
-  downloadCursorSalt: number;
-  /** `"discard"` drops the pending changesets; the others re-apply them. */
-  mode: "recover" | "recoverAll" | "discard";
-}
-
-/** What a client reset did (`LocalRealm.reset`). */
-export interface ResetResult {
-  /** Client versions of the pending changesets kept (re-applied). */
-  recovered: number[];
-  /** Client versions of the pending changesets dropped (`discard`). */
-  discarded: number[];
-  /** Client versions of the changesets `recoverAll` synthesized. */
-  synthesized: number[];
   /** The highest client version now acknowledged. */
   acknowledged: number;
 }
@@ -826,36 +784,4 @@ export class LocalRealm {
       throw new TypeError(`Cannot ${what}: the realm is closed`);
     }
   }
-}
-
-/**
- * Encodes a changeset the way it will be uploaded and decodes it back with
- * the protocol's default limits, so a write the server would refuse is
- * refused here, before anything is committed. Returns its encoded size.
- */
-function checkEncodable(changeset: UploadChangeset): number {
-  let bytes: Uint8Array;
-  try {
-    // A view, not a copy: only its size and whether it decodes matter here.
-    bytes = encodeUploadChangesetView(changeset);
-  } catch (error) {
-    if (error instanceof ProtocolError) {
-      throw new TypeError(`Cannot write: ${error.message}`, { cause: error });
-    }
-    throw error;
-  }
-  if (bytes.byteLength > MAX_WRITE_BYTES) {
-    throw new RangeError(
-      `Cannot write: the changeset is ${bytes.byteLength} bytes, more than the limit of ${MAX_WRITE_BYTES}; split it into several writes`,
-    );
-  }
-  try {
-    decodeUploadChangeset(bytes);
-  } catch (error) {
-    if (error instanceof ProtocolError) {
-      throw new RangeError(`Cannot write: ${error.message}`, { cause: error });
-    }
-    throw error;
-  }
-  return bytes.byteLength;
 }
