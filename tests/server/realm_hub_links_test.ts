@@ -13,6 +13,7 @@ Deno.test("RealmHub: a commit of several sessions' uploads leaves no listener on
     const retry = { signal: lifetime.signal };
     const hub = new RealmHub("/r", {
       kv,
+      watchHeads: false,
       retry,
       log: () => {},
       onIntegrated: () => {},
