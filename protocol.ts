@@ -86,6 +86,7 @@ export {
   type PingMessage,
   type PongMessage,
   RECEIVED_INTERVAL_BYTES,
+  RECEIVED_TRIGGER_FRAME_BYTES,
   type ReceivedMessage,
   type RefreshMessage,
   type RejectMessage,

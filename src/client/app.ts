@@ -17,6 +17,7 @@ import {
 } from "./storage/app_store.ts";
 import { createUser, type User } from "./user.ts";
 import { UserCore, type UserHost } from "./user_core.ts";
+import { linkAbort } from "../util/abort_link.ts";
 
 export type { AppOptions } from "./client_config.ts";
 export type { AppStorageOption } from "./storage/app_store.ts";
@@ -295,18 +296,18 @@ export class App {
         return saved.user;
       }
     }
-    const combined = signal === undefined
-      ? this.#lifetime.signal
-      : AbortSignal.any([signal, this.#lifetime.signal]);
+    // Linked for this login only: the app outlives it, and the fetch is
+    // the caller's, which may leave listeners behind (docs/PERFORMANCE.md).
+    const link = linkAbort([signal, this.#lifetime.signal]);
     const login = await requestLogin(
       this.#config.fetch,
       this.#config.loginUrl,
       body,
-      combined,
+      link.signal,
       () => this.#config.clock.now(),
     ).catch((error) => {
       throw signal?.aborted ? signal.reason : error;
-    });
+    }).finally(() => link.dispose());
     if (this.#closed !== undefined) {
       throw new TypeError("Cannot log in: the app is closed");
     }

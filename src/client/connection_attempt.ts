@@ -24,6 +24,7 @@ import {
   type HandshakeReplyMessage,
   MessageType,
   RECEIVED_INTERVAL_BYTES,
+  RECEIVED_TRIGGER_FRAME_BYTES,
   type ReceivedMessage,
   type ServerMessage,
 } from "../protocol/messages.ts";
@@ -301,8 +302,11 @@ export class ConnectionAttempt {
     const bytes = new Uint8Array(data);
     this.#socketBytesReceived += bytes.byteLength;
     this.#host.received(bytes.byteLength);
+    // Only a large frame sends a due RECEIVED: see
+    // RECEIVED_TRIGGER_FRAME_BYTES for the stall a small one would risk.
     if (
       this.#state === "connected" &&
+      bytes.byteLength >= RECEIVED_TRIGGER_FRAME_BYTES &&
       this.#socketBytesReceived - this.#acknowledgedBytes >=
         RECEIVED_INTERVAL_BYTES
     ) {

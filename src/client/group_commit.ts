@@ -49,6 +49,20 @@ export class GroupCommit {
     committed: () => void,
   ): Promise<void> {
     if (this.#failure !== null) return Promise.reject(this.#failure.error);
+    const storage = this.#storage;
+    if (this.#flushing === null && storage.commitNow !== undefined) {
+      // Nothing in flight and a storage that commits before returning:
+      // commit this write alone, now. The records need no copy, since no
+      // later write can reach them before the commit.
+      try {
+        storage.commitNow({ meta, records, append: [changeset] });
+      } catch (error) {
+        this.#failure = { error };
+        return Promise.reject(error);
+      }
+      committed();
+      return Promise.resolve();
+    }
     let group = this.#group;
     if (group === null) {
       group = {
@@ -81,6 +95,14 @@ export class GroupCommit {
     group.committed.push(committed);
     this.#flushing ??= this.#flush();
     return group.done.promise;
+  }
+
+  /**
+   * Whether nothing is staged or being committed and no commit failed:
+   * another commit may then go to the storage at once, in order.
+   */
+  get idle(): boolean {
+    return this.#flushing === null && this.#failure === null;
   }
 
   /**

@@ -12,15 +12,12 @@ import type {
 } from "../model/merge.ts";
 import { ObjectStore } from "../model/object_store.ts";
 import { cloneValue, defineField, type Fields } from "../model/value.ts";
-import { decodeUploadChangeset } from "../protocol/decode.ts";
 import { encodeUploadChangeset } from "../protocol/encode.ts";
-import { DEFAULT_LIMITS } from "../protocol/limits.ts";
 import type {
   ClientIdentity,
   DownloadMessage,
   RejectMessage,
 } from "../protocol/messages.ts";
-import { ProtocolError } from "../protocol/protocol_error.ts";
 import { GroupCommit } from "./group_commit.ts";
 import {
   type PendingChangeset,
@@ -31,31 +28,25 @@ import {
   absentRecord,
   buildReset,
   rebuildRejected,
+  type ResetPlan,
+  type ResetResult,
   visibleChange,
 } from "./realm_rebuild.ts";
+import { checkEncodable } from "./write_check.ts";
 import { type Transaction, TransactionWrites } from "./transaction.ts";
-import type { RealmMeta, RealmStorage } from "./storage/storage.ts";
+import type {
+  RealmMeta,
+  RealmStorage,
+  StorageBatch,
+} from "./storage/storage.ts";
 
 // The pending-changeset type moved to pending_changesets.ts; importers of
 // this file keep finding it here.
 export type { PendingChangeset } from "./pending_changesets.ts";
 
-/**
- * The largest changeset one write may produce, in encoded bytes: the
- * protocol's default frame limit minus room for the UPLOAD header. A larger
- * write is rejected with a `RangeError` before anything is committed. A
- * server configured with a smaller frame limit reports a larger changeset as
- * `bad_changeset` when it is uploaded.
- *
- * @example The cap
- * ```ts
- * import { MAX_WRITE_BYTES } from "@tether/sync";
- * import assert from "node:assert/strict";
- *
- * assert.equal(MAX_WRITE_BYTES, 16 * 1024 * 1024 - 1024);
- * ```
- */
-export const MAX_WRITE_BYTES: number = DEFAULT_LIMITS.maxMessageBytes - 1024;
+// The write cap and check moved to write_check.ts; importers of this file
+// keep finding the cap here.
+export { MAX_WRITE_BYTES } from "./write_check.ts";
 
 /**
  * The visible effect of a committed transaction on one object.
@@ -123,33 +114,28 @@ export interface IntegrateResult {
   acknowledged: number;
 }
 
-/** What a client reset replaces the local state with (`LocalRealm.reset`). */
-export interface ResetPlan {
-  /** The server's state, downloaded afresh into a staging store. */
-  staged: ObjectStore;
-  /** The identity the server issued for the reset binding. */
-  identity: ClientIdentity;
-  /** The server version the staged download reached. */
-  downloadCursor: number;
-  /** Its salt (0 = unknown). */
-  downloadCursorSalt: number;
-  /** `"discard"` drops the pending changesets; the others re-apply them. */
-  mode: "recover" | "recoverAll" | "discard";
-}
-
-/** What a client reset did (`LocalRealm.reset`). */
-export interface ResetResult {
-  /** Client versions of the pending changesets kept (re-applied). */
-  recovered: number[];
-  /** Client versions of the pending changesets dropped (`discard`). */
-  discarded: number[];
-  /** Client versions of the changesets `recoverAll` synthesized. */
-  synthesized: number[];
-  /** The highest client version now acknowledged. */
+/** What applying one DOWNLOAD in memory left to commit and report. */
+interface AppliedDownload {
+  /** The meta record once committed. */
+  meta: RealmMeta;
+  /** The highest client version acknowledged once committed. */
   acknowledged: number;
+  /** The visible changes of each changeset that made any, in order. */
+  perChangeset: ModelChange[][];
+  /** What to commit, or null when nothing changed. */
+  batch: StorageBatch | null;
 }
 
-/** Local writes that one storage commit writes together. */
+const NO_CHANGESETS: readonly UploadChangeset[] = Object.freeze([]);
+
+/** `records` without repeats, in first-seen order (a copy only if needed). */
+function distinct(records: ObjectRecord[]): ObjectRecord[] {
+  if (records.length < 2) return records;
+  if (records.length === 2) {
+    return records[0] === records[1] ? [records[0]!] : records;
+  }
+  return [...new Set(records)];
+}
 
 /** Hears about commits, in commit order. */
 export interface LocalRealmListener {
@@ -228,7 +214,11 @@ export class LocalRealm {
   /** Local changesets awaiting acknowledgement (pending_changesets.ts). */
   #pending = new PendingChangesets();
   #queue: Promise<unknown> = Promise.resolve();
+  /** Tasks in `#queue` not yet finished (`integrateNow` runs only at 0). */
+  #queued = 0;
   #listeners = new Set<LocalRealmListener>();
+  /** `#listeners` as an array, until the set changes (`#emit`). */
+  #listenerList: LocalRealmListener[] | null = null;
   /**
    * Listeners with `onChange`: while there are none, commits neither
    * group nor copy the changes they made.
@@ -372,8 +362,10 @@ export class LocalRealm {
       this.#changeListeners++;
     }
     this.#listeners.add(entry);
+    this.#listenerList = null;
     return () => {
       if (!this.#listeners.delete(entry)) return;
+      this.#listenerList = null;
       if (entry.onChange !== undefined) this.#changeListeners--;
     };
   }
@@ -478,68 +470,92 @@ export class LocalRealm {
       this.#checkOpen("integrate");
       // Local writes commit first, so commits stay in call order.
       await this.#commits.drain();
-      const changes: ModelChange[] = [];
-      const touched: Instruction[] = [];
-      // Where each changeset's changes start in `changes`: `changes()`
-      // reports each remote transaction on its own, however many one
-      // DOWNLOAD carries (docs/CLIENT.md "Writing and reading").
-      const starts: number[] = [];
-      for (const changeset of message.changesets) {
-        this.#observe(changeset.stamp, changeset.instructions);
-        starts.push(changes.length);
-        for (
-          const change of this.#store.apply(
-            changeset.stamp,
-            changeset.instructions,
-          )
-        ) {
-          changes.push(change);
-        }
-        for (const instruction of changeset.instructions) {
-          touched.push(instruction);
-        }
-      }
-      // The records to store, one per object: when there are as many as
-      // instructions, no object changed twice (live queries trust that).
-      const records = touched.length > 0 ? this.#touched(touched) : [];
-      this.queries.applied(changes, records.length === touched.length);
-      const acknowledged = Math.max(
-        this.#meta.acknowledgedClientVersion,
-        Math.min(
-          message.lastIntegratedClientVersion,
-          this.#meta.lastClientVersion,
-        ),
-      );
-      const meta: RealmMeta = {
-        ...this.#meta,
-        acknowledgedClientVersion: acknowledged,
-      };
-      moveCursor(meta, message);
-      const changed = touched.length > 0 ||
-        meta.downloadCursor !== this.#meta.downloadCursor ||
-        meta.downloadCursorSalt !== this.#meta.downloadCursorSalt ||
-        acknowledged !== this.#meta.acknowledgedClientVersion;
-      if (changed) {
-        await this.#storage.commit({
-          meta,
-          records,
-          append: [],
-        });
-        this.#meta = meta;
-      }
-      this.#pending.drop(acknowledged);
-      if (this.#changeListeners > 0 && changes.length > 0) {
-        for (let index = 0; index < starts.length; index++) {
-          const end = index + 1 < starts.length
-            ? starts[index + 1]!
-            : changes.length;
-          if (end > starts[index]!) {
-            this.#emit("remote", changes.slice(starts[index], end));
-          }
-        }
-      }
-      return { acknowledged };
+      const applied = this.#applyDownload(message);
+      if (applied.batch !== null) await this.#storage.commit(applied.batch);
+      return { acknowledged: this.#downloadCommitted(applied) };
     });
+  }
+
+  /**
+   * {@linkcode integrate} done before it returns, when nothing is ahead of
+   * it (no mutation queued, no local write committing) and the storage
+   * commits synchronously (`commitNow`): the highest client version now
+   * acknowledged. Undefined when it cannot run now; nothing happened then,
+   * and `integrate` does it in turn. Throws what `integrate` would reject
+   * with.
+   */
+  integrateNow(message: DownloadMessage): number | undefined {
+    const storage = this.#storage;
+    if (
+      this.#closed || this.#queued > 0 || !this.#commits.idle ||
+      storage.commitNow === undefined
+    ) {
+      return undefined;
+    }
+    const applied = this.#applyDownload(message);
+    if (applied.batch !== null) storage.commitNow(applied.batch);
+    return this.#downloadCommitted(applied);
+  }
+
+  /**
+   * Applies a DOWNLOAD's changesets in memory and says what to commit: the
+   * first half of integrating it, shared by both paths.
+   */
+  #applyDownload(message: DownloadMessage): AppliedDownload {
+    // One entry per changeset that changed something visible: `changes()`
+    // reports each remote transaction on its own, however many one
+    // DOWNLOAD carries (docs/CLIENT.md "Writing and reading").
+    const perChangeset: ModelChange[][] = [];
+    const touched: ObjectRecord[] = [];
+    for (const changeset of message.changesets) {
+      this.#observe(changeset.stamp, changeset.instructions);
+      const changes = this.#store.apply(
+        changeset.stamp,
+        changeset.instructions,
+        touched,
+      );
+      if (changes.length > 0) perChangeset.push(changes);
+    }
+    // The records to store, one per object: as many as instructions means
+    // no object changed twice (live queries trust that).
+    const records = distinct(touched);
+    const once = records.length === touched.length;
+    if (perChangeset.length === 1) this.queries.applied(perChangeset[0]!, once);
+    else if (perChangeset.length > 1) {
+      this.queries.applied(perChangeset.flat(), once);
+    }
+    const before = this.#meta;
+    const acknowledged = Math.max(
+      before.acknowledgedClientVersion,
+      Math.min(message.lastIntegratedClientVersion, before.lastClientVersion),
+    );
+    const meta: RealmMeta = {
+      ...before,
+      acknowledgedClientVersion: acknowledged,
+    };
+    moveCursor(meta, message);
+    const changed = touched.length > 0 ||
+      meta.downloadCursor !== before.downloadCursor ||
+      meta.downloadCursorSalt !== before.downloadCursorSalt ||
+      acknowledged !== before.acknowledgedClientVersion;
+    return {
+      meta,
+      acknowledged,
+      perChangeset,
+      batch: changed ? { meta, records, append: NO_CHANGESETS } : null,
+    };
+  }
+
+  /** The second half: the commit is done; report it. */
+  #downloadCommitted(applied: AppliedDownload): number {
+    if (applied.batch !== null) this.#meta = applied.meta;
+    this.#pending.drop(applied.acknowledged);
+    if (this.#changeListeners > 0) {
+      for (const changes of applied.perChangeset) {
+        this.#emit("remote", changes);
+      }
+    }
+    return applied.acknowledged;
   }
 
   /**
@@ -717,6 +733,7 @@ export class LocalRealm {
     if (this.#closed) return this.#queue.then(() => {});
     this.#closed = true;
     this.#listeners.clear();
+    this.#listenerList = null;
     this.#changeListeners = 0;
     const done = this.#queue.then(() => this.#commits.drain().catch(() => {}))
       .then(
@@ -745,7 +762,10 @@ export class LocalRealm {
   #emit(origin: "local" | "remote", changes: ModelChange[]): void {
     if (changes.length === 0 || this.#changeListeners === 0) return;
     const event: RealmChange = { origin, changes: changes.map(cloneChange) };
-    for (const listener of [...this.#listeners]) listener.onChange?.(event);
+    // A snapshot, so that a listener added meanwhile does not hear of a
+    // change made before it; kept until the set changes, not made per emit.
+    this.#listenerList ??= [...this.#listeners];
+    for (const listener of this.#listenerList) listener.onChange?.(event);
   }
 
   #enqueue<T>(task: () => Promise<T>): Promise<T> {
@@ -754,45 +774,20 @@ export class LocalRealm {
         new TypeError("Cannot change the realm: it is closed"),
       );
     }
+    this.#queued++;
     const result = this.#queue.then(task);
-    this.#queue = result.catch(() => {});
+    this.#queue = result.then(this.#dequeued, this.#dequeued);
     return result;
   }
+
+  // One function for every task rather than a closure each.
+  #dequeued = (): void => {
+    this.#queued--;
+  };
 
   #checkOpen(what: string): void {
     if (this.#closed) {
       throw new TypeError(`Cannot ${what}: the realm is closed`);
     }
   }
-}
-
-/**
- * Encodes a changeset the way it will be uploaded and decodes it back with
- * the protocol's default limits, so a write the server would refuse is
- * refused here, before anything is committed. Returns its encoded size.
- */
-function checkEncodable(changeset: UploadChangeset): number {
-  let bytes: Uint8Array;
-  try {
-    bytes = encodeUploadChangeset(changeset);
-  } catch (error) {
-    if (error instanceof ProtocolError) {
-      throw new TypeError(`Cannot write: ${error.message}`, { cause: error });
-    }
-    throw error;
-  }
-  if (bytes.byteLength > MAX_WRITE_BYTES) {
-    throw new RangeError(
-      `Cannot write: the changeset is ${bytes.byteLength} bytes, more than the limit of ${MAX_WRITE_BYTES}; split it into several writes`,
-    );
-  }
-  try {
-    decodeUploadChangeset(bytes);
-  } catch (error) {
-    if (error instanceof ProtocolError) {
-      throw new RangeError(`Cannot write: ${error.message}`, { cause: error });
-    }
-    throw error;
-  }
-  return bytes.byteLength;
 }

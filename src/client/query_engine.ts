@@ -71,6 +71,8 @@ export interface AppliedChange {
   /** `put` (then `fields` holds all the visible fields), `update`, `delete`. */
   readonly op?: string;
   readonly fields?: Fields;
+  /** With `put`: whether the object did not exist before. */
+  readonly created?: boolean;
 }
 
 /** A registered live query (internal). */
@@ -171,7 +173,7 @@ export class QueryEngine {
         }
         const index = new FieldIndex(field);
         for (const { id, fields } of this.#read.objects(type)) {
-          index.set(id, fields);
+          index.follow({ id, op: "put", fields, created: true });
         }
         byField.set(field, index);
         this.#active++;
@@ -404,7 +406,9 @@ export class QueryEngine {
    */
   applied(changes: readonly AppliedChange[], distinct = false): void {
     if (this.#active === 0 || changes.length === 0) return;
-    if (this.#indexes.size === 0 && this.#objectWatchers.size === 0) {
+    if (this.#indexes.size > 0) this.#follow(changes);
+    // Indexes first: a live query's refill selects through them.
+    if (this.#objectWatchers.size === 0) {
       this.#appliedLive(changes, distinct);
       return;
     }
@@ -414,9 +418,7 @@ export class QueryEngine {
     for (const { type, id, op, fields } of changes) {
       let ids = byType.get(type);
       if (ids === undefined) {
-        if (!this.#indexes.has(type) && !this.#objectWatchers.has(type)) {
-          continue;
-        }
+        if (!this.#objectWatchers.has(type)) continue;
         ids = new Map();
         byType.set(type, ids);
       }
@@ -430,37 +432,11 @@ export class QueryEngine {
       );
     }
     for (const [type, idSet] of byType) {
-      const indexes = this.#indexes.get(type);
-      const fieldValue = this.#read.fieldValue;
-      if (
-        indexes !== undefined && fieldValue !== undefined &&
-        !this.#objectWatchers.has(type)
-      ) {
-        // No object watcher follows this type: each index reads its one field from the
-        // change (a put carries the fields) or else from the store, with no
-        // copy of the object's fields.
-        for (const index of indexes.values()) {
-          for (const [id, known] of idSet) {
-            if (known !== null) {
-              index.set(id, known);
-              continue;
-            }
-            const value = fieldValue(type, id, index.field);
-            index.setValue(id, value !== null, value ?? undefined);
-          }
-        }
-        continue;
-      }
       const ids: string[] = [];
       const now: (Fields | undefined)[] = [];
       for (const [id, known] of idSet) {
         ids.push(id);
         now.push(known === null ? this.#read.get(type, id) : known);
-      }
-      if (indexes !== undefined) {
-        for (const index of indexes.values()) {
-          for (let i = 0; i < ids.length; i++) index.set(ids[i]!, now[i]);
-        }
       }
       const watchers = this.#objectWatchers.get(type);
       if (watchers !== undefined) {
@@ -471,7 +447,6 @@ export class QueryEngine {
         }
       }
     }
-    // After the indexes: a refill selects through them.
     this.#appliedLive(changes, distinct);
   }
 
@@ -490,6 +465,33 @@ export class QueryEngine {
     this.examined += this.#live.examined;
     this.#live.examined = 0;
     for (let q = 0; q < dirty.length; q++) this.#patch(dirty[q]!, distinct);
+  }
+
+  /**
+   * Feeds the indexes every change in commit order, from the change itself
+   * (a put's fields, an update's changed fields) or else from the store,
+   * with no copy of an object's fields and no per-transaction map.
+   */
+  #follow(changes: readonly AppliedChange[]): void {
+    // Runs of changes to one type, each fed to each index of the type.
+    for (let from = 0, to = 1; from < changes.length; from = to++) {
+      const type = changes[from]!.type;
+      while (to < changes.length && changes[to]!.type === type) to++;
+      const byField = this.#indexes.get(type);
+      if (byField === undefined) continue;
+      for (const index of byField.values()) {
+        index.followAll(changes, from, to, (id) => {
+          if (this.#read.fieldValue !== undefined) {
+            return this.#read.fieldValue(type, id, index.field);
+          }
+          const fields = this.#read.get(type, id);
+          if (fields === undefined) return null;
+          return Object.hasOwn(fields, index.field)
+            ? fields[index.field]
+            : undefined;
+        });
+      }
+    }
   }
 
   /**

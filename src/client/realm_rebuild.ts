@@ -22,6 +22,7 @@ import {
   visibleFields,
 } from "../model/merge.ts";
 import { ObjectStore } from "../model/object_store.ts";
+import type { ClientIdentity } from "../protocol/messages.ts";
 import { defineField, type Fields } from "../model/value.ts";
 
 /** A key naming one object; lengths prefix it so no pair aliases another. */
@@ -112,14 +113,16 @@ export function visibleChange(
   const { type, id } = after;
   if (!live) return wasLive ? { type, id, op: "delete" } : null;
   const fields = visibleFields(after);
-  if (!wasLive) return { type, id, op: "put", fields };
+  if (!wasLive) return { type, id, op: "put", fields, created: true };
   let removed = false;
   for (const name of before.fields.keys()) {
     if (!after.fields.has(name)) removed = true;
   }
   const samePut = before.putStamp !== null && after.putStamp !== null &&
     compareHlc(before.putStamp, after.putStamp) === 0;
-  if (removed || !samePut) return { type, id, op: "put", fields };
+  if (removed || !samePut) {
+    return { type, id, op: "put", fields, created: false };
+  }
   let changed: Fields | undefined;
   for (const [name, entry] of after.fields) {
     const old = before.fields.get(name);
@@ -251,4 +254,30 @@ export function buildReset(
 /** A fresh store for staging a reset's download. */
 export function stagingStore(): ObjectStore {
   return new ObjectStore();
+}
+
+/** What a client reset replaces the local state with (`LocalRealm.reset`). */
+export interface ResetPlan {
+  /** The server's state, downloaded afresh into a staging store. */
+  staged: ObjectStore;
+  /** The identity the server issued for the reset binding. */
+  identity: ClientIdentity;
+  /** The server version the staged download reached. */
+  downloadCursor: number;
+  /** Its salt (0 = unknown). */
+  downloadCursorSalt: number;
+  /** `"discard"` drops the pending changesets; the others re-apply them. */
+  mode: "recover" | "recoverAll" | "discard";
+}
+
+/** What a client reset did (`LocalRealm.reset`). */
+export interface ResetResult {
+  /** Client versions of the pending changesets kept (re-applied). */
+  recovered: number[];
+  /** Client versions of the pending changesets dropped (`discard`). */
+  discarded: number[];
+  /** Client versions of the changesets `recoverAll` synthesized. */
+  synthesized: number[];
+  /** The highest client version now acknowledged. */
+  acknowledged: number;
 }

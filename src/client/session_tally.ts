@@ -57,6 +57,29 @@ export class SessionTally {
     this.#lostSinceBind = false;
   }
 
+  /**
+   * `session.stats()` from these counters and what the session adds.
+   *
+   * @param rttMs The connection's last round-trip time, if any.
+   * @param pending The progress tracker's figures of unacknowledged writes.
+   * @param clientResets Client resets performed.
+   */
+  stats(
+    rttMs: number | undefined,
+    pending: { pendingUploadBytes: number; pendingUploadChangesets: number },
+    clientResets: number,
+  ): SessionStats {
+    return {
+      bytesSent: this.bytesSent,
+      bytesReceived: this.bytesReceived,
+      rttMs,
+      reconnects: this.reconnects,
+      pendingUploadBytes: pending.pendingUploadBytes,
+      pendingUploadChangesets: pending.pendingUploadChangesets,
+      clientResets,
+    };
+  }
+
   /** A BIND went out. */
   bound(): void {
     if (this.#lostSinceBind) this.reconnects++;

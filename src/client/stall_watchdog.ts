@@ -108,6 +108,14 @@ export class StallWatchdog {
     this.#restart();
   }
 
+  /**
+   * A message for the session arrived and was handled before this call:
+   * {@linkcode answerArrived} and {@linkcode answerHandled} in one.
+   */
+  answered(): void {
+    this.#restart();
+  }
+
   /** The wait starts again from now, when an answer is still owed. */
   #restart(): void {
     if (this.#host.owesAnswer()) this.#start();

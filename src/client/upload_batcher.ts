@@ -24,6 +24,17 @@ import { DEFAULT_LIMITS } from "../protocol/limits.ts";
 import { MessageType, type UploadMessage } from "../protocol/messages.ts";
 import type { SessionChannel } from "./connection.ts";
 import { SyncError } from "./sync_error.ts";
+import { Writer } from "../protocol/writer.ts";
+
+/**
+ * UPLOAD frames are encoded here and sent as views (the socket copies what
+ * it sends, `ConnectionAttempt.sendBytes` copies what it must keep), not
+ * copied into a buffer of their own each. A writer that grew past
+ * {@linkcode KEPT_WRITER_BYTES} for a large upload is dropped afterwards
+ * rather than kept for the life of the process.
+ */
+let uploadWriter = new Writer(4 * 1024);
+const KEPT_WRITER_BYTES = 1024 * 1024;
 
 /**
  * The default window: bytes of UPLOAD frames a session keeps sent but not
@@ -206,7 +217,11 @@ export class UploadBatcher {
       sessionId: channel.sessionId,
       changesets,
     };
-    const frame = encodeMessage(message);
+    const frame = encodeMessage(message, uploadWriter);
+    if (uploadWriter.bytes.byteLength > KEPT_WRITER_BYTES) {
+      // This frame keeps the grown buffer alive only as long as it needs.
+      uploadWriter = new Writer(4 * 1024);
+    }
     if (frame.byteLength > channel.maxMessageBytes) {
       // Interning across changesets can, rarely, cost more than it saves:
       // split and try again.

@@ -57,6 +57,13 @@ export interface ObjectChange {
   op: InstructionOp;
   /** See `op`. */
   fields?: Fields;
+  /**
+   * With `put`: true when the object did not exist before (it appeared),
+   * false when it was replaced. Field indexes append a new object's entry
+   * without looking for an old one (docs/PERFORMANCE.md "Index maintenance
+   * in bulk").
+   */
+  created?: boolean;
 }
 
 /** Returns an empty record for an object never seen. */
@@ -112,6 +119,7 @@ export function applyInstruction(
       id: record.id,
       op: "put",
       fields: visibleFields(record),
+      created: !wasLive,
     };
   }
   if (wasLive && !live) {

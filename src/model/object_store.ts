@@ -28,11 +28,20 @@ export class ObjectStore {
   /**
    * Applies a changeset's instructions in order and returns their visible
    * effect, one entry per instruction that changed something.
+   *
+   * @param touched Given, gets the record of every instruction pushed, in
+   *   instruction order (repeats included), so a caller that commits them
+   *   need not look them up again.
    */
-  apply(stamp: Hlc, instructions: readonly Instruction[]): ObjectChange[] {
+  apply(
+    stamp: Hlc,
+    instructions: readonly Instruction[],
+    touched?: ObjectRecord[],
+  ): ObjectChange[] {
     const changes: ObjectChange[] = [];
     for (const instruction of instructions) {
       const record = this.#recordFor(instruction.type, instruction.id);
+      touched?.push(record);
       const wasLive = isLive(record);
       const change = applyInstruction(
         record,

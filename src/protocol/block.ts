@@ -39,6 +39,33 @@ import { putVarUint, Writer, writeRaw, writeVarUint } from "./writer.ts";
 
 const textEncoder = new TextEncoder();
 
+/**
+ * Up to this many code units, an all-ASCII string section is copied in
+ * JavaScript rather than through `TextEncoder.encodeInto`, whose call costs
+ * more than the copy for a small message's "Item" and "n".
+ */
+const SHORT_ASCII_UNITS = 16;
+
+/**
+ * Writes `text` byte for byte when it is short and all ASCII; false (having
+ * written nothing) otherwise.
+ */
+function putShortAscii(frame: Writer, text: string): boolean {
+  const length = text.length;
+  if (length > SHORT_ASCII_UNITS) return false;
+  for (let index = 0; index < length; index++) {
+    if (text.charCodeAt(index) >= 0x80) return false;
+  }
+  frame.ensure(length);
+  const bytes = frame.bytes;
+  const at = frame.pos;
+  for (let index = 0; index < length; index++) {
+    bytes[at + index] = text.charCodeAt(index);
+  }
+  frame.pos = at + length;
+  return true;
+}
+
 const NO_BYTES = new Uint8Array(0);
 
 /** Most bytes a string-table reference takes: a 0 and a UUID. */
@@ -94,7 +121,7 @@ export class BlockWriter {
     writeVarUint(frame, blobs);
     if (blobs !== 0) writeRaw(frame, this.blobs.bytes.subarray(0, blobs));
     const text = this.strings;
-    if (text.length !== 0) {
+    if (text.length !== 0 && !putShortAscii(frame, text)) {
       const maxBytes = text.length * 3;
       frame.ensure(maxBytes);
       frame.pos += textEncoder.encodeInto(

@@ -247,16 +247,28 @@ function readMessage(reader: Reader): Message {
       const downloadableBytes = readVarUint(reader);
       const changesetBytes = readVarUint(reader);
       const changesets = readDownloadBlock(reader);
-      return {
-        type: MessageType.Download,
-        sessionId,
-        serverVersion,
-        ...(serverVersionSalt === 0 ? {} : { serverVersionSalt }),
-        lastIntegratedClientVersion,
-        downloadableBytes,
-        changesetBytes,
-        changesets,
-      };
+      // Two literals rather than a spread of an optional part: a DOWNLOAD
+      // is decoded per message per client, and the spread allocated twice.
+      return serverVersionSalt === 0
+        ? {
+          type: MessageType.Download,
+          sessionId,
+          serverVersion,
+          lastIntegratedClientVersion,
+          downloadableBytes,
+          changesetBytes,
+          changesets,
+        }
+        : {
+          type: MessageType.Download,
+          sessionId,
+          serverVersion,
+          serverVersionSalt,
+          lastIntegratedClientVersion,
+          downloadableBytes,
+          changesetBytes,
+          changesets,
+        };
     }
     case MessageType.Reject: {
       const sessionId = readVarUint(reader);

@@ -344,9 +344,22 @@ export function encodeDownloadChangeset(
   return encodeStandalone(changeset, writeDownloadChangeset);
 }
 
+/**
+ * {@linkcode encodeUploadChangeset} without the copy: a view into a writer
+ * that the next encoding call reuses, for a caller that only measures and
+ * checks the bytes at once (a local write, before it commits). Not part of
+ * the protocol module's exports.
+ */
+export function encodeUploadChangesetView(
+  changeset: UploadChangeset,
+): Uint8Array<ArrayBuffer> {
+  return encodeStandalone(changeset, writeUploadChangeset, false);
+}
+
 function encodeStandalone<T>(
   changeset: T,
   write: (block: BlockWriter, changeset: T) => void,
+  copy = true,
 ): Uint8Array<ArrayBuffer> {
   const reentrant = encoding;
   const frame = reentrant ? new Writer(1024) : sharedWriter;
@@ -357,7 +370,7 @@ function encodeStandalone<T>(
     block.begin(frame);
     write(block, changeset);
     block.end();
-    return frame.finish();
+    return copy ? frame.finish() : frame.bytes.subarray(0, frame.pos);
   } finally {
     block.release();
     encoding = reentrant;

@@ -263,6 +263,31 @@ export interface RefreshMessage {
 export const RECEIVED_INTERVAL_BYTES = 8192;
 
 /**
+ * The smallest server frame that makes a client send a RECEIVED that is due
+ * (PROTOCOL.md §4.8). Smaller frames are counted, and the next frame of at
+ * least this size acknowledges them too: a small frame is live traffic, which
+ * needs no pacing, and a RECEIVED the server does not answer would make the
+ * client's next frame wait for the server's delayed TCP ACK (Nagle's
+ * algorithm, on a client socket without `TCP_NODELAY`): about 40 ms.
+ *
+ * @example Which frames send a due RECEIVED
+ * ```ts
+ * import {
+ *   RECEIVED_INTERVAL_BYTES,
+ *   RECEIVED_TRIGGER_FRAME_BYTES,
+ * } from "@tether/sync/protocol";
+ * import assert from "node:assert/strict";
+ *
+ * const due = (unacknowledged: number, frame: number) =>
+ *   unacknowledged >= RECEIVED_INTERVAL_BYTES &&
+ *   frame >= RECEIVED_TRIGGER_FRAME_BYTES;
+ * assert.equal(due(9000, 300), false);
+ * assert.equal(due(9000, 16_384), true);
+ * ```
+ */
+export const RECEIVED_TRIGGER_FRAME_BYTES = 2048;
+
+/**
  * The tag of a DOWNLOAD that carries a version salt (PROTOCOL.md §4.11):
  * `serverVersionSalt` follows `serverVersion`. Protocol version 2 only; it
  * decodes as a {@linkcode DownloadMessage} (`type` `MessageType.Download`)

@@ -1,3 +1,4 @@
+import { linkAbort } from "../util/abort_link.ts";
 import { readBounded } from "../util/read_bounded.ts";
 /**
  * The admin HTTP routes under `/admin/realms/<path>/…` (docs/SERVER.md
@@ -199,15 +200,14 @@ async function changes(
     );
   }
   const leave = new AbortController();
-  const signal = AbortSignal.any([
-    request.signal,
-    context.lifetime,
-    leave.signal,
-  ]);
+  // Linked until the response ends: the lifetime outlives every request
+  // (docs/PERFORMANCE.md).
+  const link = linkAbort([request.signal, context.lifetime, leave.signal]);
   let feed: ReadableStream<RealmChangeset>;
   try {
-    feed = await context.realms.openFeed(realm.path, since, signal);
+    feed = await context.realms.openFeed(realm.path, since, link.signal);
   } catch (error) {
+    link.dispose();
     if (error instanceof ChangesCompactedError) {
       return jsonError(410, error.code, error.message);
     }
@@ -231,6 +231,7 @@ async function changes(
         const { done, value } = await reader.read();
         if (done) {
           clearInterval(keepAlive);
+          link.dispose();
           controller.close();
           return;
         }
@@ -246,12 +247,14 @@ async function changes(
         controller.enqueue(encoder.encode(JSON.stringify(line) + "\n"));
       } catch (error) {
         clearInterval(keepAlive);
+        link.dispose();
         controller.error(error);
       }
     },
     cancel() {
       clearInterval(keepAlive);
       leave.abort();
+      link.dispose();
       return reader.cancel();
     },
   }, { highWaterMark: 0 });

@@ -85,8 +85,9 @@ export class Connection {
   #delivery: DeliveryRate;
   // At the server's shutdown, stops the storage reads and waits of this
   // connection's sessions: one listener on the lifetime per connection,
-  // rather than a signal per session linked to it (AbortSignal.any keeps a
-  // WeakRef in the lifetime's signal for every signal it ever made).
+  // rather than a signal per session linked to it (AbortSignal.any keeps
+  // each signal it made that something listens to reachable from the
+  // lifetime, and costs about 1 KB a link; docs/PERFORMANCE.md).
   #onShutdown = () => {
     for (const session of this.#sessions.sessions()) session.abortWork();
   };

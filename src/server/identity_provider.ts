@@ -1,3 +1,4 @@
+import { linkAbort } from "../util/abort_link.ts";
 import { readBounded } from "../util/read_bounded.ts";
 import {
   type AsymmetricJwtAlgorithm,
@@ -518,7 +519,9 @@ async function fetchJwks(
     () => timeout.abort(new Error(`no answer within ${timeoutMs} ms`)),
     timeoutMs,
   );
-  const signal = AbortSignal.any([lifetime, timeout.signal]);
+  // Linked for this fetch only: the lifetime outlives it (docs/PERFORMANCE.md).
+  const link = linkAbort([lifetime, timeout.signal]);
+  const signal = link.signal;
   try {
     let response: Response;
     try {
@@ -567,6 +570,7 @@ async function fetchJwks(
     };
   } finally {
     clearTimeout(timer);
+    link.dispose();
   }
 }
 

@@ -30,6 +30,7 @@ import {
   type SnapshotObject,
 } from "./storage/snapshot.ts";
 import type { SnapshotScheduler } from "./snapshot_scheduler.ts";
+import { linkAbort } from "../util/abort_link.ts";
 import { delay } from "../util/delay.ts";
 import { backoffDelayMs, type RetryOptions } from "./storage/retry.ts";
 import type { Log } from "./log.ts";
@@ -39,7 +40,8 @@ import type { Log } from "./log.ts";
  *
  * That is the newest head it has seen, recent history (so a changeset integrated
  * here is fanned out without being read back from KV), and one `kv.watch`
- * on the head, through which commits by other processes arrive. It exists
+ * on the head, through which commits by other processes arrive (none on a
+ * store only this server can write to, `HubContext.watchHeads`). It exists
  * only while a session is bound: the registry drops it after the last one
  * leaves.
  */
@@ -53,6 +55,14 @@ export interface HubMember {
 /** What a hub needs from its server. */
 export interface HubContext {
   kv: Deno.Kv;
+  /**
+   * Whether to watch each realm's head for other writers' commits: false
+   * when nothing but this server can write to the store (`KvStore.shared`),
+   * where the watch would only report this process's own commits, each one
+   * a KV read and a wake-up right behind the commit on the propagation path
+   * (docs/PERFORMANCE.md, propagation).
+   */
+  watchHeads: boolean;
   /** Retry pacing; its signal is the server's lifetime. */
   retry: RetryOptions;
   log: Log;
@@ -137,7 +147,9 @@ export class RealmHub {
   /** Adds a session; the first one starts the watch on the realm's head. */
   attach(member: HubMember): void {
     this.#members.add(member);
-    if (this.#watchTask === null) this.#watchTask = this.#runWatch();
+    if (this.#watchTask === null && this.#context.watchHeads) {
+      this.#watchTask = this.#runWatch();
+    }
   }
 
   /** Removes a session; returns whether the hub is now empty. */
@@ -302,9 +314,11 @@ export class RealmHub {
     group: Extract<Job, { kind: "upload" }>[],
   ): Promise<void> {
     const signals = [...new Set(group.map((job) => job.signal))];
-    const signal = signals.length === 1
-      ? signals[0]!
-      : AbortSignal.any(signals);
+    // Linked for this commit only: each session's signal outlives many
+    // shared commits, and must not collect one link per commit
+    // (docs/PERFORMANCE.md).
+    const link = signals.length === 1 ? null : linkAbort(signals);
+    const signal = link?.signal ?? signals[0]!;
     const onSettled = (settled: GroupSettled) => {
       let count = 0;
       let head: Head | null = null;
@@ -371,6 +385,8 @@ export class RealmHub {
     } catch (error) {
       // Only a bug lands here; no upload of the group may wait for good.
       for (const job of group) job.done.reject(error);
+    } finally {
+      link?.dispose();
     }
   }
 
@@ -476,9 +492,9 @@ export class RealmHub {
 
   async #runWatch(): Promise<void> {
     // The hub's own signal, not one linked to the server's lifetime with
-    // AbortSignal.any: Deno keeps a WeakRef in the lifetime's signal for
-    // every signal linked to it, for as long as the server runs. The
-    // lifetime is checked between steps; at shutdown the registry closes
+    // AbortSignal.any: a linked signal that anything listens to stays
+    // reachable from the lifetime for as long as the server runs
+    // (docs/PERFORMANCE.md). The lifetime is checked between steps; at shutdown the registry closes
     // every hub, which aborts this one.
     const closed = this.#closed.signal;
     const lifetime = this.#context.retry.signal;

@@ -12,6 +12,7 @@ import { TransactionWrites } from "../model/transaction.ts";
 import type { Fields } from "../model/value.ts";
 import { compileQuery, type Query, runQuery } from "../model/query.ts";
 import type { ClientIdentity } from "../protocol/messages.ts";
+import { type AbortLink, linkAbort } from "../util/abort_link.ts";
 import type { RealmHub } from "./realm_hub.ts";
 import { resolveRealmPath } from "./realm_path.ts";
 import type { RealmRegistry } from "./realm_registry.ts";
@@ -460,7 +461,10 @@ class ChangeFeed {
   #context: ServerRealmContext;
   #path: string;
   #cursor: number;
-  #signal: AbortSignal;
+  #source: AbortSignal;
+  // Made when the feed starts (prime), so a stream nobody reads holds
+  // nothing on the caller's signal or the lifetime.
+  #link: AbortLink | null = null;
   #hub: RealmHub | null = null;
   #wake: (() => void) | null = null;
   #member = { wake: () => this.#wake?.() };
@@ -476,8 +480,18 @@ class ChangeFeed {
     this.#context = context;
     this.#path = path;
     this.#cursor = since;
-    this.#signal = AbortSignal.any([signal, context.lifetime]);
-    this.#signal.addEventListener("abort", this.#onAbort);
+    this.#source = signal;
+  }
+
+  // Linked until dispose: a feed lives shorter than the server, and
+  // AbortSignal.any would keep it reachable from the lifetime while its
+  // listener is registered (docs/PERFORMANCE.md "Linked signals").
+  get #signal(): AbortSignal {
+    if (this.#link === null) {
+      this.#link = linkAbort([this.#source, this.#context.lifetime]);
+      this.#link.signal.addEventListener("abort", this.#onAbort);
+    }
+    return this.#link.signal;
   }
 
   /** Attaches to the hub and checks the first version still exists. */
@@ -558,7 +572,9 @@ class ChangeFeed {
 
   /** Detaches from the hub; safe to call more than once. */
   dispose(): void {
-    this.#signal.removeEventListener("abort", this.#onAbort);
+    this.#link?.signal.removeEventListener("abort", this.#onAbort);
+    // A link to nothing when none was made, so nothing links after this.
+    (this.#link ??= linkAbort([])).dispose();
     const hub = this.#hub;
     this.#hub = null;
     if (hub === null) return;

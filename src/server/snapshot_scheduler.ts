@@ -1,6 +1,7 @@
 import type { Log } from "./log.ts";
 import type { RetryOptions } from "./storage/retry.ts";
 import {
+  type AdvancePieces,
   type AdvanceResult,
   advanceSnapshot,
   readSnapshotInfo,
@@ -29,6 +30,8 @@ export interface SnapshotSettings {
   retainVersions: number;
   /** Lifetime of a snapshot lease, in milliseconds. */
   leaseMs: number;
+  /** How an advance cuts its work (`LOCAL_PIECES` on a local store). */
+  pieces: AdvancePieces;
 }
 
 /** See the file comment. */
@@ -133,6 +136,7 @@ export class SnapshotScheduler {
     const running = this.#running.get(realm);
     if (running !== undefined) return running;
     const task = advanceSnapshot(this.#kv, realm, {
+      pieces: this.#settings.pieces,
       retainVersions: this.#settings.retainVersions,
       leaseMs: this.#settings.leaseMs,
       now: this.#now,

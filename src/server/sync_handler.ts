@@ -19,6 +19,7 @@ import { RealmRegistry } from "./realm_registry.ts";
 import { type ServerRealm, ServerRealms } from "./server_realm.ts";
 import { ServerMetrics } from "./server_metrics.ts";
 import { SnapshotScheduler } from "./snapshot_scheduler.ts";
+import { LOCAL_PIECES, REMOTE_PIECES } from "./storage/snapshot.ts";
 import { StatsCounters, type SyncServerStats } from "./stats.ts";
 import { renderStatusPage, type StatusSession } from "./status_page.ts";
 import { ThroughputMeter } from "./throughput.ts";
@@ -257,6 +258,7 @@ export class SyncService implements SyncRequestHandler {
         lagVersions: settings.snapshotLagVersions,
         retainVersions: settings.retainVersions,
         leaseMs: SNAPSHOT_LEASE_MS,
+        pieces: store.remote ? REMOTE_PIECES : LOCAL_PIECES,
       },
       retry,
       log,
@@ -264,6 +266,7 @@ export class SyncService implements SyncRequestHandler {
     );
     registry = new RealmRegistry({
       kv,
+      watchHeads: store.shared,
       retry,
       log,
       onIntegrated: (count) => {

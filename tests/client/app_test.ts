@@ -3,6 +3,7 @@ import { App } from "../../src/client/app.ts";
 import { Credentials } from "../../src/client/credentials.ts";
 import { FakeSockets } from "../_helpers/fake_socket.ts";
 import { scriptedApp } from "../_helpers/scripted_app.ts";
+import { countAbortListeners } from "../_helpers/abort_listeners.ts";
 
 Deno.test("App rejects a base URL that is not http(s) and nonsense durations", () => {
   assert.throws(() => new App({ baseUrl: "not a url" }), TypeError);
@@ -122,4 +123,40 @@ Deno.test("User.openRealm() validates its config", async () => {
   } finally {
     await app.close();
   }
+});
+
+Deno.test("App.logIn() lets go of the signal it gave the fetch once the login ends: a listener the fetch left on it is no longer reachable", async () => {
+  const caller = new AbortController();
+  const callerListeners = countAbortListeners(caller.signal);
+  const given: AbortSignal[] = [];
+  let reached = 0;
+  const app = new App({
+    baseUrl: "http://sync.test",
+    // A fetch that never removes its abort listener.
+    fetch: ((_url: string, init: RequestInit) => {
+      given.push(init.signal!);
+      init.signal!.addEventListener("abort", () => reached++);
+      return Promise.resolve(
+        Response.json({
+          userId: "u",
+          accessToken: "a",
+          accessTokenExpiresAt: Date.now() + 60_000,
+          refreshToken: "r",
+        }),
+      );
+    }) as never,
+    WebSocket: new FakeSockets().WebSocket,
+  });
+  try {
+    await app.logIn(Credentials.anonymous(), { signal: caller.signal });
+    await app.logIn(Credentials.anonymous());
+    assert.equal(given.length, 2);
+    assert.equal(callerListeners(), 0);
+    caller.abort(new Error("the caller gave up later"));
+  } finally {
+    // Closing aborts the app's lifetime, which neither login follows now.
+    await app.close();
+  }
+  assert.equal(reached, 0);
+  assert.ok(given.every((signal) => !signal.aborted));
 });

@@ -3,6 +3,7 @@ import { ChangesCompactedError, type RealmChangeset } from "../../server.ts";
 import { fastApp, openClient } from "./_helpers.ts";
 import { startTestServer } from "../_helpers/test_server.ts";
 import { bounded } from "../_helpers/waits.ts";
+import { countAbortListeners } from "../_helpers/abort_listeners.ts";
 
 /** Reads `count` items of a feed, then stops it. */
 async function take(
@@ -186,4 +187,61 @@ Deno.test("server.realm().changes() from a compacted version errors with Changes
     1,
   );
   assert.equal(items[0]!.version, version);
+});
+
+Deno.test("server.realm().changes() leaves no listener on the caller's signal unread, or once the feed is cancelled, fails or ends", async () => {
+  const server = await startTestServer({
+    history: { retainVersions: 0, snapshotLagVersions: 1 },
+  });
+  try {
+    const realm = server.realm("/backend/links");
+    for (let index = 0; index < 3; index++) {
+      await realm.write((tx) => tx.put("Task", `t${index}`, { index }));
+    }
+    await server.waitForLog(
+      (record) =>
+        record.event === "snapshot_advanced" &&
+        /compacted through [1-9]/.test(record.message),
+      bounded(),
+    );
+    const { version } = await realm.write((tx) => tx.put("Task", "z", {}));
+
+    // Never read: nothing is linked until the first read.
+    const unread = bounded();
+    const unreadListeners = countAbortListeners(unread);
+    const idle = realm.changes({ since: version, signal: unread });
+    assert.equal(unreadListeners.added, 0);
+    await idle.cancel();
+    assert.equal(unreadListeners(), 0);
+
+    // Cancelled by its reader after one item.
+    const cancelled = bounded();
+    const cancelledListeners = countAbortListeners(cancelled);
+    const items = await take(
+      realm.changes({ since: version - 1, signal: cancelled }),
+      1,
+    );
+    assert.equal(items[0]!.version, version);
+    assert.equal(cancelledListeners(), 0);
+
+    // Failed: its first version is compacted away.
+    const failed = bounded();
+    const failedListeners = countAbortListeners(failed);
+    const reader = realm.changes({ since: 0, signal: failed }).getReader();
+    await assert.rejects(reader.read(), ChangesCompactedError);
+    reader.releaseLock();
+    assert.equal(failedListeners(), 0);
+
+    // Ended by the server's shutdown while it waits for a version.
+    const ended = bounded();
+    const endedListeners = countAbortListeners(ended);
+    const waiting = realm.changes({ since: version, signal: ended })
+      .getReader();
+    const last = waiting.read();
+    await server.shutdown();
+    assert.deepEqual(await last, { done: true, value: undefined });
+    assert.equal(endedListeners(), 0);
+  } finally {
+    await server.shutdown();
+  }
 });

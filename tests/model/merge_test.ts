@@ -21,7 +21,8 @@ function at(time: number, node = 1, counter = 0): Hlc {
 Deno.test("ObjectStore.apply() reports a put, an update and a delete", () => {
   const store = new ObjectStore();
   assert.deepEqual(store.apply(at(1), [put("a", { x: 1, y: 2 })]), [
-    { type: "T", id: "a", op: "put", fields: { x: 1, y: 2 } },
+    // `created`: the object did not exist (indexes append it, no lookup).
+    { type: "T", id: "a", op: "put", fields: { x: 1, y: 2 }, created: true },
   ]);
   assert.deepEqual(store.apply(at(2), [update("a", { y: 3 })]), [
     { type: "T", id: "a", op: "update", fields: { y: 3 } },
@@ -64,7 +65,8 @@ Deno.test("ObjectStore.apply() lets a delete win over older writes but not a new
   assert.deepEqual(store.apply(at(11), [update("a", { x: 3 })]), []);
   assert.equal(store.get("T", "a"), undefined);
   assert.deepEqual(store.apply(at(12), [put("a", { y: 1 })]), [
-    { type: "T", id: "a", op: "put", fields: { y: 1 } },
+    // Deleted before: it appears again.
+    { type: "T", id: "a", op: "put", fields: { y: 1 }, created: true },
   ]);
 });
 
@@ -73,7 +75,8 @@ Deno.test("ObjectStore.apply() lets a put replace the object but keep newer fiel
   store.apply(at(1), [put("a", { x: 1, y: 1 })]);
   store.apply(at(9), [update("a", { z: 9 })]);
   assert.deepEqual(store.apply(at(5), [put("a", { x: 5 })]), [
-    { type: "T", id: "a", op: "put", fields: { x: 5, z: 9 } },
+    // It existed: replaced, not created.
+    { type: "T", id: "a", op: "put", fields: { x: 5, z: 9 }, created: false },
   ]);
 });
 

@@ -11,6 +11,7 @@ import { MessageType } from "../../src/protocol/messages.ts";
 import { PROTOCOL_VERSION } from "../../src/protocol/version.ts";
 import { errorCodeName } from "../../src/protocol/error_codes.ts";
 import { ProtocolClient } from "../_helpers/protocol_client.ts";
+import { countAbortListeners } from "../_helpers/abort_listeners.ts";
 
 // Keys and tokens are made here with WebCrypto directly, independently of
 // the server's verifier, the way an identity provider would.
@@ -642,6 +643,9 @@ Deno.test("JwtIdentityProvider honours the JWKS response's max-age", async () =>
 Deno.test("JwtIdentityProvider answers auth_unavailable while the JWKS is down, slow or garbage, and recovers", async (t) => {
   await using jwks = new JwksServer();
   const lifetime = new AbortController();
+  // Each fetch links to the lifetime and lets go of it when done, answered
+  // or not (docs/PERFORMANCE.md).
+  const listening = countAbortListeners(lifetime.signal);
   const pair = await rsaPair();
   jwks.keys = [await jwk(pair.publicKey, { kid: "k" })];
   const token = await sign(
@@ -688,6 +692,7 @@ Deno.test("JwtIdentityProvider answers auth_unavailable while the JWKS is down, 
       jwks.mode = "ok";
       clock.time += 6_000;
       assert.ok((await provider.verify(token)).ok);
+      assert.equal(listening(), 0);
     });
   }
   await t.step("an unknown kid while the refetch fails", async () => {
@@ -720,11 +725,13 @@ Deno.test("JwtIdentityProvider answers auth_unavailable while the JWKS is down, 
     );
     // Known keys within their lifetime keep working.
     assert.ok((await provider.verify(token)).ok);
+    assert.equal(listening(), 0);
   });
   await t.step("shutdown aborts a fetch in flight", async () => {
     const clock = new Clock();
     jwks.mode = "slow";
     const stopping = new AbortController();
+    const stoppingListeners = countAbortListeners(stopping.signal);
     const provider = await openProvider(
       { jwksUrl: jwks.url },
       clock,
@@ -733,6 +740,7 @@ Deno.test("JwtIdentityProvider answers auth_unavailable while the JWKS is down, 
     const pending = provider.verify(token);
     stopping.abort(new Error("The server is shutting down"));
     assertRefused(await pending, "auth_unavailable", /shutting down/);
+    assert.equal(stoppingListeners(), 0);
   });
 });
 

@@ -37,6 +37,16 @@ export class MemoryStorage implements RealmStorage {
 
   commit(batch: StorageBatch): Promise<void> {
     if (this.#closed) return this.#rejectClosed("commit");
+    this.#apply(batch);
+    return Promise.resolve();
+  }
+
+  commitNow(batch: StorageBatch): void {
+    if (this.#closed) throw this.#closedError("commit");
+    this.#apply(batch);
+  }
+
+  #apply(batch: StorageBatch): void {
     let type: string | undefined;
     let byId: Map<string, ObjectRecord> | undefined;
     for (const record of batch.records) {
@@ -62,7 +72,6 @@ export class MemoryStorage implements RealmStorage {
     }
     if (drop > 0) this.#pending.splice(0, drop);
     this.#meta = { ...batch.meta };
-    return Promise.resolve();
   }
 
   close(): Promise<void> {
@@ -71,8 +80,10 @@ export class MemoryStorage implements RealmStorage {
   }
 
   #rejectClosed(what: string): Promise<never> {
-    return Promise.reject(
-      new TypeError(`Cannot ${what}: the storage is closed`),
-    );
+    return Promise.reject(this.#closedError(what));
+  }
+
+  #closedError(what: string): TypeError {
+    return new TypeError(`Cannot ${what}: the storage is closed`);
   }
 }

@@ -81,6 +81,15 @@ export interface RealmStorage {
   load(): Promise<StoredRealm>;
   /** Applies one batch atomically; batches apply in call order. */
   commit(batch: StorageBatch): Promise<void>;
+  /**
+   * Optional: does what `commit` does, complete before it returns (durable,
+   * for a durable storage), and throws what `commit` would reject with. A
+   * realm then integrates a DOWNLOAD, or commits a local write, that nothing
+   * is ahead of without a turn of the event loop. The in-memory storage
+   * offers it; storages whose commits wait for I/O (Deno KV, IndexedDB)
+   * leave it out.
+   */
+  commitNow?(batch: StorageBatch): void;
   /** Releases the storage; further calls reject. */
   close(): Promise<void>;
 }

@@ -9,6 +9,17 @@ import { type KvLock, lockKvPath } from "./kv_lock.ts";
 /** An open store, with what closes whatever opening it took. */
 export interface KvStore {
   kv: Deno.Kv;
+  /**
+   * Whether something other than this server may write to the store: a
+   * `Deno.Kv` it was given (others may hold it) or a KV Connect URL (other
+   * processes). `":memory:"` and a locked file are this server's alone.
+   */
+  shared: boolean;
+  /**
+   * Whether the store is across the network (a KV Connect URL): its commits
+   * do not run on this thread. A `Deno.Kv` handed in counts as local.
+   */
+  remote: boolean;
   /** Closes what this server opened (idempotent). */
   release(): void;
 }
@@ -27,10 +38,11 @@ export async function openKvStore(kv: string | Deno.Kv): Promise<KvStore> {
         "Cannot serve: kv must be a path, a URL or a Deno.Kv",
       );
     }
-    return { kv, release() {} };
+    return { kv, shared: true, remote: false, release() {} };
   }
   if (kv === ":memory:" || /^https?:\/\//i.test(kv)) {
-    return closingOnce(await Deno.openKv(kv), null);
+    const remote = kv !== ":memory:";
+    return closingOnce(await Deno.openKv(kv), null, remote, remote);
   }
   if (kv === "") throw new TypeError("Cannot serve: kv path is empty");
   const directory = parentDirectory(kv);
@@ -43,13 +55,20 @@ export async function openKvStore(kv: string | Deno.Kv): Promise<KvStore> {
     lock.release();
     throw error;
   }
-  return closingOnce(opened, lock);
+  return closingOnce(opened, lock, false, false);
 }
 
-function closingOnce(opened: Deno.Kv, lock: KvLock | null): KvStore {
+function closingOnce(
+  opened: Deno.Kv,
+  lock: KvLock | null,
+  shared: boolean,
+  remote: boolean,
+): KvStore {
   let released = false;
   return {
     kv: opened,
+    shared,
+    remote,
     release() {
       if (released) return;
       released = true;

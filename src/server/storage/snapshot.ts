@@ -89,6 +89,11 @@ interface Lease {
 export interface AdvanceOptions {
   /** Advance no further than this version (default: the head). */
   targetVersion?: number;
+  /**
+   * How much one piece of the work may do (default
+   * {@linkcode REMOTE_PIECES}); see {@linkcode LOCAL_PIECES}.
+   */
+  pieces?: AdvancePieces;
   /** Keep this many history versions below the snapshot's version. */
   retainVersions: number;
   /** How long a lease lasts without renewal, in milliseconds. */
@@ -107,12 +112,50 @@ export interface AdvanceResult {
   compactedThrough: number;
 }
 
-// One step reads this much history, then writes the records it touched.
-const STEP_HISTORY_BYTES = 1024 * 1024;
-// One atomic operation stays well inside denokv's limits (1000 mutations,
-// 800 KiB): room for the checks' keys and the version record.
-const OPERATION_MUTATIONS = 900;
-const OPERATION_BYTES = 640 * 1024;
+/**
+ * How an advance cuts its work: a step reads at most `stepVersions` versions
+ * and `stepBytes` of history (decoding them is one stretch of work on the
+ * thread), then writes the records it touched; one atomic operation holds
+ * at most `operationMutations` mutations and `operationBytes` (well inside
+ * denokv's limits of 1000 and 800 KiB, with room for the checks' keys and
+ * the version record); compaction lists history `listBatch` entries at a
+ * time.
+ */
+export interface AdvancePieces {
+  stepVersions: number;
+  stepBytes: number;
+  operationMutations: number;
+  operationBytes: number;
+  listBatch: number;
+}
+
+/**
+ * Large pieces, for a store across the network, where each operation is a
+ * round trip and does not hold the server's thread.
+ */
+export const REMOTE_PIECES: Readonly<AdvancePieces> = Object.freeze({
+  stepVersions: Infinity,
+  stepBytes: 1024 * 1024,
+  operationMutations: 900,
+  operationBytes: 640 * 1024,
+  listBatch: 200,
+});
+
+/**
+ * Small pieces, for a local store (`":memory:"` or a file), whose commits
+ * run on the server's own thread: one of 900 mutations held it about 2.7 ms
+ * on an idle 2-core VM (tens of ms under load) while every session's socket
+ * waited. An advance runs beside live traffic, so it works in pieces of
+ * well under a millisecond, each followed by a turn of the event loop
+ * (docs/PERFORMANCE.md "Propagation, hop by hop").
+ */
+export const LOCAL_PIECES: Readonly<AdvancePieces> = Object.freeze({
+  stepVersions: 32,
+  stepBytes: 64 * 1024,
+  operationMutations: 64,
+  operationBytes: 64 * 1024,
+  listBatch: 64,
+});
 // KV getMany reads at most 10 keys per call.
 const GET_MANY = 10;
 const PARALLEL_READS = 8;
@@ -151,6 +194,7 @@ export async function advanceSnapshot(
   options: AdvanceOptions,
 ): Promise<AdvanceResult> {
   const { retry } = options;
+  const pieces = options.pieces ?? REMOTE_PIECES;
   // A fresh owner per call: two calls never share a lease, even in one
   // process, and a lease left by a crash simply expires.
   const owner = crypto.randomUUID();
@@ -200,6 +244,7 @@ export async function advanceSnapshot(
       snapshot.version - options.retainVersions,
       leaseStamp,
       retry,
+      pieces,
     );
     return { snapshot, advanced: true, compactedThrough };
   } finally {
@@ -271,12 +316,13 @@ async function advanceStep(
   options: AdvanceOptions,
 ): Promise<string | null> {
   const { retry } = options;
+  const pieces = options.pieces ?? REMOTE_PIECES;
   const read = await readHistory(
     kv,
     realm,
     snapshot.version + 1,
-    target,
-    STEP_HISTORY_BYTES,
+    Math.min(target, snapshot.version + pieces.stepVersions),
+    pieces.stepBytes,
     retry,
   );
   if (read.gap || read.items.length === 0) {
@@ -373,8 +419,8 @@ async function advanceStep(
     const size = (stored.data?.length ?? 0) + 64;
     const parts = entry.previous?.parts ?? 0;
     if (
-      mutations + 1 + parts > OPERATION_MUTATIONS ||
-      operationBytes + size > OPERATION_BYTES
+      mutations + 1 + parts > pieces.operationMutations ||
+      operationBytes + size > pieces.operationBytes
     ) {
       if (!await flush()) return null;
     }
@@ -424,6 +470,7 @@ async function compactHistory(
   floor: number,
   leaseStamp: string,
   retry: RetryOptions,
+  pieces: AdvancePieces,
 ): Promise<number> {
   const markerEntry = await retryKv(
     () => kv.get<number>(compactedKey(realm)),
@@ -466,12 +513,12 @@ async function compactHistory(
     const entry of kv.list<HistoryEntry>({
       start: historyKey(realm, compacted + 1),
       end: historyKey(realm, floor + 1),
-    }, { batchSize: 200 })
+    }, { batchSize: pieces.listBatch })
   ) {
     const version = entry.key[entry.key.length - 1] as number;
     const parts = entry.value.changeset.parts;
     if (
-      mutations + 2 + parts > OPERATION_MUTATIONS ||
+      mutations + 2 + parts > pieces.operationMutations ||
       (mutations > 0 && version - first >= SALTS_PER_RECORD)
     ) {
       await commit();

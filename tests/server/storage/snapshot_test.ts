@@ -1,11 +1,15 @@
 import assert from "node:assert/strict";
 import type { UploadChangeset } from "../../../src/model/changeset.ts";
 import { ObjectStore } from "../../../src/model/object_store.ts";
-import { integrateChangesets } from "../../../src/server/storage/history.ts";
+import {
+  integrateChangesets,
+  readVersionMeta,
+} from "../../../src/server/storage/history.ts";
 import { allocateIdentity } from "../../../src/server/storage/identities.ts";
 import {
   blobKey,
   historyKey,
+  saltsKey,
   snapshotKey,
   snapshotLeaseKey,
 } from "../../../src/server/storage/keys.ts";
@@ -13,6 +17,7 @@ import {
   type AdvanceOptions,
   advanceSnapshot,
   listSnapshotObjects,
+  LOCAL_PIECES,
   readCompactedThrough,
   readSnapshotInfo,
   type SnapshotInfo,
@@ -84,6 +89,63 @@ Deno.test("advanceSnapshot() materialises records equal to replaying the history
   assert.equal(result.snapshot.objects, 4);
   assertSameState(await snapshotStore(kv), expected);
   assert.equal((await snapshotStore(kv)).get("T", "c"), undefined);
+});
+
+Deno.test("advanceSnapshot() in a local store's small pieces ends where one large step does: same records, history compacted, every salt kept", async () => {
+  // 300 versions over 12 objects, after the mixed history (a large value
+  // included): many steps of LOCAL_PIECES.stepVersions, many operations.
+  const changesets = history();
+  for (let version = 8; version <= 300; version++) {
+    changesets.push(
+      upload(version, [update("T", "a", { n: version })]),
+    );
+    changesets[changesets.length - 1]!.instructions.push(
+      put("Many", `m${version % 12}`, { v: version }),
+    );
+  }
+  await using small = await Deno.openKv(":memory:");
+  await using large = await Deno.openKv(":memory:");
+  const expected = await seed(small, changesets);
+  await seed(large, changesets);
+  const salts = [];
+  for (let version = 1; version <= 300; version++) {
+    salts.push((await readVersionMeta(small, "/r", version, retry())).salt);
+  }
+  const inPieces = await advanceSnapshot(
+    small,
+    "/r",
+    options({ pieces: LOCAL_PIECES, retainVersions: 0 }),
+  );
+  const whole = await advanceSnapshot(
+    large,
+    "/r",
+    options({ retainVersions: 0 }),
+  );
+  // Salts are random per store: each snapshot carries its own last one.
+  const { salt, ...rest } = inPieces.snapshot;
+  const { salt: wholeSalt, ...wholeRest } = whole.snapshot;
+  assert.deepEqual(rest, wholeRest);
+  assert.equal(salt, salts[299]);
+  assert.notEqual(wholeSalt, 0);
+  assert.equal(inPieces.snapshot.version, 300);
+  assert.equal(inPieces.compactedThrough, 300);
+  assertSameState(await snapshotStore(small), expected);
+  assertSameState(await snapshotStore(large), expected);
+  for (let version = 1; version <= 300; version++) {
+    assert.equal((await small.get(historyKey("/r", version))).value, null);
+    assert.equal(
+      (await readVersionMeta(small, "/r", version, retry())).salt,
+      salts[version - 1],
+    );
+  }
+  const records = [];
+  for await (
+    const record of small.list({ prefix: saltsKey("/r", 0).slice(0, -1) })
+  ) {
+    records.push(record.key.at(-1));
+  }
+  // Each deleting operation kept its own versions' salts.
+  assert.ok(records.length > 1, `salt records: ${records.length}`);
 });
 
 Deno.test("advanceSnapshot() advances step by step to a target and then to the head", async () => {

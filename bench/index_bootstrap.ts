@@ -1,0 +1,185 @@
+/**
+ * What field indexes cost around a bootstrap, in CPU time
+ * (`process.cpuUsage()`): the bootstrap of bench/live_query_bootstrap.ts
+ * (100,000 `Task` objects in 100 DOWNLOADs of 1,000) with no index and with
+ * indexes on `bucket` and `n`, then, separately timed, the first indexed
+ * queries after it (an equality on `bucket`, a range on `n`: where a
+ * deferred sort of an index's entries is paid), then 100 single-object
+ * writes that move an object between values, each followed by both
+ * queries (`n` values are unique here, so each write makes a value disappear
+ * and another repeat). `--base <dir>` loads another checkout's `src/` and interleaves
+ * its runs with this one's, so before and after come from one process.
+ *
+ * ```sh
+ * deno run -A --v8-flags=--expose-gc bench/index_bootstrap.ts \
+ *   [--reps 7] [--base /tmp/base]
+ * ```
+ *
+ * @module
+ */
+import process from "node:process";
+import type { Instruction } from "../src/model/changeset.ts";
+import type { DownloadMessage } from "../src/protocol/messages.ts";
+import type { LocalRealm } from "../src/client/local_realm.ts";
+import type { RealmStorage } from "../src/client/storage/storage.ts";
+import type { CompiledQuery } from "../src/model/query.ts";
+
+const OBJECTS = 100_000;
+const BUCKETS = 1_000;
+const BATCH = 1_000;
+const WRITES = 100;
+
+interface Implementation {
+  open(): Promise<LocalRealm>;
+  compileQuery(query: unknown): CompiledQuery;
+}
+
+async function load(root: URL): Promise<Implementation> {
+  const local = await import(new URL("src/client/local_realm.ts", root).href);
+  const memory = await import(
+    new URL("src/client/storage/memory.ts", root).href
+  );
+  const query = await import(new URL("src/model/query.ts", root).href);
+  return {
+    open: () =>
+      local.LocalRealm.open(
+        new memory.MemoryStorage() as RealmStorage,
+        () => 1_000,
+      ),
+    compileQuery: query.compileQuery,
+  };
+}
+
+const bootstrap: DownloadMessage[] = [];
+for (let start = 0; start < OBJECTS; start += BATCH) {
+  const instructions: Instruction[] = [];
+  for (let i = start; i < start + BATCH; i++) {
+    instructions.push({
+      op: "put",
+      type: "Task",
+      id: `t${i}`,
+      fields: {
+        title: `task ${i}`,
+        bucket: i % BUCKETS,
+        n: (i * 7_919) % OBJECTS,
+        even: i % 2 === 0,
+      },
+      stamp: null,
+    });
+  }
+  const version = start / BATCH + 1;
+  bootstrap.push({
+    type: 0x43,
+    sessionId: 1,
+    serverVersion: version,
+    lastIntegratedClientVersion: 0,
+    downloadableBytes: 0,
+    changesetBytes: 0,
+    changesets: [{
+      serverVersion: version,
+      stamp: { time: 1_000, counter: 0, node: 99 },
+      instructions,
+    }],
+  });
+}
+
+let sink = 0;
+const cpu = (before: ReturnType<typeof process.cpuUsage>) => {
+  const used = process.cpuUsage(before);
+  return (used.user + used.system) / 1_000;
+};
+
+/** CPU ms of: the bootstrap, the first two queries, the writes. */
+async function run(impl: Implementation, indexes: boolean): Promise<number[]> {
+  const realm = await impl.open();
+  if (indexes) realm.queries.ensureIndexes({ Task: ["bucket", "n"] });
+  const equal = impl.compileQuery({ where: { bucket: 7 } });
+  const range = impl.compileQuery({ where: { n: { gte: 500, lt: 600 } } });
+  let before = process.cpuUsage();
+  for (const message of bootstrap) await realm.integrate(message);
+  const times = [cpu(before)];
+  if (indexes) {
+    before = process.cpuUsage();
+    sink += realm.queries.query("Task", equal).length;
+    sink += realm.queries.query("Task", range).length;
+    times.push(cpu(before));
+    before = process.cpuUsage();
+    for (let i = 0; i < WRITES; i++) {
+      // Another object each time, to another bucket and another `n`: the
+      // results keep about 100 objects each.
+      const j = (i * 997) % OBJECTS;
+      await realm.write((tx) =>
+        tx.update("Task", `t${j}`, {
+          bucket: (j + 1 + i) % BUCKETS,
+          n: (j * 7_919 + 50_000) % OBJECTS,
+        })
+      );
+      sink += realm.queries.query("Task", equal).length;
+      sink += realm.queries.query("Task", range).length;
+    }
+    times.push(cpu(before));
+  }
+  await realm.close();
+  return times;
+}
+
+function option(name: string): string | undefined {
+  const at = Deno.args.indexOf(name);
+  return at === -1 ? undefined : Deno.args[at + 1];
+}
+
+const reps = Number(option("--reps") ?? 5);
+const base = option("--base");
+const impls: [string, Implementation][] = [
+  ["this", await load(new URL("../", import.meta.url))],
+];
+if (base !== undefined) {
+  impls.unshift([
+    "base",
+    await load(new URL(`file://${base.replace(/\/?$/, "/")}`)),
+  ]);
+}
+const ROWS = [
+  "none: bootstrap",
+  "2 indexes: bootstrap",
+  "2 indexes: first eq + first range query",
+  `2 indexes: ${WRITES} writes, each + both queries`,
+];
+const times = new Map<string, number[]>();
+const record = (key: string, value: number) =>
+  times.set(key, [...times.get(key) ?? [], value]);
+/** V8's `gc()` when exposed (`--v8-flags=--expose-gc`). */
+const collect = (globalThis as { gc?: () => void }).gc;
+for (const [, impl] of impls) {
+  await run(impl, false);
+  await run(impl, true);
+}
+for (let rep = 0; rep < reps; rep++) {
+  for (const indexes of [false, true]) {
+    for (const [label, impl] of impls) {
+      collect?.();
+      const result = await run(impl, indexes);
+      if (!indexes) record(`${label}: ${ROWS[0]}`, result[0]!);
+      else {
+        for (let i = 0; i < 3; i++) {
+          record(`${label}: ${ROWS[i + 1]}`, result[i]!);
+        }
+      }
+    }
+  }
+}
+const median = (values: number[]) =>
+  [...values].sort((a, b) => a - b)[values.length >> 1]!;
+console.log("| run | CPU min | CPU median |");
+console.log("| --- | ------- | ---------- |");
+for (const [label] of impls) {
+  for (const row of ROWS) {
+    const values = times.get(`${label}: ${row}`)!;
+    console.log(
+      `| ${label}: ${row} | ${Math.min(...values).toFixed(1)} ms | ${
+        median(values).toFixed(1)
+      } ms |`,
+    );
+  }
+}
+if (sink < 0) console.log(sink);
