@@ -71,6 +71,8 @@ export interface ScanChange {
   readonly id: string;
   readonly op?: string;
   readonly fields?: Fields;
+  /** On a `put`: whether the object was not live before it. */
+  readonly created?: boolean;
 }
 
 /** The live queries of one type that require one field's value. */
@@ -262,7 +264,11 @@ export class LiveScan<Q extends Scannable> {
         fields = read(typeName, id);
         final = true;
       }
-      const held = type.holders.get(id);
+      // Created by the only change to it in the transaction (every object
+      // of a bootstrap): in no kept result, no lookup.
+      const held = distinct && change.created === true
+        ? undefined
+        : type.holders.get(id);
       if (held === undefined) {
         // In no kept result (every new object): a record only if it
         // enters one, and no mark needed (each query is reached once).
