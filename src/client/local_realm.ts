@@ -235,6 +235,7 @@ export class LocalRealm {
     get: (type, id) => this.#store.get(type, id),
     objects: (type) => this.#store.objects(type),
     fieldValue: (type, id, name) => this.#store.fieldValue(type, id, name),
+    current: (type, id, fields) => this.#store.isVisible(type, id, fields),
   });
 
   /** Use {@linkcode LocalRealm.open}. */
@@ -435,7 +436,8 @@ export class LocalRealm {
     };
     const bytes = checkEncodable(changeset);
     const changes = this.#store.apply(changeset.stamp, instructions);
-    this.queries.applied(changes);
+    // A transaction folds its writes into one instruction per object.
+    this.queries.applied(changes, true);
     const meta = { ...this.#meta, lastClientVersion: changeset.clientVersion };
     this.#meta = meta;
     const pending = { changeset, bytes };
@@ -514,8 +516,14 @@ export class LocalRealm {
       );
       if (changes.length > 0) perChangeset.push(changes);
     }
-    if (perChangeset.length === 1) this.queries.applied(perChangeset[0]!);
-    else if (perChangeset.length > 1) this.queries.applied(perChangeset.flat());
+    // The records to store, one per object: as many as instructions means
+    // no object changed twice (live queries trust that).
+    const records = distinct(touched);
+    const once = records.length === touched.length;
+    if (perChangeset.length === 1) this.queries.applied(perChangeset[0]!, once);
+    else if (perChangeset.length > 1) {
+      this.queries.applied(perChangeset.flat(), once);
+    }
     const before = this.#meta;
     const acknowledged = Math.max(
       before.acknowledgedClientVersion,
@@ -534,9 +542,7 @@ export class LocalRealm {
       meta,
       acknowledged,
       perChangeset,
-      batch: changed
-        ? { meta, records: distinct(touched), append: NO_CHANGESETS }
-        : null,
+      batch: changed ? { meta, records, append: NO_CHANGESETS } : null,
     };
   }
 

@@ -22,7 +22,14 @@ import {
   type LiveSnapshot,
   type ObjectUpdate,
 } from "./live_results.ts";
-import { QueryRoutes, type Route, routeOf } from "./query_routes.ts";
+import {
+  LiveScan,
+  type Route,
+  routeOf,
+  type ScanChange,
+  type Scanned,
+  settle,
+} from "./live_scan.ts";
 
 // The result types moved to live_results.ts; importers of this file keep
 // finding them here.
@@ -47,6 +54,11 @@ export interface StoreReader {
    * engine falls back to `get`.
    */
   fieldValue?(type: string, id: string, name: string): Value | undefined | null;
+  /**
+   * Whether `fields` (a `put` change's) are still the visible fields of
+   * the object, value for value. Optional: the engine falls back to `get`.
+   */
+  current?(type: string, id: string, fields: Fields): boolean;
 }
 
 /**
@@ -79,13 +91,16 @@ export interface LiveQuery {
    */
   bound: Entry | undefined;
   /**
-   * A top-level equality the query requires (`field` equal to the value
-   * whose `mapKey` is `key`): only objects holding that value
-   * now, or held by the result, can concern the query.
+   * A top-level equality the query requires: only objects holding that
+   * value now, or held by the result, can concern the query.
    */
   readonly route: Route;
   /** The entries of {@linkcode sorted} by id. */
   members: Map<string, Entry>;
+  /** What the commit in progress does to the kept result (live_scan.ts). */
+  scanned: Scanned[];
+  /** A mark of the scan (live_scan.ts). */
+  seen: number;
   deliver(snapshot: LiveSnapshot): void;
 }
 
@@ -120,8 +135,8 @@ export class QueryEngine {
   #queries = new Map<string, Set<LiveQuery>>();
   #objectWatchers = new Map<string, Map<string, Set<ObjectWatcher>>>();
   #active = 0;
-  /** The live queries by route, and the objects each routed one holds. */
-  #routing = new QueryRoutes<LiveQuery>();
+  /** The live queries by type and route, and which hold each object. */
+  #live = new LiveScan<LiveQuery>();
 
   /** @param read Access to the store. */
   constructor(read: StoreReader) {
@@ -293,11 +308,13 @@ export class QueryEngine {
       bound: undefined,
       members: new Map(),
       route,
+      scanned: [],
+      seen: 0,
       deliver,
     };
+    this.#live.add(query);
     this.#fill(query, this.#selectKept(query));
     const sorted = query.sorted;
-    this.#routing.add(query);
     let set = this.#queries.get(type);
     if (set === undefined) {
       set = new Set();
@@ -323,10 +340,10 @@ export class QueryEngine {
         const queries = this.#queries.get(type);
         if (queries?.delete(query)) {
           this.#active--;
-          this.#routing.remove(query);
           for (const id of query.members.keys()) {
-            this.#routing.hold(query, id, false);
+            this.#live.release(query, id);
           }
+          this.#live.remove(query);
           if (queries.size === 0) this.#queries.delete(type);
         }
       },
@@ -383,20 +400,25 @@ export class QueryEngine {
    * store. Updates indexes, patches live queries and tells object watchers.
    * A change that says what an object is now (a `put` carries all its
    * fields, a `delete` none) spares a copy from the store.
+   *
+   * @param distinct No object appears twice in `changes` (the caller
+   *   knows it for free; without it live queries check what they keep).
    */
-  applied(changes: readonly AppliedChange[]): void {
+  applied(changes: readonly AppliedChange[], distinct = false): void {
     if (this.#active === 0 || changes.length === 0) return;
     if (this.#indexes.size > 0) this.#follow(changes);
-    if (this.#queries.size === 0 && this.#objectWatchers.size === 0) return;
+    // Indexes first: a live query's refill selects through them.
+    if (this.#objectWatchers.size === 0) {
+      this.#appliedLive(changes, distinct);
+      return;
+    }
     // Per type, per touched object: its fields after the transaction when
     // its last change tells them (undefined: gone), null when it does not.
     const byType = new Map<string, Map<string, Fields | undefined | null>>();
     for (const { type, id, op, fields } of changes) {
       let ids = byType.get(type);
       if (ids === undefined) {
-        if (!this.#queries.has(type) && !this.#objectWatchers.has(type)) {
-          continue;
-        }
+        if (!this.#objectWatchers.has(type)) continue;
         ids = new Map();
         byType.set(type, ids);
       }
@@ -416,22 +438,6 @@ export class QueryEngine {
         ids.push(id);
         now.push(known === null ? this.#read.get(type, id) : known);
       }
-      const unrouted = this.#routing.unrouted(type);
-      if (unrouted !== undefined) {
-        for (const query of [...unrouted]) this.#patch(query, ids, now);
-      }
-      // The routed queries the commit may concern, each with the objects
-      // that concern it.
-      const concerned = this.#routing.concerned(type, ids, now);
-      if (concerned !== undefined) {
-        for (const [query, indexes] of concerned) {
-          this.#patch(
-            query,
-            indexes.map((i) => ids[i]!),
-            indexes.map((i) => now[i]),
-          );
-        }
-      }
       const watchers = this.#objectWatchers.get(type);
       if (watchers !== undefined) {
         for (let i = 0; i < ids.length; i++) {
@@ -441,6 +447,24 @@ export class QueryEngine {
         }
       }
     }
+    this.#appliedLive(changes, distinct);
+  }
+
+  /**
+   * Patches the live queries a commit concerns: one scan of the changes
+   * (live_scan.ts), then each query with records.
+   */
+  #appliedLive(changes: readonly ScanChange[], distinct: boolean): void {
+    if (this.#live.size === 0) return;
+    const read = this.#read;
+    const dirty = this.#live.scan(
+      changes,
+      (type, id) => read.get(type, id),
+      distinct,
+    );
+    this.examined += this.#live.examined;
+    this.#live.examined = 0;
+    for (let q = 0; q < dirty.length; q++) this.#patch(dirty[q]!, distinct);
   }
 
   /**
@@ -483,11 +507,11 @@ export class QueryEngine {
       selected.length = keep;
       bound = selected[keep - 1];
     }
-    for (const id of query.members.keys()) this.#routing.hold(query, id, false);
+    for (const id of query.members.keys()) this.#live.release(query, id);
     const members = new Map<string, Entry>();
     for (const entry of selected) {
       members.set(entry.id, entry);
-      this.#routing.hold(query, entry.id, true);
+      this.#live.hold(query, entry.id);
     }
     query.members = members;
     query.bound = bound;
@@ -513,56 +537,44 @@ export class QueryEngine {
     return compiled.offset + compiled.limit + this.windowMargin;
   }
 
-  /** Cuts a live query's result back to its window plus the margin. */
-  #trim(query: LiveQuery): void {
+  /**
+   * Cuts a live query's result back to its window plus the margin, once it
+   * is longer than that plus `slack`.
+   */
+  #trim(query: LiveQuery, slack: number): void {
     const { sorted } = query;
     const keep = this.#keep(query.compiled);
-    if (keep === 0 || sorted.length <= keep + this.windowMargin) return;
+    if (keep === 0 || sorted.length <= keep + slack) return;
     const dropped = sorted.toArray();
     for (let index = keep; index < dropped.length; index++) {
       query.members.delete(dropped[index]!.id);
-      this.#routing.hold(query, dropped[index]!.id, false);
+      this.#live.release(query, dropped[index]!.id);
     }
     sorted.truncate(keep);
     query.bound = dropped[keep - 1];
   }
 
-  #patch(
-    query: LiveQuery,
-    ids: readonly string[],
-    now: readonly (Fields | undefined)[],
-  ): void {
+  /**
+   * Applies the scan's records to a live query and delivers the change of
+   * its window, if any.
+   */
+  #patch(query: LiveQuery, distinct: boolean): void {
     const { compiled } = query;
     const compare = compiled.compareKeyed;
     const bound = query.bound;
-    let touched: Touched[] = [];
+    const records = settle(query, distinct, this.#read);
+    let touched: Touched[] = records;
     let length = query.sorted.length;
-    for (let i = 0; i < ids.length; i++) {
-      const id = ids[i]!;
-      const fields = now[i];
-      const old = query.members.get(id);
-      let fresh: Entry | undefined;
-      if (fields !== undefined) {
-        this.examined++;
-        // Past the bound of a cut result: not kept (it stays past it).
-        if (
-          compiled.matches(fields) &&
-          (bound === undefined ||
-            compiled.compareToKeyed(id, fields, bound) <= 0)
-        ) {
-          fresh = { id, fields, keys: compiled.keysOf(fields) };
-        }
-      }
-      if (old === undefined && fresh === undefined) continue;
+    for (let i = 0; i < records.length; i++) {
+      const item = records[i]!;
+      const { id, old, fields } = item;
+      const fresh: Entry | undefined = fields === undefined
+        ? undefined
+        : { id, fields, keys: compiled.keysOf(fields) };
       if (old === undefined) length++;
       else if (fresh === undefined) length--;
-      touched.push({
-        kind: kindOf(compiled, old, fresh),
-        old,
-        fresh,
-        oldIndex: -1,
-        newIndex: -1,
-      });
+      item.fresh = fresh;
+      if (old !== undefined) item.kind = kindOf(compiled, old, fresh);
     }
     // Nothing in or entering the result: wake nobody.
     if (touched.length === 0) return;
@@ -573,6 +585,7 @@ export class QueryEngine {
         item.oldIndex = previous.lowerBound(item.old, compare);
       }
     }
+    let merged = false;
     if (bound !== undefined && length < compiled.offset + compiled.limit) {
       // The cut result no longer covers the window: select it again (a
       // scan of the type or its index candidates, once per `windowMargin`
@@ -582,7 +595,7 @@ export class QueryEngine {
       const oldMembers = query.members;
       this.#fill(query, this.#selectKept(query));
       touched = [];
-      for (const id of ids) {
+      for (const { id } of records) {
         const old = oldMembers.get(id);
         const fresh = query.members.get(id);
         if (old === undefined && fresh === undefined) continue;
@@ -595,7 +608,7 @@ export class QueryEngine {
         });
       }
     } else {
-      this.#update(query, touched);
+      merged = this.#update(query, touched);
     }
     const result = query.sorted;
     // Positions past the window's end matter only as "past the end" (the
@@ -613,7 +626,11 @@ export class QueryEngine {
     }
     const changes = diffWindow(touched, oldLength, result.length, compiled);
     // Past the window: the change set is unaffected.
-    if (compiled.limit !== Infinity) this.#trim(query);
+    // A merged batch is cut at once (its cost is in the batch's size
+    // already), so the next batch meets a bound.
+    if (compiled.limit !== Infinity) {
+      this.#trim(query, merged ? 0 : this.windowMargin);
+    }
     if (
       changes.insertions.length === 0 && changes.deletions.length === 0 &&
       changes.modifications.length === 0
@@ -632,7 +649,7 @@ export class QueryEngine {
    * Applies the touched objects (old positions known) to a live query's
    * list and members.
    */
-  #update(query: LiveQuery, touched: readonly Touched[]): void {
+  #update(query: LiveQuery, touched: readonly Touched[]): boolean {
     const compare = query.compiled.compareKeyed;
     const sorted = query.sorted;
     const removals: number[] = [];
@@ -647,12 +664,10 @@ export class QueryEngine {
       if (item.fresh !== undefined) {
         additions.push(item.fresh);
         query.members.set(item.fresh.id, item.fresh);
-        if (item.old === undefined) {
-          this.#routing.hold(query, item.fresh.id, true);
-        }
+        if (item.old === undefined) this.#live.hold(query, item.fresh.id);
       } else {
         query.members.delete(item.old!.id);
-        this.#routing.hold(query, item.old!.id, false);
+        this.#live.release(query, item.old!.id);
       }
     }
     removals.sort(ascending);
@@ -672,7 +687,7 @@ export class QueryEngine {
         else survivors.push(all[index]!);
       }
       query.sorted = BlockList.from(merge(survivors, additions, compare));
-      return;
+      return true;
     }
     // Blocks keep each step O(log n + block size), so a bootstrap batch of
     // k objects costs k steps, not a pass over the whole result.
@@ -680,6 +695,7 @@ export class QueryEngine {
       sorted.removeAt(removals[i]!);
     }
     for (const entry of additions) sorted.insert(entry, compare);
+    return false;
   }
 }
 

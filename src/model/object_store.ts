@@ -64,6 +64,25 @@ export class ObjectStore {
   }
 
   /**
+   * Whether `fields` are the visible fields of a live object, value for
+   * value (the same values: `get` and a `put` change share them with the
+   * record), without copying its fields.
+   */
+  isVisible(type: string, id: string, fields: Fields): boolean {
+    const record = this.#types.get(type)?.get(id);
+    if (record === undefined || !isLive(record)) return false;
+    let count = 0;
+    for (const name in fields) {
+      const entry = record.fields.get(name);
+      if (entry === undefined || !Object.is(entry.value, fields[name])) {
+        return false;
+      }
+      count++;
+    }
+    return count === record.fields.size;
+  }
+
+  /**
    * One field's value of a live object without copying its fields: `null`
    * when the object is not live, undefined when it lacks the field.
    */

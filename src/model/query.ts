@@ -246,6 +246,10 @@ export interface CompiledQuery {
   ): number;
   /** Whether `sort` has keys (else order is by id alone). */
   readonly sorted: boolean;
+  /** The first sort key's field, or undefined when `sort` has none. */
+  readonly leadField: string | undefined;
+  /** The first sort key's direction: 1 ascending, -1 descending. */
+  readonly leadSign: number;
   /** `limit`, or Infinity. */
   readonly limit: number;
   /** `offset`, or 0. */
@@ -294,13 +298,26 @@ function checkOperand(path: string, value: unknown): Value {
   return value;
 }
 
-// `Object.hasOwn` is an order of magnitude slower here (V8 in Deno 2.9),
-// and `read` runs once per object per condition per commit.
 const hasOwnProperty = Object.prototype.hasOwnProperty;
 
-function read(fields: Fields, field: string): Value | undefined {
-  return hasOwnProperty.call(fields, field) ? fields[field] : undefined;
+/**
+ * One field of stored fields, or undefined when the object lacks it
+ * (internal). Runs once per object per condition per commit, so it asks
+ * for an own property only when a plain read cannot tell: a stored value
+ * is never undefined nor a function, and every member a plain object
+ * inherits is a function but `__proto__`. (`Object.hasOwn`, and even
+ * `hasOwnProperty.call` with a field name that is not a constant, call
+ * into V8's runtime: hundreds of instructions per read in Deno 2.9.)
+ */
+export function readField(fields: Fields, field: string): Value | undefined {
+  const value = fields[field];
+  if (value === undefined || typeof value === "function") return undefined;
+  return field !== "__proto__" || hasOwnProperty.call(fields, field)
+    ? value
+    : undefined;
 }
+
+const read = readField;
 
 function equalsMatcher(field: string, operand: Value): Matcher {
   const kind = valueKind(operand);
@@ -652,10 +669,45 @@ export function compileQuery(
     }
     return id < row.id ? -1 : id > row.id ? 1 : 0;
   };
+  // One sort key (the common case): the comparisons a live query makes
+  // per touched object and per search step, without the loop.
+  const single = signs.length === 1 ? signs[0]! : 0;
+  const compareSingle = (
+    x: Value | undefined,
+    y: Value | undefined,
+    aId: string,
+    bId: string,
+  ): number => {
+    if (typeof x === "number" && typeof y === "number") {
+      if (x < y) return -single;
+      if (x > y) return single;
+      // NaN, or zeros (-0 sorts before 0).
+      if (x !== y || x === 0) {
+        const order = compareAt(0, x, y);
+        if (order !== 0) return order;
+      }
+    } else if (typeof x === "string" && typeof y === "string") {
+      if (x < y) return -single;
+      if (x > y) return single;
+    } else {
+      const order = compareAt(0, x, y);
+      if (order !== 0) return order;
+    }
+    return aId < bId ? -1 : aId > bId ? 1 : 0;
+  };
+  const sortField = sortFields[0] ?? "";
   return {
     matches,
     compareSortKeys,
-    compareToKeyed,
+    compareToKeyed: single === 0
+      ? compareToKeyed
+      : (id, fields, row) =>
+        compareSingle(
+          readField(fields, sortField),
+          row.keys[0],
+          id,
+          row.id,
+        ),
     keysOf: (fields) => {
       // A loop over plain names: called once per object per commit.
       const values = new Array<Value | undefined>(sortFields.length);
@@ -665,17 +717,21 @@ export function compileQuery(
       return values;
     },
     compareKeys,
-    compareKeyed: (a, b) => {
-      const order = signs.length === 0 ? 0 : compareKeys(a.keys, b.keys);
-      if (order !== 0) return order;
-      return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
-    },
+    compareKeyed: single !== 0
+      ? (a, b) => compareSingle(a.keys[0], b.keys[0], a.id, b.id)
+      : (a, b) => {
+        const order = signs.length === 0 ? 0 : compareKeys(a.keys, b.keys);
+        if (order !== 0) return order;
+        return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+      },
     compare: (a, b) => {
       const order = keys.length === 0 ? 0 : compareSortKeys(a.fields, b.fields);
       if (order !== 0) return order;
       return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
     },
     sorted: keys.length > 0,
+    leadField: sortFields[0],
+    leadSign: signs[0] ?? 1,
     limit,
     offset,
     indexable,

@@ -112,6 +112,20 @@ Deno.test("a missing field matches only eq: null and ne", () => {
   assert.ok(matches({ f: { gte: null } }, { f: null }));
   // A field inherited from Object.prototype is missing, not a function.
   assert.ok(matches({ toString: null }, {}));
+  assert.ok(matches({ constructor: null }, {}));
+  assert.ok(matches({ constructor: 1 }, { constructor: 1 }));
+  // `__proto__` reads the prototype unless the object has its own.
+  const own: Fields = {};
+  Object.defineProperty(own, "__proto__", {
+    value: 2,
+    enumerable: true,
+    writable: true,
+    configurable: true,
+  });
+  assert.ok(matches({ ["__proto__"]: null }, {}), "no own __proto__");
+  assert.ok(!matches({ ["__proto__"]: { gte: null } }, {}));
+  assert.ok(matches({ ["__proto__"]: 2 }, own), "an own __proto__");
+  assert.ok(!matches({ ["__proto__"]: null }, own));
 });
 
 Deno.test("range operators bracket by kind: { lt: 5 } never matches null, strings or bigints", () => {

@@ -1,0 +1,437 @@
+// This module is browser compatible.
+
+/**
+ * The one pass over a transaction's changes that finds, for every live
+ * query, the touched objects that enter, stay in or leave its kept result.
+ */
+
+import { type CompiledQuery, readField } from "../model/query.ts";
+import type { Fields, Value } from "../model/value.ts";
+import { valueKey } from "../model/value_order.ts";
+import type { Kind, Touched } from "./change_sets.ts";
+import type { Entry } from "./live_results.ts";
+
+/**
+ * A top-level equality a query requires (`field` equal to `value`), or
+ * undefined.
+ */
+export type Route = { field: string; value: Value } | undefined;
+
+/** The route of a compiled query: its first top-level equality. */
+export function routeOf(compiled: CompiledQuery): Route {
+  const equality = compiled.indexable.find((condition) =>
+    condition.op === "eq"
+  );
+  return equality?.op === "eq"
+    ? { field: equality.field, value: equality.value }
+    : undefined;
+}
+
+/**
+ * What one transaction does to one object of a live query's kept result
+ * (internal): it was held as `old`, it is now `fields`, or both. The
+ * engine fills in the rest of the {@linkcode Touched} it becomes.
+ */
+export interface Scanned extends Touched {
+  readonly id: string;
+  /** Its entry in the kept result before the transaction, if any. */
+  readonly old: Entry | undefined;
+  /** Its fields when it belongs to the kept result now, else undefined. */
+  fields: Fields | undefined;
+  /**
+   * Whether `fields` is known to be the object's state after the whole
+   * transaction. A `put` change's fields are not when a later change in
+   * the same transaction touched the object again (see
+   * {@linkcode LiveScan.scan}).
+   */
+  final: boolean;
+}
+
+/** A live query as the scan sees it (internal). */
+export interface Scannable {
+  readonly type: string;
+  readonly compiled: CompiledQuery;
+  readonly route: Route;
+  /**
+   * Set when the kept result is cut: every match that sorts after it is
+   * outside the kept result.
+   */
+  readonly bound: Entry | undefined;
+  /** The kept result's entries by id. */
+  readonly members: Map<string, Entry>;
+  /** The records of the scan in progress (empty between scans). */
+  scanned: Scanned[];
+  /** The scan step that last considered this query (internal mark). */
+  seen: number;
+}
+
+/** One change of a transaction, as the realm reports it. */
+export interface ScanChange {
+  readonly type: string;
+  readonly id: string;
+  readonly op?: string;
+  readonly fields?: Fields;
+  /** On a `put`: whether the object was not live before it. */
+  readonly created?: boolean;
+}
+
+/** The live queries of one type that require one field's value. */
+class RouteTable<Q> {
+  readonly field: string;
+  /** By the value itself: strings, booleans, bigints, numbers but -0. */
+  #primitive = new Map<unknown, Q[]>();
+  /** By `valueKey`: -0, null (a missing field), bytes, dates, composites. */
+  #keyed = new Map<string, Q[]>();
+  #size = 0;
+
+  constructor(field: string) {
+    this.field = field;
+  }
+
+  get size(): number {
+    return this.#size;
+  }
+
+  /** The queries that require the value an object holds now. */
+  lookup(fields: Fields): Q[] | undefined {
+    const field = this.field;
+    const value = readField(fields, field) ?? null;
+    switch (typeof value) {
+      case "string":
+      case "boolean":
+      case "bigint":
+        return this.#primitive.get(value);
+      case "number":
+        if (value !== 0 || !Object.is(value, -0)) {
+          return this.#primitive.get(value);
+        }
+    }
+    return this.#keyed.size === 0 ? undefined : this.#keyed.get(
+      valueKey(value),
+    );
+  }
+
+  add(value: Value, query: Q): void {
+    const [map, key] = this.#slot(value);
+    const list = map.get(key);
+    if (list === undefined) map.set(key, [query]);
+    else list.push(query);
+    this.#size++;
+  }
+
+  remove(value: Value, query: Q): void {
+    const [map, key] = this.#slot(value);
+    const list = map.get(key)!;
+    list.splice(list.indexOf(query), 1);
+    if (list.length === 0) map.delete(key);
+    this.#size--;
+  }
+
+  #slot(value: Value): [Map<unknown, Q[]>, unknown] {
+    return typeof value === "string" || typeof value === "boolean" ||
+        typeof value === "bigint" ||
+        (typeof value === "number" && !Object.is(value, -0))
+      ? [this.#primitive, value]
+      : [this.#keyed as Map<unknown, Q[]>, valueKey(value)];
+  }
+}
+
+/** The live queries of one type, and which of them hold each object. */
+class TypeQueries<Q extends Scannable> {
+  /** Queries with no route: every touched object may concern them. */
+  unrouted: Q[] = [];
+  /** Routed queries, one table per routing field. */
+  routes: RouteTable<Q>[] = [];
+  /** Per object id, the queries whose kept result holds it. */
+  holders = new Map<string, Q | Q[]>();
+  count = 0;
+}
+
+/**
+ * The live queries of one realm by type, routed by a top-level equality,
+ * with the queries that hold each object (internal). {@linkcode scan} runs
+ * once per transaction and allocates nothing for an object that enters no
+ * kept result and leaves none.
+ */
+export class LiveScan<Q extends Scannable> {
+  #types = new Map<string, TypeQueries<Q>>();
+  /** Scan steps so far: marks which queries one object was tested on. */
+  #step = 0;
+  /** Objects tested against a filter, for {@linkcode QueryEngine.examined}. */
+  examined = 0;
+
+  /** Whether any live query is registered. */
+  get size(): number {
+    return this.#types.size;
+  }
+
+  /** Registers a live query (its kept result empty so far). */
+  add(query: Q): void {
+    let type = this.#types.get(query.type);
+    if (type === undefined) {
+      type = new TypeQueries();
+      this.#types.set(query.type, type);
+    }
+    type.count++;
+    const route = query.route;
+    if (route === undefined) {
+      type.unrouted.push(query);
+      return;
+    }
+    let table = type.routes.find((table) => table.field === route.field);
+    if (table === undefined) {
+      table = new RouteTable(route.field);
+      type.routes.push(table);
+    }
+    table.add(route.value, query);
+  }
+
+  /**
+   * Unregisters a live query registered with {@linkcode add}, once its
+   * kept result has been released.
+   */
+  remove(query: Q): void {
+    const type = this.#types.get(query.type)!;
+    const route = query.route;
+    if (route === undefined) {
+      type.unrouted.splice(type.unrouted.indexOf(query), 1);
+    } else {
+      const at = type.routes.findIndex((table) => table.field === route.field);
+      const table = type.routes[at]!;
+      table.remove(route.value, query);
+      if (table.size === 0) type.routes.splice(at, 1);
+    }
+    if (--type.count === 0) this.#types.delete(query.type);
+  }
+
+  /** Records that a query's kept result now holds the object `id`. */
+  hold(query: Q, id: string): void {
+    const holders = this.#types.get(query.type)!.holders;
+    const held = holders.get(id);
+    if (held === undefined) holders.set(id, query);
+    else if (Array.isArray(held)) held.push(query);
+    else holders.set(id, [held, query]);
+  }
+
+  /** Records that a query's kept result no longer holds the object `id`. */
+  release(query: Q, id: string): void {
+    const holders = this.#types.get(query.type)!.holders;
+    const held = holders.get(id);
+    if (held === query) holders.delete(id);
+    else if (Array.isArray(held)) {
+      held.splice(held.indexOf(query), 1);
+      if (held.length === 1) holders.set(id, held[0]!);
+    }
+  }
+
+  /**
+   * One pass over a transaction's changes (already applied to the store):
+   * each touched object is tested once against each live query of its type
+   * that it may concern (the unrouted ones, the routed ones whose value it
+   * holds now, and those whose kept result holds it); what it does to a
+   * query is appended to the query's `scanned`. Returns the queries with
+   * records, each once.
+   *
+   * A change that says what the object is now (a `put` with its fields, a
+   * `delete`) spares a read of the store; `read` is called for the others.
+   * An object touched twice in one transaction yields a record per change
+   * for a query it concerns: the last record is the one that counts, and a
+   * record from a `put` that is not marked `final` must be checked against
+   * the store (a later change may have made its fields stale).
+   */
+  scan(
+    changes: readonly ScanChange[],
+    read: (type: string, id: string) => Fields | undefined,
+    distinct: boolean,
+  ): Q[] {
+    const dirty: Q[] = [];
+    let typeName: string | undefined;
+    let type: TypeQueries<Q> | undefined;
+    let examined = 0;
+    for (let c = 0; c < changes.length; c++) {
+      const change = changes[c]!;
+      if (change.type !== typeName) {
+        typeName = change.type;
+        type = this.#types.get(typeName);
+      }
+      if (type === undefined) continue;
+      const id = change.id;
+      const op = change.op;
+      let fields: Fields | undefined;
+      let final = distinct;
+      if (op === "put" && change.fields !== undefined) fields = change.fields;
+      else if (op !== "delete") {
+        fields = read(typeName, id);
+        final = true;
+      }
+      // Created by the only change to it in the transaction (every object
+      // of a bootstrap): in no kept result, no lookup.
+      const held = distinct && change.created === true
+        ? undefined
+        : type.holders.get(id);
+      if (held === undefined) {
+        // In no kept result (every new object): a record only if it
+        // enters one, and no mark needed (each query is reached once).
+        if (fields === undefined) continue;
+        const unrouted = type.unrouted;
+        for (let u = 0; u < unrouted.length; u++) {
+          const query = unrouted[u]!;
+          if (enter(query, id, fields)) {
+            record(query, id, undefined, fields, final, dirty);
+          }
+        }
+        examined += unrouted.length;
+        const routes = type.routes;
+        for (let r = 0; r < routes.length; r++) {
+          const queries = routes[r]!.lookup(fields);
+          if (queries === undefined) continue;
+          for (let q = 0; q < queries.length; q++) {
+            const query = queries[q]!;
+            examined++;
+            if (enter(query, id, fields)) {
+              record(query, id, undefined, fields, final, dirty);
+            }
+          }
+        }
+        continue;
+      }
+      // Held: a record for each holder whatever happens (it stays, moves
+      // or leaves), and a mark so that no query is tested twice.
+      const step = ++this.#step;
+      if (Array.isArray(held)) {
+        for (let h = 0; h < held.length; h++) {
+          const query = held[h]!;
+          query.seen = step;
+          examined++;
+          const enters = fields !== undefined && enter(query, id, fields);
+          const old = query.members.get(id);
+          record(query, id, old, enters ? fields : undefined, true, dirty);
+        }
+      } else {
+        held.seen = step;
+        examined++;
+        const enters = fields !== undefined && enter(held, id, fields);
+        const old = held.members.get(id);
+        record(held, id, old, enters ? fields : undefined, true, dirty);
+      }
+      if (fields === undefined) continue;
+      const unrouted = type.unrouted;
+      for (let u = 0; u < unrouted.length; u++) {
+        const query = unrouted[u]!;
+        if (query.seen === step) continue;
+        examined++;
+        if (enter(query, id, fields)) {
+          record(query, id, undefined, fields, final, dirty);
+        }
+      }
+      const routes = type.routes;
+      for (let r = 0; r < routes.length; r++) {
+        const queries = routes[r]!.lookup(fields);
+        if (queries === undefined) continue;
+        for (let q = 0; q < queries.length; q++) {
+          const query = queries[q]!;
+          if (query.seen === step) continue;
+          examined++;
+          if (enter(query, id, fields)) {
+            record(query, id, undefined, fields, final, dirty);
+          }
+        }
+      }
+    }
+    this.examined += examined;
+    return dirty;
+  }
+}
+
+/**
+ * A query's records from the last {@linkcode LiveScan.scan}, settled and
+ * taken (its `scanned` emptied): one per object (its last), each with the
+ * object's state after the whole transaction. `distinct` says no object
+ * appeared twice in the transaction (every record is then settled).
+ */
+export function settle<Q extends Scannable>(
+  query: Q,
+  distinct: boolean,
+  store: {
+    get(type: string, id: string): Fields | undefined;
+    current?(type: string, id: string, fields: Fields): boolean;
+  },
+): Scanned[] {
+  let records = query.scanned;
+  query.scanned = [];
+  if (distinct) return records;
+  if (records.length > 1) {
+    // An object changed twice in one transaction: its last record counts.
+    const last = new Map<string, number>();
+    for (let i = 0; i < records.length; i++) last.set(records[i]!.id, i);
+    if (last.size < records.length) {
+      records = records.filter((record, i) => last.get(record.id) === i);
+    }
+  }
+  let stale = false;
+  for (const record of records) {
+    if (record.final || record.fields === undefined) continue;
+    // A put's fields, and a later change may have replaced them.
+    if (store.current?.(query.type, record.id, record.fields)) continue;
+    const fields = store.get(query.type, record.id);
+    record.fields = fields !== undefined && enter(query, record.id, fields)
+      ? fields
+      : undefined;
+    if (record.fields === undefined && record.old === undefined) stale = true;
+  }
+  return stale
+    ? records.filter((r) => r.fields !== undefined || r.old !== undefined)
+    : records;
+}
+
+/** Appends a record to a query's (and the query to `dirty` on its first). */
+function record<Q extends Scannable>(
+  query: Q,
+  id: string,
+  old: Entry | undefined,
+  fields: Fields | undefined,
+  final: boolean,
+  dirty: Q[],
+): void {
+  const scanned = query.scanned;
+  if (scanned.length === 0) dirty.push(query);
+  scanned.push({
+    id,
+    old,
+    fields,
+    final,
+    kind: ENTER,
+    fresh: undefined,
+    oldIndex: -1,
+    newIndex: -1,
+  });
+}
+
+const ENTER: Kind = "enter";
+
+/** Whether an object with these fields belongs to the kept result. */
+export function enter(query: Scannable, id: string, fields: Fields): boolean {
+  const compiled = query.compiled;
+  const bound = query.bound;
+  if (bound !== undefined) {
+    // Most objects of a big batch sort past a cut result's bound: one
+    // comparison of the first sort key, inline, tells it for numbers and
+    // strings strictly past (a tie, NaN or -0 takes the full comparison;
+    // a field that is not a number or string here never reads as one).
+    const field = compiled.leadField;
+    if (field !== undefined) {
+      const value = fields[field];
+      const limit = bound.keys[0];
+      if (
+        (typeof value === "number" && typeof limit === "number") ||
+        (typeof value === "string" && typeof limit === "string")
+      ) {
+        if (compiled.leadSign > 0 ? value > limit : value < limit) {
+          return false;
+        }
+      }
+    }
+  }
+  if (!compiled.matches(fields)) return false;
+  return bound === undefined || compiled.compareToKeyed(id, fields, bound) <= 0;
+}

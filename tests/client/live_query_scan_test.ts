@@ -1,0 +1,226 @@
+// Live queries kept by one scan per transaction: objects changed several
+// times in one DOWNLOAD, batches into an empty type, routes and bounds over
+// every value kind, checked against the query recomputed from scratch.
+import assert from "node:assert/strict";
+import { LocalRealm } from "../../src/client/local_realm.ts";
+import {
+  type LiveQueryUpdate,
+  materialize,
+} from "../../src/client/query_engine.ts";
+import type { RealmObject } from "../../src/client/realm.ts";
+import { MemoryStorage } from "../../src/client/storage/memory.ts";
+import type {
+  DownloadChangeset,
+  Instruction,
+} from "../../src/model/changeset.ts";
+import { compileQuery, runQuery } from "../../src/model/query.ts";
+import type { Fields, Value } from "../../src/model/value.ts";
+import type { DownloadMessage } from "../../src/protocol/messages.ts";
+import { assertPatches } from "../_helpers/live_query.ts";
+import { Prng, testSeed } from "../_helpers/prng.ts";
+
+/** Values of every kind the order and the routes tell apart. */
+const VALUES: (Value | undefined)[] = [
+  undefined,
+  null,
+  -0,
+  0,
+  NaN,
+  1,
+  2,
+  2.5,
+  1n,
+  "",
+  "a",
+  "b",
+  true,
+  false,
+];
+
+const QUERIES: unknown[] = [
+  { sort: [["p", "asc"]], limit: 3 },
+  { sort: [["t", "desc"]], offset: 1, limit: 4 },
+  { where: { t: "a" }, sort: [["p", "desc"]], limit: 2 },
+  { where: { p: -0 }, sort: [["q", "asc"]] },
+  { where: { p: null } },
+  { where: { p: NaN }, limit: 5 },
+  { where: { z: 1n } },
+  { where: { z: true }, sort: [["p", "asc"], ["q", "desc"]], limit: 3 },
+  { where: { p: { gte: 1 } }, sort: [["q", "asc"]], limit: 2 },
+  { where: { t: { in: ["a", "b"] } }, sort: [["p", "asc"]] },
+  { where: { $or: [{ t: "b" }, { p: 0 }] }, sort: [["p", "desc"]], limit: 3 },
+  { where: { z: "a" }, sort: [["t", "asc"]], limit: 1 },
+  { sort: [["q", "desc"]] },
+  {},
+];
+
+function randomFields(prng: Prng): Fields {
+  const fields: Fields = {};
+  for (const name of ["p", "q", "t", "z"]) {
+    const value = VALUES[prng.int(VALUES.length)];
+    if (value !== undefined) fields[name] = value;
+  }
+  return fields;
+}
+
+function download(serverVersion: number, changesets: DownloadChangeset[]) {
+  const message: DownloadMessage = {
+    type: 0x43,
+    sessionId: 1,
+    serverVersion,
+    lastIntegratedClientVersion: 0,
+    downloadableBytes: 0,
+    changesetBytes: 0,
+    changesets,
+  };
+  return message;
+}
+
+Deno.test("Live queries, randomized: repeated objects in one DOWNLOAD, batches into an empty type, routes and bounds over every value kind give the items and change sets of recomputing each query", async () => {
+  const seed = testSeed();
+  const prng = new Prng(seed);
+  let repeats = 0;
+  let emptied = 0;
+  for (const margin of [0, 1, 4, 512]) {
+    const realm = await LocalRealm.open(new MemoryStorage(), () => 1_000);
+    realm.queries.windowMargin = margin;
+    const universe = Array.from({ length: 120 }, (_, i) => `o${i}`);
+    const watched = QUERIES.map((query) => {
+      const compiled = compileQuery(query);
+      const items: LiveQueryUpdate[] = [];
+      const { first, remove } = realm.queries.watch(
+        "T",
+        compiled,
+        (snapshot) => items.push(materialize(snapshot)),
+      );
+      return {
+        query,
+        compiled,
+        items,
+        remove,
+        current: materialize<Fields>(first).objects as RealmObject<unknown>[],
+      };
+    });
+    const check = (at: string): void => {
+      for (const entry of watched) {
+        const label = `${at} query ${
+          JSON.stringify(entry.query, (_, v) =>
+            typeof v === "bigint"
+              ? `${v}n`
+              : Number.isNaN(v)
+              ? "NaN"
+              : Object.is(v, -0)
+              ? "-0"
+              : v)
+        }`;
+        const fresh = runQuery(entry.compiled, realm.objects("T"));
+        assert.ok(entry.items.length <= 1, `${label}: one item at most`);
+        const item = entry.items.shift();
+        if (item === undefined) {
+          assert.deepEqual(entry.current, fresh, `${label}: nothing changed`);
+          continue;
+        }
+        const { insertions, deletions, modifications } = item.changes;
+        assert.ok(
+          insertions.length + deletions.length + modifications.length > 0,
+          `${label}: an item only for a change`,
+        );
+        assert.deepEqual(item.objects, fresh, `${label}: the fresh result`);
+        assertPatches(entry.current, item, label);
+        entry.current = item.objects;
+      }
+    };
+    let serverVersion = 0;
+    let time = 2_000;
+    for (let step = 0; step < 200; step++) {
+      const roll = prng.int(12);
+      if (roll === 0) {
+        // Everything goes, then a batch arrives into the empty type.
+        serverVersion++;
+        await realm.integrate(download(serverVersion, [{
+          serverVersion,
+          stamp: { time: ++time, counter: 0, node: 99 },
+          instructions: universe.map((id): Instruction => ({
+            op: "delete",
+            type: "T",
+            id,
+            fields: null,
+            stamp: null,
+          })),
+        }]));
+        emptied++;
+        check(`seed ${seed} margin ${margin} step ${step} emptied`);
+        const count = 30 + prng.int(90);
+        serverVersion++;
+        await realm.integrate(download(serverVersion, [{
+          serverVersion,
+          stamp: { time: ++time, counter: 0, node: 99 },
+          instructions: prng.shuffle([...universe]).slice(0, count).map((
+            id,
+          ): Instruction => ({
+            op: "put",
+            type: "T",
+            id,
+            fields: randomFields(prng),
+            stamp: null,
+          })),
+        }]));
+      } else if (roll < 5) {
+        // A local transaction: one instruction per object.
+        const chosen = prng.shuffle([...universe]).slice(0, 1 + prng.int(6));
+        await realm.write((tx) => {
+          for (const id of chosen) {
+            const choice = prng.int(4);
+            if (choice === 0) tx.delete("T", id);
+            else if (choice === 1 && realm.exists("T", id)) {
+              tx.update("T", id, randomFields(prng));
+            } else tx.put("T", id, randomFields(prng));
+          }
+        });
+      } else {
+        // A DOWNLOAD of one to three changesets over a few objects, which
+        // may touch one object several times (a put made stale by a later
+        // update, a delete undone by a put…).
+        const few = prng.shuffle([...universe]).slice(0, 2 + prng.int(8));
+        const changesets: DownloadChangeset[] = [];
+        const seen = new Set<string>();
+        const count = 1 + prng.int(3);
+        serverVersion++;
+        for (let c = 0; c < count; c++) {
+          const instructions: Instruction[] = [];
+          const size = prng.int(2) === 0 ? 1 + prng.int(4) : 20 + prng.int(60);
+          for (let i = 0; i < size; i++) {
+            const id = few[prng.int(few.length)]!;
+            if (seen.has(id)) repeats++;
+            seen.add(id);
+            const choice = prng.int(5);
+            instructions.push(
+              choice === 0
+                ? { op: "delete", type: "T", id, fields: null, stamp: null }
+                : {
+                  op: choice === 1 ? "update" : "put",
+                  type: "T",
+                  id,
+                  fields: randomFields(prng),
+                  // Each instruction newer than the one before, so later
+                  // ones win within the changeset too.
+                  stamp: { time: time + 1, counter: i, node: 99 },
+                },
+            );
+          }
+          changesets.push({
+            serverVersion,
+            stamp: { time: ++time, counter: 0, node: 99 },
+            instructions,
+          });
+        }
+        await realm.integrate(download(serverVersion, changesets));
+      }
+      check(`seed ${seed} margin ${margin} step ${step}`);
+    }
+    for (const entry of watched) entry.remove();
+    assert.equal(realm.queries.watchers, 0);
+    await realm.close();
+  }
+  assert.ok(repeats > 0 && emptied > 0, `seed ${seed}: both paths ran`);
+});
