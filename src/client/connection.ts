@@ -409,9 +409,12 @@ export class Connection {
     this.#lastError = undefined;
     this.#keepalive.start();
     attempt.scheduleRefresh(token);
-    // Before any BIND, so the server sizes even a session's first DOWNLOAD
-    // for a link it has not measured yet.
-    attempt.acknowledge();
+    // Protocol 1: before any BIND, so the server sizes even a session's
+    // first DOWNLOAD for a link it has not measured yet. Protocol 2 servers
+    // assume it, and it is not sent: the server never answers a RECEIVED, so
+    // the BIND right after it would wait ~40 ms for the server's delayed TCP
+    // ACK (Nagle's algorithm; PROTOCOL.md §4.8).
+    if (attempt.protocolVersion < 2) attempt.acknowledge();
     this.#log("info", "connection_state", "Connected");
     for (const slot of [...this.#slots.values()]) {
       if (attempt.isDropped) return;

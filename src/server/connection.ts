@@ -440,6 +440,7 @@ export class Connection {
     this.#handshakeTimer = undefined;
     this.#userId = check.userId;
     this.#protocolVersion = version;
+    if (version >= 2) this.#delivery.expectAcknowledgements();
     this.#tokenDeadline.arm(check.expiresAt);
     this.#state = "open";
     this.#output.send({

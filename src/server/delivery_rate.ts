@@ -112,6 +112,20 @@ export class DeliveryRate {
     return Math.min(this.#max, Math.max(this.#floor, bytes));
   }
 
+  /**
+   * Takes a client that acknowledges deliveries before its first RECEIVED:
+   * a protocol 2 client sends none before BIND (docs/PROTOCOL.md §4.8), so
+   * that nothing unanswered goes just before it. Its batches are the floor
+   * until RECEIVEDs give its timeout and a rate.
+   */
+  expectAcknowledgements(): void {
+    if (this.#heard) return;
+    this.#heard = true;
+    // Not 0 ("never times out"): unknown, which the floor covers, since no
+    // rate can be measured before a RECEIVED brings the real timeout.
+    this.#timeoutMs = Number.POSITIVE_INFINITY;
+  }
+
   /** Counts a frame handed to the socket (its size on the wire). */
   noteSent(bytes: number): void {
     this.#sent += bytes;

@@ -676,6 +676,39 @@ Deno.test("Connection sends frames queued behind a compressing upload intact and
   await test.connection.close();
 });
 
+Deno.test("Connection on protocol 2 sends no RECEIVED before its first BIND", async () => {
+  const test = setup();
+  const client = test.client();
+  client.connectionOpened = (channel) => {
+    client.channel = channel;
+    channel.send({
+      type: MessageType.Bind,
+      sessionId: channel.sessionId,
+      path: "/~/notes",
+      clientIdentity: null,
+      downloadCursor: 0,
+      uploadCursor: 0,
+    });
+  };
+  test.connection.attach(client);
+  await flush();
+  const socket = test.sockets.last;
+  socket.open();
+  socket.receive({
+    type: MessageType.HandshakeReply,
+    version: 2,
+    userId: "u1",
+    maxMessageBytes: 16 * 1024 * 1024,
+  });
+  // A RECEIVED here would hold the BIND behind Nagle until the server's
+  // delayed ACK (PROTOCOL.md §4.8).
+  assert.deepEqual(
+    socket.sent.slice(1).map((message) => message.type),
+    [MessageType.Bind],
+  );
+  await test.connection.close();
+});
+
 Deno.test("Connection acknowledges with RECEIVED right after HANDSHAKE_REPLY and then every 8 KiB of server frames on a large frame, counting per socket", async () => {
   const test = setup({
     keepalive: {

@@ -86,6 +86,34 @@ Deno.test("DOWNLOADs start at the floor for a client that sends RECEIVED and, on
   assert.ok(sizes.every((size) => size <= BATCH_BYTES), `sizes ${sizes}`);
 });
 
+Deno.test("A protocol 2 client's first DOWNLOADs are floor-sized without a RECEIVED before BIND; a protocol 1 client's are not", async () => {
+  await using test = await startTestServer({
+    downloadBatchBytes: BATCH_BYTES,
+    compression: false,
+    history: { snapshots: false },
+  });
+  const login = await test.login();
+  await seed(test, login.accessToken);
+  const firstDownload = async (version: number) => {
+    await using reader = await ProtocolClient.connect(test.url);
+    await reader.handshake(login.accessToken, {
+      minVersion: version,
+      maxVersion: version,
+    });
+    // No RECEIVED: protocol 2 clients send none before BIND (PROTOCOL.md
+    // §4.8), so nothing unanswered holds the BIND behind Nagle.
+    await reader.bind(2, "/~/notes");
+    const frame = await reader.nextFrame(AbortSignal.timeout(20_000));
+    assert.equal(frame.message.type, MessageType.Download);
+    return frame.bytes;
+  };
+  const second = await firstDownload(2);
+  assert.ok(second <= DOWNLOAD_FLOOR_BYTES, `protocol 2 first: ${second}`);
+  // Protocol 1 without a RECEIVED is a client that cannot acknowledge.
+  const first = await firstDownload(1);
+  assert.ok(first > BATCH_BYTES - 2_200, `protocol 1 first: ${first}`);
+});
+
 Deno.test("a RECEIVED that counts more bytes than were sent, or fewer than before, is a protocol violation", async (t) => {
   await using test = await startTestServer();
   const login = await test.login();

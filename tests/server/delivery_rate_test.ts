@@ -156,6 +156,26 @@ Deno.test("DeliveryRate starts at the floor once the client acknowledges, and a 
   assert.equal(small.batchBytes, 4096);
 });
 
+Deno.test("DeliveryRate.expectAcknowledgements: the floor before any RECEIVED, then the RECEIVED's timeout decides", () => {
+  const estimator = new DeliveryRate(MAX);
+  estimator.expectAcknowledgements();
+  assert.equal(estimator.batchBytes, DOWNLOAD_FLOOR_BYTES);
+  estimator.noteSent(100_000);
+  assert.equal(estimator.batchBytes, DOWNLOAD_FLOOR_BYTES);
+  assert.equal(estimator.isFast, false);
+  // A client that says it never times out gets the maximum, as before.
+  assert.ok(estimator.noteReceived(20_000, 0, 1_000));
+  assert.equal(estimator.batchBytes, MAX);
+  // Calling it again later changes nothing.
+  estimator.expectAcknowledgements();
+  assert.equal(estimator.batchBytes, MAX);
+  const timed = new DeliveryRate(MAX);
+  timed.expectAcknowledgements();
+  timed.noteSent(30);
+  assert.ok(timed.noteReceived(30, 120_000, 1_000));
+  assert.equal(timed.batchBytes, DOWNLOAD_FLOOR_BYTES);
+});
+
 Deno.test("DeliveryRate refuses a count above what was sent or below an earlier one", () => {
   const estimator = new DeliveryRate(MAX);
   estimator.noteSent(100);
