@@ -40,22 +40,12 @@ export function timeKv(kv: Deno.Kv, observe: KvObserver): Deno.Kv {
         case "atomic":
           return () => {
             const operation = target.atomic();
-            // check/set/… return the operation itself: answer with the
-            // wrapper, so the chain's final commit() is the timed one.
-            const wrapper: Deno.AtomicOperation = new Proxy(operation, {
-              get(inner, name) {
-                if (name === "commit") {
-                  return () => timed("commit", () => inner.commit());
-                }
-                const member = Reflect.get(inner, name, inner);
-                if (typeof member !== "function") return member;
-                return (...args: unknown[]) => {
-                  const result = member.apply(inner, args);
-                  return result === inner ? wrapper : result;
-                };
-              },
-            });
-            return wrapper;
+            // check/set/… return the operation itself, so an own `commit`
+            // on it makes the chain's final commit() the timed one. No
+            // Proxy: a commit per upload went through one for every call.
+            const commit = operation.commit.bind(operation);
+            operation.commit = () => timed("commit", commit);
+            return operation;
           };
       }
       const value = Reflect.get(target, property, target);
