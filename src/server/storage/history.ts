@@ -76,8 +76,17 @@ export interface HistoryItem {
  * client's cursor on a lost version from one on its own.
  */
 export function randomVersionSalt(): number {
-  return crypto.getRandomValues(new Uint32Array(1))[0]! || 1;
+  // One getRandomValues call per 256 salts, not per version: the call
+  // crosses into Rust and allocated an array on every commit.
+  if (saltsLeft === 0) {
+    crypto.getRandomValues(saltPool);
+    saltsLeft = saltPool.length;
+  }
+  return saltPool[--saltsLeft]! || 1;
 }
+
+const saltPool = new Uint32Array(256);
+let saltsLeft = 0;
 
 /** Thrown when an upload's identity is unknown or its salt is wrong. */
 export class UnknownIdentityError extends Error {

@@ -38,25 +38,7 @@ export function timeKv(kv: Deno.Kv, observe: KvObserver): Deno.Kv {
             options?: { consistency?: Deno.KvConsistencyLevel },
           ) => timed("get_many", () => target.getMany(keys, options));
         case "atomic":
-          return () => {
-            const operation = target.atomic();
-            // check/set/… return the operation itself: answer with the
-            // wrapper, so the chain's final commit() is the timed one.
-            const wrapper: Deno.AtomicOperation = new Proxy(operation, {
-              get(inner, name) {
-                if (name === "commit") {
-                  return () => timed("commit", () => inner.commit());
-                }
-                const member = Reflect.get(inner, name, inner);
-                if (typeof member !== "function") return member;
-                return (...args: unknown[]) => {
-                  const result = member.apply(inner, args);
-                  return result === inner ? wrapper : result;
-                };
-              },
-            });
-            return wrapper;
-          };
+          return () => new TimedAtomic(target.atomic(), timed);
       }
       const value = Reflect.get(target, property, target);
       if (typeof value !== "function") return value;
@@ -68,4 +50,79 @@ export function timeKv(kv: Deno.Kv, observe: KvObserver): Deno.Kv {
       return method;
     },
   });
+}
+
+/**
+ * An atomic operation whose `commit` is timed. A class forwarding each
+ * member, not a Proxy: every upload's commit builds one, and each check or
+ * set went through a trap and a fresh closure. The operation is not
+ * changed in place, as a store passed in may wrap it in its own way.
+ */
+class TimedAtomic implements Deno.AtomicOperation {
+  #inner: Deno.AtomicOperation;
+  #timed: <T>(op: KvOperation, run: () => Promise<T>) => Promise<T>;
+
+  constructor(
+    inner: Deno.AtomicOperation,
+    timed: <T>(op: KvOperation, run: () => Promise<T>) => Promise<T>,
+  ) {
+    this.#inner = inner;
+    this.#timed = timed;
+  }
+
+  check(...checks: Deno.AtomicCheck[]): this {
+    this.#inner.check(...checks);
+    return this;
+  }
+
+  mutate(...mutations: Deno.KvMutation[]): this {
+    this.#inner.mutate(...mutations);
+    return this;
+  }
+
+  sum(key: Deno.KvKey, n: bigint): this {
+    this.#inner.sum(key, n);
+    return this;
+  }
+
+  min(key: Deno.KvKey, n: bigint): this {
+    this.#inner.min(key, n);
+    return this;
+  }
+
+  max(key: Deno.KvKey, n: bigint): this {
+    this.#inner.max(key, n);
+    return this;
+  }
+
+  set(
+    key: Deno.KvKey,
+    value: unknown,
+    options?: { expireIn?: number },
+  ): this {
+    this.#inner.set(key, value, options);
+    return this;
+  }
+
+  delete(key: Deno.KvKey): this {
+    this.#inner.delete(key);
+    return this;
+  }
+
+  enqueue(
+    value: unknown,
+    options?: {
+      delay?: number;
+      keysIfUndelivered?: Deno.KvKey[];
+      backoffSchedule?: number[];
+    },
+  ): this {
+    this.#inner.enqueue(value, options);
+    return this;
+  }
+
+  commit(): Promise<Deno.KvCommitResult | Deno.KvCommitError> {
+    const inner = this.#inner;
+    return this.#timed("commit", () => inner.commit());
+  }
 }
