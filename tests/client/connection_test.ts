@@ -1,3 +1,4 @@
+// Connection tests: dialing, handshake, keepalive, RECEIVED acknowledgements and reconnects, over fake sockets and a fake clock.
 import assert from "node:assert/strict";
 import { DEFAULT_RECONNECT } from "../../src/client/backoff.ts";
 import {
@@ -141,14 +142,45 @@ function advanceAlive(
   }
 }
 
+/** Attaches `client` and opens its socket (no handshake reply yet). */
+async function openSocket(
+  test: ReturnType<typeof setup>,
+  client: RecordingClient,
+) {
+  test.connection.attach(client);
+  await flush();
+  const socket = test.sockets.last;
+  socket.open();
+  return socket;
+}
+
+/**
+ * Like {@linkcode openSocket}, with a client that binds the moment its
+ * channel opens, as a session does.
+ */
+function openBinding(
+  test: ReturnType<typeof setup>,
+  client: RecordingClient,
+) {
+  client.connectionOpened = (channel) => {
+    client.channel = channel;
+    channel.send({
+      type: MessageType.Bind,
+      sessionId: channel.sessionId,
+      path: "/~/notes",
+      clientIdentity: null,
+      downloadCursor: 0,
+      uploadCursor: 0,
+    });
+  };
+  return openSocket(test, client);
+}
+
 async function connect(
   setupResult: ReturnType<typeof setup>,
   client: RecordingClient,
 ) {
-  setupResult.connection.attach(client);
-  await flush();
-  const socket = setupResult.sockets.last;
-  socket.open();
+  const socket = await openSocket(setupResult, client);
   socket.acceptHandshake();
   return socket;
 }
@@ -679,21 +711,7 @@ Deno.test("Connection sends frames queued behind a compressing upload intact and
 Deno.test("Connection on protocol 2 sends no RECEIVED before its first BIND", async () => {
   const test = setup();
   const client = test.client();
-  client.connectionOpened = (channel) => {
-    client.channel = channel;
-    channel.send({
-      type: MessageType.Bind,
-      sessionId: channel.sessionId,
-      path: "/~/notes",
-      clientIdentity: null,
-      downloadCursor: 0,
-      uploadCursor: 0,
-    });
-  };
-  test.connection.attach(client);
-  await flush();
-  const socket = test.sockets.last;
-  socket.open();
+  const socket = await openBinding(test, client);
   socket.receive({
     type: MessageType.HandshakeReply,
     version: 2,
@@ -719,22 +737,7 @@ Deno.test("Connection acknowledges with RECEIVED right after HANDSHAKE_REPLY and
     },
   });
   const client = test.client();
-  // Binds the moment its channel opens, as a session does.
-  client.connectionOpened = (channel) => {
-    client.channel = channel;
-    channel.send({
-      type: MessageType.Bind,
-      sessionId: channel.sessionId,
-      path: "/~/notes",
-      clientIdentity: null,
-      downloadCursor: 0,
-      uploadCursor: 0,
-    });
-  };
-  test.connection.attach(client);
-  await flush();
-  const socket = test.sockets.last;
-  socket.open();
+  const socket = await openBinding(test, client);
   const replyBytes = socket.receive({
     type: MessageType.HandshakeReply,
     version: 1,
