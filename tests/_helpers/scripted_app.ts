@@ -1,4 +1,5 @@
 import { App, type AppOptions } from "../../src/client/app.ts";
+import { Credentials } from "../../src/client/credentials.ts";
 import {
   type ClientMessage,
   MessageType,
@@ -81,6 +82,23 @@ export function boundSession(socket: FakeWebSocket, path: string): number {
     .at(-1);
   if (bind === undefined) throw new Error(`No BIND for ${path}`);
   return bind.sessionId;
+}
+
+/**
+ * Logs in anonymously, opens the realm at `path` and brings its session to
+ * bound and identified on the next socket (MARKs left unanswered).
+ */
+export async function openBoundRealm(
+  app: App,
+  sockets: FakeSockets,
+  path: string,
+) {
+  const user = await app.logIn(Credentials.anonymous());
+  const realm = await user.openRealm({ path });
+  const socket = await acceptConnection(sockets);
+  const sessionId = boundSession(socket, path);
+  await ident(socket, path);
+  return { user, realm, socket, sessionId };
 }
 
 /** Sends IDENT to the last BIND for `path` that had no identity. */

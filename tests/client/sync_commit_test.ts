@@ -15,18 +15,15 @@ import type {
   StorageBatch,
   StoredRealm,
 } from "../../src/client/storage/storage.ts";
-import { Credentials } from "../../src/client/credentials.ts";
 import {
   type DownloadMessage,
   MessageType,
   type ServerMessage,
 } from "../../src/protocol/messages.ts";
 import {
-  acceptConnection,
   answerMarks,
-  boundSession,
   flush,
-  ident,
+  openBoundRealm,
   remoteChangeset,
   scriptedApp,
 } from "../_helpers/scripted_app.ts";
@@ -251,11 +248,11 @@ Deno.test("MemoryStorage.commitNow() commits like commit() and throws a TypeErro
 Deno.test("A session integrates a DOWNLOAD before the socket's message handler returns when nothing is ahead of it, and behind a message still being handled otherwise, in order", async () => {
   const { app, sockets } = scriptedApp();
   try {
-    const user = await app.logIn(Credentials.anonymous());
-    const realm = await user.openRealm({ path: "/~/a" });
-    const socket = await acceptConnection(sockets);
-    const sessionId = boundSession(socket, "/~/a");
-    await ident(socket, "/~/a");
+    const { realm, socket, sessionId } = await openBoundRealm(
+      app,
+      sockets,
+      "/~/a",
+    );
     await answerMarks(socket);
     const downloadOf = (serverVersion: number): ServerMessage => ({
       type: MessageType.Download,

@@ -21,6 +21,7 @@ import {
   download,
   flush,
   ident,
+  openBoundRealm,
   remoteChangeset,
   scriptedApp,
   sentFor,
@@ -37,19 +38,8 @@ function recorder() {
 
 async function openBound(options: Parameters<typeof scriptedApp>[0] = {}) {
   const scripted = scriptedApp(options);
-  const user = await scripted.app.logIn(Credentials.anonymous());
-  const realm = await user.openRealm({ path: "/~/a" });
-  const socket = await acceptConnection(scripted.sockets);
-  const sessionId = boundSession(socket, "/~/a");
-  await ident(socket, "/~/a");
-  return {
-    ...scripted,
-    user,
-    realm,
-    socket,
-    sessionId,
-    session: realm.syncSession,
-  };
+  const bound = await openBoundRealm(scripted.app, scripted.sockets, "/~/a");
+  return { ...scripted, ...bound, session: bound.realm.syncSession };
 }
 
 Deno.test("SyncSession upload progress: exact figures in both modes; an upload counts once acknowledged", async () => {
