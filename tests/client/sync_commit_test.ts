@@ -66,6 +66,20 @@ class CountingStorage extends MemoryStorage {
   }
 }
 
+/**
+ * A realm on a {@linkcode CountingStorage}, with the client versions of its
+ * local commits as they are heard.
+ */
+async function openHearingLocalCommits() {
+  const storage = new CountingStorage();
+  const realm = await LocalRealm.open(storage, () => 1_000);
+  const heard: number[] = [];
+  realm.listen({
+    onLocalCommit: (pending) => heard.push(pending.changeset.clientVersion),
+  });
+  return { storage, realm, heard };
+}
+
 /** A storage without `commitNow`, whose commits wait for `release()`. */
 class GatedStorage implements RealmStorage {
   inner = new MemoryStorage();
@@ -179,12 +193,7 @@ Deno.test("LocalRealm.integrateNow() throws what the storage's commitNow threw, 
 });
 
 Deno.test("A lone local write on a synchronous storage is committed and heard before write() settles", async () => {
-  const storage = new CountingStorage();
-  const realm = await LocalRealm.open(storage, () => 1_000);
-  const heard: number[] = [];
-  realm.listen({
-    onLocalCommit: (pending) => heard.push(pending.changeset.clientVersion),
-  });
+  const { storage, realm, heard } = await openHearingLocalCommits();
   const before = storage.batches.length;
   const written = realm.write((tx) => tx.put("T", "a", { n: 1 }));
   const result = await written;
@@ -201,12 +210,7 @@ Deno.test("A lone local write on a synchronous storage is committed and heard be
 });
 
 Deno.test("A failed synchronous commit of a local write fails it and every later write", async () => {
-  const storage = new CountingStorage();
-  const realm = await LocalRealm.open(storage, () => 1_000);
-  const heard: number[] = [];
-  realm.listen({
-    onLocalCommit: (pending) => heard.push(pending.changeset.clientVersion),
-  });
+  const { storage, realm, heard } = await openHearingLocalCommits();
   storage.fail = new Error("disk on fire");
   await assert.rejects(
     realm.write((tx) => tx.put("T", "a", { n: 1 })),
