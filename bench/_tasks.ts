@@ -7,7 +7,10 @@
  *
  * @module
  */
+import type { LocalRealm } from "../src/client/local_realm.ts";
+import type { RealmStorage } from "../src/client/storage/storage.ts";
 import type { Instruction } from "../src/model/changeset.ts";
+import type { CompiledQuery } from "../src/model/query.ts";
 import type { DownloadMessage } from "../src/protocol/messages.ts";
 
 /** Objects in the realm. */
@@ -73,6 +76,30 @@ export function taskBootstrap(): DownloadMessage[] {
     bootstrap.push(download(start / BATCH + 1, 1_000, instructions));
   }
   return bootstrap;
+}
+
+/** What a bench runs of one checkout's `src/`. */
+export interface RealmImplementation {
+  /** Opens an empty realm on memory storage. */
+  open(): Promise<LocalRealm>;
+  compileQuery(query: unknown): CompiledQuery;
+}
+
+/** Loads {@linkcode RealmImplementation} from the checkout at `root`. */
+export async function loadRealm(root: URL): Promise<RealmImplementation> {
+  const local = await import(new URL("src/client/local_realm.ts", root).href);
+  const memory = await import(
+    new URL("src/client/storage/memory.ts", root).href
+  );
+  const query = await import(new URL("src/model/query.ts", root).href);
+  return {
+    open: () =>
+      local.LocalRealm.open(
+        new memory.MemoryStorage() as RealmStorage,
+        () => 1_000,
+      ),
+    compileQuery: query.compileQuery,
+  };
 }
 
 /** The value after `name` on the command line, if given. */

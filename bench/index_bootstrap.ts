@@ -18,40 +18,18 @@
  * @module
  */
 import process from "node:process";
-import type { LocalRealm } from "../src/client/local_realm.ts";
-import type { RealmStorage } from "../src/client/storage/storage.ts";
-import type { CompiledQuery } from "../src/model/query.ts";
 import {
   BUCKETS,
   implementations,
+  loadRealm,
   median,
   OBJECTS,
   option,
+  type RealmImplementation,
   taskBootstrap,
 } from "./_tasks.ts";
 
 const WRITES = 100;
-
-interface Implementation {
-  open(): Promise<LocalRealm>;
-  compileQuery(query: unknown): CompiledQuery;
-}
-
-async function load(root: URL): Promise<Implementation> {
-  const local = await import(new URL("src/client/local_realm.ts", root).href);
-  const memory = await import(
-    new URL("src/client/storage/memory.ts", root).href
-  );
-  const query = await import(new URL("src/model/query.ts", root).href);
-  return {
-    open: () =>
-      local.LocalRealm.open(
-        new memory.MemoryStorage() as RealmStorage,
-        () => 1_000,
-      ),
-    compileQuery: query.compileQuery,
-  };
-}
 
 const bootstrap = taskBootstrap();
 
@@ -62,7 +40,10 @@ const cpu = (before: ReturnType<typeof process.cpuUsage>) => {
 };
 
 /** CPU ms of: the bootstrap, the first two queries, the writes. */
-async function run(impl: Implementation, indexes: boolean): Promise<number[]> {
+async function run(
+  impl: RealmImplementation,
+  indexes: boolean,
+): Promise<number[]> {
   const realm = await impl.open();
   if (indexes) realm.queries.ensureIndexes({ Task: ["bucket", "n"] });
   const equal = impl.compileQuery({ where: { bucket: 7 } });
@@ -96,7 +77,7 @@ async function run(impl: Implementation, indexes: boolean): Promise<number[]> {
 }
 
 const reps = Number(option("--reps") ?? 5);
-const impls = await implementations(load);
+const impls = await implementations(loadRealm);
 const ROWS = [
   "none: bootstrap",
   "2 indexes: bootstrap",

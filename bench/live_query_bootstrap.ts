@@ -21,32 +21,22 @@
  */
 import process from "node:process";
 import type { LiveSnapshot } from "../src/client/query_engine.ts";
-import type { LocalRealm } from "../src/client/local_realm.ts";
-import type { RealmStorage } from "../src/client/storage/storage.ts";
-import { implementations, median, option, taskBootstrap } from "./_tasks.ts";
+import {
+  implementations,
+  loadRealm,
+  median,
+  option,
+  type RealmImplementation,
+  taskBootstrap,
+} from "./_tasks.ts";
 
-interface Implementation {
-  open(): Promise<LocalRealm>;
-  compileQuery(query: unknown): never;
+interface Implementation extends RealmImplementation {
   materialize(snapshot: LiveSnapshot): { objects: unknown[] };
 }
 
 async function load(root: URL): Promise<Implementation> {
-  const local = await import(new URL("src/client/local_realm.ts", root).href);
   const engine = await import(new URL("src/client/query_engine.ts", root).href);
-  const memory = await import(
-    new URL("src/client/storage/memory.ts", root).href
-  );
-  const query = await import(new URL("src/model/query.ts", root).href);
-  return {
-    open: () =>
-      local.LocalRealm.open(
-        new memory.MemoryStorage() as RealmStorage,
-        () => 1_000,
-      ),
-    compileQuery: query.compileQuery,
-    materialize: engine.materialize,
-  };
+  return { ...await loadRealm(root), materialize: engine.materialize };
 }
 
 const bootstrap = taskBootstrap();
