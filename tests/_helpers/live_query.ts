@@ -8,9 +8,12 @@ import {
   materialize,
   type QueryEngine,
 } from "../../src/client/query_engine.ts";
+import type { LocalRealm } from "../../src/client/local_realm.ts";
 import type { RealmObject } from "../../src/client/realm.ts";
 import type { CompiledQuery } from "../../src/model/query.ts";
 import { compileQuery } from "../../src/model/query.ts";
+import type { Fields } from "../../src/model/value.ts";
+import type { Prng } from "./prng.ts";
 
 /**
  * Applies a live-query change set to the previous result the way a UI
@@ -124,4 +127,25 @@ export function checkWatched(
   assertPatches(entry.current, item, label);
   entry.current = item.objects;
   return item;
+}
+
+/**
+ * One local transaction over the objects `ids` of type `T`: each deleted,
+ * updated (if it exists) or put, at random, with fields from `fields`.
+ */
+export function writeRandomly(
+  realm: LocalRealm,
+  ids: readonly string[],
+  prng: Prng,
+  fields: (prng: Prng) => Fields,
+): Promise<unknown> {
+  return realm.write((tx) => {
+    for (const id of ids) {
+      const roll = prng.int(4);
+      if (roll === 0) tx.delete("T", id);
+      else if (roll === 1 && realm.exists("T", id)) {
+        tx.update("T", id, fields(prng));
+      } else tx.put("T", id, fields(prng));
+    }
+  });
 }

@@ -16,7 +16,11 @@ import {
   remove,
   serverChangeset,
 } from "../_helpers/changesets.ts";
-import { checkWatched, watchAll } from "../_helpers/live_query.ts";
+import {
+  checkWatched,
+  watchAll,
+  writeRandomly,
+} from "../_helpers/live_query.ts";
 import { Prng, testSeed } from "../_helpers/prng.ts";
 
 /** Values of every kind the order and the routes tell apart. */
@@ -125,15 +129,7 @@ Deno.test("Live queries, randomized: repeated objects in one DOWNLOAD, batches i
       } else if (roll < 5) {
         // A local transaction: one instruction per object.
         const chosen = prng.shuffle([...universe]).slice(0, 1 + prng.int(6));
-        await realm.write((tx) => {
-          for (const id of chosen) {
-            const choice = prng.int(4);
-            if (choice === 0) tx.delete("T", id);
-            else if (choice === 1 && realm.exists("T", id)) {
-              tx.update("T", id, randomFields(prng));
-            } else tx.put("T", id, randomFields(prng));
-          }
-        });
+        await writeRandomly(realm, chosen, prng, randomFields);
       } else {
         // A DOWNLOAD of one to three changesets over a few objects, which
         // may touch one object several times (a put made stale by a later

@@ -16,7 +16,11 @@ import type { Fields } from "../../src/model/value.ts";
 import type { DownloadMessage } from "../../src/protocol/messages.ts";
 import { anonymousClient } from "../_helpers/e2e.ts";
 import { download, serverChangeset } from "../_helpers/changesets.ts";
-import { checkWatched, watchAll } from "../_helpers/live_query.ts";
+import {
+  checkWatched,
+  watchAll,
+  writeRandomly,
+} from "../_helpers/live_query.ts";
 import { Prng, testSeed } from "../_helpers/prng.ts";
 import { startTestServer } from "../_helpers/test_server.ts";
 
@@ -72,15 +76,7 @@ Deno.test("Live queries: random local and remote transactions; every item's chan
     const ids = prng.shuffle(Array.from({ length: 40 }, (_, i) => `o${i}`))
       .slice(0, count);
     if (prng.int(2) === 0) {
-      await realm.write((tx) => {
-        for (const id of ids) {
-          const roll = prng.int(4);
-          if (roll === 0) tx.delete("T", id);
-          else if (roll === 1 && realm.exists("T", id)) {
-            tx.update("T", id, randomFields(prng));
-          } else tx.put("T", id, randomFields(prng));
-        }
-      });
+      await writeRandomly(realm, ids, prng, randomFields);
     } else {
       const changesets: DownloadMessage["changesets"] = [];
       let rest = ids;
