@@ -1,4 +1,5 @@
 import { App, type AppOptions } from "../../src/client/app.ts";
+import type { Progress } from "../../src/client/progress.ts";
 import { Credentials } from "../../src/client/credentials.ts";
 import {
   type ClientMessage,
@@ -190,4 +191,27 @@ export function sentFor(
   return socket.sent.filter((message) =>
     "sessionId" in message && message.sessionId === sessionId
   );
+}
+
+/** One progress report: transferred, transferable, estimate. */
+export type ProgressEvent = [number, number, number];
+
+/** A progress callback that keeps every report it gets. */
+export function recorder() {
+  const events: ProgressEvent[] = [];
+  const callback = (_t: number, _T: number, p: Progress) =>
+    events.push([p.transferredBytes, p.transferableBytes, p.progressEstimate]);
+  return { events, callback };
+}
+
+/**
+ * A scripted app with the realm `/~/a` open and its session bound and
+ * identified (MARKs left unanswered).
+ */
+export async function openBound(
+  options: Parameters<typeof scriptedApp>[0] = {},
+) {
+  const scripted = scriptedApp(options);
+  const bound = await openBoundRealm(scripted.app, scripted.sockets, "/~/a");
+  return { ...scripted, ...bound, session: bound.realm.syncSession };
 }
