@@ -12,7 +12,7 @@ import { LocalRealm } from "../src/client/local_realm.ts";
 import { KvRealmStorage } from "../src/client/storage/kv.ts";
 import { MemoryStorage } from "../src/client/storage/memory.ts";
 import type { RealmStorage } from "../src/client/storage/storage.ts";
-import { MessageType } from "../src/protocol/messages.ts";
+import { download } from "./_tasks.ts";
 
 const WRITES = 10_000;
 const OBJECTS = 100_000;
@@ -84,19 +84,7 @@ const location = { userId: "u", path: "/u/big" };
         stamp: null,
       });
     }
-    await realm.integrate({
-      type: MessageType.Download,
-      sessionId: 1,
-      serverVersion: version,
-      lastIntegratedClientVersion: 0,
-      downloadableBytes: 0,
-      changesetBytes: 0,
-      changesets: [{
-        serverVersion: version,
-        stamp: { time: 1_000 + version, counter: 0, node: 99 },
-        instructions,
-      }],
-    });
+    await realm.integrate(download(version, 1_000 + version, instructions));
   }
   await realm.close();
 }

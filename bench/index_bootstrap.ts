@@ -18,70 +18,20 @@
  * @module
  */
 import process from "node:process";
-import type { Instruction } from "../src/model/changeset.ts";
-import type { DownloadMessage } from "../src/protocol/messages.ts";
-import type { LocalRealm } from "../src/client/local_realm.ts";
-import type { RealmStorage } from "../src/client/storage/storage.ts";
-import type { CompiledQuery } from "../src/model/query.ts";
+import {
+  BUCKETS,
+  implementations,
+  loadRealm,
+  median,
+  OBJECTS,
+  option,
+  type RealmImplementation,
+  taskBootstrap,
+} from "./_tasks.ts";
 
-const OBJECTS = 100_000;
-const BUCKETS = 1_000;
-const BATCH = 1_000;
 const WRITES = 100;
 
-interface Implementation {
-  open(): Promise<LocalRealm>;
-  compileQuery(query: unknown): CompiledQuery;
-}
-
-async function load(root: URL): Promise<Implementation> {
-  const local = await import(new URL("src/client/local_realm.ts", root).href);
-  const memory = await import(
-    new URL("src/client/storage/memory.ts", root).href
-  );
-  const query = await import(new URL("src/model/query.ts", root).href);
-  return {
-    open: () =>
-      local.LocalRealm.open(
-        new memory.MemoryStorage() as RealmStorage,
-        () => 1_000,
-      ),
-    compileQuery: query.compileQuery,
-  };
-}
-
-const bootstrap: DownloadMessage[] = [];
-for (let start = 0; start < OBJECTS; start += BATCH) {
-  const instructions: Instruction[] = [];
-  for (let i = start; i < start + BATCH; i++) {
-    instructions.push({
-      op: "put",
-      type: "Task",
-      id: `t${i}`,
-      fields: {
-        title: `task ${i}`,
-        bucket: i % BUCKETS,
-        n: (i * 7_919) % OBJECTS,
-        even: i % 2 === 0,
-      },
-      stamp: null,
-    });
-  }
-  const version = start / BATCH + 1;
-  bootstrap.push({
-    type: 0x43,
-    sessionId: 1,
-    serverVersion: version,
-    lastIntegratedClientVersion: 0,
-    downloadableBytes: 0,
-    changesetBytes: 0,
-    changesets: [{
-      serverVersion: version,
-      stamp: { time: 1_000, counter: 0, node: 99 },
-      instructions,
-    }],
-  });
-}
+const bootstrap = taskBootstrap();
 
 let sink = 0;
 const cpu = (before: ReturnType<typeof process.cpuUsage>) => {
@@ -90,7 +40,10 @@ const cpu = (before: ReturnType<typeof process.cpuUsage>) => {
 };
 
 /** CPU ms of: the bootstrap, the first two queries, the writes. */
-async function run(impl: Implementation, indexes: boolean): Promise<number[]> {
+async function run(
+  impl: RealmImplementation,
+  indexes: boolean,
+): Promise<number[]> {
   const realm = await impl.open();
   if (indexes) realm.queries.ensureIndexes({ Task: ["bucket", "n"] });
   const equal = impl.compileQuery({ where: { bucket: 7 } });
@@ -123,22 +76,8 @@ async function run(impl: Implementation, indexes: boolean): Promise<number[]> {
   return times;
 }
 
-function option(name: string): string | undefined {
-  const at = Deno.args.indexOf(name);
-  return at === -1 ? undefined : Deno.args[at + 1];
-}
-
 const reps = Number(option("--reps") ?? 5);
-const base = option("--base");
-const impls: [string, Implementation][] = [
-  ["this", await load(new URL("../", import.meta.url))],
-];
-if (base !== undefined) {
-  impls.unshift([
-    "base",
-    await load(new URL(`file://${base.replace(/\/?$/, "/")}`)),
-  ]);
-}
+const impls = await implementations(loadRealm);
 const ROWS = [
   "none: bootstrap",
   "2 indexes: bootstrap",
@@ -168,8 +107,6 @@ for (let rep = 0; rep < reps; rep++) {
     }
   }
 }
-const median = (values: number[]) =>
-  [...values].sort((a, b) => a - b)[values.length >> 1]!;
 console.log("| run | CPU min | CPU median |");
 console.log("| --- | ------- | ---------- |");
 for (const [label] of impls) {

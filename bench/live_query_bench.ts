@@ -17,58 +17,11 @@
 import { LocalRealm } from "../src/client/local_realm.ts";
 import { type LiveSnapshot, materialize } from "../src/client/query_engine.ts";
 import { MemoryStorage } from "../src/client/storage/memory.ts";
-import type { Instruction } from "../src/model/changeset.ts";
 import { compileQuery } from "../src/model/query.ts";
-import type { DownloadMessage } from "../src/protocol/messages.ts";
-
-const OBJECTS = 100_000;
-const BUCKETS = 1_000;
-const BATCH = 1_000;
-
-function fieldsOf(i: number) {
-  return {
-    title: `task ${i}`,
-    bucket: i % BUCKETS,
-    n: (i * 7_919) % OBJECTS,
-    even: i % 2 === 0,
-  };
-}
-
-function download(
-  serverVersion: number,
-  time: number,
-  instructions: Instruction[],
-): DownloadMessage {
-  return {
-    type: 0x43,
-    sessionId: 1,
-    serverVersion,
-    lastIntegratedClientVersion: 0,
-    downloadableBytes: 0,
-    changesetBytes: 0,
-    changesets: [{
-      serverVersion,
-      stamp: { time, counter: 0, node: 99 },
-      instructions,
-    }],
-  };
-}
+import { BUCKETS, download, OBJECTS, taskBootstrap } from "./_tasks.ts";
 
 /** The bootstrap: 100 DOWNLOAD messages of 1,000 objects each. */
-const bootstrap: DownloadMessage[] = [];
-for (let start = 0; start < OBJECTS; start += BATCH) {
-  const instructions: Instruction[] = [];
-  for (let i = start; i < start + BATCH; i++) {
-    instructions.push({
-      op: "put",
-      type: "Task",
-      id: `t${i}`,
-      fields: fieldsOf(i),
-      stamp: null,
-    });
-  }
-  bootstrap.push(download(start / BATCH + 1, 1_000, instructions));
-}
+const bootstrap = taskBootstrap();
 
 let sink = 0;
 const read = (snapshot: LiveSnapshot) => {

@@ -271,28 +271,16 @@ export class LiveScan<Q extends Scannable> {
         : type.holders.get(id);
       if (held === undefined) {
         // In no kept result (every new object): a record only if it
-        // enters one, and no mark needed (each query is reached once).
+        // enters one; a fresh step marks no query, so none is skipped.
         if (fields === undefined) continue;
-        const unrouted = type.unrouted;
-        for (let u = 0; u < unrouted.length; u++) {
-          const query = unrouted[u]!;
-          if (enter(query, id, fields)) {
-            record(query, id, undefined, fields, final, dirty);
-          }
-        }
-        examined += unrouted.length;
-        const routes = type.routes;
-        for (let r = 0; r < routes.length; r++) {
-          const queries = routes[r]!.lookup(fields);
-          if (queries === undefined) continue;
-          for (let q = 0; q < queries.length; q++) {
-            const query = queries[q]!;
-            examined++;
-            if (enter(query, id, fields)) {
-              record(query, id, undefined, fields, final, dirty);
-            }
-          }
-        }
+        examined += this.#enterNew(
+          type,
+          id,
+          fields,
+          final,
+          ++this.#step,
+          dirty,
+        );
         continue;
       }
       // Held: a record for each holder whatever happens (it stays, moves
@@ -315,31 +303,50 @@ export class LiveScan<Q extends Scannable> {
         record(held, id, old, enters ? fields : undefined, true, dirty);
       }
       if (fields === undefined) continue;
-      const unrouted = type.unrouted;
-      for (let u = 0; u < unrouted.length; u++) {
-        const query = unrouted[u]!;
+      examined += this.#enterNew(type, id, fields, final, step, dirty);
+    }
+    this.examined += examined;
+    return dirty;
+  }
+
+  /**
+   * Tests an object against the queries of its type that may now take it
+   * (the unrouted ones and those routed to a value it holds), skipping
+   * those marked with `step` (its holders, already recorded), and records
+   * each it enters. Returns how many queries were tested.
+   */
+  #enterNew(
+    type: TypeQueries<Q>,
+    id: string,
+    fields: Fields,
+    final: boolean,
+    step: number,
+    dirty: Q[],
+  ): number {
+    let examined = 0;
+    const unrouted = type.unrouted;
+    for (let u = 0; u < unrouted.length; u++) {
+      const query = unrouted[u]!;
+      if (query.seen === step) continue;
+      examined++;
+      if (enter(query, id, fields)) {
+        record(query, id, undefined, fields, final, dirty);
+      }
+    }
+    const routes = type.routes;
+    for (let r = 0; r < routes.length; r++) {
+      const queries = routes[r]!.lookup(fields);
+      if (queries === undefined) continue;
+      for (let q = 0; q < queries.length; q++) {
+        const query = queries[q]!;
         if (query.seen === step) continue;
         examined++;
         if (enter(query, id, fields)) {
           record(query, id, undefined, fields, final, dirty);
         }
       }
-      const routes = type.routes;
-      for (let r = 0; r < routes.length; r++) {
-        const queries = routes[r]!.lookup(fields);
-        if (queries === undefined) continue;
-        for (let q = 0; q < queries.length; q++) {
-          const query = queries[q]!;
-          if (query.seen === step) continue;
-          examined++;
-          if (enter(query, id, fields)) {
-            record(query, id, undefined, fields, final, dirty);
-          }
-        }
-      }
     }
-    this.examined += examined;
-    return dirty;
+    return examined;
   }
 }
 

@@ -3,11 +3,13 @@
  * { done: false })])`.
  */
 import type {
+  DownloadChangeset,
   Instruction,
   UploadChangeset,
 } from "../../src/model/changeset.ts";
 import type { Hlc } from "../../src/model/hlc.ts";
 import type { Fields } from "../../src/model/value.ts";
+import type { DownloadMessage } from "../../src/protocol/messages.ts";
 
 /** A put instruction (no own stamp). */
 export function put(type: string, id: string, fields: Fields): Instruction {
@@ -43,5 +45,41 @@ export function upload(
       options.node ?? 1,
     ),
     instructions,
+  };
+}
+
+/**
+ * A changeset as the server sends it at `serverVersion`, stamped at `time`
+ * by replica 99 (another client's).
+ */
+export function serverChangeset(
+  serverVersion: number,
+  time: number,
+  instructions: Instruction[],
+): DownloadChangeset {
+  return {
+    serverVersion,
+    stamp: { time, counter: 0, node: 99 },
+    instructions,
+  };
+}
+
+/**
+ * A DOWNLOAD for session 1 carrying `changesets` (no byte counts), that
+ * acknowledges the client's changesets up to version `ack`.
+ */
+export function download(
+  serverVersion: number,
+  changesets: DownloadChangeset[],
+  ack = 0,
+): DownloadMessage {
+  return {
+    type: 0x43,
+    sessionId: 1,
+    serverVersion,
+    lastIntegratedClientVersion: ack,
+    downloadableBytes: 0,
+    changesetBytes: 0,
+    changesets,
   };
 }

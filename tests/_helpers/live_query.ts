@@ -1,6 +1,19 @@
+/**
+ * Helpers for live-query tests: watching a list of queries and checking
+ * each item against the query recomputed from scratch.
+ */
 import assert from "node:assert/strict";
-import type { LiveQueryUpdate } from "../../src/client/query_engine.ts";
+import {
+  type LiveQueryUpdate,
+  materialize,
+  type QueryEngine,
+} from "../../src/client/query_engine.ts";
+import type { LocalRealm } from "../../src/client/local_realm.ts";
 import type { RealmObject } from "../../src/client/realm.ts";
+import type { CompiledQuery } from "../../src/model/query.ts";
+import { compileQuery } from "../../src/model/query.ts";
+import type { Fields } from "../../src/model/value.ts";
+import type { Prng } from "./prng.ts";
 
 /**
  * Applies a live-query change set to the previous result the way a UI
@@ -56,4 +69,83 @@ export function assertPatches<T>(
     objects,
     `${label}: the change set patches the previous result into the new one`,
   );
+}
+
+/** One live query under watch: its items so far and its current result. */
+export interface WatchedQuery {
+  readonly query: unknown;
+  readonly compiled: CompiledQuery;
+  /** Items delivered and not yet checked. */
+  readonly items: LiveQueryUpdate[];
+  readonly remove: () => void;
+  /** The result as the items so far leave it. */
+  current: readonly RealmObject<unknown>[];
+}
+
+/** Watches each of `queries` on objects of `type`, collecting its items. */
+export function watchAll(
+  engine: QueryEngine,
+  type: string,
+  queries: readonly unknown[],
+): WatchedQuery[] {
+  return queries.map((query) => {
+    const compiled = compileQuery(query);
+    const items: LiveQueryUpdate[] = [];
+    const { first, remove } = engine.watch(
+      type,
+      compiled,
+      (snapshot) => items.push(materialize(snapshot)),
+    );
+    return {
+      query,
+      compiled,
+      items,
+      remove,
+      current: materialize(first).objects,
+    };
+  });
+}
+
+/**
+ * Checks a watched query after one transaction against `fresh`, its result
+ * recomputed from scratch: at most one item; none only if nothing changed;
+ * otherwise the item is the fresh result and its change set patches the
+ * previous result into it. Returns the item (then the new current result).
+ */
+export function checkWatched(
+  entry: WatchedQuery,
+  fresh: readonly RealmObject<unknown>[],
+  label: string,
+): LiveQueryUpdate | undefined {
+  assert.ok(entry.items.length <= 1, `${label}: one item at most`);
+  const item = entry.items.shift();
+  if (item === undefined) {
+    assert.deepEqual(entry.current, fresh, `${label}: nothing changed`);
+    return undefined;
+  }
+  assert.deepEqual(item.objects, fresh, `${label}: the fresh result`);
+  assertPatches(entry.current, item, label);
+  entry.current = item.objects;
+  return item;
+}
+
+/**
+ * One local transaction over the objects `ids` of type `T`: each deleted,
+ * updated (if it exists) or put, at random, with fields from `fields`.
+ */
+export function writeRandomly(
+  realm: LocalRealm,
+  ids: readonly string[],
+  prng: Prng,
+  fields: (prng: Prng) => Fields,
+): Promise<unknown> {
+  return realm.write((tx) => {
+    for (const id of ids) {
+      const roll = prng.int(4);
+      if (roll === 0) tx.delete("T", id);
+      else if (roll === 1 && realm.exists("T", id)) {
+        tx.update("T", id, fields(prng));
+      } else tx.put("T", id, fields(prng));
+    }
+  });
 }

@@ -1,4 +1,6 @@
 import { App, type AppOptions } from "../../src/client/app.ts";
+import type { Progress } from "../../src/client/progress.ts";
+import { Credentials } from "../../src/client/credentials.ts";
 import {
   type ClientMessage,
   MessageType,
@@ -81,6 +83,23 @@ export function boundSession(socket: FakeWebSocket, path: string): number {
     .at(-1);
   if (bind === undefined) throw new Error(`No BIND for ${path}`);
   return bind.sessionId;
+}
+
+/**
+ * Logs in anonymously, opens the realm at `path` and brings its session to
+ * bound and identified on the next socket (MARKs left unanswered).
+ */
+export async function openBoundRealm(
+  app: App,
+  sockets: FakeSockets,
+  path: string,
+) {
+  const user = await app.logIn(Credentials.anonymous());
+  const realm = await user.openRealm({ path });
+  const socket = await acceptConnection(sockets);
+  const sessionId = boundSession(socket, path);
+  await ident(socket, path);
+  return { user, realm, socket, sessionId };
 }
 
 /** Sends IDENT to the last BIND for `path` that had no identity. */
@@ -172,4 +191,27 @@ export function sentFor(
   return socket.sent.filter((message) =>
     "sessionId" in message && message.sessionId === sessionId
   );
+}
+
+/** One progress report: transferred, transferable, estimate. */
+export type ProgressEvent = [number, number, number];
+
+/** A progress callback that keeps every report it gets. */
+export function recorder() {
+  const events: ProgressEvent[] = [];
+  const callback = (_t: number, _T: number, p: Progress) =>
+    events.push([p.transferredBytes, p.transferableBytes, p.progressEstimate]);
+  return { events, callback };
+}
+
+/**
+ * A scripted app with the realm `/~/a` open and its session bound and
+ * identified (MARKs left unanswered).
+ */
+export async function openBound(
+  options: Parameters<typeof scriptedApp>[0] = {},
+) {
+  const scripted = scriptedApp(options);
+  const bound = await openBoundRealm(scripted.app, scripted.sockets, "/~/a");
+  return { ...scripted, ...bound, session: bound.realm.syncSession };
 }

@@ -1,9 +1,21 @@
+// App and User: option checks, the URLs an App derives, logins, openRealm
+// validation, and the signal a login gives its fetch.
 import assert from "node:assert/strict";
 import { App } from "../../src/client/app.ts";
 import { Credentials } from "../../src/client/credentials.ts";
 import { FakeSockets } from "../_helpers/fake_socket.ts";
 import { scriptedApp } from "../_helpers/scripted_app.ts";
 import { countAbortListeners } from "../_helpers/abort_listeners.ts";
+
+/** A successful login answer, with tokens good for a minute. */
+function loginReply(): Response {
+  return Response.json({
+    userId: "u",
+    accessToken: "a",
+    accessTokenExpiresAt: Date.now() + 60_000,
+    refreshToken: "r",
+  });
+}
 
 Deno.test("App rejects a base URL that is not http(s) and nonsense durations", () => {
   assert.throws(() => new App({ baseUrl: "not a url" }), TypeError);
@@ -44,14 +56,7 @@ Deno.test("App derives /login and ws(s)://…/sync from the base URL, keeping a 
       baseUrl: base!,
       fetch: ((url: string) => {
         urls.push(url);
-        return Promise.resolve(
-          Response.json({
-            userId: "u",
-            accessToken: "a",
-            accessTokenExpiresAt: Date.now() + 60_000,
-            refreshToken: "r",
-          }),
-        );
+        return Promise.resolve(loginReply());
       }) as never,
       WebSocket: sockets.WebSocket,
     });
@@ -136,14 +141,7 @@ Deno.test("App.logIn() lets go of the signal it gave the fetch once the login en
     fetch: ((_url: string, init: RequestInit) => {
       given.push(init.signal!);
       init.signal!.addEventListener("abort", () => reached++);
-      return Promise.resolve(
-        Response.json({
-          userId: "u",
-          accessToken: "a",
-          accessTokenExpiresAt: Date.now() + 60_000,
-          refreshToken: "r",
-        }),
-      );
+      return Promise.resolve(loginReply());
     }) as never,
     WebSocket: new FakeSockets().WebSocket,
   });

@@ -1,157 +1,23 @@
+// Connection tests: dialing, handshake, keepalive, RECEIVED acknowledgements and reconnects, over fake sockets and a fake clock.
 import assert from "node:assert/strict";
 import { DEFAULT_RECONNECT } from "../../src/client/backoff.ts";
-import {
-  type AccessToken,
-  Connection,
-  type ConnectionClient,
-  type ConnectionOptions,
-  type RetryInfo,
-  type SessionChannel,
-} from "../../src/client/connection.ts";
 import { DEFAULT_KEEPALIVE } from "../../src/client/keepalive.ts";
 import { SyncError } from "../../src/client/sync_error.ts";
 import { errorCodeNumber } from "../../src/protocol/error_codes.ts";
 import { encodeMessage } from "../../src/protocol/encode.ts";
-import {
-  MessageType,
-  type ServerMessage,
-} from "../../src/protocol/messages.ts";
+import { MessageType } from "../../src/protocol/messages.ts";
 import {
   MIN_PROTOCOL_VERSION,
   PROTOCOL_VERSION,
 } from "../../src/protocol/version.ts";
-import { FakeClock } from "../_helpers/fake_clock.ts";
-import { FakeSockets } from "../_helpers/fake_socket.ts";
-
-/** Lets pending promise callbacks run (no timers are involved). */
-function flush(): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, 0));
-}
-
-class RecordingClient implements ConnectionClient {
-  events: string[] = [];
-  channel: SessionChannel | undefined;
-  messages: ServerMessage[] = [];
-  retries: RetryInfo[] = [];
-  errors: SyncError[] = [];
-  #start: number;
-
-  constructor(start: number) {
-    this.#start = start;
-  }
-
-  connectionConnecting(): void {
-    this.events.push("connecting");
-    this.channel = undefined;
-  }
-  connectionOpened(channel: SessionChannel): void {
-    this.events.push(`opened ${channel.sessionId}`);
-    this.channel = channel;
-  }
-  connectionMessage(message: ServerMessage): void {
-    this.messages.push(message);
-  }
-  connectionLost(
-    error: SyncError | undefined,
-    retry: RetryInfo | undefined,
-  ): void {
-    this.channel = undefined;
-    if (error) this.errors.push(error);
-    if (retry) this.retries.push(retry);
-    this.events.push(
-      `lost ${error?.code} retry ${retry?.attempt} in ${
-        retry ? retry.nextAttemptAt - this.#start : "-"
-      }`,
-    );
-  }
-  connectionFailed(error: SyncError): void {
-    this.errors.push(error);
-    this.events.push(`failed ${error.code}`);
-  }
-}
-
-class Tokens {
-  issued = 0;
-  freshRequests = 0;
-  failWith: unknown;
-  expiresInMs: number | undefined = undefined;
-  clock: FakeClock;
-  constructor(clock: FakeClock) {
-    this.clock = clock;
-  }
-  accessToken(fresh: boolean): Promise<AccessToken> {
-    if (fresh) this.freshRequests++;
-    if (this.failWith !== undefined) return Promise.reject(this.failWith);
-    if (fresh || this.issued === 0) this.issued++;
-    const now = this.clock.now();
-    return Promise.resolve({
-      token: `token-${this.issued}`,
-      expiresAt: this.expiresInMs === undefined
-        ? undefined
-        : now + this.expiresInMs,
-      obtainedAt: now,
-    });
-  }
-}
-
-function setup(overrides: Partial<ConnectionOptions> = {}) {
-  const clock = new FakeClock();
-  const sockets = new FakeSockets();
-  const tokens = new Tokens(clock);
-  const connection = new Connection({
-    url: "ws://test/sync",
-    WebSocket: sockets.WebSocket,
-    clock,
-    random: () => 0.5,
-    reconnect: { ...DEFAULT_RECONNECT, minDelayMs: 1_000, maxDelayMs: 8_000 },
-    keepalive: {
-      ...DEFAULT_KEEPALIVE,
-      pingIntervalMs: 1_000,
-      readTimeoutMs: 3_000,
-    },
-    connectTimeoutMs: 5_000,
-    lingerMs: 2_000,
-    tokens: {
-      accessToken: (fresh) => tokens.accessToken(fresh),
-    },
-    ...overrides,
-  });
-  const client = () => new RecordingClient(clock.now());
-  return { clock, sockets, tokens, connection, client };
-}
-
-/** Moves the clock to the scheduled retry and lets the dial start. */
-async function advanceToRetry(
-  test: ReturnType<typeof setup>,
-  client: RecordingClient,
-): Promise<void> {
-  test.clock.advance(client.retries.at(-1)!.nextAttemptAt - test.clock.now());
-  await flush();
-}
-
-/** Moves the clock while the server answers every second. */
-function advanceAlive(
-  test: ReturnType<typeof setup>,
-  socket: { receive(message: ServerMessage): number },
-  ms: number,
-): void {
-  for (let elapsed = 0; elapsed < ms; elapsed += 500) {
-    test.clock.advance(Math.min(500, ms - elapsed));
-    socket.receive({ type: MessageType.Pong, timestamp: test.clock.now() });
-  }
-}
-
-async function connect(
-  setupResult: ReturnType<typeof setup>,
-  client: RecordingClient,
-) {
-  setupResult.connection.attach(client);
-  await flush();
-  const socket = setupResult.sockets.last;
-  socket.open();
-  socket.acceptHandshake();
-  return socket;
-}
+import {
+  advanceAlive,
+  advanceToRetry,
+  connect,
+  flush,
+  openBinding,
+  setup,
+} from "../_helpers/connection_harness.ts";
 
 Deno.test("Connection dials on the first attach, sends HANDSHAKE with the token, and opens a channel", async () => {
   const test = setup();
@@ -679,21 +545,7 @@ Deno.test("Connection sends frames queued behind a compressing upload intact and
 Deno.test("Connection on protocol 2 sends no RECEIVED before its first BIND", async () => {
   const test = setup();
   const client = test.client();
-  client.connectionOpened = (channel) => {
-    client.channel = channel;
-    channel.send({
-      type: MessageType.Bind,
-      sessionId: channel.sessionId,
-      path: "/~/notes",
-      clientIdentity: null,
-      downloadCursor: 0,
-      uploadCursor: 0,
-    });
-  };
-  test.connection.attach(client);
-  await flush();
-  const socket = test.sockets.last;
-  socket.open();
+  const socket = await openBinding(test, client);
   socket.receive({
     type: MessageType.HandshakeReply,
     version: 2,
@@ -719,22 +571,7 @@ Deno.test("Connection acknowledges with RECEIVED right after HANDSHAKE_REPLY and
     },
   });
   const client = test.client();
-  // Binds the moment its channel opens, as a session does.
-  client.connectionOpened = (channel) => {
-    client.channel = channel;
-    channel.send({
-      type: MessageType.Bind,
-      sessionId: channel.sessionId,
-      path: "/~/notes",
-      clientIdentity: null,
-      downloadCursor: 0,
-      uploadCursor: 0,
-    });
-  };
-  test.connection.attach(client);
-  await flush();
-  const socket = test.sockets.last;
-  socket.open();
+  const socket = await openBinding(test, client);
   const replyBytes = socket.receive({
     type: MessageType.HandshakeReply,
     version: 1,

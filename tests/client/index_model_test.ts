@@ -8,6 +8,7 @@ import type { Instruction } from "../../src/model/changeset.ts";
 import { compileQuery } from "../../src/model/query.ts";
 import type { Fields, Value } from "../../src/model/value.ts";
 import type { DownloadMessage } from "../../src/protocol/messages.ts";
+import { download, serverChangeset } from "../_helpers/changesets.ts";
 import { Prng, testSeed } from "../_helpers/prng.ts";
 
 // Every kind of the value order, with values a hash would confuse (0 and
@@ -60,23 +61,21 @@ const BOUNDS: [Value, Value][] = [
   [{}, { a: 1 }],
 ];
 
-function download(
+/** A DOWNLOAD whose changesets end at `serverVersion`, one version each. */
+function remote(
   serverVersion: number,
   changesets: { time: number; instructions: Instruction[] }[],
 ): DownloadMessage {
-  return {
-    type: 0x43,
-    sessionId: 1,
+  return download(
     serverVersion,
-    lastIntegratedClientVersion: 0,
-    downloadableBytes: 0,
-    changesetBytes: 0,
-    changesets: changesets.map(({ time, instructions }, i) => ({
-      serverVersion: serverVersion - changesets.length + 1 + i,
-      stamp: { time, counter: 0, node: 99 },
-      instructions,
-    })),
-  };
+    changesets.map(({ time, instructions }, i) =>
+      serverChangeset(
+        serverVersion - changesets.length + 1 + i,
+        time,
+        instructions,
+      )
+    ),
+  );
 }
 
 Deno.test("Indexes, randomized: indexed queries (eq, in, every range operator, each kind) give what a scan gives, and examine only matches, through local, remote and bootstrap-sized transactions", async () => {
@@ -181,7 +180,7 @@ Deno.test("Indexes, randomized: indexed queries (eq, in, every range operator, e
       }
       serverVersion += 2;
       time += 10;
-      await realm.integrate(download(serverVersion, [
+      await realm.integrate(remote(serverVersion, [
         { time: time - 5, instructions: dedupe(first) },
         { time, instructions: second },
       ]));
@@ -207,7 +206,7 @@ Deno.test("Indexes, randomized: indexed queries (eq, in, every range operator, e
       serverVersion++;
       time += 10;
       await realm.integrate(
-        download(serverVersion, [{ time, instructions: dedupe(instructions) }]),
+        remote(serverVersion, [{ time, instructions: dedupe(instructions) }]),
       );
     } else {
       // A local transaction: puts, updates that move an object to another

@@ -3,20 +3,24 @@
 // every value kind, checked against the query recomputed from scratch.
 import assert from "node:assert/strict";
 import { LocalRealm } from "../../src/client/local_realm.ts";
-import {
-  type LiveQueryUpdate,
-  materialize,
-} from "../../src/client/query_engine.ts";
-import type { RealmObject } from "../../src/client/realm.ts";
 import { MemoryStorage } from "../../src/client/storage/memory.ts";
 import type {
   DownloadChangeset,
   Instruction,
 } from "../../src/model/changeset.ts";
-import { compileQuery, runQuery } from "../../src/model/query.ts";
+import { runQuery } from "../../src/model/query.ts";
 import type { Fields, Value } from "../../src/model/value.ts";
-import type { DownloadMessage } from "../../src/protocol/messages.ts";
-import { assertPatches } from "../_helpers/live_query.ts";
+import {
+  download,
+  put,
+  remove,
+  serverChangeset,
+} from "../_helpers/changesets.ts";
+import {
+  checkWatched,
+  watchAll,
+  writeRandomly,
+} from "../_helpers/live_query.ts";
 import { Prng, testSeed } from "../_helpers/prng.ts";
 
 /** Values of every kind the order and the routes tell apart. */
@@ -63,19 +67,6 @@ function randomFields(prng: Prng): Fields {
   return fields;
 }
 
-function download(serverVersion: number, changesets: DownloadChangeset[]) {
-  const message: DownloadMessage = {
-    type: 0x43,
-    sessionId: 1,
-    serverVersion,
-    lastIntegratedClientVersion: 0,
-    downloadableBytes: 0,
-    changesetBytes: 0,
-    changesets,
-  };
-  return message;
-}
-
 Deno.test("Live queries, randomized: repeated objects in one DOWNLOAD, batches into an empty type, routes and bounds over every value kind give the items and change sets of recomputing each query", async () => {
   const seed = testSeed();
   const prng = new Prng(seed);
@@ -85,22 +76,7 @@ Deno.test("Live queries, randomized: repeated objects in one DOWNLOAD, batches i
     const realm = await LocalRealm.open(new MemoryStorage(), () => 1_000);
     realm.queries.windowMargin = margin;
     const universe = Array.from({ length: 120 }, (_, i) => `o${i}`);
-    const watched = QUERIES.map((query) => {
-      const compiled = compileQuery(query);
-      const items: LiveQueryUpdate[] = [];
-      const { first, remove } = realm.queries.watch(
-        "T",
-        compiled,
-        (snapshot) => items.push(materialize(snapshot)),
-      );
-      return {
-        query,
-        compiled,
-        items,
-        remove,
-        current: materialize<Fields>(first).objects as RealmObject<unknown>[],
-      };
-    });
+    const watched = watchAll(realm.queries, "T", QUERIES);
     const check = (at: string): void => {
       for (const entry of watched) {
         const label = `${at} query ${
@@ -114,20 +90,13 @@ Deno.test("Live queries, randomized: repeated objects in one DOWNLOAD, batches i
               : v)
         }`;
         const fresh = runQuery(entry.compiled, realm.objects("T"));
-        assert.ok(entry.items.length <= 1, `${label}: one item at most`);
-        const item = entry.items.shift();
-        if (item === undefined) {
-          assert.deepEqual(entry.current, fresh, `${label}: nothing changed`);
-          continue;
-        }
+        const item = checkWatched(entry, fresh, label);
+        if (item === undefined) continue;
         const { insertions, deletions, modifications } = item.changes;
         assert.ok(
           insertions.length + deletions.length + modifications.length > 0,
           `${label}: an item only for a change`,
         );
-        assert.deepEqual(item.objects, fresh, `${label}: the fresh result`);
-        assertPatches(entry.current, item, label);
-        entry.current = item.objects;
       }
     };
     let serverVersion = 0;
@@ -137,46 +106,30 @@ Deno.test("Live queries, randomized: repeated objects in one DOWNLOAD, batches i
       if (roll === 0) {
         // Everything goes, then a batch arrives into the empty type.
         serverVersion++;
-        await realm.integrate(download(serverVersion, [{
-          serverVersion,
-          stamp: { time: ++time, counter: 0, node: 99 },
-          instructions: universe.map((id): Instruction => ({
-            op: "delete",
-            type: "T",
-            id,
-            fields: null,
-            stamp: null,
-          })),
-        }]));
+        await realm.integrate(download(serverVersion, [
+          serverChangeset(
+            serverVersion,
+            ++time,
+            universe.map((id) => remove("T", id)),
+          ),
+        ]));
         emptied++;
         check(`seed ${seed} margin ${margin} step ${step} emptied`);
         const count = 30 + prng.int(90);
         serverVersion++;
-        await realm.integrate(download(serverVersion, [{
-          serverVersion,
-          stamp: { time: ++time, counter: 0, node: 99 },
-          instructions: prng.shuffle([...universe]).slice(0, count).map((
-            id,
-          ): Instruction => ({
-            op: "put",
-            type: "T",
-            id,
-            fields: randomFields(prng),
-            stamp: null,
-          })),
-        }]));
+        await realm.integrate(download(serverVersion, [
+          serverChangeset(
+            serverVersion,
+            ++time,
+            prng.shuffle([...universe]).slice(0, count).map((id) =>
+              put("T", id, randomFields(prng))
+            ),
+          ),
+        ]));
       } else if (roll < 5) {
         // A local transaction: one instruction per object.
         const chosen = prng.shuffle([...universe]).slice(0, 1 + prng.int(6));
-        await realm.write((tx) => {
-          for (const id of chosen) {
-            const choice = prng.int(4);
-            if (choice === 0) tx.delete("T", id);
-            else if (choice === 1 && realm.exists("T", id)) {
-              tx.update("T", id, randomFields(prng));
-            } else tx.put("T", id, randomFields(prng));
-          }
-        });
+        await writeRandomly(realm, chosen, prng, randomFields);
       } else {
         // A DOWNLOAD of one to three changesets over a few objects, which
         // may touch one object several times (a put made stale by a later
@@ -208,11 +161,7 @@ Deno.test("Live queries, randomized: repeated objects in one DOWNLOAD, batches i
                 },
             );
           }
-          changesets.push({
-            serverVersion,
-            stamp: { time: ++time, counter: 0, node: 99 },
-            instructions,
-          });
+          changesets.push(serverChangeset(serverVersion, ++time, instructions));
         }
         await realm.integrate(download(serverVersion, changesets));
       }

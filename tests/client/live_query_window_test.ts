@@ -12,29 +12,9 @@ import { MemoryStorage } from "../../src/client/storage/memory.ts";
 import type { Instruction } from "../../src/model/changeset.ts";
 import { compileQuery, runQuery } from "../../src/model/query.ts";
 import type { Fields } from "../../src/model/value.ts";
-import type { DownloadMessage } from "../../src/protocol/messages.ts";
-import { assertPatches } from "../_helpers/live_query.ts";
+import { download, serverChangeset } from "../_helpers/changesets.ts";
+import { checkWatched, watchAll } from "../_helpers/live_query.ts";
 import { Prng, testSeed } from "../_helpers/prng.ts";
-
-function download(
-  serverVersion: number,
-  time: number,
-  instructions: Instruction[],
-): DownloadMessage {
-  return {
-    type: 0x43,
-    sessionId: 1,
-    serverVersion,
-    lastIntegratedClientVersion: 0,
-    downloadableBytes: 0,
-    changesetBytes: 0,
-    changesets: [{
-      serverVersion,
-      stamp: { time, counter: 0, node: 99 },
-      instructions,
-    }],
-  };
-}
 
 const ids = (objects: readonly RealmObject<unknown>[]) =>
   objects.map((o) => o.id);
@@ -137,22 +117,7 @@ Deno.test("Windowed live queries, randomized: cut results, refills, routed queri
     const realm = await LocalRealm.open(new MemoryStorage(), () => 1_000);
     realm.queries.windowMargin = margin;
     if (prng.int(2) === 0) realm.queries.ensureIndexes({ T: ["p", "t"] });
-    const watched = QUERIES.map((query) => {
-      const compiled = compileQuery(query);
-      const items: LiveQueryUpdate[] = [];
-      const { first, remove } = realm.queries.watch(
-        "T",
-        compiled,
-        (snapshot) => items.push(materialize(snapshot)),
-      );
-      return {
-        query,
-        compiled,
-        items,
-        remove,
-        current: materialize<Fields>(first).objects,
-      };
-    });
+    const watched = watchAll(realm.queries, "T", QUERIES);
     const universe = Array.from({ length: 150 }, (_, i) => `o${i}`);
     let serverVersion = 0;
     for (let step = 0; step < 250; step++) {
@@ -173,7 +138,7 @@ Deno.test("Windowed live queries, randomized: cut results, refills, routed queri
         });
       } else {
         serverVersion++;
-        await realm.integrate(download(
+        await realm.integrate(download(serverVersion, [serverChangeset(
           serverVersion,
           prng.int(4) === 0 ? 500 : 2_000 + step,
           chosen.map((id): Instruction =>
@@ -187,22 +152,17 @@ Deno.test("Windowed live queries, randomized: cut results, refills, routed queri
                 stamp: null,
               }
           ),
-        ));
+        )]));
       }
       for (const entry of watched) {
         const label = `seed ${seed} margin ${margin} step ${step} query ${
           JSON.stringify(entry.query)
         }`;
-        const fresh = runQuery(entry.compiled, realm.objects("T"));
-        assert.ok(entry.items.length <= 1, `${label}: one item at most`);
-        const item = entry.items.shift();
-        if (item === undefined) {
-          assert.deepEqual(entry.current, fresh, `${label}: nothing changed`);
-          continue;
-        }
-        assert.deepEqual(item.objects, fresh, `${label}: the fresh result`);
-        assertPatches(entry.current, item, label);
-        entry.current = item.objects;
+        checkWatched(
+          entry,
+          runQuery(entry.compiled, realm.objects("T")),
+          label,
+        );
       }
     }
     refills += realm.queries.refills;

@@ -5,26 +5,10 @@ import {
   type RealmChange,
 } from "../../src/client/local_realm.ts";
 import { MemoryStorage } from "../../src/client/storage/memory.ts";
-import type { DownloadMessage } from "../../src/protocol/messages.ts";
+import { download } from "../_helpers/changesets.ts";
 
 function open(now = () => 1_000): Promise<LocalRealm> {
   return LocalRealm.open(new MemoryStorage(), now);
-}
-
-function download(
-  serverVersion: number,
-  changesets: DownloadMessage["changesets"],
-  ack = 0,
-): DownloadMessage {
-  return {
-    type: 0x43,
-    sessionId: 1,
-    serverVersion,
-    lastIntegratedClientVersion: ack,
-    downloadableBytes: 0,
-    changesetBytes: 0,
-    changesets,
-  };
 }
 
 Deno.test("LocalRealm.open() gives a new realm a node id in [1, 2^48) and empty cursors", async () => {

@@ -4,7 +4,6 @@
 // soak, tests/soak/).
 
 import assert from "node:assert/strict";
-import { Credentials } from "../../src/client/credentials.ts";
 import { SyncError } from "../../src/client/sync_error.ts";
 import { errorCodeNumber } from "../../src/protocol/error_codes.ts";
 import { MessageType } from "../../src/protocol/messages.ts";
@@ -13,7 +12,7 @@ import {
   answerMarks,
   boundSession,
   flush,
-  ident,
+  openBoundRealm,
   scriptedApp,
 } from "../_helpers/scripted_app.ts";
 
@@ -22,11 +21,11 @@ const ZERO = { time: 0, counter: 0, node: 0 };
 Deno.test("a DOWNLOAD acknowledging a refused write, received with its REJECT just before the connection dropped, settles nothing: the write goes up again on the next binding and its receipt rejects with write_rejected", async () => {
   const { app, clock, sockets } = scriptedApp();
   try {
-    const user = await app.logIn(Credentials.anonymous());
-    const realm = await user.openRealm({ path: "/~/a" });
-    const socket = await acceptConnection(sockets);
-    const sessionId = boundSession(socket, "/~/a");
-    await ident(socket, "/~/a");
+    const { realm, socket, sessionId } = await openBoundRealm(
+      app,
+      sockets,
+      "/~/a",
+    );
     await answerMarks(socket);
     const receipt = await realm.write((tx) => tx.put("T", "a", { x: 1 }));
     await flush();

@@ -15,18 +15,15 @@ import type {
   StorageBatch,
   StoredRealm,
 } from "../../src/client/storage/storage.ts";
-import { Credentials } from "../../src/client/credentials.ts";
 import {
   type DownloadMessage,
   MessageType,
   type ServerMessage,
 } from "../../src/protocol/messages.ts";
 import {
-  acceptConnection,
   answerMarks,
-  boundSession,
   flush,
-  ident,
+  openBoundRealm,
   remoteChangeset,
   scriptedApp,
 } from "../_helpers/scripted_app.ts";
@@ -67,6 +64,20 @@ class CountingStorage extends MemoryStorage {
     this.batches.push(batch);
     super.commitNow(batch);
   }
+}
+
+/**
+ * A realm on a {@linkcode CountingStorage}, with the client versions of its
+ * local commits as they are heard.
+ */
+async function openHearingLocalCommits() {
+  const storage = new CountingStorage();
+  const realm = await LocalRealm.open(storage, () => 1_000);
+  const heard: number[] = [];
+  realm.listen({
+    onLocalCommit: (pending) => heard.push(pending.changeset.clientVersion),
+  });
+  return { storage, realm, heard };
 }
 
 /** A storage without `commitNow`, whose commits wait for `release()`. */
@@ -182,12 +193,7 @@ Deno.test("LocalRealm.integrateNow() throws what the storage's commitNow threw, 
 });
 
 Deno.test("A lone local write on a synchronous storage is committed and heard before write() settles", async () => {
-  const storage = new CountingStorage();
-  const realm = await LocalRealm.open(storage, () => 1_000);
-  const heard: number[] = [];
-  realm.listen({
-    onLocalCommit: (pending) => heard.push(pending.changeset.clientVersion),
-  });
+  const { storage, realm, heard } = await openHearingLocalCommits();
   const before = storage.batches.length;
   const written = realm.write((tx) => tx.put("T", "a", { n: 1 }));
   const result = await written;
@@ -204,12 +210,7 @@ Deno.test("A lone local write on a synchronous storage is committed and heard be
 });
 
 Deno.test("A failed synchronous commit of a local write fails it and every later write", async () => {
-  const storage = new CountingStorage();
-  const realm = await LocalRealm.open(storage, () => 1_000);
-  const heard: number[] = [];
-  realm.listen({
-    onLocalCommit: (pending) => heard.push(pending.changeset.clientVersion),
-  });
+  const { storage, realm, heard } = await openHearingLocalCommits();
   storage.fail = new Error("disk on fire");
   await assert.rejects(
     realm.write((tx) => tx.put("T", "a", { n: 1 })),
@@ -251,11 +252,11 @@ Deno.test("MemoryStorage.commitNow() commits like commit() and throws a TypeErro
 Deno.test("A session integrates a DOWNLOAD before the socket's message handler returns when nothing is ahead of it, and behind a message still being handled otherwise, in order", async () => {
   const { app, sockets } = scriptedApp();
   try {
-    const user = await app.logIn(Credentials.anonymous());
-    const realm = await user.openRealm({ path: "/~/a" });
-    const socket = await acceptConnection(sockets);
-    const sessionId = boundSession(socket, "/~/a");
-    await ident(socket, "/~/a");
+    const { realm, socket, sessionId } = await openBoundRealm(
+      app,
+      sockets,
+      "/~/a",
+    );
     await answerMarks(socket);
     const downloadOf = (serverVersion: number): ServerMessage => ({
       type: MessageType.Download,

@@ -15,7 +15,7 @@ import {
   type SyncSession,
   type User,
 } from "../../mod.ts";
-import type { ServeSyncOptions } from "../../server.ts";
+import type { ServerRealm, ServeSyncOptions } from "../../server.ts";
 import { TcpProxy } from "../_helpers/tcp_proxy.ts";
 import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
 import { bounded, Recorder } from "../_helpers/waits.ts";
@@ -113,4 +113,28 @@ export function recordConnectionStates(
   session: SyncSession,
 ): Recorder<ConnectionStateChange> {
   return new Recorder(session.connectionStateChanges({ signal: bounded() }));
+}
+
+/**
+ * Writes three objects to the realm at `path` of a server that keeps no
+ * history (`retainVersions: 0`) and waits until its snapshot has moved past
+ * version 1, so a feed from version 0 is compacted away. Returns the realm.
+ */
+export async function compactedRealm(
+  server: TestServer,
+  path: string,
+): Promise<ServerRealm> {
+  const realm = server.realm(path);
+  for (let index = 0; index < 3; index++) {
+    await realm.write((tx) => tx.put("Task", `t${index}`, { index }));
+  }
+  // Each write moves the snapshot in the background; wait until version 1
+  // is gone from the history.
+  await server.waitForLog(
+    (record) =>
+      record.event === "snapshot_advanced" &&
+      /compacted through [1-9]/.test(record.message),
+    bounded(),
+  );
+  return realm;
 }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { fastApp, openClient } from "./_helpers.ts";
+import { compactedRealm, fastApp, openClient } from "./_helpers.ts";
 import { startTestServer } from "../_helpers/test_server.ts";
 import { bounded } from "../_helpers/waits.ts";
 
@@ -223,16 +223,7 @@ Deno.test("GET /admin/realms/<path>/changes from a compacted version answers 410
     adminToken: TOKEN,
     history: { retainVersions: 0, snapshotLagVersions: 1 },
   });
-  const realm = server.realm("/backend/log");
-  for (let index = 0; index < 3; index++) {
-    await realm.write((tx) => tx.put("Task", `t${index}`, { index }));
-  }
-  await server.waitForLog(
-    (record) =>
-      record.event === "snapshot_advanced" &&
-      /compacted through [1-9]/.test(record.message),
-    bounded(),
-  );
+  await compactedRealm(server, "/backend/log");
   const response = await fetch(
     `${server.url}/admin/realms/backend/log/changes?since=0`,
     { headers: AUTH },

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ChangesCompactedError, type RealmChangeset } from "../../server.ts";
-import { fastApp, openClient } from "./_helpers.ts";
+import { compactedRealm, fastApp, openClient } from "./_helpers.ts";
 import { startTestServer } from "../_helpers/test_server.ts";
 import { bounded } from "../_helpers/waits.ts";
 import { countAbortListeners } from "../_helpers/abort_listeners.ts";
@@ -165,18 +165,7 @@ Deno.test("server.realm().changes() from a compacted version errors with Changes
   await using server = await startTestServer({
     history: { retainVersions: 0, snapshotLagVersions: 1 },
   });
-  const realm = server.realm("/backend/log");
-  for (let index = 0; index < 3; index++) {
-    await realm.write((tx) => tx.put("Task", `t${index}`, { index }));
-  }
-  // Each write moves the snapshot in the background; wait until version 1
-  // is gone from the history.
-  await server.waitForLog(
-    (record) =>
-      record.event === "snapshot_advanced" &&
-      /compacted through [1-9]/.test(record.message),
-    bounded(),
-  );
+  const realm = await compactedRealm(server, "/backend/log");
   const reader = realm.changes({ since: 0, signal: bounded() }).getReader();
   await assert.rejects(reader.read(), ChangesCompactedError);
   reader.releaseLock();
@@ -194,16 +183,7 @@ Deno.test("server.realm().changes() leaves no listener on the caller's signal un
     history: { retainVersions: 0, snapshotLagVersions: 1 },
   });
   try {
-    const realm = server.realm("/backend/links");
-    for (let index = 0; index < 3; index++) {
-      await realm.write((tx) => tx.put("Task", `t${index}`, { index }));
-    }
-    await server.waitForLog(
-      (record) =>
-        record.event === "snapshot_advanced" &&
-        /compacted through [1-9]/.test(record.message),
-      bounded(),
-    );
+    const realm = await compactedRealm(server, "/backend/links");
     const { version } = await realm.write((tx) => tx.put("Task", "z", {}));
 
     // Never read: nothing is linked until the first read.

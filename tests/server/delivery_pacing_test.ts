@@ -1,3 +1,5 @@
+// DOWNLOAD pacing: floor-sized batches until RECEIVED shows a fast link,
+// then downloadBatchBytes; bad RECEIVED values are refused.
 import assert from "node:assert/strict";
 import type { UploadChangeset } from "../../src/model/changeset.ts";
 import { MessageType } from "../../src/protocol/messages.ts";
@@ -7,6 +9,18 @@ import { ProtocolClient } from "../_helpers/protocol_client.ts";
 import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
 
 const BATCH_BYTES = 64 * 1024;
+
+/**
+ * A server whose DOWNLOADs are paced up to `BATCH_BYTES`, uncompressed and
+ * without snapshots, so frame sizes show the pacing alone.
+ */
+function startPacingServer(): Promise<TestServer> {
+  return startTestServer({
+    downloadBatchBytes: BATCH_BYTES,
+    compression: false,
+    history: { snapshots: false },
+  });
+}
 
 /** ~1 MB of history in changesets of ~2 KB. */
 function history(): UploadChangeset[] {
@@ -37,11 +51,7 @@ async function seed(test: TestServer, accessToken: string): Promise<number> {
 }
 
 Deno.test("DOWNLOADs start at the floor for a client that sends RECEIVED and, once its acknowledgements show a fast link, stay at downloadBatchBytes", async () => {
-  await using test = await startTestServer({
-    downloadBatchBytes: BATCH_BYTES,
-    compression: false,
-    history: { snapshots: false },
-  });
+  await using test = await startPacingServer();
   const login = await test.login();
   const head = await seed(test, login.accessToken);
   await using reader = await ProtocolClient.connect(test.url);
@@ -87,11 +97,7 @@ Deno.test("DOWNLOADs start at the floor for a client that sends RECEIVED and, on
 });
 
 Deno.test("A protocol 2 client's first DOWNLOADs are floor-sized without a RECEIVED before BIND; a protocol 1 client's are not", async () => {
-  await using test = await startTestServer({
-    downloadBatchBytes: BATCH_BYTES,
-    compression: false,
-    history: { snapshots: false },
-  });
+  await using test = await startPacingServer();
   const login = await test.login();
   await seed(test, login.accessToken);
   const firstDownload = async (version: number) => {
