@@ -349,7 +349,11 @@ Deno.test('the same, with one KV call in eight failing as "database is locked": 
   assert.deepEqual(
     logs.filter((record) =>
       record.event === "error_sent" || record.level === "error"
-    ).map((record) => `${record.event} ${record.code ?? ""} ${record.message}`),
+    ).map((record) =>
+      `${record.event} ${record.code ?? ""} ${record.message}${
+        record.error instanceof Error ? `: ${record.error.stack}` : ""
+      }`
+    ),
     [],
     `seed ${seed}`,
   );
