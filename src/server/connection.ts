@@ -83,11 +83,9 @@ export class Connection {
   #rejection: { code: ErrorCodeName; message: string } | null;
   // Sizes DOWNLOAD batches from the client's RECEIVED (docs/PROTOCOL.md §4.8).
   #delivery: DeliveryRate;
-  // At the server's shutdown, stops the storage reads and waits of this
-  // connection's sessions: one listener on the lifetime per connection,
-  // rather than a signal per session linked to it (AbortSignal.any keeps
-  // each signal it made that something listens to reachable from the
-  // lifetime, and costs about 1 KB a link; docs/PERFORMANCE.md).
+  // At shutdown, stops this connection's sessions' storage reads and waits:
+  // one listener on the lifetime per connection, not a linked signal per
+  // session (docs/PERFORMANCE.md "Linked signals").
   #onShutdown = () => {
     for (const session of this.#sessions.sessions()) session.abortWork();
   };
@@ -418,9 +416,7 @@ export class Connection {
 
   #track(task: Promise<unknown>): void {
     this.#tasks.add(task);
-    // One reaction for both outcomes (a rejection is handled here, logged
-    // where it happened): catch().finally() cost two promises and a
-    // microtask more per upload.
+    // One reaction for both outcomes: a rejection is logged where it began.
     const forget = () => this.#tasks.delete(task);
     task.then(forget, forget);
   }
