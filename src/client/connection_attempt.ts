@@ -34,7 +34,11 @@ import { Writer } from "../protocol/writer.ts";
 import { Timer } from "../util/clock.ts";
 import { SerialQueue } from "../util/serial_queue.ts";
 import { Backoff } from "./backoff.ts";
-import type { AccessToken, ConnectionOptions } from "./connection_types.ts";
+import {
+  type AccessToken,
+  type ConnectionOptions,
+  refreshDueAt,
+} from "./connection_types.ts";
 import { SyncError, syncErrorFromWire } from "./sync_error.ts";
 
 // One writer for the frames every connection in this process encodes.
@@ -423,14 +427,11 @@ export class ConnectionAttempt {
     );
   }
 
-  /** Refreshes `token` in-band at 80% of its life (REFRESH). */
+  /** Refreshes `token` in-band when it is due (REFRESH, `refreshDueAt`). */
   scheduleRefresh(token: AccessToken): void {
     this.#refreshTimer.stop();
-    if (token.expiresAt === undefined) return;
-    const lifetime = token.expiresAt - token.obtainedAt;
-    // Refresh at 80% of the token's life: early enough for a slow login
-    // round trip, late enough not to churn.
-    const refreshAt = token.obtainedAt + Math.max(0, lifetime * 0.8);
+    const refreshAt = refreshDueAt(token);
+    if (refreshAt === undefined) return;
     this.#refreshTimer.start(
       () => this.#refresh(),
       refreshAt - this.#options.clock.now(),

@@ -24,6 +24,26 @@ export interface AccessToken {
   obtainedAt: number;
 }
 
+/** The most lead a refresh needs: a login round trip on a slow link. */
+const REFRESH_LEAD_CAP_MS = 60_000;
+
+/**
+ * When a token is due for refresh (epoch ms), or undefined when it never
+ * expires: the lead before expiry is the larger of a fifth of its life and
+ * of half its life up to a minute. A 15-minute token is refreshed at 80 %
+ * of its life; a short one at half, so the login round trip that renews it
+ * has time even on a slow link or a busy machine.
+ */
+export function refreshDueAt(token: AccessToken): number | undefined {
+  if (token.expiresAt === undefined) return undefined;
+  const lifetime = Math.max(0, token.expiresAt - token.obtainedAt);
+  const lead = Math.max(
+    lifetime / 5,
+    Math.min(REFRESH_LEAD_CAP_MS, lifetime / 2),
+  );
+  return token.expiresAt - lead;
+}
+
 /** Where a connection gets its tokens (the user). */
 export interface TokenSource {
   /**

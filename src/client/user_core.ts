@@ -8,6 +8,7 @@
 import { abortable } from "../util/abort.ts";
 import type { ClientConfig } from "./client_config.ts";
 import { type AccessToken, Connection } from "./connection.ts";
+import { refreshDueAt } from "./connection_types.ts";
 import { type Credentials, credentialsBody, renewJwt } from "./credentials.ts";
 import { checkIndexes } from "./live_query.ts";
 import { emitLog } from "./log.ts";
@@ -449,11 +450,10 @@ export class UserCore implements UserEngine {
     };
   }
 
-  /** Whether a token is still worth sending (within 80% of its life). */
+  /** Whether a token is still worth sending (not yet due for refresh). */
   #isFresh(token: AccessToken): boolean {
-    if (token.expiresAt === undefined) return true;
-    const lifetime = token.expiresAt - token.obtainedAt;
-    return this.#config.clock.now() < token.obtainedAt + lifetime * 0.8;
+    const due = refreshDueAt(token);
+    return due === undefined || this.#config.clock.now() < due;
   }
 
   #accessToken(fresh: boolean, signal: AbortSignal): Promise<AccessToken> {

@@ -1,6 +1,7 @@
 // Connection tests: dialing, handshake, keepalive, RECEIVED acknowledgements and reconnects, over fake sockets and a fake clock.
 import assert from "node:assert/strict";
 import { DEFAULT_RECONNECT } from "../../src/client/backoff.ts";
+import { refreshDueAt } from "../../src/client/connection_types.ts";
 import { DEFAULT_KEEPALIVE } from "../../src/client/keepalive.ts";
 import { SyncError } from "../../src/client/sync_error.ts";
 import { errorCodeNumber } from "../../src/protocol/error_codes.ts";
@@ -422,12 +423,32 @@ Deno.test("Connection login failure while dialling is fatal; an unreachable logi
   await test.connection.close();
 });
 
-Deno.test("Connection refreshes the token in-band at 80% of its life", async () => {
+Deno.test("refreshDueAt: 80% of a long life, half of a short one, never for a token without expiry", () => {
+  const due = (lifetime: number) =>
+    refreshDueAt({
+      token: "t",
+      obtainedAt: 1_000,
+      expiresAt: 1_000 + lifetime,
+    });
+  assert.equal(due(15 * 60_000), 1_000 + 12 * 60_000);
+  assert.equal(due(10 * 60_000), 1_000 + 8 * 60_000);
+  // The lead is at most a minute once a fifth of the life is less.
+  assert.equal(due(2 * 60_000), 1_000 + 60_000);
+  assert.equal(due(10_000), 1_000 + 5_000);
+  assert.equal(due(1_000), 1_000 + 500);
+  assert.equal(
+    refreshDueAt({ token: "t", obtainedAt: 0, expiresAt: undefined }),
+    undefined,
+  );
+});
+
+Deno.test("Connection refreshes a short token in-band half-way through its life", async () => {
   const test = setup();
+  // A short token: half its life is left for the refresh.
   test.tokens.expiresInMs = 10_000;
   const socket = await connect(test, test.client());
   // Keep the socket alive with PONGs while time passes.
-  advanceAlive(test, socket, 7_500);
+  advanceAlive(test, socket, 4_500);
   assert.equal(socket.sentOf(MessageType.Refresh).length, 0);
   test.clock.advance(500);
   await flush();

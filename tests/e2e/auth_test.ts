@@ -135,7 +135,7 @@ Deno.test("User access token is refreshed in-band before it expires: REFRESH on 
     waitForDownload: true,
   });
   const watching = watch(realm.syncSession);
-  // Three in-band refreshes (each at 80% of 1 s).
+  // Three in-band refreshes (each half-way through a 1 s token).
   await recording.waitFor(
     (f) => f.direction === "out" && f.message.type === MessageType.Refresh,
     3,
@@ -207,11 +207,12 @@ Deno.test("Credentials.jwt refreshToken callback gives a new JWT when the refres
   await using server = await startTestServer({
     auth: {
       jwtSecret: secret,
-      accessTokenTtlMs: 3_000,
+      accessTokenTtlMs: 5_000,
       refreshTokenTtlMs: 1_000,
     },
   });
-  // The JWT expires within 2 s; the first refresh comes at 80% of 3 s.
+  // The JWT expires within 2 s; the first refresh comes half-way through
+  // the 5 s token (refreshDueAt), after it.
   const first = await signUserJwt(secret, {
     sub: "bob",
     exp: epochSeconds() + 2,
