@@ -27,31 +27,22 @@ import {
   remoteChangeset,
   scriptedApp,
 } from "../_helpers/scripted_app.ts";
+import { download as sessionDownload, put } from "../_helpers/changesets.ts";
 
+/** A salted DOWNLOAD of one remote put of `n` on `T/remote` (replica 9). */
 function download(
   serverVersion: number,
   n: number,
   ack = 0,
 ): DownloadMessage {
   return {
-    type: 0x43,
-    sessionId: 1,
-    serverVersion,
-    serverVersionSalt: 0x5eed,
-    lastIntegratedClientVersion: ack,
-    downloadableBytes: 0,
-    changesetBytes: 10,
-    changesets: [{
+    ...sessionDownload(serverVersion, [{
       serverVersion,
       stamp: { time: 5_000 + serverVersion, counter: 0, node: 9 },
-      instructions: [{
-        op: "put",
-        type: "T",
-        id: "remote",
-        fields: { n },
-        stamp: null,
-      }],
-    }],
+      instructions: [put("T", "remote", { n })],
+    }], ack),
+    serverVersionSalt: 0x5eed,
+    changesetBytes: 10,
   };
 }
 
