@@ -95,11 +95,15 @@ export class FakeWebSocket extends EventTarget {
     return frame.byteLength;
   }
 
-  /** Answers the handshake. */
-  acceptHandshake(maxMessageBytes = 16 * 1024 * 1024, userId = "u1"): void {
-    this.receive({
+  /** Answers the handshake on protocol `version`; returns the reply's size. */
+  acceptHandshake(
+    maxMessageBytes = 16 * 1024 * 1024,
+    userId = "u1",
+    version = 1,
+  ): number {
+    return this.receive({
       type: MessageType.HandshakeReply,
-      version: 1,
+      version,
       userId,
       maxMessageBytes,
     });

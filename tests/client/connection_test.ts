@@ -567,12 +567,7 @@ Deno.test("Connection on protocol 2 sends no RECEIVED before its first BIND", as
   const test = setup();
   const client = test.client();
   const socket = await openBinding(test, client);
-  socket.receive({
-    type: MessageType.HandshakeReply,
-    version: 2,
-    userId: "u1",
-    maxMessageBytes: 16 * 1024 * 1024,
-  });
+  socket.acceptHandshake(16 * 1024 * 1024, "u1", 2);
   // A RECEIVED here would hold the BIND behind Nagle until the server's
   // delayed ACK (PROTOCOL.md §4.8).
   assert.deepEqual(
@@ -593,12 +588,7 @@ Deno.test("Connection acknowledges with RECEIVED right after HANDSHAKE_REPLY and
   });
   const client = test.client();
   const socket = await openBinding(test, client);
-  const replyBytes = socket.receive({
-    type: MessageType.HandshakeReply,
-    version: 1,
-    userId: "u1",
-    maxMessageBytes: 16 * 1024 * 1024,
-  });
+  const replyBytes = socket.acceptHandshake();
   // Before any BIND, with the shorter of the two timeouts.
   assert.deepEqual(
     socket.sent.slice(1).map((message) => message.type),
@@ -661,12 +651,7 @@ Deno.test("Connection acknowledges with RECEIVED right after HANDSHAKE_REPLY and
   const next = test.sockets.last;
   assert.notEqual(next, socket);
   next.open();
-  const nextReply = next.receive({
-    type: MessageType.HandshakeReply,
-    version: 1,
-    userId: "u1",
-    maxMessageBytes: 16 * 1024 * 1024,
-  });
+  const nextReply = next.acceptHandshake();
   assert.equal(next.sentOf(MessageType.Received)[0]!.receivedBytes, nextReply);
   await test.connection.close();
 });
