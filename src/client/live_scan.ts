@@ -12,19 +12,28 @@ import type { Kind, Touched } from "./change_sets.ts";
 import type { Entry } from "./live_results.ts";
 
 /**
- * A top-level equality a query requires (`field` equal to `value`), or
- * undefined.
+ * The values a query requires of one field (a top-level equality, or else
+ * a top-level `in`): an object holding none of them now cannot enter its
+ * result. Undefined when the query requires neither.
  */
-export type Route = { field: string; value: Value } | undefined;
+export type Route = { field: string; values: readonly Value[] } | undefined;
 
-/** The route of a compiled query: its first top-level equality. */
+/**
+ * The route of a compiled query: its first top-level equality, else its
+ * first top-level `in` (one route table entry per listed value).
+ */
 export function routeOf(compiled: CompiledQuery): Route {
-  const equality = compiled.indexable.find((condition) =>
-    condition.op === "eq"
-  );
-  return equality?.op === "eq"
-    ? { field: equality.field, value: equality.value }
-    : undefined;
+  for (const condition of compiled.indexable) {
+    if (condition.op === "eq") {
+      return { field: condition.field, values: [condition.value] };
+    }
+  }
+  for (const condition of compiled.indexable) {
+    if (condition.op === "in") {
+      return { field: condition.field, values: condition.values };
+    }
+  }
+  return undefined;
 }
 
 /**
@@ -75,7 +84,7 @@ export interface ScanChange {
   readonly created?: boolean;
 }
 
-/** The live queries of one type that require one field's value. */
+/** The live queries of one type that require values of one field. */
 class RouteTable<Q> {
   readonly field: string;
   /** By the value itself: strings, booleans, bigints, numbers but -0. */
@@ -111,20 +120,29 @@ class RouteTable<Q> {
     );
   }
 
-  add(value: Value, query: Q): void {
-    const [map, key] = this.#slot(value);
-    const list = map.get(key);
-    if (list === undefined) map.set(key, [query]);
-    else list.push(query);
-    this.#size++;
+  /** Routes `query` by each of `values` (a value listed twice, once). */
+  add(values: readonly Value[], query: Q): void {
+    for (const value of values) {
+      const [map, key] = this.#slot(value);
+      const list = map.get(key);
+      if (list === undefined) map.set(key, [query]);
+      else if (!list.includes(query)) list.push(query);
+      else continue;
+      this.#size++;
+    }
   }
 
-  remove(value: Value, query: Q): void {
-    const [map, key] = this.#slot(value);
-    const list = map.get(key)!;
-    list.splice(list.indexOf(query), 1);
-    if (list.length === 0) map.delete(key);
-    this.#size--;
+  /** Undoes {@linkcode add} with the same values. */
+  remove(values: readonly Value[], query: Q): void {
+    for (const value of values) {
+      const [map, key] = this.#slot(value);
+      const list = map.get(key);
+      const at = list === undefined ? -1 : list.indexOf(query);
+      if (at === -1) continue;
+      list!.splice(at, 1);
+      if (list!.length === 0) map.delete(key);
+      this.#size--;
+    }
   }
 
   #slot(value: Value): [Map<unknown, Q[]>, unknown] {
@@ -183,7 +201,7 @@ export class LiveScan<Q extends Scannable> {
       table = new RouteTable(route.field);
       type.routes.push(table);
     }
-    table.add(route.value, query);
+    table.add(route.values, query);
   }
 
   /**
@@ -198,7 +216,7 @@ export class LiveScan<Q extends Scannable> {
     } else {
       const at = type.routes.findIndex((table) => table.field === route.field);
       const table = type.routes[at]!;
-      table.remove(route.value, query);
+      table.remove(route.values, query);
       if (table.size === 0) type.routes.splice(at, 1);
     }
     if (--type.count === 0) this.#types.delete(query.type);
