@@ -103,21 +103,19 @@ class RouteTable<Q> {
 
   /** The queries that require the value an object holds now. */
   lookup(fields: Fields): Q[] | undefined {
-    const field = this.field;
-    const value = readField(fields, field) ?? null;
+    // A plain read first: a primitive there is the field's own value.
+    const value = fields[this.field];
     switch (typeof value) {
       case "string":
       case "boolean":
       case "bigint":
         return this.#primitive.get(value);
       case "number":
-        if (value !== 0 || !Object.is(value, -0)) {
-          return this.#primitive.get(value);
-        }
+        if (value !== 0 || 1 / value > 0) return this.#primitive.get(value);
     }
-    return this.#keyed.size === 0 ? undefined : this.#keyed.get(
-      valueKey(value),
-    );
+    return this.#keyed.size === 0
+      ? undefined
+      : this.#keyed.get(valueKey(readField(fields, this.field) ?? null));
   }
 
   /** Routes `query` by each of `values` (a value listed twice, once). */

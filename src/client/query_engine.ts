@@ -722,14 +722,28 @@ export class QueryEngine {
   ): void {
     const compare = query.compiled.compareKeyed;
     const members = query.members;
+    const keep = query.compiled.limit === Infinity ? 0 : this.#keep(query);
+    const selected = keep > 0 && additions.length > keep;
+    if (selected) {
+      // Only the first `keep` additions can be kept (a batch into an empty
+      // or small type): select them, and sort only those.
+      selectFirst(additions, keep, compare);
+      for (let i = keep; i < additions.length; i++) {
+        const id = additions[i]!.id;
+        // One that moved here from the kept result is no longer held.
+        if (members.delete(id)) this.#live.release(query, id);
+      }
+      additions.length = keep;
+    }
     additions.sort(compare);
     const result = merge(
       withoutIndexes(query.sorted.toArray(), removals),
       additions,
       compare,
     );
-    const keep = query.compiled.limit === Infinity ? 0 : this.#keep(query);
-    if (keep > 0 && result.length > keep) {
+    // (Additions left out by the selection make it a cut result even when
+    // exactly `keep` remain.)
+    if (keep > 0 && (result.length > keep || selected)) {
       for (let index = keep; index < result.length; index++) {
         const entry = result[index]!;
         // A survivor the cut drops was held; an addition is settled below.
