@@ -115,6 +115,28 @@ export class BlockList<T> {
     this.#own(block)[offset] = item;
   }
 
+  /**
+   * Keeps the first `length` items and returns the rest, in order (only
+   * they are copied).
+   */
+  dropFrom(length: number): T[] {
+    const dropped: T[] = [];
+    if (length >= this.#length) return dropped;
+    let skip = length;
+    for (const block of this.#blocks) {
+      if (skip >= block.length) {
+        skip -= block.length;
+        continue;
+      }
+      for (let index = skip; index < block.length; index++) {
+        dropped.push(block[index]!);
+      }
+      skip = 0;
+    }
+    this.truncate(length);
+    return dropped;
+  }
+
   /** Keeps the first `length` items and drops the rest. */
   truncate(length: number): void {
     if (length >= this.#length) return;

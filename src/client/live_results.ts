@@ -107,7 +107,20 @@ export interface Entry {
   /** The sort fields' values, extracted once. */
   readonly keys: readonly (Value | undefined)[];
   /** The frozen copy handed to readers, made on first read. */
-  object?: RealmObject;
+  object: RealmObject | undefined;
+}
+
+/**
+ * A new {@linkcode Entry} (internal): every entry has the same shape from
+ * the start, its reader's copy included, so the code that handles entries
+ * sees one object layout.
+ */
+export function newEntry(
+  id: string,
+  fields: Fields,
+  keys: readonly (Value | undefined)[],
+): Entry {
+  return { id, fields, keys, object: undefined };
 }
 
 /** A live query's result at one commit, materialized when read. */

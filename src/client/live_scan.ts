@@ -12,19 +12,28 @@ import type { Kind, Touched } from "./change_sets.ts";
 import type { Entry } from "./live_results.ts";
 
 /**
- * A top-level equality a query requires (`field` equal to `value`), or
- * undefined.
+ * The values a query requires of one field (a top-level equality, or else
+ * a top-level `in`): an object holding none of them now cannot enter its
+ * result. Undefined when the query requires neither.
  */
-export type Route = { field: string; value: Value } | undefined;
+export type Route = { field: string; values: readonly Value[] } | undefined;
 
-/** The route of a compiled query: its first top-level equality. */
+/**
+ * The route of a compiled query: its first top-level equality, else its
+ * first top-level `in` (one route table entry per listed value).
+ */
 export function routeOf(compiled: CompiledQuery): Route {
-  const equality = compiled.indexable.find((condition) =>
-    condition.op === "eq"
-  );
-  return equality?.op === "eq"
-    ? { field: equality.field, value: equality.value }
-    : undefined;
+  for (const condition of compiled.indexable) {
+    if (condition.op === "eq") {
+      return { field: condition.field, values: [condition.value] };
+    }
+  }
+  for (const condition of compiled.indexable) {
+    if (condition.op === "in") {
+      return { field: condition.field, values: condition.values };
+    }
+  }
+  return undefined;
 }
 
 /**
@@ -75,7 +84,7 @@ export interface ScanChange {
   readonly created?: boolean;
 }
 
-/** The live queries of one type that require one field's value. */
+/** The live queries of one type that require values of one field. */
 class RouteTable<Q> {
   readonly field: string;
   /** By the value itself: strings, booleans, bigints, numbers but -0. */
@@ -94,37 +103,44 @@ class RouteTable<Q> {
 
   /** The queries that require the value an object holds now. */
   lookup(fields: Fields): Q[] | undefined {
-    const field = this.field;
-    const value = readField(fields, field) ?? null;
+    // A plain read first: a primitive there is the field's own value.
+    const value = fields[this.field];
     switch (typeof value) {
       case "string":
       case "boolean":
       case "bigint":
         return this.#primitive.get(value);
       case "number":
-        if (value !== 0 || !Object.is(value, -0)) {
-          return this.#primitive.get(value);
-        }
+        if (value !== 0 || 1 / value > 0) return this.#primitive.get(value);
     }
-    return this.#keyed.size === 0 ? undefined : this.#keyed.get(
-      valueKey(value),
-    );
+    return this.#keyed.size === 0
+      ? undefined
+      : this.#keyed.get(valueKey(readField(fields, this.field) ?? null));
   }
 
-  add(value: Value, query: Q): void {
-    const [map, key] = this.#slot(value);
-    const list = map.get(key);
-    if (list === undefined) map.set(key, [query]);
-    else list.push(query);
-    this.#size++;
+  /** Routes `query` by each of `values` (a value listed twice, once). */
+  add(values: readonly Value[], query: Q): void {
+    for (const value of values) {
+      const [map, key] = this.#slot(value);
+      const list = map.get(key);
+      if (list === undefined) map.set(key, [query]);
+      else if (!list.includes(query)) list.push(query);
+      else continue;
+      this.#size++;
+    }
   }
 
-  remove(value: Value, query: Q): void {
-    const [map, key] = this.#slot(value);
-    const list = map.get(key)!;
-    list.splice(list.indexOf(query), 1);
-    if (list.length === 0) map.delete(key);
-    this.#size--;
+  /** Undoes {@linkcode add} with the same values. */
+  remove(values: readonly Value[], query: Q): void {
+    for (const value of values) {
+      const [map, key] = this.#slot(value);
+      const list = map.get(key);
+      const at = list === undefined ? -1 : list.indexOf(query);
+      if (at === -1) continue;
+      list!.splice(at, 1);
+      if (list!.length === 0) map.delete(key);
+      this.#size--;
+    }
   }
 
   #slot(value: Value): [Map<unknown, Q[]>, unknown] {
@@ -145,7 +161,25 @@ class TypeQueries<Q extends Scannable> {
   /** Per object id, the queries whose kept result holds it. */
   holders = new Map<string, Q | Q[]>();
   count = 0;
+  /**
+   * The scan in progress's objects of this type that no kept result holds
+   * (every object of a bootstrap), tested query by query once the pass is
+   * over: each one's position in the changes, or `~position` when its
+   * fields were read from the store (then in `freshRead` at the same
+   * index). Numbers only, so filling it costs no write barrier.
+   */
+  freshAt: number[] = [];
+  freshRead: (Fields | undefined)[] = [];
+  /** How many of the `fresh*` entries belong to the scan in progress. */
+  freshCount = 0;
 }
+
+/**
+ * Past this many, the `fresh*` lists of a type are let go after a scan;
+ * below, they keep their capacity (and, until overwritten, references to
+ * that many objects of the last transaction).
+ */
+const KEEP_FRESH = 1_024;
 
 /**
  * The live queries of one realm by type, routed by a top-level equality,
@@ -183,7 +217,7 @@ export class LiveScan<Q extends Scannable> {
       table = new RouteTable(route.field);
       type.routes.push(table);
     }
-    table.add(route.value, query);
+    table.add(route.values, query);
   }
 
   /**
@@ -198,7 +232,7 @@ export class LiveScan<Q extends Scannable> {
     } else {
       const at = type.routes.findIndex((table) => table.field === route.field);
       const table = type.routes[at]!;
-      table.remove(route.value, query);
+      table.remove(route.values, query);
       if (table.size === 0) type.routes.splice(at, 1);
     }
     if (--type.count === 0) this.#types.delete(query.type);
@@ -245,9 +279,31 @@ export class LiveScan<Q extends Scannable> {
     distinct: boolean,
   ): Q[] {
     const dirty: Q[] = [];
+    /** Types with objects for {@linkcode #enterFresh}. */
+    const fresh: TypeQueries<Q>[] = [];
+    this.#pass(changes, read, distinct, dirty, fresh);
+    for (let t = 0; t < fresh.length; t++) {
+      this.#enterFresh(fresh[t]!, changes, distinct, dirty);
+    }
+    return dirty;
+  }
+
+  /**
+   * The pass of {@linkcode scan} over the changes: records for the objects
+   * kept results hold, and each other object noted in its type's `fresh*`
+   * lists. (Only the loop: V8 compiles a long loop while it runs, and code
+   * after it, run for the first time from that compiled code, would lack
+   * type feedback and leave it on every call.)
+   */
+  #pass(
+    changes: readonly ScanChange[],
+    read: (type: string, id: string) => Fields | undefined,
+    distinct: boolean,
+    dirty: Q[],
+    fresh: TypeQueries<Q>[],
+  ): void {
     let typeName: string | undefined;
     let type: TypeQueries<Q> | undefined;
-    let examined = 0;
     for (let c = 0; c < changes.length; c++) {
       const change = changes[c]!;
       if (change.type !== typeName) {
@@ -271,42 +327,96 @@ export class LiveScan<Q extends Scannable> {
         : type.holders.get(id);
       if (held === undefined) {
         // In no kept result (every new object): a record only if it
-        // enters one; a fresh step marks no query, so none is skipped.
+        // enters one, found query by query after this pass.
         if (fields === undefined) continue;
-        examined += this.#enterNew(
-          type,
-          id,
-          fields,
-          final,
-          ++this.#step,
-          dirty,
-        );
+        const n = type.freshCount++;
+        if (n === 0) fresh.push(type);
+        if (fields === change.fields) type.freshAt[n] = c;
+        else {
+          type.freshAt[n] = ~c;
+          type.freshRead[n] = fields;
+        }
         continue;
       }
-      // Held: a record for each holder whatever happens (it stays, moves
-      // or leaves), and a mark so that no query is tested twice.
-      const step = ++this.#step;
-      if (Array.isArray(held)) {
-        for (let h = 0; h < held.length; h++) {
-          const query = held[h]!;
-          query.seen = step;
-          examined++;
-          const enters = fields !== undefined && enter(query, id, fields);
-          const old = query.members.get(id);
-          record(query, id, old, enters ? fields : undefined, true, dirty);
-        }
-      } else {
-        held.seen = step;
+      this.#scanHeld(type, held, id, fields, final, dirty);
+    }
+  }
+
+  /**
+   * An object some kept results hold: a record for each holder whatever
+   * happens (it stays, moves or leaves), with a mark so that no query is
+   * tested twice, then the queries it may enter.
+   */
+  #scanHeld(
+    type: TypeQueries<Q>,
+    held: Q | Q[],
+    id: string,
+    fields: Fields | undefined,
+    final: boolean,
+    dirty: Q[],
+  ): void {
+    const step = ++this.#step;
+    let examined = 0;
+    if (Array.isArray(held)) {
+      for (let h = 0; h < held.length; h++) {
+        const query = held[h]!;
+        query.seen = step;
         examined++;
-        const enters = fields !== undefined && enter(held, id, fields);
-        const old = held.members.get(id);
-        record(held, id, old, enters ? fields : undefined, true, dirty);
+        const enters = fields !== undefined && enter(query, id, fields);
+        const old = query.members.get(id);
+        record(query, id, old, enters ? fields : undefined, true, dirty);
       }
-      if (fields === undefined) continue;
+    } else {
+      held.seen = step;
+      examined++;
+      const enters = fields !== undefined && enter(held, id, fields);
+      const old = held.members.get(id);
+      record(held, id, old, enters ? fields : undefined, true, dirty);
+    }
+    if (fields !== undefined) {
       examined += this.#enterNew(type, id, fields, final, step, dirty);
     }
     this.examined += examined;
-    return dirty;
+  }
+
+  /**
+   * Tests the objects no kept result held (a type's `fresh*` lists, then
+   * emptied) against the queries that may take them, query by query: each
+   * unrouted query over all of them, then per routing field the queries
+   * for the value each holds. An object in no kept result yet cannot be
+   * recorded twice for one query.
+   */
+  #enterFresh(
+    type: TypeQueries<Q>,
+    changes: readonly ScanChange[],
+    distinct: boolean,
+    dirty: Q[],
+  ): void {
+    const at = type.freshAt;
+    const count = type.freshCount;
+    const read = type.freshRead;
+    let examined = 0;
+    const unrouted = type.unrouted;
+    for (let u = 0; u < unrouted.length; u++) {
+      examined += count;
+      enterEach(unrouted[u]!, count, at, read, changes, distinct, dirty);
+    }
+    const routes = type.routes;
+    for (let r = 0; r < routes.length; r++) {
+      examined += routeEach(
+        routes[r]!,
+        count,
+        at,
+        read,
+        changes,
+        distinct,
+        dirty,
+      );
+    }
+    type.freshCount = 0;
+    if (read.length > 0) type.freshRead = [];
+    if (count > KEEP_FRESH) type.freshAt = [];
+    this.examined += examined;
   }
 
   /**
@@ -415,6 +525,79 @@ function record<Q extends Scannable>(
 }
 
 const ENTER: Kind = "enter";
+
+/**
+ * Records each of a type's fresh objects (see `TypeQueries.freshAt`) that
+ * enters a query's kept result. A cut result with a number or string as
+ * its bound's first sort key compares that key inline first, as
+ * {@linkcode enter} does, with the loop's invariants read once.
+ */
+function enterEach<Q extends Scannable>(
+  query: Q,
+  count: number,
+  at: readonly number[],
+  read: readonly (Fields | undefined)[],
+  changes: readonly ScanChange[],
+  distinct: boolean,
+  dirty: Q[],
+): void {
+  const compiled = query.compiled;
+  const bound = query.bound;
+  const field = compiled.leadField;
+  const limit = bound?.keys[0];
+  const inline = field !== undefined &&
+    (typeof limit === "number" || typeof limit === "string");
+  const matches = compiled.matches;
+  const ascending = compiled.leadSign > 0;
+  for (let i = 0; i < count; i++) {
+    const c = at[i]!;
+    const change = changes[c < 0 ? ~c : c]!;
+    const fields = c < 0 ? read[i]! : change.fields!;
+    if (inline) {
+      // Objects strictly past the bound's first key are rejected without
+      // the filter (a tie, NaN, -0 or another kind takes the full test).
+      const value = fields[field];
+      if (typeof value === typeof limit) {
+        if (ascending ? value! > limit! : value! < limit!) continue;
+      }
+      if (!matches(fields)) continue;
+      if (compiled.compareToKeyed(change.id, fields, bound!) > 0) continue;
+    } else if (!enter(query, change.id, fields)) continue;
+    record(query, change.id, undefined, fields, distinct || c < 0, dirty);
+  }
+}
+
+/**
+ * Tests each of a type's fresh objects (see `TypeQueries.freshAt`) against
+ * the queries one routing table has for the value it holds, and records
+ * each it enters. Returns how many tests were made.
+ */
+function routeEach<Q extends Scannable>(
+  table: RouteTable<Q>,
+  count: number,
+  at: readonly number[],
+  read: readonly (Fields | undefined)[],
+  changes: readonly ScanChange[],
+  distinct: boolean,
+  dirty: Q[],
+): number {
+  let examined = 0;
+  for (let i = 0; i < count; i++) {
+    const c = at[i]!;
+    const change = changes[c < 0 ? ~c : c]!;
+    const fields = c < 0 ? read[i]! : change.fields!;
+    const queries = table.lookup(fields);
+    if (queries === undefined) continue;
+    examined += queries.length;
+    for (let q = 0; q < queries.length; q++) {
+      const query = queries[q]!;
+      if (enter(query, change.id, fields)) {
+        record(query, change.id, undefined, fields, distinct || c < 0, dirty);
+      }
+    }
+  }
+  return examined;
+}
 
 /** Whether an object with these fields belongs to the kept result. */
 export function enter(query: Scannable, id: string, fields: Fields): boolean {

@@ -20,6 +20,7 @@ import {
   copyFields,
   type Entry,
   type LiveSnapshot,
+  newEntry,
   type ObjectUpdate,
 } from "./live_results.ts";
 import {
@@ -97,6 +98,13 @@ export interface LiveQuery {
   readonly route: Route;
   /** The entries of {@linkcode sorted} by id. */
   members: Map<string, Entry>;
+  /**
+   * How many objects past its window a cut result keeps at least: it
+   * starts at about the window's size (a bootstrap enters few objects that
+   * a later batch pushes out again) and doubles at each refill, up to
+   * {@linkcode QueryEngine.windowMargin}.
+   */
+  margin: number;
   /** What the commit in progress does to the kept result (live_scan.ts). */
   scanned: Scanned[];
   /** A mark of the scan (live_scan.ts). */
@@ -123,9 +131,11 @@ export class QueryEngine {
    */
   examined = 0;
   /**
-   * How many objects past its window a live query with a `limit` keeps at
+   * The most objects past its window a live query with a `limit` keeps at
    * least (it keeps up to twice as many, and refills from the store when it
-   * holds fewer than its window needs). Tests set it small.
+   * holds fewer than its window needs). A query starts with a margin of
+   * about its window (at least {@linkcode MIN_MARGIN}), doubled at each
+   * refill up to this. Tests set it small.
    */
   windowMargin = 512;
   /** Refills of cut live queries (a scan each): what tests count. */
@@ -197,7 +207,7 @@ export class QueryEngine {
       for (const { id, fields } of this.#read.objects(type)) {
         this.examined++;
         if (compiled.matches(fields)) {
-          result.push({ id, fields, keys: compiled.keysOf(fields) });
+          result.push(newEntry(id, fields, compiled.keysOf(fields)));
         }
       }
     } else {
@@ -206,7 +216,7 @@ export class QueryEngine {
         if (fields === undefined) continue;
         this.examined++;
         if (compiled.matches(fields)) {
-          result.push({ id, fields, keys: compiled.keysOf(fields) });
+          result.push(newEntry(id, fields, compiled.keysOf(fields)));
         }
       }
     }
@@ -307,6 +317,10 @@ export class QueryEngine {
       sorted: new BlockList(),
       bound: undefined,
       members: new Map(),
+      margin: Math.min(
+        this.windowMargin,
+        Math.max(MIN_MARGIN, compiled.offset + compiled.limit),
+      ),
       route,
       scanned: [],
       seen: 0,
@@ -500,10 +514,10 @@ export class QueryEngine {
    * result is longer than its window plus twice the margin.
    */
   #fill(query: LiveQuery, selected: Entry[]): void {
-    const keep = this.#keep(query.compiled);
+    const keep = this.#keep(query);
     let bound: Entry | undefined;
     // (Nothing to keep, nothing to bound: an empty window stays uncut.)
-    if (keep > 0 && selected.length > keep + this.windowMargin) {
+    if (keep > 0 && selected.length > keep + query.margin) {
       selected.length = keep;
       bound = selected[keep - 1];
     }
@@ -524,17 +538,16 @@ export class QueryEngine {
    * shows).
    */
   #selectKept(query: LiveQuery): Entry[] {
-    const { compiled } = query;
     return this.#select(
       query.type,
-      compiled,
-      this.#keep(compiled) + this.windowMargin + 1,
+      query.compiled,
+      this.#keep(query) + query.margin + 1,
     );
   }
 
-  /** How many objects a cut live query keeps: its window plus the margin. */
-  #keep(compiled: CompiledQuery): number {
-    return compiled.offset + compiled.limit + this.windowMargin;
+  /** How many objects a cut live query keeps: its window plus its margin. */
+  #keep(query: LiveQuery): number {
+    return query.compiled.offset + query.compiled.limit + query.margin;
   }
 
   /**
@@ -543,15 +556,13 @@ export class QueryEngine {
    */
   #trim(query: LiveQuery, slack: number): void {
     const { sorted } = query;
-    const keep = this.#keep(query.compiled);
+    const keep = this.#keep(query);
     if (keep === 0 || sorted.length <= keep + slack) return;
-    const dropped = sorted.toArray();
-    for (let index = keep; index < dropped.length; index++) {
-      query.members.delete(dropped[index]!.id);
-      this.#live.release(query, dropped[index]!.id);
+    for (const entry of sorted.dropFrom(keep)) {
+      query.members.delete(entry.id);
+      this.#live.release(query, entry.id);
     }
-    sorted.truncate(keep);
-    query.bound = dropped[keep - 1];
+    query.bound = sorted.at(keep - 1);
   }
 
   /**
@@ -570,7 +581,7 @@ export class QueryEngine {
       const { id, old, fields } = item;
       const fresh: Entry | undefined = fields === undefined
         ? undefined
-        : { id, fields, keys: compiled.keysOf(fields) };
+        : newEntry(id, fields, compiled.keysOf(fields));
       if (old === undefined) length++;
       else if (fresh === undefined) length--;
       item.fresh = fresh;
@@ -592,6 +603,8 @@ export class QueryEngine {
       // objects gone), and tell each touched object's fate from the new
       // result (one that was past the bound may now be in it).
       this.refills++;
+      // Objects do leave this result: keep more of them from now on.
+      query.margin = Math.min(this.windowMargin, query.margin * 2);
       const oldMembers = query.members;
       this.#fill(query, this.#selectKept(query));
       touched = [];
@@ -629,7 +642,7 @@ export class QueryEngine {
     // A merged batch is cut at once (its cost is in the batch's size
     // already), so the next batch meets a bound.
     if (compiled.limit !== Infinity) {
-      this.#trim(query, merged ? 0 : this.windowMargin);
+      this.#trim(query, merged ? 0 : query.margin);
     }
     if (
       changes.insertions.length === 0 && changes.deletions.length === 0 &&
@@ -647,56 +660,133 @@ export class QueryEngine {
 
   /**
    * Applies the touched objects (old positions known) to a live query's
-   * list and members.
+   * list and members. Returns whether the batch was merged, and then the
+   * result is already cut back to its window plus its margin: an entering
+   * object that the cut drops is never held.
    */
   #update(query: LiveQuery, touched: readonly Touched[]): boolean {
     const compare = query.compiled.compareKeyed;
     const sorted = query.sorted;
+    const members = query.members;
     const removals: number[] = [];
     const additions: Entry[] = [];
-    for (const item of touched) {
+    for (let i = 0; i < touched.length; i++) {
+      const item = touched[i]!;
       if (item.kind === "stay") {
         sorted.replaceAt(item.oldIndex, item.fresh!);
-        query.members.set(item.fresh!.id, item.fresh!);
+        members.set(item.fresh!.id, item.fresh!);
         continue;
       }
       if (item.old !== undefined) removals.push(item.oldIndex);
-      if (item.fresh !== undefined) {
-        additions.push(item.fresh);
-        query.members.set(item.fresh.id, item.fresh);
-        if (item.old === undefined) this.#live.hold(query, item.fresh.id);
-      } else {
-        query.members.delete(item.old!.id);
+      if (item.fresh !== undefined) additions.push(item.fresh);
+      else {
+        members.delete(item.old!.id);
         this.#live.release(query, item.old!.id);
       }
     }
-    removals.sort(ascending);
+    if (removals.length > 1) removals.sort(ascending);
     if (
       additions.length >= MERGE_AT &&
-      additions.length * 4 >= sorted.length - removals.length
+      (additions.length * 4 >= sorted.length - removals.length ||
+        query.bound !== undefined)
     ) {
-      // Many objects against a short result (a bootstrap batch into an
-      // empty or small type): sort the batch once and merge it with the
-      // survivors, instead of a search and a splice per object.
-      additions.sort(compare);
-      const all = sorted.toArray();
-      const survivors: Entry[] = [];
-      let next = 0;
-      for (let index = 0; index < all.length; index++) {
-        if (removals[next] === index) next++;
-        else survivors.push(all[index]!);
-      }
-      query.sorted = BlockList.from(merge(survivors, additions, compare));
+      this.#mergeBatch(query, removals, additions);
       return true;
+    }
+    for (let i = 0; i < additions.length; i++) {
+      const entry = additions[i]!;
+      if (!members.has(entry.id)) this.#live.hold(query, entry.id);
+      members.set(entry.id, entry);
     }
     // Blocks keep each step O(log n + block size), so a bootstrap batch of
     // k objects costs k steps, not a pass over the whole result.
     for (let i = removals.length - 1; i >= 0; i--) {
       sorted.removeAt(removals[i]!);
     }
-    for (const entry of additions) sorted.insert(entry, compare);
+    for (let i = 0; i < additions.length; i++) {
+      sorted.insert(additions[i]!, compare);
+    }
     return false;
   }
+
+  /**
+   * Many objects against a short or cut result (a bootstrap batch): sorts
+   * the batch once and merges it with the survivors, instead of a search
+   * and a splice per object, then cuts the result at once, holding only
+   * the additions it keeps.
+   */
+  #mergeBatch(
+    query: LiveQuery,
+    removals: readonly number[],
+    additions: Entry[],
+  ): void {
+    const compare = query.compiled.compareKeyed;
+    const members = query.members;
+    const keep = query.compiled.limit === Infinity ? 0 : this.#keep(query);
+    const selected = keep > 0 && additions.length > keep;
+    if (selected) {
+      // Only the first `keep` additions can be kept (a batch into an empty
+      // or small type): select them, and sort only those.
+      selectFirst(additions, keep, compare);
+      for (let i = keep; i < additions.length; i++) {
+        const id = additions[i]!.id;
+        // One that moved here from the kept result is no longer held.
+        if (members.delete(id)) this.#live.release(query, id);
+      }
+      additions.length = keep;
+    }
+    additions.sort(compare);
+    const result = merge(
+      withoutIndexes(query.sorted.toArray(), removals),
+      additions,
+      compare,
+    );
+    // (Additions left out by the selection make it a cut result even when
+    // exactly `keep` remain.)
+    if (keep > 0 && (result.length > keep || selected)) {
+      for (let index = keep; index < result.length; index++) {
+        const entry = result[index]!;
+        // A survivor the cut drops was held; an addition is settled below.
+        if (members.get(entry.id) === entry) {
+          members.delete(entry.id);
+          this.#live.release(query, entry.id);
+        }
+      }
+      result.length = keep;
+      query.bound = result[keep - 1];
+    }
+    // Additions are sorted: those up to the bound are kept.
+    const bound = query.bound;
+    let kept = additions.length;
+    if (bound !== undefined) {
+      while (kept > 0 && compare(additions[kept - 1]!, bound) > 0) kept--;
+    }
+    for (let i = 0; i < additions.length; i++) {
+      const entry = additions[i]!;
+      const before = members.get(entry.id);
+      if (i < kept) {
+        members.set(entry.id, entry);
+        if (before === undefined) this.#live.hold(query, entry.id);
+      } else if (before !== undefined) {
+        // It moved past the cut: no longer held.
+        members.delete(entry.id);
+        this.#live.release(query, entry.id);
+      }
+    }
+    query.sorted = BlockList.from(result);
+  }
+}
+
+/** `items` without those at `indexes` (ascending); `items` if none. */
+function withoutIndexes<T>(items: T[], indexes: readonly number[]): T[] {
+  if (indexes.length === 0) return items;
+  const rest: T[] = [];
+  let next = 0;
+  for (let index = 0; index < items.length; index++) {
+    if (indexes[next] === index) next++;
+    else rest.push(items[index]!);
+  }
+  return rest;
 }
 
 /**
@@ -728,6 +818,9 @@ function selectFirst<T>(
     else return;
   }
 }
+
+/** The least margin a cut live query starts with (see `LiveQuery.margin`). */
+const MIN_MARGIN = 32;
 
 /** Batches at least this big may be merged rather than inserted one by one. */
 const MERGE_AT = 32;

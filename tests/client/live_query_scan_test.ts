@@ -1,6 +1,7 @@
 // Live queries kept by one scan per transaction: objects changed several
-// times in one DOWNLOAD, batches into an empty type, routes and bounds over
-// every value kind, checked against the query recomputed from scratch.
+// times in one DOWNLOAD, batches into an empty type, routes (`eq` and `in`)
+// and bounds over every value kind, checked against the query recomputed
+// from scratch.
 import assert from "node:assert/strict";
 import { LocalRealm } from "../../src/client/local_realm.ts";
 import { MemoryStorage } from "../../src/client/storage/memory.ts";
@@ -56,6 +57,15 @@ const QUERIES: unknown[] = [
   { where: { z: "a" }, sort: [["t", "asc"]], limit: 1 },
   { sort: [["q", "desc"]] },
   {},
+  // `in` routes (a table entry per value) over zeros, NaN, null, bigints.
+  { where: { p: { in: [-0, NaN, null] } }, sort: [["q", "asc"]], limit: 3 },
+  { where: { q: { in: [0, 1n, "a", 0] } } },
+  { where: { z: { in: [true, 2.5] }, t: { ne: "b" } }, sort: [["t", "desc"]] },
+  // Specialised range and inequality tests in cut and routed results.
+  { where: { p: { gt: 0.5 } }, sort: [["p", "desc"]], limit: 2 },
+  { where: { q: { lt: 2 } }, sort: [["q", "asc"]], limit: 3 },
+  { where: { t: { gte: "a" }, z: { ne: 1n } }, sort: [["t", "asc"]] },
+  { where: { p: { lte: 1n } }, sort: [["p", "asc"]], limit: 1 },
 ];
 
 function randomFields(prng: Prng): Fields {

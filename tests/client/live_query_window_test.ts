@@ -109,6 +109,68 @@ function randomFields(prng: Prng): Fields {
   return fields;
 }
 
+Deno.test("Windowed live query, delete-heavy: a cut result's margin starts near its window and doubles per refill, so a bootstrap keeps few objects past the window and deletions from the front still refill about once per 512", async () => {
+  const realm = await LocalRealm.open(new MemoryStorage(), () => 1_000);
+  // The default: up to 512 past the window.
+  assert.equal(realm.queries.windowMargin, 512);
+  const total = 2_500;
+  const batch: Instruction[] = [];
+  for (let i = 0; i < total; i++) {
+    batch.push({
+      op: "put",
+      type: "T",
+      id: `o${i}`,
+      fields: { p: i },
+      stamp: null,
+    });
+  }
+  const [watched] = watchAll(realm.queries, "T", [
+    { sort: [["p", "asc"]], limit: 10 },
+  ]);
+  // A bootstrap in batches of 500: the kept prefix stays near the window
+  // (10 plus a margin of 32), not 10 plus 512.
+  let serverVersion = 0;
+  for (let start = 0; start < total; start += 500) {
+    serverVersion++;
+    await realm.integrate(download(serverVersion, [
+      serverChangeset(serverVersion, 2_000, batch.slice(start, start + 500)),
+    ]));
+    const fresh = runQuery(watched!.compiled, realm.objects("T"));
+    checkWatched(watched!, fresh.slice(0, 10), `batch ${serverVersion}`);
+  }
+  const examinedAfterBootstrap = realm.queries.examined;
+  assert.equal(realm.queries.refills, 0);
+  // Delete the window's first object, one transaction at a time.
+  const deletions = 2_000;
+  for (let i = 0; i < deletions; i++) {
+    serverVersion++;
+    await realm.integrate(download(serverVersion, [
+      serverChangeset(serverVersion, 3_000 + i, [
+        { op: "delete", type: "T", id: `o${i}`, fields: null, stamp: null },
+      ]),
+    ]));
+    if (i % 97 === 0 || i === deletions - 1) {
+      const fresh = runQuery(watched!.compiled, realm.objects("T"));
+      checkWatched(watched!, fresh.slice(0, 10), `deletion ${i}`);
+    } else {
+      // Checked every 97th: in between, one item per deletion.
+      assert.equal(watched!.items.length, 1, `deletion ${i}: one item`);
+      watched!.current = watched!.items.shift()!.objects;
+    }
+  }
+  // Margins 32, 64, 128, 256, then 512: refills after 33, 98, 227, 484,
+  // 997 and 1,510 deletions. A margin stuck at 32 would refill 60 times;
+  // a flat 512 three times.
+  assert.equal(realm.queries.refills, 6);
+  // Each refill selects from the type (a scan here: no index).
+  assert.ok(
+    realm.queries.examined - examinedAfterBootstrap < 8 * total + 2 * deletions,
+    "refills are scans, a few of them",
+  );
+  watched!.remove();
+  await realm.close();
+});
+
 Deno.test("Windowed live queries, randomized: cut results, refills, routed queries and merged batches give the same items and change sets as recomputing each query after every transaction", async () => {
   const seed = testSeed();
   const prng = new Prng(seed);

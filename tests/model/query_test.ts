@@ -86,6 +86,106 @@ Deno.test("in matches values equal to one of its list, of any kind; never a miss
   assert.equal(matches({ f: { in: [] } }, { f: 1 }), false);
 });
 
+/**
+ * Primitive operands, which compile to `===` and `typeof` tests (docs/
+ * PERFORMANCE.md "Fifth pass"), and values around them: zeros, NaN,
+ * infinities, negative bigints, prefixes of strings.
+ */
+const PRIMITIVES: Value[] = [
+  null,
+  false,
+  true,
+  NaN,
+  -Infinity,
+  -2,
+  -0,
+  0,
+  0.5,
+  2,
+  Infinity,
+  -1n,
+  0n,
+  2n,
+  "",
+  "a",
+  "ab",
+  "b",
+];
+
+Deno.test("specialised matchers: every operator on a primitive operand (zeros, NaN, bigints, strings) agrees with the value order on every kind, and on missing and inherited fields", () => {
+  const values: (Value | undefined)[] = [...PRIMITIVES, ...SAMPLES, undefined];
+  for (const op of ["eq", "ne", "gt", "gte", "lt", "lte"]) {
+    for (const x of PRIMITIVES) {
+      const compiled = compileQuery({ where: { f: { [op]: x } } });
+      const shorthand = op === "eq" ? compileQuery({ where: { f: x } }) : null;
+      for (const value of values) {
+        const fields: Fields = value === undefined ? {} : { f: value };
+        const want = expected(op, value, x);
+        const label = `${op} ${String(x)} on ${
+          Object.is(value, -0) ? "-0" : String(value)
+        }`;
+        assert.equal(compiled.matches(fields), want, label);
+        if (shorthand !== null) {
+          assert.equal(shorthand.matches(fields), want, `shorthand ${label}`);
+        }
+      }
+      // Members every plain object inherits are missing fields.
+      for (const field of ["constructor", "toString", "__proto__"]) {
+        assert.equal(
+          compileQuery({ where: { [field]: { [op]: x } } }).matches({}),
+          expected(op, undefined, x),
+          `${op} ${String(x)} on an inherited ${field}`,
+        );
+      }
+    }
+  }
+  // Two conditions on one field, the second tighter: both hold.
+  const range = compileQuery({ where: { f: { gt: -2, lt: 2, lte: 0.5 } } });
+  for (const value of values) {
+    const want = expected("gt", value, -2) && expected("lt", value, 2) &&
+      expected("lte", value, 0.5);
+    assert.equal(range.matches(value === undefined ? {} : { f: value }), want);
+  }
+});
+
+Deno.test("in on primitive lists (with and without zeros, NaN, null, bigints) agrees with the value order; never a missing or inherited field", () => {
+  const lists: Value[][] = [
+    [1, 2, 3],
+    ["a", "b"],
+    [NaN, 2],
+    [null, "a"],
+    [0, 2],
+    [-0],
+    [0n, -1n, 2],
+    [true],
+    [false, 0, ""],
+    [],
+  ];
+  const values: (Value | undefined)[] = [...PRIMITIVES, ...SAMPLES, 1, 3, 1n];
+  for (const list of lists) {
+    const compiled = compileQuery({ where: { f: { in: list } } });
+    for (const value of values) {
+      const want = value !== undefined &&
+        list.some((x) => compareValues(x, value) === 0);
+      assert.equal(
+        compiled.matches(value === undefined ? {} : { f: value }),
+        want,
+        `in ${list.map(String)} on ${
+          Object.is(value, -0) ? "-0" : String(value)
+        }`,
+      );
+    }
+    assert.equal(compiled.matches({}), false);
+    for (const field of ["constructor", "toString", "__proto__"]) {
+      assert.equal(
+        compileQuery({ where: { [field]: { in: list } } }).matches({}),
+        false,
+        `in on an inherited ${field}`,
+      );
+    }
+  }
+});
+
 Deno.test("shorthand equality: scalars, dates and bytes; -0, 1n and NaN are exact", () => {
   assert.ok(matches({ f: 0 }, { f: 0 }));
   assert.ok(!matches({ f: 0 }, { f: -0 }));
