@@ -256,6 +256,184 @@ export interface CompiledQuery {
   readonly offset: number;
   /** Conditions of the top-level conjunction that an index can answer. */
   readonly indexable: readonly IndexableCondition[];
+  /**
+   * `where` as data, when it is a conjunction of tests on primitive
+   * operands (see {@linkcode PlanTest}); undefined for the other shapes,
+   * which only {@linkcode matches} evaluates.
+   */
+  readonly plan: readonly PlanTest[] | undefined;
+}
+
+/**
+ * One test of a filter plan (internal): what {@linkcode passes} checks of
+ * `fields[field]` (a plain read). Only operands for which that read and
+ * JavaScript's own `===`, `!==`, `<`… agree with the value order qualify
+ * (see `isStrictOperand` and `rangeMatcher`), exactly as the matchers of
+ * those shapes. Every test has this one shape, so the evaluator's reads of
+ * it stay monomorphic.
+ */
+export interface PlanTest {
+  readonly field: string;
+  /** One of the `PLAN_*` codes. */
+  readonly op: number;
+  /** The operand (for `in`, unused). */
+  readonly operand: unknown;
+  /** For `in`: the listed values themselves (primitives or null). */
+  readonly set: ReadonlySet<unknown> | undefined;
+}
+
+/** `===` the operand. */
+export const PLAN_EQ = 0;
+/** `!==` the operand. */
+export const PLAN_NE = 1;
+/** In the set. */
+export const PLAN_IN = 2;
+/** A number above the operand. */
+export const PLAN_NUM_GT = 3;
+/** A number at or above the operand. */
+export const PLAN_NUM_GTE = 4;
+/** A number below the operand (NaN too: it sorts first). */
+export const PLAN_NUM_LT = 5;
+/** A number at or below the operand (NaN too). */
+export const PLAN_NUM_LTE = 6;
+/** A string or bigint (as the operand) above it. */
+export const PLAN_GT = 7;
+/** A string or bigint (as the operand) at or above it. */
+export const PLAN_GTE = 8;
+/** A string or bigint (as the operand) below it. */
+export const PLAN_LT = 9;
+/** A string or bigint (as the operand) at or below it. */
+export const PLAN_LTE = 10;
+
+/**
+ * Whether `fields` passes every test of a plan: one loop, shared by every
+ * query, instead of a call per query through its own closures.
+ */
+export function passes(plan: readonly PlanTest[], fields: Fields): boolean {
+  for (let index = 0; index < plan.length; index++) {
+    const test = plan[index]!;
+    const value = fields[test.field];
+    const operand = test.operand;
+    switch (test.op) {
+      case PLAN_EQ:
+        if (value !== operand) return false;
+        continue;
+      case PLAN_NE:
+        if (value === operand) return false;
+        continue;
+      case PLAN_IN:
+        if (!test.set!.has(value)) return false;
+        continue;
+      case PLAN_NUM_GT:
+        if (typeof value !== "number" || !(value > (operand as number))) {
+          return false;
+        }
+        continue;
+      case PLAN_NUM_GTE:
+        if (typeof value !== "number" || !(value >= (operand as number))) {
+          return false;
+        }
+        continue;
+      case PLAN_NUM_LT:
+        if (typeof value !== "number" || value >= (operand as number)) {
+          return false;
+        }
+        continue;
+      case PLAN_NUM_LTE:
+        if (typeof value !== "number" || value > (operand as number)) {
+          return false;
+        }
+        continue;
+      default:
+        // A string or bigint range: the value must be of the operand's kind.
+        if (typeof value !== typeof operand) return false;
+        switch (test.op) {
+          case PLAN_GT:
+            if (!((value as string) > (operand as string))) return false;
+            continue;
+          case PLAN_GTE:
+            if (!((value as string) >= (operand as string))) return false;
+            continue;
+          case PLAN_LT:
+            if (!((value as string) < (operand as string))) return false;
+            continue;
+          default:
+            if (!((value as string) <= (operand as string))) return false;
+        }
+    }
+  }
+  return true;
+}
+
+function planTest(
+  field: string,
+  op: number,
+  operand: unknown,
+  set?: ReadonlySet<unknown>,
+): PlanTest {
+  return { field, op, operand, set };
+}
+
+const RANGE_OPS: Record<string, number> = {
+  gt: PLAN_GT,
+  gte: PLAN_GTE,
+  lt: PLAN_LT,
+  lte: PLAN_LTE,
+};
+const NUMBER_OPS: Record<string, number> = {
+  gt: PLAN_NUM_GT,
+  gte: PLAN_NUM_GTE,
+  lt: PLAN_NUM_LT,
+  lte: PLAN_NUM_LTE,
+};
+
+/**
+ * The plan of a `where` already validated by `compileWhere`, appended to
+ * `plan`; false when a part has no plan test (`$or`, `$not`, an operand
+ * of another kind, 0, -0, NaN…).
+ */
+function planWhere(where: Record<string, unknown>, plan: PlanTest[]): boolean {
+  for (const key of Object.keys(where)) {
+    const value = where[key];
+    if (key === "$and") {
+      for (const item of value as Record<string, unknown>[]) {
+        if (!planWhere(item, plan)) return false;
+      }
+      continue;
+    }
+    if (key.startsWith("$")) return false;
+    if (!isPlainObject(value)) {
+      if (!isStrictOperand(value as Value)) return false;
+      plan.push(planTest(key, PLAN_EQ, value));
+      continue;
+    }
+    for (const op of Object.keys(value)) {
+      const operand = value[op];
+      if (op === "in") {
+        const values = operand as Value[];
+        if (!values.every((item) => item === null || isStrictOperand(item))) {
+          return false;
+        }
+        plan.push(planTest(key, PLAN_IN, undefined, new Set(values)));
+      } else if (op === "eq" || op === "ne") {
+        if (!isStrictOperand(operand as Value)) return false;
+        plan.push(planTest(key, op === "eq" ? PLAN_EQ : PLAN_NE, operand));
+      } else if (typeof operand === "number") {
+        if (operand === 0 || operand !== operand) return false;
+        plan.push(planTest(key, NUMBER_OPS[op]!, operand));
+      } else if (typeof operand === "string" || typeof operand === "bigint") {
+        plan.push(planTest(key, RANGE_OPS[op]!, operand));
+      } else return false;
+    }
+  }
+  return true;
+}
+
+/** The plan of a validated `where` (undefined when it has none). */
+function planOf(where: unknown): PlanTest[] | undefined {
+  const plan: PlanTest[] = [];
+  if (where === undefined) return plan;
+  return planWhere(where as Record<string, unknown>, plan) ? plan : undefined;
 }
 
 type Matcher = (fields: Fields) => boolean;
@@ -884,6 +1062,7 @@ export function compileQuery(
     limit,
     offset,
     indexable,
+    plan: planOf(query.where),
   };
 }
 

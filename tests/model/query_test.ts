@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { compileQuery, type Row, runQuery } from "../../src/model/query.ts";
+import {
+  compileQuery,
+  passes,
+  type Row,
+  runQuery,
+} from "../../src/model/query.ts";
 import { compareValues, valueKind } from "../../src/model/value_order.ts";
 import type { Fields, Value } from "../../src/model/value.ts";
 
@@ -184,6 +189,127 @@ Deno.test("in on primitive lists (with and without zeros, NaN, null, bigints) ag
       );
     }
   }
+});
+
+Deno.test("filter plans: a conjunction of tests on primitive operands has a plan that agrees with the value order (zeros, NaN, bigints, strings, missing and inherited fields); other shapes have none", () => {
+  const values: (Value | undefined)[] = [...PRIMITIVES, ...SAMPLES, undefined];
+  const planned = (where: unknown) => compileQuery({ where }).plan;
+  // Operands `===` and `<` cannot judge by the value order have no plan.
+  for (
+    const where of [
+      { f: 0 },
+      { f: -0 },
+      { f: NaN },
+      { f: null },
+      { f: new Date(0) },
+      { f: { eq: [1] } },
+      { f: { ne: 0 } },
+      { f: { gt: 0 } },
+      { f: { lt: NaN } },
+      { f: { lte: null } },
+      { f: { in: [1, 0] } },
+      { f: { in: [1, [2]] } },
+      { $or: [{ f: 1 }, { g: 2 }] },
+      { $not: { f: 1 } },
+      { f: 1, $and: [{ g: { gt: 0 } }] },
+    ]
+  ) {
+    assert.equal(planned(where), undefined, JSON.stringify(where));
+  }
+  assert.deepEqual(planned(undefined), []);
+  for (const op of ["eq", "ne", "gt", "gte", "lt", "lte"]) {
+    for (const x of PRIMITIVES) {
+      const compiled = compileQuery({ where: { f: { [op]: x } } });
+      const strict = typeof x === "string" || typeof x === "bigint" ||
+        (typeof x === "number" && x !== 0 && x === x) ||
+        (typeof x === "boolean" && (op === "eq" || op === "ne"));
+      assert.equal(compiled.plan !== undefined, strict, `${op} ${String(x)}`);
+      if (compiled.plan === undefined) continue;
+      for (const value of values) {
+        const fields: Fields = value === undefined ? {} : { f: value };
+        assert.equal(
+          passes(compiled.plan, fields),
+          expected(op, value, x),
+          `plan ${op} ${String(x)} on ${
+            Object.is(value, -0) ? "-0" : String(value)
+          }`,
+        );
+      }
+      for (const field of ["constructor", "toString", "__proto__"]) {
+        const inherited = compileQuery({ where: { [field]: { [op]: x } } });
+        assert.equal(
+          passes(inherited.plan!, {}),
+          expected(op, undefined, x),
+          `plan ${op} ${String(x)} on an inherited ${field}`,
+        );
+      }
+    }
+  }
+  for (
+    const list of [[1, 2], ["a", null], [true, 2n], [NaN, 1], [], [null]]
+  ) {
+    const plan = planned({ f: { in: list } });
+    if (list.some((x) => x !== x)) {
+      assert.equal(plan, undefined);
+      continue;
+    }
+    for (const value of values) {
+      const want = value !== undefined &&
+        list.some((x) => compareValues(x, value) === 0);
+      assert.equal(
+        passes(plan!, value === undefined ? {} : { f: value }),
+        want,
+        `plan in ${list.map(String)} on ${String(value)}`,
+      );
+    }
+  }
+});
+
+Deno.test("filter plans, randomized: conjunctions (and $and) of primitive tests on two fields agree with the compiled matcher", () => {
+  const ops = ["eq", "ne", "gt", "gte", "lt", "lte", "in", "short"];
+  const values: (Value | undefined)[] = [...PRIMITIVES, undefined];
+  let seed = 11;
+  const next = (n: number) => {
+    seed = (seed * 1_103_515_245 + 12_345) % 2_147_483_648;
+    return seed % n;
+  };
+  let withPlan = 0;
+  for (let round = 0; round < 400; round++) {
+    const where: Record<string, unknown> = {};
+    const and: Record<string, unknown>[] = [];
+    for (let c = 1 + next(3); c > 0; c--) {
+      const field = next(2) === 0 ? "f" : "g";
+      const op = ops[next(ops.length)]!;
+      const x = PRIMITIVES[next(PRIMITIVES.length)]!;
+      const part = op === "short"
+        ? x
+        : op === "in"
+        ? { in: [x, PRIMITIVES[next(PRIMITIVES.length)]!] }
+        : { [op]: x };
+      if (where[field] === undefined && next(3) > 0) where[field] = part;
+      else and.push({ [field]: part });
+    }
+    if (and.length > 0) where.$and = and;
+    const compiled = compileQuery({ where });
+    if (compiled.plan === undefined) continue;
+    withPlan++;
+    for (const f of values) {
+      for (const g of values) {
+        const fields: Fields = {};
+        if (f !== undefined) fields.f = f;
+        if (g !== undefined) fields.g = g;
+        assert.equal(
+          passes(compiled.plan, fields),
+          compiled.matches(fields),
+          `${
+            JSON.stringify(where, (_, v) => typeof v === "bigint" ? `${v}n` : v)
+          } on ${String(f)}, ${String(g)}`,
+        );
+      }
+    }
+  }
+  // Most draws qualify: the comparison above ran on many plans.
+  assert.ok(withPlan > 100, `${withPlan} plans`);
 });
 
 Deno.test("shorthand equality: scalars, dates and bytes; -0, 1n and NaN are exact", () => {
