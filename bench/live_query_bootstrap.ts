@@ -24,7 +24,7 @@
  * first bootstrap of a fresh process (one child process per run, `n` per
  * row, rows and checkouts interleaved; module loading excluded, JIT
  * included), with the V8 flags of `--fresh-flags` (default
- * `--single-threaded-gc`).
+ * `--single-threaded-gc`; `--fresh-flags ""` for none).
  *
  * ```sh
  * deno run -A --v8-flags=--expose-gc,--single-threaded-gc \
@@ -213,7 +213,7 @@ if (fresh > 0) {
         const args = [
           "run",
           "-A",
-          `--v8-flags=${flags}`,
+          ...(flags === "" ? [] : [`--v8-flags=${flags}`]),
           new URL(import.meta.url).pathname,
           "--child",
           label,
@@ -235,7 +235,9 @@ if (fresh > 0) {
     }
   }
   console.log(
-    `\nFirst bootstrap in a fresh process (V8 flags ${flags}), ${fresh} per row:`,
+    `\nFirst bootstrap in a fresh process (V8 flags: ${
+      flags || "none"
+    }), ${fresh} per row:`,
   );
   table(impls.map(([label]) => label), freshTimes, freshWalls);
 }
