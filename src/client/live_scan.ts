@@ -5,14 +5,7 @@
  * query, the touched objects that enter, stay in or leave its kept result.
  */
 
-import {
-  type CompiledQuery,
-  passes,
-  PLAN_EQ,
-  PLAN_IN,
-  type PlanTest,
-  readField,
-} from "../model/query.ts";
+import { type CompiledQuery, readField } from "../model/query.ts";
 import type { Fields, Value } from "../model/value.ts";
 import { valueKey } from "../model/value_order.ts";
 import type { Kind, Touched } from "./change_sets.ts";
@@ -44,36 +37,6 @@ export function routeOf(compiled: CompiledQuery): Route {
 }
 
 /**
- * A query's filter plan less the tests its route answers (internal): an
- * object found through the route holds, `===`, one of the route's values,
- * so an equality to that value, or an `in` listing all of them, is
- * already known to pass. Only when every route value is a strict operand
- * (a number but 0, -0 and NaN, a string, boolean or bigint; not null: a
- * missing field is routed as null). Undefined when the query has no plan.
- */
-export function residualOf(
-  compiled: CompiledQuery,
-  route: Route,
-): readonly PlanTest[] | undefined {
-  const plan = compiled.plan;
-  if (plan === undefined || route === undefined) return plan;
-  const values = route.values;
-  if (!values.every(isStrict)) return plan;
-  return plan.filter((test) =>
-    test.field !== route.field ||
-    !(test.op === PLAN_EQ
-      ? values.length === 1 && values[0] === test.operand
-      : test.op === PLAN_IN && values.every((value) => test.set!.has(value)))
-  );
-}
-
-function isStrict(value: Value): boolean {
-  return typeof value === "string" || typeof value === "boolean" ||
-    typeof value === "bigint" ||
-    (typeof value === "number" && value !== 0 && value === value);
-}
-
-/**
  * What one transaction does to one object of a live query's kept result
  * (internal): it was held as `old`, it is now `fields`, or both. The
  * engine fills in the rest of the {@linkcode Touched} it becomes.
@@ -98,12 +61,6 @@ export interface Scannable {
   readonly type: string;
   readonly compiled: CompiledQuery;
   readonly route: Route;
-  /**
-   * The filter plan left to test on an object found through
-   * {@linkcode route} (see {@linkcode residualOf}); for a query without
-   * a route, its whole plan. Undefined: the filter has no plan.
-   */
-  readonly residual: readonly PlanTest[] | undefined;
   /**
    * Set when the kept result is cut: every match that sorts after it is
    * outside the kept result.
@@ -494,7 +451,7 @@ export class LiveScan<Q extends Scannable> {
         const query = queries[q]!;
         if (query.seen === step) continue;
         examined++;
-        if (enter(query, id, fields, query.residual)) {
+        if (enter(query, id, fields)) {
           record(query, id, undefined, fields, final, dirty);
         }
       }
@@ -591,7 +548,6 @@ function enterEach<Q extends Scannable>(
   const inline = field !== undefined &&
     (typeof limit === "number" || typeof limit === "string");
   const matches = compiled.matches;
-  const plan = compiled.plan;
   const ascending = compiled.leadSign > 0;
   for (let i = 0; i < count; i++) {
     const c = at[i]!;
@@ -604,9 +560,7 @@ function enterEach<Q extends Scannable>(
       if (typeof value === typeof limit) {
         if (ascending ? value! > limit! : value! < limit!) continue;
       }
-      if (plan !== undefined ? !passes(plan, fields) : !matches(fields)) {
-        continue;
-      }
+      if (!matches(fields)) continue;
       if (compiled.compareToKeyed(change.id, fields, bound!) > 0) continue;
     } else if (!enter(query, change.id, fields)) continue;
     record(query, change.id, undefined, fields, distinct || c < 0, dirty);
@@ -637,7 +591,7 @@ function routeEach<Q extends Scannable>(
     examined += queries.length;
     for (let q = 0; q < queries.length; q++) {
       const query = queries[q]!;
-      if (enter(query, change.id, fields, query.residual)) {
+      if (enter(query, change.id, fields)) {
         record(query, change.id, undefined, fields, distinct || c < 0, dirty);
       }
     }
@@ -645,17 +599,8 @@ function routeEach<Q extends Scannable>(
   return examined;
 }
 
-/**
- * Whether an object with these fields belongs to the kept result, its
- * filter tested by `plan` (the query's whole plan, or its residual when
- * the object was found through its route) or, without one, by `matches`.
- */
-export function enter(
-  query: Scannable,
-  id: string,
-  fields: Fields,
-  plan: readonly PlanTest[] | undefined = query.compiled.plan,
-): boolean {
+/** Whether an object with these fields belongs to the kept result. */
+export function enter(query: Scannable, id: string, fields: Fields): boolean {
   const compiled = query.compiled;
   const bound = query.bound;
   if (bound !== undefined) {
@@ -677,8 +622,6 @@ export function enter(
       }
     }
   }
-  if (plan !== undefined ? !passes(plan, fields) : !compiled.matches(fields)) {
-    return false;
-  }
+  if (!compiled.matches(fields)) return false;
   return bound === undefined || compiled.compareToKeyed(id, fields, bound) <= 0;
 }

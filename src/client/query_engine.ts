@@ -7,11 +7,7 @@
  */
 
 import { FieldIndex } from "../model/field_index.ts";
-import type {
-  CompiledQuery,
-  IndexableCondition,
-  PlanTest,
-} from "../model/query.ts";
+import type { CompiledQuery, IndexableCondition } from "../model/query.ts";
 import { type Fields, type Value, valuesEqual } from "../model/value.ts";
 import { BlockList } from "./entry_list.ts";
 import {
@@ -29,7 +25,6 @@ import {
 } from "./live_results.ts";
 import {
   LiveScan,
-  residualOf,
   type Route,
   routeOf,
   type ScanChange,
@@ -101,8 +96,6 @@ export interface LiveQuery {
    * value now, or held by the result, can concern the query.
    */
   readonly route: Route;
-  /** The filter left to test on an object found through the route. */
-  readonly residual: readonly PlanTest[] | undefined;
   /** The entries of {@linkcode sorted} by id. */
   members: Map<string, Entry>;
   /**
@@ -329,7 +322,6 @@ export class QueryEngine {
         Math.max(MIN_MARGIN, compiled.offset + compiled.limit),
       ),
       route,
-      residual: residualOf(compiled, route),
       scanned: [],
       seen: 0,
       deliver,
