@@ -18,9 +18,17 @@
  * every run (it drops optimized code that embedded the previous realm's
  * objects and hidden classes).
  *
+ * The forced collection also drops each run's optimized code, and the
+ * warm-up and earlier rows leave type feedback behind, so neither is what
+ * a user's first bootstrap meets. `--fresh <n>` adds a second table: the
+ * first bootstrap of a fresh process (one child process per run, `n` per
+ * row, rows and checkouts interleaved; module loading excluded, JIT
+ * included), with the V8 flags of `--fresh-flags` (default
+ * `--single-threaded-gc`; `--fresh-flags ""` for none).
+ *
  * ```sh
  * deno run -A --v8-flags=--expose-gc,--single-threaded-gc \
- *   bench/live_query_bootstrap.ts [--reps 7] [--base /tmp/base]
+ *   bench/live_query_bootstrap.ts [--reps 7] [--base /tmp/base] [--fresh 7]
  * ```
  *
  * @module
@@ -104,8 +112,6 @@ async function run(
   await realm.close();
 }
 
-const reps = Number(option("--reps") ?? 5);
-const impls = await implementations(load);
 const CONFIGS = [
   ["none", { liveQueries: [], indexes: false }],
   ["10 live queries", { liveQueries: TEN, indexes: false }],
@@ -114,6 +120,69 @@ const CONFIGS = [
   ["10 UI live queries", { liveQueries: UI, indexes: false }],
   ["2 indexes + 10 UI live queries", { liveQueries: UI, indexes: true }],
 ] as const;
+
+/** One measured bootstrap: CPU and wall time, in ms. */
+async function measure(
+  impl: Implementation,
+  options: (typeof CONFIGS)[number][1],
+): Promise<{ cpu: number; wall: number }> {
+  const before = process.cpuUsage();
+  const start = performance.now();
+  await run(impl, options);
+  const wall = performance.now() - start;
+  const used = process.cpuUsage(before);
+  return { cpu: (used.user + used.system) / 1_000, wall };
+}
+
+/** Prints a table of the CPU and wall times of each row. */
+function table(
+  labels: readonly string[],
+  times: Map<string, number[]>,
+  walls: Map<string, number[]>,
+): void {
+  console.log(
+    "| run | CPU min | CPU median | median vs none | wall median | wall vs none |",
+  );
+  console.log(
+    "| --- | ------- | ---------- | -------------- | ----------- | ------------ |",
+  );
+  for (const label of labels) {
+    const none = median(times.get(`${label}: none`)!);
+    const noneWall = median(walls.get(`${label}: none`)!);
+    for (const [name] of CONFIGS) {
+      const values = times.get(`${label}: ${name}`)!;
+      const wall = median(walls.get(`${label}: ${name}`)!);
+      console.log(
+        `| ${label}: ${name} | ${Math.min(...values).toFixed(0)} ms | ${
+          median(values).toFixed(0)
+        } ms | ${(median(values) / none).toFixed(2)}× | ${
+          wall.toFixed(0)
+        } ms | ${(wall / noneWall).toFixed(2)}× |`,
+      );
+    }
+  }
+}
+
+function push(map: Map<string, number[]>, key: string, value: number): void {
+  map.set(key, [...map.get(key) ?? [], value]);
+}
+
+const child = option("--child");
+if (child !== undefined) {
+  // A child of `--fresh`: one bootstrap of one row, nothing run before it.
+  const base = option("--base");
+  const root = child === "base"
+    ? new URL(`file://${base!.replace(/\/?$/, "/")}`)
+    : new URL("../", import.meta.url);
+  const impl = await load(root);
+  const result = await measure(impl, CONFIGS[Number(option("--row"))]![1]);
+  console.log(JSON.stringify(result));
+  if (sink < 0) console.log(sink);
+  Deno.exit(0);
+}
+
+const reps = Number(option("--reps") ?? 5);
+const impls = await implementations(load);
 const times = new Map<string, number[]>();
 const walls = new Map<string, number[]>();
 /** V8's `gc()` when exposed (`--v8-flags=--expose-gc`). */
@@ -124,39 +193,52 @@ for (let rep = 0; rep < reps; rep++) {
   for (const [name, options] of CONFIGS) {
     for (const [label, impl] of impls) {
       collect?.();
-      const before = process.cpuUsage();
-      const start = performance.now();
-      await run(impl, options);
-      const wall = performance.now() - start;
-      const used = process.cpuUsage(before);
-      const key = `${label}: ${name}`;
-      times.set(key, [
-        ...times.get(key) ?? [],
-        (used.user + used.system) / 1_000,
-      ]);
-      walls.set(key, [...walls.get(key) ?? [], wall]);
+      const { cpu, wall } = await measure(impl, options);
+      push(times, `${label}: ${name}`, cpu);
+      push(walls, `${label}: ${name}`, wall);
     }
   }
 }
-console.log(
-  "| run | CPU min | CPU median | median vs none | wall median | wall vs none |",
-);
-console.log(
-  "| --- | ------- | ---------- | -------------- | ----------- | ------------ |",
-);
-for (const [label] of impls) {
-  const none = median(times.get(`${label}: none`)!);
-  const noneWall = median(walls.get(`${label}: none`)!);
-  for (const [name] of CONFIGS) {
-    const values = times.get(`${label}: ${name}`)!;
-    const wall = median(walls.get(`${label}: ${name}`)!);
-    console.log(
-      `| ${label}: ${name} | ${Math.min(...values).toFixed(0)} ms | ${
-        median(values).toFixed(0)
-      } ms | ${(median(values) / none).toFixed(2)}× | ${wall.toFixed(0)} ms | ${
-        (wall / noneWall).toFixed(2)
-      }× |`,
-    );
+table(impls.map(([label]) => label), times, walls);
+
+const fresh = Number(option("--fresh") ?? 0);
+if (fresh > 0) {
+  const freshTimes = new Map<string, number[]>();
+  const freshWalls = new Map<string, number[]>();
+  const base = option("--base");
+  const flags = option("--fresh-flags") ?? "--single-threaded-gc";
+  for (let rep = 0; rep < fresh; rep++) {
+    for (let row = 0; row < CONFIGS.length; row++) {
+      for (const [label] of impls) {
+        const args = [
+          "run",
+          "-A",
+          ...(flags === "" ? [] : [`--v8-flags=${flags}`]),
+          new URL(import.meta.url).pathname,
+          "--child",
+          label,
+          "--row",
+          String(row),
+          ...(base === undefined ? [] : ["--base", base]),
+        ];
+        const output = await new Deno.Command(Deno.execPath(), {
+          args,
+          stdout: "piped",
+          stderr: "inherit",
+        }).output();
+        if (!output.success) throw new Error(`child ${label} ${row} failed`);
+        const text = new TextDecoder().decode(output.stdout).trim();
+        const { cpu, wall } = JSON.parse(text.split("\n").at(-1)!);
+        push(freshTimes, `${label}: ${CONFIGS[row]![0]}`, cpu);
+        push(freshWalls, `${label}: ${CONFIGS[row]![0]}`, wall);
+      }
+    }
   }
+  console.log(
+    `\nFirst bootstrap in a fresh process (V8 flags: ${
+      flags || "none"
+    }), ${fresh} per row:`,
+  );
+  table(impls.map(([label]) => label), freshTimes, freshWalls);
 }
 if (sink < 0) console.log(sink);

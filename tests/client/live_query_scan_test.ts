@@ -66,6 +66,25 @@ const QUERIES: unknown[] = [
   { where: { q: { lt: 2 } }, sort: [["q", "asc"]], limit: 3 },
   { where: { t: { gte: "a" }, z: { ne: 1n } }, sort: [["t", "asc"]] },
   { where: { p: { lte: 1n } }, sort: [["p", "asc"]], limit: 1 },
+  // Routes with more tests, on other fields and on the route's own field
+  // (some the route answers, some it does not), and `in` routes with null
+  // (a missing field is routed as null, yet `in: [null]` does not match it).
+  { where: { t: "a", p: { gt: 0.5 } }, sort: [["q", "asc"]], limit: 2 },
+  {
+    where: { z: { in: [1, "a"] }, t: { in: ["a", "b"] } },
+    sort: [["p", "asc"]],
+  },
+  { where: { p: { in: [1, null] }, q: { ne: 2 } }, sort: [["t", "asc"]] },
+  { where: { q: { in: [null, "b"] } }, limit: 3, sort: [["z", "asc"]] },
+  {
+    where: { $and: [{ t: "b" }, { z: { lt: "b" } }] },
+    sort: [["p", "desc"]],
+    limit: 3,
+  },
+  { where: { t: "a", $and: [{ t: { in: ["a", "b"] } }, { q: { gte: 1n } }] } },
+  { where: { z: { in: [true, 1] }, p: { lt: 2, ne: 1 } }, limit: 2 },
+  { where: { t: "a", $and: [{ t: { eq: "b" } }] } },
+  { where: { z: { in: [1, "a"] }, $and: [{ z: { in: [1, true] } }] } },
 ];
 
 function randomFields(prng: Prng): Fields {
