@@ -189,9 +189,15 @@ const walls = new Map<string, number[]>();
 const collect = (globalThis as { gc?: () => void }).gc;
 // Warm-up: one run of each, not counted.
 for (const [, impl] of impls) for (const [, o] of CONFIGS) await run(impl, o);
+// Each rep starts at another row and alternates the checkouts' order: a
+// run measured right after a heavy one reads up to ~10 ms slower
+// (PERFORMANCE.md "Sixth pass"), so no row or checkout always takes that
+// place.
 for (let rep = 0; rep < reps; rep++) {
-  for (const [name, options] of CONFIGS) {
-    for (const [label, impl] of impls) {
+  for (let step = 0; step < CONFIGS.length; step++) {
+    const [name, options] = CONFIGS[(rep + step) % CONFIGS.length]!;
+    const order = rep % 2 === 0 ? impls : impls.toReversed();
+    for (const [label, impl] of order) {
       collect?.();
       const { cpu, wall } = await measure(impl, options);
       push(times, `${label}: ${name}`, cpu);
