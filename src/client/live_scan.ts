@@ -5,7 +5,8 @@
  * query, the touched objects that enter, stay in or leave its kept result.
  */
 
-import { type CompiledQuery, readField } from "../model/query.ts";
+import { readField } from "../model/field_tests.ts";
+import type { CompiledQuery } from "../model/query.ts";
 import type { Fields, Value } from "../model/value.ts";
 import { valueKey } from "../model/value_order.ts";
 import type { Kind, Touched } from "./change_sets.ts";
