@@ -10,6 +10,7 @@ import {
   defineField,
   type Fields,
   type Value,
+  valuesEqual,
 } from "../model/value.ts";
 import type { RealmObject } from "./realm.ts";
 
@@ -179,4 +180,47 @@ export function materialize<T>(snapshot: LiveSnapshot): LiveQueryUpdate<T> {
     objects: objects as RealmObject<unknown>[] as RealmObject<T>[],
     changes: snapshot.changes,
   };
+}
+
+/** An object watcher (internal): what it watches and last reported. */
+export interface ObjectWatcher {
+  readonly type: string;
+  readonly id: string;
+  last: Fields | undefined;
+  deliver(update: ObjectUpdate): void;
+}
+
+/**
+ * Tells an object watcher of the object's fields after a transaction (internal):
+ * nothing when no field changed, appeared or vanished.
+ */
+export function notify(
+  watcher: ObjectWatcher,
+  fields: Fields | undefined,
+): void {
+  const last = watcher.last;
+  if (last === undefined && fields === undefined) return;
+  const changed = new Set<string>();
+  if (last === undefined || fields === undefined) {
+    for (const name of Object.keys(last ?? fields!)) changed.add(name);
+  } else {
+    for (const name of Object.keys(fields)) {
+      if (
+        !Object.hasOwn(last, name) ||
+        !valuesEqual(last[name] as Value, fields[name] as Value)
+      ) {
+        changed.add(name);
+      }
+    }
+    for (const name of Object.keys(last)) {
+      if (!Object.hasOwn(fields, name)) changed.add(name);
+    }
+    if (changed.size === 0) return;
+  }
+  watcher.last = fields;
+  watcher.deliver({
+    id: watcher.id,
+    fields: fields === undefined ? undefined : copyFields(fields),
+    changedFields: [...changed].sort(),
+  });
 }

@@ -8,7 +8,8 @@
 
 import { FieldIndex } from "../model/field_index.ts";
 import type { CompiledQuery, IndexableCondition } from "../model/query.ts";
-import { type Fields, type Value, valuesEqual } from "../model/value.ts";
+import type { Fields, Value } from "../model/value.ts";
+import { merge, selectFirst, withoutIndexes } from "../util/sorted_arrays.ts";
 import { BlockList } from "./entry_list.ts";
 import {
   ascending,
@@ -21,7 +22,9 @@ import {
   type Entry,
   type LiveSnapshot,
   newEntry,
+  notify,
   type ObjectUpdate,
+  type ObjectWatcher,
 } from "./live_results.ts";
 import {
   LiveScan,
@@ -110,13 +113,6 @@ export interface LiveQuery {
   /** A mark of the scan (live_scan.ts). */
   seen: number;
   deliver(snapshot: LiveSnapshot): void;
-}
-
-interface ObjectWatcher {
-  readonly type: string;
-  readonly id: string;
-  last: Fields | undefined;
-  deliver(update: ObjectUpdate): void;
 }
 
 /**
@@ -777,68 +773,11 @@ export class QueryEngine {
   }
 }
 
-/** `items` without those at `indexes` (ascending); `items` if none. */
-function withoutIndexes<T>(items: T[], indexes: readonly number[]): T[] {
-  if (indexes.length === 0) return items;
-  const rest: T[] = [];
-  let next = 0;
-  for (let index = 0; index < items.length; index++) {
-    if (indexes[next] === index) next++;
-    else rest.push(items[index]!);
-  }
-  return rest;
-}
-
-/**
- * Reorders `items` so that its first `count` are the smallest (in any
- * order): Hoare's selection, linear on average, where a sort is not.
- */
-function selectFirst<T>(
-  items: T[],
-  count: number,
-  compare: (a: T, b: T) => number,
-): void {
-  let low = 0;
-  let high = items.length - 1;
-  while (low < high) {
-    const pivot = items[(low + high) >>> 1]!;
-    let i = low;
-    let j = high;
-    while (i <= j) {
-      while (compare(items[i]!, pivot) < 0) i++;
-      while (compare(items[j]!, pivot) > 0) j--;
-      if (i <= j) {
-        const swap = items[i]!;
-        items[i++] = items[j]!;
-        items[j--] = swap;
-      }
-    }
-    if (count - 1 <= j) high = j;
-    else if (count - 1 >= i) low = i;
-    else return;
-  }
-}
-
 /** The least margin a cut live query starts with (see `LiveQuery.margin`). */
 const MIN_MARGIN = 32;
 
 /** Batches at least this big may be merged rather than inserted one by one. */
 const MERGE_AT = 32;
-
-/** Merges two sorted lists. */
-function merge<T>(a: T[], b: T[], compare: (x: T, y: T) => number): T[] {
-  if (a.length === 0) return b;
-  const out = new Array<T>(a.length + b.length);
-  let i = 0;
-  let j = 0;
-  let k = 0;
-  while (i < a.length && j < b.length) {
-    out[k++] = compare(a[i]!, b[j]!) <= 0 ? a[i++]! : b[j++]!;
-  }
-  while (i < a.length) out[k++] = a[i++]!;
-  while (j < b.length) out[k++] = b[j++]!;
-  return out;
-}
 
 /** How a touched object relates to a live query's result. */
 function kindOf(
@@ -853,32 +792,4 @@ function kindOf(
     : compiled.sorted && compiled.compareKeys(old.keys, fresh.keys) !== 0
     ? "move"
     : "stay";
-}
-
-function notify(watcher: ObjectWatcher, fields: Fields | undefined): void {
-  const last = watcher.last;
-  if (last === undefined && fields === undefined) return;
-  const changed = new Set<string>();
-  if (last === undefined || fields === undefined) {
-    for (const name of Object.keys(last ?? fields!)) changed.add(name);
-  } else {
-    for (const name of Object.keys(fields)) {
-      if (
-        !Object.hasOwn(last, name) ||
-        !valuesEqual(last[name] as Value, fields[name] as Value)
-      ) {
-        changed.add(name);
-      }
-    }
-    for (const name of Object.keys(last)) {
-      if (!Object.hasOwn(fields, name)) changed.add(name);
-    }
-    if (changed.size === 0) return;
-  }
-  watcher.last = fields;
-  watcher.deliver({
-    id: watcher.id,
-    fields: fields === undefined ? undefined : copyFields(fields),
-    changedFields: [...changed].sort(),
-  });
 }
