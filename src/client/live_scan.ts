@@ -5,37 +5,14 @@
  * query, the touched objects that enter, stay in or leave its kept result.
  */
 
-import { readField } from "../model/field_tests.ts";
 import type { CompiledQuery } from "../model/query.ts";
-import type { Fields, Value } from "../model/value.ts";
-import { valueKey } from "../model/value_order.ts";
+import type { Fields } from "../model/value.ts";
 import type { Kind, Touched } from "./change_sets.ts";
 import type { Entry } from "./live_results.ts";
+import { type Route, RouteTable } from "./route_table.ts";
 
-/**
- * The values a query requires of one field (a top-level equality, or else
- * a top-level `in`): an object holding none of them now cannot enter its
- * result. Undefined when the query requires neither.
- */
-export type Route = { field: string; values: readonly Value[] } | undefined;
-
-/**
- * The route of a compiled query: its first top-level equality, else its
- * first top-level `in` (one route table entry per listed value).
- */
-export function routeOf(compiled: CompiledQuery): Route {
-  for (const condition of compiled.indexable) {
-    if (condition.op === "eq") {
-      return { field: condition.field, values: [condition.value] };
-    }
-  }
-  for (const condition of compiled.indexable) {
-    if (condition.op === "in") {
-      return { field: condition.field, values: condition.values };
-    }
-  }
-  return undefined;
-}
+// Routes moved to route_table.ts; the query engine finds them here still.
+export { type Route, routeOf } from "./route_table.ts";
 
 /**
  * What one transaction does to one object of a live query's kept result
@@ -83,74 +60,6 @@ export interface ScanChange {
   readonly fields?: Fields;
   /** On a `put`: whether the object was not live before it. */
   readonly created?: boolean;
-}
-
-/** The live queries of one type that require values of one field. */
-class RouteTable<Q> {
-  readonly field: string;
-  /** By the value itself: strings, booleans, bigints, numbers but -0. */
-  #primitive = new Map<unknown, Q[]>();
-  /** By `valueKey`: -0, null (a missing field), bytes, dates, composites. */
-  #keyed = new Map<string, Q[]>();
-  #size = 0;
-
-  constructor(field: string) {
-    this.field = field;
-  }
-
-  get size(): number {
-    return this.#size;
-  }
-
-  /** The queries that require the value an object holds now. */
-  lookup(fields: Fields): Q[] | undefined {
-    // A plain read first: a primitive there is the field's own value.
-    const value = fields[this.field];
-    switch (typeof value) {
-      case "string":
-      case "boolean":
-      case "bigint":
-        return this.#primitive.get(value);
-      case "number":
-        if (value !== 0 || 1 / value > 0) return this.#primitive.get(value);
-    }
-    return this.#keyed.size === 0
-      ? undefined
-      : this.#keyed.get(valueKey(readField(fields, this.field) ?? null));
-  }
-
-  /** Routes `query` by each of `values` (a value listed twice, once). */
-  add(values: readonly Value[], query: Q): void {
-    for (const value of values) {
-      const [map, key] = this.#slot(value);
-      const list = map.get(key);
-      if (list === undefined) map.set(key, [query]);
-      else if (!list.includes(query)) list.push(query);
-      else continue;
-      this.#size++;
-    }
-  }
-
-  /** Undoes {@linkcode add} with the same values. */
-  remove(values: readonly Value[], query: Q): void {
-    for (const value of values) {
-      const [map, key] = this.#slot(value);
-      const list = map.get(key);
-      const at = list === undefined ? -1 : list.indexOf(query);
-      if (at === -1) continue;
-      list!.splice(at, 1);
-      if (list!.length === 0) map.delete(key);
-      this.#size--;
-    }
-  }
-
-  #slot(value: Value): [Map<unknown, Q[]>, unknown] {
-    return typeof value === "string" || typeof value === "boolean" ||
-        typeof value === "bigint" ||
-        (typeof value === "number" && !Object.is(value, -0))
-      ? [this.#primitive, value]
-      : [this.#keyed as Map<unknown, Q[]>, valueKey(value)];
-  }
 }
 
 /** The live queries of one type, and which of them hold each object. */

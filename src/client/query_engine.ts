@@ -350,9 +350,7 @@ export class QueryEngine {
         const queries = this.#queries.get(type);
         if (queries?.delete(query)) {
           this.#active--;
-          for (const id of query.members.keys()) {
-            this.#live.release(query, id);
-          }
+          for (const id of query.members.keys()) this.#live.release(query, id);
           this.#live.remove(query);
           if (queries.size === 0) this.#queries.delete(type);
         }
@@ -662,8 +660,10 @@ export class QueryEngine {
    */
   #update(query: LiveQuery, touched: readonly Touched[]): boolean {
     const compare = query.compiled.compareKeyed;
-    const sorted = query.sorted;
-    const members = query.members;
+    const { sorted, members } = query;
+    // Read on every call: read only on the hold path, V8 compiled it
+    // unseen and deoptimized there again and again (docs/PERFORMANCE.md).
+    const live = this.#live;
     const removals: number[] = [];
     const additions: Entry[] = [];
     for (let i = 0; i < touched.length; i++) {
@@ -677,7 +677,7 @@ export class QueryEngine {
       if (item.fresh !== undefined) additions.push(item.fresh);
       else {
         members.delete(item.old!.id);
-        this.#live.release(query, item.old!.id);
+        live.release(query, item.old!.id);
       }
     }
     if (removals.length > 1) removals.sort(ascending);
@@ -691,7 +691,7 @@ export class QueryEngine {
     }
     for (let i = 0; i < additions.length; i++) {
       const entry = additions[i]!;
-      if (!members.has(entry.id)) this.#live.hold(query, entry.id);
+      if (!members.has(entry.id)) live.hold(query, entry.id);
       members.set(entry.id, entry);
     }
     // Blocks keep each step O(log n + block size), so a bootstrap batch of

@@ -35,6 +35,11 @@ const VALUES: (Value | undefined)[] = [
   2,
   2.5,
   1n,
+  // Integers at and past the ends of the routes' small-integer array.
+  -1,
+  1_023,
+  1_024,
+  2 ** 32,
   "",
   "a",
   "b",
@@ -85,6 +90,19 @@ const QUERIES: unknown[] = [
   { where: { z: { in: [true, 1] }, p: { lt: 2, ne: 1 } }, limit: 2 },
   { where: { t: "a", $and: [{ t: { eq: "b" } }] } },
   { where: { z: { in: [1, "a"] }, $and: [{ z: { in: [1, true] } }] } },
+  // Routes through the boolean slots and the small-integer array, beside
+  // the values the maps take (-0, 1n, integers past the array, null).
+  { where: { z: false }, sort: [["p", "desc"]], limit: 2 },
+  { where: { q: 1_023 }, sort: [["t", "asc"]] },
+  { where: { p: 0, q: { ne: 1 } } },
+  { where: { q: 1_024 }, limit: 1, sort: [["p", "asc"]] },
+  {
+    where: { p: { in: [0, 2, 1_024, -1, 2 ** 32, false, 1n] } },
+    sort: [["q", "desc"]],
+    limit: 3,
+  },
+  { where: { t: { in: [true, false, 2, null] } }, sort: [["p", "asc"]] },
+  { where: { z: { in: [-0, 1_023, "a"] } }, sort: [["z", "desc"]], limit: 2 },
 ];
 
 function randomFields(prng: Prng): Fields {
