@@ -11,9 +11,6 @@ import type { Kind, Touched } from "./change_sets.ts";
 import type { Entry } from "./live_results.ts";
 import { type Route, RouteTable } from "./route_table.ts";
 
-// Routes moved to route_table.ts; the query engine finds them here still.
-export { type Route, routeOf } from "./route_table.ts";
-
 /**
  * What one transaction does to one object of a live query's kept result
  * (internal): it was held as `old`, it is now `fields`, or both. The

@@ -28,12 +28,11 @@ import {
 } from "./live_results.ts";
 import {
   LiveScan,
-  type Route,
-  routeOf,
   type ScanChange,
   type Scanned,
   settle,
 } from "./live_scan.ts";
+import { type Route, routeOf } from "./route_table.ts";
 
 // The result types moved to live_results.ts; importers of this file keep
 // finding them here.
