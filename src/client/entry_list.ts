@@ -93,8 +93,7 @@ export class BlockList<T> {
       block--;
       offset = this.#blocks[block]!.length;
     }
-    const items = this.#own(block);
-    items.splice(offset, 0, item);
+    const items = this.#insertInto(block, offset, item);
     this.#length++;
     if (items.length > this.#maxBlock) {
       const tail = items.splice(this.#maxBlock >>> 1);
@@ -160,20 +159,51 @@ export class BlockList<T> {
   /** Removes the item at `index`. */
   removeAt(index: number): void {
     const { block, offset } = this.#at(index);
-    const items = this.#own(block);
-    items.splice(offset, 1);
+    const items = this.#removeFrom(block, offset);
     this.#length--;
     if (items.length === 0) this.#blocks.splice(block, 1);
+  }
+
+  /**
+   * Inserts `item` into a block at `offset` and returns the block. A block
+   * shared with a snapshot becomes an exact-size copy with the item in it:
+   * one allocation, where a copy and then a splice would also allocate a
+   * bigger store for the grown copy (a live query meets this once per
+   * block per commit).
+   */
+  #insertInto(block: number, offset: number, item: T): T[] {
+    this.#starts = undefined;
+    const items = this.#blocks[block]!;
+    if (this.#owned.has(items)) {
+      items.splice(offset, 0, item);
+      return items;
+    }
+    return this.#adopt(block, items.toSpliced(offset, 0, item));
+  }
+
+  /** Removes the item at `offset` of a block, as `#insertInto` inserts. */
+  #removeFrom(block: number, offset: number): T[] {
+    this.#starts = undefined;
+    const items = this.#blocks[block]!;
+    if (this.#owned.has(items)) {
+      items.splice(offset, 1);
+      return items;
+    }
+    return this.#adopt(block, items.toSpliced(offset, 1));
+  }
+
+  /** Puts `items`, a new array, in place of a block. */
+  #adopt(block: number, items: T[]): T[] {
+    this.#blocks[block] = items;
+    this.#owned.add(items);
+    return items;
   }
 
   #own(block: number): T[] {
     this.#starts = undefined;
     const items = this.#blocks[block]!;
     if (this.#owned.has(items)) return items;
-    const copy = items.slice();
-    this.#blocks[block] = copy;
-    this.#owned.add(copy);
-    return copy;
+    return this.#adopt(block, items.slice());
   }
 
   #at(index: number): { block: number; offset: number } {

@@ -157,9 +157,12 @@ export function copyFields(fields: Fields): Fields {
 
 /** Turns a snapshot into the item a reader sees. */
 export function materialize<T>(snapshot: LiveSnapshot): LiveQueryUpdate<T> {
-  const objects: RealmObject[] = [];
   let skip = snapshot.start;
   let take = snapshot.end - snapshot.start;
+  // Sized once: grown by `push`, the list would allocate about twice its
+  // size in stores it outgrows (a reader gets one per commit).
+  const objects = new Array<RealmObject>(take);
+  let filled = 0;
   for (const block of snapshot.blocks) {
     if (take === 0) break;
     if (skip >= block.length) {
@@ -172,10 +175,13 @@ export function materialize<T>(snapshot: LiveSnapshot): LiveQueryUpdate<T> {
         id: entry.id,
         fields: copyFields(entry.fields),
       });
-      objects.push(entry.object);
+      objects[filled++] = entry.object;
     }
     skip = 0;
   }
+  // (A snapshot's blocks hold its window; this keeps a short one from
+  // leaving holes.)
+  objects.length = filled;
   return {
     objects: objects as RealmObject<unknown>[] as RealmObject<T>[],
     changes: snapshot.changes,
