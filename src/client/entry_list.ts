@@ -17,6 +17,8 @@ export class BlockList<T> {
   /** Blocks created since the last snapshot (the others are shared). */
   #owned = new Set<T[]>();
   #length = 0;
+  /** The offset in its block of the item `#at` or `#locate` found. */
+  #offset = 0;
   /** Index of each block's first item; recomputed after a change. */
   #starts: number[] | undefined;
 
@@ -62,7 +64,8 @@ export class BlockList<T> {
    * in the list).
    */
   lowerBound(item: T, compare: (a: T, b: T) => number): number {
-    const { block, offset } = this.#locate(item, compare);
+    const block = this.#locate(item, compare);
+    const offset = this.#offset;
     if (block === this.#blocks.length) return this.#length;
     if (this.#starts === undefined) {
       // Lookups come in runs between changes (a transaction's old
@@ -88,7 +91,8 @@ export class BlockList<T> {
       this.#length = 1;
       return;
     }
-    let { block, offset } = this.#locate(item, compare);
+    let block = this.#locate(item, compare);
+    let offset = this.#offset;
     if (block === this.#blocks.length) {
       block--;
       offset = this.#blocks[block]!.length;
@@ -102,15 +106,44 @@ export class BlockList<T> {
     }
   }
 
+  /**
+   * Inserts `items` (in order, none equal to an item of the list) at their
+   * places, as {@linkcode insert} would one by one; but a block shared
+   * with a snapshot is copied once with every item it takes, at its exact
+   * size, rather than copied for the first and grown for the next.
+   */
+  insertAll(items: readonly T[], compare: (a: T, b: T) => number): void {
+    for (let from = 0; from < items.length;) {
+      let block = this.#blocks.length === 0
+        ? -1
+        : this.#locate(items[from]!, compare);
+      if (block === this.#blocks.length) block--;
+      if (block === -1 || this.#owned.has(this.#blocks[block]!)) {
+        this.insert(items[from++]!, compare);
+        continue;
+      }
+      // The items up to the block's last one (the rest, into the last).
+      const target = this.#blocks[block]!;
+      const last = target[target.length - 1]!;
+      const open = block === this.#blocks.length - 1;
+      let to = from + 1;
+      while (to < items.length && (open || compare(items[to]!, last) < 0)) to++;
+      this.#mergeInto(block, items, from, to, compare);
+      from = to;
+    }
+  }
+
   /** The item at `index`. */
   at(index: number): T {
-    const { block, offset } = this.#at(index);
+    const block = this.#at(index);
+    const offset = this.#offset;
     return this.#blocks[block]![offset]!;
   }
 
   /** Replaces the item at `index` (the order must not change). */
   replaceAt(index: number, item: T): void {
-    const { block, offset } = this.#at(index);
+    const block = this.#at(index);
+    const offset = this.#offset;
     this.#own(block)[offset] = item;
   }
 
@@ -158,7 +191,8 @@ export class BlockList<T> {
 
   /** Removes the item at `index`. */
   removeAt(index: number): void {
-    const { block, offset } = this.#at(index);
+    const block = this.#at(index);
+    const offset = this.#offset;
     const items = this.#removeFrom(block, offset);
     this.#length--;
     if (items.length === 0) this.#blocks.splice(block, 1);
@@ -192,6 +226,44 @@ export class BlockList<T> {
     return this.#adopt(block, items.toSpliced(offset, 1));
   }
 
+  /**
+   * Replaces a block by a new one, exactly sized, that holds its items and
+   * `items[from]` to `items[to - 1]` in order (split when too big).
+   */
+  #mergeInto(
+    block: number,
+    items: readonly T[],
+    from: number,
+    to: number,
+    compare: (a: T, b: T) => number,
+  ): void {
+    const old = this.#blocks[block]!;
+    const merged = new Array<T>(old.length + to - from);
+    let a = 0;
+    let b = from;
+    let k = 0;
+    // An item goes before an equal one, as `insert` puts it.
+    while (a < old.length && b < to) {
+      merged[k++] = compare(old[a]!, items[b]!) < 0 ? old[a++]! : items[b++]!;
+    }
+    while (a < old.length) merged[k++] = old[a++]!;
+    while (b < to) merged[k++] = items[b++]!;
+    this.#length += to - from;
+    this.#starts = undefined;
+    if (merged.length <= this.#maxBlock) {
+      this.#adopt(block, merged);
+      return;
+    }
+    const pieces: T[][] = [];
+    const half = this.#maxBlock >>> 1;
+    for (let start = 0; start < merged.length; start += half) {
+      const piece = merged.slice(start, start + half);
+      pieces.push(piece);
+      this.#owned.add(piece);
+    }
+    this.#blocks.splice(block, 1, ...pieces);
+  }
+
   /** Puts `items`, a new array, in place of a block. */
   #adopt(block: number, items: T[]): T[] {
     this.#blocks[block] = items;
@@ -206,21 +278,28 @@ export class BlockList<T> {
     return this.#adopt(block, items.slice());
   }
 
-  #at(index: number): { block: number; offset: number } {
+  /**
+   * The block that holds the item at `index`; the offset in it is left in
+   * `#offset` (no result object: this runs per touched object).
+   */
+  #at(index: number): number {
     let offset = index;
     for (let block = 0; block < this.#blocks.length; block++) {
       const size = this.#blocks[block]!.length;
-      if (offset < size) return { block, offset };
+      if (offset < size) {
+        this.#offset = offset;
+        return block;
+      }
       offset -= size;
     }
     throw new RangeError(`Index ${index} is outside the list`);
   }
 
-  /** The block that holds (or would hold) `item`, and the offset in it. */
-  #locate(
-    item: T,
-    compare: (a: T, b: T) => number,
-  ): { block: number; offset: number } {
+  /**
+   * The block that holds (or would hold) `item`; the offset in it is left
+   * in `#offset`.
+   */
+  #locate(item: T, compare: (a: T, b: T) => number): number {
     const blocks = this.#blocks;
     let low = 0;
     let high = blocks.length;
@@ -231,7 +310,8 @@ export class BlockList<T> {
       if (compare(items[items.length - 1]!, item) < 0) low = middle + 1;
       else high = middle;
     }
-    if (low === blocks.length) return { block: low, offset: 0 };
+    this.#offset = 0;
+    if (low === blocks.length) return low;
     const items = blocks[low]!;
     let first = 0;
     let last = items.length;
@@ -240,6 +320,7 @@ export class BlockList<T> {
       if (compare(items[middle]!, item) < 0) first = middle + 1;
       else last = middle;
     }
-    return { block: low, offset: first };
+    this.#offset = first;
+    return low;
   }
 }

@@ -155,6 +155,21 @@ export function copyFields(fields: Fields): Fields {
   return copy;
 }
 
+/**
+ * The frozen copy of an entry a reader sees: `deepFreeze` of its
+ * `copyFields`, built with one list of the field names rather than three.
+ */
+function frozenObject(entry: Entry): RealmObject {
+  const fields = entry.fields;
+  const copy: Fields = {};
+  const names = Object.keys(fields);
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i]!;
+    defineField(copy, name, deepFreeze(cloneValue(fields[name]!)));
+  }
+  return Object.freeze({ id: entry.id, fields: Object.freeze(copy) });
+}
+
 /** Turns a snapshot into the item a reader sees. */
 export function materialize<T>(snapshot: LiveSnapshot): LiveQueryUpdate<T> {
   let skip = snapshot.start;
@@ -171,10 +186,7 @@ export function materialize<T>(snapshot: LiveSnapshot): LiveQueryUpdate<T> {
     }
     for (let index = skip; index < block.length && take > 0; index++, take--) {
       const entry = block[index]!;
-      entry.object ??= deepFreeze({
-        id: entry.id,
-        fields: copyFields(entry.fields),
-      });
+      entry.object ??= frozenObject(entry);
       objects[filled++] = entry.object;
     }
     skip = 0;
@@ -229,4 +241,60 @@ export function notify(
     fields: fields === undefined ? undefined : copyFields(fields),
     changedFields: [...changed].sort(),
   });
+}
+
+/**
+ * Tells the object watchers of the objects a transaction changed
+ * (internal; `watchers` by type and id), each once with the object's
+ * state after the transaction: from its last change when that tells it (a
+ * `put` with its fields, a `delete`), else from `read`.
+ */
+export function notifyAll(
+  watchers: ReadonlyMap<
+    string,
+    ReadonlyMap<string, ReadonlySet<ObjectWatcher>>
+  >,
+  changes: readonly {
+    readonly type: string;
+    readonly id: string;
+    readonly op?: string;
+    readonly fields?: Fields;
+  }[],
+  read: { get(type: string, id: string): Fields | undefined },
+): void {
+  // Per type, per touched object: its fields after the transaction when
+  // its last change tells them (undefined: gone), null when it does not.
+  const byType = new Map<string, Map<string, Fields | undefined | null>>();
+  for (const { type, id, op, fields } of changes) {
+    let ids = byType.get(type);
+    if (ids === undefined) {
+      if (!watchers.has(type)) continue;
+      ids = new Map();
+      byType.set(type, ids);
+    }
+    ids.set(
+      id,
+      op === "put" && fields !== undefined
+        ? fields
+        : op === "delete"
+        ? undefined
+        : null,
+    );
+  }
+  for (const [type, idSet] of byType) {
+    const ids: string[] = [];
+    const now: (Fields | undefined)[] = [];
+    for (const [id, known] of idSet) {
+      ids.push(id);
+      now.push(known === null ? read.get(type, id) : known);
+    }
+    const forType = watchers.get(type);
+    if (forType !== undefined) {
+      for (let i = 0; i < ids.length; i++) {
+        const forId = forType.get(ids[i]!);
+        if (forId === undefined) continue;
+        for (const watcher of [...forId]) notify(watcher, now[i]);
+      }
+    }
+  }
 }
