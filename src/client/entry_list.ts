@@ -239,15 +239,24 @@ export class BlockList<T> {
   ): void {
     const old = this.#blocks[block]!;
     const merged = new Array<T>(old.length + to - from);
-    let a = 0;
-    let b = from;
+    // Old items copied so far, and items written.
+    let copied = 0;
     let k = 0;
-    // An item goes before an equal one, as `insert` puts it.
-    while (a < old.length && b < to) {
-      merged[k++] = compare(old[a]!, items[b]!) < 0 ? old[a++]! : items[b++]!;
+    for (let b = from; b < to; b++) {
+      const item = items[b]!;
+      // Its place by a search, not a comparison per item of the block
+      // (before an equal one, as `insert` puts it).
+      let low = copied;
+      let high = old.length;
+      while (low < high) {
+        const middle = (low + high) >>> 1;
+        if (compare(old[middle]!, item) < 0) low = middle + 1;
+        else high = middle;
+      }
+      while (copied < low) merged[k++] = old[copied++]!;
+      merged[k++] = item;
     }
-    while (a < old.length) merged[k++] = old[a++]!;
-    while (b < to) merged[k++] = items[b++]!;
+    while (copied < old.length) merged[k++] = old[copied++]!;
     this.#length += to - from;
     this.#starts = undefined;
     if (merged.length <= this.#maxBlock) {
