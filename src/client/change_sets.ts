@@ -48,6 +48,11 @@ function sortAscending(numbers: number[]): void {
   }
 }
 
+/** A touched object's position on the side its kind changes. */
+function at(item: Touched): number {
+  return item.kind === "leave" ? item.oldIndex : item.newIndex;
+}
+
 /** Sorts numbers ascending. */
 export const ascending = (a: number, b: number): number => a - b;
 
@@ -154,12 +159,19 @@ export function diffWindow(
  * -1.
  */
 function others(touched: Touched[], kind: Kind, end: number): number[] {
-  const positions: number[] = [];
+  let count = 0;
   for (let i = 0; i < touched.length; i++) {
-    const item = touched[i]!;
-    if (item.kind !== kind) continue;
-    const index = kind === "leave" ? item.oldIndex : item.newIndex;
-    if (end === -1 || index < end) positions.push(index);
+    if (touched[i]!.kind === kind && (end === -1 || at(touched[i]!) < end)) {
+      count++;
+    }
+  }
+  // Sized once (see `edges`).
+  const positions = new Array<number>(count);
+  let k = 0;
+  for (let i = 0; i < touched.length; i++) {
+    if (touched[i]!.kind === kind && (end === -1 || at(touched[i]!) < end)) {
+      positions[k++] = at(touched[i]!);
+    }
   }
   sortAscending(positions);
   return positions;
@@ -181,16 +193,26 @@ function edges(
   keptFirst: number,
   keptLast: number,
 ): number[] {
-  const changed: number[] = [];
+  let inside = 0;
+  for (let i = 0; i < others.length; i++) {
+    if (others[i]! >= start && others[i]! < end) inside++;
+  }
+  // Sized once: grown by `push`, a list allocates 17 places for its first
+  // item and copies itself as it grows (a change set is made per commit).
+  const changed = new Array<number>(
+    inside + Math.max(0, Math.min(last, keptFirst) - first) +
+      Math.max(0, last - Math.max(first, keptLast)),
+  );
+  let k = 0;
   for (let i = 0; i < others.length; i++) {
     const index = others[i]!;
-    if (index >= start && index < end) changed.push(index - offset);
+    if (index >= start && index < end) changed[k++] = index - offset;
   }
   for (let rank = first; rank < Math.min(last, keptFirst); rank++) {
-    changed.push(indexOfRank(rank, others) - offset);
+    changed[k++] = indexOfRank(rank, others) - offset;
   }
   for (let rank = Math.max(first, keptLast); rank < last; rank++) {
-    changed.push(indexOfRank(rank, others) - offset);
+    changed[k++] = indexOfRank(rank, others) - offset;
   }
   sortAscending(changed);
   return changed;

@@ -10,6 +10,14 @@
 /** Largest block before it is split in two (by default). */
 const MAX_BLOCK = 512;
 
+/**
+ * The least a block copied from a snapshot's is cut to (see
+ * `#mergeInto`): blocks of about twice the square root of the list's
+ * length, never below this, keep both a commit's copies and a snapshot's
+ * list of blocks small.
+ */
+const MIN_COPIED = 32;
+
 /** A sorted sequence of items in blocks (internal). */
 export class BlockList<T> {
   #maxBlock: number;
@@ -259,12 +267,19 @@ export class BlockList<T> {
     while (copied < old.length) merged[k++] = old[copied++]!;
     this.#length += to - from;
     this.#starts = undefined;
-    if (merged.length <= this.#maxBlock) {
+    // A copy is paid for anyway: when the list is short for its blocks,
+    // cut the copy in smaller blocks, so that the next commit to a short
+    // list copies a few items rather than the whole list again.
+    const most = Math.min(
+      this.#maxBlock,
+      Math.max(MIN_COPIED, 2 * Math.ceil(Math.sqrt(this.#length))),
+    );
+    if (merged.length <= most) {
       this.#adopt(block, merged);
       return;
     }
     const pieces: T[][] = [];
-    const half = this.#maxBlock >>> 1;
+    const half = most >>> 1;
     for (let start = 0; start < merged.length; start += half) {
       const piece = merged.slice(start, start + half);
       pieces.push(piece);

@@ -636,8 +636,11 @@ export class QueryEngine {
     // Read on every call: read only on the hold path, V8 compiled it
     // unseen and deoptimized there again and again (docs/PERFORMANCE.md).
     const live = this.#live;
-    const removals: number[] = [];
-    const additions: Entry[] = [];
+    // Sized once, then cut to what they hold (see diffWindow's lists).
+    const removals = new Array<number>(touched.length);
+    const additions = new Array<Entry>(touched.length);
+    let removed = 0;
+    let added = 0;
     for (let i = 0; i < touched.length; i++) {
       const item = touched[i]!;
       if (item.kind === "stay") {
@@ -645,13 +648,15 @@ export class QueryEngine {
         members.set(item.fresh!.id, item.fresh!);
         continue;
       }
-      if (item.old !== undefined) removals.push(item.oldIndex);
-      if (item.fresh !== undefined) additions.push(item.fresh);
+      if (item.old !== undefined) removals[removed++] = item.oldIndex;
+      if (item.fresh !== undefined) additions[added++] = item.fresh;
       else {
         members.delete(item.old!.id);
         live.release(query, item.old!.id);
       }
     }
+    removals.length = removed;
+    additions.length = added;
     if (removals.length > 1) removals.sort(ascending);
     if (
       additions.length >= MERGE_AT &&
