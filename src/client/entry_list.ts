@@ -10,6 +10,14 @@
 /** Largest block before it is split in two (by default). */
 const MAX_BLOCK = 512;
 
+/**
+ * The least a block copied from a snapshot's is cut to (see
+ * `#mergeInto`): blocks of about twice the square root of the list's
+ * length, never below this, keep both a commit's copies and a snapshot's
+ * list of blocks small.
+ */
+const MIN_COPIED = 32;
+
 /** A sorted sequence of items in blocks (internal). */
 export class BlockList<T> {
   #maxBlock: number;
@@ -17,6 +25,8 @@ export class BlockList<T> {
   /** Blocks created since the last snapshot (the others are shared). */
   #owned = new Set<T[]>();
   #length = 0;
+  /** The offset in its block of the item `#at` or `#locate` found. */
+  #offset = 0;
   /** Index of each block's first item; recomputed after a change. */
   #starts: number[] | undefined;
 
@@ -62,7 +72,8 @@ export class BlockList<T> {
    * in the list).
    */
   lowerBound(item: T, compare: (a: T, b: T) => number): number {
-    const { block, offset } = this.#locate(item, compare);
+    const block = this.#locate(item, compare);
+    const offset = this.#offset;
     if (block === this.#blocks.length) return this.#length;
     if (this.#starts === undefined) {
       // Lookups come in runs between changes (a transaction's old
@@ -88,13 +99,13 @@ export class BlockList<T> {
       this.#length = 1;
       return;
     }
-    let { block, offset } = this.#locate(item, compare);
+    let block = this.#locate(item, compare);
+    let offset = this.#offset;
     if (block === this.#blocks.length) {
       block--;
       offset = this.#blocks[block]!.length;
     }
-    const items = this.#own(block);
-    items.splice(offset, 0, item);
+    const items = this.#insertInto(block, offset, item);
     this.#length++;
     if (items.length > this.#maxBlock) {
       const tail = items.splice(this.#maxBlock >>> 1);
@@ -103,15 +114,44 @@ export class BlockList<T> {
     }
   }
 
+  /**
+   * Inserts `items` (in order, none equal to an item of the list) at their
+   * places, as {@linkcode insert} would one by one; but a block shared
+   * with a snapshot is copied once with every item it takes, at its exact
+   * size, rather than copied for the first and grown for the next.
+   */
+  insertAll(items: readonly T[], compare: (a: T, b: T) => number): void {
+    for (let from = 0; from < items.length;) {
+      let block = this.#blocks.length === 0
+        ? -1
+        : this.#locate(items[from]!, compare);
+      if (block === this.#blocks.length) block--;
+      if (block === -1 || this.#owned.has(this.#blocks[block]!)) {
+        this.insert(items[from++]!, compare);
+        continue;
+      }
+      // The items up to the block's last one (the rest, into the last).
+      const target = this.#blocks[block]!;
+      const last = target[target.length - 1]!;
+      const open = block === this.#blocks.length - 1;
+      let to = from + 1;
+      while (to < items.length && (open || compare(items[to]!, last) < 0)) to++;
+      this.#mergeInto(block, items, from, to, compare);
+      from = to;
+    }
+  }
+
   /** The item at `index`. */
   at(index: number): T {
-    const { block, offset } = this.#at(index);
+    const block = this.#at(index);
+    const offset = this.#offset;
     return this.#blocks[block]![offset]!;
   }
 
   /** Replaces the item at `index` (the order must not change). */
   replaceAt(index: number, item: T): void {
-    const { block, offset } = this.#at(index);
+    const block = this.#at(index);
+    const offset = this.#offset;
     this.#own(block)[offset] = item;
   }
 
@@ -159,38 +199,131 @@ export class BlockList<T> {
 
   /** Removes the item at `index`. */
   removeAt(index: number): void {
-    const { block, offset } = this.#at(index);
-    const items = this.#own(block);
-    items.splice(offset, 1);
+    const block = this.#at(index);
+    const offset = this.#offset;
+    const items = this.#removeFrom(block, offset);
     this.#length--;
     if (items.length === 0) this.#blocks.splice(block, 1);
+  }
+
+  /**
+   * Inserts `item` into a block at `offset` and returns the block. A block
+   * shared with a snapshot becomes an exact-size copy with the item in it:
+   * one allocation, where a copy and then a splice would also allocate a
+   * bigger store for the grown copy (a live query meets this once per
+   * block per commit).
+   */
+  #insertInto(block: number, offset: number, item: T): T[] {
+    this.#starts = undefined;
+    const items = this.#blocks[block]!;
+    if (this.#owned.has(items)) {
+      items.splice(offset, 0, item);
+      return items;
+    }
+    return this.#adopt(block, items.toSpliced(offset, 0, item));
+  }
+
+  /** Removes the item at `offset` of a block, as `#insertInto` inserts. */
+  #removeFrom(block: number, offset: number): T[] {
+    this.#starts = undefined;
+    const items = this.#blocks[block]!;
+    if (this.#owned.has(items)) {
+      items.splice(offset, 1);
+      return items;
+    }
+    return this.#adopt(block, items.toSpliced(offset, 1));
+  }
+
+  /**
+   * Replaces a block by a new one, exactly sized, that holds its items and
+   * `items[from]` to `items[to - 1]` in order (split when too big).
+   */
+  #mergeInto(
+    block: number,
+    items: readonly T[],
+    from: number,
+    to: number,
+    compare: (a: T, b: T) => number,
+  ): void {
+    const old = this.#blocks[block]!;
+    const merged = new Array<T>(old.length + to - from);
+    // Old items copied so far, and items written.
+    let copied = 0;
+    let k = 0;
+    for (let b = from; b < to; b++) {
+      const item = items[b]!;
+      // Its place by a search, not a comparison per item of the block
+      // (before an equal one, as `insert` puts it).
+      let low = copied;
+      let high = old.length;
+      while (low < high) {
+        const middle = (low + high) >>> 1;
+        if (compare(old[middle]!, item) < 0) low = middle + 1;
+        else high = middle;
+      }
+      while (copied < low) merged[k++] = old[copied++]!;
+      merged[k++] = item;
+    }
+    while (copied < old.length) merged[k++] = old[copied++]!;
+    this.#length += to - from;
+    this.#starts = undefined;
+    // A copy is paid for anyway: when the list is short for its blocks,
+    // cut the copy in smaller blocks, so that the next commit to a short
+    // list copies a few items rather than the whole list again.
+    const most = Math.min(
+      this.#maxBlock,
+      Math.max(MIN_COPIED, 2 * Math.ceil(Math.sqrt(this.#length))),
+    );
+    if (merged.length <= most) {
+      this.#adopt(block, merged);
+      return;
+    }
+    const pieces: T[][] = [];
+    const half = most >>> 1;
+    for (let start = 0; start < merged.length; start += half) {
+      const piece = merged.slice(start, start + half);
+      pieces.push(piece);
+      this.#owned.add(piece);
+    }
+    this.#blocks.splice(block, 1, ...pieces);
+  }
+
+  /** Puts `items`, a new array, in place of a block. */
+  #adopt(block: number, items: T[]): T[] {
+    this.#blocks[block] = items;
+    this.#owned.add(items);
+    return items;
   }
 
   #own(block: number): T[] {
     this.#starts = undefined;
     const items = this.#blocks[block]!;
     if (this.#owned.has(items)) return items;
-    const copy = items.slice();
-    this.#blocks[block] = copy;
-    this.#owned.add(copy);
-    return copy;
+    return this.#adopt(block, items.slice());
   }
 
-  #at(index: number): { block: number; offset: number } {
+  /**
+   * The block that holds the item at `index`; the offset in it is left in
+   * `#offset` (no result object: this runs per touched object).
+   */
+  #at(index: number): number {
     let offset = index;
     for (let block = 0; block < this.#blocks.length; block++) {
       const size = this.#blocks[block]!.length;
-      if (offset < size) return { block, offset };
+      if (offset < size) {
+        this.#offset = offset;
+        return block;
+      }
       offset -= size;
     }
     throw new RangeError(`Index ${index} is outside the list`);
   }
 
-  /** The block that holds (or would hold) `item`, and the offset in it. */
-  #locate(
-    item: T,
-    compare: (a: T, b: T) => number,
-  ): { block: number; offset: number } {
+  /**
+   * The block that holds (or would hold) `item`; the offset in it is left
+   * in `#offset`.
+   */
+  #locate(item: T, compare: (a: T, b: T) => number): number {
     const blocks = this.#blocks;
     let low = 0;
     let high = blocks.length;
@@ -201,7 +334,8 @@ export class BlockList<T> {
       if (compare(items[items.length - 1]!, item) < 0) low = middle + 1;
       else high = middle;
     }
-    if (low === blocks.length) return { block: low, offset: 0 };
+    this.#offset = 0;
+    if (low === blocks.length) return low;
     const items = blocks[low]!;
     let first = 0;
     let last = items.length;
@@ -210,6 +344,7 @@ export class BlockList<T> {
       if (compare(items[middle]!, item) < 0) first = middle + 1;
       else last = middle;
     }
-    return { block: low, offset: first };
+    this.#offset = first;
+    return low;
   }
 }

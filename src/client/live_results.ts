@@ -155,11 +155,29 @@ export function copyFields(fields: Fields): Fields {
   return copy;
 }
 
+/**
+ * The frozen copy of an entry a reader sees: `deepFreeze` of its
+ * `copyFields`, built with one list of the field names rather than three.
+ */
+function frozenObject(entry: Entry): RealmObject {
+  const fields = entry.fields;
+  const copy: Fields = {};
+  const names = Object.keys(fields);
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i]!;
+    defineField(copy, name, deepFreeze(cloneValue(fields[name]!)));
+  }
+  return Object.freeze({ id: entry.id, fields: Object.freeze(copy) });
+}
+
 /** Turns a snapshot into the item a reader sees. */
 export function materialize<T>(snapshot: LiveSnapshot): LiveQueryUpdate<T> {
-  const objects: RealmObject[] = [];
   let skip = snapshot.start;
   let take = snapshot.end - snapshot.start;
+  // Sized once: grown by `push`, the list would allocate about twice its
+  // size in stores it outgrows (a reader gets one per commit).
+  const objects = new Array<RealmObject>(take);
+  let filled = 0;
   for (const block of snapshot.blocks) {
     if (take === 0) break;
     if (skip >= block.length) {
@@ -168,14 +186,14 @@ export function materialize<T>(snapshot: LiveSnapshot): LiveQueryUpdate<T> {
     }
     for (let index = skip; index < block.length && take > 0; index++, take--) {
       const entry = block[index]!;
-      entry.object ??= deepFreeze({
-        id: entry.id,
-        fields: copyFields(entry.fields),
-      });
-      objects.push(entry.object);
+      entry.object ??= frozenObject(entry);
+      objects[filled++] = entry.object;
     }
     skip = 0;
   }
+  // (A snapshot's blocks hold its window; this keeps a short one from
+  // leaving holes.)
+  objects.length = filled;
   return {
     objects: objects as RealmObject<unknown>[] as RealmObject<T>[],
     changes: snapshot.changes,
@@ -223,4 +241,60 @@ export function notify(
     fields: fields === undefined ? undefined : copyFields(fields),
     changedFields: [...changed].sort(),
   });
+}
+
+/**
+ * Tells the object watchers of the objects a transaction changed
+ * (internal; `watchers` by type and id), each once with the object's
+ * state after the transaction: from its last change when that tells it (a
+ * `put` with its fields, a `delete`), else from `read`.
+ */
+export function notifyAll(
+  watchers: ReadonlyMap<
+    string,
+    ReadonlyMap<string, ReadonlySet<ObjectWatcher>>
+  >,
+  changes: readonly {
+    readonly type: string;
+    readonly id: string;
+    readonly op?: string;
+    readonly fields?: Fields;
+  }[],
+  read: { get(type: string, id: string): Fields | undefined },
+): void {
+  // Per type, per touched object: its fields after the transaction when
+  // its last change tells them (undefined: gone), null when it does not.
+  const byType = new Map<string, Map<string, Fields | undefined | null>>();
+  for (const { type, id, op, fields } of changes) {
+    let ids = byType.get(type);
+    if (ids === undefined) {
+      if (!watchers.has(type)) continue;
+      ids = new Map();
+      byType.set(type, ids);
+    }
+    ids.set(
+      id,
+      op === "put" && fields !== undefined
+        ? fields
+        : op === "delete"
+        ? undefined
+        : null,
+    );
+  }
+  for (const [type, idSet] of byType) {
+    const ids: string[] = [];
+    const now: (Fields | undefined)[] = [];
+    for (const [id, known] of idSet) {
+      ids.push(id);
+      now.push(known === null ? read.get(type, id) : known);
+    }
+    const forType = watchers.get(type);
+    if (forType !== undefined) {
+      for (let i = 0; i < ids.length; i++) {
+        const forId = forType.get(ids[i]!);
+        if (forId === undefined) continue;
+        for (const watcher of [...forId]) notify(watcher, now[i]);
+      }
+    }
+  }
 }

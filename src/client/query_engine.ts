@@ -22,7 +22,7 @@ import {
   type Entry,
   type LiveSnapshot,
   newEntry,
-  notify,
+  notifyAll,
   type ObjectUpdate,
   type ObjectWatcher,
 } from "./live_results.ts";
@@ -419,41 +419,7 @@ export class QueryEngine {
       this.#appliedLive(changes, distinct);
       return;
     }
-    // Per type, per touched object: its fields after the transaction when
-    // its last change tells them (undefined: gone), null when it does not.
-    const byType = new Map<string, Map<string, Fields | undefined | null>>();
-    for (const { type, id, op, fields } of changes) {
-      let ids = byType.get(type);
-      if (ids === undefined) {
-        if (!this.#objectWatchers.has(type)) continue;
-        ids = new Map();
-        byType.set(type, ids);
-      }
-      ids.set(
-        id,
-        op === "put" && fields !== undefined
-          ? fields
-          : op === "delete"
-          ? undefined
-          : null,
-      );
-    }
-    for (const [type, idSet] of byType) {
-      const ids: string[] = [];
-      const now: (Fields | undefined)[] = [];
-      for (const [id, known] of idSet) {
-        ids.push(id);
-        now.push(known === null ? this.#read.get(type, id) : known);
-      }
-      const watchers = this.#objectWatchers.get(type);
-      if (watchers !== undefined) {
-        for (let i = 0; i < ids.length; i++) {
-          const forId = watchers.get(ids[i]!);
-          if (forId === undefined) continue;
-          for (const watcher of [...forId]) notify(watcher, now[i]);
-        }
-      }
-    }
+    notifyAll(this.#objectWatchers, changes, this.#read);
     this.#appliedLive(changes, distinct);
   }
 
@@ -551,9 +517,11 @@ export class QueryEngine {
     const { sorted } = query;
     const keep = this.#keep(query);
     if (keep === 0 || sorted.length <= keep + slack) return;
-    for (const entry of sorted.dropFrom(keep)) {
-      query.members.delete(entry.id);
-      this.#live.release(query, entry.id);
+    const dropped = sorted.dropFrom(keep);
+    for (let i = 0; i < dropped.length; i++) {
+      const id = dropped[i]!.id;
+      query.members.delete(id);
+      this.#live.release(query, id);
     }
     query.bound = sorted.at(keep - 1);
   }
@@ -584,7 +552,10 @@ export class QueryEngine {
     if (touched.length === 0) return;
     const previous = query.sorted;
     const oldLength = previous.length;
-    for (const item of touched) {
+    // Indexed loops here and below: a `for…of` allocates a step object per
+    // item until V8 optimizes it, and a bootstrap runs much of this cold.
+    for (let i = 0; i < touched.length; i++) {
+      const item = touched[i]!;
       if (item.old !== undefined) {
         item.oldIndex = previous.lowerBound(item.old, compare);
       }
@@ -601,7 +572,8 @@ export class QueryEngine {
       const oldMembers = query.members;
       this.#fill(query, this.#selectKept(query));
       touched = [];
-      for (const { id } of records) {
+      for (let i = 0; i < records.length; i++) {
+        const id = records[i]!.id;
         const old = oldMembers.get(id);
         const fresh = query.members.get(id);
         if (old === undefined && fresh === undefined) continue;
@@ -624,7 +596,8 @@ export class QueryEngine {
     const last = windowEnd > 0 && windowEnd < result.length
       ? result.at(windowEnd - 1)
       : undefined;
-    for (const item of touched) {
+    for (let i = 0; i < touched.length; i++) {
+      const item = touched[i]!;
       if (item.fresh === undefined) continue;
       item.newIndex = last !== undefined && compare(item.fresh, last) > 0
         ? Infinity
@@ -663,8 +636,11 @@ export class QueryEngine {
     // Read on every call: read only on the hold path, V8 compiled it
     // unseen and deoptimized there again and again (docs/PERFORMANCE.md).
     const live = this.#live;
-    const removals: number[] = [];
-    const additions: Entry[] = [];
+    // Sized once, then cut to what they hold (see diffWindow's lists).
+    const removals = new Array<number>(touched.length);
+    const additions = new Array<Entry>(touched.length);
+    let removed = 0;
+    let added = 0;
     for (let i = 0; i < touched.length; i++) {
       const item = touched[i]!;
       if (item.kind === "stay") {
@@ -672,13 +648,15 @@ export class QueryEngine {
         members.set(item.fresh!.id, item.fresh!);
         continue;
       }
-      if (item.old !== undefined) removals.push(item.oldIndex);
-      if (item.fresh !== undefined) additions.push(item.fresh);
+      if (item.old !== undefined) removals[removed++] = item.oldIndex;
+      if (item.fresh !== undefined) additions[added++] = item.fresh;
       else {
         members.delete(item.old!.id);
         live.release(query, item.old!.id);
       }
     }
+    removals.length = removed;
+    additions.length = added;
     if (removals.length > 1) removals.sort(ascending);
     if (
       additions.length >= MERGE_AT &&
@@ -698,9 +676,9 @@ export class QueryEngine {
     for (let i = removals.length - 1; i >= 0; i--) {
       sorted.removeAt(removals[i]!);
     }
-    for (let i = 0; i < additions.length; i++) {
-      sorted.insert(additions[i]!, compare);
-    }
+    // In order, so that each block they enter is copied once.
+    if (additions.length > 1) additions.sort(compare);
+    sorted.insertAll(additions, compare);
     return false;
   }
 

@@ -73,3 +73,50 @@ Deno.test("BlockList.truncate keeps a prefix across block boundaries and leaves 
     }
   }
 });
+
+Deno.test("BlockList.insertAll places a sorted batch as inserts one by one would, into shared and owned blocks, splits big blocks, and snapshots never change", () => {
+  const seed = testSeed();
+  const prng = new Prng(seed);
+  for (const maxBlock of [2, 3, 8, 64]) {
+    const model: number[] = [];
+    const list = BlockList.from<number>([], maxBlock);
+    const snapshots: {
+      blocks: readonly (readonly number[])[];
+      copy: number[];
+    }[] = [];
+    for (let step = 0; step < 400; step++) {
+      const roll = prng.int(6);
+      if (roll < 3 || model.length === 0) {
+        // Distinct new values (the fraction tells them from the list's).
+        const batch = Array.from(
+          { length: prng.int(3) === 0 ? 1 : prng.int(3 * maxBlock) },
+          (_, i) => prng.int(1_000) + (step * 1_000 + i + 1) / 10_000_000,
+        ).sort(compare);
+        list.insertAll(batch, compare);
+        model.push(...batch);
+        model.sort(compare);
+      } else if (roll < 4) {
+        const index = prng.int(model.length);
+        list.removeAt(index);
+        model.splice(index, 1);
+      } else {
+        const blocks = list.snapshot();
+        snapshots.push({ blocks, copy: blocks.flat() });
+        for (const block of blocks) {
+          assert.ok(
+            block.length > 0 && block.length <= maxBlock,
+            `seed ${seed}: block sizes`,
+          );
+        }
+      }
+      assert.equal(list.length, model.length, `seed ${seed}`);
+      assert.deepEqual(list.toArray(), model, `seed ${seed}`);
+    }
+    for (let i = 0; i < model.length; i++) {
+      assert.equal(list.lowerBound(model[i]!, compare), i, `seed ${seed}`);
+    }
+    for (const { blocks, copy } of snapshots) {
+      assert.deepEqual(blocks.flat(), copy, `seed ${seed}: snapshot kept`);
+    }
+  }
+});
