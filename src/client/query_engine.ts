@@ -633,8 +633,9 @@ export class QueryEngine {
   #update(query: LiveQuery, touched: readonly Touched[]): boolean {
     const compare = query.compiled.compareKeyed;
     const { sorted, members } = query;
-    // Read on every call: read only on the hold path, V8 compiled it
-    // unseen and deoptimized there again and again (docs/PERFORMANCE.md).
+    // Read once per call, up front: read only where an object is held,
+    // V8 compiled that read without type feedback and deoptimized there
+    // again and again (docs/PERFORMANCE.md "Seventh pass").
     const live = this.#live;
     // Sized once, then cut to what they hold (see diffWindow's lists).
     const removals = new Array<number>(touched.length);
