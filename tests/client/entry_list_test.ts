@@ -4,16 +4,23 @@ import { Prng, testSeed } from "../_helpers/prng.ts";
 
 const compare = (a: number, b: number) => a - b;
 
+/** An empty list with `maxBlock`, its model and the snapshots taken of it. */
+function emptyCase(maxBlock: number) {
+  return {
+    model: [] as number[],
+    list: BlockList.from<number>([], maxBlock),
+    snapshots: [] as {
+      blocks: readonly (readonly number[])[];
+      copy: number[];
+    }[],
+  };
+}
+
 Deno.test("BlockList keeps order through inserts, removals and replacements across block splits, and snapshots never change", () => {
   const seed = testSeed();
   const prng = new Prng(seed);
   for (const maxBlock of [2, 3, 8]) {
-    const model: number[] = [];
-    const list = BlockList.from<number>([], maxBlock);
-    const snapshots: {
-      blocks: readonly (readonly number[])[];
-      copy: number[];
-    }[] = [];
+    const { model, list, snapshots } = emptyCase(maxBlock);
     for (let step = 0; step < 2_000; step++) {
       const roll = prng.int(10);
       if (roll < 5 || model.length === 0) {
@@ -78,12 +85,7 @@ Deno.test("BlockList.insertAll places a sorted batch as inserts one by one would
   const seed = testSeed();
   const prng = new Prng(seed);
   for (const maxBlock of [2, 3, 8, 64]) {
-    const model: number[] = [];
-    const list = BlockList.from<number>([], maxBlock);
-    const snapshots: {
-      blocks: readonly (readonly number[])[];
-      copy: number[];
-    }[] = [];
+    const { model, list, snapshots } = emptyCase(maxBlock);
     for (let step = 0; step < 400; step++) {
       const roll = prng.int(6);
       if (roll < 3 || model.length === 0) {
