@@ -6,10 +6,12 @@
  * Options: `--quick` (tiny sizes, a smoke run), `--out <path>` (where the
  * JSON goes; default a temp file), `--only <rows>` (a comma-separated list
  * of `bootstrap`, `bootstrap-large`, `updates-1`, `updates-100`,
- * `propagation`, `fanout`, `progress`, `memory`: run those rows alone),
+ * `propagation`, `fanout`, `progress`, `live-queries`, `memory`: run those
+ * rows alone),
  * `--profile <dir>` (a V8 CPU profile of this process for each Tether part
  * of the rows run, via `node:inspector`, written there as `.cpuprofile`),
  * `--memory-runs <n>` (the memory row's samples; default 5),
+ * `--live-query-reps <n>` (the live-queries row's pairs; default 5),
  * `--heap-snapshots <dir>` (an extra memory run, left out of the median, in
  * which Tether's server writes a V8 heap snapshot at both readings, for
  * `bench/heap_diff.ts`). docs/PERFORMANCE.md, "End to end (bench:sync)",
@@ -17,7 +19,13 @@
  */
 import * as Y from "npm:yjs@13.6.33";
 import { WebsocketProvider } from "npm:y-websocket@3.1.0";
-import { App, Credentials, type Realm, type User } from "../mod.ts";
+import {
+  App,
+  Credentials,
+  type LiveQueryOptions,
+  type Realm,
+  type User,
+} from "../mod.ts";
 import type { ServerMeasure } from "./_sync_server.ts";
 import { linesOf } from "../tests/_helpers/lines.ts";
 import process from "node:process";
@@ -43,6 +51,7 @@ const ROW_NAMES = [
   "propagation",
   "fanout",
   "progress",
+  "live-queries",
   "memory",
 ] as const;
 const onlyIndex = Deno.args.indexOf("--only");
@@ -83,6 +92,16 @@ if (
   throw new TypeError(`--memory-runs takes a positive integer`);
 }
 const snapshotDir = option("--heap-snapshots");
+const liveQueryRepsOption = option("--live-query-reps");
+const liveQueryReps = liveQueryRepsOption === undefined
+  ? undefined
+  : Number(liveQueryRepsOption);
+if (
+  liveQueryReps !== undefined &&
+  (!Number.isInteger(liveQueryReps) || liveQueryReps < 1)
+) {
+  throw new TypeError(`--live-query-reps takes a positive integer`);
+}
 
 /** Sizes and repetitions; `--quick` only proves every row runs. */
 const SIZES = quick
@@ -100,6 +119,7 @@ const SIZES = quick
     fanOutWarmup: 2,
     fanOutRounds: 5,
     progressReps: 1,
+    liveQueryReps: liveQueryReps ?? 1,
     idleUsers: 2,
     idleRealms: 3,
     memoryRuns: memoryRuns ?? 1,
@@ -120,6 +140,8 @@ const SIZES = quick
     fanOutWarmup: 20,
     fanOutRounds: 200,
     progressReps: 2,
+    // Pairs (none, ten) after one pair of warm-up, all on one seeded realm.
+    liveQueryReps: liveQueryReps ?? 5,
     idleUsers: 10,
     idleRealms: 40,
     // The heap after a full GC still varies from run to run (code compiled
@@ -1157,6 +1179,129 @@ async function rowProgress(servers: Servers) {
   notes.progress = { withoutMs: without, withMs: withStream, reports };
 }
 
+// ---------------------------------------------------------------- row 5b
+
+/**
+ * The ten live queries of bench/live_query_bootstrap.ts on this bench's
+ * fields: `score` takes 1,000 values of about 100 objects each, as
+ * `bucket` does there, and `done` a third of the objects as `even` half.
+ */
+function tenLiveQueries(count: number): LiveQueryOptions[] {
+  return [
+    { sort: [["n", "asc"]], limit: 100 },
+    { where: { done: true }, sort: [["n", "desc"]], limit: 50 },
+    { where: { n: { gte: count / 2 } }, sort: [["title", "asc"]], limit: 20 },
+    { where: { score: { in: [1, 2, 3] } } },
+    {
+      where: { $or: [{ score: 4 }, { n: { lt: 10 } }] },
+      sort: [["n", "asc"]],
+    },
+    ...[5, 6, 7, 8, 9].map((score): LiveQueryOptions => ({
+      where: { score },
+      sort: [["n", "desc"], ["title", "asc"]],
+    })),
+  ];
+}
+
+/**
+ * A fresh client opens `path` (seeded) with `queries` watched from before
+ * the first DOWNLOAD, each read by a consumer that touches every item's
+ * `objects`; the time until the realm is downloaded and every consumer has
+ * read what it was sent.
+ */
+async function bootstrapWatched(
+  url: string,
+  path: string,
+  count: number,
+  queries: readonly LiveQueryOptions[],
+): Promise<{ ms: number; cpuMs: number }> {
+  const client = await tetherClient(url);
+  const signal = AbortSignal.timeout(WAIT_MS);
+  const stop = new AbortController();
+  const cpu = process.cpuUsage();
+  const start = performance.now();
+  const realm = await client.user.openRealm({ path, signal });
+  const lastRead: number[] = [];
+  const lengths: number[] = [];
+  // Registered in this turn, before any DOWNLOAD can be applied.
+  const consumers = queries.map(async (query, i) => {
+    const stream = realm.watch("Item", { ...query, signal: stop.signal });
+    for await (const { objects } of stream) {
+      lengths[i] = objects.length;
+      lastRead[i] = performance.now();
+    }
+  });
+  await realm.syncSession.waitForDownload({ signal });
+  const downloaded = performance.now();
+  // Items already queued are read in microtasks; a timer's turn is after.
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  const ms = Math.max(downloaded, ...lastRead) - start;
+  // This process is the client alone (the server is a child process); the
+  // timer's turn above adds no work of its own.
+  const { user, system } = process.cpuUsage(cpu);
+  stop.abort();
+  await Promise.all(consumers);
+  const objects = realm.objects("Item").length;
+  if (objects !== count) throw new Error(`Downloaded ${objects} of ${count}`);
+  queries.forEach((query, i) => {
+    const expected = realm.objects("Item", query).length;
+    if (lengths[i] !== expected) {
+      throw new Error(`Live query ${i} read ${lengths[i]}, not ${expected}`);
+    }
+  });
+  await realm.close();
+  await client.app.close();
+  return { ms, cpuMs: (user + system) / 1000 };
+}
+
+/**
+ * Issue 11's bootstrap figure end to end: 100,000 objects downloaded from
+ * the server process with no live query and with ten, alternated on one
+ * seeded realm (each run a fresh client), after a warm-up pair.
+ */
+async function rowLiveQueries(servers: Servers) {
+  const count = SIZES.bootstrapLarge;
+  const path = freshPath("live-queries");
+  await seedTether(servers.tether.url, path, count);
+  const ten = tenLiveQueries(count);
+  const none = { ms: [] as number[], cpuMs: [] as number[] };
+  const watched = { ms: [] as number[], cpuMs: [] as number[] };
+  for (let rep = 0; rep <= SIZES.liveQueryReps; rep++) {
+    const a = await bootstrapWatched(servers.tether.url, path, count, []);
+    const b = await bootstrapWatched(servers.tether.url, path, count, ten);
+    if (rep === 0) continue;
+    none.ms.push(a.ms);
+    none.cpuMs.push(a.cpuMs);
+    watched.ms.push(b.ms);
+    watched.cpuMs.push(b.cpuMs);
+  }
+  const label = count.toLocaleString("en-US");
+  const extra = (of: "ms" | "cpuMs") =>
+    (median(watched[of]) / median(none[of]) - 1) * 100;
+  rows.push({
+    id: "live_queries_none_ms",
+    figure: `bootstrap ${label}, no live query`,
+    unit: "ms",
+    tether: median(none.ms),
+  }, {
+    id: "live_queries_ten_ms",
+    figure: `bootstrap ${label}, 10 live queries read`,
+    unit: "ms",
+    tether: median(watched.ms),
+  }, {
+    id: "live_queries_extra_percent",
+    figure: `  live-query overhead, wall time`,
+    unit: "%",
+    tether: extra("ms"),
+  }, {
+    id: "live_queries_cpu_extra_percent",
+    figure: `  live-query overhead, client CPU time`,
+    unit: "%",
+    tether: extra("cpuMs"),
+  });
+  notes.liveQueries = { none, ten: watched };
+}
+
 // ---------------------------------------------------------------- row 6
 
 /** Heap growth per added session or socket, one sample per kind. */
@@ -1486,6 +1631,10 @@ async function otherRows(servers: Servers) {
   if (runs("progress")) {
     progress("progress-stream overhead");
     await rowProgress(servers);
+  }
+  if (runs("live-queries")) {
+    progress("bootstrap with live queries");
+    await rowLiveQueries(servers);
   }
   return echo;
 }
