@@ -295,13 +295,48 @@ function fieldPath(path: string, field: string): string {
 
 function checkOperand(path: string, value: unknown): Value {
   if (!isValue(value)) {
+    const [where, what] = badPart(path, value, MAX_DEPTH);
     throw new TypeError(
-      `Invalid query: ${path} must be a value a realm can store, got ${
-        describe(value)
-      }`,
+      `Invalid query: ${where} must be a value a realm can store, got ${what}`,
     );
   }
   return value;
+}
+
+/** How deep an operand may nest (as `isValue` allows by default). */
+const MAX_DEPTH = 32;
+
+/**
+ * The innermost part of an operand `isValue` refused and what it is, so a
+ * message names `where.tags.eq[1]` rather than the whole array.
+ */
+function badPart(
+  path: string,
+  value: unknown,
+  depth: number,
+): [string, string] {
+  if (!Array.isArray(value) && !isPlainObject(value)) {
+    return [path, describe(value)];
+  }
+  if (depth <= 0) {
+    return [path, `${describe(value)} nested over ${MAX_DEPTH} levels deep`];
+  }
+  if (Array.isArray(value)) {
+    for (let index = 0; index < value.length; index++) {
+      const part = `${path}[${index}]`;
+      if (!(index in value)) return [part, "a hole (a sparse array)"];
+      if (!isValue(value[index], depth - 1)) {
+        return badPart(part, value[index], depth - 1);
+      }
+    }
+  } else {
+    for (const key in value) {
+      if (!isValue(value[key], depth - 1)) {
+        return badPart(fieldPath(path, key), value[key], depth - 1);
+      }
+    }
+  }
+  return [path, describe(value)];
 }
 
 function compileCondition(
@@ -335,9 +370,12 @@ function compileCondition(
           }`,
         );
       }
-      const values = raw.map((item, index) =>
-        checkOperand(`${operandPath}[${index}]`, item)
-      );
+      // An index loop, not `map`: a hole (a sparse array) is refused as
+      // undefined instead of being skipped into a Set that holds it.
+      const values: Value[] = [];
+      for (let index = 0; index < raw.length; index++) {
+        values.push(checkOperand(`${operandPath}[${index}]`, raw[index]));
+      }
       parts.push(inMatcher(field, values));
       indexable?.push({ field, op: "in", values });
       continue;
@@ -388,7 +426,11 @@ function tighterUpper(
   return order < 0 || (order === 0 && !a.inclusive);
 }
 
-function compileWhereList(path: string, list: unknown): Matcher[] {
+function compileWhereList(
+  path: string,
+  list: unknown,
+  indexable: IndexableCondition[] | undefined,
+): Matcher[] {
   if (!Array.isArray(list)) {
     throw new TypeError(
       `Invalid query: ${path} must be an array of filters, got ${
@@ -396,9 +438,13 @@ function compileWhereList(path: string, list: unknown): Matcher[] {
       }`,
     );
   }
-  return list.map((item, index) =>
-    compileWhere(`${path}[${index}]`, item, undefined)
-  );
+  // Index loops, not `map`, here and below: a hole must be refused, not
+  // skipped into a list of matchers that would call it.
+  const matchers: Matcher[] = [];
+  for (let index = 0; index < list.length; index++) {
+    matchers.push(compileWhere(`${path}[${index}]`, list[index], indexable));
+  }
+  return matchers;
 }
 
 /**
@@ -421,13 +467,10 @@ function compileWhere(
     if (key.startsWith("$")) {
       const combinatorPath = `${path}.${key}`;
       if (key === "$and") {
-        if (!Array.isArray(value)) compileWhereList(combinatorPath, value);
-        const list = (value as unknown[]).map((item, index) =>
-          compileWhere(`${combinatorPath}[${index}]`, item, indexable)
-        );
-        parts.push(allOf(list));
+        // A top-level `$and` is part of the conjunction an index may answer.
+        parts.push(allOf(compileWhereList(combinatorPath, value, indexable)));
       } else if (key === "$or") {
-        const list = compileWhereList(combinatorPath, value);
+        const list = compileWhereList(combinatorPath, value, undefined);
         parts.push(anyOf(list));
       } else if (key === "$not") {
         const inner = compileWhere(combinatorPath, value, undefined);
@@ -465,7 +508,9 @@ function compileSort(
       }`,
     );
   }
-  return sort.map((key, index) => {
+  const keys: { field: string; sign: number }[] = [];
+  for (let index = 0; index < sort.length; index++) {
+    const key: unknown = sort[index];
     const path = `sort[${index}]`;
     if (!Array.isArray(key) || key.length !== 2) {
       throw new TypeError(
@@ -491,8 +536,9 @@ function compileSort(
         }`,
       );
     }
-    return { field, sign: direction === "asc" ? 1 : -1 };
-  });
+    keys.push({ field, sign: direction === "asc" ? 1 : -1 });
+  }
+  return keys;
 }
 
 function checkCount(name: string, value: unknown): number {

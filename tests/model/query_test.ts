@@ -307,8 +307,28 @@ Deno.test("sort across kinds follows the value order (-0 before 0, numbers befor
   );
 });
 
+/** `[<hole>, item]`: a sparse array, which `map` and `every` skip. */
+function holey(item: unknown): unknown[] {
+  const list: unknown[] = [];
+  list[1] = item;
+  return list;
+}
+
 Deno.test("a malformed query throws a TypeError naming the offending part", () => {
   const cases: [unknown, RegExp][] = [
+    // Holes are undefined where a value or a filter is expected (a hole in
+    // `in` once matched every missing field; in $and, $or or sort it threw
+    // a bare TypeError when matching or sorting).
+    [{ where: { f: { in: holey(1) } } }, /where\.f\.in\[0\] must be a value/],
+    [{ where: { $and: holey({ f: 1 }) } }, /where\.\$and\[0\] must be a plain/],
+    [{ where: { $or: holey({ f: 1 }) } }, /where\.\$or\[0\] must be a plain/],
+    [{ sort: holey(["f", "asc"]) }, /sort\[0\] must be a \[field/],
+    // A bad part deep inside an operand is named, not the whole operand.
+    [
+      { where: { f: { eq: { a: [1, () => 1] } } } },
+      /where\.f\.eq\.a\[1\] must be a value.*function/,
+    ],
+    [{ where: { f: { eq: holey(1) } } }, /where\.f\.eq\[0\].*hole/],
     [{ where: { priority: { between: [1, 2] } } }, /where\.priority\.between/],
     [{ where: { priority: {} } }, /where\.priority has no operator/],
     [{ where: { tags: [1, 2] } }, /where\.tags is an array/],
