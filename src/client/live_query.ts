@@ -254,12 +254,14 @@ export function checkIndexes(indexes: unknown): void {
         `Cannot open realm: indexes.${type} must be an array of field names`,
       );
     }
-    fields.forEach((field, index) => {
-      if (typeof field !== "string") {
+    // An index loop, not `forEach`: a hole must be refused, not skipped
+    // into an index on `undefined`.
+    for (let index = 0; index < fields.length; index++) {
+      if (typeof fields[index] !== "string") {
         throw new TypeError(
           `Cannot open realm: indexes.${type}[${index}] must be a field name`,
         );
       }
-    });
+    }
   }
 }

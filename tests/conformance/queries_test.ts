@@ -1,0 +1,533 @@
+// Queries through the public API as docs/CLIENT.md "Querying" documents them
+// (the language, the value order, indexes), checked against a model of the
+// documented order written here from that text, on realms with and without
+// indexes and on `server.realm()`.
+import assert from "node:assert/strict";
+import {
+  compareValues,
+  type Fields,
+  type Realm,
+  type RealmObject,
+  type Value,
+} from "../../mod.ts";
+import type { ServerRealm } from "../../server.ts";
+import { fastApp, openClient, openDownloaded } from "./_helpers.ts";
+import { Prng, testSeed } from "../_helpers/prng.ts";
+import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
+import { bounded } from "../_helpers/waits.ts";
+
+// ---------------------------------------------------------------------------
+// The documented order, written from the table in docs/CLIENT.md "The value
+// order" (not from the code): kinds lowest first, then within the kind.
+
+const KINDS = [
+  "null",
+  "boolean",
+  "number",
+  "bigint",
+  "string",
+  "bytes",
+  "date",
+  "array",
+  "object",
+] as const;
+
+function kindOf(value: Value): number {
+  if (value === null) return 0;
+  switch (typeof value) {
+    case "boolean":
+      return 1;
+    case "number":
+      return 2;
+    case "bigint":
+      return 3;
+    case "string":
+      return 4;
+  }
+  if (value instanceof Uint8Array) return 5;
+  if (value instanceof Date) return 6;
+  return Array.isArray(value) ? 7 : 8;
+}
+
+function sign(x: number): number {
+  return x < 0 ? -1 : x > 0 ? 1 : 0;
+}
+
+/** NaN first, then numerically, `-0` before `0`. */
+function numberOrder(a: number, b: number): number {
+  if (Number.isNaN(a) || Number.isNaN(b)) {
+    return Number(!Number.isNaN(a)) - Number(!Number.isNaN(b));
+  }
+  if (a !== b) return a < b ? -1 : 1;
+  return Number(!Object.is(a, -0)) - Number(!Object.is(b, -0));
+}
+
+/** Element by element, a shorter prefix first. */
+function listOrder<T>(
+  a: readonly T[],
+  b: readonly T[],
+  item: (x: T, y: T) => number,
+): number {
+  for (let i = 0; i < Math.min(a.length, b.length); i++) {
+    const order = item(a[i]!, b[i]!);
+    if (order !== 0) return order;
+  }
+  return sign(a.length - b.length);
+}
+
+/** The documented total order: -1, 0 or 1. */
+function order(a: Value, b: Value): number {
+  const kinds = kindOf(a) - kindOf(b);
+  if (kinds !== 0) return sign(kinds);
+  switch (KINDS[kindOf(a)]) {
+    case "null":
+      return 0;
+    case "boolean":
+      return Number(a) - Number(b);
+    case "number":
+      return numberOrder(a as number, b as number);
+    case "bigint":
+      return (a as bigint) < (b as bigint)
+        ? -1
+        : (a as bigint) > (b as bigint)
+        ? 1
+        : 0;
+    case "string":
+      // By UTF-16 code unit, written out rather than JavaScript's `<`.
+      return listOrder(
+        [...Array((a as string).length).keys()].map((i) =>
+          (a as string).charCodeAt(i)
+        ),
+        [...Array((b as string).length).keys()].map((i) =>
+          (b as string).charCodeAt(i)
+        ),
+        (x, y) => sign(x - y),
+      );
+    case "bytes":
+      return listOrder(
+        [...a as Uint8Array],
+        [...b as Uint8Array],
+        (x, y) => sign(x - y),
+      );
+    case "date":
+      return numberOrder((a as Date).getTime(), (b as Date).getTime());
+    case "array":
+      return listOrder(a as Value[], b as Value[], order);
+    default: {
+      const entries = (o: Value) =>
+        Object.entries(o as Record<string, Value>).sort(([x], [y]) =>
+          x < y ? -1 : x > y ? 1 : 0
+        );
+      return listOrder(
+        entries(a),
+        entries(b),
+        ([k1, v1], [k2, v2]) => (k1 < k2 ? -1 : k1 > k2 ? 1 : order(v1, v2)),
+      );
+    }
+  }
+}
+
+type Op = "eq" | "ne" | "gt" | "gte" | "lt" | "lte" | "in";
+const OPS: Op[] = ["eq", "ne", "gt", "gte", "lt", "lte"];
+
+/** Whether a field (undefined: missing) passes one operator, per the docs. */
+function passes(op: Op, value: Value | undefined, operand: Value): boolean {
+  if (op === "in") {
+    return value !== undefined &&
+      (operand as Value[]).some((x) => order(value, x) === 0);
+  }
+  if (value === undefined) {
+    return (op === "eq" && operand === null) || op === "ne";
+  }
+  if (op === "eq") return order(value, operand) === 0;
+  if (op === "ne") return order(value, operand) !== 0;
+  // Range operators are bracketed by kind.
+  if (kindOf(value) !== kindOf(operand)) return false;
+  const o = order(value, operand);
+  return op === "gt"
+    ? o > 0
+    : op === "gte"
+    ? o >= 0
+    : op === "lt"
+    ? o < 0
+    : o <= 0;
+}
+
+function field(fields: Fields, name: string): Value | undefined {
+  return Object.hasOwn(fields, name) ? fields[name] : undefined;
+}
+
+/** A where of the language, evaluated by the model. */
+function modelMatches(where: Record<string, unknown>, fields: Fields): boolean {
+  return Object.entries(where).every(([key, condition]) => {
+    if (key === "$and") {
+      return (condition as Record<string, unknown>[]).every((w) =>
+        modelMatches(w, fields)
+      );
+    }
+    if (key === "$or") {
+      return (condition as Record<string, unknown>[]).some((w) =>
+        modelMatches(w, fields)
+      );
+    }
+    if (key === "$not") {
+      return !modelMatches(condition as Record<string, unknown>, fields);
+    }
+    const value = field(fields, key);
+    if (
+      condition === null || typeof condition !== "object" ||
+      condition instanceof Date || condition instanceof Uint8Array
+    ) {
+      return passes("eq", value, condition as Value);
+    }
+    return Object.entries(condition).every(([op, operand]) =>
+      passes(op as Op, value, operand as Value)
+    );
+  });
+}
+
+interface ModelQuery {
+  where?: Record<string, unknown>;
+  sort?: [string, "asc" | "desc"][];
+  limit?: number;
+  offset?: number;
+}
+
+/** The ids a query returns, per the docs: filter, sort (ties by id), window. */
+function modelIds(objects: ReadonlyMap<string, Fields>, query: ModelQuery) {
+  const rows = [...objects].filter(([, fields]) =>
+    query.where === undefined || modelMatches(query.where, fields)
+  );
+  rows.sort(([idA, a], [idB, b]) => {
+    for (const [name, direction] of query.sort ?? []) {
+      const x = field(a, name);
+      const y = field(b, name);
+      // A missing field sorts before every value (after, in "desc").
+      const o = x === undefined
+        ? (y === undefined ? 0 : -1)
+        : y === undefined
+        ? 1
+        : order(x, y);
+      if (o !== 0) return direction === "asc" ? o : -o;
+    }
+    return idA < idB ? -1 : idA > idB ? 1 : 0;
+  });
+  const offset = query.offset ?? 0;
+  return rows.slice(offset, offset + (query.limit ?? Infinity)).map(([id]) =>
+    id
+  );
+}
+
+// ---------------------------------------------------------------------------
+// Values of every kind, listed in ascending documented order (each distinct).
+
+const SAMPLES: Value[] = [
+  null,
+  false,
+  true,
+  NaN,
+  -Infinity,
+  -1.5,
+  -0,
+  0,
+  1,
+  Infinity,
+  -1n,
+  0n,
+  1n,
+  2n ** 64n,
+  "",
+  "1",
+  "a",
+  "ab",
+  "b",
+  "é",
+  "\u{1F600}", // a surrogate pair: D83D DE00, below E000 by code unit
+  "\uE000",
+  "\uFFFF",
+  new Uint8Array([]),
+  new Uint8Array([0]),
+  new Uint8Array([1]),
+  new Uint8Array([1, 0]),
+  new Uint8Array([255]),
+  new Date(NaN),
+  new Date(-1),
+  new Date(0),
+  new Date(8.64e15),
+  [],
+  [null],
+  [1],
+  [1, "a"],
+  [1n],
+  [[0]],
+  {},
+  { a: 1 },
+  { a: 1, b: null },
+  { a: [1] },
+  { b: 0 },
+];
+
+/** Equal copies of composite samples (new objects, keys reordered). */
+function copyOf(value: Value): Value {
+  if (value instanceof Date) return new Date(value.getTime());
+  if (value instanceof Uint8Array) return value.slice();
+  if (Array.isArray(value)) return value.map(copyOf);
+  if (value !== null && typeof value === "object") {
+    return Object.fromEntries(
+      Object.entries(value).reverse().map(([k, v]) => [k, copyOf(v)]),
+    );
+  }
+  return value;
+}
+
+function show(value: unknown): string {
+  if (Object.is(value, -0)) return "-0";
+  if (typeof value === "bigint") return `${value}n`;
+  if (value instanceof Date) return `Date(${value.getTime()})`;
+  if (value instanceof Uint8Array) return `bytes[${value}]`;
+  if (typeof value === "string") return JSON.stringify(value);
+  if (Array.isArray(value)) return `[${value.map(show).join(", ")}]`;
+  if (value !== null && typeof value === "object") {
+    return `{${
+      Object.entries(value).map(([k, v]) => `${k}: ${show(v)}`).join(", ")
+    }}`;
+  }
+  return String(value);
+}
+
+/**
+ * The sample objects: sample `i` in field `v` of an object whose id does not
+ * follow the value order (ids `s00`… in a fixed shuffle), two objects that
+ * lack `v`, and two that tie with other samples (for ties by id).
+ */
+function sampleObjects(): Map<string, Fields> {
+  const objects = new Map<string, Fields>();
+  const ids = new Prng(11).shuffle(SAMPLES.map((_, i) => i));
+  SAMPLES.forEach((value, i) => {
+    objects.set(`s${String(ids[i]).padStart(2, "0")}`, { v: value, i });
+  });
+  objects.set("m1", { i: -1 });
+  objects.set("m0", { i: -2, w: 1 });
+  objects.set("t0", { v: 1, i: 100 });
+  objects.set("zz", { v: "a", i: 101 });
+  return objects;
+}
+
+/** Where a query runs: a client realm, or the server's view of a realm. */
+interface Target {
+  readonly name: string;
+  ids(query: ModelQuery): Promise<string[]>;
+  count(where?: Record<string, unknown>): Promise<number>;
+}
+
+function realmTarget(name: string, realm: Realm): Target {
+  return {
+    name,
+    ids: (query) =>
+      Promise.resolve(realm.objects("T", query as never).map((o) => o.id)),
+    count: (where) =>
+      Promise.resolve(
+        realm.count("T", where === undefined ? undefined : { where } as never),
+      ),
+  };
+}
+
+function serverTarget(realm: ServerRealm): Target {
+  return {
+    name: "server.realm()",
+    ids: async (query) =>
+      (await realm.objects("T", query as never)).map((o) => o.id),
+    count: async (where) =>
+      (await realm.objects("T", { where } as never)).length,
+  };
+}
+
+/**
+ * The sample objects in a realm without indexes, one with an index on `v`,
+ * and `server.realm()` of the path the first syncs: three ways to run one
+ * query, each expected to give the model's answer.
+ */
+async function withTargets(
+  objects: ReadonlyMap<string, Fields>,
+  test: (targets: Target[], server: TestServer) => Promise<void>,
+): Promise<void> {
+  await using server = await startTestServer();
+  await using client = await openClient(fastApp(server.url), "/~/plain");
+  await using indexed = await client.user.openRealm({
+    path: "/~/indexed",
+    indexes: { T: ["v", "i"] },
+  });
+  for (const realm of [client.realm, indexed]) {
+    await realm.write((tx) => {
+      for (const [id, fields] of objects) tx.put("T", id, fields);
+    });
+  }
+  await client.session.waitForUpload({ signal: bounded() });
+  await test([
+    realmTarget("realm", client.realm),
+    realmTarget("indexed realm", indexed),
+    serverTarget(server.realm(`/${client.user.id}/plain`)),
+  ], server);
+}
+
+async function assertQuery(
+  targets: Target[],
+  objects: ReadonlyMap<string, Fields>,
+  query: ModelQuery,
+  label = show(query),
+): Promise<void> {
+  const want = modelIds(objects, query);
+  for (const target of targets) {
+    assert.deepEqual(await target.ids(query), want, `${target.name}: ${label}`);
+    if (query.sort === undefined && query.limit === undefined) {
+      assert.equal(
+        await target.count(query.where),
+        want.length,
+        `${target.name}: count ${label}`,
+      );
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+
+Deno.test("compareValues() and Realm.objects() sort: the documented order of kinds and within each kind (NaN, -0 before 0, numbers before bigints, strings by UTF-16 code unit, bytes and arrays by prefix, invalid dates first, objects by sorted entries)", async () => {
+  // The samples are written in the documented order; the model agrees.
+  for (let i = 0; i + 1 < SAMPLES.length; i++) {
+    assert.equal(order(SAMPLES[i]!, SAMPLES[i + 1]!), -1, show(SAMPLES[i]));
+  }
+  const shuffled = new Prng(3).shuffle(SAMPLES);
+  assert.deepEqual(shuffled.sort(compareValues), SAMPLES);
+  for (const a of SAMPLES) {
+    for (const b of SAMPLES) {
+      assert.equal(
+        sign(compareValues(a, b)),
+        order(a, b),
+        `${show(a)} vs ${show(b)}`,
+      );
+    }
+    assert.equal(compareValues(a, copyOf(a)), 0, show(a));
+  }
+  const objects = sampleObjects();
+  await withTargets(objects, async (targets) => {
+    for (const target of targets) {
+      const asc = await target.ids({ sort: [["v", "asc"]] });
+      // Missing first, by id; then the samples in order; a tie by id.
+      assert.deepEqual(asc.slice(0, 2), ["m0", "m1"], target.name);
+      assert.deepEqual(
+        asc.slice(2).filter((id) => id !== "t0" && id !== "zz").map((id) =>
+          objects.get(id)!.v
+        ),
+        SAMPLES,
+        target.name,
+      );
+      assert.ok(asc.indexOf("t0") > asc.indexOf(idOf(objects, 1)), "1: by id");
+      assert.ok(asc.indexOf("zz") > asc.indexOf(idOf(objects, "a")), "a");
+      // "desc" reverses the values, missing last, and ties stay by id.
+      const desc = await target.ids({ sort: [["v", "desc"]] });
+      assert.deepEqual(desc.slice(-2), ["m0", "m1"], target.name);
+      assert.ok(desc.indexOf("t0") > desc.indexOf(idOf(objects, 1)));
+      assert.ok(desc.indexOf("zz") > desc.indexOf(idOf(objects, "a")));
+    }
+    await assertQuery(targets, objects, { sort: [["v", "asc"]] });
+    await assertQuery(targets, objects, { sort: [["v", "desc"]] });
+    // Without sort: by id (docs/CLIENT.md), stable.
+    await assertQuery(targets, objects, {});
+  });
+});
+
+function idOf(objects: ReadonlyMap<string, Fields>, value: Value): string {
+  for (const [id, fields] of objects) {
+    if (id.startsWith("s") && order(fields.v!, value) === 0) return id;
+  }
+  throw new Error(`no sample ${show(value)}`);
+}
+
+Deno.test("Realm.objects() and count() where: eq, ne, gt, gte, lt, lte, in and the shorthand over every value kind follow the value order exactly, range operators bracketed by kind, a missing field matching only eq: null and ne", async () => {
+  const objects = sampleObjects();
+  await withTargets(objects, async (targets) => {
+    for (const operand of SAMPLES) {
+      for (const op of OPS) {
+        // A fresh equal copy: equality is by value, not identity.
+        await assertQuery(targets, objects, {
+          where: { v: { [op]: copyOf(operand) } },
+        });
+      }
+      if (kindOf(operand) < 7) {
+        await assertQuery(targets, objects, { where: { v: copyOf(operand) } });
+      }
+    }
+    for (
+      const list of [
+        [],
+        [null],
+        [-0, 1n, "é", new Date(NaN)],
+        [NaN, 0, "1"],
+        [[1, "a"], { b: 0 }, new Uint8Array([1, 0])],
+        [1, 1, true],
+      ] as Value[][]
+    ) {
+      await assertQuery(targets, objects, { where: { v: { in: list } } });
+    }
+    // Spot checks the model must also give (so it cannot drift).
+    const ids = (query: ModelQuery) => targets[1]!.ids(query);
+    assert.deepEqual(await ids({ where: { v: null } }), [
+      "m0",
+      "m1",
+      idOf(objects, null),
+    ]);
+    assert.deepEqual(await ids({ where: { v: { in: [null] } } }), [
+      idOf(objects, null),
+    ]);
+    assert.deepEqual(await ids({ where: { v: -0 } }), [idOf(objects, -0)]);
+    assert.deepEqual(await ids({ where: { v: 1n } }), [idOf(objects, 1n)]);
+    assert.deepEqual(await ids({ where: { v: NaN } }), [idOf(objects, NaN)]);
+    assert.deepEqual(await ids({ where: { v: { eq: [1] } } }), [
+      idOf(objects, [1]),
+    ]);
+    assert.deepEqual(
+      (await ids({ where: { v: { lt: 5 } } })).sort(),
+      [NaN, -Infinity, -1.5, -0, 0, 1].map((x) => idOf(objects, x))
+        .concat("t0").sort(),
+      "{ lt: 5 }: numbers only (NaN is the lowest), never null or 1n",
+    );
+    assert.deepEqual(
+      (await ids({ where: { v: { gte: new Date(NaN) } } })).sort(),
+      [NaN, -1, 0, 8.64e15].map((t) => idOf(objects, new Date(t))).sort(),
+      "a date range: only dates",
+    );
+    assert.equal((await ids({ where: { v: { ne: 0 } } })).length, 46);
+    assert.equal((await ids({ where: { v: { ne: null } } })).length, 46);
+  });
+});
+
+Deno.test("Realm.objects() where: $and, $or and $not nest; an empty $and matches everything, an empty $or nothing; $not of a condition matches the objects that lack the field", async () => {
+  const objects = sampleObjects();
+  await withTargets(objects, async (targets) => {
+    const all = modelIds(objects, {});
+    const cases: [Record<string, unknown>, string[] | undefined][] = [
+      [{ $and: [] }, all],
+      [{ $or: [] }, []],
+      [{ $not: {} }, []],
+      [{ $not: { $or: [] } }, all],
+      [{ $not: { v: { gt: 0 } } }, undefined],
+      [{ $not: { v: { ne: null } } }, [idOf(objects, null)]],
+      [{ $or: [{ v: 1 }, { v: "a" }] }, undefined],
+      [{ v: 1, $or: [{ i: 100 }, { i: -5 }] }, ["t0"]],
+      [{ $and: [{ v: { gte: 0 } }, { v: { lt: 1 } }] }, [idOf(objects, 0)]],
+      [{ $and: [{ v: { gte: 0 } }], v: { ne: 0 } }, undefined],
+      [{
+        $or: [
+          { $and: [{ v: { gte: "a" } }, { $not: { v: { gte: "b" } } }] },
+          { $not: { $or: [{ i: { lt: 100 } }, { i: { gt: 100 } }] } },
+        ],
+      }, [idOf(objects, "a"), idOf(objects, "ab"), "t0", "zz"].sort()],
+    ];
+    for (const [where, want] of cases) {
+      if (want !== undefined && want.length > 0) {
+        assert.deepEqual(modelIds(objects, { where }), want, show(where));
+      }
+      await assertQuery(targets, objects, { where });
+    }
+  });
+});
