@@ -801,3 +801,223 @@ Deno.test("openRealm({ indexes }), randomized: random filters, sorts and windows
   const late = await open({ T: ["b", "c"] });
   check([["indexed, bootstrapped", late]], 150, "bootstrap");
 });
+
+/** `[<hole>, item]`: a sparse array. */
+function holey(item: unknown): unknown[] {
+  const list: unknown[] = [];
+  list[1] = item;
+  return list;
+}
+
+/** Malformed `where` filters, each with the part its message must name. */
+const BAD_WHERE: [unknown, RegExp][] = [
+  [{ p: { between: [1, 2] } }, /where\.p\.between\b/],
+  [{ p: { $gt: 1 } }, /where\.p\.\$gt\b/],
+  [{ p: {} }, /where\.p\b/],
+  [{ tags: ["a"] }, /where\.tags\b.*\{ eq/],
+  [{ p: () => 1 }, /where\.p\b.*function/],
+  [{ p: { gt: () => 1 } }, /where\.p\.gt\b.*function/],
+  [{ p: { eq: [1, { x: () => 1 }] } }, /where\.p\.eq\[1\]\.x\b.*function/],
+  [{ p: undefined }, /where\.p\b.*undefined/],
+  [{ p: { ne: undefined } }, /where\.p\.ne\b.*undefined/],
+  [{ p: new Map() }, /where\.p\b.*Map/],
+  [{ p: Symbol("s") }, /where\.p\b.*symbol/],
+  [{ p: { in: 1 } }, /where\.p\.in\b.*array/],
+  [{ p: { in: holey(1) } }, /where\.p\.in\[0\]/],
+  [{ p: { in: [1, () => 2] } }, /where\.p\.in\[1\].*function/],
+  [{ $nor: [] }, /where\.\$nor\b/],
+  [{ $and: { p: 1 } }, /where\.\$and\b.*array/],
+  [{ $and: holey({ p: 1 }) }, /where\.\$and\[0\]/],
+  [{ $or: [{ p: 1 }, 5] }, /where\.\$or\[1\]/],
+  [
+    { $or: [{ a: { gt: 1 } }, { b: { nope: 1 } }] },
+    /where\.\$or\[1\]\.b\.nope/,
+  ],
+  [{ $not: [] }, /where\.\$not\b/],
+  [
+    { $not: { $and: [{ p: { lt: undefined } }] } },
+    /where\.\$not\.\$and\[0\]\.p\.lt/,
+  ],
+  [{ "my field": { x: 1 } }, /where\["my field"\]\.x/],
+];
+
+/** Malformed queries (beyond `where`), each with the part to name. */
+const BAD_QUERIES: [unknown, RegExp][] = [
+  ...BAD_WHERE.map(([where, part]): [unknown, RegExp] => [{ where }, part]),
+  [{ where: () => true }, /\bwhere must be a plain object.*function/],
+  [{ where: [] }, /\bwhere must be a plain object/],
+  [{ where: null }, /\bwhere must be a plain object/],
+  [{ where: new Date(0) }, /\bwhere must be a plain object.*Date/],
+  [{ sort: "title" }, /\bsort must be an array/],
+  [{ sort: { title: "asc" } }, /\bsort must be an array/],
+  [{ sort: ["title", "asc"] }, /\bsort\[0\]/],
+  [{ sort: [["title"]] }, /\bsort\[0\]/],
+  [{ sort: [["title", "asc"], ["p", "ASC"]] }, /\bsort\[1\]\[1\].*"ASC"/],
+  [{ sort: [[1, "asc"]] }, /\bsort\[0\]\[0\]/],
+  [{ sort: holey(["p", "asc"]) }, /\bsort\[0\]/],
+  [{ limit: -1 }, /\blimit\b/],
+  [{ offset: 0.5 }, /\boffset\b/],
+  [{ filter: {} }, /\bfilter is not an option/],
+  ["title", /\bquery must be a plain object/],
+];
+
+function assertNames(part: RegExp): (error: unknown) => true {
+  return (error) => {
+    assert.ok(error instanceof TypeError, `not a TypeError: ${error}`);
+    assert.match(error.message, part);
+    return true;
+  };
+}
+
+Deno.test("Realm.objects(), count(), watch() and server.realm().objects(): a malformed query is a TypeError whose message names the offending part", async () => {
+  await using server = await startTestServer();
+  await using client = await openClient(fastApp(server.url));
+  const { realm } = client;
+  await realm.write((tx) => tx.put("T", "a", { p: 1 }));
+  const serverRealm = server.realm(`/${client.user.id}/todos`);
+  for (const [query, part] of BAD_QUERIES) {
+    const label = `${show(query)} → ${part}`;
+    assert.throws(
+      () => realm.objects("T", query as never),
+      assertNames(part),
+      label,
+    );
+    // Options the call does not take are malformed too.
+    assert.throws(
+      () => realm.watch("T", query as never),
+      assertNames(part),
+      `watch ${label}`,
+    );
+    await assert.rejects(
+      serverRealm.objects("T", query as never),
+      assertNames(part),
+      `server ${label}`,
+    );
+  }
+  for (const [where, part] of BAD_WHERE) {
+    assert.throws(
+      () => realm.count("T", { where } as never),
+      assertNames(part),
+      `count ${show(where)}`,
+    );
+  }
+  assert.throws(
+    () => realm.count("T", { sort: [["p", "asc"]] } as never),
+    assertNames(/\bsort is not an option/),
+  );
+  assert.throws(
+    () => realm.count("T", { limit: 1 } as never),
+    assertNames(/\blimit is not an option/),
+  );
+  assert.throws(
+    () => realm.objects("T", { signal: AbortSignal.timeout(1) } as never),
+    assertNames(/\bsignal is not an option/),
+  );
+  assert.throws(
+    () => realm.watch("T", { signal: "stop" } as never),
+    assertNames(/\bsignal must be an AbortSignal/),
+  );
+  // Nothing was left registered: the realm still answers and closes clean.
+  assert.deepEqual(realm.objects("T", { where: { p: 1 } }), [
+    { id: "a", fields: { p: 1 } },
+  ]);
+});
+
+Deno.test("Realm.objects<T>(): Where<T> and SortSpec<T> check field names and operand types; arrays and objects compare only with { eq }", async () => {
+  await using server = await startTestServer();
+  await using client = await openClient(fastApp(server.url));
+  const { realm } = client;
+  type Task = {
+    title: string;
+    priority: number;
+    due: Date;
+    tags: string[];
+    meta: { owner: string };
+  };
+  const task: Task = {
+    title: "Buy milk",
+    priority: 2,
+    due: new Date(5),
+    tags: ["home"],
+    meta: { owner: "me" },
+  };
+  await realm.write((tx) => tx.put("Task", "t1", task));
+  const ids = (list: RealmObject<Task>[]) => list.map((o) => o.id);
+  // What the types accept runs as documented.
+  assert.deepEqual(
+    ids(realm.objects<Task>("Task", {
+      where: {
+        title: "Buy milk",
+        priority: { gte: 1, in: [2, 3] },
+        due: { lt: new Date(6) },
+        tags: { eq: ["home"] },
+        meta: { eq: { owner: "me" } },
+        $or: [{ title: { ne: "x" } }],
+      },
+      sort: [["priority", "desc"], ["title", "asc"]],
+    })),
+    ["t1"],
+  );
+  const typed: Task = realm.objects<Task>("Task")[0]!.fields;
+  assert.equal(typed.priority, 2);
+  // What they refuse: each line below is a compile error (a test that
+  // fails to type-check fails), and behaves at run time as the comment says.
+  assert.deepEqual(
+    realm.objects<Task>("Task", {
+      // @ts-expect-error: a misspelled field (at run time: a missing field)
+      where: { titel: "Buy milk" },
+    }),
+    [],
+  );
+  assert.deepEqual(
+    realm.objects<Task>("Task", {
+      // @ts-expect-error: a string where the field is a number
+      where: { priority: "2" },
+    }),
+    [],
+  );
+  assert.deepEqual(
+    realm.objects<Task>("Task", {
+      // @ts-expect-error: a range operand of the wrong type (bracketed out)
+      where: { priority: { gt: "1" } },
+    }),
+    [],
+  );
+  assert.deepEqual(
+    realm.objects<Task>("Task", {
+      where: { $not: { $or: [{ priority: 2 }] } },
+      // @ts-expect-error: sorting by a misspelled field
+      sort: [["priorty", "asc"]],
+    }),
+    [],
+  );
+  assert.equal(
+    // @ts-expect-error: a misspelled field in count()
+    realm.count<Task>("Task", { where: { $and: [{ titel: "x" }] } }),
+    0,
+  );
+  assert.throws(
+    () =>
+      realm.objects<Task>("Task", {
+        // @ts-expect-error: an array needs { eq }
+        where: { tags: ["home"] },
+      }),
+    /where\.tags is an array/,
+  );
+  assert.throws(
+    () =>
+      realm.objects<Task>("Task", {
+        // @ts-expect-error: a plain object is read as operators; needs { eq }
+        where: { meta: { owner: "me" } },
+      }),
+    /where\.meta\.owner is not an operator/,
+  );
+  assert.throws(
+    () =>
+      realm.objects<Task>("Task", {
+        // @ts-expect-error: "ascending" is not a direction
+        sort: [["title", "ascending"]],
+      }),
+    /sort\[0\]\[1\]/,
+  );
+});
