@@ -103,7 +103,14 @@ export type Where<T = Fields> = string extends keyof T ? UntypedWhere
  * ```
  */
 export type TypedWhere<T> =
-  & { [K in keyof T & string]?: Scalar<T[K]> | null | FieldCondition<T[K]> }
+  & {
+    // `undefined` (an optional field's) is no operand: a realm never
+    // stores it, and the run-time check refuses it.
+    [K in keyof T & string]?:
+      | Scalar<Exclude<T[K], undefined>>
+      | null
+      | FieldCondition<Exclude<T[K], undefined>>;
+  }
   & {
     /** Every filter matches. */
     $and?: TypedWhere<T>[];
