@@ -437,6 +437,7 @@ function compileWhereList(
   path: string,
   list: unknown,
   indexable: IndexableCondition[] | undefined,
+  depth: number,
 ): Matcher[] {
   if (!Array.isArray(list)) {
     throw new TypeError(
@@ -449,23 +450,40 @@ function compileWhereList(
   // skipped into a list of matchers that would call it.
   const matchers: Matcher[] = [];
   for (let index = 0; index < list.length; index++) {
-    matchers.push(compileWhere(`${path}[${index}]`, list[index], indexable));
+    matchers.push(
+      compileWhere(`${path}[${index}]`, list[index], indexable, depth),
+    );
   }
   return matchers;
 }
 
 /**
- * Compiles a filter; `indexable` (top-level conjunction only) collects the
- * conditions an index could answer.
+ * How deep combinators may nest (MongoDB's limit): a filter is data that
+ * may come from elsewhere (later, a client's partial-sync query on the
+ * server), and compiling and matching recurse once per level, so a filter
+ * thousands of levels deep overflowed the stack (a `RangeError`) instead of
+ * being refused by name.
+ */
+const MAX_FILTER_DEPTH = 100;
+
+/**
+ * Compiles a filter nested in `depth` combinators; `indexable` (top-level
+ * conjunction only) collects the conditions an index could answer.
  */
 function compileWhere(
   path: string,
   where: unknown,
   indexable: IndexableCondition[] | undefined,
+  depth = 0,
 ): Matcher {
   if (!isPlainObject(where)) {
     throw new TypeError(
       `Invalid query: ${path} must be a plain object, got ${describe(where)}`,
+    );
+  }
+  if (depth > MAX_FILTER_DEPTH) {
+    throw new TypeError(
+      `Invalid query: ${path} nests combinators over ${MAX_FILTER_DEPTH} levels deep`,
     );
   }
   const parts: Matcher[] = [];
@@ -475,12 +493,24 @@ function compileWhere(
       const combinatorPath = `${path}.${key}`;
       if (key === "$and") {
         // A top-level `$and` is part of the conjunction an index may answer.
-        parts.push(allOf(compileWhereList(combinatorPath, value, indexable)));
+        parts.push(
+          allOf(compileWhereList(combinatorPath, value, indexable, depth + 1)),
+        );
       } else if (key === "$or") {
-        const list = compileWhereList(combinatorPath, value, undefined);
+        const list = compileWhereList(
+          combinatorPath,
+          value,
+          undefined,
+          depth + 1,
+        );
         parts.push(anyOf(list));
       } else if (key === "$not") {
-        const inner = compileWhere(combinatorPath, value, undefined);
+        const inner = compileWhere(
+          combinatorPath,
+          value,
+          undefined,
+          depth + 1,
+        );
         parts.push((fields) => !inner(fields));
       } else {
         throw new TypeError(

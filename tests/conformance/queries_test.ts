@@ -281,16 +281,21 @@ function copyOf(value: Value): Value {
   return value;
 }
 
-function show(value: unknown): string {
+/** A value or query for a message (`…` past a few levels). */
+function show(value: unknown, depth = 8): string {
+  if (depth === 0) return "…";
   if (Object.is(value, -0)) return "-0";
   if (typeof value === "bigint") return `${value}n`;
   if (value instanceof Date) return `Date(${value.getTime()})`;
   if (value instanceof Uint8Array) return `bytes[${value}]`;
   if (typeof value === "string") return JSON.stringify(value);
-  if (Array.isArray(value)) return `[${value.map(show).join(", ")}]`;
+  if (Array.isArray(value)) {
+    return `[${value.map((v) => show(v, depth - 1)).join(", ")}]`;
+  }
   if (value !== null && typeof value === "object") {
     return `{${
-      Object.entries(value).map(([k, v]) => `${k}: ${show(v)}`).join(", ")
+      Object.entries(value).map(([k, v]) => `${k}: ${show(v, depth - 1)}`)
+        .join(", ")
     }}`;
   }
   return String(value);
@@ -809,6 +814,15 @@ function holey(item: unknown): unknown[] {
   return list;
 }
 
+/** `{ p: 1 }` inside `levels` combinators. */
+function nested(combinator: string, levels: number): Record<string, unknown> {
+  let where: Record<string, unknown> = { p: 1 };
+  for (let level = 0; level < levels; level++) {
+    where = { [combinator]: combinator === "$not" ? where : [where] };
+  }
+  return where;
+}
+
 /** Malformed `where` filters, each with the part its message must name. */
 const BAD_WHERE: [unknown, RegExp][] = [
   [{ p: { between: [1, 2] } }, /where\.p\.between\b/],
@@ -839,6 +853,8 @@ const BAD_WHERE: [unknown, RegExp][] = [
     /where\.\$not\.\$and\[0\]\.p\.lt/,
   ],
   [{ "my field": { x: 1 } }, /where\["my field"\]\.x/],
+  // Thousands of levels once overflowed the stack (a RangeError).
+  [nested("$or", 10_000), /where(\.\$or\[0\]){101} nests combinators/],
 ];
 
 /** Malformed queries (beyond `where`), each with the part to name. */
