@@ -18,7 +18,7 @@ import {
   readField,
 } from "./field_tests.ts";
 import { compareValues, valueKind } from "./value_order.ts";
-import { type Fields, isValue, type Value } from "./value.ts";
+import { cloneValue, type Fields, isValue, type Value } from "./value.ts";
 
 /**
  * The value a field may be compared with by shorthand (`field: value`):
@@ -307,7 +307,11 @@ function checkOperand(path: string, value: unknown): Value {
       `Invalid query: ${where} must be a value a realm can store, got ${what}`,
     );
   }
-  return value;
+  // A copy of a date, byte array, array or object: a live query keeps its
+  // filter, which the caller's later changes to the operand must not move.
+  return typeof value === "object" && value !== null
+    ? cloneValue(value)
+    : value;
 }
 
 /** How deep an operand may nest (as `isValue` allows by default). */
@@ -514,7 +518,7 @@ function compileWhere(
         parts.push((fields) => !inner(fields));
       } else {
         throw new TypeError(
-          `Invalid query: ${combinatorPath} is not a combinator (use $and, $or or $not)`,
+          `Invalid query: ${combinatorPath} is not a combinator (use $and, $or or $not; a field whose name starts with $ cannot be filtered on)`,
         );
       }
       continue;

@@ -840,6 +840,7 @@ const BAD_WHERE: [unknown, RegExp][] = [
   [{ p: { in: holey(1) } }, /where\.p\.in\[0\]/],
   [{ p: { in: [1, () => 2] } }, /where\.p\.in\[1\].*function/],
   [{ $nor: [] }, /where\.\$nor\b/],
+  [{ $x: 1 }, /where\.\$x is not a combinator.*name starts with \$/],
   [{ $and: { p: 1 } }, /where\.\$and\b.*array/],
   [{ $and: holey({ p: 1 }) }, /where\.\$and\[0\]/],
   [{ $or: [{ p: 1 }, 5] }, /where\.\$or\[1\]/],
@@ -1048,4 +1049,43 @@ Deno.test("Realm.objects<T>(): Where<T> and SortSpec<T> check field names and op
       }),
     /where\.note\.in\[1\]/,
   );
+});
+
+Deno.test("Realm.watch() keeps the filter it was given: changing a Date, Uint8Array or array operand afterwards does not move it", async () => {
+  await using server = await startTestServer();
+  await using client = await openClient(fastApp(server.url));
+  const { realm } = client;
+  const at = new Date(5);
+  const bytes = new Uint8Array([1]);
+  const tags = ["a"];
+  const reader = realm.watch("T", {
+    where: { at, bytes: { in: [bytes] }, tags: { eq: tags } },
+    signal: bounded(),
+  }).getReader();
+  try {
+    const first = await reader.read();
+    assert.deepEqual(first.value?.objects, []);
+    at.setTime(9);
+    bytes[0] = 2;
+    tags.push("b");
+    await realm.write((tx) => {
+      tx.put("T", "old", {
+        at: new Date(5),
+        bytes: new Uint8Array([1]),
+        tags: ["a"],
+      });
+      tx.put("T", "new", {
+        at: new Date(9),
+        bytes: new Uint8Array([2]),
+        tags: ["a", "b"],
+      });
+    });
+    // (Without the copy, the write above matched nothing, no item came,
+    // and the stream ended when its bounded signal aborted.)
+    const next = await reader.read();
+    assert.equal(next.done, false, "an item for the object the filter named");
+    assert.deepEqual(next.value!.objects.map((o) => o.id), ["old"]);
+  } finally {
+    await reader.cancel();
+  }
 });
