@@ -1089,3 +1089,34 @@ Deno.test("Realm.watch() keeps the filter it was given: changing a Date, Uint8Ar
     await reader.cancel();
   }
 });
+
+Deno.test("openRealm({ indexes }) of a path already open adds the indexes, filled from the objects present: both handles answer alike before and after later writes", async () => {
+  await using server = await startTestServer();
+  await using client = await openClient(fastApp(server.url), "/~/p");
+  const first = client.realm;
+  await first.write((tx) => {
+    tx.put("T", "a", { v: 1 });
+    tx.put("T", "b", {});
+    tx.put("T", "c", { v: 2 });
+  });
+  await using second = await client.user.openRealm({
+    path: "/~/p",
+    indexes: { T: ["v"] },
+  });
+  const ids = (realm: Realm, where: Record<string, unknown>) =>
+    realm.objects("T", { where } as never).map((o) => o.id);
+  for (const realm of [first, second]) {
+    assert.deepEqual(ids(realm, { v: null }), ["b"]);
+    assert.deepEqual(ids(realm, { v: { gte: 1 } }), ["a", "c"]);
+  }
+  await first.write((tx) => {
+    tx.delete("T", "a");
+    tx.put("T", "d", { v: 1 });
+    tx.update("T", "b", { v: 2 });
+  });
+  for (const realm of [first, second]) {
+    assert.deepEqual(ids(realm, { v: 1 }), ["d"]);
+    assert.deepEqual(ids(realm, { v: { in: [2, null] } }), ["b", "c"]);
+    assert.deepEqual(ids(realm, { v: null }), []);
+  }
+});
