@@ -748,7 +748,11 @@ Deno.test("openRealm({ indexes }), randomized: random filters, sorts and windows
   const writer = await open({ T: ["a", "b"] });
   const followers = [await open(), await open({ T: ["a", "b", "c"] })];
   const model = new Map<string, Fields>();
-  const check = (realms: [string, Realm][], queries: number, label: string) => {
+  const check = async (
+    realms: [string, Realm][],
+    queries: number,
+    label: string,
+  ) => {
     for (let q = 0; q < queries; q++) {
       const query = randomQuery(prng, model.size);
       const want = modelIds(model, query);
@@ -764,6 +768,23 @@ Deno.test("openRealm({ indexes }), randomized: random filters, sorts and windows
           modelIds(model, { where: query.where ?? {} }).length,
           `count ${text}`,
         );
+        if (q % 5 !== 0) continue;
+        // A live query's first item is the same result.
+        const reader = realm.watch(
+          "T",
+          { ...query, signal: bounded() } as never,
+        )
+          .getReader();
+        try {
+          const first = await reader.read();
+          assert.deepEqual(
+            first.value?.objects.map((o) => o.id),
+            want,
+            `watch ${text}`,
+          );
+        } finally {
+          await reader.cancel();
+        }
       }
     }
   };
@@ -793,7 +814,7 @@ Deno.test("openRealm({ indexes }), randomized: random filters, sorts and windows
     for (const follower of followers) {
       await follower.syncSession.waitForDownload({ signal: bounded() });
     }
-    check(
+    await check(
       [
         ["indexed writer", writer],
         ["plain follower", followers[0]!],
@@ -804,7 +825,7 @@ Deno.test("openRealm({ indexes }), randomized: random filters, sorts and windows
     );
   }
   const late = await open({ T: ["b", "c"] });
-  check([["indexed, bootstrapped", late]], 150, "bootstrap");
+  await check([["indexed, bootstrapped", late]], 150, "bootstrap");
 });
 
 /** `[<hole>, item]`: a sparse array. */
