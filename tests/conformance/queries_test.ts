@@ -12,7 +12,7 @@ import {
   type Value,
 } from "../../mod.ts";
 import type { ServerRealm } from "../../server.ts";
-import { fastApp, openClient, openDownloaded } from "./_helpers.ts";
+import { fastApp, openClient } from "./_helpers.ts";
 import { Prng, testSeed } from "../_helpers/prng.ts";
 import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
 import { bounded } from "../_helpers/waits.ts";
