@@ -113,9 +113,9 @@ export type TypedWhere<T> =
   }
   & {
     /** Every filter matches. */
-    $and?: TypedWhere<T>[];
+    $and?: readonly TypedWhere<T>[];
     /** At least one filter matches. */
-    $or?: TypedWhere<T>[];
+    $or?: readonly TypedWhere<T>[];
     /** The filter does not match. */
     $not?: TypedWhere<T>;
   };
@@ -138,12 +138,12 @@ export interface UntypedWhere {
     | Value
     | FieldCondition
     | UntypedWhere
-    | UntypedWhere[]
+    | readonly UntypedWhere[]
     | undefined;
   /** Every filter matches. */
-  $and?: UntypedWhere[];
+  $and?: readonly UntypedWhere[];
   /** At least one filter matches. */
-  $or?: UntypedWhere[];
+  $or?: readonly UntypedWhere[];
   /** The filter does not match. */
   $not?: UntypedWhere;
 }

@@ -997,6 +997,12 @@ Deno.test("Realm.objects<T>(): Where<T> and SortSpec<T> check field names and op
     })),
     ["t1"],
   );
+  // A query written `as const` (readonly lists throughout) type-checks.
+  const frozen = {
+    where: { $or: [{ priority: { in: [2, 3] } }, { title: "x" }] },
+    sort: [["priority", "desc"]],
+  } as const;
+  assert.deepEqual(ids(realm.objects<Task>("Task", frozen)), ["t1"]);
   const typed: Task = realm.objects<Task>("Task")[0]!.fields;
   assert.equal(typed.priority, 2);
   // What they refuse: each line below is a compile error (a test that
