@@ -436,6 +436,19 @@ Deno.test("Realm.objects(), count(), watch() and server.realm().objects(): a mal
     () => realm.watch("T", { signal: "stop" } as never),
     assertNames(/\bsignal must be an AbortSignal/),
   );
+  // Options that are no plain object are refused, not read as no query.
+  for (const options of [[], new Date(0), new AbortController()]) {
+    assert.throws(
+      () => realm.watch("T", options as never),
+      assertNames(/\bquery must be a plain object/),
+      show(options),
+    );
+    assert.throws(
+      () => realm.watchObject("T", "a", options as never),
+      assertNames(/\boptions: must be a plain object/),
+      `watchObject ${show(options)}`,
+    );
+  }
   // Nothing was left registered: the realm still answers and closes clean.
   assert.deepEqual(realm.objects("T", { where: { p: 1 } }), [
     { id: "a", fields: { p: 1 } },
