@@ -24,7 +24,7 @@ import {
   sign,
 } from "./_query_model.ts";
 import { Prng } from "../_helpers/prng.ts";
-import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
+import { startTestServer } from "../_helpers/test_server.ts";
 import { bounded } from "../_helpers/waits.ts";
 
 /**
@@ -81,7 +81,7 @@ function serverTarget(realm: ServerRealm): Target {
  */
 async function withTargets(
   objects: ReadonlyMap<string, Fields>,
-  test: (targets: Target[], server: TestServer) => Promise<void>,
+  test: (targets: Target[]) => Promise<void>,
 ): Promise<void> {
   await using server = await startTestServer();
   await using client = await openClient(fastApp(server.url), "/~/plain");
@@ -99,7 +99,7 @@ async function withTargets(
     realmTarget("realm", client.realm),
     realmTarget("indexed realm", indexed),
     serverTarget(server.realm(`/${client.user.id}/plain`)),
-  ], server);
+  ]);
 }
 
 async function assertQuery(
