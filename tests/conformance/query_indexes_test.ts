@@ -293,3 +293,28 @@ Deno.test("openRealm({ indexes }) of a path already open adds the indexes, fille
     assert.deepEqual(ids(realm, { v: null }), []);
   }
 });
+
+Deno.test("openRealm({ indexes }) refuses a malformed spec with a TypeError naming the part, before opening", async () => {
+  await using server = await startTestServer();
+  await using client = await openClient(fastApp(server.url));
+  const holey: unknown[] = [];
+  holey[1] = "v";
+  const cases: [unknown, RegExp][] = [
+    [["T"], /\bindexes must be an object/],
+    [{ T: "v" }, /\bindexes\.T must be an array/],
+    [{ T: ["v", 1] }, /\bindexes\.T\[1\] must be a field name/],
+    // A hole once slipped through as an index on `undefined`.
+    [{ T: holey }, /\bindexes\.T\[0\] must be a field name/],
+  ];
+  for (const [indexes, part] of cases) {
+    await assert.rejects(
+      client.user.openRealm({ path: "/~/other", indexes: indexes as never }),
+      (error: unknown) => {
+        assert.ok(error instanceof TypeError, String(error));
+        assert.match(error.message, part);
+        return true;
+      },
+      show(indexes),
+    );
+  }
+});
