@@ -131,17 +131,19 @@ export function watchObjects<T>(
   options: LiveQueryOptions<T> | undefined,
 ): ReadableStream<LiveQueryUpdate<T>> {
   checkName("type", type);
-  if (
-    options !== undefined && (typeof options !== "object" || options === null)
-  ) {
-    // compileQuery names the problem.
-    compileQuery(options);
-  }
-  const { signal, ...query } = options ?? {};
-  const compiled = compileQuery(query);
+  // The options are the query plus `signal`, checked as one (a plain
+  // object with known keys): a spread of them would turn an array or a
+  // class instance into an empty query instead of a TypeError.
+  const compiled = compileQuery(options, [
+    "where",
+    "sort",
+    "limit",
+    "offset",
+    "signal",
+  ]);
   return openLiveStream<LiveSnapshot, LiveQueryUpdate<T>>(
     hooks,
-    checkSignal(signal),
+    checkSignal(options?.signal),
     (push) => hooks.engine.watch(type, compiled, push),
     (snapshot) => materialize<T>(snapshot),
   );
@@ -157,8 +159,12 @@ export function watchOneObject<T>(
   checkName("type", type);
   checkName("id", id);
   if (options !== undefined) {
-    if (typeof options !== "object" || options === null) {
-      throw new TypeError("Invalid options: must be an object");
+    const prototype = typeof options === "object" && options !== null
+      ? Object.getPrototypeOf(options)
+      : undefined;
+    // An array or a class instance is a mistake, not "no options".
+    if (prototype !== Object.prototype && prototype !== null) {
+      throw new TypeError("Invalid options: must be a plain object");
     }
     for (const key of Object.keys(options)) {
       if (key !== "signal") {
@@ -254,12 +260,14 @@ export function checkIndexes(indexes: unknown): void {
         `Cannot open realm: indexes.${type} must be an array of field names`,
       );
     }
-    fields.forEach((field, index) => {
-      if (typeof field !== "string") {
+    // An index loop, not `forEach`: a hole must be refused, not skipped
+    // into an index on `undefined`.
+    for (let index = 0; index < fields.length; index++) {
+      if (typeof fields[index] !== "string") {
         throw new TypeError(
           `Cannot open realm: indexes.${type}[${index}] must be a field name`,
         );
       }
-    });
+    }
   }
 }

@@ -18,7 +18,7 @@ import {
   readField,
 } from "./field_tests.ts";
 import { compareValues, valueKind } from "./value_order.ts";
-import { type Fields, isValue, type Value } from "./value.ts";
+import { cloneValue, type Fields, isValue, type Value } from "./value.ts";
 
 /**
  * The value a field may be compared with by shorthand (`field: value`):
@@ -103,12 +103,19 @@ export type Where<T = Fields> = string extends keyof T ? UntypedWhere
  * ```
  */
 export type TypedWhere<T> =
-  & { [K in keyof T & string]?: Scalar<T[K]> | null | FieldCondition<T[K]> }
+  & {
+    // `undefined` (an optional field's) is no operand: a realm never
+    // stores it, and the run-time check refuses it.
+    [K in keyof T & string]?:
+      | Scalar<Exclude<T[K], undefined>>
+      | null
+      | FieldCondition<Exclude<T[K], undefined>>;
+  }
   & {
     /** Every filter matches. */
-    $and?: TypedWhere<T>[];
+    $and?: readonly TypedWhere<T>[];
     /** At least one filter matches. */
-    $or?: TypedWhere<T>[];
+    $or?: readonly TypedWhere<T>[];
     /** The filter does not match. */
     $not?: TypedWhere<T>;
   };
@@ -131,12 +138,12 @@ export interface UntypedWhere {
     | Value
     | FieldCondition
     | UntypedWhere
-    | UntypedWhere[]
+    | readonly UntypedWhere[]
     | undefined;
   /** Every filter matches. */
-  $and?: UntypedWhere[];
+  $and?: readonly UntypedWhere[];
   /** At least one filter matches. */
-  $or?: UntypedWhere[];
+  $or?: readonly UntypedWhere[];
   /** The filter does not match. */
   $not?: UntypedWhere;
 }
@@ -295,13 +302,52 @@ function fieldPath(path: string, field: string): string {
 
 function checkOperand(path: string, value: unknown): Value {
   if (!isValue(value)) {
+    const [where, what] = badPart(path, value, MAX_DEPTH);
     throw new TypeError(
-      `Invalid query: ${path} must be a value a realm can store, got ${
-        describe(value)
-      }`,
+      `Invalid query: ${where} must be a value a realm can store, got ${what}`,
     );
   }
-  return value;
+  // A copy of a date, byte array, array or object: a live query keeps its
+  // filter, which the caller's later changes to the operand must not move.
+  return typeof value === "object" && value !== null
+    ? cloneValue(value)
+    : value;
+}
+
+/** How deep an operand may nest (as `isValue` allows by default). */
+const MAX_DEPTH = 32;
+
+/**
+ * The innermost part of an operand `isValue` refused and what it is, so a
+ * message names `where.tags.eq[1]` rather than the whole array.
+ */
+function badPart(
+  path: string,
+  value: unknown,
+  depth: number,
+): [string, string] {
+  if (!Array.isArray(value) && !isPlainObject(value)) {
+    return [path, describe(value)];
+  }
+  if (depth <= 0) {
+    return [path, `${describe(value)} nested over ${MAX_DEPTH} levels deep`];
+  }
+  if (Array.isArray(value)) {
+    for (let index = 0; index < value.length; index++) {
+      const part = `${path}[${index}]`;
+      if (!(index in value)) return [part, "a hole (a sparse array)"];
+      if (!isValue(value[index], depth - 1)) {
+        return badPart(part, value[index], depth - 1);
+      }
+    }
+  } else {
+    for (const key in value) {
+      if (!isValue(value[key], depth - 1)) {
+        return badPart(fieldPath(path, key), value[key], depth - 1);
+      }
+    }
+  }
+  return [path, describe(value)];
 }
 
 function compileCondition(
@@ -335,9 +381,12 @@ function compileCondition(
           }`,
         );
       }
-      const values = raw.map((item, index) =>
-        checkOperand(`${operandPath}[${index}]`, item)
-      );
+      // An index loop, not `map`: a hole (a sparse array) is refused as
+      // undefined instead of being skipped into a Set that holds it.
+      const values: Value[] = [];
+      for (let index = 0; index < raw.length; index++) {
+        values.push(checkOperand(`${operandPath}[${index}]`, raw[index]));
+      }
       parts.push(inMatcher(field, values));
       indexable?.push({ field, op: "in", values });
       continue;
@@ -388,7 +437,12 @@ function tighterUpper(
   return order < 0 || (order === 0 && !a.inclusive);
 }
 
-function compileWhereList(path: string, list: unknown): Matcher[] {
+function compileWhereList(
+  path: string,
+  list: unknown,
+  indexable: IndexableCondition[] | undefined,
+  depth: number,
+): Matcher[] {
   if (!Array.isArray(list)) {
     throw new TypeError(
       `Invalid query: ${path} must be an array of filters, got ${
@@ -396,23 +450,44 @@ function compileWhereList(path: string, list: unknown): Matcher[] {
       }`,
     );
   }
-  return list.map((item, index) =>
-    compileWhere(`${path}[${index}]`, item, undefined)
-  );
+  // Index loops, not `map`, here and below: a hole must be refused, not
+  // skipped into a list of matchers that would call it.
+  const matchers: Matcher[] = [];
+  for (let index = 0; index < list.length; index++) {
+    matchers.push(
+      compileWhere(`${path}[${index}]`, list[index], indexable, depth),
+    );
+  }
+  return matchers;
 }
 
 /**
- * Compiles a filter; `indexable` (top-level conjunction only) collects the
- * conditions an index could answer.
+ * How deep combinators may nest (MongoDB's limit): a filter is data that
+ * may come from elsewhere (later, a client's partial-sync query on the
+ * server), and compiling and matching recurse once per level, so a filter
+ * thousands of levels deep overflowed the stack (a `RangeError`) instead of
+ * being refused by name.
+ */
+const MAX_FILTER_DEPTH = 100;
+
+/**
+ * Compiles a filter nested in `depth` combinators; `indexable` (top-level
+ * conjunction only) collects the conditions an index could answer.
  */
 function compileWhere(
   path: string,
   where: unknown,
   indexable: IndexableCondition[] | undefined,
+  depth = 0,
 ): Matcher {
   if (!isPlainObject(where)) {
     throw new TypeError(
       `Invalid query: ${path} must be a plain object, got ${describe(where)}`,
+    );
+  }
+  if (depth > MAX_FILTER_DEPTH) {
+    throw new TypeError(
+      `Invalid query: ${path} nests combinators over ${MAX_FILTER_DEPTH} levels deep`,
     );
   }
   const parts: Matcher[] = [];
@@ -421,20 +496,29 @@ function compileWhere(
     if (key.startsWith("$")) {
       const combinatorPath = `${path}.${key}`;
       if (key === "$and") {
-        if (!Array.isArray(value)) compileWhereList(combinatorPath, value);
-        const list = (value as unknown[]).map((item, index) =>
-          compileWhere(`${combinatorPath}[${index}]`, item, indexable)
+        // A top-level `$and` is part of the conjunction an index may answer.
+        parts.push(
+          allOf(compileWhereList(combinatorPath, value, indexable, depth + 1)),
         );
-        parts.push(allOf(list));
       } else if (key === "$or") {
-        const list = compileWhereList(combinatorPath, value);
+        const list = compileWhereList(
+          combinatorPath,
+          value,
+          undefined,
+          depth + 1,
+        );
         parts.push(anyOf(list));
       } else if (key === "$not") {
-        const inner = compileWhere(combinatorPath, value, undefined);
+        const inner = compileWhere(
+          combinatorPath,
+          value,
+          undefined,
+          depth + 1,
+        );
         parts.push((fields) => !inner(fields));
       } else {
         throw new TypeError(
-          `Invalid query: ${combinatorPath} is not a combinator (use $and, $or or $not)`,
+          `Invalid query: ${combinatorPath} is not a combinator (use $and, $or or $not; a field whose name starts with $ cannot be filtered on)`,
         );
       }
       continue;
@@ -465,7 +549,9 @@ function compileSort(
       }`,
     );
   }
-  return sort.map((key, index) => {
+  const keys: { field: string; sign: number }[] = [];
+  for (let index = 0; index < sort.length; index++) {
+    const key: unknown = sort[index];
     const path = `sort[${index}]`;
     if (!Array.isArray(key) || key.length !== 2) {
       throw new TypeError(
@@ -491,8 +577,9 @@ function compileSort(
         }`,
       );
     }
-    return { field, sign: direction === "asc" ? 1 : -1 };
-  });
+    keys.push({ field, sign: direction === "asc" ? 1 : -1 });
+  }
+  return keys;
 }
 
 function checkCount(name: string, value: unknown): number {

@@ -307,8 +307,52 @@ Deno.test("sort across kinds follows the value order (-0 before 0, numbers befor
   );
 });
 
+/** `[<hole>, item]`: a sparse array, which `map` and `every` skip. */
+function holey(item: unknown): unknown[] {
+  const list: unknown[] = [];
+  list[1] = item;
+  return list;
+}
+
+/** `{ f: 1 }` inside `levels` combinators. */
+function nested(combinator: string, levels: number): Record<string, unknown> {
+  let where: Record<string, unknown> = { f: 1 };
+  for (let level = 0; level < levels; level++) {
+    where = { [combinator]: combinator === "$not" ? where : [where] };
+  }
+  return where;
+}
+
+Deno.test("combinators nest up to 100 levels deep", () => {
+  const deep = compileQuery({ where: nested("$and", 100) });
+  assert.ok(deep.matches({ f: 1 }));
+  assert.deepEqual(deep.indexable.map((c) => c.field), ["f"]);
+  assert.ok(compileQuery({ where: nested("$not", 100) }).matches({ f: 1 }));
+  assert.ok(!compileQuery({ where: nested("$not", 99) }).matches({ f: 1 }));
+});
+
 Deno.test("a malformed query throws a TypeError naming the offending part", () => {
   const cases: [unknown, RegExp][] = [
+    // Holes are undefined where a value or a filter is expected (a hole in
+    // `in` once matched every missing field; in $and, $or or sort it threw
+    // a bare TypeError when matching or sorting).
+    [{ where: { f: { in: holey(1) } } }, /where\.f\.in\[0\] must be a value/],
+    [{ where: { $and: holey({ f: 1 }) } }, /where\.\$and\[0\] must be a plain/],
+    [{ where: { $or: holey({ f: 1 }) } }, /where\.\$or\[0\] must be a plain/],
+    [{ sort: holey(["f", "asc"]) }, /sort\[0\] must be a \[field/],
+    // A bad part deep inside an operand is named, not the whole operand.
+    [
+      { where: { f: { eq: { a: [1, () => 1] } } } },
+      /where\.f\.eq\.a\[1\] must be a value.*function/,
+    ],
+    [{ where: { f: { eq: holey(1) } } }, /where\.f\.eq\[0\].*hole/],
+    // Combinators nest at most 100 levels (thousands overflowed the stack).
+    [
+      { where: nested("$not", 101) },
+      /where(\.\$not){101} nests combinators over 100 levels deep/,
+    ],
+    [{ where: nested("$and", 101) }, /where(\.\$and\[0\]){101} nests/],
+    [{ where: nested("$or", 5000) }, /where(\.\$or\[0\]){101} nests/],
     [{ where: { priority: { between: [1, 2] } } }, /where\.priority\.between/],
     [{ where: { priority: {} } }, /where\.priority has no operator/],
     [{ where: { tags: [1, 2] } }, /where\.tags is an array/],
