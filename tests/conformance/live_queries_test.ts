@@ -256,6 +256,7 @@ const QUERIES: Query[] = [
     limit: 3,
   },
   { where: { $not: { p: null } }, sort: [["n", "desc"]], limit: 6 },
+  { sort: [["p", "asc"]], offset: 2 },
 ];
 
 function randomP(prng: Prng): Fields[string] {
@@ -382,6 +383,30 @@ async function drainAgainst(
   );
 }
 
+/**
+ * After a local write: each query whose result changed has the new result
+ * as its next item (queued before the write resolved); one whose result
+ * did not change has none, which its next item, read later, shows.
+ */
+async function checkLocalStep(
+  realm: Realm,
+  type: string,
+  queries: readonly Query[],
+  followers: readonly Follower[],
+  step: string,
+): Promise<void> {
+  for (let q = 0; q < queries.length; q++) {
+    const fresh = realm.objects(type, queries[q]!);
+    if (isDeepStrictEqual(fresh, followers[q]!.current)) continue;
+    const item = await followers[q]!.expect(step);
+    assert.deepEqual(
+      item.objects,
+      fresh,
+      `${followers[q]!.label} ${step}: the item is the new result`,
+    );
+  }
+}
+
 function replacer(_key: string, value: unknown): unknown {
   if (typeof value === "bigint") return `${value}n`;
   if (typeof value === "number" && !Number.isFinite(value)) {
@@ -419,16 +444,7 @@ Deno.test("Realm.watch() over seeded random local, remote, then concurrent trans
     for (const follower of local) await follower.first();
     for (let step = 0; step < 80; step++) {
       await randomWrite(a1, prng);
-      for (let q = 0; q < QUERIES.length; q++) {
-        const fresh = a1.objects("T", QUERIES[q]!);
-        if (isDeepStrictEqual(fresh, local[q]!.current)) continue;
-        const item = await local[q]!.expect(`step ${step}`);
-        assert.deepEqual(
-          item.objects,
-          fresh,
-          `${local[q]!.label} step ${step}: the item is the new result`,
-        );
-      }
+      await checkLocalStep(a1, "T", QUERIES, local, `step ${step}`);
     }
 
     // Remote transactions: B writes without waiting for its uploads, so
@@ -577,7 +593,7 @@ Deno.test("Realm.watch(): a transaction that changes nothing in a result produce
   await relevant(b, "after a DOWNLOAD that changed t1 and changed it back");
 });
 
-Deno.test("Realm.watch() during a bootstrap: a fresh client opening a realm of 4,000 objects gets items whose change sets patch each result into the next, each a sorted, filtered window of the server's objects, the last equal to realm.objects() with the same query", async () => {
+Deno.test("Realm.watch() during a bootstrap: a fresh client opening a realm of 4,000 objects gets items whose change sets patch each result into the next, each a sorted, filtered window of the server's objects, the last equal to realm.objects() with the same query; then seeded local transactions that empty the windows' fronts", async () => {
   await using server = await startTestServer(SHARED);
   const path = "/shared/bootstrap";
   const total = 4_000;
@@ -658,7 +674,9 @@ Deno.test("Realm.watch() during a bootstrap: a fresh client opening a realm of 4
   await realm.syncSession.waitForDownload({ signal: bounded(30_000) });
   const final = cases.map(({ query }) => realm.objects("Item", query));
   assert.equal(final[0]!.length, total + 1);
-  // Closing the realm ends the streams after the items not yet read.
+  // Closing the realm ends the streams after the items not yet read; a
+  // second handle keeps it open for what follows.
+  const again = stack.use(await user.openRealm({ path, signal: bounded() }));
   await realm.close();
   for (let q = 0; q < cases.length; q++) {
     const { matches, order } = cases[q]!;
@@ -691,6 +709,59 @@ Deno.test("Realm.watch() during a bootstrap: a fresh client opening a realm of 4
       sizes.forEach((size, i) =>
         assert.ok(i === 0 || size > sizes[i - 1]!, `grows: ${sizes}`)
       );
+    }
+  }
+
+  // Then local transactions that empty the front of the windows, move
+  // objects in and out and across them: a live query with a limit keeps
+  // only its window and a margin, and selects again from the realm when
+  // too many have left (docs/CLIENT.md "Live queries").
+  const seed = testSeed();
+  const prng = new Prng(seed);
+  const queries = cases.slice(1).map(({ query }) => query);
+  const churn = queries.map((query, q) =>
+    stack.use(
+      new Follower(
+        again.watch("Item", { ...query, signal: bounded(30_000) }),
+        `seed ${seed} after the bootstrap, query ${q + 1}`,
+      ),
+    )
+  );
+  for (const follower of churn) await follower.first();
+  const ids = [...expected.keys()];
+  for (let step = 0; step < 30; step++) {
+    await again.write((tx) => {
+      const targets = churn.flatMap((follower) =>
+        follower.current.slice(0, 6).map((row) => row.id)
+      );
+      for (let i = 0; i < 10; i++) targets.push(prng.pick(ids));
+      for (const id of new Set(targets)) {
+        const roll = prng.int(10);
+        if (roll < 4) tx.delete("Item", id);
+        else if (!again.get("Item", id)) continue;
+        else if (roll < 7) tx.update("Item", id, { g: prng.int(7) });
+        else if (roll < 9) tx.update("Item", id, { n: prng.int(2 * total) });
+        else tx.update("Item", id, { s: `s${prng.int(total)}` });
+      }
+      for (let i = 0; i < 3; i++) {
+        const id = `new${step}-${i}`;
+        ids.push(id);
+        tx.put("Item", id, {
+          n: prng.int(2 * total),
+          g: prng.int(7),
+          s: `s${prng.int(total)}`,
+          pad: "",
+        });
+      }
+    });
+    try {
+      await checkLocalStep(again, "Item", queries, churn, `step ${step}`);
+    } catch (error) {
+      if (error instanceof Error) {
+        error.message =
+          `seed ${seed} (TETHER_SEED replays it): ${error.message}`;
+      }
+      throw error;
     }
   }
 });
@@ -1051,42 +1122,45 @@ async function resetStory(
   return { realm, follower, object, states };
 }
 
-Deno.test("Realm.watch() and watchObject() see a client reset (recover) as one transaction, then go on", async () => {
-  await using stack = new AsyncDisposableStack();
-  const { realm, follower, object, states } = await resetStory(
-    stack,
-    "recover",
-  );
-  await states.until((s) =>
-    s.error instanceof SyncError && s.error.code === "client_reset"
-  );
-  await realm.syncSession.waitForUpload({ signal: bounded() });
-  await realm.syncSession.waitForDownload({ signal: bounded() });
-  assert.equal(realm.syncSession.stats().clientResets, 1);
-  const titles = (item: LiveQueryUpdate<Fields>) =>
-    item.objects.map((o) => o.fields.title);
-  assert.deepEqual(titles(await follower.expect("t5")), ["a", "b", "e"]);
-  // The server's state plus the write it never acknowledged, in one item.
-  assert.deepEqual(titles(await follower.expect("the reset")), [
-    "c",
-    "d",
-    "e",
-  ]);
-  assert.deepEqual(await nextUpdate(object, "the reset"), {
-    id: "t1",
-    fields: undefined,
-    changedFields: ["title"],
-  });
-  await realm.write((tx) => tx.put("Task", "t1", { title: "a2" }));
-  assert.deepEqual(
-    titles(await follower.expect("a write after the reset")),
-    ["a2", "c", "d", "e"],
-  );
-  assert.deepEqual(await nextUpdate(object, "re-created"), {
-    id: "t1",
-    fields: { title: "a2" },
-    changedFields: ["title"],
-  });
+Deno.test("Realm.watch() and watchObject() see a client reset (recover, discard) as one transaction, then go on", async () => {
+  for (const mode of ["recover", "discard"] as const) {
+    await using stack = new AsyncDisposableStack();
+    const { realm, follower, object, states } = await resetStory(stack, mode);
+    await states.until((s) =>
+      s.error instanceof SyncError && s.error.code === "client_reset"
+    );
+    await realm.syncSession.waitForUpload({ signal: bounded() });
+    await realm.syncSession.waitForDownload({ signal: bounded() });
+    assert.equal(realm.syncSession.stats().clientResets, 1);
+    const titles = (item: LiveQueryUpdate<Fields>) =>
+      item.objects.map((o) => o.fields.title);
+    assert.deepEqual(titles(await follower.expect("t5")), ["a", "b", "e"]);
+    // The server's state (plus, recovering, the write it never
+    // acknowledged), in one item.
+    const kept = mode === "recover" ? ["e"] : [];
+    assert.deepEqual(
+      titles(await follower.expect("the reset")),
+      ["c", "d", ...kept],
+      mode,
+    );
+    assert.deepEqual(await nextUpdate(object, "the reset"), {
+      id: "t1",
+      fields: undefined,
+      changedFields: ["title"],
+    });
+    // Nothing more: the next items are the next write's.
+    await realm.write((tx) => tx.put("Task", "t1", { title: "a2" }));
+    assert.deepEqual(
+      titles(await follower.expect("a write after the reset")),
+      ["a2", "c", "d", ...kept],
+      mode,
+    );
+    assert.deepEqual(await nextUpdate(object, "re-created"), {
+      id: "t1",
+      fields: { title: "a2" },
+      changedFields: ["title"],
+    });
+  }
 });
 
 Deno.test("Realm.watch() and watchObject() error with the session's error when the session fails (client reset in manual mode), after the items already queued; a stream opened afterwards gives the current result, then the error", async () => {
