@@ -583,7 +583,19 @@ export class QueryEngine {
       // Objects do leave this result: keep more of them from now on.
       query.margin = Math.min(this.windowMargin, query.margin * 2);
       const oldMembers = query.members;
-      this.#fill(query, this.#selectKept(query));
+      const selected = this.#selectKept(query);
+      // An object this commit did not change keeps its entry, so the next
+      // item holds the same frozen object for it, as items promise
+      // (LiveQueryUpdate); a refill is a pass over the type already.
+      const changed = new Set<string>();
+      for (let i = 0; i < records.length; i++) {
+        if (records[i]!.kind !== SAME) changed.add(records[i]!.id);
+      }
+      for (let i = 0; i < selected.length; i++) {
+        const kept = oldMembers.get(selected[i]!.id);
+        if (kept !== undefined && !changed.has(kept.id)) selected[i] = kept;
+      }
+      this.#fill(query, selected);
       touched = [];
       for (let i = 0; i < records.length; i++) {
         if (records[i]!.kind === SAME) continue;

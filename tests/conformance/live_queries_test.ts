@@ -122,7 +122,7 @@ function assertChangeSet(
       JSON.stringify(changes)
     } does not patch the previous result into the new one`,
   );
-  const before = new Map(previous.map((row) => [row.id, row.fields]));
+  const before = new Map(previous.map((row) => [row.id, row]));
   const deleted = new Set(changes.deletions.map((i) => previous[i]!.id));
   const inserted = new Set(changes.insertions);
   const modified = new Set(changes.modifications);
@@ -132,7 +132,7 @@ function assertChangeSet(
       `${label}: ${row.id} not frozen`,
     );
     if (!before.has(row.id)) return;
-    const changed = !isDeepStrictEqual(before.get(row.id), row.fields);
+    const changed = !isDeepStrictEqual(before.get(row.id)!.fields, row.fields);
     if (deleted.has(row.id)) {
       assert.ok(
         changed,
@@ -141,6 +141,13 @@ function assertChangeSet(
       return;
     }
     assert.ok(!inserted.has(index), `${label}: ${row.id} inserted twice`);
+    if (!changed) {
+      assert.equal(
+        row,
+        before.get(row.id),
+        `${label}: ${row.id} did not change but is another object (LiveQueryUpdate: shared between items)`,
+      );
+    }
     assert.equal(
       modified.has(index),
       changed,
