@@ -600,15 +600,32 @@ Deno.test("Realm.watch(): a transaction that changes nothing in a result produce
   await relevant(b, "after a DOWNLOAD that changed t1 and changed it back");
 });
 
-Deno.test("Realm.watch() during a bootstrap: a fresh client opening a realm of 4,000 objects gets items whose change sets patch each result into the next, each a sorted, filtered window of the server's objects, the last equal to realm.objects() with the same query; then seeded local transactions that empty the windows' fronts", async () => {
-  await using server = await startTestServer(SHARED);
+Deno.test("Realm.watch() during a bootstrap (from the history, and from a snapshot of overwritten objects): a fresh client opening a realm of 4,000 objects gets items whose change sets patch each result into the next, each a sorted, filtered window of the server's objects, the last equal to realm.objects() with the same query; then seeded local transactions that empty the windows' fronts", async () => {
+  await bootstrapCase("history");
+  await bootstrapCase("snapshot");
+});
+
+/**
+ * A realm of 4,000 objects on the server, then a fresh client: from the
+ * history (four changesets of 1,000 puts), or from the snapshot (the
+ * objects put 100 at a time, then updated and some deleted, with the
+ * snapshot advanced to the head and no history kept below it).
+ */
+async function bootstrapCase(via: "history" | "snapshot"): Promise<void> {
+  await using server = await startTestServer(
+    via === "history"
+      ? SHARED
+      : { ...SHARED, history: { snapshotLagVersions: 1, retainVersions: 0 } },
+  );
   const path = "/shared/bootstrap";
   const total = 4_000;
   const expected = new Map<string, Fields>();
   const serverRealm = server.realm(path);
-  for (let start = 0; start < total; start += 1_000) {
-    await serverRealm.write((tx) => {
-      for (let n = start; n < start + 1_000; n++) {
+  const step = via === "history" ? 1_000 : 100;
+  let version = 0;
+  for (let start = 0; start < total; start += step) {
+    ({ version } = await serverRealm.write((tx) => {
+      for (let n = start; n < start + step; n++) {
         const fields = {
           n,
           g: n % 7,
@@ -619,7 +636,31 @@ Deno.test("Realm.watch() during a bootstrap: a fresh client opening a realm of 4
         tx.put("Item", id, fields);
         expected.set(id, fields);
       }
-    });
+    }));
+  }
+  if (via === "snapshot") {
+    for (let k = 0; k < 10; k++) {
+      ({ version } = await serverRealm.write((tx) => {
+        for (let n = k; n < total; n += 20) {
+          const id = `i${String(n).padStart(4, "0")}`;
+          if (!expected.has(id)) continue;
+          if (n % 100 === k) {
+            tx.delete("Item", id);
+            expected.delete(id);
+            continue;
+          }
+          const change = { g: (n + k) % 7, s: `u${k}-${n}` };
+          tx.update("Item", id, change);
+          expected.set(id, { ...expected.get(id)!, ...change });
+        }
+      }));
+    }
+    await server.waitForLog(
+      (record) =>
+        record.event === "snapshot_advanced" &&
+        record.message.startsWith(`Snapshot at version ${version},`),
+      bounded(10_000),
+    );
   }
   // Queries with what each means, to check every item's rows.
   const byN = (x: Row, y: Row) =>
@@ -669,7 +710,7 @@ Deno.test("Realm.watch() during a bootstrap: a fresh client opening a realm of 4
     stack.use(
       new Follower(
         realm.watch("Item", { ...query, signal: bounded(30_000) }),
-        `bootstrap query ${q} ${JSON.stringify(query)}`,
+        `${via} bootstrap query ${q} ${JSON.stringify(query)}`,
       ),
     )
   );
@@ -680,7 +721,7 @@ Deno.test("Realm.watch() during a bootstrap: a fresh client opening a realm of 4
   expected.set("local", { n: -1, g: 3, s: "s", pad: "" });
   await realm.syncSession.waitForDownload({ signal: bounded(30_000) });
   const final = cases.map(({ query }) => realm.objects("Item", query));
-  assert.equal(final[0]!.length, total + 1);
+  assert.equal(final[0]!.length, expected.size);
   // Closing the realm ends the streams after the items not yet read; a
   // second handle keeps it open for what follows.
   const again = stack.use(await user.openRealm({ path, signal: bounded() }));
@@ -730,7 +771,7 @@ Deno.test("Realm.watch() during a bootstrap: a fresh client opening a realm of 4
     stack.use(
       new Follower(
         again.watch("Item", { ...query, signal: bounded(30_000) }),
-        `seed ${seed} after the bootstrap, query ${q + 1}`,
+        `seed ${seed} after the ${via} bootstrap, query ${q + 1}`,
       ),
     )
   );
@@ -771,7 +812,7 @@ Deno.test("Realm.watch() during a bootstrap: a fresh client opening a realm of 4
       throw error;
     }
   }
-});
+}
 
 /** Reads the next item of a watchObject() stream, which must exist. */
 async function nextUpdate(
