@@ -264,6 +264,8 @@ const QUERIES: Query[] = [
   },
   { where: { $not: { p: null } }, sort: [["n", "desc"]], limit: 6 },
   { sort: [["p", "asc"]], offset: 2 },
+  { sort: [["p", "desc"]], offset: 20, limit: 2 },
+  { where: { d: false }, limit: 0 },
 ];
 
 function randomP(prng: Prng): Fields[string] {
@@ -879,6 +881,25 @@ Deno.test("Realm.watchObject(): the current state first, then one item per trans
     fields: { a: 3 },
     changedFields: ["a"],
   });
+  // An object without fields exists: created, deleted and re-created, an
+  // item each, though no field appears or vanishes.
+  const empty = a.watchObject("Task", "e", { signal: bounded() }).getReader();
+  stack.defer(() => empty.cancel().catch(() => {}));
+  await nextUpdate(empty, "e's first item");
+  for (
+    const [write, fields] of [
+      [(tx) => tx.put("Task", "e", {}), {}],
+      [(tx) => tx.delete("Task", "e"), undefined],
+      [(tx) => tx.put("Task", "e", {}), {}],
+    ] as [Parameters<Realm["write"]>[0], Fields | undefined][]
+  ) {
+    await a.write(write);
+    assert.deepEqual(await nextUpdate(empty, "e"), {
+      id: "e",
+      fields,
+      changedFields: [],
+    });
+  }
   // Items are copies: changing one changes nothing else.
   const [copy] = await Promise.all([
     nextUpdate(reader, "a copy"),
@@ -1006,6 +1027,18 @@ Deno.test("Realm.watch() and watchObject() end when their signal aborts: already
   await other.write((tx) => tx.update("T", "a", { n: 7 }));
   assert.equal((await staying.expect("n 7")).objects[0]!.fields.n, 7);
 
+  // From inside the loop: a write's item comes next; closing the handle
+  // ends the loop.
+  const third = await user.openRealm({ path: "/~/aborts" });
+  const inLoop: unknown[] = [];
+  for await (const { objects } of third.watch("T", { signal: bounded() })) {
+    inLoop.push(objects[0]!.fields.n);
+    if (inLoop.length === 1) {
+      await third.write((tx) => tx.update("T", "a", { n: 8 }));
+    } else await third.close();
+  }
+  assert.deepEqual(inLoop, [7, 8]);
+
   // Bad options are refused before anything is registered.
   assert.throws(() => other.watch("T", { limit: -1 }), TypeError);
   assert.throws(
@@ -1025,6 +1058,7 @@ Deno.test("Realm.watch() and watchObject() end when their signal aborts: already
   const last = other.watchObject("T", "a").getReader();
   await last.read();
   await app.close();
+  assert.equal((await staying.expect("n 8")).objects[0]!.fields.n, 8);
   assert.deepEqual(await staying.next(), undefined);
   assert.deepEqual(await last.read(), { done: true, value: undefined });
 });
@@ -1170,8 +1204,16 @@ async function resetStory(
   return { realm, follower, object, states };
 }
 
-Deno.test("Realm.watch() and watchObject() see a client reset (recover, discard) as one transaction, then go on", async () => {
-  for (const mode of ["recover", "discard"] as const) {
+Deno.test("Realm.watch() and watchObject() see a client reset (recover, recoverAll, discard) as one transaction, then go on", async () => {
+  // What the reset leaves, by mode: the server's t3 and t4 and, but for
+  // discard, the unacknowledged t5; recoverAll also keeps t1 and t2, which
+  // the server lacked (so t1's watcher hears nothing of the reset).
+  const after = {
+    recover: ["c", "d", "e"],
+    recoverAll: ["a", "b", "c", "d", "e"],
+    discard: ["c", "d"],
+  };
+  for (const mode of ["recover", "recoverAll", "discard"] as const) {
     await using stack = new AsyncDisposableStack();
     const { realm, follower, object, states } = await resetStory(stack, mode);
     await states.until((s) =>
@@ -1183,31 +1225,30 @@ Deno.test("Realm.watch() and watchObject() see a client reset (recover, discard)
     const titles = (item: LiveQueryUpdate<Fields>) =>
       item.objects.map((o) => o.fields.title);
     assert.deepEqual(titles(await follower.expect("t5")), ["a", "b", "e"]);
-    // The server's state (plus, recovering, the write it never
-    // acknowledged), in one item.
-    const kept = mode === "recover" ? ["e"] : [];
     assert.deepEqual(
       titles(await follower.expect("the reset")),
-      ["c", "d", ...kept],
-      mode,
+      after[mode],
+      `${mode}: the reset is one item`,
     );
-    assert.deepEqual(await nextUpdate(object, "the reset"), {
-      id: "t1",
-      fields: undefined,
-      changedFields: ["title"],
-    });
+    if (mode !== "recoverAll") {
+      assert.deepEqual(await nextUpdate(object, "the reset"), {
+        id: "t1",
+        fields: undefined,
+        changedFields: ["title"],
+      });
+    }
     // Nothing more: the next items are the next write's.
     await realm.write((tx) => tx.put("Task", "t1", { title: "a2" }));
     assert.deepEqual(
       titles(await follower.expect("a write after the reset")),
-      ["a2", "c", "d", ...kept],
+      ["a2", ...after[mode].filter((title) => title !== "a")],
       mode,
     );
-    assert.deepEqual(await nextUpdate(object, "re-created"), {
+    assert.deepEqual(await nextUpdate(object, "the write after"), {
       id: "t1",
       fields: { title: "a2" },
       changedFields: ["title"],
-    });
+    }, mode);
   }
 });
 
