@@ -9,6 +9,7 @@ import { isDeepStrictEqual } from "node:util";
 import {
   type App,
   type ClientResetMode,
+  Credentials,
   type Fields,
   type LiveQueryUpdate,
   type ObjectUpdate,
@@ -18,7 +19,6 @@ import {
   type RealmObject,
   SyncError,
 } from "../../mod.ts";
-import { Credentials } from "../../mod.ts";
 import { fastApp, recordConnectionStates } from "./_helpers.ts";
 import { Prng, testSeed } from "../_helpers/prng.ts";
 import { TcpProxy } from "../_helpers/tcp_proxy.ts";
