@@ -416,6 +416,7 @@ async function checkLocalStep(
   }
 }
 
+/** JSON for a failure message: bigints, NaN, infinities and -0 shown. */
 function replacer(_key: string, value: unknown): unknown {
   if (typeof value === "bigint") return `${value}n`;
   if (typeof value === "number" && !Number.isFinite(value)) {
