@@ -56,8 +56,13 @@ function at(item: Touched): number {
 /** Sorts numbers ascending. */
 export const ascending = (a: number, b: number): number => a - b;
 
-/** How a touched object relates to the result. */
-export type Kind = "stay" | "move" | "leave" | "enter";
+/**
+ * How a touched object relates to the result. `same`: in the result before
+ * and after with the same values (a write of the values it held, or a
+ * change undone within one DOWNLOAD), so not a change at all; such objects
+ * are dropped before {@linkcode diffWindow}.
+ */
+export type Kind = "stay" | "move" | "leave" | "enter" | "same";
 
 /** One touched object's place before and after a commit. */
 export interface Touched {

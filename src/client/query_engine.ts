@@ -8,7 +8,7 @@
 
 import { FieldIndex } from "../model/field_index.ts";
 import type { CompiledQuery, IndexableCondition } from "../model/query.ts";
-import type { Fields, Value } from "../model/value.ts";
+import { type Fields, type Value, valuesEqual } from "../model/value.ts";
 import { merge, selectFirst, withoutIndexes } from "../util/sorted_arrays.ts";
 import { BlockList } from "./entry_list.ts";
 import {
@@ -537,9 +537,21 @@ export class QueryEngine {
     const records = settle(query, distinct, this.#read);
     let touched: Touched[] = records;
     let length = query.sorted.length;
+    let same = 0;
     for (let i = 0; i < records.length; i++) {
       const item = records[i]!;
       const { id, old, fields } = item;
+      // An object of the result that holds the values it held did not
+      // change the result (the contract: an item per transaction that
+      // changed it, modifications are objects whose fields changed).
+      if (
+        old !== undefined && fields !== undefined &&
+        sameFields(old.fields, fields)
+      ) {
+        item.kind = SAME;
+        same++;
+        continue;
+      }
       const fresh: Entry | undefined = fields === undefined
         ? undefined
         : newEntry(id, fields, compiled.keysOf(fields));
@@ -548,6 +560,7 @@ export class QueryEngine {
       item.fresh = fresh;
       if (old !== undefined) item.kind = kindOf(compiled, old, fresh);
     }
+    if (same > 0) touched = records.filter((item) => item.kind !== SAME);
     // Nothing in or entering the result: wake nobody.
     if (touched.length === 0) return;
     const previous = query.sorted;
@@ -570,9 +583,22 @@ export class QueryEngine {
       // Objects do leave this result: keep more of them from now on.
       query.margin = Math.min(this.windowMargin, query.margin * 2);
       const oldMembers = query.members;
-      this.#fill(query, this.#selectKept(query));
+      const selected = this.#selectKept(query);
+      // An object this commit did not change keeps its entry, so the next
+      // item holds the same frozen object for it, as items promise
+      // (LiveQueryUpdate); a refill is a pass over the type already.
+      const changed = new Set<string>();
+      for (let i = 0; i < records.length; i++) {
+        if (records[i]!.kind !== SAME) changed.add(records[i]!.id);
+      }
+      for (let i = 0; i < selected.length; i++) {
+        const kept = oldMembers.get(selected[i]!.id);
+        if (kept !== undefined && !changed.has(kept.id)) selected[i] = kept;
+      }
+      this.#fill(query, selected);
       touched = [];
       for (let i = 0; i < records.length; i++) {
+        if (records[i]!.kind === SAME) continue;
         const id = records[i]!.id;
         const old = oldMembers.get(id);
         const fresh = query.members.get(id);
@@ -756,6 +782,25 @@ const MIN_MARGIN = 32;
 
 /** Batches at least this big may be merged rather than inserted one by one. */
 const MERGE_AT = 32;
+
+const SAME: Kind = "same";
+
+/**
+ * Whether two objects' fields hold the same values (the value order's
+ * equality: -0 is not 0, NaN is NaN), in time proportional to their size.
+ */
+function sameFields(a: Fields, b: Fields): boolean {
+  if (a === b) return true;
+  const names = Object.keys(b);
+  if (names.length !== Object.keys(a).length) return false;
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i]!;
+    if (!Object.hasOwn(a, name) || !valuesEqual(a[name]!, b[name]!)) {
+      return false;
+    }
+  }
+  return true;
+}
 
 /** How a touched object relates to a live query's result. */
 function kindOf(

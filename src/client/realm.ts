@@ -434,9 +434,11 @@ export class Realm {
    * Maintaining it costs time proportional to the objects a transaction
    * touched, not to the size of the realm or of the result.
    *
-   * Ends when `signal` aborts (nothing stays registered), when the reader
-   * cancels (`break`), or when the realm closes; errors with the session's
-   * error when the session fails.
+   * Ends when `signal` aborts (at once, dropping items not yet read;
+   * nothing stays registered), when the reader cancels (`break`), or when
+   * this handle closes (after the items not yet read); errors with the
+   * session's error when the session fails (after the items already
+   * queued).
    *
    * @param type The type name.
    * @param options `where`, `sort`, `limit`, `offset`, `signal`.
@@ -493,8 +495,9 @@ export class Realm {
    * the changed fields; `fields` is undefined once it is deleted (and
    * defined again if it is re-created).
    *
-   * Ends when `signal` aborts, the reader cancels or the realm closes;
-   * errors with the session's error when the session fails.
+   * Ends and errors as {@linkcode Realm.watch} does: when `signal` aborts
+   * (at once), the reader cancels or this handle closes (after the items
+   * not yet read); errors with the session's error when the session fails.
    *
    * @param type The object's type name.
    * @param id The object's id.

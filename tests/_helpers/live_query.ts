@@ -3,6 +3,7 @@
  * each item against the query recomputed from scratch.
  */
 import assert from "node:assert/strict";
+import { isDeepStrictEqual } from "node:util";
 import {
   type LiveQueryUpdate,
   materialize,
@@ -69,6 +70,22 @@ export function assertPatches<T>(
     objects,
     `${label}: the change set patches the previous result into the new one`,
   );
+  // Changes are by value: a kept object is a modification exactly when its
+  // fields changed, and one that did not change is the same object.
+  const before = new Map(previous.map((row) => [row.id, row]));
+  const moved = new Set(changes.deletions.map((i) => previous[i]!.id));
+  const modified = new Set(changes.modifications);
+  objects.forEach((row, index) => {
+    const old = before.get(row.id);
+    if (old === undefined || moved.has(row.id)) return;
+    const changed = !isDeepStrictEqual(old.fields, row.fields);
+    assert.equal(
+      modified.has(index),
+      changed,
+      `${label}: ${row.id} is a modification exactly when it changed`,
+    );
+    if (!changed) assert.equal(row, old, `${label}: ${row.id} is shared`);
+  });
 }
 
 /** One live query under watch: its items so far and its current result. */

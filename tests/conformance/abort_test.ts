@@ -84,7 +84,9 @@ Deno.test("Waits and streams leave no listener on their signal once settled (1,0
       session.getProgressStream("download", "reportIndefinitely", { signal }),
       session.connectionStateChanges({ signal }),
       realm.changes({ signal }),
-    ]
+      realm.watch("T", { signal }),
+      realm.watchObject("T", "x", { signal }),
+    ] as ReadableStream<unknown>[]
   ) {
     await stream.cancel();
   }
@@ -103,6 +105,8 @@ Deno.test("Streams end when the realm closes and leave no listener on their sign
     session.getProgressStream("upload", "reportIndefinitely", { signal }),
     session.connectionStateChanges({ signal }),
     realm.changes({ signal }),
+    realm.watch("T", { signal }),
+    realm.watchObject("T", "x", { signal }),
   ];
   const drained = streams.map(async (stream) => {
     for await (const _ of stream) { /* drain */ }
