@@ -6,11 +6,11 @@
  * proportional to the objects it touched.
  */
 
-import { FieldIndex } from "../model/field_index.ts";
-import type { CompiledQuery, IndexableCondition } from "../model/query.ts";
+import type { CompiledQuery } from "../model/query.ts";
 import type { Fields, Value } from "../model/value.ts";
 import { merge, selectFirst, withoutIndexes } from "../util/sorted_arrays.ts";
 import { BlockList } from "./entry_list.ts";
+import { FieldIndexes } from "./field_indexes.ts";
 import {
   ascending,
   diffWindow,
@@ -136,7 +136,7 @@ export class QueryEngine {
   /** Refills of cut live queries (a scan each): what tests count. */
   refills = 0;
   #read: StoreReader;
-  #indexes = new Map<string, Map<string, FieldIndex>>();
+  #indexes: FieldIndexes;
   #queries = new Map<string, Set<LiveQuery>>();
   #objectWatchers = new Map<string, Map<string, Set<ObjectWatcher>>>();
   #active = 0;
@@ -146,6 +146,7 @@ export class QueryEngine {
   /** @param read Access to the store. */
   constructor(read: StoreReader) {
     this.#read = read;
+    this.#indexes = new FieldIndexes(read);
   }
 
   /** Number of registered live queries and object watchers. */
@@ -160,7 +161,7 @@ export class QueryEngine {
 
   /** The indexed fields of a type. */
   indexedFields(type: string): string[] {
-    return [...(this.#indexes.get(type)?.keys() ?? [])];
+    return this.#indexes.fields(type);
   }
 
   /**
@@ -168,22 +169,7 @@ export class QueryEngine {
    * objects present.
    */
   ensureIndexes(spec: { readonly [type: string]: readonly string[] }): void {
-    for (const type of Object.keys(spec)) {
-      let byField = this.#indexes.get(type);
-      for (const field of spec[type]!) {
-        if (byField?.has(field)) continue;
-        if (byField === undefined) {
-          byField = new Map();
-          this.#indexes.set(type, byField);
-        }
-        const index = new FieldIndex(field);
-        for (const { id, fields } of this.#read.objects(type)) {
-          index.follow({ id, op: "put", fields, created: true });
-        }
-        byField.set(field, index);
-        this.#active++;
-      }
-    }
+    this.#active += this.#indexes.ensure(spec);
   }
 
   /**
@@ -197,7 +183,7 @@ export class QueryEngine {
     most = Infinity,
   ): Entry[] {
     const result: Entry[] = [];
-    const candidates = this.#candidates(type, compiled.indexable);
+    const candidates = this.#indexes.candidates(type, compiled.indexable);
     if (candidates === undefined) {
       for (const { id, fields } of this.#read.objects(type)) {
         this.examined++;
@@ -224,51 +210,6 @@ export class QueryEngine {
     return result;
   }
 
-  /**
-   * Ids that may match, from the most selective usable index, or undefined
-   * when no index applies (scan the type).
-   */
-  #candidates(
-    type: string,
-    conditions: readonly IndexableCondition[],
-  ): Iterable<string> | undefined {
-    const byField = this.#indexes.get(type);
-    if (byField === undefined || conditions.length === 0) return undefined;
-    let best: { cost: number; ids: () => Iterable<string> } | undefined;
-    for (const condition of conditions) {
-      const index = byField.get(condition.field);
-      if (index === undefined) continue;
-      let option: { cost: number; ids: () => Iterable<string> };
-      if (condition.op === "eq") {
-        option = {
-          cost: index.equalCount(condition.value),
-          ids: () => index.equal(condition.value),
-        };
-      } else if (condition.op === "in") {
-        let cost = 0;
-        for (const value of condition.values) cost += index.equalCount(value);
-        option = {
-          cost,
-          ids: () => {
-            const ids = new Set<string>();
-            for (const value of condition.values) {
-              for (const id of index.equal(value)) ids.add(id);
-            }
-            return ids;
-          },
-        };
-      } else {
-        // Unknown size: preferred only over no index at all.
-        option = {
-          cost: index.size,
-          ids: () => index.range(condition.lower, condition.upper),
-        };
-      }
-      if (best === undefined || option.cost < best.cost) best = option;
-    }
-    return best?.ids();
-  }
-
   /** The query's result rows (uncopied fields). */
   query(type: string, compiled: CompiledQuery): Entry[] {
     const all = this.#select(type, compiled);
@@ -278,7 +219,7 @@ export class QueryEngine {
 
   /** How many objects of `type` match the compiled `where`. */
   count(type: string, compiled: CompiledQuery): number {
-    const candidates = this.#candidates(type, compiled.indexable);
+    const candidates = this.#indexes.candidates(type, compiled.indexable);
     let count = 0;
     if (candidates === undefined) {
       for (const { fields } of this.#read.objects(type)) {
@@ -413,7 +354,7 @@ export class QueryEngine {
    */
   applied(changes: readonly AppliedChange[], distinct = false): void {
     if (this.#active === 0 || changes.length === 0) return;
-    if (this.#indexes.size > 0) this.#follow(changes);
+    if (this.#indexes.size > 0) this.#indexes.follow(changes);
     // Indexes first: a live query's refill selects through them.
     if (this.#objectWatchers.size === 0) {
       this.#appliedLive(changes, distinct);
@@ -438,33 +379,6 @@ export class QueryEngine {
     this.examined += this.#live.examined;
     this.#live.examined = 0;
     for (let q = 0; q < dirty.length; q++) this.#patch(dirty[q]!, distinct);
-  }
-
-  /**
-   * Feeds the indexes every change in commit order, from the change itself
-   * (a put's fields, an update's changed fields) or else from the store,
-   * with no copy of an object's fields and no per-transaction map.
-   */
-  #follow(changes: readonly AppliedChange[]): void {
-    // Runs of changes to one type, each fed to each index of the type.
-    for (let from = 0, to = 1; from < changes.length; from = to++) {
-      const type = changes[from]!.type;
-      while (to < changes.length && changes[to]!.type === type) to++;
-      const byField = this.#indexes.get(type);
-      if (byField === undefined) continue;
-      for (const index of byField.values()) {
-        index.followAll(changes, from, to, (id) => {
-          if (this.#read.fieldValue !== undefined) {
-            return this.#read.fieldValue(type, id, index.field);
-          }
-          const fields = this.#read.get(type, id);
-          if (fields === undefined) return null;
-          return Object.hasOwn(fields, index.field)
-            ? fields[index.field]
-            : undefined;
-        });
-      }
-    }
   }
 
   /**
