@@ -6,9 +6,14 @@
  * proportional to the objects it touched.
  */
 
-import type { CompiledQuery } from "../model/query.ts";
+import type { CompiledQuery, KeyedRow } from "../model/query.ts";
 import type { Fields, Value } from "../model/value.ts";
-import { merge, selectFirst, withoutIndexes } from "../util/sorted_arrays.ts";
+import {
+  merge,
+  selectFirst,
+  selectFirstAgainst,
+  withoutIndexes,
+} from "../util/sorted_arrays.ts";
 import { BlockList } from "./entry_list.ts";
 import { FieldIndexes } from "./field_indexes.ts";
 import {
@@ -135,6 +140,11 @@ export class QueryEngine {
   windowMargin = 512;
   /** Refills of cut live queries (a scan each): what tests count. */
   refills = 0;
+  /**
+   * Batches cut to what a windowed result keeps before their entries were
+   * made (see `#enter`): what tests count.
+   */
+  batchesCut = 0;
   #read: StoreReader;
   #indexes: FieldIndexes;
   #queries = new Map<string, Set<LiveQuery>>();
@@ -449,31 +459,35 @@ export class QueryEngine {
     const compare = compiled.compareKeyed;
     const bound = query.bound;
     const records = settle(query, distinct, this.#read);
-    let touched: Touched[] = records;
-    let length = query.sorted.length;
+    // Nothing in or entering the result: wake nobody.
+    if (records.length === 0) return;
+    const previous = query.sorted;
+    const oldLength = previous.length;
+    // Entries for the objects the result held; those entering get theirs
+    // in #enter, once it is known which of them the result can keep.
+    let entering = 0;
+    let leaving = 0;
+    let moving = 0;
+    // Indexed loops here and below: a `for…of` allocates a step object per
+    // item until V8 optimizes it, and a bootstrap runs much of this cold.
     for (let i = 0; i < records.length; i++) {
       const item = records[i]!;
       const { id, old, fields } = item;
+      if (old === undefined) {
+        entering++;
+        continue;
+      }
       const fresh: Entry | undefined = fields === undefined
         ? undefined
         : newEntry(id, fields, compiled.keysOf(fields));
-      if (old === undefined) length++;
-      else if (fresh === undefined) length--;
       item.fresh = fresh;
-      if (old !== undefined) item.kind = kindOf(compiled, old, fresh);
+      item.kind = kindOf(compiled, old, fresh);
+      item.oldIndex = previous.lowerBound(old, compare);
+      if (fresh === undefined) leaving++;
+      else if (item.kind === "move") moving++;
     }
-    // Nothing in or entering the result: wake nobody.
-    if (touched.length === 0) return;
-    const previous = query.sorted;
-    const oldLength = previous.length;
-    // Indexed loops here and below: a `for…of` allocates a step object per
-    // item until V8 optimizes it, and a bootstrap runs much of this cold.
-    for (let i = 0; i < touched.length; i++) {
-      const item = touched[i]!;
-      if (item.old !== undefined) {
-        item.oldIndex = previous.lowerBound(item.old, compare);
-      }
-    }
+    const length = oldLength + entering - leaving;
+    let touched: Touched[] = records;
     let merged = false;
     if (bound !== undefined && length < compiled.offset + compiled.limit) {
       // The cut result no longer covers the window: select it again (a
@@ -500,7 +514,8 @@ export class QueryEngine {
         });
       }
     } else {
-      merged = this.#update(query, touched);
+      const cut = this.#enter(query, records, entering, moving, leaving);
+      merged = this.#update(query, records, cut);
     }
     const result = query.sorted;
     // Positions past the window's end matter only as "past the end" (the
@@ -539,12 +554,68 @@ export class QueryEngine {
   }
 
   /**
+   * Gives the entering records their entries. A batch that will be merged
+   * into a windowed result and brings more objects than the result keeps
+   * is first cut to the best of them, chosen on their fields against one
+   * extracted key per round of the selection: the merge would drop the
+   * others, and their entries would be made for nothing (the first batch
+   * into an empty list makes one per match, for the window and margin the
+   * list keeps). Returns whether it cut any (`#mergeBatch` needs to know).
+   */
+  #enter(
+    query: LiveQuery,
+    records: Scanned[],
+    entering: number,
+    moving: number,
+    leaving: number,
+  ): boolean {
+    const compiled = query.compiled;
+    const keep = compiled.limit === Infinity ? 0 : this.#keep(query);
+    const cut = keep > 0 && entering > keep &&
+      merges(entering + moving, moving + leaving, query);
+    if (cut) {
+      // The best `keep` entering are the only ones the merge can keep (it
+      // keeps the best `keep` of all it adds): the held records first, then
+      // those, and the rest let go.
+      const from = records.length - entering;
+      enteringLast(records);
+      selectFirstAgainst(
+        records,
+        from,
+        keep,
+        (item): KeyedRow => ({
+          id: item.id,
+          keys: compiled.keysOf(item.fields!),
+        }),
+        (item, pivot) => compiled.compareToKeyed(item.id, item.fields!, pivot),
+      );
+      records.length = from + keep;
+      this.batchesCut++;
+    }
+    for (let i = 0; i < records.length; i++) {
+      const item = records[i]!;
+      if (item.old !== undefined) continue;
+      item.fresh = newEntry(
+        item.id,
+        item.fields!,
+        compiled.keysOf(item.fields!),
+      );
+    }
+    return cut;
+  }
+
+  /**
    * Applies the touched objects (old positions known) to a live query's
    * list and members. Returns whether the batch was merged, and then the
    * result is already cut back to its window plus its margin: an entering
-   * object that the cut drops is never held.
+   * object that the cut drops is never held. `cut`: `#enter` left entering
+   * objects out (the batch is merged, and the result cut).
    */
-  #update(query: LiveQuery, touched: readonly Touched[]): boolean {
+  #update(
+    query: LiveQuery,
+    touched: readonly Touched[],
+    cut: boolean,
+  ): boolean {
     const compare = query.compiled.compareKeyed;
     const { sorted, members } = query;
     // Read once per call, up front: read only where an object is held,
@@ -573,12 +644,8 @@ export class QueryEngine {
     removals.length = removed;
     additions.length = added;
     if (removals.length > 1) removals.sort(ascending);
-    if (
-      additions.length >= MERGE_AT &&
-      (additions.length * 4 >= sorted.length - removals.length ||
-        query.bound !== undefined)
-    ) {
-      this.#mergeBatch(query, removals, additions);
+    if (cut || merges(additions.length, removals.length, query)) {
+      this.#mergeBatch(query, removals, additions, cut);
       return true;
     }
     for (let i = 0; i < additions.length; i++) {
@@ -601,12 +668,14 @@ export class QueryEngine {
    * Many objects against a short or cut result (a bootstrap batch): sorts
    * the batch once and merges it with the survivors, instead of a search
    * and a splice per object, then cuts the result at once, holding only
-   * the additions it keeps.
+   * the additions it keeps. `cut`: additions were left out before (see
+   * `#enter`).
    */
   #mergeBatch(
     query: LiveQuery,
     removals: readonly number[],
     additions: Entry[],
+    cut: boolean,
   ): void {
     const compare = query.compiled.compareKeyed;
     const members = query.members;
@@ -631,7 +700,7 @@ export class QueryEngine {
     );
     // (Additions left out by the selection make it a cut result even when
     // exactly `keep` remain.)
-    if (keep > 0 && (result.length > keep || selected)) {
+    if (keep > 0 && (result.length > keep || selected || cut)) {
       for (let index = keep; index < result.length; index++) {
         const entry = result[index]!;
         // A survivor the cut drops was held; an addition is settled below.
@@ -670,6 +739,32 @@ const MIN_MARGIN = 32;
 
 /** Batches at least this big may be merged rather than inserted one by one. */
 const MERGE_AT = 32;
+
+/**
+ * Whether a batch of `additions` (and `removals`) into a live query's
+ * result is merged rather than inserted one by one: a big batch against a
+ * short or cut result.
+ */
+function merges(
+  additions: number,
+  removals: number,
+  query: LiveQuery,
+): boolean {
+  return additions >= MERGE_AT &&
+    (additions * 4 >= query.sorted.length - removals ||
+      query.bound !== undefined);
+}
+
+/** Moves the entering records (no `old`) after the others, in place. */
+function enteringLast(records: Scanned[]): void {
+  let held = 0;
+  for (let i = 0; i < records.length; i++) {
+    const item = records[i]!;
+    if (item.old === undefined) continue;
+    records[i] = records[held]!;
+    records[held++] = item;
+  }
+}
 
 /** How a touched object relates to a live query's result. */
 function kindOf(
