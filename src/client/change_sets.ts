@@ -59,6 +59,21 @@ export const ascending = (a: number, b: number): number => a - b;
 /** How a touched object relates to the result. */
 export type Kind = "stay" | "move" | "leave" | "enter";
 
+/** How a touched object relates to a live query's result (internal). */
+export function kindOf(
+  compiled: CompiledQuery,
+  old: Entry | undefined,
+  fresh: Entry | undefined,
+): Kind {
+  return old === undefined
+    ? "enter"
+    : fresh === undefined
+    ? "leave"
+    : compiled.sorted && compiled.compareKeys(old.keys, fresh.keys) !== 0
+    ? "move"
+    : "stay";
+}
+
 /** One touched object's place before and after a commit. */
 export interface Touched {
   kind: Kind;

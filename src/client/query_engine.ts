@@ -6,7 +6,7 @@
  * proportional to the objects it touched.
  */
 
-import type { CompiledQuery, KeyedRow } from "../model/query.ts";
+import type { CompiledQuery, KeyedRow, Row } from "../model/query.ts";
 import type { Fields, Value } from "../model/value.ts";
 import {
   merge,
@@ -16,12 +16,7 @@ import {
 } from "../util/sorted_arrays.ts";
 import { BlockList } from "./entry_list.ts";
 import { FieldIndexes } from "./field_indexes.ts";
-import {
-  ascending,
-  diffWindow,
-  type Kind,
-  type Touched,
-} from "./change_sets.ts";
+import { ascending, diffWindow, kindOf, type Touched } from "./change_sets.ts";
 import {
   copyFields,
   type Entry,
@@ -192,28 +187,32 @@ export class QueryEngine {
     compiled: CompiledQuery,
     most = Infinity,
   ): Entry[] {
-    const result: Entry[] = [];
+    // Rows first, entries only for those kept: a live query's selection
+    // from a big type keeps its window and margin out of every match.
+    const rows: Row[] = [];
     const candidates = this.#indexes.candidates(type, compiled.indexable);
     if (candidates === undefined) {
-      for (const { id, fields } of this.#read.objects(type)) {
+      // (Each row a fresh object from the store's iterator.)
+      for (const row of this.#read.objects(type)) {
         this.examined++;
-        if (compiled.matches(fields)) {
-          result.push(newEntry(id, fields, compiled.keysOf(fields)));
-        }
+        if (compiled.matches(row.fields)) rows.push(row);
       }
     } else {
       for (const id of candidates) {
         const fields = this.#read.get(type, id);
         if (fields === undefined) continue;
         this.examined++;
-        if (compiled.matches(fields)) {
-          result.push(newEntry(id, fields, compiled.keysOf(fields)));
-        }
+        if (compiled.matches(fields)) rows.push({ id, fields });
       }
     }
-    if (result.length > 2 * most) {
-      selectFirst(result, most, compiled.compareKeyed);
-      result.length = most;
+    if (rows.length > 2 * most) {
+      selectBest(rows, 0, most, compiled);
+      rows.length = most;
+    }
+    const result = new Array<Entry>(rows.length);
+    for (let i = 0; i < rows.length; i++) {
+      const { id, fields } = rows[i]!;
+      result[i] = newEntry(id, fields, compiled.keysOf(fields));
     }
     result.sort(compiled.compareKeyed);
     if (result.length > most) result.length = most;
@@ -579,16 +578,8 @@ export class QueryEngine {
       // those, and the rest let go.
       const from = records.length - entering;
       enteringLast(records);
-      selectFirstAgainst(
-        records,
-        from,
-        keep,
-        (item): KeyedRow => ({
-          id: item.id,
-          keys: compiled.keysOf(item.fields!),
-        }),
-        (item, pivot) => compiled.compareToKeyed(item.id, item.fields!, pivot),
-      );
+      // (Entering records all have fields.)
+      selectBest(records as Row[], from, keep, compiled);
       records.length = from + keep;
       this.batchesCut++;
     }
@@ -766,17 +757,22 @@ function enteringLast(records: Scanned[]): void {
   }
 }
 
-/** How a touched object relates to a live query's result. */
-function kindOf(
+/**
+ * Reorders `rows[from..]` so that its first `count` are the first of them
+ * in query order, comparing their fields with one extracted key per round
+ * of the selection (extracting every row's keys would allocate per row).
+ */
+function selectBest(
+  rows: Row[],
+  from: number,
+  count: number,
   compiled: CompiledQuery,
-  old: Entry | undefined,
-  fresh: Entry | undefined,
-): Kind {
-  return old === undefined
-    ? "enter"
-    : fresh === undefined
-    ? "leave"
-    : compiled.sorted && compiled.compareKeys(old.keys, fresh.keys) !== 0
-    ? "move"
-    : "stay";
+): void {
+  selectFirstAgainst(
+    rows,
+    from,
+    count,
+    (row): KeyedRow => ({ id: row.id, keys: compiled.keysOf(row.fields) }),
+    (row, pivot) => compiled.compareToKeyed(row.id, row.fields, pivot),
+  );
 }
