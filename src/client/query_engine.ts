@@ -192,7 +192,7 @@ export class QueryEngine {
     const rows: Row[] = [];
     const candidates = this.#indexes.candidates(type, compiled.indexable);
     if (candidates === undefined) {
-      // (Each row a fresh object from the store's iterator.)
+      // (The store's rows as they come: only read, never changed.)
       for (const row of this.#read.objects(type)) {
         this.examined++;
         if (compiled.matches(row.fields)) rows.push(row);
