@@ -64,6 +64,21 @@ export const ascending = (a: number, b: number): number => a - b;
  */
 export type Kind = "stay" | "move" | "leave" | "enter" | "same";
 
+/** How a touched object relates to a live query's result (internal). */
+export function kindOf(
+  compiled: CompiledQuery,
+  old: Entry | undefined,
+  fresh: Entry | undefined,
+): Kind {
+  return old === undefined
+    ? "enter"
+    : fresh === undefined
+    ? "leave"
+    : compiled.sorted && compiled.compareKeys(old.keys, fresh.keys) !== 0
+    ? "move"
+    : "stay";
+}
+
 /** One touched object's place before and after a commit. */
 export interface Touched {
   kind: Kind;

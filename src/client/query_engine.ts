@@ -6,15 +6,17 @@
  * proportional to the objects it touched.
  */
 
-import { FieldIndex } from "../model/field_index.ts";
-import type { CompiledQuery, IndexableCondition } from "../model/query.ts";
+import type { CompiledQuery, Row } from "../model/query.ts";
 import { type Fields, type Value, valuesEqual } from "../model/value.ts";
 import { merge, selectFirst, withoutIndexes } from "../util/sorted_arrays.ts";
+import { enteringLast, selectBest } from "./batch_cut.ts";
 import { BlockList } from "./entry_list.ts";
+import { FieldIndexes } from "./field_indexes.ts";
 import {
   ascending,
   diffWindow,
   type Kind,
+  kindOf,
   type Touched,
 } from "./change_sets.ts";
 import {
@@ -135,8 +137,13 @@ export class QueryEngine {
   windowMargin = 512;
   /** Refills of cut live queries (a scan each): what tests count. */
   refills = 0;
+  /**
+   * Batches cut to what a windowed result keeps before their entries were
+   * made (see `#enter`): what tests count.
+   */
+  batchesCut = 0;
   #read: StoreReader;
-  #indexes = new Map<string, Map<string, FieldIndex>>();
+  #indexes: FieldIndexes;
   #queries = new Map<string, Set<LiveQuery>>();
   #objectWatchers = new Map<string, Map<string, Set<ObjectWatcher>>>();
   #active = 0;
@@ -146,6 +153,7 @@ export class QueryEngine {
   /** @param read Access to the store. */
   constructor(read: StoreReader) {
     this.#read = read;
+    this.#indexes = new FieldIndexes(read);
   }
 
   /** Number of registered live queries and object watchers. */
@@ -160,7 +168,7 @@ export class QueryEngine {
 
   /** The indexed fields of a type. */
   indexedFields(type: string): string[] {
-    return [...(this.#indexes.get(type)?.keys() ?? [])];
+    return this.#indexes.fields(type);
   }
 
   /**
@@ -168,22 +176,7 @@ export class QueryEngine {
    * objects present.
    */
   ensureIndexes(spec: { readonly [type: string]: readonly string[] }): void {
-    for (const type of Object.keys(spec)) {
-      let byField = this.#indexes.get(type);
-      for (const field of spec[type]!) {
-        if (byField?.has(field)) continue;
-        if (byField === undefined) {
-          byField = new Map();
-          this.#indexes.set(type, byField);
-        }
-        const index = new FieldIndex(field);
-        for (const { id, fields } of this.#read.objects(type)) {
-          index.follow({ id, op: "put", fields, created: true });
-        }
-        byField.set(field, index);
-        this.#active++;
-      }
-    }
+    this.#active += this.#indexes.ensure(spec);
   }
 
   /**
@@ -196,77 +189,36 @@ export class QueryEngine {
     compiled: CompiledQuery,
     most = Infinity,
   ): Entry[] {
-    const result: Entry[] = [];
-    const candidates = this.#candidates(type, compiled.indexable);
+    // Rows first, entries only for those kept: a live query's selection
+    // from a big type keeps its window and margin out of every match.
+    const rows: Row[] = [];
+    const candidates = this.#indexes.candidates(type, compiled.indexable);
     if (candidates === undefined) {
-      for (const { id, fields } of this.#read.objects(type)) {
+      // (The store's rows as they come: only read, never changed.)
+      for (const row of this.#read.objects(type)) {
         this.examined++;
-        if (compiled.matches(fields)) {
-          result.push(newEntry(id, fields, compiled.keysOf(fields)));
-        }
+        if (compiled.matches(row.fields)) rows.push(row);
       }
     } else {
       for (const id of candidates) {
         const fields = this.#read.get(type, id);
         if (fields === undefined) continue;
         this.examined++;
-        if (compiled.matches(fields)) {
-          result.push(newEntry(id, fields, compiled.keysOf(fields)));
-        }
+        if (compiled.matches(fields)) rows.push({ id, fields });
       }
     }
-    if (result.length > 2 * most) {
-      selectFirst(result, most, compiled.compareKeyed);
-      result.length = most;
+    if (rows.length > 2 * most) {
+      selectBest(rows, 0, most, compiled);
+      rows.length = most;
+    }
+    const result = new Array<Entry>(rows.length);
+    for (let i = 0; i < rows.length; i++) {
+      const { id, fields } = rows[i]!;
+      result[i] = newEntry(id, fields, compiled.keysOf(fields));
     }
     result.sort(compiled.compareKeyed);
     if (result.length > most) result.length = most;
     return result;
-  }
-
-  /**
-   * Ids that may match, from the most selective usable index, or undefined
-   * when no index applies (scan the type).
-   */
-  #candidates(
-    type: string,
-    conditions: readonly IndexableCondition[],
-  ): Iterable<string> | undefined {
-    const byField = this.#indexes.get(type);
-    if (byField === undefined || conditions.length === 0) return undefined;
-    let best: { cost: number; ids: () => Iterable<string> } | undefined;
-    for (const condition of conditions) {
-      const index = byField.get(condition.field);
-      if (index === undefined) continue;
-      let option: { cost: number; ids: () => Iterable<string> };
-      if (condition.op === "eq") {
-        option = {
-          cost: index.equalCount(condition.value),
-          ids: () => index.equal(condition.value),
-        };
-      } else if (condition.op === "in") {
-        let cost = 0;
-        for (const value of condition.values) cost += index.equalCount(value);
-        option = {
-          cost,
-          ids: () => {
-            const ids = new Set<string>();
-            for (const value of condition.values) {
-              for (const id of index.equal(value)) ids.add(id);
-            }
-            return ids;
-          },
-        };
-      } else {
-        // Unknown size: preferred only over no index at all.
-        option = {
-          cost: index.size,
-          ids: () => index.range(condition.lower, condition.upper),
-        };
-      }
-      if (best === undefined || option.cost < best.cost) best = option;
-    }
-    return best?.ids();
   }
 
   /** The query's result rows (uncopied fields). */
@@ -278,7 +230,7 @@ export class QueryEngine {
 
   /** How many objects of `type` match the compiled `where`. */
   count(type: string, compiled: CompiledQuery): number {
-    const candidates = this.#candidates(type, compiled.indexable);
+    const candidates = this.#indexes.candidates(type, compiled.indexable);
     let count = 0;
     if (candidates === undefined) {
       for (const { fields } of this.#read.objects(type)) {
@@ -413,7 +365,7 @@ export class QueryEngine {
    */
   applied(changes: readonly AppliedChange[], distinct = false): void {
     if (this.#active === 0 || changes.length === 0) return;
-    if (this.#indexes.size > 0) this.#follow(changes);
+    if (this.#indexes.size > 0) this.#indexes.follow(changes);
     // Indexes first: a live query's refill selects through them.
     if (this.#objectWatchers.size === 0) {
       this.#appliedLive(changes, distinct);
@@ -438,33 +390,6 @@ export class QueryEngine {
     this.examined += this.#live.examined;
     this.#live.examined = 0;
     for (let q = 0; q < dirty.length; q++) this.#patch(dirty[q]!, distinct);
-  }
-
-  /**
-   * Feeds the indexes every change in commit order, from the change itself
-   * (a put's fields, an update's changed fields) or else from the store,
-   * with no copy of an object's fields and no per-transaction map.
-   */
-  #follow(changes: readonly AppliedChange[]): void {
-    // Runs of changes to one type, each fed to each index of the type.
-    for (let from = 0, to = 1; from < changes.length; from = to++) {
-      const type = changes[from]!.type;
-      while (to < changes.length && changes[to]!.type === type) to++;
-      const byField = this.#indexes.get(type);
-      if (byField === undefined) continue;
-      for (const index of byField.values()) {
-        index.followAll(changes, from, to, (id) => {
-          if (this.#read.fieldValue !== undefined) {
-            return this.#read.fieldValue(type, id, index.field);
-          }
-          const fields = this.#read.get(type, id);
-          if (fields === undefined) return null;
-          return Object.hasOwn(fields, index.field)
-            ? fields[index.field]
-            : undefined;
-        });
-      }
-    }
   }
 
   /**
@@ -535,19 +460,30 @@ export class QueryEngine {
     const compare = compiled.compareKeyed;
     const bound = query.bound;
     const records = settle(query, distinct, this.#read);
-    let touched: Touched[] = records;
-    let length = query.sorted.length;
+    // Nothing in or entering the result: wake nobody.
+    if (records.length === 0) return;
+    const previous = query.sorted;
+    const oldLength = previous.length;
+    // Entries for the objects the result held; those entering get theirs
+    // in #enter, once it is known which of them the result can keep.
+    let entering = 0;
+    let leaving = 0;
+    let moving = 0;
     let same = 0;
+    // Indexed loops here and below: a `for…of` allocates a step object per
+    // item until V8 optimizes it, and a bootstrap runs much of this cold.
     for (let i = 0; i < records.length; i++) {
       const item = records[i]!;
       const { id, old, fields } = item;
+      if (old === undefined) {
+        entering++;
+        continue;
+      }
       // An object of the result that holds the values it held did not
       // change the result (the contract: an item per transaction that
-      // changed it, modifications are objects whose fields changed).
-      if (
-        old !== undefined && fields !== undefined &&
-        sameFields(old.fields, fields)
-      ) {
+      // changed it, modifications are objects whose fields changed). The
+      // value order's equality: -0 is not 0, NaN is NaN.
+      if (fields !== undefined && valuesEqual(old.fields, fields)) {
         item.kind = SAME;
         same++;
         continue;
@@ -555,24 +491,18 @@ export class QueryEngine {
       const fresh: Entry | undefined = fields === undefined
         ? undefined
         : newEntry(id, fields, compiled.keysOf(fields));
-      if (old === undefined) length++;
-      else if (fresh === undefined) length--;
       item.fresh = fresh;
-      if (old !== undefined) item.kind = kindOf(compiled, old, fresh);
+      item.kind = kindOf(compiled, old, fresh);
+      item.oldIndex = previous.lowerBound(old, compare);
+      if (fresh === undefined) leaving++;
+      else if (item.kind === "move") moving++;
     }
-    if (same > 0) touched = records.filter((item) => item.kind !== SAME);
-    // Nothing in or entering the result: wake nobody.
-    if (touched.length === 0) return;
-    const previous = query.sorted;
-    const oldLength = previous.length;
-    // Indexed loops here and below: a `for…of` allocates a step object per
-    // item until V8 optimizes it, and a bootstrap runs much of this cold.
-    for (let i = 0; i < touched.length; i++) {
-      const item = touched[i]!;
-      if (item.old !== undefined) {
-        item.oldIndex = previous.lowerBound(item.old, compare);
-      }
-    }
+    const changed = same > 0
+      ? records.filter((item) => item.kind !== SAME)
+      : records;
+    if (changed.length === 0) return;
+    const length = oldLength + entering - leaving;
+    let touched: Touched[] = changed;
     let merged = false;
     if (bound !== undefined && length < compiled.offset + compiled.limit) {
       // The cut result no longer covers the window: select it again (a
@@ -612,7 +542,8 @@ export class QueryEngine {
         });
       }
     } else {
-      merged = this.#update(query, touched);
+      const cut = this.#enter(query, changed, entering, moving, leaving);
+      merged = this.#update(query, changed, cut);
     }
     const result = query.sorted;
     // Positions past the window's end matter only as "past the end" (the
@@ -651,12 +582,60 @@ export class QueryEngine {
   }
 
   /**
+   * Gives the entering records their entries. A batch that will be merged
+   * into a windowed result and brings more objects than the result keeps
+   * is first cut to the best of them, chosen on their fields against one
+   * extracted key per round of the selection: the merge would drop the
+   * others, and their entries would be made for nothing (the first batch
+   * into an empty list makes one per match, for the window and margin the
+   * list keeps). Returns whether it cut any (`#mergeBatch` needs to know).
+   */
+  #enter(
+    query: LiveQuery,
+    records: Scanned[],
+    entering: number,
+    moving: number,
+    leaving: number,
+  ): boolean {
+    const compiled = query.compiled;
+    const keep = compiled.limit === Infinity ? 0 : this.#keep(query);
+    const cut = keep > 0 && entering > keep &&
+      merges(entering + moving, moving + leaving, query);
+    if (cut) {
+      // The best `keep` entering are the only ones the merge can keep (it
+      // keeps the best `keep` of all it adds): the held records first, then
+      // those, and the rest let go.
+      const from = records.length - entering;
+      enteringLast(records);
+      // (Entering records all have fields.)
+      selectBest(records as Row[], from, keep, compiled);
+      records.length = from + keep;
+      this.batchesCut++;
+    }
+    for (let i = 0; i < records.length; i++) {
+      const item = records[i]!;
+      if (item.old !== undefined) continue;
+      item.fresh = newEntry(
+        item.id,
+        item.fields!,
+        compiled.keysOf(item.fields!),
+      );
+    }
+    return cut;
+  }
+
+  /**
    * Applies the touched objects (old positions known) to a live query's
    * list and members. Returns whether the batch was merged, and then the
    * result is already cut back to its window plus its margin: an entering
-   * object that the cut drops is never held.
+   * object that the cut drops is never held. `cut`: `#enter` left entering
+   * objects out (the batch is merged, and the result cut).
    */
-  #update(query: LiveQuery, touched: readonly Touched[]): boolean {
+  #update(
+    query: LiveQuery,
+    touched: readonly Touched[],
+    cut: boolean,
+  ): boolean {
     const compare = query.compiled.compareKeyed;
     const { sorted, members } = query;
     // Read once per call, up front: read only where an object is held,
@@ -685,12 +664,8 @@ export class QueryEngine {
     removals.length = removed;
     additions.length = added;
     if (removals.length > 1) removals.sort(ascending);
-    if (
-      additions.length >= MERGE_AT &&
-      (additions.length * 4 >= sorted.length - removals.length ||
-        query.bound !== undefined)
-    ) {
-      this.#mergeBatch(query, removals, additions);
+    if (cut || merges(additions.length, removals.length, query)) {
+      this.#mergeBatch(query, removals, additions, cut);
       return true;
     }
     for (let i = 0; i < additions.length; i++) {
@@ -713,12 +688,14 @@ export class QueryEngine {
    * Many objects against a short or cut result (a bootstrap batch): sorts
    * the batch once and merges it with the survivors, instead of a search
    * and a splice per object, then cuts the result at once, holding only
-   * the additions it keeps.
+   * the additions it keeps. `cut`: additions were left out before (see
+   * `#enter`).
    */
   #mergeBatch(
     query: LiveQuery,
     removals: readonly number[],
     additions: Entry[],
+    cut: boolean,
   ): void {
     const compare = query.compiled.compareKeyed;
     const members = query.members;
@@ -743,7 +720,7 @@ export class QueryEngine {
     );
     // (Additions left out by the selection make it a cut result even when
     // exactly `keep` remain.)
-    if (keep > 0 && (result.length > keep || selected)) {
+    if (keep > 0 && (result.length > keep || selected || cut)) {
       for (let index = keep; index < result.length; index++) {
         const entry = result[index]!;
         // A survivor the cut drops was held; an addition is settled below.
@@ -786,33 +763,16 @@ const MERGE_AT = 32;
 const SAME: Kind = "same";
 
 /**
- * Whether two objects' fields hold the same values (the value order's
- * equality: -0 is not 0, NaN is NaN), in time proportional to their size.
+ * Whether a batch of `additions` (and `removals`) into a live query's
+ * result is merged rather than inserted one by one: a big batch against a
+ * short or cut result.
  */
-function sameFields(a: Fields, b: Fields): boolean {
-  if (a === b) return true;
-  const names = Object.keys(b);
-  if (names.length !== Object.keys(a).length) return false;
-  for (let i = 0; i < names.length; i++) {
-    const name = names[i]!;
-    if (!Object.hasOwn(a, name) || !valuesEqual(a[name]!, b[name]!)) {
-      return false;
-    }
-  }
-  return true;
-}
-
-/** How a touched object relates to a live query's result. */
-function kindOf(
-  compiled: CompiledQuery,
-  old: Entry | undefined,
-  fresh: Entry | undefined,
-): Kind {
-  return old === undefined
-    ? "enter"
-    : fresh === undefined
-    ? "leave"
-    : compiled.sorted && compiled.compareKeys(old.keys, fresh.keys) !== 0
-    ? "move"
-    : "stay";
+function merges(
+  additions: number,
+  removals: number,
+  query: LiveQuery,
+): boolean {
+  return additions >= MERGE_AT &&
+    (additions * 4 >= query.sorted.length - removals ||
+      query.bound !== undefined);
 }

@@ -45,10 +45,33 @@ export function selectFirst<T>(
   count: number,
   compare: (a: T, b: T) => number,
 ): void {
-  let low = 0;
+  selectFirstAgainst(items, 0, count, same, compare);
+}
+
+function same<T>(item: T): T {
+  return item;
+}
+
+/**
+ * Reorders `items[from..]` so that its first `count` are the smallest of
+ * them (in any order), as {@linkcode selectFirst} does, but each round
+ * compares the items with a pivot that `pivotOf` prepares from one of
+ * them: for items cheaper to compare with a prepared key than to prepare
+ * each (a live query's entering objects against one extracted sort key).
+ * `compare(item, pivotOf(item))` must be 0: the pivot bounds each scan.
+ */
+export function selectFirstAgainst<T, P>(
+  items: T[],
+  from: number,
+  count: number,
+  pivotOf: (item: T) => P,
+  compare: (item: T, pivot: P) => number,
+): void {
+  const target = from + count - 1;
+  let low = from;
   let high = items.length - 1;
   while (low < high) {
-    const pivot = items[(low + high) >>> 1]!;
+    const pivot = pivotOf(items[(low + high) >>> 1]!);
     let i = low;
     let j = high;
     while (i <= j) {
@@ -60,8 +83,8 @@ export function selectFirst<T>(
         items[j--] = swap;
       }
     }
-    if (count - 1 <= j) high = j;
-    else if (count - 1 >= i) low = i;
+    if (target <= j) high = j;
+    else if (target >= i) low = i;
     else return;
   }
 }

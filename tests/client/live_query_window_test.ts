@@ -234,3 +234,137 @@ Deno.test("Windowed live queries, randomized: cut results, refills, routed queri
   }
   assert.ok(refills > 0, `seed ${seed}: the refill path ran`);
 });
+
+/** Windowed queries with ties, offsets, descending and multi-key sorts. */
+const CUT_QUERIES: unknown[] = [
+  { sort: [["p", "asc"]], limit: 5 },
+  { sort: [["p", "desc"], ["t", "asc"]], offset: 3, limit: 4 },
+  { where: { d: true }, sort: [["t", "desc"], ["p", "asc"]], limit: 6 },
+  { where: { p: { gte: 2 } }, sort: [["q", "asc"]], offset: 2, limit: 3 },
+  { where: { t: "a" }, sort: [["p", "desc"]], limit: 2 },
+  { sort: [["t", "asc"]], offset: 40, limit: 1 },
+  { where: { d: false }, limit: 7 },
+  { sort: [["q", "desc"], ["p", "desc"]], limit: 1 },
+];
+
+/** Fields with few values per field, so sort keys tie often. */
+function tyingFields(prng: Prng): Fields {
+  const fields: Fields = {};
+  if (prng.int(8) > 0) fields.p = prng.int(9) === 0 ? "x" : prng.int(5);
+  if (prng.int(4) > 0) fields.d = prng.int(2) === 0;
+  if (prng.int(6) > 0) fields.t = prng.pick(["a", "b", "c"]);
+  if (prng.int(3) > 0) fields.q = prng.int(4) / 2;
+  return fields;
+}
+
+Deno.test("Windowed live queries, randomized: batches that bring more objects than a windowed result keeps (into empty and cut results, with ties, offsets, descending and multi-key sorts, and deletions and changes of kept objects beside them) give the items and change sets of recomputing each query", async () => {
+  const seed = testSeed();
+  const prng = new Prng(seed);
+  let cuts = 0;
+  for (const margin of [512, 2]) {
+    const realm = await LocalRealm.open(new MemoryStorage(), () => 1_000);
+    realm.queries.windowMargin = margin;
+    if (prng.int(2) === 0) realm.queries.ensureIndexes({ T: ["p", "t"] });
+    const watched = watchAll(realm.queries, "T", CUT_QUERIES);
+    let next = 0;
+    let serverVersion = 0;
+    for (let step = 0; step < 45; step++) {
+      const live = [...realm.objects("T")].map((o) => o.id);
+      // First a batch into the empty type; then, for a while, only
+      // deletions from the windows (a result cut without its bound, or
+      // left uncut though objects were left out, would come up short);
+      // then mostly batches of new objects (up to ten times what a result
+      // keeps) beside changes to existing ones.
+      const pruning = step > 0 && step <= 15;
+      const fresh = pruning || (step > 0 && prng.int(4) === 0)
+        ? 0
+        : 40 + prng.int(400);
+      const instructions: Instruction[] = [];
+      for (let i = 0; i < fresh; i++) {
+        instructions.push({
+          op: "put",
+          type: "T",
+          id: `o${next++}`,
+          fields: tyingFields(prng),
+          stamp: null,
+        });
+      }
+      const chosen = new Set<string>();
+      if (pruning) {
+        for (const entry of watched) {
+          const count = 1 + prng.int(3);
+          for (const object of entry.current.slice(0, count)) {
+            chosen.add(object.id);
+          }
+        }
+      } else if (step > 0) {
+        // Kept members are the likeliest to be chosen.
+        for (const entry of watched) {
+          const object = entry.current[prng.int(entry.current.length)];
+          if (object !== undefined && prng.int(2) === 0) chosen.add(object.id);
+        }
+        for (const id of prng.shuffle(live).slice(0, prng.int(60))) {
+          chosen.add(id);
+        }
+      }
+      const deleting = pruning ? 1 : prng.int(5) === 0 ? 0.9 : 0.3;
+      for (const id of chosen) {
+        instructions.push(
+          prng.next() < deleting
+            ? { op: "delete", type: "T", id, fields: null, stamp: null }
+            : {
+              op: prng.int(3) === 0 ? "update" : "put",
+              type: "T",
+              id,
+              fields: tyingFields(prng),
+              stamp: null,
+            },
+        );
+      }
+      // Sometimes one object twice in a transaction.
+      if (instructions.length > 0 && prng.int(3) === 0) {
+        const { id } = prng.pick(instructions);
+        instructions.push({
+          op: "put",
+          type: "T",
+          id,
+          fields: tyingFields(prng),
+          stamp: null,
+        });
+      }
+      const order = prng.shuffle(instructions);
+      if (prng.int(3) === 0) {
+        await realm.write((tx) => {
+          for (const instruction of order) {
+            if (instruction.op === "delete") {
+              tx.delete("T", instruction.id);
+            } else if (
+              instruction.op === "update" && realm.exists("T", instruction.id)
+            ) {
+              tx.update("T", instruction.id, instruction.fields!);
+            } else tx.put("T", instruction.id, instruction.fields!);
+          }
+        });
+      } else {
+        serverVersion++;
+        await realm.integrate(download(serverVersion, [
+          serverChangeset(serverVersion, 2_000 + step, order),
+        ]));
+      }
+      for (const entry of watched) {
+        checkWatched(
+          entry,
+          runQuery(entry.compiled, realm.objects("T")),
+          `seed ${seed} margin ${margin} step ${step} query ${
+            JSON.stringify(entry.query)
+          }`,
+        );
+      }
+    }
+    cuts += realm.queries.batchesCut;
+    for (const entry of watched) entry.remove();
+    assert.equal(realm.queries.watchers, 0);
+    await realm.close();
+  }
+  assert.ok(cuts > 0, `seed ${seed}: batches were cut before their entries`);
+});

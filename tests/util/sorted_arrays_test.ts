@@ -3,6 +3,7 @@ import { Prng } from "../_helpers/prng.ts";
 import {
   merge,
   selectFirst,
+  selectFirstAgainst,
   withoutIndexes,
 } from "../../src/util/sorted_arrays.ts";
 
@@ -37,6 +38,41 @@ Deno.test("selectFirst() puts the count smallest items first, in any order, and 
       copy.slice(0, count).sort(byNumber),
       sorted.slice(0, count),
     );
+  }
+});
+
+Deno.test("selectFirstAgainst() puts the count smallest items after `from` first, comparing each with a key prepared from a pivot, and leaves the items before `from` alone", () => {
+  const random = new Prng(13);
+  type Item = { value: number; id: number };
+  const byItem = (a: Item, b: Item) => a.value - b.value || a.id - b.id;
+  for (let round = 0; round < 300; round++) {
+    // Few values, so many items tie on the value and differ by id only.
+    const items = Array.from(
+      { length: 1 + random.int(60) },
+      (_, id): Item => ({ value: random.int(6), id }),
+    );
+    const from = random.int(items.length);
+    const count = 1 + random.int(items.length - from);
+    const copy = [...items];
+    let pivots = 0;
+    selectFirstAgainst(
+      copy,
+      from,
+      count,
+      (item) => {
+        pivots++;
+        return [item.value, item.id] as const;
+      },
+      (item, [value, id]) => item.value - value || item.id - id,
+    );
+    assert.deepEqual(copy.slice(0, from), items.slice(0, from));
+    const rest = items.slice(from).sort(byItem);
+    assert.deepEqual(copy.slice(from).sort(byItem), rest);
+    assert.deepEqual(
+      copy.slice(from, from + count).sort(byItem),
+      rest.slice(0, count),
+    );
+    assert.ok(pivots < items.length, "a pivot per round, not per item");
   }
 });
 
