@@ -517,19 +517,16 @@ export class QueryEngine {
       // An object this commit did not change keeps its entry, so the next
       // item holds the same frozen object for it, as items promise
       // (LiveQueryUpdate); a refill is a pass over the type already.
-      const changed = new Set<string>();
-      for (let i = 0; i < records.length; i++) {
-        if (records[i]!.kind !== SAME) changed.add(records[i]!.id);
-      }
+      const changedIds = new Set<string>();
+      for (let i = 0; i < changed.length; i++) changedIds.add(changed[i]!.id);
       for (let i = 0; i < selected.length; i++) {
         const kept = oldMembers.get(selected[i]!.id);
-        if (kept !== undefined && !changed.has(kept.id)) selected[i] = kept;
+        if (kept !== undefined && !changedIds.has(kept.id)) selected[i] = kept;
       }
       this.#fill(query, selected);
       touched = [];
-      for (let i = 0; i < records.length; i++) {
-        if (records[i]!.kind === SAME) continue;
-        const id = records[i]!.id;
+      for (let i = 0; i < changed.length; i++) {
+        const id = changed[i]!.id;
         const old = oldMembers.get(id);
         const fresh = query.members.get(id);
         if (old === undefined && fresh === undefined) continue;
