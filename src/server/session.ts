@@ -19,7 +19,13 @@ import { ERROR_CODES } from "../protocol/error_codes.ts";
 import { findInvalidUpload } from "./upload_validation.ts";
 import { shareBatch } from "./shared_download.ts";
 import type { SessionInit } from "./session_init.ts";
-import { findRefusal, readOnlyMessage, readRevert } from "./upload_refusal.ts";
+import {
+  findRefusal,
+  readOnlyMessage,
+  readRevert,
+  settleRefusal,
+} from "./upload_refusal.ts";
+import { SettledElsewhere } from "./settled_elsewhere.ts";
 
 /**
  * One bound session on the server, from a completed BIND to its end
@@ -101,6 +107,9 @@ export class Session implements HubMember {
   #committing: Promise<void> | null = null;
   // Where the acknowledgement being gathered moves the cursor to.
   #ackCursor: { version: number; bytes: number; salt: number } | null = null;
+  // Fresh uploads a commit found settled by another session of this
+  // identity, not yet resolved (null: none, the usual case).
+  #elsewhere: SettledElsewhere | null = null;
 
   /** @param init The session's parameters; see {@linkcode SessionInit}. */
   constructor(init: SessionInit) {
@@ -247,6 +256,8 @@ export class Session implements HubMember {
       if (this.closed) return SETTLED;
     }
     let run: UploadChangeset[] = [];
+    // The changesets of `run` not known to be settled (see #acknowledge).
+    const fresh = new Set<UploadChangeset>();
     for (const changeset of changesets) {
       if (this.closed) return SETTLED;
       if (
@@ -255,7 +266,7 @@ export class Session implements HubMember {
       ) {
         // Sent again on this binding while its first copy commits: decide
         // on it once that is settled, like any re-upload.
-        await this.#integrate(run).settled;
+        await this.#integrate(run, fresh).settled;
         run = [];
         await this.#committing;
         if (this.closed) return SETTLED;
@@ -266,20 +277,12 @@ export class Session implements HubMember {
       ) {
         // Settled before: a re-upload. One refused before is refused
         // again (its REJECT may have been lost with a connection).
-        const refusal = rejects
-          ? await this.#storage(() =>
-            this.hub.readRejection(
-              this.identity,
-              changeset.clientVersion,
-              this.#signal,
-            )
-          )
-          : null;
+        const refusal = rejects ? await this.#readRejection(changeset) : null;
         if (refusal === null) {
           run.push(changeset);
           continue;
         }
-        await this.#integrate(run).settled;
+        await this.#integrate(run, fresh).settled;
         run = [];
         await this.#sendReject(changeset, refusal);
         continue;
@@ -287,6 +290,7 @@ export class Session implements HubMember {
       const refusal = await findRefusal(this.#init, changeset);
       if (refusal === null) {
         run.push(changeset);
+        fresh.add(changeset);
         continue;
       }
       if (!rejects) {
@@ -295,44 +299,26 @@ export class Session implements HubMember {
           `Cannot upload: ${refusal.message}`,
         );
       }
-      await this.#integrate(run).settled;
+      await this.#integrate(run, fresh).settled;
       run = [];
-      const settled = await this.#storage(() =>
-        this.hub.reject(
-          this.identity,
-          changeset.clientVersion,
-          refusal,
-          this.#init.commitSignal,
-        )
-      );
-      if (settled) {
-        this.#init.log(
-          "info",
-          "write_rejected",
-          `Refused client version ${changeset.clientVersion}: ${refusal.message}`,
-          {
-            session: this.id,
-            path: this.path,
-            userId: this.#init.userId,
-            code: refusal.code,
-          },
-        );
-      }
-      const recorded = settled
-        ? refusal
-        : await this.#storage(() =>
-          this.hub.readRejection(
-            this.identity,
-            changeset.clientVersion,
-            this.#signal,
-          )
-        );
+      const recorded = await settleRefusal(this.#init, changeset, refusal, {
+        reject: () =>
+          this.#storage(() =>
+            this.hub.reject(
+              this.identity,
+              changeset.clientVersion,
+              refusal,
+              this.#init.commitSignal,
+            )
+          ),
+        read: () => this.#readRejection(changeset),
+      });
       // Settled meanwhile by an integration (another connection of this
       // identity won): acknowledge it like any re-upload.
       if (recorded === null) run.push(changeset);
       else await this.#sendReject(changeset, recorded);
     }
-    return this.#integrate(run);
+    return this.#integrate(run, fresh);
   }
 
   /**
@@ -376,8 +362,12 @@ export class Session implements HubMember {
    * Queues `changesets` in the hub. The acknowledgement goes out from the
    * hub's commit: one DOWNLOAD for this session's uploads settled together.
    */
-  #integrate(changesets: readonly UploadChangeset[]): UploadTicket {
+  #integrate(
+    changesets: readonly UploadChangeset[],
+    freshSet: ReadonlySet<UploadChangeset>,
+  ): UploadTicket {
     if (changesets.length === 0 || this.closed) return SETTLED;
+    const fresh = changesets.filter((changeset) => freshSet.has(changeset));
     this.#submitted = Math.max(
       this.#submitted,
       changesets[changesets.length - 1]!.clientVersion,
@@ -386,17 +376,22 @@ export class Session implements HubMember {
     for (const { clientVersion } of changesets) {
       if (clientVersion > lastUploaded) lastUploaded = clientVersion;
     }
+    // The hub settles in order, so the newest upload settles last.
+    const previous = this.#committing;
     const settled = this.#storage(() =>
       this.#init.hub.integrate(
         this.identity,
         changesets,
         this.#init.commitSignal,
-        (result, more) => this.#acknowledge(result, more, lastUploaded),
+        (result, more) => this.#acknowledge(result, more, lastUploaded, fresh),
         this,
       )
-    ).then(() => {});
-    // The hub settles in order, so the newest upload settles last.
-    const previous = this.#committing;
+    ).then(async () => {
+      if (this.#elsewhere === null) return;
+      // After the earlier uploads' own, one at a time.
+      await previous;
+      await this.#resolveElsewhere();
+    });
     const all: Promise<void> = settled.then(() => previous, () => previous)
       .then(() => {
         if (this.#committing === all) this.#committing = null;
@@ -409,16 +404,23 @@ export class Session implements HubMember {
     result: IntegrateResult,
     more: boolean,
     lastUploaded: number,
+    fresh: readonly UploadChangeset[],
   ): void {
     if (this.closed) return;
     // Acknowledge no further than this upload: the identity's record may
     // also count versions another session of it settled — among them a
     // refusal whose REJECT this session must send first, when the client
     // uploads it here again.
-    const acknowledged = Math.min(
+    let acknowledged = Math.min(
       result.lastIntegratedClientVersion,
       lastUploaded,
     );
+    // Nor past a fresh one the commit found settled (every stored one is
+    // fresh), until #resolveElsewhere read whether it was refused.
+    if (this.#elsewhere !== null || fresh.length > result.integrated.length) {
+      acknowledged = (this.#elsewhere ??= new SettledElsewhere())
+        .note(fresh, result.integrated, acknowledged);
+    }
     if (acknowledged > this.#lastAck) this.#lastAck = acknowledged;
     for (const item of result.integrated) {
       if (item.version > this.#historyBaseVersion) {
@@ -447,6 +449,47 @@ export class Session implements HubMember {
     if (more) return;
     this.#ackCursor = null;
     this.#sendDownload(ack.version, ack.bytes, ack.salt, [], 0);
+  }
+
+  /**
+   * Resolves the changesets #acknowledged held back (settled_elsewhere.ts):
+   * REJECT for each one refused, then a DOWNLOAD acknowledging past them.
+   */
+  async #resolveElsewhere(): Promise<void> {
+    const elsewhere = this.#elsewhere;
+    let allowed = 0;
+    for (let next; (next = elsewhere?.next) !== undefined;) {
+      const refusal = await this.#readRejection(next);
+      if (refusal !== null && this.#init.protocolVersion < 2) {
+        throw new SessionError(
+          "write_not_allowed",
+          `Cannot upload: ${refusal.message}`,
+        );
+      }
+      if (refusal !== null) await this.#sendReject(next, refusal);
+      if (this.closed) return;
+      allowed = elsewhere!.resolved();
+    }
+    this.#elsewhere = null;
+    if (allowed <= this.#lastAck) return;
+    this.#lastAck = allowed;
+    this.#sendDownload(
+      this.#cursor,
+      this.#cursorBytes,
+      this.#cursorSalt,
+      [],
+      0,
+    );
+  }
+
+  #readRejection(changeset: UploadChangeset): Promise<Refusal | null> {
+    return this.#storage(() =>
+      this.hub.readRejection(
+        this.identity,
+        changeset.clientVersion,
+        this.#signal,
+      )
+    );
   }
 
   /** Runs a storage step, turning its failures into session errors. */
