@@ -7,12 +7,8 @@ import {
 import type { Permission } from "./permissions.ts";
 import { waitForDrain } from "./socket_drain.ts";
 import type { HubMember, RealmHub } from "./realm_hub.ts";
-import { SessionError } from "./session_error.ts";
-import {
-  type HistoryItem,
-  type IntegrateResult,
-  UnknownIdentityError,
-} from "./storage/history.ts";
+import { SessionError, uploadStorageError } from "./session_error.ts";
+import type { HistoryItem, IntegrateResult } from "./storage/history.ts";
 import { snapshotChangeset, type SnapshotInfo } from "./storage/snapshot.ts";
 import type { Refusal } from "./storage/rejections.ts";
 import { ERROR_CODES } from "../protocol/error_codes.ts";
@@ -26,6 +22,7 @@ import {
   settleRefusal,
 } from "./upload_refusal.ts";
 import { SettledElsewhere } from "./settled_elsewhere.ts";
+import { HistoryRemaining } from "./history_remaining.ts";
 
 /**
  * One bound session on the server, from a completed BIND to its end
@@ -90,15 +87,8 @@ export class Session implements HubMember {
   #inSnapshot = false;
   // Stored bytes of snapshot records not yet sent (0 outside the phase).
   #snapshotRemaining = 0;
-  // Cumulative history bytes the "still to download" figure counts from,
-  // and the version they were counted at.
-  #historyBase: number;
-  #historyBaseVersion: number;
-  // This session's own changesets beyond #historyBaseVersion (version →
-  // stored size): they are in the history's byte count but are never sent
-  // back, so "still to download" leaves them out. Null while there are
-  // none; #ownAhead makes it.
-  #ownAheadMap: Map<number, number> | null = null;
+  // What "still to download" counts of the history.
+  #remaining: HistoryRemaining;
   #historyAvailable: boolean;
   // The highest client version handed to the hub, and a promise settled
   // once every upload handed so far is (null when none is in flight: an
@@ -123,8 +113,7 @@ export class Session implements HubMember {
     this.#cursorSalt = init.cursorSalt;
     this.#historyAvailable = init.cursorBytes !== null;
     this.#cursorBytes = init.cursorBytes ?? 0;
-    this.#historyBase = this.#cursorBytes;
-    this.#historyBaseVersion = this.#cursor;
+    this.#remaining = new HistoryRemaining(this.#cursor, this.#cursorBytes);
     this.#lastAck = init.lastIntegratedClientVersion;
     this.#settled = init.settledClientVersion ??
       init.lastIntegratedClientVersion;
@@ -204,11 +193,6 @@ export class Session implements HubMember {
       else if (this.closed) this.#controller.abort(this.#init.lifetime.reason);
     }
     return this.#controller.signal;
-  }
-
-  // The map of own versions ahead, made when the first is noted.
-  get #ownAhead(): Map<number, number> {
-    return this.#ownAheadMap ??= new Map();
   }
 
   #hold(): void {
@@ -423,9 +407,7 @@ export class Session implements HubMember {
     }
     if (acknowledged > this.#lastAck) this.#lastAck = acknowledged;
     for (const item of result.integrated) {
-      if (item.version > this.#historyBaseVersion) {
-        this.#ownAhead.set(item.version, item.size);
-      }
+      this.#remaining.noteOwn(item.version, item.size);
     }
     // The acknowledgement also moves the cursor over this upload's
     // versions when they directly follow it: they are the client's own, so
@@ -473,13 +455,7 @@ export class Session implements HubMember {
     this.#elsewhere = null;
     if (allowed <= this.#lastAck) return;
     this.#lastAck = allowed;
-    this.#sendDownload(
-      this.#cursor,
-      this.#cursorBytes,
-      this.#cursorSalt,
-      [],
-      0,
-    );
+    this.#sendAtCursor();
   }
 
   #readRejection(changeset: UploadChangeset): Promise<Refusal | null> {
@@ -498,16 +474,7 @@ export class Session implements HubMember {
     try {
       return await step();
     } catch (error) {
-      if (error instanceof UnknownIdentityError) {
-        throw this.#init.protocolVersion >= 2
-          ? new SessionError("client_reset_required", error.message)
-          : new SessionError("bad_client_identity", error.message);
-      }
-      throw new SessionError(
-        "session_failed",
-        "Cannot upload: storage failed",
-        { cause: error },
-      );
+      throw uploadStorageError(error, this.#init.protocolVersion);
     } finally {
       this.#unhold();
     }
@@ -572,15 +539,7 @@ export class Session implements HubMember {
           await this.#sendHistory();
           continue;
         }
-        if (!this.#sentFirst) {
-          this.#sendDownload(
-            this.#cursor,
-            this.#cursorBytes,
-            this.#cursorSalt,
-            [],
-            0,
-          );
-        }
+        if (!this.#sentFirst) this.#sendAtCursor();
         this.#answerMarks();
         if (!this.#wakePending) return;
       }
@@ -634,7 +593,7 @@ export class Session implements HubMember {
         changesets.push(item.changeset);
       }
       counted += item.cumulativeBytes - bytes -
-        (this.#ownAheadMap?.get(item.version) ?? 0);
+        this.#remaining.ownSize(item.version);
       version = item.version;
       bytes = item.cumulativeBytes;
       salt = item.salt;
@@ -677,7 +636,7 @@ export class Session implements HubMember {
       if (snapshot.version === this.#cursor && !this.#historyAvailable) {
         // Only the entry at the cursor is gone; what follows it is there.
         this.#cursorBytes = snapshot.historyBytes;
-        this.#setHistoryBase(snapshot.version, snapshot.historyBytes);
+        this.#remaining.setBase(snapshot.version, snapshot.historyBytes);
         this.#historyAvailable = true;
         return;
       }
@@ -702,7 +661,7 @@ export class Session implements HubMember {
   async #sendSnapshot(snapshot: SnapshotInfo): Promise<boolean> {
     this.#inSnapshot = true;
     this.#snapshotRemaining = snapshot.bytes;
-    this.#setHistoryBase(snapshot.version, snapshot.historyBytes);
+    this.#remaining.setBase(snapshot.version, snapshot.historyBytes);
     let budget = this.#batchBudget();
     let batch: Instruction[] = [];
     let batchBytes = 0;
@@ -769,9 +728,10 @@ export class Session implements HubMember {
     this.#cursor = version;
     this.#cursorBytes = cursorBytes;
     this.#cursorSalt = salt;
-    if (!this.#inSnapshot) this.#setHistoryBase(version, cursorBytes);
+    if (!this.#inSnapshot) this.#remaining.setBase(version, cursorBytes);
     this.#sentFirst = true;
-    const downloadableBytes = this.#downloadableBytes();
+    const downloadableBytes = this.#snapshotRemaining +
+      this.#remaining.bytesTo(this.#init.hub.head);
     this.#init.transport.send({
       type: MessageType.Download,
       sessionId: this.id,
@@ -790,27 +750,15 @@ export class Session implements HubMember {
     }
   }
 
-  #downloadableBytes(): number {
-    const head = this.#init.hub.head;
-    // Only own changesets the known head already counts are subtracted: the
-    // head may be noted (by the watch) before or after the acknowledgement.
-    let own = 0;
-    for (const [version, size] of this.#ownAheadMap ?? []) {
-      if (version <= head.version) own += size;
-    }
-    return this.#snapshotRemaining +
-      Math.max(0, head.bytes - this.#historyBase - own);
-  }
-
-  #setHistoryBase(version: number, bytes: number): void {
-    this.#historyBase = bytes;
-    this.#historyBaseVersion = version;
-    const own = this.#ownAheadMap;
-    if (own === null) return;
-    for (const ownVersion of own.keys()) {
-      if (ownVersion <= version) own.delete(ownVersion);
-    }
-    if (own.size === 0) this.#ownAheadMap = null;
+  // An empty DOWNLOAD that keeps the cursor: the first, or an acknowledgement.
+  #sendAtCursor(): void {
+    this.#sendDownload(
+      this.#cursor,
+      this.#cursorBytes,
+      this.#cursorSalt,
+      [],
+      0,
+    );
   }
 
   #answerMarks(): void {
