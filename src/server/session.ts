@@ -372,7 +372,8 @@ export class Session implements HubMember {
       )
     ).then(async () => {
       if (this.#elsewhere === null) return;
-      // After the earlier uploads' own, one at a time.
+      // After the earlier uploads have settled (their resolution included):
+      // one loop at a time, so each REJECT goes out once and in order.
       await previous;
       await this.#resolveElsewhere();
     });
