@@ -7,19 +7,22 @@ import {
 import type { Permission } from "./permissions.ts";
 import { waitForDrain } from "./socket_drain.ts";
 import type { HubMember, RealmHub } from "./realm_hub.ts";
-import { SessionError } from "./session_error.ts";
-import {
-  type HistoryItem,
-  type IntegrateResult,
-  UnknownIdentityError,
-} from "./storage/history.ts";
+import { SessionError, uploadStorageError } from "./session_error.ts";
+import type { HistoryItem, IntegrateResult } from "./storage/history.ts";
 import { snapshotChangeset, type SnapshotInfo } from "./storage/snapshot.ts";
 import type { Refusal } from "./storage/rejections.ts";
 import { ERROR_CODES } from "../protocol/error_codes.ts";
 import { findInvalidUpload } from "./upload_validation.ts";
 import { shareBatch } from "./shared_download.ts";
 import type { SessionInit } from "./session_init.ts";
-import { findRefusal, readOnlyMessage, readRevert } from "./upload_refusal.ts";
+import {
+  findRefusal,
+  readOnlyMessage,
+  readRevert,
+  settleRefusal,
+} from "./upload_refusal.ts";
+import { SettledElsewhere } from "./settled_elsewhere.ts";
+import { HistoryRemaining } from "./history_remaining.ts";
 
 /**
  * One bound session on the server, from a completed BIND to its end
@@ -84,15 +87,8 @@ export class Session implements HubMember {
   #inSnapshot = false;
   // Stored bytes of snapshot records not yet sent (0 outside the phase).
   #snapshotRemaining = 0;
-  // Cumulative history bytes the "still to download" figure counts from,
-  // and the version they were counted at.
-  #historyBase: number;
-  #historyBaseVersion: number;
-  // This session's own changesets beyond #historyBaseVersion (version →
-  // stored size): they are in the history's byte count but are never sent
-  // back, so "still to download" leaves them out. Null while there are
-  // none; #ownAhead makes it.
-  #ownAheadMap: Map<number, number> | null = null;
+  // What "still to download" counts of the history.
+  #remaining: HistoryRemaining;
   #historyAvailable: boolean;
   // The highest client version handed to the hub, and a promise settled
   // once every upload handed so far is (null when none is in flight: an
@@ -101,6 +97,9 @@ export class Session implements HubMember {
   #committing: Promise<void> | null = null;
   // Where the acknowledgement being gathered moves the cursor to.
   #ackCursor: { version: number; bytes: number; salt: number } | null = null;
+  // Fresh uploads a commit found settled by another session of this
+  // identity, not yet resolved (null: none, the usual case).
+  #elsewhere: SettledElsewhere | null = null;
 
   /** @param init The session's parameters; see {@linkcode SessionInit}. */
   constructor(init: SessionInit) {
@@ -114,8 +113,7 @@ export class Session implements HubMember {
     this.#cursorSalt = init.cursorSalt;
     this.#historyAvailable = init.cursorBytes !== null;
     this.#cursorBytes = init.cursorBytes ?? 0;
-    this.#historyBase = this.#cursorBytes;
-    this.#historyBaseVersion = this.#cursor;
+    this.#remaining = new HistoryRemaining(this.#cursor, this.#cursorBytes);
     this.#lastAck = init.lastIntegratedClientVersion;
     this.#settled = init.settledClientVersion ??
       init.lastIntegratedClientVersion;
@@ -197,11 +195,6 @@ export class Session implements HubMember {
     return this.#controller.signal;
   }
 
-  // The map of own versions ahead, made when the first is noted.
-  get #ownAhead(): Map<number, number> {
-    return this.#ownAheadMap ??= new Map();
-  }
-
   #hold(): void {
     this.#holds++;
   }
@@ -247,6 +240,8 @@ export class Session implements HubMember {
       if (this.closed) return SETTLED;
     }
     let run: UploadChangeset[] = [];
+    // The changesets of `run` not known to be settled (see #acknowledge).
+    const fresh = new Set<UploadChangeset>();
     for (const changeset of changesets) {
       if (this.closed) return SETTLED;
       if (
@@ -255,7 +250,7 @@ export class Session implements HubMember {
       ) {
         // Sent again on this binding while its first copy commits: decide
         // on it once that is settled, like any re-upload.
-        await this.#integrate(run).settled;
+        await this.#integrate(run, fresh).settled;
         run = [];
         await this.#committing;
         if (this.closed) return SETTLED;
@@ -266,20 +261,12 @@ export class Session implements HubMember {
       ) {
         // Settled before: a re-upload. One refused before is refused
         // again (its REJECT may have been lost with a connection).
-        const refusal = rejects
-          ? await this.#storage(() =>
-            this.hub.readRejection(
-              this.identity,
-              changeset.clientVersion,
-              this.#signal,
-            )
-          )
-          : null;
+        const refusal = rejects ? await this.#readRejection(changeset) : null;
         if (refusal === null) {
           run.push(changeset);
           continue;
         }
-        await this.#integrate(run).settled;
+        await this.#integrate(run, fresh).settled;
         run = [];
         await this.#sendReject(changeset, refusal);
         continue;
@@ -287,6 +274,7 @@ export class Session implements HubMember {
       const refusal = await findRefusal(this.#init, changeset);
       if (refusal === null) {
         run.push(changeset);
+        fresh.add(changeset);
         continue;
       }
       if (!rejects) {
@@ -295,44 +283,26 @@ export class Session implements HubMember {
           `Cannot upload: ${refusal.message}`,
         );
       }
-      await this.#integrate(run).settled;
+      await this.#integrate(run, fresh).settled;
       run = [];
-      const settled = await this.#storage(() =>
-        this.hub.reject(
-          this.identity,
-          changeset.clientVersion,
-          refusal,
-          this.#init.commitSignal,
-        )
-      );
-      if (settled) {
-        this.#init.log(
-          "info",
-          "write_rejected",
-          `Refused client version ${changeset.clientVersion}: ${refusal.message}`,
-          {
-            session: this.id,
-            path: this.path,
-            userId: this.#init.userId,
-            code: refusal.code,
-          },
-        );
-      }
-      const recorded = settled
-        ? refusal
-        : await this.#storage(() =>
-          this.hub.readRejection(
-            this.identity,
-            changeset.clientVersion,
-            this.#signal,
-          )
-        );
+      const recorded = await settleRefusal(this.#init, changeset, refusal, {
+        reject: () =>
+          this.#storage(() =>
+            this.hub.reject(
+              this.identity,
+              changeset.clientVersion,
+              refusal,
+              this.#init.commitSignal,
+            )
+          ),
+        read: () => this.#readRejection(changeset),
+      });
       // Settled meanwhile by an integration (another connection of this
       // identity won): acknowledge it like any re-upload.
       if (recorded === null) run.push(changeset);
       else await this.#sendReject(changeset, recorded);
     }
-    return this.#integrate(run);
+    return this.#integrate(run, fresh);
   }
 
   /**
@@ -376,8 +346,12 @@ export class Session implements HubMember {
    * Queues `changesets` in the hub. The acknowledgement goes out from the
    * hub's commit: one DOWNLOAD for this session's uploads settled together.
    */
-  #integrate(changesets: readonly UploadChangeset[]): UploadTicket {
+  #integrate(
+    changesets: readonly UploadChangeset[],
+    freshSet: ReadonlySet<UploadChangeset>,
+  ): UploadTicket {
     if (changesets.length === 0 || this.closed) return SETTLED;
+    const fresh = changesets.filter((changeset) => freshSet.has(changeset));
     this.#submitted = Math.max(
       this.#submitted,
       changesets[changesets.length - 1]!.clientVersion,
@@ -386,17 +360,23 @@ export class Session implements HubMember {
     for (const { clientVersion } of changesets) {
       if (clientVersion > lastUploaded) lastUploaded = clientVersion;
     }
+    // The hub settles in order, so the newest upload settles last.
+    const previous = this.#committing;
     const settled = this.#storage(() =>
       this.#init.hub.integrate(
         this.identity,
         changesets,
         this.#init.commitSignal,
-        (result, more) => this.#acknowledge(result, more, lastUploaded),
+        (result, more) => this.#acknowledge(result, more, lastUploaded, fresh),
         this,
       )
-    ).then(() => {});
-    // The hub settles in order, so the newest upload settles last.
-    const previous = this.#committing;
+    ).then(async () => {
+      if (this.#elsewhere === null) return;
+      // After the earlier uploads have settled (their resolution included):
+      // one loop at a time, so each REJECT goes out once and in order.
+      await previous;
+      await this.#resolveElsewhere();
+    });
     const all: Promise<void> = settled.then(() => previous, () => previous)
       .then(() => {
         if (this.#committing === all) this.#committing = null;
@@ -409,21 +389,26 @@ export class Session implements HubMember {
     result: IntegrateResult,
     more: boolean,
     lastUploaded: number,
+    fresh: readonly UploadChangeset[],
   ): void {
     if (this.closed) return;
     // Acknowledge no further than this upload: the identity's record may
     // also count versions another session of it settled — among them a
     // refusal whose REJECT this session must send first, when the client
     // uploads it here again.
-    const acknowledged = Math.min(
+    let acknowledged = Math.min(
       result.lastIntegratedClientVersion,
       lastUploaded,
     );
+    // Nor past a fresh one the commit found settled (every stored one is
+    // fresh), until #resolveElsewhere read whether it was refused.
+    if (this.#elsewhere !== null || fresh.length > result.integrated.length) {
+      acknowledged = (this.#elsewhere ??= new SettledElsewhere())
+        .note(fresh, result.integrated, acknowledged);
+    }
     if (acknowledged > this.#lastAck) this.#lastAck = acknowledged;
     for (const item of result.integrated) {
-      if (item.version > this.#historyBaseVersion) {
-        this.#ownAhead.set(item.version, item.size);
-      }
+      this.#remaining.noteOwn(item.version, item.size);
     }
     // The acknowledgement also moves the cursor over this upload's
     // versions when they directly follow it: they are the client's own, so
@@ -449,22 +434,48 @@ export class Session implements HubMember {
     this.#sendDownload(ack.version, ack.bytes, ack.salt, [], 0);
   }
 
+  /**
+   * Resolves the changesets #acknowledged held back (settled_elsewhere.ts):
+   * REJECT for each one refused, then a DOWNLOAD acknowledging past them.
+   */
+  async #resolveElsewhere(): Promise<void> {
+    const elsewhere = this.#elsewhere;
+    let allowed = 0;
+    for (let next; (next = elsewhere?.next) !== undefined;) {
+      const refusal = await this.#readRejection(next);
+      if (refusal !== null && this.#init.protocolVersion < 2) {
+        throw new SessionError(
+          "write_not_allowed",
+          `Cannot upload: ${refusal.message}`,
+        );
+      }
+      if (refusal !== null) await this.#sendReject(next, refusal);
+      if (this.closed) return;
+      allowed = elsewhere!.resolved();
+    }
+    this.#elsewhere = null;
+    if (allowed <= this.#lastAck) return;
+    this.#lastAck = allowed;
+    this.#sendAtCursor();
+  }
+
+  #readRejection(changeset: UploadChangeset): Promise<Refusal | null> {
+    return this.#storage(() =>
+      this.hub.readRejection(
+        this.identity,
+        changeset.clientVersion,
+        this.#signal,
+      )
+    );
+  }
+
   /** Runs a storage step, turning its failures into session errors. */
   async #storage<T>(step: () => Promise<T>): Promise<T> {
     this.#hold();
     try {
       return await step();
     } catch (error) {
-      if (error instanceof UnknownIdentityError) {
-        throw this.#init.protocolVersion >= 2
-          ? new SessionError("client_reset_required", error.message)
-          : new SessionError("bad_client_identity", error.message);
-      }
-      throw new SessionError(
-        "session_failed",
-        "Cannot upload: storage failed",
-        { cause: error },
-      );
+      throw uploadStorageError(error, this.#init.protocolVersion);
     } finally {
       this.#unhold();
     }
@@ -529,15 +540,7 @@ export class Session implements HubMember {
           await this.#sendHistory();
           continue;
         }
-        if (!this.#sentFirst) {
-          this.#sendDownload(
-            this.#cursor,
-            this.#cursorBytes,
-            this.#cursorSalt,
-            [],
-            0,
-          );
-        }
+        if (!this.#sentFirst) this.#sendAtCursor();
         this.#answerMarks();
         if (!this.#wakePending) return;
       }
@@ -591,7 +594,7 @@ export class Session implements HubMember {
         changesets.push(item.changeset);
       }
       counted += item.cumulativeBytes - bytes -
-        (this.#ownAheadMap?.get(item.version) ?? 0);
+        this.#remaining.ownSize(item.version);
       version = item.version;
       bytes = item.cumulativeBytes;
       salt = item.salt;
@@ -634,7 +637,7 @@ export class Session implements HubMember {
       if (snapshot.version === this.#cursor && !this.#historyAvailable) {
         // Only the entry at the cursor is gone; what follows it is there.
         this.#cursorBytes = snapshot.historyBytes;
-        this.#setHistoryBase(snapshot.version, snapshot.historyBytes);
+        this.#remaining.setBase(snapshot.version, snapshot.historyBytes);
         this.#historyAvailable = true;
         return;
       }
@@ -659,7 +662,7 @@ export class Session implements HubMember {
   async #sendSnapshot(snapshot: SnapshotInfo): Promise<boolean> {
     this.#inSnapshot = true;
     this.#snapshotRemaining = snapshot.bytes;
-    this.#setHistoryBase(snapshot.version, snapshot.historyBytes);
+    this.#remaining.setBase(snapshot.version, snapshot.historyBytes);
     let budget = this.#batchBudget();
     let batch: Instruction[] = [];
     let batchBytes = 0;
@@ -726,9 +729,10 @@ export class Session implements HubMember {
     this.#cursor = version;
     this.#cursorBytes = cursorBytes;
     this.#cursorSalt = salt;
-    if (!this.#inSnapshot) this.#setHistoryBase(version, cursorBytes);
+    if (!this.#inSnapshot) this.#remaining.setBase(version, cursorBytes);
     this.#sentFirst = true;
-    const downloadableBytes = this.#downloadableBytes();
+    const downloadableBytes = this.#snapshotRemaining +
+      this.#remaining.bytesTo(this.#init.hub.head);
     this.#init.transport.send({
       type: MessageType.Download,
       sessionId: this.id,
@@ -747,27 +751,15 @@ export class Session implements HubMember {
     }
   }
 
-  #downloadableBytes(): number {
-    const head = this.#init.hub.head;
-    // Only own changesets the known head already counts are subtracted: the
-    // head may be noted (by the watch) before or after the acknowledgement.
-    let own = 0;
-    for (const [version, size] of this.#ownAheadMap ?? []) {
-      if (version <= head.version) own += size;
-    }
-    return this.#snapshotRemaining +
-      Math.max(0, head.bytes - this.#historyBase - own);
-  }
-
-  #setHistoryBase(version: number, bytes: number): void {
-    this.#historyBase = bytes;
-    this.#historyBaseVersion = version;
-    const own = this.#ownAheadMap;
-    if (own === null) return;
-    for (const ownVersion of own.keys()) {
-      if (ownVersion <= version) own.delete(ownVersion);
-    }
-    if (own.size === 0) this.#ownAheadMap = null;
+  // An empty DOWNLOAD that keeps the cursor: the first, or an acknowledgement.
+  #sendAtCursor(): void {
+    this.#sendDownload(
+      this.#cursor,
+      this.#cursorBytes,
+      this.#cursorSalt,
+      [],
+      0,
+    );
   }
 
   #answerMarks(): void {

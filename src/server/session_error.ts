@@ -1,4 +1,5 @@
 import type { ErrorCodeName } from "../protocol/error_codes.ts";
+import { UnknownIdentityError } from "./storage/history.ts";
 
 /**
  * Ends one session with a session-scoped ERROR, leaving its connection open
@@ -18,4 +19,23 @@ export class SessionError extends Error {
     this.name = "SessionError";
     this.code = code;
   }
+}
+
+/**
+ * The session error an upload's storage step failed with: the identity
+ * gone from the store (the client must reset; `bad_client_identity` for
+ * protocol version 1), or the storage itself.
+ */
+export function uploadStorageError(
+  error: unknown,
+  protocolVersion: number,
+): SessionError {
+  if (error instanceof UnknownIdentityError) {
+    return protocolVersion >= 2
+      ? new SessionError("client_reset_required", error.message)
+      : new SessionError("bad_client_identity", error.message);
+  }
+  return new SessionError("session_failed", "Cannot upload: storage failed", {
+    cause: error,
+  });
 }

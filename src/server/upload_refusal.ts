@@ -143,3 +143,38 @@ export async function readRevert(
   }
   return snapshotChangeset(state.version, instructions);
 }
+
+/** The storage steps {@linkcode settleRefusal} takes, run by the session. */
+export interface RefusalStore {
+  /** Records the refusal; false when the version was settled already. */
+  reject(): Promise<boolean>;
+  /** The refusal recorded for the version, or null. */
+  read(): Promise<Refusal | null>;
+}
+
+/**
+ * Settles `changeset` as refused by `refusal` (logged when this call
+ * settled it) and returns the refusal its REJECT carries: the one recorded
+ * when another session of the identity refused it first, or null when one
+ * integrated it first, so it is acknowledged like any re-upload.
+ */
+export async function settleRefusal(
+  context: RefusalContext,
+  changeset: UploadChangeset,
+  refusal: Refusal,
+  store: RefusalStore,
+): Promise<Refusal | null> {
+  if (!await store.reject()) return await store.read();
+  context.log(
+    "info",
+    "write_rejected",
+    `Refused client version ${changeset.clientVersion}: ${refusal.message}`,
+    {
+      session: context.id,
+      path: context.path,
+      userId: context.userId,
+      code: refusal.code,
+    },
+  );
+  return refusal;
+}

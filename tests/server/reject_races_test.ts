@@ -295,3 +295,144 @@ Deno.test("two sessions of one identity: a refusal settled by one is never ackno
   assert.ok(rejected);
   assert.equal(test.stats().changesetsIntegrated, 2);
 });
+
+Deno.test("two sessions of one identity upload one changeset at once and the hook answers each differently: the one it allowed finds the refusal recorded and sends REJECT, never an acknowledgement, and goes on", async () => {
+  await using stack = new AsyncDisposableStack();
+  // The hook's first call waits for the test's answer; the next ones refuse
+  // at once (a rate limit, a permission that changed meanwhile).
+  const asked = Promise.withResolvers<void>();
+  const answer = Promise.withResolvers<boolean>();
+  stack.defer(() => answer.resolve(false));
+  let calls = 0;
+  const test = await startTestServer({
+    validateChangeset: () => {
+      calls++;
+      if (calls > 2) return true;
+      if (calls === 2) return false;
+      asked.resolve();
+      return answer.promise;
+    },
+  });
+  stack.use(test);
+  const login = await test.login();
+  const connect = async () => {
+    const client = await ProtocolClient.connect(test.url);
+    stack.use(client);
+    await client.handshake(login.accessToken, {
+      minVersion: PROTOCOL_VERSION,
+      maxVersion: PROTOCOL_VERSION,
+    });
+    return client;
+  };
+  const first = await connect();
+  const identity: ClientIdentity = (await first.bind(1, "/~/todos"))!;
+  await first.expect(MessageType.Download, bound());
+  const second = await connect();
+  second.send({
+    type: MessageType.Bind,
+    sessionId: 1,
+    path: "/~/todos",
+    clientIdentity: identity,
+    downloadCursor: 0,
+    uploadCursor: 0,
+  });
+  await second.expect(MessageType.Download, bound());
+
+  const refused = upload(1, [put("T", "a", { title: "x" })]);
+  second.send(uploadMessage([refused]));
+  await asked.promise;
+  first.send(uploadMessage([refused]));
+  const firstReject = await skipDownloads(first, MessageType.Reject);
+  assert.equal(firstReject.clientVersion, 1);
+  assert.equal(firstReject.code, errorCodeNumber("validation_failed"));
+  answer.resolve(true);
+
+  // Connection 2 hears of version 1 only as refused: no DOWNLOAD
+  // acknowledges it before the REJECT.
+  let reject;
+  for (let index = 0; index < 100 && reject === undefined; index++) {
+    const message = await second.next(bound());
+    if (message.type === MessageType.Reject) reject = message;
+    else {
+      assert.equal(message.type, MessageType.Download);
+      assert.equal(message.lastIntegratedClientVersion, 0);
+    }
+  }
+  assert.equal(reject?.clientVersion, 1);
+  assert.equal(reject.code, errorCodeNumber("validation_failed"));
+  assert.equal(test.stats().changesetsIntegrated, 0);
+
+  // The session goes on: the next changeset is stored and acknowledged.
+  second.send(uploadMessage([upload(2, [put("T", "b", { title: "y" })])]));
+  for (let index = 0; index < 100; index++) {
+    const message = await second.expect(MessageType.Download, bound());
+    if (message.lastIntegratedClientVersion === 2) break;
+    assert.ok(message.lastIntegratedClientVersion <= 1);
+  }
+  assert.equal(test.stats().changesetsIntegrated, 1);
+  const realm = test.realm(`/${login.userId}/todos`);
+  assert.equal(await realm.get("T", "a"), undefined);
+  assert.deepEqual(await realm.get("T", "b"), { title: "y" });
+});
+
+Deno.test("two sessions of one identity upload one changeset at once, the allowed one with the next in the same upload: the commit stores only the next, and it is acknowledged only after the REJECT of the first", async () => {
+  await using stack = new AsyncDisposableStack();
+  const asked = Promise.withResolvers<void>();
+  const answer = Promise.withResolvers<boolean>();
+  stack.defer(() => answer.resolve(false));
+  let calls = 0;
+  const test = await startTestServer({
+    validateChangeset: ({ changes }) => {
+      calls++;
+      if (changes.some((change) => change.id === "b")) return true;
+      if (calls === 1) {
+        asked.resolve();
+        return answer.promise;
+      }
+      return false;
+    },
+  });
+  const connect = await connector(stack, test);
+  const first = await connect();
+  const identity: ClientIdentity = (await first.bind(1, "/~/todos"))!;
+  await first.expect(MessageType.Download, bound());
+  const second = await connect();
+  second.send({
+    type: MessageType.Bind,
+    sessionId: 1,
+    path: "/~/todos",
+    clientIdentity: identity,
+    downloadCursor: 0,
+    uploadCursor: 0,
+  });
+  await second.expect(MessageType.Download, bound());
+
+  const refused = upload(1, [put("T", "a", { title: "x" })]);
+  second.send(uploadMessage([
+    refused,
+    upload(2, [put("T", "b", { title: "y" })]),
+  ]));
+  await asked.promise;
+  first.send(uploadMessage([refused]));
+  assert.equal(
+    (await skipDownloads(first, MessageType.Reject)).clientVersion,
+    1,
+  );
+  answer.resolve(true);
+
+  let rejected = false;
+  for (let index = 0; index < 100; index++) {
+    const message = await second.next(bound());
+    if (message.type === MessageType.Reject) {
+      assert.equal(message.clientVersion, 1);
+      assert.equal(message.code, errorCodeNumber("validation_failed"));
+      rejected = true;
+      continue;
+    }
+    assert.equal(message.type, MessageType.Download);
+    if (!rejected) assert.equal(message.lastIntegratedClientVersion, 0);
+    if (message.lastIntegratedClientVersion === 2) break;
+  }
+  assert.ok(rejected);
+  assert.equal(test.stats().changesetsIntegrated, 1);
+});
