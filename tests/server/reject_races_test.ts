@@ -14,6 +14,7 @@ import type { ClientIdentity } from "../../src/protocol/messages.ts";
 import { put, update, upload } from "../_helpers/changesets.ts";
 import { ProtocolClient } from "../_helpers/protocol_client.ts";
 import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
+import type { ChangesetValidator } from "../../src/server/changeset_validation.ts";
 
 const BOUND_MS = 10_000;
 
@@ -25,10 +26,10 @@ const BOUND_MS = 10_000;
 async function connector(
   stack: AsyncDisposableStack,
   test: TestServer,
-): Promise<() => Promise<ProtocolClient>> {
+): Promise<(() => Promise<ProtocolClient>) & { userId: string }> {
   stack.use(test);
   const login = await test.login();
-  return async () => {
+  const connect = async () => {
     const client = await ProtocolClient.connect(test.url);
     stack.use(client);
     await client.handshake(login.accessToken, {
@@ -36,6 +37,48 @@ async function connector(
       maxVersion: PROTOCOL_VERSION,
     });
     return client;
+  };
+  return Object.assign(connect, { userId: login.userId });
+}
+
+/**
+ * Two connections of one user bound to `/~/todos` with one client identity
+ * (the first is given it, the second binds with it), as a client whose old
+ * connection the server has not seen go yet.
+ */
+async function oneIdentityTwice(stack: AsyncDisposableStack, test: TestServer) {
+  const connect = await connector(stack, test);
+  const first = await connect();
+  const identity: ClientIdentity = (await first.bind(1, "/~/todos"))!;
+  await first.expect(MessageType.Download, bound());
+  const second = await connect();
+  await second.bind(1, "/~/todos", { identity });
+  const secondBound = await second.expect(MessageType.Download, bound());
+  return { first, second, secondBound, userId: connect.userId };
+}
+
+/**
+ * A validation hook whose first call waits until the test releases it with
+ * its answer; `others` answers every later call at once.
+ */
+function heldFirstCall(
+  stack: AsyncDisposableStack,
+  others: ChangesetValidator,
+) {
+  const asked = Promise.withResolvers<void>();
+  const answer = Promise.withResolvers<boolean>();
+  stack.defer(() => answer.resolve(false));
+  let held = false;
+  const validateChangeset: ChangesetValidator = (changeset) => {
+    if (held) return others(changeset);
+    held = true;
+    asked.resolve();
+    return answer.promise;
+  };
+  return {
+    validateChangeset,
+    asked: asked.promise,
+    release: (allowed: boolean) => answer.resolve(allowed),
   };
 }
 
@@ -205,14 +248,7 @@ Deno.test("a REJECT lost with its connection comes again before anything acknowl
 
   // The client heard of version 1 only.
   const second = await connect();
-  second.send({
-    type: MessageType.Bind,
-    sessionId: 1,
-    path: "/~/todos",
-    clientIdentity: identity,
-    downloadCursor: 0,
-    uploadCursor: 1,
-  });
+  await second.bind(1, "/~/todos", { identity, uploadCursor: 1 });
   const rebound = await second.expect(MessageType.Download, bound());
   assert.equal(rebound.lastIntegratedClientVersion, 1);
   second.send(uploadMessage(changesets.slice(1)));
@@ -242,7 +278,6 @@ Deno.test("two sessions of one identity: a refusal settled by one is never ackno
     validateChangeset: ({ changes }) =>
       changes.every((change) => change.fields?.["title"] !== ""),
   });
-  const connect = await connector(stack, test);
   const changesets = [
     upload(1, [put("T", "a", { title: "ok" })]),
     upload(2, [update("T", "a", { title: "" })]),
@@ -250,23 +285,11 @@ Deno.test("two sessions of one identity: a refusal settled by one is never ackno
   ];
   // The old link and the new one, both bound before anything is uploaded
   // (the client gave up on the first, which the server still serves).
-  const old = await connect();
-  const identity: ClientIdentity = (await old.bind(1, "/~/todos"))!;
-  await old.expect(MessageType.Download, bound());
-  const fresh = await connect();
-  fresh.send({
-    type: MessageType.Bind,
-    sessionId: 1,
-    path: "/~/todos",
-    clientIdentity: identity,
-    downloadCursor: 0,
-    uploadCursor: 0,
-  });
-  assert.equal(
-    (await fresh.expect(MessageType.Download, bound()))
-      .lastIntegratedClientVersion,
-    0,
+  const { first: old, second: fresh, secondBound } = await oneIdentityTwice(
+    stack,
+    test,
   );
+  assert.equal(secondBound.lastIntegratedClientVersion, 0);
   // The old session settles all three: 1 and 3 stored, 2 refused.
   old.send(uploadMessage(changesets));
   for (let index = 0; index < 100; index++) {
@@ -298,54 +321,23 @@ Deno.test("two sessions of one identity: a refusal settled by one is never ackno
 
 Deno.test("two sessions of one identity upload one changeset at once and the hook answers each differently: the one it allowed finds the refusal recorded and sends REJECT, never an acknowledgement, and goes on", async () => {
   await using stack = new AsyncDisposableStack();
-  // The hook's first call waits for the test's answer; the next ones refuse
+  // The hook's first call waits for the test's answer; the second refuses
   // at once (a rate limit, a permission that changed meanwhile).
-  const asked = Promise.withResolvers<void>();
-  const answer = Promise.withResolvers<boolean>();
-  stack.defer(() => answer.resolve(false));
-  let calls = 0;
+  let later = 0;
+  const hook = heldFirstCall(stack, () => ++later > 1);
   const test = await startTestServer({
-    validateChangeset: () => {
-      calls++;
-      if (calls > 2) return true;
-      if (calls === 2) return false;
-      asked.resolve();
-      return answer.promise;
-    },
+    validateChangeset: hook.validateChangeset,
   });
-  stack.use(test);
-  const login = await test.login();
-  const connect = async () => {
-    const client = await ProtocolClient.connect(test.url);
-    stack.use(client);
-    await client.handshake(login.accessToken, {
-      minVersion: PROTOCOL_VERSION,
-      maxVersion: PROTOCOL_VERSION,
-    });
-    return client;
-  };
-  const first = await connect();
-  const identity: ClientIdentity = (await first.bind(1, "/~/todos"))!;
-  await first.expect(MessageType.Download, bound());
-  const second = await connect();
-  second.send({
-    type: MessageType.Bind,
-    sessionId: 1,
-    path: "/~/todos",
-    clientIdentity: identity,
-    downloadCursor: 0,
-    uploadCursor: 0,
-  });
-  await second.expect(MessageType.Download, bound());
+  const { first, second, userId } = await oneIdentityTwice(stack, test);
 
   const refused = upload(1, [put("T", "a", { title: "x" })]);
   second.send(uploadMessage([refused]));
-  await asked.promise;
+  await hook.asked;
   first.send(uploadMessage([refused]));
   const firstReject = await skipDownloads(first, MessageType.Reject);
   assert.equal(firstReject.clientVersion, 1);
   assert.equal(firstReject.code, errorCodeNumber("validation_failed"));
-  answer.resolve(true);
+  hook.release(true);
 
   // Connection 2 hears of version 1 only as refused: no DOWNLOAD
   // acknowledges it before the REJECT.
@@ -370,55 +362,36 @@ Deno.test("two sessions of one identity upload one changeset at once and the hoo
     assert.ok(message.lastIntegratedClientVersion <= 1);
   }
   assert.equal(test.stats().changesetsIntegrated, 1);
-  const realm = test.realm(`/${login.userId}/todos`);
+  const realm = test.realm(`/${userId}/todos`);
   assert.equal(await realm.get("T", "a"), undefined);
   assert.deepEqual(await realm.get("T", "b"), { title: "y" });
 });
 
 Deno.test("two sessions of one identity upload one changeset at once, the allowed one with the next in the same upload: the commit stores only the next, and it is acknowledged only after the REJECT of the first", async () => {
   await using stack = new AsyncDisposableStack();
-  const asked = Promise.withResolvers<void>();
-  const answer = Promise.withResolvers<boolean>();
-  stack.defer(() => answer.resolve(false));
-  let calls = 0;
+  // The hook's first call (version 1 from the second connection) waits for
+  // the test's answer; the next allows "b" and refuses the rest.
+  const hook = heldFirstCall(
+    stack,
+    ({ changes }) => changes.some((change) => change.id === "b"),
+  );
   const test = await startTestServer({
-    validateChangeset: ({ changes }) => {
-      calls++;
-      if (changes.some((change) => change.id === "b")) return true;
-      if (calls === 1) {
-        asked.resolve();
-        return answer.promise;
-      }
-      return false;
-    },
+    validateChangeset: hook.validateChangeset,
   });
-  const connect = await connector(stack, test);
-  const first = await connect();
-  const identity: ClientIdentity = (await first.bind(1, "/~/todos"))!;
-  await first.expect(MessageType.Download, bound());
-  const second = await connect();
-  second.send({
-    type: MessageType.Bind,
-    sessionId: 1,
-    path: "/~/todos",
-    clientIdentity: identity,
-    downloadCursor: 0,
-    uploadCursor: 0,
-  });
-  await second.expect(MessageType.Download, bound());
+  const { first, second } = await oneIdentityTwice(stack, test);
 
   const refused = upload(1, [put("T", "a", { title: "x" })]);
   second.send(uploadMessage([
     refused,
     upload(2, [put("T", "b", { title: "y" })]),
   ]));
-  await asked.promise;
+  await hook.asked;
   first.send(uploadMessage([refused]));
   assert.equal(
     (await skipDownloads(first, MessageType.Reject)).clientVersion,
     1,
   );
-  answer.resolve(true);
+  hook.release(true);
 
   let rejected = false;
   for (let index = 0; index < 100; index++) {
