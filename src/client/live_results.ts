@@ -281,20 +281,15 @@ export function notifyAll(
         : null,
     );
   }
-  for (const [type, idSet] of byType) {
-    const ids: string[] = [];
-    const now: (Fields | undefined)[] = [];
-    for (const [id, known] of idSet) {
-      ids.push(id);
-      now.push(known === null ? read.get(type, id) : known);
-    }
+  for (const [type, ids] of byType) {
     const forType = watchers.get(type);
-    if (forType !== undefined) {
-      for (let i = 0; i < ids.length; i++) {
-        const forId = forType.get(ids[i]!);
-        if (forId === undefined) continue;
-        for (const watcher of [...forId]) notify(watcher, now[i]);
-      }
+    if (forType === undefined) continue;
+    for (const [id, known] of ids) {
+      const forId = forType.get(id);
+      // Only a watched object's state is read from the store.
+      if (forId === undefined) continue;
+      const now = known === null ? read.get(type, id) : known;
+      for (const watcher of [...forId]) notify(watcher, now);
     }
   }
 }
