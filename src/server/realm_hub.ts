@@ -321,6 +321,7 @@ export class RealmHub {
     const signal = link?.signal ?? signals[0]!;
     const onSettled = (settled: GroupSettled) => {
       let count = 0;
+      let written = 0;
       let head: Head | null = null;
       // Each owner's last upload settled here acknowledges for the others.
       const lastOf = new Map<object, number>();
@@ -331,7 +332,10 @@ export class RealmHub {
       for (const { outcome } of settled) {
         if (!outcome.ok) continue;
         const result = outcome.result;
-        for (const item of result.integrated) this.#remember(item);
+        for (const item of result.integrated) {
+          this.#remember(item);
+          written += item.size;
+        }
         count += result.integrated.length;
         if (head === null || result.head.version > head.version) {
           head = result.head;
@@ -365,7 +369,7 @@ export class RealmHub {
         }
       }
       if (head !== null) {
-        this.#context.snapshots.noteHead(this.path, head.version);
+        this.#context.snapshots.noteHead(this.path, head.version, written);
       }
       for (const { outcome, index } of settled) {
         const { done } = group[index]!;

@@ -1,3 +1,4 @@
+import { AdvancePacer, type AdvancePacing } from "./advance_pacing.ts";
 import type { Log } from "./log.ts";
 import type { RetryOptions } from "./storage/retry.ts";
 import {
@@ -11,20 +12,17 @@ import {
 /**
  * Runs snapshot advances for one server in the background: at most one per
  * realm at a time in this process (other processes are kept out by the
- * lease), and at most one per realm every `MIN_INTERVAL_MS`, so a burst of
- * writes does not re-run them thousands of times. No client ever waits for
- * one: a bootstrap takes the snapshot as stored and asks for an advance
- * after it (docs/ARCHITECTURE.md "Snapshots").
+ * lease), paced by `advance_pacing.ts` so that an advance waits for a pause
+ * in the realm's writes and a burst of writes does not re-run it thousands
+ * of times. No client ever waits for one: a bootstrap takes the snapshot as
+ * stored and asks for an advance after it (docs/ARCHITECTURE.md
+ * "Snapshots").
  */
-
-// Least time between the end of one advance of a realm and the start of
-// the next in this process.
-const MIN_INTERVAL_MS = 500;
 
 /** How a server keeps its realms' snapshots. */
 export interface SnapshotSettings {
   enabled: boolean;
-  /** Advance in the background once the head is this far ahead. */
+  /** An advance is due once the head is this far ahead. */
   lagVersions: number;
   /** History versions kept below the snapshot's version. */
   retainVersions: number;
@@ -32,7 +30,26 @@ export interface SnapshotSettings {
   leaseMs: number;
   /** How an advance cuts its work (`LOCAL_PIECES` on a local store). */
   pieces: AdvancePieces;
+  /** When a due advance starts (`ADVANCE_PACING` by default). */
+  pacing?: AdvancePacing;
 }
+
+/** Where one realm's advances stand in this process. */
+interface RealmAdvances {
+  /** Idle, waiting for its start time, or running. */
+  state: "idle" | "waiting" | "running";
+  pacer: AdvancePacer;
+  /** The snapshot version the last advance left (-1: not known yet). */
+  known: number;
+  /** The newest head noted while an advance was due or ran (-1: none). */
+  noted: number;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  task: Promise<AdvanceResult> | undefined;
+}
+
+// Realms whose records are kept at most; past it the idle ones are dropped
+// (a realm nobody writes to any more needs none).
+const MAX_REALMS = 10_000;
 
 /** See the file comment. */
 export class SnapshotScheduler {
@@ -41,14 +58,7 @@ export class SnapshotScheduler {
   #retry: RetryOptions;
   #log: Log;
   #now: () => number;
-  #running = new Map<string, Promise<AdvanceResult>>();
-  #versions = new Map<string, number>();
-  // Newest head noted while an advance ran or waited for its interval;
-  // checked again when it ends.
-  #pendingHeads = new Map<string, number>();
-  // When the next advance of a realm may start, and its timer if one waits.
-  #notBefore = new Map<string, number>();
-  #timers = new Map<string, ReturnType<typeof setTimeout>>();
+  #realms = new Map<string, RealmAdvances>();
 
   /**
    * @param kv The store.
@@ -69,10 +79,9 @@ export class SnapshotScheduler {
     this.#retry = retry;
     this.#log = log;
     this.#now = now;
-    retry.signal.addEventListener("abort", () => {
-      for (const timer of this.#timers.values()) clearTimeout(timer);
-      this.#timers.clear();
-    }, { once: true });
+    retry.signal.addEventListener("abort", () => this.#clearTimers(), {
+      once: true,
+    });
   }
 
   /** Whether snapshots are kept at all. */
@@ -86,63 +95,101 @@ export class SnapshotScheduler {
   }
 
   /**
-   * Starts an advance in the background if the snapshot lags far enough
-   * (`force`: at all) behind `headVersion`, as soon as the realm's interval
-   * allows.
+   * Notes the realm's head after a commit of `written` bytes of history (0
+   * for a head only seen, as by a bootstrap). An advance becomes due once
+   * the snapshot lags `lagVersions` behind the head (`force`: at all), and
+   * starts when the pacing allows.
    */
-  noteHead(realm: string, headVersion: number, force = false): void {
+  noteHead(
+    realm: string,
+    headVersion: number,
+    written = 0,
+    force = false,
+  ): void {
     if (!this.#settings.enabled || this.#retry.signal.aborted) return;
-    const known = this.#versions.get(realm) ?? -1;
-    if (headVersion <= known) return;
-    if (!force && headVersion - known < this.#settings.lagVersions) return;
-    const wait = Math.ceil(
-      (this.#notBefore.get(realm) ?? 0) - performance.now(),
-    );
-    if (this.#running.has(realm) || wait > 0) {
-      const pending = this.#pendingHeads.get(realm) ?? -1;
-      if (headVersion > pending) this.#pendingHeads.set(realm, headVersion);
-      if (!this.#running.has(realm) && !this.#timers.has(realm)) {
-        this.#timers.set(
-          realm,
-          setTimeout(() => {
-            this.#timers.delete(realm);
-            this.#notePending(realm);
-          }, wait),
-        );
-      }
+    const now = performance.now();
+    const advances = this.#realm(realm);
+    if (written > 0) advances.pacer.wrote(now, written);
+    if (headVersion <= advances.known) return;
+    if (!force && headVersion - advances.known < this.#settings.lagVersions) {
       return;
     }
-    this.#advance(realm).catch(() => {});
+    if (headVersion > advances.noted) advances.noted = headVersion;
+    advances.pacer.due(now);
+    // Waiting: its timer looks again; running: its end does.
+    if (advances.state === "idle") this.#schedule(realm, advances, now);
   }
 
   /** Waits for every advance in flight (they stop at the lifetime's end). */
   async drain(): Promise<void> {
-    for (const timer of this.#timers.values()) clearTimeout(timer);
-    this.#timers.clear();
-    this.#pendingHeads.clear();
-    await Promise.allSettled([...this.#running.values()]);
+    this.#clearTimers();
+    const tasks = [...this.#realms.values()].map((advances) => advances.task);
+    await Promise.allSettled(tasks);
   }
 
-  #notePending(realm: string): void {
-    const pending = this.#pendingHeads.get(realm);
-    this.#pendingHeads.delete(realm);
-    // A head noted since the last advance started is advanced over, lag
-    // or not: it was noted because it was worth it, or asked for.
-    if (pending !== undefined) this.noteHead(realm, pending, true);
+  #realm(realm: string): RealmAdvances {
+    let advances = this.#realms.get(realm);
+    if (advances !== undefined) return advances;
+    if (this.#realms.size >= MAX_REALMS) this.#dropIdle();
+    advances = {
+      state: "idle",
+      pacer: new AdvancePacer(this.#settings.pacing),
+      known: -1,
+      noted: -1,
+      timer: undefined,
+      task: undefined,
+    };
+    this.#realms.set(realm, advances);
+    return advances;
   }
 
-  #advance(realm: string): Promise<AdvanceResult | null> {
-    if (!this.#settings.enabled) return Promise.resolve(null);
-    const running = this.#running.get(realm);
-    if (running !== undefined) return running;
+  #dropIdle(): void {
+    for (const [realm, advances] of this.#realms) {
+      if (advances.state === "idle") this.#realms.delete(realm);
+    }
+  }
+
+  #clearTimers(): void {
+    for (const advances of this.#realms.values()) {
+      if (advances.state !== "waiting") continue;
+      clearTimeout(advances.timer);
+      advances.timer = undefined;
+      advances.state = "idle";
+    }
+  }
+
+  // Starts the due advance now, or waits until the pacing allows it. The
+  // writes meanwhile only move the pacer's time: one timer, looked at again
+  // when it fires, rather than one per write.
+  #schedule(realm: string, advances: RealmAdvances, now: number): void {
+    const at = advances.pacer.startAt(now);
+    if (at <= now) {
+      this.#start(realm, advances);
+      return;
+    }
+    advances.state = "waiting";
+    advances.timer = setTimeout(() => {
+      advances.timer = undefined;
+      advances.state = "idle";
+      if (this.#retry.signal.aborted) return;
+      this.#schedule(realm, advances, performance.now());
+    }, Math.ceil(at - now));
+  }
+
+  #start(realm: string, advances: RealmAdvances): void {
+    advances.state = "running";
+    advances.pacer.started();
+    advances.noted = -1;
     const task = advanceSnapshot(this.#kv, realm, {
       pieces: this.#settings.pieces,
       retainVersions: this.#settings.retainVersions,
       leaseMs: this.#settings.leaseMs,
       now: this.#now,
       retry: this.#retry,
-    }).then((result) => {
-      this.#versions.set(realm, result.snapshot.version);
+    });
+    advances.task = task;
+    task.then((result) => {
+      advances.known = result.snapshot.version;
       if (result.advanced) {
         this.#log(
           "debug",
@@ -151,10 +198,7 @@ export class SnapshotScheduler {
           { path: realm },
         );
       }
-      return result;
-    });
-    this.#running.set(realm, task);
-    task.catch((error) => {
+    }, (error) => {
       if (!this.#retry.signal.aborted) {
         this.#log(
           "warn",
@@ -163,16 +207,20 @@ export class SnapshotScheduler {
           { path: realm, error },
         );
       }
-    }).finally(() => {
-      if (this.#running.get(realm) !== task) return;
-      this.#running.delete(realm);
-      // Real time, not the lease clock (which tests may hold still).
-      this.#notBefore.set(realm, performance.now() + MIN_INTERVAL_MS);
-      // Forget the realms nobody writes to any more.
-      if (this.#versions.size > 10_000) this.#versions.clear();
-      if (this.#notBefore.size > 10_000) this.#notBefore.clear();
-      this.#notePending(realm);
-    });
-    return task;
+    }).finally(() => this.#ended(realm, advances));
+  }
+
+  #ended(realm: string, advances: RealmAdvances): void {
+    const now = performance.now();
+    advances.state = "idle";
+    advances.task = undefined;
+    advances.pacer.ended(now);
+    if (this.#retry.signal.aborted) return;
+    // A head noted while it ran is advanced over, lag or not: it was noted
+    // because it was worth it, or asked for.
+    if (advances.noted > advances.known) {
+      advances.pacer.due(now);
+      this.#schedule(realm, advances, now);
+    }
   }
 }
