@@ -13,7 +13,7 @@ import { createSyncHandler, serveSync } from "../../server.ts";
 import { fastApp, openClient, openDownloaded } from "./_helpers.ts";
 import { startTestServer } from "../_helpers/test_server.ts";
 import { TcpProxy } from "../_helpers/tcp_proxy.ts";
-import { signUserJwt, epochSeconds } from "../_helpers/user_jwt.ts";
+import { epochSeconds, signUserJwt } from "../_helpers/user_jwt.ts";
 import { bounded } from "../_helpers/waits.ts";
 
 const ADMIN_TOKEN = "an-admin-token-of-some-length";
@@ -407,7 +407,9 @@ Deno.test("GET /metrics: tether_errors_total{code}, tether_rejected_writes_total
   // The client's server is replaced by one with a wiped store: its next
   // BIND cannot continue and is told to reset, once.
   const second = stack.use(
-    await startTestServer({ auth: { jwtSecret: secret, allowAnonymous: true } }),
+    await startTestServer({
+      auth: { jwtSecret: secret, allowAnonymous: true },
+    }),
   );
   const fresh = await scrape(second.url);
   assert.equal(get(fresh, "tether_client_resets_total"), 0);
@@ -581,5 +583,586 @@ Deno.test("GET /health: 200 {status: ok}; 503 {status: unavailable, error: {code
     assert.equal(await statusOf(await fetch(`${server.url}/metrics`)), 200);
   } finally {
     if (kvOpen) kv.close();
+  }
+});
+
+// ---------------------------------------------------------------------------
+// Auth providers. Keys and tokens are made with WebCrypto here, the way an
+// identity provider would, independently of the server's verifier.
+
+function base64url(bytes: Uint8Array): string {
+  let binary = "";
+  for (const byte of bytes) binary += String.fromCharCode(byte);
+  return btoa(binary).replaceAll("+", "-").replaceAll("/", "_").replace(
+    /=+$/,
+    "",
+  );
+}
+
+const encodePart = (value: unknown) =>
+  base64url(new TextEncoder().encode(JSON.stringify(value)));
+
+type KeyPair = { privateKey: CryptoKey; publicKey: CryptoKey };
+
+function rsaPair(): Promise<KeyPair> {
+  return crypto.subtle.generateKey(
+    {
+      name: "RSASSA-PKCS1-v1_5",
+      modulusLength: 2048,
+      publicExponent: new Uint8Array([1, 0, 1]),
+      hash: "SHA-256",
+    },
+    true,
+    ["sign", "verify"],
+  ) as Promise<KeyPair>;
+}
+
+function ecPair(): Promise<KeyPair> {
+  return crypto.subtle.generateKey(
+    { name: "ECDSA", namedCurve: "P-256" },
+    true,
+    ["sign", "verify"],
+  ) as Promise<KeyPair>;
+}
+
+/** Signs with the private key's own algorithm (RS256 or ES256). */
+async function signToken(
+  header: Record<string, unknown>,
+  claims: Record<string, unknown>,
+  privateKey: CryptoKey,
+): Promise<string> {
+  const body = `${encodePart(header)}.${encodePart(claims)}`;
+  const algorithm = privateKey.algorithm.name === "ECDSA"
+    ? { name: "ECDSA", hash: "SHA-256" }
+    : { name: "RSASSA-PKCS1-v1_5" };
+  const signature = await crypto.subtle.sign(
+    algorithm,
+    privateKey,
+    new TextEncoder().encode(body),
+  );
+  return `${body}.${base64url(new Uint8Array(signature))}`;
+}
+
+/** An HS256 token whose HMAC secret is `secret`. */
+async function signHs256(
+  claims: Record<string, unknown>,
+  secret: Uint8Array<ArrayBuffer>,
+): Promise<string> {
+  const body = `${encodePart({ alg: "HS256", typ: "JWT" })}.${
+    encodePart(claims)
+  }`;
+  const key = await crypto.subtle.importKey(
+    "raw",
+    secret,
+    { name: "HMAC", hash: "SHA-256" },
+    false,
+    ["sign"],
+  );
+  const signature = await crypto.subtle.sign(
+    "HMAC",
+    key,
+    new TextEncoder().encode(body),
+  );
+  return `${body}.${base64url(new Uint8Array(signature))}`;
+}
+
+async function spkiPem(publicKey: CryptoKey): Promise<string> {
+  const der = new Uint8Array(await crypto.subtle.exportKey("spki", publicKey));
+  let binary = "";
+  for (const byte of der) binary += String.fromCharCode(byte);
+  const lines = btoa(binary).match(/.{1,64}/g)!.join("\n");
+  return `-----BEGIN PUBLIC KEY-----\n${lines}\n-----END PUBLIC KEY-----\n`;
+}
+
+async function publicJwk(
+  publicKey: CryptoKey,
+  extra: Record<string, unknown> = {},
+): Promise<JsonWebKey> {
+  return { ...(await crypto.subtle.exportKey("jwk", publicKey)), ...extra };
+}
+
+// A fixed instant for servers given `now`: tokens are judged against it.
+const NOW = 1_900_000_000_000;
+const NOW_SEC = NOW / 1000;
+const ISSUER = "https://issuer.test/";
+
+const claimsAt = (
+  seconds: number,
+  extra: Record<string, unknown> = {},
+) => ({
+  sub: "alice",
+  iss: ISSUER,
+  aud: "tether",
+  iat: seconds,
+  exp: seconds + 600,
+  ...extra,
+});
+
+/** What `POST /login` answered. */
+interface LoginAnswer {
+  status: number;
+  headers: Headers;
+  // deno-lint-ignore no-explicit-any
+  body: any;
+}
+
+async function postLogin(baseUrl: string, body: unknown): Promise<LoginAnswer> {
+  const response = await fetch(`${baseUrl}/login`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  return {
+    status: response.status,
+    headers: response.headers,
+    body: await response.json(),
+  };
+}
+
+const jwtLogin = (baseUrl: string, token: string) =>
+  postLogin(baseUrl, { provider: "jwt", token });
+
+function assertRefused(answer: LoginAnswer, message?: RegExp): void {
+  assert.equal(answer.status, 401, JSON.stringify(answer.body));
+  assert.equal(answer.body.error.code, "login_failed");
+  if (message !== undefined) assert.match(answer.body.error.message, message);
+}
+
+function assertLoggedIn(answer: LoginAnswer, userId = "alice"): void {
+  assert.equal(answer.status, 200, JSON.stringify(answer.body));
+  assert.equal(answer.body.userId, userId);
+}
+
+/** A JWKS endpoint on 127.0.0.1:0 that counts requests; the test switches it. */
+class JwksEndpoint implements AsyncDisposable {
+  keys: JsonWebKey[] = [];
+  mode: "ok" | "down" | "garbage" = "ok";
+  cacheControl: string | null = null;
+  requests = 0;
+  #server: Deno.HttpServer<Deno.NetAddr>;
+
+  constructor() {
+    this.#server = Deno.serve(
+      { port: 0, hostname: "127.0.0.1", onListen() {} },
+      () => this.#answer(),
+    );
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${this.#server.addr.port}/.well-known/jwks.json`;
+  }
+
+  #answer(): Response {
+    this.requests++;
+    switch (this.mode) {
+      case "down":
+        return new Response("unavailable", { status: 503 });
+      case "garbage":
+        return new Response("<html>not a jwks</html>", {
+          headers: { "content-type": "text/html" },
+        });
+      case "ok": {
+        const headers = new Headers();
+        if (this.cacheControl !== null) {
+          headers.set("cache-control", this.cacheControl);
+        }
+        return Response.json({ keys: this.keys }, { headers });
+      }
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.#server.shutdown();
+  }
+}
+
+/** A clock a test moves, for `serveSync({ now })`. */
+class TestClock {
+  time = NOW;
+  now = () => this.time;
+}
+
+Deno.test("auth.jwt.publicKey: RS256 and ES256 tokens log in through App.logIn(Credentials.jwt) with a PEM (SPKI) key and with a JsonWebKey; the user is the token's sub and syncs", async () => {
+  const rsa = await rsaPair();
+  const ec = await ecPair();
+  const cases: Array<[string, string | JsonWebKey, KeyPair]> = [
+    ["RS256 PEM", await spkiPem(rsa.publicKey), rsa],
+    ["RS256 JWK", await publicJwk(rsa.publicKey), rsa],
+    ["ES256 PEM", await spkiPem(ec.publicKey), ec],
+    ["ES256 JWK", await publicJwk(ec.publicKey), ec],
+  ];
+  for (const [name, publicKey, pair] of cases) {
+    await using server = await serveSync({
+      port: 0,
+      kv: ":memory:",
+      auth: { jwt: { publicKey, issuer: ISSUER, audience: "tether" } },
+      logger: () => {},
+    });
+    const alg = pair === rsa ? "RS256" : "ES256";
+    const other = pair === rsa ? ec : rsa;
+    const now = Math.floor(Date.now() / 1000);
+    const token = await signToken(
+      { alg, typ: "JWT" },
+      claimsAt(now, { sub: `user-${alg}` }),
+      pair.privateKey,
+    );
+    await using app = fastApp(server.url);
+    const user = await app.logIn(Credentials.jwt(token), { signal: bounded() });
+    assert.equal(user.id, `user-${alg}`, name);
+    await using realm = await openDownloaded(user, "/~/todos");
+    await (await realm.write((tx) => tx.put("Task", "t", { name })))
+      .waitForUpload({ signal: bounded() });
+    assert.deepEqual(
+      await server.realm(`/user-${alg}/todos`).get("Task", "t"),
+      {
+        name,
+      },
+    );
+    // The other key type's token, even with this alg in its header, fails.
+    const otherAlg = alg === "RS256" ? "ES256" : "RS256";
+    for (const header of [{ alg: otherAlg }, { alg }]) {
+      const forged = await signToken(header, claimsAt(now), other.privateKey);
+      await assert.rejects(
+        app.logIn(Credentials.jwt(forged), { signal: bounded() }),
+        (error: unknown) =>
+          error instanceof SyncError && error.code === "login_failed" &&
+          !error.willRetry,
+        `${name}: ${JSON.stringify(header)} signed by the other key`,
+      );
+    }
+  }
+});
+
+Deno.test("auth.jwt: iss must equal issuer, aud (string or array) must name one of audience, exp and nbf judged with clockToleranceSec against the server's clock", async () => {
+  const ec = await ecPair();
+  const clock = new TestClock();
+  const publicKey = await publicJwk(ec.publicKey);
+  await using server = await serveSync({
+    port: 0,
+    kv: ":memory:",
+    auth: {
+      jwt: {
+        publicKey,
+        issuer: ISSUER,
+        audience: ["tether", "tether-staging"],
+        clockToleranceSec: 30,
+      },
+    },
+    now: clock.now,
+    logger: () => {},
+  });
+  const login = async (claims: Record<string, unknown>) =>
+    await jwtLogin(
+      server.url,
+      await signToken({ alg: "ES256" }, claims, ec.privateKey),
+    );
+  const base = claimsAt(NOW_SEC);
+  assertLoggedIn(await login(base));
+  assertLoggedIn(await login({ ...base, aud: "tether-staging" }));
+  assertLoggedIn(await login({ ...base, aud: ["someone-else", "tether"] }));
+  assertRefused(await login({ ...base, aud: "someone-else" }), /aud/);
+  assertRefused(await login({ ...base, aud: ["a", "b"] }), /aud/);
+  assertRefused(await login({ ...base, aud: [] }), /aud/);
+  assertRefused(await login({ ...base, aud: undefined }), /aud/);
+  assertRefused(await login({ ...base, iss: "https://evil.test/" }), /iss/);
+  assertRefused(await login({ ...base, iss: undefined }), /iss/);
+  // exp: 20 s ago is within the 30 s tolerance, 31 s ago is not.
+  assertLoggedIn(await login({ ...base, exp: NOW_SEC - 20 }));
+  const expired = await login({ ...base, exp: NOW_SEC - 31 });
+  assertRefused(expired, /expired/);
+  assertRefused(await login({ ...base, exp: undefined }));
+  // nbf: 20 s ahead is within the tolerance, 40 s ahead is not.
+  assertLoggedIn(await login({ ...base, nbf: NOW_SEC + 20 }));
+  assertRefused(await login({ ...base, nbf: NOW_SEC + 40 }));
+  // The same token, judged later by the server's clock.
+  const token = await signToken(
+    { alg: "ES256" },
+    { ...base, exp: NOW_SEC + 60 },
+    ec.privateKey,
+  );
+  assertLoggedIn(await jwtLogin(server.url, token));
+  clock.time = NOW + 89_000;
+  assertLoggedIn(await jwtLogin(server.url, token));
+  clock.time = NOW + 91_000;
+  assertRefused(await jwtLogin(server.url, token), /expired/);
+
+  // Without a tolerance, a token is refused the second it expires.
+  const strictClock = new TestClock();
+  await using strict = await serveSync({
+    port: 0,
+    kv: ":memory:",
+    auth: { jwt: { publicKey, clockToleranceSec: 0 } },
+    now: strictClock.now,
+    logger: () => {},
+  });
+  const shortLived = await signToken(
+    { alg: "ES256" },
+    { sub: "bob", exp: NOW_SEC + 1 },
+    ec.privateKey,
+  );
+  assertLoggedIn(await jwtLogin(strict.url, shortLived), "bob");
+  strictClock.time = NOW + 1_000;
+  assertRefused(await jwtLogin(strict.url, shortLived), /expired/);
+});
+
+Deno.test("auth.jwt: the algorithm comes from the key: alg none, HS256 signed with the public key's bytes, RS256 on an EC key, a tampered or unsigned token are refused with 401 login_failed", async () => {
+  const rsa = await rsaPair();
+  const pem = await spkiPem(rsa.publicKey);
+  const der = new Uint8Array(
+    await crypto.subtle.exportKey("spki", rsa.publicKey),
+  );
+  const jwk = await publicJwk(rsa.publicKey);
+  const now = Math.floor(Date.now() / 1000);
+  const claims = claimsAt(now);
+  for (const publicKey of [pem, jwk]) {
+    // With and without an HS256 secret next to the provider.
+    for (const jwtSecret of [undefined, "an app secret that is not the key"]) {
+      await using server = await serveSync({
+        port: 0,
+        kv: ":memory:",
+        auth: jwtSecret === undefined
+          ? { jwt: { publicKey } }
+          : { jwt: { publicKey }, jwtSecret },
+        logger: () => {},
+      });
+      const where = `${typeof publicKey} key, secret ${
+        jwtSecret !== undefined
+      }`;
+      const good = await signToken({ alg: "RS256" }, claims, rsa.privateKey);
+      assertLoggedIn(await jwtLogin(server.url, good));
+      const [header, payload, signature] = good.split(".");
+      const forgeries: Array<[string, string]> = [
+        [
+          "alg none",
+          `${encodePart({ alg: "none", typ: "JWT" })}.${payload}.`,
+        ],
+        [
+          "alg None with the real signature",
+          `${encodePart({ alg: "None" })}.${payload}.${signature}`,
+        ],
+        [
+          "HS256 keyed with the PEM text",
+          await signHs256(claims, new TextEncoder().encode(pem)),
+        ],
+        ["HS256 keyed with the DER bytes", await signHs256(claims, der)],
+        [
+          "HS256 keyed with the JWK's n",
+          await signHs256(claims, new TextEncoder().encode(jwk.n!)),
+        ],
+        [
+          "ES256 header on the RSA signature",
+          `${encodePart({ alg: "ES256" })}.${payload}.${signature}`,
+        ],
+        [
+          "PS256 header",
+          `${encodePart({ alg: "PS256" })}.${payload}.${signature}`,
+        ],
+        [
+          "tampered payload",
+          `${header}.${encodePart({ ...claims, sub: "mallory" })}.${signature}`,
+        ],
+        ["no signature", `${header}.${payload}.`],
+        ["two parts", `${header}.${payload}`],
+      ];
+      for (const [name, token] of forgeries) {
+        const answer = await jwtLogin(server.url, token);
+        assert.equal(answer.status, 401, `${where}: ${name}`);
+        assert.equal(
+          answer.body.error.code,
+          "login_failed",
+          `${where}: ${name}`,
+        );
+      }
+    }
+  }
+});
+
+Deno.test("serveSync() refuses auth.jwt options that cannot work with a TypeError naming the field", async () => {
+  const rsa = await rsaPair();
+  const pem = await spkiPem(rsa.publicKey);
+  const cases: Array<[unknown, RegExp]> = [
+    [{}, /auth\.jwt/],
+    [{ publicKey: pem, jwksUrl: "https://x.test/jwks.json" }, /auth\.jwt/],
+    [{ jwksUrl: "not a url" }, /auth\.jwt\.jwksUrl/],
+    [{ jwksUrl: "ftp://x.test/jwks.json" }, /auth\.jwt\.jwksUrl/],
+    [{ publicKey: pem, clockToleranceSec: -1 }, /clockToleranceSec/],
+    [{ publicKey: pem, clockToleranceSec: "30" }, /clockToleranceSec/],
+    [{ publicKey: pem, audience: [] }, /auth\.jwt\.audience/],
+    [{ publicKey: pem, issuer: "" }, /auth\.jwt\.issuer/],
+    [{ publicKey: "not a key" }, /auth\.jwt\.publicKey/],
+    [{ publicKey: { kty: "oct", k: "AAAA" } }, /auth\.jwt\.publicKey/],
+    [
+      { publicKey: await publicJwk(rsa.privateKey) },
+      /auth\.jwt\.publicKey.*private/,
+    ],
+  ];
+  for (const [jwt, message] of cases) {
+    await assert.rejects(
+      serveSync({
+        port: 0,
+        kv: ":memory:",
+        // deno-lint-ignore no-explicit-any
+        auth: { jwt: jwt as any },
+        logger: () => {},
+      }),
+      (error: unknown) =>
+        error instanceof TypeError && message.test(error.message),
+      JSON.stringify(jwt),
+    );
+  }
+});
+
+Deno.test("auth.jwt.jwksUrl: keys fetched when first needed, cached for max-age (else 10 minutes), an unknown kid refetches at most once per 10 s, concurrent logins share one fetch", async () => {
+  await using jwks = new JwksEndpoint();
+  const first = await rsaPair();
+  const second = await ecPair();
+  jwks.keys = [await publicJwk(first.publicKey, { kid: "k1", use: "sig" })];
+  const clock = new TestClock();
+  await using server = await serveSync({
+    port: 0,
+    kv: ":memory:",
+    auth: { jwt: { jwksUrl: jwks.url, issuer: ISSUER }, allowAnonymous: true },
+    now: clock.now,
+    logger: () => {},
+  });
+  assert.equal(jwks.requests, 0, "nothing fetched before a token needs it");
+  const k1 = await signToken(
+    { alg: "RS256", kid: "k1" },
+    claimsAt(NOW_SEC, { exp: NOW_SEC + 3600 }),
+    first.privateKey,
+  );
+  const answers = await Promise.all(
+    Array.from({ length: 5 }, () => jwtLogin(server.url, k1)),
+  );
+  for (const answer of answers) assertLoggedIn(answer);
+  assert.equal(jwks.requests, 1, "concurrent first logins share one fetch");
+  // No max-age: cached for 10 minutes.
+  clock.time = NOW + 10 * 60_000 - 1_000;
+  assertLoggedIn(await jwtLogin(server.url, k1));
+  assert.equal(jwks.requests, 1);
+  clock.time = NOW + 10 * 60_000;
+  jwks.cacheControl = "public, max-age=120";
+  assertLoggedIn(await jwtLogin(server.url, k1));
+  assert.equal(jwks.requests, 2, "refetched once the 10 minutes are up");
+  // This answer said max-age=120.
+  const fetchedAt = clock.time;
+  clock.time = fetchedAt + 119_000;
+  assertLoggedIn(await jwtLogin(server.url, k1));
+  assert.equal(jwks.requests, 2);
+  clock.time = fetchedAt + 120_000;
+  assertLoggedIn(await jwtLogin(server.url, k1));
+  assert.equal(jwks.requests, 3, "refetched after max-age");
+
+  // A rotated key: its kid is unknown, so the JWKS is fetched again (once,
+  // however many logins ask), and not again within 10 s. (The last fetch
+  // was just now: 10 s pass first.)
+  clock.time += 10_000;
+  const k2 = await signToken(
+    { alg: "ES256", kid: "k2" },
+    claimsAt(NOW_SEC, { sub: "bob", exp: NOW_SEC + 3600 }),
+    second.privateKey,
+  );
+  const refused = await Promise.all(
+    Array.from({ length: 3 }, () => jwtLogin(server.url, k2)),
+  );
+  for (const answer of refused) assertRefused(answer, /k2/);
+  assert.equal(jwks.requests, 4, "one refetch for an unknown kid");
+  jwks.keys = [
+    ...jwks.keys,
+    await publicJwk(second.publicKey, { kid: "k2" }),
+  ];
+  clock.time += 9_000;
+  assertRefused(await jwtLogin(server.url, k2), /k2/);
+  assert.equal(jwks.requests, 4, "no refetch within 10 s");
+  assertLoggedIn(await jwtLogin(server.url, k1));
+  assert.equal(jwks.requests, 4);
+  clock.time += 1_000;
+  assertLoggedIn(await jwtLogin(server.url, k2), "bob");
+  assert.equal(jwks.requests, 5, "the rotated key, 10 s later");
+  assertLoggedIn(await jwtLogin(server.url, k2), "bob");
+  assertLoggedIn(await jwtLogin(server.url, k1));
+  assert.equal(jwks.requests, 5);
+});
+
+Deno.test("auth.jwt.jwksUrl unreachable: JWT logins answer 503 auth_unavailable with Retry-After (App.logIn: a retryable SyncError) while anonymous and refresh logins and open sessions keep working; logins recover with the JWKS", async () => {
+  await using jwks = new JwksEndpoint();
+  const pair = await rsaPair();
+  jwks.keys = [await publicJwk(pair.publicKey, { kid: "k1" })];
+  const clock = new TestClock();
+  clock.time = Date.now();
+  const nowSec = Math.floor(clock.time / 1000);
+  await using server = await serveSync({
+    port: 0,
+    kv: ":memory:",
+    auth: { jwt: { jwksUrl: jwks.url }, allowAnonymous: true },
+    now: clock.now,
+    logger: () => {},
+  });
+  const token = await signToken(
+    { alg: "RS256", kid: "k1" },
+    { sub: "alice", exp: nowSec + 7200 },
+    pair.privateKey,
+  );
+  // A JWT user and an anonymous one sync before the provider goes away.
+  await using jwtApp = fastApp(server.url);
+  const alice = await jwtApp.logIn(Credentials.jwt(token), {
+    signal: bounded(),
+  });
+  await using aliceRealm = await openDownloaded(alice, "/~/todos");
+  await using anonymous = await openClient(fastApp(server.url));
+  const firstLogin = await jwtLogin(server.url, token);
+  assertLoggedIn(firstLogin);
+  assert.equal(jwks.requests, 1);
+
+  for (const mode of ["down", "garbage"] as const) {
+    jwks.mode = mode;
+    // The cached keys expire (10 minutes): the next JWT login must fetch.
+    clock.time += 10 * 60_000;
+    const unavailable = await jwtLogin(server.url, token);
+    assert.equal(unavailable.status, 503, mode);
+    assert.deepEqual(Object.keys(unavailable.body), ["error"]);
+    assert.equal(unavailable.body.error.code, "auth_unavailable");
+    assert.equal(typeof unavailable.body.error.message, "string");
+    const retryAfter = Number(unavailable.headers.get("retry-after"));
+    assert.ok(
+      Number.isInteger(retryAfter) && retryAfter >= 1 && retryAfter <= 10,
+      `Retry-After: ${unavailable.headers.get("retry-after")}`,
+    );
+    // No token is let through because its key could not be checked, and
+    // within 10 s the provider is not asked again.
+    const requests: number = jwks.requests;
+    assert.equal((await jwtLogin(server.url, token)).status, 503);
+    assert.equal(jwks.requests, requests);
+    // The client sees a transient failure, not a refusal.
+    await using app = fastApp(server.url);
+    await assert.rejects(
+      app.logIn(Credentials.jwt(token), { signal: bounded() }),
+      (error: unknown) =>
+        error instanceof SyncError && error.code === "connection_lost" &&
+        error.willRetry && !error.isFatal && /503/.test(error.message),
+    );
+    // Everything else goes on.
+    assertLoggedIn(
+      await postLogin(server.url, {
+        provider: "refresh",
+        refreshToken: firstLogin.body.refreshToken,
+      }),
+    );
+    assert.equal(
+      (await postLogin(server.url, { provider: "anonymous" })).status,
+      200,
+    );
+    await (await aliceRealm.write((tx) => tx.put("Task", mode, {})))
+      .waitForUpload({ signal: bounded() });
+    await (await anonymous.realm.write((tx) => tx.put("Task", mode, {})))
+      .waitForUpload({ signal: bounded() });
+    assert.equal(
+      (await fetch(`${server.url}/health`).then((r) => r.json())).status,
+      "ok",
+    );
+    // Back 10 s later: JWT logins work again.
+    jwks.mode = "ok";
+    clock.time += 10_000;
+    assertLoggedIn(await jwtLogin(server.url, token));
   }
 });
