@@ -367,6 +367,12 @@ Deno.test("GET /metrics: tether_errors_total{code}, tether_rejected_writes_total
       auth: { jwtSecret: secret, allowAnonymous: true },
       validateChangeset: ({ changes }) =>
         changes.every((change) => change.id !== "bad"),
+      permissions: (userId, path) =>
+        path.startsWith(`/${userId}/`)
+          ? "readwrite"
+          : path.startsWith("/public/")
+          ? "read"
+          : "none",
     }),
   );
   const proxy = stack.use(new TcpProxy(first.addr));
@@ -386,6 +392,16 @@ Deno.test("GET /metrics: tether_errors_total{code}, tether_rejected_writes_total
   await realm.write((tx) => tx.update("Task", "bad", { n: 2 }));
   await (await realm.write((tx) => tx.put("Task", "good", {})))
     .waitForUpload({ signal: bounded() });
+  // A write to a realm the user may only read: refused, the session goes on.
+  {
+    await using shared = await openDownloaded(user, "/public/news");
+    const refused = await shared.write((tx) => tx.put("News", "n", {}));
+    await assert.rejects(
+      refused.waitForUpload({ signal: bounded() }),
+      (error: unknown) =>
+        error instanceof SyncError && error.code === "write_rejected",
+    );
+  }
   // A realm of another user: permission_denied, once.
   await assert.rejects(
     user.openRealm({
@@ -399,8 +415,18 @@ Deno.test("GET /metrics: tether_errors_total{code}, tether_rejected_writes_total
   const after = await scrape(first.url);
   const delta = (name: string, labels: Record<string, string> = {}) =>
     get(after, name, labels) - get(before, name, labels);
-  assert.equal(delta("tether_rejected_writes_total"), 2);
+  assert.equal(delta("tether_rejected_writes_total"), 3);
+  assert.equal(delta("tether_messages_sent_total", { type: "reject" }), 3);
   assert.equal(delta("tether_errors_total", { code: "permission_denied" }), 1);
+  assert.equal(delta("tether_messages_sent_total", { type: "error" }), 1);
+  for (const sample of after.get("tether_errors_total")!.samples) {
+    if (sample.labels.code === "permission_denied") continue;
+    assert.equal(
+      sample.value,
+      get(before, "tether_errors_total", sample.labels),
+      `no ${sample.labels.code} sent`,
+    );
+  }
   assert.equal(delta("tether_changesets_integrated_total"), 1);
   assert.equal(delta("tether_client_resets_total"), 0);
 
@@ -443,6 +469,18 @@ const LOOPBACK_V6 = {
   remoteAddr: { transport: "tcp", hostname: "::1", port: 4000 },
   completed: Promise.resolve(),
 } as Deno.ServeHandlerInfo<Deno.NetAddr>;
+const MAPPED_LOOPBACK = {
+  remoteAddr: { transport: "tcp", hostname: "::ffff:127.0.0.1", port: 4000 },
+  completed: Promise.resolve(),
+} as Deno.ServeHandlerInfo<Deno.NetAddr>;
+const MAPPED_REMOTE = {
+  remoteAddr: { transport: "tcp", hostname: "::ffff:203.0.113.9", port: 4000 },
+  completed: Promise.resolve(),
+} as Deno.ServeHandlerInfo<Deno.NetAddr>;
+const REMOTE_V6 = {
+  remoteAddr: { transport: "tcp", hostname: "2001:db8::1", port: 4000 },
+  completed: Promise.resolve(),
+} as Deno.ServeHandlerInfo<Deno.NetAddr>;
 const REMOTE = {
   remoteAddr: { transport: "tcp", hostname: "203.0.113.9", port: 4000 },
   completed: Promise.resolve(),
@@ -463,13 +501,35 @@ Deno.test("createSyncHandler() without adminToken: /metrics and /status to loopb
   for (const route of ["/metrics", "/status"]) {
     const request = () => new Request(`http://app/api/sync${route}`);
     assert.equal(await statusOf(await handler.fetch(request(), LOOPBACK)), 200);
-    assert.equal(
-      await statusOf(await handler.fetch(request(), LOOPBACK_V6)),
-      200,
-    );
-    for (const info of [REMOTE, undefined]) {
-      const refused = await handler.fetch(request(), info);
-      assert.equal(refused.status, 403, `${route} ${info?.remoteAddr}`);
+    for (const info of [LOOPBACK_V6, MAPPED_LOOPBACK]) {
+      assert.equal(await statusOf(await handler.fetch(request(), info)), 200);
+    }
+    const forwarded: Record<string, string>[] = [
+      { "x-forwarded-for": "203.0.113.9" },
+      { forwarded: "for=203.0.113.9" },
+    ];
+    for (
+      const [info, headers] of [
+        [REMOTE, {}],
+        [REMOTE_V6, {}],
+        [MAPPED_REMOTE, {}],
+        [undefined, {}],
+        // A reverse proxy on this machine connects from loopback for others.
+        [LOOPBACK, forwarded[0]!],
+        [LOOPBACK, forwarded[1]!],
+      ] as Array<[Deno.ServeHandlerInfo | undefined, Record<string, string>]>
+    ) {
+      const refused = await handler.fetch(
+        new Request(`http://app/api/sync${route}`, { headers }),
+        info,
+      );
+      assert.equal(
+        refused.status,
+        403,
+        `${route} ${JSON.stringify(info?.remoteAddr)} ${
+          JSON.stringify(headers)
+        }`,
+      );
       const body = await refused.json();
       assert.equal(body.error.code, "forbidden");
       assert.equal(typeof body.error.message, "string");
@@ -736,9 +796,12 @@ function assertLoggedIn(answer: LoginAnswer, userId = "alice"): void {
 /** A JWKS endpoint on 127.0.0.1:0 that counts requests; the test switches it. */
 class JwksEndpoint implements AsyncDisposable {
   keys: JsonWebKey[] = [];
-  mode: "ok" | "down" | "garbage" = "ok";
+  mode: "ok" | "down" | "garbage" | "held" = "ok";
   cacheControl: string | null = null;
   requests = 0;
+  /** Resolves when a request arrives in "held" mode. */
+  reached = Promise.withResolvers<void>();
+  #held = Promise.withResolvers<void>();
   #server: Deno.HttpServer<Deno.NetAddr>;
 
   constructor() {
@@ -752,8 +815,18 @@ class JwksEndpoint implements AsyncDisposable {
     return `http://127.0.0.1:${this.#server.addr.port}/.well-known/jwks.json`;
   }
 
-  #answer(): Response {
+  /** Lets requests held in "held" mode go on, answering as "ok". */
+  release(): void {
+    this.#held.resolve();
+  }
+
+  async #answer(): Promise<Response> {
     this.requests++;
+    if (this.mode === "held") {
+      this.reached.resolve();
+      await this.#held.promise;
+      return Response.json({ keys: this.keys });
+    }
     switch (this.mode) {
       case "down":
         return new Response("unavailable", { status: 503 });
@@ -772,6 +845,7 @@ class JwksEndpoint implements AsyncDisposable {
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
+    this.#held.resolve();
     await this.#server.shutdown();
   }
 }
@@ -845,7 +919,7 @@ Deno.test("auth.jwt: iss must equal issuer, aud (string or array) must name one 
         publicKey,
         issuer: ISSUER,
         audience: ["tether", "tether-staging"],
-        clockToleranceSec: 30,
+        // clockToleranceSec: its default, 30 s.
       },
     },
     now: clock.now,
@@ -886,12 +960,25 @@ Deno.test("auth.jwt: iss must equal issuer, aud (string or array) must name one 
   clock.time = NOW + 91_000;
   assertRefused(await jwtLogin(server.url, token), /expired/);
 
-  // Without a tolerance, a token is refused the second it expires.
+  // The sub is the user id, so it must be one (docs/SERVER.md "User ids").
+  assertLoggedIn(
+    await login({ ...base, sub: "auth0|5f7c8ec7c33c6c004bbafe82" }),
+    "auth0|5f7c8ec7c33c6c004bbafe82",
+  );
+  assertLoggedIn(
+    await login({ ...base, sub: "ada@example.com" }),
+    "ada@example.com",
+  );
+  for (const sub of [undefined, "", "a/b", "~", "..", "x".repeat(257), 42]) {
+    assertRefused(await login({ ...base, sub }));
+  }
+
+  // With a tolerance of 5 s, a token is refused 5 s after it expires.
   const strictClock = new TestClock();
   await using strict = await serveSync({
     port: 0,
     kv: ":memory:",
-    auth: { jwt: { publicKey, clockToleranceSec: 0 } },
+    auth: { jwt: { publicKey, clockToleranceSec: 5 } },
     now: strictClock.now,
     logger: () => {},
   });
@@ -900,8 +987,9 @@ Deno.test("auth.jwt: iss must equal issuer, aud (string or array) must name one 
     { sub: "bob", exp: NOW_SEC + 1 },
     ec.privateKey,
   );
+  strictClock.time = NOW + 5_999;
   assertLoggedIn(await jwtLogin(strict.url, shortLived), "bob");
-  strictClock.time = NOW + 1_000;
+  strictClock.time = NOW + 6_000;
   assertRefused(await jwtLogin(strict.url, shortLived), /expired/);
 });
 
@@ -930,6 +1018,14 @@ Deno.test("auth.jwt: the algorithm comes from the key: alg none, HS256 signed wi
       }`;
       const good = await signToken({ alg: "RS256" }, claims, rsa.privateKey);
       assertLoggedIn(await jwtLogin(server.url, good));
+      if (jwtSecret !== undefined) {
+        // The app's own HS256 tokens go to the secret.
+        const own = await signHs256(
+          { sub: "carol", exp: now + 600 },
+          new TextEncoder().encode(jwtSecret),
+        );
+        assertLoggedIn(await jwtLogin(server.url, own), "carol");
+      }
       const [header, payload, signature] = good.split(".");
       const forgeries: Array<[string, string]> = [
         [
@@ -1165,4 +1261,82 @@ Deno.test("auth.jwt.jwksUrl unreachable: JWT logins answer 503 auth_unavailable 
     clock.time += 10_000;
     assertLoggedIn(await jwtLogin(server.url, token));
   }
+});
+
+Deno.test("auth.jwt.jwksUrl slow: a JWT login waiting for the JWKS holds up no anonymous login, refresh or sync, and shutdown does not wait for it", async () => {
+  await using jwks = new JwksEndpoint();
+  const pair = await ecPair();
+  jwks.keys = [await publicJwk(pair.publicKey, { kid: "k1" })];
+  jwks.mode = "held";
+  const server = await serveSync({
+    port: 0,
+    kv: ":memory:",
+    auth: { jwt: { jwksUrl: jwks.url }, allowAnonymous: true },
+    logger: () => {},
+  });
+  try {
+    const token = await signToken(
+      { alg: "ES256", kid: "k1" },
+      { sub: "alice", exp: Math.floor(Date.now() / 1000) + 600 },
+      pair.privateKey,
+    );
+    let settled = false;
+    const waiting = jwtLogin(server.url, token).finally(() => settled = true);
+    await jwks.reached.promise;
+    // Meanwhile everything else is answered.
+    await using client = await openClient(fastApp(server.url));
+    await (await client.realm.write((tx) => tx.put("Task", "t", {})))
+      .waitForUpload({ signal: bounded() });
+    const anonymous = await postLogin(server.url, { provider: "anonymous" });
+    assert.equal(anonymous.status, 200);
+    assertLoggedIn(
+      await postLogin(server.url, {
+        provider: "refresh",
+        refreshToken: anonymous.body.refreshToken,
+      }),
+      anonymous.body.userId,
+    );
+    assert.equal(settled, false, "the JWT login still waits for the JWKS");
+    // A second JWT login joins the fetch in flight: one request.
+    const second = jwtLogin(server.url, token);
+    jwks.release();
+    assertLoggedIn(await waiting);
+    assertLoggedIn(await second);
+    assert.equal(jwks.requests, 1);
+  } finally {
+    await server.shutdown();
+  }
+
+  // Shutdown with a fetch in flight: the login is answered, shutdown ends.
+  await using held = new JwksEndpoint();
+  held.keys = jwks.keys;
+  held.mode = "held";
+  const stopping = await serveSync({
+    port: 0,
+    kv: ":memory:",
+    auth: { jwt: { jwksUrl: held.url } },
+    logger: () => {},
+  });
+  const token = await signToken(
+    { alg: "ES256", kid: "k1" },
+    { sub: "alice", exp: Math.floor(Date.now() / 1000) + 600 },
+    pair.privateKey,
+  );
+  const pending = fetch(`${stopping.url}/login`, {
+    method: "POST",
+    body: JSON.stringify({ provider: "jwt", token }),
+    signal: bounded(),
+  });
+  await held.reached.promise;
+  await stopping.shutdown();
+  const answer = await pending.then(
+    async (response) => ({
+      status: response.status,
+      body: await response.json(),
+    }),
+    (error: unknown) => ({ status: 0, body: String(error) }),
+  );
+  assert.equal(answer.status, 503, JSON.stringify(answer));
+  assert.equal(answer.body.error.code, "auth_unavailable");
+  assert.equal(held.requests, 1);
 });
