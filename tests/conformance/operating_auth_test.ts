@@ -654,10 +654,21 @@ Deno.test("GET /health: 200 {status: ok}; 503 {status: unavailable, error: {code
       auth: { allowAnonymous: true },
       logger: () => {},
     });
+    const before = await scrape(server.url);
     const ok = await fetch(`${server.url}/health`);
     assert.equal(ok.status, 200);
     assert.match(ok.headers.get("content-type")!, /^application\/json/);
     assert.deepEqual(await ok.json(), { status: "ok" });
+    // One KV read, nothing else.
+    const after = await scrape(server.url);
+    for (const op of ["get", "get_many", "list", "commit"]) {
+      const name = "tether_kv_operation_seconds_count";
+      assert.equal(
+        get(after, name, { op }) - get(before, name, { op }),
+        op === "get" ? 1 : 0,
+        op,
+      );
+    }
     kv.close();
     kvOpen = false;
     const failed = await fetch(`${server.url}/health`);
@@ -1220,7 +1231,7 @@ Deno.test("auth.jwt.jwksUrl unreachable: JWT logins answer 503 auth_unavailable 
   await using server = await serveSync({
     port: 0,
     kv: ":memory:",
-    auth: { jwt: { jwksUrl: jwks.url }, allowAnonymous: true },
+    auth: { jwt: { jwksUrl: new URL(jwks.url) }, allowAnonymous: true },
     now: clock.now,
     logger: () => {},
   });
@@ -1229,6 +1240,14 @@ Deno.test("auth.jwt.jwksUrl unreachable: JWT logins answer 503 auth_unavailable 
     { sub: "alice", exp: nowSec + 7200 },
     pair.privateKey,
   );
+  // Down from the start: nothing to fall back on.
+  jwks.mode = "down";
+  const never = await jwtLogin(server.url, token);
+  assert.equal(never.status, 503);
+  assert.equal(never.body.error.code, "auth_unavailable");
+  assert.equal(jwks.requests, 1);
+  jwks.mode = "ok";
+  clock.time += 10_000;
   // A JWT user and an anonymous one sync before the provider goes away.
   await using jwtApp = fastApp(server.url);
   const alice = await jwtApp.logIn(Credentials.jwt(token), {
@@ -1238,7 +1257,7 @@ Deno.test("auth.jwt.jwksUrl unreachable: JWT logins answer 503 auth_unavailable 
   await using anonymous = await openClient(fastApp(server.url));
   const firstLogin = await jwtLogin(server.url, token);
   assertLoggedIn(firstLogin);
-  assert.equal(jwks.requests, 1);
+  assert.equal(jwks.requests, 2);
 
   for (const mode of ["down", "garbage"] as const) {
     jwks.mode = mode;
