@@ -1389,3 +1389,92 @@ Deno.test("auth.jwt.jwksUrl slow: a JWT login waiting for the JWKS holds up no a
   assert.equal(answer.body.error.code, "auth_unavailable");
   assert.equal(held.requests, 1);
 });
+
+Deno.test("POST /login: exact answers of the HTTP surface table: 200 tokens (access token for 30 minutes by the server's clock), 400 bad_request, 401/403 login_failed, 204 preflight, 405 other methods", async () => {
+  const secret = "login-surface-secret-login-surface";
+  const clock = new TestClock();
+  await using server = await serveSync({
+    port: 0,
+    kv: ":memory:",
+    auth: { jwtSecret: secret },
+    now: clock.now,
+    logger: () => {},
+  });
+  const token = await signHs256(
+    { sub: "alice", exp: NOW_SEC + 600 },
+    new TextEncoder().encode(secret),
+  );
+  const ok = await jwtLogin(server.url, token);
+  assertLoggedIn(ok);
+  assert.deepEqual(Object.keys(ok.body).sort(), [
+    "accessToken",
+    "accessTokenExpiresAt",
+    "refreshToken",
+    "userId",
+  ]);
+  assert.equal(ok.body.accessTokenExpiresAt, NOW + 30 * 60_000);
+  assert.equal(ok.headers.get("access-control-allow-origin"), "*");
+  const refreshed = await postLogin(server.url, {
+    provider: "refresh",
+    refreshToken: ok.body.refreshToken,
+  });
+  assertLoggedIn(refreshed);
+
+  const raw = async (body: string) => {
+    const response = await fetch(`${server.url}/login`, {
+      method: "POST",
+      body,
+    });
+    return { status: response.status, body: await response.json() };
+  };
+  for (
+    const body of [
+      "not json",
+      "[]",
+      "null",
+      JSON.stringify({ provider: "password", user: "a" }),
+      JSON.stringify({ provider: "jwt" }),
+      JSON.stringify({ provider: "jwt", token: 42 }),
+      JSON.stringify({ provider: "refresh" }),
+      JSON.stringify({ provider: "jwt", token: "x".repeat(70 * 1024) }),
+    ]
+  ) {
+    const answer = await raw(body);
+    assert.equal(answer.status, 400, body.slice(0, 60));
+    assert.equal(answer.body.error.code, "bad_request");
+  }
+  const refusals: Array<[unknown, number]> = [
+    [{ provider: "anonymous" }, 403],
+    [{ provider: "jwt", token: "a.b.c" }, 401],
+    [{
+      provider: "jwt",
+      token: await signHs256(
+        { sub: "alice", exp: NOW_SEC - 1 },
+        new TextEncoder().encode(secret),
+      ),
+    }, 401],
+    [{ provider: "refresh", refreshToken: "garbage" }, 401],
+    [{ provider: "refresh", refreshToken: ok.body.accessToken }, 401],
+  ];
+  for (const [body, status] of refusals) {
+    const answer = await postLogin(server.url, body);
+    assert.equal(answer.status, status, JSON.stringify(body));
+    assert.equal(answer.body.error.code, "login_failed");
+    assert.equal(typeof answer.body.error.message, "string");
+  }
+  const preflight = await fetch(`${server.url}/login`, { method: "OPTIONS" });
+  await preflight.body?.cancel();
+  assert.equal(preflight.status, 204);
+  assert.equal(preflight.headers.get("access-control-allow-origin"), "*");
+  assert.match(preflight.headers.get("access-control-allow-methods")!, /POST/);
+  const wrongMethod = await fetch(`${server.url}/login`);
+  assert.equal(wrongMethod.status, 405);
+  assert.match(wrongMethod.headers.get("allow")!, /POST/);
+  assert.equal((await wrongMethod.json()).error.code, "method_not_allowed");
+
+  // A server without JWT login refuses JWTs with 403.
+  await using anonymousOnly = await startTestServer();
+  const disabled = await jwtLogin(anonymousOnly.url, token);
+  assert.equal(disabled.status, 403);
+  assert.equal(disabled.body.error.code, "login_failed");
+});
