@@ -1478,3 +1478,64 @@ Deno.test("POST /login: exact answers of the HTTP surface table: 200 tokens (acc
   assert.equal(disabled.status, 403);
   assert.equal(disabled.body.error.code, "login_failed");
 });
+
+Deno.test("App with a JWT user: while the server cannot fetch the JWKS, the user's login again (its refresh token refused) is a retried connection_lost, not a logout; once the JWKS is back the session syncs", async () => {
+  await using stack = new AsyncDisposableStack();
+  const jwks = stack.use(new JwksEndpoint());
+  const pair = await rsaPair();
+  jwks.keys = [await publicJwk(pair.publicKey, { kid: "k1" })];
+  const options = {
+    port: 0,
+    kv: ":memory:",
+    auth: { jwt: { jwksUrl: jwks.url } },
+    logger: () => {},
+  };
+  const first = stack.use(await serveSync(options));
+  const proxy = stack.use(new TcpProxy(first.addr));
+  const app = stack.use(fastApp(proxy.url));
+  const token = await signToken(
+    { alg: "RS256", kid: "k1" },
+    { sub: "alice", exp: Math.floor(Date.now() / 1000) + 3600 },
+    pair.privateKey,
+  );
+  const user = await app.logIn(Credentials.jwt(token), { signal: bounded() });
+  const realm = stack.use(await openDownloaded(user, "/~/todos"));
+  // The server is replaced by one on another store (its tokens are not the
+  // old server's) whose identity provider cannot be reached.
+  const clock = new TestClock();
+  clock.time = Date.now();
+  const second = stack.use(await serveSync({ ...options, now: clock.now }));
+  jwks.mode = "down";
+  const states = realm.syncSession.connectionStateChanges({
+    signal: bounded(),
+  });
+  proxy.retarget(second.addr);
+  proxy.dropAll();
+  let unavailable: SyncError | undefined;
+  for await (const change of states) {
+    if (
+      change.retry?.lastError.message.includes("auth_unavailable") ||
+      change.retry?.lastError.message.includes("503")
+    ) {
+      unavailable = change.retry.lastError;
+      break;
+    }
+  }
+  assert.ok(unavailable !== undefined);
+  assert.equal(unavailable.code, "connection_lost");
+  assert.equal(unavailable.willRetry, true);
+  assert.notEqual(realm.syncSession.state, "error");
+  assert.equal(app.currentUser, user, "the user is still logged in");
+  // The provider is back (and 10 s have passed for the server): a retry
+  // asked for by hand logs in and syncs.
+  jwks.mode = "ok";
+  clock.time += 10_000;
+  realm.syncSession.pause();
+  realm.syncSession.resume();
+  const receipt = await realm.write((tx) => tx.put("Task", "after", {}));
+  await receipt.waitForUpload({ signal: bounded() });
+  assert.deepEqual(
+    await second.realm("/alice/todos").get("Task", "after"),
+    {},
+  );
+});
