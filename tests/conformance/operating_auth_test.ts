@@ -1348,9 +1348,28 @@ Deno.test("auth.jwt.jwksUrl slow: a JWT login waiting for the JWKS holds up no a
     assert.equal(settled, false, "the JWT login still waits for the JWKS");
     // A second JWT login joins the fetch in flight: one request.
     const second = jwtLogin(server.url, token);
+    // App.logIn waiting on it: an abort rejects with the signal's reason
+    // and leaves no user; two concurrent logins of one user share a User.
+    await using app = fastApp(server.url);
+    const aborter = new AbortController();
+    const aborted = app.logIn(Credentials.jwt(token), {
+      signal: aborter.signal,
+    });
+    const reason = new Error("the user gave up");
+    aborter.abort(reason);
+    await assert.rejects(aborted, (error: unknown) => error === reason);
+    assert.equal(app.currentUser, undefined);
+    const both = Promise.all([
+      app.logIn(Credentials.jwt(token), { signal: bounded() }),
+      app.logIn(Credentials.jwt(token), { signal: bounded() }),
+    ]);
     jwks.release();
     assertLoggedIn(await waiting);
     assertLoggedIn(await second);
+    const [one, two] = await both;
+    assert.equal(one, two, "one User for one user id");
+    assert.equal(one.id, "alice");
+    assert.deepEqual(app.allUsers, [one]);
     assert.equal(jwks.requests, 1);
   } finally {
     await server.shutdown();
