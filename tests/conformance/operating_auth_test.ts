@@ -535,6 +535,23 @@ Deno.test("createSyncHandler() without adminToken: /metrics and /status to loopb
       assert.equal(typeof body.error.message, "string");
     }
   }
+  // Other methods: 405 with Allow.
+  for (const route of ["/metrics", "/status", "/health"]) {
+    const wrong = await handler.fetch(
+      new Request(`http://app/api/sync${route}`, { method: "POST" }),
+      LOOPBACK,
+    );
+    assert.equal(wrong.status, 405, route);
+    assert.match(wrong.headers.get("allow")!, /GET/);
+    assert.equal((await wrong.json()).error.code, "method_not_allowed");
+  }
+  // Outside the prefix: 404.
+  const outside = await handler.fetch(
+    new Request("http://app/metrics"),
+    LOOPBACK,
+  );
+  assert.equal(outside.status, 404);
+  await outside.body?.cancel();
   const health = await handler.fetch(
     new Request("http://app/api/sync/health"),
     REMOTE,
@@ -1165,7 +1182,7 @@ Deno.test("auth.jwt.jwksUrl: keys fetched when first needed, cached for max-age 
   assert.equal(jwks.requests, 0, "nothing fetched before a token needs it");
   const k1 = await signToken(
     { alg: "RS256", kid: "k1" },
-    claimsAt(NOW_SEC, { exp: NOW_SEC + 3600 }),
+    claimsAt(NOW_SEC, { exp: NOW_SEC + 3 * 86_400 }),
     first.privateKey,
   );
   const answers = await Promise.all(
@@ -1219,6 +1236,25 @@ Deno.test("auth.jwt.jwksUrl: keys fetched when first needed, cached for max-age 
   assertLoggedIn(await jwtLogin(server.url, k2), "bob");
   assertLoggedIn(await jwtLogin(server.url, k1));
   assert.equal(jwks.requests, 5);
+
+  // max-age is bounded: at least 10 s, at most a day (docs/SERVER.md).
+  jwks.cacheControl = "max-age=0";
+  clock.time += 120_000;
+  assertLoggedIn(await jwtLogin(server.url, k1));
+  assert.equal(jwks.requests, 6);
+  clock.time += 9_999;
+  assertLoggedIn(await jwtLogin(server.url, k1));
+  assert.equal(jwks.requests, 6, "max-age=0 still caches for 10 s");
+  jwks.cacheControl = "max-age=8640000";
+  clock.time += 1;
+  assertLoggedIn(await jwtLogin(server.url, k1));
+  assert.equal(jwks.requests, 7);
+  clock.time += 24 * 3_600_000 - 1;
+  assertLoggedIn(await jwtLogin(server.url, k1));
+  assert.equal(jwks.requests, 7);
+  clock.time += 1;
+  assertLoggedIn(await jwtLogin(server.url, k1));
+  assert.equal(jwks.requests, 8, "refetched after a day whatever max-age says");
 });
 
 Deno.test("auth.jwt.jwksUrl unreachable: JWT logins answer 503 auth_unavailable with Retry-After (App.logIn: a retryable SyncError) while anonymous and refresh logins and open sessions keep working; logins recover with the JWKS", async () => {
@@ -1258,6 +1294,21 @@ Deno.test("auth.jwt.jwksUrl unreachable: JWT logins answer 503 auth_unavailable 
   const firstLogin = await jwtLogin(server.url, token);
   assertLoggedIn(firstLogin);
   assert.equal(jwks.requests, 2);
+  // A token naming an unknown key while the JWKS is down cannot be judged
+  // (503); tokens of the cached keys still can.
+  clock.time += 10_000;
+  jwks.mode = "down";
+  const rotated = await signToken(
+    { alg: "RS256", kid: "k9" },
+    { sub: "alice", exp: nowSec + 7200 },
+    pair.privateKey,
+  );
+  const unknownKid = await jwtLogin(server.url, rotated);
+  assert.equal(unknownKid.status, 503);
+  assert.equal(unknownKid.body.error.code, "auth_unavailable");
+  assert.equal(jwks.requests, 3);
+  assertLoggedIn(await jwtLogin(server.url, token));
+  assert.equal(jwks.requests, 3);
 
   for (const mode of ["down", "garbage"] as const) {
     jwks.mode = mode;
