@@ -829,6 +829,7 @@ async function postLogin(baseUrl: string, body: unknown): Promise<LoginAnswer> {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify(body),
+    signal: bounded(),
   });
   return {
     status: response.status,
@@ -857,8 +858,7 @@ class JwksEndpoint implements AsyncDisposable {
   mode: "ok" | "down" | "garbage" | "held" = "ok";
   cacheControl: string | null = null;
   requests = 0;
-  /** Resolves when a request arrives in "held" mode. */
-  reached = Promise.withResolvers<void>();
+  #reached = Promise.withResolvers<void>();
   #held = Promise.withResolvers<void>();
   #server: Deno.HttpServer<Deno.NetAddr>;
 
@@ -873,6 +873,19 @@ class JwksEndpoint implements AsyncDisposable {
     return `http://127.0.0.1:${this.#server.addr.port}/.well-known/jwks.json`;
   }
 
+  /** Resolves when a request has arrived in "held" mode, within one wait. */
+  reached(): Promise<void> {
+    const signal = bounded();
+    return new Promise((resolve, reject) => {
+      const onAbort = () => reject(new Error("the JWKS was never fetched"));
+      signal.addEventListener("abort", onAbort, { once: true });
+      this.#reached.promise.then(() => {
+        signal.removeEventListener("abort", onAbort);
+        resolve();
+      });
+    });
+  }
+
   /** Lets requests held in "held" mode go on, answering as "ok". */
   release(): void {
     this.#held.resolve();
@@ -881,7 +894,7 @@ class JwksEndpoint implements AsyncDisposable {
   async #answer(): Promise<Response> {
     this.requests++;
     if (this.mode === "held") {
-      this.reached.resolve();
+      this.#reached.resolve();
       await this.#held.promise;
       return Response.json({ keys: this.keys });
     }
@@ -1386,7 +1399,7 @@ Deno.test("auth.jwt.jwksUrl slow: a JWT login waiting for the JWKS holds up no a
     );
     let settled = false;
     const waiting = jwtLogin(server.url, token).finally(() => settled = true);
-    await jwks.reached.promise;
+    await jwks.reached();
     // Meanwhile everything else is answered.
     await using client = await openClient(fastApp(server.url));
     await (await client.realm.write((tx) => tx.put("Task", "t", {})))
@@ -1450,7 +1463,7 @@ Deno.test("auth.jwt.jwksUrl slow: a JWT login waiting for the JWKS holds up no a
     body: JSON.stringify({ provider: "jwt", token }),
     signal: bounded(),
   });
-  await held.reached.promise;
+  await held.reached();
   await stopping.shutdown();
   const answer = await pending.then(
     async (response) => ({
