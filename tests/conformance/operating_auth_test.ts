@@ -458,6 +458,34 @@ Deno.test("GET /metrics: tether_errors_total{code}, tether_rejected_writes_total
   );
 });
 
+Deno.test("tether_realms and server.stats().realms count the realms open in this process: those with sessions, and one a server-side changes() feed holds while it runs", async () => {
+  await using server = await startTestServer();
+  const realm = server.realm("/backend/jobs");
+  await realm.write((tx) => tx.put("Job", "j1", {}));
+  // A write alone leaves nothing open.
+  assert.equal(server.stats().realms, 0);
+  assert.equal(get(await scrape(server.url), "tether_realms"), 0);
+  const stop = new AbortController();
+  const feed = realm.changes({ since: 0, signal: stop.signal })
+    [Symbol.asyncIterator]();
+  try {
+    assert.equal((await feed.next()).value?.version, 1);
+    await using _client = await openClient(fastApp(server.url));
+    assert.equal(server.stats().realms, 2);
+    assert.equal(get(await scrape(server.url), "tether_realms"), 2);
+    assert.equal(get(await scrape(server.url), "tether_sessions"), 1);
+  } finally {
+    stop.abort();
+    await feed.return?.();
+  }
+  await server.waitForLog(
+    (record) => record.event === "connection_closed",
+    bounded(),
+  );
+  assert.equal(server.stats().realms, 0);
+  assert.equal(get(await scrape(server.url), "tether_realms"), 0);
+});
+
 // ---------------------------------------------------------------------------
 // Access to /metrics and /status
 
