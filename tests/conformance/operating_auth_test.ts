@@ -227,6 +227,74 @@ async function scrape(
   return parseExposition(await response.text());
 }
 
+// The reader above must refuse what Prometheus refuses, or the tests that
+// use it prove nothing.
+Deno.test("the strict exposition reader of this file refuses malformed text", () => {
+  const histogram = (lines: string[]) =>
+    ["# HELP h_seconds h", "# TYPE h_seconds histogram", ...lines, ""].join(
+      "\n",
+    );
+  const good = histogram([
+    'h_seconds_bucket{le="0.1"} 1',
+    'h_seconds_bucket{le="+Inf"} 2',
+    "h_seconds_sum 0.3",
+    "h_seconds_count 2",
+  ]);
+  assert.equal(parseExposition(good).get("h_seconds")?.samples.length, 4);
+  const bad: Array<[string, string]> = [
+    ["no trailing newline", good.slice(0, -1)],
+    ["sample without TYPE", "# HELP c_total c\nc_total 1\n"],
+    ["sample without HELP", "# TYPE c_total counter\nc_total 1\n"],
+    [
+      "TYPE after samples",
+      "# HELP c_total c\n# TYPE c_total counter\nc_total 1\n# TYPE c_total counter\n",
+    ],
+    [
+      "family split",
+      '# HELP a a\n# TYPE a gauge\na 1\n# HELP b b\n# TYPE b gauge\nb 1\na{x="1"} 2\n',
+    ],
+    ["bad label", '# HELP a a\n# TYPE a gauge\na{1x="1"} 1\n'],
+    ["unquoted label", "# HELP a a\n# TYPE a gauge\na{x=1} 1\n"],
+    ["bad value", "# HELP a a\n# TYPE a gauge\na one\n"],
+    [
+      "negative counter",
+      "# HELP c_total c\n# TYPE c_total counter\nc_total -1\n",
+    ],
+    [
+      "not cumulative",
+      histogram([
+        'h_seconds_bucket{le="0.1"} 2',
+        'h_seconds_bucket{le="+Inf"} 1',
+        "h_seconds_sum 0.3",
+        "h_seconds_count 1",
+      ]),
+    ],
+    [
+      "+Inf is not _count",
+      histogram([
+        'h_seconds_bucket{le="+Inf"} 2',
+        "h_seconds_sum 0.3",
+        "h_seconds_count 3",
+      ]),
+    ],
+    [
+      "no +Inf",
+      histogram([
+        'h_seconds_bucket{le="0.1"} 2',
+        "h_seconds_sum 0.3",
+        "h_seconds_count 2",
+      ]),
+    ],
+    [
+      "no _sum",
+      histogram(['h_seconds_bucket{le="+Inf"} 2', "h_seconds_count 2"]),
+    ],
+  ];
+  for (const [name, text] of bad) {
+    assert.throws(() => parseExposition(text), assert.AssertionError, name);
+  }
+});
+
 /** Every family DESIGN.md names, with its type and label names. */
 const FAMILIES: Array<[string, string, string[]]> = [
   ["tether_connections", "gauge", []],
