@@ -1244,7 +1244,15 @@ Deno.test("auth.jwt: the algorithm comes from the key: alg none, HS256 signed wi
   }
 });
 
-Deno.test("serveSync() refuses auth.jwt options that cannot work with a TypeError naming the field", async () => {
+Deno.test("serveSync() refuses auth options that cannot work (no way to log in, bad auth.jwt fields) with a TypeError naming the field", async () => {
+  for (const auth of [{}, { allowAnonymous: false }, { jwtSecret: "" }]) {
+    await assert.rejects(
+      serveSync({ port: 0, kv: ":memory:", auth, logger: () => {} }),
+      (error: unknown) =>
+        error instanceof TypeError && /auth/.test(error.message),
+      JSON.stringify(auth),
+    );
+  }
   const rsa = await rsaPair();
   const pem = await spkiPem(rsa.publicKey);
   const cases: Array<[unknown, RegExp]> = [
