@@ -1,0 +1,398 @@
+// Conformance: DESIGN.md "Client reset" (docs/CLIENT.md "Client reset",
+// docs/SERVER.md "A client the server cannot continue") through the public
+// API only: servers in this process on KV files that the test copies,
+// wipes and restores, reached through a proxy that follows them.
+
+import assert from "node:assert/strict";
+import {
+  type App,
+  type ClientResetMode,
+  type ClientResetResult,
+  type ConnectionStateChange,
+  Credentials,
+  type LogRecord,
+  type Realm,
+  type RealmChange,
+  SyncError,
+  type WriteReceipt,
+} from "../../mod.ts";
+import type { ServeSyncOptions } from "../../server.ts";
+import { fastApp } from "./_helpers.ts";
+import { TcpProxy } from "../_helpers/tcp_proxy.ts";
+import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
+import { epochSeconds, signUserJwt } from "../_helpers/user_jwt.ts";
+import { bounded, Recorder } from "../_helpers/waits.ts";
+
+const SECRET = "conformance-client-reset-secret";
+/** Waits that span a server restart and a reset under load. */
+const RESET_MS = 20_000;
+const PATH = "/alice/todos";
+
+/**
+ * One server at a time on a KV file of a temporary directory, behind a
+ * proxy whose address never changes: `restart` shuts the server down (the
+ * store is then safe to copy) and starts another on the given store.
+ */
+class Stage implements AsyncDisposable {
+  readonly dir: string;
+  readonly proxy: TcpProxy;
+  server: TestServer;
+
+  private constructor(dir: string, proxy: TcpProxy, server: TestServer) {
+    this.dir = dir;
+    this.proxy = proxy;
+    this.server = server;
+  }
+
+  /**
+   * A server on `live.kv`; `empty.kv` is a copy of its store before any
+   * client wrote (it holds the signing key, so tokens stay valid: a wiped
+   * realm, not a new server).
+   */
+  static async open(): Promise<Stage> {
+    const dir = await Deno.makeTempDir();
+    const first = await startServer(`${dir}/live.kv`);
+    await first.shutdown();
+    await copyStore(`${dir}/live.kv`, `${dir}/empty.kv`);
+    const server = await startServer(`${dir}/live.kv`);
+    return new Stage(dir, new TcpProxy(server.addr), server);
+  }
+
+  get url(): string {
+    return this.proxy.url;
+  }
+
+  /** Shuts the server down and copies its store to `name`. */
+  async backup(name: string): Promise<void> {
+    await this.server.shutdown();
+    await copyStore(`${this.dir}/live.kv`, `${this.dir}/${name}`);
+    await this.#start(`${this.dir}/live.kv`);
+  }
+
+  /**
+   * Shuts the server down, runs `edit` on its stopped store, and starts a
+   * server on a copy of `from` (a backup, `empty.kv`, or `live.kv` itself)
+   * as the new live store.
+   */
+  async restart(
+    from: string,
+    options: Partial<ServeSyncOptions> = {},
+    edit?: (kv: Deno.Kv) => Promise<void>,
+  ): Promise<TestServer> {
+    await this.server.shutdown();
+    if (from !== "live.kv") {
+      await copyStore(`${this.dir}/${from}`, `${this.dir}/live.kv`);
+    }
+    if (edit !== undefined) {
+      const kv = await Deno.openKv(`${this.dir}/live.kv`);
+      try {
+        await edit(kv);
+      } finally {
+        kv.close();
+      }
+    }
+    return await this.#start(`${this.dir}/live.kv`, options);
+  }
+
+  async #start(
+    kvPath: string,
+    options: Partial<ServeSyncOptions> = {},
+  ): Promise<TestServer> {
+    this.server = await startServer(kvPath, options);
+    this.proxy.retarget(this.server.addr);
+    // Connections still open to the old server's address are cut.
+    this.proxy.dropAll();
+    return this.server;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.proxy[Symbol.asyncDispose]();
+    await this.server.shutdown();
+    await Deno.remove(this.dir, { recursive: true });
+  }
+}
+
+function startServer(
+  kv: string,
+  options: Partial<ServeSyncOptions> = {},
+): Promise<TestServer> {
+  return startTestServer({
+    kv,
+    auth: { jwtSecret: SECRET },
+    shutdownTimeoutMs: 500,
+    ...options,
+  });
+}
+
+/** Copies a KV file with its write-ahead log, replacing `to`. */
+async function copyStore(from: string, to: string): Promise<void> {
+  for (const suffix of ["", "-wal", "-shm"]) {
+    await Deno.remove(`${to}${suffix}`).catch(() => {});
+    await Deno.copyFile(`${from}${suffix}`, `${to}${suffix}`).catch(
+      (error) => {
+        if (!(error instanceof Deno.errors.NotFound)) throw error;
+      },
+    );
+  }
+}
+
+async function alice(): Promise<Credentials> {
+  return Credentials.jwt(
+    await signUserJwt(SECRET, { sub: "alice", exp: epochSeconds(3_600_000) }),
+  );
+}
+
+/** What the reset hooks of a realm saw. */
+interface HookLog {
+  before: { ids: string[]; objects: unknown[] }[];
+  after: { result: ClientResetResult; ids: string[] }[];
+  /** With `probeWrite`, what a write in onBefore did. */
+  writeInBefore: unknown[];
+  probeWrite: boolean;
+  done: PromiseWithResolvers<void>;
+}
+
+/** Opens alice's realm on `app` in `mode`, recording its hooks. */
+async function openAlice(
+  app: App,
+  mode?: ClientResetMode,
+  hookLog?: HookLog,
+): Promise<Realm> {
+  const user = await app.logIn(await alice());
+  return await user.openRealm({
+    path: "/~/todos",
+    waitForDownload: true,
+    signal: bounded(),
+    clientReset: {
+      ...(mode === undefined ? {} : { mode }),
+      onBefore: async (realm) => {
+        hookLog?.before.push({
+          ids: ids(realm),
+          objects: sorted(realm),
+        });
+        if (!hookLog?.probeWrite) return;
+        // The realm is read-only here: a write must throw.
+        try {
+          await realm.write((tx) => tx.put("Task", "from-onBefore", {}));
+          hookLog?.writeInBefore.push("the write was committed");
+        } catch (error) {
+          hookLog?.writeInBefore.push(error);
+        }
+      },
+      onAfter: (realm, result) => {
+        hookLog?.after.push({ result, ids: ids(realm) });
+        hookLog?.done.resolve();
+      },
+    },
+  });
+}
+
+function hookLog(probeWrite = false): HookLog {
+  return {
+    before: [],
+    after: [],
+    writeInBefore: [],
+    probeWrite,
+    done: Promise.withResolvers(),
+  };
+}
+
+function ids(realm: Realm): string[] {
+  return realm.objects("Task").map((o) => o.id).sort();
+}
+
+function sorted(realm: Realm): unknown[] {
+  return [...realm.objects("Task")].sort((a, b) => a.id.localeCompare(b.id));
+}
+
+function write(realm: Realm, id: string, fields: Record<string, unknown>) {
+  return realm.write((tx) => tx.put("Task", id, fields as never));
+}
+
+async function uploaded(receipt: Promise<WriteReceipt>): Promise<void> {
+  await (await receipt).waitForUpload({ signal: bounded(RESET_MS) });
+}
+
+async function rejection(promise: Promise<unknown>): Promise<SyncError> {
+  const error = await promise.then(
+    () => assert.fail("resolved where it had to reject"),
+    (error: unknown) => error,
+  );
+  assert.ok(error instanceof SyncError, String(error));
+  return error;
+}
+
+/** The remote items of a changes() recording, each sorted by id. */
+function remote(changes: Recorder<RealmChange>): RealmChange["changes"][] {
+  return changes.items.filter((c) => c.origin === "remote").map((c) =>
+    [...c.changes].sort((x, y) => x.id.localeCompare(y.id))
+  );
+}
+
+function resetChange(
+  states: Recorder<ConnectionStateChange>,
+): Promise<ConnectionStateChange> {
+  return states.until((c) => c.error?.code === "client_reset", {
+    signal: bounded(RESET_MS),
+  });
+}
+
+/** The realm as a client that bootstraps afresh sees it. */
+async function freshView(url: string): Promise<unknown[]> {
+  await using app = fastApp(url);
+  await using realm = await openAlice(app);
+  return sorted(realm);
+}
+
+/**
+ * Each way the server can lose the client's history, from the same start:
+ * alice's realm holds t1 (acknowledged) and, after `setUp`, the client is
+ * paused with a pending t9 when `lose` restarts the server.
+ */
+interface Trigger {
+  name: string;
+  /** Runs while the client is online, after t1. */
+  setUp: (stage: Stage, realm: Realm) => Promise<void>;
+  /** Restarts the server on a store that cannot continue the history. */
+  lose: (stage: Stage) => Promise<void>;
+  /** The Task ids on the server after `lose`. */
+  server: string[];
+}
+
+const TRIGGERS: Trigger[] = [
+  {
+    name: "restored from a backup older than the download cursor",
+    setUp: async (stage, realm) => {
+      await stage.backup("backup.kv");
+      await uploaded(write(realm, "t2", { n: 2 }));
+    },
+    lose: async (stage) => {
+      await stage.restart("backup.kv");
+    },
+    server: ["t1"],
+  },
+  {
+    name: "data wiped",
+    setUp: () => Promise.resolve(),
+    lose: async (stage) => {
+      await stage.restart("empty.kv");
+    },
+    server: [],
+  },
+  {
+    name: "realm recreated under the same path",
+    setUp: () => Promise.resolve(),
+    lose: async (stage) => {
+      // The realm's keys go (docs/SERVER.md "Storage"), the signing key
+      // stays; then the realm is written anew under the same path.
+      const server = await stage.restart("live.kv", {}, async (kv) => {
+        const doomed = kv.list({ prefix: ["tether", "realm", PATH] });
+        for await (const entry of doomed) await kv.delete(entry.key);
+      });
+      await server.realm(PATH).write((tx) => tx.put("Task", "r1", { n: 1 }));
+    },
+    server: ["r1"],
+  },
+  {
+    name:
+      "restored from a backup, then written past the client's download cursor (version salts differ)",
+    setUp: async (stage, realm) => {
+      await stage.backup("backup.kv");
+      // Written by the backend, so the client's own upload cursor stays
+      // within the backup.
+      await stage.server.realm(PATH).write((tx) => tx.put("Task", "t2", {}));
+      await stage.server.realm(PATH).write((tx) => tx.put("Task", "t3", {}));
+      await realm.syncSession.waitForDownload({ signal: bounded(RESET_MS) });
+      assert.deepEqual(ids(realm), ["t1", "t2", "t3"]);
+    },
+    lose: async (stage) => {
+      const server = await stage.restart("backup.kv");
+      for (const id of ["u1", "u2", "u3", "u4"]) {
+        await server.realm(PATH).write((tx) => tx.put("Task", id, {}));
+      }
+    },
+    server: ["t1", "u1", "u2", "u3", "u4"],
+  },
+];
+
+Deno.test("clientReset: every way the server loses a client's history (restored from a backup, wiped, realm recreated, history rewritten past the cursor) resets the session instead of failing: a non-fatal client_reset on the state change leaving connecting/connected, hooks once each, the pending write recovered and uploaded, one remote change, stats().clientResets 1, the session active and equal to a fresh client", async () => {
+  for (const trigger of TRIGGERS) {
+    const context = `trigger: ${trigger.name}`;
+    await using stage = await Stage.open();
+    await using app = fastApp(stage.url);
+    const hooks = hookLog();
+    await using realm = await openAlice(app, "recover", hooks);
+    await uploaded(write(realm, "t1", { n: 1 }));
+    await trigger.setUp(stage, realm);
+    const before = ids(realm);
+
+    realm.syncSession.pause();
+    const t9 = await write(realm, "t9", { n: 9 });
+    await trigger.lose(stage);
+    await using states = new Recorder(
+      realm.syncSession.connectionStateChanges({ signal: bounded(RESET_MS) }),
+    );
+    await using changes = new Recorder(
+      realm.changes({ signal: bounded(RESET_MS) }),
+    );
+    realm.syncSession.resume();
+
+    const change = await resetChange(states);
+    assert.ok(
+      change.previous === "connecting" || change.previous === "connected",
+      `${context}: ${JSON.stringify(change)}`,
+    );
+    assert.notEqual(change.current, change.previous, context);
+    const error = change.error!;
+    assert.ok(error instanceof SyncError, context);
+    assert.equal(error.isFatal, false, context);
+    assert.ok(error.cause instanceof SyncError, context);
+    assert.equal(
+      (error.cause as SyncError).code,
+      "client_reset_required",
+      context,
+    );
+    await t9.waitForUpload({ signal: bounded(RESET_MS) });
+    await hooks.done.promise;
+    const after = [...trigger.server, "t9"].sort();
+    assert.deepEqual(
+      hooks.before.map((b) => b.ids),
+      [[...before, "t9"].sort()],
+      context,
+    );
+    assert.deepEqual(hooks.after, [{
+      result: { recovered: 1, discarded: 0 },
+      ids: after,
+    }], context);
+    assert.deepEqual(ids(realm), after, context);
+    assert.equal(realm.syncSession.stats().clientResets, 1, context);
+    assert.equal(realm.syncSession.state, "active", context);
+    assert.equal(realm.syncSession.error, undefined, context);
+    // No other change of state carried an error.
+    assert.deepEqual(
+      states.items.filter((c) => c.error !== undefined).map((c) =>
+        c.error!.code
+      ),
+      ["client_reset"],
+      context,
+    );
+
+    // The reset's visible effect is one remote transaction: what the
+    // client held and the server lost goes, what the server holds comes.
+    const removed = before.filter((id) => !after.includes(id));
+    const added = after.filter((id) => !before.includes(id) && id !== "t9");
+    assert.deepEqual(
+      remote(changes).map((items) => items.map((c) => `${c.op} ${c.id}`)),
+      [[
+        ...removed.map((id) => `delete ${id}`),
+        ...added.map((id) => `put ${id}`),
+      ].sort((x, y) => x.split(" ")[1]!.localeCompare(y.split(" ")[1]!))],
+      context,
+    );
+
+    // Everyone agrees, and later writes go on syncing.
+    await uploaded(write(realm, "t10", { n: 10 }));
+    assert.deepEqual(await freshView(stage.url), sorted(realm), context);
+    assert.equal(realm.syncSession.stats().clientResets, 1, context);
+  }
+});
