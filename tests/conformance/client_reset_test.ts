@@ -201,8 +201,11 @@ function ids(realm: Realm): string[] {
   return realm.objects("Task").map((o) => o.id).sort();
 }
 
+/** The realm's tasks by id, each as `{ id, ...fields }`. */
 function sorted(realm: Realm): unknown[] {
-  return [...realm.objects("Task")].sort((a, b) => a.id.localeCompare(b.id));
+  return realm.objects("Task").map((o) => ({ id: o.id, ...o.fields })).sort(
+    (a, b) => a.id.localeCompare(b.id),
+  );
 }
 
 function write(realm: Realm, id: string, fields: Record<string, unknown>) {
@@ -394,5 +397,274 @@ Deno.test("clientReset: every way the server loses a client's history (restored 
     await uploaded(write(realm, "t10", { n: 10 }));
     assert.deepEqual(await freshView(stage.url), sorted(realm), context);
     assert.equal(realm.syncSession.stats().clientResets, 1, context);
+  }
+});
+
+Deno.test("clientReset recover: the unacknowledged write is re-applied with its original stamp, so last-writer-wins decides as if nothing had happened: a newer server-side write of one field wins, the local write of another field newer than the server's wins", async () => {
+  await using stage = await Stage.open();
+  await using app = fastApp(stage.url);
+  await using realm = await openAlice(app, "recover");
+  await uploaded(
+    realm.write((tx) => tx.put("Task", "o", { x: "acked", y: "acked" })),
+  );
+  realm.syncSession.pause();
+  const local = await realm.write((tx) =>
+    tx.update("Task", "o", { x: "local", y: "local" })
+  );
+  // The wiped server's backend writes o an hour before the local write
+  // (y) and an hour after it (x), by its clock.
+  let offset = 0;
+  const server = await stage.restart("empty.kv", {
+    now: () => Date.now() + offset,
+  });
+  offset = -3_600_000;
+  await server.realm(PATH).write((tx) =>
+    tx.put("Task", "o", { x: "server-old", y: "server-old" })
+  );
+  offset = 3_600_000;
+  await server.realm(PATH).write((tx) =>
+    tx.update("Task", "o", { x: "server-new" })
+  );
+  offset = 0;
+  await using changes = new Recorder(
+    realm.changes({ signal: bounded(RESET_MS) }),
+  );
+  realm.syncSession.resume();
+
+  await local.waitForUpload({ signal: bounded(RESET_MS) });
+  assert.equal(realm.syncSession.stats().clientResets, 1);
+  const expected = { x: "server-new", y: "local" };
+  assert.deepEqual(realm.get("Task", "o"), expected);
+  assert.deepEqual(await server.realm(PATH).get("Task", "o"), expected);
+  assert.deepEqual(await freshView(stage.url), [{ id: "o", ...expected }]);
+  // The server's put replaced the object: a put of all of it.
+  assert.deepEqual(remote(changes), [[{
+    type: "Task",
+    id: "o",
+    op: "put",
+    fields: expected,
+  }]]);
+});
+
+Deno.test("clientReset recoverAll after a restore from a backup: also re-uploads what the server lost or holds older (an updated field, a new object, a delete), keeps what the server holds newer, and onAfter counts the synthesized upload as one; recover in the same story re-uploads only the pending write", async () => {
+  for (const mode of ["recoverAll", "recover"] as const) {
+    await using stage = await Stage.open();
+    await using app = fastApp(stage.url);
+    const hooks = hookLog();
+    await using realm = await openAlice(app, mode, hooks);
+    await uploaded(realm.write((tx) => {
+      tx.put("Task", "o", { a: 1, b: 1 });
+      tx.put("Task", "d", { x: 1 });
+    }));
+    await stage.backup("backup.kv");
+    // Acknowledged after the backup, so lost by the restore.
+    await uploaded(realm.write((tx) => tx.update("Task", "o", { a: 2 })));
+    await uploaded(realm.write((tx) => tx.delete("Task", "d")));
+    await uploaded(write(realm, "n", { z: 1 }));
+    realm.syncSession.pause();
+    const pending = await write(realm, "p", { q: 1 });
+    const server = await stage.restart("backup.kv");
+    // Newer than the client's b.
+    await server.realm(PATH).write((tx) => tx.update("Task", "o", { b: 5 }));
+    await using changes = new Recorder(
+      realm.changes({ signal: bounded(RESET_MS) }),
+    );
+    realm.syncSession.resume();
+
+    await pending.waitForUpload({ signal: bounded(RESET_MS) });
+    await hooks.done.promise;
+    await realm.syncSession.waitForUpload({ signal: bounded(RESET_MS) });
+    const expected = mode === "recoverAll"
+      ? [
+        { id: "n", z: 1 },
+        { id: "o", a: 2, b: 5 },
+        { id: "p", q: 1 },
+      ]
+      : [
+        { id: "d", x: 1 },
+        { id: "o", a: 1, b: 5 },
+        { id: "p", q: 1 },
+      ];
+    assert.deepEqual(sorted(realm), expected, mode);
+    assert.deepEqual(hooks.after, [{
+      result: { recovered: mode === "recoverAll" ? 2 : 1, discarded: 0 },
+      ids: expected.map((o) => o.id),
+    }], mode);
+    assert.deepEqual(
+      remote(changes),
+      [
+        mode === "recoverAll"
+          ? [{ type: "Task", id: "o", op: "update", fields: { b: 5 } }]
+          : [
+            { type: "Task", id: "d", op: "put", fields: { x: 1 } },
+            { type: "Task", id: "n", op: "delete" },
+            { type: "Task", id: "o", op: "update", fields: { a: 1, b: 5 } },
+          ],
+      ],
+      mode,
+    );
+    assert.deepEqual(await freshView(stage.url), expected, mode);
+  }
+});
+
+Deno.test("clientReset discard and manual with two pending writes: discard drops both (receipts reject with client_reset, onAfter counts 2, nothing pending, the session active); manual fails the session with client_reset_required, rejects both receipts and session waits with it, calls no hook and keeps the local data", async () => {
+  for (const mode of ["discard", "manual"] as const) {
+    await using stage = await Stage.open();
+    await using app = fastApp(stage.url);
+    const hooks = hookLog();
+    await using realm = await openAlice(app, mode, hooks);
+    await uploaded(write(realm, "t1", { n: 1 }));
+    realm.syncSession.pause();
+    const p1 = await write(realm, "p1", {});
+    const p2 = await write(realm, "p2", {});
+    const server = await stage.restart("empty.kv");
+    await server.realm(PATH).write((tx) => tx.put("Task", "s1", {}));
+    await using states = new Recorder(
+      realm.syncSession.connectionStateChanges({ signal: bounded(RESET_MS) }),
+    );
+    await using changes = new Recorder(
+      realm.changes({ signal: bounded(RESET_MS) }),
+    );
+    realm.syncSession.resume();
+
+    const errors = [
+      await rejection(p1.waitForUpload({ signal: bounded(RESET_MS) })),
+      await rejection(p2.waitForUpload({ signal: bounded(RESET_MS) })),
+    ];
+    if (mode === "discard") {
+      for (const error of errors) {
+        assert.equal(error.code, "client_reset");
+        assert.equal(error.isFatal, false);
+      }
+      await hooks.done.promise;
+      assert.deepEqual(hooks.after, [{
+        result: { recovered: 0, discarded: 2 },
+        ids: ["s1"],
+      }]);
+      assert.deepEqual(realm.pendingWrites(), []);
+      assert.equal(realm.syncSession.stats().pendingUploadChangesets, 0);
+      await realm.syncSession.waitForUpload({ signal: bounded(RESET_MS) });
+      assert.deepEqual(ids(realm), ["s1"]);
+      assert.deepEqual(remote(changes), [[
+        { type: "Task", id: "p1", op: "delete" },
+        { type: "Task", id: "p2", op: "delete" },
+        { type: "Task", id: "s1", op: "put", fields: {} },
+        { type: "Task", id: "t1", op: "delete" },
+      ]]);
+      assert.equal(realm.syncSession.state, "active");
+      assert.equal(realm.syncSession.stats().clientResets, 1);
+      // The receipts keep their answer; later writes sync.
+      assert.equal(
+        (await rejection(p1.waitForUpload({ signal: bounded() }))).code,
+        "client_reset",
+      );
+      await uploaded(write(realm, "t2", {}));
+      assert.deepEqual(await freshView(stage.url), sorted(realm));
+    } else {
+      for (const error of errors) {
+        assert.equal(error.code, "client_reset_required");
+        assert.equal(error.isFatal, true);
+      }
+      await states.finished(bounded(RESET_MS));
+      assert.equal(states.outcome?.kind, "error");
+      assert.equal(realm.syncSession.state, "error");
+      assert.equal(realm.syncSession.error?.code, "client_reset_required");
+      assert.equal(
+        (await rejection(
+          realm.syncSession.waitForDownload({ signal: bounded() }),
+        )).code,
+        "client_reset_required",
+      );
+      assert.deepEqual(hooks.before, []);
+      assert.deepEqual(hooks.after, []);
+      assert.deepEqual(ids(realm), ["p1", "p2", "t1"]);
+      assert.deepEqual(remote(changes), []);
+      assert.equal(realm.syncSession.stats().clientResets, 0);
+      assert.equal(await server.realm(PATH).get("Task", "p1"), undefined);
+    }
+  }
+});
+
+Deno.test("clientReset hooks: onBefore gets the realm as it was, read-only (a write in it throws and commits nothing), onAfter the realm as it is; a hook that throws is logged and the reset goes on; a second reset counts again", async () => {
+  await using stage = await Stage.open();
+  const logs: LogRecord[] = [];
+  await using app = fastApp(stage.url, { logger: (r) => logs.push(r) });
+  const hooks = hookLog(true);
+  let throwing = false;
+  const user = await app.logIn(await alice());
+  await using realm = await user.openRealm({
+    path: "/~/todos",
+    waitForDownload: true,
+    signal: bounded(),
+    clientReset: {
+      onBefore: async (realm) => {
+        hooks.before.push({ ids: ids(realm), objects: sorted(realm) });
+        try {
+          await realm.write((tx) => tx.put("Task", "from-onBefore", {}));
+          hooks.writeInBefore.push("the write was committed");
+        } catch (error) {
+          hooks.writeInBefore.push(error);
+        }
+        if (throwing) throw new Error("onBefore failed on purpose");
+      },
+      onAfter: (realm, result) => {
+        hooks.after.push({ result, ids: ids(realm) });
+        hooks.done.resolve();
+        if (throwing) throw new Error("onAfter failed on purpose");
+      },
+    },
+  });
+  await uploaded(write(realm, "t1", {}));
+  realm.syncSession.pause();
+  const p1 = await write(realm, "p1", { v: 1 });
+  await stage.restart("empty.kv");
+  realm.syncSession.resume();
+  await p1.waitForUpload({ signal: bounded(RESET_MS) });
+  await hooks.done.promise;
+  assert.deepEqual(hooks.before, [{
+    ids: ["p1", "t1"],
+    objects: [{ id: "p1", v: 1 }, { id: "t1" }],
+  }]);
+  assert.equal(hooks.writeInBefore.length, 1);
+  assert.ok(
+    hooks.writeInBefore[0] instanceof TypeError,
+    `a write in onBefore: ${hooks.writeInBefore[0]}`,
+  );
+  assert.deepEqual(hooks.after, [{
+    result: { recovered: 1, discarded: 0 },
+    ids: ["p1"],
+  }]);
+  await realm.syncSession.waitForUpload({ signal: bounded(RESET_MS) });
+  assert.deepEqual(ids(realm), ["p1"]);
+  assert.equal(
+    await stage.server.realm(PATH).get("Task", "from-onBefore"),
+    undefined,
+  );
+  // Writes outside the hook go on (the app's own handle is not read-only).
+  await uploaded(write(realm, "t2", {}));
+
+  // A second reset, with hooks that throw: logged, and the reset goes on.
+  throwing = true;
+  hooks.done = Promise.withResolvers();
+  realm.syncSession.pause();
+  const p2 = await write(realm, "p2", {});
+  await stage.restart("empty.kv");
+  realm.syncSession.resume();
+  await p2.waitForUpload({ signal: bounded(RESET_MS) });
+  await hooks.done.promise;
+  await realm.syncSession.waitForUpload({ signal: bounded(RESET_MS) });
+  assert.equal(realm.syncSession.stats().clientResets, 2);
+  assert.equal(hooks.after.length, 2);
+  assert.deepEqual(hooks.after[1]!.result, { recovered: 1, discarded: 0 });
+  assert.deepEqual(ids(realm), ["p2"]);
+  assert.equal(realm.syncSession.state, "active");
+  for (const hook of ["onBefore", "onAfter"]) {
+    assert.ok(
+      logs.some((r) =>
+        (r.level === "error" || r.level === "warn") &&
+        r.message.includes(`${hook} failed on purpose`)
+      ),
+      `${hook}'s throw is logged: ${JSON.stringify(logs.map((r) => r.event))}`,
+    );
   }
 });
