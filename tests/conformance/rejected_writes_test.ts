@@ -7,6 +7,7 @@ import { Credentials, type RealmChange, SyncError } from "../../mod.ts";
 import { fastApp, openDownloaded } from "./_helpers.ts";
 import { bounded, Recorder } from "../_helpers/waits.ts";
 import { startTestServer } from "../_helpers/test_server.ts";
+import type { ChangesetToValidate } from "../../server.ts";
 
 async function rejection(promise: Promise<unknown>): Promise<SyncError> {
   const error = await promise.then(
@@ -131,6 +132,113 @@ Deno.test("serveSync({ validateChangeset }) refusing one write: that receipt rej
   assert.deepEqual(b.get("Task", "t3"), { title: "ok" });
   await a.close();
   await b.close();
+});
+
+Deno.test("serveSync({ validateChangeset }) receives { userId, path, changes }: the uploading user's id, the resolved realm path, and changes exactly as the writer's realm.changes() reported the transaction (put, update and delete, values of every kind)", async () => {
+  const seen: ChangesetToValidate[] = [];
+  await using server = await startTestServer({
+    validateChangeset: (changeset) => {
+      seen.push(changeset);
+      return true;
+    },
+  });
+  await using app = fastApp(server.url);
+  const user = await app.logIn(Credentials.anonymous());
+  await using realm = await openDownloaded(user, "/~/notes");
+  await (await realm.write((tx) => {
+    tx.put("Task", "gone", { title: "x" });
+    tx.put("Task", "kept", { title: "x", n: 1 });
+  })).waitForUpload({ signal: bounded() });
+  await using changes = new Recorder(realm.changes({ signal: bounded() }));
+  const receipt = await realm.write((tx) => {
+    tx.put("Note", "n1", {
+      text: "héllo",
+      n: -0.5,
+      big: 12345678901234567890n,
+      yes: true,
+      none: null,
+      at: new Date(1_700_000_000_000),
+      bytes: new Uint8Array([0, 1, 255]),
+      list: [1, "two", [3], { four: 4 }],
+      nested: { a: { b: [null, false] } },
+    });
+    tx.update("Task", "kept", { n: 2 });
+    tx.delete("Task", "gone");
+  });
+  await receipt.waitForUpload({ signal: bounded() });
+  const local = await changes.until((c) => c.origin === "local");
+  assert.equal(seen.length, 2);
+  const asked = seen[1]!;
+  assert.deepEqual(Object.keys(asked).sort(), ["changes", "path", "userId"]);
+  assert.equal(asked.userId, user.id);
+  assert.equal(asked.path, `/${user.id}/notes`);
+  const byId = <T extends { id: string }>(list: readonly T[]) =>
+    [...list].sort((x, y) => x.id.localeCompare(y.id));
+  assert.deepEqual(byId(asked.changes), byId(local.changes));
+  assert.deepEqual(byId(asked.changes).map((c) => `${c.op} ${c.id}`), [
+    "delete gone",
+    "update kept",
+    "put n1",
+  ]);
+});
+
+Deno.test("serveSync({ validateChangeset }): a hook that throws refuses the changeset (write_rejected, cause validation_failed) and is logged; an async hook's false refuses and its true takes; the session stays active, its waits settle, later writes sync", async () => {
+  let calls = 0;
+  await using server = await startTestServer({
+    validateChangeset: async ({ changes }) => {
+      calls++;
+      await Promise.resolve();
+      const title = changes[0]?.fields?.title;
+      if (title === "throw") throw new Error("the hook broke on purpose");
+      return title !== "no";
+    },
+  });
+  await using app = fastApp(server.url);
+  const user = await app.logIn(Credentials.anonymous());
+  await using realm = await openDownloaded(user, "/~/todos");
+  await using changes = new Recorder(realm.changes({ signal: bounded() }));
+  const thrown = await realm.write((tx) =>
+    tx.put("Task", "t1", { title: "throw" })
+  );
+  const refused = await realm.write((tx) =>
+    tx.put("Task", "t2", { title: "no" })
+  );
+  const taken = await realm.write((tx) =>
+    tx.put("Task", "t3", { title: "yes" })
+  );
+  for (const receipt of [thrown, refused]) {
+    const error = await rejection(receipt.waitForUpload({ signal: bounded() }));
+    assert.equal(error.code, "write_rejected");
+    assert.equal(error.isFatal, false);
+    assert.ok(error.cause instanceof SyncError);
+    assert.equal((error.cause as SyncError).code, "validation_failed");
+    assert.notEqual((error.cause as SyncError).message, "");
+  }
+  await taken.waitForUpload({ signal: bounded() });
+  await realm.syncSession.waitForUpload({ signal: bounded() });
+  assert.equal(calls, 3);
+  assert.deepEqual(realm.objects("Task").map((o) => o.id), ["t3"]);
+  assert.equal(realm.syncSession.state, "active");
+  assert.equal(realm.syncSession.connectionState, "connected");
+  const log = await server.waitForLog((r) =>
+    r.event === "validation_failed" && r.level === "warn"
+  );
+  assert.ok(String(log.error).includes("the hook broke on purpose"), log.message);
+  assert.equal(
+    server.logs.filter((r) => r.event === "validation_failed").length,
+    1,
+  );
+  // Each refusal is reverted as a remote transaction of its own.
+  const reverts = changes.items.filter((c) => c.origin === "remote");
+  assert.deepEqual(reverts.map(sortChanges), [
+    [{ type: "Task", id: "t1", op: "delete" }],
+    [{ type: "Task", id: "t2", op: "delete" }],
+  ]);
+  await (await realm.write((tx) => tx.put("Task", "t4", { title: "ok" })))
+    .waitForUpload({ signal: bounded() });
+  assert.deepEqual(await server.realm(`/${user.id}/todos`).get("Task", "t4"), {
+    title: "ok",
+  });
 });
 
 function sortChanges(change: RealmChange): RealmChange["changes"] {
