@@ -668,3 +668,78 @@ Deno.test("clientReset hooks: onBefore gets the realm as it was, read-only (a wr
     );
   }
 });
+
+Deno.test("clientReset recover: a write made while the reset is under way (from onBefore, through the app's own handle) is part of the recovery: uploaded under the new identity, its receipt resolves, onAfter counts it, and client versions go on upward", async () => {
+  await using stage = await Stage.open();
+  await using app = fastApp(stage.url);
+  const user = await app.logIn(await alice());
+  const after: ClientResetResult[] = [];
+  const during: Promise<WriteReceipt>[] = [];
+  const realm: Realm = await user.openRealm({
+    path: "/~/todos",
+    waitForDownload: true,
+    signal: bounded(),
+    clientReset: {
+      onBefore: () => {
+        during.push(write(realm, "during", { n: 2 }));
+      },
+      onAfter: (_realm, result) => {
+        after.push(result);
+      },
+    },
+  });
+  await using _realm = realm;
+  await uploaded(write(realm, "t1", {}));
+  realm.syncSession.pause();
+  const p1 = await write(realm, "p1", { n: 1 });
+  await stage.restart("empty.kv");
+  realm.syncSession.resume();
+  await p1.waitForUpload({ signal: bounded(RESET_MS) });
+  assert.equal(during.length, 1);
+  const duringReceipt = await during[0]!;
+  await duringReceipt.waitForUpload({ signal: bounded(RESET_MS) });
+  assert.ok(duringReceipt.clientVersion > p1.clientVersion);
+  assert.deepEqual(after, [{ recovered: 2, discarded: 0 }]);
+  assert.deepEqual(ids(realm), ["during", "p1"]);
+  const next = await write(realm, "t2", {});
+  assert.ok(next.clientVersion > duringReceipt.clientVersion);
+  await next.waitForUpload({ signal: bounded(RESET_MS) });
+  assert.deepEqual(await freshView(stage.url), sorted(realm));
+});
+
+Deno.test("clientReset: closing the realm while onBefore runs ends the reset: close() resolves, the pending receipt rejects with session_closed, onAfter is not called and nothing is left running", async () => {
+  await using stage = await Stage.open();
+  await using app = fastApp(stage.url);
+  const user = await app.logIn(await alice());
+  const gate = Promise.withResolvers<void>();
+  const entered = Promise.withResolvers<void>();
+  let afterCalls = 0;
+  const realm = await user.openRealm({
+    path: "/~/todos",
+    waitForDownload: true,
+    signal: bounded(),
+    clientReset: {
+      onBefore: async () => {
+        entered.resolve();
+        await gate.promise;
+      },
+      onAfter: () => {
+        afterCalls++;
+      },
+    },
+  });
+  await uploaded(write(realm, "t1", {}));
+  realm.syncSession.pause();
+  const p1 = await write(realm, "p1", {});
+  await stage.restart("empty.kv");
+  realm.syncSession.resume();
+  await entered.promise;
+  const waiting = p1.waitForUpload({ signal: bounded(RESET_MS) });
+  await realm.close();
+  gate.resolve();
+  assert.equal((await rejection(waiting)).code, "session_closed");
+  assert.equal(afterCalls, 0);
+  // The app goes on: the realm opens again and syncs.
+  await using again = await openAlice(app);
+  await uploaded(write(again, "t2", {}));
+});
