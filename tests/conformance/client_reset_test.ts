@@ -743,3 +743,30 @@ Deno.test("clientReset: closing the realm while onBefore runs ends the reset: cl
   await using again = await openAlice(app);
   await uploaded(write(again, "t2", {}));
 });
+
+Deno.test("openRealm({ clientReset }) with a bad option throws a TypeError naming it and opens nothing; the same user opens the realm afterwards", async () => {
+  await using stage = await Stage.open();
+  await using app = fastApp(stage.url);
+  const user = await app.logIn(await alice());
+  const bad: [unknown, string][] = [
+    ["recover", "clientReset"],
+    [null, "clientReset"],
+    [{ mode: "recoverall" }, "clientReset.mode"],
+    [{ mode: 1 }, "clientReset.mode"],
+    [{ onBefore: "log" }, "clientReset.onBefore"],
+    [{ onAfter: {} }, "clientReset.onAfter"],
+  ];
+  for (const [clientReset, named] of bad) {
+    await assert.rejects(
+      user.openRealm({
+        path: "/~/todos",
+        clientReset: clientReset as never,
+      }),
+      (error) =>
+        error instanceof TypeError && error.message.includes(named),
+      JSON.stringify(clientReset),
+    );
+  }
+  await using realm = await openAlice(app, "discard");
+  await uploaded(write(realm, "t1", {}));
+});

@@ -216,6 +216,8 @@ Deno.test("serveSync({ validateChangeset }): a hook that throws refuses the chan
   }
   await taken.waitForUpload({ signal: bounded() });
   await realm.syncSession.waitForUpload({ signal: bounded() });
+  assert.deepEqual(realm.pendingWrites(), []);
+  assert.equal(realm.syncSession.stats().pendingUploadChangesets, 0);
   assert.equal(calls, 3);
   assert.deepEqual(realm.objects("Task").map((o) => o.id), ["t3"]);
   assert.equal(realm.syncSession.state, "active");
@@ -239,6 +241,17 @@ Deno.test("serveSync({ validateChangeset }): a hook that throws refuses the chan
   assert.deepEqual(await server.realm(`/${user.id}/todos`).get("Task", "t4"), {
     title: "ok",
   });
+});
+
+Deno.test("serveSync({ validateChangeset }) that is not a function throws a TypeError naming it", async () => {
+  for (const validateChangeset of ["yes", true, {}]) {
+    await assert.rejects(
+      startTestServer({ validateChangeset: validateChangeset as never }),
+      (error) =>
+        error instanceof TypeError &&
+        error.message.includes("validateChangeset"),
+    );
+  }
 });
 
 function sortChanges(change: RealmChange): RealmChange["changes"] {
