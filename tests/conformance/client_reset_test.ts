@@ -770,3 +770,82 @@ Deno.test("openRealm({ clientReset }) with a bad option throws a TypeError namin
   await using realm = await openAlice(app, "discard");
   await uploaded(write(realm, "t1", {}));
 });
+
+Deno.test("clientReset recover, then the new server refuses one recovered write (validateChangeset): that receipt rejects with write_rejected and the write is reverted, the other recovered write is stored, the session stays active", async () => {
+  await using stage = await Stage.open();
+  await using app = fastApp(stage.url);
+  const hooks = hookLog();
+  await using realm = await openAlice(app, "recover", hooks);
+  await uploaded(write(realm, "t1", {}));
+  realm.syncSession.pause();
+  const refused = await write(realm, "p1", { title: "no" });
+  const taken = await write(realm, "p2", { title: "ok" });
+  const server = await stage.restart("empty.kv", {
+    validateChangeset: ({ changes }) =>
+      changes.every((c) => c.fields?.title !== "no"),
+  });
+  realm.syncSession.resume();
+  const error = await rejection(
+    refused.waitForUpload({ signal: bounded(RESET_MS) }),
+  );
+  assert.equal(error.code, "write_rejected");
+  assert.equal((error.cause as SyncError).code, "validation_failed");
+  await taken.waitForUpload({ signal: bounded(RESET_MS) });
+  await hooks.done.promise;
+  await realm.syncSession.waitForUpload({ signal: bounded(RESET_MS) });
+  assert.deepEqual(hooks.after[0]!.result, { recovered: 2, discarded: 0 });
+  assert.deepEqual(sorted(realm), [{ id: "p2", title: "ok" }]);
+  assert.equal(await server.realm(PATH).get("Task", "p1"), undefined);
+  assert.equal(realm.syncSession.state, "active");
+  assert.equal(realm.syncSession.stats().clientResets, 1);
+  assert.deepEqual(await freshView(stage.url), sorted(realm));
+});
+
+Deno.test("clientReset with durable storage: an app closed in the middle of a reset resets again when the realm reopens, and the pending write (a receipt from pendingWrites()) is recovered", async () => {
+  await using stage = await Stage.open();
+  const kvPath = `${stage.dir}/client.kv`;
+  const entered = Promise.withResolvers<void>();
+  const gate = Promise.withResolvers<void>();
+  {
+    await using app = fastApp(stage.url);
+    const user = await app.logIn(await alice());
+    const realm = await user.openRealm({
+      path: "/~/todos",
+      storage: { kvPath },
+      waitForDownload: true,
+      signal: bounded(),
+      clientReset: {
+        onBefore: async () => {
+          entered.resolve();
+          await gate.promise;
+        },
+      },
+    });
+    await uploaded(write(realm, "t1", {}));
+    realm.syncSession.pause();
+    await write(realm, "p1", { n: 1 });
+    await stage.restart("empty.kv");
+    realm.syncSession.resume();
+    await entered.promise;
+    const closing = app.close();
+    gate.resolve();
+    await closing;
+  }
+  await using app = fastApp(stage.url);
+  const after: ClientResetResult[] = [];
+  const user = await app.logIn(await alice());
+  await using realm = await user.openRealm({
+    path: "/~/todos",
+    storage: { kvPath },
+    signal: bounded(),
+    clientReset: { onAfter: (_realm, result) => void after.push(result) },
+  });
+  assert.deepEqual(ids(realm), ["p1", "t1"]);
+  const pending = realm.pendingWrites();
+  assert.equal(pending.length, 1);
+  await pending[0]!.waitForUpload({ signal: bounded(RESET_MS) });
+  assert.deepEqual(after, [{ recovered: 1, discarded: 0 }]);
+  assert.equal(realm.syncSession.stats().clientResets, 1);
+  assert.deepEqual(sorted(realm), [{ id: "p1", n: 1 }]);
+  assert.deepEqual(await freshView(stage.url), sorted(realm));
+});
