@@ -762,8 +762,7 @@ Deno.test("openRealm({ clientReset }) with a bad option throws a TypeError namin
         path: "/~/todos",
         clientReset: clientReset as never,
       }),
-      (error) =>
-        error instanceof TypeError && error.message.includes(named),
+      (error) => error instanceof TypeError && error.message.includes(named),
       JSON.stringify(clientReset),
     );
   }

@@ -3,7 +3,12 @@
 // receipt, is reverted to the server's values, and the session goes on.
 
 import assert from "node:assert/strict";
-import { Credentials, type RealmChange, SyncError } from "../../mod.ts";
+import {
+  Credentials,
+  type RealmChange,
+  SyncError,
+  type Transaction,
+} from "../../mod.ts";
 import { fastApp, openDownloaded } from "./_helpers.ts";
 import { bounded, Recorder } from "../_helpers/waits.ts";
 import { startTestServer } from "../_helpers/test_server.ts";
@@ -225,7 +230,10 @@ Deno.test("serveSync({ validateChangeset }): a hook that throws refuses the chan
   const log = await server.waitForLog((r) =>
     r.event === "validation_failed" && r.level === "warn"
   );
-  assert.ok(String(log.error).includes("the hook broke on purpose"), log.message);
+  assert.ok(
+    String(log.error).includes("the hook broke on purpose"),
+    log.message,
+  );
   assert.equal(
     server.logs.filter((r) => r.event === "validation_failed").length,
     1,
@@ -252,6 +260,44 @@ Deno.test("serveSync({ validateChangeset }) that is not a function throws a Type
         error.message.includes("validateChangeset"),
     );
   }
+});
+
+Deno.test("Realm.write() and ServerRealm.write(): a type name or object id over the server's 512 bytes of UTF-8 is a RangeError naming it, before anything is committed, so it never reaches the server and the session goes on; 512 bytes sync", async () => {
+  await using server = await startTestServer();
+  await using app = fastApp(server.url);
+  const user = await app.logIn(Credentials.anonymous());
+  await using realm = await openDownloaded(user, "/~/todos");
+  const tooLong: [string, string, string][] = [
+    ["Task", "x".repeat(513), "id"],
+    ["Task", "é".repeat(257), "id"],
+    ["T".repeat(513), "t1", "type"],
+  ];
+  for (const [type, id, named] of tooLong) {
+    for (
+      const op of [
+        (tx: Transaction) => tx.put(type, id, {}),
+        (tx: Transaction) => tx.delete(type, id),
+      ]
+    ) {
+      await assert.rejects(
+        realm.write(op),
+        (error) => error instanceof RangeError && error.message.includes(named),
+      );
+    }
+    await assert.rejects(
+      server.realm(`/${user.id}/todos`).write((tx) => tx.put(type, id, {})),
+      (error) => error instanceof RangeError && error.message.includes(named),
+    );
+  }
+  assert.deepEqual(realm.pendingWrites(), []);
+  const longest = "é".repeat(256);
+  await (await realm.write((tx) => tx.put("Task", longest, { n: 1 })))
+    .waitForUpload({ signal: bounded() });
+  assert.deepEqual(
+    await server.realm(`/${user.id}/todos`).get("Task", longest),
+    { n: 1 },
+  );
+  assert.equal(realm.syncSession.state, "active");
 });
 
 function sortChanges(change: RealmChange): RealmChange["changes"] {
