@@ -507,7 +507,7 @@ Deno.test("clientReset recoverAll after a restore from a backup: also re-uploads
   }
 });
 
-Deno.test("clientReset discard and manual with two pending writes: discard drops both (receipts reject with client_reset, onAfter counts 2, nothing pending, the session active); manual fails the session with client_reset_required, rejects both receipts and session waits with it, calls no hook and keeps the local data", async () => {
+Deno.test("clientReset discard and manual with two pending writes: discard drops both (receipts reject with client_reset, onAfter counts 2, nothing pending, the session active); manual fails the session with client_reset_required, rejects both receipts and session waits with it, calls no hook and keeps the local data (a later write's receipt rejects with it too)", async () => {
   for (const mode of ["discard", "manual"] as const) {
     await using stage = await Stage.open();
     await using app = fastApp(stage.url);
@@ -581,6 +581,13 @@ Deno.test("clientReset discard and manual with two pending writes: discard drops
       assert.deepEqual(remote(changes), []);
       assert.equal(realm.syncSession.stats().clientResets, 0);
       assert.equal(await server.realm(PATH).get("Task", "p1"), undefined);
+      // A write after the failure stays local and its receipt says why.
+      const late = await write(realm, "p3", {});
+      assert.equal(
+        (await rejection(late.waitForUpload({ signal: bounded() }))).code,
+        "client_reset_required",
+      );
+      assert.deepEqual(ids(realm), ["p1", "p2", "p3", "t1"]);
     }
   }
 });
@@ -669,12 +676,13 @@ Deno.test("clientReset hooks: onBefore gets the realm as it was, read-only (a wr
   }
 });
 
-Deno.test("clientReset recover: a write made while the reset is under way (from onBefore, through the app's own handle) is part of the recovery: uploaded under the new identity, its receipt resolves, onAfter counts it, and client versions go on upward", async () => {
+Deno.test("clientReset recover: a write made while the reset is under way (from onBefore, through the app's own handle) is part of the recovery: uploaded under the new identity, its receipt resolves, onAfter counts it, and client versions go on upward; onAfter's realm writes", async () => {
   await using stage = await Stage.open();
   await using app = fastApp(stage.url);
   const user = await app.logIn(await alice());
   const after: ClientResetResult[] = [];
   const during: Promise<WriteReceipt>[] = [];
+  const fromOnAfter: Promise<WriteReceipt>[] = [];
   const realm: Realm = await user.openRealm({
     path: "/~/todos",
     waitForDownload: true,
@@ -683,8 +691,10 @@ Deno.test("clientReset recover: a write made while the reset is under way (from 
       onBefore: () => {
         during.push(write(realm, "during", { n: 2 }));
       },
-      onAfter: (_realm, result) => {
+      onAfter: (hookRealm, result) => {
         after.push(result);
+        // Unlike onBefore's, this realm writes.
+        fromOnAfter.push(write(hookRealm, "after", { n: 3 }));
       },
     },
   });
@@ -700,7 +710,9 @@ Deno.test("clientReset recover: a write made while the reset is under way (from 
   await duringReceipt.waitForUpload({ signal: bounded(RESET_MS) });
   assert.ok(duringReceipt.clientVersion > p1.clientVersion);
   assert.deepEqual(after, [{ recovered: 2, discarded: 0 }]);
-  assert.deepEqual(ids(realm), ["during", "p1"]);
+  assert.equal(fromOnAfter.length, 1);
+  await uploaded(fromOnAfter[0]!);
+  assert.deepEqual(ids(realm), ["after", "during", "p1"]);
   const next = await write(realm, "t2", {});
   assert.ok(next.clientVersion > duringReceipt.clientVersion);
   await next.waitForUpload({ signal: bounded(RESET_MS) });
@@ -847,4 +859,44 @@ Deno.test("clientReset with durable storage: an app closed in the middle of a re
   assert.equal(realm.syncSession.stats().clientResets, 1);
   assert.deepEqual(sorted(realm), [{ id: "p1", n: 1 }]);
   assert.deepEqual(await freshView(stage.url), sorted(realm));
+});
+
+Deno.test("clientReset: waits for the download span the reset — session.waitForDownload() called as the session resumes, and openRealm({ waitForDownload }) of a durable realm the server lost, resolve with the server's state in place", async () => {
+  await using stage = await Stage.open();
+  const kvPath = `${stage.dir}/client.kv`;
+  {
+    await using app = fastApp(stage.url);
+    await using realm = await openAlice(app);
+    await uploaded(write(realm, "t1", {}));
+    realm.syncSession.pause();
+    const server = await stage.restart("empty.kv");
+    await server.realm(PATH).write((tx) => tx.put("Task", "s1", {}));
+    realm.syncSession.resume();
+    await realm.syncSession.waitForDownload({ signal: bounded(RESET_MS) });
+    assert.deepEqual(ids(realm), ["s1"]);
+    assert.equal(realm.syncSession.stats().clientResets, 1);
+  }
+  {
+    await using app = fastApp(stage.url);
+    const user = await app.logIn(await alice());
+    await using realm = await user.openRealm({
+      path: "/~/todos",
+      storage: { kvPath },
+      waitForDownload: true,
+      signal: bounded(),
+    });
+    await uploaded(write(realm, "t2", {}));
+  }
+  const server = await stage.restart("empty.kv");
+  await server.realm(PATH).write((tx) => tx.put("Task", "s2", {}));
+  await using app = fastApp(stage.url);
+  const user = await app.logIn(await alice());
+  await using realm = await user.openRealm({
+    path: "/~/todos",
+    storage: { kvPath },
+    waitForDownload: true,
+    signal: bounded(RESET_MS),
+  });
+  assert.deepEqual(ids(realm), ["s2"]);
+  assert.equal(realm.syncSession.stats().clientResets, 1);
 });
