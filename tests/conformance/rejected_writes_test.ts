@@ -300,6 +300,39 @@ Deno.test("Realm.write() and ServerRealm.write(): a type name or object id over 
   assert.equal(realm.syncSession.state, "active");
 });
 
+Deno.test("serveSync({ validateChangeset }) refusing a delete: the object comes back with the server's fields (a remote put), and a put over an object the server holds gets the server's whole object back", async () => {
+  await using server = await startTestServer({
+    validateChangeset: ({ changes }) =>
+      changes.every((c) => c.op !== "delete" && c.fields?.title !== "no"),
+  });
+  await using app = fastApp(server.url);
+  const user = await app.logIn(Credentials.anonymous());
+  await using realm = await openDownloaded(user, "/~/todos");
+  await (await realm.write((tx) => {
+    tx.put("Task", "t1", { title: "one", done: false });
+    tx.put("Task", "t2", { title: "two" });
+  })).waitForUpload({ signal: bounded() });
+  await using changes = new Recorder(realm.changes({ signal: bounded() }));
+  const deleted = await realm.write((tx) => tx.delete("Task", "t1"));
+  const replaced = await realm.write((tx) =>
+    tx.put("Task", "t2", { title: "no", extra: 1 })
+  );
+  assert.equal(realm.get("Task", "t1"), undefined);
+  for (const receipt of [deleted, replaced]) {
+    const error = await rejection(receipt.waitForUpload({ signal: bounded() }));
+    assert.equal(error.code, "write_rejected");
+    assert.equal((error.cause as SyncError).code, "validation_failed");
+  }
+  assert.deepEqual(realm.get("Task", "t1"), { title: "one", done: false });
+  assert.deepEqual(realm.get("Task", "t2"), { title: "two" });
+  const remote = changes.items.filter((c) => c.origin === "remote");
+  assert.deepEqual(remote.map(sortChanges), [
+    [{ type: "Task", id: "t1", op: "put", fields: { title: "one", done: false } }],
+    [{ type: "Task", id: "t2", op: "put", fields: { title: "two" } }],
+  ]);
+  assert.equal(realm.syncSession.state, "active");
+});
+
 function sortChanges(change: RealmChange): RealmChange["changes"] {
   return [...change.changes].sort((x, y) => x.id.localeCompare(y.id));
 }
