@@ -327,7 +327,12 @@ Deno.test("serveSync({ validateChangeset }) refusing a delete: the object comes 
   assert.deepEqual(realm.get("Task", "t2"), { title: "two" });
   const remote = changes.items.filter((c) => c.origin === "remote");
   assert.deepEqual(remote.map(sortChanges), [
-    [{ type: "Task", id: "t1", op: "put", fields: { title: "one", done: false } }],
+    [{
+      type: "Task",
+      id: "t1",
+      op: "put",
+      fields: { title: "one", done: false },
+    }],
     [{ type: "Task", id: "t2", op: "put", fields: { title: "two" } }],
   ]);
   assert.equal(realm.syncSession.state, "active");
