@@ -900,3 +900,55 @@ Deno.test("clientReset: waits for the download span the reset — session.waitFo
   assert.deepEqual(ids(realm), ["s2"]);
   assert.equal(realm.syncSession.stats().clientResets, 1);
 });
+
+Deno.test("clientReset recoverAll, two writers after a restore: each gives back what the server lost with the original stamps, so the later of two acknowledged writes of one field wins whichever client comes back first, nothing acknowledged is lost, and what the server already holds at the same stamp is not uploaded again", async () => {
+  for (const first of ["A", "B"] as const) {
+    const context = `${first} comes back first`;
+    await using stage = await Stage.open();
+    await using appA = fastApp(stage.url);
+    await using appB = fastApp(stage.url);
+    const hooks = { A: hookLog(), B: hookLog() };
+    await using a = await openAlice(appA, "recoverAll", hooks.A);
+    await using b = await openAlice(appB, "recoverAll", hooks.B);
+    await uploaded(a.write((tx) => tx.put("Task", "o", { f: "base" })));
+    await b.syncSession.waitForDownload({ signal: bounded() });
+    await stage.backup("backup.kv");
+    // Acknowledged, then lost: A's write, which B sees, then B's (newer),
+    // which A does not see.
+    await uploaded(a.write((tx) => tx.update("Task", "o", { f: "a" })));
+    await uploaded(write(a, "onlyA", {}));
+    await b.syncSession.waitForDownload({ signal: bounded(RESET_MS) });
+    assert.deepEqual(ids(b), ["o", "onlyA"], context);
+    a.syncSession.pause();
+    await uploaded(b.write((tx) => tx.update("Task", "o", { f: "b" })));
+    await uploaded(write(b, "onlyB", {}));
+    b.syncSession.pause();
+    await stage.restart("backup.kv");
+    const order = first === "A" ? [a, b] : [b, a];
+    for (const realm of order) {
+      realm.syncSession.resume();
+      await (realm === a ? hooks.A : hooks.B).done.promise;
+      await realm.syncSession.waitForUpload({ signal: bounded(RESET_MS) });
+    }
+    await a.syncSession.waitForDownload({ signal: bounded(RESET_MS) });
+    await b.syncSession.waitForDownload({ signal: bounded(RESET_MS) });
+    const expected = [
+      { id: "o", f: "b" },
+      { id: "onlyA" },
+      { id: "onlyB" },
+    ];
+    assert.deepEqual(sorted(a), expected, context);
+    assert.deepEqual(sorted(b), expected, context);
+    assert.deepEqual(await freshView(stage.url), expected, context);
+    // B holds everything A acknowledged: coming back second, A has nothing
+    // the server lacks or holds older.
+    assert.deepEqual(
+      [hooks.A.after[0]!.result, hooks.B.after[0]!.result],
+      [
+        { recovered: first === "A" ? 1 : 0, discarded: 0 },
+        { recovered: 1, discarded: 0 },
+      ],
+      context,
+    );
+  }
+});
