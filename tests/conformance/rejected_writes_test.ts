@@ -338,6 +338,41 @@ Deno.test("serveSync({ validateChangeset }) refusing a delete: the object comes 
   assert.equal(realm.syncSession.state, "active");
 });
 
+Deno.test("a permission lowered to read makes later writes write_rejected (cause write_not_allowed) and the session stays active; read revoked too is fatal: the session fails with permission_denied and a pending receipt rejects with it", async () => {
+  let permission: "readwrite" | "read" | "none" = "readwrite";
+  await using server = await startTestServer({
+    permissions: () => permission,
+  });
+  await using app = fastApp(server.url);
+  await using realm = await openDownloaded(
+    await app.logIn(Credentials.anonymous()),
+    "/shared",
+  );
+  await (await realm.write((tx) => tx.put("Task", "t1", { v: 1 })))
+    .waitForUpload({ signal: bounded() });
+
+  // The server reads permissions when a session binds.
+  permission = "read";
+  await app.reconnect();
+  await realm.syncSession.waitForDownload({ signal: bounded() });
+  const refused = await realm.write((tx) => tx.update("Task", "t1", { v: 2 }));
+  const error = await rejection(refused.waitForUpload({ signal: bounded() }));
+  assert.equal(error.code, "write_rejected");
+  assert.equal((error.cause as SyncError).code, "write_not_allowed");
+  assert.deepEqual(realm.get("Task", "t1"), { v: 1 });
+  assert.equal(realm.syncSession.state, "active");
+
+  realm.syncSession.pause();
+  const pending = await realm.write((tx) => tx.update("Task", "t1", { v: 3 }));
+  permission = "none";
+  realm.syncSession.resume();
+  const fatal = await rejection(pending.waitForUpload({ signal: bounded() }));
+  assert.equal(fatal.code, "permission_denied");
+  assert.equal(fatal.isFatal, true);
+  assert.equal(realm.syncSession.state, "error");
+  assert.equal(realm.syncSession.error?.code, "permission_denied");
+});
+
 function sortChanges(change: RealmChange): RealmChange["changes"] {
   return [...change.changes].sort((x, y) => x.id.localeCompare(y.id));
 }
