@@ -81,8 +81,9 @@ export interface ClientResetOptions {
    */
   mode?: ClientResetMode;
   /**
-   * Called before anything changes, with the realm as it is (treat it as
-   * read-only). Awaited; a throw is logged and the reset goes on.
+   * Called before anything changes, with the realm as it is, read-only
+   * (its `write` throws a `TypeError`). Awaited; a throw is logged and the
+   * reset goes on.
    */
   onBefore?: (realm: Realm) => void | Promise<void>;
   /**

@@ -135,10 +135,16 @@ export class RealmHandle {
   readonly streams: Set<PushStream<RealmChange>> = new Set();
   /** Open `watch()` / `watchObject()` streams of this handle. */
   readonly liveStreams: Set<PushStream<unknown>> = new Set();
+  /** Why this handle may not write (the realm `onBefore` reads), if so. */
+  readonly readOnly: string | undefined;
 
-  /** @param core The realm shared by every handle on the path. */
-  constructor(core: RealmCore) {
+  /**
+   * @param core The realm shared by every handle on the path.
+   * @param readOnly Why writes through this handle throw, if they do.
+   */
+  constructor(core: RealmCore, readOnly?: string) {
     this.core = core;
+    this.readOnly = readOnly;
     pending = this;
     try {
       this.realm = new Realm();
@@ -249,7 +255,8 @@ export class Realm {
    * @param fn Makes the writes (`tx.put`, `tx.update`, `tx.delete`); may be
    *   async. If it throws, nothing is committed.
    * @returns The receipt of the write.
-   * @throws {TypeError} When the realm is closed, from the transaction
+   * @throws {TypeError} When the realm is closed or read-only (the realm
+   *   `clientReset.onBefore` receives), from the transaction
    *   (update of a missing object, a value a realm cannot store), or what
    *   `fn` throws.
    * @throws {RangeError} When the changeset is larger than the client's cap
@@ -261,6 +268,9 @@ export class Realm {
   ): Promise<WriteReceipt> {
     if (this.#handle.closed) {
       throw new TypeError("Cannot write: the realm is closed");
+    }
+    if (this.#handle.readOnly !== undefined) {
+      throw new TypeError(`Cannot write: ${this.#handle.readOnly}`);
     }
     if (typeof fn !== "function") {
       throw new TypeError("Cannot write: fn must be a function");

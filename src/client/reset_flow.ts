@@ -20,8 +20,8 @@ export interface ResetHost {
   readonly reset: ClientReset;
   /** The local copy. */
   readonly local: LocalRealm;
-  /** The realm the hooks receive, if it is open. */
-  realm(): Realm | undefined;
+  /** The realm `hook` receives (read-only for onBefore), if it is open. */
+  realm(hook: "onBefore" | "onAfter"): Realm | undefined;
   /** Puts the session in "error" for good. */
   fail(error: SyncError): void;
   /** Leaves the binding (without UNBIND). */
@@ -68,7 +68,7 @@ export async function beginClientReset(
   host.reset.begin();
   host.report(error);
   await callHook(host, "onBefore", () => {
-    const realm = host.realm();
+    const realm = host.realm("onBefore");
     if (realm !== undefined) return host.reset.onBefore?.(realm);
   });
   host.rebind();
@@ -106,7 +106,7 @@ export async function finishClientReset(host: ResetHost): Promise<void> {
     discarded: result.discarded.length,
   };
   await callHook(host, "onAfter", () => {
-    const realm = host.realm();
+    const realm = host.realm("onAfter");
     if (realm !== undefined) return host.reset.onAfter?.(realm, counts);
   });
 }

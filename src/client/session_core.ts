@@ -555,7 +555,7 @@ export class SessionCore {
       path: this.path,
       reset: this.#reset,
       local: this.#init.local,
-      realm: () => this.#init.realm?.(),
+      realm: (hook) => this.#init.realm?.(hook),
       fail: (error) => this.fail(error, false),
       leave: () => this.#leave(false),
       report: (error) => {

@@ -24,6 +24,9 @@ export interface SessionInit {
   config: ClientConfig;
   /** The realm's `clientReset` option (docs/CLIENT.md "Client reset"). */
   clientReset?: ClientResetOptions | undefined;
-  /** The realm the client reset hooks receive. */
-  realm?: () => Realm;
+  /**
+   * The realm a client reset hook receives: read-only for `onBefore`, which
+   * sees the local state before the reset.
+   */
+  realm?: (hook: "onBefore" | "onAfter") => Realm;
 }

@@ -374,15 +374,23 @@ export class UserCore implements UserEngine {
         await local.close();
         throw new TypeError("Cannot open realm: the user is logged out");
       }
-      // The client reset hooks get a handle of their own, made on use.
-      let hookRealm: Realm | undefined;
+      // The client reset hooks get handles of their own, made on use;
+      // onBefore's is read-only: it shows the state the reset replaces,
+      // and a write there would slip between that state and the reset.
+      const hookRealms: { onBefore?: Realm; onAfter?: Realm } = {};
       const sync = new SessionCore({
         path,
         local,
         connection: () => this.#connectionFor(),
         config: this.#config,
         clientReset,
-        realm: () => hookRealm ??= new RealmHandle(core).realm,
+        realm: (hook) =>
+          hookRealms[hook] ??= new RealmHandle(
+            core,
+            hook === "onBefore"
+              ? "the realm clientReset.onBefore receives is read-only"
+              : undefined,
+          ).realm,
       });
       const session = createSyncSession(sync, this.user);
       let released: Promise<void> | undefined;

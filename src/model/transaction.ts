@@ -14,6 +14,16 @@ function objectKey(type: string, id: string): string {
   return `${type.length}:${type}${id}`;
 }
 
+/**
+ * Longest type name or object id, in bytes of UTF-8: they become storage
+ * keys on the server, which refuses longer ones (docs/SERVER.md). Checked
+ * on write, so such a write is refused before it is committed rather than
+ * ending the session when it is uploaded.
+ */
+export const MAX_NAME_BYTES = 512;
+
+const encoder = new TextEncoder();
+
 function checkName(what: string, method: string, value: unknown): string {
   if (typeof value !== "string" || value.length === 0) {
     throw new TypeError(
@@ -21,6 +31,16 @@ function checkName(what: string, method: string, value: unknown): string {
         typeof value === "string" ? '""' : typeof value
       }`,
     );
+  }
+  // Every UTF-16 unit is at most 3 bytes of UTF-8: short names are not
+  // encoded.
+  if (value.length * 3 > MAX_NAME_BYTES) {
+    const bytes = encoder.encode(value).length;
+    if (bytes > MAX_NAME_BYTES) {
+      throw new RangeError(
+        `Cannot ${method}: ${what} is ${bytes} bytes of UTF-8, longer than ${MAX_NAME_BYTES}`,
+      );
+    }
   }
   return value;
 }
@@ -221,6 +241,7 @@ export class Transaction {
    * @param fields Its fields; values are checked and copied.
    * @throws {TypeError} For an empty type or id, a field value a realm cannot
    *   store, or a transaction that has already ended.
+   * @throws {RangeError} For a type or id longer than 512 bytes of UTF-8.
    */
   put(type: string, id: string, fields: Fields): void {
     this.#writes.put(type, id, fields);
@@ -235,6 +256,7 @@ export class Transaction {
    * @throws {TypeError} If the object does not exist (in the realm, or
    *   earlier in this transaction), for a value a realm cannot store, or a
    *   transaction that has already ended.
+   * @throws {RangeError} For a type or id longer than 512 bytes of UTF-8.
    */
   update(type: string, id: string, fields: Fields): void {
     this.#writes.update(type, id, fields);
@@ -249,6 +271,7 @@ export class Transaction {
    * @param id The object's id.
    * @throws {TypeError} For an empty type or id, or a transaction that has
    *   already ended.
+   * @throws {RangeError} For a type or id longer than 512 bytes of UTF-8.
    */
   delete(type: string, id: string): void {
     this.#writes.delete(type, id);

@@ -8,8 +8,8 @@ import { jsonError } from "./http_responses.ts";
  */
 
 /**
- * The two kinds of operator route: `monitoring` (`/metrics`, `/status`,
- * `/status.json`) and `admin` (`/admin/…`: data read, write, change feed).
+ * The two kinds of operator route: `monitoring` (`/metrics`, `/status`)
+ * and `admin` (`/admin/…`: data read, write, change feed).
  */
 export type OpsRouteKind = "monitoring" | "admin";
 

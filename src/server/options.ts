@@ -207,7 +207,8 @@ export interface ServeSyncOptions {
    * The operator's token: with it, `/metrics`, `/status` and the admin
    * routes answer requests that send `Authorization: Bearer <adminToken>`
    * (from anywhere); without it, `/metrics` and `/status` answer loopback
-   * clients only and the admin routes do not exist (404).
+   * clients only and the admin routes do not exist (404). At least 16
+   * characters, no white space (else `serveSync` throws a `TypeError`).
    *
    * @default {undefined}
    */

@@ -19,7 +19,10 @@ export interface ServerMetricsSources {
   connections(): number;
   /** Bound sessions across all connections. */
   sessions(): number;
-  /** Realms with at least one bound session in this process. */
+  /**
+   * Realms open in this process: with a bound session (or a BIND in
+   * progress) or an open `server.realm(path).changes()` feed.
+   */
   realms(): number;
 }
 
@@ -120,7 +123,7 @@ export class ServerMetrics {
     );
     registry.gauge(
       "tether_realms",
-      "Realms with at least one bound session in this process.",
+      "Realms open in this process: with a bound session or a server-side change feed.",
       { collect: () => sources.realms() },
     );
     this.changesetsIntegrated = registry.counter(

@@ -23,7 +23,11 @@ export interface SyncServerStats {
   connections: number;
   /** Bound sessions across all connections. */
   sessions: number;
-  /** Realms with at least one bound session in this process. */
+  /**
+   * Realms open in this process: with a bound session (or a BIND in
+   * progress) or an open `server.realm(path).changes()` feed, each holding
+   * the realm's watch and change cache.
+   */
   realms: number;
   /** WebSocket payload bytes received. */
   bytesIn: number;

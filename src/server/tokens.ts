@@ -289,8 +289,10 @@ export class TokenAuthority {
       return {
         ok: false,
         code: "bad_token",
+        // The rule of docs/SERVER.md "User ids": ids such as
+        // "auth0|5f7c…" or "ada@example.com" are valid.
         message:
-          "Token's sub is not a valid user id (1-256 characters of A-Z a-z 0-9 _ . -)",
+          'Token\'s sub is not a valid user id (1-256 characters without "/", white space or control characters, and not ".", ".." or "~")',
       };
     }
     return { ok: true, userId: claims.sub, provider: "jwt", expiresAt };

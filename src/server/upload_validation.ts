@@ -1,6 +1,7 @@
 import type { UploadChangeset } from "../model/changeset.ts";
 import { isValidHlc } from "../model/hlc.ts";
 import { findRepeatedObject } from "../model/object_store.ts";
+import { MAX_NAME_BYTES } from "../model/transaction.ts";
 import {
   keyBytes,
   keyPartBytes,
@@ -13,8 +14,11 @@ import {
  * (docs/ARCHITECTURE.md "Data model"; docs/SERVER.md lists the rules).
  */
 
-/** Longest type name or object id accepted, in UTF-8 bytes. */
-export const MAX_NAME_BYTES = 512;
+/**
+ * Longest type name or object id accepted, in UTF-8 bytes (the clients'
+ * transactions refuse longer ones on write).
+ */
+export { MAX_NAME_BYTES };
 
 const encoder = new TextEncoder();
 
