@@ -1,0 +1,497 @@
+/**
+ * Durable storage and saved users (docs/CLIENT.md "Storage") through the
+ * public API, with real sockets and real processes: saved users restored
+ * offline and in order, a SIGKILLed writer's pending writes, logOut with and
+ * without its local data, a refused refresh token, no access token on
+ * disk, one owner process per store, foreign files left untouched, and
+ * per-realm storage overrides.
+ */
+import assert from "node:assert/strict";
+import {
+  App,
+  type AppOpenOptions,
+  Credentials,
+  type RealmStorage,
+  type StorageBatch,
+  SyncError,
+} from "../../mod.ts";
+import { linesOf } from "../_helpers/lines.ts";
+import { Prng, testSeed } from "../_helpers/prng.ts";
+import { TcpProxy } from "../_helpers/tcp_proxy.ts";
+import { startTestServer } from "../_helpers/test_server.ts";
+import { epochSeconds, signUserJwt } from "../_helpers/user_jwt.ts";
+import { bounded } from "../_helpers/waits.ts";
+import { OBJECTS_PER_TRANSACTION } from "./_durable_child.ts";
+
+const secret = "durable-storage-secret-of-some-length";
+const childPath = new URL("./_durable_child.ts", import.meta.url).pathname;
+
+function options(
+  baseUrl: string,
+  kvPath: string,
+  extra: Partial<AppOpenOptions> = {},
+): AppOpenOptions {
+  return {
+    baseUrl,
+    storage: { kvPath },
+    reconnect: { minDelayMs: 10, maxDelayMs: 50 },
+    lingerMs: 0,
+    ...extra,
+  };
+}
+
+async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "tether-durable-conf-" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+function jwtFor(sub: string): Promise<string> {
+  return signUserJwt(secret, { sub, exp: epochSeconds(3_600_000) });
+}
+
+/** Takes the proxy's server away: new connections refused, open ones cut. */
+function offline(proxy: TcpProxy): void {
+  proxy.mode = "refuse";
+  proxy.dropAll();
+}
+
+async function rejection(promise: Promise<unknown>): Promise<unknown> {
+  return await promise.then(
+    () => assert.fail("expected a rejection"),
+    (error) => error,
+  );
+}
+
+/** Every file in `dir` with its bytes, to compare before and after. */
+async function snapshot(dir: string): Promise<Map<string, Uint8Array>> {
+  const files = new Map<string, Uint8Array>();
+  for await (const entry of Deno.readDir(dir)) {
+    if (entry.isFile) {
+      files.set(entry.name, await Deno.readFile(`${dir}/${entry.name}`));
+    }
+  }
+  return files;
+}
+
+/** A child process running `_durable_child.ts`, its output read by line. */
+function spawnChild(args: string[]) {
+  const proc = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--unstable-kv", "--no-check", childPath, ...args],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(proc.stderr).text();
+  const lines = linesOf(proc.stdout)[Symbol.asyncIterator]();
+  return {
+    proc,
+    lines,
+    /** Waits for the next line, bounded. */
+    async next(): Promise<string | undefined> {
+      const signal = bounded(20_000);
+      let onAbort!: () => void;
+      const aborted = new Promise<never>((_, reject) => {
+        onAbort = () => reject(signal.reason);
+        signal.addEventListener("abort", onAbort, { once: true });
+      });
+      try {
+        const item = await Promise.race([lines.next(), aborted]);
+        return item.done ? undefined : item.value;
+      } finally {
+        signal.removeEventListener("abort", onAbort);
+      }
+    },
+    /** Kills it (or lets it end), drains its output, returns what is left. */
+    async finish(kill: boolean) {
+      if (kill) proc.kill("SIGKILL");
+      await proc.stdin.close().catch(() => {});
+      const rest: string[] = [];
+      for (;;) {
+        const item = await lines.next();
+        if (item.done) break;
+        rest.push(item.value);
+      }
+      return { rest, status: await proc.status, stderr: await stderr };
+    },
+  };
+}
+
+Deno.test("App.open restores currentUser and allUsers offline, in login order (a user's latest login counts), the same before and after a restart", async () => {
+  await withDir(async (dir) => {
+    const kvPath = `${dir}/app.kv`;
+    await using server = await startTestServer({
+      auth: { jwtSecret: secret, allowAnonymous: true },
+    });
+    await using proxy = new TcpProxy(server.addr);
+    let before: string[];
+    {
+      await using app = await App.open(options(proxy.url, kvPath));
+      const alice = await app.logIn(Credentials.jwt(await jwtFor("alice")));
+      const bob = await app.logIn(Credentials.jwt(await jwtFor("bob")));
+      assert.equal(app.currentUser, bob);
+      assert.deepEqual(app.allUsers.map((u) => u.id), ["alice", "bob"]);
+      // Alice logs in again: she is current, so she is the latest login.
+      assert.equal(
+        await app.logIn(Credentials.jwt(await jwtFor("alice"))),
+        alice,
+      );
+      assert.equal(app.currentUser, alice);
+      before = app.allUsers.map((u) => u.id);
+      assert.deepEqual(before, ["bob", "alice"]);
+    }
+    offline(proxy);
+    await using app = await App.open(options(proxy.url, kvPath));
+    assert.equal(app.currentUser?.id, "alice");
+    assert.equal(app.currentUser?.isLoggedIn, true);
+    assert.deepEqual(app.allUsers.map((u) => u.id), before);
+    assert.equal(app.allUsers.at(-1), app.currentUser);
+  });
+});
+
+Deno.test("App.logIn(Credentials.anonymous()) on a durable app returns the saved anonymous user without a network call, also offline; an aborted signal still rejects", async () => {
+  await withDir(async (dir) => {
+    const kvPath = `${dir}/app.kv`;
+    await using server = await startTestServer();
+    await using proxy = new TcpProxy(server.addr);
+    let id: string;
+    {
+      await using app = await App.open(options(proxy.url, kvPath));
+      id = (await app.logIn(Credentials.anonymous())).id;
+    }
+    offline(proxy);
+    const calls: string[] = [];
+    const counting: typeof fetch = (input, init) => {
+      calls.push(input instanceof Request ? input.url : String(input));
+      return fetch(input, init);
+    };
+    await using app = await App.open(
+      options(proxy.url, kvPath, { fetch: counting }),
+    );
+    const restored = app.currentUser;
+    const user = await app.logIn(Credentials.anonymous(), {
+      signal: bounded(),
+    });
+    assert.equal(user.id, id);
+    assert.equal(user, restored);
+    assert.equal(app.currentUser, user);
+    assert.deepEqual(app.allUsers, [user]);
+    const reason = new Error("stop");
+    const aborted = AbortSignal.abort(reason);
+    assert.equal(
+      await rejection(app.logIn(Credentials.anonymous(), { signal: aborted })),
+      reason,
+    );
+    assert.deepEqual(calls, []);
+    // The saved user opens its realm offline from the store.
+    await using realm = await user.openRealm({ path: "/~/todos" });
+    assert.deepEqual(realm.objects("Task"), []);
+  });
+});
+
+Deno.test("A durable app SIGKILLed while writing offline keeps every resolved write and loses at most the one in flight; another process gets one pending receipt per transaction in commit order, and each uploads exactly once", async () => {
+  const seed = testSeed();
+  const random = new Prng(seed);
+  try {
+    await withDir(async (dir) => {
+      const kvPath = `${dir}/app.kv`;
+      await using server = await startTestServer();
+      await using proxy = new TcpProxy(server.addr);
+      let id: string;
+      {
+        await using app = await App.open(options(proxy.url, kvPath));
+        id = (await app.logIn(Credentials.anonymous())).id;
+      }
+      offline(proxy);
+      // The child restores the user offline and writes until killed.
+      const killAfter = 2 + random.int(12);
+      const child = spawnChild(["write", kvPath, proxy.url]);
+      const confirmed: [number, number][] = [];
+      const parse = (line: string) => {
+        const match = /^ok (\d+) (\d+)$/.exec(line);
+        if (match) confirmed.push([Number(match[1]), Number(match[2])]);
+      };
+      let finished;
+      try {
+        assert.equal(await child.next(), "open 0");
+        while (confirmed.length < killAfter) {
+          const line = await child.next();
+          assert.ok(line !== undefined, "the child ended early");
+          parse(line);
+        }
+      } finally {
+        finished = await child.finish(true);
+      }
+      // Lines the child printed before it died are resolved writes too.
+      for (const line of finished.rest) parse(line);
+      assert.equal(finished.status.signal, "SIGKILL", finished.stderr);
+      assert.deepEqual(
+        confirmed.map(([tx]) => tx),
+        [...confirmed.keys()],
+      );
+
+      // This process reopens the store, the server still away.
+      let transactions = 0;
+      await using app = await App.open(options(proxy.url, kvPath));
+      const user = app.currentUser!;
+      assert.equal(user.id, id);
+      const realm = await user.openRealm({ path: "/~/crash" });
+      try {
+        const byTx = new Map<number, number[]>();
+        for (const { id, fields } of realm.objects("Item")) {
+          assert.equal(id, `${fields.tx}/${fields.k}`);
+          const tx = fields.tx as number;
+          byTx.set(tx, [...byTx.get(tx) ?? [], fields.k as number].sort());
+        }
+        for (const [tx, ks] of byTx) {
+          assert.deepEqual(
+            ks,
+            [...Array(OBJECTS_PER_TRANSACTION).keys()],
+            `transaction ${tx} is torn`,
+          );
+        }
+        const present = [...byTx.keys()].sort((a, b) => a - b);
+        // Every resolved write is there; at most the next one besides.
+        assert.deepEqual(
+          present.slice(0, confirmed.length),
+          confirmed.map(([tx]) => tx),
+        );
+        assert.ok(present.length <= confirmed.length + 1, `${present}`);
+        if (present.length > confirmed.length) {
+          assert.equal(present.at(-1), confirmed.length);
+        }
+        const pending = realm.pendingWrites();
+        assert.equal(pending.length, present.length);
+        transactions = pending.length;
+        assert.deepEqual(
+          pending.slice(0, confirmed.length).map((r) => r.clientVersion),
+          confirmed.map(([, version]) => version),
+        );
+        pending.forEach((receipt, index) => {
+          assert.equal(
+            receipt.clientVersion,
+            pending[0]!.clientVersion + index,
+          );
+          assert.equal(typeof receipt.waitForUpload, "function");
+        });
+        assert.equal(
+          realm.syncSession.stats().pendingUploadChangesets,
+          pending.length,
+        );
+        assert.equal(server.stats().changesetsIntegrated, 0);
+
+        // A server appears: every receipt resolves, each changeset once.
+        proxy.mode = "forward";
+        app.reconnect();
+        await Promise.all(
+          pending.map((r) => r.waitForUpload({ signal: bounded(15_000) })),
+        );
+        assert.deepEqual(realm.pendingWrites(), []);
+        assert.equal(server.stats().changesetsIntegrated, pending.length);
+      } finally {
+        await realm.close();
+      }
+      // Reopened and downloaded again: nothing uploads twice.
+      await using again = await user.openRealm({
+        path: "/~/crash",
+        waitForDownload: true,
+        signal: bounded(),
+      });
+      assert.deepEqual(again.pendingWrites(), []);
+      assert.equal(
+        again.objects("Item").length,
+        transactions * OBJECTS_PER_TRANSACTION,
+      );
+      assert.equal(server.stats().changesetsIntegrated, transactions);
+    });
+  } catch (error) {
+    console.error(`seed ${seed} (TETHER_SEED=${seed} replays it)`);
+    throw error;
+  }
+});
+
+Deno.test("User.logOut() keeps the user's realms for its next login; logOut({ deleteLocalData: true }) deletes them; a non-boolean deleteLocalData is a TypeError", async () => {
+  await withDir(async (dir) => {
+    const kvPath = `${dir}/app.kv`;
+    await using server = await startTestServer({
+      auth: { jwtSecret: secret, allowAnonymous: true },
+    });
+    await using proxy = new TcpProxy(server.addr);
+    await using app = await App.open(options(proxy.url, kvPath));
+    const logIn = async () => {
+      proxy.mode = "forward";
+      const user = await app.logIn(Credentials.jwt(await jwtFor("carol")));
+      // Then offline: what a realm holds comes from the store alone.
+      offline(proxy);
+      return user;
+    };
+    const first = await logIn();
+    {
+      await using realm = await first.openRealm({ path: "/~/notes" });
+      await realm.write((tx) => tx.put("Note", "n", { text: "kept" }));
+    }
+    await assert.rejects(
+      first.logOut({ deleteLocalData: "yes" as unknown as boolean }),
+      (error) =>
+        error instanceof TypeError && /deleteLocalData/.test(error.message),
+    );
+    assert.equal(first.isLoggedIn, true);
+    await first.logOut();
+    assert.equal(first.isLoggedIn, false);
+    assert.deepEqual(app.allUsers, []);
+    assert.equal(app.currentUser, undefined);
+
+    const second = await logIn();
+    {
+      await using realm = await second.openRealm({ path: "/~/notes" });
+      assert.deepEqual(realm.get("Note", "n"), { text: "kept" });
+      // Never acknowledged: still pending after the logout.
+      assert.equal(realm.pendingWrites().length, 1);
+    }
+    await second.logOut({ deleteLocalData: true });
+
+    const third = await logIn();
+    await using realm = await third.openRealm({ path: "/~/notes" });
+    assert.equal(realm.get("Note", "n"), undefined);
+    assert.deepEqual(realm.pendingWrites(), []);
+  });
+});
+
+Deno.test("App.open: a saved user whose refresh token the server refuses is logged out (its session reports login_failed, currentUser falls back to the other user, its realm stays readable) and stays logged out after reopening", async () => {
+  await withDir(async (dir) => {
+    const kvPath = `${dir}/app.kv`;
+    // The first server's key signed the saved refresh token; the second
+    // server, behind the same address, has another key.
+    await using old = await startTestServer();
+    await using server = await startTestServer({
+      auth: { jwtSecret: secret, allowAnonymous: true },
+    });
+    await using proxy = new TcpProxy(old.addr);
+    let refusedId: string;
+    {
+      await using app = await App.open(options(proxy.url, kvPath));
+      const user = await app.logIn(Credentials.anonymous());
+      refusedId = user.id;
+      await using realm = await user.openRealm({ path: "/~/todos" });
+      await realm.write((tx) => tx.put("Task", "t", { title: "local" }));
+    }
+    proxy.retarget(server.addr);
+    proxy.dropAll(); // also the pooled HTTP connection to the old server
+    {
+      await using app = await App.open(options(proxy.url, kvPath));
+      const refused = app.currentUser!;
+      assert.equal(refused.id, refusedId);
+      const dave = await app.logIn(Credentials.jwt(await jwtFor("dave")));
+      assert.deepEqual(app.allUsers.map((u) => u.id), [refusedId, "dave"]);
+      // Make the refused user current again, so its logout moves currentUser.
+      assert.equal(await app.logIn(Credentials.anonymous()), refused);
+      assert.equal(app.currentUser, refused);
+
+      await using realm = await refused.openRealm({ path: "/~/todos" });
+      const failure = await rejection(
+        realm.syncSession.waitForDownload({ signal: bounded() }),
+      );
+      assert.ok(failure instanceof SyncError, String(failure));
+      assert.equal(failure.code, "login_failed");
+      assert.equal(realm.syncSession.state, "error");
+      assert.equal(realm.syncSession.error?.code, "login_failed");
+      assert.equal(refused.isLoggedIn, false);
+      assert.equal(app.currentUser, dave);
+      assert.deepEqual(app.allUsers, [dave]);
+      assert.deepEqual(realm.get("Task", "t"), { title: "local" });
+      await assert.rejects(
+        refused.openRealm({ path: "/~/other" }),
+        TypeError,
+      );
+    }
+    offline(proxy);
+    await using app = await App.open(options(proxy.url, kvPath));
+    assert.deepEqual(app.allUsers.map((u) => u.id), ["dave"]);
+    assert.equal(app.currentUser?.id, "dave");
+  });
+});
+
+/** Every key and value of a KV file as text (byte arrays as Latin-1). */
+async function kvText(kvPath: string): Promise<string> {
+  const parts: string[] = [];
+  const text = (value: unknown): void => {
+    if (typeof value === "string") parts.push(value);
+    else if (value instanceof Uint8Array) {
+      parts.push(String.fromCharCode(...value));
+      parts.push(new TextDecoder().decode(value));
+    } else if (Array.isArray(value)) value.forEach(text);
+    else if (value instanceof Map) {
+      for (const [k, v] of value) (text(k), text(v));
+    } else if (typeof value === "object" && value !== null) {
+      for (const [k, v] of Object.entries(value)) (text(k), text(v));
+    } else parts.push(String(value));
+  };
+  const kv = await Deno.openKv(kvPath);
+  try {
+    for await (const entry of kv.list({ prefix: [] })) {
+      text([...entry.key]);
+      text(entry.value);
+    }
+  } finally {
+    kv.close();
+  }
+  return parts.join("\n");
+}
+
+Deno.test("App.open never stores an access token (nor a JWT), only refresh tokens: checked in the KV file and its raw bytes after the app closed", async () => {
+  await withDir(async (dir) => {
+    const kvPath = `${dir}/app.kv`;
+    await using server = await startTestServer({
+      auth: { jwtSecret: secret, allowAnonymous: true },
+    });
+    const accessTokens: string[] = [];
+    const refreshTokens: string[] = [];
+    const recording: typeof fetch = async (input, init) => {
+      const response = await fetch(input, init);
+      if (response.ok) {
+        const body = await response.clone().json();
+        accessTokens.push(body.accessToken);
+        refreshTokens.push(body.refreshToken);
+      }
+      return response;
+    };
+    const jwt = await jwtFor("erin");
+    for (let run = 0; run < 2; run++) {
+      await using app = await App.open(
+        options(server.url, kvPath, { fetch: recording }),
+      );
+      // The first run logs in; the second restores both users, whose
+      // first connections trade refresh tokens for new access tokens.
+      const anonymous = run === 0
+        ? await app.logIn(Credentials.anonymous())
+        : app.allUsers[0]!;
+      const erin = run === 0
+        ? await app.logIn(Credentials.jwt(jwt))
+        : app.allUsers[1]!;
+      for (const user of [anonymous, erin]) {
+        await using realm = await user.openRealm({
+          path: "/~/todos",
+          waitForDownload: true,
+          signal: bounded(),
+        });
+        await realm.write((tx) => tx.put("Task", `r${run}`, { run }));
+        await realm.syncSession.waitForUpload({ signal: bounded() });
+      }
+    }
+    assert.ok(accessTokens.length >= 4, `${accessTokens.length} logins`);
+    const files = [...(await snapshot(dir)).values()]
+      .map((bytes) => String.fromCharCode(...bytes)).join("\n");
+    const stored = await kvText(kvPath);
+    for (const token of [...accessTokens, jwt]) {
+      assert.ok(token.length > 20);
+      assert.ok(!stored.includes(token), "a token is stored in the KV");
+      assert.ok(!files.includes(token), "a token is in the file's bytes");
+    }
+    // The check can see a token: the latest refresh tokens are there.
+    assert.ok(refreshTokens.some((token) => stored.includes(token)));
+    assert.ok(refreshTokens.some((token) => files.includes(token)));
+  });
+});
