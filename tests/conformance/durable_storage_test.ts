@@ -495,3 +495,240 @@ Deno.test("App.open never stores an access token (nor a JWT), only refresh token
     assert.ok(refreshTokens.some((token) => files.includes(token)));
   });
 });
+
+/** Asserts `error` is a SyncError with `code` whose message names `path`. */
+function assertRefused(error: unknown, code: string, path: string): void {
+  assert.ok(error instanceof SyncError, String(error));
+  assert.equal(error.code, code);
+  assert.ok(error.message.includes(path), error.message);
+}
+
+Deno.test("A store another process holds is refused at App.open, and a per-realm store at openRealm, with storage_locked naming the path; both open once it lets go", async () => {
+  await withDir(async (dir) => {
+    const held = `${dir}/held.kv`;
+    await using server = await startTestServer();
+    const child = spawnChild(["hold", held]);
+    let finished;
+    try {
+      assert.equal(await child.next(), "held");
+      assertRefused(
+        await rejection(App.open(options(server.url, held))),
+        "storage_locked",
+        held,
+      );
+      await using app = await App.open(options(server.url, `${dir}/app.kv`));
+      const user = await app.logIn(Credentials.anonymous());
+      assertRefused(
+        await rejection(
+          user.openRealm({ path: "/~/todos", storage: { kvPath: held } }),
+        ),
+        "storage_locked",
+        held,
+      );
+      // The refusal left nothing behind: the app store still works.
+      await using realm = await user.openRealm({ path: "/~/todos" });
+      await realm.write((tx) => tx.put("Task", "t", {}));
+    } finally {
+      finished = await child.finish(false);
+    }
+    assert.equal(finished.status.code, 0, finished.stderr);
+    await using app = await App.open(options(server.url, held));
+    const user = await app.logIn(Credentials.anonymous());
+    await using realm = await user.openRealm({
+      path: "/~/todos",
+      storage: { kvPath: held },
+    });
+    assert.deepEqual(realm.objects("Task"), []);
+  });
+});
+
+Deno.test("Several App.open calls on one store in one process (also through another name for the file) share it: one realm of one user has one writer, and closing one app leaves the others working", async () => {
+  await withDir(async (dir) => {
+    const kvPath = `${dir}/app.kv`;
+    await using server = await startTestServer({
+      auth: { jwtSecret: secret, allowAnonymous: true },
+    });
+    const jwt = await jwtFor("frank");
+    await using one = await App.open(options(server.url, kvPath));
+    const link = `${dir}/link.kv`;
+    await Deno.symlink(kvPath, link);
+    await using two = await App.open(options(server.url, link));
+    await using three = await App.open(options(server.url, `${dir}/./app.kv`));
+    const first = await one.logIn(Credentials.jwt(jwt));
+    const second = await two.logIn(Credentials.jwt(jwt));
+    const realm = await first.openRealm({ path: "/~/todos" });
+    await realm.write((tx) => tx.put("Task", "a", { by: "one" }));
+    assertRefused(
+      await rejection(second.openRealm({ path: "/~/todos" })),
+      "storage_locked",
+      link,
+    );
+    await realm.close();
+    await using shared = await second.openRealm({ path: "/~/todos" });
+    assert.deepEqual(shared.get("Task", "a"), { by: "one" });
+    await one.close();
+    await three.close();
+    // The store stays open under the remaining app.
+    await shared.write((tx) => tx.put("Task", "b", { by: "two" }));
+    await shared.close();
+    await two.close();
+    await using four = await App.open(options(server.url, kvPath));
+    assert.equal(four.currentUser?.id, "frank");
+    await using again = await four.currentUser!.openRealm({ path: "/~/todos" });
+    assert.deepEqual(again.objects("Task").map((o) => o.id), ["a", "b"]);
+  });
+});
+
+Deno.test("A file that is not a Tether store (random bytes, a KV file with other keys, another SQLite database) is refused at App.open and at openRealm with storage_invalid naming the path, and left byte-for-byte untouched", async () => {
+  await withDir(async (dir) => {
+    const foreign = `${dir}/foreign`;
+    await Deno.mkdir(foreign);
+    const random = `${foreign}/random.kv`;
+    const prng = new Prng(7);
+    await Deno.writeFile(
+      random,
+      Uint8Array.from({ length: 4096 }, () => prng.int(256)),
+    );
+    const otherKv = `${foreign}/other.kv`;
+    {
+      const kv = await Deno.openKv(otherKv);
+      await kv.set(["mine"], "not tether");
+      kv.close();
+    }
+    const sqlite = `${foreign}/notes.sqlite`;
+    {
+      const { DatabaseSync } = await import("node:sqlite");
+      const db = new DatabaseSync(sqlite);
+      db.exec(
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT); INSERT INTO notes (text) VALUES ('mine');",
+      );
+      db.close();
+    }
+    const before = await snapshot(foreign);
+    await using server = await startTestServer();
+    await using app = await App.open(options(server.url, `${dir}/app.kv`));
+    const user = await app.logIn(Credentials.anonymous());
+    for (const path of [random, otherKv, sqlite]) {
+      assertRefused(
+        await rejection(App.open(options(server.url, path))),
+        "storage_invalid",
+        path,
+      );
+      assertRefused(
+        await rejection(
+          user.openRealm({ path: "/~/todos", storage: { kvPath: path } }),
+        ),
+        "storage_invalid",
+        path,
+      );
+    }
+    assert.deepEqual(await snapshot(foreign), before);
+  });
+});
+
+/** A `RealmStorage` of the caller's own, recording what the realm asks. */
+class RecordingStorage implements RealmStorage {
+  batches: StorageBatch[] = [];
+  closed = false;
+  load() {
+    return Promise.resolve({ meta: null, records: [], pending: [] });
+  }
+  commit(batch: StorageBatch): Promise<void> {
+    this.batches.push(batch);
+    return Promise.resolve();
+  }
+  close(): Promise<void> {
+    this.closed = true;
+    return Promise.resolve();
+  }
+}
+
+Deno.test('openRealm({ storage }) on a durable app overrides the app\'s store per realm: "memory", { kvPath } and a RealmStorage object', async () => {
+  await withDir(async (dir) => {
+    const kvPath = `${dir}/app.kv`;
+    const other = `${dir}/other.kv`;
+    await using server = await startTestServer();
+    await using app = await App.open(options(server.url, kvPath));
+    const user = await app.logIn(Credentials.anonymous());
+    const mine = new RecordingStorage();
+    for (
+      const [path, storage] of [
+        ["/~/memory", "memory"],
+        ["/~/other", { kvPath: other }],
+        ["/~/mine", mine],
+      ] as const
+    ) {
+      await using realm = await user.openRealm({ path, storage });
+      await realm.write((tx) => tx.put("Task", "t", { path }));
+    }
+    assert.ok(mine.closed);
+    assert.ok(
+      mine.batches.some((batch) =>
+        batch.records.some((record) => record.id === "t") &&
+        batch.append.length === 1
+      ),
+    );
+    // None of them is in the app's store.
+    for (const path of ["/~/memory", "/~/other", "/~/mine"]) {
+      await using realm = await user.openRealm({ path });
+      assert.equal(realm.get("Task", "t"), undefined, path);
+    }
+    // The { kvPath } one is in its own file, and the memory one nowhere.
+    {
+      await using realm = await user.openRealm({
+        path: "/~/other",
+        storage: { kvPath: other },
+      });
+      assert.deepEqual(realm.get("Task", "t"), { path: "/~/other" });
+    }
+    await using realm = await user.openRealm({
+      path: "/~/memory",
+      storage: "memory",
+    });
+    assert.equal(realm.get("Task", "t"), undefined);
+    await assert.rejects(
+      user.openRealm({ path: "/~/x", storage: { kvPath: "" } }),
+      (error) => error instanceof TypeError && /kvPath/.test(error.message),
+    );
+  });
+});
+
+Deno.test("Durable realms and aborts: an open aborted while waiting for the download rejects with the reason and leaves the store free; a restored receipt's waitForUpload rejects with its signal's reason, then with session_closed when the realm closes", async () => {
+  await withDir(async (dir) => {
+    const kvPath = `${dir}/app.kv`;
+    await using server = await startTestServer();
+    await using proxy = new TcpProxy(server.addr);
+    {
+      await using app = await App.open(options(proxy.url, kvPath));
+      const user = await app.logIn(Credentials.anonymous());
+      offline(proxy);
+      await using realm = await user.openRealm({ path: "/~/todos" });
+      await realm.write((tx) => tx.put("Task", "t", {}));
+    }
+    await using app = await App.open(options(proxy.url, kvPath));
+    const user = app.currentUser!;
+    const controller = new AbortController();
+    const opening = user.openRealm({
+      path: "/~/todos",
+      waitForDownload: true,
+      signal: controller.signal,
+    });
+    const reason = new Error("stop waiting");
+    controller.abort(reason);
+    assert.equal(await rejection(opening), reason);
+    const realm = await user.openRealm({ path: "/~/todos" });
+    const [receipt] = realm.pendingWrites();
+    assert.ok(receipt !== undefined);
+    assert.equal(
+      await rejection(
+        receipt.waitForUpload({ signal: AbortSignal.abort(reason) }),
+      ),
+      reason,
+    );
+    const waiting = receipt.waitForUpload({ signal: bounded() });
+    await realm.close();
+    const closed = await rejection(waiting);
+    assert.ok(closed instanceof SyncError, String(closed));
+    assert.equal(closed.code, "session_closed");
+  });
+});
