@@ -192,7 +192,12 @@ Deno.test("App.logIn(Credentials.anonymous()) on a durable app returns the saved
   });
 });
 
-Deno.test("A durable app SIGKILLed while writing offline keeps every resolved write and loses at most the one in flight; another process gets one pending receipt per transaction in commit order, and each uploads exactly once", async () => {
+/**
+ * A child restores the saved user and writes one transaction at a time,
+ * the server reachable (`online`) or not, and is SIGKILLed; this process
+ * then reopens the store offline, checks it, and lets the server appear.
+ */
+async function killedWriter(online: boolean): Promise<void> {
   const seed = testSeed();
   const random = new Prng(seed);
   try {
@@ -205,8 +210,8 @@ Deno.test("A durable app SIGKILLed while writing offline keeps every resolved wr
         await using app = await App.open(options(proxy.url, kvPath));
         id = (await app.logIn(Credentials.anonymous())).id;
       }
-      offline(proxy);
-      // The child restores the user offline and writes until killed.
+      if (!online) offline(proxy);
+      // The child restores the user and writes until killed.
       const killAfter = 2 + random.int(12);
       const child = spawnChild(["write", kvPath, proxy.url]);
       const confirmed: [number, number][] = [];
@@ -233,7 +238,10 @@ Deno.test("A durable app SIGKILLed while writing offline keeps every resolved wr
         [...confirmed.keys()],
       );
 
-      // This process reopens the store, the server still away.
+      // This process reopens the store, the server away.
+      offline(proxy);
+      const integratedBefore = server.stats().changesetsIntegrated;
+      if (!online) assert.equal(integratedBefore, 0);
       let transactions = 0;
       await using app = await App.open(options(proxy.url, kvPath));
       const user = app.currentUser!;
@@ -263,25 +271,30 @@ Deno.test("A durable app SIGKILLed while writing offline keeps every resolved wr
         if (present.length > confirmed.length) {
           assert.equal(present.at(-1), confirmed.length);
         }
+        transactions = present.length;
+        // Client versions of the present transactions, in commit order:
+        // the confirmed ones as the child saw them, then the next one.
+        const versions = confirmed.map(([, version]) => version);
+        if (present.length > confirmed.length) {
+          versions.push((versions.at(-1) ?? 0) + 1);
+        }
+        versions.forEach((version, index) => assert.equal(version, index + 1));
+        // Offline, nothing was acknowledged: every transaction is pending.
+        // Online, the unacknowledged ones: the last of them, in order.
         const pending = realm.pendingWrites();
-        assert.equal(pending.length, present.length);
-        transactions = pending.length;
         assert.deepEqual(
-          pending.slice(0, confirmed.length).map((r) => r.clientVersion),
-          confirmed.map(([, version]) => version),
+          pending.map((r) => r.clientVersion),
+          versions.slice(versions.length - pending.length),
         );
-        pending.forEach((receipt, index) => {
-          assert.equal(
-            receipt.clientVersion,
-            pending[0]!.clientVersion + index,
-          );
+        if (!online) assert.equal(pending.length, present.length);
+        for (const receipt of pending) {
           assert.equal(typeof receipt.waitForUpload, "function");
-        });
+        }
         assert.equal(
           realm.syncSession.stats().pendingUploadChangesets,
           pending.length,
         );
-        assert.equal(server.stats().changesetsIntegrated, 0);
+        assert.ok(integratedBefore >= present.length - pending.length);
 
         // A server appears: every receipt resolves, each changeset once.
         proxy.mode = "forward";
@@ -290,7 +303,7 @@ Deno.test("A durable app SIGKILLed while writing offline keeps every resolved wr
           pending.map((r) => r.waitForUpload({ signal: bounded(15_000) })),
         );
         assert.deepEqual(realm.pendingWrites(), []);
-        assert.equal(server.stats().changesetsIntegrated, pending.length);
+        assert.equal(server.stats().changesetsIntegrated, present.length);
       } finally {
         await realm.close();
       }
@@ -311,6 +324,14 @@ Deno.test("A durable app SIGKILLed while writing offline keeps every resolved wr
     console.error(`seed ${seed} (TETHER_SEED=${seed} replays it)`);
     throw error;
   }
+}
+
+Deno.test("A durable app SIGKILLed while writing offline keeps every resolved write and loses at most the one in flight; another process gets one pending receipt per transaction in commit order, and each uploads exactly once", async () => {
+  await killedWriter(false);
+});
+
+Deno.test("A durable app SIGKILLed while writing and uploading: after reopening, the unacknowledged writes are pending in order, and the server holds each transaction exactly once", async () => {
+  await killedWriter(true);
 });
 
 Deno.test("User.logOut() keeps the user's realms for its next login; logOut({ deleteLocalData: true }) deletes them; a non-boolean deleteLocalData is a TypeError", async () => {
@@ -390,10 +411,21 @@ Deno.test("App.open: a saved user whose refresh token the server refuses is logg
       assert.equal(await app.logIn(Credentials.anonymous()), refused);
       assert.equal(app.currentUser, refused);
 
+      // Both realms open offline; then the server answers the refresh.
+      offline(proxy);
       await using realm = await refused.openRealm({ path: "/~/todos" });
+      await using second = await refused.openRealm({ path: "/~/second" });
+      proxy.mode = "forward";
+      app.reconnect();
       const failure = await rejection(
         realm.syncSession.waitForDownload({ signal: bounded() }),
       );
+      // Every session of the user reports it.
+      const also = await rejection(
+        second.syncSession.waitForDownload({ signal: bounded() }),
+      );
+      assert.ok(also instanceof SyncError, String(also));
+      assert.equal(also.code, "login_failed");
       assert.ok(failure instanceof SyncError, String(failure));
       assert.equal(failure.code, "login_failed");
       assert.equal(realm.syncSession.state, "error");
@@ -730,5 +762,112 @@ Deno.test("Durable realms and aborts: an open aborted while waiting for the down
     const closed = await rejection(waiting);
     assert.ok(closed instanceof SyncError, String(closed));
     assert.equal(closed.code, "session_closed");
+  });
+});
+
+Deno.test("Realm.pendingWrites(): writes started together without awaiting are one receipt each, in call order, before and after a restart, and the server integrates each once", async () => {
+  await withDir(async (dir) => {
+    const kvPath = `${dir}/app.kv`;
+    await using server = await startTestServer();
+    await using proxy = new TcpProxy(server.addr);
+    let versions: number[];
+    {
+      await using app = await App.open(options(proxy.url, kvPath));
+      const user = await app.logIn(Credentials.anonymous());
+      offline(proxy);
+      await using realm = await user.openRealm({ path: "/~/todos" });
+      const receipts = await Promise.all(
+        [...Array(6).keys()].map((index) =>
+          realm.write((tx) => tx.put("Task", `t${index}`, { index }))
+        ),
+      );
+      versions = receipts.map((receipt) => receipt.clientVersion);
+      assert.deepEqual(
+        versions,
+        versions.map((_, index) => versions[0]! + index),
+      );
+      assert.deepEqual(realm.pendingWrites().map((r) => r.clientVersion), [
+        ...versions,
+      ]);
+    }
+    await using app = await App.open(options(proxy.url, kvPath));
+    await using realm = await app.currentUser!.openRealm({ path: "/~/todos" });
+    const pending = realm.pendingWrites();
+    assert.deepEqual(pending.map((r) => r.clientVersion), versions);
+    proxy.mode = "forward";
+    app.reconnect();
+    // Each receipt resolves; together they may go in one upload.
+    await Promise.all(
+      pending.map((r) => r.waitForUpload({ signal: bounded() })),
+    );
+    assert.equal(server.stats().changesetsIntegrated, versions.length);
+    assert.deepEqual(realm.pendingWrites(), []);
+  });
+});
+
+Deno.test("App.open: two calls at once on a new file both open and share it; a saved user that does not decode is refused with storage_invalid and left untouched", async () => {
+  await withDir(async (dir) => {
+    const kvPath = `${dir}/app.kv`;
+    await using server = await startTestServer();
+    {
+      const [one, two] = await Promise.all([
+        App.open(options(server.url, kvPath)),
+        App.open(options(server.url, kvPath)),
+      ]);
+      await using _one = one;
+      await using _two = two;
+      await one.logIn(Credentials.anonymous());
+    }
+    const kv = await Deno.openKv(kvPath);
+    try {
+      const [saved] = await Array.fromAsync(
+        kv.list({ prefix: ["tether", "v1", "users"] }),
+      );
+      assert.ok(saved !== undefined);
+      await kv.set(saved.key, { id: 42 });
+    } finally {
+      kv.close();
+    }
+    const before = await snapshot(dir);
+    assertRefused(
+      await rejection(App.open(options(server.url, kvPath))),
+      "storage_invalid",
+      kvPath,
+    );
+    assert.deepEqual(await snapshot(dir), before);
+  });
+});
+
+Deno.test("App.open checks every App option and its storage before it touches the file", async () => {
+  await withDir(async (dir) => {
+    const kvPath = `${dir}/app.kv`;
+    await assert.rejects(
+      App.open({ baseUrl: "ftp://127.0.0.1:1", storage: { kvPath } }),
+      TypeError,
+    );
+    await assert.rejects(
+      App.open({
+        baseUrl: "http://127.0.0.1:1",
+        reconnect: { minDelayMs: -1 },
+        storage: { kvPath },
+      }),
+      RangeError,
+    );
+    await assert.rejects(
+      App.open({
+        baseUrl: "http://127.0.0.1:1",
+        storage: { kvPath: 42 as unknown as string },
+      }),
+      (error) => error instanceof TypeError && /kvPath/.test(error.message),
+    );
+    // Deno has no IndexedDB: a TypeError, not a hang or a SyncError.
+    await assert.rejects(
+      App.open({
+        baseUrl: "http://127.0.0.1:1",
+        storage: { indexedDb: "my-app" },
+      }),
+      TypeError,
+    );
+    assert.deepEqual([...(await snapshot(dir)).keys()], []);
   });
 });
