@@ -214,6 +214,9 @@ export class App {
    * @throws {SyncError} `storage_locked` when another process holds the
    *   store, `storage_invalid` when it is not a readable Tether store (the
    *   message names the path; the store is left untouched).
+   * @throws {Error} Deno's own file-system errors for a `kvPath` it cannot
+   *   create (`Deno.errors.NotFound` for a missing directory,
+   *   `PermissionDenied`), naming the path.
    */
   static async open(options: AppOpenOptions): Promise<App> {
     if (typeof options !== "object" || options === null) {

@@ -611,7 +611,7 @@ Deno.test("Several App.open calls on one store in one process (also through anot
   });
 });
 
-Deno.test("A file that is not a Tether store (random bytes, a KV file with other keys, another SQLite database) is refused at App.open and at openRealm with storage_invalid naming the path, and left byte-for-byte untouched", async () => {
+Deno.test("A file that is not a Tether store (random bytes, a KV file with other keys, another SQLite database, a directory) is refused at App.open and at openRealm with storage_invalid naming the path, and left byte-for-byte untouched; a path that cannot be created rejects with Deno.errors.NotFound", async () => {
   await withDir(async (dir) => {
     const foreign = `${dir}/foreign`;
     await Deno.mkdir(foreign);
@@ -655,6 +655,17 @@ Deno.test("A file that is not a Tether store (random bytes, a KV file with other
       );
     }
     assert.deepEqual(await snapshot(foreign), before);
+    // A directory is not a store either.
+    assertRefused(
+      await rejection(App.open(options(server.url, foreign))),
+      "storage_invalid",
+      foreign,
+    );
+    // A path that cannot be created: Deno's own error, naming it.
+    const missing = `${dir}/missing/app.kv`;
+    const notFound = await rejection(App.open(options(server.url, missing)));
+    assert.ok(notFound instanceof Deno.errors.NotFound, String(notFound));
+    assert.ok(notFound.message.includes(missing));
   });
 });
 

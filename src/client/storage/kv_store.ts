@@ -166,8 +166,10 @@ function fileId(stat: { dev: number; ino: number | null }): string {
  * @throws {TypeError} Outside Deno, or without `--unstable-kv`.
  * @throws {SyncError} `storage_locked` when another process holds the file,
  *   `storage_invalid` when it is not a Tether store (random bytes, a KV file
- *   with other keys, another SQLite database), was written by a newer
- *   format, or does not open.
+ *   with other keys, another SQLite database, a directory), was written by
+ *   a newer format, or does not open.
+ * @throws {Error} Deno's own file-system errors (`Deno.errors.NotFound`
+ *   for a missing parent directory, `PermissionDenied`), naming the path.
  */
 export function acquireKvStore(path: string): Promise<KvStoreHandle> {
   if (typeof path !== "string" || path.length === 0) {
@@ -199,6 +201,13 @@ export function acquireKvStore(path: string): Promise<KvStoreHandle> {
       read: true,
       write: true,
       create: true,
+    }).catch((error) => {
+      // A directory is not a store; other file-system errors (a missing
+      // parent directory, no permission) stay Deno's own, naming the path.
+      if (error instanceof Error && error.name === "IsADirectory") {
+        throw invalidStore(where, "it is a directory", error);
+      }
+      throw error;
     });
     let kv: KvLike | undefined;
     try {
