@@ -149,6 +149,13 @@ Deno.test("App.open restores currentUser and allUsers offline, in login order (a
     assert.equal(app.currentUser?.isLoggedIn, true);
     assert.deepEqual(app.allUsers.map((u) => u.id), before);
     assert.equal(app.allUsers.at(-1), app.currentUser);
+    // Logging out the current user makes the previous login current.
+    await app.currentUser!.logOut();
+    assert.equal(app.currentUser?.id, "bob");
+    await app.close();
+    await using again = await App.open(options(proxy.url, kvPath));
+    assert.deepEqual(again.allUsers.map((u) => u.id), ["bob"]);
+    assert.equal(again.currentUser?.id, "bob");
   });
 });
 
@@ -392,6 +399,7 @@ Deno.test("App.open: a saved user whose refresh token the server refuses is logg
     });
     await using proxy = new TcpProxy(old.addr);
     let refusedId: string;
+    let freshId: string;
     {
       await using app = await App.open(options(proxy.url, kvPath));
       const user = await app.logIn(Credentials.anonymous());
@@ -438,11 +446,15 @@ Deno.test("App.open: a saved user whose refresh token the server refuses is logg
         refused.openRealm({ path: "/~/other" }),
         TypeError,
       );
+      // The refused user is not reused by the next anonymous login.
+      const fresh = await app.logIn(Credentials.anonymous());
+      assert.notEqual(fresh.id, refusedId);
+      freshId = fresh.id;
     }
     offline(proxy);
     await using app = await App.open(options(proxy.url, kvPath));
-    assert.deepEqual(app.allUsers.map((u) => u.id), ["dave"]);
-    assert.equal(app.currentUser?.id, "dave");
+    assert.deepEqual(app.allUsers.map((u) => u.id), ["dave", freshId]);
+    assert.equal(app.currentUser?.id, freshId);
   });
 });
 
@@ -481,12 +493,15 @@ Deno.test("App.open never stores an access token (nor a JWT), only refresh token
     });
     const accessTokens: string[] = [];
     const refreshTokens: string[] = [];
+    /** The refresh token each user got last. */
+    const latest = new Map<string, string>();
     const recording: typeof fetch = async (input, init) => {
       const response = await fetch(input, init);
       if (response.ok) {
         const body = await response.clone().json();
         accessTokens.push(body.accessToken);
         refreshTokens.push(body.refreshToken);
+        latest.set(body.userId, body.refreshToken);
       }
       return response;
     };
@@ -525,6 +540,20 @@ Deno.test("App.open never stores an access token (nor a JWT), only refresh token
     // The check can see a token: the latest refresh tokens are there.
     assert.ok(refreshTokens.some((token) => stored.includes(token)));
     assert.ok(refreshTokens.some((token) => files.includes(token)));
+    // Each saved user holds the refresh token it got last (a refresh
+    // token the server issues anew is saved again).
+    const kv = await Deno.openKv(kvPath);
+    try {
+      assert.equal(latest.size, 2);
+      for (const [id, token] of latest) {
+        const saved = await kv.get<{ refreshToken: string }>(
+          ["tether", "v1", "users", id],
+        );
+        assert.equal(saved.value?.refreshToken, token, id);
+      }
+    } finally {
+      kv.close();
+    }
   });
 });
 
@@ -543,11 +572,18 @@ Deno.test("A store another process holds is refused at App.open, and a per-realm
     let finished;
     try {
       assert.equal(await child.next(), "held");
-      assertRefused(
-        await rejection(App.open(options(server.url, held))),
-        "storage_locked",
-        held,
-      );
+      // Whatever name the file is reached by.
+      const symlink = `${dir}/symlink.kv`;
+      const hardLink = `${dir}/hardlink.kv`;
+      await Deno.symlink(held, symlink);
+      await Deno.link(held, hardLink);
+      for (const path of [held, symlink, hardLink]) {
+        assertRefused(
+          await rejection(App.open(options(server.url, path))),
+          "storage_locked",
+          path,
+        );
+      }
       await using app = await App.open(options(server.url, `${dir}/app.kv`));
       const user = await app.logIn(Credentials.anonymous());
       assertRefused(
@@ -600,6 +636,12 @@ Deno.test("Several App.open calls on one store in one process (also through anot
     assert.deepEqual(shared.get("Task", "a"), { by: "one" });
     await one.close();
     await three.close();
+    // Still one owner: another process is refused while `two` holds it.
+    const child = spawnChild(["hold", kvPath]);
+    assert.equal(await child.next(), undefined);
+    const refused = await child.finish(false);
+    assert.notEqual(refused.status.code, 0);
+    assert.match(refused.stderr, /storage_locked|another process holds it/);
     // The store stays open under the remaining app.
     await shared.write((tx) => tx.put("Task", "b", { by: "two" }));
     await shared.close();
