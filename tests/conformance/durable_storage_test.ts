@@ -924,3 +924,33 @@ Deno.test("App.open checks every App option and its storage before it touches th
     assert.deepEqual([...(await snapshot(dir)).keys()], []);
   });
 });
+
+Deno.test("WriteReceipt from pendingWrites() after a restart rejects with the session's fatal error when the server refuses the realm", async () => {
+  await withDir(async (dir) => {
+    const kvPath = `${dir}/app.kv`;
+    await using server = await startTestServer();
+    await using proxy = new TcpProxy(server.addr);
+    {
+      await using app = await App.open(options(proxy.url, kvPath));
+      const user = await app.logIn(Credentials.anonymous());
+      offline(proxy);
+      // Another user's path: the default permissions refuse it.
+      await using realm = await user.openRealm({ path: "/someone-else/x" });
+      await realm.write((tx) => tx.put("Task", "t", {}));
+    }
+    await using app = await App.open(options(proxy.url, kvPath));
+    await using realm = await app.currentUser!.openRealm({
+      path: "/someone-else/x",
+    });
+    const [receipt] = realm.pendingWrites();
+    assert.ok(receipt !== undefined);
+    const waiting = receipt.waitForUpload({ signal: bounded() });
+    proxy.mode = "forward";
+    app.reconnect();
+    const error = await rejection(waiting);
+    assert.ok(error instanceof SyncError, String(error));
+    assert.equal(error.code, "permission_denied");
+    assert.equal(realm.syncSession.error?.code, "permission_denied");
+    assert.equal(server.stats().changesetsIntegrated, 0);
+  });
+});
