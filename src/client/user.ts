@@ -247,6 +247,9 @@ export class User {
    *   the saved login is gone).
    * @throws {TypeError} When `options` is not an object or
    *   `deleteLocalData` is not a boolean.
+   * @throws {SyncError} `storage_locked` when `deleteLocalData` finds one
+   *   of the user's realms open in another app of this process on the same
+   *   store: nothing is deleted, and the user is logged out all the same.
    */
   async logOut(options: LogOutOptions = {}): Promise<void> {
     if (typeof options !== "object" || options === null) {

@@ -954,3 +954,39 @@ Deno.test("WriteReceipt from pendingWrites() after a restart rejects with the se
     assert.equal(server.stats().changesetsIntegrated, 0);
   });
 });
+
+Deno.test("User.logOut({ deleteLocalData: true }) while another app of the process has one of the user's realms open on the store deletes nothing and rejects with storage_locked; that realm stays whole", async () => {
+  await withDir(async (dir) => {
+    const kvPath = `${dir}/app.kv`;
+    await using server = await startTestServer({
+      auth: { jwtSecret: secret, allowAnonymous: true },
+    });
+    const jwt = await jwtFor("grace");
+    {
+      await using one = await App.open(options(server.url, kvPath));
+      await using two = await App.open(options(server.url, kvPath));
+      const first = await one.logIn(Credentials.jwt(jwt));
+      const second = await two.logIn(Credentials.jwt(jwt));
+      {
+        await using other = await first.openRealm({ path: "/~/other" });
+        await other.write((tx) => tx.put("Task", "o", {}));
+      }
+      await using realm = await second.openRealm({ path: "/~/todos" });
+      await realm.write((tx) => tx.put("Task", "a", {}));
+      assertRefused(
+        await rejection(first.logOut({ deleteLocalData: true })),
+        "storage_locked",
+        "/grace/todos",
+      );
+      assert.equal(first.isLoggedIn, false);
+      assert.deepEqual(one.allUsers, []);
+      await realm.write((tx) => tx.put("Task", "b", {}));
+    }
+    await using app = await App.open(options(server.url, kvPath));
+    const user = await app.logIn(Credentials.jwt(jwt));
+    await using realm = await user.openRealm({ path: "/~/todos" });
+    assert.deepEqual(realm.objects("Task").map((o) => o.id), ["a", "b"]);
+    await using other = await user.openRealm({ path: "/~/other" });
+    assert.deepEqual(other.objects("Task").map((o) => o.id), ["o"]);
+  });
+});
