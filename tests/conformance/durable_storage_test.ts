@@ -775,6 +775,11 @@ Deno.test('openRealm({ storage }) on a durable app overrides the app\'s store pe
       user.openRealm({ path: "/~/x", storage: { kvPath: "" } }),
       (error) => error instanceof TypeError && /kvPath/.test(error.message),
     );
+    await assert.rejects(
+      user.openRealm({ path: "/~/x", storage: { kvPath: ":memory:" } }),
+      (error) => error instanceof TypeError && /memory/.test(error.message),
+    );
+    await assert.rejects(Deno.stat(":memory:"), Deno.errors.NotFound);
   });
 });
 
@@ -912,6 +917,19 @@ Deno.test("App.open checks every App option and its storage before it touches th
         storage: { kvPath: 42 as unknown as string },
       }),
       (error) => error instanceof TypeError && /kvPath/.test(error.message),
+    );
+    // Deno KV's in-memory database is not durable storage (and opening it
+    // must not leave a file named ":memory:" in the working directory).
+    await assert.rejects(
+      App.open({
+        baseUrl: "http://127.0.0.1:1",
+        storage: { kvPath: ":memory:" },
+      }),
+      (error) => error instanceof TypeError && /memory/.test(error.message),
+    );
+    await assert.rejects(
+      Deno.stat(":memory:"),
+      Deno.errors.NotFound,
     );
     // Deno has no IndexedDB: a TypeError, not a hang or a SyncError.
     await assert.rejects(

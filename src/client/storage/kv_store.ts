@@ -163,7 +163,8 @@ function fileId(stat: { dev: number; ino: number | null }): string {
  * OS lock on the file itself (so a hard link or symlink is the same store),
  * opens it, and checks or writes its header.
  *
- * @throws {TypeError} Outside Deno, or without `--unstable-kv`.
+ * @throws {TypeError} Outside Deno, or without `--unstable-kv`, or for the
+ *   path `":memory:"` (nothing would survive: use the memory storage).
  * @throws {SyncError} `storage_locked` when another process holds the file,
  *   `storage_invalid` when it is not a Tether store (random bytes, a KV file
  *   with other keys, another SQLite database, a directory), was written by
@@ -175,6 +176,15 @@ export function acquireKvStore(path: string): Promise<KvStoreHandle> {
   if (typeof path !== "string" || path.length === 0) {
     return Promise.reject(
       new TypeError("Cannot open storage: kvPath must be a non-empty string"),
+    );
+  }
+  if (path === ":memory:") {
+    // Deno KV would open an in-memory database while the lock file
+    // ":memory:" appeared in the working directory: durable in name only.
+    return Promise.reject(
+      new TypeError(
+        'Cannot open storage: kvPath ":memory:" is Deno KV\'s in-memory database, where nothing survives; use storage: "memory"',
+      ),
     );
   }
   let deno: DenoLike;
