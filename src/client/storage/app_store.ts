@@ -9,6 +9,7 @@
 
 import { SyncError } from "../sync_error.ts";
 import {
+  claimRealm,
   done,
   globalApi,
   type IdbDatabase,
@@ -266,10 +267,12 @@ class IndexedDbAppStore implements AppStore {
   readonly durable = true;
   #db: IdbDatabase;
   #api: IndexedDbApi;
+  #name: string;
   #where: string;
 
   private constructor(name: string, db: IdbDatabase, api: IndexedDbApi) {
     this.realmStorage = { indexedDb: name };
+    this.#name = name;
     this.#db = db;
     this.#api = api;
     this.#where = `IndexedDB ${JSON.stringify(name)}`;
@@ -311,22 +314,59 @@ class IndexedDbAppStore implements AppStore {
   }
 
   async removeUser(id: string, deleteLocalData: boolean): Promise<void> {
-    const stores = deleteLocalData
-      ? ["header", "meta", "records", "pending"]
-      : ["header"];
-    const tx = this.#db.transaction(stores, "readwrite", {
-      durability: "strict",
-    });
-    const finished = done(tx);
-    tx.objectStore("header").delete(["users", id]);
-    if (deleteLocalData) {
-      // Arrays sort after strings: [id, []] bounds every [id, path, …].
-      const range = this.#api.IDBKeyRange.bound([id], [id, []]);
+    if (!deleteLocalData) {
+      const tx = this.#db.transaction(["header"], "readwrite", {
+        durability: "strict",
+      });
+      const finished = done(tx);
+      tx.objectStore("header").delete(["users", id]);
+      await finished;
+      return;
+    }
+    // Arrays sort after strings: [id, []] bounds every [id, path, …].
+    const range = this.#api.IDBKeyRange.bound([id], [id, []]);
+    const read = this.#db.transaction(["meta"], "readonly");
+    const listed = done(read);
+    const keys = await request(read.objectStore("meta").getAllKeys(range));
+    await listed;
+    // A realm open in this page, or in another tab, keeps writing: its
+    // data is deleted only under its claim, or not at all.
+    const releases: (() => Promise<void>)[] = [];
+    try {
+      for (const key of keys) {
+        const path = Array.isArray(key) ? key[1] : undefined;
+        if (typeof path !== "string") continue;
+        try {
+          releases.push(await claimRealm(this.#name, { userId: id, path }));
+        } catch (error) {
+          if (!(error instanceof SyncError)) throw error;
+          // The saved login goes all the same.
+          await this.removeUser(id, false);
+          throw new SyncError(
+            "storage_locked",
+            `Cannot delete the local data of user ${
+              JSON.stringify(id)
+            } in the store ${this.#where}: its realm ${
+              JSON.stringify(path)
+            } is open elsewhere (another app, tab or worker), so the user is logged out but its local data stays (as without deleteLocalData); close that realm before logging out to delete it`,
+            { cause: error },
+          );
+        }
+      }
+      const tx = this.#db.transaction(
+        ["header", "meta", "records", "pending"],
+        "readwrite",
+        { durability: "strict" },
+      );
+      const finished = done(tx);
+      tx.objectStore("header").delete(["users", id]);
       for (const store of ["meta", "records", "pending"]) {
         tx.objectStore(store).delete(range);
       }
+      await finished;
+    } finally {
+      for (const release of releases) await release();
     }
-    await finished;
   }
 
   close(): Promise<void> {
