@@ -249,7 +249,8 @@ export class User {
    *   `deleteLocalData` is not a boolean.
    * @throws {SyncError} `storage_locked` when `deleteLocalData` finds one
    *   of the user's realms open in another app of this process on the same
-   *   store: nothing is deleted, and the user is logged out all the same.
+   *   store (in browsers also another tab or worker): nothing is deleted,
+   *   and the user is logged out all the same.
    */
   async logOut(options: LogOutOptions = {}): Promise<void> {
     if (typeof options !== "object" || options === null) {
