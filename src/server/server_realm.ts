@@ -6,7 +6,7 @@
 
 import type { Instruction, UploadChangeset } from "../model/changeset.ts";
 import { HlcClock } from "../model/hlc.ts";
-import { isLive, visibleFields } from "../model/merge.ts";
+import { isLive, type ObjectRecord, visibleFields } from "../model/merge.ts";
 import type { Transaction } from "../model/transaction.ts";
 import { TransactionWrites } from "../model/transaction.ts";
 import type { Fields } from "../model/value.ts";
@@ -361,23 +361,35 @@ export class ServerRealms {
     instructions: Instruction[],
   ): Promise<{ version: number }> {
     this.#context.lifetime.throwIfAborted();
-    const updated = instructions.filter(({ op }) => op === "update");
-    if (updated.length > 0) {
-      // The transaction could not know; an update makes no new object.
-      const state = await readObjectRecords(
-        this.#context.kv,
-        path,
-        updated.map(({ type, id }) => ({ type, id })),
-        this.#retry(),
-      );
-      for (const record of state.records.values()) {
-        if (!isLive(record)) {
-          throw new TypeError(
-            `Cannot update: ${record.type} ${
-              JSON.stringify(record.id)
-            } does not exist`,
-          );
-        }
+    // Every object written is read first: an update makes no new object
+    // (the transaction could not know), and the write must stamp after
+    // what it overwrites, however far ahead the clock of the client that
+    // wrote it ran.
+    const touched = new Map<string, { type: string; id: string }>();
+    for (const { type, id } of instructions) {
+      touched.set(JSON.stringify([type, id]), { type, id });
+    }
+    const state = await readObjectRecords(
+      this.#context.kv,
+      path,
+      [...touched.values()],
+      this.#retry(),
+    );
+    const updated = new Set(
+      instructions.filter(({ op }) => op === "update").map(({ type, id }) =>
+        JSON.stringify([type, id])
+      ),
+    );
+    for (const record of state.records.values()) {
+      if (
+        updated.has(JSON.stringify([record.type, record.id])) &&
+        !isLive(record)
+      ) {
+        throw new TypeError(
+          `Cannot update: ${record.type} ${
+            JSON.stringify(record.id)
+          } does not exist`,
+        );
       }
     }
     const hub = this.#context.registry.acquire(path);
@@ -385,6 +397,9 @@ export class ServerRealms {
       const head = await hub.refreshHead();
       if (instructions.length === 0) return { version: head.version };
       const writer = await this.#writer(path);
+      for (const record of state.records.values()) {
+        observeRecord(writer.clock, record);
+      }
       const changeset: UploadChangeset = {
         clientVersion: writer.lastClientVersion + 1,
         baseServerVersion: head.version,
@@ -581,6 +596,13 @@ class ChangeFeed {
     hub.detach(this.#member);
     this.#context.registry.release(hub);
   }
+}
+
+/** Folds every stamp `record` holds into `clock`, as a client does on download. */
+function observeRecord(clock: HlcClock, record: ObjectRecord): void {
+  if (record.putStamp !== null) clock.observe(record.putStamp);
+  if (record.deleteStamp !== null) clock.observe(record.deleteStamp);
+  for (const entry of record.fields.values()) clock.observe(entry.stamp);
 }
 
 function toChange(instruction: Instruction): RealmChange {

@@ -1,0 +1,489 @@
+// Conformance: docs/SERVER.md "Server-side data access" and "Embedding" —
+// server.realm() writes against client writes by stamp, the change feed's
+// edges, the admin routes' exact answers, a handler under a prefix, and a
+// client the server slows while its store stalls, through the public API.
+
+import assert from "node:assert/strict";
+import { App, type Clock, Credentials, systemClock } from "../../mod.ts";
+import { createSyncHandler, type RealmChangeset } from "../../server.ts";
+import { fastApp, openClient, openDownloaded } from "./_helpers.ts";
+import { startTestServer } from "../_helpers/test_server.ts";
+import { TestKv } from "../_helpers/test_kv.ts";
+import { bounded } from "../_helpers/waits.ts";
+
+const TOKEN = "admin-token-0123456789";
+const AUTH = { authorization: `Bearer ${TOKEN}` };
+const HOUR = 60 * 60 * 1000;
+
+/** The system clock, `offsetMs` away: a device whose clock is wrong. */
+function skewedClock(offsetMs: number): Clock {
+  return { ...systemClock, now: () => Date.now() + offsetMs };
+}
+
+/** Reads `count` items of a feed, then stops it. */
+async function take(
+  feed: ReadableStream<RealmChangeset>,
+  count: number,
+): Promise<RealmChangeset[]> {
+  const items: RealmChangeset[] = [];
+  const reader = feed.getReader();
+  try {
+    while (items.length < count) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      items.push(value);
+    }
+  } finally {
+    await reader.cancel();
+  }
+  return items;
+}
+
+/** Reads an NDJSON body line by line; blank lines are returned as "". */
+function ndjsonLines(body: ReadableStream<Uint8Array>) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffered = "";
+  return {
+    async next(): Promise<string | null> {
+      for (;;) {
+        const end = buffered.indexOf("\n");
+        if (end >= 0) {
+          const line = buffered.slice(0, end);
+          buffered = buffered.slice(end + 1);
+          return line;
+        }
+        const { done, value } = await reader.read();
+        if (done) return null;
+        buffered += value;
+      }
+    },
+    cancel: () => reader.cancel(),
+  };
+}
+
+Deno.test("ServerRealm.write() after a client write stamped ahead of the server's clock still wins: the server's HLC follows what it stored", async () => {
+  await using server = await startTestServer();
+  // A phone whose clock runs an hour fast.
+  await using client = await openClient(
+    fastApp(server.url, { clock: skewedClock(HOUR) }),
+  );
+  const todos = server.realm(`/${client.user.id}/todos`);
+  await client.realm.write((tx) => {
+    tx.put("Task", "a", { title: "from the phone", done: false });
+    tx.put("Task", "gone", { title: "deleted next" });
+  });
+  await client.realm.write((tx) => tx.delete("Task", "gone"));
+  await client.session.waitForUpload({ signal: bounded() });
+
+  // The backend reads the phone's write, then changes it: it comes after.
+  assert.equal((await todos.get("Task", "a"))?.title, "from the phone");
+  await todos.write((tx) => {
+    tx.update("Task", "a", { title: "from the backend" });
+    tx.put("Task", "gone", { title: "put back by the backend" });
+  });
+  assert.deepEqual(await todos.get("Task", "a"), {
+    title: "from the backend",
+    done: false,
+  });
+  assert.deepEqual(await todos.get("Task", "gone"), {
+    title: "put back by the backend",
+  });
+  await client.session.waitForDownload({ signal: bounded() });
+  assert.deepEqual(client.realm.get("Task", "a"), {
+    title: "from the backend",
+    done: false,
+  });
+  assert.deepEqual(client.realm.get("Task", "gone"), {
+    title: "put back by the backend",
+  });
+});
+
+Deno.test("ServerRealm.write() and an offline client write of one field: the newer stamp wins on both sides, whatever arrives last", async () => {
+  await using server = await startTestServer();
+  for (const [offset, winner] of [[-HOUR, "backend"], [HOUR, "client"]]) {
+    await using client = await openClient(
+      fastApp(server.url, { clock: skewedClock(offset as number) }),
+    );
+    const todos = server.realm(`/${client.user.id}/todos`);
+    await todos.write((tx) => tx.put("Task", "t", { title: "first", n: 1 }));
+    await client.session.waitForDownload({ signal: bounded() });
+
+    // Offline, the client writes the field the backend writes meanwhile.
+    client.session.pause();
+    const receipt = await client.realm.write((tx) =>
+      tx.update("Task", "t", { title: "client" })
+    );
+    await todos.write((tx) => tx.update("Task", "t", { title: "backend" }));
+    client.session.resume();
+    await receipt.waitForUpload({ signal: bounded() });
+    await client.session.waitForDownload({ signal: bounded() });
+
+    const expected = { title: winner, n: 1 };
+    assert.deepEqual(await todos.get("Task", "t"), expected, `${offset}`);
+    assert.deepEqual(client.realm.get("Task", "t"), expected, `${offset}`);
+  }
+});
+
+Deno.test("ServerRealm.objects() refuses a bad query with the client's own error", async () => {
+  await using server = await startTestServer();
+  await using client = await openClient(fastApp(server.url));
+  const todos = server.realm(`/${client.user.id}/todos`);
+  await todos.write((tx) => tx.put("Task", "a", { rank: 1 }));
+  const bad: unknown[] = [
+    { where: { rank: { between: 1 } } },
+    { where: { rank: { gt: undefined } } },
+    { where: { $or: "rank" } },
+    { sort: [["rank", "up"]] },
+    { sort: "rank" },
+    { limit: -1 },
+    { limit: 1.5 },
+    { offset: -2 },
+    { where: { rank: { in: "12" } } },
+    { bogus: true },
+  ];
+  for (const query of bad) {
+    let clientError: unknown;
+    try {
+      client.realm.objects("Task", query as never);
+    } catch (error) {
+      clientError = error;
+    }
+    assert.ok(clientError instanceof TypeError, JSON.stringify(query));
+    await assert.rejects(
+      todos.objects("Task", query as never),
+      (error: unknown) => {
+        assert.ok(error instanceof TypeError, JSON.stringify(query));
+        assert.equal(error.message, clientError.message);
+        return true;
+      },
+    );
+  }
+  await assert.rejects(todos.objects("", {}), TypeError);
+  await assert.rejects(todos.get("Task", ""), TypeError);
+});
+
+Deno.test("ServerRealm.changes(): since is exclusive, two consumers see the same order, a bad since is a TypeError, an aborted signal ends the feed at once", async () => {
+  await using server = await startTestServer();
+  const realm = server.realm("/backend/feed");
+  for (let index = 1; index <= 4; index++) {
+    await realm.write((tx) => tx.put("Task", `t${index}`, { index }));
+  }
+  const [one, two] = await Promise.all([
+    take(realm.changes({ since: 1, signal: bounded() }), 3),
+    take(realm.changes({ since: 1, signal: bounded() }), 3),
+  ]);
+  assert.deepEqual(one.map(({ version }) => version), [2, 3, 4]);
+  assert.deepEqual(two, one);
+  assert.deepEqual(one[0]!.changes, [
+    { op: "put", type: "Task", id: "t2", fields: { index: 2 } },
+  ]);
+  // Default since is 0: everything.
+  const all = await take(realm.changes({ signal: bounded() }), 1);
+  assert.equal(all[0]!.version, 1);
+
+  for (const since of [-1, 1.5, Number.NaN, "2" as unknown as number]) {
+    assert.throws(
+      () => realm.changes({ since, signal: bounded() }),
+      (error: unknown) =>
+        error instanceof TypeError && /since/.test(error.message),
+      String(since),
+    );
+  }
+
+  const aborted = new AbortController();
+  aborted.abort(new Error("consumer left"));
+  const seen = [];
+  for await (
+    const item of realm.changes({ since: 0, signal: aborted.signal })
+  ) {
+    seen.push(item);
+  }
+  assert.deepEqual(seen, []);
+
+  // Aborted while it waits for the next version: ends, no error.
+  const leave = new AbortController();
+  const waiting = realm.changes({
+    since: 4,
+    signal: AbortSignal.any([leave.signal, bounded()]),
+  }).getReader();
+  const next = waiting.read();
+  leave.abort(new Error("consumer left"));
+  assert.deepEqual(await next, { done: true, value: undefined });
+});
+
+Deno.test("admin routes: the feed's since is exclusive over HTTP, values JSON lacks round-trip nested, and a write's version is the feed's", async () => {
+  await using server = await startTestServer({ adminToken: TOKEN });
+  const base = `${server.url}/admin/realms/backend/values`;
+  const nested = {
+    list: [{ $date: "2030-01-02T03:04:05.000Z" }, { $bigint: "-42" }],
+    map: { blob: { $bytes: "/w==" }, text: "plain", none: null },
+  };
+  const versions = [];
+  for (const id of ["a", "b"]) {
+    const response = await fetch(`${base}/write`, {
+      method: "POST",
+      headers: { ...AUTH, "content-type": "application/json" },
+      body: JSON.stringify({
+        changes: [{ op: "put", type: "T", id, fields: nested }],
+      }),
+    });
+    assert.equal(response.status, 200);
+    assert.match(response.headers.get("content-type")!, /^application\/json/);
+    const body = await response.json();
+    assert.deepEqual(Object.keys(body), ["version"]);
+    versions.push(body.version);
+  }
+  assert.deepEqual(versions, [1, 2]);
+  // Stored as realm values, not as the tags.
+  assert.deepEqual(await server.realm("/backend/values").get("T", "a"), {
+    list: [new Date("2030-01-02T03:04:05.000Z"), -42n],
+    map: { blob: new Uint8Array([255]), text: "plain", none: null },
+  });
+  const objects = await fetch(`${base}/objects?type=T`, { headers: AUTH });
+  assert.deepEqual(await objects.json(), {
+    objects: [{ id: "a", fields: nested }, { id: "b", fields: nested }],
+  });
+
+  const deleted = await fetch(`${base}/write`, {
+    method: "POST",
+    headers: AUTH,
+    body: JSON.stringify({
+      changes: [
+        { op: "update", type: "T", id: "a", fields: { extra: 1 } },
+        { op: "delete", type: "T", id: "b" },
+      ],
+    }),
+  });
+  assert.deepEqual(await deleted.json(), { version: 3 });
+
+  const leave = new AbortController();
+  const feed = await fetch(`${base}/changes?since=1`, {
+    headers: AUTH,
+    signal: AbortSignal.any([leave.signal, bounded()]),
+  });
+  assert.equal(feed.status, 200);
+  const lines = ndjsonLines(feed.body!);
+  try {
+    assert.deepEqual(JSON.parse((await lines.next())!), {
+      version: 2,
+      changes: [{ op: "put", type: "T", id: "b", fields: nested }],
+    });
+    assert.deepEqual(JSON.parse((await lines.next())!), {
+      version: 3,
+      changes: [
+        { op: "update", type: "T", id: "a", fields: { extra: 1 } },
+        { op: "delete", type: "T", id: "b" },
+      ],
+    });
+  } finally {
+    await lines.cancel();
+    leave.abort();
+  }
+});
+
+Deno.test("admin routes refuse the same way on every route: 401 alike for any realm, 404 without adminToken, 400 for a bad since, a bad op, a missing type", async () => {
+  await using server = await startTestServer({ adminToken: TOKEN });
+  await using closed = await startTestServer();
+  await server.realm("/exists/here").write((tx) => tx.put("T", "a", {}));
+  const requests: [string, RequestInit][] = [
+    ["objects?type=T", {}],
+    ["write", {
+      method: "POST",
+      body: JSON.stringify({
+        changes: [{ op: "put", type: "T", id: "x", fields: {} }],
+      }),
+    }],
+    ["changes?since=0", {}],
+  ];
+  const bodies = new Set<string>();
+  for (const [route, init] of requests) {
+    for (const path of ["/exists/here", "/does/not/exist"]) {
+      for (const token of [undefined, "Bearer wrong-token", `Basic ${TOKEN}`]) {
+        const headers = token === undefined ? {} : { authorization: token };
+        const response = await fetch(
+          `${server.url}/admin/realms${path}/${route}`,
+          { ...init, headers, signal: bounded() },
+        );
+        assert.equal(response.status, 401, `${route} ${path} ${token}`);
+        bodies.add(await response.text());
+      }
+      const hidden = await fetch(`${closed.url}/admin/realms${path}/${route}`, {
+        ...init,
+        headers: AUTH,
+        signal: bounded(),
+      });
+      assert.equal(hidden.status, 404, `${route} without adminToken`);
+      await hidden.body?.cancel();
+    }
+  }
+  assert.equal(bodies.size, 1, "one 401 body for every realm and route");
+  assert.deepEqual(await server.realm("/does/not/exist").objects("T"), []);
+  assert.deepEqual(
+    (await server.realm("/exists/here").objects("T")).map(({ id }) => id),
+    ["a"],
+  );
+
+  const base = `${server.url}/admin/realms/exists/here`;
+  for (const since of ["abc", "1.5", "-1", "1e3"]) {
+    const response = await fetch(`${base}/changes?since=${since}`, {
+      headers: AUTH,
+    });
+    assert.equal(response.status, 400, since);
+    await response.body?.cancel();
+  }
+  const noType = await fetch(`${base}/objects`, { headers: AUTH });
+  assert.equal(noType.status, 400);
+  await noType.body?.cancel();
+  const badOp = await fetch(`${base}/write`, {
+    method: "POST",
+    headers: AUTH,
+    body: JSON.stringify({
+      changes: [{ op: "upsert", type: "T", id: "x", fields: {} }],
+    }),
+  });
+  assert.equal(badOp.status, 400);
+  const badOpBody = await badOp.json();
+  assert.equal(badOpBody.error.field, "changes[0].op");
+  assert.match(badOpBody.error.message, /changes\[0\]\.op/);
+});
+
+Deno.test("admin write: a streamed body over limits.maxMessageBytes without Content-Length is 413, and nothing is written", async () => {
+  await using server = await startTestServer({
+    adminToken: TOKEN,
+    limits: { maxMessageBytes: 4096 },
+  });
+  const text = JSON.stringify({
+    changes: [{
+      op: "put",
+      type: "T",
+      id: "big",
+      fields: { s: "x".repeat(8000) },
+    }],
+  });
+  const bytes = new TextEncoder().encode(text);
+  const body = new ReadableStream<Uint8Array>({
+    start(controller) {
+      for (let at = 0; at < bytes.length; at += 1000) {
+        controller.enqueue(bytes.slice(at, at + 1000));
+      }
+      controller.close();
+    },
+  });
+  const response = await fetch(`${server.url}/admin/realms/a/b/write`, {
+    method: "POST",
+    headers: AUTH,
+    body,
+    signal: bounded(),
+  });
+  assert.equal(response.status, 413);
+  assert.equal((await response.json()).error.code, "payload_too_large");
+  assert.deepEqual(await server.realm("/a/b").objects("T"), []);
+});
+
+Deno.test("createSyncHandler({ prefix }): paths only under the prefix, never a neighbour that shares its letters; await using shuts it down", async () => {
+  let handlerOutside: Response | undefined;
+  {
+    await using sync = await createSyncHandler({
+      kv: ":memory:",
+      auth: { allowAnonymous: true },
+      prefix: "/api/sync",
+      logger: () => {},
+    });
+    for (const path of ["/api/synced/health", "/api/sync-old/health"]) {
+      const response = await sync.fetch(new Request(`http://app${path}`));
+      assert.equal(response.status, 404, path);
+      await response.body?.cancel();
+    }
+    const login = await sync.fetch(
+      new Request("http://app/api/sync/login", {
+        method: "POST",
+        body: JSON.stringify({ provider: "anonymous" }),
+      }),
+    );
+    assert.equal(login.status, 200);
+    assert.equal(typeof (await login.json()).accessToken, "string");
+    handlerOutside = await sync.fetch(
+      new Request("http://app/api/sync/health"),
+    );
+    assert.equal(handlerOutside.status, 200);
+    await handlerOutside.body?.cancel();
+    handlerOutside = undefined;
+    // Disposed here: the KV and timers it holds are released (sanitizers).
+  }
+  assert.equal(handlerOutside, undefined);
+});
+
+Deno.test("createSyncHandler() in a Deno.serve app: a client stays connected through shutdown() only as a disconnect, never an error", async () => {
+  const sync = await createSyncHandler({
+    kv: ":memory:",
+    auth: { allowAnonymous: true },
+    prefix: "/api/sync",
+    logger: () => {},
+  });
+  try {
+    await using http = Deno.serve(
+      { port: 0, hostname: "127.0.0.1", onListen() {} },
+      (request, info) => sync.fetch(request, info),
+    );
+    const baseUrl = `http://127.0.0.1:${http.addr.port}/api/sync`;
+    await using app = new App({
+      baseUrl,
+      lingerMs: 0,
+      reconnect: { minDelayMs: 10, maxDelayMs: 50 },
+    });
+    const user = await app.logIn(Credentials.anonymous());
+    await using realm = await openDownloaded(user, "/~/todos");
+    const receipt = await realm.write((tx) => tx.put("Task", "t", {}));
+    await receipt.waitForUpload({ signal: bounded() });
+    assert.deepEqual(
+      await sync.realm(`/${user.id}/todos`).get("Task", "t"),
+      {},
+    );
+    await sync.shutdown();
+    assert.notEqual(realm.syncSession.state, "error");
+  } finally {
+    await sync.shutdown();
+  }
+});
+
+Deno.test("limits.maxQueuedBytesPerConnection: a client writing while the store stalls is held back, treats any refusal as transient, and every write lands exactly once", async () => {
+  await using inner = await Deno.openKv(":memory:");
+  const gated = new TestKv(inner);
+  await using server = await startTestServer({
+    kv: gated.kv,
+    limits: { maxQueuedBytesPerConnection: 64 * 1024 },
+  });
+  await using client = await openClient(fastApp(server.url));
+  const path = `/${client.user.id}/bulk`;
+  const base = server.stats().changesetsIntegrated;
+  {
+    await using realm = await openDownloaded(client.user, "/~/bulk");
+    const stall = gated.stall("commit", () => true);
+    const receipts = [];
+    const count = 40;
+    for (let index = 0; index < count; index++) {
+      const bytes = crypto.getRandomValues(new Uint8Array(8 * 1024));
+      receipts.push(
+        await realm.write((tx) => tx.put("Blob", `b${index}`, { bytes })),
+      );
+    }
+    await stall.reached;
+    assert.equal(realm.syncSession.state, "active");
+    stall.release();
+    await Promise.all(
+      receipts.map((receipt) => receipt.waitForUpload({ signal: bounded() })),
+    );
+    assert.equal(realm.syncSession.state, "active");
+    assert.equal(realm.syncSession.stats().pendingUploadChangesets, 0);
+    const items = await take(
+      server.realm(path).changes({ since: 0, signal: bounded() }),
+      count,
+    );
+    assert.deepEqual(
+      items.map(({ changes }) => changes.map(({ id }) => id)).flat().sort(),
+      Array.from({ length: count }, (_, index) => `b${index}`).sort(),
+    );
+    assert.equal(server.stats().changesetsIntegrated - base, count);
+    assert.equal((await server.realm(path).objects("Blob")).length, count);
+  }
+});
