@@ -70,7 +70,7 @@ export async function handleAdminRoute(
     case "write":
       return await write(request, realm, context);
     case "changes":
-      return await changes(request, realm, params, context);
+      return await changes(realm, params, context);
   }
   throw new Error(`Unknown admin action ${action}`);
 }
@@ -186,7 +186,6 @@ async function write(
 }
 
 async function changes(
-  request: Request,
   realm: ServerRealm,
   params: URLSearchParams,
   context: AdminRouteContext,
@@ -201,8 +200,10 @@ async function changes(
   }
   const leave = new AbortController();
   // Linked until the response ends: the lifetime outlives every request
-  // (docs/PERFORMANCE.md).
-  const link = linkAbort([request.signal, context.lifetime, leave.signal]);
+  // (docs/PERFORMANCE.md). A client that leaves cancels the body (below);
+  // request.signal is not linked, because Deno aborts it on every response
+  // that completes and warns that this legacy behaviour will change.
+  const link = linkAbort([context.lifetime, leave.signal]);
   let feed: ReadableStream<RealmChangeset>;
   try {
     feed = await context.realms.openFeed(realm.path, since, link.signal);

@@ -6,7 +6,12 @@
 import assert from "node:assert/strict";
 import { App, type Clock, Credentials, systemClock } from "../../mod.ts";
 import { createSyncHandler, type RealmChangeset } from "../../server.ts";
-import { fastApp, openClient, openDownloaded } from "./_helpers.ts";
+import {
+  fastApp,
+  openClient,
+  openDownloaded,
+  recordConnectionStates,
+} from "./_helpers.ts";
 import { startTestServer } from "../_helpers/test_server.ts";
 import { TestKv } from "../_helpers/test_kv.ts";
 import { bounded } from "../_helpers/waits.ts";
@@ -60,6 +65,32 @@ function ndjsonLines(body: ReadableStream<Uint8Array>) {
     cancel: () => reader.cancel(),
   };
 }
+
+// First in the file: Deno prints some warnings once per process.
+Deno.test("admin changes feed: a server that streams it and sees its client leave prints nothing on the console", async () => {
+  const printed: unknown[][] = [];
+  const console_ = globalThis.console;
+  const saved = { ...console_ };
+  for (const method of ["log", "info", "warn", "error", "debug"] as const) {
+    console_[method] = (...args: unknown[]) => printed.push([method, ...args]);
+  }
+  try {
+    await using server = await startTestServer({ adminToken: TOKEN });
+    await server.realm("/backend/quiet").write((tx) => tx.put("T", "a", {}));
+    const leave = new AbortController();
+    const feed = await fetch(
+      `${server.url}/admin/realms/backend/quiet/changes?since=0`,
+      { headers: AUTH, signal: AbortSignal.any([leave.signal, bounded()]) },
+    );
+    const lines = ndjsonLines(feed.body!);
+    assert.match((await lines.next())!, /"version":1/);
+    leave.abort();
+    await lines.cancel().catch(() => {});
+  } finally {
+    Object.assign(console_, saved);
+  }
+  assert.deepEqual(printed, []);
+});
 
 Deno.test("ServerRealm.write() after a client write stamped ahead of the server's clock still wins: the server's HLC follows what it stored", async () => {
   await using server = await startTestServer();
@@ -209,6 +240,155 @@ Deno.test("ServerRealm.changes(): since is exclusive, two consumers see the same
   const next = waiting.read();
   leave.abort(new Error("consumer left"));
   assert.deepEqual(await next, { done: true, value: undefined });
+});
+
+Deno.test("ServerRealm.write() from many callers at once: each gets its own version, and the feed lists them in that order", async () => {
+  await using server = await startTestServer();
+  const realm = server.realm("/backend/burst");
+  const results = await Promise.all(
+    Array.from(
+      { length: 8 },
+      (_, index) => realm.write((tx) => tx.put("Task", `t${index}`, { index })),
+    ),
+  );
+  const versions = results.map(({ version }) => version);
+  assert.deepEqual([...versions].sort((a, b) => a - b), [
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+  ]);
+  const items = await take(realm.changes({ since: 0, signal: bounded() }), 8);
+  for (const [index, { version }] of results.entries()) {
+    assert.deepEqual(items[version - 1]!.changes, [
+      { op: "put", type: "Task", id: `t${index}`, fields: { index } },
+    ]);
+  }
+});
+
+Deno.test("ServerRealm.changes() resumes across a server restart on the same KV file: from the last version seen, nothing missed or repeated", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const kv = `${dir}/sync.kv`;
+    let lastSeen = 0;
+    {
+      await using first = await startTestServer({ kv });
+      const realm = first.realm("/backend/orders");
+      for (let index = 1; index <= 3; index++) {
+        await realm.write((tx) => tx.put("Order", `o${index}`, { index }));
+      }
+      const items = await take(
+        realm.changes({ since: 0, signal: bounded() }),
+        2,
+      );
+      lastSeen = items.at(-1)!.version;
+    }
+    await using second = await startTestServer({ kv });
+    const realm = second.realm("/backend/orders");
+    const leave = new AbortController();
+    const seen: string[] = [];
+    const reading = (async () => {
+      for await (
+        const { version, changes } of realm.changes({
+          since: lastSeen,
+          signal: AbortSignal.any([leave.signal, bounded()]),
+        })
+      ) {
+        seen.push(`${version}:${changes.map(({ id }) => id).join()}`);
+        if (version === 4) leave.abort();
+      }
+    })();
+    await realm.write((tx) => tx.put("Order", "o4", { index: 4 }));
+    await reading;
+    assert.deepEqual(seen, ["3:o3", "4:o4"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("admin write answers only once the store has committed: a stalled store holds the answer back", async () => {
+  await using inner = await Deno.openKv(":memory:");
+  const gated = new TestKv(inner);
+  await using server = await startTestServer({
+    adminToken: TOKEN,
+    kv: gated.kv,
+  });
+  const stall = gated.stall("commit", () => true);
+  let answered = false;
+  const response = fetch(`${server.url}/admin/realms/backend/slow/write`, {
+    method: "POST",
+    headers: AUTH,
+    body: JSON.stringify({
+      changes: [{ op: "put", type: "T", id: "a", fields: { n: 1 } }],
+    }),
+    signal: bounded(),
+  }).then((answer) => {
+    answered = true;
+    return answer;
+  });
+  await stall.reached;
+  // A full request through the same server meanwhile: the write is still
+  // waiting for the store.
+  const health = await fetch(`${server.url}/health`, { signal: bounded() });
+  await health.body?.cancel();
+  assert.equal(answered, false, "answered before the store committed");
+  stall.release();
+  const written = await response;
+  assert.equal(written.status, 200);
+  assert.deepEqual(await written.json(), { version: 1 });
+  assert.deepEqual(await server.realm("/backend/slow").get("T", "a"), { n: 1 });
+});
+
+Deno.test("admin changes feed: headers come at once, before any changeset, and a prefixed handler serves the admin routes under its prefix", async () => {
+  await using sync = await createSyncHandler({
+    kv: ":memory:",
+    auth: { allowAnonymous: true },
+    prefix: "/api/sync",
+    adminToken: TOKEN,
+    logger: () => {},
+  });
+  await using http = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen() {} },
+    (request, info) => sync.fetch(request, info),
+  );
+  const base = `http://127.0.0.1:${http.addr.port}/api/sync/admin/realms`;
+  const leave = new AbortController();
+  const feed = await fetch(`${base}/backend/quiet/changes?since=0`, {
+    headers: AUTH,
+    signal: AbortSignal.any([leave.signal, bounded()]),
+  });
+  assert.equal(feed.status, 200);
+  assert.match(feed.headers.get("content-type")!, /^application\/x-ndjson/);
+  const lines = ndjsonLines(feed.body!);
+  try {
+    const written = await fetch(`${base}/backend/quiet/write`, {
+      method: "POST",
+      headers: AUTH,
+      body: JSON.stringify({ changes: [{ op: "delete", type: "T", id: "x" }] }),
+    });
+    assert.deepEqual(await written.json(), { version: 1 });
+    let line = await lines.next();
+    // A keep-alive may come first; it is a blank line.
+    while (line === "") line = await lines.next();
+    assert.deepEqual(JSON.parse(line!), {
+      version: 1,
+      changes: [{ op: "delete", type: "T", id: "x" }],
+    });
+  } finally {
+    await lines.cancel();
+    leave.abort();
+  }
+  const unprefixed = await sync.fetch(
+    new Request("http://app/admin/realms/backend/quiet/objects?type=T", {
+      headers: AUTH,
+    }),
+  );
+  assert.equal(unprefixed.status, 404);
+  await unprefixed.body?.cancel();
 });
 
 Deno.test("admin routes: the feed's since is exclusive over HTTP, values JSON lacks round-trip nested, and a write's version is the feed's", async () => {
@@ -446,44 +626,60 @@ Deno.test("createSyncHandler() in a Deno.serve app: a client stays connected thr
   }
 });
 
-Deno.test("limits.maxQueuedBytesPerConnection: a client writing while the store stalls is held back, treats any refusal as transient, and every write lands exactly once", async () => {
+Deno.test("limits.maxQueuedBytesPerConnection: a client writing while the store stalls is refused with the retryable queue_full, treats it as transient, and every write lands exactly once", async () => {
   await using inner = await Deno.openKv(":memory:");
   const gated = new TestKv(inner);
+  // Each 40 KiB write is held as about twice that: the client's second
+  // frame in flight passes the bound while the first waits for the store.
   await using server = await startTestServer({
     kv: gated.kv,
-    limits: { maxQueuedBytesPerConnection: 64 * 1024 },
+    limits: {
+      maxQueuedBytesPerConnection: 120 * 1024,
+      maxMessageBytes: 128 * 1024,
+    },
   });
   await using client = await openClient(fastApp(server.url));
   const path = `/${client.user.id}/bulk`;
   const base = server.stats().changesetsIntegrated;
-  {
-    await using realm = await openDownloaded(client.user, "/~/bulk");
-    const stall = gated.stall("commit", () => true);
-    const receipts = [];
-    const count = 40;
-    for (let index = 0; index < count; index++) {
-      const bytes = crypto.getRandomValues(new Uint8Array(8 * 1024));
-      receipts.push(
-        await realm.write((tx) => tx.put("Blob", `b${index}`, { bytes })),
-      );
-    }
-    await stall.reached;
-    assert.equal(realm.syncSession.state, "active");
-    stall.release();
-    await Promise.all(
-      receipts.map((receipt) => receipt.waitForUpload({ signal: bounded() })),
+  await using realm = await openDownloaded(client.user, "/~/bulk");
+  await using states = recordConnectionStates(realm.syncSession);
+  const stall = gated.stall("commit", () => true);
+  const receipts = [];
+  const count = 12;
+  for (let index = 0; index < count; index++) {
+    const bytes = crypto.getRandomValues(new Uint8Array(40 * 1024));
+    receipts.push(
+      await realm.write((tx) => tx.put("Blob", `b${index}`, { bytes })),
     );
-    assert.equal(realm.syncSession.state, "active");
-    assert.equal(realm.syncSession.stats().pendingUploadChangesets, 0);
-    const items = await take(
-      server.realm(path).changes({ since: 0, signal: bounded() }),
-      count,
-    );
-    assert.deepEqual(
-      items.map(({ changes }) => changes.map(({ id }) => id)).flat().sort(),
-      Array.from({ length: count }, (_, index) => `b${index}`).sort(),
-    );
-    assert.equal(server.stats().changesetsIntegrated - base, count);
-    assert.equal((await server.realm(path).objects("Blob")).length, count);
+  }
+  // Refused while the store stalls, and the session only reconnects.
+  const refused = await states.until(
+    (change) => change.error?.code === "queue_full",
+  );
+  assert.equal(refused.current, "disconnected");
+  assert.ok(refused.retry !== undefined, "a reconnect is scheduled");
+  assert.equal(realm.syncSession.state, "active");
+  stall.release();
+  await Promise.all(
+    receipts.map((receipt) => receipt.waitForUpload({ signal: bounded() })),
+  );
+  assert.equal(realm.syncSession.state, "active");
+  assert.equal(realm.syncSession.stats().pendingUploadChangesets, 0);
+  // Each write is one changeset, stored once: the history holds exactly
+  // `count` changesets with every id once.
+  const items = await take(
+    server.realm(path).changes({ since: 0, signal: bounded() }),
+    count,
+  );
+  assert.deepEqual(
+    items.flatMap(({ changes }) => changes.map(({ id }) => id)).sort(),
+    Array.from({ length: count }, (_, index) => `b${index}`).sort(),
+  );
+  assert.equal(items.at(-1)!.version, count);
+  assert.equal(server.stats().changesetsIntegrated - base, count);
+  const stored = await server.realm(path).objects("Blob");
+  assert.equal(stored.length, count);
+  for (const { id, fields } of stored) {
+    assert.deepEqual(fields, realm.get("Blob", id), id);
   }
 });
