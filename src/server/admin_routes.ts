@@ -86,8 +86,18 @@ function parseAdminPath(pathname: string): ParsedPath {
   const rest = pathname.slice(PREFIX.length);
   const cut = rest.lastIndexOf("/");
   const action = rest.slice(cut + 1);
-  if (cut <= 0 || !ACTIONS.has(action)) {
+  if (!ACTIONS.has(action)) {
     return { ok: false, response: notFound(pathname) };
+  }
+  if (cut <= 0) {
+    // A known action with no realm path before it: the path is bad.
+    return {
+      ok: false,
+      response: badRequest(
+        "invalid_path",
+        `No realm path before /${action}: use /admin/realms/<path>/${action}`,
+      ),
+    };
   }
   let segments: string[];
   try {

@@ -461,7 +461,7 @@ Deno.test("admin routes: the feed's since is exclusive over HTTP, values JSON la
   }
 });
 
-Deno.test("admin routes refuse the same way on every route: 401 alike for any realm, 404 without adminToken, 400 for a bad since, a bad op, a missing type", async () => {
+Deno.test("admin routes refuse the same way on every route: 401 alike for any realm, 404 without adminToken, 400 for a bad since, a bad op, a missing type or realm path", async () => {
   await using server = await startTestServer({ adminToken: TOKEN });
   await using closed = await startTestServer();
   await server.realm("/exists/here").write((tx) => tx.put("T", "a", {}));
@@ -510,6 +510,16 @@ Deno.test("admin routes refuse the same way on every route: 401 alike for any re
     });
     assert.equal(response.status, 400, since);
     await response.body?.cancel();
+  }
+  // A known route with no realm path, or an empty segment in it.
+  for (const path of ["/objects", "//write", "/a//b/changes"]) {
+    const response = await fetch(`${server.url}/admin/realms${path}`, {
+      method: path.endsWith("write") ? "POST" : "GET",
+      headers: AUTH,
+      body: path.endsWith("write") ? "{}" : null,
+    });
+    assert.equal(response.status, 400, path);
+    assert.equal((await response.json()).error.code, "invalid_path", path);
   }
   const noType = await fetch(`${base}/objects`, { headers: AUTH });
   assert.equal(noType.status, 400);
