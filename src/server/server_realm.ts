@@ -190,12 +190,17 @@ export interface ServerRealm {
   /**
    * Writes as a client does: one changeset with the server's own identity
    * in this realm and an HLC stamp, synced to every client. Resolves once
-   * it is durably stored.
+   * it is durably stored. Writes to one realm commit in the order of the
+   * calls.
    *
+   * @param fn Makes the writes (`tx.put`, `tx.update`, `tx.delete`); may be
+   *   async, as on the client. If it throws or rejects, nothing is written.
    * @throws {TypeError} For a value a realm cannot store, an update of an
    *   object that does not exist, or names that are too long.
    */
-  write(fn: (tx: Transaction) => void): Promise<{ version: number }>;
+  write(
+    fn: (tx: Transaction) => void | Promise<void>,
+  ): Promise<{ version: number }>;
   /**
    * Every committed changeset after `since`, in server-version order, then
    * live. Ends when the signal aborts; errors with
@@ -326,26 +331,39 @@ export class ServerRealms {
 
   #write(
     path: string,
-    fn: (tx: Transaction) => void,
+    fn: (tx: Transaction) => void | Promise<void>,
   ): Promise<{ version: number }> {
     if (typeof fn !== "function") {
       return Promise.reject(
         new TypeError("Cannot write: pass a function (tx) => { … }"),
       );
     }
-    // Runs at once, so a throw or a bad value is the caller's error now.
-    let instructions: Instruction[];
+    // Runs at once, so a throw or a bad value is the caller's error now. An
+    // async function (allowed, as on the client) ends its transaction when
+    // its promise settles: writes made after an await belong to it, and a
+    // rejection commits nothing.
+    const writes = new TransactionWrites(() => true);
+    let made: Promise<Instruction[]>;
     try {
-      const writes = new TransactionWrites(() => true);
-      try {
-        fn(writes.transaction);
-      } finally {
-        instructions = writes.finish();
-      }
+      const returned = fn(writes.transaction);
+      made = isThenable(returned)
+        ? Promise.resolve(returned).then(
+          () => writes.finish(),
+          (error) => {
+            writes.finish();
+            throw error;
+          },
+        )
+        : Promise.resolve(writes.finish());
     } catch (error) {
+      writes.finish();
       return Promise.reject(error);
     }
-    const run = () => this.#commit(path, instructions);
+    // Observed here; the caller sees the rejection through `result`.
+    made.catch(() => {});
+    // Commits follow the order of the calls, as the client's writes do.
+    const run = () =>
+      made.then((instructions) => this.#commit(path, instructions));
     const previous = this.#writing.get(path) ?? Promise.resolve();
     const result = previous.then(run, run);
     const settled = result.catch(() => {});
@@ -618,6 +636,10 @@ function checkName(method: string, what: string, value: unknown): void {
       `Cannot ${method}: ${what} must be a non-empty string`,
     );
   }
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return typeof (value as PromiseLike<unknown> | null)?.then === "function";
 }
 
 function randomNode(): number {

@@ -270,6 +270,48 @@ Deno.test("ServerRealm.write() from many callers at once: each gets its own vers
   }
 });
 
+Deno.test("ServerRealm.write() takes an async function as the client does: writes after an await belong to it, a rejection writes nothing, calls commit in order", async () => {
+  await using server = await startTestServer();
+  const realm = server.realm("/backend/async");
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => release = resolve);
+  const slow = realm.write(async (tx) => {
+    tx.put("Task", "before", { n: 1 });
+    await gate;
+    tx.put("Task", "after", { n: 2 });
+  });
+  // Called later, but committed after the slow one: calls keep their order.
+  const quick = realm.write((tx) => tx.put("Task", "quick", { n: 3 }));
+  const failing = realm.write(async (tx) => {
+    tx.put("Task", "never", { n: 4 });
+    await Promise.resolve();
+    throw new Error("the backend gave up");
+  });
+  release();
+  assert.deepEqual(await slow, { version: 1 });
+  assert.deepEqual(await quick, { version: 2 });
+  await assert.rejects(failing, { message: "the backend gave up" });
+  const items = await take(realm.changes({ since: 0, signal: bounded() }), 2);
+  assert.deepEqual(items, [
+    {
+      version: 1,
+      changes: [
+        { op: "put", type: "Task", id: "before", fields: { n: 1 } },
+        { op: "put", type: "Task", id: "after", fields: { n: 2 } },
+      ],
+    },
+    {
+      version: 2,
+      changes: [{ op: "put", type: "Task", id: "quick", fields: { n: 3 } }],
+    },
+  ]);
+  assert.equal(await realm.get("Task", "never"), undefined);
+  // A write after the rejected one still goes through.
+  assert.deepEqual(await realm.write((tx) => tx.delete("Task", "quick")), {
+    version: 3,
+  });
+});
+
 Deno.test("ServerRealm.changes() resumes across a server restart on the same KV file: from the last version seen, nothing missed or repeated", async () => {
   const dir = await Deno.makeTempDir();
   try {
