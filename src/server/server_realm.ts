@@ -11,7 +11,11 @@ import type { Transaction } from "../model/transaction.ts";
 import { TransactionWrites } from "../model/transaction.ts";
 import type { Fields } from "../model/value.ts";
 import { compileQuery, type Query, runQuery } from "../model/query.ts";
+import { decodeUploadChangeset } from "../protocol/decode.ts";
+import { encodeUploadChangesetView } from "../protocol/encode.ts";
+import { DEFAULT_LIMITS } from "../protocol/limits.ts";
 import type { ClientIdentity } from "../protocol/messages.ts";
+import { ProtocolError } from "../protocol/protocol_error.ts";
 import { type AbortLink, linkAbort } from "../util/abort_link.ts";
 import type { RealmHub } from "./realm_hub.ts";
 import { resolveRealmPath } from "./realm_path.ts";
@@ -426,6 +430,7 @@ export class ServerRealms {
       };
       const invalid = findInvalidUpload([changeset], path);
       if (invalid !== null) throw new TypeError(`Cannot write: ${invalid}`);
+      checkDownloadable(changeset);
       const result = await hub.integrate(
         writer.identity,
         [changeset],
@@ -635,6 +640,68 @@ function checkName(method: string, what: string, value: unknown): void {
     throw new TypeError(
       `Cannot ${method}: ${what} must be a non-empty string`,
     );
+  }
+}
+
+/**
+ * The largest changeset a backend write may make, encoded: the client's
+ * cap on one write (`MAX_WRITE_BYTES`), so every client can download it.
+ */
+const MAX_WRITE_BYTES = DEFAULT_LIMITS.maxMessageBytes - 1024;
+
+/**
+ * Refuses a changeset that clients could not decode (a string over 1 MiB,
+ * bytes over 8 MiB, a changeset over the write cap…): stored, it would stop
+ * every client of the realm at the same download, over and over. The same
+ * check as the client makes before its own writes (encode, then decode with
+ * the protocol's default limits); the error names the first field that
+ * fails on its own.
+ *
+ * @throws {TypeError} Naming the field, or the changeset's size.
+ */
+function checkDownloadable(changeset: UploadChangeset): void {
+  const problem = encodingProblem(changeset);
+  if (problem === null) return;
+  for (const instruction of changeset.instructions) {
+    for (const [name, value] of Object.entries(instruction.fields ?? {})) {
+      const alone: Fields = {};
+      Object.defineProperty(alone, name, {
+        value,
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
+      const fieldProblem = encodingProblem({
+        ...changeset,
+        instructions: [{ ...instruction, fields: alone }],
+      });
+      if (fieldProblem !== null) {
+        throw new TypeError(
+          `Cannot ${instruction.op}: field ${
+            JSON.stringify(name)
+          } of ${instruction.type} ${
+            JSON.stringify(instruction.id)
+          } holds a value a realm cannot store (${fieldProblem})`,
+        );
+      }
+    }
+  }
+  throw new TypeError(`Cannot write: ${problem}`);
+}
+
+/** Why `changeset` cannot travel to clients, or null when it can. */
+function encodingProblem(changeset: UploadChangeset): string | null {
+  try {
+    // A view, not a copy: only its size and whether it decodes matter.
+    const bytes = encodeUploadChangesetView(changeset);
+    if (bytes.byteLength > MAX_WRITE_BYTES) {
+      return `the changeset is ${bytes.byteLength} bytes, more than the limit of ${MAX_WRITE_BYTES}; split it into several writes`;
+    }
+    decodeUploadChangeset(bytes);
+    return null;
+  } catch (error) {
+    if (error instanceof ProtocolError) return error.message;
+    throw error;
   }
 }
 

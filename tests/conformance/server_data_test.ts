@@ -193,6 +193,79 @@ Deno.test("ServerRealm.objects() refuses a bad query with the client's own error
   await assert.rejects(todos.get("Task", ""), TypeError);
 });
 
+Deno.test("ServerRealm.write() and the admin write refuse a value no client could download, naming the field; a value at the limit syncs", async () => {
+  await using server = await startTestServer({ adminToken: TOKEN });
+  await using client = await openClient(fastApp(server.url));
+  const path = `/${client.user.id}/todos`;
+  const todos = server.realm(path);
+  const MiB = 1024 * 1024;
+  const tooLong = "x".repeat(MiB + 1);
+  const tooMany = new Uint8Array(8 * MiB + 1);
+  for (const [name, value] of [["text", tooLong], ["blob", tooMany]] as const) {
+    await assert.rejects(
+      todos.write((tx) => tx.put("Task", "big", { ok: 1, [name]: value })),
+      (error: unknown) =>
+        error instanceof TypeError &&
+        error.message.includes(`field "${name}"`),
+      name,
+    );
+  }
+  const refusals = [
+    [{ text: tooLong }, "changes[0].fields.text"],
+    [
+      // 8 MiB + 1 zero bytes: every 4 base64 characters "AAAA" are 3.
+      { blob: { $bytes: "AAAA".repeat((8 * MiB + 1) / 3) } },
+      "changes[0].fields.blob.$bytes",
+    ],
+  ] as const;
+  for (const [fields, field] of refusals) {
+    const response = await fetch(`${server.url}/admin/realms${path}/write`, {
+      method: "POST",
+      headers: AUTH,
+      body: JSON.stringify({
+        changes: [{ op: "put", type: "Task", id: "big", fields }],
+      }),
+    });
+    assert.equal(response.status, 400, field);
+    const body = await response.json();
+    assert.equal(body.error.code, "bad_value");
+    assert.equal(body.error.field, field);
+  }
+  assert.equal(await todos.get("Task", "big"), undefined);
+
+  // At the limit: stored, and the client downloads it.
+  const longest = "y".repeat(MiB);
+  const { version } = await todos.write((tx) =>
+    tx.put("Task", "big", { text: longest })
+  );
+  assert.equal(version, 1);
+  await client.session.waitForDownload({ signal: bounded() });
+  assert.equal(client.realm.get("Task", "big")?.text, longest);
+  assert.equal(client.session.state, "active");
+
+  // 6 MiB of bytes over HTTP (a base64 check once overflowed a stack here
+  // and answered 500).
+  const large = await fetch(`${server.url}/admin/realms${path}/write`, {
+    method: "POST",
+    headers: AUTH,
+    body: JSON.stringify({
+      changes: [{
+        op: "put",
+        type: "Task",
+        id: "blob",
+        fields: { blob: { $bytes: "AAAA".repeat(2 * MiB) } },
+      }],
+    }),
+  });
+  assert.equal(large.status, 200);
+  assert.deepEqual(await large.json(), { version: 2 });
+  await client.session.waitForDownload({ signal: bounded() });
+  assert.deepEqual(
+    client.realm.get("Task", "blob")?.blob,
+    new Uint8Array(6 * MiB),
+  );
+});
+
 Deno.test("ServerRealm.changes(): since is exclusive, two consumers see the same order, a bad since is a TypeError, an aborted signal ends the feed at once", async () => {
   await using server = await startTestServer();
   const realm = server.realm("/backend/feed");
