@@ -387,14 +387,11 @@ export class ServerRealms {
     // (the transaction could not know), and the write must stamp after
     // what it overwrites, however far ahead the clock of the client that
     // wrote it ran.
-    const touched = new Map<string, { type: string; id: string }>();
-    for (const { type, id } of instructions) {
-      touched.set(JSON.stringify([type, id]), { type, id });
-    }
+    // (The transaction folded the writes: one instruction per object.)
     const state = await readObjectRecords(
       this.#context.kv,
       path,
-      [...touched.values()],
+      instructions.map(({ type, id }) => ({ type, id })),
       this.#retry(),
     );
     const updated = new Set(
