@@ -5,7 +5,11 @@
 
 import assert from "node:assert/strict";
 import { App, type Clock, Credentials, systemClock } from "../../mod.ts";
-import { createSyncHandler, type RealmChangeset } from "../../server.ts";
+import {
+  createSyncHandler,
+  type RealmChangeset,
+  serveSync,
+} from "../../server.ts";
 import {
   fastApp,
   openClient,
@@ -748,6 +752,51 @@ Deno.test("createSyncHandler() in a Deno.serve app: a client stays connected thr
     assert.notEqual(realm.syncSession.state, "error");
   } finally {
     await sync.shutdown();
+  }
+});
+
+Deno.test("createSyncHandler().fetch passed on its own (Deno.serve(sync.fetch)) serves a real client; shutdown, realm and stats work detached too", async () => {
+  const sync = await createSyncHandler({
+    kv: ":memory:",
+    auth: { allowAnonymous: true },
+    logger: () => {},
+  });
+  const { fetch: handle, shutdown, realm, stats } = sync;
+  try {
+    await using http = Deno.serve(
+      { port: 0, hostname: "127.0.0.1", onListen() {} },
+      handle,
+    );
+    await using client = await openClient(
+      fastApp(`http://127.0.0.1:${http.addr.port}`),
+    );
+    const receipt = await client.realm.write((tx) => tx.put("Task", "t", {}));
+    await receipt.waitForUpload({ signal: bounded() });
+    assert.deepEqual(
+      await realm(`/${client.user.id}/todos`).get("Task", "t"),
+      {},
+    );
+    assert.equal(stats().sessions, 1);
+    await shutdown();
+  } finally {
+    await sync.shutdown();
+  }
+  // And serveSync's server, the same way.
+  const server = await serveSync({
+    port: 0,
+    hostname: "127.0.0.1",
+    kv: ":memory:",
+    auth: { allowAnonymous: true },
+    logger: () => {},
+  });
+  try {
+    const detached = { realm: server.realm, stats: server.stats };
+    await detached.realm("/backend/x").write((tx) => tx.put("T", "a", {}));
+    assert.equal(detached.stats().changesetsIntegrated, 1);
+    const stop = server.shutdown;
+    await stop();
+  } finally {
+    await server.shutdown();
   }
 });
 
