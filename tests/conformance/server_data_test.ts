@@ -1,7 +1,8 @@
-// Conformance: docs/SERVER.md "Server-side data access" and "Embedding" —
-// server.realm() writes against client writes by stamp, the change feed's
-// edges, the admin routes' exact answers, a handler under a prefix, and a
-// client the server slows while its store stalls, through the public API.
+// Conformance: docs/SERVER.md "Server-side data access" and "Mounting it in
+// your own HTTP server", and the per-connection queue bound ("Memory"):
+// backend writes against client writes by stamp, the change feed's edges,
+// the admin routes' exact answers, a handler under a prefix or detached, and
+// a client refused while the store stalls, through the public API.
 
 import assert from "node:assert/strict";
 import { App, type Clock, Credentials, systemClock } from "../../mod.ts";
@@ -690,7 +691,7 @@ Deno.test("admin write: a streamed body over limits.maxMessageBytes without Cont
 });
 
 Deno.test("createSyncHandler({ prefix }): paths only under the prefix, never a neighbour that shares its letters; await using shuts it down", async () => {
-  let handlerOutside: Response | undefined;
+  let outlived: Awaited<ReturnType<typeof createSyncHandler>>;
   {
     await using sync = await createSyncHandler({
       kv: ":memory:",
@@ -711,15 +712,19 @@ Deno.test("createSyncHandler({ prefix }): paths only under the prefix, never a n
     );
     assert.equal(login.status, 200);
     assert.equal(typeof (await login.json()).accessToken, "string");
-    handlerOutside = await sync.fetch(
+    const health = await sync.fetch(
       new Request("http://app/api/sync/health"),
     );
-    assert.equal(handlerOutside.status, 200);
-    await handlerOutside.body?.cancel();
-    handlerOutside = undefined;
+    assert.equal(health.status, 200);
+    await health.body?.cancel();
+    outlived = sync;
     // Disposed here: the KV and timers it holds are released (sanitizers).
   }
-  assert.equal(handlerOutside, undefined);
+  const after = await outlived.fetch(
+    new Request("http://app/api/sync/health"),
+  );
+  assert.equal(after.status, 503);
+  await after.body?.cancel();
 });
 
 Deno.test("createSyncHandler() in a Deno.serve app: a client stays connected through shutdown() only as a disconnect, never an error", async () => {
