@@ -214,6 +214,9 @@ export class App {
    * @throws {SyncError} `storage_locked` when another process holds the
    *   store, `storage_invalid` when it is not a readable Tether store (the
    *   message names the path; the store is left untouched).
+   * @throws {Error} Deno's own file-system errors for a `kvPath` it cannot
+   *   create (`Deno.errors.NotFound` for a missing directory,
+   *   `PermissionDenied`), naming the path.
    */
   static async open(options: AppOpenOptions): Promise<App> {
     if (typeof options !== "object" || options === null) {
@@ -253,9 +256,12 @@ export class App {
     return this.#current?.user;
   }
 
-  /** Every logged-in user (restored ones first), in login order. */
+  /**
+   * Every logged-in user in login order, a user's latest login counting
+   * (so `currentUser` is the last): the order `App.open` restores.
+   */
   get allUsers(): User[] {
-    return [...this.#users.values()].map((core) => core.user);
+    return this.#byLogin().map((core) => core.user);
   }
 
   /**
@@ -286,7 +292,7 @@ export class App {
     }
     const body = credentialsBody(credentials);
     if (credentials.provider === "anonymous" && this.#store?.durable) {
-      const saved = [...this.#users.values()].reverse().find((user) =>
+      const saved = this.#byLogin().reverse().find((user) =>
         user.provider === "anonymous"
       );
       if (saved !== undefined) {
@@ -373,6 +379,17 @@ export class App {
     return this.close();
   }
 
+  /**
+   * The logged-in users by their latest login: an order kept across
+   * restarts (each saved user carries it), unlike the map's first-login
+   * order.
+   */
+  #byLogin(): UserCore[] {
+    return [...this.#users.values()].sort((a, b) =>
+      (this.#order.get(a) ?? 0) - (this.#order.get(b) ?? 0)
+    );
+  }
+
   #restore(saved: SavedUser): void {
     const core = new UserCore(this.#config, this.#host, { restored: saved });
     createUser(core);
@@ -423,12 +440,7 @@ export class App {
     // close with the app (or with its own logOut()).
     if (refused) this.#retired.add(user);
     else this.#retired.delete(user);
-    if (this.#current === user) {
-      const remaining = [...this.#users.values()].sort((a, b) =>
-        (this.#order.get(a) ?? 0) - (this.#order.get(b) ?? 0)
-      );
-      this.#current = remaining[remaining.length - 1];
-    }
+    if (this.#current === user) this.#current = this.#byLogin().at(-1);
     const store = this.#store;
     if (store === undefined || !store.durable || (!known && !deleteLocalData)) {
       return Promise.resolve();

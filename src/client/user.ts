@@ -245,10 +245,25 @@ export class User {
    * @param options `deleteLocalData` deletes the user's local realms.
    * @returns Resolves once everything is closed (and, for a durable app,
    *   the saved login is gone).
+   * @throws {TypeError} When `options` is not an object or
+   *   `deleteLocalData` is not a boolean.
+   * @throws {SyncError} `storage_locked` when `deleteLocalData` finds one
+   *   of the user's realms open in another app of this process on the same
+   *   store (in browsers also another tab or worker): nothing is deleted,
+   *   and the user is logged out all the same.
    */
   async logOut(options: LogOutOptions = {}): Promise<void> {
     if (typeof options !== "object" || options === null) {
       throw new TypeError("Cannot log out: options must be an object");
+    }
+    const { deleteLocalData } = options;
+    if (deleteLocalData !== undefined && typeof deleteLocalData !== "boolean") {
+      // Read as false, a truthy "yes" would silently keep the data.
+      throw new TypeError(
+        `Cannot log out: options.deleteLocalData must be a boolean, got ${
+          JSON.stringify(deleteLocalData)
+        }`,
+      );
     }
     await this.#core.logOut(options);
   }

@@ -1,4 +1,5 @@
 import type { Fields, Value } from "../model/value.ts";
+import { DEFAULT_LIMITS } from "../protocol/limits.ts";
 import { MAX_BIGINT_BYTES } from "../protocol/values.ts";
 import { MAX_NAME_BYTES } from "./upload_validation.ts";
 
@@ -50,8 +51,6 @@ const MAX_DEPTH = 32;
 const TAGS = new Set(["$date", "$bigint", "$bytes", "$number", "$object"]);
 const ISO_DATE =
   /^[+-]?\d{4,6}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:\d{2}))?$/;
-const BASE64 =
-  /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{2,3})?$/;
 const BIGINT = /^-?(?:0|[1-9]\d*)$/;
 // 2^2048 has 617 decimal digits.
 const MAX_BIGINT_DIGITS = 617;
@@ -119,6 +118,15 @@ export function decodeAdminValue(json: unknown, field: string): Value {
 function decode(json: unknown, field: string, depth: number): Value {
   switch (typeof json) {
     case "string":
+      // What a client could not download is refused here, where the
+      // field's whole path is known (server_realm.ts checks it again).
+      if (json.length > DEFAULT_LIMITS.maxStringBytes) {
+        throw new AdminJsonError(
+          field,
+          `is a string of ${json.length} UTF-16 units, more than a realm stores (${DEFAULT_LIMITS.maxStringBytes})`,
+        );
+      }
+      return json;
     case "boolean":
       return json;
     case "number":
@@ -184,10 +192,17 @@ function decode(json: unknown, field: string, depth: number): Value {
         return value;
       }
       case "$bytes": {
-        if (typeof inner !== "string" || !BASE64.test(inner)) {
+        if (typeof inner !== "string" || !isBase64(inner)) {
           throw new AdminJsonError(at, "must be a base64 string");
         }
-        return decodeBase64(inner);
+        const bytes = decodeBase64(inner);
+        if (bytes.length > DEFAULT_LIMITS.maxBytesLength) {
+          throw new AdminJsonError(
+            at,
+            `holds ${bytes.length} bytes, more than a realm stores (${DEFAULT_LIMITS.maxBytesLength})`,
+          );
+        }
+        return bytes;
       }
       case "$number": {
         switch (inner) {
@@ -364,6 +379,27 @@ function encodeBase64(bytes: Uint8Array): string {
     binary += String.fromCharCode(...bytes.subarray(offset, offset + 0x8000));
   }
   return btoa(binary);
+}
+
+/**
+ * Whether `text` is standard base64, padded or not. A loop, not a regular
+ * expression: a repeated group over megabytes of text overflowed the
+ * regular expression engine's stack, and the route answered 500.
+ */
+function isBase64(text: string): boolean {
+  let end = text.length;
+  while (end > 0 && text.length - end < 2 && text.charCodeAt(end - 1) === 61) {
+    end--;
+  }
+  const padded = end < text.length;
+  if (padded ? text.length % 4 !== 0 : end % 4 === 1) return false;
+  for (let index = 0; index < end; index++) {
+    const code = text.charCodeAt(index);
+    const ok = (code >= 65 && code <= 90) || (code >= 97 && code <= 122) ||
+      (code >= 48 && code <= 57) || code === 43 || code === 47;
+    if (!ok) return false;
+  }
+  return true;
 }
 
 function decodeBase64(text: string): Uint8Array<ArrayBuffer> {

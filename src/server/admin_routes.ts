@@ -70,7 +70,7 @@ export async function handleAdminRoute(
     case "write":
       return await write(request, realm, context);
     case "changes":
-      return await changes(request, realm, params, context);
+      return await changes(realm, params, context);
   }
   throw new Error(`Unknown admin action ${action}`);
 }
@@ -86,8 +86,18 @@ function parseAdminPath(pathname: string): ParsedPath {
   const rest = pathname.slice(PREFIX.length);
   const cut = rest.lastIndexOf("/");
   const action = rest.slice(cut + 1);
-  if (cut <= 0 || !ACTIONS.has(action)) {
+  if (!ACTIONS.has(action)) {
     return { ok: false, response: notFound(pathname) };
+  }
+  if (cut <= 0) {
+    // A known action with no realm path before it: the path is bad.
+    return {
+      ok: false,
+      response: badRequest(
+        "invalid_path",
+        `No realm path before /${action}: use /admin/realms/<path>/${action}`,
+      ),
+    };
   }
   let segments: string[];
   try {
@@ -186,7 +196,6 @@ async function write(
 }
 
 async function changes(
-  request: Request,
   realm: ServerRealm,
   params: URLSearchParams,
   context: AdminRouteContext,
@@ -201,8 +210,10 @@ async function changes(
   }
   const leave = new AbortController();
   // Linked until the response ends: the lifetime outlives every request
-  // (docs/PERFORMANCE.md).
-  const link = linkAbort([request.signal, context.lifetime, leave.signal]);
+  // (docs/PERFORMANCE.md). A client that leaves cancels the body (below);
+  // request.signal is not linked, because Deno aborts it on every response
+  // that completes and warns that this legacy behaviour will change.
+  const link = linkAbort([context.lifetime, leave.signal]);
   let feed: ReadableStream<RealmChangeset>;
   try {
     feed = await context.realms.openFeed(realm.path, since, link.signal);

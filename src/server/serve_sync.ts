@@ -124,6 +124,11 @@ class SyncServerInstance implements SyncServer {
     this.url = `${service.settings.tls !== null ? "https" : "http"}://${
       urlHost(addr.hostname)
     }:${addr.port}`;
+    // Bound, so they work detached (`Deno.addSignalListener("SIGINT",
+    // server.shutdown)`), like the handler's.
+    this.stats = this.stats.bind(this);
+    this.realm = this.realm.bind(this);
+    this.shutdown = this.shutdown.bind(this);
   }
 
   static async listen(service: SyncService): Promise<SyncServerInstance> {

@@ -6,12 +6,16 @@
 
 import type { Instruction, UploadChangeset } from "../model/changeset.ts";
 import { HlcClock } from "../model/hlc.ts";
-import { isLive, visibleFields } from "../model/merge.ts";
+import { isLive, type ObjectRecord, visibleFields } from "../model/merge.ts";
 import type { Transaction } from "../model/transaction.ts";
 import { TransactionWrites } from "../model/transaction.ts";
 import type { Fields } from "../model/value.ts";
 import { compileQuery, type Query, runQuery } from "../model/query.ts";
+import { decodeUploadChangeset } from "../protocol/decode.ts";
+import { encodeUploadChangesetView } from "../protocol/encode.ts";
+import { DEFAULT_LIMITS } from "../protocol/limits.ts";
 import type { ClientIdentity } from "../protocol/messages.ts";
+import { ProtocolError } from "../protocol/protocol_error.ts";
 import { type AbortLink, linkAbort } from "../util/abort_link.ts";
 import type { RealmHub } from "./realm_hub.ts";
 import { resolveRealmPath } from "./realm_path.ts";
@@ -190,12 +194,17 @@ export interface ServerRealm {
   /**
    * Writes as a client does: one changeset with the server's own identity
    * in this realm and an HLC stamp, synced to every client. Resolves once
-   * it is durably stored.
+   * it is durably stored. Writes to one realm commit in the order of the
+   * calls.
    *
+   * @param fn Makes the writes (`tx.put`, `tx.update`, `tx.delete`); may be
+   *   async, as on the client. If it throws or rejects, nothing is written.
    * @throws {TypeError} For a value a realm cannot store, an update of an
    *   object that does not exist, or names that are too long.
    */
-  write(fn: (tx: Transaction) => void): Promise<{ version: number }>;
+  write(
+    fn: (tx: Transaction) => void | Promise<void>,
+  ): Promise<{ version: number }>;
   /**
    * Every committed changeset after `since`, in server-version order, then
    * live. Ends when the signal aborts; errors with
@@ -326,26 +335,39 @@ export class ServerRealms {
 
   #write(
     path: string,
-    fn: (tx: Transaction) => void,
+    fn: (tx: Transaction) => void | Promise<void>,
   ): Promise<{ version: number }> {
     if (typeof fn !== "function") {
       return Promise.reject(
         new TypeError("Cannot write: pass a function (tx) => { … }"),
       );
     }
-    // Runs at once, so a throw or a bad value is the caller's error now.
-    let instructions: Instruction[];
+    // Runs at once, so a throw or a bad value is the caller's error now. An
+    // async function (allowed, as on the client) ends its transaction when
+    // its promise settles: writes made after an await belong to it, and a
+    // rejection commits nothing.
+    const writes = new TransactionWrites(() => true);
+    let made: Promise<Instruction[]>;
     try {
-      const writes = new TransactionWrites(() => true);
-      try {
-        fn(writes.transaction);
-      } finally {
-        instructions = writes.finish();
-      }
+      const returned = fn(writes.transaction);
+      made = isThenable(returned)
+        ? Promise.resolve(returned).then(
+          () => writes.finish(),
+          (error) => {
+            writes.finish();
+            throw error;
+          },
+        )
+        : Promise.resolve(writes.finish());
     } catch (error) {
+      writes.finish();
       return Promise.reject(error);
     }
-    const run = () => this.#commit(path, instructions);
+    // Observed here; the caller sees the rejection through `result`.
+    made.catch(() => {});
+    // Commits follow the order of the calls, as the client's writes do.
+    const run = () =>
+      made.then((instructions) => this.#commit(path, instructions));
     const previous = this.#writing.get(path) ?? Promise.resolve();
     const result = previous.then(run, run);
     const settled = result.catch(() => {});
@@ -361,23 +383,32 @@ export class ServerRealms {
     instructions: Instruction[],
   ): Promise<{ version: number }> {
     this.#context.lifetime.throwIfAborted();
-    const updated = instructions.filter(({ op }) => op === "update");
-    if (updated.length > 0) {
-      // The transaction could not know; an update makes no new object.
-      const state = await readObjectRecords(
-        this.#context.kv,
-        path,
-        updated.map(({ type, id }) => ({ type, id })),
-        this.#retry(),
-      );
-      for (const record of state.records.values()) {
-        if (!isLive(record)) {
-          throw new TypeError(
-            `Cannot update: ${record.type} ${
-              JSON.stringify(record.id)
-            } does not exist`,
-          );
-        }
+    // Every object written is read first: an update makes no new object
+    // (the transaction could not know), and the write must stamp after
+    // what it overwrites, however far ahead the clock of the client that
+    // wrote it ran.
+    // (The transaction folded the writes: one instruction per object.)
+    const state = await readObjectRecords(
+      this.#context.kv,
+      path,
+      instructions.map(({ type, id }) => ({ type, id })),
+      this.#retry(),
+    );
+    const updated = new Set(
+      instructions.filter(({ op }) => op === "update").map(({ type, id }) =>
+        JSON.stringify([type, id])
+      ),
+    );
+    for (const record of state.records.values()) {
+      if (
+        updated.has(JSON.stringify([record.type, record.id])) &&
+        !isLive(record)
+      ) {
+        throw new TypeError(
+          `Cannot update: ${record.type} ${
+            JSON.stringify(record.id)
+          } does not exist`,
+        );
       }
     }
     const hub = this.#context.registry.acquire(path);
@@ -385,6 +416,9 @@ export class ServerRealms {
       const head = await hub.refreshHead();
       if (instructions.length === 0) return { version: head.version };
       const writer = await this.#writer(path);
+      for (const record of state.records.values()) {
+        observeRecord(writer.clock, record);
+      }
       const changeset: UploadChangeset = {
         clientVersion: writer.lastClientVersion + 1,
         baseServerVersion: head.version,
@@ -393,6 +427,7 @@ export class ServerRealms {
       };
       const invalid = findInvalidUpload([changeset], path);
       if (invalid !== null) throw new TypeError(`Cannot write: ${invalid}`);
+      checkDownloadable(changeset);
       const result = await hub.integrate(
         writer.identity,
         [changeset],
@@ -583,6 +618,13 @@ class ChangeFeed {
   }
 }
 
+/** Folds every stamp `record` holds into `clock`, as a client does on download. */
+function observeRecord(clock: HlcClock, record: ObjectRecord): void {
+  if (record.putStamp !== null) clock.observe(record.putStamp);
+  if (record.deleteStamp !== null) clock.observe(record.deleteStamp);
+  for (const entry of record.fields.values()) clock.observe(entry.stamp);
+}
+
 function toChange(instruction: Instruction): RealmChange {
   const { op, type, id, fields } = instruction;
   return op === "delete"
@@ -596,6 +638,72 @@ function checkName(method: string, what: string, value: unknown): void {
       `Cannot ${method}: ${what} must be a non-empty string`,
     );
   }
+}
+
+/**
+ * The largest changeset a backend write may make, encoded: the client's
+ * cap on one write (`MAX_WRITE_BYTES`), so every client can download it.
+ */
+const MAX_WRITE_BYTES = DEFAULT_LIMITS.maxMessageBytes - 1024;
+
+/**
+ * Refuses a changeset that clients could not decode (a string over 1 MiB,
+ * bytes over 8 MiB, a changeset over the write cap…): stored, it would stop
+ * every client of the realm at the same download, over and over. The same
+ * check as the client makes before its own writes (encode, then decode with
+ * the protocol's default limits); the error names the first field that
+ * fails on its own.
+ *
+ * @throws {TypeError} Naming the field, or the changeset's size.
+ */
+function checkDownloadable(changeset: UploadChangeset): void {
+  const problem = encodingProblem(changeset);
+  if (problem === null) return;
+  for (const instruction of changeset.instructions) {
+    for (const [name, value] of Object.entries(instruction.fields ?? {})) {
+      const alone: Fields = {};
+      Object.defineProperty(alone, name, {
+        value,
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
+      const fieldProblem = encodingProblem({
+        ...changeset,
+        instructions: [{ ...instruction, fields: alone }],
+      });
+      if (fieldProblem !== null) {
+        throw new TypeError(
+          `Cannot ${instruction.op}: field ${
+            JSON.stringify(name)
+          } of ${instruction.type} ${
+            JSON.stringify(instruction.id)
+          } holds a value a realm cannot store (${fieldProblem})`,
+        );
+      }
+    }
+  }
+  throw new TypeError(`Cannot write: ${problem}`);
+}
+
+/** Why `changeset` cannot travel to clients, or null when it can. */
+function encodingProblem(changeset: UploadChangeset): string | null {
+  try {
+    // A view, not a copy: only its size and whether it decodes matter.
+    const bytes = encodeUploadChangesetView(changeset);
+    if (bytes.byteLength > MAX_WRITE_BYTES) {
+      return `the changeset is ${bytes.byteLength} bytes, more than the limit of ${MAX_WRITE_BYTES}; split it into several writes`;
+    }
+    decodeUploadChangeset(bytes);
+    return null;
+  } catch (error) {
+    if (error instanceof ProtocolError) return error.message;
+    throw error;
+  }
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return typeof (value as PromiseLike<unknown> | null)?.then === "function";
 }
 
 function randomNode(): number {

@@ -61,7 +61,8 @@ export interface SyncHandlerOptions extends ServeSyncOptions {
 /**
  * The sync server as a request handler, from {@linkcode createSyncHandler}.
  * Dispose it (`await using`) or call `shutdown()` before the HTTP server
- * that mounts it stops.
+ * that mounts it stops. Its methods are bound: `Deno.serve(sync.fetch)`
+ * works.
  *
  * @example Mounted under /api/sync in an app's own Deno.serve
  * ```ts
@@ -205,6 +206,13 @@ export class SyncService implements SyncRequestHandler {
     parts.settings.signal?.addEventListener("abort", this.#onAbort, {
       once: true,
     });
+    // Bound, so they work detached, as handlers are passed around:
+    // `Deno.serve(sync.fetch)`, `{ fetch: sync.fetch }`, a signal listener
+    // calling `sync.shutdown`.
+    this.fetch = this.fetch.bind(this);
+    this.realm = this.realm.bind(this);
+    this.stats = this.stats.bind(this);
+    this.shutdown = this.shutdown.bind(this);
   }
 
   /** Resolves the options, opens the store and builds every part. */

@@ -271,3 +271,37 @@ Deno.test("parseWriteBody() refuses bad bodies with a message naming the bad fie
     new AdminJsonError("changes", "holds 2 changes; at most 1 go in one write"),
   );
 });
+
+Deno.test("decodeAdminValue() takes base64 of megabytes and checks it exactly, and refuses what a realm cannot store, naming the field", () => {
+  const MiB = 1024 * 1024;
+  // 6 MiB: a regular expression over this much text once overflowed.
+  const large = decodeAdminValue({ $bytes: "AAEC".repeat(2 * MiB) }, "f");
+  assert.ok(large instanceof Uint8Array);
+  assert.equal(large.length, 6 * MiB);
+  assert.deepEqual(large.subarray(0, 3), new Uint8Array([0, 1, 2]));
+  for (const good of ["", "AQ==", "AQ", "AQI=", "AQI", "AQID", "+/+/"]) {
+    assert.ok(decodeAdminValue({ $bytes: good }, "f") instanceof Uint8Array);
+  }
+  for (
+    const bad of ["A", "AQ=", "A===", "AQ ID", "AQ-_", "AQI==", "=", "AQ==AQ=="]
+  ) {
+    assert.throws(
+      () => decodeAdminValue({ $bytes: bad }, "f"),
+      (error: unknown) =>
+        error instanceof AdminJsonError && error.field === "f.$bytes",
+      bad,
+    );
+  }
+  assert.throws(
+    () => decodeAdminValue({ $bytes: "AAAA".repeat((8 * MiB + 1) / 3) }, "f"),
+    (error: unknown) =>
+      error instanceof AdminJsonError && error.field === "f.$bytes" &&
+      /more than a realm stores/.test(error.message),
+  );
+  assert.throws(
+    () => decodeAdminValue({ list: ["x".repeat(MiB + 1)] }, "f"),
+    (error: unknown) =>
+      error instanceof AdminJsonError && error.field === "f.list[0]",
+  );
+  assert.equal(decodeAdminValue("x".repeat(MiB), "f"), "x".repeat(MiB));
+});

@@ -83,8 +83,8 @@ function heldFirstCall(
 }
 
 /**
- * A KV handle whose next `get` of a key matching the armed predicate waits
- * until released; everything else goes straight to `kv`.
+ * A KV handle whose next `get` or `getMany` of a key matching the armed
+ * predicate waits until released; everything else goes straight to `kv`.
  */
 function gatedKv(kv: Deno.Kv) {
   let armed:
@@ -96,15 +96,19 @@ function gatedKv(kv: Deno.Kv) {
     | undefined;
   const gated = new Proxy(kv, {
     get(target, property) {
-      if (property === "get") {
-        return async (key: Deno.KvKey, options?: { consistency?: never }) => {
+      if (property === "get" || property === "getMany") {
+        const read = property === "get"
+          ? (key: Deno.KvKey) => target.get(key)
+          : (keys: Deno.KvKey[]) => target.getMany(keys);
+        return async (keys: Deno.KvKey & Deno.KvKey[]) => {
           const gate = armed;
-          if (gate !== undefined && gate.matches(key)) {
+          const named = property === "get" ? [keys] : keys;
+          if (gate !== undefined && named.some((key) => gate.matches(key))) {
             armed = undefined;
             gate.reached.resolve();
             await gate.release.promise;
           }
-          return await target.get(key, options);
+          return await read(keys);
         };
       }
       const value = Reflect.get(target, property, target);

@@ -9,6 +9,7 @@
 
 import { SyncError } from "../sync_error.ts";
 import {
+  claimRealm,
   done,
   globalApi,
   type IdbDatabase,
@@ -16,8 +17,14 @@ import {
   openDatabase,
   request,
 } from "./indexed_db.ts";
-import { kvRealmPrefix } from "./kv.ts";
-import { acquireKvStore, type KvKey, type KvLike } from "./kv_store.ts";
+import { kvRealmClaim, kvRealmPrefix } from "./kv.ts";
+import {
+  acquireKvStore,
+  type KvClaim,
+  type KvKey,
+  type KvLike,
+  type KvStoreHandle,
+} from "./kv_store.ts";
 import type { StorageOption } from "./open.ts";
 
 /** What an app keeps of one logged-in user across restarts. */
@@ -42,7 +49,11 @@ export interface AppStore {
   loadUsers(): Promise<SavedUser[]>;
   /** Saves (or replaces) a user; resolves once durable. */
   saveUser(user: SavedUser): Promise<void>;
-  /** Forgets a user; with `deleteLocalData`, deletes its realms too. */
+  /**
+   * Forgets a user; with `deleteLocalData`, deletes its realms too, or
+   * none of them (`storage_locked`) when one is open in another app of
+   * this process.
+   */
   removeUser(id: string, deleteLocalData: boolean): Promise<void>;
   /** Releases the store. */
   close(): Promise<void>;
@@ -156,23 +167,18 @@ class KvAppStore implements AppStore {
   readonly realmStorage: StorageOption;
   readonly durable = true;
   #kv: KvLike;
+  #handle: KvStoreHandle;
   #where: string;
-  #release: () => Promise<void>;
 
-  private constructor(
-    kvPath: string,
-    kv: KvLike,
-    release: () => Promise<void>,
-  ) {
+  private constructor(kvPath: string, handle: KvStoreHandle) {
     this.realmStorage = { kvPath };
-    this.#kv = kv;
+    this.#kv = handle.kv;
+    this.#handle = handle;
     this.#where = JSON.stringify(kvPath);
-    this.#release = release;
   }
 
   static async open(kvPath: string): Promise<KvAppStore> {
-    const handle = await acquireKvStore(kvPath);
-    return new KvAppStore(kvPath, handle.kv, () => handle.release());
+    return new KvAppStore(kvPath, await acquireKvStore(kvPath));
   }
 
   async loadUsers(): Promise<SavedUser[]> {
@@ -204,23 +210,51 @@ class KvAppStore implements AppStore {
     const prefix = kvRealmPrefix({ userId: id, path: "" }).slice(0, 4);
     const metas: KvKey[] = [];
     const rest: KvKey[] = [];
+    const paths = new Set<string>();
     for await (const entry of this.#kv.list({ prefix })) {
       (entry.key[5] === "meta" && entry.key.length === 6 ? metas : rest)
         .push(entry.key);
+      if (typeof entry.key[4] === "string") paths.add(entry.key[4]);
     }
-    for (const keys of [metas, rest]) {
-      for (let start = 0; start < keys.length; start += DELETE_CHUNK) {
-        const atomic = this.#kv.atomic();
-        for (const key of keys.slice(start, start + DELETE_CHUNK)) {
-          atomic.delete(key);
+    // A realm another app of this process has open on this store keeps
+    // writing to it: deleting its keys under it would tear it. Each realm
+    // is claimed first (and held while it goes), or nothing is deleted.
+    const claims: KvClaim[] = [];
+    try {
+      for (const path of paths) {
+        try {
+          claims.push(
+            await this.#handle.claim(kvRealmClaim({ userId: id, path })),
+          );
+        } catch (error) {
+          if (!(error instanceof SyncError)) throw error;
+          throw new SyncError(
+            "storage_locked",
+            `Cannot delete the local data of user ${
+              JSON.stringify(id)
+            } in the store ${this.#where}: its realm ${
+              JSON.stringify(path)
+            } is open in another app of this process, so the user is logged out but its local data stays (as without deleteLocalData); close that realm before logging out to delete it`,
+            { cause: error },
+          );
         }
-        await atomic.commit();
       }
+      for (const keys of [metas, rest]) {
+        for (let start = 0; start < keys.length; start += DELETE_CHUNK) {
+          const atomic = this.#kv.atomic();
+          for (const key of keys.slice(start, start + DELETE_CHUNK)) {
+            atomic.delete(key);
+          }
+          await atomic.commit();
+        }
+      }
+    } finally {
+      for (const claim of claims) claim.release();
     }
   }
 
   close(): Promise<void> {
-    return this.#release();
+    return this.#handle.release();
   }
 }
 
@@ -233,10 +267,12 @@ class IndexedDbAppStore implements AppStore {
   readonly durable = true;
   #db: IdbDatabase;
   #api: IndexedDbApi;
+  #name: string;
   #where: string;
 
   private constructor(name: string, db: IdbDatabase, api: IndexedDbApi) {
     this.realmStorage = { indexedDb: name };
+    this.#name = name;
     this.#db = db;
     this.#api = api;
     this.#where = `IndexedDB ${JSON.stringify(name)}`;
@@ -278,22 +314,59 @@ class IndexedDbAppStore implements AppStore {
   }
 
   async removeUser(id: string, deleteLocalData: boolean): Promise<void> {
-    const stores = deleteLocalData
-      ? ["header", "meta", "records", "pending"]
-      : ["header"];
-    const tx = this.#db.transaction(stores, "readwrite", {
-      durability: "strict",
-    });
-    const finished = done(tx);
-    tx.objectStore("header").delete(["users", id]);
-    if (deleteLocalData) {
-      // Arrays sort after strings: [id, []] bounds every [id, path, …].
-      const range = this.#api.IDBKeyRange.bound([id], [id, []]);
+    if (!deleteLocalData) {
+      const tx = this.#db.transaction(["header"], "readwrite", {
+        durability: "strict",
+      });
+      const finished = done(tx);
+      tx.objectStore("header").delete(["users", id]);
+      await finished;
+      return;
+    }
+    // Arrays sort after strings: [id, []] bounds every [id, path, …].
+    const range = this.#api.IDBKeyRange.bound([id], [id, []]);
+    const read = this.#db.transaction(["meta"], "readonly");
+    const listed = done(read);
+    const keys = await request(read.objectStore("meta").getAllKeys(range));
+    await listed;
+    // A realm open in this page, or in another tab, keeps writing: its
+    // data is deleted only under its claim, or not at all.
+    const releases: (() => Promise<void>)[] = [];
+    try {
+      for (const key of keys) {
+        const path = Array.isArray(key) ? key[1] : undefined;
+        if (typeof path !== "string") continue;
+        try {
+          releases.push(await claimRealm(this.#name, { userId: id, path }));
+        } catch (error) {
+          if (!(error instanceof SyncError)) throw error;
+          // The saved login goes all the same.
+          await this.removeUser(id, false);
+          throw new SyncError(
+            "storage_locked",
+            `Cannot delete the local data of user ${
+              JSON.stringify(id)
+            } in the store ${this.#where}: its realm ${
+              JSON.stringify(path)
+            } is open elsewhere (another app, tab or worker), so the user is logged out but its local data stays (as without deleteLocalData); close that realm before logging out to delete it`,
+            { cause: error },
+          );
+        }
+      }
+      const tx = this.#db.transaction(
+        ["header", "meta", "records", "pending"],
+        "readwrite",
+        { durability: "strict" },
+      );
+      const finished = done(tx);
+      tx.objectStore("header").delete(["users", id]);
       for (const store of ["meta", "records", "pending"]) {
         tx.objectStore(store).delete(range);
       }
+      await finished;
+    } finally {
+      for (const release of releases) await release();
     }
-    await finished;
   }
 
   close(): Promise<void> {

@@ -179,38 +179,20 @@ export class IndexedDbRealmStorage implements RealmStorage {
     api: IndexedDbApi = globalApi(),
   ): Promise<IndexedDbRealmStorage> {
     const where = `IndexedDB ${JSON.stringify(name)}`;
-    const claim = JSON.stringify([name, location.userId, location.path]);
-    if (openRealms.has(claim)) {
-      throw new SyncError(
-        "storage_locked",
-        `Cannot open realm ${
-          JSON.stringify(location.path)
-        } in the store ${where}: it is already open here; open it once and share the handle`,
-      );
-    }
-    openRealms.add(claim);
-    let unlock = () => Promise.resolve();
+    const release = await claimRealm(name, location);
     let db: IdbDatabase | undefined;
     try {
-      unlock = await webLock(`tether:${claim}`, where, location.path);
       db = await openDatabase(api, name, where);
-      const release = unlock;
       return new IndexedDbRealmStorage(
         db,
         api,
         where,
         [location.userId, location.path],
-        async () => {
-          // The lock is free once its request settles; only then may this
-          // realm open again.
-          await release();
-          openRealms.delete(claim);
-        },
+        release,
       );
     } catch (error) {
       db?.close();
-      await unlock();
-      openRealms.delete(claim);
+      await release();
       throw error;
     }
   }
@@ -308,6 +290,42 @@ export class IndexedDbRealmStorage implements RealmStorage {
       this.#db.close();
       return this.#release();
     });
+  }
+}
+
+/**
+ * Claims one realm of one user in the database `name` for one writer: in
+ * this page or process, and (where Web Locks exist) across tabs and
+ * workers. Resolves with the release, after which the realm may open again.
+ *
+ * @throws {SyncError} `storage_locked` when it is open elsewhere.
+ */
+export async function claimRealm(
+  name: string,
+  location: { userId: string; path: string },
+): Promise<() => Promise<void>> {
+  const where = `IndexedDB ${JSON.stringify(name)}`;
+  const claim = JSON.stringify([name, location.userId, location.path]);
+  if (openRealms.has(claim)) {
+    throw new SyncError(
+      "storage_locked",
+      `Cannot open realm ${
+        JSON.stringify(location.path)
+      } in the store ${where}: it is already open here; open it once and share the handle`,
+    );
+  }
+  openRealms.add(claim);
+  try {
+    const unlock = await webLock(`tether:${claim}`, where, location.path);
+    return async () => {
+      // The lock is free once its request settles; only then may this
+      // realm open again.
+      await unlock();
+      openRealms.delete(claim);
+    };
+  } catch (error) {
+    openRealms.delete(claim);
+    throw error;
   }
 }
 

@@ -69,6 +69,17 @@ export function kvRealmPrefix(location: KvRealmLocation): KvKey {
   return ["tether", "v1", "realm", location.userId, location.path];
 }
 
+/**
+ * The name under which one realm of one user is claimed in its store (one
+ * local writer per realm in a process): by its storage, and by a logout
+ * that deletes it.
+ */
+export function kvRealmClaim(location: KvRealmLocation): string {
+  return `realm ${JSON.stringify(location.path)} of user ${
+    JSON.stringify(location.userId)
+  }`;
+}
+
 /** What the storage gives back when it closes. */
 interface StorageOwner {
   closing(done: Promise<void>): void;
@@ -260,11 +271,7 @@ export class KvRealmStorage implements RealmStorage {
     const handle: KvStoreHandle = await acquireKvStore(kvPath);
     let claim: KvClaim | undefined;
     try {
-      claim = await handle.claim(
-        `realm ${JSON.stringify(location.path)} of user ${
-          JSON.stringify(location.userId)
-        }`,
-      );
+      claim = await handle.claim(kvRealmClaim(location));
       const held = claim;
       const storage = new KvRealmStorage(
         handle.kv,

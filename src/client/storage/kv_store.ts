@@ -13,6 +13,12 @@ import {
   STORE_FORMAT,
   STORE_MAGIC,
 } from "./codec.ts";
+import {
+  DENO_KV_TABLES,
+  isSqliteHeader,
+  sqlitePageSize,
+  sqliteTables,
+} from "./sqlite_schema.ts";
 
 /** One part of a Deno KV key. */
 export type KvKeyPart =
@@ -68,6 +74,7 @@ export interface KvLike {
 
 interface FileLike {
   stat(): Promise<{ dev: number; ino: number | null }>;
+  read(buffer: Uint8Array): Promise<number | null>;
   tryLock(exclusive?: boolean): Promise<boolean>;
   close(): void;
 }
@@ -156,15 +163,28 @@ function fileId(stat: { dev: number; ino: number | null }): string {
  * OS lock on the file itself (so a hard link or symlink is the same store),
  * opens it, and checks or writes its header.
  *
- * @throws {TypeError} Outside Deno, or without `--unstable-kv`.
+ * @throws {TypeError} Outside Deno, or without `--unstable-kv`, or for the
+ *   path `":memory:"` (nothing would survive: use the memory storage).
  * @throws {SyncError} `storage_locked` when another process holds the file,
  *   `storage_invalid` when it is not a Tether store (random bytes, a KV file
- *   with other keys), was written by a newer format, or does not open.
+ *   with other keys, another SQLite database, a directory), was written by
+ *   a newer format, or does not open.
+ * @throws {Error} Deno's own file-system errors (`Deno.errors.NotFound`
+ *   for a missing parent directory, `PermissionDenied`), naming the path.
  */
 export function acquireKvStore(path: string): Promise<KvStoreHandle> {
   if (typeof path !== "string" || path.length === 0) {
     return Promise.reject(
       new TypeError("Cannot open storage: kvPath must be a non-empty string"),
+    );
+  }
+  if (path === ":memory:") {
+    // Deno KV would open an in-memory database while the lock file
+    // ":memory:" appeared in the working directory: durable in name only.
+    return Promise.reject(
+      new TypeError(
+        'Cannot open storage: kvPath ":memory:" is Deno KV\'s in-memory database, where nothing survives; use storage: "memory"',
+      ),
     );
   }
   let deno: DenoLike;
@@ -191,6 +211,13 @@ export function acquireKvStore(path: string): Promise<KvStoreHandle> {
       read: true,
       write: true,
       create: true,
+    }).catch((error) => {
+      // A directory is not a store; other file-system errors (a missing
+      // parent directory, no permission) stay Deno's own, naming the path.
+      if (error instanceof Error && error.name === "IsADirectory") {
+        throw invalidStore(where, "it is a directory", error);
+      }
+      throw error;
     });
     let kv: KvLike | undefined;
     try {
@@ -201,6 +228,7 @@ export function acquireKvStore(path: string): Promise<KvStoreHandle> {
           `Cannot open the store ${where}: another process holds it; a store has one owner process`,
         );
       }
+      await refuseForeignSqlite(file, where);
       try {
         kv = await deno.openKv!(path);
       } catch (error) {
@@ -222,6 +250,52 @@ export function acquireKvStore(path: string): Promise<KvStoreHandle> {
       throw error;
     }
   });
+}
+
+/** Reads up to `length` bytes from the file's current position. */
+async function readUpTo(file: FileLike, length: number): Promise<Uint8Array> {
+  const bytes = new Uint8Array(length);
+  let filled = 0;
+  // Each read returns at least one byte or null (end of file).
+  while (filled < length) {
+    const read = await file.read(bytes.subarray(filled));
+    if (read === null || read === 0) break;
+    filled += read;
+  }
+  return bytes.subarray(0, filled);
+}
+
+/**
+ * Refuses another application's SQLite database before Deno KV opens it:
+ * Deno KV would add its tables to any SQLite file, so the file would no
+ * longer be left untouched. Only a schema that lists tables, none of them
+ * Deno KV's, is refused; a schema page that is unreadable or stale (a KV
+ * file whose newest pages are still in its write-ahead log) is left to
+ * Deno KV and the header check.
+ */
+async function refuseForeignSqlite(
+  file: FileLike,
+  where: string,
+): Promise<void> {
+  const header = await readUpTo(file, 100);
+  if (!isSqliteHeader(header)) return;
+  const pageSize = sqlitePageSize(header);
+  if (pageSize === 0) return;
+  const page = new Uint8Array(pageSize);
+  page.set(header);
+  page.set(await readUpTo(file, pageSize - header.length), header.length);
+  const tables = sqliteTables(page);
+  if (
+    tables !== undefined && tables.length > 0 &&
+    !tables.some((table) => DENO_KV_TABLES.has(table))
+  ) {
+    throw invalidStore(
+      where,
+      `it is an SQLite database of another kind (tables ${
+        tables.slice(0, 5).map((table) => JSON.stringify(table)).join(", ")
+      }), not a Deno KV file`,
+    );
+  }
 }
 
 async function checkOrWriteHeader(kv: KvLike, where: string): Promise<void> {

@@ -65,25 +65,46 @@ export function readObjectRecords(
   retry: RetryOptions,
 ): Promise<RealmState> {
   return readState(kv, realm, retry, async (records) => {
-    for (const { type, id } of keys) {
-      const entry = await retryKv(
-        () => kv.get<StoredBytes>(objectKey(realm, type, id)),
-        retry,
-      );
-      const record = emptyRecord(type, id);
-      if (entry.value !== null) {
-        const bytes = await readObjectBytes(
-          kv,
-          realm,
-          entry as Deno.KvEntry<StoredBytes>,
+    for (let at = 0; at < keys.length; at += READ_ROUND_KEYS) {
+      const round = keys.slice(at, at + READ_ROUND_KEYS);
+      const reads = [];
+      for (let from = 0; from < round.length; from += READ_MANY_KEYS) {
+        const part = round.slice(from, from + READ_MANY_KEYS);
+        reads.push(retryKv(
+          () =>
+            kv.getMany<StoredBytes[]>(
+              part.map(({ type, id }) => objectKey(realm, type, id)),
+            ),
           retry,
-        );
-        if (bytes !== null) applyAll(record, decodeRecordInstructions(bytes));
+        ));
       }
-      records.set(recordName(type, id), record);
+      const entries = (await Promise.all(reads)).flat();
+      for (let index = 0; index < round.length; index++) {
+        const { type, id } = round[index]!;
+        const entry = entries[index]!;
+        const record = emptyRecord(type, id);
+        if (entry.value !== null) {
+          const bytes = await readObjectBytes(
+            kv,
+            realm,
+            entry as Deno.KvEntry<StoredBytes>,
+            retry,
+          );
+          if (bytes !== null) {
+            applyAll(record, decodeRecordInstructions(bytes));
+          }
+        }
+        records.set(recordName(type, id), record);
+      }
     }
   }, true);
 }
+
+// Keys one `getMany` may read (Deno KV's limit), and read at once: a
+// backend write of thousands of objects reads them all first
+// (docs/SERVER.md "Server-side data access").
+const READ_MANY_KEYS = 10;
+const READ_ROUND_KEYS = 32 * READ_MANY_KEYS;
 
 /** Reads every record of the realm (for server-side reads and queries). */
 export function readRealmState(

@@ -14,6 +14,7 @@ import type { IndexedDbApi } from "../../../src/client/storage/indexed_db.ts";
 import { openStorage } from "../../../src/client/storage/open.ts";
 import { IndexedDbRealmStorage } from "../../../src/client/storage/indexed_db.ts";
 import type { RealmStorage } from "../../../src/client/storage/storage.ts";
+import { SyncError } from "../../../src/client/sync_error.ts";
 
 const meta = {
   nodeId: 7,
@@ -147,6 +148,51 @@ for (const backend of backends) {
           await storage.close();
         }
       }
+    });
+  });
+
+  Deno.test(`App store on ${backend.name}: removing a user with deleteLocalData while one of its realms is open deletes none of them (storage_locked) but forgets the login`, async () => {
+    await backend.run(async (open, realm) => {
+      for (const path of ["/u1/a", "/u1/b"]) {
+        const storage = await realm("u1", path);
+        await storage.commit({
+          meta: { ...meta, downloadCursor: 1 },
+          records: [],
+          append: [],
+        });
+        await storage.close();
+      }
+      const held = await realm("u1", "/u1/b");
+      const store = await open();
+      try {
+        await store.saveUser({
+          id: "u1",
+          refreshToken: "r",
+          provider: "anonymous",
+          order: 1,
+        });
+        await assert.rejects(
+          store.removeUser("u1", true),
+          (error) =>
+            error instanceof SyncError && error.code === "storage_locked" &&
+            error.message.includes('"/u1/b"'),
+        );
+        assert.deepEqual(await store.loadUsers(), []);
+        // The held realm was not deleted under its writer, nor the other.
+        assert.notEqual((await held.load()).meta, null);
+      } finally {
+        await held.close();
+        await store.close();
+      }
+      const other = await realm("u1", "/u1/a");
+      try {
+        assert.notEqual((await other.load()).meta, null);
+      } finally {
+        await other.close();
+      }
+      // Released: the claim taken for the deletion is given back too.
+      const again = await realm("u1", "/u1/b");
+      await again.close();
     });
   });
 }
