@@ -15,6 +15,16 @@ import { startTestServer } from "../_helpers/test_server.ts";
 import { TcpProxy } from "../_helpers/tcp_proxy.ts";
 import { epochSeconds, signUserJwt } from "../_helpers/user_jwt.ts";
 import { bounded } from "../_helpers/waits.ts";
+import {
+  base64url,
+  ecPair,
+  jwtPart as encodePart,
+  type KeyPair,
+  publicJwk,
+  rsaPair,
+  signToken,
+  spkiPem,
+} from "../_helpers/idp_tokens.ts";
 
 const ADMIN_TOKEN = "an-admin-token-of-some-length";
 
@@ -801,61 +811,8 @@ Deno.test("GET /health: 200 {status: ok}; 503 {status: unavailable, error: {code
 });
 
 // ---------------------------------------------------------------------------
-// Auth providers. Keys and tokens are made with WebCrypto here, the way an
+// Auth providers. Keys and tokens come from idp_tokens.ts, made the way an
 // identity provider would, independently of the server's verifier.
-
-function base64url(bytes: Uint8Array): string {
-  let binary = "";
-  for (const byte of bytes) binary += String.fromCharCode(byte);
-  return btoa(binary).replaceAll("+", "-").replaceAll("/", "_").replace(
-    /=+$/,
-    "",
-  );
-}
-
-const encodePart = (value: unknown) =>
-  base64url(new TextEncoder().encode(JSON.stringify(value)));
-
-type KeyPair = { privateKey: CryptoKey; publicKey: CryptoKey };
-
-function rsaPair(): Promise<KeyPair> {
-  return crypto.subtle.generateKey(
-    {
-      name: "RSASSA-PKCS1-v1_5",
-      modulusLength: 2048,
-      publicExponent: new Uint8Array([1, 0, 1]),
-      hash: "SHA-256",
-    },
-    true,
-    ["sign", "verify"],
-  ) as Promise<KeyPair>;
-}
-
-function ecPair(): Promise<KeyPair> {
-  return crypto.subtle.generateKey(
-    { name: "ECDSA", namedCurve: "P-256" },
-    true,
-    ["sign", "verify"],
-  ) as Promise<KeyPair>;
-}
-
-/** Signs with the private key's own algorithm (RS256 or ES256). */
-async function signToken(
-  header: Record<string, unknown>,
-  claims: Record<string, unknown>,
-  privateKey: CryptoKey,
-): Promise<string> {
-  const body = `${encodePart(header)}.${encodePart(claims)}`;
-  const algorithm = privateKey.algorithm.name === "ECDSA"
-    ? { name: "ECDSA", hash: "SHA-256" }
-    : { name: "RSASSA-PKCS1-v1_5" };
-  const signature = await crypto.subtle.sign(
-    algorithm,
-    privateKey,
-    new TextEncoder().encode(body),
-  );
-  return `${body}.${base64url(new Uint8Array(signature))}`;
-}
 
 /** An HS256 token whose HMAC secret is `secret`. */
 async function signHs256(
@@ -878,21 +835,6 @@ async function signHs256(
     new TextEncoder().encode(body),
   );
   return `${body}.${base64url(new Uint8Array(signature))}`;
-}
-
-async function spkiPem(publicKey: CryptoKey): Promise<string> {
-  const der = new Uint8Array(await crypto.subtle.exportKey("spki", publicKey));
-  let binary = "";
-  for (const byte of der) binary += String.fromCharCode(byte);
-  const lines = btoa(binary).match(/.{1,64}/g)!.join("\n");
-  return `-----BEGIN PUBLIC KEY-----\n${lines}\n-----END PUBLIC KEY-----\n`;
-}
-
-async function publicJwk(
-  publicKey: CryptoKey,
-  extra: Record<string, unknown> = {},
-): Promise<JsonWebKey> {
-  return { ...(await crypto.subtle.exportKey("jwk", publicKey)), ...extra };
 }
 
 // A fixed instant for servers given `now`: tokens are judged against it.

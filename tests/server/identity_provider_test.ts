@@ -12,76 +12,23 @@ import { PROTOCOL_VERSION } from "../../src/protocol/version.ts";
 import { errorCodeName } from "../../src/protocol/error_codes.ts";
 import { ProtocolClient } from "../_helpers/protocol_client.ts";
 import { countAbortListeners } from "../_helpers/abort_listeners.ts";
+import {
+  base64url,
+  ecPair,
+  jwtPart as text,
+  type KeyPair as Pair,
+  publicJwk as jwk,
+  rsaPair,
+  signToken as sign,
+  spkiPem as pem,
+} from "../_helpers/idp_tokens.ts";
 
-// Keys and tokens are made here with WebCrypto directly, independently of
-// the server's verifier, the way an identity provider would.
+// Keys and tokens come from idp_tokens.ts: WebCrypto directly,
+// independently of the server's verifier, the way an identity provider
+// makes them.
 
 const NOW = 1_800_000_000_000;
 const SECONDS = NOW / 1000;
-
-function base64url(bytes: Uint8Array): string {
-  let binary = "";
-  for (const byte of bytes) binary += String.fromCharCode(byte);
-  return btoa(binary).replaceAll("+", "-").replaceAll("/", "_").replace(
-    /=+$/,
-    "",
-  );
-}
-
-const text = (value: unknown) =>
-  base64url(new TextEncoder().encode(JSON.stringify(value)));
-
-type Pair = { privateKey: CryptoKey; publicKey: CryptoKey };
-
-function rsaPair(): Promise<Pair> {
-  return crypto.subtle.generateKey(
-    {
-      name: "RSASSA-PKCS1-v1_5",
-      modulusLength: 2048,
-      publicExponent: new Uint8Array([1, 0, 1]),
-      hash: "SHA-256",
-    },
-    true,
-    ["sign", "verify"],
-  ) as Promise<Pair>;
-}
-
-function ecPair(): Promise<Pair> {
-  return crypto.subtle.generateKey(
-    { name: "ECDSA", namedCurve: "P-256" },
-    true,
-    ["sign", "verify"],
-  ) as Promise<Pair>;
-}
-
-async function sign(
-  header: Record<string, unknown>,
-  claims: Record<string, unknown>,
-  privateKey: CryptoKey,
-): Promise<string> {
-  const body = `${text(header)}.${text(claims)}`;
-  const data = new TextEncoder().encode(body);
-  const algorithm = privateKey.algorithm.name === "ECDSA"
-    ? { name: "ECDSA", hash: "SHA-256" }
-    : { name: "RSASSA-PKCS1-v1_5" };
-  const signature = await crypto.subtle.sign(algorithm, privateKey, data);
-  return `${body}.${base64url(new Uint8Array(signature))}`;
-}
-
-async function pem(publicKey: CryptoKey): Promise<string> {
-  const der = new Uint8Array(await crypto.subtle.exportKey("spki", publicKey));
-  let binary = "";
-  for (const byte of der) binary += String.fromCharCode(byte);
-  const lines = btoa(binary).match(/.{1,64}/g)!.join("\n");
-  return `-----BEGIN PUBLIC KEY-----\n${lines}\n-----END PUBLIC KEY-----\n`;
-}
-
-async function jwk(
-  publicKey: CryptoKey,
-  extra: Record<string, unknown> = {},
-): Promise<JsonWebKey> {
-  return { ...(await crypto.subtle.exportKey("jwk", publicKey)), ...extra };
-}
 
 const goodClaims = (extra: Record<string, unknown> = {}) => ({
   sub: "alice",
