@@ -228,14 +228,12 @@ class KvAppStore implements AppStore {
           );
         } catch (error) {
           if (!(error instanceof SyncError)) throw error;
-          throw new SyncError(
-            "storage_locked",
-            `Cannot delete the local data of user ${
-              JSON.stringify(id)
-            } in the store ${this.#where}: its realm ${
-              JSON.stringify(path)
-            } is open in another app of this process, so the user is logged out but its local data stays (as without deleteLocalData); close that realm before logging out to delete it`,
-            { cause: error },
+          throw dataKept(
+            id,
+            this.#where,
+            path,
+            "in another app of this process",
+            error,
           );
         }
       }
@@ -342,14 +340,12 @@ class IndexedDbAppStore implements AppStore {
           if (!(error instanceof SyncError)) throw error;
           // The saved login goes all the same.
           await this.removeUser(id, false);
-          throw new SyncError(
-            "storage_locked",
-            `Cannot delete the local data of user ${
-              JSON.stringify(id)
-            } in the store ${this.#where}: its realm ${
-              JSON.stringify(path)
-            } is open elsewhere (another app, tab or worker), so the user is logged out but its local data stays (as without deleteLocalData); close that realm before logging out to delete it`,
-            { cause: error },
+          throw dataKept(
+            id,
+            this.#where,
+            path,
+            "elsewhere (another app, tab or worker)",
+            error,
           );
         }
       }
@@ -373,4 +369,26 @@ class IndexedDbAppStore implements AppStore {
     this.#db.close();
     return Promise.resolve();
   }
+}
+
+/**
+ * Why `logOut({ deleteLocalData: true })` deleted nothing: one of the
+ * user's realms is open `where` (the user is logged out all the same).
+ */
+function dataKept(
+  id: string,
+  store: string,
+  path: string,
+  where: string,
+  cause: SyncError,
+): SyncError {
+  return new SyncError(
+    "storage_locked",
+    `Cannot delete the local data of user ${
+      JSON.stringify(id)
+    } in the store ${store}: its realm ${
+      JSON.stringify(path)
+    } is open ${where}, so the user is logged out but its local data stays (as without deleteLocalData); close that realm before logging out to delete it`,
+    { cause },
+  );
 }
