@@ -15,7 +15,11 @@ import {
   type SyncSession,
   type User,
 } from "../../mod.ts";
-import type { ServerRealm, ServeSyncOptions } from "../../server.ts";
+import type {
+  RealmChangeset,
+  ServerRealm,
+  ServeSyncOptions,
+} from "../../server.ts";
 import { TcpProxy } from "../_helpers/tcp_proxy.ts";
 import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
 import { bounded, Recorder } from "../_helpers/waits.ts";
@@ -137,4 +141,23 @@ export async function compactedRealm(
     bounded(),
   );
   return realm;
+}
+
+/** Reads `count` items of a feed, then stops it. */
+export async function take(
+  feed: ReadableStream<RealmChangeset>,
+  count: number,
+): Promise<RealmChangeset[]> {
+  const items: RealmChangeset[] = [];
+  const reader = feed.getReader();
+  try {
+    while (items.length < count) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      items.push(value);
+    }
+  } finally {
+    await reader.cancel();
+  }
+  return items;
 }

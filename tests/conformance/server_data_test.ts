@@ -6,11 +6,7 @@
 
 import assert from "node:assert/strict";
 import { App, type Clock, Credentials, systemClock } from "../../mod.ts";
-import {
-  createSyncHandler,
-  type RealmChangeset,
-  serveSync,
-} from "../../server.ts";
+import { createSyncHandler, serveSync } from "../../server.ts";
 import {
   fastApp,
   openClient,
@@ -20,6 +16,7 @@ import {
 import { startTestServer } from "../_helpers/test_server.ts";
 import { TestKv } from "../_helpers/test_kv.ts";
 import { bounded } from "../_helpers/waits.ts";
+import { take } from "./_helpers.ts";
 
 const TOKEN = "admin-token-0123456789";
 const AUTH = { authorization: `Bearer ${TOKEN}` };
@@ -28,25 +25,6 @@ const HOUR = 60 * 60 * 1000;
 /** The system clock, `offsetMs` away: a device whose clock is wrong. */
 function skewedClock(offsetMs: number): Clock {
   return { ...systemClock, now: () => Date.now() + offsetMs };
-}
-
-/** Reads `count` items of a feed, then stops it. */
-async function take(
-  feed: ReadableStream<RealmChangeset>,
-  count: number,
-): Promise<RealmChangeset[]> {
-  const items: RealmChangeset[] = [];
-  const reader = feed.getReader();
-  try {
-    while (items.length < count) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      items.push(value);
-    }
-  } finally {
-    await reader.cancel();
-  }
-  return items;
 }
 
 /** Reads an NDJSON body line by line; blank lines are returned as "". */

@@ -1,28 +1,10 @@
 import assert from "node:assert/strict";
-import { ChangesCompactedError, type RealmChangeset } from "../../server.ts";
+import { ChangesCompactedError } from "../../server.ts";
 import { compactedRealm, fastApp, openClient } from "./_helpers.ts";
 import { startTestServer } from "../_helpers/test_server.ts";
 import { bounded } from "../_helpers/waits.ts";
 import { countAbortListeners } from "../_helpers/abort_listeners.ts";
-
-/** Reads `count` items of a feed, then stops it. */
-async function take(
-  feed: ReadableStream<RealmChangeset>,
-  count: number,
-): Promise<RealmChangeset[]> {
-  const items: RealmChangeset[] = [];
-  const reader = feed.getReader();
-  try {
-    while (items.length < count) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      items.push(value);
-    }
-  } finally {
-    await reader.cancel();
-  }
-  return items;
-}
+import { take } from "./_helpers.ts";
 
 Deno.test("server.realm(): get, objects in the client's query language, write synced to a client", async () => {
   await using server = await startTestServer();
