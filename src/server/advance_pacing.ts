@@ -1,24 +1,25 @@
 /**
- * When one realm's next background snapshot advance may start: once its
- * writes pause, or once enough history has piled up to go on regardless.
+ * When one realm's next background snapshot advance may start: once the
+ * server's writes pause, or once enough history has piled up to go on
+ * regardless.
  *
  * An advance reads the history since the snapshot, writes the records it
  * touched and compacts old history: many store operations, on the same
- * thread and the same store as the realm's live traffic. Started while
- * writes stream in, it lands on their path: every write waits behind its
- * operations, and a write that meets a compaction waits milliseconds
- * (docs/PERFORMANCE.md "Snapshot advances wait for a pause"). A pause in
- * the writes is the cheap moment, so a due advance waits for one, but only
- * so long and only for so many bytes: under writes that never pause, the
- * snapshot still follows, and a fresh client never replays more than about
- * `maxBytes` of history on top of it.
+ * thread and the same store as every realm's live traffic. Started while
+ * writes stream in, to that realm or any other, it lands on their path:
+ * every write waits behind its operations, and a write that meets a
+ * compaction waits milliseconds (docs/PERFORMANCE.md "Snapshot advances wait
+ * for a pause"). A pause in the server's writes is the cheap moment, so a
+ * due advance waits for one, but only so long and only for so many bytes:
+ * under writes that never pause, the snapshot still follows, and a fresh
+ * client never replays more than about `maxBytes` of history on top of it.
  *
  * Pure: the caller passes the time, and nothing here schedules anything.
  */
 
 /** How background snapshot advances are paced. */
 export interface AdvancePacing {
-  /** A due advance waits until the realm had no write for this long (ms). */
+  /** A due advance waits until the server had no write for this long (ms). */
   readonly quietMs: number;
   /** …but no longer than this after it became due (ms). */
   readonly maxDeferMs: number;
@@ -44,7 +45,6 @@ export class AdvancePacer {
   readonly #pacing: AdvancePacing;
   // When an advance became due; -1 while none is.
   #dueSince = -1;
-  #lastWriteAt = Number.NEGATIVE_INFINITY;
   // Bytes committed since the last advance started.
   #bytes = 0;
   #notBefore = Number.NEGATIVE_INFINITY;
@@ -54,9 +54,8 @@ export class AdvancePacer {
     this.#pacing = pacing;
   }
 
-  /** Notes a commit of `bytes` of history at `now`. */
-  wrote(now: number, bytes: number): void {
-    this.#lastWriteAt = now;
+  /** Notes a commit of `bytes` of this realm's history. */
+  wrote(bytes: number): void {
     this.#bytes += bytes;
   }
 
@@ -70,11 +69,14 @@ export class AdvancePacer {
     return this.#dueSince >= 0;
   }
 
-  /** When the due advance may start: `now` or later. */
-  startAt(now: number): number {
+  /**
+   * When the due advance may start: `now` or later, given when the server
+   * last committed a write (to any realm).
+   */
+  startAt(now: number, lastWriteAt: number): number {
     const earliest = Math.max(now, this.#notBefore);
     if (this.#bytes >= this.#pacing.maxBytes) return earliest;
-    const quiet = this.#lastWriteAt + this.#pacing.quietMs;
+    const quiet = lastWriteAt + this.#pacing.quietMs;
     const deadline = this.#dueSince + this.#pacing.maxDeferMs;
     return Math.max(earliest, Math.min(quiet, deadline));
   }

@@ -13,7 +13,7 @@ import {
  * Runs snapshot advances for one server in the background: at most one per
  * realm at a time in this process (other processes are kept out by the
  * lease), paced by `advance_pacing.ts` so that an advance waits for a pause
- * in the realm's writes and a burst of writes does not re-run it thousands
+ * in the server's writes and a burst of writes does not re-run it thousands
  * of times. No client ever waits for one: a bootstrap takes the snapshot as
  * stored and asks for an advance after it (docs/ARCHITECTURE.md
  * "Snapshots").
@@ -59,6 +59,9 @@ export class SnapshotScheduler {
   #log: Log;
   #now: () => number;
   #realms = new Map<string, RealmAdvances>();
+  // When this server last committed a write, to any realm: an advance
+  // shares the thread and the store with all of them.
+  #lastWriteAt = Number.NEGATIVE_INFINITY;
 
   /**
    * @param kv The store.
@@ -109,7 +112,10 @@ export class SnapshotScheduler {
     if (!this.#settings.enabled || this.#retry.signal.aborted) return;
     const now = performance.now();
     const advances = this.#realm(realm);
-    if (written > 0) advances.pacer.wrote(now, written);
+    if (written > 0) {
+      this.#lastWriteAt = now;
+      advances.pacer.wrote(written);
+    }
     if (headVersion <= advances.known) return;
     if (!force && headVersion - advances.known < this.#settings.lagVersions) {
       return;
@@ -162,7 +168,7 @@ export class SnapshotScheduler {
   // writes meanwhile only move the pacer's time: one timer, looked at again
   // when it fires, rather than one per write.
   #schedule(realm: string, advances: RealmAdvances, now: number): void {
-    const at = advances.pacer.startAt(now);
+    const at = advances.pacer.startAt(now, this.#lastWriteAt);
     if (at <= now) {
       this.#start(realm, advances);
       return;

@@ -12,19 +12,17 @@ const PACING: AdvancePacing = {
   minIntervalMs: 500,
 };
 
-Deno.test("AdvancePacer: a due advance waits until the writes pause", () => {
+Deno.test("AdvancePacer: a due advance waits until the server's writes pause", () => {
   const pacer = new AdvancePacer(PACING);
-  pacer.wrote(0, 100);
+  pacer.wrote(100);
   pacer.due(0);
-  assert.equal(pacer.startAt(0), 100);
-  // Every write moves the start, as long as the writes go on.
-  pacer.wrote(60, 100);
-  assert.equal(pacer.startAt(70), 160);
-  pacer.wrote(150, 100);
-  assert.equal(pacer.startAt(160), 250);
+  assert.equal(pacer.startAt(0, 0), 100);
+  // Every write, to this realm or another, moves the start while they go on.
+  assert.equal(pacer.startAt(70, 60), 160);
+  assert.equal(pacer.startAt(160, 150), 250);
   // Once they pause, it starts.
-  assert.equal(pacer.startAt(250), 250);
-  assert.equal(pacer.startAt(400), 400);
+  assert.equal(pacer.startAt(250, 150), 250);
+  assert.equal(pacer.startAt(400, 150), 400);
 });
 
 Deno.test("AdvancePacer: writes that never pause wait at most maxDeferMs", () => {
@@ -32,19 +30,19 @@ Deno.test("AdvancePacer: writes that never pause wait at most maxDeferMs", () =>
   pacer.due(0);
   let now = 0;
   for (; now < 2_000; now += 10) {
-    pacer.wrote(now, 10);
-    if (pacer.startAt(now) <= now) break;
+    pacer.wrote(10);
+    if (pacer.startAt(now, now) <= now) break;
   }
   assert.equal(now, PACING.maxDeferMs);
 });
 
-Deno.test("AdvancePacer: writes that never pause start it once maxBytes piled up", () => {
+Deno.test("AdvancePacer: writes that never pause start it once maxBytes of the realm's history piled up", () => {
   const pacer = new AdvancePacer(PACING);
   pacer.due(0);
   let now = 0;
   for (; now < 2_000; now += 10) {
-    pacer.wrote(now, 1_000);
-    if (pacer.startAt(now) <= now) break;
+    pacer.wrote(1_000);
+    if (pacer.startAt(now, now) <= now) break;
   }
   // The bytes since the last advance started count, not only since due.
   assert.equal(now, 90);
@@ -53,30 +51,30 @@ Deno.test("AdvancePacer: writes that never pause start it once maxBytes piled up
 Deno.test("AdvancePacer: advances are minIntervalMs apart, pause or not", () => {
   const pacer = new AdvancePacer(PACING);
   pacer.due(0);
-  assert.equal(pacer.startAt(0), 0);
+  assert.equal(pacer.startAt(0, Number.NEGATIVE_INFINITY), 0);
   pacer.started();
   assert.equal(pacer.isDue, false);
   pacer.ended(40);
   pacer.due(40);
-  assert.equal(pacer.startAt(40), 540);
+  assert.equal(pacer.startAt(40, Number.NEGATIVE_INFINITY), 540);
   // Bytes do not override the interval either.
-  pacer.wrote(50, 1_000_000);
-  assert.equal(pacer.startAt(60), 540);
-  assert.equal(pacer.startAt(600), 600);
+  pacer.wrote(1_000_000);
+  assert.equal(pacer.startAt(60, 50), 540);
+  assert.equal(pacer.startAt(600, 50), 600);
 });
 
 Deno.test("AdvancePacer: becoming due again keeps the first due time", () => {
   const pacer = new AdvancePacer(PACING);
   pacer.due(0);
   pacer.due(900);
-  pacer.wrote(950, 1);
+  pacer.wrote(1);
   // The deadline counts from 0, not from 900.
-  assert.equal(pacer.startAt(960), 1_000);
+  assert.equal(pacer.startAt(960, 950), 1_000);
   pacer.started();
   pacer.ended(1_000);
   pacer.due(2_000);
-  pacer.wrote(2_000, 1);
-  assert.equal(pacer.startAt(2_000), 2_100);
+  pacer.wrote(1);
+  assert.equal(pacer.startAt(2_000, 2_000), 2_100);
 });
 
 Deno.test("AdvancePacer: the server's pacing is a pause of 200 ms, 10 s or 4 MiB at most", () => {
@@ -88,5 +86,6 @@ Deno.test("AdvancePacer: the server's pacing is a pause of 200 ms, 10 s or 4 MiB
   });
   const pacer = new AdvancePacer();
   pacer.due(0);
-  assert.equal(pacer.startAt(0), 0);
+  assert.equal(pacer.startAt(0, Number.NEGATIVE_INFINITY), 0);
+  assert.equal(pacer.startAt(0, 0), 200);
 });
