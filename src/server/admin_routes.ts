@@ -19,7 +19,7 @@ import {
   type ServerRealms,
 } from "./server_realm.ts";
 
-/** How often an idle change feed sends a blank line. */
+/** How often a change feed sends a blank line, changesets or not. */
 export const KEEP_ALIVE_MS = 15_000;
 
 /** What the admin routes need from their server. */
