@@ -11,17 +11,18 @@ import type { Transaction } from "../model/transaction.ts";
 import { TransactionWrites } from "../model/transaction.ts";
 import type { Fields } from "../model/value.ts";
 import { compileQuery, type Query, runQuery } from "../model/query.ts";
-import { decodeUploadChangeset } from "../protocol/decode.ts";
-import { encodeUploadChangesetView } from "../protocol/encode.ts";
-import { DEFAULT_LIMITS } from "../protocol/limits.ts";
 import type { ClientIdentity } from "../protocol/messages.ts";
-import { ProtocolError } from "../protocol/protocol_error.ts";
+import { checkWrite } from "../protocol/write_check.ts";
 import { type AbortLink, linkAbort } from "../util/abort_link.ts";
 import type { RealmHub } from "./realm_hub.ts";
 import { resolveRealmPath } from "./realm_path.ts";
 import type { RealmRegistry } from "./realm_registry.ts";
 import { allocateIdentity } from "./storage/identities.ts";
-import { readObjectRecords, readRealmState } from "./storage/realm_state.ts";
+import {
+  readObjectRecords,
+  readRealmState,
+  recordName,
+} from "./storage/realm_state.ts";
 import type { RetryOptions } from "./storage/retry.ts";
 import { findInvalidUpload } from "./upload_validation.ts";
 
@@ -394,20 +395,12 @@ export class ServerRealms {
       instructions.map(({ type, id }) => ({ type, id })),
       this.#retry(),
     );
-    const updated = new Set(
-      instructions.filter(({ op }) => op === "update").map(({ type, id }) =>
-        JSON.stringify([type, id])
-      ),
-    );
-    for (const record of state.records.values()) {
-      if (
-        updated.has(JSON.stringify([record.type, record.id])) &&
-        !isLive(record)
-      ) {
+    for (const { op, type, id } of instructions) {
+      if (op !== "update") continue;
+      const record = state.records.get(recordName(type, id));
+      if (record === undefined || !isLive(record)) {
         throw new TypeError(
-          `Cannot update: ${record.type} ${
-            JSON.stringify(record.id)
-          } does not exist`,
+          `Cannot update: ${type} ${JSON.stringify(id)} does not exist`,
         );
       }
     }
@@ -641,18 +634,11 @@ function checkName(method: string, what: string, value: unknown): void {
 }
 
 /**
- * The largest changeset a backend write may make, encoded: the client's
- * cap on one write (`MAX_WRITE_BYTES`), so every client can download it.
- */
-const MAX_WRITE_BYTES = DEFAULT_LIMITS.maxMessageBytes - 1024;
-
-/**
  * Refuses a changeset that clients could not decode (a string over 1 MiB,
- * bytes over 8 MiB, a changeset over the write cap…): stored, it would stop
- * every client of the realm at the same download, over and over. The same
- * check as the client makes before its own writes (encode, then decode with
- * the protocol's default limits); the error names the first field that
- * fails on its own.
+ * bytes over 8 MiB, a changeset over `MAX_WRITE_BYTES`…): stored, it would
+ * stop every client of the realm at the same download, over and over. The
+ * check is the client's own (`checkWrite`); the error names the first field
+ * that fails on its own.
  *
  * @throws {TypeError} Naming the field, or the changeset's size.
  */
@@ -688,18 +674,8 @@ function checkDownloadable(changeset: UploadChangeset): void {
 
 /** Why `changeset` cannot travel to clients, or null when it can. */
 function encodingProblem(changeset: UploadChangeset): string | null {
-  try {
-    // A view, not a copy: only its size and whether it decodes matter.
-    const bytes = encodeUploadChangesetView(changeset);
-    if (bytes.byteLength > MAX_WRITE_BYTES) {
-      return `the changeset is ${bytes.byteLength} bytes, more than the limit of ${MAX_WRITE_BYTES}; split it into several writes`;
-    }
-    decodeUploadChangeset(bytes);
-    return null;
-  } catch (error) {
-    if (error instanceof ProtocolError) return error.message;
-    throw error;
-  }
+  const check = checkWrite(changeset);
+  return check.ok ? null : check.message;
 }
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {
