@@ -100,15 +100,10 @@ export class SnapshotScheduler {
   /**
    * Notes the realm's head after a commit of `written` bytes of history (0
    * for a head only seen, as by a bootstrap). An advance becomes due once
-   * the snapshot lags `lagVersions` behind the head (`force`: at all), and
-   * starts when the pacing allows.
+   * the snapshot lags `lagVersions` behind the head, and starts when the
+   * pacing allows.
    */
-  noteHead(
-    realm: string,
-    headVersion: number,
-    written = 0,
-    force = false,
-  ): void {
+  noteHead(realm: string, headVersion: number, written = 0): void {
     if (!this.#settings.enabled || this.#retry.signal.aborted) return;
     const now = performance.now();
     const advances = this.#realm(realm);
@@ -117,9 +112,7 @@ export class SnapshotScheduler {
       advances.pacer.wrote(written);
     }
     if (headVersion <= advances.known) return;
-    if (!force && headVersion - advances.known < this.#settings.lagVersions) {
-      return;
-    }
+    if (headVersion - advances.known < this.#settings.lagVersions) return;
     if (headVersion > advances.noted) advances.noted = headVersion;
     advances.pacer.due(now);
     // Waiting: its timer looks again; running: its end does.
