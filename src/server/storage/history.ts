@@ -14,6 +14,7 @@ import {
 } from "./chunks.ts";
 import type { IdentityRecord } from "./identities.ts";
 import { headKey, historyKey, identityKey, saltsKey } from "./keys.ts";
+import { readMany } from "./read_many.ts";
 import { delay } from "../../util/delay.ts";
 import { backoffDelayMs, retryKv, type RetryOptions } from "./retry.ts";
 
@@ -126,7 +127,6 @@ export async function readHead(
 const GROUP_MAX_CHANGESETS = 500;
 const GROUP_MAX_BYTES = 600_000;
 const GROUP_MAX_IDENTITIES = 9;
-const READ_MANY_KEYS = 10;
 
 /**
  * The head and identity entries this process last committed for one realm,
@@ -348,13 +348,7 @@ async function commitGroup(
       for (const id of ids) records.set(id, committed!.identities.get(id)!);
     } else {
       const keys = [headKey(realm), ...ids.map((id) => identityKey(realm, id))];
-      const entries = await retryKv(async () => {
-        const reads = [];
-        for (let at = 0; at < keys.length; at += READ_MANY_KEYS) {
-          reads.push(kv.getMany(keys.slice(at, at + READ_MANY_KEYS)));
-        }
-        return (await Promise.all(reads)).flat();
-      }, options);
+      const entries = await retryKv(() => readMany(kv, keys), options);
       headEntry = entries[0] as Deno.KvEntryMaybe<Head>;
       ids.forEach((id, at) =>
         records.set(id, entries[at + 1] as Deno.KvEntryMaybe<IdentityRecord>)

@@ -18,6 +18,7 @@ import {
 import type { StoredBytes } from "./chunks.ts";
 import { readHead, readHistory } from "./history.ts";
 import { objectKey } from "./keys.ts";
+import { GET_MANY_KEYS, readMany } from "./read_many.ts";
 import { retryKv, type RetryOptions } from "./retry.ts";
 import {
   decodeRecordInstructions,
@@ -67,18 +68,14 @@ export function readObjectRecords(
   return readState(kv, realm, retry, async (records) => {
     for (let at = 0; at < keys.length; at += READ_ROUND_KEYS) {
       const round = keys.slice(at, at + READ_ROUND_KEYS);
-      const reads = [];
-      for (let from = 0; from < round.length; from += READ_MANY_KEYS) {
-        const part = round.slice(from, from + READ_MANY_KEYS);
-        reads.push(retryKv(
-          () =>
-            kv.getMany<StoredBytes[]>(
-              part.map(({ type, id }) => objectKey(realm, type, id)),
-            ),
-          retry,
-        ));
-      }
-      const entries = (await Promise.all(reads)).flat();
+      const entries = await retryKv(
+        () =>
+          readMany<StoredBytes>(
+            kv,
+            round.map(({ type, id }) => objectKey(realm, type, id)),
+          ),
+        retry,
+      );
       for (let index = 0; index < round.length; index++) {
         const { type, id } = round[index]!;
         const entry = entries[index]!;
@@ -100,11 +97,9 @@ export function readObjectRecords(
   }, true);
 }
 
-// Keys one `getMany` may read (Deno KV's limit), and read at once: a
-// backend write of thousands of objects reads them all first
-// (docs/SERVER.md "Server-side data access").
-const READ_MANY_KEYS = 10;
-const READ_ROUND_KEYS = 32 * READ_MANY_KEYS;
+// Keys read at once (32 `getMany` calls): a backend write of thousands of
+// objects reads them all first (docs/SERVER.md "Server-side data access").
+const READ_ROUND_KEYS = 32 * GET_MANY_KEYS;
 
 /** Reads every record of the realm (for server-side reads and queries). */
 export function readRealmState(

@@ -33,6 +33,7 @@ import {
   readHistory,
 } from "./history.ts";
 import { retryKv, type RetryOptions } from "./retry.ts";
+import { GET_MANY_KEYS } from "./read_many.ts";
 
 /**
  * The materialised snapshot of a realm (docs/ARCHITECTURE.md "Server storage"):
@@ -156,8 +157,6 @@ export const LOCAL_PIECES: Readonly<AdvancePieces> = Object.freeze({
   operationBytes: 64 * 1024,
   listBatch: 64,
 });
-// KV getMany reads at most 10 keys per call.
-const GET_MANY = 10;
 const PARALLEL_READS = 8;
 
 /** Reads the snapshot's version record. */
@@ -343,7 +342,7 @@ async function advanceStep(
     }
   }
   const loadSlice = async (start: number): Promise<void> => {
-    const slice = order.slice(start, start + GET_MANY);
+    const slice = order.slice(start, start + GET_MANY_KEYS);
     const entries = await retryKv(
       () =>
         kv.getMany<StoredBytes[]>(
@@ -365,13 +364,13 @@ async function advanceStep(
     }
   };
   // Several reads in flight: on a remote store each one is a round trip.
-  const inFlight = GET_MANY * PARALLEL_READS;
+  const inFlight = GET_MANY_KEYS * PARALLEL_READS;
   for (let start = 0; start < order.length; start += inFlight) {
     const starts = [];
     for (
       let slice = start;
       slice < Math.min(order.length, start + inFlight);
-      slice += GET_MANY
+      slice += GET_MANY_KEYS
     ) {
       starts.push(slice);
     }
