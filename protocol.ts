@@ -83,6 +83,7 @@ export {
   MAX_VERSION_SALT,
   type Message,
   MessageType,
+  type ObjectKey,
   type PingMessage,
   type PongMessage,
   RECEIVED_INTERVAL_BYTES,
@@ -95,6 +96,7 @@ export {
   type UnbindMessage,
   type UnboundMessage,
   type UploadMessage,
+  type UploadTooLargeMessage,
 } from "./src/protocol/messages.ts";
 export { DEFAULT_LIMITS, type Limits } from "./src/protocol/limits.ts";
 export {

@@ -9,6 +9,7 @@ import {
   MAX_VERSION_SALT,
   type Message,
   MessageType,
+  type ObjectKey,
   SALTED_DOWNLOAD_TAG,
 } from "./messages.ts";
 import { ProtocolError } from "./protocol_error.ts";
@@ -191,6 +192,30 @@ function readMessage(reader: Reader): Message {
       }
       checkBlockEnd(reader);
       return { type: MessageType.Upload, sessionId, changesets };
+    }
+    case MessageType.UploadTooLarge: {
+      const sessionId = readVarUint(reader);
+      const clientVersion = readVarUint(reader);
+      const changesetBytes = readVarUint(reader);
+      // Smallest key: two empty strings, one length byte each.
+      const count = readCount(
+        reader,
+        reader.limits.maxInstructions,
+        2,
+        "object count",
+      );
+      const objects: ObjectKey[] = new Array(count);
+      for (let index = 0; index < count; index++) {
+        const type = readString(reader);
+        objects[index] = { type, id: readString(reader) };
+      }
+      return {
+        type: MessageType.UploadTooLarge,
+        sessionId,
+        clientVersion,
+        changesetBytes,
+        objects,
+      };
     }
     case MessageType.Mark:
       return {

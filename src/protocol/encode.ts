@@ -164,6 +164,18 @@ function writeMessage(
       block.end();
       return;
     }
+    case MessageType.UploadTooLarge: {
+      writeVarUint(writer, message.sessionId);
+      writeVarUint(writer, message.clientVersion);
+      writeVarUint(writer, message.changesetBytes);
+      const objects = message.objects;
+      writeVarUint(writer, objects.length);
+      for (let index = 0; index < objects.length; index++) {
+        writeString(writer, objects[index]!.type);
+        writeString(writer, objects[index]!.id);
+      }
+      return;
+    }
     case MessageType.Mark:
     case MessageType.MarkReply:
       writeVarUint(writer, message.sessionId);

@@ -34,6 +34,11 @@ export const MessageType = {
   Refresh: 0x07,
   /** Client → server: how many bytes of server frames have arrived. */
   Received: 0x08,
+  /**
+   * Client → server (version 3): a changeset too large for the server's
+   * frame limit, named by the objects it touched, for the server to refuse.
+   */
+  UploadTooLarge: 0x09,
   /** Server → client: the negotiated protocol version. */
   HandshakeReply: 0x41,
   /** Server → client: a newly issued client identity for a session. */
@@ -170,6 +175,55 @@ export interface UploadMessage {
   sessionId: number;
   /** The changesets, in increasing client version. */
   changesets: UploadChangeset[];
+}
+
+/**
+ * Client → server, protocol version 3 (PROTOCOL.md §4.9): a changeset that
+ * does not fit in a frame under the server's `maxMessageBytes`, sent in its
+ * place so the server refuses it with REJECT `message_too_large` (and the
+ * server's state of the objects it touched) instead of the session ending.
+ *
+ * @example Naming a changeset too large to upload
+ * ```ts
+ * import { MessageType, type UploadTooLargeMessage } from "@tether/sync/protocol";
+ *
+ * const stub: UploadTooLargeMessage = {
+ *   type: MessageType.UploadTooLarge,
+ *   sessionId: 1,
+ *   clientVersion: 4,
+ *   changesetBytes: 20_000_000,
+ *   objects: [{ type: "Photo", id: "p1" }],
+ * };
+ * ```
+ */
+export interface UploadTooLargeMessage {
+  /** Always `MessageType.UploadTooLarge`. */
+  type: typeof MessageType.UploadTooLarge;
+  /** The bound session the changeset belongs to. */
+  sessionId: number;
+  /** The changeset's client version, in order with the session's uploads. */
+  clientVersion: number;
+  /** The changeset's encoded size, in bytes, for the refusal's message. */
+  changesetBytes: number;
+  /** Every object the changeset touched, each once. */
+  objects: ObjectKey[];
+}
+
+/**
+ * One object of a realm, by type and id.
+ *
+ * @example
+ * ```ts
+ * import type { ObjectKey } from "@tether/sync/protocol";
+ *
+ * const ref: ObjectKey = { type: "Task", id: "t1" };
+ * ```
+ */
+export interface ObjectKey {
+  /** The object's type name. */
+  type: string;
+  /** The object's id. */
+  id: string;
 }
 
 /**
@@ -632,6 +686,7 @@ export type ClientMessage =
   | HandshakeMessage
   | BindMessage
   | UploadMessage
+  | UploadTooLargeMessage
   | MarkMessage
   | UnbindMessage
   | PingMessage

@@ -11,7 +11,7 @@
  * assert.ok(MIN_PROTOCOL_VERSION <= PROTOCOL_VERSION);
  * ```
  */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 /**
  * The lowest protocol version this build still speaks (PROTOCOL.md §6).

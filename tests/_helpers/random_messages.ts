@@ -175,11 +175,22 @@ class MessageGenerator {
           })),
         };
       case 4:
-        return {
-          type: MessageType.Mark,
-          sessionId: this.#uint(),
-          requestId: this.#uint(),
-        };
+        return random.next() < 0.5
+          ? {
+            type: MessageType.Mark,
+            sessionId: this.#uint(),
+            requestId: this.#uint(),
+          }
+          : {
+            type: MessageType.UploadTooLarge,
+            sessionId: this.#uint(),
+            clientVersion: this.#uint(),
+            changesetBytes: this.#uint(),
+            objects: this.#list(3, () => ({
+              type: this.#string(),
+              id: this.#string(),
+            })),
+          };
       case 5:
         return { type: MessageType.Unbind, sessionId: this.#uint() };
       case 6:

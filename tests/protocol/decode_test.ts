@@ -320,6 +320,19 @@ Deno.test("decodeMessage() rejects huge declared lengths and counts before alloc
       "Cannot decode changeset count: 9007199254740991 exceeds limit 100000 at offset 10",
     );
   });
+  await t.step("UPLOAD_TOO_LARGE object count", () => {
+    assertRejects(
+      [MessageType.UploadTooLarge, 1, 1, 0, ...huge],
+      "length_over_limit",
+      "Cannot decode object count: 9007199254740991 exceeds limit 1000000 at offset 4",
+    );
+    // 100 objects of two empty strings need 200 bytes.
+    assertRejects(
+      [MessageType.UploadTooLarge, 1, 1, 0, 100, 0, 0],
+      "truncated",
+      "Cannot decode object count: 100 items cannot fit in 2 bytes at offset 5",
+    );
+  });
   await t.step("a count the frame cannot hold", () => {
     assertRejects(
       download("", [], [0x90, 0x4e]),

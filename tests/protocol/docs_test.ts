@@ -51,6 +51,13 @@ const GOLDEN: Record<string, Message> = {
     message: "read-only",
     revert: [],
   },
+  upload_too_large: {
+    type: MessageType.UploadTooLarge,
+    sessionId: 1,
+    clientVersion: 5,
+    changesetBytes: 20_000_000,
+    objects: [{ type: "Photo", id: "p1" }],
+  },
   error: {
     type: MessageType.Error,
     sessionId: null,
