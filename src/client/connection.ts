@@ -79,6 +79,10 @@ class Channel implements SessionChannel {
     return this.isOpen && this.#attempt.isSending;
   }
 
+  get protocolVersion(): number {
+    return this.#attempt.protocolVersion;
+  }
+
   send(message: ClientMessage): number {
     return this.isOpen
       ? this.#attempt.sendBytes(

@@ -88,6 +88,8 @@ export interface SessionChannel {
   readonly sessionId: number;
   /** The server's frame limit (HANDSHAKE_REPLY). */
   readonly maxMessageBytes: number;
+  /** The protocol version the connection negotiated (HANDSHAKE_REPLY). */
+  readonly protocolVersion: number;
   /** Whether messages sent now reach this binding's socket. */
   readonly isOpen: boolean;
   /**

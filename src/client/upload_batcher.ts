@@ -21,7 +21,12 @@
 import type { UploadChangeset } from "../model/changeset.ts";
 import { encodeMessage } from "../protocol/encode.ts";
 import { DEFAULT_LIMITS } from "../protocol/limits.ts";
-import { MessageType, type UploadMessage } from "../protocol/messages.ts";
+import {
+  MessageType,
+  type ObjectKey,
+  type UploadMessage,
+  type UploadTooLargeMessage,
+} from "../protocol/messages.ts";
 import type { SessionChannel } from "./connection.ts";
 import { SyncError } from "./sync_error.ts";
 import { Writer } from "../protocol/writer.ts";
@@ -64,7 +69,7 @@ export interface PendingChangeset {
 /** Where uploads go: the part of a binding's channel the batcher uses. */
 export type UploadChannel = Pick<
   SessionChannel,
-  "sessionId" | "maxMessageBytes" | "sendUpload"
+  "sessionId" | "maxMessageBytes" | "protocolVersion" | "send" | "sendUpload"
 >;
 
 /** Packs pending changesets into frames; see the module comment. */
@@ -157,9 +162,16 @@ export class UploadBatcher {
    * `pending` may start anywhere at or before the first changeset not yet
    * sent (`LocalRealm.pendingAfter(sentThrough)` starts right there).
    *
+   * A changeset larger than the server's frame limit goes as
+   * UPLOAD_TOO_LARGE in its place, for the server to refuse (protocol
+   * version 3, docs/PROTOCOL.md §4.9): the write is rejected and the
+   * session goes on.
+   *
    * @param onSent Told each frame's size on the wire.
    * @returns A `bad_changeset` error when a changeset can never fit in a
-   *   frame (the session fails with it), else undefined.
+   *   frame and the server cannot be told so (protocol version 2 or older,
+   *   or even the list of objects it touched is over the limit): the
+   *   session fails with it. Else undefined.
    */
   send(
     pending: Iterable<PendingChangeset>,
@@ -177,10 +189,16 @@ export class UploadBatcher {
     for (const { changeset, bytes } of pending) {
       if (changeset.clientVersion <= this.#sentThrough) continue;
       if (bytes > budget) {
-        return new SyncError(
-          "bad_changeset",
-          `Cannot upload changeset ${changeset.clientVersion}: ${bytes} bytes exceed the server's limit of ${limit} per message`,
-        );
+        if (batch.length > 0) {
+          const outcome = this.#sendFrame(channel, batch, onSent);
+          if (outcome !== true) return outcome === false ? undefined : outcome;
+          batch = [];
+          batchBytes = 0;
+        }
+        const outcome = this.#sendTooLarge(channel, changeset, bytes, onSent);
+        if (outcome !== true) return outcome === false ? undefined : outcome;
+        if (this.framesInFlight >= this.#maxFrames) return undefined;
+        continue;
       }
       if (
         batch.length > 0 &&
@@ -226,11 +244,11 @@ export class UploadBatcher {
       // Interning across changesets can, rarely, cost more than it saves:
       // split and try again.
       if (changesets.length === 1) {
-        return new SyncError(
-          "bad_changeset",
-          `Cannot upload changeset ${
-            changesets[0]!.clientVersion
-          }: ${frame.byteLength} bytes exceed the server's limit of ${channel.maxMessageBytes} per message`,
+        return this.#sendTooLarge(
+          channel,
+          changesets[0]!,
+          frame.byteLength,
+          onSent,
         );
       }
       const half = changesets.length >> 1;
@@ -246,10 +264,64 @@ export class UploadBatcher {
       return false;
     }
     if (!channel.sendUpload(frame, onSent)) return false;
-    const through = changesets[changesets.length - 1]!.clientVersion;
+    this.#sent(changesets[changesets.length - 1]!.clientVersion, frame);
+    return true;
+  }
+
+  /**
+   * Sends UPLOAD_TOO_LARGE in place of `changeset`, `bytes` long encoded:
+   * true when sent, false when the channel is gone or the window full, else
+   * the error that ends the session (the server cannot be told).
+   */
+  #sendTooLarge(
+    channel: UploadChannel,
+    changeset: UploadChangeset,
+    bytes: number,
+    onSent: (wireBytes: number) => void,
+  ): boolean | SyncError {
+    const tooLarge = new SyncError(
+      "bad_changeset",
+      `Cannot upload changeset ${changeset.clientVersion}: ${bytes} bytes exceed the server's limit of ${channel.maxMessageBytes} per message`,
+    );
+    if (channel.protocolVersion < 3) return tooLarge;
+    if (this.framesInFlight >= this.#maxFrames) return false;
+    // Each object appears once: the server refuses an upload touching one
+    // twice, so a transaction merges its writes per object.
+    const objects: ObjectKey[] = changeset.instructions.map(({ type, id }) => ({
+      type,
+      id,
+    }));
+    const message: UploadTooLargeMessage = {
+      type: MessageType.UploadTooLarge,
+      sessionId: channel.sessionId,
+      clientVersion: changeset.clientVersion,
+      changesetBytes: bytes,
+      objects,
+    };
+    const frame = encodeMessage(message, uploadWriter);
+    if (frame.byteLength > channel.maxMessageBytes) {
+      return new SyncError(
+        "bad_changeset",
+        `${tooLarge.message}, and the list of the ${objects.length} objects it touched (${frame.byteLength} bytes) too`,
+      );
+    }
+    if (
+      this.#inFlightBytes > 0 &&
+      this.#inFlightBytes + frame.byteLength > this.#window
+    ) {
+      return false;
+    }
+    const sent = channel.send(message);
+    if (sent === 0) return false;
+    onSent(sent);
+    this.#sent(changeset.clientVersion, frame);
+    return true;
+  }
+
+  /** A frame went out: the window holds it until `through` is settled. */
+  #sent(through: number, frame: Uint8Array): void {
     this.#sentThrough = through;
     this.#inFlight.push({ through, bytes: frame.byteLength });
     this.#inFlightBytes += frame.byteLength;
-    return true;
   }
 }

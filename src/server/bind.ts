@@ -239,6 +239,7 @@ async function openSession(
     settledClientVersion,
     protocolVersion: context.protocolVersion,
     validateChangeset: settings.validateChangeset,
+    maxMessageBytes: settings.maxMessageBytes,
     downloadBatchBytes: settings.downloadBatchBytes,
     highWaterBytes: settings.sendBufferBytes,
     lifetime: context.server.lifetime,

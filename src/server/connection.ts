@@ -394,7 +394,13 @@ export class Connection {
       case MessageType.Bind:
         this.#onBind(clientMessage);
         return;
+      case MessageType.UploadTooLarge:
       case MessageType.Upload: {
+        // UPLOAD_TOO_LARGE is version 3's (PROTOCOL.md §6).
+        if (
+          clientMessage.type === MessageType.UploadTooLarge &&
+          this.#protocolVersion < 3
+        ) break;
         const held = heldUploadBytes(clientMessage, frameBytes);
         if (!this.#hold(held)) return;
         this.#onSessionMessage(clientMessage, held);
@@ -404,14 +410,13 @@ export class Connection {
       case MessageType.Unbind:
         this.#onSessionMessage(clientMessage, 0);
         return;
-      default:
-        this.fail(
-          "protocol_violation",
-          `Cannot handle message type 0x${
-            message.type.toString(16)
-          }: it is not sent by clients or not allowed now`,
-        );
     }
+    this.fail(
+      "protocol_violation",
+      `Cannot handle message type 0x${
+        message.type.toString(16)
+      }: it is not sent by clients or not allowed now`,
+    );
   }
 
   #track(task: Promise<unknown>): void {
@@ -644,6 +649,11 @@ export class Connection {
           // Returns once the changesets are queued for their commit;
           // `settled` once it is durable and acknowledged.
           const { settled } = await session.upload(message.changesets);
+          return { settled, session, received };
+        }
+        case MessageType.UploadTooLarge: {
+          const received = performance.now();
+          const { settled } = await session.uploadTooLarge(message);
           return { settled, session, received };
         }
         case MessageType.Mark:

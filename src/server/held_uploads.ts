@@ -4,7 +4,10 @@
  * (docs/SERVER.md "Memory").
  */
 
-import type { UploadMessage } from "../protocol/messages.ts";
+import type {
+  UploadMessage,
+  UploadTooLargeMessage,
+} from "../protocol/messages.ts";
 
 // What an UPLOAD held until it is stored is counted as: its frame twice
 // (the bytes, and the strings and byte arrays decoded from them) plus a
@@ -51,14 +54,20 @@ export class HeldUploads {
   }
 }
 
-/** What an UPLOAD is counted as while held (see UPLOAD_FRAME_FACTOR). */
+/**
+ * What an UPLOAD (or UPLOAD_TOO_LARGE, an object counted as an
+ * instruction) is counted as while held (see UPLOAD_FRAME_FACTOR).
+ */
 export function heldUploadBytes(
-  message: UploadMessage,
+  message: UploadMessage | UploadTooLargeMessage,
   frameBytes: number,
 ): number {
   let instructions = 0;
-  for (const changeset of message.changesets) {
-    instructions += changeset.instructions.length;
+  if ("objects" in message) instructions = message.objects.length;
+  else {
+    for (const changeset of message.changesets) {
+      instructions += changeset.instructions.length;
+    }
   }
   return frameBytes * UPLOAD_FRAME_FACTOR +
     instructions * UPLOAD_INSTRUCTION_BYTES;

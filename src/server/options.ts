@@ -81,7 +81,8 @@ export interface LimitOptions {
   /**
    * Largest WebSocket message accepted, in bytes; announced to clients in
    * HANDSHAKE_REPLY so they split uploads to fit. Larger messages close the
-   * connection with `message_too_large`.
+   * connection with `message_too_large`; a client write that cannot fit is
+   * refused alone with that code instead (docs/CLIENT.md "Rejected writes").
    *
    * @default {16777216}
    */

@@ -3,13 +3,19 @@ import {
   type ClientIdentity,
   type DownloadMessage,
   MessageType,
+  type ObjectKey,
+  type UploadTooLargeMessage,
 } from "../protocol/messages.ts";
 import type { Permission } from "./permissions.ts";
 import { waitForDrain } from "./socket_drain.ts";
 import type { HubMember, RealmHub } from "./realm_hub.ts";
 import { SessionError, uploadStorageError } from "./session_error.ts";
 import type { HistoryItem, IntegrateResult } from "./storage/history.ts";
-import { snapshotChangeset, type SnapshotInfo } from "./storage/snapshot.ts";
+import {
+  SNAPSHOT_STAMP,
+  snapshotChangeset,
+  type SnapshotInfo,
+} from "./storage/snapshot.ts";
 import type { Refusal } from "./storage/rejections.ts";
 import { ERROR_CODES } from "../protocol/error_codes.ts";
 import { findInvalidUpload } from "./upload_validation.ts";
@@ -20,6 +26,7 @@ import {
   readOnlyMessage,
   readRevert,
   settleRefusal,
+  tooLargeRefusal,
 } from "./upload_refusal.ts";
 import { SettledElsewhere } from "./settled_elsewhere.ts";
 import { HistoryRemaining } from "./history_remaining.ts";
@@ -218,12 +225,15 @@ export class Session implements HubMember {
    * REJECT and the session goes on (PROTOCOL.md §4.16); with version 1 the
    * refusal ends the session, as it always did.
    *
+   * @param tooLarge Set when `changesets` is the one empty stand-in of a
+   *   changeset the client could not send ({@linkcode uploadTooLarge}).
    * @throws {SessionError} `bad_changeset`, `client_reset_required` (or
    *   `bad_client_identity` for version 1), `session_failed`, and with
    *   version 1 `write_not_allowed`; `settled` rejects with the same.
    */
   async upload(
     changesets: readonly UploadChangeset[],
+    tooLarge?: UploadTooLargeMessage,
   ): Promise<UploadTicket> {
     const rejects = this.#init.protocolVersion >= 2;
     if (!rejects && this.permission !== "readwrite") {
@@ -268,10 +278,12 @@ export class Session implements HubMember {
         }
         await this.#integrate(run, fresh).settled;
         run = [];
-        await this.#sendReject(changeset, refusal);
+        await this.#sendReject(changeset, refusal, tooLarge?.objects);
         continue;
       }
-      const refusal = await findRefusal(this.#init, changeset);
+      const refusal = tooLarge === undefined
+        ? await findRefusal(this.#init, changeset)
+        : tooLargeRefusal(this.#init, tooLarge);
       if (refusal === null) {
         run.push(changeset);
         fresh.add(changeset);
@@ -300,9 +312,43 @@ export class Session implements HubMember {
       // Settled meanwhile by an integration (another connection of this
       // identity won): acknowledge it like any re-upload.
       if (recorded === null) run.push(changeset);
-      else await this.#sendReject(changeset, recorded);
+      else await this.#sendReject(changeset, recorded, tooLarge?.objects);
     }
     return this.#integrate(run, fresh);
+  }
+
+  /**
+   * Refuses a changeset the client could not send under the server's frame
+   * limit (UPLOAD_TOO_LARGE, protocol version 3, PROTOCOL.md §4.9), in order
+   * with the session's uploads: settled like any refusal, with REJECT
+   * `message_too_large` (or `write_not_allowed` on a read-only realm) and
+   * the server's state of the objects it names; a version settled before is
+   * answered as it was then.
+   *
+   * What goes through {@linkcode upload} in its place has no instructions,
+   * so no path there can store anything of it.
+   *
+   * @throws {SessionError} `bad_changeset` for objects no upload could
+   *   name (see `findInvalidUpload`), else as {@linkcode upload}.
+   */
+  uploadTooLarge(message: UploadTooLargeMessage): Promise<UploadTicket> {
+    const named: UploadChangeset = {
+      clientVersion: message.clientVersion,
+      baseServerVersion: 0,
+      stamp: SNAPSHOT_STAMP,
+      instructions: message.objects.map(({ type, id }) => ({
+        op: "delete",
+        type,
+        id,
+        fields: null,
+        stamp: null,
+      })),
+    };
+    const invalid = findInvalidUpload([named], this.path);
+    if (invalid !== null) {
+      throw new SessionError("bad_changeset", `Cannot refuse: ${invalid}`);
+    }
+    return this.upload([{ ...named, instructions: [] }], message);
   }
 
   /**
@@ -315,11 +361,13 @@ export class Session implements HubMember {
 
   /**
    * Sends REJECT for `changeset` with the server's current state of every
-   * object it touched, and acknowledges its client version.
+   * object it touched (or of `objects`, for a changeset too large to
+   * upload), and acknowledges its client version.
    */
   async #sendReject(
     changeset: UploadChangeset,
     refusal: Refusal,
+    objects?: readonly ObjectKey[],
   ): Promise<void> {
     const revert = await readRevert(
       changeset,
@@ -327,6 +375,7 @@ export class Session implements HubMember {
         this.#storage(() => this.hub.currentRecords(keys, this.#signal)),
       () => this.#cursor,
       () => this.closed,
+      objects,
     );
     if (revert === null) return;
     if (changeset.clientVersion > this.#lastAck) {

@@ -59,6 +59,8 @@ export interface SessionInit {
   protocolVersion: number;
   /** The server's validation hook, if any. */
   validateChangeset: ChangesetValidator | undefined;
+  /** The server's frame limit (`limits.maxMessageBytes`). */
+  maxMessageBytes: number;
   /** Largest DOWNLOAD to build, in bytes. */
   downloadBatchBytes: number;
   /** Pause reading storage while the socket buffers more than this. */

@@ -13,6 +13,7 @@ import type {
   UploadChangeset,
 } from "../model/changeset.ts";
 import { recordToInstructions } from "../model/merge.ts";
+import type { UploadTooLargeMessage } from "../protocol/messages.ts";
 import type { Log } from "./log.ts";
 import type { Permission } from "./permissions.ts";
 import { SessionError } from "./session_error.ts";
@@ -45,6 +46,8 @@ export interface RefusalContext {
   validateChangeset: ChangesetValidator | undefined;
   /** Where a throwing hook is logged. */
   log: Log;
+  /** The server's frame limit, named by a `message_too_large` refusal. */
+  maxMessageBytes: number;
 }
 
 /** The message of an upload to a realm the user may only read. */
@@ -95,9 +98,31 @@ export async function findRefusal(
 }
 
 /**
- * Reads the server's current state of every object `changeset` touched, at
- * least as new as `cursor()`, as the revert of a REJECT; null once
- * `closed()`.
+ * Why the server will not take a changeset the client could not send under
+ * its frame limit: `write_not_allowed` where no write is, else
+ * `message_too_large`.
+ */
+export function tooLargeRefusal(
+  context: RefusalContext,
+  message: UploadTooLargeMessage,
+): Refusal {
+  if (context.permission !== "readwrite") {
+    return {
+      code: "write_not_allowed",
+      message: readOnlyMessage(context.path).replace("Cannot upload: ", ""),
+    };
+  }
+  return {
+    code: "message_too_large",
+    message:
+      `client version ${message.clientVersion} is ${message.changesetBytes} bytes encoded, more than the server's limit of ${context.maxMessageBytes} bytes per message`,
+  };
+}
+
+/**
+ * Reads the server's current state of every object `changeset` touched (or
+ * of `objects`, when given), at least as new as `cursor()`, as the revert
+ * of a REJECT; null once `closed()`.
  *
  * The client replaces those objects with the revert: it must hold every
  * version the session already sent, or the client would lose what they did
@@ -111,8 +136,10 @@ export async function readRevert(
   read: (keys: readonly ObjectKey[]) => Promise<RealmState>,
   cursor: () => number,
   closed: () => boolean,
+  objects?: readonly ObjectKey[],
 ): Promise<DownloadChangeset | null> {
-  const keys = changeset.instructions.map(({ type, id }) => ({ type, id }));
+  const keys = objects ??
+    changeset.instructions.map(({ type, id }) => ({ type, id }));
   let state = await read(keys);
   for (let reads = 1; state.version < cursor(); reads++) {
     if (closed()) return null;

@@ -7,7 +7,11 @@ import { UploadBatcher } from "../../src/client/upload_batcher.ts";
 import { WaitsLedger } from "../../src/client/waits_ledger.ts";
 import { decodeMessage } from "../../src/protocol/decode.ts";
 import { encodeUploadChangeset } from "../../src/protocol/encode.ts";
-import type { UploadMessage } from "../../src/protocol/messages.ts";
+import {
+  type ClientMessage,
+  MessageType,
+  type UploadMessage,
+} from "../../src/protocol/messages.ts";
 import { put, upload } from "../_helpers/changesets.ts";
 import { FakeClock } from "../_helpers/fake_clock.ts";
 
@@ -68,6 +72,7 @@ function channel(sessionId: number): SessionChannel {
   return {
     sessionId,
     maxMessageBytes: 1_000,
+    protocolVersion: 3,
     isOpen: true,
     isSending: false,
     send: () => 0,
@@ -170,6 +175,8 @@ Deno.test("UploadBatcher keeps at most its window of UPLOAD bytes unacknowledged
   const channel = {
     sessionId: 1,
     maxMessageBytes: 1_000,
+    protocolVersion: 3,
+    send: () => 0,
     sendUpload: (frame: Uint8Array, onSent: (bytes: number) => void) => {
       const message = decodeMessage(frame) as UploadMessage;
       sent.push(message.changesets.map((c) => c.clientVersion));
@@ -213,6 +220,8 @@ Deno.test("UploadBatcher keeps at most maxFrames frames unacknowledged: what is 
   const channel = {
     sessionId: 1,
     maxMessageBytes: 100_000,
+    protocolVersion: 3,
+    send: () => 0,
     sendUpload: (frame: Uint8Array, onSent: (bytes: number) => void) => {
       const message = decodeMessage(frame) as UploadMessage;
       sent.push(message.changesets.map((c) => c.clientVersion));
@@ -268,6 +277,83 @@ Deno.test("UploadBatcher keeps at most maxFrames frames unacknowledged: what is 
   assert.equal(two.acknowledged(1), true);
   two.send(pending, channel, () => {});
   assert.deepEqual(sent.slice(sentBefore), [[1], [2], [3, 4, 5, 6, 7]]);
+});
+
+Deno.test("UploadBatcher sends UPLOAD_TOO_LARGE in the place of a changeset over the server's frame limit, in order between the frames around it, on protocol 3; on protocol 2, or when even the object list is over the limit, it returns bad_changeset", () => {
+  const sent: (number[] | string)[] = [];
+  const channel = (protocolVersion: number, maxMessageBytes = 1_000) => ({
+    sessionId: 1,
+    maxMessageBytes,
+    protocolVersion,
+    send: (message: ClientMessage) => {
+      assert.equal(message.type, MessageType.UploadTooLarge);
+      if (message.type !== MessageType.UploadTooLarge) return 0;
+      sent.push(
+        `too large ${message.clientVersion}: ${
+          message.objects.map((o) => o.id).join(",")
+        } (${message.changesetBytes} B)`,
+      );
+      return 20;
+    },
+    sendUpload: (frame: Uint8Array, onSent: (bytes: number) => void) => {
+      const message = decodeMessage(frame) as UploadMessage;
+      sent.push(message.changesets.map((c) => c.clientVersion));
+      onSent(frame.byteLength);
+      return true;
+    },
+  });
+  const pending = [
+    upload(1, [put("Task", "t1", { n: 1 })]),
+    upload(2, [
+      put("Doc", "d1", { body: "x".repeat(2_000) }),
+      put("Doc", "d2", { body: "" }),
+    ]),
+    upload(3, [put("Task", "t3", { n: 3 })]),
+  ].map((changeset) => ({
+    changeset,
+    bytes: encodeUploadChangeset(changeset).byteLength,
+  }));
+  const large = pending[1]!.bytes;
+  const batcher = new UploadBatcher(1_000_000, 3);
+  const wire: number[] = [];
+  assert.equal(
+    batcher.send(pending, channel(3), (bytes) => wire.push(bytes)),
+    undefined,
+  );
+  assert.deepEqual(sent, [[1], `too large 2: d1,d2 (${large} B)`, [3]]);
+  assert.equal(batcher.sentThrough, 3);
+  assert.equal(batcher.framesInFlight, 3);
+  assert.equal(wire[1], 20);
+  // The stand-in settles like a frame when its version is acknowledged.
+  assert.equal(batcher.acknowledged(2), true);
+  assert.equal(batcher.framesInFlight, 1);
+
+  sent.length = 0;
+  const old = new UploadBatcher(1_000_000, 3);
+  const error = old.send(pending, channel(2), () => {});
+  assert.ok(error instanceof SyncError);
+  assert.equal(error.code, "bad_changeset");
+  assert.match(
+    error.message,
+    /changeset 2: \d+ bytes exceed the server's limit of 1000/,
+  );
+  // What precedes it went; nothing after it did.
+  assert.deepEqual(sent, [[1]]);
+
+  sent.length = 0;
+  const many = [{
+    changeset: upload(
+      1,
+      Array.from({ length: 200 }, (_, i) => put("Doc", `d${i}`, { n: i })),
+    ),
+    bytes: 5_000,
+  }];
+  const none = new UploadBatcher(1_000_000, 3);
+  const listed = none.send(many, channel(3, 1_024), () => {});
+  assert.equal(listed?.code, "bad_changeset");
+  assert.match(listed!.message, /list of the 200 objects/);
+  assert.deepEqual(sent, []);
+  assert.equal(none.sentThrough, 0);
 });
 
 Deno.test("WaitsLedger resolves upload waits in any order of registration by target, skipping aborted ones, however many there are", async () => {

@@ -9,7 +9,7 @@ import {
   SyncError,
   type Transaction,
 } from "../../mod.ts";
-import { fastApp, openDownloaded } from "./_helpers.ts";
+import { fastApp, openDownloaded, proxiedClient } from "./_helpers.ts";
 import { bounded, Recorder } from "../_helpers/waits.ts";
 import { startTestServer } from "../_helpers/test_server.ts";
 import type { ChangesetToValidate } from "../../server.ts";
@@ -371,6 +371,108 @@ Deno.test("a permission lowered to read makes later writes write_rejected (cause
   assert.equal(fatal.isFatal, true);
   assert.equal(realm.syncSession.state, "error");
   assert.equal(realm.syncSession.error?.code, "permission_denied");
+});
+
+Deno.test("A write larger than the server's limits.maxMessageBytes rejects its own receipt (write_rejected, cause message_too_large), is reverted to the server's values, and the writes before and after it sync; the session stays active", async () => {
+  const limit = 64 * 1024;
+  await using server = await startTestServer({
+    limits: { maxMessageBytes: limit },
+    permissions: () => "readwrite",
+  });
+  await using appA = fastApp(server.url);
+  await using appB = fastApp(server.url);
+  const userA = await appA.logIn(Credentials.anonymous());
+  const userB = await appB.logIn(Credentials.anonymous());
+  const path = `/shared-${crypto.randomUUID()}`;
+  await using a = await openDownloaded(userA, path);
+  await using b = await openDownloaded(userB, path);
+  await (await a.write((tx) => tx.put("Doc", "d1", { body: "short" })))
+    .waitForUpload({ signal: bounded() });
+
+  await using changes = new Recorder(a.changes({ signal: bounded() }));
+  // Paused, so the three go out together once it resumes: the refused one
+  // between two that must not be lost or held up.
+  a.syncSession.pause();
+  const before = await a.write((tx) => tx.put("Task", "t1", { n: 1 }));
+  const large = await a.write((tx) => {
+    tx.update("Doc", "d1", { body: "x".repeat(2 * limit) });
+    tx.put("Doc", "d2", { body: "y".repeat(limit) });
+  });
+  const after = await a.write((tx) => tx.put("Task", "t3", { n: 3 }));
+  assert.equal((a.get("Doc", "d1")?.body as string).length, 2 * limit);
+  a.syncSession.resume();
+  const error = await rejection(large.waitForUpload({ signal: bounded() }));
+  assert.equal(error.code, "write_rejected");
+  assert.equal(error.isFatal, false);
+  assert.ok(error.cause instanceof SyncError);
+  assert.equal((error.cause as SyncError).code, "message_too_large");
+  assert.match((error.cause as SyncError).message, new RegExp(`${limit}`));
+  await before.waitForUpload({ signal: bounded() });
+  await after.waitForUpload({ signal: bounded() });
+  assert.deepEqual(a.get("Doc", "d1"), { body: "short" });
+  assert.equal(a.get("Doc", "d2"), undefined);
+  const revert = await changes.until((c) => c.origin === "remote");
+  assert.deepEqual(sortChanges(revert), [
+    { type: "Doc", id: "d1", op: "update", fields: { body: "short" } },
+    { type: "Doc", id: "d2", op: "delete" },
+  ]);
+  assert.equal(a.syncSession.state, "active");
+  assert.equal(a.syncSession.connectionState, "connected");
+  assert.equal(a.syncSession.error, undefined);
+  // Later writes go on; the other client never sees the refused one.
+  await (await a.write((tx) => tx.update("Doc", "d1", { done: true })))
+    .waitForUpload({ signal: bounded() });
+  await b.syncSession.waitForDownload({ signal: bounded() });
+  assert.deepEqual(b.get("Doc", "d1"), { body: "short", done: true });
+  assert.equal(b.get("Doc", "d2"), undefined);
+  assert.deepEqual(b.get("Task", "t1"), { n: 1 });
+  assert.deepEqual(b.get("Task", "t3"), { n: 3 });
+});
+
+Deno.test("A too-large write whose REJECT is lost with the connection is refused again after the reconnect (its receipt rejects with message_too_large, nothing of it stored), and the write after it goes through", async () => {
+  const limit = 64 * 1024;
+  await using client = await proxiedClient({
+    server: {
+      limits: { maxMessageBytes: limit },
+      permissions: () => "readwrite",
+    },
+    path: "/large",
+  });
+  const { realm, proxy, server } = client;
+  await (await realm.write((tx) => tx.put("Doc", "d1", { body: "short" })))
+    .waitForUpload({ signal: bounded() });
+  // What the client sends arrives; the server's answers never do.
+  proxy.deafen();
+  const refusedLog = server.waitForLog(
+    (record) => record.event === "write_rejected",
+    bounded(),
+  );
+  const large = await realm.write((tx) =>
+    tx.update("Doc", "d1", { body: "x".repeat(2 * limit) })
+  );
+  const after = await realm.write((tx) => tx.put("Task", "t2", { n: 2 }));
+  await refusedLog;
+  proxy.dropAll();
+  const error = await rejection(large.waitForUpload({ signal: bounded() }));
+  assert.equal(error.code, "write_rejected");
+  assert.equal((error.cause as SyncError).code, "message_too_large");
+  await after.waitForUpload({ signal: bounded() });
+  assert.deepEqual(realm.get("Doc", "d1"), { body: "short" });
+  // Refused on both bindings (recorded once), stored on neither.
+  assert.equal(
+    server.logs.filter((record) => record.event === "write_rejected").length,
+    1,
+  );
+  const stored = server.realm("/large");
+  assert.deepEqual(
+    (await stored.objects("Doc")).map((o) => o.fields),
+    [{ body: "short" }],
+  );
+  assert.deepEqual(
+    (await stored.objects("Task")).map((o) => o.fields),
+    [{ n: 2 }],
+  );
+  assert.equal(realm.syncSession.state, "active");
 });
 
 function sortChanges(change: RealmChange): RealmChange["changes"] {

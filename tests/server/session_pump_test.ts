@@ -111,6 +111,7 @@ function scripted(
     lastIntegratedClientVersion: 0,
     protocolVersion: 2,
     validateChangeset: undefined,
+    maxMessageBytes: 16 * 1024 * 1024,
     downloadBatchBytes: 64 * 1024,
     highWaterBytes: 1024 * 1024,
     lifetime: lifetime.signal,

@@ -1083,6 +1083,7 @@ Deno.test("an acknowledgement never counts the uploader's own changesets as stil
           lastIntegratedClientVersion: 0,
           protocolVersion: 2,
           validateChangeset: undefined,
+          maxMessageBytes: 16 * 1024 * 1024,
           downloadBatchBytes: 64 * 1024,
           highWaterBytes: 1024 * 1024,
           lifetime: lifetime.signal,

@@ -9,6 +9,7 @@
  * not one KV snapshot: the result is the state at `version` or newer.
  */
 
+import type { ObjectKey } from "../../protocol/messages.ts";
 import type { Instruction } from "../../model/changeset.ts";
 import {
   applyInstruction,
@@ -28,13 +29,8 @@ import {
   SNAPSHOT_STAMP,
 } from "./snapshot.ts";
 
-/** An object named by type and id. */
-export interface ObjectKey {
-  /** The object's type name. */
-  type: string;
-  /** The object's id. */
-  id: string;
-}
+// An object named by type and id: the protocol's own shape.
+export type { ObjectKey };
 
 /** Records read by {@linkcode readObjectRecords} or {@linkcode readRealmState}. */
 export interface RealmState {

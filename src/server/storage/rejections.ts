@@ -16,7 +16,7 @@ import { UnknownIdentityError } from "./history.ts";
 /** Why a changeset was refused, as REJECT carries it. */
 export interface Refusal {
   /** A session-scope error code name (`write_not_allowed`, …). */
-  code: "write_not_allowed" | "validation_failed";
+  code: "write_not_allowed" | "validation_failed" | "message_too_large";
   /** Human-readable detail. */
   message: string;
 }
