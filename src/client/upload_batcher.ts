@@ -164,7 +164,7 @@ export class UploadBatcher {
    *
    * A changeset larger than the server's frame limit goes as
    * UPLOAD_TOO_LARGE in its place, for the server to refuse (protocol
-   * version 3, docs/PROTOCOL.md §4.9): the write is rejected and the
+   * version 3, docs/PROTOCOL.md §4.17): the write is rejected and the
    * session goes on.
    *
    * @param onSent Told each frame's size on the wire.

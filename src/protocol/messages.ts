@@ -178,7 +178,7 @@ export interface UploadMessage {
 }
 
 /**
- * Client → server, protocol version 3 (PROTOCOL.md §4.9): a changeset that
+ * Client → server, protocol version 3 (PROTOCOL.md §4.17): a changeset that
  * does not fit in a frame under the server's `maxMessageBytes`, sent in its
  * place so the server refuses it with REJECT `message_too_large` (and the
  * server's state of the objects it touched) instead of the session ending.

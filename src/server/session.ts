@@ -319,7 +319,7 @@ export class Session implements HubMember {
 
   /**
    * Refuses a changeset the client could not send under the server's frame
-   * limit (UPLOAD_TOO_LARGE, protocol version 3, PROTOCOL.md §4.9), in order
+   * limit (UPLOAD_TOO_LARGE, protocol version 3, PROTOCOL.md §4.17), in order
    * with the session's uploads: settled like any refusal, with REJECT
    * `message_too_large` (or `write_not_allowed` on a read-only realm) and
    * the server's state of the objects it names; a version settled before is
