@@ -277,6 +277,9 @@ const OPERATORS = new Set(["eq", "ne", "gt", "gte", "lt", "lte", "in"]);
 
 function describe(value: unknown): string {
   if (value === null) return "null";
+  if (typeof value === "string") {
+    return "a string with a lone surrogate, half of a UTF-16 pair";
+  }
   if (Array.isArray(value)) return "an array";
   if (typeof value === "function") return "a function";
   if (typeof value === "object") {

@@ -32,6 +32,13 @@ function checkName(what: string, method: string, value: unknown): string {
       }`,
     );
   }
+  if (!value.isWellFormed()) {
+    throw new TypeError(
+      `Cannot ${method}: ${what} ${
+        JSON.stringify(value)
+      } holds a lone surrogate (half of a UTF-16 pair), which has no UTF-8 form to sync`,
+    );
+  }
   // Every UTF-16 unit is at most 3 bytes of UTF-8: short names are not
   // encoded.
   if (value.length * 3 > MAX_NAME_BYTES) {
@@ -56,6 +63,13 @@ function copyFields(method: string, fields: unknown): Fields {
   const copy: Fields = {};
   for (const name of Object.keys(fields)) {
     const value = (fields as Record<string, unknown>)[name];
+    if (!name.isWellFormed()) {
+      throw new TypeError(
+        `Cannot ${method}: field name ${
+          JSON.stringify(name)
+        } holds a lone surrogate (half of a UTF-16 pair), which has no UTF-8 form to sync`,
+      );
+    }
     if (!isValue(value)) {
       throw new TypeError(
         `Cannot ${method}: field ${
@@ -70,6 +84,9 @@ function copyFields(method: string, fields: unknown): Fields {
 
 function describe(value: unknown): string {
   if (value === undefined) return "undefined";
+  if (typeof value === "string") {
+    return "a string with a lone surrogate, half of a UTF-16 pair";
+  }
   if (typeof value === "function") return "a function";
   if (typeof value === "symbol") return "a symbol";
   if (typeof value === "object" && value !== null) {

@@ -51,7 +51,9 @@ export type Fields = { [field: string]: Value };
  *
  * Plain objects are those whose prototype is `Object.prototype` or `null`;
  * class instances (other than `Date` and `Uint8Array`), functions, symbols,
- * `undefined`, sparse arrays and cyclic structures are rejected.
+ * `undefined`, sparse arrays and cyclic structures are rejected, and so are
+ * strings (values or keys) holding a lone surrogate, which no replica could
+ * receive as written.
  */
 export function isValue(value: unknown, maxDepth = 32): value is Value {
   return checkValue(value, maxDepth);
@@ -62,8 +64,11 @@ function checkValue(value: unknown, depth: number): boolean {
     case "boolean":
     case "number":
     case "bigint":
-    case "string":
       return true;
+    case "string":
+      // A lone surrogate has no UTF-8 form: it would reach other replicas
+      // as U+FFFD and this one would never agree with them.
+      return value.isWellFormed();
     case "object":
       break;
     default:
@@ -83,7 +88,10 @@ function checkValue(value: unknown, depth: number): boolean {
   const prototype = Object.getPrototypeOf(value);
   if (prototype !== Object.prototype && prototype !== null) return false;
   for (const key in value) {
-    if (!checkValue((value as Record<string, unknown>)[key], depth - 1)) {
+    if (
+      !key.isWellFormed() ||
+      !checkValue((value as Record<string, unknown>)[key], depth - 1)
+    ) {
       return false;
     }
   }

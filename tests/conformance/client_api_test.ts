@@ -8,6 +8,7 @@ import {
   type RealmChange,
   SyncError,
   SyncSession,
+  type Transaction,
 } from "../../mod.ts";
 import { fastApp, openClient, openDownloaded } from "./_helpers.ts";
 import { bounded, Recorder } from "../_helpers/waits.ts";
@@ -264,6 +265,51 @@ Deno.test("Realm values of every kind round-trip through the server: null, boole
   await b.syncSession.waitForDownload({ signal: bounded() });
   assert.deepEqual(b.get("Value", "v"), fields);
   assert.ok(Object.is(b.get("Value", "v")!.negativeZero, -0));
+});
+
+Deno.test("Realm.write() refuses a string with a lone surrogate (type name, id, field name, value, nested value or key) with a TypeError naming it, before anything is committed; surrogate pairs sync exactly, so every replica holds what was written", async () => {
+  await using server = await startTestServer({
+    permissions: () => "readwrite",
+  });
+  await using clientA = await openClient(fastApp(server.url), "/shared/text");
+  await using clientB = await openClient(fastApp(server.url), "/shared/text");
+  const [a, b] = [clientA.realm, clientB.realm];
+  const lone = "a\uD800b";
+  const refused: [string, (tx: Transaction) => void, RegExp][] = [
+    ["type name", (tx) => tx.put(lone, "x", {}), /type .*lone surrogate/],
+    ["id", (tx) => tx.put("T", lone, {}), /id .*lone surrogate/],
+    [
+      "field name",
+      (tx) => tx.put("T", "x", { [lone]: 1 }),
+      /field name .*lone surrogate/,
+    ],
+    ["value", (tx) => tx.put("T", "x", { s: "\uDC00" }), /"s".*lone surrogate/],
+    [
+      "nested value",
+      (tx) => tx.put("T", "x", { list: ["ok", { deep: lone }] }),
+      /"list"/,
+    ],
+    ["nested key", (tx) => tx.put("T", "x", { map: { [lone]: 1 } }), /"map"/],
+    ["update", (tx) => tx.update("T", "kept", { s: lone }), /"s"/],
+  ];
+  await (await a.write((tx) => tx.put("T", "kept", { s: "fine" })))
+    .waitForUpload({ signal: bounded() });
+  for (const [what, write, message] of refused) {
+    await assert.rejects(() => a.write(write), (error: unknown) => {
+      assert.ok(error instanceof TypeError, `${what}: ${error}`);
+      assert.match(error.message, message, what);
+      return true;
+    });
+  }
+  assert.deepEqual(a.objects("T").map((o) => o.id), ["kept"]);
+  assert.equal(a.pendingWrites().length, 0);
+  // Well-formed surrogate pairs and U+FFFD itself are ordinary text.
+  const text = "𝄞 \uFFFD 😀";
+  await (await a.write((tx) => tx.put("T", "😀", { [text]: text })))
+    .waitForUpload({ signal: bounded() });
+  await b.syncSession.waitForDownload({ signal: bounded() });
+  assert.deepEqual(b.get("T", "😀"), { [text]: text });
+  assert.deepEqual(a.get("T", "😀"), b.get("T", "😀"));
 });
 
 Deno.test("Convergence: concurrent offline writes to one object merge per field, last writer wins per field, a delete wins over older writes; both clients end equal", async () => {
