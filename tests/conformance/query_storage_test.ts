@@ -1,0 +1,1002 @@
+// Queries, indexes and live queries over durable storage and across
+// lifecycles (docs/CLIENT.md "Querying", "Indexes", "Storage", "Client
+// reset", "Rejected writes") through the public API: a Deno KV realm closed
+// and reopened with other indexes, SIGKILLed amid local writes and
+// downloads, reset by its server, reverted by a refusal, opened twice, and
+// deleted by logOut; values of every kind through the store.
+import assert from "node:assert/strict";
+import {
+  App,
+  type AppOpenOptions,
+  type ClientResetMode,
+  Credentials,
+  type Fields,
+  type Realm,
+  type RealmConfig,
+  SyncError,
+  type Value,
+} from "../../mod.ts";
+import { linesOf } from "../_helpers/lines.ts";
+import { Prng, testSeed } from "../_helpers/prng.ts";
+import { TcpProxy } from "../_helpers/tcp_proxy.ts";
+import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
+import { epochSeconds, signUserJwt } from "../_helpers/user_jwt.ts";
+import { bounded, Recorder } from "../_helpers/waits.ts";
+import {
+  CHILD_INDEXES,
+  CHILD_PATH,
+  ITEM_IDS,
+  itemFields,
+} from "./_query_storage_child.ts";
+import {
+  copyOf,
+  kindOf,
+  modelIds,
+  type ModelQuery,
+  OPS,
+  SAMPLES,
+  show,
+} from "./_query_model.ts";
+
+const SECRET = "query-storage-conformance-secret";
+const childPath =
+  new URL("./_query_storage_child.ts", import.meta.url).pathname;
+/** Waits that span a reconnect, a server restart or a reset under load. */
+const LONG_MS = 20_000;
+
+function options(
+  baseUrl: string,
+  kvPath: string,
+  extra: Partial<AppOpenOptions> = {},
+): AppOpenOptions {
+  return {
+    baseUrl,
+    storage: { kvPath },
+    reconnect: { minDelayMs: 10, maxDelayMs: 50 },
+    lingerMs: 0,
+    logger: () => {},
+    ...extra,
+  };
+}
+
+async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "tether-query-storage-" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** Runs `fn` with a seeded generator; the seed is printed on failure. */
+async function seeded(fn: (prng: Prng) => Promise<void>): Promise<void> {
+  const seed = testSeed();
+  try {
+    await fn(new Prng(seed));
+  } catch (error) {
+    console.error(`seed ${seed} (TETHER_SEED=${seed} replays it)`);
+    throw error;
+  }
+}
+
+function jwtFor(sub: string): Promise<string> {
+  return signUserJwt(SECRET, { sub, exp: epochSeconds(3_600_000) });
+}
+
+/** Takes the proxy's server away: new connections refused, open ones cut. */
+function offline(proxy: TcpProxy): void {
+  proxy.mode = "refuse";
+  proxy.dropAll();
+}
+
+function ids(objects: readonly { id: string }[]): string[] {
+  return objects.map((o) => o.id);
+}
+
+/** The same filter, under `$or`: the docs say it uses no index. */
+function unindexed(where: Record<string, unknown>): Record<string, unknown> {
+  return { $or: [where] };
+}
+
+/**
+ * Checks `realm` answers `query` as the model over `model` (ids, fields,
+ * count), and alike through an index and without one.
+ */
+function checkQuery(
+  realm: Realm,
+  type: string,
+  model: ReadonlyMap<string, Fields>,
+  query: ModelQuery,
+  label: string,
+): void {
+  const text = `${label}: ${show(query)}`;
+  const want = modelIds(model, query);
+  const got = realm.objects(type, query as never);
+  assert.deepEqual(ids(got), want, text);
+  for (const object of got) {
+    assert.deepEqual(object.fields, model.get(object.id), text);
+  }
+  const whole = modelIds(model, { where: query.where ?? {} }).length;
+  assert.equal(realm.count(type, { where: query.where } as never), whole, text);
+  if (query.where !== undefined) {
+    const plain = { ...query, where: unindexed(query.where) };
+    assert.deepEqual(ids(realm.objects(type, plain as never)), want, text);
+    assert.equal(
+      realm.count(type, { where: plain.where } as never),
+      whole,
+      text,
+    );
+  }
+}
+
+/** The realm's objects of `type` as a model. */
+function stored(realm: Realm, type: string): Map<string, Fields> {
+  return new Map(realm.objects(type).map((o) => [o.id, o.fields]));
+}
+
+/** The first item of a live query, then the stream is cancelled. */
+async function firstItem(
+  realm: Realm,
+  type: string,
+  query: ModelQuery,
+): Promise<{ id: string; fields: Fields }[]> {
+  const reader = realm.watch(type, { ...query, signal: bounded() } as never)
+    .getReader();
+  try {
+    const first = await reader.read();
+    assert.ok(!first.done, "the live query ended at once");
+    assert.deepEqual(
+      first.value.changes,
+      {
+        insertions: first.value.objects.map((_, i) => i),
+        deletions: [],
+        modifications: [],
+      },
+    );
+    return [...first.value.objects];
+  } finally {
+    await reader.cancel();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Random data and queries over every value kind.
+
+const FIELDS = ["a", "b", "c"];
+
+function randomValue(prng: Prng): Value {
+  return prng.int(3) === 0
+    ? prng.pick([0, 1, 2, "a", "b", true, null] as Value[])
+    : copyOf(prng.pick(SAMPLES));
+}
+
+function randomFields(prng: Prng): Fields {
+  const fields: Fields = {};
+  for (const name of FIELDS) {
+    if (prng.int(4) !== 0) fields[name] = randomValue(prng);
+  }
+  return fields;
+}
+
+function randomCondition(prng: Prng): unknown {
+  const operand = randomValue(prng);
+  if (prng.int(3) === 0 && kindOf(operand) < 7) return operand;
+  const condition: Record<string, unknown> = {};
+  const op = prng.pick([...OPS, "in"]);
+  condition[op] = op === "in"
+    ? Array.from({ length: 1 + prng.int(3) }, () => randomValue(prng))
+    : operand;
+  return condition;
+}
+
+function randomQuery(prng: Prng, size: number): ModelQuery {
+  const query: ModelQuery = {};
+  const where: Record<string, unknown> = {};
+  for (let e = 0, n = prng.int(3); e < n; e++) {
+    where[prng.pick([...FIELDS, "d"])] = randomCondition(prng);
+  }
+  if (prng.int(5) === 0) {
+    where.$or = [{ [prng.pick(FIELDS)]: randomCondition(prng) }, {
+      [prng.pick(FIELDS)]: randomCondition(prng),
+    }];
+  }
+  if (prng.int(6) !== 0) query.where = where;
+  if (prng.int(3) !== 0) {
+    query.sort = Array.from({ length: 1 + prng.int(2) }, () => [
+      prng.pick([...FIELDS, "d"]),
+      prng.pick(["asc", "desc"] as const),
+    ]);
+  }
+  if (prng.int(3) === 0) query.limit = prng.int(size + 3);
+  if (prng.int(3) === 0) query.offset = prng.int(size + 3);
+  return query;
+}
+
+/**
+ * Random puts, updates and deletes of type `T` in `transactions` writes,
+ * mirrored in `model`; every value ever written goes into `written`.
+ */
+async function randomWrites(
+  realm: Realm,
+  prng: Prng,
+  model: Map<string, Fields>,
+  written: Value[],
+  transactions: number,
+): Promise<void> {
+  const pool = Array.from({ length: 60 }, (_, i) => `o${i}`);
+  for (let t = 0; t < transactions; t++) {
+    await realm.write((tx) => {
+      for (let s = 0, n = 1 + prng.int(8); s < n; s++) {
+        const id = prng.pick(pool);
+        const roll = prng.int(10);
+        if (roll < 5) {
+          const fields = randomFields(prng);
+          tx.put("T", id, fields);
+          model.set(id, fields);
+          written.push(...Object.values(fields));
+        } else if (roll < 8 && model.has(id)) {
+          const fields = randomFields(prng);
+          tx.update("T", id, fields);
+          model.set(id, { ...model.get(id), ...fields });
+          written.push(...Object.values(fields));
+        } else {
+          tx.delete("T", id);
+          model.delete(id);
+        }
+      }
+    });
+  }
+}
+
+/**
+ * Every value ever written, looked up by equality, `in` and a range on
+ * every field (indexed or not): an index entry left from an overwritten
+ * value or a deleted object would show here.
+ */
+function checkHistory(
+  realm: Realm,
+  model: ReadonlyMap<string, Fields>,
+  written: readonly Value[],
+  label: string,
+): void {
+  for (const value of written) {
+    for (const name of FIELDS) {
+      for (
+        const condition of [{ eq: value }, { in: [value] }, { gte: value }]
+      ) {
+        checkQuery(
+          realm,
+          "T",
+          model,
+          { where: { [name]: copyOf(condition as Value) } },
+          label,
+        );
+      }
+    }
+  }
+}
+
+Deno.test("openRealm({ indexes }) on a durable realm reopened after its app closed, with indexes it did not have, with other indexes and with none: every query, count() and live query gives the model's answer, each index built from what is stored (no entry of a deleted object or an overwritten value), and indexes go on following later writes", async () => {
+  await seeded(async (prng) => {
+    await withDir(async (dir) => {
+      const kvPath = `${dir}/app.kv`;
+      await using server = await startTestServer();
+      const model = new Map<string, Fields>();
+      const written: Value[] = [];
+      // First run: no index at all, a history of overwrites and deletes.
+      {
+        await using app = await App.open(options(server.url, kvPath));
+        const user = await app.logIn(Credentials.anonymous());
+        await using realm = await user.openRealm({ path: "/~/q" });
+        await randomWrites(realm, prng, model, written, 25);
+      }
+      const specs: (RealmConfig["indexes"] | undefined)[] = [
+        { T: ["a", "b"] },
+        { T: ["c"], Empty: ["a"] },
+        undefined,
+        { T: ["a", "b", "c", "d"] },
+      ];
+      for (const [run, indexes] of specs.entries()) {
+        const label = `run ${run + 1}, indexes ${show(indexes)}`;
+        await using app = await App.open(options(server.url, kvPath));
+        const user = app.currentUser;
+        assert.ok(user !== undefined);
+        await using realm = await user.openRealm({
+          path: "/~/q",
+          ...(indexes === undefined ? {} : { indexes }),
+        });
+        assert.deepEqual(stored(realm, "T"), model, label);
+        assert.deepEqual(realm.objects("Empty", { where: { a: null } }), []);
+        checkHistory(realm, model, written, `${label}, reopened`);
+        for (let q = 0; q < 40; q++) {
+          const query = randomQuery(prng, model.size);
+          checkQuery(realm, "T", model, query, `${label}, reopened`);
+          if (q % 8 === 0) {
+            assert.deepEqual(
+              ids(await firstItem(realm, "T", query)),
+              modelIds(model, query),
+              `watch ${label}: ${show(query)}`,
+            );
+          }
+        }
+        // Indexes filled at open follow the writes that come after.
+        await randomWrites(realm, prng, model, written, 6);
+        checkHistory(realm, model, written, `${label}, written after`);
+      }
+    });
+  });
+});
+
+/** A child process running `_query_storage_child.ts`, read by line. */
+function spawnChild(args: string[]) {
+  const proc = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--unstable-kv", "--no-check", childPath, ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(proc.stderr).text();
+  const lines = linesOf(proc.stdout)[Symbol.asyncIterator]();
+  return {
+    /** The next line (undefined at the end), bounded. */
+    async next(): Promise<string | undefined> {
+      const signal = bounded(LONG_MS);
+      let onAbort!: () => void;
+      const aborted = new Promise<never>((_, reject) => {
+        onAbort = () => reject(signal.reason);
+        signal.addEventListener("abort", onAbort, { once: true });
+      });
+      try {
+        const item = await Promise.race([lines.next(), aborted]);
+        return item.done ? undefined : item.value;
+      } finally {
+        signal.removeEventListener("abort", onAbort);
+      }
+    },
+    /** Kills it, drains its output, returns how it ended. */
+    async kill() {
+      try {
+        proc.kill("SIGKILL");
+      } catch {
+        // It had ended already.
+      }
+      for (;;) if ((await lines.next()).done) break;
+      return { status: await proc.status, stderr: await stderr };
+    },
+  };
+}
+
+/** Filters on the child's indexed fields and one that is not. */
+const ITEM_WHERES: Record<string, unknown>[] = [
+  ...[0, 1, 2, 3, null].map((g) => ({ g })),
+  { g: { gte: 1 } },
+  { g: { lt: 2 } },
+  { g: { in: [0, 3] } },
+  { g: { ne: 1 } },
+  ...[null, true, -0, 0, 1.5, NaN, 7n, "x", new Uint8Array([1]), new Date(5)]
+    .map((v) => ({ v: { eq: v } })),
+  { v: { eq: [1] } },
+  { v: { eq: { k: 1 } } },
+  { v: { gt: -1 } },
+  { v: { lte: "x" } },
+  { v: { in: [NaN, -0, "y"] } },
+  { g: 2, v: { ne: null } },
+  { by: "server", g: { gte: 0 } },
+  { by: "child" },
+];
+
+/**
+ * Indexed queries, the same filters without an index, and the model over
+ * `objects(type)` all agree.
+ */
+function checkItems(realm: Realm, label: string): Map<string, Fields> {
+  const model = stored(realm, "Item");
+  for (const where of ITEM_WHERES) {
+    for (const sort of [undefined, [["v", "desc"], ["g", "asc"]]]) {
+      checkQuery(
+        realm,
+        "Item",
+        model,
+        sort === undefined ? { where } : { where, sort } as ModelQuery,
+        label,
+      );
+    }
+  }
+  return model;
+}
+
+Deno.test("An indexed durable realm SIGKILLed amid local writes and downloads reopens with indexed queries equal to unindexed ones and to objects(type); a live query opened after reopening starts from exactly what is stored, and the indexes and the live query follow the realm as it catches up with the server", async () => {
+  await seeded(async (prng) => {
+    await withDir(async (dir) => {
+      const kvPath = `${dir}/app.kv`;
+      await using server = await startTestServer({
+        permissions: () => "readwrite",
+      });
+      await using proxy = new TcpProxy(server.addr);
+      {
+        await using app = await App.open(options(proxy.url, kvPath));
+        await app.logIn(Credentials.anonymous());
+      }
+      const remote = server.realm(CHILD_PATH);
+      const serverWrite = () =>
+        remote.write((tx) => {
+          for (let s = 0, n = 1 + prng.int(3); s < n; s++) {
+            const id = prng.pick(ITEM_IDS);
+            if (prng.int(4) === 0) tx.delete("Item", id);
+            else tx.put("Item", id, itemFields(prng, "server"));
+          }
+        });
+      for (let i = 0; i < 10; i++) await serverWrite();
+      const child = spawnChild([kvPath, proxy.url, String(prng.nextUint32())]);
+      const killAfter = 5 + prng.int(25);
+      let confirmed = 0;
+      let ended;
+      try {
+        assert.equal(await child.next(), "open");
+        // The server writes while the child writes: downloads arrive
+        // between (and during) the child's commits.
+        while (confirmed < killAfter) {
+          const written = serverWrite();
+          const line = await child.next();
+          assert.ok(line !== undefined, "the child ended early");
+          if (/^ok \d+$/.test(line)) confirmed++;
+          await written;
+        }
+      } finally {
+        ended = await child.kill();
+      }
+      assert.equal(ended.status.signal, "SIGKILL", ended.stderr);
+
+      // This process reopens the store offline, with another index too.
+      offline(proxy);
+      await using app = await App.open(options(proxy.url, kvPath));
+      const user = app.currentUser;
+      assert.ok(user !== undefined);
+      await using realm = await user.openRealm({
+        path: CHILD_PATH,
+        indexes: CHILD_INDEXES,
+      });
+      await using other = await user.openRealm({
+        path: CHILD_PATH,
+        indexes: { Item: ["by"] },
+      });
+      const reopened = checkItems(realm, "reopened");
+      assert.ok(reopened.size > 0);
+      checkItems(other, "reopened, second handle");
+      const live: ModelQuery = {
+        where: { g: { in: [1, 2] } },
+        sort: [["v", "asc"]],
+      };
+      const first = await firstItem(realm, "Item", live);
+      assert.deepEqual(ids(first), modelIds(reopened, live));
+      for (const object of first) {
+        assert.deepEqual(object.fields, reopened.get(object.id));
+      }
+      await using watched = new Recorder(
+        realm.watch("Item", { ...live, signal: bounded(LONG_MS) } as never),
+      );
+
+      // The server comes back: the pending writes go up, the server's come
+      // down, and every query agrees with the server's state.
+      for (let i = 0; i < 5; i++) await serverWrite();
+      proxy.mode = "forward";
+      app.reconnect();
+      await realm.syncSession.waitForUpload({ signal: bounded(LONG_MS) });
+      await realm.syncSession.waitForDownload({ signal: bounded(LONG_MS) });
+      const onServer = new Map(
+        (await remote.objects("Item")).map((o) => [o.id, o.fields]),
+      );
+      const caughtUp = checkItems(realm, "caught up");
+      assert.deepEqual(caughtUp, onServer);
+      checkItems(other, "caught up, second handle");
+      // The live query's items patch its first result into the current one.
+      const want = modelIds(caughtUp, live);
+      await watched.until((item) =>
+        JSON.stringify(ids(item.objects)) === JSON.stringify(want)
+      );
+      let list = ids(watched.items[0]!.objects);
+      for (const { objects, changes } of watched.items.slice(1)) {
+        for (const index of [...changes.deletions].reverse()) {
+          list.splice(index, 1);
+        }
+        for (const index of changes.insertions) {
+          list.splice(index, 0, objects[index]!.id);
+        }
+        assert.deepEqual(list, ids(objects));
+        list = ids(objects);
+      }
+    });
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Client reset and rejected writes on a durable, indexed realm.
+
+/** Copies a KV file with its write-ahead log, replacing `to`. */
+async function copyStore(from: string, to: string): Promise<void> {
+  for (const suffix of ["", "-wal", "-shm"]) {
+    await Deno.remove(`${to}${suffix}`).catch(() => {});
+    await Deno.copyFile(`${from}${suffix}`, `${to}${suffix}`).catch(
+      (error) => {
+        if (!(error instanceof Deno.errors.NotFound)) throw error;
+      },
+    );
+  }
+}
+
+function startServerOn(kv: string): Promise<TestServer> {
+  return startTestServer({
+    kv,
+    auth: { jwtSecret: SECRET },
+    shutdownTimeoutMs: 500,
+  });
+}
+
+/** A filter on the indexed `tag` and the same without the index. */
+function tagged(realm: Realm, tag: string): string[] {
+  const got = ids(realm.objects("Task", { where: { tag } }));
+  assert.deepEqual(
+    ids(realm.objects("Task", { where: unindexed({ tag }) } as never)),
+    got,
+    `tag ${tag}`,
+  );
+  assert.equal(realm.count("Task", { where: { tag } }), got.length);
+  return got;
+}
+
+async function resetStory(mode: ClientResetMode): Promise<void> {
+  await withDir(async (dir) => {
+    const live = `${dir}/live.kv`;
+    let server = await startServerOn(live);
+    await server.shutdown();
+    // Before any realm: holds the signing key, so the wipe keeps logins.
+    await copyStore(live, `${dir}/empty.kv`);
+    server = await startServerOn(live);
+    await using proxy = new TcpProxy(server.addr);
+    try {
+      const kvPath = `${dir}/client.kv`;
+      const open = async (app: App, onAfter?: () => void) => {
+        const user = app.currentUser ??
+          await app.logIn(Credentials.jwt(await jwtFor("alice")));
+        return await user.openRealm({
+          path: "/~/todos",
+          indexes: { Task: ["tag"] },
+          clientReset: { mode, onAfter: () => onAfter?.() },
+        });
+      };
+      {
+        const reset = Promise.withResolvers<void>();
+        await using app = await App.open(options(proxy.url, kvPath));
+        await using realm = await open(app, reset.resolve);
+        await (await realm.write((tx) => {
+          for (const id of ["t1", "t2", "t3"]) {
+            tx.put("Task", id, { tag: "old" });
+          }
+        })).waitForUpload({ signal: bounded() });
+        assert.deepEqual(tagged(realm, "old"), ["t1", "t2", "t3"]);
+        await using oldTag = new Recorder(
+          realm.watch("Task", {
+            where: { tag: "old" },
+            signal: bounded(LONG_MS),
+          }),
+        );
+        await using item = new Recorder(
+          realm.watchObject("Task", "t1", { signal: bounded(LONG_MS) }),
+        );
+        // Offline, a write the server never sees.
+        offline(proxy);
+        await realm.write((tx) => {
+          tx.put("Task", "p1", { tag: "pending" });
+          tx.put("Task", "t1", { tag: "pending" });
+        });
+        assert.deepEqual(tagged(realm, "pending"), ["p1", "t1"]);
+        assert.deepEqual(tagged(realm, "old"), ["t2", "t3"]);
+        // The server loses the realm; another client writes there anew.
+        await server.shutdown();
+        await copyStore(`${dir}/empty.kv`, live);
+        server = await startServerOn(live);
+        await server.realm("/alice/todos").write((tx) => {
+          tx.put("Task", "n1", { tag: "new" });
+          tx.put("Task", "t2", { tag: "new" });
+        });
+        proxy.retarget(server.addr);
+        proxy.mode = "forward";
+        app.reconnect();
+        await abortable(reset.promise, bounded(LONG_MS));
+        // Acknowledged writes the server lost are gone from every index;
+        // with recover the pending write is there again, with discard not.
+        const recovered = mode === "recover";
+        assert.deepEqual(tagged(realm, "old"), []);
+        assert.deepEqual(tagged(realm, "new"), ["n1", "t2"]);
+        assert.deepEqual(
+          tagged(realm, "pending"),
+          recovered ? ["p1", "t1"] : [],
+        );
+        // The live query saw t2 and t3 leave in one item (the reset is
+        // one remote transaction), and nothing else.
+        await oldTag.until((i) => i.objects.length === 0);
+        assert.deepEqual(
+          oldTag.items.map((i) => [ids(i.objects), i.changes]),
+          [
+            [["t1", "t2", "t3"], {
+              insertions: [0, 1, 2],
+              deletions: [],
+              modifications: [],
+            }],
+            [["t2", "t3"], {
+              insertions: [],
+              deletions: [0],
+              modifications: [],
+            }],
+            [[], { insertions: [], deletions: [0, 1], modifications: [] }],
+          ],
+        );
+        // t1 as the pending put left it (recover), or gone (discard).
+        if (recovered) {
+          assert.deepEqual(realm.get("Task", "t1"), { tag: "pending" });
+        } else {
+          await item.until((i) => i.fields === undefined);
+          assert.equal(realm.get("Task", "t1"), undefined);
+        }
+        await realm.syncSession.waitForUpload({ signal: bounded(LONG_MS) });
+      }
+      // Reopened from the store: the same answers, from the indexes rebuilt.
+      offline(proxy);
+      await using app = await App.open(options(proxy.url, kvPath));
+      await using realm = await open(app);
+      assert.deepEqual(tagged(realm, "old"), []);
+      assert.deepEqual(tagged(realm, "new"), ["n1", "t2"]);
+      assert.deepEqual(
+        tagged(realm, "pending"),
+        mode === "recover" ? ["p1", "t1"] : [],
+      );
+      assert.deepEqual(
+        ids(await firstItem(realm, "Task", { sort: [["tag", "asc"]] })),
+        mode === "recover" ? ["n1", "t2", "p1", "t1"] : ["n1", "t2"],
+      );
+    } finally {
+      await server.shutdown();
+    }
+  });
+}
+
+/** `promise`, or the signal's reason once it aborts. */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(resolve, reject).finally(() =>
+      signal.removeEventListener("abort", onAbort)
+    );
+  });
+}
+
+Deno.test('clientReset "discard" on a durable, indexed realm: what the server lost leaves every index and live query in one remote item, a query by the lost value returns nothing, and the realm reopens from the store with the same answers', async () => {
+  await resetStory("discard");
+});
+
+Deno.test('clientReset "recover" on a durable, indexed realm: the server\'s state plus the pending object, no index entry of what the server lost, and the same answers after reopening', async () => {
+  await resetStory("recover");
+});
+
+async function rejection(promise: Promise<unknown>): Promise<SyncError> {
+  const error = await promise.then(
+    () => assert.fail("expected a rejection"),
+    (error: unknown) => error,
+  );
+  assert.ok(error instanceof SyncError, String(error));
+  return error;
+}
+
+Deno.test("A rejected write on a durable, indexed realm: the revert leaves no index entry of the refused values (a query by them returns nothing, with or without an index), live queries and watchObject report the write and its revert, and the realm reopens with the same answers and nothing pending", async () => {
+  await withDir(async (dir) => {
+    const kvPath = `${dir}/app.kv`;
+    await using server = await startTestServer({
+      validateChangeset: ({ changes }) =>
+        changes.every((c) => c.fields?.tag !== "bad"),
+    });
+    const indexes = { Task: ["tag", "n"] };
+    const check = (realm: Realm, label: string) => {
+      assert.deepEqual(tagged(realm, "bad"), [], label);
+      assert.deepEqual(tagged(realm, "ok"), ["t1", "t2"], label);
+      const byN = (where: Record<string, unknown>) =>
+        ids(realm.objects("Task", { where } as never));
+      assert.deepEqual(byN({ n: 10 }), [], label);
+      assert.deepEqual(byN({ n: { gte: 3 } }), [], label);
+      assert.deepEqual(byN({ n: { in: [1, 3] } }), ["t1"], label);
+      assert.deepEqual(byN(unindexed({ n: { gte: 3 } })), [], label);
+      assert.deepEqual(realm.get("Task", "t1"), { tag: "ok", n: 1 }, label);
+      assert.equal(realm.get("Task", "t3"), undefined, label);
+    };
+    {
+      await using app = await App.open(options(server.url, kvPath));
+      const user = await app.logIn(Credentials.anonymous());
+      await using realm = await user.openRealm({ path: "/~/r", indexes });
+      await (await realm.write((tx) => {
+        tx.put("Task", "t1", { tag: "ok", n: 1 });
+        tx.put("Task", "t2", { tag: "ok", n: 2 });
+      })).waitForUpload({ signal: bounded() });
+      const signal = bounded(LONG_MS);
+      await using bad = new Recorder(
+        realm.watch("Task", { where: { tag: "bad" }, signal }),
+      );
+      await using ok = new Recorder(
+        realm.watch("Task", { where: { tag: "ok" }, sort: [["n", "asc"]], signal }),
+      );
+      await using t1 = new Recorder(
+        realm.watchObject("Task", "t1", { signal }),
+      );
+      const receipt = await realm.write((tx) => {
+        tx.update("Task", "t1", { tag: "bad", n: 10 });
+        tx.put("Task", "t3", { tag: "bad", n: 3 });
+        tx.delete("Task", "t2");
+      });
+      const error = await rejection(
+        receipt.waitForUpload({ signal: bounded() }),
+      );
+      assert.equal(error.code, "write_rejected");
+      assert.equal((error.cause as SyncError).code, "validation_failed");
+      check(realm, "reverted");
+      await bad.until((i) => i.objects.length === 0, { from: 2 });
+      assert.deepEqual(
+        bad.items.map((i) => [ids(i.objects), i.changes]),
+        [
+          [[], { insertions: [], deletions: [], modifications: [] }],
+          [["t1", "t3"], {
+            insertions: [0, 1],
+            deletions: [],
+            modifications: [],
+          }],
+          [[], { insertions: [], deletions: [0, 1], modifications: [] }],
+        ],
+      );
+      await ok.until((i) => i.objects.length === 2, { from: 1 });
+      assert.deepEqual(
+        ok.items.map((i) => [ids(i.objects), i.changes]),
+        [
+          [["t1", "t2"], {
+            insertions: [0, 1],
+            deletions: [],
+            modifications: [],
+          }],
+          [[], { insertions: [], deletions: [0, 1], modifications: [] }],
+          [["t1", "t2"], {
+            insertions: [0, 1],
+            deletions: [],
+            modifications: [],
+          }],
+        ],
+      );
+      await t1.until((i) => i.fields?.tag === "ok", { from: 1 });
+      assert.deepEqual(
+        t1.items.map((i) => [i.fields, i.changedFields]),
+        [
+          [{ tag: "ok", n: 1 }, ["n", "tag"]],
+          [{ tag: "bad", n: 10 }, ["n", "tag"]],
+          [{ tag: "ok", n: 1 }, ["n", "tag"]],
+        ],
+      );
+      await realm.syncSession.waitForUpload({ signal: bounded() });
+    }
+    await using app = await App.open(options(server.url, kvPath));
+    await using realm = await app.currentUser!.openRealm({
+      path: "/~/r",
+      indexes,
+    });
+    assert.deepEqual(realm.pendingWrites(), []);
+    check(realm, "reopened");
+    assert.deepEqual(
+      ids(await firstItem(realm, "Task", { where: { tag: "bad" } })),
+      [],
+    );
+  });
+});
+
+Deno.test("Two handles of one durable path opened with different indexes answer alike, before and after later writes and after one closes, and after the app reopens; User.logOut() keeps the data and its answers; logOut({ deleteLocalData: true }) ends the user's live queries, and the realm reopened offline answers every query, count and live query as an empty realm", async () => {
+  await seeded(async (prng) => {
+    await withDir(async (dir) => {
+      const kvPath = `${dir}/app.kv`;
+      await using server = await startTestServer({
+        auth: { jwtSecret: SECRET },
+      });
+      await using proxy = new TcpProxy(server.addr);
+      const model = new Map<string, Fields>();
+      const written: Value[] = [];
+      const logIn = async (app: App) => {
+        proxy.mode = "forward";
+        const user = await app.logIn(Credentials.jwt(await jwtFor("carol")));
+        // Then offline: what the realm holds comes from the store alone.
+        offline(proxy);
+        return user;
+      };
+      const checkRandom = (realms: Realm[], label: string) => {
+        for (let q = 0; q < 25; q++) {
+          const query = randomQuery(prng, model.size);
+          for (const realm of realms) {
+            checkQuery(realm, "T", model, query, label);
+          }
+        }
+      };
+      {
+        await using app = await App.open(options(proxy.url, kvPath));
+        const user = await logIn(app);
+        const first = await user.openRealm({
+          path: "/~/two",
+          indexes: { T: ["a"] },
+        });
+        await using second = await user.openRealm({
+          path: "/~/two",
+          indexes: { T: ["b"] },
+        });
+        try {
+          await randomWrites(first, prng, model, written, 10);
+          checkRandom([first, second], "two handles");
+          checkHistory(second, model, written, "two handles");
+        } finally {
+          await first.close();
+        }
+        await randomWrites(second, prng, model, written, 5);
+        checkRandom([second], "the first closed");
+        checkHistory(second, model, written, "the first closed");
+      }
+      await using app = await App.open(options(proxy.url, kvPath));
+      let user = app.currentUser!;
+      {
+        await using realm = await user.openRealm({
+          path: "/~/two",
+          indexes: { T: ["a", "b"] },
+        });
+        checkHistory(realm, model, written, "reopened");
+      }
+      await user.logOut();
+      user = await logIn(app);
+      {
+        await using realm = await user.openRealm({
+          path: "/~/two",
+          indexes: { T: ["c"] },
+        });
+        checkHistory(realm, model, written, "logged out and in");
+        await using watched = new Recorder(
+          realm.watch("T", { signal: bounded(LONG_MS) }),
+        );
+        await watched.until(() => true);
+        await user.logOut({ deleteLocalData: true });
+        await watched.finished();
+        assert.deepEqual(watched.outcome, { kind: "end" });
+      }
+      user = await logIn(app);
+      await using realm = await user.openRealm({
+        path: "/~/two",
+        indexes: { T: ["a", "b", "c"] },
+      });
+      const empty = new Map<string, Fields>();
+      assert.deepEqual(realm.objects("T"), []);
+      checkHistory(realm, empty, written, "deleted");
+      assert.deepEqual(await firstItem(realm, "T", {}), []);
+      assert.deepEqual(
+        await firstItem(realm, "T", { where: { a: { ne: null } } }),
+        [],
+      );
+    });
+  });
+});
+
+Deno.test("Values of every kind round-trip through a durable store: after the app reopens, fields are equal (-0, NaN, bigints, dates, bytes, nested arrays and objects), equality finds each value with or without an index, and sorts in both directions give the order they gave before", async () => {
+  await seeded(async (prng) => {
+    await withDir(async (dir) => {
+      const kvPath = `${dir}/app.kv`;
+      await using server = await startTestServer();
+      const values = prng.shuffle(SAMPLES.map((v, i) => [i, v] as const));
+      const model = new Map<string, Fields>();
+      const queries: ModelQuery[] = [
+        { sort: [["v", "asc"]] },
+        { sort: [["v", "desc"]] },
+        { sort: [["n", "asc"], ["v", "desc"]] },
+        { sort: [["n", "desc"]] },
+        { where: { v: { ne: null } }, sort: [["v", "asc"]], limit: 10 },
+        ...SAMPLES.map((v) => ({ where: { v: { eq: copyOf(v) } } })),
+        ...SAMPLES.map((v) => ({ where: { v: { gt: copyOf(v) } } })),
+        ...SAMPLES.map((v) => ({ where: { n: { eq: { deep: [copyOf(v)] } } } })),
+      ];
+      let before: string[][];
+      let objectsBefore: unknown;
+      {
+        await using app = await App.open(options(server.url, kvPath));
+        const user = await app.logIn(Credentials.anonymous());
+        await using realm = await user.openRealm({ path: "/~/kinds" });
+        await realm.write((tx) => {
+          for (const [i, v] of values) {
+            const fields = { v: copyOf(v), n: { deep: [copyOf(v)] } };
+            tx.put("K", `k${i}`, fields);
+            model.set(`k${i}`, fields);
+          }
+        });
+        before = queries.map((q) => ids(realm.objects("K", q as never)));
+        objectsBefore = realm.objects("K");
+        for (const [index, query] of queries.entries()) {
+          assert.deepEqual(before[index], modelIds(model, query), show(query));
+        }
+      }
+      for (const indexes of [undefined, { K: ["v", "n"] }]) {
+        await using app = await App.open(options(server.url, kvPath));
+        await using realm = await app.currentUser!.openRealm({
+          path: "/~/kinds",
+          ...(indexes === undefined ? {} : { indexes }),
+        });
+        const label = `reopened with indexes ${show(indexes)}`;
+        // In the order first seen, as before the restart.
+        assert.deepEqual(realm.objects("K"), objectsBefore, label);
+        for (const [index, query] of queries.entries()) {
+          checkQuery(realm, "K", model, query, label);
+          assert.deepEqual(
+            ids(realm.objects("K", query as never)),
+            before[index],
+            `${label}: ${show(query)}`,
+          );
+        }
+        for (const [i, v] of values) {
+          const got = realm.get("K", `k${i}`);
+          assert.ok(got !== undefined);
+          // deepStrictEqual tells -0 from 0 and holds NaN equal to NaN.
+          assert.deepEqual(got, { v, n: { deep: [v] } }, show(v));
+          assert.ok(Object.is(got.v, v) || typeof v === "object", show(v));
+        }
+        assert.deepEqual(
+          ids(await firstItem(realm, "K", { sort: [["v", "desc"]] })),
+          before[1],
+        );
+      }
+    });
+  });
+});
+
+Deno.test("Realm.objects(type) without a query keeps the order first seen across a reopen, also after many commits have had the store rewritten, and every query still answers as the model", async () => {
+  await seeded(async (prng) => {
+    await withDir(async (dir) => {
+      const kvPath = `${dir}/app.kv`;
+      await using server = await startTestServer();
+      const model = new Map<string, Fields>();
+      const order = prng.shuffle(
+        Array.from({ length: 300 }, (_, i) => `o${String(i).padStart(3, "0")}`),
+      );
+      let firstSeen: string[];
+      {
+        await using app = await App.open(options(server.url, kvPath));
+        const user = await app.logIn(Credentials.anonymous());
+        await using realm = await user.openRealm({
+          path: "/~/order",
+          indexes: { T: ["a"] },
+        });
+        // One commit per object, then updates: the store's log grows past
+        // what a reopen reads as is.
+        for (const id of order) {
+          const fields = { a: prng.int(5), b: id };
+          await realm.write((tx) => tx.put("T", id, fields));
+          model.set(id, fields);
+        }
+        for (let i = 0; i < 100; i++) {
+          const id = prng.pick(order);
+          const a = prng.int(5);
+          await realm.write((tx) => tx.update("T", id, { a }));
+          model.set(id, { ...model.get(id)!, a });
+        }
+        firstSeen = ids(realm.objects("T"));
+        assert.deepEqual(firstSeen, order);
+      }
+      await using app = await App.open(options(server.url, kvPath));
+      await using realm = await app.currentUser!.openRealm({
+        path: "/~/order",
+        indexes: { T: ["a"] },
+      });
+      assert.deepEqual(ids(realm.objects("T")), firstSeen);
+      for (let a = 0; a < 5; a++) {
+        checkQuery(realm, "T", model, { where: { a } }, "reopened");
+        checkQuery(realm, "T", model, {
+          where: { a: { gte: a } },
+          sort: [["a", "desc"]],
+          limit: 20,
+        }, "reopened");
+      }
+    });
+  });
+});
