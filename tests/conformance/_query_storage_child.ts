@@ -2,7 +2,8 @@
  * The child process of `query_storage_test.ts`, through the public API only:
  * a durable app that restores its saved user, opens an indexed shared realm
  * and writes random transactions one after another (puts, updates and
- * deletes of a small pool of objects), printing `ok <tx>` once each
+ * deletes of a small pool of objects, and now and then a transaction big
+ * enough to be stored in several parts), printing `ok <tx>` once each
  * `write()` resolved, until it is killed.
  *
  * Usage: `deno run -A --unstable-kv _query_storage_child.ts <kvPath> <baseUrl> <seed>`
@@ -43,6 +44,9 @@ export function itemFields(prng: Prng, by: string): Fields {
   return fields;
 }
 
+/** Objects a big transaction of the child puts (ids `b0`…). */
+export const BIG_OBJECTS = 400;
+
 /** The ids both writers pick from. */
 export const ITEM_IDS: string[] = Array.from(
   { length: 40 },
@@ -74,6 +78,16 @@ if (import.meta.main) {
   // One write at a time: at a kill, at most one has not resolved.
   for (let tx = 0; tx < 100_000; tx++) {
     await realm.write((t) => {
+      if (prng.int(4) === 0) {
+        // A big transaction: its commit is written in several parts.
+        for (let k = 0; k < BIG_OBJECTS; k++) {
+          t.put("Item", `b${k}`, {
+            ...itemFields(prng, "child"),
+            pad: `${tx}`.padEnd(300, "."),
+          });
+        }
+        return;
+      }
       // Whether each object touched exists, as this transaction left it.
       const live = new Map<string, boolean>();
       for (let step = 0, n = 1 + prng.int(3); step < n; step++) {

@@ -11,6 +11,7 @@ import {
   type ClientResetMode,
   Credentials,
   type Fields,
+  type LiveQueryUpdate,
   type Realm,
   type RealmConfig,
   SyncError,
@@ -23,6 +24,7 @@ import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
 import { epochSeconds, signUserJwt } from "../_helpers/user_jwt.ts";
 import { bounded, Recorder } from "../_helpers/waits.ts";
 import {
+  BIG_OBJECTS,
   CHILD_INDEXES,
   CHILD_PATH,
   ITEM_IDS,
@@ -157,6 +159,31 @@ async function firstItem(
   } finally {
     await reader.cancel();
   }
+}
+
+/**
+ * Waits until a live query's latest item holds `want`, and checks that its
+ * items' change sets patch each result into the next.
+ */
+async function untilPatched(
+  watched: Recorder<LiveQueryUpdate<Fields>>,
+  want: string[],
+): Promise<void> {
+  await watched.until((item) =>
+    JSON.stringify(ids(item.objects)) === JSON.stringify(want)
+  );
+  let list = ids(watched.items[0]!.objects);
+  for (const { objects, changes } of watched.items.slice(1)) {
+    for (const index of [...changes.deletions].reverse()) {
+      list.splice(index, 1);
+    }
+    for (const index of changes.insertions) {
+      list.splice(index, 0, objects[index]!.id);
+    }
+    assert.deepEqual(list, ids(objects));
+    list = ids(objects);
+  }
+  assert.deepEqual(ids(watched.items.at(-1)!.objects), want);
 }
 
 // ---------------------------------------------------------------------------
@@ -462,6 +489,10 @@ Deno.test("An indexed durable realm SIGKILLed amid local writes and downloads re
       });
       const reopened = checkItems(realm, "reopened");
       assert.ok(reopened.size > 0);
+      // A big transaction is there whole or not at all.
+      const big = [...reopened].filter(([id]) => id.startsWith("b"));
+      assert.ok(big.length === 0 || big.length === BIG_OBJECTS, `${big.length}`);
+      assert.ok(new Set(big.map(([, f]) => f.pad)).size <= 1);
       checkItems(other, "reopened, second handle");
       const live: ModelQuery = {
         where: { g: { in: [1, 2] } },
@@ -489,22 +520,7 @@ Deno.test("An indexed durable realm SIGKILLed amid local writes and downloads re
       const caughtUp = checkItems(realm, "caught up");
       assert.deepEqual(caughtUp, onServer);
       checkItems(other, "caught up, second handle");
-      // The live query's items patch its first result into the current one.
-      const want = modelIds(caughtUp, live);
-      await watched.until((item) =>
-        JSON.stringify(ids(item.objects)) === JSON.stringify(want)
-      );
-      let list = ids(watched.items[0]!.objects);
-      for (const { objects, changes } of watched.items.slice(1)) {
-        for (const index of [...changes.deletions].reverse()) {
-          list.splice(index, 1);
-        }
-        for (const index of changes.insertions) {
-          list.splice(index, 0, objects[index]!.id);
-        }
-        assert.deepEqual(list, ids(objects));
-        list = ids(objects);
-      }
+      await untilPatched(watched, modelIds(caughtUp, live));
     });
   });
 });
@@ -998,5 +1014,144 @@ Deno.test("Realm.objects(type) without a query keeps the order first seen across
         }, "reopened");
       }
     });
+  });
+});
+
+Deno.test("A durable, indexed realm bootstrapped with thousands of objects in a DOWNLOAD bigger than one Deno KV commit, live queries registered before: each live query ends on its query's result, and after reopening every query answers as the server's state", async () => {
+  await withDir(async (dir) => {
+    const kvPath = `${dir}/app.kv`;
+    await using server = await startTestServer({
+      permissions: () => "readwrite",
+      downloadBatchBytes: 4 * 1024 * 1024,
+    });
+    const path = "/shared/big";
+    const remote = server.realm(path);
+    for (let chunk = 0; chunk < 6; chunk++) {
+      await remote.write((tx) => {
+        for (let k = 0; k < 500; k++) {
+          const n = chunk * 500 + k;
+          tx.put("Item", `c${chunk}-${k}`, {
+            g: n % 7,
+            ...(n % 11 === 0 ? {} : { v: n % 13 === 0 ? null : `${n % 50}` }),
+            pad: `${n}`.padEnd(300, "."),
+          });
+        }
+      });
+    }
+    await remote.write((tx) => {
+      for (let k = 0; k < 100; k++) tx.delete("Item", `c0-${k}`);
+      for (let k = 0; k < 100; k++) tx.update("Item", `c1-${k}`, { g: 3 });
+    });
+    const queries: ModelQuery[] = [
+      { where: { g: 3 }, sort: [["v", "asc"]] },
+      { where: { v: { gte: "4" } }, sort: [["g", "desc"]], limit: 25 },
+      { where: { v: null, g: { in: [1, 2] } } },
+    ];
+    const check = async (realm: Realm, label: string) => {
+      const onServer = new Map(
+        (await remote.objects("Item")).map((o) => [o.id, o.fields]),
+      );
+      assert.equal(onServer.size, 2_900);
+      assert.deepEqual(stored(realm, "Item"), onServer, label);
+      for (const query of queries) {
+        checkQuery(realm, "Item", onServer, query, label);
+      }
+      for (const where of ITEM_WHERES.slice(0, 9)) {
+        checkQuery(realm, "Item", onServer, { where }, label);
+      }
+      return onServer;
+    };
+    {
+      await using app = await App.open(options(server.url, kvPath));
+      const user = await app.logIn(Credentials.anonymous());
+      await using realm = await user.openRealm({
+        path,
+        indexes: { Item: ["g", "v"] },
+      });
+      await using stack = new AsyncDisposableStack();
+      const watched = queries.map((query) =>
+        stack.use(
+          new Recorder(
+            realm.watch(
+              "Item",
+              { ...query, signal: bounded(LONG_MS) } as never,
+            ),
+          ),
+        )
+      );
+      await realm.syncSession.waitForDownload({ signal: bounded(LONG_MS) });
+      const onServer = await check(realm, "bootstrapped");
+      for (const [index, query] of queries.entries()) {
+        await untilPatched(watched[index]!, modelIds(onServer, query));
+      }
+    }
+    await using app = await App.open(options(server.url, kvPath));
+    await using realm = await app.currentUser!.openRealm({
+      path,
+      indexes: { Item: ["v"] },
+    });
+    await check(realm, "reopened");
+  });
+});
+
+Deno.test("Field names that are Object.prototype's own (__proto__, toString, constructor, hasOwnProperty, valueOf) are plain fields through a durable store: equality, ne, ranges, in, sorting and count with and without an index, before and after reopening", async () => {
+  await withDir(async (dir) => {
+    const kvPath = `${dir}/app.kv`;
+    await using server = await startTestServer();
+    const names = [
+      "__proto__",
+      "toString",
+      "constructor",
+      "hasOwnProperty",
+      "valueOf",
+    ];
+    const all = (value: Value): Fields =>
+      Object.fromEntries(names.map((name) => [name, value]));
+    for (const reopened of [false, true]) {
+      await using app = await App.open(options(server.url, kvPath));
+      const user = app.currentUser ??
+        await app.logIn(Credentials.anonymous());
+      for (const indexes of [undefined, { T: names }]) {
+        await using realm = await user.openRealm({
+          path: indexes === undefined ? "/~/plain" : "/~/indexed",
+          ...(indexes === undefined ? {} : { indexes }),
+        });
+        if (!reopened) {
+          await realm.write((tx) => {
+            tx.put("T", "with", all(5));
+            tx.put("T", "nulls", all(null));
+            tx.put("T", "without", { x: 1 });
+          });
+        }
+        const model = new Map<string, Fields>([
+          ["with", all(5)],
+          ["nulls", all(null)],
+          ["without", { x: 1 }],
+        ]);
+        const label = `${reopened ? "reopened" : "written"}, ${show(indexes)}`;
+        assert.deepEqual(realm.get("T", "with"), all(5), label);
+        for (const name of names) {
+          for (
+            const condition of [
+              5,
+              null,
+              { eq: 5 },
+              { ne: 5 },
+              { gte: 0 },
+              { in: [5, null] },
+            ]
+          ) {
+            // A computed key: `{ __proto__: … }` would set the prototype.
+            const where = Object.fromEntries([[name, condition]]);
+            checkQuery(realm, "T", model, { where }, label);
+          }
+          for (const direction of ["asc", "desc"] as const) {
+            checkQuery(realm, "T", model, {
+              sort: [[name, direction]],
+            }, label);
+          }
+        }
+      }
+    }
   });
 });
