@@ -491,7 +491,10 @@ Deno.test("An indexed durable realm SIGKILLed amid local writes and downloads re
       assert.ok(reopened.size > 0);
       // A big transaction is there whole or not at all.
       const big = [...reopened].filter(([id]) => id.startsWith("b"));
-      assert.ok(big.length === 0 || big.length === BIG_OBJECTS, `${big.length}`);
+      assert.ok(
+        big.length === 0 || big.length === BIG_OBJECTS,
+        `${big.length}`,
+      );
       assert.ok(new Set(big.map(([, f]) => f.pad)).size <= 1);
       checkItems(other, "reopened, second handle");
       const live: ModelQuery = {
@@ -737,7 +740,11 @@ Deno.test("A rejected write on a durable, indexed realm: the revert leaves no in
         realm.watch("Task", { where: { tag: "bad" }, signal }),
       );
       await using ok = new Recorder(
-        realm.watch("Task", { where: { tag: "ok" }, sort: [["n", "asc"]], signal }),
+        realm.watch("Task", {
+          where: { tag: "ok" },
+          sort: [["n", "asc"]],
+          signal,
+        }),
       );
       await using t1 = new Recorder(
         realm.watchObject("Task", "t1", { signal }),
@@ -912,7 +919,9 @@ Deno.test("Values of every kind round-trip through a durable store: after the ap
         { where: { v: { ne: null } }, sort: [["v", "asc"]], limit: 10 },
         ...SAMPLES.map((v) => ({ where: { v: { eq: copyOf(v) } } })),
         ...SAMPLES.map((v) => ({ where: { v: { gt: copyOf(v) } } })),
-        ...SAMPLES.map((v) => ({ where: { n: { eq: { deep: [copyOf(v)] } } } })),
+        ...SAMPLES.map((v) => ({
+          where: { n: { eq: { deep: [copyOf(v)] } } },
+        })),
       ];
       let before: string[][];
       let objectsBefore: unknown;
@@ -1151,6 +1160,161 @@ Deno.test("Field names that are Object.prototype's own (__proto__, toString, con
             }, label);
           }
         }
+      }
+    }
+  });
+});
+
+Deno.test("A rejected write followed by a later write to the same object on a durable, indexed realm: the later write survives on top of the revert, the indexes hold its value and neither the refused nor the overwritten one, and so does the reopened realm", async () => {
+  await withDir(async (dir) => {
+    const kvPath = `${dir}/app.kv`;
+    await using server = await startTestServer({
+      validateChangeset: ({ changes }) =>
+        changes.every((c) => c.fields?.tag !== "bad"),
+    });
+    await using proxy = new TcpProxy(server.addr);
+    const indexes = { Task: ["tag", "n"] };
+    const check = (realm: Realm, label: string) => {
+      const where = (w: Record<string, unknown>) =>
+        ids(realm.objects("Task", { where: w } as never));
+      for (
+        const [w, want] of [
+          [{ n: 20 }, ["t1"]],
+          [{ n: 10 }, []],
+          [{ n: 1 }, []],
+          [{ n: { gt: 1 } }, ["t1"]],
+          [{ tag: "ok" }, ["t1"]],
+          [{ tag: "bad" }, []],
+          [{ tag: { in: ["bad", "ok"] }, n: { lte: 20 } }, ["t1"]],
+        ] as const
+      ) {
+        assert.deepEqual(where(w), want, `${label}: ${show(w)}`);
+        assert.deepEqual(where(unindexed(w)), want, `${label}: ${show(w)}`);
+      }
+      assert.deepEqual(realm.get("Task", "t1"), { tag: "ok", n: 20 }, label);
+    };
+    {
+      await using app = await App.open(options(proxy.url, kvPath));
+      const user = await app.logIn(Credentials.anonymous());
+      await using realm = await user.openRealm({ path: "/~/r", indexes });
+      await (await realm.write((tx) =>
+        tx.put("Task", "t1", { tag: "ok", n: 1 })
+      ))
+        .waitForUpload({ signal: bounded() });
+      await using watched = new Recorder(
+        realm.watch("Task", {
+          where: { n: { gte: 10 } },
+          signal: bounded(LONG_MS),
+        }),
+      );
+      // Both written before the server sees either.
+      offline(proxy);
+      const refused = await realm.write((tx) =>
+        tx.update("Task", "t1", { tag: "bad", n: 10 })
+      );
+      const later = await realm.write((tx) =>
+        tx.update("Task", "t1", { n: 20 })
+      );
+      assert.deepEqual(realm.get("Task", "t1"), { tag: "bad", n: 20 });
+      proxy.mode = "forward";
+      app.reconnect();
+      const error = await rejection(
+        refused.waitForUpload({ signal: bounded(LONG_MS) }),
+      );
+      assert.equal(error.code, "write_rejected");
+      await later.waitForUpload({ signal: bounded(LONG_MS) });
+      check(realm, "settled");
+      // t1 matched throughout (n 10, then 20, then 20 over the revert).
+      await untilPatched(watched, ["t1"]);
+      assert.deepEqual(await server.realm(`/${user.id}/r`).get("Task", "t1"), {
+        tag: "ok",
+        n: 20,
+      });
+    }
+    offline(proxy);
+    await using app = await App.open(options(proxy.url, kvPath));
+    await using realm = await app.currentUser!.openRealm({
+      path: "/~/r",
+      indexes,
+    });
+    assert.deepEqual(realm.pendingWrites(), []);
+    check(realm, "reopened");
+  });
+});
+
+Deno.test('One durable store, several users and storages: each user\'s realm at the same path answers its indexed queries with its own objects only, a per-realm { kvPath } store keeps its data and answers, and a per-realm "memory" realm is empty after the app reopens', async () => {
+  await withDir(async (dir) => {
+    const kvPath = `${dir}/app.kv`;
+    const otherPath = `${dir}/other.kv`;
+    await using server = await startTestServer({
+      auth: { jwtSecret: SECRET },
+    });
+    await using proxy = new TcpProxy(server.addr);
+    const indexes = { Task: ["owner", "n"] };
+    const logIn = async (app: App, name: string) => {
+      proxy.mode = "forward";
+      const user = await app.logIn(Credentials.jwt(await jwtFor(name)));
+      offline(proxy);
+      return user;
+    };
+    const owned = (realm: Realm, owner: string) =>
+      ids(realm.objects("Task", { where: { owner }, sort: [["n", "asc"]] }));
+    const storages: [string, RealmConfig["storage"]][] = [
+      ["app", undefined],
+      ["kvPath", { kvPath: otherPath }],
+      ["memory", "memory"],
+    ];
+    {
+      await using app = await App.open(options(proxy.url, kvPath));
+      for (const name of ["alice", "bob"]) {
+        const user = await logIn(app, name);
+        for (const [label, storage] of storages) {
+          await using realm = await user.openRealm({
+            path: `/~/${label}`,
+            indexes,
+            ...(storage === undefined ? {} : { storage }),
+          });
+          await realm.write((tx) => {
+            for (let n = 0; n < 3; n++) {
+              tx.put("Task", `${name}-${n}`, { owner: name, n: -n });
+            }
+          });
+          assert.deepEqual(
+            owned(realm, name),
+            [2, 1, 0].map((n) => `${name}-${n}`),
+          );
+        }
+      }
+    }
+    await using app = await App.open(options(proxy.url, kvPath));
+    assert.deepEqual(app.allUsers.map((u) => u.id), ["alice", "bob"]);
+    for (const user of app.allUsers) {
+      for (const [label, storage] of storages) {
+        await using realm = await user.openRealm({
+          path: `/~/${label}`,
+          indexes,
+          ...(storage === undefined ? {} : { storage }),
+        });
+        const mine = label === "memory"
+          ? []
+          : [2, 1, 0].map((n) => `${user.id}-${n}`);
+        assert.deepEqual(owned(realm, user.id), mine, `${user.id} ${label}`);
+        for (const other of ["alice", "bob"]) {
+          if (other !== user.id) {
+            assert.deepEqual(owned(realm, other), [], `${user.id} ${label}`);
+          }
+        }
+        assert.equal(
+          realm.count("Task", { where: { n: { lte: 0 } } }),
+          mine.length,
+        );
+        assert.deepEqual(
+          // n is -0 for the first object (-n of 0): 0 would not match it.
+          ids(
+            await firstItem(realm, "Task", { where: { n: { in: [-0, -2] } } }),
+          ),
+          label === "memory" ? [] : [`${user.id}-0`, `${user.id}-2`],
+        );
       }
     }
   });
