@@ -621,19 +621,29 @@ async function resetStory(mode: ClientResetMode): Promise<void> {
         proxy.retarget(server.addr);
         proxy.mode = "forward";
         app.reconnect();
-        await abortable(reset.promise, bounded(LONG_MS));
-        // Acknowledged writes the server lost are gone from every index;
-        // with recover the pending write is there again, with discard not.
-        const recovered = mode === "recover";
-        assert.deepEqual(tagged(realm, "old"), []);
-        assert.deepEqual(tagged(realm, "new"), ["n1", "t2"]);
-        assert.deepEqual(
-          tagged(realm, "pending"),
-          recovered ? ["p1", "t1"] : [],
-        );
-        // The live query saw t2 and t3 leave in one item (the reset is
-        // one remote transaction), and nothing else.
-        await oldTag.until((i) => i.objects.length === 0);
+        if (mode === "manual") {
+          // The session fails; the local data and its indexes stay.
+          const error = await rejection(
+            realm.syncSession.waitForDownload({ signal: bounded(LONG_MS) }),
+          );
+          assert.equal(error.code, "client_reset_required");
+          assert.equal(await endOf(oldTag), "client_reset_required");
+        } else {
+          await abortable(reset.promise, bounded(LONG_MS));
+        }
+        const want = expected[mode];
+        for (const [tag, tagIds] of Object.entries(want.tags)) {
+          assert.deepEqual(tagged(realm, tag), tagIds, `${mode} ${tag}`);
+        }
+        // The live query saw t1 leave (the pending put), then the reset as
+        // one remote transaction, and nothing else.
+        if (mode !== "manual") {
+          await oldTag.until(
+            (i) =>
+              JSON.stringify(ids(i.objects)) === JSON.stringify(want.tags.old),
+            { from: 2 },
+          );
+        }
         assert.deepEqual(
           oldTag.items.map((i) => [ids(i.objects), i.changes]),
           [
@@ -647,37 +657,70 @@ async function resetStory(mode: ClientResetMode): Promise<void> {
               deletions: [0],
               modifications: [],
             }],
-            [[], { insertions: [], deletions: [0, 1], modifications: [] }],
+            ...want.resetItem,
           ],
         );
-        // t1 as the pending put left it (recover), or gone (discard).
-        if (recovered) {
-          assert.deepEqual(realm.get("Task", "t1"), { tag: "pending" });
-        } else {
+        // t1 as the pending put left it, or gone (discard).
+        if (mode === "discard") {
           await item.until((i) => i.fields === undefined);
           assert.equal(realm.get("Task", "t1"), undefined);
+        } else {
+          assert.deepEqual(realm.get("Task", "t1"), { tag: "pending" });
         }
-        await realm.syncSession.waitForUpload({ signal: bounded(LONG_MS) });
+        if (mode !== "manual") {
+          await realm.syncSession.waitForUpload({ signal: bounded(LONG_MS) });
+        }
       }
       // Reopened from the store: the same answers, from the indexes rebuilt.
       offline(proxy);
       await using app = await App.open(options(proxy.url, kvPath));
       await using realm = await open(app);
-      assert.deepEqual(tagged(realm, "old"), []);
-      assert.deepEqual(tagged(realm, "new"), ["n1", "t2"]);
-      assert.deepEqual(
-        tagged(realm, "pending"),
-        mode === "recover" ? ["p1", "t1"] : [],
-      );
+      const want = expected[mode];
+      for (const [tag, tagIds] of Object.entries(want.tags)) {
+        assert.deepEqual(tagged(realm, tag), tagIds, `reopened ${mode} ${tag}`);
+      }
       assert.deepEqual(
         ids(await firstItem(realm, "Task", { sort: [["tag", "asc"]] })),
-        mode === "recover" ? ["n1", "t2", "p1", "t1"] : ["n1", "t2"],
+        want.sorted,
       );
     } finally {
       await server.shutdown();
     }
   });
 }
+
+/** What each mode leaves, by tag, and the reset's item of a live query. */
+const expected: Record<ClientResetMode, {
+  tags: Record<"old" | "new" | "pending", string[]>;
+  resetItem: unknown[];
+  sorted: string[];
+}> = {
+  discard: {
+    tags: { old: [], new: ["n1", "t2"], pending: [] },
+    resetItem: [[[], { insertions: [], deletions: [0, 1], modifications: [] }]],
+    sorted: ["n1", "t2"],
+  },
+  recover: {
+    tags: { old: [], new: ["n1", "t2"], pending: ["p1", "t1"] },
+    resetItem: [[[], { insertions: [], deletions: [0, 1], modifications: [] }]],
+    sorted: ["n1", "t2", "p1", "t1"],
+  },
+  // t3 is given back to the server; t2 is newer there.
+  recoverAll: {
+    tags: { old: ["t3"], new: ["n1", "t2"], pending: ["p1", "t1"] },
+    resetItem: [[["t3"], {
+      insertions: [],
+      deletions: [0],
+      modifications: [],
+    }]],
+    sorted: ["n1", "t2", "t3", "p1", "t1"],
+  },
+  manual: {
+    tags: { old: ["t2", "t3"], new: [], pending: ["p1", "t1"] },
+    resetItem: [],
+    sorted: ["t2", "t3", "p1", "t1"],
+  },
+};
 
 /** `promise`, or the signal's reason once it aborts. */
 function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
@@ -696,6 +739,14 @@ Deno.test('clientReset "discard" on a durable, indexed realm: what the server lo
 
 Deno.test('clientReset "recover" on a durable, indexed realm: the server\'s state plus the pending object, no index entry of what the server lost, and the same answers after reopening', async () => {
   await resetStory("recover");
+});
+
+Deno.test('clientReset "recoverAll" on a durable, indexed realm: what the server lost and the client holds comes back into the indexes, what the server holds newer wins, and the same answers after reopening', async () => {
+  await resetStory("recoverAll");
+});
+
+Deno.test('clientReset "manual" on a durable, indexed realm: live queries error with client_reset_required after their queued items, the local data and its indexes stay, and answer the same after reopening', async () => {
+  await resetStory("manual");
 });
 
 async function rejection(promise: Promise<unknown>): Promise<SyncError> {
@@ -1316,6 +1367,65 @@ Deno.test('One durable store, several users and storages: each user\'s realm at 
           label === "memory" ? [] : [`${user.id}-0`, `${user.id}-2`],
         );
       }
+    }
+  });
+});
+
+/** How a stream of a recorder ended: its error's code, or "end". */
+async function endOf(recorder: Recorder<unknown>): Promise<string> {
+  await recorder.finished(bounded(LONG_MS));
+  const outcome = recorder.outcome!;
+  if (outcome.kind === "end") return "end";
+  assert.ok(outcome.error instanceof SyncError, String(outcome.error));
+  return outcome.error.code;
+}
+
+Deno.test("A durable, indexed realm whose saved user the server refuses: its live queries and object watchers error with login_failed after the items already queued, and the realm stays readable (queries, count and indexes answer from the store) until it closes", async () => {
+  await withDir(async (dir) => {
+    const kvPath = `${dir}/app.kv`;
+    // The first server signed the saved refresh token; the second, behind
+    // the same address, has another key and refuses it.
+    await using old = await startTestServer();
+    await using server = await startTestServer();
+    await using proxy = new TcpProxy(old.addr);
+    const indexes = { Task: ["n"] };
+    {
+      await using app = await App.open(options(proxy.url, kvPath));
+      const user = await app.logIn(Credentials.anonymous());
+      await using realm = await user.openRealm({ path: "/~/t", indexes });
+      await realm.write((tx) => {
+        for (let n = 0; n < 5; n++) tx.put("Task", `t${n}`, { n });
+      });
+    }
+    proxy.retarget(server.addr);
+    offline(proxy);
+    await using app = await App.open(options(proxy.url, kvPath));
+    const user = app.currentUser!;
+    await using realm = await user.openRealm({ path: "/~/t", indexes });
+    const signal = bounded(LONG_MS);
+    await using watched = new Recorder(
+      realm.watch("Task", { where: { n: { gte: 2 } }, signal }),
+    );
+    await using object = new Recorder(
+      realm.watchObject("Task", "t3", { signal }),
+    );
+    await watched.until(() => true);
+    // A local write before the failure: its item comes before the error.
+    await realm.write((tx) => tx.update("Task", "t1", { n: 7 }));
+    proxy.mode = "forward";
+    app.reconnect();
+    assert.equal(await endOf(watched), "login_failed");
+    assert.equal(await endOf(object), "login_failed");
+    assert.deepEqual(
+      watched.items.map((i) => ids(i.objects)),
+      [["t2", "t3", "t4"], ["t1", "t2", "t3", "t4"]],
+    );
+    assert.deepEqual(object.items.map((i) => i.fields), [{ n: 3 }]);
+    assert.equal(realm.syncSession.error?.code, "login_failed");
+    const model = stored(realm, "Task");
+    assert.equal(model.size, 5);
+    for (const where of [{ n: 7 }, { n: { gte: 2 } }, { n: 1 }, { n: null }]) {
+      checkQuery(realm, "Task", model, { where, sort: [["n", "desc"]] }, "");
     }
   });
 });
