@@ -1,7 +1,7 @@
 // This module is browser compatible.
 
 import type { Instruction } from "./changeset.ts";
-import { cloneValue, defineField, type Fields, isValue } from "./value.ts";
+import { defineField, type Fields, isValue, type Value } from "./value.ts";
 
 interface PendingWrite {
   op: "put" | "update" | "delete";
@@ -24,6 +24,31 @@ export const MAX_NAME_BYTES = 512;
 
 const encoder = new TextEncoder();
 
+/**
+ * A string as UTF-8 carries it: each lone surrogate becomes U+FFFD, as the
+ * protocol's encoder writes it (PROTOCOL.md §3.4). Applied when a write is
+ * made, so the realm holds what its store, the server and every other
+ * replica hold, and a reopen or another client never sees another string.
+ */
+function stored(text: string): string {
+  return text.isWellFormed() ? text : text.toWellFormed();
+}
+
+/** A value as it is stored: a copy, every string and key {@linkcode stored}. */
+function storedValue(value: Value): Value {
+  if (typeof value === "string") return stored(value);
+  if (value === null || typeof value !== "object") return value;
+  if (value instanceof Date) return new Date(value.getTime());
+  if (value instanceof Uint8Array) return value.slice();
+  if (Array.isArray(value)) return value.map(storedValue);
+  const copy: { [key: string]: Value } = {};
+  for (const key of Object.keys(value)) {
+    defineField(copy, stored(key), storedValue(value[key]!));
+  }
+  return copy;
+}
+
+/** Checks a type name or id; returns it as it is stored. */
 function checkName(what: string, method: string, value: unknown): string {
   if (typeof value !== "string" || value.length === 0) {
     throw new TypeError(
@@ -42,7 +67,7 @@ function checkName(what: string, method: string, value: unknown): string {
       );
     }
   }
-  return value;
+  return stored(value);
 }
 
 function copyFields(method: string, fields: unknown): Fields {
@@ -63,7 +88,7 @@ function copyFields(method: string, fields: unknown): Fields {
         } holds a value a realm cannot store (${describe(value)})`,
       );
     }
-    defineField(copy, name, cloneValue(value));
+    defineField(copy, stored(name), storedValue(value));
   }
   return copy;
 }
@@ -107,8 +132,8 @@ export class TransactionWrites {
   /** See `Transaction.put`. */
   put(type: string, id: string, fields: Fields): void {
     this.#checkOpen("put");
-    checkName("type", "put", type);
-    checkName("id", "put", id);
+    type = checkName("type", "put", type);
+    id = checkName("id", "put", id);
     const copy = copyFields("put", fields);
     this.#writes.set(objectKey(type, id), {
       op: "put",
@@ -121,8 +146,8 @@ export class TransactionWrites {
   /** See `Transaction.update`. */
   update(type: string, id: string, fields: Fields): void {
     this.#checkOpen("update");
-    checkName("type", "update", type);
-    checkName("id", "update", id);
+    type = checkName("type", "update", type);
+    id = checkName("id", "update", id);
     const copy = copyFields("update", fields);
     const key = objectKey(type, id);
     const earlier = this.#writes.get(key);
@@ -146,8 +171,8 @@ export class TransactionWrites {
   /** See `Transaction.delete`. */
   delete(type: string, id: string): void {
     this.#checkOpen("delete");
-    checkName("type", "delete", type);
-    checkName("id", "delete", id);
+    type = checkName("type", "delete", type);
+    id = checkName("id", "delete", id);
     this.#writes.set(objectKey(type, id), {
       op: "delete",
       type,
@@ -193,7 +218,10 @@ export class TransactionWrites {
  * one update).
  *
  * Values are checked and copied when written: changing an object after
- * passing it in does not change what the realm stores.
+ * passing it in does not change what the realm stores. Strings are stored
+ * as UTF-8, so a lone surrogate (half of an emoji cut by `slice`) becomes
+ * U+FFFD when written, in type names, ids, field names and values alike:
+ * the realm reads back what its store and every other replica hold.
  *
  * @example Folding writes to one object
  * ```ts

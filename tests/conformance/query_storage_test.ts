@@ -17,6 +17,7 @@ import {
   SyncError,
   type Value,
 } from "../../mod.ts";
+import { fastApp, openClient } from "./_helpers.ts";
 import { linesOf } from "../_helpers/lines.ts";
 import { Prng, testSeed } from "../_helpers/prng.ts";
 import { TcpProxy } from "../_helpers/tcp_proxy.ts";
@@ -749,6 +750,89 @@ Deno.test('clientReset "manual" on a durable, indexed realm: live queries error 
   await resetStory("manual");
 });
 
+Deno.test('clientReset "recover" after the server is restored from a backup: objects it holds as the client does wake no live query and no object watcher, one live query sees only the lost object leave, and changes() reports only that', async () => {
+  await withDir(async (dir) => {
+    const live = `${dir}/live.kv`;
+    let server = await startServerOn(live);
+    await using proxy = new TcpProxy(server.addr);
+    try {
+      const kvPath = `${dir}/client.kv`;
+      const reset = Promise.withResolvers<void>();
+      await using app = await App.open(options(proxy.url, kvPath));
+      const user = await app.logIn(Credentials.jwt(await jwtFor("alice")));
+      await using realm = await user.openRealm({
+        path: "/~/todos",
+        indexes: { Task: ["tag"] },
+        clientReset: { mode: "recover", onAfter: () => reset.resolve() },
+      });
+      await (await realm.write((tx) => {
+        for (const id of ["t1", "t2", "t3"]) tx.put("Task", id, { tag: "x" });
+      })).waitForUpload({ signal: bounded() });
+      // The backup, taken while the server is down.
+      await server.shutdown();
+      await copyStore(live, `${dir}/backup.kv`);
+      server = await startServerOn(live);
+      proxy.retarget(server.addr);
+      proxy.dropAll();
+      await (await realm.write((tx) => tx.put("Task", "t4", { tag: "y" })))
+        .waitForUpload({ signal: bounded(LONG_MS) });
+      const signal = bounded(LONG_MS);
+      await using xs = new Recorder(
+        realm.watch("Task", { where: { tag: "x" }, signal }),
+      );
+      await using ys = new Recorder(
+        realm.watch("Task", { where: { tag: "y" }, signal }),
+      );
+      await using t1 = new Recorder(
+        realm.watchObject("Task", "t1", { signal }),
+      );
+      await using changes = new Recorder(realm.changes({ signal }));
+      // Restored from the backup: t4, acknowledged, is lost.
+      await server.shutdown();
+      await copyStore(`${dir}/backup.kv`, live);
+      server = await startServerOn(live);
+      proxy.retarget(server.addr);
+      proxy.dropAll();
+      await abortable(reset.promise, bounded(LONG_MS));
+      await ys.until((i) => i.objects.length === 0);
+      await changes.until(() => true);
+      assert.equal(realm.syncSession.stats().clientResets, 1);
+      assert.deepEqual(
+        ys.items.map((i) => [ids(i.objects), i.changes]),
+        [
+          [["t4"], { insertions: [0], deletions: [], modifications: [] }],
+          [[], { insertions: [], deletions: [0], modifications: [] }],
+        ],
+      );
+      // One more local write: every stream has seen the reset by then.
+      await realm.write((tx) => tx.put("Other", "o", {}));
+      await changes.until((c) => c.origin === "local");
+      assert.deepEqual(
+        changes.items.map((c) => [c.origin, c.changes]),
+        [
+          ["remote", [{ type: "Task", id: "t4", op: "delete" }]],
+          ["local", [{
+            type: "Other",
+            id: "o",
+            op: "put",
+            fields: {},
+          }]],
+        ],
+      );
+      assert.deepEqual(xs.items.map((i) => ids(i.objects)), [[
+        "t1",
+        "t2",
+        "t3",
+      ]]);
+      assert.deepEqual(t1.items.map((i) => i.fields), [{ tag: "x" }]);
+      assert.deepEqual(tagged(realm, "x"), ["t1", "t2", "t3"]);
+      assert.deepEqual(tagged(realm, "y"), []);
+    } finally {
+      await server.shutdown();
+    }
+  });
+});
+
 async function rejection(promise: Promise<unknown>): Promise<SyncError> {
   const error = await promise.then(
     () => assert.fail("expected a rejection"),
@@ -858,7 +942,7 @@ Deno.test("A rejected write on a durable, indexed realm: the revert leaves no in
       indexes,
     });
     assert.deepEqual(realm.pendingWrites(), []);
-    check(realm, "reopened");
+    await check(realm, "reopened");
     assert.deepEqual(
       ids(await firstItem(realm, "Task", { where: { tag: "bad" } })),
       [],
@@ -1150,7 +1234,7 @@ Deno.test("A durable, indexed realm bootstrapped with thousands of objects in a 
       path,
       indexes: { Item: ["v"] },
     });
-    await check(realm, "reopened");
+    await await check(realm, "reopened");
   });
 });
 
@@ -1289,7 +1373,7 @@ Deno.test("A rejected write followed by a later write to the same object on a du
       indexes,
     });
     assert.deepEqual(realm.pendingWrites(), []);
-    check(realm, "reopened");
+    await check(realm, "reopened");
   });
 });
 
@@ -1427,5 +1511,71 @@ Deno.test("A durable, indexed realm whose saved user the server refuses: its liv
     for (const where of [{ n: 7 }, { n: { gte: 2 } }, { n: 1 }, { n: null }]) {
       checkQuery(realm, "Task", model, { where, sort: [["n", "desc"]] }, "");
     }
+  });
+});
+
+Deno.test("Realm.write() holds a string with a lone surrogate (in a type name, an id, a field name, a value, nested) as the store, the server and every other client hold it, with U+FFFD in its place: queries, get() and live queries answer alike before and after reopening", async () => {
+  await withDir(async (dir) => {
+    const kvPath = `${dir}/app.kv`;
+    await using server = await startTestServer({
+      permissions: () => "readwrite",
+    });
+    const path = "/shared/utf8";
+    // A title cut inside an emoji, as `slice` makes one, and a lone low half.
+    const cut = "hi \u{1F600}".slice(0, 4);
+    const low = "\uDE00 lo";
+    const held = (text: string) => text.replace(/[\uD800-\uDFFF]/g, "\uFFFD");
+    const want = {
+      title: held(cut),
+      [held(low)]: [held(low), { [held(cut)]: held(cut) }],
+    };
+    const check = async (realm: Realm, label: string) => {
+      assert.deepEqual(realm.objects(held(low)), [
+        { id: held(cut), fields: want },
+      ], label);
+      assert.deepEqual(realm.get(held(low), held(cut)), want, label);
+      for (const where of [{ title: held(cut) }, { title: { gte: "hi" } }]) {
+        assert.deepEqual(
+          ids(realm.objects(held(low), { where })),
+          [held(cut)],
+          `${label}: ${show(where)}`,
+        );
+      }
+      assert.deepEqual(realm.objects(cut), [], label);
+      assert.deepEqual(realm.objects(low), [], label);
+      assert.deepEqual(
+        await firstItem(realm, held(low), { where: { title: held(cut) } }),
+        [{ id: held(cut), fields: want }],
+        label,
+      );
+    };
+    {
+      await using app = await App.open(options(server.url, kvPath));
+      const user = await app.logIn(Credentials.anonymous());
+      await using realm = await user.openRealm({
+        path,
+        indexes: { [held(low)]: ["title"] },
+      });
+      const receipt = await realm.write((tx) =>
+        tx.put(low, cut, {
+          title: cut,
+          [low]: [low, { [cut]: cut }],
+        })
+      );
+      await check(realm, "written");
+      await receipt.waitForUpload({ signal: bounded() });
+      assert.deepEqual(
+        await server.realm(path).objects(held(low)),
+        [{ id: held(cut), fields: want }],
+      );
+      await using other = await openClient(fastApp(server.url), path);
+      await check(other.realm, "another client");
+    }
+    await using app = await App.open(options(server.url, kvPath));
+    await using realm = await app.currentUser!.openRealm({
+      path,
+      indexes: { [held(low)]: ["title"] },
+    });
+    await check(realm, "reopened");
   });
 });
