@@ -1,6 +1,6 @@
 // This module is browser compatible.
 
-import type { Fields } from "../model/value.ts";
+import { type Fields, wellFormedName } from "../model/value.ts";
 import { PushStream } from "../util/push_stream.ts";
 import {
   type CountOptions,
@@ -333,7 +333,11 @@ export class Realm {
    */
   get(type: string, id: string): Fields | undefined {
     this.#checkOpen("read");
-    return this.#handle.core.local.get(type, id);
+    // Names as a write stores them (lone surrogates as U+FFFD).
+    return this.#handle.core.local.get(
+      wellFormedName(type),
+      wellFormedName(id),
+    );
   }
 
   /**
@@ -383,6 +387,7 @@ export class Realm {
     query?: Query<NoInfer<T>>,
   ): RealmObject<T>[] {
     this.#checkOpen("read");
+    type = wellFormedName(type);
     if (query === undefined) {
       return this.#handle.core.local.objects(type) as RealmObject<
         unknown
@@ -428,7 +433,11 @@ export class Realm {
     options?: CountOptions<NoInfer<T>>,
   ): number {
     this.#checkOpen("count");
-    return queryCount(this.#handle.core.local.queries, type, options);
+    return queryCount(
+      this.#handle.core.local.queries,
+      wellFormedName(type),
+      options,
+    );
   }
 
   /**
@@ -495,7 +504,7 @@ export class Realm {
     options?: LiveQueryOptions<NoInfer<T>>,
   ): ReadableStream<LiveQueryUpdate<T>> {
     this.#checkOpen("watch");
-    return watchObjects<T>(this.#liveHooks(), type, options);
+    return watchObjects<T>(this.#liveHooks(), wellFormedName(type), options);
   }
 
   /**
@@ -551,7 +560,12 @@ export class Realm {
     options?: WatchObjectOptions,
   ): ReadableStream<ObjectUpdate<T>> {
     this.#checkOpen("watch");
-    return watchOneObject<T>(this.#liveHooks(), type, id, options);
+    return watchOneObject<T>(
+      this.#liveHooks(),
+      wellFormedName(type),
+      wellFormedName(id),
+      options,
+    );
   }
 
   #liveHooks(): LiveStreamHooks {

@@ -18,7 +18,14 @@ import {
   readField,
 } from "./field_tests.ts";
 import { compareValues, valueKind } from "./value_order.ts";
-import { cloneValue, type Fields, isValue, type Value } from "./value.ts";
+import {
+  type Fields,
+  isValue,
+  storedValue,
+  type Value,
+  wellFormed,
+  wellFormedName,
+} from "./value.ts";
 
 /**
  * The value a field may be compared with by shorthand (`field: value`):
@@ -309,9 +316,11 @@ function checkOperand(path: string, value: unknown): Value {
   }
   // A copy of a date, byte array, array or object: a live query keeps its
   // filter, which the caller's later changes to the operand must not move.
+  // Strings as a write stores them (lone surrogates as U+FFFD), so a filter
+  // finds what a write of the same string stored.
   return typeof value === "object" && value !== null
-    ? cloneValue(value)
-    : value;
+    ? storedValue(value)
+    : wellFormedName(value);
 }
 
 /** How deep an operand may nest (as `isValue` allows by default). */
@@ -524,16 +533,18 @@ function compileWhere(
       continue;
     }
     const path2 = fieldPath(path, key);
+    // The field as a write names it (lone surrogates as U+FFFD).
+    const field = wellFormed(key);
     if (isPlainObject(value)) {
-      parts.push(compileCondition(path2, key, value, indexable));
+      parts.push(compileCondition(path2, field, value, indexable));
     } else if (Array.isArray(value)) {
       throw new TypeError(
         `Invalid query: ${path2} is an array; compare arrays with { eq: [...] }`,
       );
     } else {
       const operand = checkOperand(path2, value);
-      parts.push(equalsMatcher(key, operand));
-      indexable?.push({ field: key, op: "eq", value: operand });
+      parts.push(equalsMatcher(field, operand));
+      indexable?.push({ field, op: "eq", value: operand });
     }
   }
   return allOf(parts);
@@ -577,7 +588,7 @@ function compileSort(
         }`,
       );
     }
-    keys.push({ field, sign: direction === "asc" ? 1 : -1 });
+    keys.push({ field: wellFormed(field), sign: direction === "asc" ? 1 : -1 });
   }
   return keys;
 }

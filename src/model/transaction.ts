@@ -1,7 +1,13 @@
 // This module is browser compatible.
 
 import type { Instruction } from "./changeset.ts";
-import { defineField, type Fields, isValue, type Value } from "./value.ts";
+import {
+  defineField,
+  type Fields,
+  isValue,
+  storedValue,
+  wellFormed,
+} from "./value.ts";
 
 interface PendingWrite {
   op: "put" | "update" | "delete";
@@ -24,30 +30,6 @@ export const MAX_NAME_BYTES = 512;
 
 const encoder = new TextEncoder();
 
-/**
- * A string as UTF-8 carries it: each lone surrogate becomes U+FFFD, as the
- * protocol's encoder writes it (PROTOCOL.md §3.4). Applied when a write is
- * made, so the realm holds what its store, the server and every other
- * replica hold, and a reopen or another client never sees another string.
- */
-function stored(text: string): string {
-  return text.isWellFormed() ? text : text.toWellFormed();
-}
-
-/** A value as it is stored: a copy, every string and key {@linkcode stored}. */
-function storedValue(value: Value): Value {
-  if (typeof value === "string") return stored(value);
-  if (value === null || typeof value !== "object") return value;
-  if (value instanceof Date) return new Date(value.getTime());
-  if (value instanceof Uint8Array) return value.slice();
-  if (Array.isArray(value)) return value.map(storedValue);
-  const copy: { [key: string]: Value } = {};
-  for (const key of Object.keys(value)) {
-    defineField(copy, stored(key), storedValue(value[key]!));
-  }
-  return copy;
-}
-
 /** Checks a type name or id; returns it as it is stored. */
 function checkName(what: string, method: string, value: unknown): string {
   if (typeof value !== "string" || value.length === 0) {
@@ -67,7 +49,7 @@ function checkName(what: string, method: string, value: unknown): string {
       );
     }
   }
-  return stored(value);
+  return wellFormed(value);
 }
 
 function copyFields(method: string, fields: unknown): Fields {
@@ -88,7 +70,7 @@ function copyFields(method: string, fields: unknown): Fields {
         } holds a value a realm cannot store (${describe(value)})`,
       );
     }
-    defineField(copy, stored(name), storedValue(value));
+    defineField(copy, wellFormed(name), storedValue(value));
   }
   return copy;
 }

@@ -147,6 +147,39 @@ export function cloneValue(value: Value): Value {
 }
 
 /**
+ * A string as UTF-8 carries it: each lone surrogate (half of a pair, as
+ * `slice` can leave of an emoji) becomes U+FFFD, as the protocol's encoder
+ * writes it (PROTOCOL.md §3.4). Writes store names and values this way, so
+ * a realm holds what its store and every other replica hold; reads and
+ * queries look names and operands up the same way.
+ */
+export function wellFormed(text: string): string {
+  return text.isWellFormed() ? text : text.toWellFormed();
+}
+
+/** {@linkcode wellFormed} for a string; anything else unchanged. */
+export function wellFormedName<T>(name: T): T {
+  return typeof name === "string" ? wellFormed(name) as T : name;
+}
+
+/**
+ * A copy of `value` as it is stored: every string and object key
+ * {@linkcode wellFormed}.
+ */
+export function storedValue(value: Value): Value {
+  if (typeof value === "string") return wellFormed(value);
+  if (value === null || typeof value !== "object") return value;
+  if (value instanceof Date) return new Date(value.getTime());
+  if (value instanceof Uint8Array) return value.slice();
+  if (Array.isArray(value)) return value.map(storedValue);
+  const copy: { [key: string]: Value } = {};
+  for (const key of Object.keys(value)) {
+    defineField(copy, wellFormed(key), storedValue(value[key]!));
+  }
+  return copy;
+}
+
+/**
  * Sets `record[key] = value` as an own data property even for `"__proto__"`,
  * which plain assignment would turn into a prototype change.
  */

@@ -1514,7 +1514,7 @@ Deno.test("A durable, indexed realm whose saved user the server refuses: its liv
   });
 });
 
-Deno.test("Realm.write() holds a string with a lone surrogate (in a type name, an id, a field name, a value, nested) as the store, the server and every other client hold it, with U+FFFD in its place: queries, get() and live queries answer alike before and after reopening", async () => {
+Deno.test("Realm.write() holds a string with a lone surrogate (in a type name, an id, a field name, a value, nested) as the store, the server and every other client hold it, with U+FFFD in its place: queries, get() and live queries answer alike before and after reopening, and find it by the string as written", async () => {
   await withDir(async (dir) => {
     const kvPath = `${dir}/app.kv`;
     await using server = await startTestServer({
@@ -1541,13 +1541,30 @@ Deno.test("Realm.write() holds a string with a lone surrogate (in a type name, a
           `${label}: ${show(where)}`,
         );
       }
-      assert.deepEqual(realm.objects(cut), [], label);
-      assert.deepEqual(realm.objects(low), [], label);
+      // Reads and filters name them as written, too.
+      assert.deepEqual(realm.objects(low), realm.objects(held(low)), label);
+      assert.deepEqual(realm.get(low, cut), want, label);
+      assert.equal(realm.count(low, { where: { title: cut } }), 1, label);
       assert.deepEqual(
-        await firstItem(realm, held(low), { where: { title: held(cut) } }),
+        ids(realm.objects(low, {
+          where: { title: { in: [cut] }, [low]: { eq: [low, { [cut]: cut }] } },
+          sort: [[low, "asc"]],
+        })),
+        [held(cut)],
+        label,
+      );
+      assert.deepEqual(
+        await firstItem(realm, low, { where: { title: cut } }),
         [{ id: held(cut), fields: want }],
         label,
       );
+      const reader = realm.watchObject(low, cut, { signal: bounded() })
+        .getReader();
+      try {
+        assert.deepEqual((await reader.read()).value?.fields, want, label);
+      } finally {
+        await reader.cancel();
+      }
     };
     {
       await using app = await App.open(options(server.url, kvPath));
