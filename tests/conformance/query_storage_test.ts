@@ -439,6 +439,8 @@ Deno.test("An indexed durable realm SIGKILLed amid local writes and downloads re
       const kvPath = `${dir}/app.kv`;
       await using server = await startTestServer({
         permissions: () => "readwrite",
+        // A big changeset comes down in one DOWNLOAD, stored in parts.
+        downloadBatchBytes: 4 * 1024 * 1024,
       });
       await using proxy = new TcpProxy(server.addr);
       {
@@ -446,8 +448,18 @@ Deno.test("An indexed durable realm SIGKILLed amid local writes and downloads re
         await app.logIn(Credentials.anonymous());
       }
       const remote = server.realm(CHILD_PATH);
+      let serverWrites = 0;
       const serverWrite = () =>
         remote.write((tx) => {
+          if (++serverWrites % 4 === 0) {
+            for (let k = 0; k < BIG_OBJECTS; k++) {
+              tx.put("Item", `s${k}`, {
+                ...itemFields(prng, "server"),
+                pad: `${serverWrites}`.padEnd(300, "."),
+              });
+            }
+            return;
+          }
           for (let s = 0, n = 1 + prng.int(3); s < n; s++) {
             const id = prng.pick(ITEM_IDS);
             if (prng.int(4) === 0) tx.delete("Item", id);
@@ -490,13 +502,16 @@ Deno.test("An indexed durable realm SIGKILLed amid local writes and downloads re
       });
       const reopened = checkItems(realm, "reopened");
       assert.ok(reopened.size > 0);
-      // A big transaction is there whole or not at all.
-      const big = [...reopened].filter(([id]) => id.startsWith("b"));
-      assert.ok(
-        big.length === 0 || big.length === BIG_OBJECTS,
-        `${big.length}`,
-      );
-      assert.ok(new Set(big.map(([, f]) => f.pad)).size <= 1);
+      // A big transaction, local or downloaded, is there whole or not at
+      // all.
+      for (const prefix of ["b", "s"]) {
+        const big = [...reopened].filter(([id]) => id.startsWith(prefix));
+        assert.ok(
+          big.length === 0 || big.length === BIG_OBJECTS,
+          `${prefix}: ${big.length}`,
+        );
+        assert.ok(new Set(big.map(([, f]) => f.pad)).size <= 1);
+      }
       checkItems(other, "reopened, second handle");
       const live: ModelQuery = {
         where: { g: { in: [1, 2] } },
