@@ -590,13 +590,26 @@ async function resetStory(mode: ClientResetMode): Promise<void> {
     await using proxy = new TcpProxy(server.addr);
     try {
       const kvPath = `${dir}/client.kv`;
+      // What the hooks' realms answer through the index.
+      const hooks: Record<string, string[]>[] = [];
+      const seen = (realm: Realm) =>
+        Object.fromEntries(
+          ["old", "new", "pending"].map((tag) => [tag, tagged(realm, tag)]),
+        );
       const open = async (app: App, onAfter?: () => void) => {
         const user = app.currentUser ??
           await app.logIn(Credentials.jwt(await jwtFor("alice")));
         return await user.openRealm({
           path: "/~/todos",
           indexes: { Task: ["tag"] },
-          clientReset: { mode, onAfter: () => onAfter?.() },
+          clientReset: {
+            mode,
+            onBefore: (realm) => void hooks.push(seen(realm)),
+            onAfter: (realm) => {
+              hooks.push(seen(realm));
+              onAfter?.();
+            },
+          },
         });
       };
       {
@@ -651,6 +664,15 @@ async function resetStory(mode: ClientResetMode): Promise<void> {
         for (const [tag, tagIds] of Object.entries(want.tags)) {
           assert.deepEqual(tagged(realm, tag), tagIds, `${mode} ${tag}`);
         }
+        // onBefore saw the state before the reset, onAfter the state after.
+        assert.deepEqual(
+          hooks,
+          mode === "manual"
+            ? []
+            : [{ old: ["t2", "t3"], new: [], pending: ["p1", "t1"] }, {
+              ...want.tags,
+            }],
+        );
         // The live query saw t1 leave (the pending put), then the reset as
         // one remote transaction, and nothing else.
         if (mode !== "manual") {
