@@ -1633,3 +1633,43 @@ Deno.test("Realm.write() holds a string with a lone surrogate (in a type name, a
     await check(realm, "reopened");
   });
 });
+
+Deno.test("openRealm({ indexes }) with a malformed spec on a durable app throws a TypeError naming the part before it opens anything: a per-realm store file is not created, and the app's realm opens afterwards with its data", async () => {
+  await withDir(async (dir) => {
+    const kvPath = `${dir}/app.kv`;
+    await using server = await startTestServer();
+    await using app = await App.open(options(server.url, kvPath));
+    const user = await app.logIn(Credentials.anonymous());
+    {
+      await using realm = await user.openRealm({ path: "/~/p" });
+      await realm.write((tx) => tx.put("T", "a", { v: 1 }));
+    }
+    const never = `${dir}/never.kv`;
+    for (
+      const [indexes, part] of [
+        [{ T: "v" }, /\bindexes\.T must be an array/],
+        [{ T: ["v", null] }, /\bindexes\.T\[1\] must be a field name/],
+      ] as const
+    ) {
+      for (const storage of [undefined, { kvPath: never }]) {
+        await assert.rejects(
+          user.openRealm({
+            path: "/~/p",
+            indexes: indexes as never,
+            ...(storage === undefined ? {} : { storage }),
+          }),
+          (error: unknown) =>
+            error instanceof TypeError && part.test(error.message),
+        );
+      }
+    }
+    await assert.rejects(Deno.stat(never), Deno.errors.NotFound);
+    await using realm = await user.openRealm({
+      path: "/~/p",
+      indexes: { T: ["v"] },
+    });
+    assert.deepEqual(realm.objects("T", { where: { v: 1 } }), [
+      { id: "a", fields: { v: 1 } },
+    ]);
+  });
+});
