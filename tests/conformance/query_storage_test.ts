@@ -14,6 +14,9 @@ import {
   type LiveQueryUpdate,
   type Realm,
   type RealmConfig,
+  type RealmStorage,
+  type StorageBatch,
+  type StoredRealm,
   SyncError,
   type Value,
 } from "../../mod.ts";
@@ -1672,4 +1675,79 @@ Deno.test("openRealm({ indexes }) with a malformed spec on a durable app throws 
       { id: "a", fields: { v: 1 } },
     ]);
   });
+});
+
+/** A storage that keeps nothing and whose commits fail once told to. */
+class FailingStorage implements RealmStorage {
+  failing = false;
+  readonly error = new Error("disk full");
+  load(): Promise<StoredRealm> {
+    return Promise.resolve({ meta: null, records: [], pending: [] });
+  }
+  async commit(_batch: StorageBatch): Promise<void> {
+    await Promise.resolve();
+    if (this.failing) throw this.error;
+  }
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+Deno.test("openRealm({ storage }) with a RealmStorage whose commit fails: that write rejects with the storage's error, and every later write rejects with it before it changes anything (no object, no index entry, no live query item, no changes() item)", async () => {
+  await using server = await startTestServer();
+  await using proxy = new TcpProxy(server.addr);
+  await using app = fastApp(proxy.url);
+  const user = await app.logIn(Credentials.anonymous());
+  // Offline: only local writes commit.
+  offline(proxy);
+  const storage = new FailingStorage();
+  await using realm = await user.openRealm({
+    path: "/~/failing",
+    storage,
+    indexes: { T: ["v"] },
+  });
+  await realm.write((tx) => tx.put("T", "a", { v: 1 }));
+  const signal = bounded(LONG_MS);
+  const watched = new Recorder(
+    realm.watch("T", { where: { v: { gte: 0 } }, signal }),
+  );
+  const changes = new Recorder(realm.changes({ signal }));
+  try {
+    await watched.until(() => true);
+    storage.failing = true;
+    await assert.rejects(
+      realm.write((tx) => tx.put("T", "b", { v: 2 })),
+      (error) => error === storage.error,
+    );
+    const before = realm.objects("T");
+    for (const id of ["c", "d"]) {
+      await assert.rejects(
+        realm.write((tx) => tx.put("T", id, { v: 3 })),
+        (error) => error === storage.error,
+      );
+    }
+    assert.deepEqual(realm.objects("T"), before);
+    assert.deepEqual(realm.objects("T", { where: { v: 3 } }), []);
+    assert.equal(realm.count("T", { where: { v: { gte: 3 } } }), 0);
+    assert.equal(realm.get("T", "c"), undefined);
+    // Closing ends the streams after the items they hold.
+    await realm.close();
+    await watched.finished();
+    await changes.finished();
+    for (const item of watched.items) {
+      assert.deepEqual(
+        ids(item.objects).filter((id) => id === "c" || id === "d"),
+        [],
+      );
+    }
+    for (const item of changes.items) {
+      assert.deepEqual(
+        item.changes.filter((c) => c.id === "c" || c.id === "d"),
+        [],
+      );
+    }
+  } finally {
+    await watched[Symbol.asyncDispose]();
+    await changes[Symbol.asyncDispose]();
+  }
 });
