@@ -1,9 +1,11 @@
 // Queries, indexes and live queries over durable storage and across
-// lifecycles (docs/CLIENT.md "Querying", "Indexes", "Storage", "Client
-// reset", "Rejected writes") through the public API: a Deno KV realm closed
-// and reopened with other indexes, SIGKILLed amid local writes and
-// downloads, reset by its server, reverted by a refusal, opened twice, and
-// deleted by logOut; values of every kind through the store.
+// lifecycles (docs/CLIENT.md "Writing and reading", "Storage", "Querying",
+// "Client reset", "Rejected writes") through the public API: a Deno KV realm
+// reopened with other indexes, SIGKILLed amid local writes and downloads,
+// bootstrapped in commits of several parts, reset by its server in every
+// mode, reverted by a refusal, opened twice, logged out and deleted, failed
+// by its login or by its storage, and values of every kind (lone surrogates
+// included) through the store.
 import assert from "node:assert/strict";
 import {
   App,
