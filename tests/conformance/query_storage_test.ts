@@ -1755,3 +1755,67 @@ Deno.test("openRealm({ storage }) with a RealmStorage whose commit fails: that w
     await changes[Symbol.asyncDispose]();
   }
 });
+
+Deno.test("Writes made offline on a durable, indexed realm and uploaded after a restart: their acknowledgement wakes no live query and no object watcher (it changes nothing visible), and indexed queries answer as before", async () => {
+  await withDir(async (dir) => {
+    const kvPath = `${dir}/app.kv`;
+    await using server = await startTestServer();
+    await using proxy = new TcpProxy(server.addr);
+    const indexes = { Task: ["n"] };
+    {
+      await using app = await App.open(options(proxy.url, kvPath));
+      const user = await app.logIn(Credentials.anonymous());
+      offline(proxy);
+      await using realm = await user.openRealm({ path: "/~/p", indexes });
+      for (let n = 0; n < 5; n++) {
+        await realm.write((tx) => tx.put("Task", `t${n}`, { n }));
+      }
+      assert.equal(realm.pendingWrites().length, 5);
+    }
+    await using app = await App.open(options(proxy.url, kvPath));
+    await using realm = await app.currentUser!.openRealm({
+      path: "/~/p",
+      indexes,
+    });
+    const pending = realm.pendingWrites();
+    assert.equal(pending.length, 5);
+    const signal = bounded(LONG_MS);
+    await using watched = new Recorder(
+      realm.watch("Task", { where: { n: { gte: 2 } }, signal }),
+    );
+    await using object = new Recorder(
+      realm.watchObject("Task", "t3", { signal }),
+    );
+    proxy.mode = "forward";
+    app.reconnect();
+    await Promise.all(
+      pending.map((r) => r.waitForUpload({ signal: bounded(LONG_MS) })),
+    );
+    await realm.syncSession.waitForDownload({ signal: bounded(LONG_MS) });
+    // One local write after: the next item of each stream is that write's.
+    await realm.write((tx) => tx.update("Task", "t3", { n: 30 }));
+    await watched.until((i) => i.changes.modifications.length > 0);
+    await object.until((i) => i.fields?.n === 30);
+    assert.deepEqual(
+      watched.items.map((i) => [ids(i.objects), i.changes]),
+      [
+        [["t2", "t3", "t4"], {
+          insertions: [0, 1, 2],
+          deletions: [],
+          modifications: [],
+        }],
+        [["t2", "t3", "t4"], {
+          insertions: [],
+          deletions: [],
+          modifications: [1],
+        }],
+      ],
+    );
+    assert.deepEqual(object.items.map((i) => [i.fields, i.changedFields]), [
+      [{ n: 3 }, ["n"]],
+      [{ n: 30 }, ["n"]],
+    ]);
+    assert.deepEqual(ids(realm.objects("Task", { where: { n: 30 } })), ["t3"]);
+    assert.deepEqual(ids(realm.objects("Task", { where: { n: 3 } })), []);
+  });
+});
