@@ -105,6 +105,11 @@ export class GroupCommit {
     return this.#flushing === null && this.#failure === null;
   }
 
+  /** The failed commit's error (after which nothing more commits), or null. */
+  get failure(): { readonly error: unknown } | null {
+    return this.#failure;
+  }
+
   /**
    * Waits until every staged write is committed; throws the error of a
    * failed commit (after which nothing more commits).

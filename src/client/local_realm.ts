@@ -398,6 +398,8 @@ export class LocalRealm {
    *   cannot carry.
    * @throws {RangeError} When the changeset exceeds {@linkcode MAX_WRITE_BYTES}
    *   or a protocol limit (string length, nesting depth…).
+   * @throws The error of an earlier storage commit that failed (nothing
+   *   commits after one), before the write is applied.
    */
   write(
     fn: (tx: Transaction) => void | Promise<void>,
@@ -417,6 +419,10 @@ export class LocalRealm {
       }
       const instructions = writes.finish();
       this.#checkOpen("write");
+      // After a failed storage commit nothing more commits: refuse the
+      // write before it changes what queries and live queries show.
+      const failure = this.#commits.failure;
+      if (failure !== null) throw failure.error;
       if (instructions.length === 0) {
         await this.#commits.drain();
         return { clientVersion: 0, bytes: 0 };

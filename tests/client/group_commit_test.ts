@@ -100,7 +100,7 @@ Deno.test("A commit holds the records as they were when its writes applied, not 
   await realm.close();
 });
 
-Deno.test("After a failed commit every later write rejects with its error", async () => {
+Deno.test("After a failed commit every later write rejects with its error, before it is applied", async () => {
   const storage = new GatedStorage();
   storage.gate.resolve();
   const realm = await LocalRealm.open(storage, () => 1_000);
@@ -108,5 +108,7 @@ Deno.test("After a failed commit every later write rejects with its error", asyn
   await assert.rejects(realm.write((tx) => tx.put("T", "a", {})), /disk full/);
   storage.fail = null;
   await assert.rejects(realm.write((tx) => tx.put("T", "b", {})), /disk full/);
+  // Refused before it was applied: memory shows nothing of it.
+  assert.equal(realm.get("T", "b"), undefined);
   await realm.close();
 });
