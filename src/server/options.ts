@@ -192,7 +192,10 @@ export interface ServeSyncOptions {
    * Where realms are stored:
    * - a file path: a local Deno KV file, served by this process alone (a
    *   second process on the same path is refused at start); the server opens
-   *   it, creating its directory, and closes it at shutdown;
+   *   it, creating its directory, and closes it at shutdown. A path that
+   *   exists and is not a Deno KV file (a directory, another application's
+   *   SQLite database, bytes that are not SQLite) is refused with a
+   *   `TypeError` before anything is opened, and left untouched;
    * - `":memory:"`: an in-memory store, gone at shutdown (tests);
    * - an `http://` or `https://` URL: a KV Connect endpoint (self-hosted
    *   denokv or Deno Deploy KV), which several server processes may share;

@@ -109,7 +109,9 @@ export interface SyncRequestHandler extends AsyncDisposable {
  *
  * @param options `serveSync`'s options and the `prefix`.
  * @returns The handler, ready.
- * @throws {TypeError} For an invalid option or prefix.
+ * @throws {TypeError} For an invalid option or prefix, or a `kv` path to
+ *   something that is not a Deno KV file (left untouched).
+ * @throws {KvLockedError} If another live process serves the same KV file.
  *
  * @example Serving /api/sync/health
  * ```ts

@@ -94,7 +94,7 @@ async function refuseNonKvFile(path: string): Promise<void> {
 
 function notKvFile(where: string, detail: string): TypeError {
   return new TypeError(
-    `Cannot serve ${where}: ${detail}; it was left untouched. Give kv a Deno KV file path (created if missing)`,
+    `Cannot serve ${where}: ${detail}; it was left untouched`,
   );
 }
 
