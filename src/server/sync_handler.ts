@@ -51,7 +51,10 @@ export interface SyncHandlerOptions extends ServeSyncOptions {
   /**
    * The path the surface is mounted at, e.g. `/api/sync`: `fetch` serves
    * `/api/sync/sync`, `/api/sync/login`, … and answers 404 for everything
-   * else. A trailing slash is ignored.
+   * else under it. It starts with `/`; a trailing slash is ignored, and
+   * characters a URL escapes (`/ápi`) match requests however they are
+   * written. A prefix without the leading `/`, with white space, `?`, `#`,
+   * `\`, an empty segment or a `.` / `..` segment is a `TypeError`.
    *
    * @default {""} mounted at the root
    */
@@ -139,7 +142,8 @@ function resolvePrefix(prefix: unknown): string {
   if (prefix === undefined || prefix === "" || prefix === "/") return "";
   if (
     typeof prefix !== "string" || !prefix.startsWith("/") ||
-    /[\s?#]/.test(prefix) || prefix.includes("//")
+    /[\s?#\\]/.test(prefix) || prefix.includes("//") ||
+    /\/\.\.?(\/|$)/.test(prefix)
   ) {
     throw new TypeError(
       `Cannot serve: prefix must be a path such as "/api/sync", got ${
@@ -147,7 +151,10 @@ function resolvePrefix(prefix: unknown): string {
       }`,
     );
   }
-  return prefix.endsWith("/") ? prefix.slice(0, -1) : prefix;
+  // Compared with request paths as the URL parser spells them: "/ápi"
+  // arrives as "/%C3%A1pi".
+  const path = new URL(prefix, "http://prefix").pathname;
+  return path.endsWith("/") ? path.slice(0, -1) : path;
 }
 
 // How long shutdown waits for a client to answer the close, once everything
