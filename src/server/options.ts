@@ -248,7 +248,9 @@ export interface ServeSyncOptions {
    */
   key?: string;
   /**
-   * Shuts the server down when aborted.
+   * Shuts the server down when aborted. Aborted before `serveSync` (or
+   * `createSyncHandler`) resolves, it stops what was started and the call
+   * rejects with the signal's reason.
    *
    * @default {undefined}
    */

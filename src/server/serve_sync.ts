@@ -105,12 +105,15 @@ export async function serveSync(
   options: ServeSyncOptions,
 ): Promise<SyncServer> {
   const service = await SyncService.open(options, "");
+  let server: SyncServerInstance;
   try {
-    return await SyncServerInstance.listen(service);
+    server = await SyncServerInstance.listen(service);
   } catch (error) {
     await service.shutdown();
     throw error;
   }
+  await service.throwIfAborted();
+  return server;
 }
 
 class SyncServerInstance implements SyncServer {

@@ -233,12 +233,28 @@ export class SyncService implements SyncRequestHandler {
     settings.signal?.throwIfAborted();
     const log = createLog(settings.logger, settings.now);
     const store = await openKvStore(options.kv);
+    let service: SyncService;
     try {
-      return await SyncService.#start(store, settings, log, prefix);
+      settings.signal?.throwIfAborted();
+      service = await SyncService.#start(store, settings, log, prefix);
     } catch (error) {
       store.release();
       throw error;
     }
+    await service.throwIfAborted();
+    return service;
+  }
+
+  /**
+   * Shuts down and rejects with the signal's reason if the `signal` option
+   * aborted while the server was starting: its abort listener, added once
+   * the parts exist, never fires for a signal that had already aborted.
+   */
+  async throwIfAborted(): Promise<void> {
+    const signal = this.settings.signal;
+    if (signal === undefined || !signal.aborted) return;
+    await this.shutdown();
+    throw signal.reason;
   }
 
   static async #start(

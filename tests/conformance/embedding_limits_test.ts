@@ -18,9 +18,11 @@ import {
 import {
   type ChangesetToValidate,
   createSyncHandler,
+  serveSync,
   type SyncHandlerOptions,
   type SyncRequestHandler,
 } from "../../server.ts";
+import { Hono } from "npm:hono@4.13.19";
 import { fastApp, openDownloaded } from "./_helpers.ts";
 import { TcpProxy } from "../_helpers/tcp_proxy.ts";
 import { bounded, Recorder } from "../_helpers/waits.ts";
@@ -168,6 +170,68 @@ Deno.test("App with a baseUrl under the prefix (trailing slash too) logs in, syn
   await realm.syncSession.waitForDownload({ signal: bounded() });
   assert.deepEqual(realm.get("Note", "n2"), { text: "from the backend" });
   assert.equal(sync.stats().sessions, 1);
+});
+
+Deno.test("createSyncHandler() mounted in a Hono app (docs/SERVER.md's wiring): WebSocket upgrade included, two real clients sync, Hono's other routes untouched", async () => {
+  await using sync = await createSyncHandler({ ...BASE, prefix: "/api/sync" });
+  const hono = new Hono();
+  hono.all(
+    "/api/sync/*",
+    (c) => sync.fetch(c.req.raw, c.env as Deno.ServeHandlerInfo),
+  );
+  hono.get("/", (c) => c.text("the rest of the app"));
+  await using http = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen() {} },
+    hono.fetch,
+  );
+  const origin = `http://127.0.0.1:${http.addr.port}`;
+  assert.deepEqual(await answer(fetch(`${origin}/`)), {
+    status: 200,
+    body: "the rest of the app",
+  });
+  // The remote address reaches the handler: loopback may read /metrics.
+  const metrics = await fetch(`${origin}/api/sync/metrics`);
+  assert.equal(metrics.status, 200);
+  await metrics.body?.cancel();
+  await using writerApp = fastApp(`${origin}/api/sync`);
+  await using readerApp = fastApp(`${origin}/api/sync`);
+  const writer = await writerApp.logIn(Credentials.anonymous());
+  const reader = await readerApp.logIn(Credentials.anonymous());
+  await using mine = await openDownloaded(writer, "/shared/board");
+  await using theirs = await openDownloaded(reader, "/shared/board");
+  const receipt = await mine.write((tx) =>
+    tx.put("Note", "n1", { text: "through Hono" })
+  );
+  await receipt.waitForUpload({ signal: bounded() });
+  await theirs.syncSession.waitForDownload({ signal: bounded() });
+  assert.deepEqual(theirs.get("Note", "n1"), { text: "through Hono" });
+  assert.equal(sync.stats().connections, 2);
+});
+
+Deno.test("createSyncHandler() and serveSync() whose signal aborts while they start reject with signal.reason, serve nothing and release the KV file", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "tether-embedding-" });
+  try {
+    const kv = `${dir}/sync.kv`;
+    const starts = [
+      (signal: AbortSignal) => createSyncHandler({ ...BASE, kv, signal }),
+      (signal: AbortSignal) =>
+        serveSync({ ...BASE, kv, port: 0, hostname: "127.0.0.1", signal }),
+    ];
+    for (const start of starts) {
+      const controller = new AbortController();
+      const reason = new Error("the app is stopping");
+      // Aborted after the call began, before it resolved.
+      const starting = start(controller.signal);
+      controller.abort(reason);
+      await assert.rejects(starting, (error: unknown) => error === reason);
+      // Nothing holds the file: the next start takes it.
+      await using again = await createSyncHandler({ ...BASE, kv });
+      const health = await answer(again.fetch(new Request("http://a/health")));
+      assert.equal(health.status, 200);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 /** Every id `type` puts, in arrival order, from a realm's remote changes. */
