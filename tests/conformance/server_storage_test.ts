@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
-import { createSyncHandler, serveSync } from "../../server.ts";
+import { createSyncHandler, KvLockedError, serveSync } from "../../server.ts";
 import { Prng, testSeed } from "../_helpers/prng.ts";
 
 const OPTIONS = { port: 0, auth: { allowAnonymous: true }, logger: () => {} };
@@ -150,6 +150,29 @@ Deno.test("serveSync() serves a new path (its directory created), an empty file,
         title: "kept",
       });
     }
+  });
+});
+
+Deno.test("createSyncHandler() on a KV file holds it like serveSync: a second server on it is refused with KvLockedError until shutdown() releases it", async () => {
+  await withDir(async (dir) => {
+    const kv = `${dir}/sync.kv`;
+    const first = await createSyncHandler({ ...OPTIONS, kv });
+    try {
+      await first.realm("/alice/todos").write((tx) =>
+        tx.put("Task", "t1", { title: "kept" })
+      );
+      await assert.rejects(() => serveSync({ ...OPTIONS, kv }), KvLockedError);
+      await assert.rejects(
+        () => createSyncHandler({ ...OPTIONS, kv }),
+        KvLockedError,
+      );
+    } finally {
+      await first.shutdown();
+    }
+    await using second = await createSyncHandler({ ...OPTIONS, kv });
+    assert.deepEqual(await second.realm("/alice/todos").get("Task", "t1"), {
+      title: "kept",
+    });
   });
 });
 
