@@ -98,8 +98,8 @@ export interface LimitOptions {
    * received but not yet stored, counted as the memory they take (twice the
    * frame plus 256 bytes per instruction). A client that sends past it
    * gets the connection-scoped, retryable `queue_full` and reconnects; the
-   * client library keeps its uploads in flight well under it
-   * (docs/SERVER.md "Memory per connection").
+   * client library keeps at most 1 MiB of its uploads in flight per
+   * session (docs/SERVER.md "Memory").
    *
    * @default {16777216}
    */

@@ -355,7 +355,7 @@ Deno.test("limits.maxQueuedBytesPerConnection: a writer that sends more than the
   let validations = 0;
   await using sync = await createSyncHandler({
     ...BASE,
-    limits: { maxQueuedBytesPerConnection: 64 * 1024 },
+    limits: { maxQueuedBytesPerConnection: 48 * 1024 },
     validateChangeset: async (_changeset: ChangesetToValidate) => {
       validations++;
       await released;
@@ -380,8 +380,9 @@ Deno.test("limits.maxQueuedBytesPerConnection: a writer that sends more than the
   const count = 64;
   const receipts = [];
   for (let index = 0; index < count; index++) {
-    // 16 KiB each, incompressible: the whole lot is 16 times the bound.
-    const bytes = crypto.getRandomValues(new Uint8Array(16 * 1024));
+    // 32 KiB each, incompressible: two frames of one write each already
+    // pass the bound however the server counts a frame (at least its size).
+    const bytes = crypto.getRandomValues(new Uint8Array(32 * 1024));
     receipts.push(
       await mine.write((tx) => tx.put("Blob", `b${index}`, { bytes })),
     );
@@ -412,10 +413,8 @@ Deno.test("limits.maxQueuedBytesPerConnection: a writer that sends more than the
   assert.equal(new Set(ids).size, count);
   assert.equal(sync.stats().changesetsIntegrated, count);
   for (let index = 0; index < count; index++) {
-    const sent = receipts[index]!;
-    assert.ok(sent);
     const bytes = theirs.get("Blob", `b${index}`)?.bytes;
-    assert.ok(bytes instanceof Uint8Array && bytes.length === 16 * 1024);
+    assert.ok(bytes instanceof Uint8Array && bytes.length === 32 * 1024);
     assert.deepEqual(bytes, mine.get("Blob", `b${index}`)?.bytes);
   }
 });
