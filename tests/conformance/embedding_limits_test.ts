@@ -90,6 +90,13 @@ Deno.test("createSyncHandler({ prefix }) in an app's own Deno.serve: the app's r
   assert.equal(post.status, 405);
   const plain = await answer(fetch(`${origin}/api/sync/sync`));
   assert.equal(plain.status, 426);
+  // /metrics needs the remote address without an adminToken: Deno.serve's
+  // info passed along is loopback, none at all is refused.
+  assert.equal((await answer(fetch(`${origin}/api/sync/metrics`))).status, 200);
+  const blind = await answer(
+    sync.fetch(new Request("http://a/api/sync/metrics")),
+  );
+  assert.equal(blind.status, 403);
   // Handed a path outside its prefix, the handler claims nothing there.
   for (const path of ["/health", "/api/syncx/health", "/api/health"]) {
     const outside = await answer(sync.fetch(new Request(`http://a${path}`)));
