@@ -344,7 +344,9 @@ export async function runCli(args: readonly string[]): Promise<number> {
     await server.shutdown();
     return 0;
   } catch (error) {
-    if (error instanceof KvLockedError) {
+    // The data is held by another process, or is not a Deno KV file (the
+    // command line itself was checked above).
+    if (error instanceof KvLockedError || error instanceof TypeError) {
       console.error(error.message);
       return 1;
     }

@@ -99,8 +99,8 @@ export interface LimitOptions {
    * received but not yet stored, counted as the memory they take (twice the
    * frame plus 256 bytes per instruction). A client that sends past it
    * gets the connection-scoped, retryable `queue_full` and reconnects; the
-   * client library keeps its uploads in flight well under it
-   * (docs/SERVER.md "Memory per connection").
+   * client library keeps at most 1 MiB of its uploads in flight per
+   * session (docs/SERVER.md "Memory").
    *
    * @default {16777216}
    */
@@ -193,7 +193,10 @@ export interface ServeSyncOptions {
    * Where realms are stored:
    * - a file path: a local Deno KV file, served by this process alone (a
    *   second process on the same path is refused at start); the server opens
-   *   it, creating its directory, and closes it at shutdown;
+   *   it, creating its directory, and closes it at shutdown. A path that
+   *   exists and is not a Deno KV file (a directory, another application's
+   *   SQLite database, bytes that are not SQLite) is refused with a
+   *   `TypeError` before anything is opened, and left untouched;
    * - `":memory:"`: an in-memory store, gone at shutdown (tests);
    * - an `http://` or `https://` URL: a KV Connect endpoint (self-hosted
    *   denokv or Deno Deploy KV), which several server processes may share;
@@ -246,7 +249,9 @@ export interface ServeSyncOptions {
    */
   key?: string;
   /**
-   * Shuts the server down when aborted.
+   * Shuts the server down when aborted. Aborted before `serveSync` (or
+   * `createSyncHandler`) resolves, it stops what was started and the call
+   * rejects with the signal's reason.
    *
    * @default {undefined}
    */

@@ -79,7 +79,9 @@ export interface SyncServer extends AsyncDisposable {
  *
  * @param options Where to listen, where to store, how users log in.
  * @returns The running server, once it listens.
- * @throws {TypeError} If no login method is enabled or an option is invalid.
+ * @throws {TypeError} If no login method is enabled or an option is invalid,
+ *   or `kv` is a path to something that is not a Deno KV file (left
+ *   untouched).
  * @throws {KvLockedError} If another live process serves the same KV file.
  * @throws {Deno.errors.AddrInUse} If the port is taken.
  *
@@ -103,12 +105,15 @@ export async function serveSync(
   options: ServeSyncOptions,
 ): Promise<SyncServer> {
   const service = await SyncService.open(options, "");
+  let server: SyncServerInstance;
   try {
-    return await SyncServerInstance.listen(service);
+    server = await SyncServerInstance.listen(service);
   } catch (error) {
     await service.shutdown();
     throw error;
   }
+  await service.throwIfAborted();
+  return server;
 }
 
 class SyncServerInstance implements SyncServer {

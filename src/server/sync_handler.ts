@@ -51,7 +51,10 @@ export interface SyncHandlerOptions extends ServeSyncOptions {
   /**
    * The path the surface is mounted at, e.g. `/api/sync`: `fetch` serves
    * `/api/sync/sync`, `/api/sync/login`, … and answers 404 for everything
-   * else. A trailing slash is ignored.
+   * else under it. It starts with `/`; a trailing slash is ignored, and
+   * characters a URL escapes (`/ápi`) match requests however they are
+   * written. A prefix without the leading `/`, with white space, `?`, `#`,
+   * `\`, an empty segment or a `.` / `..` segment is a `TypeError`.
    *
    * @default {""} mounted at the root
    */
@@ -109,7 +112,9 @@ export interface SyncRequestHandler extends AsyncDisposable {
  *
  * @param options `serveSync`'s options and the `prefix`.
  * @returns The handler, ready.
- * @throws {TypeError} For an invalid option or prefix.
+ * @throws {TypeError} For an invalid option or prefix, or a `kv` path to
+ *   something that is not a Deno KV file (left untouched).
+ * @throws {KvLockedError} If another live process serves the same KV file.
  *
  * @example Serving /api/sync/health
  * ```ts
@@ -137,7 +142,8 @@ function resolvePrefix(prefix: unknown): string {
   if (prefix === undefined || prefix === "" || prefix === "/") return "";
   if (
     typeof prefix !== "string" || !prefix.startsWith("/") ||
-    /[\s?#]/.test(prefix) || prefix.includes("//")
+    /[\s?#\\]/.test(prefix) || prefix.includes("//") ||
+    /\/\.\.?(\/|$)/.test(prefix)
   ) {
     throw new TypeError(
       `Cannot serve: prefix must be a path such as "/api/sync", got ${
@@ -145,7 +151,10 @@ function resolvePrefix(prefix: unknown): string {
       }`,
     );
   }
-  return prefix.endsWith("/") ? prefix.slice(0, -1) : prefix;
+  // Compared with request paths as the URL parser spells them: "/ápi"
+  // arrives as "/%C3%A1pi".
+  const path = new URL(prefix, "http://prefix").pathname;
+  return path.endsWith("/") ? path.slice(0, -1) : path;
 }
 
 // How long shutdown waits for a client to answer the close, once everything
@@ -224,12 +233,28 @@ export class SyncService implements SyncRequestHandler {
     settings.signal?.throwIfAborted();
     const log = createLog(settings.logger, settings.now);
     const store = await openKvStore(options.kv);
+    let service: SyncService;
     try {
-      return await SyncService.#start(store, settings, log, prefix);
+      settings.signal?.throwIfAborted();
+      service = await SyncService.#start(store, settings, log, prefix);
     } catch (error) {
       store.release();
       throw error;
     }
+    await service.throwIfAborted();
+    return service;
+  }
+
+  /**
+   * Shuts down and rejects with the signal's reason if the `signal` option
+   * aborted while the server was starting: its abort listener, added once
+   * the parts exist, never fires for a signal that had already aborted.
+   */
+  async throwIfAborted(): Promise<void> {
+    const signal = this.settings.signal;
+    if (signal === undefined || !signal.aborted) return;
+    await this.shutdown();
+    throw signal.reason;
   }
 
   static async #start(

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
 import { parseCommandLine, UsageError } from "../../src/server/cli.ts";
 import { PACKAGE_VERSION } from "../../src/server/version.ts";
 import { linesOf, readUntil } from "../_helpers/lines.ts";
@@ -306,6 +307,46 @@ Deno.test("cli on a port already in use says so and exits 1", async () => {
     assert.equal(
       new TextDecoder().decode(output.stderr),
       `Cannot serve: port ${taken.addr.port} on 127.0.0.1 is already in use (another server listens there); pick another with --port, or --port 0 for any free port\n`,
+    );
+  } finally {
+    await Deno.remove(data, { recursive: true });
+  }
+});
+
+Deno.test("cli on data whose sync.kv is another application's SQLite database says so, exits 1 and leaves it untouched", async () => {
+  const data = await Deno.makeTempDir();
+  try {
+    const db = new DatabaseSync(`${data}/sync.kv`);
+    db.exec("CREATE TABLE notes (text TEXT)");
+    db.close();
+    const before = await Deno.readFile(`${data}/sync.kv`);
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--unstable-kv",
+        CLI,
+        "serve",
+        "--port",
+        "0",
+        "--data",
+        data,
+        "--allow-anonymous",
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(output.code, 1);
+    assert.equal(
+      new TextDecoder().decode(output.stderr),
+      `Cannot serve ${
+        JSON.stringify(`${data}/sync.kv`)
+      }: it is an SQLite database of another kind (tables "notes"), not a Deno KV file; it was left untouched\n`,
+    );
+    assert.deepEqual(await Deno.readFile(`${data}/sync.kv`), before);
+    assert.deepEqual(
+      [...Deno.readDirSync(data)].map((entry) => entry.name),
+      ["sync.kv"],
     );
   } finally {
     await Deno.remove(data, { recursive: true });

@@ -14,11 +14,9 @@ import {
   STORE_MAGIC,
 } from "./codec.ts";
 import {
-  DENO_KV_TABLES,
-  isSqliteHeader,
-  sqlitePageSize,
-  sqliteTables,
-} from "./sqlite_schema.ts";
+  foreignSqliteReason,
+  sniffSqliteFile,
+} from "../../util/sqlite_schema.ts";
 
 /** One part of a Deno KV key. */
 export type KvKeyPart =
@@ -252,19 +250,6 @@ export function acquireKvStore(path: string): Promise<KvStoreHandle> {
   });
 }
 
-/** Reads up to `length` bytes from the file's current position. */
-async function readUpTo(file: FileLike, length: number): Promise<Uint8Array> {
-  const bytes = new Uint8Array(length);
-  let filled = 0;
-  // Each read returns at least one byte or null (end of file).
-  while (filled < length) {
-    const read = await file.read(bytes.subarray(filled));
-    if (read === null || read === 0) break;
-    filled += read;
-  }
-  return bytes.subarray(0, filled);
-}
-
 /**
  * Refuses another application's SQLite database before Deno KV opens it:
  * Deno KV would add its tables to any SQLite file, so the file would no
@@ -277,24 +262,9 @@ async function refuseForeignSqlite(
   file: FileLike,
   where: string,
 ): Promise<void> {
-  const header = await readUpTo(file, 100);
-  if (!isSqliteHeader(header)) return;
-  const pageSize = sqlitePageSize(header);
-  if (pageSize === 0) return;
-  const page = new Uint8Array(pageSize);
-  page.set(header);
-  page.set(await readUpTo(file, pageSize - header.length), header.length);
-  const tables = sqliteTables(page);
-  if (
-    tables !== undefined && tables.length > 0 &&
-    !tables.some((table) => DENO_KV_TABLES.has(table))
-  ) {
-    throw invalidStore(
-      where,
-      `it is an SQLite database of another kind (tables ${
-        tables.slice(0, 5).map((table) => JSON.stringify(table)).join(", ")
-      }), not a Deno KV file`,
-    );
+  const sniffed = await sniffSqliteFile(file);
+  if (sniffed.kind === "foreign") {
+    throw invalidStore(where, foreignSqliteReason(sniffed.tables));
   }
 }
 

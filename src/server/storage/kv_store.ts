@@ -4,6 +4,10 @@
  * a file (`docs/SERVER.md` "Scaling on a shared KV").
  */
 
+import {
+  foreignSqliteReason,
+  sniffSqliteFile,
+} from "../../util/sqlite_schema.ts";
 import { type KvLock, lockKvPath } from "./kv_lock.ts";
 
 /** An open store, with what closes whatever opening it took. */
@@ -25,10 +29,12 @@ export interface KvStore {
 }
 
 /**
- * Opens `kv`: a `Deno.Kv` is used as is and never closed here; a path gets
- * its directory created and an exclusive lock first.
+ * Opens `kv`: a `Deno.Kv` is used as is and never closed here; a path is
+ * checked, then gets its directory created and an exclusive lock first.
  *
- * @throws {TypeError} If `kv` is none of the accepted kinds, or empty.
+ * @throws {TypeError} If `kv` is none of the accepted kinds, or empty, or a
+ *   path that is not a Deno KV file (a directory, another application's
+ *   SQLite database, bytes that are not SQLite), which is left untouched.
  * @throws {KvLockedError} If another live process serves the same file.
  */
 export async function openKvStore(kv: string | Deno.Kv): Promise<KvStore> {
@@ -45,6 +51,7 @@ export async function openKvStore(kv: string | Deno.Kv): Promise<KvStore> {
     return closingOnce(await Deno.openKv(kv), null, remote, remote);
   }
   if (kv === "") throw new TypeError("Cannot serve: kv path is empty");
+  await refuseNonKvFile(kv);
   const directory = parentDirectory(kv);
   if (directory !== "") await Deno.mkdir(directory, { recursive: true });
   const lock = await lockKvPath(kv);
@@ -56,6 +63,39 @@ export async function openKvStore(kv: string | Deno.Kv): Promise<KvStore> {
     throw error;
   }
   return closingOnce(opened, lock, false, false);
+}
+
+/**
+ * Refuses a path that exists and is not a Deno KV file, before anything is
+ * created or opened for writing: Deno KV would add its tables to another
+ * application's SQLite database, and the lock would leave `<path>.lock`
+ * beside it. A missing path or an empty file is a new store.
+ */
+async function refuseNonKvFile(path: string): Promise<void> {
+  const where = JSON.stringify(path);
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return;
+    throw error;
+  }
+  if (info.isDirectory) throw notKvFile(where, "it is a directory");
+  if (!info.isFile) throw notKvFile(where, "it is not a regular file");
+  using file = await Deno.open(path, { read: true });
+  const sniffed = await sniffSqliteFile(file);
+  if (sniffed.kind === "not_sqlite") {
+    throw notKvFile(where, "it is not an SQLite file, so not a Deno KV file");
+  }
+  if (sniffed.kind === "foreign") {
+    throw notKvFile(where, foreignSqliteReason(sniffed.tables));
+  }
+}
+
+function notKvFile(where: string, detail: string): TypeError {
+  return new TypeError(
+    `Cannot serve ${where}: ${detail}; it was left untouched`,
+  );
 }
 
 function closingOnce(

@@ -1,9 +1,10 @@
 // This module is browser compatible.
 
 /**
- * Reads the table names an SQLite file lists on its first page, so a Deno KV
- * store refuses another application's SQLite database before Deno KV would
- * add its own tables to it.
+ * A bounds-checked reader of an SQLite file's header and first page: which
+ * tables it lists, so whoever opens a path with Deno KV (the client's store,
+ * the server's) can refuse another application's SQLite database before
+ * Deno KV adds its own tables to it.
  */
 
 const MAGIC = "SQLite format 3\0";
@@ -19,6 +20,79 @@ export const DENO_KV_TABLES: ReadonlySet<string> = new Set([
   "queue",
   "queue_running",
 ]);
+
+/** Where {@linkcode sniffSqliteFile} reads from: a file at its start. */
+export interface ByteSource {
+  /** Reads into `buffer` from the current position: a count, or null at the end. */
+  read(buffer: Uint8Array): Promise<number | null>;
+}
+
+/**
+ * What a file's first page says it is: `"empty"` (no bytes: SQLite's empty
+ * database), `"not_sqlite"` (bytes without an SQLite header), `"foreign"`
+ * (an SQLite database whose first page lists tables, none of them Deno
+ * KV's: `tables` names them), or `"sqlite"` (a Deno KV file, or an SQLite
+ * file whose first page does not say: an empty schema, one larger than the
+ * page, or a page still in the write-ahead log).
+ */
+export type SqliteFileKind =
+  | { kind: "empty" }
+  | { kind: "not_sqlite" }
+  | { kind: "foreign"; tables: string[] }
+  | { kind: "sqlite" };
+
+/**
+ * Reads the header and first page of a file from `source` (at most one
+ * page, 64 KiB, however large the file) and says what it is.
+ */
+export async function sniffSqliteFile(
+  source: ByteSource,
+): Promise<SqliteFileKind> {
+  const header = await readUpTo(source, FILE_HEADER);
+  if (header.length === 0) return { kind: "empty" };
+  if (!isSqliteHeader(header)) return { kind: "not_sqlite" };
+  const pageSize = sqlitePageSize(header);
+  if (pageSize === 0) return { kind: "sqlite" };
+  const page = new Uint8Array(pageSize);
+  page.set(header);
+  page.set(await readUpTo(source, pageSize - header.length), header.length);
+  const tables = sqliteTables(page);
+  if (
+    tables === undefined || tables.length === 0 ||
+    tables.some((table) => DENO_KV_TABLES.has(table))
+  ) {
+    return { kind: "sqlite" };
+  }
+  return { kind: "foreign", tables };
+}
+
+/**
+ * Why a `"foreign"` file is refused, for an error message: its first tables
+ * (five at most), quoted.
+ */
+export function foreignSqliteReason(tables: readonly string[]): string {
+  const names = tables.slice(0, 5).map((table) => JSON.stringify(table));
+  const more = tables.length > 5 ? ", …" : "";
+  return `it is an SQLite database of another kind (tables ${
+    names.join(", ")
+  }${more}), not a Deno KV file`;
+}
+
+/** Reads up to `length` bytes from the source's current position. */
+async function readUpTo(
+  source: ByteSource,
+  length: number,
+): Promise<Uint8Array> {
+  const bytes = new Uint8Array(length);
+  let filled = 0;
+  // Each read returns at least one byte or null (end of file).
+  while (filled < length) {
+    const read = await source.read(bytes.subarray(filled));
+    if (read === null || read === 0) break;
+    filled += read;
+  }
+  return bytes.subarray(0, filled);
+}
 
 /** Whether `bytes` (a file's start) is an SQLite file's header. */
 export function isSqliteHeader(bytes: Uint8Array): boolean {

@@ -1,15 +1,18 @@
 /**
  * `sqliteTables()`: the table names on page 1 of real SQLite files (written
  * by `node:sqlite` and by Deno KV), and nothing — never a throw or a read
- * past the page — for bytes that are not one.
+ * past the page — for bytes that are not one; `sniffSqliteFile()`'s verdict
+ * on a file's first page.
  */
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import {
   DENO_KV_TABLES,
+  foreignSqliteReason,
+  sniffSqliteFile,
   sqliteTables,
-} from "../../../src/client/storage/sqlite_schema.ts";
-import { Prng, testSeed } from "../../_helpers/prng.ts";
+} from "../../src/util/sqlite_schema.ts";
+import { Prng, testSeed } from "../_helpers/prng.ts";
 
 async function withFile(
   fn: (path: string) => Promise<void>,
@@ -90,4 +93,60 @@ Deno.test("sqliteTables() says nothing for a schema larger than page 1, and for 
     const noise = Uint8Array.from({ length: 4096 }, () => random.int(256));
     assert.equal(sqliteTables(noise), undefined);
   });
+});
+
+Deno.test("sniffSqliteFile() tells an empty file, bytes that are not SQLite, another application's database and a Deno KV file apart, reading one page at most", async () => {
+  const source = (bytes: Uint8Array) => {
+    let at = 0;
+    return {
+      read: (buffer: Uint8Array): Promise<number | null> => {
+        if (at >= bytes.length) return Promise.resolve(null);
+        // Short reads, as a file may give.
+        const count = Math.min(buffer.length, bytes.length - at, 1000);
+        buffer.set(bytes.subarray(at, at + count));
+        at += count;
+        return Promise.resolve(count);
+      },
+      get consumed() {
+        return at;
+      },
+    };
+  };
+  assert.deepEqual(await sniffSqliteFile(source(new Uint8Array())), {
+    kind: "empty",
+  });
+  assert.deepEqual(
+    await sniffSqliteFile(source(new TextEncoder().encode("hello"))),
+    { kind: "not_sqlite" },
+  );
+  await withFile(async (path) => {
+    const bytes = await sqliteFile(
+      path,
+      "CREATE TABLE notes (text TEXT); INSERT INTO notes VALUES ('mine');",
+    );
+    const read = source(bytes);
+    assert.deepEqual(await sniffSqliteFile(read), {
+      kind: "foreign",
+      tables: ["notes"],
+    });
+    assert.ok(read.consumed <= 65_536 && read.consumed < bytes.length);
+  });
+  await withFile(async (path) => {
+    // A schema with no tables: nothing says it is foreign.
+    const bytes = await sqliteFile(path, "PRAGMA user_version = 3;");
+    assert.deepEqual(await sniffSqliteFile(source(bytes)), { kind: "sqlite" });
+  });
+  await withFile(async (path) => {
+    const kv = await Deno.openKv(path);
+    await kv.set(["a"], 1);
+    kv.close();
+    assert.deepEqual(
+      await sniffSqliteFile(source(await Deno.readFile(path))),
+      { kind: "sqlite" },
+    );
+  });
+  assert.equal(
+    foreignSqliteReason(["a", "b", "c", "d", "e", "f"]),
+    'it is an SQLite database of another kind (tables "a", "b", "c", "d", "e", …), not a Deno KV file',
+  );
 });
