@@ -244,3 +244,111 @@ async function reader_cancel(
   await reader.cancel();
   assert.deepEqual(await reader.read(), { done: true, value: undefined });
 }
+
+Deno.test("Realm.close() with live streams open on two handles of one path: the closed handle's watch(), watchObject() and changes() give the items queued before the close, then end (no error; a pending read ends too) and never see a later write; the other handle's streams go on; user.logOut() and App.close() end theirs the same way", async () => {
+  await using server = await startTestServer();
+  await using app = fastApp(server.url);
+  const user = await app.logIn(Credentials.anonymous());
+  const path = "/~/close";
+  const a = await user.openRealm({ path });
+  const b = await user.openRealm({ path });
+  const byN: Query = { sort: [["n", "asc"]] };
+  await a.write((tx) => tx.put("T", "x", { n: 0 }));
+
+  const onA = {
+    watch: a.watch("T", byN).getReader(),
+    object: a.watchObject("T", "x").getReader(),
+    changes: a.changes().getReader(),
+    // Waits for an item that never comes: the close ends the read.
+    idle: a.watch("Other").getReader(),
+  };
+  const onB = {
+    watch: b.watch("T", { ...byN, signal: bounded(20_000) }).getReader(),
+    object: b.watchObject("T", "x", { signal: bounded(20_000) }).getReader(),
+  };
+  let aCurrent = (await next(onA.watch, "A's first")).objects;
+  let bCurrent = (await next(onB.watch, "B's first")).objects;
+  await next(onA.object, "A's object first");
+  await next(onB.object, "B's object first");
+  await next(onA.idle, "the idle first");
+  const idleRead = readBounded(onA.idle);
+
+  // Three transactions nobody on A reads before the close.
+  const states: Row[][] = [];
+  for (let n = 1; n <= 3; n++) {
+    await a.write((tx) => tx.update("T", "x", { n }));
+    states.push(a.objects("T", byN));
+  }
+  await a.close();
+  assert.equal(a.isClosed, true);
+  assert.equal(b.isClosed, false);
+  assert.throws(() => a.watch("T"), TypeError);
+  assert.throws(() => a.watchObject("T", "x"), TypeError);
+  assert.throws(() => a.changes(), TypeError);
+  assert.deepEqual(await idleRead, { done: true, value: undefined });
+  // A write through the other handle after the close.
+  await b.write((tx) => tx.update("T", "x", { n: 4 }));
+
+  for (const [n, state] of states.entries()) {
+    const item = await next(onA.watch, `A's item ${n + 1}`);
+    assertPatches(aCurrent, item, `A item ${n + 1}`);
+    assert.deepEqual(item.objects, state);
+    aCurrent = item.objects;
+    assert.equal((await next(onA.object, "A's object")).fields?.n, n + 1);
+    const change = await next(onA.changes, "A's change");
+    assert.deepEqual(change.changes[0]?.fields, { n: n + 1 });
+  }
+  await assertEnded(onA.watch, "A's watch after the close");
+  await assertEnded(onA.object, "A's watchObject after the close");
+  await assertEnded(onA.changes, "A's changes() after the close");
+
+  // B saw all four, and goes on.
+  for (let n = 1; n <= 4; n++) {
+    const item = await next(onB.watch, `B's item ${n}`);
+    assertPatches(bCurrent, item, `B item ${n}`);
+    bCurrent = item.objects;
+    assert.equal(item.objects[0]!.fields.n, n);
+    assert.equal((await next(onB.object, "B's object")).fields?.n, n);
+  }
+  await b.write((tx) => tx.put("T", "y", { n: 9 }));
+  const more = await next(onB.watch, "B after A closed");
+  assertPatches(bCurrent, more, "B item 5");
+  assert.deepEqual(more.objects, b.objects("T", byN));
+
+  // A third handle on the path starts from the current result.
+  const c = await user.openRealm({ path });
+  const onC = c.watch("T", { ...byN, signal: bounded() }).getReader();
+  assertFirst(await next(onC, "C's first"), b.objects("T", byN), "C");
+
+  // logOut closes every handle: items queued first, then the end.
+  await b.write((tx) => tx.delete("T", "x"));
+  await user.logOut();
+  assert.equal(b.isClosed, true);
+  assert.equal(c.isClosed, true);
+  assert.throws(() => b.watch("T"), TypeError);
+  const deleted = await next(onB.watch, "B's delete");
+  assertPatches(more.objects, deleted, "B's delete");
+  assert.equal((await next(onB.object, "B's object delete")).fields, undefined);
+  await assertEnded(onB.watch, "B's watch after logOut");
+  await assertEnded(onB.object, "B's watchObject after logOut");
+  assert.deepEqual(
+    (await next(onC, "C's delete")).objects.map((o) => o.id),
+    ["y"],
+  );
+  await assertEnded(onC, "C's watch after logOut");
+
+  // App.close(): another user's realm, a read waiting, then the end.
+  const other = await app.logIn(Credentials.anonymous());
+  const d = await other.openRealm({ path });
+  const onD = d.watch("T").getReader();
+  const onDObject = d.watchObject("T", "x").getReader();
+  await next(onD, "D's first");
+  await next(onDObject, "D's object first");
+  const waiting = readBounded(onD);
+  await d.write((tx) => tx.put("T", "x", { n: 1 }));
+  await app.close();
+  assert.equal((await waiting).value?.objects.length, 1);
+  assert.equal((await next(onDObject, "D's object")).fields?.n, 1);
+  await assertEnded(onD, "D's watch after App.close()");
+  await assertEnded(onDObject, "D's watchObject after App.close()");
+});
