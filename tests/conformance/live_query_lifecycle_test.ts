@@ -352,3 +352,190 @@ Deno.test("Realm.close() with live streams open on two handles of one path: the 
   await assertEnded(onD, "D's watch after App.close()");
   await assertEnded(onDObject, "D's watchObject after App.close()");
 });
+
+/** A field set of the many-watchers workload. */
+function manyFields(prng: Prng): Fields {
+  const fields: Fields = {};
+  if (prng.int(8) > 0) fields.g = prng.int(10);
+  if (prng.int(8) > 0) fields.p = prng.int(20);
+  fields.s = prng.pick(["a", "b", "c", "d", "e"]);
+  return fields;
+}
+
+/** The k-th of the many watchers' queries (eight shapes, k varies them). */
+function manyQuery(k: number): Query {
+  const g = k % 10;
+  switch (k % 8) {
+    case 0:
+      return { where: { g }, sort: [["p", "asc"]] };
+    case 1:
+      return {
+        where: { p: { gte: k % 20 } },
+        sort: [["p", "desc"], ["s", "asc"]],
+        limit: 5,
+      };
+    case 2:
+      return { sort: [["s", "asc"]], offset: k % 7, limit: 4 };
+    case 3:
+      return { where: { $or: [{ g }, { s: "b" }] } };
+    case 4:
+      return {
+        where: { g: { in: [g, (g + 3) % 10] } },
+        sort: [["s", "desc"]],
+        limit: 3,
+      };
+    case 5:
+      return {};
+    case 6:
+      return {
+        where: { $not: { g } },
+        sort: [["p", "asc"]],
+        offset: 2,
+        limit: 6,
+      };
+    default:
+      // Matches nothing the workload writes: never an item after the first.
+      return { where: { s: "z" } };
+  }
+}
+
+Deno.test("Realm.watch() with 200 live queries on one realm and a burst of 40 unawaited transactions; half share one signal aborted inside the 20th transaction's callback: each of the others, read as items come or only after the burst (a slow reader), gets exactly one item per transaction that changed its result, each patching the item before it into realm.objects() with the same query at that moment; the aborted ones get a prefix of that ending before the 20th, then end", async () => {
+  const seed = testSeed();
+  try {
+    await manyWatchers(new Prng(seed));
+  } catch (error) {
+    console.error(`live_query_lifecycle: TETHER_SEED=${seed}`);
+    throw error;
+  }
+});
+
+async function manyWatchers(prng: Prng): Promise<void> {
+  await using server = await startTestServer();
+  await using app = fastApp(server.url);
+  const user = await app.logIn(Credentials.anonymous());
+  const realm = await user.openRealm({ path: "/~/many" });
+  const ids = Array.from({ length: 80 }, (_, i) => `o${i}`);
+  await realm.write((tx) => {
+    for (const id of ids.slice(0, 50)) tx.put("T", id, manyFields(prng));
+  });
+  const COUNT = 200;
+  const queries = Array.from({ length: COUNT }, (_, k) => manyQuery(k));
+  const shared = new AbortController();
+  // Every query's result before each transaction, then after the last.
+  const states: Row[][][] = queries.map((q) => [realm.objects("T", q)]);
+  const aborted = (k: number) => k % 2 === 0;
+  const eager = (k: number) => k % 4 < 2;
+  const readers = queries.map((query, k) =>
+    realm.watch("T", {
+      ...query,
+      ...(aborted(k) ? { signal: shared.signal } : {}),
+    }).getReader()
+  );
+  // Received results per watcher, each item checked against the one before.
+  const received: Row[][][] = queries.map(() => []);
+  const take = (k: number, item: Update) => {
+    const got = received[k]!;
+    if (got.length === 0) assertFirst(item, states[k]![0]!, `watcher ${k}`);
+    else assertPatches(got.at(-1)!, item, `watcher ${k} item ${got.length}`);
+    got.push(item.objects);
+  };
+  // Eager readers follow as items come, until their stream ends.
+  const loops = readers.map(async (reader, k) => {
+    if (!eager(k)) return;
+    for (;;) {
+      const { done, value } = await readBounded(reader, bounded(30_000));
+      if (done) return;
+      take(k, value);
+    }
+  });
+  // Slow readers read their first item only.
+  for (const [k, reader] of readers.entries()) {
+    if (!eager(k)) take(k, await next(reader, `watcher ${k}'s first`));
+  }
+
+  const BURST = 40;
+  const ABORT_AT = 20;
+  const writes: Promise<unknown>[] = [];
+  for (let t = 0; t < BURST; t++) {
+    writes.push(realm.write((tx) => {
+      // Every earlier transaction is applied when this callback runs.
+      queries.forEach((q, k) => {
+        if (t > 0) states[k]!.push(realm.objects("T", q));
+      });
+      if (t === ABORT_AT) shared.abort(new Error("enough"));
+      if (prng.int(8) === 0) {
+        tx.put("U", prng.pick(ids), manyFields(prng));
+        return;
+      }
+      const count = 1 + prng.int(prng.int(5) === 0 ? 12 : 3);
+      const live = new Map<string, boolean>();
+      for (let i = 0; i < count; i++) {
+        const id = prng.pick(ids);
+        const exists = live.get(id) ?? realm.get("T", id) !== undefined;
+        const roll = prng.int(10);
+        if (roll < 2) {
+          tx.delete("T", id);
+          live.set(id, false);
+        } else if (roll < 6 && exists) {
+          tx.update("T", id, manyFields(prng));
+        } else if (roll === 6 && exists) {
+          // The values it holds (changes nothing visible) unless an
+          // earlier write of this transaction changed it.
+          const fields = realm.get("T", id);
+          if (fields !== undefined) tx.update("T", id, fields);
+        } else {
+          tx.put("T", id, manyFields(prng));
+          live.set(id, true);
+        }
+      }
+    }));
+  }
+  await Promise.all(writes);
+  queries.forEach((q, k) => states[k]!.push(realm.objects("T", q)));
+  // The slow readers read only now, all they were sent.
+  for (const [k, reader] of readers.entries()) {
+    if (eager(k)) continue;
+    if (aborted(k)) {
+      await assertEnded(reader, `slow watcher ${k}, aborted`);
+      continue;
+    }
+    const expected = distinct(states[k]!).length;
+    while (received[k]!.length < expected) {
+      take(k, await next(reader, `slow watcher ${k}'s item`));
+    }
+  }
+  // Closing the handle ends the rest after their unread items.
+  await realm.close();
+  await Promise.all(loops);
+  for (const [k, reader] of readers.entries()) {
+    if (!eager(k)) await assertEnded(reader, `slow watcher ${k}`);
+  }
+
+  for (let k = 0; k < COUNT; k++) {
+    const label = `watcher ${k} (${JSON.stringify(queries[k])})`;
+    if (!aborted(k)) {
+      assert.deepEqual(
+        received[k],
+        distinct(states[k]!),
+        `${label}: one item per transaction that changed the result`,
+      );
+      continue;
+    }
+    // states[k][t] is the result before transaction t: the aborted ones
+    // saw at most the results up to the one before transaction ABORT_AT.
+    const upToAbort = distinct(states[k]!.slice(0, ABORT_AT + 1));
+    assert.ok(
+      received[k]!.length <= upToAbort.length,
+      `${label}: ${received[k]!.length} items, more than the ${upToAbort.length} before the abort`,
+    );
+    assert.deepEqual(
+      received[k],
+      upToAbort.slice(0, received[k]!.length),
+      `${label}: a prefix of its results before the abort`,
+    );
+  }
+  // Some results changed more than once, and some never did.
+  const lengths = received.filter((_, k) => !aborted(k)).map((r) => r.length);
+  assert.ok(lengths.some((n) => n > 3), `changing results: ${lengths}`);
+  assert.ok(lengths.some((n) => n === 1), `still results: ${lengths}`);
+}
