@@ -539,3 +539,186 @@ async function manyWatchers(prng: Prng): Promise<void> {
   assert.ok(lengths.some((n) => n > 3), `changing results: ${lengths}`);
   assert.ok(lengths.some((n) => n === 1), `still results: ${lengths}`);
 }
+
+Deno.test("Realm.watch() and watchObject() made inside a realm.write() callback (also an async one) start from the result before that transaction, whose item comes next; a watch() made inside another watch()'s loop body starts from the result that loop is at, and both follow later transactions", async () => {
+  await using server = await startTestServer();
+  await using app = fastApp(server.url);
+  const user = await app.logIn(Credentials.anonymous());
+  await using realm = await user.openRealm({ path: "/~/inside" });
+  const byN: Query = { where: { n: { gte: 0 } }, sort: [["n", "asc"]] };
+  await realm.write((tx) => tx.put("T", "a", { n: 1 }));
+
+  let inner: ReadableStreamDefaultReader<Update> | undefined;
+  let innerObject: ReadableStreamDefaultReader<ObjectUpdate> | undefined;
+  const before = realm.objects("T", byN);
+  await realm.write((tx) => {
+    tx.put("T", "b", { n: 0 });
+    inner = realm.watch("T", { ...byN, signal: bounded() }).getReader();
+    innerObject = realm.watchObject("T", "b", { signal: bounded() })
+      .getReader();
+    tx.update("T", "a", { n: 2 });
+  });
+  assertFirst(await next(inner!, "the first item"), before, "in write");
+  assert.deepEqual(await next(innerObject!, "the object's first"), {
+    id: "b",
+    fields: undefined,
+    changedFields: [],
+  });
+  const item = await next(inner!, "the transaction's item");
+  assertPatches(before, item, "in write");
+  assert.deepEqual(item.objects, realm.objects("T", byN));
+  assert.deepEqual(await next(innerObject!, "b created"), {
+    id: "b",
+    fields: { n: 0 },
+    changedFields: ["n"],
+  });
+  await inner!.cancel();
+  await innerObject!.cancel();
+
+  // An async callback that makes the watcher after an await.
+  let later: ReadableStreamDefaultReader<Update> | undefined;
+  const beforeAsync = realm.objects("T", byN);
+  await realm.write(async (tx) => {
+    tx.delete("T", "a");
+    await Promise.resolve();
+    later = realm.watch("T", { ...byN, signal: bounded() }).getReader();
+  });
+  assertFirst(await next(later!, "the first item"), beforeAsync, "async");
+  const deleted = await next(later!, "the delete");
+  assertPatches(beforeAsync, deleted, "async");
+  assert.deepEqual(deleted.objects, realm.objects("T", byN));
+  await later!.cancel();
+
+  // From inside a loop body: the outer loop writes, then opens a second
+  // watch, which starts where the outer one is.
+  const stop = new AbortController();
+  let innerLoop: ReadableStreamDefaultReader<Update> | undefined;
+  let innerCurrent: readonly Row[] = [];
+  let outerCurrent: readonly Row[] = [];
+  let round = 0;
+  for await (
+    const update of realm.watch("T", { ...byN, signal: stop.signal })
+  ) {
+    if (round > 0) assertPatches(outerCurrent, update, `outer ${round}`);
+    outerCurrent = update.objects;
+    assert.deepEqual(update.objects, realm.objects("T", byN), `outer ${round}`);
+    round++;
+    if (round === 1) {
+      await realm.write((tx) => tx.put("T", "c", { n: 5 }));
+    } else if (round === 2) {
+      innerLoop = realm.watch("T", { ...byN, signal: bounded() }).getReader();
+      const first = await next(innerLoop, "the inner first");
+      assertFirst(first, update.objects, "inner");
+      innerCurrent = first.objects;
+      await realm.write((tx) => tx.update("T", "b", { n: 9 }));
+    } else {
+      const again = await next(innerLoop!, "the inner second");
+      assertPatches(innerCurrent, again, "inner");
+      assert.deepEqual(again.objects, update.objects);
+      stop.abort();
+    }
+  }
+  assert.equal(round, 3);
+  await innerLoop!.cancel();
+});
+
+Deno.test("Realm.watch() during a bootstrap of 60 DOWNLOADs: a watch made at open, one made from its loop body once part of the data is in, and a slow one read only after the download each get items that patch the item before them, and end at the server's objects", async () => {
+  await using server = await startTestServer({
+    ...SHARED,
+    downloadBatchBytes: 1024,
+  });
+  const path = "/shared/bootstrap-lifecycle";
+  const serverRealm = server.realm(path);
+  const total = 1_200;
+  for (let start = 0; start < total; start += 20) {
+    await serverRealm.write((tx) => {
+      for (let n = start; n < start + 20; n++) {
+        tx.put("T", `i${String(n).padStart(4, "0")}`, { n, g: n % 3 });
+      }
+    });
+  }
+  await using app = fastApp(server.url);
+  const user = await app.logIn(Credentials.anonymous());
+  await using realm = await user.openRealm({ path });
+  const query: Query = { where: { g: { ne: 1 } }, sort: [["n", "desc"]] };
+  const windowed: Query = { sort: [["n", "asc"]], offset: 10, limit: 25 };
+  const slow = realm.watch("T", { ...windowed, signal: bounded(20_000) })
+    .getReader();
+  const slowFirst = await next(slow, "the slow first");
+
+  const stop = new AbortController();
+  let current: readonly Row[] = [];
+  let items = 0;
+  let second: Promise<{ items: number; countAtStart: number }> | undefined;
+  const download = realm.syncSession.waitForDownload({
+    signal: bounded(20_000),
+  });
+  // The loop ends once the download is in and it has read the last item
+  // (an abort would drop an item not yet read).
+  let downloaded = false;
+  const complete = () =>
+    downloaded && isDeepStrictEqual(current, realm.objects("T", query));
+  const ended = download.then(() => {
+    downloaded = true;
+    if (complete()) stop.abort();
+  });
+  for await (
+    const update of realm.watch("T", { ...query, signal: stop.signal })
+  ) {
+    if (items > 0) assertPatches(current, update, `at open, item ${items}`);
+    current = update.objects;
+    items++;
+    if (second === undefined && current.length > 0) {
+      second = followToEnd(realm, query, download);
+    }
+    if (complete()) break;
+  }
+  await ended;
+  const expected = realm.objects("T", query);
+  assert.equal(expected.length, 800);
+  assert.deepEqual(current, expected, "the watch made at open ends complete");
+  const inner = await second!;
+  assert.ok(
+    inner.countAtStart < total,
+    `made while ${inner.countAtStart} of ${total} objects were in`,
+  );
+  assert.ok(items > 2 && inner.items > 1, `items: ${items}, ${inner.items}`);
+
+  // The slow reader: every item queued, each a patch of the one before.
+  let slowCurrent = slowFirst.objects;
+  const final = realm.objects("T", windowed);
+  while (!isDeepStrictEqual(slowCurrent, final)) {
+    const update = await next(slow, "a slow item");
+    assertPatches(slowCurrent, update, "slow");
+    slowCurrent = update.objects;
+  }
+  await slow.cancel();
+});
+
+/**
+ * Follows `query` on `realm` from now until `download` resolves, checking
+ * each item; returns how many there were and how many objects of the type
+ * the realm held at the start.
+ */
+async function followToEnd(
+  realm: Realm,
+  query: Query,
+  download: Promise<void>,
+): Promise<{ items: number; countAtStart: number }> {
+  const countAtStart = realm.count("T");
+  const reader = realm.watch("T", { ...query, signal: bounded(20_000) })
+    .getReader();
+  let current = (await next(reader, "the inner first")).objects;
+  assert.deepEqual(current, realm.objects("T", query));
+  let items = 1;
+  await download;
+  const final = realm.objects("T", query);
+  while (!isDeepStrictEqual(current, final)) {
+    const update = await next(reader, "an inner item");
+    assertPatches(current, update, `inner item ${items}`);
+    current = update.objects;
+    items++;
+  }
+  await reader.cancel();
+  return { items, countAtStart };
+}
