@@ -722,3 +722,201 @@ async function followToEnd(
   await reader.cancel();
   return { items, countAtStart };
 }
+
+Deno.test("Realm.watch() and watchObject() options: an unknown key, a signal that is not an AbortSignal, a bad limit or offset, a query or options that are not a plain object, and a bad type or id throw a TypeError naming the part, before the signal is looked at; limit 0 and an offset past the end are accepted (an empty window that no write wakes, a window that fills as objects come)", async () => {
+  await using server = await startTestServer();
+  await using app = fastApp(server.url);
+  const user = await app.logIn(Credentials.anonymous());
+  const realm = await user.openRealm({ path: "/~/options" });
+  const bad = (options: unknown) => options as never;
+  const cases: [string, () => unknown, RegExp][] = [
+    ["unknown key", () => realm.watch("T", bad({ filter: {} })), /filter/],
+    [
+      "unknown key with an aborted signal",
+      () => realm.watch("T", bad({ lmit: 1, signal: AbortSignal.abort() })),
+      /lmit/,
+    ],
+    ["signal string", () => realm.watch("T", bad({ signal: "x" })), /signal/],
+    ["signal null", () => realm.watch("T", bad({ signal: null })), /signal/],
+    [
+      "signal look-alike",
+      () =>
+        realm.watch(
+          "T",
+          bad({ signal: { aborted: false, addEventListener() {} } }),
+        ),
+      /signal/,
+    ],
+    ["limit -1", () => realm.watch("T", { limit: -1 }), /limit/],
+    ["limit 1.5", () => realm.watch("T", { limit: 1.5 }), /limit/],
+    ["limit NaN", () => realm.watch("T", { limit: NaN }), /limit/],
+    ["limit Infinity", () => realm.watch("T", { limit: Infinity }), /limit/],
+    ["limit string", () => realm.watch("T", bad({ limit: "2" })), /limit/],
+    ["offset -1", () => realm.watch("T", { offset: -1 }), /offset/],
+    ["offset string", () => realm.watch("T", bad({ offset: "1" })), /offset/],
+    ["options null", () => realm.watch("T", bad(null)), /plain object/],
+    ["options array", () => realm.watch("T", bad([])), /plain object/],
+    ["options function", () => realm.watch("T", bad(() => {})), /plain/],
+    ["type", () => realm.watch(bad(1)), /type/],
+    ["where undefined", () => realm.watch("T", bad({ where: { n: undefined } })), /where\.n/],
+    ["sort direction", () => realm.watch("T", bad({ sort: [["n", "up"]] })), /sort\[0\]\[1\]/],
+    [
+      "watchObject unknown key",
+      () => realm.watchObject("T", "a", bad({ where: {} })),
+      /where/,
+    ],
+    [
+      "watchObject signal",
+      () => realm.watchObject("T", "a", bad({ signal: 1 })),
+      /signal/,
+    ],
+    [
+      "watchObject options array",
+      () => realm.watchObject("T", "a", bad([])),
+      /plain object/,
+    ],
+    ["watchObject id", () => realm.watchObject("T", bad(5)), /id/],
+    ["watchObject type", () => realm.watchObject(bad(null), "a"), /type/],
+  ];
+  for (const [what, call, part] of cases) {
+    assert.throws(call, (error) => {
+      assert.ok(error instanceof TypeError, `${what}: ${error}`);
+      assert.match(error.message, part, what);
+      return true;
+    }, what);
+  }
+
+  // limit 0: an empty window, first and last; offset past the end: empty,
+  // then filled by later objects.
+  const empty = realm.watch("T", { sort: [["n", "asc"]], limit: 0 })
+    .getReader();
+  const far = realm.watch("T", { sort: [["n", "asc"]], offset: 2 })
+    .getReader();
+  assertFirst(await next(empty, "limit 0"), [], "limit 0");
+  assertFirst(await next(far, "offset 2"), [], "offset 2");
+  for (let n = 0; n < 4; n++) {
+    await realm.write((tx) => tx.put("T", `o${n}`, { n }));
+  }
+  let current: readonly Row[] = [];
+  for (const expected of [[2], [2, 3]]) {
+    const item = await next(far, "a fuller window");
+    assertPatches(current, item, "offset 2");
+    assert.deepEqual(item.objects.map((o) => o.fields.n), expected);
+    current = item.objects;
+  }
+  await realm.close();
+  await assertEnded(empty, "limit 0 (no write changes an empty window)");
+  await assertEnded(far, "offset 2");
+});
+
+Deno.test("Realm.watchObject() on an object that never exists hears nothing until it is created; deleted and re-created in one transaction it is one item naming the fields that differ (none when the values are the same: no item), in two transactions an item each; the same from another client, and a remote put-then-delete of an object that never existed is silent", async () => {
+  await using server = await startTestServer(SHARED);
+  const path = "/shared/recreate";
+  await using appA = fastApp(server.url);
+  await using appB = fastApp(server.url);
+  const a = await appA.logIn(Credentials.anonymous()).then((user) =>
+    user.openRealm({ path, waitForDownload: true, signal: bounded() })
+  );
+  const b = await appB.logIn(Credentials.anonymous()).then((user) =>
+    user.openRealm({ path, waitForDownload: true, signal: bounded() })
+  );
+  const ghost = a.watchObject("T", "ghost", { signal: bounded(20_000) })
+    .getReader();
+  const x = a.watchObject("T", "x", { signal: bounded(20_000) }).getReader();
+  const list = a.watch("T", { sort: [["k", "asc"]], signal: bounded(20_000) })
+    .getReader();
+  assert.deepEqual(await next(ghost, "ghost first"), {
+    id: "ghost",
+    fields: undefined,
+    changedFields: [],
+  });
+  await next(x, "x first");
+  let current = (await next(list, "list first")).objects;
+  const expectList = async (what: string) => {
+    const item = await next(list, what);
+    assertPatches(current, item, what);
+    assert.deepEqual(item.objects, a.objects("T", { sort: [["k", "asc"]] }));
+    current = item.objects;
+    return item;
+  };
+  const expectX = async (
+    fields: Fields | undefined,
+    changedFields: string[],
+    what: string,
+  ) =>
+    assert.deepEqual(await next(x, what), { id: "x", fields, changedFields }, what);
+
+  // Nothing about the ghost: other ids, another type, deletes of nothing.
+  await a.write((tx) => {
+    tx.put("T", "x", { k: 1, a: 1, b: 2 });
+    tx.put("U", "ghost", { k: 0 });
+    tx.delete("T", "ghost");
+  });
+  await a.write((tx) => {
+    tx.put("T", "ghost", { k: 9 });
+    tx.delete("T", "ghost");
+  });
+  await expectX({ k: 1, a: 1, b: 2 }, ["a", "b", "k"], "x created");
+  await expectList("x created");
+
+  // Deleted and re-created with the same values in one transaction: no
+  // change, no item; with other values: one item naming the differences.
+  await a.write((tx) => {
+    tx.delete("T", "x");
+    tx.put("T", "x", { b: 2, a: 1, k: 1 });
+  });
+  await a.write((tx) => {
+    tx.delete("T", "x");
+    tx.put("T", "x", { k: 1, b: 2, c: 3 });
+  });
+  await expectX({ k: 1, b: 2, c: 3 }, ["a", "c"], "re-created, other values");
+  assert.deepEqual(
+    (await expectList("re-created")).changes,
+    { insertions: [], deletions: [], modifications: [0] },
+  );
+  // In two transactions: an item each.
+  await a.write((tx) => tx.delete("T", "x"));
+  await expectX(undefined, ["b", "c", "k"], "deleted");
+  await expectList("deleted");
+  await a.write((tx) => tx.put("T", "x", { k: 1, b: 2, c: 3 }));
+  await expectX({ k: 1, b: 2, c: 3 }, ["b", "c", "k"], "back");
+  await expectList("back");
+
+  // From the other client, each transaction downloaded before the next.
+  const remote = async (write: Parameters<Realm["write"]>[0]) => {
+    await a.syncSession.waitForUpload({ signal: bounded() });
+    await b.syncSession.waitForDownload({ signal: bounded() });
+    await (await b.write(write)).waitForUpload({ signal: bounded() });
+    await a.syncSession.waitForDownload({ signal: bounded() });
+  };
+  await remote((tx) => {
+    tx.delete("T", "x");
+    tx.put("T", "x", { k: 1, b: 2, c: 3 });
+  });
+  await remote((tx) => {
+    tx.put("T", "ghost", { k: 5 });
+    tx.delete("T", "ghost");
+  });
+  await remote((tx) => {
+    tx.delete("T", "x");
+    tx.put("T", "x", { k: 1, d: 4 });
+  });
+  await expectX({ k: 1, d: 4 }, ["b", "c", "d"], "remote re-creation");
+  await expectList("remote re-creation");
+  await remote((tx) => tx.delete("T", "x"));
+  await expectX(undefined, ["d", "k"], "remote delete");
+  await expectList("remote delete");
+  // The ghost's first news is its creation.
+  await remote((tx) => tx.put("T", "ghost", { k: 7 }));
+  assert.deepEqual(await next(ghost, "ghost created"), {
+    id: "ghost",
+    fields: { k: 7 },
+    changedFields: ["k"],
+  });
+  await expectList("ghost created");
+  await a.close();
+  await b.close();
+  await assertEnded(ghost, "ghost");
+  await assertEnded(x, "x");
+  await assertEnded(list, "list");
+});
