@@ -5,6 +5,7 @@ import { PushStream } from "../util/push_stream.ts";
 import {
   type CountOptions,
   type LiveQueryOptions,
+  type LiveStream,
   type LiveStreamHooks,
   queryCount,
   queryObjects,
@@ -134,7 +135,7 @@ export class RealmHandle {
   /** Open `changes()` streams of this handle. */
   readonly streams: Set<PushStream<RealmChange>> = new Set();
   /** Open `watch()` / `watchObject()` streams of this handle. */
-  readonly liveStreams: Set<PushStream<unknown>> = new Set();
+  readonly liveStreams: Set<LiveStream> = new Set();
   /** Why this handle may not write (the realm `onBefore` reads), if so. */
   readonly readOnly: string | undefined;
 

@@ -356,6 +356,36 @@ Deno.test("realm.watch() and watchObject(): break unregisters; closing the realm
   }
 });
 
+Deno.test("realm.watch() and watchObject(): closing one of two handles unregisters its streams at once, also with items left unread; the reader still gets them, then the end", async () => {
+  await using server = await startTestServer();
+  const client = await anonymousClient(server.url);
+  try {
+    const closing = await client.user.openRealm({ path: "/~/todos" });
+    await using staying = await client.user.openRealm({ path: "/~/todos" });
+    const engine = realmQueryEngine(staying);
+    const live = closing.watch("Task").getReader();
+    const object = closing.watchObject("Task", "t1").getReader();
+    await closing.write((tx) => tx.put("Task", "t1", { n: 1 }));
+    assert.equal(engine.watchers, 2);
+    await closing.close();
+    // Nobody has read: the engine, which the other handle keeps, no
+    // longer patches them on every commit.
+    assert.equal(engine.watchers, 0);
+    await staying.write((tx) => tx.put("Task", "t2", { n: 2 }));
+    assert.equal((await live.read()).value?.objects.length, 0);
+    assert.deepEqual(
+      (await live.read()).value?.objects.map((o) => o.id),
+      ["t1"],
+    );
+    assert.deepEqual(await live.read(), { done: true, value: undefined });
+    assert.equal((await object.read()).value?.fields, undefined);
+    assert.deepEqual((await object.read()).value?.fields, { n: 1 });
+    assert.deepEqual(await object.read(), { done: true, value: undefined });
+  } finally {
+    await client.app.close();
+  }
+});
+
 Deno.test("realm.watch() errors with the session's error when the session fails, after the items already queued", async () => {
   await using server = await startTestServer();
   const owner = await anonymousClient(server.url);
