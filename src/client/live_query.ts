@@ -237,7 +237,13 @@ function openLiveStream<R, O>(
     hooks.streams.add(entry);
     const monitor = new AbortController();
     holder.monitor = monitor;
-    followFailure(hooks.session, monitor.signal, (error) => source.fail(error));
+    // A failed session ends the stream: unregister now, as on close (the
+    // local realm stays writable, so its commits go on), and error the
+    // stream after the items already queued.
+    followFailure(hooks.session, monitor.signal, (error) => {
+      unregister();
+      source.fail(error);
+    });
   }
   const reader = source.stream.getReader();
   return new ReadableStream<O>({

@@ -394,6 +394,8 @@ Deno.test("realm.watch() errors with the session's error when the session fails,
     await using forbidden = await other.user.openRealm({
       path: `/${owner.user.id}/secret`,
     });
+    // Opened first: the failure reaches it before the one read below.
+    const unread = forbidden.watch("T").getReader();
     const items: unknown[] = [];
     const failure = await (async () => {
       try {
@@ -414,6 +416,12 @@ Deno.test("realm.watch() errors with the session's error when the session fails,
     );
     assert.equal(items.length, 1, "the current result came first");
     assert.equal(realmQueryEngine(forbidden).watchers, 0);
+    // A stream nobody reads is unregistered by the failure all the same
+    // (local commits go on), and keeps its item and the error.
+    await forbidden.write((tx) => tx.put("T", "y", { n: 0 }));
+    assert.equal(realmQueryEngine(forbidden).watchers, 0);
+    assert.deepEqual((await unread.read()).value?.objects, []);
+    await assert.rejects(unread.read(), (error) => error === failure);
     // The local data stays readable.
     await forbidden.write((tx) => tx.put("T", "x", { n: 1 }));
     assert.equal(forbidden.count("T", { where: { n: 1 } }), 1);
