@@ -16,8 +16,9 @@ import {
   type Query,
   type Realm,
   type RealmObject,
+  SyncError,
 } from "../../mod.ts";
-import { fastApp } from "./_helpers.ts";
+import { fastApp, proxiedClient, recordConnectionStates } from "./_helpers.ts";
 import { Prng, testSeed } from "../_helpers/prng.ts";
 import { startTestServer } from "../_helpers/test_server.ts";
 import { bounded } from "../_helpers/waits.ts";
@@ -933,4 +934,54 @@ Deno.test("Realm.watchObject() on an object that never exists hears nothing unti
   await assertEnded(ghost, "ghost");
   await assertEnded(x, "x");
   await assertEnded(list, "list");
+});
+
+Deno.test("Realm.watch() and watchObject() when the session gives up reconnecting (reconnect.maxAttempts): the items queued before come first, then the session's error; local writes go on, and a stream opened afterwards gives the current result, then the same error", async () => {
+  await using client = await proxiedClient({
+    app: { reconnect: { minDelayMs: 1, maxDelayMs: 5, maxAttempts: 2 } },
+    path: "/~/gave-up",
+  });
+  const { proxy, realm, session } = client;
+  const byN: Query = { sort: [["n", "asc"]] };
+  const live = realm.watch("T", { ...byN, signal: bounded() }).getReader();
+  const object = realm.watchObject("T", "x", { signal: bounded() })
+    .getReader();
+  const changes = realm.changes({ signal: bounded() }).getReader();
+  const first = await next(live, "the first item");
+  await next(object, "the object's first item");
+  // Queued, unread, before the connection is lost for good.
+  await realm.write((tx) => tx.put("T", "x", { n: 1 }));
+  await using states = recordConnectionStates(session);
+  proxy.mode = "refuse";
+  proxy.dropAll();
+  await states.finished();
+  const error = session.error;
+  assert.ok(
+    error instanceof SyncError && error.code === "reconnect_gave_up",
+    String(error),
+  );
+  const isError = (thrown: unknown) => thrown === error;
+  const queued = await next(live, "the write before the failure");
+  assertPatches(first.objects, queued, "before the failure");
+  assert.deepEqual((await next(object, "x created")).fields, { n: 1 });
+  await assert.rejects(readBounded(live), isError);
+  await assert.rejects(readBounded(object), isError);
+
+  // The local realm is still writable; changes() goes on (it does not
+  // end on a sync error), new live streams report the error after the
+  // current result.
+  await realm.write((tx) => tx.update("T", "x", { n: 2 }));
+  assert.equal((await next(changes, "the first write")).origin, "local");
+  assert.deepEqual(
+    (await next(changes, "the write after")).changes[0]?.fields,
+    { n: 2 },
+  );
+  const late = realm.watch("T", { ...byN, signal: bounded() }).getReader();
+  assertFirst(await next(late, "late first"), realm.objects("T", byN), "late");
+  await assert.rejects(readBounded(late), isError);
+  const lateObject = realm.watchObject("T", "x", { signal: bounded() })
+    .getReader();
+  assert.deepEqual((await next(lateObject, "late object")).fields, { n: 2 });
+  await assert.rejects(readBounded(lateObject), isError);
+  await changes.cancel();
 });
