@@ -203,6 +203,19 @@ Deno.test("Realm.watch() and watchObject() as JavaScript objects: ReadableStream
     await make().cancel();
   }
 
+  // return() behind a pending next() waits for it (the ReadableStream
+  // rule); aborting the signal ends both at once.
+  const stop = new AbortController();
+  const waiting = realm.watch("T", { signal: stop.signal })[
+    Symbol.asyncIterator
+  ]();
+  assert.equal((await waiting.next()).done, false);
+  const pending = waiting.next();
+  const returned = waiting.return!();
+  stop.abort();
+  assert.deepEqual(await pending, { done: true, value: undefined });
+  assert.deepEqual(await returned, { done: true, value: undefined });
+
   // A released reader's successor, and a loop that keeps the stream open
   // (preventCancel), go on where the last read stopped.
   const kept = realm.watch("T", { ...byN, signal: bounded() });
@@ -414,7 +427,11 @@ async function manyWatchers(prng: Prng): Promise<void> {
   await using server = await startTestServer();
   await using app = fastApp(server.url);
   const user = await app.logIn(Credentials.anonymous());
-  const realm = await user.openRealm({ path: "/~/many" });
+  const realm = await user.openRealm({
+    path: "/~/many",
+    // Refills of windowed results select through these.
+    indexes: { T: ["g", "p"] },
+  });
   const ids = Array.from({ length: 80 }, (_, i) => `o${i}`);
   await realm.write((tx) => {
     for (const id of ids.slice(0, 50)) tx.put("T", id, manyFields(prng));
