@@ -1002,3 +1002,114 @@ Deno.test("Realm.watch() and watchObject() when the session gives up reconnectin
   await assert.rejects(readBounded(lateObject), isError);
   await changes.cancel();
 });
+
+Deno.test("Realm.watch() with 100 live queries following another client's burst of 30 transactions, half sharing one signal aborted once the reader has integrated part of the burst: every item patches the one before it into a result the writer went through after it, the others end at the writer's last result, the aborted ones stop where they were", async () => {
+  const seed = testSeed();
+  try {
+    await remoteWatchers(new Prng(seed));
+  } catch (error) {
+    console.error(`live_query_lifecycle remote: TETHER_SEED=${seed}`);
+    throw error;
+  }
+});
+
+async function remoteWatchers(prng: Prng): Promise<void> {
+  await using server = await startTestServer(SHARED);
+  const path = "/shared/many-remote";
+  await using writerApp = fastApp(server.url);
+  await using readerApp = fastApp(server.url);
+  const open = (app: typeof writerApp) =>
+    app.logIn(Credentials.anonymous()).then((user) =>
+      user.openRealm({ path, waitForDownload: true, signal: bounded() })
+    );
+  const writer = await open(writerApp);
+  const reader = await open(readerApp);
+  const ids = Array.from({ length: 60 }, (_, i) => `o${i}`);
+  await (await writer.write((tx) => {
+    for (const id of ids.slice(0, 40)) tx.put("T", id, manyFields(prng));
+  })).waitForUpload({ signal: bounded() });
+  await reader.syncSession.waitForDownload({ signal: bounded() });
+
+  const COUNT = 100;
+  const queries = Array.from({ length: COUNT }, (_, k) => manyQuery(k + 1));
+  const states: Row[][][] = queries.map((q) => [writer.objects("T", q)]);
+  const shared = new AbortController();
+  const aborted = (k: number) => k % 2 === 0;
+  const received: Row[][][] = queries.map(() => []);
+  // Where each watcher is in its query's history.
+  const at: number[] = queries.map(() => 0);
+  const loops = queries.map(async (query, k) => {
+    const stream = reader.watch("T", {
+      ...query,
+      ...(aborted(k) ? { signal: shared.signal } : {}),
+    }).getReader();
+    for (;;) {
+      const { done, value } = await readBounded(stream, bounded(30_000));
+      if (done) return;
+      const got = received[k]!;
+      const label = `watcher ${k} item ${got.length}`;
+      if (got.length === 0) {
+        assertFirst(value, states[k]![0]!, label);
+      } else {
+        assertPatches(got.at(-1)!, value, label);
+        // A later result of the writer's (several of its transactions may
+        // come in one DOWNLOAD, which is one item).
+        const history = distinct(states[k]!);
+        let match = at[k]! + 1;
+        while (
+          match < history.length &&
+          !isDeepStrictEqual(value.objects, history[match])
+        ) match++;
+        assert.ok(
+          match < history.length,
+          `${label}: not a later result of the writer's`,
+        );
+        at[k] = match;
+      }
+      got.push(value.objects);
+    }
+  });
+  // The abort comes with the reader's fifth remote transaction.
+  const abortAfter = (async () => {
+    const changes = reader.changes({ signal: bounded(30_000) }).getReader();
+    for (let seen = 0; seen < 5;) {
+      const { done, value } = await readBounded(changes, bounded(30_000));
+      if (done) break;
+      if (value.origin === "remote") seen++;
+    }
+    shared.abort();
+    await changes.cancel();
+  })();
+
+  const BURST = 30;
+  const writes: Promise<unknown>[] = [];
+  for (let t = 0; t < BURST; t++) {
+    writes.push(writer.write((tx) => {
+      if (t > 0) {
+        queries.forEach((q, k) => states[k]!.push(writer.objects("T", q)));
+      }
+      for (let i = 1 + prng.int(4); i > 0; i--) {
+        const id = prng.pick(ids);
+        if (prng.int(5) === 0) tx.delete("T", id);
+        else tx.put("T", id, manyFields(prng));
+      }
+    }));
+  }
+  await Promise.all(writes);
+  queries.forEach((q, k) => states[k]!.push(writer.objects("T", q)));
+  await writer.syncSession.waitForUpload({ signal: bounded(20_000) });
+  await reader.syncSession.waitForDownload({ signal: bounded(20_000) });
+  await abortAfter;
+  // Closing the reader's handle ends the streams after their unread items.
+  await reader.close();
+  await Promise.all(loops);
+  await writer.close();
+  for (let k = 0; k < COUNT; k++) {
+    if (aborted(k)) continue;
+    assert.deepEqual(
+      received[k]!.at(-1),
+      states[k]!.at(-1),
+      `watcher ${k}: ends at the writer's last result`,
+    );
+  }
+}
