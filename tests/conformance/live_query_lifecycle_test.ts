@@ -1113,3 +1113,65 @@ async function remoteWatchers(prng: Prng): Promise<void> {
     );
   }
 }
+
+/**
+ * A signal that counts the abort listeners added to it and not removed:
+ * what a stream leaves registered on the caller's signal.
+ */
+function countingSignal(): { signal: AbortSignal; listeners: () => number } {
+  const signal = new AbortController().signal;
+  const live = new Set<unknown>();
+  const add = signal.addEventListener.bind(signal);
+  const remove = signal.removeEventListener.bind(signal);
+  Object.assign(signal, {
+    addEventListener(type: string, listener: unknown, options?: unknown) {
+      if (type === "abort") live.add(listener);
+      add(type, listener as EventListener, options as AddEventListenerOptions);
+    },
+    removeEventListener(type: string, listener: unknown, options?: unknown) {
+      if (type === "abort") live.delete(listener);
+      remove(type, listener as EventListener, options as EventListenerOptions);
+    },
+  });
+  return { signal, listeners: () => live.size };
+}
+
+Deno.test("Realm.watch() and watchObject() leave no listener on the caller's signal once they end by break, a throw in the loop body, cancel(), iterator.return() or a drained close, though the signal lives on; while open, each holds one", async () => {
+  await using server = await startTestServer();
+  await using app = fastApp(server.url);
+  const user = await app.logIn(Credentials.anonymous());
+  const { signal, listeners } = countingSignal();
+  const realm = await user.openRealm({ path: "/~/listeners" });
+  await realm.write((tx) => tx.put("T", "a", { n: 1 }));
+  const streams: (() => ReadableStream<unknown>)[] = [
+    () => realm.watch("T", { signal }),
+    () => realm.watch("T", { where: { n: 1 }, limit: 1, signal }),
+    () => realm.watchObject("T", "a", { signal }),
+  ];
+  for (const [i, make] of streams.entries()) {
+    for await (const _ of make()) break;
+    assert.equal(listeners(), 0, `stream ${i}: break`);
+    await assert.rejects(async () => {
+      for await (const _ of make()) throw new RangeError("in the body");
+    }, RangeError);
+    assert.equal(listeners(), 0, `stream ${i}: a throw in the loop body`);
+    const cancelled = make();
+    assert.equal(listeners(), 1, `stream ${i}: open`);
+    await cancelled.cancel();
+    assert.equal(listeners(), 0, `stream ${i}: cancel()`);
+    const iterator = make()[Symbol.asyncIterator]();
+    await iterator.next();
+    await iterator.return!();
+    assert.equal(listeners(), 0, `stream ${i}: return()`);
+  }
+  // Open ones each hold one until the handle closes and they are drained.
+  const open = streams.map((make) => make().getReader());
+  assert.equal(listeners(), streams.length);
+  await realm.write((tx) => tx.update("T", "a", { n: 2 }));
+  await realm.close();
+  for (const reader of open) {
+    while (!(await readBounded(reader)).done);
+  }
+  assert.equal(listeners(), 0, "closed and drained");
+  assert.equal(signal.aborted, false);
+});
