@@ -201,6 +201,12 @@ Deno.test("Realm.watch() and watchObject() as JavaScript objects: ReadableStream
     await realm.write((tx) => tx.update("T", "a", { n: 4 }));
     await reader_cancel(cancelled);
     await make().cancel();
+    // cancel() while a read waits: the read ends.
+    const waiting: ReadableStreamDefaultReader<unknown> = make().getReader();
+    if (name !== "changes") await next(waiting, `${name}: first`);
+    const read = waiting.read();
+    await waiting.cancel();
+    assert.deepEqual(await read, { done: true, value: undefined }, name);
   }
 
   // return() behind a pending next() waits for it (the ReadableStream
