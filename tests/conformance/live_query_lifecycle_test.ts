@@ -209,6 +209,15 @@ Deno.test("Realm.watch() and watchObject() as JavaScript objects: ReadableStream
     assert.deepEqual(await read, { done: true, value: undefined }, name);
   }
 
+  // Aborted before the first read: the first item is dropped too.
+  const early = new AbortController();
+  const unread = realm.watch("T", { signal: early.signal }).getReader();
+  const unreadObject = realm.watchObject("T", "a", { signal: early.signal })
+    .getReader();
+  early.abort();
+  await assertEnded(unread, "aborted before the first read");
+  await assertEnded(unreadObject, "aborted before the first read");
+
   // return() behind a pending next() waits for it (the ReadableStream
   // rule); aborting the signal ends both at once.
   const stop = new AbortController();
