@@ -201,7 +201,7 @@ export function watchOneObject<T>(
  * patching, never for copying a result nobody reads yet). Ends on abort,
  * cancel or realm close, unregistering (on close at once, before the
  * items left are read); errors with the session's error when the session
- * fails.
+ * fails, also unregistering at once.
  */
 function openLiveStream<R, O>(
   hooks: LiveStreamHooks,
