@@ -1195,3 +1195,53 @@ Deno.test("Realm.watch() and watchObject() leave no listener on the caller's sig
   assert.equal(listeners(), 0, "closed and drained");
   assert.equal(signal.aborted, false);
 });
+
+Deno.test("Realm.watchObject() with a slow reader: after 30 transactions read at once, exactly one item per transaction that changed the object, each its state after that transaction and naming the fields that differ from the item before", async () => {
+  const seed = testSeed();
+  const prng = new Prng(seed);
+  await using server = await startTestServer();
+  await using app = fastApp(server.url);
+  const user = await app.logIn(Credentials.anonymous());
+  await using realm = await user.openRealm({ path: "/~/slow-object" });
+  const reader = realm.watchObject("T", "x", { signal: bounded() })
+    .getReader();
+  // The object's state after each transaction that changed it.
+  const states: (Fields | undefined)[] = [undefined];
+  for (let t = 0; t < 30; t++) {
+    await realm.write((tx) => {
+      const roll = prng.int(6);
+      const exists = realm.get("T", "x") !== undefined;
+      if (roll === 0) tx.delete("T", "x");
+      else if (roll === 1) tx.put("T", "y", { t });
+      else if (roll === 2 && exists) tx.update("T", "x", { a: prng.int(2) });
+      else tx.put("T", "x", { a: prng.int(2), ...(t % 3 ? { b: t } : {}) });
+    });
+    const now = realm.get("T", "x");
+    if (!isDeepStrictEqual(now, states.at(-1))) states.push(now);
+  }
+  let previous: Fields | undefined = undefined;
+  for (const [i, fields] of states.entries()) {
+    const item = await next(reader, `item ${i} (seed ${seed})`);
+    const names = new Set<string>([
+      ...Object.keys(previous ?? {}),
+      ...Object.keys(fields ?? {}),
+    ]);
+    // (A realm stores no undefined: a missing field reads as undefined.)
+    const changed: string[] = [...names]
+      .filter((name) => !isDeepStrictEqual(previous?.[name], fields?.[name]))
+      .sort();
+    assert.deepEqual(
+      item,
+      { id: "x", fields, changedFields: changed },
+      `item ${i} (seed ${seed})`,
+    );
+    previous = fields;
+  }
+  await realm.write((tx) => tx.put("T", "x", { done: true }));
+  assert.deepEqual(
+    (await next(reader, "the next write")).fields,
+    { done: true },
+    "no item between",
+  );
+  await reader.cancel();
+});
