@@ -79,8 +79,17 @@ export interface WatchObjectOptions {
 export interface LiveStreamHooks {
   engine: QueryEngine;
   session: SyncSession;
-  /** The handle's open live streams, closed with it. */
-  streams: Set<PushStream<unknown>>;
+  /**
+   * The handle's open live streams, closed with it: each unregisters at
+   * once, and its reader gets the items already queued, then the end.
+   */
+  streams: Set<LiveStream>;
+}
+
+/** A live stream as its realm handle closes it (internal). */
+export interface LiveStream {
+  /** Unregisters, and ends the stream after the items not yet read. */
+  close(): void;
 }
 
 function checkName(what: string, value: unknown): void {
@@ -93,9 +102,13 @@ function checkName(what: string, value: unknown): void {
   }
 }
 
-function checkSignal(signal: unknown): AbortSignal | undefined {
+/** `prefix` is how the caller's other option errors begin. */
+function checkSignal(
+  signal: unknown,
+  prefix: string,
+): AbortSignal | undefined {
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
-    throw new TypeError("Invalid query: signal must be an AbortSignal");
+    throw new TypeError(`${prefix}: signal must be an AbortSignal`);
   }
   return signal;
 }
@@ -143,7 +156,7 @@ export function watchObjects<T>(
   ]);
   return openLiveStream<LiveSnapshot, LiveQueryUpdate<T>>(
     hooks,
-    checkSignal(options?.signal),
+    checkSignal(options?.signal, "Invalid query"),
     (push) => hooks.engine.watch(type, compiled, push),
     (snapshot) => materialize<T>(snapshot),
   );
@@ -176,7 +189,7 @@ export function watchOneObject<T>(
   }
   return openLiveStream<ObjectUpdate, ObjectUpdate<T>>(
     hooks,
-    checkSignal(options?.signal),
+    checkSignal(options?.signal, "Invalid options"),
     (push) => hooks.engine.watchObject(type, id, push),
     (update) => update as unknown as ObjectUpdate<T>,
   );
@@ -186,8 +199,9 @@ export function watchOneObject<T>(
  * A stream fed by an engine registration: items are kept until read and
  * turned into what the reader sees only when read (so a commit pays for
  * patching, never for copying a result nobody reads yet). Ends on abort,
- * cancel or realm close, unregistering; errors with the session's error
- * when the session fails.
+ * cancel or realm close, unregistering (on close at once, before the
+ * items left are read); errors with the session's error when the session
+ * fails, also unregistering at once.
  */
 function openLiveStream<R, O>(
   hooks: LiveStreamHooks,
@@ -196,23 +210,40 @@ function openLiveStream<R, O>(
   map: (item: R) => O,
 ): ReadableStream<O> {
   const holder: { remove?: () => void; monitor?: AbortController } = {};
+  // Unregisters from the engine and stops following the session: on
+  // detach, and when the handle closes, which must not wait for a reader
+  // that may never read the items left (another handle on the path keeps
+  // the engine, and every commit, going).
+  const unregister = () => {
+    holder.remove?.();
+    holder.monitor?.abort();
+    hooks.streams.delete(entry);
+  };
+  const entry: LiveStream = {
+    close: () => {
+      unregister();
+      source.close();
+    },
+  };
   const source: PushStream<R> = new PushStream<R>({
     latestOnly: false,
     signal,
-    onDetach: () => {
-      holder.remove?.();
-      holder.monitor?.abort();
-      hooks.streams.delete(source as PushStream<unknown>);
-    },
+    onDetach: unregister,
   });
   if (!source.isDetached) {
     const { first, remove } = register((item) => source.push(item));
     holder.remove = remove;
     source.push(first);
-    hooks.streams.add(source as PushStream<unknown>);
+    hooks.streams.add(entry);
     const monitor = new AbortController();
     holder.monitor = monitor;
-    followFailure(hooks.session, monitor.signal, (error) => source.fail(error));
+    // A failed session ends the stream: unregister now, as on close (the
+    // local realm stays writable, so its commits go on), and error the
+    // stream after the items already queued.
+    followFailure(hooks.session, monitor.signal, (error) => {
+      unregister();
+      source.fail(error);
+    });
   }
   const reader = source.stream.getReader();
   return new ReadableStream<O>({

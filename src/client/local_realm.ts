@@ -350,6 +350,11 @@ export class LocalRealm {
     return this.#queue.then(() => this.#commits.drain());
   }
 
+  /** Number of listeners with `onChange` (what tests count). */
+  get changeListeners(): number {
+    return this.#changeListeners;
+  }
+
   /** Adds a listener; returns a function that removes it. */
   listen(listener: LocalRealmListener): () => void {
     // A copy, so that the count stays right if the caller's object changes.

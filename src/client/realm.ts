@@ -5,6 +5,7 @@ import { PushStream } from "../util/push_stream.ts";
 import {
   type CountOptions,
   type LiveQueryOptions,
+  type LiveStream,
   type LiveStreamHooks,
   queryCount,
   queryObjects,
@@ -132,9 +133,9 @@ export class RealmHandle {
   /** The release started by `close()`. */
   closing: Promise<void> | undefined;
   /** Open `changes()` streams of this handle. */
-  readonly streams: Set<PushStream<RealmChange>> = new Set();
+  readonly streams: Set<LiveStream> = new Set();
   /** Open `watch()` / `watchObject()` streams of this handle. */
-  readonly liveStreams: Set<PushStream<unknown>> = new Set();
+  readonly liveStreams: Set<LiveStream> = new Set();
   /** Why this handle may not write (the realm `onBefore` reads), if so. */
   readonly readOnly: string | undefined;
 
@@ -163,6 +164,15 @@ export class RealmHandle {
     for (const stream of [...this.liveStreams]) stream.close();
     this.liveStreams.clear();
   }
+}
+
+/**
+ * A realm's local database (internal: tests count its change listeners).
+ */
+export function realmLocal(realm: Realm): LocalRealm {
+  const handle = handles.get(realm);
+  if (handle === undefined) throw new TypeError("Not a realm");
+  return handle.core.local;
 }
 
 /**
@@ -576,16 +586,26 @@ export class Realm {
   changes(options: StreamOptions = {}): ReadableStream<RealmChange> {
     this.#checkOpen("follow changes");
     const holder: { remove?: () => void } = {};
+    // As for live streams: the handle's close stops the listening at once
+    // (a listener makes every commit copy its changes, and another handle
+    // may keep the realm open), and the reader still gets what is queued.
+    const unregister = () => {
+      holder.remove?.();
+      this.#handle.streams.delete(entry);
+    };
+    const entry: LiveStream = {
+      close: () => {
+        unregister();
+        stream.close();
+      },
+    };
     const stream: PushStream<RealmChange> = new PushStream({
       latestOnly: false,
       signal: options.signal,
-      onDetach: () => {
-        holder.remove?.();
-        this.#handle.streams.delete(stream);
-      },
+      onDetach: unregister,
     });
     if (!stream.isDetached) {
-      this.#handle.streams.add(stream);
+      this.#handle.streams.add(entry);
       holder.remove = this.#handle.core.local.listen({
         onChange: (change) => stream.push(change),
       });

@@ -6,7 +6,7 @@ import {
   type LiveQueryUpdate,
   materialize,
 } from "../../src/client/query_engine.ts";
-import { realmQueryEngine } from "../../src/client/realm.ts";
+import { realmLocal, realmQueryEngine } from "../../src/client/realm.ts";
 import type { RealmObject } from "../../src/client/realm.ts";
 import { MemoryStorage } from "../../src/client/storage/memory.ts";
 import { SyncError } from "../../src/client/sync_error.ts";
@@ -356,6 +356,43 @@ Deno.test("realm.watch() and watchObject(): break unregisters; closing the realm
   }
 });
 
+Deno.test("realm.watch(), watchObject() and changes(): closing one of two handles unregisters its streams at once, also with items left unread; the reader still gets them, then the end", async () => {
+  await using server = await startTestServer();
+  const client = await anonymousClient(server.url);
+  try {
+    const closing = await client.user.openRealm({ path: "/~/todos" });
+    await using staying = await client.user.openRealm({ path: "/~/todos" });
+    const engine = realmQueryEngine(staying);
+    const local = realmLocal(staying);
+    const live = closing.watch("Task").getReader();
+    const object = closing.watchObject("Task", "t1").getReader();
+    const changes = closing.changes().getReader();
+    await closing.write((tx) => tx.put("Task", "t1", { n: 1 }));
+    assert.equal(engine.watchers, 2);
+    assert.equal(local.changeListeners, 1);
+    await closing.close();
+    // Nobody has read: the engine, which the other handle keeps, no
+    // longer patches them on every commit, nor does a commit copy its
+    // changes for the closed handle's changes().
+    assert.equal(engine.watchers, 0);
+    assert.equal(local.changeListeners, 0);
+    await staying.write((tx) => tx.put("Task", "t2", { n: 2 }));
+    assert.equal((await live.read()).value?.objects.length, 0);
+    assert.deepEqual(
+      (await live.read()).value?.objects.map((o) => o.id),
+      ["t1"],
+    );
+    assert.deepEqual(await live.read(), { done: true, value: undefined });
+    assert.equal((await object.read()).value?.fields, undefined);
+    assert.deepEqual((await object.read()).value?.fields, { n: 1 });
+    assert.deepEqual(await object.read(), { done: true, value: undefined });
+    assert.deepEqual((await changes.read()).value?.changes.length, 1);
+    assert.deepEqual(await changes.read(), { done: true, value: undefined });
+  } finally {
+    await client.app.close();
+  }
+});
+
 Deno.test("realm.watch() errors with the session's error when the session fails, after the items already queued", async () => {
   await using server = await startTestServer();
   const owner = await anonymousClient(server.url);
@@ -364,6 +401,8 @@ Deno.test("realm.watch() errors with the session's error when the session fails,
     await using forbidden = await other.user.openRealm({
       path: `/${owner.user.id}/secret`,
     });
+    // Opened first: the failure reaches it before the one read below.
+    const unread = forbidden.watch("T").getReader();
     const items: unknown[] = [];
     const failure = await (async () => {
       try {
@@ -384,6 +423,12 @@ Deno.test("realm.watch() errors with the session's error when the session fails,
     );
     assert.equal(items.length, 1, "the current result came first");
     assert.equal(realmQueryEngine(forbidden).watchers, 0);
+    // A stream nobody reads is unregistered by the failure all the same
+    // (local commits go on), and keeps its item and the error.
+    await forbidden.write((tx) => tx.put("T", "y", { n: 0 }));
+    assert.equal(realmQueryEngine(forbidden).watchers, 0);
+    assert.deepEqual((await unread.read()).value?.objects, []);
+    await assert.rejects(unread.read(), (error) => error === failure);
     // The local data stays readable.
     await forbidden.write((tx) => tx.put("T", "x", { n: 1 }));
     assert.equal(forbidden.count("T", { where: { n: 1 } }), 1);
