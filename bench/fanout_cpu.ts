@@ -12,7 +12,9 @@
  * their blocks alternate (`--pairs` of them, which one goes first
  * alternating too), so before and after come from one process and one
  * machine load. `--profile <file>` writes a V8 CPU profile of this
- * checkout's blocks (`node:inspector`).
+ * checkout's last block and `--alloc <file>` a V8 sampling heap profile of
+ * it (`node:inspector`; what was allocated, by function, whether or not
+ * it was collected since).
  *
  * ```sh
  * deno run -A bench/fanout_cpu.ts [--pairs 8] [--rounds 100] [--base /tmp/base]
@@ -249,6 +251,7 @@ const server = await startServer();
 const controller = new AbortController();
 const session = new inspector.Session();
 const profileFile = option("--profile");
+const allocFile = option("--alloc");
 const base = option("--base");
 try {
   const checkouts = [await load("this", new URL("../", import.meta.url))];
@@ -262,10 +265,10 @@ try {
     groups.push(await group(checkout, server.url, controller.signal));
   }
   for (const g of groups) await rounds(g, WARMUP_ROUNDS);
+  if (profileFile !== undefined || allocFile !== undefined) session.connect();
   if (profileFile !== undefined) {
-    session.connect();
     session.post("Profiler.enable");
-    session.post("Profiler.setSamplingInterval", { interval: 100 });
+    session.post("Profiler.setSamplingInterval", { interval: 50 });
   }
   const cpu = new Map<string, number[]>();
   const p50 = new Map<string, number[]>();
@@ -278,6 +281,15 @@ try {
       const label = g.checkout.label;
       const profiling = profileFile !== undefined && label === "this";
       if (profiling) session.post("Profiler.start");
+      const sampling = allocFile !== undefined && label === "this" &&
+        pair === PAIRS - 1;
+      if (sampling) {
+        session.post("HeapProfiler.startSampling", {
+          samplingInterval: 256,
+          includeObjectsCollectedByMajorGC: true,
+          includeObjectsCollectedByMinorGC: true,
+        });
+      }
       const framesBefore = framesSent;
       handlerTimes = new Float64Array(ROUNDS * (CLIENTS + 1) * 2);
       handlerCount = 0;
@@ -293,6 +305,13 @@ try {
               profileFile!,
               JSON.stringify(result.profile),
             );
+          }
+        });
+      }
+      if (sampling) {
+        session.post("HeapProfiler.stopSampling", (error, result) => {
+          if (error === null) {
+            Deno.writeTextFileSync(allocFile!, JSON.stringify(result.profile));
           }
         });
       }
@@ -341,6 +360,8 @@ try {
   }
 } finally {
   controller.abort();
-  if (profileFile !== undefined) session.disconnect();
+  if (profileFile !== undefined || allocFile !== undefined) {
+    session.disconnect();
+  }
   await server.stop();
 }
