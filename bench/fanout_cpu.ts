@@ -25,6 +25,12 @@
 import process from "node:process";
 import inspector from "node:inspector";
 import type { App, Credentials, Realm } from "../mod.ts";
+import {
+  decodeMessage,
+  type DownloadMessage,
+  encodeMessage,
+  MessageType,
+} from "../protocol.ts";
 
 /** What this bench uses of a checkout's `mod.ts`. */
 interface Checkout {
@@ -39,6 +45,8 @@ interface Group {
   apps: App[];
   writer: Realm;
   readers: Realm[];
+  /** Each reader's socket. */
+  sockets: CountingWebSocket[];
   watchers: Watcher[];
   done: Promise<void>[];
   next: number;
@@ -53,6 +61,9 @@ const CLIENTS = Number(option("--clients") ?? 50);
 const ROUNDS = Number(option("--rounds") ?? 100);
 const PAIRS = Number(option("--pairs") ?? 8);
 const WARMUP_ROUNDS = 400;
+const SYNTHETIC = Deno.args.includes("--synthetic");
+/** HLC time of the synthetic changesets: after every real write's. */
+const SYNTHETIC_TIME = Date.now() + 3_600_000;
 /** The deadline of every single wait. */
 const WAIT_MS = 120_000;
 const ID = "00000000-0000-4000-8000-000000000000";
@@ -68,6 +79,8 @@ let framesSent = 0;
  * preemption now and then, unlike a total.
  */
 let handlerTimes = new Float64Array(0);
+/** Every socket the clients opened, in order. */
+const sockets: CountingWebSocket[] = [];
 let handlerCount = 0;
 
 /**
@@ -75,6 +88,19 @@ let handlerCount = 0;
  * each here) and times their `message` listeners.
  */
 class CountingWebSocket extends WebSocket {
+  /** The client's own `message` listener, for `--synthetic`. */
+  listener: ((event: MessageEvent) => void) | undefined;
+  /** The last frame received, for `--synthetic`. */
+  lastData: unknown;
+
+  constructor(
+    url: string | URL,
+    protocols?: ConstructorParameters<typeof WebSocket>[1],
+  ) {
+    super(url, protocols);
+    sockets.push(this);
+  }
+
   override send(data: string | ArrayBufferLike | Blob | ArrayBufferView) {
     framesSent++;
     super.send(data);
@@ -88,7 +114,9 @@ class CountingWebSocket extends WebSocket {
     if (type !== "message" || typeof listener !== "function") {
       return super.addEventListener(type, listener, options);
     }
+    this.listener = listener as (event: MessageEvent) => void;
     super.addEventListener(type, (event) => {
+      this.lastData = (event as MessageEvent).data;
       const start = performance.now();
       listener.call(this, event);
       const took = performance.now() - start;
@@ -201,10 +229,16 @@ async function group(
   const receipt = await writer.write((tx) => tx.put("Item", ID, { n: 0 }));
   await receipt.waitForUpload({ signal: AbortSignal.timeout(WAIT_MS) });
   const readers: Realm[] = [];
+  const readerSockets: CountingWebSocket[] = [];
   const watchers: Watcher[] = [];
   const done: Promise<void>[] = [];
   for (let k = 0; k < CLIENTS; k++) {
+    const opened = sockets.length;
     const realm = await open();
+    if (sockets.length !== opened + 1) {
+      throw new Error("Expected one socket per client");
+    }
+    readerSockets.push(sockets[opened]!);
     const watcher = new Watcher();
     readers.push(realm);
     watchers.push(watcher);
@@ -217,7 +251,16 @@ async function group(
       }
     })());
   }
-  return { checkout, apps, writer, readers, watchers, done, next: 1 };
+  return {
+    checkout,
+    apps,
+    writer,
+    readers,
+    sockets: readerSockets,
+    watchers,
+    done,
+    next: 1,
+  };
 }
 
 /** `rounds` writes, each waited for at every client; the last client's µs. */
@@ -234,6 +277,86 @@ async function rounds(g: Group, count: number): Promise<number[]> {
     const times = await seen;
     last.push((Math.max(...times) - start) * 1000);
   }
+  return last;
+}
+
+/**
+ * `--synthetic`: `count` rounds without the server or the sockets. Each
+ * round encodes the DOWNLOAD the server would send (the next server
+ * version, one changeset updating field `n`) and hands every reader's own
+ * `message` listener a fresh copy, as Deno's WebSocket does, then waits
+ * for every reader's `changes()` to show it. What is left is the client's
+ * receive path and the reads of `changes()`, without Deno's socket and
+ * event work or the server's share of the machine.
+ */
+async function syntheticRounds(g: Group, count: number): Promise<number[]> {
+  const last: number[] = [];
+  const states = g.sockets.map((socket) => {
+    if (!(socket.lastData instanceof ArrayBuffer)) {
+      throw new Error("No DOWNLOAD seen on a reader's socket");
+    }
+    const message = decodeMessage(new Uint8Array(socket.lastData));
+    if (message.type !== MessageType.Download) {
+      throw new Error(`The last frame was message ${message.type}`);
+    }
+    return message;
+  });
+  for (let r = 0; r < count; r++) {
+    const i = g.next++;
+    const seen = within(
+      Promise.all(g.watchers.map((watcher) => watcher.expect(i))),
+      `value ${i}`,
+    );
+    const start = performance.now();
+    const frames = new Map<number, Uint8Array>();
+    for (let k = 0; k < g.sockets.length; k++) {
+      const state = states[k]!;
+      const serverVersion = state.serverVersion + 1 + r;
+      const key = state.sessionId * 2 ** 32 + serverVersion;
+      let frame = frames.get(key);
+      if (frame === undefined) {
+        const message: DownloadMessage = {
+          type: MessageType.Download,
+          sessionId: state.sessionId,
+          serverVersion,
+          ...(state.serverVersionSalt === undefined
+            ? {}
+            : { serverVersionSalt: state.serverVersionSalt }),
+          lastIntegratedClientVersion: state.lastIntegratedClientVersion,
+          downloadableBytes: 0,
+          changesetBytes: 40,
+          changesets: [{
+            serverVersion,
+            stamp: { time: SYNTHETIC_TIME + i, counter: 0, node: 7 },
+            instructions: [{
+              op: "update",
+              type: "Item",
+              id: ID,
+              fields: { n: i },
+              stamp: null,
+            }],
+          }],
+        };
+        frame = encodeMessage(message).slice();
+        frames.set(key, frame);
+      }
+      const socket = g.sockets[k]!;
+      const data = frame.slice().buffer;
+      const start = performance.now();
+      socket.listener!.call(socket, { data } as MessageEvent);
+      const took = performance.now() - start;
+      if (handlerCount < handlerTimes.length) {
+        handlerTimes[handlerCount++] = took * 1000;
+      }
+    }
+    const times = await seen;
+    last.push((Math.max(...times) - start) * 1000);
+  }
+  // The next synthetic block goes on from where this one stopped.
+  for (const state of states) state.serverVersion += count;
+  g.sockets.forEach((socket, k) => {
+    socket.lastData = encodeMessage(states[k]!).slice().buffer;
+  });
   return last;
 }
 
@@ -265,6 +388,9 @@ try {
     groups.push(await group(checkout, server.url, controller.signal));
   }
   for (const g of groups) await rounds(g, WARMUP_ROUNDS);
+  if (SYNTHETIC) {
+    for (const g of groups) await syntheticRounds(g, WARMUP_ROUNDS);
+  }
   if (profileFile !== undefined || allocFile !== undefined) session.connect();
   if (profileFile !== undefined) {
     session.post("Profiler.enable");
@@ -294,7 +420,9 @@ try {
       handlerTimes = new Float64Array(ROUNDS * (CLIENTS + 1) * 2);
       handlerCount = 0;
       const before = cpuMicros();
-      const last = await rounds(g, ROUNDS);
+      const last = SYNTHETIC
+        ? await syntheticRounds(g, ROUNDS)
+        : await rounds(g, ROUNDS);
       const used = (cpuMicros() - before) / (ROUNDS * CLIENTS);
       const sent = (framesSent - framesBefore) / ROUNDS;
       const handler = median([...handlerTimes.subarray(0, handlerCount)]);
@@ -318,11 +446,13 @@ try {
       cpu.set(label, [...cpu.get(label) ?? [], used]);
       handlers.set(label, [...handlers.get(label) ?? [], handler]);
       p50.set(label, [...p50.get(label) ?? [], median(last)]);
-      row.push(`${label} ${used.toFixed(2)} µs/msg, handler ${
-        handler.toFixed(2)
-      } µs, p50 ${
-        median(last).toFixed(0)
-      } µs, ${sent.toFixed(2)} frames sent/round`);
+      row.push(
+        `${label} ${used.toFixed(2)} µs/msg, handler ${
+          handler.toFixed(2)
+        } µs, p50 ${median(last).toFixed(0)} µs, ${
+          sent.toFixed(2)
+        } frames sent/round`,
+      );
     }
     pairs.push(row.join(" | "));
     console.log(`pair ${pair + 1}: ${row.join(" | ")}`);
