@@ -108,7 +108,7 @@ class CountingWebSocket extends WebSocket {
 
   override addEventListener(
     type: string,
-    listener: EventListenerOrEventListenerObject | null,
+    listener: EventListenerOrEventListenerObject,
     options?: boolean | AddEventListenerOptions,
   ): void {
     if (type !== "message" || typeof listener !== "function") {
