@@ -11,7 +11,8 @@
  * checkout gets its own writer, clients and realm on the same server, and
  * their blocks alternate (`--pairs` of them, which one goes first
  * alternating too), so before and after come from one process and one
- * machine load. `--profile <file>` writes a V8 CPU profile of this
+ * machine load (`--base-first` creates the base's clients first).
+ * `--profile <file>` writes a V8 CPU profile of this
  * checkout's last block and `--alloc <file>` a V8 sampling heap profile of
  * it (`node:inspector`; what was allocated, by function, whether or not
  * it was collected since).
@@ -384,7 +385,13 @@ try {
     );
   }
   const groups: Group[] = [];
-  for (const checkout of checkouts) {
+  // The clients created first read a few percent higher in CPU time, the
+  // same tree on both sides (docs/PERFORMANCE.md): `--base-first` swaps
+  // the order, so runs of both orders can cancel that out.
+  const creation = Deno.args.includes("--base-first")
+    ? checkouts.toReversed()
+    : checkouts;
+  for (const checkout of creation) {
     groups.push(await group(checkout, server.url, controller.signal));
   }
   for (const g of groups) await rounds(g, WARMUP_ROUNDS);
