@@ -12,6 +12,9 @@ import {
 } from "./merge.ts";
 import type { Fields, Value } from "./value.ts";
 
+/** What `apply` returns when nothing visible changed (shared, never grown). */
+const NO_CHANGES: ObjectChange[] = [];
+
 /**
  * An in-memory set of object records, keyed by type then id, that applies
  * changesets with the rules in `merge.ts` and reports their visible effect.
@@ -29,19 +32,26 @@ export class ObjectStore {
    * Applies a changeset's instructions in order and returns their visible
    * effect, one entry per instruction that changed something.
    *
-   * @param touched Given, gets the record of every instruction pushed, in
-   *   instruction order (repeats included), so a caller that commits them
-   *   need not look them up again.
+   * @param touched Given, gets the record of every instruction, in
+   *   instruction order (repeats included) from index `touchedAt` on, so a
+   *   caller that commits them need not look them up again.
+   * @param touchedAt Where in `touched` the first record goes (default:
+   *   its end), so a caller can size the array once.
    */
   apply(
     stamp: Hlc,
     instructions: readonly Instruction[],
     touched?: ObjectRecord[],
+    touchedAt: number = touched?.length ?? 0,
   ): ObjectChange[] {
-    const changes: ObjectChange[] = [];
-    for (const instruction of instructions) {
+    // Sized on the first change: an empty array's first push reserves 17
+    // slots, and most DOWNLOADs change one object (docs/PERFORMANCE.md
+    // "Fan-out: the receive path, fourth pass").
+    let changes: ObjectChange[] = NO_CHANGES;
+    for (let index = 0; index < instructions.length; index++) {
+      const instruction = instructions[index]!;
       const record = this.#recordFor(instruction.type, instruction.id);
-      touched?.push(record);
+      if (touched !== undefined) touched[touchedAt + index] = record;
       const wasLive = isLive(record);
       const change = applyInstruction(
         record,
@@ -50,7 +60,9 @@ export class ObjectStore {
       );
       const live = isLive(record);
       if (wasLive !== live) this.#liveCount += live ? 1 : -1;
-      if (change !== null) changes.push(change);
+      if (change === null) continue;
+      if (changes === NO_CHANGES) changes = [change];
+      else changes.push(change);
     }
     return changes;
   }

@@ -3,7 +3,7 @@
 import { ProtocolError } from "./protocol_error.ts";
 import { type Reader, readUtf8, readVarUint, truncated } from "./reader.ts";
 import { StringTable } from "./string_table.ts";
-import { formatUuid, UUID_BYTES, writeUuidBytes } from "./uuid.ts";
+import { readUuid, UUID_BYTES, writeUuidBytes } from "./uuid.ts";
 import { putVarUint, Writer, writeRaw, writeVarUint } from "./writer.ts";
 
 /**
@@ -403,7 +403,8 @@ function takeName(reader: Reader, units: number, start: number): string {
 /**
  * Reads a string-table reference and returns the string's table index.
  * `isName` marks type names, field names and object keys, which go through
- * the name cache; ids do not, since they seldom repeat across messages.
+ * the name cache; ids sent as 16 bytes go through the id cache of
+ * `readUuid`, other ids through neither.
  */
 export function readReference(reader: Reader, isName: boolean): number {
   const start = reader.pos;
@@ -423,7 +424,7 @@ export function readReference(reader: Reader, isName: boolean): number {
   let text: string;
   if (reference === 0) {
     if (reader.end - reader.pos < UUID_BYTES) throw truncated(reader, 16);
-    text = formatUuid(reader.bytes, reader.pos);
+    text = readUuid(reader.bytes, reader.pos);
     reader.pos += UUID_BYTES;
   } else if (isName) {
     text = takeName(reader, reference / 2 - 1, start);

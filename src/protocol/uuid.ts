@@ -94,6 +94,54 @@ function pairAt(text: string, at: number): number {
   return (high | low) < 0x80 ? PAIR_VALUES[(high << 7) | low]! : -1;
 }
 
+/**
+ * Ids decoded lately, by a hash of their 16 bytes: one slot each, the
+ * bytes as four words beside the string. An object updated again and again
+ * (a counter, a shared document, every fan-out round) then decodes to the
+ * string it had, which costs less to find than to build, and whose hash
+ * the maps keyed by id have already computed (docs/PERFORMANCE.md
+ * "Fan-out: the receive path, fourth pass"). Bounded: at most
+ * `ID_CACHE_SIZE` strings of 36 characters stay alive.
+ */
+const ID_CACHE_SIZE = 1024;
+const idWords = new Int32Array(ID_CACHE_SIZE * 4);
+const idTexts: string[] = new Array(ID_CACHE_SIZE).fill("");
+
+/**
+ * {@linkcode formatUuid}, or the same string as the last time these 16
+ * bytes were read when that id is still in the cache.
+ */
+export function readUuid(bytes: Uint8Array, pos: number): string {
+  const w0 = bytes[pos]! | bytes[pos + 1]! << 8 | bytes[pos + 2]! << 16 |
+    bytes[pos + 3]! << 24;
+  const w1 = bytes[pos + 4]! | bytes[pos + 5]! << 8 | bytes[pos + 6]! << 16 |
+    bytes[pos + 7]! << 24;
+  const w2 = bytes[pos + 8]! | bytes[pos + 9]! << 8 |
+    bytes[pos + 10]! << 16 | bytes[pos + 11]! << 24;
+  const w3 = bytes[pos + 12]! | bytes[pos + 13]! << 8 |
+    bytes[pos + 14]! << 16 | bytes[pos + 15]! << 24;
+  const slot = Math.imul(
+    w0 ^ Math.imul(w1, 0x85ebca6b) ^ Math.imul(w2, 0xc2b2ae35) ^
+      Math.imul(w3, 0x27d4eb2f),
+    0x9e3779b1,
+  ) >>> 22;
+  const at = slot * 4;
+  const cached = idTexts[slot]!;
+  if (
+    cached !== "" && idWords[at] === w0 && idWords[at + 1] === w1 &&
+    idWords[at + 2] === w2 && idWords[at + 3] === w3
+  ) {
+    return cached;
+  }
+  const text = formatUuid(bytes, pos);
+  idWords[at] = w0;
+  idWords[at + 1] = w1;
+  idWords[at + 2] = w2;
+  idWords[at + 3] = w3;
+  idTexts[slot] = text;
+  return text;
+}
+
 /** Formats the 16 bytes at `bytes[pos…]` as a canonical lowercase UUID. */
 export function formatUuid(bytes: Uint8Array, pos: number): string {
   // One call with every char code builds a flat string in one allocation.

@@ -29,7 +29,15 @@ export class PushStream<T> {
   #latestOnly: boolean;
   #queue: T[] = [];
   #controller!: ReadableStreamDefaultController<T>;
-  #pullWaiting: (() => void) | undefined;
+  /**
+   * Whether the stream asked for a value (its `pull`) and none was handed
+   * over since: a read is pending. A flag rather than a promise returned
+   * from `pull`: the stream asks again only after the next read finds its
+   * queue empty either way, and a promise and its resolver per value cost
+   * more than the value's own delivery (docs/PERFORMANCE.md "Fan-out: the
+   * receive path, fourth pass").
+   */
+  #readWaiting = false;
   #closing = false;
   #failure: { reason: unknown } | undefined;
   #detached = false;
@@ -70,6 +78,12 @@ export class PushStream<T> {
   /** Offers a value to the reader; ignored once closed. */
   push(value: T): void {
     if (this.isDetached) return;
+    if (this.#readWaiting && this.#queue.length === 0) {
+      // The common case of a reader keeping up: straight to its read.
+      this.#readWaiting = false;
+      this.#controller.enqueue(value);
+      return;
+    }
     if (this.#latestOnly) {
       this.#queue.length = 0;
     }
@@ -100,15 +114,10 @@ export class PushStream<T> {
     this.#detach();
   }
 
-  #pull(): Promise<void> | void {
-    if (this.#queue.length > 0 || this.#closing) {
-      this.#flush();
-      return;
-    }
+  #pull(): void {
     if (this.#detached) return;
-    return new Promise<void>((resolve) => {
-      this.#pullWaiting = resolve;
-    });
+    this.#readWaiting = true;
+    if (this.#queue.length > 0 || this.#closing) this.#flush();
   }
 
   /**
@@ -118,7 +127,7 @@ export class PushStream<T> {
    */
   #deliver(): void {
     if (this.#detached) return;
-    if (this.#pullWaiting === undefined) {
+    if (!this.#readWaiting) {
       if (this.#closing && this.#queue.length === 0) this.#flush();
       return;
     }
@@ -128,8 +137,7 @@ export class PushStream<T> {
   /** Hands over one value, or ends the stream once nothing is left. */
   #flush(): void {
     if (this.#detached) return;
-    const waiting = this.#pullWaiting;
-    this.#pullWaiting = undefined;
+    this.#readWaiting = false;
     if (this.#queue.length > 0) {
       this.#controller.enqueue(this.#queue.shift()!);
     }
@@ -143,7 +151,6 @@ export class PushStream<T> {
       }
       this.#detach();
     }
-    waiting?.();
   }
 
   /** Ends the stream now, dropping values not yet read (abort). */
@@ -158,9 +165,7 @@ export class PushStream<T> {
     if (this.#detached) return;
     this.#detached = true;
     this.#queue.length = 0;
-    const waiting = this.#pullWaiting;
-    this.#pullWaiting = undefined;
-    waiting?.();
+    this.#readWaiting = false;
     this.#removeAbort?.();
     this.#removeAbort = undefined;
     const onDetach = this.#onDetach;

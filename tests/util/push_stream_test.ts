@@ -112,3 +112,39 @@ Deno.test("PushStream detaches when the reader breaks out of for await", async (
   controller.abort();
   assert.equal(detached, 1);
 });
+
+Deno.test("PushStream (queue) hands values to reads already waiting, several at once, in order", async () => {
+  {
+    const channel = new PushStream<number>({ latestOnly: false });
+    const reader = channel.stream.getReader();
+    // Reads made before any push: each push answers the oldest one.
+    const first = reader.read();
+    const second = reader.read();
+    const third = reader.read();
+    await Promise.resolve();
+    channel.push(1);
+    channel.push(2);
+    channel.push(3);
+    assert.deepEqual(await first, { done: false, value: 1 });
+    assert.deepEqual(await second, { done: false, value: 2 });
+    assert.deepEqual(await third, { done: false, value: 3 });
+    // A push with no read waiting is kept for the next read.
+    channel.push(4);
+    assert.deepEqual(await reader.read(), { done: false, value: 4 });
+    const fifth = reader.read();
+    channel.close();
+    assert.deepEqual(await fifth, { done: true, value: undefined });
+  }
+});
+
+Deno.test("PushStream fail() while a read waits errors that read after earlier values", async () => {
+  const channel = new PushStream<number>({ latestOnly: false });
+  const reader = channel.stream.getReader();
+  const first = reader.read();
+  channel.push(1);
+  assert.deepEqual(await first, { done: false, value: 1 });
+  const second = reader.read();
+  const failure = new Error("boom");
+  channel.fail(failure);
+  await assert.rejects(second, (error) => error === failure);
+});

@@ -11,8 +11,8 @@ import type {
 
 /**
  * A {@linkcode RealmStorage} in memory: the data lives as long as this
- * object. Records are kept by reference, so a caller must not mutate a
- * record after committing it unless it commits it again.
+ * object. Records and the meta record are kept by reference, so a caller
+ * must not mutate either after committing it unless it commits it again.
  */
 export class MemoryStorage implements RealmStorage {
   #meta: RealmMeta | null = null;
@@ -71,7 +71,9 @@ export class MemoryStorage implements RealmStorage {
       drop++;
     }
     if (drop > 0) this.#pending.splice(0, drop);
-    this.#meta = { ...batch.meta };
+    // Kept by reference like the records (`load` hands out a copy): a
+    // committed meta is never changed, a new one is committed instead.
+    this.#meta = batch.meta;
   }
 
   close(): Promise<void> {
