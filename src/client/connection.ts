@@ -6,6 +6,7 @@
  * keepalive").
  */
 
+import type { UploadWindow } from "./upload_window.ts";
 import {
   type ClientMessage,
   type HandshakeReplyMessage,
@@ -81,6 +82,10 @@ class Channel implements SessionChannel {
 
   get protocolVersion(): number {
     return this.#attempt.protocolVersion;
+  }
+
+  get uploadWindow(): UploadWindow {
+    return this.#attempt.uploadWindow;
   }
 
   send(message: ClientMessage): number {

@@ -10,6 +10,7 @@
  * answers of an old attempt need no check at the host.
  */
 
+import { UploadWindow } from "./upload_window.ts";
 import {
   compressFrame,
   COMPRESSION_THRESHOLD,
@@ -112,6 +113,11 @@ export class ConnectionAttempt {
    * only with 2 or later); the newest until then, when no BIND goes out.
    */
   protocolVersion: number = PROTOCOL_VERSION;
+  /**
+   * Room for UPLOAD frames on this socket, shared by its sessions; the next
+   * socket starts empty (what was out on this one is settled here or never).
+   */
+  readonly uploadWindow: UploadWindow = new UploadWindow();
 
   /**
    * @param options The connection's options.

@@ -7,6 +7,7 @@
  * and keepalive").
  */
 
+import type { UploadWindow } from "./upload_window.ts";
 import type { ClientMessage, ServerMessage } from "../protocol/messages.ts";
 import type { Clock } from "../util/clock.ts";
 import type { ResolvedReconnectOptions } from "./backoff.ts";
@@ -90,6 +91,8 @@ export interface SessionChannel {
   readonly maxMessageBytes: number;
   /** The protocol version the connection negotiated (HANDSHAKE_REPLY). */
   readonly protocolVersion: number;
+  /** The socket's upload window, shared by every session on it. */
+  readonly uploadWindow: UploadWindow;
   /** Whether messages sent now reach this binding's socket. */
   readonly isOpen: boolean;
   /**

@@ -71,7 +71,7 @@ export class SessionCore {
   #notifier: ProgressNotifier;
   #waits = new WaitsLedger();
   #reset: ClientReset;
-  #batcher = new UploadBatcher();
+  #batcher = new UploadBatcher({ wake: () => this.#upload() });
   #watchdog: StallWatchdog;
   #rebinds: Backoff;
   #rebindTimer: Timer;

@@ -4,10 +4,11 @@
  * The upload batcher: packs a session's pending local changesets into
  * UPLOAD frames under the server's frame limit, in client-version order,
  * and remembers how far the current binding has sent (docs/PROTOCOL.md
- * §4.3). It keeps at most a window of UPLOAD bytes sent but not yet
- * acknowledged, so a fast writer never makes the server hold more than its
- * per-connection bound (docs/SERVER.md "Memory") and refuse it with
- * `queue_full`; more goes out as acknowledgements arrive.
+ * §4.3). Its frames take room in the connection's upload window
+ * (`upload_window.ts`), shared by every session on the socket, so fast
+ * writers never make the server hold more than its per-connection bound
+ * (docs/SERVER.md "Memory") and refuse them with `queue_full`; more goes out
+ * as acknowledgements arrive.
  *
  * It also keeps at most {@linkcode UPLOAD_FRAMES_IN_FLIGHT} frames
  * unacknowledged: what is written while they are out waits and leaves in
@@ -30,6 +31,7 @@ import {
 import type { SessionChannel } from "./connection.ts";
 import { SyncError } from "./sync_error.ts";
 import { Writer } from "../protocol/writer.ts";
+import type { UploadWindow } from "./upload_window.ts";
 
 /**
  * UPLOAD frames are encoded here and sent as views (the socket copies what
@@ -40,15 +42,6 @@ import { Writer } from "../protocol/writer.ts";
  */
 let uploadWriter = new Writer(4 * 1024);
 const KEPT_WRITER_BYTES = 1024 * 1024;
-
-/**
- * The default window: bytes of UPLOAD frames a session keeps sent but not
- * acknowledged, and the most one frame packs (a larger single changeset
- * still goes alone). The server's default per-connection bound (16 MiB)
- * counts each UPLOAD at four times its frame, so it holds 4 MiB of frames:
- * four busy sessions on one connection stay within it.
- */
-export const UPLOAD_WINDOW_BYTES = 1024 * 1024;
 
 /**
  * The most UPLOAD frames a session keeps sent and unacknowledged. Two, not
@@ -69,14 +62,36 @@ export interface PendingChangeset {
 /** Where uploads go: the part of a binding's channel the batcher uses. */
 export type UploadChannel = Pick<
   SessionChannel,
-  "sessionId" | "maxMessageBytes" | "protocolVersion" | "send" | "sendUpload"
+  | "sessionId"
+  | "maxMessageBytes"
+  | "protocolVersion"
+  | "uploadWindow"
+  | "send"
+  | "sendUpload"
 >;
+
+/** How an {@linkcode UploadBatcher} is made. */
+export interface UploadBatcherOptions {
+  /**
+   * Called (once) when the connection's upload window, full when a frame
+   * was to go, has room again: send more then.
+   */
+  wake?: () => void;
+  /**
+   * The most frames kept sent but unacknowledged.
+   *
+   * @default {UPLOAD_FRAMES_IN_FLIGHT}
+   */
+  maxFrames?: number;
+}
 
 /** Packs pending changesets into frames; see the module comment. */
 export class UploadBatcher {
   #sentThrough = 0;
-  #window: number;
   #maxFrames: number;
+  #wake: () => void;
+  /** The window this binding's frames took room in. */
+  #window: UploadWindow | undefined;
   /**
    * Frames sent and not yet acknowledged (from #inFlightHead on): last
    * client version, bytes. A head index, since `shift()` is linear.
@@ -85,22 +100,16 @@ export class UploadBatcher {
   #inFlightHead = 0;
   #inFlightBytes = 0;
 
-  /**
-   * @param windowBytes The most UPLOAD bytes kept sent but unacknowledged
-   *   (one frame always goes, however large).
-   * @param maxFrames The most frames kept sent but unacknowledged.
-   */
-  constructor(
-    windowBytes: number = UPLOAD_WINDOW_BYTES,
-    maxFrames: number = UPLOAD_FRAMES_IN_FLIGHT,
-  ) {
+  /** @param options See {@linkcode UploadBatcherOptions}. */
+  constructor(options: UploadBatcherOptions = {}) {
+    const maxFrames = options.maxFrames ?? UPLOAD_FRAMES_IN_FLIGHT;
     if (!Number.isInteger(maxFrames) || maxFrames < 1) {
       throw new RangeError(
         `maxFrames must be a positive integer, got ${maxFrames}`,
       );
     }
-    this.#window = windowBytes;
     this.#maxFrames = maxFrames;
+    this.#wake = options.wake ?? (() => {});
   }
 
   /** Frames sent and not yet acknowledged. */
@@ -120,10 +129,13 @@ export class UploadBatcher {
   acknowledged(version: number): boolean {
     const inFlight = this.#inFlight;
     let head = this.#inFlightHead;
+    let bytes = 0;
     while (head < inFlight.length && inFlight[head]!.through <= version) {
-      this.#inFlightBytes -= inFlight[head]!.bytes;
+      bytes += inFlight[head]!.bytes;
       head++;
     }
+    this.#inFlightBytes -= bytes;
+    this.#window?.release(bytes);
     const freed = head !== this.#inFlightHead;
     if (head === inFlight.length) {
       inFlight.length = 0;
@@ -149,6 +161,11 @@ export class UploadBatcher {
    */
   rebound(acknowledged: number): void {
     this.#sentThrough = acknowledged;
+    // What the old binding had out is settled there or never will be; its
+    // room goes back, and a wait for room on it is over.
+    this.#window?.release(this.#inFlightBytes);
+    this.#window?.forget(this.#wake);
+    this.#window = undefined;
     this.#inFlight = [];
     this.#inFlightHead = 0;
     this.#inFlightBytes = 0;
@@ -180,9 +197,13 @@ export class UploadBatcher {
   ): SyncError | undefined {
     const limit = channel.maxMessageBytes;
     const budget = limit - UPLOAD_OVERHEAD_BYTES;
+    this.#window = channel.uploadWindow;
     // Frames pack at most a window's worth, so one frame never holds the
     // server's bound alone; a larger changeset still goes, by itself.
-    const frameBudget = Math.min(budget, this.#window - UPLOAD_OVERHEAD_BYTES);
+    const frameBudget = Math.min(
+      budget,
+      channel.uploadWindow.limit - UPLOAD_OVERHEAD_BYTES,
+    );
     if (this.framesInFlight >= this.#maxFrames) return undefined;
     let batch: UploadChangeset[] = [];
     let batchBytes = 0;
@@ -256,15 +277,13 @@ export class UploadBatcher {
       if (first !== true) return first;
       return this.#sendFrame(channel, changesets.slice(half), onSent);
     }
-    // The window is full: wait for acknowledgements (one frame always goes).
-    if (
-      this.#inFlightBytes > 0 &&
-      this.#inFlightBytes + frame.byteLength > this.#window
-    ) {
-      return false;
-    }
+    if (!this.#room(channel, frame.byteLength)) return false;
     if (!channel.sendUpload(frame, onSent)) return false;
-    this.#sent(changesets[changesets.length - 1]!.clientVersion, frame);
+    this.#sent(
+      channel,
+      changesets[changesets.length - 1]!.clientVersion,
+      frame,
+    );
     return true;
   }
 
@@ -305,23 +324,30 @@ export class UploadBatcher {
         `${tooLarge.message}, and the list of the ${objects.length} objects it touched (${frame.byteLength} bytes) too`,
       );
     }
-    if (
-      this.#inFlightBytes > 0 &&
-      this.#inFlightBytes + frame.byteLength > this.#window
-    ) {
-      return false;
-    }
+    if (!this.#room(channel, frame.byteLength)) return false;
     const sent = channel.send(message);
     if (sent === 0) return false;
     onSent(sent);
-    this.#sent(changeset.clientVersion, frame);
+    this.#sent(channel, changeset.clientVersion, frame);
     return true;
   }
 
+  /**
+   * Whether the connection's window has room for a frame of `bytes`; when
+   * not, waits in line to be woken (one frame always goes into an empty
+   * window).
+   */
+  #room(channel: UploadChannel, bytes: number): boolean {
+    if (channel.uploadWindow.fits(bytes)) return true;
+    channel.uploadWindow.wait(this.#wake);
+    return false;
+  }
+
   /** A frame went out: the window holds it until `through` is settled. */
-  #sent(through: number, frame: Uint8Array): void {
+  #sent(channel: UploadChannel, through: number, frame: Uint8Array): void {
     this.#sentThrough = through;
     this.#inFlight.push({ through, bytes: frame.byteLength });
     this.#inFlightBytes += frame.byteLength;
+    channel.uploadWindow.take(frame.byteLength);
   }
 }

@@ -4,6 +4,7 @@ import type { SessionChannel } from "../../src/client/connection.ts";
 import { SessionLife } from "../../src/client/session_life.ts";
 import { SyncError } from "../../src/client/sync_error.ts";
 import { UploadBatcher } from "../../src/client/upload_batcher.ts";
+import { UploadWindow } from "../../src/client/upload_window.ts";
 import { WaitsLedger } from "../../src/client/waits_ledger.ts";
 import { decodeMessage } from "../../src/protocol/decode.ts";
 import { encodeUploadChangeset } from "../../src/protocol/encode.ts";
@@ -73,6 +74,7 @@ function channel(sessionId: number): SessionChannel {
     sessionId,
     maxMessageBytes: 1_000,
     protocolVersion: 3,
+    uploadWindow: new UploadWindow(),
     isOpen: true,
     isSending: false,
     send: () => 0,
@@ -176,6 +178,7 @@ Deno.test("UploadBatcher keeps at most its window of UPLOAD bytes unacknowledged
     sessionId: 1,
     maxMessageBytes: 1_000,
     protocolVersion: 3,
+    uploadWindow: new UploadWindow(2_000),
     send: () => 0,
     sendUpload: (frame: Uint8Array, onSent: (bytes: number) => void) => {
       const message = decodeMessage(frame) as UploadMessage;
@@ -190,7 +193,7 @@ Deno.test("UploadBatcher keeps at most its window of UPLOAD bytes unacknowledged
     ]);
     return { changeset, bytes: encodeUploadChangeset(changeset).byteLength };
   });
-  const batcher = new UploadBatcher(2_000);
+  const batcher = new UploadBatcher();
   assert.equal(batcher.send(pending, channel, () => {}), undefined);
   // Two changesets fit one frame (under 1,000 bytes); a second frame fits
   // the window, a third would not.
@@ -207,8 +210,12 @@ Deno.test("UploadBatcher keeps at most its window of UPLOAD bytes unacknowledged
   assert.equal(batcher.inFlightBytes, 0);
   // Frames pack at most a window's worth; one frame always goes, with one
   // changeset at least, even past a window smaller than it.
-  const tiny = new UploadBatcher(10);
-  tiny.send(pending, channel, () => {});
+  const tiny = new UploadBatcher();
+  tiny.send(
+    pending,
+    { ...channel, uploadWindow: new UploadWindow(10) },
+    () => {},
+  );
   assert.deepEqual(sent.slice(3), [[1]]);
   // A new binding starts with an empty window.
   tiny.rebound(0);
@@ -221,6 +228,7 @@ Deno.test("UploadBatcher keeps at most maxFrames frames unacknowledged: what is 
     sessionId: 1,
     maxMessageBytes: 100_000,
     protocolVersion: 3,
+    uploadWindow: new UploadWindow(1_000_000),
     send: () => 0,
     sendUpload: (frame: Uint8Array, onSent: (bytes: number) => void) => {
       const message = decodeMessage(frame) as UploadMessage;
@@ -237,8 +245,8 @@ Deno.test("UploadBatcher keeps at most maxFrames frames unacknowledged: what is 
       bytes: encodeUploadChangeset(changeset).byteLength,
     });
   };
-  assert.throws(() => new UploadBatcher(1_000, 0), RangeError);
-  const batcher = new UploadBatcher(1_000_000, 1);
+  assert.throws(() => new UploadBatcher({ maxFrames: 0 }), RangeError);
+  const batcher = new UploadBatcher({ maxFrames: 1 });
   write(1);
   batcher.send(pending, channel, () => {});
   assert.deepEqual(sent, [[1]]);
@@ -285,6 +293,7 @@ Deno.test("UploadBatcher sends UPLOAD_TOO_LARGE in the place of a changeset over
     sessionId: 1,
     maxMessageBytes,
     protocolVersion,
+    uploadWindow: new UploadWindow(1_000_000),
     send: (message: ClientMessage) => {
       assert.equal(message.type, MessageType.UploadTooLarge);
       if (message.type !== MessageType.UploadTooLarge) return 0;
@@ -314,7 +323,7 @@ Deno.test("UploadBatcher sends UPLOAD_TOO_LARGE in the place of a changeset over
     bytes: encodeUploadChangeset(changeset).byteLength,
   }));
   const large = pending[1]!.bytes;
-  const batcher = new UploadBatcher(1_000_000, 3);
+  const batcher = new UploadBatcher({ maxFrames: 3 });
   const wire: number[] = [];
   assert.equal(
     batcher.send(pending, channel(3), (bytes) => wire.push(bytes)),
@@ -329,7 +338,7 @@ Deno.test("UploadBatcher sends UPLOAD_TOO_LARGE in the place of a changeset over
   assert.equal(batcher.framesInFlight, 1);
 
   sent.length = 0;
-  const old = new UploadBatcher(1_000_000, 3);
+  const old = new UploadBatcher({ maxFrames: 3 });
   const error = old.send(pending, channel(2), () => {});
   assert.ok(error instanceof SyncError);
   assert.equal(error.code, "bad_changeset");
@@ -348,7 +357,7 @@ Deno.test("UploadBatcher sends UPLOAD_TOO_LARGE in the place of a changeset over
     ),
     bytes: 5_000,
   }];
-  const none = new UploadBatcher(1_000_000, 3);
+  const none = new UploadBatcher({ maxFrames: 3 });
   const listed = none.send(many, channel(3, 1_024), () => {});
   assert.equal(listed?.code, "bad_changeset");
   assert.match(listed!.message, /list of the 200 objects/);

@@ -41,3 +41,45 @@ Deno.test("SyncSession uploads of a writer as fast as it can stay within the ser
     false,
   );
 });
+
+Deno.test("Sessions of many realms on one connection, each writing as fast as it can, share the connection's upload window: no queue_full, no reconnect, every write stored once", async () => {
+  // The same bound: one session's window fits in it, sixteen do not.
+  await using server = await startTestServer({
+    limits: { maxQueuedBytesPerConnection: 6 * 1024 * 1024 },
+    permissions: () => "readwrite",
+  });
+  await using app = fastApp(server.url);
+  const user = await app.logIn(Credentials.anonymous());
+  await using stack = new AsyncDisposableStack();
+  const realms = [];
+  for (let index = 0; index < 16; index++) {
+    realms.push(
+      stack.use(await openDownloaded(user, `/bulk/${index}`)),
+    );
+  }
+  const writes = [];
+  // 16 × 1.5 MiB of incompressible bytes, 48 KiB per write, none awaited.
+  for (let i = 0; i < 32; i++) {
+    for (const realm of realms) {
+      const bytes = crypto.getRandomValues(new Uint8Array(48 * 1024));
+      writes.push(realm.write((tx) => tx.put("Blob", `b${i}`, { bytes })));
+    }
+  }
+  const receipts = await Promise.all(writes);
+  await Promise.all(
+    receipts.map((r) => r.waitForUpload({ signal: bounded(30_000) })),
+  );
+  for (const realm of realms) {
+    assert.equal(realm.syncSession.stats().reconnects, 0, realm.path);
+    assert.equal(realm.syncSession.stats().pendingUploadChangesets, 0);
+  }
+  assert.equal(
+    server.logs.some((record) => JSON.stringify(record).includes("queue_full")),
+    false,
+  );
+  assert.equal(server.stats().changesetsIntegrated, 16 * 32);
+  for (const index of [0, 15]) {
+    const stored = await server.realm(`/bulk/${index}`).objects("Blob");
+    assert.equal(stored.length, 32);
+  }
+});
