@@ -9,6 +9,7 @@ import {
   type Fields,
   type Query,
   type Realm,
+  type WriteReceipt,
 } from "../../mod.ts";
 
 /** A failure, as data: the error's name, `code` (SyncError) and message. */
@@ -16,6 +17,8 @@ export interface PageError {
   name: string;
   code: string | null;
   message: string;
+  /** The `code` of its `cause`, when that is a SyncError. */
+  causeCode: string | null;
 }
 
 /** What a call that may fail returns. */
@@ -98,6 +101,13 @@ export interface ConfPage {
   startWatch(type: string, query: PageQuery): void;
   /** Waits until the latest item's ids are `ids` (or the limit). */
   waitWatch(ids: string[], timeoutMs: number): Promise<WatchStatus>;
+  /** Waits for one write's receipt (by client version) to settle. */
+  waitForUpload(
+    clientVersion: number,
+    timeoutMs: number,
+  ): Promise<Outcome<null>>;
+  /** The session's state. */
+  sessionState(): string;
   /** Client versions of `pendingWrites()`. */
   pending(): number[];
   /** Waits for the receipts of every pending write. */
@@ -190,16 +200,19 @@ let latest: WatchStatus = {
   staleItems: 0,
 };
 let wake: (() => void) | undefined;
+const receipts = new Map<number, WriteReceipt>();
 
 function failure(error: unknown): { ok: false; error: PageError } {
   const e = error instanceof Error ? error : new Error(String(error));
   const code = (e as { code?: unknown }).code;
+  const causeCode = (e.cause as { code?: unknown } | undefined)?.code;
   return {
     ok: false,
     error: {
       name: e.name,
       code: typeof code === "string" ? code : null,
       message: e.message,
+      causeCode: typeof causeCode === "string" ? causeCode : null,
     },
   };
 }
@@ -266,7 +279,23 @@ const api: ConfPage = {
     const receipt = await open().write((tx) => {
       for (const { id, fields } of puts) tx.put(type, id, fields);
     });
+    receipts.set(receipt.clientVersion, receipt);
     return receipt.clientVersion;
+  },
+
+  async waitForUpload(clientVersion, timeoutMs) {
+    const receipt = receipts.get(clientVersion);
+    if (receipt === undefined) throw new Error(`No receipt ${clientVersion}`);
+    try {
+      await receipt.waitForUpload({ signal: AbortSignal.timeout(timeoutMs) });
+    } catch (error) {
+      return failure(error);
+    }
+    return { ok: true, value: null };
+  },
+
+  sessionState() {
+    return open().syncSession.state;
   },
 
   startWrites(type, prefix, count) {

@@ -5,8 +5,9 @@
  * closed amid a stream of writes (every resolved write survives, pending
  * ones upload once), queries, indexes and live queries equal to a Deno
  * client's, `logOut({ deleteLocalData: true })` (refused while another tab
- * holds a realm; otherwise the data is gone), and a database of other code
- * refused untouched with `storage_invalid`.
+ * holds a realm; otherwise the data is gone), a write the server rejects
+ * (reverted in the page, in its live query and in IndexedDB), and a
+ * database of other code refused untouched with `storage_invalid`.
  */
 import assert from "node:assert/strict";
 import type { Page } from "npm:playwright-core@1.65.2";
@@ -143,11 +144,16 @@ function denoResults(realm: Realm, queries: PageQuery[]) {
   }));
 }
 
-Deno.test("Browser conformance on IndexedDB: tabs, a tab closed amid writes, queries and live queries, logOut with deleteLocalData, a foreign database", async (t) => {
+Deno.test("Browser conformance on IndexedDB: tabs, a tab closed amid writes, queries and live queries, logOut with deleteLocalData, a rejected write, a foreign database", async (t) => {
   console.log(`seed ${SEED} (TETHER_BROWSER_SEED=${SEED} replays it)`);
   await using stack = new AsyncDisposableStack();
   const server: TestServer = await startTestServer({
     permissions: () => "readwrite" as const,
+    // Refuses any "Guarded" object whose text is "forbidden".
+    validateChangeset: ({ changes }) =>
+      !changes.some((change) =>
+        change.type === "Guarded" && change.fields?.text === "forbidden"
+      ),
   });
   stack.defer(() => server.server.shutdown());
 
@@ -203,6 +209,7 @@ Deno.test("Browser conformance on IndexedDB: tabs, a tab closed amid writes, que
       await first.api.write([{ id: "a", fields: { n: 5 } }], "Note");
       await first.tab.close();
 
+      // At once: the closed tab's realm lock goes a moment after the tab.
       ok(await second.api.openRealm("/~/shared"));
       assert.deepEqual(await second.api.objects("Note"), [
         { id: "a", fields: { n: 5 } },
@@ -403,6 +410,71 @@ Deno.test("Browser conformance on IndexedDB: tabs, a tab closed amid writes, que
       assert.deepEqual(await holder.api.objects("Note"), []);
       await holder.api.close();
       await holder.tab.close();
+    },
+  );
+
+  await t.step(
+    "a rejected write: the receipt rejects with write_rejected (cause validation_failed), the page's copy and live query revert, later writes sync, and IndexedDB holds the reverted state when reopened offline",
+    async () => {
+      const db = "conf-reject";
+      const tab = await newTab(browser, stack);
+      ok(await tab.api.openApp(server.url, db));
+      const userId = await tab.api.logIn();
+      ok(await tab.api.openRealm("/~/guarded"));
+      const path = `/${userId}/guarded`;
+      const first = await tab.api.write(
+        [{ id: "g1", fields: { text: "ok" } }],
+        "Guarded",
+      );
+      ok(await tab.api.waitForUpload(first, 10_000));
+      await tab.api.startWatch("Guarded", { sort: [["text", "asc"]] });
+      const bad = await tab.api.write([
+        { id: "g1", fields: { text: "forbidden" } },
+        { id: "g2", fields: { text: "forbidden" } },
+      ], "Guarded");
+      const later = await tab.api.write(
+        [{ id: "g3", fields: { text: "later" } }],
+        "Guarded",
+      );
+      const rejection = refused(await tab.api.waitForUpload(bad, 10_000));
+      assert.equal(rejection.name, "SyncError");
+      assert.equal(rejection.code, "write_rejected");
+      assert.equal(rejection.causeCode, "validation_failed");
+      ok(await tab.api.waitForUpload(later, 10_000));
+      const reverted = [
+        { id: "g3", fields: { text: "later" } },
+        { id: "g1", fields: { text: "ok" } },
+      ];
+      const status = await tab.api.waitWatch(["g3", "g1"], 10_000);
+      assert.deepEqual(status.objects, reverted);
+      assert.deepEqual(status.badPatches, []);
+      assert.equal(status.staleItems, 0);
+      assert.equal(await tab.api.sessionState(), "active");
+      assert.deepEqual(await tab.api.pending(), []);
+      const onServer = await server.realm(path).objects("Guarded");
+      assert.deepEqual(
+        onServer.map(({ id, fields }) => ({ id, fields })).sort((a, b) =>
+          a.id < b.id ? -1 : 1
+        ),
+        [reverted[1], reverted[0]],
+      );
+      await tab.api.close();
+
+      // Reopened with no server to reach: what IndexedDB holds is the
+      // reverted state, with nothing pending.
+      const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const dead = `http://127.0.0.1:${closed.addr.port}`;
+      closed.close();
+      await tab.tab.reload({ waitUntil: "load" });
+      assert.equal(ok(await tab.api.openApp(dead, db)).currentUser, userId);
+      ok(await tab.api.openRealm("/~/guarded"));
+      assert.deepEqual(await tab.api.objects("Guarded"), [
+        reverted[1],
+        reverted[0],
+      ]);
+      assert.deepEqual(await tab.api.pending(), []);
+      await tab.api.close();
+      await tab.tab.close();
     },
   );
 
