@@ -11,6 +11,7 @@ import {
   type Realm,
   type WriteReceipt,
 } from "../../mod.ts";
+import { exoticObjects, exoticReport } from "./exotic_values.ts";
 
 /** A failure, as data: the error's name, `code` (SyncError) and message. */
 export interface PageError {
@@ -108,6 +109,13 @@ export interface ConfPage {
   ): Promise<Outcome<null>>;
   /** The session's state. */
   sessionState(): string;
+  /** Writes every object of `exoticObjects()` as `type`, in one transaction. */
+  writeExotic(type: string): Promise<number>;
+  /**
+   * Every object of `type` described (by id), then each of
+   * `EXOTIC_QUERIES` described in its order, with its count.
+   */
+  exoticReport(type: string): string[][];
   /** Client versions of `pendingWrites()`. */
   pending(): number[];
   /** Waits for the receipts of every pending write. */
@@ -292,6 +300,18 @@ const api: ConfPage = {
       return failure(error);
     }
     return { ok: true, value: null };
+  },
+
+  async writeExotic(type) {
+    const receipt = await open().write((tx) => {
+      for (const { id, fields } of exoticObjects()) tx.put(type, id, fields);
+    });
+    receipts.set(receipt.clientVersion, receipt);
+    return receipt.clientVersion;
+  },
+
+  exoticReport(type) {
+    return exoticReport(open(), type);
   },
 
   sessionState() {

@@ -26,6 +26,7 @@ import type {
   PageQuery,
   PlainObject,
 } from "./conformance_page.ts";
+import { exoticObjects, exoticReport } from "./exotic_values.ts";
 
 const SEED = Number(Deno.env.get("TETHER_BROWSER_SEED") ?? Date.now() % 1e6);
 
@@ -359,6 +360,43 @@ Deno.test("Browser conformance on IndexedDB: tabs, a tab closed amid writes, que
         denoResults(denoRealm, QUERIES),
       );
       await main.close();
+    },
+  );
+
+  await t.step(
+    "values of every kind survive IndexedDB and sort, compare and match as on a Deno client, also indexed after a reload",
+    async () => {
+      const db = "conf-values";
+      const PATH = "/shared/values";
+      const tab = await newTab(browser, stack);
+      ok(await tab.api.openApp(server.url, db));
+      await tab.api.logIn();
+      ok(await tab.api.openRealm(PATH));
+      await tab.api.writeExotic("Val");
+      assert.deepEqual(await tab.api.waitForPending(10_000), []);
+
+      await using deno = new App({ baseUrl: server.url, lingerMs: 0 });
+      const denoUser = await deno.logIn(Credentials.anonymous());
+      await using denoRealm = await denoUser.openRealm({
+        path: PATH,
+        waitForDownload: true,
+        signal: AbortSignal.timeout(10_000),
+      });
+      const want = exoticReport(denoRealm, "Val");
+      assert.equal(want[0]!.length, exoticObjects().length);
+      assert.deepEqual(await tab.api.exoticReport("Val"), want);
+
+      // From IndexedDB alone (no server to reach), with an index on `v`.
+      const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const dead = `http://127.0.0.1:${closed.addr.port}`;
+      closed.close();
+      await tab.api.close();
+      await tab.tab.reload({ waitUntil: "load" });
+      ok(await tab.api.openApp(dead, db));
+      ok(await tab.api.openRealm(PATH, { Val: ["v", "k"] }));
+      assert.deepEqual(await tab.api.exoticReport("Val"), want);
+      await tab.api.close();
+      await tab.tab.close();
     },
   );
 
