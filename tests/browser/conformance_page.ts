@@ -128,8 +128,16 @@ export interface ConfPage {
   currentUser(): string | null;
   /** Counts a user's keys in a Tether database, read directly. */
   rawKeys(database: string, userId: string): Promise<RawKeys>;
-  /** Creates a database of other code: stores `people` and `settings`. */
-  createForeign(database: string): Promise<void>;
+  /**
+   * Creates a database of other code (version 3): by default stores
+   * `people` and `settings`; or the given stores, with `header` holding
+   * `headerValue` under key "header".
+   */
+  createForeign(
+    database: string,
+    stores?: string[],
+    headerValue?: unknown,
+  ): Promise<void>;
   /** A database's version, stores and every entry, read directly. */
   snapshot(database: string): Promise<ForeignSnapshot>;
   /** Closes the realm, the watch and the app. */
@@ -476,18 +484,22 @@ const api: ConfPage = {
     }
   },
 
-  async createForeign(database) {
+  async createForeign(database, stores, headerValue) {
+    const names = stores ?? ["people", "settings"];
     const req = idb.open(database, 3);
     req.onupgradeneeded = () => {
-      req.result.createObjectStore("people");
-      req.result.createObjectStore("settings");
+      for (const name of names) req.result.createObjectStore(name);
     };
     const db = await settle(req);
     try {
-      const tx = db.transaction(["people", "settings"], "readwrite");
+      const tx = db.transaction(names, "readwrite");
       const done = finished(tx);
-      tx.objectStore("people").put({ name: "Ada" }, "p1");
-      tx.objectStore("settings").put("dark", "theme");
+      for (const name of names) {
+        tx.objectStore(name).put(
+          name === "header" ? headerValue : { name: "Ada" },
+          name === "header" ? "header" : "p1",
+        );
+      }
       await done;
     } finally {
       db.close();

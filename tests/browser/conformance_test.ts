@@ -171,6 +171,22 @@ Deno.test("Browser conformance on IndexedDB: tabs, a tab closed amid writes, que
     async () => {
       const db = "conf-tabs";
       const first = await newTab(browser, stack);
+      const second = await newTab(browser, stack);
+      // Two tabs creating one new database at once both get a store.
+      const race = await Promise.all([
+        first.api.openApp(server.url, "conf-race").then(async (outcome) => {
+          await first.api.close();
+          return outcome;
+        }),
+        second.api.openApp(server.url, "conf-race").then(async (outcome) => {
+          await second.api.close();
+          return outcome;
+        }),
+      ]);
+      assert.deepEqual(race.map(ok), [
+        { currentUser: null, allUsers: [] },
+        { currentUser: null, allUsers: [] },
+      ]);
       const opened = ok(await first.api.openApp(server.url, db));
       assert.equal(opened.currentUser, null);
       const userId = await first.api.logIn();
@@ -182,7 +198,6 @@ Deno.test("Browser conformance on IndexedDB: tabs, a tab closed amid writes, que
       const path = `/${userId}/shared`;
       await first.api.write([{ id: "a", fields: { n: 1 } }], "Note");
 
-      const second = await newTab(browser, stack);
       // Saved users are shared between tabs.
       const restored = ok(await second.api.openApp(server.url, db));
       assert.equal(restored.currentUser, userId);
@@ -541,6 +556,22 @@ Deno.test("Browser conformance on IndexedDB: tabs, a tab closed amid writes, que
       );
       assert.deepEqual(await tab.api.snapshot(db), before);
       await tab.api.close();
+
+      // Tether's store names, but another application's header.
+      const lookalike = "conf-lookalike";
+      await tab.api.createForeign(
+        lookalike,
+        ["header", "meta", "pending", "records"],
+        { magic: "someone-else", format: 1 },
+      );
+      const copy = await tab.api.snapshot(lookalike);
+      const header = refused(await tab.api.openApp(server.url, lookalike));
+      assert.equal(header.code, "storage_invalid");
+      assert.ok(
+        header.message.includes(`IndexedDB "${lookalike}"`),
+        header.message,
+      );
+      assert.deepEqual(await tab.api.snapshot(lookalike), copy);
       await tab.tab.close();
     },
   );
