@@ -250,6 +250,28 @@ Deno.test("Browser conformance on IndexedDB: tabs, a tab closed amid writes, que
   );
 
   await t.step(
+    "tabs whose apps opened before any login, logging in anonymously, one after the other or at once, get the one saved user",
+    async () => {
+      const a = await newTab(browser, stack);
+      const b = await newTab(browser, stack);
+      ok(await a.api.openApp(server.url, "conf-anon"));
+      ok(await b.api.openApp(server.url, "conf-anon"));
+      const id = await a.api.logIn();
+      assert.equal(await b.api.logIn(), id);
+      await a.api.close();
+      await b.api.close();
+      ok(await a.api.openApp(server.url, "conf-anon-at-once"));
+      ok(await b.api.openApp(server.url, "conf-anon-at-once"));
+      const [first, second] = await Promise.all([a.api.logIn(), b.api.logIn()]);
+      assert.equal(first, second);
+      await a.api.close();
+      await b.api.close();
+      await a.tab.close();
+      await b.tab.close();
+    },
+  );
+
+  await t.step(
     "a tab closed amid a stream of writes: every resolved write is there in a new tab, and the pending ones upload exactly once",
     async () => {
       const db = "conf-stream";
