@@ -73,23 +73,6 @@ function prng(seed: number): () => number {
   };
 }
 
-/** Waits until a Deno realm's `type` objects have exactly `ids`. */
-async function waitForIds(
-  realm: Realm,
-  type: string,
-  ids: string[],
-  signal: AbortSignal,
-): Promise<void> {
-  const want = JSON.stringify([...ids].sort());
-  const have = () =>
-    JSON.stringify(realm.objects(type).map((o) => o.id).sort());
-  if (have() === want) return;
-  for await (const _ of realm.changes({ signal })) {
-    if (have() === want) return;
-  }
-  throw signal.reason ?? new Error("The realm closed");
-}
-
 const QUERIES: PageQuery[] = [
   {
     where: { done: false, priority: { gte: 2 } },
