@@ -138,8 +138,8 @@ export interface ConfPage {
     stores?: string[],
     headerValue?: unknown,
   ): Promise<void>;
-  /** A database's version, stores and every entry, read directly. */
-  snapshot(database: string): Promise<ForeignSnapshot>;
+  /** A database's version, stores and every entry (of `only`), read directly. */
+  snapshot(database: string, only?: string[]): Promise<ForeignSnapshot>;
   /** Closes the realm, the watch and the app. */
   close(): Promise<void>;
 }
@@ -506,12 +506,13 @@ const api: ConfPage = {
     }
   },
 
-  async snapshot(database) {
+  async snapshot(database, only) {
     const db = await openExisting(database);
     try {
       const stores = Array.from(db.objectStoreNames).sort();
       const entries: ForeignSnapshot["entries"] = [];
       for (const store of stores) {
+        if (only !== undefined && !only.includes(store)) continue;
         const tx = db.transaction([store], "readonly");
         const done = finished(tx);
         const [keys, values] = await Promise.all([

@@ -172,7 +172,33 @@ Deno.test("Browser conformance on IndexedDB: tabs, a tab closed amid writes, que
       ]);
       const opened = ok(await first.api.openApp(server.url, db));
       assert.equal(opened.currentUser, null);
+      const loginResponse = first.tab.waitForResponse((response) =>
+        response.url().endsWith("/login") &&
+        response.request().method() === "POST"
+      );
       const userId = await first.api.logIn();
+      // The saved login is id, refresh token, kind and order: never the
+      // access token.
+      const login = await (await loginResponse).json() as {
+        accessToken: string;
+        refreshToken: string;
+      };
+      const header = await first.api.snapshot(db, ["header"]);
+      const saved = header.entries.filter(({ key }) =>
+        Array.isArray(key) && key[0] === "users"
+      );
+      assert.equal(saved.length, 1);
+      assert.deepEqual(saved[0]!.key, ["users", userId]);
+      const record = saved[0]!.value as Record<string, unknown>;
+      assert.deepEqual(Object.keys(record).sort(), [
+        "id",
+        "order",
+        "provider",
+        "refreshToken",
+      ]);
+      assert.equal(record.refreshToken, login.refreshToken);
+      assert.equal(record.provider, "anonymous");
+      assert.ok(!JSON.stringify(header).includes(login.accessToken));
       // realm.path is the path as given; the server knows it resolved.
       assert.equal(
         ok(await first.api.openRealm("/~/shared")).path,
