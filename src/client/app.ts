@@ -268,8 +268,9 @@ export class App {
    * Logs in with `POST <baseUrl>/login`. Logging in again as a JWT user who
    * is already logged in returns the same {@linkcode User} with fresh
    * tokens; each anonymous login is a new user, except in a durable app
-   * (`App.open`) that has a saved anonymous user: that user is returned,
-   * without a network call. A durable app saves the login (the refresh
+   * (`App.open`) that has a saved anonymous user (also one another tab or
+   * app on the same store saved after this one opened; anonymous logins on
+   * one store take turns): that user is returned, without a network call. A durable app saves the login (the refresh
    * token, never the access token) before resolving.
    *
    * @param credentials `Credentials.anonymous()` or `Credentials.jwt(token)`.
@@ -291,17 +292,52 @@ export class App {
       throw new TypeError("Cannot log in: the app is closed");
     }
     const body = credentialsBody(credentials);
-    if (credentials.provider === "anonymous" && this.#store?.durable) {
-      const saved = this.#byLogin().reverse().find((user) =>
-        user.provider === "anonymous"
-      );
-      if (saved !== undefined) {
+    const store = this.#store;
+    if (credentials.provider === "anonymous" && store?.durable) {
+      // Another tab (or app on this store) may have saved an anonymous
+      // user since this app opened, or be logging one in now: the lock
+      // makes the read and the save one step, so all end with one user.
+      return await store.exclusive(async () => {
+        await this.#adoptSavedAnonymous(store);
+        const saved = this.#byLogin().reverse().find((user) =>
+          user.provider === "anonymous"
+        );
+        if (saved === undefined) {
+          return await this.#logInOnline(credentials, body, signal);
+        }
         this.#current = saved;
         this.#order.set(saved, this.#nextOrder++);
         await this.#save(saved);
         return saved.user;
+      }, signal);
+    }
+    return await this.#logInOnline(credentials, body, signal);
+  }
+
+  /**
+   * Restores anonymous users another app saved on this store since this
+   * one opened (none when this app knows of one already).
+   */
+  async #adoptSavedAnonymous(store: AppStore): Promise<void> {
+    if (this.#byLogin().some((user) => user.provider === "anonymous")) return;
+    // Removals this app queued go first: a user it logged out stays out.
+    await this.#saving;
+    const saved = await store.loadUsers();
+    if (this.#closed !== undefined) {
+      throw new TypeError("Cannot log in: the app is closed");
+    }
+    for (const user of saved) {
+      if (user.provider === "anonymous" && !this.#users.has(user.id)) {
+        this.#restore(user);
       }
     }
+  }
+
+  async #logInOnline(
+    credentials: Credentials,
+    body: ReturnType<typeof credentialsBody>,
+    signal: AbortSignal | undefined,
+  ): Promise<User> {
     // Linked for this login only: the app outlives it, and the fetch is
     // the caller's, which may leave listeners behind (docs/PERFORMANCE.md).
     const link = linkAbort([signal, this.#lifetime.signal]);

@@ -199,6 +199,28 @@ Deno.test("App.logIn(Credentials.anonymous()) on a durable app returns the saved
   });
 });
 
+Deno.test("Durable apps on one store opened before any login (two tabs, two apps of a process) that log in anonymously, one after the other or at once, get one saved user", async () => {
+  await withDir(async (dir) => {
+    await using server = await startTestServer();
+    for (const atOnce of [false, true]) {
+      const kvPath = `${dir}/app-${atOnce}.kv`;
+      await using a = await App.open(options(server.url, kvPath));
+      await using b = await App.open(options(server.url, kvPath));
+      const [first, second] = atOnce
+        ? await Promise.all([
+          a.logIn(Credentials.anonymous()),
+          b.logIn(Credentials.anonymous()),
+        ])
+        : [
+          await a.logIn(Credentials.anonymous()),
+          await b.logIn(Credentials.anonymous()),
+        ];
+      assert.equal(second.id, first.id, `at once: ${atOnce}`);
+      assert.deepEqual(b.allUsers.map((user) => user.id), [first.id]);
+    }
+  });
+});
+
 /**
  * A child restores the saved user and writes one transaction at a time,
  * the server reachable (`online`) or not, and is SIGKILLed; this process

@@ -55,8 +55,48 @@ export interface AppStore {
    * this process.
    */
   removeUser(id: string, deleteLocalData: boolean): Promise<void>;
+  /**
+   * Runs `work` while no other app on this store runs one (apps of this
+   * process and, in browsers, of other tabs and workers, by a Web Lock):
+   * an anonymous login reads the saved users and saves its own under it,
+   * so tabs logging in at once end up with one user.
+   */
+  exclusive<T>(work: () => Promise<T>, signal?: AbortSignal): Promise<T>;
   /** Releases the store. */
   close(): Promise<void>;
+}
+
+interface LoginLocks {
+  request<T>(
+    name: string,
+    options: { signal?: AbortSignal },
+    callback: () => Promise<T>,
+  ): Promise<T>;
+}
+
+/**
+ * Runs `work` under the Web Lock `name` where Web Locks exist (browsers,
+ * Deno), else at once; an abort while waiting rejects with the reason.
+ */
+async function underLock<T>(
+  name: string,
+  work: () => Promise<T>,
+  signal?: AbortSignal,
+): Promise<T> {
+  const locks = (globalThis as { navigator?: { locks?: LoginLocks } })
+    .navigator?.locks;
+  if (locks === undefined || typeof locks.request !== "function") {
+    return await work();
+  }
+  try {
+    return await locks.request(
+      name,
+      signal === undefined ? {} : { signal },
+      work,
+    );
+  } catch (error) {
+    throw signal?.aborted ? signal.reason : error;
+  }
 }
 
 /** What `App.open({ storage })` accepts. */
@@ -152,6 +192,9 @@ class MemoryAppStore implements AppStore {
   }
   removeUser(): Promise<void> {
     return Promise.resolve();
+  }
+  exclusive<T>(work: () => Promise<T>): Promise<T> {
+    return work();
   }
   close(): Promise<void> {
     return Promise.resolve();
@@ -249,6 +292,10 @@ class KvAppStore implements AppStore {
     } finally {
       for (const claim of claims) claim.release();
     }
+  }
+
+  exclusive<T>(work: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    return underLock(`tether:users:kv:${this.#where}`, work, signal);
   }
 
   close(): Promise<void> {
@@ -363,6 +410,10 @@ class IndexedDbAppStore implements AppStore {
     } finally {
       for (const release of releases) await release();
     }
+  }
+
+  exclusive<T>(work: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    return underLock(`tether:users:${this.#where}`, work, signal);
   }
 
   close(): Promise<void> {

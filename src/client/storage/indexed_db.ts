@@ -79,10 +79,19 @@ export interface IndexedDbApi {
 interface LockManagerLike {
   request(
     name: string,
-    options: { ifAvailable: boolean },
+    options: { ifAvailable?: boolean; signal?: AbortSignal },
     callback: (lock: unknown) => Promise<void>,
   ): Promise<void>;
 }
+
+/**
+ * How long an open waits for a realm's Web Lock that another tab holds
+ * before refusing: a tab that was just closed or reloaded frees its locks
+ * only once the browser has torn its page down, a moment after the close
+ * returned, and an open in the next tab (or the reloaded page) should not
+ * be refused for that.
+ */
+export const LOCK_GRACE_MS = 1_000;
 
 const STORES = ["header", "meta", "records", "pending"];
 const DATA_STORES = ["meta", "records", "pending"];
@@ -127,7 +136,8 @@ const openRealms = new Set<string>();
  * with strict durability.
  *
  * Where Web Locks exist (browsers), a realm is held by one tab at a time:
- * another tab opening it is refused with `storage_locked`.
+ * another tab opening it is refused with `storage_locked` (after waiting
+ * up to {@linkcode LOCK_GRACE_MS} for a tab that is closing to free it).
  *
  * @example Opening with an explicit IndexedDB implementation
  * ```ts ignore
@@ -340,19 +350,37 @@ async function webLock(
   if (locks === undefined || typeof locks.request !== "function") {
     return () => Promise.resolve();
   }
-  const held = Promise.withResolvers<boolean>();
   const release = Promise.withResolvers<void>();
-  const settled = locks.request(name, { ifAvailable: true }, (lock) => {
-    held.resolve(lock !== null);
+  const first = Promise.withResolvers<boolean>();
+  let settled = locks.request(name, { ifAvailable: true }, (lock) => {
+    first.resolve(lock !== null);
     return lock === null ? Promise.resolve() : release.promise;
-  }).catch((error) => held.reject(error));
-  if (!await held.promise) {
-    throw new SyncError(
-      "storage_locked",
-      `Cannot open realm ${
-        JSON.stringify(path)
-      } in the store ${where}: another tab or worker holds it`,
-    );
+  }).catch((error) => first.reject(error));
+  if (!await first.promise) {
+    // Held: by a live tab (refused below), or by one that is closing and
+    // frees it within moments (LOCK_GRACE_MS).
+    const grace = new AbortController();
+    const timer = setTimeout(() => grace.abort(), LOCK_GRACE_MS);
+    const second = Promise.withResolvers<boolean>();
+    settled = locks.request(name, { signal: grace.signal }, () => {
+      second.resolve(true);
+      return release.promise;
+    }).catch((error) => {
+      if (grace.signal.aborted) second.resolve(false);
+      else second.reject(error);
+    });
+    try {
+      if (!await second.promise) {
+        throw new SyncError(
+          "storage_locked",
+          `Cannot open realm ${
+            JSON.stringify(path)
+          } in the store ${where}: another tab or worker holds it`,
+        );
+      }
+    } finally {
+      clearTimeout(timer);
+    }
   }
   return () => {
     release.resolve();

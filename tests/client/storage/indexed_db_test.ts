@@ -194,3 +194,44 @@ Deno.test("IndexedDbRealmStorage: a realm whose Web Lock another tab holds is re
   const storage = await IndexedDbRealmStorage.open("app", realm, api);
   await storage.close();
 });
+
+Deno.test("IndexedDbRealmStorage: a realm whose Web Lock a closing tab still holds opens once that tab frees it, within the grace", async () => {
+  const api = freshApi();
+  const name = `tether:${JSON.stringify(["app", realm.userId, realm.path])}`;
+  const held = Promise.withResolvers<void>();
+  const acquired = Promise.withResolvers<void>();
+  const locks = (navigator as Any).locks as {
+    request(name: string, callback: () => Promise<void>): Promise<void>;
+    query(): Promise<{ pending?: { name?: string }[] }>;
+  };
+  const other = locks.request(name, () => {
+    acquired.resolve();
+    return held.promise;
+  });
+  await acquired.promise;
+  // A closed tab's lock goes a moment after the tab: the open finds it
+  // held, waits, and gets it when it is freed (here, once the open is
+  // queued for it), rather than refusing.
+  const opening = IndexedDbRealmStorage.open("app", realm, api);
+  let refusal: unknown;
+  opening.catch((error) => refusal = error);
+  try {
+    const signal = AbortSignal.timeout(5_000);
+    while (
+      !(await locks.query()).pending?.some((request) => request.name === name)
+    ) {
+      if (refusal !== undefined) throw refusal;
+      signal.throwIfAborted();
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+  } finally {
+    held.resolve();
+    await other;
+  }
+  const storage = await opening;
+  try {
+    assert.equal((await storage.load()).meta, null);
+  } finally {
+    await storage.close();
+  }
+});
