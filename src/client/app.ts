@@ -270,8 +270,9 @@ export class App {
    * tokens; each anonymous login is a new user, except in a durable app
    * (`App.open`) that has a saved anonymous user (also one another tab or
    * app on the same store saved after this one opened; anonymous logins on
-   * one store take turns): that user is returned, without a network call. A durable app saves the login (the refresh
-   * token, never the access token) before resolving.
+   * one store take turns): that user is returned, without a network call.
+   * A durable app saves the login (the refresh token, never the access
+   * token) before resolving.
    *
    * @param credentials `Credentials.anonymous()` or `Credentials.jwt(token)`.
    * @param options `signal` cancels the login.
