@@ -127,8 +127,8 @@ interface AppliedDownload {
 }
 
 const NO_CHANGESETS: readonly UploadChangeset[] = Object.freeze([]);
-/** `perChangeset` of a DOWNLOAD that changed nothing visible (never grown). */
-const NO_CHANGES: ModelChange[][] = [];
+/** `perChangeset` of a DOWNLOAD that changed nothing visible (frozen). */
+const NO_CHANGES = Object.freeze([]) as unknown as ModelChange[][];
 
 /** `records` without repeats, in first-seen order (a copy only if needed). */
 function distinct(records: ObjectRecord[]): ObjectRecord[] {

@@ -12,8 +12,11 @@ import {
 } from "./merge.ts";
 import type { Fields, Value } from "./value.ts";
 
-/** What `apply` returns when nothing visible changed (shared, never grown). */
-const NO_CHANGES: ObjectChange[] = [];
+/**
+ * What `apply` returns when nothing visible changed: shared, and frozen so
+ * that a caller growing it fails loudly instead of corrupting every result.
+ */
+const NO_CHANGES = Object.freeze([]) as unknown as ObjectChange[];
 
 /**
  * An in-memory set of object records, keyed by type then id, that applies
