@@ -17,6 +17,7 @@ import {
 } from "./storage/app_store.ts";
 import { createUser, type User } from "./user.ts";
 import { UserCore, type UserHost } from "./user_core.ts";
+import { badSignal } from "../util/abort.ts";
 import { linkAbort } from "../util/abort_link.ts";
 
 export type { AppOptions } from "./client_config.ts";
@@ -288,6 +289,8 @@ export class App {
     options: LogInOptions = {},
   ): Promise<User> {
     const signal = options.signal;
+    const invalid = badSignal(signal, "Cannot log in");
+    if (invalid !== undefined) throw invalid;
     if (signal?.aborted) throw signal.reason;
     if (this.#closed !== undefined) {
       throw new TypeError("Cannot log in: the app is closed");

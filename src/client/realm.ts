@@ -1,6 +1,7 @@
 // This module is browser compatible.
 
 import type { Fields } from "../model/value.ts";
+import { badSignal } from "../util/abort.ts";
 import { PushStream } from "../util/push_stream.ts";
 import {
   type CountOptions,
@@ -109,12 +110,15 @@ const handles = new WeakMap<Realm, RealmHandle>();
 function receiptFor(sync: SessionCore, clientVersion: number): WriteReceipt {
   return {
     clientVersion,
-    waitForUpload: (options: WaitOptions = {}) =>
-      clientVersion === 0
+    waitForUpload: (options: WaitOptions = {}) => {
+      const invalid = badSignal(options.signal, "Cannot wait for the upload");
+      if (invalid !== undefined) return Promise.reject(invalid);
+      return clientVersion === 0
         ? (options.signal?.aborted
           ? Promise.reject(options.signal.reason)
           : Promise.resolve())
-        : sync.waitForAcknowledgement(clientVersion, options.signal),
+        : sync.waitForAcknowledgement(clientVersion, options.signal);
+    },
   };
 }
 

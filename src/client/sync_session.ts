@@ -5,6 +5,7 @@
  * the engine behind it is `SessionCore` (session_core.ts).
  */
 
+import { badSignal } from "../util/abort.ts";
 import { PushStream } from "../util/push_stream.ts";
 import type { RetryInfo } from "./connection.ts";
 import {
@@ -482,6 +483,8 @@ export class SyncSession {
    */
   async waitForUpload(options: WaitOptions = {}): Promise<void> {
     const signal = options.signal;
+    const invalid = badSignal(signal, "Cannot wait for the upload");
+    if (invalid !== undefined) throw invalid;
     if (signal?.aborted) throw signal.reason;
     this.#core.checkUsable();
     await this.#core.waitForUpload(signal);
@@ -500,6 +503,8 @@ export class SyncSession {
    */
   waitForDownload(options: WaitOptions = {}): Promise<void> {
     const signal = options.signal;
+    const invalid = badSignal(signal, "Cannot wait for the download");
+    if (invalid !== undefined) return Promise.reject(invalid);
     if (signal?.aborted) return Promise.reject(signal.reason);
     try {
       this.#core.checkUsable();

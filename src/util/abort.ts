@@ -3,6 +3,23 @@
 // Abort-signal helpers: one listener per wait, removed on every path.
 
 /**
+ * A `TypeError` naming `what` when `signal` is given but is not an
+ * `AbortSignal` (a caller's mistake that would otherwise surface as
+ * "addEventListener is not a function", or not at all), else undefined.
+ */
+export function badSignal(
+  signal: unknown,
+  what: string,
+): TypeError | undefined {
+  if (signal === undefined || signal instanceof AbortSignal) return undefined;
+  return new TypeError(
+    `${what}: signal must be an AbortSignal, got ${
+      signal === null ? "null" : typeof signal
+    }`,
+  );
+}
+
+/**
  * Registers `onAbort` to run once when `signal` aborts and returns a function
  * that unregisters it. An absent signal registers nothing.
  *

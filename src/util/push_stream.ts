@@ -1,5 +1,7 @@
 // This module is browser compatible.
 
+import { badSignal } from "./abort.ts";
+
 /** Options for {@linkcode PushStream}. */
 export interface PushStreamOptions {
   /**
@@ -47,6 +49,8 @@ export class PushStream<T> {
   /** @param options How values are kept and when the stream ends. */
   constructor(options: PushStreamOptions) {
     this.#latestOnly = options.latestOnly;
+    const invalid = badSignal(options.signal, "Cannot open the stream");
+    if (invalid !== undefined) throw invalid;
     this.#onDetach = options.onDetach;
     this.stream = new ReadableStream<T>({
       start: (controller) => {

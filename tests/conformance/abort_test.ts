@@ -115,3 +115,41 @@ Deno.test("Streams end when the realm closes and leave no listener on their sign
   await Promise.all(drained);
   assert.equal(live(), 0);
 });
+
+Deno.test("Every API that takes a signal refuses one that is not an AbortSignal with a TypeError naming it, leaving nothing open", async () => {
+  await using server = await startTestServer();
+  await using app = fastApp(server.url);
+  const notSignals = [{}, "abort", null, { aborted: false }];
+  for (const bad of notSignals) {
+    const signal = bad as unknown as AbortSignal;
+    await assert.rejects(
+      () => app.logIn(Credentials.anonymous(), { signal }),
+      /Cannot log in: signal must be an AbortSignal/,
+    );
+  }
+  const user = await app.logIn(Credentials.anonymous());
+  await using realm = await openDownloaded(user, "/~/signals");
+  const receipt = await realm.write((tx) => tx.put("T", "a", { n: 1 }));
+  const session = realm.syncSession;
+  for (const bad of notSignals) {
+    const signal = bad as unknown as AbortSignal;
+    const message = /signal must be an AbortSignal/;
+    await assert.rejects(
+      () => user.openRealm({ path: "/~/other", signal }),
+      message,
+    );
+    assert.throws(() => realm.changes({ signal }), message);
+    assert.throws(() => realm.watch("T", { signal }), message);
+    assert.throws(() => realm.watchObject("T", "a", { signal }), message);
+    assert.throws(() => session.connectionStateChanges({ signal }), message);
+    assert.throws(
+      () =>
+        session.getProgressStream("download", "reportIndefinitely", { signal }),
+      message,
+    );
+    await assert.rejects(() => session.waitForUpload({ signal }), message);
+    await assert.rejects(() => session.waitForDownload({ signal }), message);
+    await assert.rejects(() => receipt.waitForUpload({ signal }), message);
+  }
+  await receipt.waitForUpload({ signal: bounded() });
+});
