@@ -14,6 +14,25 @@ export function bounded(ms: number = WAIT_MS): AbortSignal {
   return AbortSignal.timeout(ms);
 }
 
+/** Reads one item of `reader`, rejecting when `signal` aborts first. */
+export function readBounded<T>(
+  reader: ReadableStreamDefaultReader<T>,
+  signal: AbortSignal = bounded(),
+): Promise<ReadableStreamReadResult<T>> {
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(new Error("timed out waiting for an item"));
+    if (signal.aborted) return onAbort();
+    signal.addEventListener("abort", onAbort, { once: true });
+    reader.read().then((result) => {
+      signal.removeEventListener("abort", onAbort);
+      resolve(result);
+    }, (error) => {
+      signal.removeEventListener("abort", onAbort);
+      reject(error);
+    });
+  });
+}
+
 /**
  * Reads a stream in the background, keeping every item, so a test can wait
  * for a condition on what has arrived so far.

@@ -8,6 +8,7 @@
 
 import {
   App,
+  type AppOpenOptions,
   type AppOptions,
   type ConnectionStateChange,
   Credentials,
@@ -23,6 +24,37 @@ import type {
 import { TcpProxy } from "../_helpers/tcp_proxy.ts";
 import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
 import { bounded, Recorder } from "../_helpers/waits.ts";
+
+/**
+ * `App.open` options for a durable app on the Deno KV file `kvPath`, with
+ * {@link fastApp}'s small retry delays; `extra` adds or overrides.
+ */
+export function durableAppOptions(
+  baseUrl: string,
+  kvPath: string,
+  extra: Partial<AppOpenOptions> = {},
+): AppOpenOptions {
+  return {
+    baseUrl,
+    storage: { kvPath },
+    reconnect: { minDelayMs: 10, maxDelayMs: 50 },
+    lingerMs: 0,
+    ...extra,
+  };
+}
+
+/** Runs `fn` in a fresh temporary directory, removed afterwards. */
+export async function withTempDir(
+  prefix: string,
+  fn: (dir: string) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
 
 /** An app with small retry delays, suitable for tests over real sockets. */
 export function fastApp(

@@ -8,23 +8,14 @@ import assert from "node:assert/strict";
 import { App, type AppOpenOptions, Credentials, SyncError } from "../../mod.ts";
 import { startTestServer } from "../_helpers/test_server.ts";
 import { bounded } from "../_helpers/waits.ts";
+import { durableAppOptions, withTempDir } from "./_helpers.ts";
 
 function options(baseUrl: string, kvPath: string): AppOpenOptions {
-  return {
-    baseUrl,
-    storage: { kvPath },
-    reconnect: { minDelayMs: 10, maxDelayMs: 50 },
-    lingerMs: 0,
-  };
+  return durableAppOptions(baseUrl, kvPath);
 }
 
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "tether-app-open-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  return withTempDir("tether-app-open-", fn);
 }
 
 Deno.test("App.open restores the saved user offline, reopens its realm from the app's store with its pending writes, and they upload once when the server is back", async () => {

@@ -22,6 +22,7 @@ import { startTestServer } from "../_helpers/test_server.ts";
 import { epochSeconds, signUserJwt } from "../_helpers/user_jwt.ts";
 import { bounded } from "../_helpers/waits.ts";
 import { OBJECTS_PER_TRANSACTION } from "./_durable_child.ts";
+import { durableAppOptions, withTempDir } from "./_helpers.ts";
 
 const secret = "durable-storage-secret-of-some-length";
 const childPath = new URL("./_durable_child.ts", import.meta.url).pathname;
@@ -31,22 +32,11 @@ function options(
   kvPath: string,
   extra: Partial<AppOpenOptions> = {},
 ): AppOpenOptions {
-  return {
-    baseUrl,
-    storage: { kvPath },
-    reconnect: { minDelayMs: 10, maxDelayMs: 50 },
-    lingerMs: 0,
-    ...extra,
-  };
+  return durableAppOptions(baseUrl, kvPath, extra);
 }
 
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "tether-durable-conf-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  return withTempDir("tether-durable-conf-", fn);
 }
 
 function jwtFor(sub: string): Promise<string> {

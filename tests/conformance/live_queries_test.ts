@@ -24,31 +24,12 @@ import { Prng, testSeed } from "../_helpers/prng.ts";
 import { TcpProxy } from "../_helpers/tcp_proxy.ts";
 import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
 import { signUserJwt } from "../_helpers/user_jwt.ts";
-import { bounded } from "../_helpers/waits.ts";
+import { bounded, readBounded } from "../_helpers/waits.ts";
 
 type Row = RealmObject<Fields>;
 
 /** Every user may read and write every realm (two clients share one). */
 const SHARED = { permissions: () => "readwrite" as const };
-
-/** Reads one item of `reader`, rejecting when `signal` aborts first. */
-function readBounded<T>(
-  reader: ReadableStreamDefaultReader<T>,
-  signal: AbortSignal,
-): Promise<ReadableStreamReadResult<T>> {
-  return new Promise((resolve, reject) => {
-    const onAbort = () => reject(new Error("timed out waiting for an item"));
-    if (signal.aborted) return onAbort();
-    signal.addEventListener("abort", onAbort, { once: true });
-    reader.read().then((result) => {
-      signal.removeEventListener("abort", onAbort);
-      resolve(result);
-    }, (error) => {
-      signal.removeEventListener("abort", onAbort);
-      reject(error);
-    });
-  });
-}
 
 /** Asserts `list` ascends strictly and holds integers in [0, length). */
 function assertIndexes(

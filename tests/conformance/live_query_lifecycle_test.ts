@@ -21,32 +21,13 @@ import {
 import { fastApp, proxiedClient, recordConnectionStates } from "./_helpers.ts";
 import { Prng, testSeed } from "../_helpers/prng.ts";
 import { startTestServer } from "../_helpers/test_server.ts";
-import { bounded } from "../_helpers/waits.ts";
+import { bounded, readBounded } from "../_helpers/waits.ts";
 
 type Row = RealmObject<Fields>;
 type Update = LiveQueryUpdate<Fields>;
 
 /** Every user may read and write every realm (two clients share one). */
 const SHARED = { permissions: () => "readwrite" as const };
-
-/** Reads one item of `reader`, rejecting when `signal` aborts first. */
-function readBounded<T>(
-  reader: ReadableStreamDefaultReader<T>,
-  signal: AbortSignal = bounded(),
-): Promise<ReadableStreamReadResult<T>> {
-  return new Promise((resolve, reject) => {
-    const onAbort = () => reject(new Error("timed out waiting for an item"));
-    if (signal.aborted) return onAbort();
-    signal.addEventListener("abort", onAbort, { once: true });
-    reader.read().then((result) => {
-      signal.removeEventListener("abort", onAbort);
-      resolve(result);
-    }, (error) => {
-      signal.removeEventListener("abort", onAbort);
-      reject(error);
-    });
-  });
-}
 
 /** The next item of `reader`, which must exist. */
 async function next<T>(

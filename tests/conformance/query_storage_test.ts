@@ -23,7 +23,7 @@ import {
   type Transaction,
   type Value,
 } from "../../mod.ts";
-import { fastApp } from "./_helpers.ts";
+import { durableAppOptions, fastApp, withTempDir } from "./_helpers.ts";
 import { linesOf } from "../_helpers/lines.ts";
 import { Prng, testSeed } from "../_helpers/prng.ts";
 import { TcpProxy } from "../_helpers/tcp_proxy.ts";
@@ -58,23 +58,11 @@ function options(
   kvPath: string,
   extra: Partial<AppOpenOptions> = {},
 ): AppOpenOptions {
-  return {
-    baseUrl,
-    storage: { kvPath },
-    reconnect: { minDelayMs: 10, maxDelayMs: 50 },
-    lingerMs: 0,
-    logger: () => {},
-    ...extra,
-  };
+  return durableAppOptions(baseUrl, kvPath, { logger: () => {}, ...extra });
 }
 
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "tether-query-storage-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  return withTempDir("tether-query-storage-", fn);
 }
 
 /** Runs `fn` with a seeded generator; the seed is printed on failure. */

@@ -10,16 +10,12 @@ import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { createSyncHandler, KvLockedError, serveSync } from "../../server.ts";
 import { Prng, testSeed } from "../_helpers/prng.ts";
+import { withTempDir } from "./_helpers.ts";
 
 const OPTIONS = { port: 0, auth: { allowAnonymous: true }, logger: () => {} };
 
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "tether-server-storage-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  return withTempDir("tether-server-storage-", fn);
 }
 
 /** Every entry under `dir` (recursively, symlinks not followed) and its bytes. */

@@ -136,24 +136,29 @@ interface RunningCli {
 }
 
 /** Starts `cli.ts serve` on `data` and waits until it says where it listens. */
+/** `cli serve` on `data` and `port`, anonymous logins allowed. */
+function serveArgs(data: string, port: string, extra: string[] = []) {
+  return [
+    "run",
+    "-A",
+    "--unstable-kv",
+    CLI,
+    "serve",
+    ...extra,
+    "--port",
+    port,
+    "--data",
+    data,
+    "--allow-anonymous",
+  ];
+}
+
 async function startCli(
   data: string,
   extra: string[] = [],
 ): Promise<RunningCli> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      "--unstable-kv",
-      CLI,
-      "serve",
-      ...extra,
-      "--port",
-      "0",
-      "--data",
-      data,
-      "--allow-anonymous",
-    ],
+    args: serveArgs(data, "0", extra),
     stdout: "piped",
     stderr: "piped",
   }).spawn();
@@ -176,6 +181,18 @@ async function startCli(
     throw error;
   }
   return running;
+}
+
+/** Runs `cli serve` on `data` to its exit (a start that must fail). */
+function runCliOnce(
+  data: string,
+  port = "0",
+): Promise<Deno.CommandOutput> {
+  return new Deno.Command(Deno.execPath(), {
+    args: serveArgs(data, port),
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
 }
 
 /** Sends `signal`; resolves with the exit code once the CLI said "stopped". */
@@ -215,22 +232,7 @@ Deno.test("cli serve prints its URL, serves, refuses a second process on the sam
       assert.equal(health.status, 200);
       await health.body?.cancel();
 
-      const second = await new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "-A",
-          "--unstable-kv",
-          CLI,
-          "serve",
-          "--port",
-          "0",
-          "--data",
-          data,
-          "--allow-anonymous",
-        ],
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
+      const second = await runCliOnce(data);
       assert.equal(second.code, 1);
       assert.match(
         new TextDecoder().decode(second.stderr),
@@ -287,22 +289,7 @@ Deno.test("cli on a port already in use says so and exits 1", async () => {
   using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const data = await Deno.makeTempDir();
   try {
-    const output = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        "--unstable-kv",
-        CLI,
-        "serve",
-        "--port",
-        String(taken.addr.port),
-        "--data",
-        data,
-        "--allow-anonymous",
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
+    const output = await runCliOnce(data, String(taken.addr.port));
     assert.equal(output.code, 1);
     assert.equal(
       new TextDecoder().decode(output.stderr),
@@ -320,22 +307,7 @@ Deno.test("cli on data whose sync.kv is another application's SQLite database sa
     db.exec("CREATE TABLE notes (text TEXT)");
     db.close();
     const before = await Deno.readFile(`${data}/sync.kv`);
-    const output = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        "--unstable-kv",
-        CLI,
-        "serve",
-        "--port",
-        "0",
-        "--data",
-        data,
-        "--allow-anonymous",
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
+    const output = await runCliOnce(data);
     assert.equal(output.code, 1);
     assert.equal(
       new TextDecoder().decode(output.stderr),
