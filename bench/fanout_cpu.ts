@@ -32,6 +32,7 @@ import {
   encodeMessage,
   MessageType,
 } from "../protocol.ts";
+import { ValueWaiter, within } from "./_value_waiter.ts";
 
 /** What this bench uses of a checkout's `mod.ts`. */
 interface Checkout {
@@ -48,7 +49,7 @@ interface Group {
   readers: Realm[];
   /** Each reader's socket. */
   sockets: CountingWebSocket[];
-  watchers: Watcher[];
+  watchers: ValueWaiter[];
   done: Promise<void>[];
   next: number;
 }
@@ -67,6 +68,11 @@ const SYNTHETIC = Deno.args.includes("--synthetic");
 const SYNTHETIC_TIME = Date.now() + 3_600_000;
 /** The deadline of every single wait. */
 const WAIT_MS = 120_000;
+
+/** `within`, bounded by this bench's `WAIT_MS`. */
+function withinWait<T>(promise: Promise<T>, what: string): Promise<T> {
+  return within(promise, what, WAIT_MS);
+}
 const ID = "00000000-0000-4000-8000-000000000000";
 
 /** Frames the clients of this process sent, all checkouts together. */
@@ -125,46 +131,6 @@ class CountingWebSocket extends WebSocket {
         handlerTimes[handlerCount++] = took * 1000;
       }
     }, options);
-  }
-}
-
-/** Resolves when the watched counter reaches a value. */
-class Watcher {
-  #seen = -1;
-  #seenAt = 0;
-  #want = Infinity;
-  #resolve: ((at: number) => void) | undefined;
-
-  saw(value: number): void {
-    if (value <= this.#seen) return;
-    this.#seen = value;
-    this.#seenAt = performance.now();
-    if (value >= this.#want) {
-      const resolve = this.#resolve!;
-      this.#resolve = undefined;
-      this.#want = Infinity;
-      resolve(this.#seenAt);
-    }
-  }
-
-  expect(value: number): Promise<number> {
-    if (this.#seen >= value) return Promise.resolve(this.#seenAt);
-    const { promise, resolve } = Promise.withResolvers<number>();
-    this.#want = value;
-    this.#resolve = resolve;
-    return promise;
-  }
-}
-
-async function within<T>(promise: Promise<T>, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} timed out`)), WAIT_MS);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 
@@ -231,7 +197,7 @@ async function group(
   await receipt.waitForUpload({ signal: AbortSignal.timeout(WAIT_MS) });
   const readers: Realm[] = [];
   const readerSockets: CountingWebSocket[] = [];
-  const watchers: Watcher[] = [];
+  const watchers: ValueWaiter[] = [];
   const done: Promise<void>[] = [];
   for (let k = 0; k < CLIENTS; k++) {
     const opened = sockets.length;
@@ -240,7 +206,7 @@ async function group(
       throw new Error("Expected one socket per client");
     }
     readerSockets.push(sockets[opened]!);
-    const watcher = new Watcher();
+    const watcher = new ValueWaiter();
     readers.push(realm);
     watchers.push(watcher);
     done.push((async () => {
@@ -269,7 +235,7 @@ async function rounds(g: Group, count: number): Promise<number[]> {
   const last: number[] = [];
   for (let r = 0; r < count; r++) {
     const i = g.next++;
-    const seen = within(
+    const seen = withinWait(
       Promise.all(g.watchers.map((watcher) => watcher.expect(i))),
       `value ${i}`,
     );
@@ -304,7 +270,7 @@ async function syntheticRounds(g: Group, count: number): Promise<number[]> {
   });
   for (let r = 0; r < count; r++) {
     const i = g.next++;
-    const seen = within(
+    const seen = withinWait(
       Promise.all(g.watchers.map((watcher) => watcher.expect(i))),
       `value ${i}`,
     );

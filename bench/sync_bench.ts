@@ -30,6 +30,7 @@ import type { ServerMeasure } from "./_sync_server.ts";
 import { linesOf } from "../tests/_helpers/lines.ts";
 import process from "node:process";
 import { Session as InspectorSession } from "node:inspector";
+import { ValueWaiter, within } from "./_value_waiter.ts";
 
 // y-websocket adds a process "exit" listener per provider (to say goodbye
 // to its peers); this bench holds hundreds of providers at once.
@@ -154,6 +155,11 @@ const SEED_CHUNK = 10_000;
 const UPDATE_OBJECTS = 100;
 /** The deadline of every single wait in this bench. */
 const WAIT_MS = 180_000;
+
+/** `within`, bounded by this bench's `WAIT_MS`. */
+function withinWait<T>(promise: Promise<T>, what: string): Promise<T> {
+  return within(promise, what, WAIT_MS);
+}
 
 // ---------------------------------------------------------------- data
 
@@ -352,58 +358,6 @@ async function startServer(
 }
 
 // ---------------------------------------------------------------- waiting
-
-/**
- * Waits for values of one counter a client observes: `expect(v)` resolves
- * with the `performance.now()` at which a value ≥ v was first seen.
- */
-class ValueWaiter {
-  #seen = -Infinity;
-  #seenAt = 0;
-  #want = Infinity;
-  #resolve: ((at: number) => void) | undefined;
-
-  saw(value: number): void {
-    if (value <= this.#seen) return;
-    this.#seen = value;
-    this.#seenAt = performance.now();
-    if (value >= this.#want) {
-      const resolve = this.#resolve!;
-      this.#resolve = undefined;
-      this.#want = Infinity;
-      resolve(this.#seenAt);
-    }
-  }
-
-  /** Resolves with when `value` was seen; unbounded: wrap it in `within`. */
-  expect(value: number): Promise<number> {
-    if (this.#seen >= value) return Promise.resolve(this.#seenAt);
-    const { promise, resolve } = Promise.withResolvers<number>();
-    this.#want = value;
-    this.#resolve = resolve;
-    return promise;
-  }
-}
-
-/**
- * `promise`, or a rejection after `WAIT_MS`: one timer per round rather than
- * one per waiter, so a fan-out round does not arm and clear 50 timers inside
- * the interval it measures.
- */
-async function within<T>(promise: Promise<T>, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new Error(`${what} not seen in ${WAIT_MS} ms`)),
-      WAIT_MS,
-    );
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** Feeds field `n` of every change to `id` in `realm` into a waiter. */
 function watchTether(
@@ -754,7 +708,7 @@ async function yjsPair(url: string, name: string) {
   const a = await yjsClient(url, room);
   const b = await yjsClient(url, room);
   const lastId = idOf(UPDATE_OBJECTS - 1);
-  const ready = within(
+  const ready = withinWait(
     watchYjs(b.doc, lastId).expect(UPDATE_OBJECTS - 1),
     "Yjs bootstrap",
   );
@@ -786,7 +740,7 @@ async function throughputTether(url: string, total: number, perWrite: number) {
     }
     return {
       start,
-      end: await within(waiter.expect(total - 1), "last update"),
+      end: await withinWait(waiter.expect(total - 1), "last update"),
     };
   });
   const ms = end - start;
@@ -815,7 +769,7 @@ async function throughputYjs(url: string, total: number, perWrite: number) {
       }
     });
   }
-  const end = await within(waiter.expect(total - 1), "last update");
+  const end = await withinWait(waiter.expect(total - 1), "last update");
   const result = {
     ms: end - start,
     up: pair.a.wire.sentBytes - aBefore,
@@ -920,7 +874,7 @@ async function propagationTether(url: string) {
   const rounds = SIZES.propagationWarmup + SIZES.propagation;
   await profiled("propagation", async () => {
     for (let i = UPDATE_OBJECTS; i < UPDATE_OBJECTS + rounds; i++) {
-      const seen = within(waiter.expect(i), `value ${i}`);
+      const seen = withinWait(waiter.expect(i), `value ${i}`);
       const start = performance.now();
       await pair.realmA.write((tx) => tx.update("Item", id, { n: i }));
       const at = await seen;
@@ -947,7 +901,7 @@ async function propagationYjs(url: string) {
   const samples: number[] = [];
   const rounds = SIZES.propagationWarmup + SIZES.propagation;
   for (let i = UPDATE_OBJECTS; i < UPDATE_OBJECTS + rounds; i++) {
-    const seen = within(waiter.expect(i), `value ${i}`);
+    const seen = withinWait(waiter.expect(i), `value ${i}`);
     const start = performance.now();
     objectA.set("n", i);
     const at = await seen;
@@ -1025,7 +979,7 @@ async function fanOutRounds(
   for (let i = UPDATE_OBJECTS; i < UPDATE_OBJECTS + rounds; i++) {
     // Armed before the clock starts: what is measured is the write and its
     // delivery, not the bench's own bookkeeping (the same for every column).
-    const seen = within(
+    const seen = withinWait(
       Promise.all(waiters.map((waiter) => waiter.expect(i))),
       `value ${i} at ${waiters.length} clients`,
     );
