@@ -29,6 +29,7 @@ import {
   Credentials,
   type Realm,
   SyncError,
+  type SyncSession,
   type WriteReceipt,
 } from "../../mod.ts";
 import { linesOf } from "../_helpers/lines.ts";
@@ -1029,12 +1030,11 @@ export async function runSchedule(
     }
     if (!bound.aborted) {
       try {
-        for (const client of clients) {
-          await client.realm.syncSession.waitForUpload({ signal: bound });
-        }
-        for (const client of clients) {
-          await client.realm.syncSession.waitForDownload({ signal: bound });
-        }
+        const rounds = await settleSessions(
+          clients.map((client) => client.realm.syncSession),
+          bound,
+        );
+        log(`  quiescence: settled in ${rounds} rounds`);
       } catch (error) {
         problems.push(`quiescence did not settle: ${describe(error)}`);
       }
@@ -1133,6 +1133,44 @@ export async function runSchedule(
   }
   result.durationMs = Math.round(performance.now() - started);
   return result;
+}
+
+/** What {@linkcode settleSessions} needs of a session. */
+export type SettlingSession = Pick<
+  SyncSession,
+  "waitForUpload" | "waitForDownload" | "stats"
+>;
+
+/** Bound of the rounds of {@linkcode settleSessions}. */
+const SETTLE_ROUNDS = 5;
+
+/**
+ * Waits until the server holds every client's writes and every client
+ * holds the server's state: a round waits for each session's uploads, then
+ * for each one's download, and rounds repeat until one sees no client
+ * reset. A client meets a restored server first during its download wait,
+ * after the upload waits are over: it resets then and only then uploads
+ * what the server lost (`recoverAll`), which no earlier wait covers. Its
+ * download wait ends after its reset (the reply to the MARK after the
+ * reset's bind), so a round with no reset leaves none half done. Resolves
+ * with the rounds it took; throws when the waits fail (`signal` bounds
+ * them) or clients still reset after {@linkcode SETTLE_ROUNDS} rounds.
+ */
+export async function settleSessions(
+  sessions: readonly SettlingSession[],
+  signal: AbortSignal,
+): Promise<number> {
+  const resets = () =>
+    sessions.reduce((sum, session) => sum + session.stats().clientResets, 0);
+  for (let round = 1; round <= SETTLE_ROUNDS; round++) {
+    const before = resets();
+    for (const session of sessions) await session.waitForUpload({ signal });
+    for (const session of sessions) await session.waitForDownload({ signal });
+    if (resets() === before) return round;
+  }
+  throw new Error(
+    `clients still reset after ${SETTLE_ROUNDS} rounds of upload and download waits`,
+  );
 }
 
 /**
