@@ -27,6 +27,7 @@ import {
   App,
   type AppOptions,
   Credentials,
+  type LogRecord,
   type Realm,
   SyncError,
   type SyncSession,
@@ -344,9 +345,21 @@ interface SoakClient {
   nextOwn: number;
 }
 
-function appOptions(baseUrl: string): AppOptions {
+/**
+ * A client's options; `log` hears of its client resets (when one starts
+ * and what it recovered), which a failure's steps need.
+ */
+function appOptions(
+  baseUrl: string,
+  log?: (line: string) => void,
+): AppOptions {
   return {
     baseUrl,
+    ...(log === undefined ? {} : {
+      logger: (record: LogRecord) => {
+        if (record.event === "session_client_reset") log(record.message);
+      },
+    }),
     reconnect: { minDelayMs: 10, maxDelayMs: 100 },
     keepalive: KEEPALIVE,
     lingerMs: 0,
@@ -768,7 +781,9 @@ export async function runSchedule(
     for (let index = 0; index < CLIENTS; index++) {
       const proxy = new TcpProxy(server.addr);
       proxies.push(proxy);
-      const app = new App(appOptions(proxy.url));
+      const app = new App(
+        appOptions(proxy.url, (line) => log(`  client ${index}: ${line}`)),
+      );
       apps.push(app);
       using bound = deadline(quiesceMs);
       const realm = await openClientRealm(app, bound.signal);
