@@ -47,6 +47,8 @@ const READ_TIMEOUT_MS = KEEPALIVE.readTimeoutMs;
 const TALLIES = 5;
 /** Objects every client puts, updates and deletes. */
 const SHARED = 8;
+/** Where proxies point while the server is down: no one can listen there. */
+const NOWHERE = { hostname: "127.0.0.1", port: 0 };
 /** Bound of one start, stop or stats request of the server process. */
 const PROCESS_WAIT_MS = 30_000;
 const CLIENTS = 3;
@@ -813,6 +815,11 @@ export async function runSchedule(
     ): Promise<void> => {
       const old = server!;
       server = undefined;
+      // Down, the server refuses every connection: its port, once free, can
+      // be taken by another process's server (another test on a busy
+      // machine), which would refuse the clients' tokens as badly signed
+      // and log them out for good.
+      for (const proxy of proxies) proxy.retarget(NOWHERE);
       await old.kill();
       await between();
       await sleep(downMs);
