@@ -27,8 +27,10 @@ import {
   App,
   type AppOptions,
   Credentials,
+  type LogRecord,
   type Realm,
   SyncError,
+  type SyncSession,
   type WriteReceipt,
 } from "../../mod.ts";
 import { linesOf } from "../_helpers/lines.ts";
@@ -45,6 +47,8 @@ const READ_TIMEOUT_MS = KEEPALIVE.readTimeoutMs;
 const TALLIES = 5;
 /** Objects every client puts, updates and deletes. */
 const SHARED = 8;
+/** Where proxies point while the server is down: no one can listen there. */
+const NOWHERE = { hostname: "127.0.0.1", port: 0 };
 /** Bound of one start, stop or stats request of the server process. */
 const PROCESS_WAIT_MS = 30_000;
 const CLIENTS = 3;
@@ -293,6 +297,43 @@ class ServerProcess {
   }
 }
 
+/**
+ * The operations on the server process (kills, copies, restores), run one
+ * after another in the order they are queued. A failed one fails those
+ * queued after it (they do not run), and {@linkcode idle} rejects with it.
+ */
+export class ServerQueue {
+  #last: Promise<void> = Promise.resolve();
+
+  /** Queues `operation` after every one queued before. */
+  run<T>(operation: () => Promise<T>): Promise<T> {
+    const next = this.#last.then(operation);
+    this.#last = next.then(() => {});
+    // Handled here; `queued` and `idle` hand the failure on.
+    this.#last.catch(() => {});
+    return next;
+  }
+
+  /** Settles once the operations queued so far are over. */
+  queued(): Promise<void> {
+    return this.#last;
+  }
+
+  /**
+   * Settles once no operation is queued or running, including those queued
+   * while it waits (a restore that a fault's end queues while an earlier
+   * operation runs): what the checks need before they read the server.
+   * Bounded by the operations a schedule queues, each awaited once.
+   */
+  async idle(): Promise<void> {
+    let seen: Promise<void>;
+    do {
+      seen = this.#last;
+      await seen;
+    } while (seen !== this.#last);
+  }
+}
+
 // ----- clients -----
 
 /** One of the three writing clients, behind its own proxy. */
@@ -306,9 +347,21 @@ interface SoakClient {
   nextOwn: number;
 }
 
-function appOptions(baseUrl: string): AppOptions {
+/**
+ * A client's options; `log` hears of its client resets (when one starts
+ * and what it recovered), which a failure's steps need.
+ */
+function appOptions(
+  baseUrl: string,
+  log?: (line: string) => void,
+): AppOptions {
   return {
     baseUrl,
+    ...(log === undefined ? {} : {
+      logger: (record: LogRecord) => {
+        if (record.event === "session_client_reset") log(record.message);
+      },
+    }),
     reconnect: { minDelayMs: 10, maxDelayMs: 100 },
     keepalive: KEEPALIVE,
     lingerMs: 0,
@@ -342,12 +395,17 @@ export interface FaultContext {
   /** SIGKILLs the server and starts it again on the same KV file. */
   killServer(downMs: number): Promise<void>;
   /**
-   * Takes a copy of the server's KV file (with its `-wal` and `-shm`
+   * Queues the copy of the server's KV file (with its `-wal` and `-shm`
    * files) as a crash would leave it: SIGKILLs the server, copies, starts
-   * it again on the live file. Resolves with `restore`, which SIGKILLs the
-   * server and starts it on that older copy.
+   * it again on the live file. `taken` settles once the copy is taken;
+   * `restore` queues, at once, the restore of that older copy (SIGKILL,
+   * start on the copy), which runs after the copy like every server
+   * operation after the ones queued before it.
    */
-  backupServer(downMs: number): Promise<{ restore(): Promise<void> }>;
+  backupServer(downMs: number): {
+    taken: Promise<void>;
+    restore(): Promise<void>;
+  };
   /** Makes the next write (of any client) one the server refuses. */
   poisonNextWrite(): void;
 }
@@ -526,10 +584,12 @@ export const FAULTS: readonly FaultDefinition[] = [
       let restored: Promise<void> | undefined;
       return {
         // Healing restores the copy: once, when the fault's time is up (or
-        // at quiescence).
-        fault: {
-          heal: () => restored ??= backup.then(({ restore }) => restore()),
-        },
+        // at quiescence). The restore is queued when healing, even while
+        // the copy still waits its turn: queued only once the copy is
+        // taken, it could start after quiescence stopped waiting for the
+        // server's operations, and the checks would then read a server
+        // the clients have not yet reset against.
+        fault: { heal: () => restored ??= backup.restore() },
         forMs: timeouts(random, 1, 4),
       };
     },
@@ -707,18 +767,12 @@ export async function runSchedule(
   const tracked: Tracked[] = [];
   let server: ServerProcess | undefined;
   /**
-   * The last of the operations on the server process (kill, copy, restore),
-   * which run one after another; a failed one fails those after it, and
-   * quiescence awaits it (so the failure ends the schedule).
+   * The operations on the server process (kill, copy, restore); quiescence
+   * waits until it is idle (so a failure ends the schedule).
    */
-  let restarting: Promise<void> = Promise.resolve();
-  const onServer = <T>(operation: () => Promise<T>): Promise<T> => {
-    const next = restarting.then(operation);
-    restarting = next.then(() => {});
-    // Handled here; quiescence awaits it again to see the failure.
-    restarting.catch(() => {});
-    return next;
-  };
+  const servers = new ServerQueue();
+  const onServer = <T>(operation: () => Promise<T>): Promise<T> =>
+    servers.run(operation);
   /** Writes to poison ("rejected" faults drawn, not yet made). */
   let poisonQueued = 0;
   /** Whether the schedule's writes are still being made. */
@@ -729,7 +783,9 @@ export async function runSchedule(
     for (let index = 0; index < CLIENTS; index++) {
       const proxy = new TcpProxy(server.addr);
       proxies.push(proxy);
-      const app = new App(appOptions(proxy.url));
+      const app = new App(
+        appOptions(proxy.url, (line) => log(`  client ${index}: ${line}`)),
+      );
       apps.push(app);
       using bound = deadline(quiesceMs);
       const realm = await openClientRealm(app, bound.signal);
@@ -759,6 +815,11 @@ export async function runSchedule(
     ): Promise<void> => {
       const old = server!;
       server = undefined;
+      // Down, the server refuses every connection: its port, once free, can
+      // be taken by another process's server (another test on a busy
+      // machine), which would refuse the clients' tokens as badly signed
+      // and log them out for good.
+      for (const proxy of proxies) proxy.retarget(NOWHERE);
       await old.kill();
       await between();
       await sleep(downMs);
@@ -775,37 +836,44 @@ export async function runSchedule(
     // The copy is taken while the server is down after a SIGKILL: the
     // store as a crash leaves it, which is what a file-system snapshot of
     // a running server holds too.
-    const backupServer = (downMs: number) =>
-      onServer(async () => {
+    const backupServer = (downMs: number) => {
+      /** What the copy is, once taken. */
+      let copied:
+        | { copy: string; copyHead: number; after: number }
+        | undefined;
+      const taken = onServer(async () => {
         const copy = `${directory}/copy-${++copies}/server.kv`;
         log(`  copy ${copies} of the store (down ${downMs} ms)`);
         await Deno.mkdir(`${directory}/copy-${copies}`);
         // Writes from here on are not in the copy.
         const after = result.writes;
         await restartServer(downMs, () => copyStore(kvPath, copy));
-        const copyHead = server!.startHead;
-        return {
-          restore: () =>
-            onServer(async () => {
-              // A copy holding everything the clients know of makes the
-              // restore a mere restart. Wait (bounded) until some write the
-              // copy lacks is acknowledged: its writer's upload cursor is
-              // then ahead of the copy, so at least that client must reset.
-              // (No write may follow the copy when it was taken at the end.)
-              for (
-                let wait = 0;
-                wait < ACK_POLLS && (writing || result.writes > after) &&
-                !tracked.some((item) =>
-                  item.write >= after && item.outcome === "acknowledged"
-                );
-                wait++
-              ) await sleep(ACK_POLL_MS);
-              result.restores++;
-              log(`  restore of copy ${copy} (version ${copyHead})`);
-              await restartServer(downMs, () => copyStore(copy, kvPath));
-            }),
-        };
+        copied = { copy, copyHead: server!.startHead, after };
       });
+      // Queued after the copy, so it runs once the copy is taken (and not
+      // at all if taking it failed: a failed operation fails those after).
+      const restore = () =>
+        onServer(async () => {
+          const { copy, copyHead, after } = copied!;
+          // A copy holding everything the clients know of makes the
+          // restore a mere restart. Wait (bounded) until some write the
+          // copy lacks is acknowledged: its writer's upload cursor is
+          // then ahead of the copy, so at least that client must reset.
+          // (No write may follow the copy when it was taken at the end.)
+          for (
+            let wait = 0;
+            wait < ACK_POLLS && (writing || result.writes > after) &&
+            !tracked.some((item) =>
+              item.write >= after && item.outcome === "acknowledged"
+            );
+            wait++
+          ) await sleep(ACK_POLL_MS);
+          result.restores++;
+          log(`  restore of copy ${copy} (version ${copyHead})`);
+          await restartServer(downMs, () => copyStore(copy, kvPath));
+        });
+      return { taken, restore };
+    };
 
     const startFault = (definition: FaultDefinition, client: SoakClient) => {
       const key = definition.scope === "server" || definition.scope === "store"
@@ -824,14 +892,14 @@ export async function runSchedule(
       if (definition.scope === "server") {
         // Over once the server is back; healing waits for that.
         active.set(key, { fault });
-        void restarting.finally(() => active.delete(key)).catch(() => {});
+        void servers.queued().finally(() => active.delete(key)).catch(() => {});
         return;
       }
       if (forMs === 0) return;
       const timer = setTimeout(() => {
         timers.delete(timer);
         active.delete(key);
-        // A failure shows in `restarting`, which quiescence awaits.
+        // A failure shows in `servers`, which quiescence waits for.
         void Promise.resolve(fault.heal()).catch(() => {});
       }, forMs);
       timers.add(timer);
@@ -915,8 +983,9 @@ export async function runSchedule(
       }
       if (forcedRestores.has(write) && !active.has("store")) {
         startFault(definition("restore"), client);
-        // The writes wait for the copy, so that most of them follow it.
-        await restarting;
+        // The writes wait for the copy (queued last), so that most of them
+        // follow it.
+        await servers.queued();
       } else if (forcedKills.has(write) && !active.has("server")) {
         startFault(definition("kill"), client);
       } else if (random.next() < faultChance) {
@@ -953,7 +1022,8 @@ export async function runSchedule(
       client.realm.syncSession.resume();
     }
     await copy?.fault.heal();
-    await restarting;
+    await servers.idle();
+    log(`  quiescence: server operations over`);
     using quiescence = deadline(quiesceMs);
     const bound = quiescence.signal;
     const quiet = new Promise<void>((resolve) =>
@@ -982,12 +1052,11 @@ export async function runSchedule(
     }
     if (!bound.aborted) {
       try {
-        for (const client of clients) {
-          await client.realm.syncSession.waitForUpload({ signal: bound });
-        }
-        for (const client of clients) {
-          await client.realm.syncSession.waitForDownload({ signal: bound });
-        }
+        const rounds = await settleSessions(
+          clients.map((client) => client.realm.syncSession),
+          bound,
+        );
+        log(`  quiescence: settled in ${rounds} rounds`);
       } catch (error) {
         problems.push(`quiescence did not settle: ${describe(error)}`);
       }
@@ -1005,6 +1074,7 @@ export async function runSchedule(
     if (result.restores === 0 && result.resets > 0) {
       problems.push(`${result.resets} client resets without a restore`);
     }
+    log(`  checks`);
     const fresh = new App(appOptions(`http://127.0.0.1:${server!.addr.port}`));
     apps.push(fresh);
     let reference: Realm | undefined;
@@ -1067,7 +1137,7 @@ export async function runSchedule(
     for (const timer of timers) clearTimeout(timer);
     await Promise.allSettled(committing);
     await Promise.allSettled(tracked.map((item) => item.settled));
-    await restarting.catch(() => {});
+    await servers.idle().catch(() => {});
     for (const app of apps) await app.close();
     for (const proxy of proxies) await proxy[Symbol.asyncDispose]();
     if (server !== undefined) {
@@ -1085,6 +1155,44 @@ export async function runSchedule(
   }
   result.durationMs = Math.round(performance.now() - started);
   return result;
+}
+
+/** What {@linkcode settleSessions} needs of a session. */
+export type SettlingSession = Pick<
+  SyncSession,
+  "waitForUpload" | "waitForDownload" | "stats"
+>;
+
+/** Bound of the rounds of {@linkcode settleSessions}. */
+const SETTLE_ROUNDS = 5;
+
+/**
+ * Waits until the server holds every client's writes and every client
+ * holds the server's state: a round waits for each session's uploads, then
+ * for each one's download, and rounds repeat until one sees no client
+ * reset. A client meets a restored server first during its download wait,
+ * after the upload waits are over: it resets then and only then uploads
+ * what the server lost (`recoverAll`), which no earlier wait covers. Its
+ * download wait ends after its reset (the reply to the MARK after the
+ * reset's bind), so a round with no reset leaves none half done. Resolves
+ * with the rounds it took; throws when the waits fail (`signal` bounds
+ * them) or clients still reset after {@linkcode SETTLE_ROUNDS} rounds.
+ */
+export async function settleSessions(
+  sessions: readonly SettlingSession[],
+  signal: AbortSignal,
+): Promise<number> {
+  const resets = () =>
+    sessions.reduce((sum, session) => sum + session.stats().clientResets, 0);
+  for (let round = 1; round <= SETTLE_ROUNDS; round++) {
+    const before = resets();
+    for (const session of sessions) await session.waitForUpload({ signal });
+    for (const session of sessions) await session.waitForDownload({ signal });
+    if (resets() === before) return round;
+  }
+  throw new Error(
+    `clients still reset after ${SETTLE_ROUNDS} rounds of upload and download waits`,
+  );
 }
 
 /**

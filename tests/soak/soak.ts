@@ -3,7 +3,9 @@
  * seeded schedules of writes and faults (`_engine.ts`: network faults,
  * server SIGKILLs, restores of an older copy of the server's store, writes
  * the server refuses) one after another,
- * prints a line per schedule and a summary, and exits 1 if any failed.
+ * prints a line per schedule (with its problems and steps — kills, copies,
+ * restores, quiescence — when it failed) and a summary, and exits 1 if any
+ * failed.
  *
  * Options: `--schedules N` (default 100), `--writes W` (default 1000),
  * `--seed S` (default: random; schedule i uses seed S + i, so
@@ -55,7 +57,14 @@ const totals = {
 };
 const started = performance.now();
 for (let index = 0; index < schedules; index++) {
+  // The schedule's steps, printed when it fails (see below).
+  const steps: string[] = [];
+  const scheduleStarted = performance.now();
   const result = await runSchedule({
+    log: (line) =>
+      steps.push(
+        `${Math.round(performance.now() - scheduleStarted)} ms${line}`,
+      ),
     seed: seed + index,
     writes,
     faultChance: faultPercent / 100,
@@ -85,6 +94,10 @@ for (let index = 0; index < schedules; index++) {
     } (${(result.durationMs / 1000).toFixed(1)} s)`,
   );
   for (const problem of result.problems) console.log(`     ${problem}`);
+  if (!ok) {
+    console.log("     steps:");
+    for (const step of steps) console.log(`     ${step}`);
+  }
 }
 const faultList = FAULT_KINDS.map((kind) => `${kind} ${totals.faults[kind]}`)
   .join(", ");

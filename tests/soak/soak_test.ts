@@ -17,8 +17,14 @@ const SEEDS = Deno.env.get("TETHER_SEED") === undefined
 
 for (const seed of SEEDS) {
   Deno.test(`soak: 150 writes over three clients with faults, server SIGKILLs, a restore of an older copy and refused writes converge, lose nothing acknowledged, store nothing refused and integrate nothing twice (seed ${seed})`, async () => {
+    // The schedule's steps (kills, copies, restores, quiescence), shown
+    // with a failure: which step lost what depends on how they interleaved.
+    const steps: string[] = [];
+    const started = performance.now();
     const result = await runSchedule({
       seed,
+      log: (line) =>
+        steps.push(`${Math.round(performance.now() - started)} ms${line}`),
       writes: 150,
       // Taking the copy is a SIGKILL and a restart on the same file already.
       minRestores: 1,
@@ -28,7 +34,13 @@ for (const seed of SEEDS) {
       faultChance: 0.08,
       quiesceMs: 30_000,
     });
-    assert.deepEqual(result.problems, [], `seed ${seed}`);
+    assert.deepEqual(
+      result.problems,
+      [],
+      `seed ${seed}:\n${result.problems.join("\n")}\nsteps:\n${
+        steps.join("\n")
+      }`,
+    );
     assert.ok(result.restores >= 1, `seed ${seed}: no restore`);
     // A restore waits for a write its copy lacks to be acknowledged, so its
     // writer at least must have reset.
