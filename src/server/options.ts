@@ -100,7 +100,7 @@ export interface LimitOptions {
    * frame plus 256 bytes per instruction). A client that sends past it
    * gets the connection-scoped, retryable `queue_full` and reconnects; the
    * client library keeps at most 1 MiB of its uploads in flight per
-   * session (docs/SERVER.md "Memory").
+   * connection, shared by its sessions (docs/SERVER.md "Memory").
    *
    * @default {16777216}
    */
