@@ -6,6 +6,7 @@
  * @module
  */
 
+import assert from "node:assert/strict";
 import {
   App,
   type AppOpenOptions,
@@ -13,6 +14,7 @@ import {
   type ConnectionStateChange,
   Credentials,
   type Realm,
+  SyncError,
   type SyncSession,
   type User,
 } from "../../mod.ts";
@@ -54,6 +56,16 @@ export async function withTempDir(
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+/** The `SyncError` `promise` rejects with; fails the test if it resolves. */
+export async function rejection(promise: Promise<unknown>): Promise<SyncError> {
+  const error = await promise.then(
+    () => assert.fail("resolved where it had to reject"),
+    (error: unknown) => error,
+  );
+  assert.ok(error instanceof SyncError, String(error));
+  return error;
 }
 
 /** An app with small retry delays, suitable for tests over real sockets. */

@@ -17,7 +17,7 @@ import {
   type WriteReceipt,
 } from "../../mod.ts";
 import type { ServeSyncOptions } from "../../server.ts";
-import { fastApp } from "./_helpers.ts";
+import { fastApp, rejection } from "./_helpers.ts";
 import { TcpProxy } from "../_helpers/tcp_proxy.ts";
 import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
 import { epochSeconds, signUserJwt } from "../_helpers/user_jwt.ts";
@@ -214,15 +214,6 @@ function write(realm: Realm, id: string, fields: Record<string, unknown>) {
 
 async function uploaded(receipt: Promise<WriteReceipt>): Promise<void> {
   await (await receipt).waitForUpload({ signal: bounded(RESET_MS) });
-}
-
-async function rejection(promise: Promise<unknown>): Promise<SyncError> {
-  const error = await promise.then(
-    () => assert.fail("resolved where it had to reject"),
-    (error: unknown) => error,
-  );
-  assert.ok(error instanceof SyncError, String(error));
-  return error;
 }
 
 /** The remote items of a changes() recording, each sorted by id. */

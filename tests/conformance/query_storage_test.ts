@@ -23,7 +23,12 @@ import {
   type Transaction,
   type Value,
 } from "../../mod.ts";
-import { durableAppOptions, fastApp, withTempDir } from "./_helpers.ts";
+import {
+  durableAppOptions,
+  fastApp,
+  rejection,
+  withTempDir,
+} from "./_helpers.ts";
 import { linesOf } from "../_helpers/lines.ts";
 import { Prng, testSeed } from "../_helpers/prng.ts";
 import { TcpProxy } from "../_helpers/tcp_proxy.ts";
@@ -865,15 +870,6 @@ Deno.test('clientReset "recover" after the server is restored from a backup: obj
     }
   });
 });
-
-async function rejection(promise: Promise<unknown>): Promise<SyncError> {
-  const error = await promise.then(
-    () => assert.fail("expected a rejection"),
-    (error: unknown) => error,
-  );
-  assert.ok(error instanceof SyncError, String(error));
-  return error;
-}
 
 Deno.test("A rejected write on a durable, indexed realm: the revert leaves no index entry of the refused values (a query by them returns nothing, with or without an index), live queries and watchObject report the write and its revert, and the realm reopens with the same answers and nothing pending", async () => {
   await withDir(async (dir) => {

@@ -9,19 +9,15 @@ import {
   SyncError,
   type Transaction,
 } from "../../mod.ts";
-import { fastApp, openDownloaded, proxiedClient } from "./_helpers.ts";
+import {
+  fastApp,
+  openDownloaded,
+  proxiedClient,
+  rejection,
+} from "./_helpers.ts";
 import { bounded, Recorder } from "../_helpers/waits.ts";
 import { startTestServer } from "../_helpers/test_server.ts";
 import type { ChangesetToValidate } from "../../server.ts";
-
-async function rejection(promise: Promise<unknown>): Promise<SyncError> {
-  const error = await promise.then(
-    () => assert.fail("the receipt resolved"),
-    (error: unknown) => error,
-  );
-  assert.ok(error instanceof SyncError, String(error));
-  return error;
-}
 
 Deno.test("WriteReceipt.waitForUpload() rejects with write_rejected (cause write_not_allowed) on a read-only realm; the write is reverted, the session stays active", async () => {
   let writer = "";
