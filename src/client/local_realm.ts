@@ -127,8 +127,6 @@ interface AppliedDownload {
 }
 
 const NO_CHANGESETS: readonly UploadChangeset[] = Object.freeze([]);
-/** `perChangeset` of a DOWNLOAD that changed nothing visible (frozen). */
-const NO_CHANGES = Object.freeze([]) as unknown as ModelChange[][];
 
 /** `records` without repeats, in first-seen order (a copy only if needed). */
 function distinct(records: ObjectRecord[]): ObjectRecord[] {
@@ -518,32 +516,10 @@ export class LocalRealm {
     // One entry per changeset that changed something visible: `changes()`
     // reports each remote transaction on its own, however many one
     // DOWNLOAD carries (docs/CLIENT.md "Writing and reading").
-    // Both arrays sized once rather than grown: an empty array's first push
-    // reserves 17 slots, and most DOWNLOADs carry one changeset of one
-    // instruction (docs/PERFORMANCE.md "Fan-out: the receive path, fourth
-    // pass").
-    const changesets = message.changesets;
-    let instructions = 0;
-    for (let c = 0; c < changesets.length; c++) {
-      instructions += changesets[c]!.instructions.length;
-    }
-    const touched: ObjectRecord[] = new Array(instructions);
-    let perChangeset: ModelChange[][] = NO_CHANGES;
-    let at = 0;
-    for (let c = 0; c < changesets.length; c++) {
-      const changeset = changesets[c]!;
-      this.#observe(changeset.stamp, changeset.instructions);
-      const changes = this.#store.apply(
-        changeset.stamp,
-        changeset.instructions,
-        touched,
-        at,
-      );
-      at += changeset.instructions.length;
-      if (changes.length === 0) continue;
-      if (perChangeset === NO_CHANGES) perChangeset = [changes];
-      else perChangeset.push(changes);
-    }
+    const { touched, perChangeset } = this.#store.applyChangesets(
+      message.changesets,
+      this.#observe,
+    );
     // The records to store, one per object: as many as instructions means
     // no object changed twice (live queries trust that).
     const records = distinct(touched);
@@ -771,12 +747,13 @@ export class LocalRealm {
     return done;
   }
 
-  #observe(stamp: Hlc, instructions: readonly Instruction[]): void {
+  // A field, not a method: each DOWNLOAD passes it on without a closure.
+  #observe = (stamp: Hlc, instructions: readonly Instruction[]): void => {
     this.#clock.observe(stamp);
     for (const instruction of instructions) {
       if (instruction.stamp !== null) this.#clock.observe(instruction.stamp);
     }
-  }
+  };
 
   #touched(instructions: readonly Instruction[]): ObjectRecord[] {
     const records = new Set<ObjectRecord>();

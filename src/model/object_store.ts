@@ -17,6 +17,8 @@ import type { Fields, Value } from "./value.ts";
  * that a caller growing it fails loudly instead of corrupting every result.
  */
 const NO_CHANGES = Object.freeze([]) as unknown as ObjectChange[];
+/** What `applyChangesets` reports when no changeset changed anything. */
+const NO_CHANGESETS = Object.freeze([]) as unknown as ObjectChange[][];
 
 /**
  * An in-memory set of object records, keyed by type then id, that applies
@@ -34,22 +36,56 @@ export class ObjectStore {
   /**
    * Applies a changeset's instructions in order and returns their visible
    * effect, one entry per instruction that changed something.
-   *
-   * @param touched Given, gets the record of every instruction, in
-   *   instruction order (repeats included) from index `touchedAt` on, so a
-   *   caller that commits them need not look them up again.
-   * @param touchedAt Where in `touched` the first record goes (default:
-   *   its end), so a caller can size the array once.
    */
-  apply(
+  apply(stamp: Hlc, instructions: readonly Instruction[]): ObjectChange[] {
+    return this.#apply(stamp, instructions, undefined, 0);
+  }
+
+  /**
+   * Applies changesets in order (a DOWNLOAD's): `touched` holds the record
+   * of every instruction, in order, repeats included, so a caller that
+   * commits them need not look them up again; `perChangeset` each
+   * changeset's visible effect, for those that changed something.
+   *
+   * @param before Told each changeset just before it is applied.
+   */
+  applyChangesets(
+    changesets: readonly {
+      stamp: Hlc;
+      instructions: readonly Instruction[];
+    }[],
+    before: (stamp: Hlc, instructions: readonly Instruction[]) => void,
+  ): { touched: ObjectRecord[]; perChangeset: ObjectChange[][] } {
+    // Both arrays sized once rather than grown: an empty array's first push
+    // reserves 17 slots, and most DOWNLOADs carry one changeset of one
+    // instruction (docs/PERFORMANCE.md "Fan-out: the receive path, fourth
+    // pass").
+    let instructions = 0;
+    for (let c = 0; c < changesets.length; c++) {
+      instructions += changesets[c]!.instructions.length;
+    }
+    const touched: ObjectRecord[] = new Array(instructions);
+    let perChangeset: ObjectChange[][] = NO_CHANGESETS;
+    let at = 0;
+    for (let c = 0; c < changesets.length; c++) {
+      const { stamp, instructions } = changesets[c]!;
+      before(stamp, instructions);
+      const changes = this.#apply(stamp, instructions, touched, at);
+      at += instructions.length;
+      if (changes.length === 0) continue;
+      if (perChangeset === NO_CHANGESETS) perChangeset = [changes];
+      else perChangeset.push(changes);
+    }
+    return { touched, perChangeset };
+  }
+
+  #apply(
     stamp: Hlc,
     instructions: readonly Instruction[],
-    touched?: ObjectRecord[],
-    touchedAt: number = touched?.length ?? 0,
+    touched: ObjectRecord[] | undefined,
+    touchedAt: number,
   ): ObjectChange[] {
-    // Sized on the first change: an empty array's first push reserves 17
-    // slots, and most DOWNLOADs change one object (docs/PERFORMANCE.md
-    // "Fan-out: the receive path, fourth pass").
+    // Sized on the first change, for the same reason.
     let changes: ObjectChange[] = NO_CHANGES;
     for (let index = 0; index < instructions.length; index++) {
       const instruction = instructions[index]!;
