@@ -11,11 +11,7 @@ import { waitForDrain } from "./socket_drain.ts";
 import type { HubMember, RealmHub } from "./realm_hub.ts";
 import { SessionError, uploadStorageError } from "./session_error.ts";
 import type { HistoryItem, IntegrateResult } from "./storage/history.ts";
-import {
-  SNAPSHOT_STAMP,
-  snapshotChangeset,
-  type SnapshotInfo,
-} from "./storage/snapshot.ts";
+import { snapshotChangeset, type SnapshotInfo } from "./storage/snapshot.ts";
 import type { Refusal } from "./storage/rejections.ts";
 import { ERROR_CODES } from "../protocol/error_codes.ts";
 import { findInvalidUpload } from "./upload_validation.ts";
@@ -27,6 +23,7 @@ import {
   readRevert,
   settleRefusal,
   tooLargeRefusal,
+  tooLargeStandIn,
 } from "./upload_refusal.ts";
 import { SettledElsewhere } from "./settled_elsewhere.ts";
 import { HistoryRemaining } from "./history_remaining.ts";
@@ -325,30 +322,14 @@ export class Session implements HubMember {
    * the server's state of the objects it names; a version settled before is
    * answered as it was then.
    *
-   * What goes through {@linkcode upload} in its place has no instructions,
-   * so no path there can store anything of it.
+   * What goes through {@linkcode upload} in its place has no instructions
+   * (`tooLargeStandIn`), so no path there can store anything of it.
    *
    * @throws {SessionError} `bad_changeset` for objects no upload could
    *   name (see `findInvalidUpload`), else as {@linkcode upload}.
    */
   uploadTooLarge(message: UploadTooLargeMessage): Promise<UploadTicket> {
-    const named: UploadChangeset = {
-      clientVersion: message.clientVersion,
-      baseServerVersion: 0,
-      stamp: SNAPSHOT_STAMP,
-      instructions: message.objects.map(({ type, id }) => ({
-        op: "delete",
-        type,
-        id,
-        fields: null,
-        stamp: null,
-      })),
-    };
-    const invalid = findInvalidUpload([named], this.path);
-    if (invalid !== null) {
-      throw new SessionError("bad_changeset", `Cannot refuse: ${invalid}`);
-    }
-    return this.upload([{ ...named, instructions: [] }], message);
+    return this.upload([tooLargeStandIn(message, this.path)], message);
   }
 
   /**

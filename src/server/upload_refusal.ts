@@ -17,6 +17,7 @@ import type { UploadTooLargeMessage } from "../protocol/messages.ts";
 import type { Log } from "./log.ts";
 import type { Permission } from "./permissions.ts";
 import { SessionError } from "./session_error.ts";
+import { findInvalidUpload } from "./upload_validation.ts";
 import {
   type ChangesetValidator,
   changesToValidate,
@@ -117,6 +118,37 @@ export function tooLargeRefusal(
     message:
       `client version ${message.clientVersion} is ${message.changesetBytes} bytes encoded, more than the server's limit of ${context.maxMessageBytes} bytes per message`,
   };
+}
+
+/**
+ * What goes through `Session.upload` in place of a changeset too large to
+ * upload: its client version with no instructions, so no path can store
+ * anything of it (the objects it names travel beside it).
+ *
+ * @throws {SessionError} `bad_changeset` for objects no upload could name,
+ *   or one named twice (see `findInvalidUpload`).
+ */
+export function tooLargeStandIn(
+  message: UploadTooLargeMessage,
+  path: string,
+): UploadChangeset {
+  const named: UploadChangeset = {
+    clientVersion: message.clientVersion,
+    baseServerVersion: 0,
+    stamp: SNAPSHOT_STAMP,
+    instructions: message.objects.map(({ type, id }) => ({
+      op: "delete",
+      type,
+      id,
+      fields: null,
+      stamp: null,
+    })),
+  };
+  const invalid = findInvalidUpload([named], path);
+  if (invalid !== null) {
+    throw new SessionError("bad_changeset", `Cannot refuse: ${invalid}`);
+  }
+  return { ...named, instructions: [] };
 }
 
 /**
