@@ -4,8 +4,6 @@
  * the right scope: a malformed frame closes this socket only.
  */
 
-import { decompressFrame, isCompressedFrame } from "../protocol/compression.ts";
-import { decodeMessage } from "../protocol/decode.ts";
 import type { StatusSession } from "./status_page.ts";
 import {
   ERROR_CODES,
@@ -19,7 +17,6 @@ import {
   type Message,
   MessageType,
 } from "../protocol/messages.ts";
-import { ProtocolError } from "../protocol/protocol_error.ts";
 import {
   MIN_PROTOCOL_VERSION,
   negotiateVersion,
@@ -33,7 +30,7 @@ import type { SessionTransport } from "./session_init.ts";
 
 import { SessionError } from "./session_error.ts";
 import { type SessionRecord, SessionTable } from "./session_table.ts";
-import { SerialQueue } from "../util/serial_queue.ts";
+import { FrameReader } from "./frame_reader.ts";
 import { FrameWriter } from "./frame_writer.ts";
 import { drained, PingAnswerer } from "./socket_backlog.ts";
 import { closeCodeFor, closeReason } from "./close_codes.ts";
@@ -74,9 +71,7 @@ export class Connection {
   // (the permissions callback) give up then instead of holding the
   // connection's state.
   #gone = new AbortController();
-  // Frames wait here while an earlier one is being inflated, so they are
-  // handled in arrival order.
-  #inbound: SerialQueue;
+  #input: FrameReader;
   #output: FrameWriter;
   #transport: SessionTransport;
   #pings: PingAnswerer;
@@ -120,11 +115,25 @@ export class Connection {
     this.#sessions = new SessionTable((sessionId, error) =>
       this.#crashed("A session handler crashed", error, sessionId)
     );
-    // Inflate failures close the connection inside the step; anything else
-    // thrown there is a bug, which must not leave later frames unhandled.
-    this.#inbound = new SerialQueue((error) =>
-      this.#crashed("A frame handler crashed", error)
-    );
+    this.#input = new FrameReader({
+      maxMessageBytes: context.settings.maxMessageBytes,
+      isOpen: () => !this.#closing && !this.#isClosed(),
+      onReceived: (bytes) => {
+        context.stats.bytesIn += bytes;
+        context.metrics.bytesReceived.value += bytes;
+      },
+      onMessage: (message, frameBytes) => this.#dispatch(message, frameBytes),
+      fail: (code, message, error) => this.fail(code, message, error),
+      onDecoderCrash: (error) =>
+        context.log(
+          "error",
+          "decode_crashed",
+          "The decoder threw a non-protocol error",
+          this.#logContext({ error }),
+        ),
+      onCrash: (error) => this.#crashed("A frame handler crashed", error),
+      track: (task) => this.#track(task),
+    });
     this.#output = new FrameWriter(socket, {
       compression: context.settings.compression,
       isFast: () => this.#delivery.isFast,
@@ -150,7 +159,7 @@ export class Connection {
     };
     socket.binaryType = "arraybuffer";
     socket.onopen = () => this.#onOpen();
-    socket.onmessage = (event) => this.#onMessage(event);
+    socket.onmessage = (event) => this.#input.receive(event.data);
     socket.onclose = () => this.#onClose();
     socket.onerror = () => {};
   }
@@ -274,80 +283,6 @@ export class Connection {
         );
       }
     }, this.#context.settings.handshakeTimeoutMs);
-  }
-
-  #onMessage(event: MessageEvent): void {
-    if (this.#closing || this.#isClosed()) return;
-    const data: unknown = event.data;
-    if (!(data instanceof ArrayBuffer)) {
-      this.fail(
-        "protocol_violation",
-        "Cannot decode message: text frames are not part of the protocol",
-      );
-      return;
-    }
-    this.#context.stats.bytesIn += data.byteLength;
-    this.#context.metrics.bytesReceived.value += data.byteLength;
-    const limit = this.#context.settings.maxMessageBytes;
-    if (data.byteLength > limit) {
-      this.fail(
-        "message_too_large",
-        `Cannot accept message: ${data.byteLength} bytes exceeds the limit of ${limit}`,
-      );
-      return;
-    }
-    const frame = new Uint8Array(data);
-    if (this.#inbound.idle && !isCompressedFrame(frame)) {
-      this.#decodeAndDispatch(frame);
-      return;
-    }
-    this.#inbound.push(() => this.#inflateAndDispatch(frame));
-    this.#track(this.#inbound.drained());
-  }
-
-  async #inflateAndDispatch(frame: Uint8Array): Promise<void> {
-    if (this.#closing || this.#isClosed()) return;
-    let inflated: Uint8Array;
-    try {
-      inflated = await decompressFrame(frame, {
-        maxMessageBytes: this.#context.settings.maxMessageBytes,
-      });
-    } catch (error) {
-      const tooLarge = error instanceof ProtocolError &&
-        error.code === "length_over_limit";
-      this.fail(
-        tooLarge ? "message_too_large" : "protocol_violation",
-        error instanceof Error ? error.message : "Cannot decompress frame",
-        error,
-      );
-      return;
-    }
-    if (this.#closing || this.#isClosed()) return;
-    this.#decodeAndDispatch(inflated);
-  }
-
-  #decodeAndDispatch(frame: Uint8Array): void {
-    const limit = this.#context.settings.maxMessageBytes;
-    let message: Message;
-    try {
-      message = decodeMessage(frame, { maxMessageBytes: limit });
-    } catch (error) {
-      if (!(error instanceof ProtocolError)) {
-        this.#context.log(
-          "error",
-          "decode_crashed",
-          "The decoder threw a non-protocol error",
-          this.#logContext({ error }),
-        );
-      }
-      this.fail(
-        "protocol_violation",
-        error instanceof Error ? error.message : "Cannot decode message",
-        error,
-      );
-      return;
-    }
-    this.#dispatch(message, frame.byteLength);
   }
 
   #dispatch(message: Message, frameBytes: number): void {

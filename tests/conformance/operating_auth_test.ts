@@ -13,6 +13,7 @@ import { createSyncHandler, serveSync } from "../../server.ts";
 import { fastApp, openClient, openDownloaded } from "./_helpers.ts";
 import { startTestServer } from "../_helpers/test_server.ts";
 import { TcpProxy } from "../_helpers/tcp_proxy.ts";
+import { FakeJwks } from "../_helpers/fake_jwks.ts";
 import { epochSeconds, signUserJwt } from "../_helpers/user_jwt.ts";
 import { bounded } from "../_helpers/waits.ts";
 import {
@@ -890,75 +891,6 @@ function assertLoggedIn(answer: LoginAnswer, userId = "alice"): void {
   assert.equal(answer.body.userId, userId);
 }
 
-/** A JWKS endpoint on 127.0.0.1:0 that counts requests; the test switches it. */
-class JwksEndpoint implements AsyncDisposable {
-  keys: JsonWebKey[] = [];
-  mode: "ok" | "down" | "garbage" | "held" = "ok";
-  cacheControl: string | null = null;
-  requests = 0;
-  #reached = Promise.withResolvers<void>();
-  #held = Promise.withResolvers<void>();
-  #server: Deno.HttpServer<Deno.NetAddr>;
-
-  constructor() {
-    this.#server = Deno.serve(
-      { port: 0, hostname: "127.0.0.1", onListen() {} },
-      () => this.#answer(),
-    );
-  }
-
-  get url(): string {
-    return `http://127.0.0.1:${this.#server.addr.port}/.well-known/jwks.json`;
-  }
-
-  /** Resolves when a request has arrived in "held" mode, within one wait. */
-  reached(): Promise<void> {
-    const signal = bounded();
-    return new Promise((resolve, reject) => {
-      const onAbort = () => reject(new Error("the JWKS was never fetched"));
-      signal.addEventListener("abort", onAbort, { once: true });
-      this.#reached.promise.then(() => {
-        signal.removeEventListener("abort", onAbort);
-        resolve();
-      });
-    });
-  }
-
-  /** Lets requests held in "held" mode go on, answering as "ok". */
-  release(): void {
-    this.#held.resolve();
-  }
-
-  async #answer(): Promise<Response> {
-    this.requests++;
-    if (this.mode === "held") {
-      this.#reached.resolve();
-      await this.#held.promise;
-      return Response.json({ keys: this.keys });
-    }
-    switch (this.mode) {
-      case "down":
-        return new Response("unavailable", { status: 503 });
-      case "garbage":
-        return new Response("<html>not a jwks</html>", {
-          headers: { "content-type": "text/html" },
-        });
-      case "ok": {
-        const headers = new Headers();
-        if (this.cacheControl !== null) {
-          headers.set("cache-control", this.cacheControl);
-        }
-        return Response.json({ keys: this.keys }, { headers });
-      }
-    }
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    this.#held.resolve();
-    await this.#server.shutdown();
-  }
-}
-
 /** A clock a test moves, for `serveSync({ now })`. */
 class TestClock {
   time = NOW;
@@ -1230,7 +1162,7 @@ Deno.test("serveSync() refuses auth options that cannot work (no way to log in, 
 });
 
 Deno.test("auth.jwt.jwksUrl: keys fetched when first needed, cached for max-age (else 10 minutes), an unknown kid refetches at most once per 10 s, concurrent logins share one fetch", async () => {
-  await using jwks = new JwksEndpoint();
+  await using jwks = new FakeJwks();
   const first = await rsaPair();
   const second = await ecPair();
   jwks.keys = [await publicJwk(first.publicKey, { kid: "k1", use: "sig" })];
@@ -1321,7 +1253,7 @@ Deno.test("auth.jwt.jwksUrl: keys fetched when first needed, cached for max-age 
 });
 
 Deno.test("auth.jwt.jwksUrl unreachable: JWT logins answer 503 auth_unavailable with Retry-After (App.logIn: a retryable SyncError) while anonymous and refresh logins and open sessions keep working; logins recover with the JWKS", async () => {
-  await using jwks = new JwksEndpoint();
+  await using jwks = new FakeJwks();
   const pair = await rsaPair();
   jwks.keys = [await publicJwk(pair.publicKey, { kid: "k1" })];
   const clock = new TestClock();
@@ -1427,7 +1359,7 @@ Deno.test("auth.jwt.jwksUrl unreachable: JWT logins answer 503 auth_unavailable 
 });
 
 Deno.test("auth.jwt.jwksUrl slow: a JWT login waiting for the JWKS holds up no anonymous login, refresh or sync, and shutdown does not wait for it", async () => {
-  await using jwks = new JwksEndpoint();
+  await using jwks = new FakeJwks();
   const pair = await ecPair();
   jwks.keys = [await publicJwk(pair.publicKey, { kid: "k1" })];
   jwks.mode = "held";
@@ -1490,7 +1422,7 @@ Deno.test("auth.jwt.jwksUrl slow: a JWT login waiting for the JWKS holds up no a
   }
 
   // Shutdown with a fetch in flight: the login is answered, shutdown ends.
-  await using held = new JwksEndpoint();
+  await using held = new FakeJwks();
   held.keys = jwks.keys;
   held.mode = "held";
   const stopping = await serveSync({
@@ -1614,7 +1546,7 @@ Deno.test("POST /login: exact answers of the HTTP surface table: 200 tokens (acc
 
 Deno.test("App with a JWT user: while the server cannot fetch the JWKS, the user's login again (its refresh token refused) is a retried connection_lost, not a logout; once the JWKS is back the session syncs", async () => {
   await using stack = new AsyncDisposableStack();
-  const jwks = stack.use(new JwksEndpoint());
+  const jwks = stack.use(new FakeJwks());
   const pair = await rsaPair();
   jwks.keys = [await publicJwk(pair.publicKey, { kid: "k1" })];
   const options = {

@@ -12,6 +12,7 @@ import { PROTOCOL_VERSION } from "../../src/protocol/version.ts";
 import { errorCodeName } from "../../src/protocol/error_codes.ts";
 import { ProtocolClient } from "../_helpers/protocol_client.ts";
 import { countAbortListeners } from "../_helpers/abort_listeners.ts";
+import { FakeJwks } from "../_helpers/fake_jwks.ts";
 import {
   base64url,
   ecPair,
@@ -38,60 +39,6 @@ const goodClaims = (extra: Record<string, unknown> = {}) => ({
   iat: SECONDS,
   ...extra,
 });
-
-/** A JWKS endpoint on 127.0.0.1:0 whose behaviour the test switches. */
-class JwksServer implements AsyncDisposable {
-  keys: JsonWebKey[] = [];
-  mode: "ok" | "down" | "garbage" | "slow" | "empty" = "ok";
-  cacheControl: string | null = null;
-  requests = 0;
-  #held: Array<() => void> = [];
-  #server: Deno.HttpServer<Deno.NetAddr>;
-
-  constructor() {
-    this.#server = Deno.serve(
-      { port: 0, hostname: "127.0.0.1", onListen() {} },
-      () => this.#answer(),
-    );
-  }
-
-  get url(): string {
-    return `http://127.0.0.1:${this.#server.addr.port}/.well-known/jwks.json`;
-  }
-
-  async #answer(): Promise<Response> {
-    this.requests++;
-    switch (this.mode) {
-      case "down":
-        return new Response("unavailable", { status: 503 });
-      case "garbage":
-        return new Response("<html>not a jwks</html>", {
-          headers: { "content-type": "text/html" },
-        });
-      case "empty":
-        return Response.json({ keys: [{ kty: "oct", k: "AAAA" }] });
-      case "slow": {
-        // Held until the test ends.
-        const released = Promise.withResolvers<void>();
-        this.#held.push(released.resolve);
-        await released.promise;
-        return new Response("too late");
-      }
-      case "ok": {
-        const headers = new Headers();
-        if (this.cacheControl !== null) {
-          headers.set("cache-control", this.cacheControl);
-        }
-        return Response.json({ keys: this.keys }, { headers });
-      }
-    }
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    for (const release of this.#held.splice(0)) release();
-    await this.#server.shutdown();
-  }
-}
 
 class Clock {
   time = NOW;
@@ -447,7 +394,7 @@ Deno.test("resolveJwtProviderOptions() and JwtIdentityProvider.open() refuse key
 });
 
 Deno.test("JwtIdentityProvider with a JWKS: caches keys, refetches on an unknown kid at most once per 10 s, follows rotation", async () => {
-  await using jwks = new JwksServer();
+  await using jwks = new FakeJwks();
   const clock = new Clock();
   const lifetime = new AbortController();
   // The test's clock runs for more than 20 minutes.
@@ -525,7 +472,7 @@ Deno.test("JwtIdentityProvider with a JWKS: caches keys, refetches on an unknown
 });
 
 Deno.test("JwtIdentityProvider with a JWKS whose keys have no kid tries them by signature", async () => {
-  await using jwks = new JwksServer();
+  await using jwks = new FakeJwks();
   const clock = new Clock();
   const lifetime = new AbortController();
   const [one, two] = [await ecPair(), await ecPair()];
@@ -551,7 +498,7 @@ Deno.test("JwtIdentityProvider with a JWKS whose keys have no kid tries them by 
 });
 
 Deno.test("JwtIdentityProvider honours the JWKS response's max-age", async () => {
-  await using jwks = new JwksServer();
+  await using jwks = new FakeJwks();
   const clock = new Clock();
   const lifetime = new AbortController();
   const pair = await ecPair();
@@ -588,7 +535,7 @@ Deno.test("JwtIdentityProvider honours the JWKS response's max-age", async () =>
 });
 
 Deno.test("JwtIdentityProvider answers auth_unavailable while the JWKS is down, slow or garbage, and recovers", async (t) => {
-  await using jwks = new JwksServer();
+  await using jwks = new FakeJwks();
   const lifetime = new AbortController();
   // Each fetch links to the lifetime and lets go of it when done, answered
   // or not (docs/PERFORMANCE.md).
@@ -603,7 +550,7 @@ Deno.test("JwtIdentityProvider answers auth_unavailable while the JWKS is down, 
   // A short fetch timeout keeps the slow case quick; the outcome, not the
   // time it took, is what is checked.
   const timing = { ...DEFAULT_JWKS_TIMING, fetchTimeoutMs: 300 };
-  for (const mode of ["down", "garbage", "slow", "empty"] as const) {
+  for (const mode of ["down", "garbage", "held", "empty"] as const) {
     await t.step(mode, async () => {
       const clock = new Clock();
       jwks.mode = mode;
@@ -676,7 +623,7 @@ Deno.test("JwtIdentityProvider answers auth_unavailable while the JWKS is down, 
   });
   await t.step("shutdown aborts a fetch in flight", async () => {
     const clock = new Clock();
-    jwks.mode = "slow";
+    jwks.mode = "held";
     const stopping = new AbortController();
     const stoppingListeners = countAbortListeners(stopping.signal);
     const provider = await openProvider(
@@ -692,7 +639,7 @@ Deno.test("JwtIdentityProvider answers auth_unavailable while the JWKS is down, 
 });
 
 Deno.test("serveSync() with auth.jwt: POST /login and the HANDSHAKE accept RS256 and ES256 tokens; a JWKS that is down gives 503 auth_unavailable and nothing else waits", async () => {
-  await using jwks = new JwksServer();
+  await using jwks = new FakeJwks();
   const rsa = await rsaPair();
   const ec = await ecPair();
   jwks.keys = [
