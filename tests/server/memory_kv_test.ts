@@ -296,7 +296,7 @@ Deno.test("MemoryKv keeps Deno KV's limits: key and value size, checks, mutation
   }
 });
 
-Deno.test("MemoryKv's reads let the event loop turn when they go on without a pause", async () => {
+Deno.test("MemoryKv's reads and commits let the event loop turn when they go on without a pause", async () => {
   const kv = new MemoryKv();
   try {
     await kv.atomic().set(["k"], 1).commit();
@@ -326,6 +326,16 @@ Deno.test("MemoryKv's reads let the event loop turn when they go on without a pa
     }
     clearTimeout(again);
     assert.ok(fired, `the timer never ran in ${pages} listings`);
+    // And commits.
+    fired = false;
+    const third = setTimeout(() => fired = true, 0);
+    let commits = 0;
+    while (!fired && commits < 2_000_000) {
+      await kv.atomic().set(["c"], commits).commit();
+      commits++;
+    }
+    clearTimeout(third);
+    assert.ok(fired, `the timer never ran in ${commits} commits`);
   } finally {
     kv.close();
   }

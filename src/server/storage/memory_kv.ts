@@ -23,11 +23,13 @@ const MAX_MUTATIONS = 1_000;
 const MAX_TOTAL_MUTATION_BYTES = 819_200;
 const MAX_READ_RANGES = 10;
 const DEFAULT_LIST_BATCH = 100;
-// How long reads may go on without the event loop turning. Deno KV's reads
-// each wait for its thread, so a session sending a long history let the
-// others' messages in between reads; reads here resolve at once, and a
-// session pumping a large realm would hold the thread until it was done.
-const READ_SLICE_MS = 4;
+// How long the store's operations may hold the thread before one waits
+// for a timer. Deno KV's operations each wait for its thread, and the event
+// loop (sockets included) turns meanwhile: a session sending a long history,
+// a snapshot advance working piece by piece or an admin read of a large
+// realm let every other socket in between. Operations here resolve at once,
+// so a chain of them would hold the thread until it ended.
+const SLICE_MS = 8;
 const MAX_LIST_BATCH = 1_000;
 
 interface Stored {
@@ -64,13 +66,19 @@ export class MemoryKv implements ServerKv {
   #version = 0n;
   #closed = false;
   #watchers = new Set<Watcher>();
-  #slice: ReadSlice | null = null;
+  #slice: Slice | null = null;
+  // A message to itself, cheap, tells that the chain of work an operation
+  // ran in has ended; a timer, 1–2 ms in Deno, is what makes the loop poll
+  // the sockets (a port message alone does not) and so is the wait.
+  #ports: [MessagePort, MessagePort] | null = null;
+  #slices = 0;
 
   /** Reads one key. */
   async get<T = unknown>(key: Deno.KvKey): Promise<Deno.KvEntryMaybe<T>> {
     this.#open();
     const sortable = readKey(key);
     await this.#turn();
+    this.#open();
     return this.#read<T>(sortable, key);
   }
 
@@ -84,6 +92,7 @@ export class MemoryKv implements ServerKv {
     }
     const encoded = keys.map((key) => readKey(key));
     await this.#turn();
+    this.#open();
     return encoded.map((sortable, i) => this.#read(sortable, keys[i])) as {
       [K in keyof T]: Deno.KvEntryMaybe<T[K]>;
     };
@@ -129,9 +138,11 @@ export class MemoryKv implements ServerKv {
 
   /** Starts an atomic operation. */
   atomic(): Deno.AtomicOperation {
-    return new MemoryAtomic((checks, mutations) =>
-      this.#commit(checks, mutations)
-    );
+    return new MemoryAtomic(async (checks, mutations) => {
+      this.#open();
+      await this.#turn();
+      return this.#commit(checks, mutations);
+    });
   }
 
   /**
@@ -185,32 +196,57 @@ export class MemoryKv implements ServerKv {
   /** Closes the store: every later call throws, every watch ends. */
   close(): void {
     this.#closed = true;
-    if (this.#slice !== null) {
+    if (this.#slice?.timer !== undefined) {
       clearTimeout(this.#slice.timer);
-      this.#slice.resolve();
-      this.#slice = null;
+      // Whatever waits for it goes on, to find the store closed.
+      this.#slice.resolve?.();
     }
+    this.#slice = null;
+    this.#ports?.[0].close();
+    this.#ports?.[1].close();
+    this.#ports = null;
     for (const watcher of this.#watchers) watcher.wake?.();
   }
 
   /**
-   * Resolves at once, unless reads have gone on for `READ_SLICE_MS` since
-   * the first one that a timer has not yet seen: then once that timer has
-   * fired, which is after the event loop turned (and read the sockets).
+   * Resolves at once, unless operations have gone on for `SLICE_MS` in one
+   * chain (the port message sent at its first one has not arrived): then
+   * after a timer, which lets the event loop read the sockets.
    */
   #turn(): Promise<void> | undefined {
     const now = performance.now();
     const slice = this.#slice;
     if (slice === null) {
-      const { promise, resolve } = Promise.withResolvers<void>();
-      const timer = setTimeout(() => {
-        this.#slice = null;
-        resolve();
-      }, 0);
-      this.#slice = { started: now, passed: promise, resolve, timer };
+      const id = ++this.#slices;
+      this.#slice = { id, started: now, passed: null };
+      this.#marker().postMessage(id);
       return undefined;
     }
-    return now - slice.started < READ_SLICE_MS ? undefined : slice.passed;
+    if (now - slice.started < SLICE_MS) return undefined;
+    if (slice.passed === null) {
+      const { promise, resolve } = Promise.withResolvers<void>();
+      slice.passed = promise;
+      slice.resolve = resolve;
+      slice.timer = setTimeout(() => {
+        if (this.#slice === slice) this.#slice = null;
+        resolve();
+      }, 0);
+    }
+    return slice.passed;
+  }
+
+  #marker(): MessagePort {
+    if (this.#ports === null) {
+      const { port1, port2 } = new MessageChannel();
+      port2.onmessage = (event: MessageEvent<number>) => {
+        // The chain has ended; a slice still waiting for its timer stays.
+        if (this.#slice?.id === event.data && this.#slice.passed === null) {
+          this.#slice = null;
+        }
+      };
+      this.#ports = [port1, port2];
+    }
+    return this.#ports[0];
   }
 
   #page(bounds: Bounds, limit: number, reverse: boolean): Page {
@@ -362,12 +398,14 @@ interface Bounds {
   base: string;
 }
 
-/** Reads since the event loop last turned, as far as a timer can tell. */
-interface ReadSlice {
+/** Operations in one chain of work, from its first. */
+interface Slice {
+  id: number;
   started: number;
-  passed: Promise<void>;
-  resolve: () => void;
-  timer: ReturnType<typeof setTimeout>;
+  /** Set once the slice is over: after the timer every later one awaits. */
+  passed: Promise<void> | null;
+  timer?: ReturnType<typeof setTimeout>;
+  resolve?: () => void;
 }
 
 interface Watcher {
@@ -392,7 +430,7 @@ type ReadPage = (
 type Commit = (
   checks: readonly Deno.AtomicCheck[],
   mutations: readonly Deno.KvMutation[],
-) => Deno.KvCommitResult | Deno.KvCommitError;
+) => Promise<Deno.KvCommitResult | Deno.KvCommitError>;
 
 const DELETED = Symbol("deleted");
 
@@ -563,11 +601,7 @@ class MemoryAtomic implements Deno.AtomicOperation {
   }
 
   commit(): Promise<Deno.KvCommitResult | Deno.KvCommitError> {
-    try {
-      return Promise.resolve(this.#commit(this.#checks, this.#mutations));
-    } catch (error) {
-      return Promise.reject(error);
-    }
+    return this.#commit(this.#checks, this.#mutations);
   }
 }
 
