@@ -197,7 +197,9 @@ export interface ServeSyncOptions {
    *   exists and is not a Deno KV file (a directory, another application's
    *   SQLite database, bytes that are not SQLite) is refused with a
    *   `TypeError` before anything is opened, and left untouched;
-   * - `":memory:"`: an in-memory store, gone at shutdown (tests);
+   * - `":memory:"`: a store in the server's own heap, gone at shutdown
+   *   (tests, examples, benchmarks): Deno KV's key order, limits and
+   *   atomic checks, but each commit runs on the server's thread;
    * - an `http://` or `https://` URL: a KV Connect endpoint (self-hosted
    *   denokv or Deno Deploy KV), which several server processes may share;
    *   the access token comes from the `DENO_KV_ACCESS_TOKEN` variable;

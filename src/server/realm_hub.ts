@@ -34,6 +34,7 @@ import { linkAbort } from "../util/abort_link.ts";
 import { delay } from "../util/delay.ts";
 import { backoffDelayMs, type RetryOptions } from "./storage/retry.ts";
 import type { Log } from "./log.ts";
+import type { ServerKv } from "./storage/kv_store.ts";
 
 /**
  * What one process knows about one realm while sessions are bound to it.
@@ -54,7 +55,7 @@ export interface HubMember {
 
 /** What a hub needs from its server. */
 export interface HubContext {
-  kv: Deno.Kv;
+  kv: ServerKv;
   /**
    * Whether to watch each realm's head for other writers' commits: false
    * when nothing but this server can write to the store (`KvStore.shared`),

@@ -9,12 +9,13 @@ import type { StatsCounters } from "./stats.ts";
 import type { RetryOptions } from "./storage/retry.ts";
 import type { ServerMetrics } from "./server_metrics.ts";
 import type { TokenAuthority } from "./tokens.ts";
+import type { ServerKv } from "./storage/kv_store.ts";
 
 /** What a connection needs from its server; one object, shared. */
 export interface ServerContext {
   /** The server's options, resolved once. */
   settings: ServerSettings;
-  kv: Deno.Kv;
+  kv: ServerKv;
   tokens: TokenAuthority;
   registry: RealmRegistry;
   stats: StatsCounters;

@@ -25,6 +25,7 @@ import {
 } from "./storage/realm_state.ts";
 import type { RetryOptions } from "./storage/retry.ts";
 import { findInvalidUpload } from "./upload_validation.ts";
+import type { ServerKv } from "./storage/kv_store.ts";
 
 /**
  * One change of a committed changeset as {@linkcode ServerRealm.changes}
@@ -217,7 +218,7 @@ export interface ServerRealm {
 
 /** What the realm handles need from their server. */
 export interface ServerRealmContext {
-  kv: Deno.Kv;
+  kv: ServerKv;
   retry: RetryOptions;
   registry: RealmRegistry;
   /** Aborts when the server shuts down: feeds end, writes refuse. */

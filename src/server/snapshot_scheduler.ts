@@ -8,6 +8,7 @@ import {
   readSnapshotInfo,
   type SnapshotInfo,
 } from "./storage/snapshot.ts";
+import type { ServerKv } from "./storage/kv_store.ts";
 
 /**
  * Runs snapshot advances for one server in the background: at most one per
@@ -53,7 +54,7 @@ const MAX_REALMS = 10_000;
 
 /** See the file comment. */
 export class SnapshotScheduler {
-  #kv: Deno.Kv;
+  #kv: ServerKv;
   #settings: SnapshotSettings;
   #retry: RetryOptions;
   #log: Log;
@@ -71,7 +72,7 @@ export class SnapshotScheduler {
    * @param now The clock for leases.
    */
   constructor(
-    kv: Deno.Kv,
+    kv: ServerKv,
     settings: SnapshotSettings,
     retry: RetryOptions,
     log: Log,

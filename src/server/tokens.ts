@@ -14,6 +14,7 @@ import { signingKeyKey } from "./storage/keys.ts";
 import { isValidSegment } from "./realm_path.ts";
 import { delay } from "../util/delay.ts";
 import { backoffDelayMs, retryKv, type RetryOptions } from "./storage/retry.ts";
+import type { ServerKv } from "./storage/kv_store.ts";
 
 /**
  * Access and refresh tokens (docs/ARCHITECTURE.md "POST /login"): HS256 JWTs
@@ -141,7 +142,7 @@ export class TokenAuthority {
    * server on the store (two processes racing both end with the winner's).
    */
   static async open(
-    kv: Deno.Kv,
+    kv: ServerKv,
     settings: TokenSettings,
     retry: RetryOptions,
   ): Promise<TokenAuthority> {

@@ -1,4 +1,5 @@
 import { blobKey } from "./keys.ts";
+import type { ServerKv } from "./kv_store.ts";
 
 /**
  * Values larger than one Deno KV value (64 KiB) are split into parts stored
@@ -40,7 +41,7 @@ const PARTS_PER_COMMIT = 12;
  * the reference is committed leaves an unreferenced blob, never a torn one.
  */
 export async function writeBlob(
-  kv: Deno.Kv,
+  kv: ServerKv,
   realm: string,
   bytes: Uint8Array,
 ): Promise<StoredBytes> {
@@ -69,7 +70,7 @@ export async function writeBlob(
  * (deleted by compaction after the reference was read).
  */
 export async function readStoredBytes(
-  kv: Deno.Kv,
+  kv: ServerKv,
   realm: string,
   stored: StoredBytes,
 ): Promise<Uint8Array | null> {

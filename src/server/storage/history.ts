@@ -17,6 +17,7 @@ import { headKey, historyKey, identityKey, saltsKey } from "./keys.ts";
 import { readMany } from "./read_many.ts";
 import { delay } from "../../util/delay.ts";
 import { backoffDelayMs, retryKv, type RetryOptions } from "./retry.ts";
+import type { ServerKv } from "./kv_store.ts";
 
 /**
  * A realm's history in Deno KV (docs/ARCHITECTURE.md "Server storage"): server
@@ -110,7 +111,7 @@ export interface IntegrateResult {
 
 /** Reads a realm's head (strongly consistent). */
 export async function readHead(
-  kv: Deno.Kv,
+  kv: ServerKv,
   realm: string,
   options: RetryOptions,
 ): Promise<Head> {
@@ -175,7 +176,7 @@ interface Staged {
  * @throws {UnknownIdentityError} When the realm never issued `identity`.
  */
 export async function integrateChangesets(
-  kv: Deno.Kv,
+  kv: ServerKv,
   realm: string,
   identity: ClientIdentity,
   changesets: readonly UploadChangeset[],
@@ -211,7 +212,7 @@ export async function integrateChangesets(
  * @returns One outcome per upload, in the same order.
  */
 export async function integrateGroup(
-  kv: Deno.Kv,
+  kv: ServerKv,
   realm: string,
   uploads: readonly GroupUpload[],
   options: RetryOptions,
@@ -319,7 +320,7 @@ export async function integrateGroup(
  * durable.
  */
 async function commitGroup(
-  kv: Deno.Kv,
+  kv: ServerKv,
   realm: string,
   uploads: readonly GroupUpload[],
   part: readonly Staged[],
@@ -501,7 +502,7 @@ export const ITEM_OVERHEAD_BYTES = 9;
  * `maxBytes`; one entry larger than that is read alone.
  */
 export async function readHistory(
-  kv: Deno.Kv,
+  kv: ServerKv,
   realm: string,
   fromVersion: number,
   toVersion: number,
@@ -569,7 +570,7 @@ export interface VersionMeta {
  * told apart from one on another history.
  */
 export async function readVersionMeta(
-  kv: Deno.Kv,
+  kv: ServerKv,
   realm: string,
   version: number,
   options: RetryOptions,
@@ -608,7 +609,7 @@ const SALT_RECORDS_SCANNED = 8;
 
 /** Reads the salt kept for a compacted `version`, or 0 when none is. */
 export async function readCompactedSalt(
-  kv: Deno.Kv,
+  kv: ServerKv,
   realm: string,
   version: number,
   options: RetryOptions,

@@ -2,6 +2,7 @@ import type { ClientIdentity } from "../../protocol/messages.ts";
 import { identityCounterKey, identityKey } from "./keys.ts";
 import { delay } from "../../util/delay.ts";
 import { backoffDelayMs, retryKv, type RetryOptions } from "./retry.ts";
+import type { ServerKv } from "./kv_store.ts";
 
 /**
  * Client identities in Deno KV, one per client per realm (docs/ARCHITECTURE.md
@@ -35,7 +36,7 @@ export function randomSalt(): number {
  * random salt.
  */
 export async function allocateIdentity(
-  kv: Deno.Kv,
+  kv: ServerKv,
   realm: string,
   options: RetryOptions,
 ): Promise<ClientIdentity> {
@@ -66,7 +67,7 @@ export async function allocateIdentity(
  * the salt does not match (someone else's, or a different server's).
  */
 export async function readIdentity(
-  kv: Deno.Kv,
+  kv: ServerKv,
   realm: string,
   identity: ClientIdentity,
   options: RetryOptions,

@@ -9,10 +9,21 @@ import {
   sniffSqliteFile,
 } from "../../util/sqlite_schema.ts";
 import { type KvLock, lockKvPath } from "./kv_lock.ts";
+import { MemoryKv } from "./memory_kv.ts";
+
+/**
+ * What the server needs of a store: `Deno.Kv`'s reads, listing, atomic
+ * operations and watch. A `Deno.Kv` is one; so is the in-memory store that
+ * `":memory:"` opens ({@linkcode MemoryKv}).
+ */
+export type ServerKv = Pick<
+  Deno.Kv,
+  "get" | "getMany" | "list" | "atomic" | "watch" | "close"
+>;
 
 /** An open store, with what closes whatever opening it took. */
 export interface KvStore {
-  kv: Deno.Kv;
+  kv: ServerKv;
   /**
    * Whether something other than this server may write to the store: a
    * `Deno.Kv` it was given (others may hold it) or a KV Connect URL (other
@@ -46,9 +57,12 @@ export async function openKvStore(kv: string | Deno.Kv): Promise<KvStore> {
     }
     return { kv, shared: true, remote: false, release() {} };
   }
-  if (kv === ":memory:" || /^https?:\/\//i.test(kv)) {
-    const remote = kv !== ":memory:";
-    return closingOnce(await Deno.openKv(kv), null, remote, remote);
+  // In memory, the store is this process's own: an in-process one keeps
+  // each commit on the server's thread, where Deno KV's in-memory store
+  // wakes its own thread for it (docs/PERFORMANCE.md "An in-process store").
+  if (kv === ":memory:") return closingOnce(new MemoryKv(), null, false, false);
+  if (/^https?:\/\//i.test(kv)) {
+    return closingOnce(await Deno.openKv(kv), null, true, true);
   }
   if (kv === "") throw new TypeError("Cannot serve: kv path is empty");
   await refuseNonKvFile(kv);
@@ -99,7 +113,7 @@ function notKvFile(where: string, detail: string): TypeError {
 }
 
 function closingOnce(
-  opened: Deno.Kv,
+  opened: ServerKv,
   lock: KvLock | null,
   shared: boolean,
   remote: boolean,

@@ -3,12 +3,14 @@
  * `GET_MANY_KEYS` keys a call, so the calls for the rest go out together.
  */
 
+import type { ServerKv } from "./kv_store.ts";
+
 /** Keys one `getMany` call may read (Deno KV's limit). */
 export const GET_MANY_KEYS = 10;
 
 /** The entries of `keys`, in their order (one `getMany` per 10 keys). */
 export async function readMany<T>(
-  kv: Deno.Kv,
+  kv: ServerKv,
   keys: readonly Deno.KvKey[],
 ): Promise<Deno.KvEntryMaybe<T>[]> {
   const reads: Promise<Deno.KvEntryMaybe<T>[]>[] = [];

@@ -28,6 +28,7 @@ import {
   readSnapshotInfo,
   SNAPSHOT_STAMP,
 } from "./snapshot.ts";
+import type { ServerKv } from "./kv_store.ts";
 
 // An object named by type and id: the protocol's own shape.
 export type { ObjectKey };
@@ -56,7 +57,7 @@ export function recordName(type: string, id: string): string {
  * comes back as an empty record).
  */
 export function readObjectRecords(
-  kv: Deno.Kv,
+  kv: ServerKv,
   realm: string,
   keys: readonly ObjectKey[],
   retry: RetryOptions,
@@ -99,7 +100,7 @@ const READ_ROUND_KEYS = 32 * GET_MANY_KEYS;
 
 /** Reads every record of the realm (for server-side reads and queries). */
 export function readRealmState(
-  kv: Deno.Kv,
+  kv: ServerKv,
   realm: string,
   retry: RetryOptions,
 ): Promise<RealmState> {
@@ -119,7 +120,7 @@ export function readRealmState(
 }
 
 async function readState(
-  kv: Deno.Kv,
+  kv: ServerKv,
   realm: string,
   retry: RetryOptions,
   loadSnapshot: (records: Map<string, ObjectRecord>) => Promise<void>,

@@ -12,6 +12,7 @@ import type { IdentityRecord } from "./identities.ts";
 import { identityKey, rejectionKey } from "./keys.ts";
 import { backoffDelayMs, retryKv, type RetryOptions } from "./retry.ts";
 import { UnknownIdentityError } from "./history.ts";
+import type { ServerKv } from "./kv_store.ts";
 
 /** Why a changeset was refused, as REJECT carries it. */
 export interface Refusal {
@@ -30,7 +31,7 @@ export interface Refusal {
  * @throws {UnknownIdentityError} When the identity is gone (store wiped).
  */
 export async function recordRejection(
-  kv: Deno.Kv,
+  kv: ServerKv,
   realm: string,
   identity: ClientIdentity,
   clientVersion: number,
@@ -74,7 +75,7 @@ export async function recordRejection(
 
 /** The refusal recorded for one client version, or null. */
 export async function readRejection(
-  kv: Deno.Kv,
+  kv: ServerKv,
   realm: string,
   identity: number,
   clientVersion: number,
@@ -93,7 +94,7 @@ export async function readRejection(
  * not have heard of (its REJECT lost with a connection).
  */
 export async function firstRejectionAfter(
-  kv: Deno.Kv,
+  kv: ServerKv,
   realm: string,
   identity: number,
   after: number,
@@ -117,7 +118,7 @@ export async function firstRejectionAfter(
  * it has settled them, so a re-upload of those versions cannot come.
  */
 export async function pruneRejections(
-  kv: Deno.Kv,
+  kv: ServerKv,
   realm: string,
   identity: number,
   settledThrough: number,

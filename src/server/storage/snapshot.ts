@@ -34,6 +34,7 @@ import {
 } from "./history.ts";
 import { retryKv, type RetryOptions } from "./retry.ts";
 import { GET_MANY_KEYS } from "./read_many.ts";
+import type { ServerKv } from "./kv_store.ts";
 
 /**
  * The materialised snapshot of a realm (docs/ARCHITECTURE.md "Server storage"):
@@ -161,7 +162,7 @@ const PARALLEL_READS = 8;
 
 /** Reads the snapshot's version record. */
 export async function readSnapshotInfo(
-  kv: Deno.Kv,
+  kv: ServerKv,
   realm: string,
   retry: RetryOptions,
 ): Promise<SnapshotInfo> {
@@ -174,7 +175,7 @@ export async function readSnapshotInfo(
 
 /** Reads the highest history version deleted by compaction (0 = none). */
 export async function readCompactedThrough(
-  kv: Deno.Kv,
+  kv: ServerKv,
   realm: string,
   retry: RetryOptions,
 ): Promise<number> {
@@ -188,7 +189,7 @@ export async function readCompactedThrough(
  * otherwise returns the snapshot as it is.
  */
 export async function advanceSnapshot(
-  kv: Deno.Kv,
+  kv: ServerKv,
   realm: string,
   options: AdvanceOptions,
 ): Promise<AdvanceResult> {
@@ -252,7 +253,7 @@ export async function advanceSnapshot(
 }
 
 async function acquireLease(
-  kv: Deno.Kv,
+  kv: ServerKv,
   realm: string,
   owner: string,
   options: AdvanceOptions,
@@ -278,7 +279,7 @@ async function acquireLease(
 }
 
 async function releaseLease(
-  kv: Deno.Kv,
+  kv: ServerKv,
   realm: string,
   leaseStamp: string,
   retry: RetryOptions,
@@ -305,7 +306,7 @@ interface Touched {
  * returns the renewed lease's versionstamp, or null if the lease was lost.
  */
 async function advanceStep(
-  kv: Deno.Kv,
+  kv: ServerKv,
   realm: string,
   snapshot: SnapshotInfo,
   snapshotStamp: string | null,
@@ -464,7 +465,7 @@ async function advanceStep(
  * so a reader that finds a version missing knows to bootstrap instead.
  */
 async function compactHistory(
-  kv: Deno.Kv,
+  kv: ServerKv,
   realm: string,
   floor: number,
   leaseStamp: string,
@@ -557,7 +558,7 @@ export function decodeRecordInstructions(bytes: Uint8Array): Instruction[] {
 }
 
 async function loadRecord(
-  kv: Deno.Kv,
+  kv: ServerKv,
   realm: string,
   type: string,
   id: string,
@@ -593,7 +594,7 @@ export interface SnapshotObject {
  * may be newer than the version record (a step in progress), never older.
  */
 export async function* listSnapshotObjects(
-  kv: Deno.Kv,
+  kv: ServerKv,
   realm: string,
   retry: RetryOptions,
 ): AsyncGenerator<SnapshotObject> {
@@ -626,7 +627,7 @@ export async function* listSnapshotObjects(
  * was replaced meanwhile; null when the record is gone.
  */
 export async function readObjectBytes(
-  kv: Deno.Kv,
+  kv: ServerKv,
   realm: string,
   entry: Deno.KvEntry<StoredBytes>,
   retry: RetryOptions,

@@ -4,6 +4,7 @@
  */
 
 import type { KvOperation } from "../server_metrics.ts";
+import type { ServerKv } from "./kv_store.ts";
 
 /** Where {@linkcode timeKv} reports each operation's duration in seconds. */
 export type KvObserver = (op: KvOperation, seconds: number) => void;
@@ -15,7 +16,7 @@ export type KvObserver = (op: KvOperation, seconds: number) => void;
  * fetched lazily while the caller iterates, and timing the iteration would
  * count the caller's own work.
  */
-export function timeKv(kv: Deno.Kv, observe: KvObserver): Deno.Kv {
+export function timeKv(kv: ServerKv, observe: KvObserver): ServerKv {
   const timed = <T>(op: KvOperation, run: () => Promise<T>): Promise<T> => {
     const started = performance.now();
     const result = run();
