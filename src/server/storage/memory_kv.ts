@@ -23,6 +23,7 @@ const MAX_MUTATIONS = 1_000;
 const MAX_TOTAL_MUTATION_BYTES = 819_200;
 const MAX_READ_RANGES = 10;
 const DEFAULT_LIST_BATCH = 100;
+const MAX_LIST_BATCH = 1_000;
 // How long the store's operations may hold the thread before one waits
 // for a timer. Deno KV's operations each wait for its thread, and the event
 // loop (sockets included) turns meanwhile: a session sending a long history,
@@ -30,7 +31,6 @@ const DEFAULT_LIST_BATCH = 100;
 // realm let every other socket in between. Operations here resolve at once,
 // so a chain of them would hold the thread until it ended.
 const SLICE_MS = 8;
-const MAX_LIST_BATCH = 1_000;
 
 interface Stored {
   value: unknown;
@@ -304,16 +304,18 @@ export class MemoryKv implements ServerKv {
       if (current !== check.versionstamp) return { ok: false };
     }
     // Everything is computed before anything is written: the operation is
-    // all or nothing, even when a sum meets a value that is not a KvU64.
-    const results = written.map(({ key, mutation }) => ({
-      sortable: key.sortable,
-      value: this.#mutated(key.sortable, mutation),
-    }));
+    // all or nothing, even when a sum meets a value that is not a KvU64. A
+    // key mutated twice sees its first mutation, as in Deno KV.
+    const pending = new Map<string, unknown>();
+    for (const { key, mutation } of written) {
+      const before = pending.has(key.sortable)
+        ? pending.get(key.sortable)
+        : this.#entries.get(key.sortable)?.value;
+      pending.set(key.sortable, mutated(before, mutation));
+    }
     const versionstamp = (++this.#version).toString(16).padStart(16, "0") +
       "0000";
-    const changed = new Set<string>();
-    for (const { sortable, value } of results) {
-      changed.add(sortable);
+    for (const [sortable, value] of pending) {
       if (value === DELETED) {
         if (this.#entries.delete(sortable)) this.#order.delete(sortable);
       } else {
@@ -321,44 +323,11 @@ export class MemoryKv implements ServerKv {
         this.#entries.set(sortable, { value, versionstamp });
       }
     }
-    this.#notify(changed);
+    if (this.#watchers.size > 0) this.#notify(pending);
     return { ok: true, versionstamp };
   }
 
-  #mutated(sortable: string, mutation: Deno.KvMutation): unknown {
-    switch (mutation.type) {
-      case "set":
-        return copyIn(mutation.value);
-      case "delete":
-        return DELETED;
-      case "sum":
-      case "min":
-      case "max": {
-        const operand = (mutation.value as Deno.KvU64).value;
-        const current = this.#entries.get(sortable)?.value;
-        if (current === undefined) return new Deno.KvU64(operand);
-        if (!(current instanceof Deno.KvU64)) {
-          throw new TypeError(
-            `Failed to perform '${mutation.type}' mutation on a non-U64 value in the database`,
-          );
-        }
-        const now = current.value;
-        if (mutation.type === "sum") {
-          return new Deno.KvU64((now + operand) & 0xffff_ffff_ffff_ffffn);
-        }
-        const pick = mutation.type === "min"
-          ? (operand < now ? operand : now)
-          : (operand > now ? operand : now);
-        return new Deno.KvU64(pick);
-      }
-      default:
-        throw new TypeError(
-          `Unsupported mutation '${(mutation as { type: string }).type}'`,
-        );
-    }
-  }
-
-  #notify(changed: ReadonlySet<string>): void {
+  #notify(changed: ReadonlyMap<string, unknown>): void {
     for (const watcher of this.#watchers) {
       for (const sortable of watcher.keys) {
         if (!changed.has(sortable)) continue;
@@ -602,6 +571,41 @@ class MemoryAtomic implements Deno.AtomicOperation {
 
   commit(): Promise<Deno.KvCommitResult | Deno.KvCommitError> {
     return this.#commit(this.#checks, this.#mutations);
+  }
+}
+
+/** The value `mutation` leaves where `current` was (undefined: none). */
+function mutated(current: unknown, mutation: Deno.KvMutation): unknown {
+  switch (mutation.type) {
+    case "set":
+      return copyIn(mutation.value);
+    case "delete":
+      return DELETED;
+    case "sum":
+    case "min":
+    case "max": {
+      const operand = (mutation.value as Deno.KvU64).value;
+      if (current === undefined || current === DELETED) {
+        return new Deno.KvU64(operand);
+      }
+      if (!(current instanceof Deno.KvU64)) {
+        throw new TypeError(
+          `Failed to perform '${mutation.type}' mutation on a non-U64 value in the database`,
+        );
+      }
+      const now = current.value;
+      if (mutation.type === "sum") {
+        return new Deno.KvU64((now + operand) & 0xffff_ffff_ffff_ffffn);
+      }
+      const pick = mutation.type === "min"
+        ? (operand < now ? operand : now)
+        : (operand > now ? operand : now);
+      return new Deno.KvU64(pick);
+    }
+    default:
+      throw new TypeError(
+        `Unsupported mutation '${(mutation as { type: string }).type}'`,
+      );
   }
 }
 
