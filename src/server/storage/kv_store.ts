@@ -1,7 +1,7 @@
 /**
- * Opening the Deno KV store a server was given (a file path, `":memory:"`,
- * a KV Connect URL or an open `Deno.Kv`), locked for one process when it is
- * a file (`docs/SERVER.md` "Scaling on a shared KV").
+ * Opening the store a server was given (a Deno KV file path, a KV Connect
+ * URL, an open `Deno.Kv`, or `":memory:"`, an in-process store), locked for
+ * one process when it is a file (`docs/SERVER.md` "Scaling on a shared KV").
  */
 
 import {
@@ -59,7 +59,8 @@ export async function openKvStore(kv: string | Deno.Kv): Promise<KvStore> {
   }
   // In memory, the store is this process's own: an in-process one keeps
   // each commit on the server's thread, where Deno KV's in-memory store
-  // wakes its own thread for it (docs/PERFORMANCE.md "An in-process store").
+  // wakes its own thread for it (docs/PERFORMANCE.md "An in-process store
+  // for `:memory:`").
   if (kv === ":memory:") return closingOnce(new MemoryKv(), null, false, false);
   if (/^https?:\/\//i.test(kv)) {
     return closingOnce(await Deno.openKv(kv), null, true, true);
