@@ -5,18 +5,7 @@
 import assert from "node:assert/strict";
 import { MemoryKv } from "../../src/server/storage/memory_kv.ts";
 import type { ServerKv } from "../../src/server/storage/kv_store.ts";
-
-/** A small deterministic generator (mulberry32), so failures replay. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { Prng } from "../_helpers/prng.ts";
 
 const PARTS: Deno.KvKeyPart[] = [
   "",
@@ -108,7 +97,8 @@ Deno.test("MemoryKv gives what Deno KV gives for the same random operations: ent
   try {
     const stores: ServerKv[] = [real, memory];
     for (let seed = 1; seed <= 4; seed++) {
-      const next = random(seed);
+      const random = new Prng(seed);
+      const next = () => random.next();
       // The versionstamp each store last gave each key, for checks.
       const stamps = [new Map<string, string>(), new Map<string, string>()];
       for (let step = 0; step < 300; step++) {
