@@ -5,7 +5,8 @@
  * single-field writes (each waited for at every client) the server
  * process's CPU time per round and per client (`process.cpuUsage()` read
  * inside the server before and after the block: far less disturbed by a
- * loaded machine than wall time). A round's CPU holds the UPLOAD, the
+ * loaded machine than wall time), its user time alone (the kernel's share,
+ * TCP over loopback, is the noisier) and its main thread's. A round's CPU holds the UPLOAD, the
  * commit, the writer's acknowledgement and the 50 DOWNLOADs.
  *
  * `--base <dir>` also starts a server from another checkout (e.g. the
@@ -13,7 +14,9 @@
  * with its own writer and clients (this checkout's client code for both);
  * the two servers' blocks alternate (`--pairs` of them, which one goes
  * first alternating too), so before and after come from one run and one
- * machine load (`--base-first` starts the base's server first). `--profile <file>` writes a V8 CPU profile of this
+ * machine load (`--base-first` starts the base's server first). `--raw`
+ * adds a third server, a relay without a protocol (plain sockets, 8-byte
+ * messages): the floor of Deno's WebSocket. `--profile <file>` writes a V8 CPU profile of this
  * checkout's server over its last block.
  *
  * ```sh
@@ -51,11 +54,10 @@ interface Server {
 /** One server's writer, clients and their watchers on one realm. */
 interface Group {
   server: Server;
-  apps: App[];
-  writer: Realm;
-  readers: Realm[];
+  /** Writes value `i` and resolves once the writer's call returned. */
+  write(i: number): Promise<unknown>;
   watchers: ValueWaiter[];
-  done: Promise<void>[];
+  close(): Promise<void>;
   next: number;
 }
 
@@ -127,7 +129,61 @@ async function group(server: Server, signal: AbortSignal): Promise<Group> {
       }
     })());
   }
-  return { server, apps, writer, readers, watchers, done, next: 1 };
+  return {
+    server,
+    write: (i) => writer.write((tx) => tx.update("Item", ID, { n: i })),
+    watchers,
+    close: async () => {
+      await Promise.all(done);
+      await writer.close();
+      for (const realm of readers) await realm.close();
+      for (const app of apps) await app.close();
+    },
+    next: 1,
+  };
+}
+
+/** Plain sockets on the relay: one writer, `CLIENTS` readers. */
+async function rawGroup(server: Server): Promise<Group> {
+  const open = async () => {
+    const socket = new WebSocket(server.url);
+    socket.binaryType = "arraybuffer";
+    const opened = Promise.withResolvers<void>();
+    socket.onopen = () => opened.resolve();
+    socket.onerror = () => opened.reject(new Error("A relay socket failed"));
+    await within(opened.promise, "a relay socket", WAIT_MS);
+    return socket;
+  };
+  const writer = await open();
+  const readers: WebSocket[] = [];
+  const watchers: ValueWaiter[] = [];
+  for (let k = 0; k < CLIENTS; k++) {
+    const socket = await open();
+    const watcher = new ValueWaiter();
+    socket.onmessage = (event) =>
+      watcher.saw(new DataView(event.data as ArrayBuffer).getFloat64(0));
+    readers.push(socket);
+    watchers.push(watcher);
+  }
+  const closed = (socket: WebSocket) =>
+    new Promise<void>((resolve) => {
+      socket.onclose = () => resolve();
+      socket.close();
+    });
+  return {
+    server,
+    write: (i) => {
+      const data = new DataView(new ArrayBuffer(8));
+      data.setFloat64(0, i);
+      writer.send(data.buffer);
+      return Promise.resolve();
+    },
+    watchers,
+    close: async () => {
+      await Promise.all([writer, ...readers].map(closed));
+    },
+    next: 1,
+  };
 }
 
 /** `count` writes, each waited for at every client; the last client's µs. */
@@ -141,7 +197,7 @@ async function rounds(g: Group, count: number): Promise<number[]> {
       WAIT_MS,
     );
     const start = performance.now();
-    await g.writer.write((tx) => tx.update("Item", ID, { n: i }));
+    await g.write(i);
     const times = await seen;
     last.push((Math.max(...times) - start) * 1000);
   }
@@ -167,11 +223,20 @@ try {
   // both sides: `--base-first` swaps the order, so runs of both orders can
   // cancel that out.
   if (Deno.args.includes("--base-first")) servers.reverse();
+  if (Deno.args.includes("--raw")) {
+    servers.push(await startServer("raw", "raw"));
+  }
   for (const server of servers) {
-    groups.push(await group(server, controller.signal));
+    groups.push(
+      server.label === "raw"
+        ? await rawGroup(server)
+        : await group(server, controller.signal),
+    );
   }
   for (const g of groups) await rounds(g, WARMUP_ROUNDS);
   const cpu = new Map<string, number[]>();
+  const main = new Map<string, number[]>();
+  const user = new Map<string, number[]>();
   const p50 = new Map<string, number[]>();
   for (let pair = 0; pair < PAIRS; pair++) {
     const order = pair % 2 === 0 ? groups : groups.toReversed();
@@ -181,22 +246,31 @@ try {
       const profiling = profileFile !== undefined && label === "this" &&
         pair === PAIRS - 1;
       if (profiling) await g.server.ask("profile-start");
-      const before = (await g.server.ask("cpu")).cpu!;
+      const before = await g.server.ask("cpu");
       const last = await rounds(g, ROUNDS);
-      const used = ((await g.server.ask("cpu")).cpu! - before) / ROUNDS;
+      const after = await g.server.ask("cpu");
+      const used = (after.cpu! - before.cpu!) / ROUNDS;
+      const usedMain = (after.main! - before.main!) / ROUNDS;
+      const usedUser = (after.user! - before.user!) / ROUNDS;
       if (profiling) await g.server.ask(`profile-stop ${profileFile}`);
       cpu.set(label, [...cpu.get(label) ?? [], used]);
+      main.set(label, [...main.get(label) ?? [], usedMain]);
+      user.set(label, [...user.get(label) ?? [], usedUser]);
       p50.set(label, [...p50.get(label) ?? [], median(last)]);
       row.push(
         `${label} ${used.toFixed(0)} µs/round (${
           (used / CLIENTS).toFixed(2)
-        } µs/client), p50 ${median(last).toFixed(0)} µs`,
+        } µs/client), user ${usedUser.toFixed(0)}, main thread ${
+          usedMain.toFixed(0)
+        }, p50 ${median(last).toFixed(0)} µs`,
       );
     }
     console.log(`pair ${pair + 1}: ${row.join(" | ")}`);
   }
   const figures = [
     ["server CPU per round (µs)", cpu],
+    ["server user CPU per round (µs)", user],
+    ["server main thread per round (µs)", main],
     ["last client, p50 (µs)", p50],
   ] as const;
   for (const [name, byLabel] of figures) {
@@ -220,11 +294,6 @@ try {
   }
 } finally {
   controller.abort();
-  for (const g of groups) {
-    await Promise.all(g.done);
-    await g.writer.close();
-    for (const realm of g.readers) await realm.close();
-    for (const app of g.apps) await app.close();
-  }
+  for (const g of groups) await g.close();
   for (const server of servers) await server.stop();
 }
