@@ -17,7 +17,7 @@
  * machine load (`--base-first` starts the base's server first). `--raw`
  * adds a third server, a relay without a protocol (plain sockets, 8-byte
  * messages): the floor of Deno's WebSocket. `--profile <file>` writes a V8 CPU profile of this
- * checkout's server over its last block.
+ * checkout's server over its last block (`<file>.base`: the base's).
  *
  * ```sh
  * deno run -A bench/fanout_server_cpu.ts [--pairs 8] [--rounds 200] [--base /tmp/base]
@@ -243,8 +243,11 @@ try {
     const row: string[] = [];
     for (const g of order) {
       const label = g.server.label;
-      const profiling = profileFile !== undefined && label === "this" &&
+      const profiling = profileFile !== undefined && label !== "raw" &&
         pair === PAIRS - 1;
+      const profileTo = label === "this"
+        ? profileFile
+        : `${profileFile}.${label}`;
       if (profiling) await g.server.ask("profile-start");
       const before = await g.server.ask("cpu");
       const last = await rounds(g, ROUNDS);
@@ -252,7 +255,7 @@ try {
       const used = (after.cpu! - before.cpu!) / ROUNDS;
       const usedMain = (after.main! - before.main!) / ROUNDS;
       const usedUser = (after.user! - before.user!) / ROUNDS;
-      if (profiling) await g.server.ask(`profile-stop ${profileFile}`);
+      if (profiling) await g.server.ask(`profile-stop ${profileTo}`);
       cpu.set(label, [...cpu.get(label) ?? [], used]);
       main.set(label, [...main.get(label) ?? [], usedMain]);
       user.set(label, [...user.get(label) ?? [], usedUser]);
