@@ -155,10 +155,10 @@ export function encodeSharedDownload(
   const view = writer.bytes.subarray(0, writer.pos);
   if (!repeated) return view;
   // The header came twice in a row: keep the frame, and the block as its
-  // tail rather than beside it. On a buffer of its own: a small typed array
-  // made with a length (`slice()`) lives in V8's heap, and Deno's
-  // `WebSocket.send` took twice as long with one as with a view of an
-  // ArrayBuffer (docs/PERFORMANCE.md "Fan-out: the server's part").
+  // tail rather than beside it. On an ArrayBuffer of its own, as the
+  // writer's frames are: `slice()` of a small view makes a typed array in
+  // V8's heap, which Deno's `WebSocket.send` took longer with in two of
+  // three profiles (docs/PERFORMANCE.md "Fan-out: the server's part").
   const frame = new Uint8Array(new ArrayBuffer(view.length));
   frame.set(view);
   shared.block = frame.subarray(frame.length - shared.block.length);
