@@ -7,7 +7,8 @@
  * JSON line `{"url": …}`, then answers each line on stdin: `cpu` with
  * `{"cpu": µs, "user": µs, "main": µs}` (the process's user + system time,
  * every thread of it, from `process.cpuUsage()`, and its user time alone;
- * its main thread's time, from Linux's schedstat), `profile-start` and `profile-stop <file>` (a V8 CPU profile
+ * its main thread's time, from Linux's schedstat), `stats` with Tether's
+ * `stats()` (bytes in and out, among others), `profile-start` and `profile-stop <file>` (a V8 CPU profile
  * of the main thread, `node:inspector`) with `{}`; shuts down on `quit` or
  * end of input. As the root, `raw` runs a relay without a protocol instead:
  * the floor of a fan-out on Deno's WebSocket.
@@ -21,6 +22,8 @@ import { linesOf } from "../tests/_helpers/lines.ts";
 /** A running server. */
 interface Running {
   url: string;
+  /** Tether's `stats()` (`stats` answers it). */
+  stats?(): Record<string, number>;
   shutdown(): Promise<void>;
 }
 
@@ -87,6 +90,8 @@ for await (const line of linesOf(Deno.stdin.readable)) {
     console.log(
       JSON.stringify({ cpu: user + system, user, main: mainThreadMicros() }),
     );
+  } else if (command === "stats") {
+    console.log(JSON.stringify(server.stats?.() ?? {}));
   } else if (command === "profile-start") {
     if (!connected) {
       session.connect();
