@@ -154,6 +154,7 @@ export class Connection {
     this.#transport = {
       send: (reply) => this.#output.send(reply),
       bufferedAmount: () => this.#output.pendingBytes(),
+      buffersMoreThan: (limit) => this.#output.buffersMoreThan(limit),
       batchBytes: () => this.#delivery.batchBytes,
       failSession: (failed, error) => this.#failSession(failed, error),
     };

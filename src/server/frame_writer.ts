@@ -44,6 +44,11 @@ export class FrameWriter {
   #queue = new SerialQueue(() => {});
   // Bytes of frames waiting in #queue.
   #queuedBytes = 0;
+  // At least the socket's `bufferedAmount`: its value when last read plus
+  // every byte sent since (it counts the data given to `send` and only
+  // shrinks as the socket writes), so that a check against a limit this is
+  // under needs no call into the socket.
+  #socketBound = 0;
 
   /**
    * @param socket The connection's socket.
@@ -56,6 +61,7 @@ export class FrameWriter {
 
   /** Encodes and sends `message` (nothing once the socket is not open). */
   send(message: ServerMessage): void {
+    // Read once: a frame sent at once goes out in this same turn.
     if (this.#socket.readyState !== WebSocket.OPEN) return;
     const view =
       (message.type === MessageType.Download
@@ -66,7 +72,7 @@ export class FrameWriter {
       view.length >= COMPRESSION_THRESHOLD &&
       this.#options.isFast?.() !== true;
     if (this.#queue.idle && !deflate) {
-      this.#write(message.type, view);
+      this.#writeOpen(message.type, view);
       return;
     }
     const frame = view.slice();
@@ -97,8 +103,14 @@ export class FrameWriter {
 
   #write(type: number, frame: Uint8Array<ArrayBuffer>): void {
     if (this.#socket.readyState !== WebSocket.OPEN) return;
+    this.#writeOpen(type, frame);
+  }
+
+  // #write for a socket just seen open in this turn.
+  #writeOpen(type: number, frame: Uint8Array<ArrayBuffer>): void {
     try {
       this.#socket.send(frame);
+      this.#socketBound += frame.length;
       this.#options.onWritten(type, frame.length);
     } catch {
       // The socket closed under us; onclose cleans up.
@@ -107,6 +119,17 @@ export class FrameWriter {
 
   /** Bytes sent but not yet written to the network, compression included. */
   pendingBytes(): number {
-    return this.#socket.bufferedAmount + this.#queuedBytes;
+    this.#socketBound = this.#socket.bufferedAmount;
+    return this.#socketBound + this.#queuedBytes;
+  }
+
+  /**
+   * Whether {@linkcode pendingBytes} is above `limit`; asks the socket only
+   * when the bound it keeps is above it (a session checks this before every
+   * DOWNLOAD it sends at once, and the question costs a call into Deno).
+   */
+  buffersMoreThan(limit: number): boolean {
+    if (this.#socketBound + this.#queuedBytes <= limit) return false;
+    return this.pendingBytes() > limit;
   }
 }

@@ -51,8 +51,10 @@ export class HistoryRemaining {
     // Only own changesets the known head already counts are subtracted: the
     // head may be noted (by the watch) before or after the acknowledgement.
     let own = 0;
-    for (const [version, size] of this.#own ?? []) {
-      if (version <= head.version) own += size;
+    if (this.#own !== null) {
+      for (const [version, size] of this.#own) {
+        if (version <= head.version) own += size;
+      }
     }
     return Math.max(0, head.bytes - this.#base - own);
   }

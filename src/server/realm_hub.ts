@@ -76,6 +76,22 @@ export interface HubContext {
 // Recent history kept in memory per realm, in encoded bytes.
 const CACHE_BYTES = 1024 * 1024;
 
+/** A `readCached` answer and the question it answers at a head. */
+interface CachedRead {
+  from: number;
+  maxBytes: number;
+  head: number;
+  items: readonly HistoryItem[];
+}
+
+// Matches no question (versions start at 1).
+const NO_CACHED_READ: CachedRead = {
+  from: -1,
+  maxBytes: -1,
+  head: -1,
+  items: [],
+};
+
 // No session is woken later: `noteHead` wakes them all.
 const NO_MEMBERS: ReadonlyMap<object, unknown> = new Map();
 
@@ -114,6 +130,8 @@ export class RealmHub {
   #members = new Set<HubMember>();
   #cache = new Map<number, HistoryItem>();
   #cacheBytes = 0;
+  // readCached's last answer, while the cache and the head are unchanged.
+  #lastCached: CachedRead = NO_CACHED_READ;
   // No cached version is below this one (while the cache is not empty).
   #cacheLow = 0;
   // What this process committed last, checked instead of read (history.ts).
@@ -192,6 +210,7 @@ export class RealmHub {
     await this.#watchTask;
     this.#cache.clear();
     this.#cacheBytes = 0;
+    this.#lastCached = NO_CACHED_READ;
   }
 
   /** Records a head seen anywhere; wakes every session if it is newer. */
@@ -451,7 +470,16 @@ export class RealmHub {
    * one): what {@linkcode read} returns without a storage read, and empty
    * when the first version is not in memory.
    */
-  readCached(fromVersion: number, maxBytes: number): HistoryItem[] {
+  readCached(fromVersion: number, maxBytes: number): readonly HistoryItem[] {
+    // Every session of a fan-out at the same cursor asks the same question
+    // in the same turn: they share one answer.
+    const last = this.#lastCached;
+    if (
+      last.from === fromVersion && last.maxBytes === maxBytes &&
+      last.head === this.#head.version
+    ) {
+      return last.items;
+    }
     const cached: HistoryItem[] = [];
     let bytes = 0;
     for (let version = fromVersion; version <= this.#head.version; version++) {
@@ -462,6 +490,13 @@ export class RealmHub {
       cached.push(item);
       bytes += cost;
     }
+    Object.freeze(cached);
+    this.#lastCached = {
+      from: fromVersion,
+      maxBytes,
+      head: this.#head.version,
+      items: cached,
+    };
     return cached;
   }
 
@@ -475,6 +510,8 @@ export class RealmHub {
     // full, the lowest versions go first (the head is what every bound
     // session is about to send), and an item below all of them is not kept.
     if (this.#cache.has(item.version)) return;
+    // What memory holds changes (below, or not at all when not kept).
+    this.#lastCached = NO_CACHED_READ;
     if (this.#cache.size === 0 || item.version < this.#cacheLow) {
       if (
         this.#cache.size > 0 && this.#cacheBytes + item.size > CACHE_BYTES

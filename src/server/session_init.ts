@@ -18,6 +18,12 @@ export interface SessionTransport {
   /** Bytes queued on the socket but not yet written to the network. */
   bufferedAmount(): number;
   /**
+   * Whether `bufferedAmount()` is above `limit`: what the download asks
+   * before each DOWNLOAD, answered without reading the socket while a bound
+   * kept on it is under the limit.
+   */
+  buffersMoreThan(limit: number): boolean;
+  /**
    * The largest DOWNLOAD to build now, in bytes: at most
    * `downloadBatchBytes`, less while the client's acknowledgements show a
    * slow link (`delivery_rate.ts`).

@@ -21,8 +21,26 @@ import { Writer, writeRaw, writeVarUint } from "../protocol/writer.ts";
 // The shared batch last built from a given first changeset; a batch with the
 // same changeset objects in the same order reuses it (and so its block).
 const batches = new WeakMap<DownloadChangeset, DownloadChangeset[]>();
-// Encoded blocks of shared batches, made on the first send.
-const blocks = new WeakMap<readonly DownloadChangeset[], Uint8Array>();
+/**
+ * A shared batch's encoded block (made on its first send), and the last
+ * header sent with it: the sessions of a fan-out often send the very same
+ * DOWNLOAD (their clients number their sessions alike, and are equally
+ * caught up), so the whole frame is kept once a header repeats.
+ */
+interface SharedBlock {
+  block: Uint8Array;
+  // The whole frame of the header below, once that header came twice.
+  frame: Uint8Array<ArrayBuffer> | null;
+  sessionId: number;
+  serverVersion: number;
+  salt: number | undefined;
+  acknowledged: number;
+  downloadableBytes: number;
+  changesetBytes: number;
+}
+
+// The shared state of each batch from shareBatch.
+const blocks = new WeakMap<readonly DownloadChangeset[], SharedBlock>();
 const blockWriter = new BlockWriter();
 const blockFrame = new Writer(4 * 1024);
 
@@ -44,8 +62,44 @@ export function shareBatch(
   if (known !== undefined && sameBatch(known, changesets)) return known;
   Object.freeze(changesets);
   batches.set(first, changesets);
-  blocks.set(changesets, EMPTY);
+  blocks.set(changesets, {
+    block: EMPTY,
+    frame: null,
+    // No header yet: session ids are never negative.
+    sessionId: -1,
+    serverVersion: 0,
+    salt: undefined,
+    acknowledged: 0,
+    downloadableBytes: 0,
+    changesetBytes: 0,
+  });
   return changesets;
+}
+
+// The shared batch of all the changesets of an array of history items.
+const itemBatches = new WeakMap<
+  readonly { changeset: DownloadChangeset }[],
+  DownloadChangeset[]
+>();
+
+/**
+ * {@linkcode shareBatch} of every changeset of `items`, built once per
+ * array: the sessions of a fan-out at the same cursor are handed the same
+ * array of history items by their hub (`RealmHub.readCached`), and so need
+ * not build the batch each.
+ *
+ * @param items Stored history items (from the hub), in version order.
+ * @returns The batch to put into the DOWNLOAD.
+ */
+export function shareItems(
+  items: readonly { changeset: DownloadChangeset }[],
+): DownloadChangeset[] {
+  let batch = itemBatches.get(items);
+  if (batch === undefined) {
+    batch = shareBatch(items.map((item) => item.changeset));
+    itemBatches.set(items, batch);
+  }
+  return batch;
 }
 
 // Marks a shared batch whose block is not encoded yet.
@@ -66,24 +120,50 @@ function sameBatch(
  * Encodes a DOWNLOAD whose batch came from {@linkcode shareBatch} into
  * `writer`, the block encoded once for every session; returns null for any
  * other message (encode it as usual). The frame is a view into `writer`,
- * valid until its next use; its header is what `encodeMessage` writes (the
- * salted form when the message has a salt).
+ * valid until its next use, or a frame kept for the batch when the same
+ * header was sent with it just before (either way not to be written to);
+ * its header is what `encodeMessage` writes (the salted form when the
+ * message has a salt).
  */
 export function encodeSharedDownload(
   message: DownloadMessage,
   writer: Writer,
 ): Uint8Array<ArrayBuffer> | null {
   const changesets = message.changesets;
-  let block = blocks.get(changesets);
-  if (block === undefined) return null;
-  if (block === EMPTY) {
-    block = encodeBlock(changesets);
-    blocks.set(changesets, block);
+  const shared = blocks.get(changesets);
+  if (shared === undefined) return null;
+  const repeated = shared.sessionId === message.sessionId &&
+    shared.serverVersion === message.serverVersion &&
+    shared.salt === message.serverVersionSalt &&
+    shared.acknowledged === message.lastIntegratedClientVersion &&
+    shared.downloadableBytes === message.downloadableBytes &&
+    shared.changesetBytes === message.changesetBytes;
+  if (repeated && shared.frame !== null) return shared.frame;
+  if (!repeated) {
+    shared.frame = null;
+    shared.sessionId = message.sessionId;
+    shared.serverVersion = message.serverVersion;
+    shared.salt = message.serverVersionSalt;
+    shared.acknowledged = message.lastIntegratedClientVersion;
+    shared.downloadableBytes = message.downloadableBytes;
+    shared.changesetBytes = message.changesetBytes;
   }
+  if (shared.block === EMPTY) shared.block = encodeBlock(changesets);
   writer.reset();
   writeDownloadHeader(writer, message);
-  writeRaw(writer, block);
-  return writer.bytes.subarray(0, writer.pos);
+  writeRaw(writer, shared.block);
+  const view = writer.bytes.subarray(0, writer.pos);
+  if (!repeated) return view;
+  // The header came twice in a row: keep the frame, and the block as its
+  // tail rather than beside it. On an ArrayBuffer of its own, as the
+  // writer's frames are: `slice()` of a small view makes a typed array in
+  // V8's heap, which Deno's `WebSocket.send` took longer with in two of
+  // three profiles (docs/PERFORMANCE.md "Fan-out: the server's part").
+  const frame = new Uint8Array(new ArrayBuffer(view.length));
+  frame.set(view);
+  shared.block = frame.subarray(frame.length - shared.block.length);
+  shared.frame = frame;
+  return frame;
 }
 
 /** The changeset block of a DOWNLOAD holding `changesets` (§5). */

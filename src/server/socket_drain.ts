@@ -29,7 +29,7 @@ export async function waitForDrain(
   let paused = false;
   while (
     !closed() &&
-    session.transport.bufferedAmount() > session.highWaterBytes
+    session.transport.buffersMoreThan(session.highWaterBytes)
   ) {
     if (!paused) {
       paused = true;

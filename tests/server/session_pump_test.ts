@@ -102,6 +102,7 @@ function scripted(
     transport: {
       send: (message) => sent.push(message),
       bufferedAmount: () => 0,
+      buffersMoreThan: () => false,
       batchBytes: () => 64 * 1024,
       failSession: () => {},
     },

@@ -1074,6 +1074,7 @@ Deno.test("an acknowledgement never counts the uploader's own changesets as stil
               if (sent.length === 2) second.resolve();
             },
             bufferedAmount: () => 0,
+            buffersMoreThan: () => false,
             batchBytes: () => 64 * 1024,
             failSession: () => {},
           },

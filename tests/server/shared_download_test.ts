@@ -78,3 +78,32 @@ Deno.test("encodeSharedDownload leaves a batch that was not shared to encodeMess
     null,
   );
 });
+
+Deno.test("encodeSharedDownload keeps the frame of a header sent twice in a row, and makes the right bytes for every header after it", () => {
+  const batch = shareBatch([changeset(7, "p"), changeset(8, "q")]);
+  const writer = new Writer(16);
+  const one = download(1, batch);
+  const other = { ...one, downloadableBytes: 5 };
+  const { serverVersionSalt: _, ...plain } = one;
+  const frames: Uint8Array[] = [];
+  // The same header three times, another, the first again, the unsalted
+  // form (equal fields but the salt) and the first twice more.
+  for (const message of [one, one, one, other, one, plain, one, one]) {
+    const frame = encodeSharedDownload(message, writer);
+    assert.ok(frame !== null);
+    assert.deepEqual([...frame], [...encodeMessage(message)]);
+    frames.push(frame);
+    // Whatever the writer is used for next leaves a kept frame as it was.
+    writer.reset();
+    writer.bytes.fill(0);
+  }
+  // The second and third sends of a header share one kept frame, which the
+  // writer's reuse did not touch.
+  assert.equal(frames[2], frames[1]);
+  assert.deepEqual([...frames[1]!], [...encodeMessage(one)]);
+  assert.deepEqual([...frames[7]!], [...encodeMessage(one)]);
+  // The first send of a header after another is the writer's, which the
+  // loop zeroed after it.
+  assert.ok(frames[6]!.every((byte) => byte === 0));
+  assert.notEqual(frames[7], frames[1]);
+});

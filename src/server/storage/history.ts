@@ -481,7 +481,7 @@ async function commitGroup(
 /** What {@linkcode readHistory} found. */
 export interface HistoryRead {
   /** Consecutive items from `fromVersion` on (may be empty). */
-  items: HistoryItem[];
+  items: readonly HistoryItem[];
   /**
    * True when `fromVersion` is no longer stored (compacted away): the reader
    * must bootstrap from the snapshot. Callers only ask for versions at or
