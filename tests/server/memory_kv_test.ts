@@ -52,13 +52,18 @@ function randomKey(next: () => number): Deno.KvKey {
 }
 
 function randomValue(next: () => number): unknown {
-  switch (Math.floor(next() * 4)) {
+  switch (Math.floor(next() * 5)) {
     case 0:
       return Math.floor(next() * 100);
     case 1:
       return { text: "v".repeat(Math.floor(next() * 10)), at: new Date(0) };
     case 2:
       return new Uint8Array([1, 2, Math.floor(next() * 256)]);
+    case 3:
+      return {
+        list: [next() < 0.5, -0, null, "s", new Uint8Array([7])],
+        nested: { n: Math.floor(next() * 10), missing: undefined },
+      };
     default:
       return new Deno.KvU64(BigInt(Math.floor(next() * 1000)));
   }
