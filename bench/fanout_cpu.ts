@@ -33,6 +33,7 @@ import {
   MessageType,
 } from "../protocol.ts";
 import { ValueWaiter, within } from "./_value_waiter.ts";
+import { median, option, printPairs } from "./_ab.ts";
 
 /** What this bench uses of a checkout's `mod.ts`. */
 interface Checkout {
@@ -52,11 +53,6 @@ interface Group {
   watchers: ValueWaiter[];
   done: Promise<void>[];
   next: number;
-}
-
-function option(name: string): string | undefined {
-  const at = Deno.args.indexOf(name);
-  return at < 0 ? undefined : Deno.args[at + 1];
 }
 
 const CLIENTS = Number(option("--clients") ?? 50);
@@ -327,11 +323,6 @@ async function syntheticRounds(g: Group, count: number): Promise<number[]> {
   return last;
 }
 
-function median(values: number[]): number {
-  const sorted = values.toSorted((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
-}
-
 function cpuMicros(): number {
   const { user, system } = process.cpuUsage();
   return user + system;
@@ -435,25 +426,7 @@ try {
     ["message listener, median (µs)", handlers],
     ["last client, p50 (µs)", p50],
   ] as const;
-  for (const [name, byLabel] of figures) {
-    const parts = [...byLabel].map(([label, values]) =>
-      `${label} ${median(values).toFixed(2)} (min ${
-        Math.min(...values).toFixed(2)
-      })`
-    );
-    const a = byLabel.get("this")!;
-    const b = byLabel.get("base");
-    if (b !== undefined) {
-      const lower = a.filter((value, k) => value < b[k]!).length;
-      const ratio = median(a.map((value, k) => value / b[k]!));
-      parts.push(
-        `this lower in ${lower} of ${a.length} pairs, median ratio ${
-          ratio.toFixed(3)
-        }`,
-      );
-    }
-    console.log(`${name}: ${parts.join("; ")}`);
-  }
+  printPairs(figures, 2);
   controller.abort();
   for (const g of groups) {
     await Promise.all(g.done);

@@ -28,11 +28,7 @@
 import { App, Credentials, type Realm } from "../mod.ts";
 import { ValueWaiter, within } from "./_value_waiter.ts";
 import { linesOf } from "../tests/_helpers/lines.ts";
-
-function option(name: string): string | undefined {
-  const at = Deno.args.indexOf(name);
-  return at < 0 ? undefined : Deno.args[at + 1];
-}
+import { median, option, printPairs } from "./_ab.ts";
 
 const CLIENTS = Number(option("--clients") ?? 50);
 const ROUNDS = Number(option("--rounds") ?? 200);
@@ -204,11 +200,6 @@ async function rounds(g: Group, count: number): Promise<number[]> {
   return last;
 }
 
-function median(values: number[]): number {
-  const sorted = values.toSorted((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
-}
-
 const controller = new AbortController();
 const servers: Server[] = [];
 const groups: Group[] = [];
@@ -276,25 +267,7 @@ try {
     ["server main thread per round (µs)", main],
     ["last client, p50 (µs)", p50],
   ] as const;
-  for (const [name, byLabel] of figures) {
-    const parts = [...byLabel].map(([label, values]) =>
-      `${label} ${median(values).toFixed(1)} (min ${
-        Math.min(...values).toFixed(1)
-      })`
-    );
-    const a = byLabel.get("this")!;
-    const b = byLabel.get("base");
-    if (b !== undefined) {
-      const lower = a.filter((value, k) => value < b[k]!).length;
-      const ratio = median(a.map((value, k) => value / b[k]!));
-      parts.push(
-        `this lower in ${lower} of ${a.length} pairs, median ratio ${
-          ratio.toFixed(3)
-        }`,
-      );
-    }
-    console.log(`${name}: ${parts.join("; ")}`);
-  }
+  printPairs(figures, 1);
 } finally {
   controller.abort();
   for (const g of groups) await g.close();

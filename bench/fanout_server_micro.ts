@@ -22,11 +22,7 @@
 import process from "node:process";
 import type { ServerMessage } from "../src/protocol/messages.ts";
 import { update, upload } from "../tests/_helpers/changesets.ts";
-
-function option(name: string): string | undefined {
-  const at = Deno.args.indexOf(name);
-  return at < 0 ? undefined : Deno.args[at + 1];
-}
+import { option, printPairs } from "./_ab.ts";
 
 const SESSIONS = Number(option("--sessions") ?? 50);
 const ROUNDS = Number(option("--rounds") ?? 2000);
@@ -163,11 +159,6 @@ async function block(s: Setup, next: { i: number }): Promise<number> {
   return (cpuMicros() - before) / ROUNDS;
 }
 
-function median(values: number[]): number {
-  const sorted = values.toSorted((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
-}
-
 const roots: [string, URL][] = [["this", new URL("../", import.meta.url)]];
 const base = option("--base");
 if (base !== undefined) {
@@ -211,23 +202,7 @@ try {
     }
     console.log(`pair ${pair + 1}: ${row.join(" | ")}`);
   }
-  const a = perSession.get("this")!;
-  const parts = [...perSession].map(([label, values]) =>
-    `${label} ${median(values).toFixed(3)} (min ${
-      Math.min(...values).toFixed(3)
-    })`
-  );
-  const b = perSession.get("base");
-  if (b !== undefined) {
-    const lower = a.filter((value, k) => value < b[k]!).length;
-    const ratio = median(a.map((value, k) => value / b[k]!));
-    parts.push(
-      `this lower in ${lower} of ${a.length} pairs, median ratio ${
-        ratio.toFixed(3)
-      }`,
-    );
-  }
-  console.log(`server CPU per session per commit (µs): ${parts.join("; ")}`);
+  printPairs([["server CPU per session per commit (µs)", perSession]], 3);
 } finally {
   for (const p of pairsOf) {
     await p.full.close();
