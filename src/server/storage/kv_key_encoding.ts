@@ -10,7 +10,8 @@ export const MAX_WRITE_KEY_BYTES = 2048;
 export const MAX_READ_KEY_BYTES = 2049;
 
 // Deno KV orders parts by kind first: bytes, strings, bigints, numbers,
-// booleans (checked against Deno KV itself in tests/server/memory_kv_test.ts).
+// booleans (checked against Deno KV itself in
+// tests/server/storage/memory_kv_test.ts).
 const BYTES = "\x10";
 const STRING = "\x20";
 const BIGINT = "\x30";

@@ -3,9 +3,9 @@
 // entries, orders, check results and errors; plus what Deno KV cannot be
 // compared on (fair reads, close, watch).
 import assert from "node:assert/strict";
-import { MemoryKv } from "../../src/server/storage/memory_kv.ts";
-import type { ServerKv } from "../../src/server/storage/kv_store.ts";
-import { Prng } from "../_helpers/prng.ts";
+import { MemoryKv } from "../../../src/server/storage/memory_kv.ts";
+import type { ServerKv } from "../../../src/server/storage/kv_store.ts";
+import { Prng } from "../../_helpers/prng.ts";
 
 const PARTS: Deno.KvKeyPart[] = [
   "",
