@@ -12,11 +12,16 @@ const BATCH_BYTES = 64 * 1024;
 
 /**
  * A server whose DOWNLOADs are paced up to `BATCH_BYTES`, uncompressed and
- * without snapshots, so frame sizes show the pacing alone.
+ * without snapshots, so frame sizes show the pacing alone. Its send buffer
+ * is smaller than the history, so the download pauses for the socket to
+ * drain and reads the client's RECEIVEDs meanwhile: otherwise whether it
+ * reads one before the whole history is out depends on scheduling (with the
+ * history in memory it need not wait for anything at all).
  */
 function startPacingServer(): Promise<TestServer> {
   return startTestServer({
     downloadBatchBytes: BATCH_BYTES,
+    sendBufferBytes: BATCH_BYTES,
     compression: false,
     history: { snapshots: false },
   });
