@@ -1,9 +1,12 @@
 /**
  * Waiting for a value a bench client observes, shared by the end-to-end
- * benches: `ValueWaiter` and `within`, one timer per round.
+ * benches: `ValueWaiter` and `within`, one timer per round, and
+ * `watchField`, which feeds a waiter from a realm's `changes()`.
  *
  * @module
  */
+
+import type { Realm } from "../mod.ts";
 
 /**
  * Waits for values of one counter a client observes: `expect(v)` resolves
@@ -60,4 +63,25 @@ export async function within<T>(
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * Feeds field `n` of object `id` into a new waiter from `realm.changes()`
+ * until `signal` aborts; `done` settles once the stream has ended.
+ */
+export function watchField(
+  realm: Realm,
+  id: string,
+  signal: AbortSignal,
+): { waiter: ValueWaiter; done: Promise<void> } {
+  const waiter = new ValueWaiter();
+  const done = (async () => {
+    for await (const change of realm.changes({ signal })) {
+      for (const object of change.changes) {
+        const n = object.fields?.n;
+        if (object.id === id && typeof n === "number") waiter.saw(n);
+      }
+    }
+  })();
+  return { waiter, done };
 }

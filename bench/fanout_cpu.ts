@@ -32,7 +32,7 @@ import {
   encodeMessage,
   MessageType,
 } from "../protocol.ts";
-import { ValueWaiter, within } from "./_value_waiter.ts";
+import { type ValueWaiter, watchField, within } from "./_value_waiter.ts";
 import { median, option, printPairs } from "./_ab.ts";
 
 /** What this bench uses of a checkout's `mod.ts`. */
@@ -202,17 +202,10 @@ async function group(
       throw new Error("Expected one socket per client");
     }
     readerSockets.push(sockets[opened]!);
-    const watcher = new ValueWaiter();
+    const watch = watchField(realm, ID, signal);
     readers.push(realm);
-    watchers.push(watcher);
-    done.push((async () => {
-      for await (const change of realm.changes({ signal })) {
-        for (const object of change.changes) {
-          const n = object.fields?.n;
-          if (object.id === ID && typeof n === "number") watcher.saw(n);
-        }
-      }
-    })());
+    watchers.push(watch.waiter);
+    done.push(watch.done);
   }
   return {
     checkout,

@@ -26,7 +26,7 @@
  * @module
  */
 import { App, Credentials, type Realm } from "../mod.ts";
-import { ValueWaiter, within } from "./_value_waiter.ts";
+import { ValueWaiter, watchField, within } from "./_value_waiter.ts";
 import { linesOf } from "../tests/_helpers/lines.ts";
 import { median, option, printPairs } from "./_ab.ts";
 
@@ -113,17 +113,10 @@ async function group(server: Server, signal: AbortSignal): Promise<Group> {
   const done: Promise<void>[] = [];
   for (let k = 0; k < CLIENTS; k++) {
     const realm = await open();
-    const watcher = new ValueWaiter();
+    const watch = watchField(realm, ID, signal);
     readers.push(realm);
-    watchers.push(watcher);
-    done.push((async () => {
-      for await (const change of realm.changes({ signal })) {
-        for (const object of change.changes) {
-          const n = object.fields?.n;
-          if (object.id === ID && typeof n === "number") watcher.saw(n);
-        }
-      }
-    })());
+    watchers.push(watch.waiter);
+    done.push(watch.done);
   }
   return {
     server,

@@ -30,7 +30,7 @@ import type { ServerMeasure } from "./_sync_server.ts";
 import { linesOf } from "../tests/_helpers/lines.ts";
 import process from "node:process";
 import { Session as InspectorSession } from "node:inspector";
-import { ValueWaiter, within } from "./_value_waiter.ts";
+import { ValueWaiter, watchField, within } from "./_value_waiter.ts";
 
 // y-websocket adds a process "exit" listener per provider (to say goodbye
 // to its peers); this bench holds hundreds of providers at once.
@@ -358,24 +358,6 @@ async function startServer(
 }
 
 // ---------------------------------------------------------------- waiting
-
-/** Feeds field `n` of every change to `id` in `realm` into a waiter. */
-function watchTether(
-  realm: Realm,
-  id: string,
-  signal: AbortSignal,
-): { waiter: ValueWaiter; done: Promise<void> } {
-  const waiter = new ValueWaiter();
-  const done = (async () => {
-    for await (const change of realm.changes({ signal })) {
-      for (const object of change.changes) {
-        const n = object.fields?.n;
-        if (object.id === id && typeof n === "number") waiter.saw(n);
-      }
-    }
-  })();
-  return { waiter, done };
-}
 
 /** Feeds field `n` of object `id` into a waiter after every Yjs update. */
 function watchYjs(doc: Y.Doc, id: string): ValueWaiter {
@@ -725,7 +707,7 @@ async function throughputTether(url: string, total: number, perWrite: number) {
   const pair = await tetherPair(url, "writes");
   const controller = new AbortController();
   const lastId = idOf((total - 1) % UPDATE_OBJECTS);
-  const { waiter, done } = watchTether(pair.realmB, lastId, controller.signal);
+  const { waiter, done } = watchField(pair.realmB, lastId, controller.signal);
   const aBefore = { ...pair.a.wire };
   const bBefore = { ...pair.b.wire };
   const { start, end } = await profiled(`updates-${perWrite}`, async () => {
@@ -868,7 +850,7 @@ async function propagationTether(url: string) {
   const pair = await tetherPair(url, "propagation");
   const controller = new AbortController();
   const id = idOf(0);
-  const { waiter, done } = watchTether(pair.realmB, id, controller.signal);
+  const { waiter, done } = watchField(pair.realmB, id, controller.signal);
   const samples: number[] = [];
   const aBefore = { ...pair.a.wire };
   const rounds = SIZES.propagationWarmup + SIZES.propagation;
@@ -1005,7 +987,7 @@ async function fanOutTether(url: string) {
     const client = await tetherClient(url);
     const realm = await client.user.openRealm({ path, waitForDownload: true });
     clients.push({ client, realm });
-    watches.push(watchTether(realm, id, controller.signal));
+    watches.push(watchField(realm, id, controller.signal));
   }
   const aBefore = { ...pair.a.wire };
   const result = await profiled("fanout", () =>
