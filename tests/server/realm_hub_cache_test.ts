@@ -1,30 +1,20 @@
 // A realm hub's answers from memory: shared by the sessions of a fan-out,
 // never stale after a commit.
 import assert from "node:assert/strict";
-import { RealmHub } from "../../src/server/realm_hub.ts";
-import type { SnapshotScheduler } from "../../src/server/snapshot_scheduler.ts";
 import { allocateIdentity } from "../../src/server/storage/identities.ts";
 import { put, upload } from "../_helpers/changesets.ts";
+import { testHub } from "./_test_hub.ts";
 
 Deno.test("RealmHub.readCached answers the same question with one frozen array until a commit or another question", async () => {
   const kv = await Deno.openKv(":memory:");
   try {
-    const lifetime = new AbortController();
-    const retry = { signal: lifetime.signal };
-    const hub = new RealmHub("/r", {
-      kv,
-      watchHeads: false,
-      retry,
-      log: () => {},
-      onIntegrated: () => {},
-      snapshots: { noteHead() {} } as unknown as SnapshotScheduler,
-    });
+    const { hub, retry } = testHub(kv);
     const identity = await allocateIdentity(kv, "/r", retry);
     const write = (clientVersion: number) =>
       hub.integrate(
         identity,
         [upload(clientVersion, [put("Task", `t${clientVersion}`, {})])],
-        lifetime.signal,
+        retry.signal,
       );
     await write(1);
     const first = hub.readCached(1, 64 * 1024);

@@ -1,24 +1,14 @@
 // A realm hub's group commit links its sessions' signals for that commit only.
 import assert from "node:assert/strict";
-import { RealmHub } from "../../src/server/realm_hub.ts";
-import type { SnapshotScheduler } from "../../src/server/snapshot_scheduler.ts";
 import { allocateIdentity } from "../../src/server/storage/identities.ts";
 import { countAbortListeners } from "../_helpers/abort_listeners.ts";
 import { put, upload } from "../_helpers/changesets.ts";
+import { testHub } from "./_test_hub.ts";
 
 Deno.test("RealmHub: a commit of several sessions' uploads leaves no listener on their signals", async () => {
   const kv = await Deno.openKv(":memory:");
   try {
-    const lifetime = new AbortController();
-    const retry = { signal: lifetime.signal };
-    const hub = new RealmHub("/r", {
-      kv,
-      watchHeads: false,
-      retry,
-      log: () => {},
-      onIntegrated: () => {},
-      snapshots: { noteHead() {} } as unknown as SnapshotScheduler,
-    });
+    const { hub, retry } = testHub(kv);
     const identities = await Promise.all(
       [0, 1, 2, 3].map(() => allocateIdentity(kv, "/r", retry)),
     );
