@@ -205,3 +205,13 @@ export async function take(
   }
   return items;
 }
+
+/** JSON for a failure message: bigints, NaN, infinities and -0 shown. */
+export function replacer(_key: string, value: unknown): unknown {
+  if (typeof value === "bigint") return `${value}n`;
+  if (typeof value === "number" && !Number.isFinite(value)) {
+    return String(value);
+  }
+  if (Object.is(value, -0)) return "-0";
+  return value;
+}

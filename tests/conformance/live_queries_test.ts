@@ -19,7 +19,7 @@ import {
   type RealmObject,
   SyncError,
 } from "../../mod.ts";
-import { fastApp, recordConnectionStates } from "./_helpers.ts";
+import { fastApp, recordConnectionStates, replacer } from "./_helpers.ts";
 import { Prng, testSeed } from "../_helpers/prng.ts";
 import { TcpProxy } from "../_helpers/tcp_proxy.ts";
 import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
@@ -395,16 +395,6 @@ async function checkLocalStep(
       `${followers[q]!.label} ${step}: the item is the new result`,
     );
   }
-}
-
-/** JSON for a failure message: bigints, NaN, infinities and -0 shown. */
-function replacer(_key: string, value: unknown): unknown {
-  if (typeof value === "bigint") return `${value}n`;
-  if (typeof value === "number" && !Number.isFinite(value)) {
-    return String(value);
-  }
-  if (Object.is(value, -0)) return "-0";
-  return value;
 }
 
 Deno.test("Realm.watch() over seeded random local, remote, then concurrent transactions: every item's change set patches the previous result into realm.objects() with the same query, modifications are exactly the kept objects that changed, and a transaction that changes no result produces no item", async () => {

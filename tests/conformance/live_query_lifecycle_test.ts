@@ -18,7 +18,12 @@ import {
   type RealmObject,
   SyncError,
 } from "../../mod.ts";
-import { fastApp, proxiedClient, recordConnectionStates } from "./_helpers.ts";
+import {
+  fastApp,
+  proxiedClient,
+  recordConnectionStates,
+  replacer,
+} from "./_helpers.ts";
 import { Prng, testSeed } from "../_helpers/prng.ts";
 import { startTestServer } from "../_helpers/test_server.ts";
 import { bounded, readBounded } from "../_helpers/waits.ts";
@@ -117,16 +122,6 @@ function distinct<T>(states: readonly T[]): T[] {
     }
   }
   return out;
-}
-
-/** JSON for a failure message: bigints, NaN, infinities and -0 shown. */
-function replacer(_key: string, value: unknown): unknown {
-  if (typeof value === "bigint") return `${value}n`;
-  if (typeof value === "number" && !Number.isFinite(value)) {
-    return String(value);
-  }
-  if (Object.is(value, -0)) return "-0";
-  return value;
 }
 
 Deno.test("Realm.watch() and watchObject() as JavaScript objects: ReadableStreams like changes(); break, iterator.return(), reader.cancel() and stream.cancel() detach them and the realm goes on; a second [Symbol.asyncIterator]() throws TypeError (locked) and a stream iterated again after a break ends at once, as changes() does; a released reader's successor and values({ preventCancel }) go on where the last read stopped", async () => {
