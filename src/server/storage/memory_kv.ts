@@ -235,7 +235,7 @@ export class MemoryKv implements ServerKv {
       const stored = this.#entries.get(sortable)!;
       return {
         key: decodeKey(sortable),
-        value: copyOut(stored.value),
+        value: copyValue(stored.value),
         versionstamp: stored.versionstamp,
       };
     });
@@ -326,7 +326,7 @@ export class MemoryKv implements ServerKv {
     }
     return {
       key: [...key],
-      value: copyOut(stored.value) as T,
+      value: copyValue(stored.value) as T,
       versionstamp: stored.versionstamp,
     };
   }
@@ -556,7 +556,7 @@ class MemoryAtomic implements Deno.AtomicOperation {
 function mutated(current: unknown, mutation: Deno.KvMutation): unknown {
   switch (mutation.type) {
     case "set":
-      return copyIn(mutation.value);
+      return copyValue(mutation.value);
     case "delete":
       return DELETED;
     case "sum":
@@ -608,19 +608,16 @@ function writeKey(key: Deno.KvKey): EncodedKey {
 }
 
 /**
- * A value as stored: a copy, as Deno KV's serialization makes. Plain data
- * (what the server stores: records of numbers, strings, byte arrays and
- * arrays) is copied here, several times faster than `structuredClone`, which
- * goes through V8's serializer; anything else goes to `structuredClone`.
+ * A value copied into or out of the store, as Deno KV's serialization
+ * copies it. Plain data (what the server stores: records of numbers,
+ * strings, byte arrays and arrays) is copied here, several times faster
+ * than `structuredClone`, which goes through V8's serializer; anything else
+ * goes to `structuredClone`.
  */
-function copyIn(value: unknown): unknown {
+function copyValue(value: unknown): unknown {
   if (value === null || typeof value !== "object") return value;
   if (value instanceof Deno.KvU64) return value;
   return copyPlain(value, 0) ?? structuredClone(value);
-}
-
-function copyOut(value: unknown): unknown {
-  return copyIn(value);
 }
 
 // Deeper than the server's records go: past it, structuredClone copies.
