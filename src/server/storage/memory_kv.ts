@@ -191,41 +191,56 @@ export class MemoryKv implements ServerKv {
   /** Closes the store: every later call throws, every watch ends. */
   close(): void {
     this.#closed = true;
-    if (this.#slice !== null) {
-      clearTimeout(this.#slice.timer);
-      // Whatever waits for it goes on, to find the store closed.
-      this.#slice.resolve();
+    const slice = this.#slice;
+    if (slice !== null) {
       this.#slice = null;
+      clearImmediate(slice.immediate);
+      if (slice.wait !== null) {
+        clearTimeout(slice.wait.timer);
+        // Whatever waits for it goes on, to find the store closed.
+        slice.wait.resolve();
+      }
     }
     for (const watcher of this.#watchers) watcher.wake?.();
   }
 
   /**
-   * Resolves at once, unless operations have gone on for `SLICE_MS` since
-   * the first one whose timer has not fired: then when it fires, which is
-   * as soon as the event loop turns (it is overdue by then), after the loop
-   * has read the sockets. A timer marks the turn because it is what makes
-   * Deno poll them: a `MessageChannel` message does not (a WebSocket message
-   * waited 200 ms behind such yields in a probe).
+   * Resolves at once, unless operations have gone on for `SLICE_MS` without
+   * the event loop turning: then after a timer, which fires once the loop
+   * has read the sockets. An immediate set at a slice's first operation
+   * tells that the loop turned (it runs once the operations' microtasks
+   * stop); it costs about a microsecond, where a timer per slice cost tens
+   * and woke the loop again a millisecond or two later. A timer is what
+   * makes Deno poll the sockets: a `MessageChannel` message does not (a
+   * WebSocket message waited 200 ms behind such yields in a probe).
    */
   #turn(): Promise<void> | undefined {
     const now = performance.now();
     const slice = this.#slice;
     if (slice === null) {
-      const { promise, resolve } = Promise.withResolvers<void>();
       const started: Slice = {
         started: now,
-        passed: promise,
-        resolve,
-        timer: setTimeout(() => {
+        immediate: setImmediate(() => {
           if (this.#slice === started) this.#slice = null;
-          resolve();
-        }, 0),
+        }),
+        wait: null,
       };
       this.#slice = started;
       return undefined;
     }
-    return now - slice.started < SLICE_MS ? undefined : slice.passed;
+    if (now - slice.started < SLICE_MS) return undefined;
+    if (slice.wait === null) {
+      const { promise, resolve } = Promise.withResolvers<void>();
+      slice.wait = {
+        passed: promise,
+        resolve,
+        timer: setTimeout(() => {
+          if (this.#slice === slice) this.#slice = null;
+          resolve();
+        }, 0),
+      };
+    }
+    return slice.wait.passed;
   }
 
   #page(bounds: Bounds, limit: number, reverse: boolean): Page {
@@ -346,13 +361,18 @@ interface Bounds {
   base: string;
 }
 
-/** Operations since the event loop last turned, as far as a timer can tell. */
+/** Operations since the event loop last turned. */
 interface Slice {
   started: number;
-  /** Settled when the timer set at the first operation fires. */
-  passed: Promise<void>;
-  resolve: () => void;
-  timer: ReturnType<typeof setTimeout>;
+  /** Runs once the loop turns: the slice is over. */
+  immediate: ReturnType<typeof setImmediate>;
+  /** Set once the slice has gone on for `SLICE_MS`. */
+  wait: {
+    /** Settled when the timer fires. */
+    passed: Promise<void>;
+    resolve: () => void;
+    timer: ReturnType<typeof setTimeout>;
+  } | null;
 }
 
 interface Watcher {
@@ -706,12 +726,22 @@ function valueSize(value: unknown, top = true): number {
         }
         return size;
       }
-      if (value instanceof Set || Array.isArray(value)) {
+      if (Array.isArray(value)) {
+        for (let i = 0; i < value.length; i++) {
+          size += valueSize(value[i], false);
+        }
+        return size;
+      }
+      if (value instanceof Set) {
         for (const item of value) size += valueSize(item, false);
         return size;
       }
-      for (const [k, v] of Object.entries(value)) {
-        size += valueSize(k, false) + valueSize(v, false);
+      // Not Object.entries: it allocates an array per field, and this runs
+      // on every value committed.
+      for (const key in value) {
+        if (!Object.hasOwn(value, key)) continue;
+        size += valueSize(key, false) +
+          valueSize((value as Record<string, unknown>)[key], false);
       }
       return size;
     }

@@ -336,6 +336,42 @@ Deno.test("MemoryKv's reads and commits let the event loop turn when they go on 
   }
 });
 
+Deno.test("MemoryKv lets a WebSocket message through a chain of operations that never pauses", async () => {
+  // What the turns are for: a session's socket is read while another
+  // session's long chain of reads goes on (a timer firing is only a proxy).
+  const kv = new MemoryKv();
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    (request) => {
+      const { socket, response } = Deno.upgradeWebSocket(request);
+      socket.onmessage = (event) => socket.send(event.data);
+      return response;
+    },
+  );
+  const socket = new WebSocket(`ws://127.0.0.1:${server.addr.port}`);
+  try {
+    await new Promise((resolve) => socket.onopen = resolve);
+    await kv.atomic().set(["k"], 1).commit();
+    let echoed = false;
+    socket.onmessage = () => echoed = true;
+    socket.send("ping");
+    // Bounded by reads, not time: about 2 s of reads on a slow machine,
+    // where the echo takes a few slices of 8 ms.
+    let reads = 0;
+    while (!echoed && reads < 3_000_000) {
+      await kv.get(["k"]);
+      reads++;
+    }
+    assert.ok(echoed, `the echo never arrived in ${reads} reads`);
+  } finally {
+    kv.close();
+    const closed = new Promise((resolve) => socket.onclose = resolve);
+    socket.close();
+    await closed;
+    await server.shutdown();
+  }
+});
+
 Deno.test("MemoryKv copies values in and out, and a closed store refuses calls and ends its watches", async () => {
   const kv = new MemoryKv();
   const value = { list: [1, 2], bytes: new Uint8Array([1]) };
