@@ -46,9 +46,9 @@ export function encodeKey(key: Deno.KvKey): EncodedKey {
   for (const part of key) {
     switch (typeof part) {
       case "string": {
-        const encoded = encodeString(part);
-        sortable += STRING + encoded.text + END;
-        bytes += 2 + encoded.bytes;
+        const encoded = stringPart(part);
+        sortable += encoded.text;
+        bytes += encoded.bytes;
         break;
       }
       case "number":
@@ -127,6 +127,32 @@ export function decodeKey(sortable: string): Deno.KvKey {
     }
   }
   return key;
+}
+
+/** An encoded string part, tag and end included, and its size. */
+interface StringPart {
+  text: string;
+  bytes: number;
+}
+
+// Encoded string parts by string. The server's keys repeat the same few
+// parts (a realm's path, a kind of record) in every key it writes and
+// reads: encoding them code unit by code unit was most of what a commit
+// on the in-memory store allocated.
+const stringParts = new Map<string, StringPart>();
+const MAX_CACHED_PARTS = 1024;
+const MAX_CACHED_LENGTH = 512;
+
+function stringPart(value: string): StringPart {
+  let part = stringParts.get(value);
+  if (part !== undefined) return part;
+  const encoded = encodeString(value);
+  part = { text: STRING + encoded.text + END, bytes: 2 + encoded.bytes };
+  if (value.length <= MAX_CACHED_LENGTH) {
+    if (stringParts.size >= MAX_CACHED_PARTS) stringParts.clear();
+    stringParts.set(value, part);
+  }
+  return part;
 }
 
 /**
