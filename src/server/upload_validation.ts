@@ -8,6 +8,7 @@ import {
   MAX_KEY_BYTES,
   objectKey,
 } from "./storage/keys.ts";
+import { utf8Length } from "../util/utf8_length.ts";
 
 /**
  * What the server refuses in an UPLOAD with `bad_changeset`
@@ -19,15 +20,6 @@ import {
  * transactions refuse longer ones on write).
  */
 export { MAX_NAME_BYTES };
-
-const encoder = new TextEncoder();
-
-function utf8Length(text: string): number {
-  // Every UTF-16 unit is at most 3 UTF-8 bytes: skip encoding short names.
-  return text.length * 3 <= MAX_NAME_BYTES
-    ? text.length
-    : encoder.encode(text).length;
-}
 
 /**
  * Returns why an upload's changesets are invalid, or null when they are

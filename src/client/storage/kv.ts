@@ -23,6 +23,7 @@ import {
   type KvStoreHandle,
 } from "./kv_store.ts";
 import { decodeSegment, encodeSegment } from "./segment.ts";
+import { utf8Length } from "../../util/utf8_length.ts";
 import type {
   RealmMeta,
   RealmStorage,
@@ -50,8 +51,6 @@ const LOG_ENTRIES = 256;
 const MAX_LOG_ENTRIES = 4096;
 /** Log bytes that trigger a snapshot when they exceed the snapshot's. */
 const MIN_LOG_BYTES_TO_COMPACT = 1 << 20;
-
-const encoder = new TextEncoder();
 
 /** Where one realm lives inside a store file. */
 export interface KvRealmLocation {
@@ -122,7 +121,7 @@ interface Op {
 function keyBytes(key: KvKey): number {
   let total = 0;
   for (const part of key) {
-    total += typeof part === "string" ? encoder.encode(part).length + 3 : 10;
+    total += typeof part === "string" ? utf8Length(part) + 3 : 10;
   }
   return total;
 }
@@ -631,8 +630,7 @@ function checkLocation(location: KvRealmLocation): void {
       "Cannot open storage: the location needs a userId and a path",
     );
   }
-  const bytes = encoder.encode(location.userId).length +
-    encoder.encode(location.path).length;
+  const bytes = utf8Length(location.userId) + utf8Length(location.path);
   if (bytes > MAX_PREFIX_BYTES) {
     throw new TypeError(
       `Cannot open storage: user id and realm path are ${bytes} bytes, more than ${MAX_PREFIX_BYTES}`,

@@ -5,6 +5,8 @@
  * prefix list of one realm never reaches into another.
  */
 
+import { utf8Length } from "../../util/utf8_length.ts";
+
 /** First part of every key the server writes. */
 export const ROOT = "tether";
 
@@ -30,7 +32,7 @@ export function keyBytes(key: Deno.KvKey): number {
  * UTF-16 unit, plus two.
  */
 export function keyPartBytes(part: string): number {
-  let bytes = 2 + encoder.encode(part).length;
+  let bytes = 2 + utf8Length(part);
   for (
     let index = part.indexOf("\0");
     index >= 0;
@@ -40,8 +42,6 @@ export function keyPartBytes(part: string): number {
   }
   return bytes;
 }
-
-const encoder = new TextEncoder();
 
 /** The server's token signing key (raw bytes), shared by every process. */
 export function signingKeyKey(): Deno.KvKey {
