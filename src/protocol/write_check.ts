@@ -29,6 +29,20 @@ import { ProtocolError } from "./protocol_error.ts";
  */
 export const MAX_WRITE_BYTES: number = DEFAULT_LIMITS.maxMessageBytes - 1024;
 
+// The size from which a changeset is decoded back to check the decoder's
+// limits. Each limit but depth counts units of at least one encoded byte
+// (a string's UTF-16 units, a byte array's bytes, instructions, a
+// collection's entries), and the encoder refuses nesting deeper than the
+// decoder takes (the same `maxDepth`, counted alike): so a smaller
+// changeset decodes, and the decode, a third of a small write's check,
+// is skipped.
+const DECODE_CHECKED_FROM = Math.min(
+  DEFAULT_LIMITS.maxStringBytes,
+  DEFAULT_LIMITS.maxBytesLength,
+  DEFAULT_LIMITS.maxInstructions,
+  DEFAULT_LIMITS.maxCollectionLength,
+);
+
 /**
  * What {@linkcode checkWrite} found: the encoded size, or why the changeset
  * cannot be one write (`encode`: the encoder refused a value; `limit`: too
@@ -63,6 +77,10 @@ export function checkWrite(changeset: UploadChangeset): WriteCheck {
       message:
         `the changeset is ${bytes.byteLength} bytes, more than the limit of ${MAX_WRITE_BYTES}; split it into several writes`,
     };
+  }
+  // Too small to break a limit: decoding it back would find nothing.
+  if (bytes.byteLength < DECODE_CHECKED_FROM) {
+    return { ok: true, bytes: bytes.byteLength };
   }
   try {
     decodeUploadChangeset(bytes);

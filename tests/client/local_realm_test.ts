@@ -6,6 +6,8 @@ import {
 } from "../../src/client/local_realm.ts";
 import { MemoryStorage } from "../../src/client/storage/memory.ts";
 import { download } from "../_helpers/changesets.ts";
+import { decodeUploadChangeset } from "../../src/protocol/decode.ts";
+import { encodeUploadChangeset } from "../../src/protocol/encode.ts";
 
 function open(now = () => 1_000): Promise<LocalRealm> {
   return LocalRealm.open(new MemoryStorage(), now);
@@ -112,6 +114,29 @@ Deno.test("LocalRealm.write() rejects a changeset over the write cap or a protoc
   );
   assert.equal(realm.meta.lastClientVersion, 0);
   assert.equal(realm.size, 0);
+  await realm.close();
+});
+
+Deno.test("LocalRealm.write() takes values nested as deep as a DOWNLOAD may carry, and refuses deeper ones with TypeError", async () => {
+  // A small write is not decoded back (protocol/write_check.ts): the
+  // encoder's depth check must refuse what the decoder would.
+  const nest = (levels: number): unknown[] => {
+    let value: unknown[] = [];
+    for (let level = 1; level < levels; level++) value = [value];
+    return value;
+  };
+  const realm = await open();
+  await realm.write((tx) => tx.put("T", "deep", { v: nest(32) as never }));
+  const changeset = realm.pending[0]!.changeset;
+  assert.deepEqual(
+    decodeUploadChangeset(encodeUploadChangeset(changeset)),
+    changeset,
+  );
+  await assert.rejects(
+    realm.write((tx) => tx.put("T", "deeper", { v: nest(33) as never })),
+    TypeError,
+  );
+  assert.equal(realm.get("T", "deeper"), undefined);
   await realm.close();
 });
 
