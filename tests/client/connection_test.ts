@@ -577,6 +577,56 @@ Deno.test("Connection on protocol 2 sends no RECEIVED before its first BIND", as
   await test.connection.close();
 });
 
+Deno.test("Connection sends a large frame's RECEIVED in the task the frame arrived in and handles the frame in a later one, in order", async () => {
+  // Deno writes the RECEIVED only once that task has ended: handled in the
+  // same task, a large frame would hold its acknowledgement back.
+  const test = setup();
+  const client = test.client();
+  const socket = await openBinding(test, client);
+  socket.acceptHandshake();
+  const sessionId = client.channel!.sessionId;
+  const download = (text: string) => ({
+    type: MessageType.Download,
+    sessionId,
+    serverVersion: 1,
+    lastIntegratedClientVersion: 0,
+    downloadableBytes: 0,
+    changesetBytes: 0,
+    changesets: [{
+      serverVersion: 1,
+      stamp: { time: 1, counter: 0, node: 2 },
+      instructions: [{
+        op: "put" as const,
+        type: "Note",
+        id: "n1",
+        fields: { text },
+        stamp: null,
+      }],
+    }],
+  });
+  const before = socket.sentOf(MessageType.Received).length;
+  socket.receive(download("x".repeat(100_000)));
+  socket.receive(download("small"));
+  assert.equal(socket.sentOf(MessageType.Received).length, before + 1);
+  assert.equal(client.messages.length, 0, "handled in the arrival task");
+  // A task later (bounded: a MessageChannel message takes a few turns).
+  for (let turn = 0; turn < 200 && client.messages.length < 2; turn++) {
+    await flush();
+  }
+  assert.deepEqual(
+    client.messages.map((message) =>
+      (message as ReturnType<typeof download>).changesets[0]!.instructions[0]!
+        .fields.text.length
+    ),
+    [100_000, 5],
+  );
+  // A frame below the size is handled at once, as before.
+  socket.receive(download("y".repeat(10_000)));
+  assert.equal(socket.sentOf(MessageType.Received).length, before + 2);
+  assert.equal(client.messages.length, 3);
+  await test.connection.close();
+});
+
 Deno.test("Connection acknowledges with RECEIVED right after HANDSHAKE_REPLY and then every 8 KiB of server frames on a large frame, counting per socket", async () => {
   const test = setup({
     keepalive: {
