@@ -141,7 +141,7 @@ export class Connection {
         context.stats.bytesOut += bytes;
         context.metrics.sent(type, bytes);
         if (type === MessageType.Reject) context.metrics.rejectedWrites.value++;
-        this.#delivery.noteSent(bytes);
+        this.#delivery.noteSent(bytes, performance.now());
       },
       track: (task) => this.#track(task),
     });

@@ -15,6 +15,8 @@
  * Pure: the caller passes the time, and nothing here schedules anything.
  */
 
+import { RECEIVED_INTERVAL_BYTES } from "../protocol/messages.ts";
+
 /**
  * The smallest batch a client that acknowledges deliveries gets, and the
  * size of its first ones, before any rate is known, in bytes: twice the
@@ -43,6 +45,15 @@ export const TIMEOUT_SHARE_DIVISOR = 4;
  */
 export const FAST_LINK_BYTES_PER_SECOND = 4 * 1024 * 1024;
 
+/**
+ * Unacknowledged bytes below which a link counts as idle when a frame is
+ * sent (a client acknowledges only every {@link RECEIVED_INTERVAL_BYTES} and
+ * only on a large frame, so a few small frames stay unacknowledged on an
+ * idle link), and the smallest frame measured from such a start: a smaller
+ * one's acknowledgement tells the round trip more than the rate.
+ */
+const IDLE_LINK_BYTES = RECEIVED_INTERVAL_BYTES;
+
 /** Acknowledgements a rate is measured over, at most. */
 const WINDOW = 8;
 
@@ -63,6 +74,10 @@ export class DeliveryRate {
   #pointSent = new Float64Array(WINDOW);
   #points = 0;
   #next = 0;
+  // The last frame sent onto a link that carried nothing else (nothing
+  // unacknowledged beyond a few small frames): when, and the byte count
+  // before it. Null once measured, or while the link is busy.
+  #dryStart: { at: number; from: number } | null = null;
 
   /**
    * @param maxBytes The server's `downloadBatchBytes`: the largest batch.
@@ -126,8 +141,20 @@ export class DeliveryRate {
     this.#timeoutMs = Number.POSITIVE_INFINITY;
   }
 
-  /** Counts a frame handed to the socket (its size on the wire). */
-  noteSent(bytes: number): void {
+  /**
+   * Counts a frame handed to the socket (its size on the wire).
+   *
+   * @param now The time, in milliseconds, when known: a large frame sent
+   *   onto an idle link then gives a rate from its acknowledgement alone
+   *   (see {@linkcode noteReceived}).
+   */
+  noteSent(bytes: number, now?: number): void {
+    if (
+      now !== undefined && bytes >= IDLE_LINK_BYTES &&
+      this.#sent - this.#acknowledged <= IDLE_LINK_BYTES
+    ) {
+      this.#dryStart = { at: now, from: this.#sent };
+    }
     this.#sent += bytes;
   }
 
@@ -138,7 +165,9 @@ export class DeliveryRate {
    * link delivers. That rate, or the last interval's when lower, replaces
    * the estimate, up or down. When the
    * server itself left the link idle in between, the figure only says the
-   * link is at least that fast, and raises the estimate at most.
+   * link is at least that fast, and raises the estimate at most. So does a
+   * large frame sent onto an idle link with its time ({@linkcode noteSent}),
+   * from its send to the first acknowledgement past it.
    *
    * @param receivedBytes The client's count of bytes received.
    * @param timeoutMs The client's announced timeout (0 = none).
@@ -153,6 +182,7 @@ export class DeliveryRate {
     this.#heard = true;
     this.#timeoutMs = timeoutMs;
     if (this.#points > 0) this.#measure(receivedBytes, now);
+    this.#measureFromIdle(receivedBytes, now);
     const slot = this.#next;
     this.#pointAcknowledged[slot] = receivedBytes;
     this.#pointTime[slot] = now;
@@ -183,6 +213,26 @@ export class DeliveryRate {
       // for a while cannot pass for a fast link.
       if (index === 0 && rate > this.#rate) this.#rate = rate;
     }
+  }
+
+  /**
+   * A lower bound from the last frame sent onto an idle link: every byte
+   * acknowledged past it was sent at or after it and had arrived by now.
+   * Between two acknowledgements the link may have been idle while the
+   * server built its next frame, or while the client was busy with the
+   * previous one, which an interval between acknowledgements counts as
+   * delivery time: on a fast link where each frame takes either tens of
+   * milliseconds, only this bound shows the link as fast. It raises the
+   * estimate, never lowers it, once per idle start.
+   */
+  #measureFromIdle(receivedBytes: number, now: number): void {
+    const start = this.#dryStart;
+    if (start === null || receivedBytes <= start.from) return;
+    this.#dryStart = null;
+    const elapsed = now - start.at;
+    if (elapsed <= 0) return;
+    const rate = (receivedBytes - start.from) / elapsed;
+    if (rate > this.#rate) this.#rate = rate;
   }
 
   /** Bytes per millisecond from a point to now; 0 when not measurable. */

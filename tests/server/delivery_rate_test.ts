@@ -23,6 +23,8 @@ interface LinkOptions {
   aheadBytes?: number;
   /** Time the server needs to build a batch (storage reads), in ms. */
   serverMsPerBatch?: number;
+  /** Sends without their time (what the estimator did before it took it). */
+  untimedSends?: boolean;
 }
 
 interface Delivery {
@@ -65,7 +67,7 @@ function playLink(options: LinkOptions): {
   let heard = false;
   let now = 0;
   const send = (size: number, batch: number) => {
-    estimator.noteSent(size);
+    estimator.noteSent(size, options.untimedSends ? undefined : now);
     const start = Math.max(linkFreeAt, now + options.latencyMs);
     let arrivesAt = start;
     // Integrate the rate in 1 ms steps so it can change under a frame.
@@ -202,6 +204,53 @@ Deno.test("DeliveryRate on a fast link reaches downloadBatchBytes within a few b
   // Measured above FAST_LINK_BYTES_PER_SECOND: DOWNLOADs are not deflated.
   assert.ok(estimator.bytesPerSecond >= FAST_LINK_BYTES_PER_SECOND);
   assert.equal(estimator.isFast, true);
+});
+
+Deno.test("DeliveryRate calls a fast link fast from one large frame sent onto it idle, where intervals between acknowledgements read it slow", () => {
+  // A bootstrap on loopback (docs/PERFORMANCE.md "Tenth pass"): the server
+  // builds each 190 KB frame for 60 ms (33-105 ms were measured), and each
+  // RECEIVED comes 1.5 ms after its frame was sent.
+  const play = (timed: boolean) => {
+    const estimator = new DeliveryRate(MAX);
+    estimator.expectAcknowledgements();
+    const at = (now: number) => timed ? now : undefined;
+    estimator.noteSent(43, at(0)); // BOUND
+    estimator.noteSent(11, at(1)); // the first, empty DOWNLOAD
+    let now = 61;
+    for (let frame = 0; frame < 4; frame++) {
+      estimator.noteSent(190_000, at(now));
+      now += 1.5;
+      assert.ok(
+        estimator.noteReceived(estimator.sentBytes, 120_000, now),
+      );
+      now += 60;
+    }
+    return estimator;
+  };
+  const untimed = play(false);
+  assert.equal(untimed.isFast, false, `${untimed.bytesPerSecond} B/s`);
+  const timed = play(true);
+  assert.equal(timed.isFast, true, `${timed.bytesPerSecond} B/s`);
+  // A lower bound: 190,000 bytes in at most 1.5 ms.
+  assert.ok(timed.bytesPerSecond <= 190_000 / 1.5 * 1000);
+  assert.equal(timed.batchBytes, MAX);
+});
+
+Deno.test("DeliveryRate's measure from an idle link never reads a slow link as fast", () => {
+  for (const serverMsPerBatch of [1, 40, 2_000]) {
+    const { estimator } = playLink({
+      rate: () => 20, // 20 KB/s
+      latencyMs: 20,
+      timeoutMs: 120_000,
+      batches: 20,
+      serverMsPerBatch,
+    });
+    assert.ok(
+      estimator.bytesPerSecond <= 20_000 * 1.05,
+      `${estimator.bytesPerSecond} B/s with ${serverMsPerBatch} ms per batch`,
+    );
+    assert.equal(estimator.isFast, false);
+  }
 });
 
 Deno.test("DeliveryRate calls no link fast before it measured one", () => {
