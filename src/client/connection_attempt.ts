@@ -48,8 +48,8 @@ import { SyncError, syncErrorFromWire } from "./sync_error.ts";
 // buffer per frame); `sendBytes` copies a frame that has to wait.
 const sendWriter = new Writer(4096);
 
-// Frames from this size whose RECEIVED is sent before they are handled
-// (see #onFrame): about 3 ms of work at the client's pace.
+// Frames from this size whose arrival sent a RECEIVED are handled in a
+// later task (see #onFrame): a few milliseconds of work or more.
 const LARGE_FRAME_BYTES = 64 * 1024;
 
 /**
@@ -364,8 +364,8 @@ export class ConnectionAttempt {
   }
 
   // Resolves in a task of its own: a `MessageChannel` message, which lets
-  // Deno write the frames sent before it (an immediate does not), in about
-  // a tenth of a timer's delay.
+  // Deno write the frames sent before it (an immediate does not), and comes
+  // sooner than a timer.
   #nextTurn(): Promise<void> {
     if (this.isDropped) return Promise.resolve();
     const turns = this.#turns ??= {

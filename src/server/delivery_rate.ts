@@ -221,9 +221,9 @@ export class DeliveryRate {
    * Between two acknowledgements the link may have been idle while the
    * server built its next frame, or while the client was busy with the
    * previous one, which an interval between acknowledgements counts as
-   * delivery time: on a fast link where each frame takes either tens of
-   * milliseconds, only this bound shows the link as fast. It raises the
-   * estimate, never lowers it, once per idle start.
+   * delivery time: on a fast link where the server or the client spends
+   * tens of milliseconds per frame, only this bound shows the link as fast.
+   * It raises the estimate, never lowers it, once per idle start.
    */
   #measureFromIdle(receivedBytes: number, now: number): void {
     const start = this.#dryStart;

@@ -20,6 +20,29 @@ import {
   setup,
 } from "../_helpers/connection_harness.ts";
 
+/** A DOWNLOAD of one changeset putting note n1 with `text`. */
+function noteDownload(sessionId: number, text: string) {
+  return {
+    type: MessageType.Download,
+    sessionId,
+    serverVersion: 1,
+    lastIntegratedClientVersion: 0,
+    downloadableBytes: 0,
+    changesetBytes: 0,
+    changesets: [{
+      serverVersion: 1,
+      stamp: { time: 1, counter: 0, node: 2 },
+      instructions: [{
+        op: "put" as const,
+        type: "Note",
+        id: "n1",
+        fields: { text },
+        stamp: null,
+      }],
+    }],
+  };
+}
+
 Deno.test("Connection dials on the first attach, sends HANDSHAKE with the token, and opens a channel", async () => {
   const test = setup();
   const client = test.client();
@@ -585,25 +608,7 @@ Deno.test("Connection sends a large frame's RECEIVED in the task the frame arriv
   const socket = await openBinding(test, client);
   socket.acceptHandshake();
   const sessionId = client.channel!.sessionId;
-  const download = (text: string) => ({
-    type: MessageType.Download,
-    sessionId,
-    serverVersion: 1,
-    lastIntegratedClientVersion: 0,
-    downloadableBytes: 0,
-    changesetBytes: 0,
-    changesets: [{
-      serverVersion: 1,
-      stamp: { time: 1, counter: 0, node: 2 },
-      instructions: [{
-        op: "put" as const,
-        type: "Note",
-        id: "n1",
-        fields: { text },
-        stamp: null,
-      }],
-    }],
-  });
+  const download = (text: string) => noteDownload(sessionId, text);
   const before = socket.sentOf(MessageType.Received).length;
   socket.receive(download("x".repeat(100_000)));
   socket.receive(download("small"));
@@ -650,25 +655,7 @@ Deno.test("Connection acknowledges with RECEIVED right after HANDSHAKE_REPLY and
     timeoutMs: 45_000,
   }]);
   const sessionId = client.channel!.sessionId;
-  const download = (text: string) => ({
-    type: MessageType.Download,
-    sessionId,
-    serverVersion: 1,
-    lastIntegratedClientVersion: 0,
-    downloadableBytes: 0,
-    changesetBytes: 0,
-    changesets: [{
-      serverVersion: 1,
-      stamp: { time: 1, counter: 0, node: 2 },
-      instructions: [{
-        op: "put" as const,
-        type: "Note",
-        id: "n1",
-        fields: { text },
-        stamp: null,
-      }],
-    }],
-  });
+  const download = (text: string) => noteDownload(sessionId, text);
   // Live updates of a few hundred bytes: nothing extra on the wire.
   let total = replyBytes;
   for (let index = 0; index < 10; index++) {
