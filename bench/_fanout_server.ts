@@ -18,6 +18,7 @@
 import process from "node:process";
 import inspector from "node:inspector";
 import { linesOf } from "../tests/_helpers/lines.ts";
+import { BENCH_SERVER_OPTIONS } from "./_tether_options.ts";
 
 /** A running server. */
 interface Running {
@@ -32,15 +33,7 @@ async function tether(root: string): Promise<Running> {
   const mod = await import(
     new URL("server.ts", `file://${root.replace(/\/?$/, "/")}`).href
   );
-  return await mod.serveSync({
-    hostname: "127.0.0.1",
-    port: 0,
-    kv: ":memory:",
-    auth: { allowAnonymous: true },
-    // Every bench client shares realms under /bench/.
-    permissions: () => "readwrite",
-    logger: () => {},
-  });
+  return await mod.serveSync(BENCH_SERVER_OPTIONS);
 }
 
 /**

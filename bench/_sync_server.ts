@@ -16,6 +16,7 @@
 import v8 from "node:v8";
 import { serveSync } from "../server.ts";
 import { linesOf } from "../tests/_helpers/lines.ts";
+import { BENCH_SERVER_OPTIONS } from "./_tether_options.ts";
 
 /** What `measure` answers. */
 export interface ServerMeasure {
@@ -49,15 +50,7 @@ const gc = (globalThis as { gc?: () => void }).gc;
 if (gc === undefined) throw new Error("Run with --v8-flags=--expose-gc");
 
 async function startTether(): Promise<Running> {
-  const server = await serveSync({
-    hostname: "127.0.0.1",
-    port: 0,
-    kv: ":memory:",
-    auth: { allowAnonymous: true },
-    // Every bench client shares realms under /bench/.
-    permissions: () => "readwrite",
-    logger: () => {},
-  });
+  const server = await serveSync(BENCH_SERVER_OPTIONS);
   return {
     url: server.url,
     counts: () => {
