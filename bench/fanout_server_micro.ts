@@ -23,6 +23,7 @@ import process from "node:process";
 import type { ServerMessage } from "../src/protocol/messages.ts";
 import { update, upload } from "../tests/_helpers/changesets.ts";
 import { option, printPairs } from "./_ab.ts";
+import { sessionSettings } from "../tests/server/_session_settings.ts";
 
 const SESSIONS = Number(option("--sessions") ?? 50);
 const ROUNDS = Number(option("--rounds") ?? 2000);
@@ -109,13 +110,7 @@ async function setup(label: string, root: URL, count: number): Promise<Setup> {
       cursorSalt: 0,
       lastIntegratedClientVersion: 0,
       protocolVersion: 3,
-      validateChangeset: undefined,
-      maxMessageBytes: 16 * 1024 * 1024,
-      downloadBatchBytes: 64 * 1024,
-      highWaterBytes: 1024 * 1024,
-      lifetime: lifetime.signal,
-      commitSignal: lifetime.signal,
-      log: () => {},
+      ...sessionSettings(lifetime.signal),
     });
     session.start();
     sockets.push(socket);

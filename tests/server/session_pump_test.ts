@@ -11,6 +11,7 @@ import {
 import type { RealmHub } from "../../src/server/realm_hub.ts";
 import { Session } from "../../src/server/session.ts";
 import type { HistoryRead } from "../../src/server/storage/history.ts";
+import { sessionSettings } from "./_session_settings.ts";
 
 /** Settles with `promise`, or rejects after 5 s. */
 function within<T>(promise: Promise<T>): Promise<T> {
@@ -111,13 +112,7 @@ function scripted(
     cursorSalt: 0,
     lastIntegratedClientVersion: 0,
     protocolVersion: 2,
-    validateChangeset: undefined,
-    maxMessageBytes: 16 * 1024 * 1024,
-    downloadBatchBytes: 64 * 1024,
-    highWaterBytes: 1024 * 1024,
-    lifetime: lifetime.signal,
-    commitSignal: lifetime.signal,
-    log: () => {},
+    ...sessionSettings(lifetime.signal),
   });
   return {
     sent,

@@ -21,6 +21,7 @@ import { ProtocolClient } from "../_helpers/protocol_client.ts";
 import { startTestServer, type TestServer } from "../_helpers/test_server.ts";
 import { RawWebSocket } from "../_helpers/raw_websocket.ts";
 import { PROTOCOL_VERSION } from "../../src/protocol/version.ts";
+import { sessionSettings } from "./_session_settings.ts";
 
 /** A changeset's stored size: the unit of DOWNLOAD's byte figures. */
 function storedSize(
@@ -1083,13 +1084,7 @@ Deno.test("an acknowledgement never counts the uploader's own changesets as stil
           cursorBytes: 400,
           lastIntegratedClientVersion: 0,
           protocolVersion: 2,
-          validateChangeset: undefined,
-          maxMessageBytes: 16 * 1024 * 1024,
-          downloadBatchBytes: 64 * 1024,
-          highWaterBytes: 1024 * 1024,
-          lifetime: lifetime.signal,
-          commitSignal: lifetime.signal,
-          log: () => {},
+          ...sessionSettings(lifetime.signal),
         });
         await session.upload([upload(1, [put("Task", "a", { n: 1 })])]);
         assert.equal(sent.length, 1);
